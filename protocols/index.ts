@@ -1,0 +1,9 @@
+/** The registry of protocol modules. Adding a protocol adds a folder and one line here. */
+import type { ProtocolModule } from './types.js';
+
+export const protocolModules: ProtocolModule[] = [
+];
+
+export function moduleMap(): Map<string, ProtocolModule> {
+  return new Map(protocolModules.map((m) => [m.name, m]));
+}

@@ -1,0 +1,168 @@
+/**
+ * The one small interface between proxy/ (which owns the session lifecycle) and a protocol module
+ * (which only speaks its wire format). A protocol module:
+ *   - accepts and authenticates a client       -> ctx.authenticate(...)
+ *   - opens a session under the grant          -> ctx.openSession(...)
+ *   - mints its credential through a lease     -> session.lease(...)
+ *   - dials the target, relays, records        -> session.recording.*
+ *   - asks before letting a command through    -> session.check(...)
+ *   - obeys "end now"                          -> session.onTerminate(...)
+ *   - reports the end                          -> session.end(...)
+ * Every ending path MUST call session.end(); the proxy then revokes leases, seals recordings and
+ * audits. session.end() is idempotent.
+ */
+import type { Logger } from 'pino';
+import type { Clock } from '../policies/clock.js';
+import type { Secret } from '../auth/secret.js';
+import type { Principal } from '../auth/types.js';
+import type { GrantRecord, LeaseRecord } from '../proxy/store/types.js';
+import type { TargetConfig, RoleConfig, SecretRef, CommandRuleConfig } from '../proxy/config.js';
+import type { SessionRecording } from '../recorder/types.js';
+
+export type { TargetConfig, RoleConfig, SecretRef, CommandRuleConfig };
+
+export interface ListenerAddress { host: string; port: number }
+
+export interface ProtocolListener extends ListenerAddress {
+  close(): Promise<void>;
+}
+
+export interface TlsMaterial {
+  /** PEM of the gateway's certificate chain, key and the CA that issued it (clients may pin the CA). */
+  cert: string;
+  key: Secret;
+  ca: string;
+}
+
+export type RefusalCode =
+  | 'unknown_target' | 'unknown_role' | 'bad_secret' | 'secret_used' | 'secret_expired'
+  | 'no_grant' | 'grant_expired' | 'locked' | 'outside_hours' | 'bad_key' | 'denied';
+
+export interface AuthRequest {
+  protocol: string;
+  /** What the client sent as user name: "target" or "target:role". */
+  username: string;
+  clientAddr: string;
+  /** A connection secret typed as password. */
+  secret?: Secret;
+  /** SHA256 fingerprint (OpenSSH "SHA256:..." form) of a public key the client proved it holds. */
+  publicKeyFingerprint?: string;
+  /** A principal already established out of band (browser approval, HTTP cookie). */
+  principal?: Principal;
+}
+
+export interface Authorized {
+  principal: Principal;
+  grant: GrantRecord;
+  target: TargetConfig;
+  role: RoleConfig;
+  /** The connection secret that was used, if any. */
+  secretId?: string;
+}
+
+export type AuthOutcome =
+  | { ok: true; auth: Authorized }
+  | { ok: false; code: RefusalCode; reason: string };
+
+export interface EndReason {
+  code: 'client_exit' | 'killed' | 'locked' | 'expired' | 'revoked' | 'forbidden' | 'target_closed' | 'target_error' | 'error' | 'gateway_shutdown';
+  /** A sentence a person understands; shown to the client where the protocol allows. */
+  message: string;
+}
+
+export interface RuleDecision {
+  action: 'allow' | 'deny' | 'kill' | 'alert';
+  /** What to show the person (deny/kill). */
+  message: string;
+  rule?: CommandRuleConfig;
+}
+
+export interface LeaseResult<T> {
+  /** What the protocol needs to connect (password, key...). Never stored. */
+  credential: T;
+  /** Extra revocation data learnt while creating (merged into the stored lease data). */
+  data?: Record<string, unknown>;
+}
+
+export interface LiveSession {
+  readonly id: string;
+  readonly principal: Principal;
+  readonly grant: GrantRecord;
+  readonly target: TargetConfig;
+  readonly role: RoleConfig;
+  readonly startedAt: number;
+  readonly recording: SessionRecording;
+  readonly log: Logger;
+  /**
+   * Mint a credential under a lease. The lease (kind + data) is stored BEFORE create() runs, so a
+   * crash can never leave an unrecorded account. If create() throws, module.revokeLease() runs on
+   * the stored lease and the error is rethrown. Leases are revoked by the proxy at session end.
+   */
+  lease<T>(kind: string, data: Record<string, unknown>, create: (leaseId: string) => Promise<LeaseResult<T>>): Promise<T>;
+  /** Check a command line / statement / request against the session's rules. Deny/kill/alert are audited here; on 'kill' the proxy terminates the session right after. */
+  check(text: string, opts?: { kind?: string; channel?: string; method?: string; path?: string }): RuleDecision;
+  /** Called once when the gateway ends the session (kill, lock, expiry, revoke, forbidden). The module must close both sides and then call end(). */
+  onTerminate(handler: (reason: EndReason) => void): void;
+  /** Called before the grant ends (message to show, ms left). */
+  onWarning(handler: (message: string, msLeft: number) => void): void;
+  addBytes(up: number, down: number): void;
+  /** An audit event about this session (action like 'ssh.exec', 'sftp.upload'). */
+  audit(action: string, data: Record<string, unknown>): void;
+  /** Report the end. Idempotent; resolves after leases are revoked and recordings sealed. */
+  end(reason: EndReason): Promise<void>;
+  readonly ended: boolean;
+}
+
+/** What the gateway offers a protocol module. */
+export interface ProtocolContext {
+  readonly log: Logger;
+  readonly clock: Clock;
+  readonly tls: TlsMaterial;
+  readonly dataDir: string;
+  /** Public host name to print in client commands. */
+  readonly publicHost: string;
+  /** Public base URL of the HTTP front. */
+  readonly publicUrl: string;
+  target(name: string): TargetConfig | undefined;
+  targets(): TargetConfig[];
+  /** Resolve a secret reference from the target's config (path is for error messages). */
+  resolveSecret(ref: unknown, path: string): Secret;
+  /** Check who is calling and whether they may reach the target now. Audits refusals. */
+  authenticate(req: AuthRequest): Promise<AuthOutcome>;
+  /**
+   * Start a browser approval for a client that cannot type a secret (e.g. SSH keyboard-interactive):
+   * returns a URL to show; wait() resolves when the person signed in and approved, or refuses.
+   */
+  beginBrowserApproval(req: Omit<AuthRequest, 'secret' | 'principal'>): { url: string; wait(timeoutMs: number): Promise<AuthOutcome>; cancel(): void };
+  /** Open a session under an authorization: re-checks locks, registers it for enforcement, opens its recording. */
+  openSession(auth: Authorized, meta: { protocol: string; clientAddr: string }): Promise<LiveSession>;
+}
+
+export interface ClientCommandInfo {
+  protocol: string;
+  host: string;
+  port: number;
+  /** "target" or "target:role". */
+  username: string;
+  secret: string;
+  target: TargetConfig;
+  /** Path to the gateway CA file as served by the API (for clients that pin it). */
+  caUrl: string;
+}
+
+export interface ProtocolModule {
+  readonly name: string;
+  readonly defaultPort: number;
+  /** Validate target.credentials / target.options / roles; return the first problem. */
+  validateTarget?(target: TargetConfig): { path: string; expected: string } | null;
+  /** Start listening (called when config.listeners[name] exists). */
+  listen?(ctx: ProtocolContext, address: ListenerAddress): Promise<ProtocolListener>;
+  /** Dial the target with its admin credential: "reachable, credentials work". */
+  checkTarget?(ctx: ProtocolContext, target: TargetConfig): Promise<{ ok: boolean; detail: string }>;
+  /** Revoke a lease from its stored data alone (teardown, failed mint, and the reaper after a crash). Must be idempotent. */
+  revokeLease?(ctx: ProtocolContext, target: TargetConfig, lease: LeaseRecord): Promise<void>;
+  /** Revoke what the grant left behind when it ends (e.g. rotate a checked-out password). */
+  onGrantEnd?(ctx: ProtocolContext, target: TargetConfig, grant: GrantRecord): Promise<void>;
+  /** Ready-to-paste native client command lines for a connection secret. */
+  clientCommands?(info: ClientCommandInfo): Record<string, string>;
+}

@@ -1,0 +1,59 @@
+#!/usr/bin/env node
+// Installs what `npm start` (demo) or `npm test` needs on a fresh Debian 12 + Node 20 machine:
+// npm packages when node_modules is missing or stale, Debian packages through apt-get when missing.
+// Uses Node built-ins only, so it runs before `npm install`.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const mode = process.argv[2] ?? 'demo';
+
+// Debian packages per use. Tests need the real servers and real clients.
+const DEMO = ['openssh-server', 'openssh-client', 'postgresql', 'mariadb-server', 'mariadb-client', 'xvfb', 'x11vnc', 'xterm'];
+const TEST = [...DEMO, 'sshpass', 'chromium', 'postgresql-client', 'sysbench', 'tigervnc-standalone-server', 'tigervnc-viewer', 'xdotool', 'x11-apps'];
+const BENCH = [...TEST, 'nginx', 'wrk', 'pgbouncer'];
+const wanted = { demo: DEMO, test: TEST, bench: BENCH }[mode] ?? DEMO;
+
+function log(msg) { process.stderr.write(`[ensure-deps] ${msg}\n`); }
+
+function missingDebs(pkgs) {
+  const out = spawnSync('dpkg-query', ['-W', '-f=${Package} ${Status}\n', ...pkgs], { encoding: 'utf8' });
+  const ok = new Set(out.stdout.split('\n').filter((l) => l.endsWith('install ok installed')).map((l) => l.split(' ')[0]));
+  return pkgs.filter((p) => !ok.has(p));
+}
+
+const missing = existsSync('/usr/bin/dpkg-query') ? missingDebs(wanted) : [];
+if (missing.length) {
+  if (process.getuid?.() !== 0) {
+    log(`missing Debian packages (run as root to install): ${missing.join(' ')}`);
+  } else {
+    log(`installing Debian packages: ${missing.join(' ')}`);
+    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+    execFileSync('apt-get', ['update', '-q'], { stdio: ['ignore', 'ignore', 'inherit'], env });
+    execFileSync('apt-get', ['install', '-y', '-q', '--no-install-recommends', ...missing], { stdio: ['ignore', 'ignore', 'inherit'], env });
+    // Debian starts these services on install; Tollgate runs its own instances in temp dirs.
+    for (const svc of ['ssh', 'postgresql', 'mariadb', 'nginx', 'pgbouncer']) {
+      spawnSync('systemctl', ['disable', '--now', svc], { stdio: 'ignore' });
+      spawnSync('service', [svc, 'stop'], { stdio: 'ignore' });
+    }
+  }
+}
+
+// npm packages: install when node_modules is missing or older than the lock file.
+const lock = join(root, 'package-lock.json');
+const marker = join(root, 'node_modules', '.package-lock.json');
+const stale = !existsSync(marker) || (existsSync(lock) && statSync(lock).mtimeMs > statSync(marker).mtimeMs + 1000);
+if (stale) {
+  log('installing npm packages (npm ci)');
+  execFileSync('npm', [existsSync(lock) ? 'ci' : 'install', '--no-audit', '--no-fund'], { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
+}
+// A quick sanity check that native modules load on this Node.
+try {
+  const pkg = JSON.parse(readFileSync(join(root, 'node_modules', 'better-sqlite3', 'package.json'), 'utf8'));
+  if (!pkg.version) throw new Error('no better-sqlite3');
+} catch (e) {
+  log(`npm packages look broken: ${e.message}`);
+  process.exit(1);
+}

@@ -1,0 +1,253 @@
+import { readFileSync, existsSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { parseDocument } from 'yaml';
+import { z } from 'zod';
+import { Secret } from '../auth/secret.js';
+import type { ProtocolModule } from '../protocols/types.js';
+
+/**
+ * One YAML file configures a gateway: listeners, IdP, store, targets, policies.
+ * Secrets may be `{env: NAME}`, `{file: PATH}` (relative to the config file) or `{value: "..."}`;
+ * they are resolved at start-up into Secret objects that never print.
+ */
+
+export class ConfigError extends Error {
+  constructor(readonly file: string, readonly path: string, readonly expected: string) {
+    super(`${file}: ${path || '(top level)'}: ${expected}`);
+    this.name = 'ConfigError';
+  }
+}
+
+const duration = z.union([z.number().nonnegative(), z.string().regex(/^\d+(\.\d+)?\s*(ms|s|m|h|d)$/, 'a duration such as 90s, 30m, 8h or 1d')]);
+
+export function parseDuration(v: number | string): number {
+  if (typeof v === 'number') return v * 1000; // numbers are seconds
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$/.exec(v.trim());
+  if (!m) throw new Error(`not a duration: ${v}`);
+  const n = Number(m[1]);
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
+  return Math.round(n * unit);
+}
+
+export const secretRefSchema = z.union([
+  z.object({ env: z.string().min(1) }).strict(),
+  z.object({ file: z.string().min(1) }).strict(),
+  z.object({ value: z.string() }).strict(),
+], { error: 'a secret reference: {env: NAME}, {file: PATH} or {value: "..."}' });
+export type SecretRef = z.infer<typeof secretRefSchema>;
+
+const listenerSchema = z.object({
+  host: z.string().default('127.0.0.1'),
+  port: z.number().int().min(0).max(65535),
+}).strict();
+
+const roleSchema = z.object({
+  name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'a role name of letters, digits, _ . -'),
+  description: z.string().optional(),
+}).catchall(z.unknown());
+export type RoleConfig = z.infer<typeof roleSchema> & Record<string, unknown>;
+
+export const riskLevels = ['low', 'medium', 'high', 'critical'] as const;
+export type Risk = (typeof riskLevels)[number];
+
+const targetSchema = z.object({
+  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'a target name of letters, digits, _ . - (used as a login name)'),
+  protocol: z.string(),
+  address: z.string().min(1),
+  risk: z.enum(riskLevels).default('medium'),
+  description: z.string().optional(),
+  roles: z.array(roleSchema).min(1, 'at least one role'),
+  /** How credentials are minted: { mode: ..., admin: {...}, ... } - validated by the protocol module. */
+  credentials: z.record(z.string(), z.unknown()).default({}),
+  /** Protocol-specific options - validated by the protocol module. */
+  options: z.record(z.string(), z.unknown()).default({}),
+}).strict();
+export type TargetConfig = z.infer<typeof targetSchema>;
+
+const hoursSchema = z.object({
+  days: z.array(z.enum(['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'])).default(['mon', 'tue', 'wed', 'thu', 'fri']),
+  from: z.string().regex(/^\d\d:\d\d$/, 'HH:MM'),
+  to: z.string().regex(/^\d\d:\d\d$/, 'HH:MM'),
+  /** IANA time zone name. */
+  tz: z.string().default('UTC'),
+}).strict();
+export type HoursConfig = z.infer<typeof hoursSchema>;
+
+const stageSchema = z.object({ groups: z.array(z.string()).min(1), count: z.number().int().min(1).default(1) }).strict();
+
+const commandRuleSchema = z.object({
+  /** Regular expression matched against a command line or statement text. */
+  pattern: z.string().optional(),
+  /** Statement kinds (first keywords), e.g. DROP, TRUNCATE, "ALTER SYSTEM", "COPY PROGRAM". */
+  kinds: z.array(z.string()).optional(),
+  /** HTTP only: methods and a path glob. */
+  methods: z.array(z.string()).optional(),
+  path: z.string().optional(),
+  action: z.enum(['deny', 'kill', 'alert']),
+  message: z.string().optional(),
+  roles: z.array(z.string()).optional(),
+}).strict();
+export type CommandRuleConfig = z.infer<typeof commandRuleSchema>;
+
+const policySchema = z.object({
+  name: z.string(),
+  /** Glob patterns over target names and roles. */
+  targets: z.array(z.string()).default(['*']),
+  roles: z.array(z.string()).default(['*']),
+  /** Groups that may request access (eligibility). */
+  requesters: z.array(z.string()).default([]),
+  /** Approver groups for medium/high risk (and the default stages for critical). */
+  approvers: z.array(z.string()).default([]),
+  /** Explicit stages; overrides the plan derived from risk. */
+  stages: z.array(stageSchema).optional(),
+  /** Force an approval mode instead of the one derived from risk. */
+  approval: z.enum(['auto', 'one', 'two', 'stages']).optional(),
+  mfa: z.boolean().optional(),
+  maxDuration: duration.optional(),
+  hours: hoursSchema.optional(),
+  approvalTimeout: duration.optional(),
+  onTimeout: z.enum(['escalate', 'deny']).default('deny'),
+  escalateTo: z.array(z.string()).default([]),
+  rules: z.array(commandRuleSchema).default([]),
+}).strict();
+export type PolicyConfig = z.infer<typeof policySchema>;
+
+const devUserSchema = z.object({
+  name: z.string().regex(/^[a-z0-9_.-]+$/),
+  email: z.string().optional(),
+  password: secretRefSchema,
+  groups: z.array(z.string()).default([]),
+  /** Base32 TOTP secret: when set, sign-in may add an authenticator code (amr: mfa, otp). */
+  totp: secretRefSchema.optional(),
+}).strict();
+
+const configSchema = z.object({
+  gateway: z.object({
+    /** Public base URL of the HTTP front (used for OIDC redirects and printed commands). */
+    publicUrl: z.string().url().optional(),
+    /** Host name printed in native-client commands. */
+    publicHost: z.string().optional(),
+    dataDir: z.string().default('.tollgate'),
+    id: z.string().default('gw1'),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    tls: z.object({ cert: secretRefSchema, key: secretRefSchema, ca: secretRefSchema.optional() }).strict().optional(),
+    /** How long before a grant's end live sessions are warned. */
+    expiryWarning: duration.default('60s'),
+    secretTtl: duration.default('10m'),
+    webSessionTtl: duration.default('12h'),
+    reaperInterval: duration.default('60s'),
+    /** Key used to sign web session cookies and identity assertions (defaults to one kept in the store). */
+  }).strict().default({} as never),
+  listeners: z.record(z.string(), listenerSchema).default({ http: { host: '127.0.0.1', port: 8080 } }),
+  store: z.union([
+    z.object({ kind: z.literal('sqlite'), path: z.string().optional() }).strict(),
+    z.object({ kind: z.literal('postgres'), url: secretRefSchema }).strict(),
+  ]).default({ kind: 'sqlite' }),
+  idp: z.object({
+    issuer: z.string().url().optional(),
+    clientId: z.string().default('tollgate'),
+    clientSecret: secretRefSchema.optional(),
+    groupsClaim: z.string().default('groups'),
+    scopes: z.array(z.string()).default(['openid', 'email', 'profile', 'groups']),
+    /** ACR value requested for MFA step-up. */
+    mfaAcr: z.string().default('mfa'),
+    /** How recent an MFA must be for critical requests. */
+    mfaMaxAge: duration.default('15m'),
+    /** The built-in dev IdP (oidc-provider). When present, issuer defaults to it. */
+    dev: z.object({
+      host: z.string().default('127.0.0.1'),
+      port: z.number().int().min(0).max(65535).default(0),
+      users: z.array(devUserSchema).default([]),
+    }).strict().optional(),
+  }).strict().default({} as never),
+  recordings: z.object({ dir: z.string().optional() }).strict().default({}),
+  targets: z.array(targetSchema).default([]),
+  policies: z.array(policySchema).default([]),
+  breakGlass: z.object({
+    groups: z.array(z.string()).default([]),
+    maxDuration: duration.default('1h'),
+    /** Command run (argv) with the alert JSON on stdin; alerts are always audit events too. */
+    alertCommand: z.array(z.string()).optional(),
+  }).strict().default({} as never),
+  /** Notification hook for `alert` rules and break-glass (argv; event JSON on stdin). */
+  notify: z.object({ command: z.array(z.string()).optional() }).strict().default({}),
+}).strict();
+
+export type RawConfig = z.infer<typeof configSchema>;
+
+export interface GatewayConfig extends RawConfig {
+  /** Absolute path of the file this came from ('<inline>' when built in code). */
+  file: string;
+  baseDir: string;
+}
+
+function describeIssue(issue: z.core.$ZodIssue): string {
+  if (issue.code === 'invalid_type') return `expected ${issue.expected}`;
+  if (issue.code === 'unrecognized_keys') return `unknown key(s) ${issue.keys.join(', ')}`;
+  if (issue.code === 'invalid_value') return `expected one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`;
+  return issue.message;
+}
+
+export function formatPath(path: PropertyKey[]): string {
+  let out = '';
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${String(p)}` : String(p);
+  return out;
+}
+
+/** Validate a parsed document. Protocol modules validate their own target sections. */
+export function validateConfig(raw: unknown, file: string, modules: ReadonlyMap<string, ProtocolModule>): GatewayConfig {
+  const parsed = configSchema.safeParse(raw ?? {});
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new ConfigError(file, formatPath(issue.path), describeIssue(issue));
+  }
+  const cfg = parsed.data;
+  const names = new Set<string>();
+  cfg.targets.forEach((t, i) => {
+    if (names.has(t.name)) throw new ConfigError(file, `targets[${i}].name`, `a unique target name ("${t.name}" is used twice)`);
+    names.add(t.name);
+    const mod = modules.get(t.protocol);
+    if (!mod) throw new ConfigError(file, `targets[${i}].protocol`, `one of ${[...modules.keys()].join(', ')}`);
+    const roleNames = new Set<string>();
+    t.roles.forEach((r, j) => {
+      if (roleNames.has(r.name)) throw new ConfigError(file, `targets[${i}].roles[${j}].name`, `a unique role name`);
+      roleNames.add(r.name);
+    });
+    const v = mod.validateTarget?.(t);
+    if (v) throw new ConfigError(file, `targets[${i}].${v.path}`, v.expected);
+  });
+  const baseDir = file === '<inline>' ? process.cwd() : dirname(resolve(file));
+  return { ...cfg, file, baseDir };
+}
+
+export function loadConfigFile(file: string, modules: ReadonlyMap<string, ProtocolModule>): GatewayConfig {
+  const abs = resolve(file);
+  if (!existsSync(abs)) throw new ConfigError(abs, '', 'the file to exist');
+  const doc = parseDocument(readFileSync(abs, 'utf8'));
+  if (doc.errors.length) {
+    const e = doc.errors[0]!;
+    throw new ConfigError(abs, `line ${e.linePos?.[0]?.line ?? '?'}`, `valid YAML (${e.message.split('\n')[0]})`);
+  }
+  return validateConfig(doc.toJS(), abs, modules);
+}
+
+/** Resolve a secret reference. Errors name the key path but never the value. */
+export function resolveSecret(ref: SecretRef | undefined, cfg: Pick<GatewayConfig, 'file' | 'baseDir'>, path: string): Secret {
+  if (!ref) throw new ConfigError(cfg.file, path, 'a secret reference');
+  if ('value' in ref) return new Secret(ref.value);
+  if ('env' in ref) {
+    const v = process.env[ref.env];
+    if (v === undefined) throw new ConfigError(cfg.file, path, `environment variable ${ref.env} to be set`);
+    return new Secret(v);
+  }
+  const p = resolve(cfg.baseDir, ref.file);
+  if (!existsSync(p)) throw new ConfigError(cfg.file, path, `file ${p} to exist`);
+  return new Secret(readFileSync(p, 'utf8').replace(/\r?\n$/, ''));
+}
+
+/** Resolve a secret reference found at any depth under a protocol section (e.g. credentials.admin.password). */
+export function isSecretRef(v: unknown): v is SecretRef {
+  if (!v || typeof v !== 'object') return false;
+  const keys = Object.keys(v);
+  return keys.length === 1 && ['env', 'file', 'value'].includes(keys[0]!) && typeof (v as Record<string, unknown>)[keys[0]!] === 'string';
+}

@@ -1,0 +1,310 @@
+/**
+ * The one store interface. SQLite (better-sqlite3) is the embedded default; a PostgreSQL store for
+ * several gateways implements the same interface. Everything is async and speaks plain records:
+ * times are epoch milliseconds, ids are strings, JSON-ish payloads are objects.
+ */
+
+export type RequestState = 'pending' | 'approved' | 'denied' | 'expired' | 'cancelled';
+export type GrantState = 'active' | 'expired' | 'revoked';
+export type LeaseState = 'pending' | 'active' | 'revoking' | 'revoked' | 'failed';
+export type SessionState = 'starting' | 'active' | 'ended';
+export type LockScope = 'identity' | 'target' | 'grant';
+
+export interface IdentityRecord {
+  sub: string;
+  email: string | null;
+  name: string | null;
+  groups: string[];
+  firstSeen: number;
+  lastSeen: number;
+}
+
+export interface ApprovalStage {
+  /** Groups whose members may approve this stage. */
+  groups: string[];
+  /** Distinct approvers needed in this stage. */
+  count: number;
+}
+
+export interface ApprovalRecord {
+  id: string;
+  requestId: string;
+  stage: number;
+  approver: string;
+  decision: 'approve' | 'deny';
+  comment: string | null;
+  at: number;
+}
+
+export interface RequestRecord {
+  id: string;
+  requester: string;
+  target: string;
+  role: string;
+  durationMs: number;
+  reason: string;
+  state: RequestState;
+  risk: string;
+  policy: string;
+  /** The approval plan chosen when the request was filed (may grow by escalation). */
+  stages: ApprovalStage[];
+  /** Index of the stage waiting for approvals; equals stages.length when all are done. */
+  currentStage: number;
+  /** When the current stage times out (null: never). */
+  stageDeadline: number | null;
+  /** How many times the current request escalated. */
+  escalations: number;
+  mfaRequired: boolean;
+  breakGlass: boolean;
+  createdAt: number;
+  decidedAt: number | null;
+  decidedBy: string | null;
+  decisionReason: string | null;
+  grantId: string | null;
+}
+
+export interface GrantRecord {
+  id: string;
+  requestId: string | null;
+  identity: string;
+  target: string;
+  role: string;
+  state: GrantState;
+  startsAt: number;
+  expiresAt: number;
+  breakGlass: boolean;
+  createdAt: number;
+  endedAt: number | null;
+  endedBy: string | null;
+  endReason: string | null;
+  /** Whether any session ever ran under this grant (expired-unused grants are a health figure). */
+  used: boolean;
+}
+
+export interface BreakGlassReviewRecord {
+  id: string;
+  grantId: string;
+  identity: string;
+  reason: string;
+  state: 'open' | 'closed';
+  openedAt: number;
+  closedAt: number | null;
+  closedBy: string | null;
+  comment: string | null;
+}
+
+export interface ConnectionSecretRecord {
+  id: string;
+  /** SHA-256 (hex) of the secret; the secret itself is never stored. */
+  hash: string;
+  grantId: string;
+  identity: string;
+  target: string;
+  role: string;
+  protocol: string | null;
+  reusable: boolean;
+  createdAt: number;
+  expiresAt: number;
+  usedAt: number | null;
+  uses: number;
+}
+
+export interface ApiTokenRecord {
+  id: string;
+  /** SHA-256 (hex) of the token. */
+  hash: string;
+  identity: string;
+  name: string;
+  createdAt: number;
+  expiresAt: number;
+  lastUsedAt: number | null;
+  revokedAt: number | null;
+  /** When the identity last proved MFA for the sign-in that created this token (null: never). */
+  mfaAt: number | null;
+}
+
+export interface WebSessionRecord {
+  id: string;
+  /** SHA-256 (hex) of the cookie value. */
+  hash: string;
+  identity: string;
+  createdAt: number;
+  expiresAt: number;
+  mfaAt: number | null;
+  revokedAt: number | null;
+}
+
+export interface PublicKeyRecord {
+  id: string;
+  identity: string;
+  /** OpenSSH "type base64" form. */
+  publicKey: string;
+  fingerprint: string;
+  name: string;
+  createdAt: number;
+}
+
+export interface LeaseRecord {
+  id: string;
+  sessionId: string | null;
+  grantId: string;
+  target: string;
+  /** Provisioner kind, e.g. 'linux-account', 'ssh-certificate', 'postgres-role'. */
+  kind: string;
+  state: LeaseState;
+  /** What is needed to revoke it later (account name, serial...). Never a password. */
+  data: Record<string, unknown>;
+  createdAt: number;
+  activatedAt: number | null;
+  revokedAt: number | null;
+  error: string | null;
+}
+
+export interface SessionRecord {
+  id: string;
+  grantId: string;
+  identity: string;
+  target: string;
+  role: string;
+  protocol: string;
+  clientAddr: string | null;
+  state: SessionState;
+  startedAt: number;
+  endedAt: number | null;
+  endReason: string | null;
+  bytesUp: number;
+  bytesDown: number;
+  /** Which gateway instance runs it (for the reaper with several gateways). */
+  gatewayId: string;
+}
+
+export interface RecordingRecord {
+  id: string;
+  sessionId: string;
+  /** 'cast' | 'queries' | 'events' | 'screen' | 'http'. */
+  kind: string;
+  path: string;
+  state: 'open' | 'sealed';
+  sha256: string | null;
+  bytes: number;
+  createdAt: number;
+  sealedAt: number | null;
+}
+
+export interface QueryLogRecord {
+  id?: number;
+  sessionId: string;
+  at: number;
+  statement: string;
+  kind: string | null;
+  params: number;
+  durationMs: number | null;
+  rows: number | null;
+  error: string | null;
+  decision: 'allow' | 'deny' | 'kill' | 'alert';
+}
+
+export interface AuditEventRecord {
+  seq: number;
+  at: number;
+  actor: string;
+  action: string;
+  subject: string | null;
+  data: Record<string, unknown>;
+  prevHash: string;
+  hash: string;
+}
+
+export interface LockRecord {
+  id: string;
+  scope: LockScope;
+  value: string;
+  reason: string;
+  createdBy: string;
+  createdAt: number;
+  expiresAt: number | null;
+  removedAt: number | null;
+  removedBy: string | null;
+}
+
+export interface Page { limit?: number; offset?: number }
+
+export interface Store {
+  readonly kind: string;
+  migrate(): Promise<void>;
+  close(): Promise<void>;
+  /** Run fn atomically (all writes or none). */
+  transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T>;
+
+  upsertIdentity(rec: IdentityRecord): Promise<void>;
+  getIdentity(sub: string): Promise<IdentityRecord | null>;
+  listIdentities(): Promise<IdentityRecord[]>;
+
+  insertRequest(rec: RequestRecord): Promise<void>;
+  updateRequest(rec: RequestRecord): Promise<void>;
+  getRequest(id: string): Promise<RequestRecord | null>;
+  listRequests(filter?: { requester?: string; state?: RequestState; target?: string } & Page): Promise<RequestRecord[]>;
+
+  insertApproval(rec: ApprovalRecord): Promise<void>;
+  listApprovals(requestId: string): Promise<ApprovalRecord[]>;
+
+  insertGrant(rec: GrantRecord): Promise<void>;
+  updateGrant(rec: GrantRecord): Promise<void>;
+  getGrant(id: string): Promise<GrantRecord | null>;
+  listGrants(filter?: { identity?: string; state?: GrantState; target?: string } & Page): Promise<GrantRecord[]>;
+
+  insertReview(rec: BreakGlassReviewRecord): Promise<void>;
+  updateReview(rec: BreakGlassReviewRecord): Promise<void>;
+  getReview(id: string): Promise<BreakGlassReviewRecord | null>;
+  listReviews(filter?: { state?: 'open' | 'closed' }): Promise<BreakGlassReviewRecord[]>;
+
+  insertConnectionSecret(rec: ConnectionSecretRecord): Promise<void>;
+  getConnectionSecretByHash(hash: string): Promise<ConnectionSecretRecord | null>;
+  /** Atomically count one use; for single-use secrets only succeeds once. Returns the updated record or null. */
+  useConnectionSecret(id: string, at: number): Promise<ConnectionSecretRecord | null>;
+  listConnectionSecrets(filter: { identity?: string; grantId?: string; protocol?: string; unusedAt?: number }): Promise<ConnectionSecretRecord[]>;
+
+  insertApiToken(rec: ApiTokenRecord): Promise<void>;
+  getApiTokenByHash(hash: string): Promise<ApiTokenRecord | null>;
+  listApiTokens(identity: string): Promise<ApiTokenRecord[]>;
+  updateApiToken(rec: ApiTokenRecord): Promise<void>;
+
+  insertWebSession(rec: WebSessionRecord): Promise<void>;
+  getWebSessionByHash(hash: string): Promise<WebSessionRecord | null>;
+  updateWebSession(rec: WebSessionRecord): Promise<void>;
+
+  insertPublicKey(rec: PublicKeyRecord): Promise<void>;
+  listPublicKeys(filter: { identity?: string; fingerprint?: string }): Promise<PublicKeyRecord[]>;
+  deletePublicKey(id: string): Promise<void>;
+
+  insertLease(rec: LeaseRecord): Promise<void>;
+  updateLease(rec: LeaseRecord): Promise<void>;
+  getLease(id: string): Promise<LeaseRecord | null>;
+  listLeases(filter?: { state?: LeaseState[]; sessionId?: string; grantId?: string; target?: string }): Promise<LeaseRecord[]>;
+
+  insertSession(rec: SessionRecord): Promise<void>;
+  updateSession(rec: SessionRecord): Promise<void>;
+  getSession(id: string): Promise<SessionRecord | null>;
+  listSessions(filter?: { state?: SessionState; identity?: string; target?: string; grantId?: string; since?: number; until?: number } & Page): Promise<SessionRecord[]>;
+
+  insertRecording(rec: RecordingRecord): Promise<void>;
+  updateRecording(rec: RecordingRecord): Promise<void>;
+  getRecording(id: string): Promise<RecordingRecord | null>;
+  listRecordings(filter?: { sessionId?: string }): Promise<RecordingRecord[]>;
+
+  insertQuery(rec: QueryLogRecord): Promise<void>;
+  listQueries(sessionId: string, page?: Page): Promise<QueryLogRecord[]>;
+
+  /** Append one audit event computed by the audit log (seq is assigned by the caller). */
+  appendAudit(rec: AuditEventRecord): Promise<void>;
+  lastAudit(): Promise<AuditEventRecord | null>;
+  listAudit(filter?: { actor?: string; action?: string; subject?: string; since?: number; until?: number; afterSeq?: number } & Page): Promise<AuditEventRecord[]>;
+
+  insertLock(rec: LockRecord): Promise<void>;
+  updateLock(rec: LockRecord): Promise<void>;
+  listLocks(filter?: { active?: boolean; at?: number }): Promise<LockRecord[]>;
+
+  /** Small key/value space for gateway state (CA keys references, instance ids). */
+  getKv(key: string): Promise<string | null>;
+  setKv(key: string, value: string): Promise<void>;
+}
