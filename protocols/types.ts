@@ -165,4 +165,15 @@ export interface ProtocolModule {
   onGrantEnd?(ctx: ProtocolContext, target: TargetConfig, grant: GrantRecord): Promise<void>;
   /** Ready-to-paste native client command lines for a connection secret. */
   clientCommands?(info: ClientCommandInfo): Record<string, string>;
+  /**
+   * For `tollgate demo`: start a real server of this protocol in `dir` (loopback, free port) and
+   * return the targets to configure. Resolve null when the server software is not installed.
+   */
+  demo?(dir: string, log: Logger): Promise<DemoTargets | null>;
+}
+
+export interface DemoTargets {
+  targets: TargetConfig[];
+  /** Stops the servers and removes what they created. */
+  stop(): Promise<void>;
 }
