@@ -49,6 +49,17 @@ export interface AuthRequest {
   publicKeyFingerprint?: string;
   /** A principal already established out of band (browser approval, HTTP cookie). */
   principal?: Principal;
+  /**
+   * The id of a connection secret whose verifier the protocol checked itself (challenge-response:
+   * SCRAM, mysql_native_password), chosen among ctx.pendingSecrets(...). It is consumed like a typed secret.
+   */
+  provenSecretId?: string;
+}
+
+/** A pending connection secret as a challenge-response protocol sees it: only its verifiers. */
+export interface SecretCandidate {
+  id: string;
+  verifiers: Record<string, string>;
 }
 
 export interface Authorized {
@@ -127,6 +138,13 @@ export interface ProtocolContext {
   targets(): TargetConfig[];
   /** Resolve a secret reference from the target's config (path is for error messages). */
   resolveSecret(ref: unknown, path: string): Secret;
+  /**
+   * Unused, unexpired connection secrets that could match "target[:role]" for this protocol (for
+   * challenge-response auth). The caller proves one with a verifier, then calls authenticate with provenSecretId.
+   */
+  pendingSecrets(username: string, protocol: string): Promise<SecretCandidate[]>;
+  /** A stable 32-byte key derived from the gateway's own key for this label (e.g. a per-target SCRAM salt). */
+  deriveKey(label: string): Buffer;
   /** Check who is calling and whether they may reach the target now. Audits refusals. */
   authenticate(req: AuthRequest): Promise<AuthOutcome>;
   /**
@@ -165,6 +183,11 @@ export interface ProtocolModule {
   onGrantEnd?(ctx: ProtocolContext, target: TargetConfig, grant: GrantRecord): Promise<void>;
   /** Ready-to-paste native client command lines for a connection secret. */
   clientCommands?(info: ClientCommandInfo): Record<string, string>;
+  /**
+   * Verifiers to store with a new connection secret for this target (e.g. {"scram-sha-256": "..."}),
+   * so challenge-response auth works without keeping the secret. Called when a secret is issued.
+   */
+  secretVerifiers?(ctx: ProtocolContext, target: TargetConfig, secret: Secret): Record<string, string>;
   /**
    * For `tollgate demo`: start a real server of this protocol in `dir` (loopback, free port) and
    * return the targets to configure. Resolve null when the server software is not installed.

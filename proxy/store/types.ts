@@ -107,6 +107,12 @@ export interface ConnectionSecretRecord {
   expiresAt: number;
   usedAt: number | null;
   uses: number;
+  /**
+   * Protocol-specific verifiers derived from the secret at issue time, for challenge-response
+   * protocols that never see the secret itself (PostgreSQL SCRAM, mysql_native_password).
+   * Produced by ProtocolModule.secretVerifiers; never the secret.
+   */
+  verifiers: Record<string, string>;
 }
 
 export interface ApiTokenRecord {
