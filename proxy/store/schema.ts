@@ -1,0 +1,127 @@
+/**
+ * Versioned schema. Each migration is plain SQL that a PostgreSQL store can mirror; a new version
+ * is appended, never edited. Column specs map record fields (camelCase) to columns (snake_case).
+ */
+export type ColumnKind = 'text' | 'int' | 'json' | 'bool';
+export interface TableSpec { name: string; pk: string; columns: Record<string, ColumnKind> }
+
+export const tables = {
+  identities: { name: 'identities', pk: 'sub', columns: { sub: 'text', email: 'text', name: 'text', groups: 'json', firstSeen: 'int', lastSeen: 'int' } },
+  requests: {
+    name: 'requests', pk: 'id', columns: {
+      id: 'text', requester: 'text', target: 'text', role: 'text', durationMs: 'int', reason: 'text', state: 'text', risk: 'text',
+      policy: 'text', stages: 'json', currentStage: 'int', stageDeadline: 'int', escalations: 'int', mfaRequired: 'bool',
+      breakGlass: 'bool', createdAt: 'int', decidedAt: 'int', decidedBy: 'text', decisionReason: 'text', grantId: 'text',
+    },
+  },
+  approvals: { name: 'approvals', pk: 'id', columns: { id: 'text', requestId: 'text', stage: 'int', approver: 'text', decision: 'text', comment: 'text', at: 'int' } },
+  grants: {
+    name: 'grants', pk: 'id', columns: {
+      id: 'text', requestId: 'text', identity: 'text', target: 'text', role: 'text', state: 'text', startsAt: 'int', expiresAt: 'int',
+      breakGlass: 'bool', createdAt: 'int', endedAt: 'int', endedBy: 'text', endReason: 'text', used: 'bool',
+    },
+  },
+  reviews: {
+    name: 'breakglass_reviews', pk: 'id', columns: {
+      id: 'text', grantId: 'text', identity: 'text', reason: 'text', state: 'text', openedAt: 'int', closedAt: 'int', closedBy: 'text', comment: 'text',
+    },
+  },
+  secrets: {
+    name: 'connection_secrets', pk: 'id', columns: {
+      id: 'text', hash: 'text', grantId: 'text', identity: 'text', target: 'text', role: 'text', protocol: 'text', reusable: 'bool',
+      createdAt: 'int', expiresAt: 'int', usedAt: 'int', uses: 'int', verifiers: 'json',
+    },
+  },
+  tokens: {
+    name: 'api_tokens', pk: 'id', columns: {
+      id: 'text', hash: 'text', identity: 'text', name: 'text', createdAt: 'int', expiresAt: 'int', lastUsedAt: 'int', revokedAt: 'int', mfaAt: 'int',
+    },
+  },
+  webSessions: { name: 'web_sessions', pk: 'id', columns: { id: 'text', hash: 'text', identity: 'text', createdAt: 'int', expiresAt: 'int', mfaAt: 'int', revokedAt: 'int' } },
+  publicKeys: { name: 'public_keys', pk: 'id', columns: { id: 'text', identity: 'text', publicKey: 'text', fingerprint: 'text', name: 'text', createdAt: 'int' } },
+  leases: {
+    name: 'leases', pk: 'id', columns: {
+      id: 'text', sessionId: 'text', grantId: 'text', target: 'text', kind: 'text', state: 'text', data: 'json', createdAt: 'int',
+      activatedAt: 'int', revokedAt: 'int', error: 'text',
+    },
+  },
+  sessions: {
+    name: 'sessions', pk: 'id', columns: {
+      id: 'text', grantId: 'text', identity: 'text', target: 'text', role: 'text', protocol: 'text', clientAddr: 'text', state: 'text',
+      startedAt: 'int', endedAt: 'int', endReason: 'text', bytesUp: 'int', bytesDown: 'int', gatewayId: 'text',
+    },
+  },
+  recordings: {
+    name: 'recordings', pk: 'id', columns: {
+      id: 'text', sessionId: 'text', kind: 'text', path: 'text', state: 'text', sha256: 'text', bytes: 'int', createdAt: 'int', sealedAt: 'int',
+    },
+  },
+  queries: {
+    name: 'query_log', pk: 'id', columns: {
+      id: 'int', sessionId: 'text', at: 'int', statement: 'text', kind: 'text', params: 'int', durationMs: 'int', rows: 'int', error: 'text', decision: 'text',
+    },
+  },
+  audit: { name: 'audit_events', pk: 'seq', columns: { seq: 'int', at: 'int', actor: 'text', action: 'text', subject: 'text', data: 'json', prevHash: 'text', hash: 'text' } },
+  locks: {
+    name: 'locks', pk: 'id', columns: {
+      id: 'text', scope: 'text', value: 'text', reason: 'text', createdBy: 'text', createdAt: 'int', expiresAt: 'int', removedAt: 'int', removedBy: 'text',
+    },
+  },
+} satisfies Record<string, TableSpec>;
+
+export const migrations: { version: number; sql: string }[] = [
+  {
+    version: 1,
+    sql: `
+CREATE TABLE identities (sub TEXT PRIMARY KEY, email TEXT, name TEXT, groups TEXT NOT NULL, first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL);
+CREATE TABLE requests (
+  id TEXT PRIMARY KEY, requester TEXT NOT NULL, target TEXT NOT NULL, role TEXT NOT NULL, duration_ms INTEGER NOT NULL, reason TEXT NOT NULL,
+  state TEXT NOT NULL, risk TEXT NOT NULL, policy TEXT NOT NULL, stages TEXT NOT NULL, current_stage INTEGER NOT NULL, stage_deadline INTEGER,
+  escalations INTEGER NOT NULL DEFAULT 0, mfa_required INTEGER NOT NULL, break_glass INTEGER NOT NULL, created_at INTEGER NOT NULL,
+  decided_at INTEGER, decided_by TEXT, decision_reason TEXT, grant_id TEXT);
+CREATE INDEX requests_state ON requests(state);
+CREATE INDEX requests_requester ON requests(requester);
+CREATE TABLE approvals (id TEXT PRIMARY KEY, request_id TEXT NOT NULL REFERENCES requests(id), stage INTEGER NOT NULL, approver TEXT NOT NULL,
+  decision TEXT NOT NULL, comment TEXT, at INTEGER NOT NULL, UNIQUE (request_id, approver));
+CREATE TABLE grants (
+  id TEXT PRIMARY KEY, request_id TEXT, identity TEXT NOT NULL, target TEXT NOT NULL, role TEXT NOT NULL, state TEXT NOT NULL,
+  starts_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, break_glass INTEGER NOT NULL, created_at INTEGER NOT NULL,
+  ended_at INTEGER, ended_by TEXT, end_reason TEXT, used INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX grants_identity ON grants(identity, state);
+CREATE UNIQUE INDEX grants_request ON grants(request_id) WHERE request_id IS NOT NULL;
+CREATE TABLE breakglass_reviews (id TEXT PRIMARY KEY, grant_id TEXT NOT NULL, identity TEXT NOT NULL, reason TEXT NOT NULL, state TEXT NOT NULL,
+  opened_at INTEGER NOT NULL, closed_at INTEGER, closed_by TEXT, comment TEXT);
+CREATE TABLE connection_secrets (
+  id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, grant_id TEXT NOT NULL, identity TEXT NOT NULL, target TEXT NOT NULL, role TEXT NOT NULL,
+  protocol TEXT, reusable INTEGER NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, used_at INTEGER, uses INTEGER NOT NULL DEFAULT 0,
+  verifiers TEXT NOT NULL DEFAULT '{}');
+CREATE INDEX connection_secrets_target ON connection_secrets(target, expires_at);
+CREATE TABLE api_tokens (id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, identity TEXT NOT NULL, name TEXT NOT NULL, created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL, last_used_at INTEGER, revoked_at INTEGER, mfa_at INTEGER);
+CREATE TABLE web_sessions (id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, identity TEXT NOT NULL, created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL, mfa_at INTEGER, revoked_at INTEGER);
+CREATE TABLE public_keys (id TEXT PRIMARY KEY, identity TEXT NOT NULL, public_key TEXT NOT NULL, fingerprint TEXT NOT NULL UNIQUE, name TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE leases (
+  id TEXT PRIMARY KEY, session_id TEXT, grant_id TEXT NOT NULL, target TEXT NOT NULL, kind TEXT NOT NULL, state TEXT NOT NULL, data TEXT NOT NULL,
+  created_at INTEGER NOT NULL, activated_at INTEGER, revoked_at INTEGER, error TEXT);
+CREATE INDEX leases_state ON leases(state);
+CREATE TABLE sessions (
+  id TEXT PRIMARY KEY, grant_id TEXT NOT NULL, identity TEXT NOT NULL, target TEXT NOT NULL, role TEXT NOT NULL, protocol TEXT NOT NULL,
+  client_addr TEXT, state TEXT NOT NULL, started_at INTEGER NOT NULL, ended_at INTEGER, end_reason TEXT, bytes_up INTEGER NOT NULL DEFAULT 0,
+  bytes_down INTEGER NOT NULL DEFAULT 0, gateway_id TEXT NOT NULL);
+CREATE INDEX sessions_state ON sessions(state);
+CREATE TABLE recordings (id TEXT PRIMARY KEY, session_id TEXT NOT NULL, kind TEXT NOT NULL, path TEXT NOT NULL, state TEXT NOT NULL,
+  sha256 TEXT, bytes INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL, sealed_at INTEGER);
+CREATE INDEX recordings_session ON recordings(session_id);
+CREATE TABLE query_log (id INTEGER PRIMARY KEY AUTOINCREMENT, session_id TEXT NOT NULL, at INTEGER NOT NULL, statement TEXT NOT NULL, kind TEXT,
+  params INTEGER NOT NULL DEFAULT 0, duration_ms INTEGER, rows INTEGER, error TEXT, decision TEXT NOT NULL);
+CREATE INDEX query_log_session ON query_log(session_id, id);
+CREATE TABLE audit_events (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, subject TEXT,
+  data TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE INDEX audit_action ON audit_events(action);
+CREATE TABLE locks (id TEXT PRIMARY KEY, scope TEXT NOT NULL, value TEXT NOT NULL, reason TEXT NOT NULL, created_by TEXT NOT NULL,
+  created_at INTEGER NOT NULL, expires_at INTEGER, removed_at INTEGER, removed_by TEXT);
+CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+`,
+  },
+];
