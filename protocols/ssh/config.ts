@@ -1,0 +1,77 @@
+/** The ssh target section: credentials.mode and what each mode needs. */
+import type { TargetConfig, RoleConfig } from '../types.js';
+
+export type SshMode = 'ephemeral-account' | 'certificate' | 'checkout';
+export const MODES: SshMode[] = ['ephemeral-account', 'certificate', 'checkout'];
+
+/** Linux user and group names we put into commands: strict, so no quoting can go wrong. */
+export const NAME_RE = /^[a-z_][a-z0-9_-]{0,31}$/;
+/** Absolute paths we put into admin commands (trustedCaFile, revokedKeysFile). */
+export const PATH_RE = /^\/[A-Za-z0-9_./-]{1,255}$/;
+
+export interface AdminCredential {
+  username: string;
+  privateKey?: unknown;
+  password?: unknown;
+  /** Prefix admin commands with `sudo -n` (default: when the admin is not root). */
+  sudo?: boolean;
+}
+
+export function parseAddress(address: string, defaultPort = 22): { host: string; port: number } {
+  const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(address) ?? /^([^:]+)(?::(\d+))?$/.exec(address);
+  if (!m) throw new Error(`bad address ${address}`);
+  return { host: m[1]!, port: m[2] ? Number(m[2]) : defaultPort };
+}
+
+export function modeOf(target: TargetConfig): SshMode {
+  return target.credentials.mode as SshMode;
+}
+
+export function adminOf(target: TargetConfig): AdminCredential {
+  return target.credentials.admin as AdminCredential;
+}
+
+export function roleGroups(role: RoleConfig): string[] {
+  const g = role.groups;
+  return Array.isArray(g) ? g.map(String) : [];
+}
+
+/** The login a certificate is valid for: role.principals, else role.login. */
+export function rolePrincipals(role: RoleConfig): string[] {
+  if (Array.isArray(role.principals) && role.principals.length) return role.principals.map(String);
+  if (typeof role.login === 'string') return [role.login];
+  return [];
+}
+
+function isRef(v: unknown): boolean {
+  return !!v && typeof v === 'object' && Object.keys(v).length === 1 && ['env', 'file', 'value'].includes(Object.keys(v)[0]!);
+}
+
+export function validateSshTarget(t: TargetConfig): { path: string; expected: string } | null {
+  try { parseAddress(t.address); } catch { return { path: 'address', expected: 'host:port' }; }
+  const c = t.credentials;
+  if (!MODES.includes(c.mode as SshMode)) return { path: 'credentials.mode', expected: `one of ${MODES.join(', ')}` };
+  const admin = c.admin as AdminCredential | undefined;
+  if (!admin || typeof admin !== 'object') return { path: 'credentials.admin', expected: 'an admin credential {username, privateKey or password}' };
+  if (typeof admin.username !== 'string' || !NAME_RE.test(admin.username)) return { path: 'credentials.admin.username', expected: 'a Linux user name' };
+  if (!isRef(admin.privateKey) && !isRef(admin.password)) return { path: 'credentials.admin', expected: 'privateKey or password as a secret reference' };
+  if (c.prefix !== undefined && (typeof c.prefix !== 'string' || !/^[a-z][a-z0-9]{0,7}-$/.test(c.prefix))) {
+    return { path: 'credentials.prefix', expected: 'a short prefix like "tg-"' };
+  }
+  for (const k of ['trustedCaFile', 'revokedKeysFile']) {
+    if (c[k] !== undefined && (typeof c[k] !== 'string' || !PATH_RE.test(c[k] as string))) return { path: `credentials.${k}`, expected: 'an absolute path' };
+  }
+  for (const [i, r] of t.roles.entries()) {
+    for (const g of roleGroups(r)) if (!NAME_RE.test(g)) return { path: `roles[${i}].groups`, expected: 'Linux group names' };
+    if (c.mode === 'certificate') {
+      const ps = rolePrincipals(r);
+      if (!ps.length) return { path: `roles[${i}]`, expected: 'a login or principals for certificate mode' };
+      if (ps.some((p) => !NAME_RE.test(p))) return { path: `roles[${i}].principals`, expected: 'Linux user names' };
+    }
+  }
+  if (c.mode === 'checkout') {
+    if (typeof c.account !== 'string' || !NAME_RE.test(c.account)) return { path: 'credentials.account', expected: 'a Linux user name' };
+    if (!isRef(c.password)) return { path: 'credentials.password', expected: 'a secret reference (the starting password)' };
+  }
+  return null;
+}

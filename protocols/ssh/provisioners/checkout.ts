@@ -1,0 +1,68 @@
+/**
+ * 'checkout': log in with a stored account's password and rotate it on the target (chpasswd over
+ * the admin connection) when the session or the grant ends. The current password is kept in a
+ * 0600 file under dataDir/ssh/checkout, never logged.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { Secret } from '../../../auth/secret.js';
+import { runScript } from '../admin.js';
+import { NAME_RE } from '../config.js';
+import { RETRY_SH, shq, type Provisioner, type UpstreamCredential } from './types.js';
+import type { ProtocolContext, TargetConfig } from '../../types.js';
+
+export const KIND = 'checkout-password';
+
+function file(ctx: ProtocolContext, target: TargetConfig, account: string): string {
+  const dir = join(ctx.dataDir, 'ssh', 'checkout');
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return join(dir, `${target.name}--${account}`);
+}
+
+export function currentPassword(ctx: ProtocolContext, target: TargetConfig, account: string): Secret {
+  const f = file(ctx, target, account);
+  if (existsSync(f)) return new Secret(readFileSync(f, 'utf8'));
+  return ctx.resolveSecret(target.credentials.password, `targets.${target.name}.credentials.password`);
+}
+
+const chains = new Map<string, Promise<void>>();
+
+/** Set a new random password on the target, then remember it. Serialised per account. */
+export function rotate(ctx: ProtocolContext, target: TargetConfig, account: string): Promise<void> {
+  if (!NAME_RE.test(account)) return Promise.reject(new Error('bad account name'));
+  const key = `${target.name}/${account}`;
+  const next = (chains.get(key) ?? Promise.resolve()).catch(() => undefined).then(async () => {
+    const f = file(ctx, target, account);
+    const pw = new Secret(randomBytes(18).toString('base64url'));
+    writeFileSync(`${f}.next`, pw.reveal(), { mode: 0o600 });
+    const script = [RETRY_SH, `retry chpasswd <<'TOLLGATE_EOF'`, `${account}:${pw.reveal()}`, 'TOLLGATE_EOF'].join('\n');
+    const r = await runScript(ctx, target, script);
+    if (r.code !== 0) {
+      rmSync(`${f}.next`, { force: true });
+      throw new Error(`could not rotate the password of ${account} on ${target.name}: ${r.stderr.trim().split('\n').pop() ?? 'exit ' + r.code}`);
+    }
+    renameSync(`${f}.next`, f);
+    ctx.log.info({ target: target.name, account }, 'ssh: checked-out password rotated');
+  });
+  chains.set(key, next);
+  return next;
+}
+
+export const checkoutProvisioner: Provisioner = {
+  kind: KIND,
+  async mint(ctx, session, target) {
+    const account = String(target.credentials.account);
+    if (!NAME_RE.test(account)) throw new Error('credentials.account is not a valid user name');
+    return session.lease<UpstreamCredential>(KIND, { mode: 'checkout', account }, async () => {
+      await (chains.get(`${target.name}/${account}`) ?? Promise.resolve()).catch(() => undefined);
+      return { credential: { username: account, password: currentPassword(ctx, target, account) } };
+    });
+  },
+  async revoke(ctx, target, lease) {
+    const account = lease.data.account;
+    if (typeof account !== 'string' || !NAME_RE.test(account)) throw new Error(`lease ${lease.id}: no account`);
+    await rotate(ctx, target, account);
+  },
+};
+
