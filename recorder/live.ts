@@ -22,9 +22,11 @@ export const MISC_SNAPSHOT_FRAMES = 200;
 export const SCREEN_SNAPSHOT_FRAMES = 500;
 export const SCREEN_SNAPSHOT_CHARS = 8 * 1024 * 1024;
 
-/** Sequences after which nothing earlier is visible on the terminal. */
-const CLEAR_SEQUENCES = ['\x1b[2J', '\x1bc', '\x1b[3J'];
+/** Sequences after which nothing earlier is visible on the terminal (`clear` on xterm and linux). */
+const CLEAR_SEQUENCES = ['\x1b[2J', '\x1bc', '\x1b[3J', '\x1b[H\x1b[J', '\x1b[H\x1b[0J'];
 const CLEAR_TAIL = Math.max(...CLEAR_SEQUENCES.map((s) => s.length)) - 1;
+/** Just before a clear, these still matter to a fresh terminal: another clear or a cursor move. */
+const BEFORE_CLEAR = /(?:\x1b\[2J|\x1b\[3J|\x1bc|\x1b\[\d*(?:;\d*)?[Hf])$/;
 
 type Callback = (f: LiveFrame) => void;
 
@@ -53,10 +55,23 @@ function newState(): LiveState {
   };
 }
 
-/** Index in s of the start of the last clear-screen sequence, or -1. */
-function lastClear(s: string): number {
+/**
+ * Index in s of the start of the last clear-screen sequence that ends after `seen` (the part of s
+ * already scanned with the previous frame), or -1.
+ */
+function lastClear(s: string, seen: number): number {
   let best = -1;
-  for (const seq of CLEAR_SEQUENCES) best = Math.max(best, s.lastIndexOf(seq));
+  for (const seq of CLEAR_SEQUENCES) {
+    const i = s.lastIndexOf(seq);
+    if (i >= 0 && i + seq.length > seen) best = Math.max(best, i);
+  }
+  if (best < 0) return -1;
+  // Keep the cursor move and clears right before it (`clear` sends ESC[H ESC[2J ESC[3J).
+  for (let i = 0; best > 0 && i < 4; i++) {
+    const m = BEFORE_CLEAR.exec(s.slice(Math.max(0, best - 16), best));
+    if (!m) break;
+    best -= m[0].length;
+  }
   return best;
 }
 
@@ -159,7 +174,7 @@ export class MemoryLiveBus implements LiveBus {
       case 'o': {
         const data = typeof frame.data === 'string' ? frame.data : String(frame.data ?? '');
         const joined = st.tail + data;
-        const at = lastClear(joined);
+        const at = lastClear(joined, st.tail.length);
         if (at >= 0) {
           // Everything before the clear is gone from the screen: restart from the clear sequence.
           const kept = at >= st.tail.length ? data.slice(at - st.tail.length) : joined.slice(at);
