@@ -207,6 +207,17 @@ export class JitEngine {
     return p;
   }
 
+  /**
+   * Check, then apply in a transaction that re-reads and re-checks (another gateway may have acted).
+   * The first check runs outside the transaction so that ordinary refusals never open one.
+   */
+  private decide<C, R>(check: (tx: Store) => Promise<C>, apply: (tx: Store, checked: C) => Promise<R>): Promise<R> {
+    return this.exclusive(async () => {
+      await check(this.store);
+      return this.store.transaction(async (tx) => apply(tx, await check(tx)));
+    });
+  }
+
   private runTimerWork(what: string, fn: () => Promise<void>): void {
     const p = fn().catch((e: unknown) => {
       this.log?.error({ err: e instanceof Error ? e.message : String(e), what }, 'policy timer failed');
@@ -521,10 +532,7 @@ export class JitEngine {
       if (r.mfaRequired && !this.mfaFresh(p)) throw new PolicyError('mfa_required', this.mfaMessage('approving this request'));
       return { r, approvals, stage };
     };
-    const result = await this.exclusive(async () => {
-      await check(this.store); // refuse without opening a write transaction
-      return this.store.transaction(async (tx) => {
-      const { r, approvals, stage } = await check(tx);
+    const result = await this.decide(check, async (tx, { r, approvals, stage }) => {
       const now = this.clock.now();
       const approval: ApprovalRecord = {
         id: randomUUID(), requestId: r.id, stage: r.currentStage, approver: p.sub, decision: 'approve', comment: note, at: now,
@@ -553,7 +561,6 @@ export class JitEngine {
         await tx.updateRequest(r);
       }
       return { r, grant, approvedStage, inStage, stageDone };
-      });
     });
     const { r, grant } = result;
     await this.audit(p.sub, 'request.approved', r.id, {
@@ -588,10 +595,7 @@ export class JitEngine {
       this.assertStageMember(p, r);
       return r;
     };
-    const r = await this.exclusive(async () => {
-      await check(this.store);
-      return this.store.transaction(async (tx) => {
-      const r = await check(tx);
+    const r = await this.decide(check, async (tx, r) => {
       const now = this.clock.now();
       await tx.insertApproval({ id: randomUUID(), requestId: r.id, stage: r.currentStage, approver: p.sub, decision: 'deny', comment: note, at: now });
       r.state = 'denied';
@@ -601,7 +605,6 @@ export class JitEngine {
       r.stageDeadline = null;
       await tx.updateRequest(r);
       return r;
-      });
     });
     this.disarmRequest(r.id);
     await this.audit(p.sub, 'request.denied', r.id, { stage: r.currentStage, comment: note });
@@ -616,10 +619,7 @@ export class JitEngine {
       if (r.state !== 'pending') throw new PolicyError('conflict', `this request is already ${r.state}`);
       return r;
     };
-    const r = await this.exclusive(async () => {
-      await check(this.store);
-      return this.store.transaction(async (tx) => {
-      const r = await check(tx);
+    const r = await this.decide(check, async (tx, r) => {
       const now = this.clock.now();
       r.state = 'cancelled';
       r.decidedAt = now;
@@ -628,7 +628,6 @@ export class JitEngine {
       r.stageDeadline = null;
       await tx.updateRequest(r);
       return r;
-      });
     });
     this.disarmRequest(r.id);
     await this.audit(p.sub, 'request.cancelled', r.id, {});
@@ -709,17 +708,13 @@ export class JitEngine {
       if (g.state !== 'active') throw new PolicyError('conflict', `this grant is already ${g.state}`);
       return g;
     };
-    const g = await this.exclusive(async () => {
-      await check(this.store);
-      return this.store.transaction(async (tx) => {
-      const g = await check(tx);
+    const g = await this.decide(check, async (tx, g) => {
       g.state = 'revoked';
       g.endedAt = this.clock.now();
       g.endedBy = actor.sub;
       g.endReason = why;
       await tx.updateGrant(g);
       return g;
-      });
     });
     this.grantTimers.get(g.id)?.cancel();
     this.grantTimers.delete(g.id);
@@ -797,17 +792,13 @@ export class JitEngine {
       if (!note) throw new PolicyError('invalid', 'comment: say what you checked', 'comment');
       return rv;
     };
-    const rv = await this.exclusive(async () => {
-      await check(this.store);
-      return this.store.transaction(async (tx) => {
-      const rv = await check(tx);
+    const rv = await this.decide(check, async (tx, rv) => {
       rv.state = 'closed';
       rv.closedAt = this.clock.now();
       rv.closedBy = p.sub;
       rv.comment = note.slice(0, 2000);
       await tx.updateReview(rv);
       return rv;
-      });
     });
     await this.audit(p.sub, 'breakglass.reviewed', rv.id, { grantId: rv.grantId, identity: rv.identity, comment: rv.comment });
     return rv;
