@@ -1,0 +1,64 @@
+/** The postgres target's own config sections (credentials, options, role grants), validated here. */
+import { z } from 'zod';
+import type { TargetConfig, RoleConfig } from '../types.js';
+import { isSecretRef } from '../../proxy/config.js';
+
+const roleName = z.string().min(1).max(63).refine((s) => !s.includes('\0'), 'no NUL bytes');
+
+export const credentialsSchema = z.object({
+  admin: z.object({
+    user: roleName,
+    password: z.custom<unknown>((v) => isSecretRef(v), 'a secret reference: {env: NAME}, {file: PATH} or {value: "..."}'),
+  }),
+  /** The database the admin connects to (and the default database for clients that name none). */
+  database: roleName.default('postgres'),
+  /** What happens to what the session role owns at the end: dropped, or reassigned to reassignTo. */
+  onEnd: z.enum(['drop', 'reassign']).default('drop'),
+  reassignTo: roleName.optional(),
+}).refine((c) => c.onEnd !== 'reassign' || !!c.reassignTo, { message: 'reassignTo when onEnd is "reassign"', path: ['reassignTo'] });
+
+export const optionsSchema = z.object({
+  /** Accept clients without TLS (default false: they are told to use sslmode=require). */
+  allowPlain: z.boolean().default(false),
+  /** How clients prove the connection secret: SCRAM (default) or cleartext (only over TLS / allowPlain). */
+  clientAuth: z.enum(['scram-sha-256', 'password']).default('scram-sha-256'),
+  /** Upstream connect and login timeout in seconds. */
+  connectTimeout: z.number().positive().default(10),
+});
+
+export const roleGrantsSchema = z.array(roleName).default([]);
+
+export type PgCredentials = z.infer<typeof credentialsSchema>;
+export type PgOptions = z.infer<typeof optionsSchema>;
+
+export function credentialsOf(t: TargetConfig): PgCredentials { return credentialsSchema.parse(t.credentials); }
+export function optionsOf(t: TargetConfig): PgOptions { return optionsSchema.parse(t.options ?? {}); }
+/** The upstream roles a Tollgate role maps to (role elevation): `roles[].grants`. */
+export function grantsOf(r: RoleConfig): string[] { return roleGrantsSchema.parse(r.grants); }
+
+export function parseAddress(address: string): { host: string; port: number } {
+  const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(address) ?? /^([^:]+)(?::(\d+))?$/.exec(address);
+  if (!m) throw new Error(`not a host:port address: ${address}`);
+  const port = m[2] ? Number(m[2]) : 5432;
+  if (!(port > 0 && port < 65536)) throw new Error(`bad port in ${address}`);
+  return { host: m[1]!, port };
+}
+
+export function validateTarget(t: TargetConfig): { path: string; expected: string } | null {
+  const c = credentialsSchema.safeParse(t.credentials);
+  if (!c.success) {
+    const i = c.error.issues[0]!;
+    return { path: ['credentials', ...i.path.map(String)].join('.'), expected: i.message };
+  }
+  const o = optionsSchema.safeParse(t.options ?? {});
+  if (!o.success) {
+    const i = o.error.issues[0]!;
+    return { path: ['options', ...i.path.map(String)].join('.'), expected: i.message };
+  }
+  try { parseAddress(t.address); } catch { return { path: 'address', expected: 'host:port of the PostgreSQL server' }; }
+  for (let j = 0; j < t.roles.length; j++) {
+    const g = roleGrantsSchema.safeParse(t.roles[j]!.grants);
+    if (!g.success) return { path: `roles[${j}].grants`, expected: 'a list of PostgreSQL role names to grant to the session role' };
+  }
+  return null;
+}

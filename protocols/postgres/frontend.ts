@@ -1,0 +1,343 @@
+/**
+ * The client-facing half: start-up (SSLRequest -> TLS with the gateway's certificate,
+ * GSSENCRequest -> 'N', CancelRequest), authentication of the connection secret (SCRAM-SHA-256
+ * against stored verifiers, or cleartext over TLS), then session, lease, upstream and relay.
+ * Every refusal is an ErrorResponse with a SQLSTATE.
+ */
+import net from 'node:net';
+import tls from 'node:tls';
+import { Secret } from '../../auth/secret.js';
+import type {
+  AuthOutcome, Authorized, LiveSession, ProtocolContext, ProtocolListener, ListenerAddress, RefusalCode, TargetConfig,
+} from '../types.js';
+import {
+  FrameSplitter, ProtocolViolation, readStartup, decodePassword, decodeSaslInitial, encodeAuthCleartext, encodeAuthOk,
+  encodeAuthSasl, encodeAuthSaslContinue, encodeAuthSaslFinal, encodeBackendKey, encodeError, encodeReadyForQuery,
+  type ErrorSpec, type Frame, type StartupPacket,
+} from './framing.js';
+import { CancelRegistry } from './cancel.js';
+import { credentialsOf, grantsOf, optionsOf, parseAddress, type PgOptions } from './config.js';
+import { PgRelay } from './inspector.js';
+import { LEASE_KIND, createSessionRole, sessionRoleName, type SessionRole } from './provisioner.js';
+import { SCRAM, ScramError, ScramServer, parseVerifier, SCRAM_ITERATIONS } from './scram.js';
+import { UpstreamError, dialUpstream, sendCancel } from './upstream.js';
+
+/** The per-target SCRAM salt: the same for every secret of a target, so one server-first fits all. */
+export function scramSalt(ctx: ProtocolContext, targetName: string): Buffer {
+  return ctx.deriveKey(`pg-scram:${targetName}`).subarray(0, 16);
+}
+
+const LOGIN_TIMEOUT_MS = 60_000;
+const MAX_AUTH_MESSAGE = 10_000;
+
+class Refusal extends Error {
+  constructor(readonly spec: ErrorSpec) {
+    super(spec.message);
+    this.name = 'Refusal';
+  }
+}
+
+const fatal = (code: string, message: string, hint?: string) => new Refusal({ severity: 'FATAL', code, message, hint });
+
+function refusalSqlstate(code: RefusalCode): string {
+  switch (code) {
+    case 'bad_secret': case 'secret_used': case 'secret_expired': return '28P01';
+    default: return '28000';
+  }
+}
+
+/** Buffers a socket's bytes and hands out start-up packets and typed frames on demand. */
+class Incoming {
+  private buf: Buffer = Buffer.alloc(0);
+  private waiter: (() => void) | null = null;
+  private sock: net.Socket | null = null;
+  private ended = false;
+  private readonly onData = (c: Buffer) => {
+    this.buf = this.buf.length ? Buffer.concat([this.buf, c]) : c;
+    if (this.buf.length > 4 * MAX_AUTH_MESSAGE) this.sock?.pause();
+    this.wake();
+  };
+  private readonly onEnd = () => { this.ended = true; this.wake(); };
+
+  attach(sock: net.Socket): void {
+    this.sock = sock;
+    this.ended = false;
+    sock.on('data', this.onData);
+    sock.on('end', this.onEnd);
+    sock.on('close', this.onEnd);
+  }
+
+  detach(): void {
+    if (!this.sock) return;
+    this.sock.off('data', this.onData);
+    this.sock.off('end', this.onEnd);
+    this.sock.off('close', this.onEnd);
+    this.sock.pause();
+    this.sock = null;
+  }
+
+  private wake(): void {
+    const w = this.waiter;
+    this.waiter = null;
+    w?.();
+  }
+
+  private async more(): Promise<void> {
+    if (this.ended) throw new ProtocolViolation('the client closed the connection');
+    this.sock?.resume();
+    await new Promise<void>((res) => { this.waiter = res; });
+  }
+
+  async startup(): Promise<StartupPacket> {
+    for (;;) {
+      const r = readStartup(this.buf);
+      if (r) {
+        this.buf = this.buf.subarray(r.used);
+        return r.packet;
+      }
+      await this.more();
+    }
+  }
+
+  async frame(): Promise<Frame> {
+    const sp = new FrameSplitter(MAX_AUTH_MESSAGE);
+    for (;;) {
+      if (this.buf.length >= 5) {
+        const len = this.buf.readUInt32BE(1);
+        if (len < 4 || len > MAX_AUTH_MESSAGE) sp.push(this.buf.subarray(0, 5)); // throws the violation
+        if (this.buf.length >= 1 + len) {
+          const raw = Buffer.from(this.buf.subarray(0, 1 + len));
+          this.buf = this.buf.subarray(1 + len);
+          return { type: String.fromCharCode(raw[0]!), body: raw.subarray(5), raw };
+        }
+      }
+      await this.more();
+    }
+  }
+
+  get buffered(): number { return this.buf.length; }
+
+  take(): Buffer {
+    const b = this.buf;
+    this.buf = Buffer.alloc(0);
+    return b;
+  }
+}
+
+export interface PgListenerDeps {
+  ctx: ProtocolContext;
+  cancels: CancelRegistry;
+}
+
+export async function listenPostgres(ctx: ProtocolContext, address: ListenerAddress, cancels = new CancelRegistry()): Promise<ProtocolListener> {
+  let secureContext: tls.SecureContext | null = null;
+  const tlsContext = () => (secureContext ??= tls.createSecureContext({ cert: ctx.tls.cert, key: ctx.tls.key.reveal() }));
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((sock) => {
+    sockets.add(sock);
+    sock.on('close', () => sockets.delete(sock));
+    sock.on('error', () => { /* handled by the connection */ });
+    sock.setNoDelay(true);
+    handleConnection(ctx, sock, cancels, tlsContext).catch((e) => {
+      ctx.log.error({ err: (e as Error).message }, 'postgres connection failed unexpectedly');
+      sock.destroy();
+    });
+  });
+  await new Promise<void>((res, rej) => {
+    server.once('error', rej);
+    server.listen(address.port, address.host, () => { server.off('error', rej); res(); });
+  });
+  const a = server.address() as net.AddressInfo;
+  return {
+    host: address.host,
+    port: a.port,
+    close: () => new Promise<void>((res) => {
+      server.close(() => res());
+      for (const s of sockets) s.destroy();
+    }),
+  };
+}
+
+async function handleConnection(ctx: ProtocolContext, raw: net.Socket, cancels: CancelRegistry, tlsContext: () => tls.SecureContext): Promise<void> {
+  const clientAddr = raw.remoteAddress ?? 'unknown';
+  const log = ctx.log.child({ protocol: 'postgres', client: clientAddr });
+  let sock: net.Socket = raw;
+  let secure = false;
+  const input = new Incoming();
+  input.attach(sock);
+  let loginDone = false;
+  const timer = ctx.clock.setTimer(LOGIN_TIMEOUT_MS, () => {
+    if (loginDone) return;
+    sendFatal(sock, { severity: 'FATAL', code: '08006', message: 'login timed out: the gateway waited too long for the client' });
+  });
+  let session: LiveSession | null = null;
+  try {
+    // ---- start-up ----
+    let params: Record<string, string> | null = null;
+    while (!params) {
+      const p = await input.startup();
+      if (p.kind === 'ssl') {
+        if (secure) throw fatal('08P01', 'protocol violation: SSLRequest on an encrypted connection');
+        if (input.buffered) throw fatal('08P01', 'protocol violation: unencrypted data after SSLRequest');
+        input.detach();
+        sock.write('S');
+        const t = new tls.TLSSocket(sock, { isServer: true, secureContext: tlsContext() });
+        t.on('error', (e) => log.debug({ err: e.message }, 'postgres client TLS error'));
+        sock = t;
+        secure = true;
+        input.attach(sock);
+      } else if (p.kind === 'gssenc') {
+        sock.write('N');
+      } else if (p.kind === 'cancel') {
+        loginDone = true;
+        const entry = cancels.lookup(p.pid, p.key);
+        if (entry) {
+          entry.onCancel?.();
+          await sendCancel(entry.upstream);
+        } else {
+          log.debug('postgres cancel request with an unknown key');
+        }
+        sock.end();
+        return;
+      } else {
+        params = p.params;
+      }
+    }
+
+    const username = params.user ?? '';
+    if (!username) throw fatal('28000', 'no user name given: connect with user=<target> or user=<target>:<role>');
+    if (params.replication && !/^(false|off|no|0)$/i.test(params.replication)) {
+      throw fatal('28000', 'replication connections are not supported through Tollgate');
+    }
+    const targetName = username.split(':')[0]!;
+    const target = ctx.target(targetName);
+    const pgTarget = target && target.protocol === 'postgres' ? target : undefined;
+    let opts: PgOptions;
+    try { opts = optionsOf(pgTarget ?? ({ options: {} } as unknown as TargetConfig)); } catch { opts = optionsOf({ options: {} } as unknown as TargetConfig); }
+    if (!secure && !opts.allowPlain) {
+      throw fatal('28000', 'this gateway requires an encrypted connection: connect with sslmode=require', 'add sslmode=require to the connection string');
+    }
+
+    // ---- authentication ----
+    let outcome: AuthOutcome;
+    if (opts.clientAuth === 'scram-sha-256') {
+      outcome = await scramLogin(ctx, sock, input, username, targetName, clientAddr);
+    } else {
+      sock.write(encodeAuthCleartext());
+      const f = await input.frame();
+      if (f.type !== 'p') throw fatal('08P01', `protocol violation: expected a password message, got '${f.type}'`);
+      const secret = new Secret(decodePassword(f.body));
+      outcome = await ctx.authenticate({ protocol: 'postgres', username, clientAddr, secret });
+    }
+    if (!outcome.ok) {
+      log.info({ user: username, code: outcome.code }, 'postgres login refused');
+      throw fatal(refusalSqlstate(outcome.code), outcome.reason);
+    }
+    const auth = outcome.auth;
+    if (auth.target.protocol !== 'postgres') throw fatal('28000', `target "${auth.target.name}" is not a PostgreSQL target`);
+
+    // ---- session, lease, upstream ----
+    session = await ctx.openSession(auth, { protocol: 'postgres', clientAddr });
+    await startSession(ctx, session, auth, sock, input, params, cancels);
+    loginDone = true;
+  } catch (e) {
+    loginDone = true;
+    const spec: ErrorSpec = e instanceof Refusal ? e.spec
+      : e instanceof UpstreamError && e.fields ? { severity: 'FATAL', code: e.fields.code, message: `database server refused the session: ${e.fields.message}` }
+      : e instanceof UpstreamError ? { severity: 'FATAL', code: '08006', message: e.message }
+      : e instanceof ProtocolViolation || e instanceof ScramError ? { severity: 'FATAL', code: '08P01', message: `protocol violation: ${(e as Error).message}` }
+      : { severity: 'FATAL', code: 'XX000', message: `gateway error: ${(e as Error).message}` };
+    if (!(e instanceof Refusal) && !(e instanceof ProtocolViolation && /closed the connection/.test(e.message))) {
+      log.warn({ err: (e as Error).message }, 'postgres login failed');
+    }
+    sendFatal(sock, spec);
+    if (session && !session.ended) await session.end({ code: e instanceof UpstreamError ? 'target_error' : 'error', message: spec.message });
+  } finally {
+    timer.cancel();
+  }
+}
+
+function sendFatal(sock: net.Socket, spec: ErrorSpec): void {
+  if (sock.destroyed) return;
+  sock.end(encodeError(spec));
+  setTimeout(() => sock.destroy(), 1000).unref();
+}
+
+/** SCRAM-SHA-256 against the stored verifiers of the pending connection secrets. */
+async function scramLogin(ctx: ProtocolContext, sock: net.Socket, input: Incoming, username: string, targetName: string, clientAddr: string): Promise<AuthOutcome> {
+  sock.write(encodeAuthSasl([SCRAM]));
+  const f1 = await input.frame();
+  if (f1.type !== 'p') throw fatal('08P01', `protocol violation: expected SASLInitialResponse, got '${f1.type}'`);
+  const init = decodeSaslInitial(f1.body);
+  if (init.mechanism !== SCRAM) throw fatal('28000', `SASL mechanism ${init.mechanism} is not supported; the gateway offers ${SCRAM}`);
+  const server = new ScramServer(scramSalt(ctx, targetName), SCRAM_ITERATIONS);
+  sock.write(encodeAuthSaslContinue(server.clientFirst(init.data.toString('utf8'))));
+  const f2 = await input.frame();
+  if (f2.type !== 'p') throw fatal('08P01', `protocol violation: expected SASLResponse, got '${f2.type}'`);
+  server.clientFinal(f2.body.toString('utf8'));
+  const candidates = await ctx.pendingSecrets(username, 'postgres');
+  let matched: { id: string; verifier: NonNullable<ReturnType<typeof parseVerifier>> } | null = null;
+  for (const c of candidates) {
+    const v = parseVerifier(c.verifiers['scram-sha-256'] ?? '');
+    if (v && server.matches(v)) { matched = { id: c.id, verifier: v }; break; }
+  }
+  if (!matched) {
+    // Let the gateway audit the refusal the same way as a wrong typed secret.
+    const o = await ctx.authenticate({ protocol: 'postgres', username, clientAddr, secret: new Secret('') });
+    return o.ok ? { ok: false, code: 'bad_secret', reason: 'wrong connection secret' } : {
+      ok: false,
+      code: o.code === 'bad_secret' || o.code === 'secret_used' || o.code === 'secret_expired' ? 'bad_secret' : o.code,
+      reason: o.code === 'bad_secret' || o.code === 'secret_used' || o.code === 'secret_expired'
+        ? `password authentication failed for user "${username}": the connection secret is wrong, already used or expired`
+        : o.reason,
+    };
+  }
+  const outcome = await ctx.authenticate({ protocol: 'postgres', username, clientAddr, provenSecretId: matched.id });
+  if (outcome.ok) sock.write(encodeAuthSaslFinal(server.serverFinal(matched.verifier)));
+  return outcome;
+}
+
+async function startSession(
+  ctx: ProtocolContext, session: LiveSession, auth: Authorized, sock: net.Socket, input: Incoming,
+  params: Record<string, string>, cancels: CancelRegistry,
+): Promise<void> {
+  const target = auth.target;
+  const cred = credentialsOf(target);
+  const opts = optionsOf(target);
+  const grants = grantsOf(auth.role);
+  const username = params.user!;
+  // libpq defaults the database to the user name, which here is the target name.
+  const database = !params.database || params.database === username || params.database === target.name ? cred.database : params.database;
+  const roleName = sessionRoleName(auth.principal.sub);
+  // VALID UNTIL is judged by the database server's own clock: translate the grant's remaining time.
+  const remaining = Math.max(0, auth.grant.expiresAt - ctx.clock.now());
+  const validUntil = new Date(Date.now() + remaining + 60_000);
+  const role = await session.lease<SessionRole>(LEASE_KIND, { role: roleName, database }, async () => ({
+    credential: await createSessionRole(ctx, target, roleName, grants, validUntil),
+  }));
+  if (session.ended) throw fatal('57P01', 'the session was ended while it was starting');
+  const { host, port } = parseAddress(target.address);
+  const forwarded: Record<string, string> = {};
+  for (const [k, v] of Object.entries(params)) {
+    if (k === 'user' || k === 'database' || k === 'replication') continue;
+    forwarded[k] = v;
+  }
+  const up = await dialUpstream({
+    host, port, user: role.user, password: role.password, database, params: forwarded,
+    timeoutMs: opts.connectTimeout * 1000, clock: ctx.clock,
+  });
+  if (session.ended) {
+    up.socket.destroy();
+    throw fatal('57P01', 'the session was ended while it was starting');
+  }
+  const ck = cancels.register({
+    upstream: { host, port, pid: up.backend.pid, key: up.backend.key },
+    onCancel: () => session.audit('postgres.cancel', {}),
+  });
+  input.detach();
+  const rest = input.take();
+  sock.write(Buffer.concat([encodeAuthOk(), ...up.parameterFrames, ...up.noticeFrames, encodeBackendKey(ck.pid, ck.key), encodeReadyForQuery(up.status)]));
+  session.audit('postgres.connect', { database, role: roleName, grants });
+  session.log.info({ database, role: roleName }, 'postgres session started');
+  new PgRelay({ client: sock, upstream: up.socket, session, clientRest: rest, upstreamRest: up.rest, status: up.status, onClose: ck.release }).start();
+}

@@ -1,0 +1,67 @@
+/** PostgreSQL brokering: psql, pgbench, node-postgres... through Tollgate with a per-session role. */
+import type { ClientCommandInfo, ProtocolModule } from '../types.js';
+import { CancelRegistry } from './cancel.js';
+import { validateTarget, credentialsOf } from './config.js';
+import { demo } from './demo.js';
+import { listenPostgres, scramSalt } from './frontend.js';
+import { adminClient, dropSessionRole, LEASE_KIND } from './provisioner.js';
+import { makeVerifier, SCRAM_ITERATIONS } from './scram.js';
+
+const cancels = new CancelRegistry();
+
+/** Quote a libpq connection-string value. */
+function conninfoValue(v: string): string {
+  return /^[A-Za-z0-9_.:\/@+-]+$/.test(v) ? v : `'${v.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+}
+
+/** Quote for a POSIX shell. */
+function sh(v: string): string {
+  return /^[A-Za-z0-9_.:\/@+=-]+$/.test(v) ? v : `'${v.replace(/'/g, `'\\''`)}'`;
+}
+
+export const postgresModule: ProtocolModule = {
+  name: 'postgres',
+  defaultPort: 5432,
+  validateTarget,
+  listen: (ctx, address) => listenPostgres(ctx, address, cancels),
+
+  async checkTarget(ctx, target) {
+    try {
+      const c = await adminClient(ctx, target);
+      try {
+        const r = await c.query('SELECT current_setting(\'server_version\') AS v, current_user AS u');
+        return { ok: true, detail: `reachable, credentials work (PostgreSQL ${r.rows[0].v}, as ${r.rows[0].u})` };
+      } finally {
+        await c.end().catch(() => {});
+      }
+    } catch (e) {
+      return { ok: false, detail: `cannot log in with the admin credential: ${(e as Error).message}` };
+    }
+  },
+
+  async revokeLease(ctx, target, lease) {
+    if (lease.kind !== LEASE_KIND) return;
+    const role = lease.data.role;
+    if (typeof role !== 'string' || !role) return;
+    await dropSessionRole(ctx, target, role, credentialsOf(target));
+  },
+
+  clientCommands(info: ClientCommandInfo) {
+    let db = 'postgres';
+    try { db = credentialsOf(info.target).database; } catch { /* keep default */ }
+    const base = `host=${conninfoValue(info.host)} port=${info.port} user=${conninfoValue(info.username)} dbname=${conninfoValue(db)}`;
+    return {
+      psql: `psql ${sh(`${base} password=${conninfoValue(info.secret)} sslmode=require`)}`,
+      'psql (PGPASSWORD)': `PGPASSWORD=${sh(info.secret)} psql ${sh(`${base} sslmode=require`)}`,
+      pgbench: `PGPASSWORD=${sh(info.secret)} PGSSLMODE=require pgbench -h ${sh(info.host)} -p ${info.port} -U ${sh(info.username)} ${sh(db)}`,
+    };
+  },
+
+  secretVerifiers(ctx, target, secret) {
+    return { 'scram-sha-256': makeVerifier(secret.reveal(), scramSalt(ctx, target.name), SCRAM_ITERATIONS) };
+  },
+
+  demo,
+};
+
+export default postgresModule;

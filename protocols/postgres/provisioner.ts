@@ -1,0 +1,97 @@
+/**
+ * The per-session login role: created with the admin credential for one session, VALID UNTIL the
+ * grant's end, member of the upstream roles the Tollgate role maps to; at the end its backends are
+ * terminated, what it owns is dropped or reassigned (in every database where it has
+ * dependencies) and the role is dropped. Revocation works from the stored lease data alone.
+ */
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import type { ProtocolContext, TargetConfig } from '../types.js';
+import { credentialsOf, optionsOf, parseAddress, type PgCredentials } from './config.js';
+import { makeVerifier } from './scram.js';
+
+export const LEASE_KIND = 'postgres-role';
+
+const ident = (s: string) => pg.escapeIdentifier(s);
+const literal = (s: string) => pg.escapeLiteral(s);
+
+/** A role name like tg_alice_7f3k: lowercase letters, digits and _ only, under 63 bytes. */
+export function sessionRoleName(sub: string): string {
+  const base = sub.toLowerCase().replace(/[^a-z0-9]+/g, '_').replace(/^_+|_+$/g, '').slice(0, 24) || 'user';
+  return `tg_${base}_${randomBytes(4).toString('hex').slice(0, 6)}`;
+}
+
+export async function adminClient(ctx: ProtocolContext, target: TargetConfig, database?: string): Promise<pg.Client> {
+  const cred = credentialsOf(target);
+  const { host, port } = parseAddress(target.address);
+  const password = ctx.resolveSecret(cred.admin.password, `targets.${target.name}.credentials.admin.password`);
+  const client = new pg.Client({
+    host, port, user: cred.admin.user, password: password.reveal(), database: database ?? cred.database,
+    connectionTimeoutMillis: optionsOf(target).connectTimeout * 1000,
+    application_name: 'tollgate',
+  });
+  client.on('error', () => { /* reported through the failing query */ });
+  await client.connect();
+  return client;
+}
+
+export interface SessionRole { user: string; password: string }
+
+/**
+ * Create the role. validUntil is an absolute time on the database server's clock.
+ * The password is sent as a SCRAM verifier, so the cleartext never reaches the server's logs.
+ */
+export async function createSessionRole(ctx: ProtocolContext, target: TargetConfig, roleName: string, grants: string[], validUntil: Date): Promise<SessionRole> {
+  const password = randomBytes(24).toString('base64url');
+  const verifier = makeVerifier(password, randomBytes(16)).split(':');
+  const stored = `SCRAM-SHA-256$${verifier[0]}:${verifier[1]}$${verifier[2]}:${verifier[3]}`;
+  const client = await adminClient(ctx, target);
+  try {
+    await client.query(`CREATE ROLE ${ident(roleName)} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD ${literal(stored)} VALID UNTIL ${literal(validUntil.toISOString())}`);
+    for (const g of grants) await client.query(`GRANT ${ident(g)} TO ${ident(roleName)}`);
+  } finally {
+    await client.end().catch(() => {});
+  }
+  return { user: roleName, password };
+}
+
+/** Terminate, drop/reassign owned, drop. Idempotent: a role that no longer exists is fine. */
+export async function dropSessionRole(ctx: ProtocolContext, target: TargetConfig, roleName: string, cred: PgCredentials = credentialsOf(target)): Promise<void> {
+  const client = await adminClient(ctx, target);
+  try {
+    const exists = await client.query('SELECT oid FROM pg_roles WHERE rolname = $1', [roleName]);
+    if (!exists.rowCount) return;
+    const oid = exists.rows[0].oid as number;
+    await client.query(`ALTER ROLE ${ident(roleName)} NOLOGIN`);
+    for (let i = 0; i < 50; i++) {
+      const r = await client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()', [roleName]);
+      if (!r.rowCount) break;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    const dbs = await client.query(
+      `SELECT DISTINCT d.datname FROM pg_shdepend s JOIN pg_database d ON d.oid = s.dbid
+        WHERE s.refclassid = 'pg_authid'::regclass AND s.refobjid = $1 AND d.datallowconn`, [oid]);
+    const names = new Set<string>([cred.database, ...dbs.rows.map((r) => r.datname as string)]);
+    for (const db of names) {
+      const c = db === cred.database ? client : await adminClient(ctx, target, db);
+      try {
+        if (cred.onEnd === 'reassign' && cred.reassignTo) await c.query(`REASSIGN OWNED BY ${ident(roleName)} TO ${ident(cred.reassignTo)}`);
+        await c.query(`DROP OWNED BY ${ident(roleName)}`);
+      } finally {
+        if (c !== client) await c.end().catch(() => {});
+      }
+    }
+    await client.query(`DROP ROLE IF EXISTS ${ident(roleName)}`);
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+export async function roleExists(ctx: ProtocolContext, target: TargetConfig, roleName: string): Promise<boolean> {
+  const client = await adminClient(ctx, target);
+  try {
+    return ((await client.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [roleName])).rowCount ?? 0) > 0;
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
