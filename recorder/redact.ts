@@ -9,8 +9,8 @@ const MASK = "'***'";
 const LITERAL = String.raw`(?:[NnEe]|_[A-Za-z0-9]+)?(?:'(?:[^'\\]|''|\\.)*'|"(?:[^"\\]|""|\\.)*")`;
 
 const PATTERNS: RegExp[] = [
-  // PASSWORD 'x', PASSWORD = 'x', PASSWORD('x'), PASSWORD = N'x'
-  new RegExp(String.raw`(\bPASSWORD\s*(?:=\s*)?(?:PASSWORD\s*)?\(?\s*)${LITERAL}`, 'gi'),
+  // PASSWORD 'x', PASSWORD = 'x', PASSWORD('x'), PASSWORD = N'x' (not the word inside a literal: 'password')
+  new RegExp(String.raw`((?<!['"\w])PASSWORD(?:\s+|\s*=\s*|\s*\(\s*))${LITERAL}`, 'gi'),
   // IDENTIFIED BY 'x', IDENTIFIED WITH plugin BY 'x', IDENTIFIED BY PASSWORD 'hash', IDENTIFIED WITH plugin AS 'hash'
   new RegExp(String.raw`(\bIDENTIFIED\s+(?:WITH\s+\S+\s+)?(?:BY|AS)\s+(?:PASSWORD\s+)?)${LITERAL}`, 'gi'),
   // SQL Server: CREATE LOGIN ... WITH PASSWORD = 0x0200... HASHED
