@@ -1,7 +1,9 @@
 /** The registry of protocol modules. Adding a protocol adds a folder and one line here. */
 import type { ProtocolModule } from './types.js';
+import { mysqlModule } from './mysql/index.js';
 
 export const protocolModules: ProtocolModule[] = [
+  mysqlModule,
 ];
 
 export function moduleMap(): Map<string, ProtocolModule> {

@@ -1,0 +1,206 @@
+/**
+ * A MySQL packet stream over a socket: promise-style reads for the handshake phase, push-style
+ * delivery with pause/resume (backpressure) for the relay phase, and an in-place TLS upgrade.
+ */
+import type { Duplex } from 'node:stream';
+import type { Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
+import { PacketReader, ProtocolError, frame, type Packet } from './packets.js';
+
+export class ConnClosedError extends Error {
+  constructor(message = 'connection closed') {
+    super(message);
+    this.name = 'ConnClosedError';
+  }
+}
+
+export class PacketConn {
+  sock: Duplex;
+  private reader: PacketReader;
+  private queue: Packet[] = [];
+  private waiter: { resolve: (p: Packet) => void; reject: (e: Error) => void } | null = null;
+  private handler: ((p: Packet) => void) | null = null;
+  private failure: Error | null = null;
+  private pausedFlag = false;
+  private closeHandlers: ((err: Error | null) => void)[] = [];
+  closed = false;
+  /** Sequence id of the last packet read (a reply carries this + 1). */
+  lastReadSeq = -1;
+  bytesIn = 0;
+  bytesOut = 0;
+
+  constructor(sock: Duplex, maxPacket?: number) {
+    this.sock = sock;
+    this.reader = new PacketReader(maxPacket);
+    this.attach(sock);
+  }
+
+  private onData = (chunk: Buffer) => {
+    this.bytesIn += chunk.length;
+    this.reader.push(chunk);
+    this.drain();
+  };
+  private onEnd = () => { this.fail(new ConnClosedError()); };
+  private onError = (e: Error) => { this.fail(e); };
+
+  private attach(sock: Duplex) {
+    sock.on('data', this.onData);
+    sock.on('close', this.onEnd);
+    sock.on('end', this.onEnd);
+    sock.on('error', this.onError);
+  }
+
+  private detach(sock: Duplex) {
+    sock.off('data', this.onData);
+    sock.off('close', this.onEnd);
+    sock.off('end', this.onEnd);
+    sock.off('error', this.onError);
+  }
+
+  private drain() {
+    try {
+      while (!this.pausedFlag && !this.closed) {
+        const p = this.reader.next();
+        if (!p) break;
+        this.deliver(p);
+      }
+    } catch (e) {
+      this.fail(e instanceof Error ? e : new ProtocolError(String(e)));
+    }
+  }
+
+  private deliver(p: Packet) {
+    this.lastReadSeq = p.lastSeq;
+    if (this.handler) return this.handler(p);
+    if (this.waiter) {
+      const w = this.waiter;
+      this.waiter = null;
+      return w.resolve(p);
+    }
+    this.queue.push(p);
+    // Nobody is reading: stop the socket so an eager peer cannot grow the queue.
+    this.sock.pause();
+  }
+
+  private fail(e: Error) {
+    if (this.closed) return;
+    this.closed = true;
+    this.failure = e;
+    if (this.waiter) {
+      const w = this.waiter;
+      this.waiter = null;
+      w.reject(e);
+    }
+    for (const h of this.closeHandlers.splice(0)) h(e instanceof ConnClosedError ? null : e);
+    this.sock.destroy();
+  }
+
+  /** Called once when the connection closes (null: orderly close; else the error). */
+  onClose(h: (err: Error | null) => void) {
+    if (this.closed) h(this.failure instanceof ConnClosedError ? null : this.failure);
+    else this.closeHandlers.push(h);
+  }
+
+  /** Next packet (handshake phase). */
+  read(): Promise<Packet> {
+    const q = this.queue.shift();
+    if (q) {
+      if (!this.queue.length && !this.pausedFlag) this.sock.resume();
+      return Promise.resolve(q);
+    }
+    if (this.closed) return Promise.reject(this.failure ?? new ConnClosedError());
+    this.sock.resume();
+    return new Promise((resolve, reject) => {
+      this.waiter = { resolve, reject };
+      // packets may already sit in the reader
+      queueMicrotask(() => this.drain());
+    });
+  }
+
+  /** Switch to push delivery (relay phase); queued packets go first. */
+  setHandler(h: (p: Packet) => void) {
+    this.handler = h;
+    const q = this.queue.splice(0);
+    for (const p of q) h(p);
+    if (!this.pausedFlag) {
+      this.sock.resume();
+      this.drain();
+    }
+  }
+
+  pause() {
+    this.pausedFlag = true;
+    this.sock.pause();
+  }
+
+  resume() {
+    if (!this.pausedFlag || this.closed) return;
+    this.pausedFlag = false;
+    this.sock.resume();
+    this.drain();
+  }
+
+  get paused(): boolean { return this.pausedFlag; }
+
+  /** Frame and send a payload; returns the next sequence id. */
+  send(payload: Buffer, seq: number): number {
+    const { bytes, next } = frame(payload, seq);
+    this.writeRaw(bytes);
+    return next;
+  }
+
+  /** Write bytes; false means the peer is slow (wait for 'drain'). */
+  writeRaw(bytes: Buffer): boolean {
+    if (this.closed || this.sock.destroyed) return true;
+    this.bytesOut += bytes.length;
+    return this.sock.write(bytes);
+  }
+
+  onDrain(fn: () => void) {
+    this.sock.once('drain', fn);
+  }
+
+  /** Replace the socket by a TLS socket over it; bytes already read (a ClientHello) are handed to TLS. */
+  async upgrade(make: (raw: Socket) => TLSSocket, waitFor: 'secure' | 'secureConnect'): Promise<void> {
+    const raw = this.sock as Socket;
+    this.detach(raw);
+    raw.pause();
+    const rest = this.reader.takeRest();
+    if (rest.length) raw.unshift(rest);
+    const t = make(raw);
+    this.sock = t;
+    await new Promise<void>((resolve, reject) => {
+      const ok = () => { t.off('error', bad); t.off('close', closed); resolve(); };
+      const bad = (e: Error) => { t.off(waitFor, ok); t.off('close', closed); reject(e); };
+      const closed = () => { t.off(waitFor, ok); t.off('error', bad); reject(new ConnClosedError('closed during TLS handshake')); };
+      t.once(waitFor, ok);
+      t.once('error', bad);
+      t.once('close', closed);
+    });
+    this.attach(t);
+  }
+
+  get encrypted(): boolean { return this.sock instanceof TLSSocket; }
+
+  /** Flush what was written, then close. */
+  end() {
+    if (this.closed) return;
+    this.closed = true;
+    this.detach(this.sock);
+    this.sock.on('error', () => {});
+    this.sock.end();
+    const s = this.sock;
+    const t = setTimeout(() => s.destroy(), 2000);
+    t.unref();
+    for (const h of this.closeHandlers.splice(0)) h(null);
+  }
+
+  destroy() {
+    if (this.closed) { this.sock.destroy(); return; }
+    this.closed = true;
+    this.detach(this.sock);
+    this.sock.on('error', () => {});
+    this.sock.destroy();
+    for (const h of this.closeHandlers.splice(0)) h(null);
+  }
+}

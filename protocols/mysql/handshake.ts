@@ -1,0 +1,150 @@
+/**
+ * The client-facing server handshake: greeting, optional TLS upgrade (SSLRequest), and
+ * authentication of the connection secret:
+ *   - mysql_native_password: the scramble is checked against the stored verifiers of pending
+ *     connection secrets (challenge-response, the secret never crosses the wire);
+ *   - caching_sha2_password: fast auth cannot be checked without the secret, so always full auth:
+ *     cleartext over TLS, or RSA-OAEP with the gateway's key on plain connections;
+ *   - mysql_clear_password: accepted over TLS only.
+ */
+import { constants, generateKeyPairSync, privateDecrypt, type KeyObject } from 'node:crypto';
+import { TLSSocket } from 'node:tls';
+import type { ProtocolContext, AuthOutcome } from '../types.js';
+import { Secret } from '../../auth/secret.js';
+import type { PacketConn } from './conn.js';
+import {
+  CAP, ER, GATEWAY_CAPS, STATUS, buildAuthMoreData, buildAuthSwitch, buildErr, buildGreeting, checkNativeToken,
+  makeNonce, parseHandshakeResponse, xor, ProtocolError, type ErrSpec, type HandshakeResponse,
+} from './packets.js';
+
+export const SERVER_VERSION = '8.0.0-Tollgate';
+export const NATIVE = 'mysql_native_password';
+export const SHA2 = 'caching_sha2_password';
+export const CLEAR = 'mysql_clear_password';
+
+/** A refusal to send as an ERR packet before closing. */
+export class Refusal extends Error {
+  constructor(readonly spec: ErrSpec, message: string) {
+    super(message);
+    this.name = 'Refusal';
+  }
+}
+
+let rsa: { publicPem: string; privateKey: KeyObject } | null = null;
+/** The gateway's RSA key for caching_sha2_password on plain connections (made once per process). */
+export function rsaKey(): { publicPem: string; privateKey: KeyObject } {
+  if (!rsa) {
+    const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    rsa = { publicPem: publicKey.export({ type: 'spki', format: 'pem' }).toString(), privateKey };
+  }
+  return rsa;
+}
+
+export interface ClientHello {
+  response: HandshakeResponse;
+  /** The sequence id the next packet to the client must carry. */
+  seq: number;
+  outcome: AuthOutcome;
+  plugin: string;
+}
+
+let nextConnectionId = 1;
+
+function stripNul(b: Buffer): string {
+  const end = b.indexOf(0);
+  return (end >= 0 ? b.subarray(0, end) : b).toString('utf8');
+}
+
+/** Run the handshake; throws Refusal (send it as ERR), ProtocolError or a connection error. */
+export async function serverHandshake(ctx: ProtocolContext, conn: PacketConn, clientAddr: string): Promise<ClientHello> {
+  const nonce = makeNonce();
+  const tlsAvailable = !!(ctx.tls?.cert && ctx.tls?.key);
+  const caps = tlsAvailable ? GATEWAY_CAPS : GATEWAY_CAPS & ~CAP.SSL;
+  conn.send(buildGreeting({
+    serverVersion: SERVER_VERSION,
+    connectionId: nextConnectionId++ & 0x7fffffff,
+    nonce,
+    caps,
+    charset: 45,
+    status: STATUS.AUTOCOMMIT,
+    authPlugin: NATIVE,
+  }), 0);
+
+  let p = await conn.read();
+  let resp = parseHandshakeResponse(p.payload);
+  if (resp.sslRequest) {
+    if (!tlsAvailable) throw new Refusal(ER.HANDSHAKE, 'Tollgate: TLS is not configured on this gateway');
+    await conn.upgrade((raw) => new TLSSocket(raw, {
+      isServer: true,
+      cert: ctx.tls.cert,
+      key: ctx.tls.key.reveal(),
+    }), 'secure');
+    p = await conn.read();
+    resp = parseHandshakeResponse(p.payload);
+    if (resp.sslRequest) throw new ProtocolError('second SSLRequest');
+  }
+  let seq = (p.lastSeq + 1) & 0xff;
+  const username = resp.user;
+  if (!username) throw new Refusal(ER.ACCESS_DENIED, 'Tollgate: log in with the target name as user, e.g. -u app-db');
+  const tls = conn.encrypted;
+  let plugin = resp.caps & CAP.PLUGIN_AUTH ? (resp.authPlugin ?? NATIVE) : NATIVE;
+  let data = resp.authResponse;
+
+  // The target may prefer caching_sha2_password (full auth) over the challenge-response default.
+  const targetName = username.split(':')[0] ?? '';
+  const preferred = ctx.target(targetName)?.options?.['clientAuth'];
+  const wanted = preferred === SHA2 || preferred === CLEAR ? preferred : NATIVE;
+  const known = plugin === NATIVE || plugin === SHA2 || (plugin === CLEAR && tls);
+  if (!known || (plugin !== wanted && wanted !== NATIVE)) {
+    if (!(resp.caps & CAP.PLUGIN_AUTH)) throw new Refusal(ER.ACCESS_DENIED, 'Tollgate: client cannot switch authentication method');
+    plugin = wanted;
+    conn.send(buildAuthSwitch(plugin, plugin === CLEAR ? Buffer.alloc(0) : nonce), seq);
+    const r = await conn.read();
+    data = r.payload;
+    seq = (r.lastSeq + 1) & 0xff;
+  }
+
+  const base = { protocol: 'mysql', username, clientAddr };
+  let outcome: AuthOutcome;
+  if (plugin === NATIVE) {
+    const candidates = await ctx.pendingSecrets(username, 'mysql');
+    const match = candidates.find((c) => {
+      const v = c.verifiers[NATIVE];
+      return typeof v === 'string' && checkNativeToken(data, nonce, v);
+    });
+    // Without a match the proxy still decides and audits the refusal (no credential proven).
+    outcome = match ? await ctx.authenticate({ ...base, provenSecretId: match.id }) : await ctx.authenticate(base);
+    if (!match && outcome.ok) outcome = { ok: false, code: 'bad_secret', reason: 'the connection secret is wrong, used or expired' };
+  } else {
+    let secret: Secret;
+    if (plugin === CLEAR) {
+      if (!tls) throw new Refusal(ER.ACCESS_DENIED, 'Tollgate: cleartext passwords are accepted over TLS only (use --ssl)');
+      secret = new Secret(stripNul(data));
+    } else {
+      // caching_sha2_password: always "perform full authentication".
+      conn.send(buildAuthMoreData(Buffer.from([0x04])), seq);
+      let r = await conn.read();
+      seq = (r.lastSeq + 1) & 0xff;
+      if (tls) {
+        secret = new Secret(stripNul(r.payload));
+      } else if (r.payload.length === 1 && r.payload[0] === 0x02) {
+        const key = rsaKey();
+        conn.send(buildAuthMoreData(Buffer.from(key.publicPem, 'latin1')), seq);
+        r = await conn.read();
+        seq = (r.lastSeq + 1) & 0xff;
+        let plain: Buffer;
+        try {
+          plain = privateDecrypt({ key: key.privateKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha1' }, r.payload);
+        } catch {
+          throw new Refusal(ER.ACCESS_DENIED, 'Tollgate: could not decrypt the password (RSA key exchange failed)');
+        }
+        secret = new Secret(stripNul(xor(plain, nonce)));
+      } else {
+        throw new Refusal(ER.ACCESS_DENIED,
+          'Tollgate: caching_sha2_password needs TLS (--ssl) or the server public key (--get-server-public-key) on this connection');
+      }
+    }
+    outcome = await ctx.authenticate({ ...base, secret });
+  }
+  return { response: resp, seq, outcome, plugin };
+}

@@ -1,0 +1,257 @@
+/**
+ * MySQL/MariaDB brokering: clients log in to the gateway with "target[:role]" and a connection
+ * secret; the gateway mints a database user for the session, logs in as it and relays packets,
+ * checking statements against the session's rules and recording them.
+ */
+import { createServer, type Socket } from 'node:net';
+import type { Logger } from 'pino';
+import type {
+  ProtocolModule, ProtocolContext, ListenerAddress, ProtocolListener, TargetConfig, ClientCommandInfo,
+  LiveSession, EndReason, RefusalCode,
+} from '../types.js';
+import type { LeaseRecord } from '../../proxy/store/types.js';
+import type { Secret } from '../../auth/secret.js';
+import { PacketConn, ConnClosedError } from './conn.js';
+import { CAP, ER, ProtocolError, buildErr, nativeVerifier, type ErrSpec } from './packets.js';
+import { serverHandshake, Refusal } from './handshake.js';
+import { loginUpstream, parseAddress, UpstreamError, type UpstreamTls } from './upstream.js';
+import {
+  LEASE_KIND, adminConnect, createSessionUser, dropSessionUser, randomPassword, sessionUserName, userHost, validateMysqlTarget,
+} from './provisioner.js';
+import { MysqlRelay } from './relay.js';
+import { startMariadbDemo } from './demo.js';
+
+const HANDSHAKE_TIMEOUT_MS = 30_000;
+const MAX_CLIENT_PACKET = 64 * 1024 * 1024;
+
+function refusalSpec(code: RefusalCode): ErrSpec {
+  switch (code) {
+    case 'no_grant':
+    case 'grant_expired':
+    case 'outside_hours':
+    case 'denied':
+    case 'locked':
+      return ER.DB_ACCESS_DENIED;
+    default:
+      return ER.ACCESS_DENIED;
+  }
+}
+
+function upstreamTls(target: TargetConfig): UpstreamTls | null {
+  const t = target.options['tls'];
+  if (t === true) return { rejectUnauthorized: false };
+  if (t && typeof t === 'object') {
+    const o = t as Record<string, unknown>;
+    return {
+      ca: typeof o['ca'] === 'string' ? o['ca'] : undefined,
+      servername: typeof o['servername'] === 'string' ? o['servername'] : undefined,
+      rejectUnauthorized: typeof o['rejectUnauthorized'] === 'boolean' ? o['rejectUnauthorized'] : undefined,
+    };
+  }
+  return null;
+}
+
+function shellQuote(s: string): string {
+  return /^[A-Za-z0-9_.:@%+=/-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+async function handleConnection(ctx: ProtocolContext, sock: Socket, log: Logger): Promise<void> {
+  sock.setNoDelay(true);
+  const clientAddr = `${sock.remoteAddress ?? '?'}:${sock.remotePort ?? 0}`;
+  const client = new PacketConn(sock, MAX_CLIENT_PACKET);
+  const refuse = (spec: ErrSpec, message: string) => {
+    if (!client.closed) client.send(buildErr(spec, message), client.lastReadSeq + 1);
+    client.end();
+  };
+  const timer = ctx.clock.setTimer(HANDSHAKE_TIMEOUT_MS, () => refuse(ER.HANDSHAKE, 'Tollgate: handshake timed out'));
+
+  let hello;
+  try {
+    hello = await serverHandshake(ctx, client, clientAddr);
+  } catch (e) {
+    timer.cancel();
+    if (e instanceof Refusal) {
+      log.info({ clientAddr, reason: e.message }, 'mysql login refused');
+      return refuse(e.spec, e.message);
+    }
+    if (e instanceof ConnClosedError || client.closed) return client.destroy();
+    log.info({ clientAddr, err: (e as Error).message }, 'mysql handshake failed');
+    return refuse(ER.HANDSHAKE, e instanceof ProtocolError ? `Tollgate: bad handshake: ${e.message}` : 'Tollgate: bad handshake');
+  }
+  timer.cancel();
+  const { outcome, response } = hello;
+  if (!outcome.ok) {
+    log.info({ clientAddr, user: response.user.slice(0, 100), code: outcome.code }, 'mysql login refused');
+    return refuse(refusalSpec(outcome.code), `Tollgate: access denied for '${response.user.slice(0, 100)}': ${outcome.reason}`);
+  }
+  const auth = outcome.auth;
+  let session: LiveSession;
+  try {
+    session = await ctx.openSession(auth, { protocol: 'mysql', clientAddr });
+  } catch (e) {
+    log.info({ clientAddr, err: (e as Error).message }, 'mysql session refused');
+    return refuse(ER.DB_ACCESS_DENIED, `Tollgate: ${(e as Error).message}`);
+  }
+
+  // Until the relay runs, "end now" closes the half-built session.
+  let relay: MysqlRelay | null = null;
+  let early: EndReason | null = null;
+  session.onTerminate((reason) => {
+    if (relay) return relay.terminate(reason);
+    early = reason;
+    refuse(ER.CONNECTION_KILLED, `Tollgate: ${reason.message}`);
+  });
+  const fail = async (code: EndReason['code'], message: string, toClient: string) => {
+    refuse(ER.UNKNOWN, `Tollgate: ${toClient}`);
+    await session.end({ code, message }).catch((err) => session.log.error({ err }, 'session end failed'));
+  };
+  client.onClose(() => {
+    if (!relay && !early) early = { code: 'client_exit', message: 'client left during login' };
+  });
+
+  const target = auth.target;
+  const role = auth.role;
+  const user = sessionUserName(auth.principal.sub);
+  const host = userHost(target);
+  let password: string;
+  try {
+    password = await session.lease<string>(LEASE_KIND, { user, host }, async () => {
+      const pw = randomPassword();
+      const { server } = await createSessionUser(ctx, target, role, user, host, pw);
+      return { credential: pw, data: { server } };
+    });
+  } catch (e) {
+    session.log.error({ err: (e as Error).message }, 'could not create the session user');
+    return fail('target_error', `could not create the session user: ${(e as Error).message}`, 'could not create a database user for this session; see the gateway log');
+  }
+  if (early || client.closed) {
+    await session.end(early ?? { code: 'client_exit', message: 'client left during login' });
+    return;
+  }
+
+  let up;
+  try {
+    const roleDb = typeof role['database'] === 'string' ? (role['database'] as string) : null;
+    up = await loginUpstream({
+      address: parseAddress(target.address),
+      user,
+      password,
+      database: response.database || roleDb,
+      clientCaps: response.caps,
+      charset: response.charset,
+      maxPacket: response.maxPacket || MAX_CLIENT_PACKET,
+      allowLocalFiles: role['allowLoadDataLocal'] === true && !!(response.caps & CAP.LOCAL_FILES),
+      tls: upstreamTls(target),
+      clock: ctx.clock,
+    });
+  } catch (e) {
+    const msg = (e as Error).message;
+    session.log.warn({ err: msg }, 'upstream login failed');
+    if (e instanceof UpstreamError && e.server) {
+      // The server's own refusal (e.g. unknown database) is what the person needs to see.
+      refuse({ code: e.server.code, state: e.server.state }, e.server.message);
+      await session.end({ code: 'target_error', message: msg });
+      return;
+    }
+    return fail('target_error', msg, `cannot log in to ${target.name}: ${msg}`);
+  }
+  if (early || client.closed) {
+    up.conn.destroy();
+    await session.end(early ?? { code: 'client_exit', message: 'client left during login' });
+    return;
+  }
+  session.audit('mysql.login', { user, server: up.greeting.serverVersion, tls: client.encrypted, plugin: hello.plugin });
+  client.send(up.ok, hello.seq);
+  relay = new MysqlRelay({
+    session,
+    client,
+    upstream: up.conn,
+    clientCaps: response.caps,
+    allowLoadDataLocal: role['allowLoadDataLocal'] === true,
+  });
+  relay.start();
+}
+
+export const mysqlModule: ProtocolModule = {
+  name: 'mysql',
+  defaultPort: 3306,
+
+  validateTarget(target: TargetConfig) {
+    return validateMysqlTarget(target);
+  },
+
+  async listen(ctx: ProtocolContext, address: ListenerAddress): Promise<ProtocolListener> {
+    const log = ctx.log.child({ protocol: 'mysql' });
+    const sockets = new Set<Socket>();
+    const server = createServer((sock) => {
+      sockets.add(sock);
+      sock.on('close', () => sockets.delete(sock));
+      sock.on('error', () => {});
+      handleConnection(ctx, sock, log).catch((e) => {
+        log.error({ err: (e as Error).message }, 'mysql connection handler failed');
+        sock.destroy();
+      });
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(address.port, address.host, () => { server.off('error', reject); resolve(); });
+    });
+    const bound = server.address();
+    const port = typeof bound === 'object' && bound ? bound.port : address.port;
+    log.info({ host: address.host, port }, 'mysql listener ready');
+    return {
+      host: address.host,
+      port,
+      close: () => new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+    };
+  },
+
+  async checkTarget(ctx: ProtocolContext, target: TargetConfig) {
+    try {
+      const c = await adminConnect(ctx, target);
+      try {
+        const [rows] = await c.query('SELECT VERSION() AS v, CURRENT_USER() AS u');
+        const r = (rows as { v: string; u: string }[])[0];
+        return { ok: true, detail: `reachable, admin credential works (${r?.u} on ${r?.v})` };
+      } finally {
+        await c.end().catch(() => c.destroy());
+      }
+    } catch (e) {
+      const err = e as { code?: string; errno?: number; message: string };
+      return { ok: false, detail: `cannot log in as admin: ${err.code ?? ''} ${err.message}`.trim() };
+    }
+  },
+
+  async revokeLease(ctx: ProtocolContext, target: TargetConfig, lease: LeaseRecord) {
+    const user = lease.data['user'];
+    const host = lease.data['host'];
+    if (typeof user !== 'string' || typeof host !== 'string') throw new Error(`lease ${lease.id}: no user/host to revoke`);
+    const { killed } = await dropSessionUser(ctx, target, user, host);
+    ctx.log.info({ lease: lease.id, user, killed }, 'mysql session user dropped');
+  },
+
+  secretVerifiers(_ctx: ProtocolContext, _target: TargetConfig, secret: Secret) {
+    return { mysql_native_password: nativeVerifier(secret.reveal()) };
+  },
+
+  clientCommands(info: ClientCommandInfo) {
+    const h = shellQuote(info.host);
+    const u = shellQuote(info.username);
+    const pw = shellQuote(info.secret);
+    const sha2 = info.target.options['clientAuth'] === 'caching_sha2_password';
+    const db = info.target.roles.map((r) => r['database']).find((d) => typeof d === 'string') as string | undefined;
+    return {
+      mariadb: `mariadb -h ${h} -P ${info.port} -u ${u} -p${pw} --ssl${sha2 ? ' --default-auth=caching_sha2_password' : ''}`,
+      mysql: `mysql -h ${h} -P ${info.port} -u ${u} -p${pw} --ssl-mode=REQUIRED${sha2 ? '' : ' --default-auth=mysql_native_password'}`,
+      mysql2: `mysql://${encodeURIComponent(info.username)}:${encodeURIComponent(info.secret)}@${info.host}:${info.port}/`,
+      sysbench: `sysbench oltp_read_only --mysql-host=${h} --mysql-port=${info.port} --mysql-user=${u} --mysql-password=${pw}${db ? ` --mysql-db=${shellQuote(db)}` : ''} --time=60 run   # needs a reusable secret`,
+    };
+  },
+
+  demo(dir: string, log: Logger) {
+    return startMariadbDemo(dir, log);
+  },
+};

@@ -1,0 +1,197 @@
+/**
+ * The per-session database user: CREATE USER with a random password, GRANT what the role maps to,
+ * and at the end lock it, KILL its connections and DROP USER. Runs as the target's admin through
+ * mysql2. Names and literals are quoted here; grants come from validated configuration.
+ */
+import { randomBytes } from 'node:crypto';
+import mysql from 'mysql2/promise';
+import type { ProtocolContext, TargetConfig, RoleConfig } from '../types.js';
+import type { Secret } from '../../auth/secret.js';
+import { parseAddress } from './upstream.js';
+
+export const LEASE_KIND = 'mysql-user';
+
+/** MySQL limits user names to 32 characters (MariaDB allows more; we stay within both). */
+export const MAX_USER_LEN = 32;
+
+const PRIVS = /^[A-Za-z][A-Za-z _]*(\([A-Za-z0-9_, `]*\))?(\s*,\s*[A-Za-z][A-Za-z _]*(\([A-Za-z0-9_, `]*\))?)*$/;
+const IDENT = '(`(?:[^`]|``)+`|[A-Za-z0-9_$]+|\\*)';
+const OBJECT = new RegExp(`^((TABLE|FUNCTION|PROCEDURE)\\s+)?${IDENT}(\\.${IDENT})?$`, 'i');
+const ROLE_NAME = /^[A-Za-z0-9_$.-]{1,64}$/;
+export const SESSION_USER = /^tg_[a-z0-9]{1,16}_[a-z0-9]{6}$/;
+const HOST = /^[A-Za-z0-9_.%:-]{1,60}$/;
+
+export interface AdminCredential { user: string; password: Secret }
+
+/** A grant like "SELECT, INSERT ON shop.*" split into privileges and object; null when it is not one. */
+export function parseGrant(g: string): { privs: string; object: string } | null {
+  const m = /^\s*(.+?)\s+ON\s+(.+?)\s*$/i.exec(g);
+  if (!m) return null;
+  const privs = m[1]!.trim();
+  const object = m[2]!.trim();
+  if (!PRIVS.test(privs) || !OBJECT.test(object)) return null;
+  if (/\bGRANT\s+OPTION\b|\bWITH\b/i.test(privs)) return null;
+  return { privs, object };
+}
+
+export function roleGrants(role: RoleConfig): string[] {
+  return Array.isArray(role['grants']) ? (role['grants'] as unknown[]).map(String) : [];
+}
+
+export function roleRoles(role: RoleConfig): string[] {
+  return Array.isArray(role['roles']) ? (role['roles'] as unknown[]).map(String) : [];
+}
+
+/** Quote an identifier with backticks (doubling embedded backticks). */
+export function quoteId(name: string): string {
+  if (name.includes('\0')) throw new Error('identifier contains NUL');
+  return '`' + name.replace(/`/g, '``') + '`';
+}
+
+/** Quote a string literal that is safe under any sql_mode (NO_BACKSLASH_ESCAPES or not). */
+export function quoteLiteral(s: string): string {
+  if (/[\\\0\n\r\x1a]/.test(s)) throw new Error('literal contains characters the gateway does not quote');
+  return "'" + s.replace(/'/g, "''") + "'";
+}
+
+export function account(user: string, host: string): string {
+  return `${quoteLiteral(user)}@${quoteLiteral(host)}`;
+}
+
+/** tg_<who>_<random>: lowercase letters and digits of the identity, at most 32 characters. */
+export function sessionUserName(identity: string): string {
+  const who = identity.toLowerCase().replace(/@.*$/, '').replace(/[^a-z0-9]/g, '').slice(0, 16) || 'user';
+  const alphabet = 'abcdefghijklmnopqrstuvwxyz0123456789';
+  const r = randomBytes(6);
+  let suffix = '';
+  for (const b of r) suffix += alphabet[b % alphabet.length];
+  return `tg_${who}_${suffix}`;
+}
+
+export function randomPassword(): string {
+  return randomBytes(24).toString('base64url');
+}
+
+export function adminCredential(ctx: ProtocolContext, target: TargetConfig): AdminCredential {
+  const admin = target.credentials['admin'] as { user?: unknown; password?: unknown } | undefined;
+  if (!admin || typeof admin.user !== 'string') throw new Error(`target ${target.name}: credentials.admin.user is missing`);
+  return { user: admin.user, password: ctx.resolveSecret(admin.password, `targets.${target.name}.credentials.admin.password`) };
+}
+
+export function userHost(target: TargetConfig): string {
+  const h = target.credentials['userHost'];
+  return typeof h === 'string' ? h : '%';
+}
+
+export async function adminConnect(ctx: ProtocolContext, target: TargetConfig): Promise<mysql.Connection> {
+  const cred = adminCredential(ctx, target);
+  const addr = parseAddress(target.address);
+  return mysql.createConnection({
+    host: addr.host,
+    port: addr.port,
+    user: cred.user,
+    password: cred.password.reveal(),
+    connectTimeout: 10_000,
+    multipleStatements: false,
+  });
+}
+
+async function withAdmin<T>(ctx: ProtocolContext, target: TargetConfig, fn: (c: mysql.Connection) => Promise<T>): Promise<T> {
+  const c = await adminConnect(ctx, target);
+  try {
+    return await fn(c);
+  } finally {
+    await c.end().catch(() => c.destroy());
+  }
+}
+
+/** Create the session user and grant the role; on failure the caller's lease revocation drops it. */
+export async function createSessionUser(ctx: ProtocolContext, target: TargetConfig, role: RoleConfig, user: string, host: string, password: string): Promise<{ server: string }> {
+  return withAdmin(ctx, target, async (c) => {
+    const [rows] = await c.query('SELECT VERSION() AS v');
+    const version = String((rows as { v: string }[])[0]?.v ?? '');
+    const mariadb = /mariadb/i.test(version);
+    const acct = account(user, host);
+    // MySQL 8 defaults to caching_sha2_password; both are handled by our upstream login.
+    await c.query(`CREATE USER ${acct} IDENTIFIED BY ${quoteLiteral(password)}`);
+    for (const g of roleGrants(role)) {
+      const parsed = parseGrant(g);
+      if (!parsed) throw new Error(`role ${role.name}: not a grant: ${g}`);
+      await c.query(`GRANT ${parsed.privs} ON ${parsed.object} TO ${acct}`);
+    }
+    const roles = roleRoles(role);
+    for (const r of roles) await c.query(`GRANT ${quoteId(r)} TO ${acct}`);
+    if (roles.length) {
+      if (mariadb) await c.query(`SET DEFAULT ROLE ${quoteId(roles[0]!)} FOR ${acct}`);
+      else await c.query(`SET DEFAULT ROLE ALL TO ${acct}`);
+    }
+    return { server: version };
+  });
+}
+
+/** Lock the user, kill its connections, drop it. Idempotent: a user that is gone is fine. */
+export async function dropSessionUser(ctx: ProtocolContext, target: TargetConfig, user: string, host: string): Promise<{ killed: number }> {
+  if (!SESSION_USER.test(user)) throw new Error(`refusing to drop ${JSON.stringify(user.slice(0, 40))}: not a session user name`);
+  if (!HOST.test(host)) throw new Error('refusing to drop a user with an unexpected host part');
+  return withAdmin(ctx, target, async (c) => {
+    const acct = account(user, host);
+    try {
+      await c.query(`ALTER USER ${acct} ACCOUNT LOCK`);
+    } catch (e) {
+      const code = (e as { errno?: number }).errno;
+      if (code !== 1396 && code !== 1064) throw e; // 1396: no such user; 1064: server without ACCOUNT LOCK
+    }
+    const [rows] = await c.query('SELECT ID AS id FROM information_schema.PROCESSLIST WHERE USER = ?', [user]);
+    let killed = 0;
+    for (const r of rows as { id: number }[]) {
+      try {
+        await c.query(`KILL CONNECTION ${Number(r.id)}`);
+        killed++;
+      } catch (e) {
+        if ((e as { errno?: number }).errno !== 1094) throw e; // 1094: unknown thread (already gone)
+      }
+    }
+    await c.query(`DROP USER IF EXISTS ${acct}`);
+    return { killed };
+  });
+}
+
+export async function userExists(ctx: ProtocolContext, target: TargetConfig, user: string): Promise<boolean> {
+  return withAdmin(ctx, target, async (c) => {
+    const [rows] = await c.query('SELECT COUNT(*) AS n FROM mysql.user WHERE User = ?', [user]);
+    return Number((rows as { n: number }[])[0]?.n ?? 0) > 0;
+  });
+}
+
+export function validateMysqlTarget(target: TargetConfig): { path: string; expected: string } | null {
+  try {
+    parseAddress(target.address);
+  } catch {
+    return { path: 'address', expected: 'host:port of the MySQL/MariaDB server' };
+  }
+  const admin = target.credentials['admin'] as Record<string, unknown> | undefined;
+  if (!admin || typeof admin !== 'object') return { path: 'credentials.admin', expected: '{ user, password } of an admin that may create users and grant' };
+  if (typeof admin['user'] !== 'string' || !admin['user']) return { path: 'credentials.admin.user', expected: 'a user name' };
+  if (!admin['password'] || typeof admin['password'] !== 'object') return { path: 'credentials.admin.password', expected: 'a secret reference' };
+  const host = target.credentials['userHost'];
+  if (host !== undefined && (typeof host !== 'string' || !HOST.test(host))) return { path: 'credentials.userHost', expected: "a host pattern such as '%' or '10.0.0.%'" };
+  const auth = target.options['clientAuth'];
+  if (auth !== undefined && !['mysql_native_password', 'caching_sha2_password', 'mysql_clear_password'].includes(String(auth))) {
+    return { path: 'options.clientAuth', expected: 'mysql_native_password, caching_sha2_password or mysql_clear_password' };
+  }
+  for (const [i, role] of target.roles.entries()) {
+    const g = role['grants'];
+    if (g !== undefined && !(Array.isArray(g) && g.every((x) => typeof x === 'string'))) return { path: `roles[${i}].grants`, expected: 'a list of grants like "SELECT ON shop.*"' };
+    for (const [j, s] of roleGrants(role).entries()) {
+      if (!parseGrant(s)) return { path: `roles[${i}].grants[${j}]`, expected: 'a grant like "SELECT, INSERT ON shop.*" (privileges ON db.table)' };
+    }
+    const r = role['roles'];
+    if (r !== undefined && !(Array.isArray(r) && r.every((x) => typeof x === 'string' && ROLE_NAME.test(x)))) return { path: `roles[${i}].roles`, expected: 'a list of database role names' };
+    if (!roleGrants(role).length && !roleRoles(role).length) return { path: `roles[${i}].grants`, expected: 'at least one grant or database role' };
+    const l = role['allowLoadDataLocal'];
+    if (l !== undefined && typeof l !== 'boolean') return { path: `roles[${i}].allowLoadDataLocal`, expected: 'true or false' };
+    const d = role['database'];
+    if (d !== undefined && typeof d !== 'string') return { path: `roles[${i}].database`, expected: 'a database name' };
+  }
+  return null;
+}

@@ -1,0 +1,270 @@
+/**
+ * The data path after authentication: packets are forwarded untouched in both directions; the
+ * client's commands are decoded for policy (session.check) and recording, the server's responses
+ * are followed to their end to count rows and errors. One command at a time (the protocol is
+ * half-duplex); the client socket is paused while a response is outstanding, and each direction
+ * waits for 'drain' when the other side is slow (backpressure, no unbounded buffers).
+ */
+import type { LiveSession, EndReason, RuleDecision } from '../types.js';
+import type { StatementHandle, QueryRecorder } from '../../recorder/types.js';
+import type { PacketConn } from './conn.js';
+import { COM, CAP, Cursor, ER, buildErr, type Packet, type ErrSpec } from './packets.js';
+import { ResponseTracker, isLoadLocal, responseShape, splitSql, kindOf } from './inspector.js';
+
+interface Pending {
+  tracker: ResponseTracker;
+  record: StatementHandle | null;
+  /** For COM_STMT_PREPARE: the statement to remember under the id the server assigns. */
+  prepare?: { text: string; kind: string };
+  /** Last sequence id seen in this exchange (to number a synthesized packet). */
+  seq: number;
+}
+
+const RANK = { allow: 0, alert: 1, deny: 2, kill: 3 } as const;
+
+export interface RelayOptions {
+  session: LiveSession;
+  client: PacketConn;
+  upstream: PacketConn;
+  clientCaps: number;
+  allowLoadDataLocal: boolean;
+}
+
+export class MysqlRelay {
+  private pending: Pending | null = null;
+  private infile = false;
+  private prepared = new Map<number, { text: string; kind: string; params: number }>();
+  private queries: QueryRecorder;
+  private ending = false;
+  private readonly deprecateEof: boolean;
+  private lastClientSeq = 0;
+
+  constructor(private o: RelayOptions) {
+    this.queries = o.session.recording.queries();
+    this.deprecateEof = !!(o.clientCaps & CAP.DEPRECATE_EOF);
+  }
+
+  start() {
+    const { client, upstream, session } = this.o;
+    session.onWarning((message, msLeft) => {
+      // MySQL cannot push a notice to an idle client: log and audit only.
+      session.log.info({ msLeft }, 'mysql session warning (not deliverable in-protocol)');
+      session.audit('mysql.warning', { message, msLeft });
+    });
+    client.onClose((err) => {
+      if (err) session.log.debug({ err: err.message }, 'client connection error');
+      this.finish({ code: 'client_exit', message: err ? `client connection lost: ${err.message}` : 'client disconnected' });
+    });
+    upstream.onClose((err) => {
+      if (this.ending) return;
+      this.sendErr(ER.CONNECTION_KILLED, 'Tollgate: the database closed the connection');
+      this.finish({ code: err ? 'target_error' : 'target_closed', message: err ? `database connection failed: ${err.message}` : 'the database closed the connection' });
+    });
+    client.setHandler((p) => this.fromClient(p));
+    upstream.setHandler((p) => this.fromServer(p));
+  }
+
+  /** Send an ERR to the client numbered as the answer to its current or next command. */
+  private sendErr(spec: ErrSpec, message: string) {
+    const seq = this.pending ? this.pending.seq + 1 : this.lastClientSeq + 1;
+    this.o.client.send(buildErr(spec, message), seq);
+  }
+
+  /** The gateway ends the session (kill, lock, expiry, revoke): tell the client why, close both sides. */
+  terminate(reason: EndReason) {
+    if (this.ending) return;
+    this.sendErr(ER.CONNECTION_KILLED, `Tollgate: ${reason.message}`);
+    this.finish(reason);
+  }
+
+  private finish(reason: EndReason) {
+    if (this.ending) return;
+    this.ending = true;
+    this.pending?.record?.finish({ error: `session ended: ${reason.message}` });
+    this.pending = null;
+    this.o.client.end();
+    this.o.upstream.destroy();
+    void this.o.session.end(reason).catch((e) => this.o.session.log.error({ err: e }, 'session end failed'));
+  }
+
+  private forwardUp(p: Packet) {
+    this.o.session.addBytes(p.raw.length, 0);
+    if (!this.o.upstream.writeRaw(p.raw)) {
+      this.o.client.pause();
+      this.o.upstream.onDrain(() => { if (!this.pending || this.infile) this.o.client.resume(); });
+    }
+  }
+
+  private forwardDown(p: Packet) {
+    this.o.session.addBytes(0, p.raw.length);
+    if (!this.o.client.writeRaw(p.raw)) {
+      this.o.upstream.pause();
+      this.o.client.onDrain(() => this.o.upstream.resume());
+    }
+  }
+
+  private decide(stmts: { text: string; kind: string }[]): RuleDecision {
+    let worst: RuleDecision = { action: 'allow', message: '' };
+    for (const s of stmts) {
+      const d = this.o.session.check(s.text, { kind: s.kind });
+      if (RANK[d.action] > RANK[worst.action]) worst = d;
+      if (worst.action === 'kill') break;
+    }
+    return worst;
+  }
+
+  /** Refuse a command without forwarding it: deny keeps the session, kill ends it. */
+  private refuse(p: Packet, d: RuleDecision, record: StatementHandle | null, spec: ErrSpec = ER.SPECIFIC_ACCESS_DENIED) {
+    const message = d.message || (d.action === 'kill' ? 'statement forbidden; session ended' : 'statement denied by policy');
+    record?.finish({ error: message });
+    if (d.action === 'kill') {
+      this.o.client.send(buildErr(ER.CONNECTION_KILLED, `Tollgate: ${message}`), p.lastSeq + 1);
+      this.finish({ code: 'forbidden', message });
+      return;
+    }
+    this.o.client.send(buildErr(spec, `Tollgate: ${message}`), p.lastSeq + 1);
+  }
+
+  private fromClient(p: Packet) {
+    if (this.ending) return;
+    this.lastClientSeq = p.lastSeq;
+    if (this.infile) {
+      // LOCAL INFILE contents; an empty packet ends the file.
+      this.forwardUp(p);
+      if (this.pending) this.pending.seq = p.lastSeq;
+      if (p.payload.length === 0) {
+        this.infile = false;
+        this.pending?.tracker.infileSent();
+        this.o.client.pause();
+      }
+      return;
+    }
+    if (this.pending) {
+      // Should not happen (client paused while busy); a pipelining client is refused.
+      this.protocolViolation('client sent a command before the previous answer ended');
+      return;
+    }
+    if (p.payload.length === 0) {
+      this.protocolViolation('empty command packet');
+      return;
+    }
+    const cmd = p.payload[0]!;
+    try {
+      this.command(cmd, p);
+    } catch (e) {
+      this.protocolViolation(`malformed command: ${(e as Error).message}`);
+    }
+  }
+
+  private protocolViolation(message: string) {
+    this.o.session.log.warn({ message }, 'mysql protocol violation from client');
+    this.sendErr(ER.NET_READ, `Tollgate: ${message}`);
+    this.finish({ code: 'error', message: `protocol violation: ${message}` });
+  }
+
+  private command(cmd: number, p: Packet) {
+    const { session } = this.o;
+    if (cmd === COM.QUIT) {
+      this.finish({ code: 'client_exit', message: 'client quit' });
+      return;
+    }
+    if (cmd === COM.CHANGE_USER) {
+      this.o.client.send(buildErr(ER.UNKNOWN_COM, 'Tollgate: COM_CHANGE_USER is not supported through the gateway; connect again with a new connection secret'), p.lastSeq + 1);
+      return;
+    }
+    const shape = responseShape(cmd);
+    if (!shape) {
+      this.o.client.send(buildErr(ER.UNKNOWN_COM, `Tollgate: command 0x${cmd.toString(16)} is not supported through the gateway`), p.lastSeq + 1);
+      return;
+    }
+    let record: StatementHandle | null = null;
+    let prepare: Pending['prepare'];
+    if (cmd === COM.QUERY || cmd === COM.STMT_PREPARE) {
+      const text = p.payload.subarray(1).toString('utf8');
+      const stmts = splitSql(text);
+      const kind = stmts[0]?.kind ?? '';
+      let d = this.decide(stmts);
+      let spec: ErrSpec = ER.SPECIFIC_ACCESS_DENIED;
+      if (d.action !== 'kill' && !this.o.allowLoadDataLocal && stmts.some(isLoadLocal)) {
+        d = { action: 'deny', message: 'LOAD DATA LOCAL is not allowed for this role' };
+        spec = ER.NOT_ALLOWED_COMMAND;
+      }
+      if (cmd === COM.QUERY || d.action === 'deny' || d.action === 'kill') {
+        record = this.queries.statement({ statement: text, kind, params: 0, decision: d.action });
+      }
+      if (d.action === 'deny' || d.action === 'kill') return this.refuse(p, d, record, spec);
+      if (cmd === COM.STMT_PREPARE) prepare = { text, kind };
+    } else if (cmd === COM.STMT_EXECUTE) {
+      const id = new Cursor(p.payload.subarray(1)).u32('statement id');
+      const st = this.prepared.get(id);
+      record = this.queries.statement({ statement: st?.text ?? `(unknown prepared statement ${id})`, kind: st?.kind ?? null, params: st?.params ?? 0, decision: 'allow' });
+    } else if (cmd === COM.STMT_CLOSE) {
+      this.prepared.delete(new Cursor(p.payload.subarray(1)).u32('statement id'));
+    } else if (cmd === COM.INIT_DB) {
+      const db = p.payload.subarray(1).toString('utf8');
+      const text = `USE \`${db.replace(/`/g, '``')}\``;
+      const d = this.decide([{ text, kind: 'USE' }]);
+      record = this.queries.statement({ statement: text, kind: 'USE', params: 0, decision: d.action });
+      if (d.action === 'deny' || d.action === 'kill') return this.refuse(p, d, record);
+    } else if (cmd === COM.PROCESS_KILL) {
+      const id = new Cursor(p.payload.subarray(1)).u32('connection id');
+      const text = `KILL ${id}`;
+      const d = this.decide([{ text, kind: kindOf(text) }]);
+      record = this.queries.statement({ statement: text, kind: 'KILL', params: 0, decision: d.action });
+      if (d.action === 'deny' || d.action === 'kill') return this.refuse(p, d, record);
+    } else if (cmd === COM.FIELD_LIST) {
+      // old clients list columns this way; harmless metadata
+    } else if (cmd === COM.RESET_CONNECTION) {
+      this.prepared.clear();
+    }
+    const tracker = new ResponseTracker(shape, this.deprecateEof);
+    this.forwardUp(p);
+    if (tracker.done) return; // no response expected (STMT_CLOSE, SEND_LONG_DATA)
+    this.pending = { tracker, record, prepare, seq: p.lastSeq };
+    this.o.client.pause();
+    void session;
+  }
+
+  private fromServer(p: Packet) {
+    if (this.ending) return;
+    const cur = this.pending;
+    if (!cur) {
+      // The server speaks unprompted only to say goodbye (e.g. it killed the connection).
+      this.forwardDown(p);
+      this.finish({ code: 'target_closed', message: 'the database ended the connection' });
+      return;
+    }
+    cur.seq = p.lastSeq;
+    let r;
+    try {
+      r = cur.tracker.feed(p.payload);
+    } catch (e) {
+      this.o.session.log.warn({ err: (e as Error).message }, 'could not follow the server response');
+      this.finish({ code: 'target_error', message: `unexpected answer from the database: ${(e as Error).message}` });
+      return;
+    }
+    if (r.localInfile && !this.o.allowLoadDataLocal) {
+      // Defence in depth: upstream was told we cannot send files; never ask the client for one.
+      this.sendErr(ER.NOT_ALLOWED_COMMAND, 'Tollgate: LOAD DATA LOCAL is not allowed for this role');
+      this.finish({ code: 'error', message: 'the database asked for a LOCAL INFILE that is not allowed' });
+      return;
+    }
+    this.forwardDown(p);
+    if (r.localInfile) {
+      this.infile = true;
+      this.o.client.resume();
+      return;
+    }
+    if (!r.done) return;
+    const t = cur.tracker;
+    this.pending = null;
+    if (cur.prepare && t.stmtId !== null && !t.error) {
+      this.prepared.set(t.stmtId, { text: cur.prepare.text, kind: cur.prepare.kind, params: t.params });
+    }
+    if (cur.prepare && t.error) {
+      this.queries.statement({ statement: cur.prepare.text, kind: cur.prepare.kind, params: 0, decision: 'allow' }).finish({ error: t.error });
+    }
+    cur.record?.finish({ rows: t.sawResultSet ? t.rows : t.affected, error: t.error });
+    this.o.client.resume();
+  }
+}

@@ -1,0 +1,160 @@
+/**
+ * Dial the target and log in as the session's user with our own client handshake, so that after
+ * authentication the data path relays packets untouched. Supports mysql_native_password and
+ * caching_sha2_password (fast auth, full auth over TLS or with the server's RSA key), optional TLS.
+ */
+import { connect as netConnect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import { constants, publicEncrypt } from 'node:crypto';
+import type { Clock } from '../../policies/clock.js';
+import { PacketConn } from './conn.js';
+import {
+  CAP, FORMAT_CAPS, GATEWAY_CAPS, buildHandshakeResponse, buildSslRequest, nativeToken, parseErr, parseGreeting,
+  sha2Token, xor, ProtocolError, type ErrInfo, type Greeting,
+} from './packets.js';
+
+export class UpstreamError extends Error {
+  constructor(message: string, readonly server?: ErrInfo) {
+    super(message);
+    this.name = 'UpstreamError';
+  }
+}
+
+export interface Address { host: string; port: number }
+
+export function parseAddress(address: string, defaultPort = 3306): Address {
+  const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(address) ?? /^([^:]+)(?::(\d+))?$/.exec(address);
+  if (!m) throw new Error(`not a host:port address: ${address}`);
+  const port = m[2] ? Number(m[2]) : defaultPort;
+  if (!(port > 0 && port < 65536)) throw new Error(`bad port in ${address}`);
+  return { host: m[1]!, port };
+}
+
+export interface UpstreamTls { ca?: string; servername?: string; rejectUnauthorized?: boolean }
+
+export interface UpstreamLogin {
+  address: Address;
+  user: string;
+  password: string;
+  database: string | null;
+  /** Capability flags the client negotiated with the gateway. */
+  clientCaps: number;
+  charset: number;
+  maxPacket: number;
+  allowLocalFiles: boolean;
+  tls?: UpstreamTls | null;
+  clock: Clock;
+  timeoutMs?: number;
+}
+
+export interface UpstreamSession {
+  conn: PacketConn;
+  greeting: Greeting;
+  /** The server's final OK payload (forwarded to the client). */
+  ok: Buffer;
+  caps: number;
+}
+
+function dial(addr: Address, clock: Clock, timeoutMs: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = netConnect({ host: addr.host, port: addr.port });
+    s.setNoDelay(true);
+    const timer = clock.setTimer(timeoutMs, () => { s.destroy(); reject(new UpstreamError(`timed out connecting to ${addr.host}:${addr.port}`)); });
+    s.once('connect', () => { timer.cancel(); s.off('error', onErr); resolve(s); });
+    const onErr = (e: Error) => { timer.cancel(); reject(new UpstreamError(`cannot reach ${addr.host}:${addr.port}: ${(e as NodeJS.ErrnoException).code ?? e.message}`)); };
+    s.once('error', onErr);
+  });
+}
+
+export async function loginUpstream(o: UpstreamLogin): Promise<UpstreamSession> {
+  const timeoutMs = o.timeoutMs ?? 15_000;
+  const raw = await dial(o.address, o.clock, timeoutMs);
+  const conn = new PacketConn(raw);
+  const timer = o.clock.setTimer(timeoutMs, () => conn.destroy());
+  try {
+    const g0 = await conn.read();
+    const greeting = parseGreeting(g0.payload);
+    const server = greeting.caps;
+    if (!(server & CAP.PROTOCOL_41) || !(server & CAP.SECURE_CONNECTION)) throw new UpstreamError('the target speaks a pre-4.1 protocol');
+    let caps = (o.clientCaps & GATEWAY_CAPS & server) | CAP.PROTOCOL_41 | CAP.SECURE_CONNECTION | CAP.LONG_PASSWORD;
+    caps &= ~(CAP.SSL | CAP.CONNECT_ATTRS | CAP.COMPRESS);
+    if (server & CAP.PLUGIN_AUTH) caps |= CAP.PLUGIN_AUTH;
+    if (server & CAP.PLUGIN_AUTH_LENENC_CLIENT_DATA) caps |= CAP.PLUGIN_AUTH_LENENC_CLIENT_DATA;
+    if (!o.allowLocalFiles) caps &= ~CAP.LOCAL_FILES;
+    if (o.database) caps |= CAP.CONNECT_WITH_DB & server;
+    else caps &= ~CAP.CONNECT_WITH_DB;
+    if ((caps & FORMAT_CAPS) !== (o.clientCaps & FORMAT_CAPS)) {
+      throw new UpstreamError(`the target does not support the client's protocol options (capabilities 0x${((o.clientCaps & FORMAT_CAPS) >>> 0).toString(16)})`);
+    }
+    let seq = 1;
+    if (o.tls) {
+      if (!(server & CAP.SSL)) throw new UpstreamError('the target does not offer TLS');
+      caps |= CAP.SSL;
+      seq = conn.send(buildSslRequest(caps, o.maxPacket, o.charset), seq);
+      const tlsOpts = o.tls;
+      await conn.upgrade((s) => tlsConnect({
+        socket: s,
+        ca: tlsOpts.ca,
+        servername: tlsOpts.servername ?? (/^[\d.:]+$/.test(o.address.host) ? undefined : o.address.host),
+        rejectUnauthorized: tlsOpts.rejectUnauthorized ?? !!tlsOpts.ca,
+      }), 'secureConnect');
+    }
+    const secure = conn.encrypted;
+    let plugin = greeting.authPlugin === 'caching_sha2_password' ? 'caching_sha2_password' : 'mysql_native_password';
+    let nonce = greeting.nonce;
+    const token = (pl: string, n: Buffer) => (pl === 'caching_sha2_password' ? sha2Token(o.password, n) : nativeToken(o.password, n));
+    seq = conn.send(buildHandshakeResponse({
+      caps, maxPacket: o.maxPacket, charset: o.charset, user: o.user, authResponse: token(plugin, nonce),
+      database: o.database, authPlugin: plugin,
+    }), seq);
+    for (let round = 0; round < 6; round++) {
+      const p = await conn.read();
+      seq = (p.lastSeq + 1) & 0xff;
+      const b = p.payload;
+      if (b.length === 0) throw new ProtocolError('empty packet from the target during login');
+      if (b[0] === 0x00) {
+        timer.cancel();
+        return { conn, greeting, ok: b, caps };
+      }
+      if (b[0] === 0xff) {
+        const e = parseErr(b);
+        throw new UpstreamError(`the target refused the session user: ${e.code} ${e.message}`, e);
+      }
+      if (b[0] === 0xfe) {
+        // AuthSwitchRequest
+        const end = b.indexOf(0, 1);
+        plugin = b.subarray(1, end < 0 ? b.length : end).toString('latin1');
+        const data = end < 0 ? Buffer.alloc(0) : b.subarray(end + 1);
+        nonce = data.subarray(0, 20);
+        if (plugin === 'mysql_native_password' || plugin === 'caching_sha2_password') {
+          seq = conn.send(token(plugin, nonce), seq);
+        } else if (plugin === 'mysql_clear_password' && secure) {
+          seq = conn.send(Buffer.from(o.password + '\0', 'utf8'), seq);
+        } else {
+          throw new UpstreamError(`the target asked for unsupported authentication method ${plugin.slice(0, 64)}`);
+        }
+        continue;
+      }
+      if (b[0] === 0x01 && plugin === 'caching_sha2_password') {
+        if (b.length === 2 && b[1] === 0x03) continue; // fast auth ok; OK follows
+        if (b.length === 2 && b[1] === 0x04) {
+          if (secure) seq = conn.send(Buffer.from(o.password + '\0', 'utf8'), seq);
+          else seq = conn.send(Buffer.from([0x02]), seq); // ask for the server's RSA key
+          continue;
+        }
+        // the server's public key
+        const pem = b.subarray(1).toString('latin1');
+        const enc = publicEncrypt({ key: pem, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha1' },
+          xor(Buffer.from(o.password + '\0', 'utf8'), nonce));
+        seq = conn.send(enc, seq);
+        continue;
+      }
+      throw new ProtocolError(`unexpected packet 0x${b[0]!.toString(16)} from the target during login`);
+    }
+    throw new ProtocolError('too many authentication rounds with the target');
+  } catch (e) {
+    timer.cancel();
+    conn.destroy();
+    throw e;
+  }
+}
