@@ -136,6 +136,10 @@ const configSchema = z.object({
     secretTtl: duration.default('10m'),
     webSessionTtl: duration.default('12h'),
     reaperInterval: duration.default('60s'),
+    /** Groups that run the SOC console: see every session, watch, kill, lock, read the audit log. */
+    socGroups: z.array(z.string()).default(['soc']),
+    /** Cookies get the Secure flag (set when the front is behind TLS). */
+    secureCookies: z.boolean().default(false),
     /** Key used to sign web session cookies and identity assertions (defaults to one kept in the store). */
   }).strict().default({} as never),
   listeners: z.record(z.string(), listenerSchema).default({ http: { host: '127.0.0.1', port: 8080 } }),

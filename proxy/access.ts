@@ -1,0 +1,166 @@
+import { randomUUID } from 'node:crypto';
+import type { Store, GrantRecord, IdentityRecord, ConnectionSecretRecord } from './store/types.js';
+import type { Clock } from '../policies/clock.js';
+import type { AuthOutcome, AuthRequest, RefusalCode, SecretCandidate } from '../protocols/types.js';
+import type { Principal } from '../auth/types.js';
+import type { TargetConfig } from './config.js';
+import type { AuditLog } from './audit.js';
+import { lockMatches } from './sessions.js';
+
+/** What access needs from auth/'s ConnectionSecrets. */
+export interface SecretVerifier {
+  consume(secret: string, opts: { target: string; role?: string; protocol: string }): Promise<
+    { ok: true; record: ConnectionSecretRecord } | { ok: false; code: 'bad_secret' | 'secret_used' | 'secret_expired'; reason: string }>;
+  consumeById(id: string, opts: { target: string; role?: string; protocol: string }): Promise<
+    { ok: true; record: ConnectionSecretRecord } | { ok: false; code: 'bad_secret' | 'secret_used' | 'secret_expired'; reason: string }>;
+  pending(opts: { target: string; role?: string; protocol: string }): Promise<ConnectionSecretRecord[]>;
+}
+
+export interface AccessDeps {
+  store: Store;
+  clock: Clock;
+  audit: AuditLog;
+  secrets: SecretVerifier;
+  target(name: string): TargetConfig | undefined;
+  withinHours(target: string, role: string, at: number): boolean;
+  activeGrant(sub: string, target: string, role?: string): Promise<GrantRecord | null>;
+}
+
+export function parseUsername(username: string): { target: string; role?: string } {
+  const i = username.indexOf(':');
+  return i < 0 ? { target: username } : { target: username.slice(0, i), role: username.slice(i + 1) || undefined };
+}
+
+export function principalFromIdentity(id: IdentityRecord, via: Principal['via'], mfaAt: number | null = null): Principal {
+  return { sub: id.sub, email: id.email, name: id.name, groups: id.groups, mfaAt, via };
+}
+
+/** Decides whether a native client may reach a target now. Every refusal is audited with its reason. */
+export class Access {
+  constructor(private deps: AccessDeps) {}
+
+  private async refuse(req: AuthRequest, code: RefusalCode, reason: string, actor = 'anonymous'): Promise<AuthOutcome> {
+    await this.deps.audit.append(actor, 'access.refused', null, {
+      protocol: req.protocol, username: req.username.slice(0, 200), clientAddr: req.clientAddr, code, reason,
+    });
+    return { ok: false, code, reason };
+  }
+
+  async pendingSecrets(username: string, protocol: string): Promise<SecretCandidate[]> {
+    const { target, role } = parseUsername(username);
+    if (!this.deps.target(target)) return [];
+    return (await this.deps.secrets.pending({ target, role, protocol })).map((r) => ({ id: r.id, verifiers: r.verifiers }));
+  }
+
+  async authenticate(req: AuthRequest): Promise<AuthOutcome> {
+    const now = this.deps.clock.now();
+    const { target: targetName, role: askedRole } = parseUsername(req.username);
+    const target = this.deps.target(targetName);
+    if (!target) return this.refuse(req, 'unknown_target', `Tollgate: there is no target named "${targetName.slice(0, 64)}".`);
+    if (askedRole && !target.roles.some((r) => r.name === askedRole)) {
+      return this.refuse(req, 'unknown_role', `Tollgate: target ${target.name} has no role "${askedRole.slice(0, 64)}".`);
+    }
+
+    let principal: Principal | null = null;
+    let grant: GrantRecord | null = null;
+    let secretId: string | undefined;
+
+    if (req.secret || req.provenSecretId) {
+      const opts = { target: target.name, role: askedRole, protocol: req.protocol };
+      const res = req.provenSecretId
+        ? await this.deps.secrets.consumeById(req.provenSecretId, opts)
+        : await this.deps.secrets.consume(req.secret!.reveal(), opts);
+      if (!res.ok) {
+        const msg = res.code === 'secret_used'
+          ? 'Tollgate: this connection secret was already used; get a fresh one (tollgate connect, or the portal).'
+          : res.code === 'secret_expired'
+            ? 'Tollgate: this connection secret has expired; get a fresh one.'
+            : `Tollgate: wrong connection secret for ${target.name}.`;
+        return this.refuse(req, res.code, msg);
+      }
+      secretId = res.record.id;
+      const identity = await this.deps.store.getIdentity(res.record.identity);
+      if (!identity) return this.refuse(req, 'bad_secret', 'Tollgate: the identity behind this secret is unknown.');
+      principal = principalFromIdentity(identity, 'secret');
+      grant = await this.deps.store.getGrant(res.record.grantId);
+    } else if (req.publicKeyFingerprint) {
+      const keys = await this.deps.store.listPublicKeys({ fingerprint: req.publicKeyFingerprint });
+      if (!keys.length) return this.refuse(req, 'bad_key', 'Tollgate: this public key is not registered with Tollgate.');
+      const identity = await this.deps.store.getIdentity(keys[0]!.identity);
+      if (!identity) return this.refuse(req, 'bad_key', 'Tollgate: the identity behind this key is unknown.');
+      principal = principalFromIdentity(identity, 'secret');
+      grant = await this.deps.activeGrant(identity.sub, target.name, askedRole);
+    } else if (req.principal) {
+      principal = req.principal;
+      grant = await this.deps.activeGrant(principal.sub, target.name, askedRole);
+    } else {
+      return this.refuse(req, 'bad_secret', 'Tollgate: a connection secret is required.');
+    }
+
+    const actor = principal.sub;
+    if (!grant) return this.refuse(req, 'no_grant', `Tollgate: ${actor} has no active grant for ${target.name}${askedRole ? ` as ${askedRole}` : ''}. Request access first.`, actor);
+    if (grant.state !== 'active' || grant.expiresAt <= now) {
+      return this.refuse(req, 'grant_expired', `Tollgate: the grant for ${target.name} is ${grant.state === 'revoked' ? 'revoked' : 'expired'}.`, actor);
+    }
+    if (askedRole && grant.role !== askedRole) {
+      return this.refuse(req, 'no_grant', `Tollgate: the grant for ${target.name} is for role ${grant.role}, not ${askedRole}.`, actor);
+    }
+    const role = target.roles.find((r) => r.name === grant!.role);
+    if (!role) return this.refuse(req, 'unknown_role', `Tollgate: role ${grant.role} is no longer configured on ${target.name}.`, actor);
+    const locks = (await this.deps.store.listLocks({ active: true, at: now }))
+      .filter((l) => lockMatches(l, { identity: actor, target: target.name, grantId: grant!.id }));
+    if (locks.length) return this.refuse(req, 'locked', `Tollgate: access is locked (${locks[0]!.scope} ${locks[0]!.value}): ${locks[0]!.reason}`, actor);
+    if (!this.deps.withinHours(target.name, role.name, now)) {
+      return this.refuse(req, 'outside_hours', `Tollgate: ${target.name} may only be used within its working hours.`, actor);
+    }
+    await this.deps.audit.append(actor, 'access.allowed', grant.id, {
+      protocol: req.protocol, target: target.name, role: role.name, clientAddr: req.clientAddr,
+      via: req.secret ? 'secret' : req.provenSecretId ? 'secret-proof' : req.publicKeyFingerprint ? 'public-key' : 'browser',
+      secretId: secretId ?? null,
+    });
+    return { ok: true, auth: { principal, grant, target, role, secretId } };
+  }
+}
+
+/** Pending browser approvals of native logins (SSH keyboard-interactive). */
+export class BrowserApprovals {
+  private pending = new Map<string, { req: Omit<AuthRequest, 'secret' | 'principal'>; resolve: (o: AuthOutcome) => void; expiresAt: number }>();
+  constructor(private clock: Clock, private publicUrl: () => string, private access: Access) {}
+
+  begin(req: Omit<AuthRequest, 'secret' | 'principal'>) {
+    const id = randomUUID();
+    let resolveFn!: (o: AuthOutcome) => void;
+    const done = new Promise<AuthOutcome>((r) => { resolveFn = r; });
+    this.pending.set(id, { req, resolve: resolveFn, expiresAt: this.clock.now() + 10 * 60_000 });
+    const url = `${this.publicUrl()}/approve-login/${id}`;
+    return {
+      url,
+      wait: (timeoutMs: number) => {
+        const t = setTimeout(() => {
+          this.pending.delete(id);
+          resolveFn({ ok: false, code: 'denied', reason: 'Tollgate: the sign-in was not approved in time.' });
+        }, timeoutMs);
+        t.unref();
+        return done.finally(() => clearTimeout(t));
+      },
+      cancel: () => { this.pending.delete(id); resolveFn({ ok: false, code: 'denied', reason: 'Tollgate: cancelled.' }); },
+    };
+  }
+
+  describe(id: string) {
+    const p = this.pending.get(id);
+    return p && p.expiresAt > this.clock.now() ? p.req : null;
+  }
+
+  /** The signed-in person approved (or denied) in the browser. */
+  async decide(id: string, principal: Principal, approve: boolean): Promise<AuthOutcome | null> {
+    const p = this.pending.get(id);
+    if (!p) return null;
+    this.pending.delete(id);
+    const outcome: AuthOutcome = approve
+      ? await this.access.authenticate({ ...p.req, principal })
+      : { ok: false, code: 'denied', reason: `Tollgate: ${principal.sub} declined this sign-in.` };
+    p.resolve(outcome);
+    return outcome;
+  }
+}

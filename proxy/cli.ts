@@ -1,0 +1,307 @@
+import { Command, Option } from 'commander';
+import { spawn } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync, existsSync, createWriteStream, chmodSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { WebSocket } from 'undici';
+import { moduleMap } from '../protocols/index.js';
+import { loadConfigFile, ConfigError } from './config.js';
+
+/** Where `tollgate login` keeps the gateway URL and the API token (mode 0600). */
+function cliConfigPath(): string {
+  return process.env['TOLLGATE_CLI_CONFIG'] ?? join(process.env['XDG_CONFIG_HOME'] ?? join(homedir(), '.config'), 'tollgate', 'cli.json');
+}
+
+interface CliConf { url?: string; token?: string }
+function readCliConf(): CliConf {
+  try { return JSON.parse(readFileSync(cliConfigPath(), 'utf8')) as CliConf; } catch { return {}; }
+}
+function writeCliConf(c: CliConf): void {
+  const p = cliConfigPath();
+  mkdirSync(dirname(p), { recursive: true, mode: 0o700 });
+  writeFileSync(p, JSON.stringify(c, null, 2), { mode: 0o600 });
+  chmodSync(p, 0o600);
+}
+
+class CliError extends Error {}
+
+interface GlobalOpts { url?: string; token?: string; json?: boolean }
+
+function endpoint(g: GlobalOpts): { url: string; token?: string } {
+  const c = readCliConf();
+  const url = (g.url ?? process.env['TOLLGATE_URL'] ?? c.url ?? 'http://127.0.0.1:8080').replace(/\/$/, '');
+  const token = g.token ?? process.env['TOLLGATE_TOKEN'] ?? c.token;
+  return { url, token };
+}
+
+async function api(g: GlobalOpts, method: string, path: string, body?: unknown): Promise<any> {
+  const { url, token } = endpoint(g);
+  let res: Response;
+  try {
+    res = await fetch(url + path, {
+      method,
+      headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+      body: body !== undefined ? JSON.stringify(body) : undefined,
+    });
+  } catch (e) {
+    throw new CliError(`cannot reach the gateway at ${url}: ${(e as Error).message}`);
+  }
+  const text = await res.text();
+  let data: any = text;
+  try { data = text ? JSON.parse(text) : null; } catch { /* text */ }
+  if (!res.ok) {
+    if (res.status === 401) throw new CliError(`not signed in (or the token expired): run \`tollgate login --url ${url}\`${data?.message ? ` (${data.message})` : ''}`);
+    throw new CliError(`${res.status}: ${data?.message ?? text}`);
+  }
+  return data;
+}
+
+function out(g: GlobalOpts, data: unknown, human?: () => void): void {
+  if (g.json || !human) process.stdout.write(`${JSON.stringify(data, null, 2)}\n`);
+  else human();
+}
+
+const ago = (ms: number) => {
+  const s = Math.round(Math.abs(ms) / 1000);
+  return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : `${(s / 3600).toFixed(1)}h`;
+};
+
+function table(rows: Record<string, unknown>[], cols: string[]): void {
+  if (!rows.length) { process.stdout.write('(none)\n'); return; }
+  const w = cols.map((c) => Math.max(c.length, ...rows.map((r) => String(r[c] ?? '').length)));
+  process.stdout.write(`${cols.map((c, i) => c.toUpperCase().padEnd(w[i]!)).join('  ')}\n`);
+  for (const r of rows) process.stdout.write(`${cols.map((c, i) => String(r[c] ?? '').padEnd(w[i]!)).join('  ')}\n`);
+}
+
+export function buildCli(): Command {
+  const program = new Command('tollgate')
+    .description('Tollgate: just-in-time privileged access to servers, databases, desktops and web apps')
+    .addOption(new Option('--url <url>', 'gateway URL (default: from `tollgate login`, $TOLLGATE_URL)'))
+    .addOption(new Option('--token <token>', 'API token (default: from `tollgate login`, $TOLLGATE_TOKEN)'))
+    .option('--json', 'print JSON')
+    .showHelpAfterError();
+  const g = () => program.opts<GlobalOpts>();
+
+  program.command('serve').description('run the gateway from a YAML config file')
+    .requiredOption('-c, --config <file>', 'configuration file')
+    .action(async (o: { config: string }) => {
+      const { Gateway } = await import('./gateway.js');
+      const config = loadConfigFile(o.config, moduleMap());
+      const gw = await new Gateway({ config }).start();
+      process.stdout.write(`Tollgate is running at ${gw.publicUrl}\n`);
+      const stop = async () => { await gw.stop(); process.exit(0); };
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+    });
+
+  program.command('demo').description('start a demo gateway: SQLite, the dev IdP, demo users and real demo targets')
+    .option('-d, --dir <dir>', 'working directory for the demo (data, servers, demo.json)', '.tollgate/demo')
+    .option('-p, --port <port>', 'HTTP port of the gateway', '8080')
+    .action(async (o: { dir: string; port: string }) => {
+      const { runDemo } = await import('./demo.js');
+      await runDemo({ dir: o.dir, httpPort: Number(o.port) });
+    });
+
+  program.command('login').description('sign in through your IdP (device flow) and keep an API token for the CLI')
+    .option('--mfa', 'ask the IdP for multi-factor authentication (needed for critical targets)')
+    .action(async (o: { mfa?: boolean }) => {
+      const { url } = endpoint(g());
+      const d = await api({ ...g(), token: undefined }, 'POST', '/api/v1/auth/device', { mfa: !!o.mfa });
+      process.stderr.write(`To sign in, open ${d.verificationUriComplete ?? d.verificationUri}\nand enter the code: ${d.userCode}\n`);
+      const until = Date.now() + d.expiresIn * 1000;
+      let interval = Math.max(1, d.interval ?? 5) * 1000;
+      while (Date.now() < until) {
+        await new Promise((r) => setTimeout(r, interval));
+        const { url: u } = endpoint(g());
+        const res = await fetch(`${u}/api/v1/auth/device/token`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ handle: d.handle }) });
+        const body = await res.json() as any;
+        if (res.status === 202) continue;
+        if (body.status === 'slow_down') { interval += 5000; continue; }
+        if (body.status !== 'done') throw new CliError(`sign-in failed: ${body.message ?? body.status}`);
+        writeCliConf({ url, token: body.token });
+        process.stdout.write(`Signed in as ${body.identity} (${body.groups.join(', ')}); token saved to ${cliConfigPath()}\n`);
+        return;
+      }
+      throw new CliError('the sign-in code expired; run tollgate login again');
+    });
+
+  program.command('targets').description('targets you may request')
+    .action(async () => {
+      const list = await api(g(), 'GET', '/api/v1/targets');
+      out(g(), list, () => table(list.map((t: any) => ({ ...t, roles: t.roles.join(',') })), ['name', 'protocol', 'risk', 'roles']));
+    });
+
+  program.command('request').description('request access: tollgate request <target> --role R --duration 2h --reason "..."')
+    .argument('<target>')
+    .requiredOption('-r, --role <role>', 'role on the target')
+    .option('-d, --duration <duration>', 'how long (e.g. 30m, 2h)', '1h')
+    .requiredOption('--reason <reason>', 'why you need it (ticket, incident)')
+    .action(async (target: string, o: { role: string; duration: string; reason: string }) => {
+      const r = await api(g(), 'POST', '/api/v1/requests', { target, role: o.role, duration: o.duration, reason: o.reason });
+      out(g(), r, () => process.stdout.write(`request ${r.id}: ${r.state}${r.grantId ? ` (grant ${r.grantId})` : ` — waiting for stage ${r.currentStage + 1} of ${r.stages.length}`}\n`));
+    });
+
+  program.command('requests').description('your requests, or the ones you can approve (--approvable)')
+    .option('--approvable', 'requests waiting for you')
+    .action(async (o: { approvable?: boolean }) => {
+      const list = await api(g(), 'GET', `/api/v1/requests${o.approvable ? '?scope=approvable' : ''}`);
+      out(g(), list, () => table(list.map((r: any) => ({ ...r, duration: ago(r.durationMs), stage: `${Math.min(r.currentStage + 1, r.stages.length)}/${r.stages.length}` })), ['id', 'requester', 'target', 'role', 'duration', 'state', 'stage', 'reason']));
+    });
+
+  for (const action of ['approve', 'deny'] as const) {
+    program.command(action).description(`${action} a request`).argument('<request>')
+      .option('-m, --comment <comment>', 'comment')
+      .action(async (id: string, o: { comment?: string }) => {
+        const r = await api(g(), 'POST', `/api/v1/requests/${encodeURIComponent(id)}/${action}`, { comment: o.comment });
+        out(g(), r, () => process.stdout.write(`request ${r.id}: ${r.state}${r.grantId ? ` (grant ${r.grantId})` : ''}\n`));
+      });
+  }
+
+  program.command('grants').description('your grants (SOC: --all)')
+    .option('--all', 'every grant (SOC)')
+    .option('--active', 'only active grants')
+    .action(async (o: { all?: boolean; active?: boolean }) => {
+      const q = new URLSearchParams();
+      if (o.all) q.set('scope', 'all');
+      if (o.active) q.set('state', 'active');
+      const list = await api(g(), 'GET', `/api/v1/grants?${q}`);
+      out(g(), list, () => table(list.map((x: any) => ({ ...x, left: x.active ? ago(x.msLeft) : '-' })), ['id', 'identity', 'target', 'role', 'state', 'left']));
+    });
+
+  program.command('revoke').description('revoke a grant').argument('<grant>').option('--reason <reason>', 'why', 'revoked from the CLI')
+    .action(async (id: string, o: { reason: string }) => {
+      const r = await api(g(), 'POST', `/api/v1/grants/${encodeURIComponent(id)}/revoke`, { reason: o.reason });
+      out(g(), r, () => process.stdout.write(`grant ${r.id}: ${r.state}\n`));
+    });
+
+  program.command('secret').description('a one-time connection secret for a grant, with ready commands')
+    .argument('<grant>').option('--reusable', 'valid for many connections until it expires')
+    .action(async (id: string, o: { reusable?: boolean }) => {
+      const r = await api(g(), 'POST', `/api/v1/grants/${encodeURIComponent(id)}/secret`, { reusable: !!o.reusable });
+      out(g(), r, () => {
+        process.stdout.write(`user: ${r.username}\nsecret: ${r.secret}\nexpires: ${r.expiresAt}\n`);
+        for (const [k, v] of Object.entries(r.commands)) process.stdout.write(`${k}: ${v}\n`);
+      });
+    });
+
+  program.command('connect').description('connect to a target with your active grant (runs the native client)')
+    .argument('<target>').option('-r, --role <role>', 'role, when you hold several')
+    .action(async (target: string, o: { role?: string }) => {
+      const grants = (await api(g(), 'GET', '/api/v1/grants?state=active')) as any[];
+      const grant = grants.find((x) => x.target === target && x.active && (!o.role || x.role === o.role));
+      if (!grant) throw new CliError(`no active grant for ${target}; request one: tollgate request ${target} --role <role> --reason "..."`);
+      const s = await api(g(), 'POST', `/api/v1/grants/${grant.id}/secret`, {});
+      const mod = moduleMap().get(s.protocol);
+      const native = mod?.nativeClient?.({ protocol: s.protocol, host: s.host, port: s.port, username: s.username, secret: s.secret }) ?? null;
+      if (!native) {
+        process.stdout.write(`No native client to run for ${s.protocol}; use one of:\n`);
+        for (const [k, v] of Object.entries(s.commands)) process.stdout.write(`${k}: ${v}\n`);
+        return;
+      }
+      const child = spawn(native.argv[0]!, native.argv.slice(1), { stdio: 'inherit', env: { ...process.env, ...native.env } });
+      await new Promise<void>((resolve) => child.on('close', (code) => { process.exitCode = code ?? 1; resolve(); }));
+    });
+
+  program.command('sessions').description('sessions (SOC sees all)')
+    .option('--active', 'only live sessions')
+    .action(async (o: { active?: boolean }) => {
+      const list = await api(g(), 'GET', `/api/v1/sessions${o.active ? '?state=active' : ''}`);
+      out(g(), list, () => table(list.map((s: any) => ({ ...s, started: new Date(s.startedAt).toISOString(), left: s.msLeft != null ? ago(s.msLeft) : '-' })), ['id', 'identity', 'target', 'role', 'protocol', 'state', 'started', 'left']));
+    });
+
+  program.command('kill').description('terminate a live session').argument('<session>').option('--reason <reason>', 'why', '')
+    .action(async (id: string, o: { reason: string }) => {
+      const r = await api(g(), 'POST', `/api/v1/sessions/${encodeURIComponent(id)}/kill`, { reason: o.reason });
+      out(g(), r, () => process.stdout.write(`session ${r.id} terminated\n`));
+    });
+
+  program.command('lock').description('lock an identity, a target or a grant: ends live sessions and refuses new ones')
+    .option('--identity <sub>').option('--target <name>').option('--grant <id>')
+    .requiredOption('--reason <reason>', 'why')
+    .option('--ttl <duration>', 'lift the lock automatically after this long')
+    .action(async (o: { identity?: string; target?: string; grant?: string; reason: string; ttl?: string }) => {
+      const picked = (['identity', 'target', 'grant'] as const).filter((k) => o[k]);
+      if (picked.length !== 1) throw new CliError('give exactly one of --identity, --target, --grant');
+      const scope = picked[0]!;
+      const r = await api(g(), 'POST', '/api/v1/locks', { scope, value: o[scope], reason: o.reason, ttl: o.ttl });
+      out(g(), r, () => process.stdout.write(`lock ${r.id} on ${scope} ${r.value}; ${r.sessionsEnded} live session(s) ended\n`));
+    });
+
+  program.command('watch').description('watch a live terminal session').argument('<session>')
+    .action(async (id: string) => {
+      const { url, token } = endpoint(g());
+      const ws = new WebSocket(`${url.replace(/^http/, 'ws')}/api/v1/sessions/${encodeURIComponent(id)}/live`, { headers: token ? { authorization: `Bearer ${token}` } : {} } as never);
+      await new Promise<void>((resolve, reject) => {
+        ws.addEventListener('message', (ev) => {
+          const m = JSON.parse(String(ev.data));
+          const frames = m.type === 'snapshot' ? m.frames : [m];
+          for (const f of frames) {
+            if (f.type === 'o') process.stdout.write(String(f.data));
+            else if (f.type === 'query') process.stdout.write(`\n[sql] ${JSON.stringify(f.data)}\n`);
+            else if (f.type === 'end') process.stderr.write('\n[tollgate] session ended\n');
+          }
+        });
+        ws.addEventListener('close', () => resolve());
+        ws.addEventListener('error', () => reject(new CliError('cannot watch this session (not live, or not permitted)')));
+      });
+    });
+
+  const audit = program.command('audit').description('the tamper-evident audit log');
+  audit.command('verify').description('verify the hash chain; reports the first broken link')
+    .option('-c, --config <file>', 'read the store directly (gateway config file) instead of the API')
+    .action(async (o: { config?: string }) => {
+      const r = o.config ? await withStore(o.config, async (a) => a.verify()) : await api(g(), 'GET', '/api/v1/audit/verify');
+      out(g(), r, () => process.stdout.write(r.ok ? `audit chain OK: ${r.count} events, head ${r.head}\n` : `audit chain BROKEN at event ${r.brokenAt}: ${r.detail}\n`));
+      if (!r.ok) process.exitCode = 2;
+    });
+  audit.command('export').description('write every audit event as JSON lines (for a SIEM)')
+    .option('-c, --config <file>', 'read the store directly (gateway config file) instead of the API')
+    .option('-o, --out <file>', 'output file (default: stdout)')
+    .action(async (o: { config?: string; out?: string }) => {
+      const dest = o.out ? createWriteStream(o.out) : process.stdout;
+      if (o.config) {
+        await withStore(o.config, async (_a, store) => {
+          for (let after = 0; ;) {
+            const rows = await store.listAudit({ afterSeq: after, limit: 1000 });
+            if (!rows.length) break;
+            for (const r of rows) { dest.write(`${JSON.stringify(r)}\n`); after = r.seq; }
+          }
+        });
+      } else {
+        const { url, token } = endpoint(g());
+        const res = await fetch(`${url}/api/v1/audit/export`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
+        if (!res.ok) throw new CliError(`${res.status}: ${await res.text()}`);
+        dest.write(await res.text());
+      }
+      if (o.out) await new Promise<void>((r) => { (dest as NodeJS.WritableStream).end(() => r()); });
+    });
+
+  return program;
+}
+
+async function withStore<T>(configFile: string, fn: (audit: import('./audit.js').AuditLog, store: import('./store/types.js').Store) => Promise<T>): Promise<T> {
+  const cfg = loadConfigFile(configFile, moduleMap());
+  const { openSqliteStore } = await import('./store/sqlite.js');
+  const { AuditLog } = await import('./audit.js');
+  const { SystemClock } = await import('../policies/clock.js');
+  const { resolve: res, isAbsolute } = await import('node:path');
+  if (cfg.store.kind !== 'sqlite') throw new CliError('only the sqlite store can be read directly');
+  const dataDir = isAbsolute(cfg.gateway.dataDir) ? cfg.gateway.dataDir : res(cfg.baseDir, cfg.gateway.dataDir);
+  const path = cfg.store.path ? res(cfg.baseDir, cfg.store.path) : join(dataDir, 'tollgate.db');
+  if (!existsSync(path)) throw new CliError(`no store at ${path}`);
+  const store = await openSqliteStore(path);
+  try { return await fn(new AuditLog(store, new SystemClock()), store); } finally { await store.close(); }
+}
+
+export async function main(argv: string[]): Promise<void> {
+  try {
+    await buildCli().parseAsync(argv);
+  } catch (e) {
+    if (e instanceof CliError || e instanceof ConfigError) {
+      process.stderr.write(`tollgate: ${e.message}\n`);
+      process.exitCode = 1;
+      return;
+    }
+    throw e;
+  }
+}

@@ -1,0 +1,134 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join, resolve } from 'node:path';
+import pino from 'pino';
+import { moduleMap } from '../protocols/index.js';
+import type { DemoTargets, ProtocolModule } from '../protocols/types.js';
+import { validateConfig, type PolicyConfig, type TargetConfig } from './config.js';
+import { Gateway } from './gateway.js';
+
+/** Demo users: name, groups. Passwords are "<name>-demo" (documented in the README; demo only). */
+export const DEMO_USERS = [
+  { name: 'alice', groups: ['engineers', 'oncall'], title: 'engineer (may request; break-glass on call)' },
+  { name: 'bob', groups: ['approvers'], title: 'approver' },
+  { name: 'dave', groups: ['approvers', 'security'], title: 'approver, security' },
+  { name: 'carol', groups: ['soc'], title: 'SOC analyst' },
+] as const;
+
+/** Alice's authenticator secret in the demo (base32), for MFA step-up on critical targets. */
+export const DEMO_TOTP = 'JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP';
+
+export const DEMO_POLICIES: PolicyConfig[] = [{
+  name: 'engineering',
+  targets: ['*'],
+  roles: ['*'],
+  requesters: ['engineers'],
+  approvers: ['approvers'],
+  escalateTo: ['security'],
+  maxDuration: '8h',
+  approvalTimeout: '30m',
+  onTimeout: 'escalate',
+  rules: [
+    { pattern: '^\\s*rm\\s+-rf\\s+/\\s*$', action: 'kill', message: 'Deleting the root file system ends your session.' },
+    { pattern: '\\b(shutdown|reboot|halt|poweroff)\\b', action: 'deny', message: 'Power commands are not allowed through Tollgate.' },
+    { kinds: ['DROP', 'TRUNCATE', 'ALTER SYSTEM', 'COPY PROGRAM'], action: 'deny', message: 'Destructive statements are not allowed in the demo.' },
+    { pattern: '\\bpasswd\\b', action: 'alert' },
+  ],
+}];
+
+export async function freePort(preferred: number, host = '127.0.0.1'): Promise<number> {
+  const tryPort = (p: number) => new Promise<number | null>((res) => {
+    const s = createServer();
+    s.once('error', () => res(null));
+    s.listen(p, host, () => { const a = s.address(); s.close(() => res(typeof a === 'object' && a ? a.port : null)); });
+  });
+  return (await tryPort(preferred)) ?? (await tryPort(0))!;
+}
+
+export async function runDemo(opts: { dir: string; httpPort: number }): Promise<void> {
+  const dir = resolve(opts.dir);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const log = pino({ level: process.env['TOLLGATE_LOG_LEVEL'] ?? 'info' });
+  const modules = moduleMap();
+  const started: DemoTargets[] = [];
+  const targets: TargetConfig[] = [];
+  const listeners: Record<string, { host: string; port: number }> = { http: { host: '127.0.0.1', port: await freePort(opts.httpPort) } };
+  const stopTargets = async () => { for (const d of started.reverse()) await d.stop().catch(() => undefined); };
+
+  for (const mod of modules.values()) {
+    if (!mod.demo) continue;
+    try {
+      const d = await mod.demo(join(dir, 'targets', mod.name), log.child({ demo: mod.name }));
+      if (!d) { log.warn({ protocol: mod.name }, 'demo target skipped: server software not installed'); continue; }
+      started.push(d);
+      targets.push(...d.targets);
+      if (mod.listen) listeners[mod.name] = { host: '127.0.0.1', port: await freePort(demoPort(mod)) };
+    } catch (e) {
+      log.error({ err: e, protocol: mod.name }, 'demo target failed to start; continuing without it');
+    }
+  }
+
+  const config = validateConfig({
+    gateway: { dataDir: join(dir, 'data'), id: 'demo', expiryWarning: '60s', logLevel: process.env['TOLLGATE_LOG_LEVEL'] ?? 'info' },
+    listeners,
+    store: { kind: 'sqlite' },
+    idp: {
+      dev: {
+        host: '127.0.0.1', port: await freePort(listeners['http']!.port + 1000),
+        users: DEMO_USERS.map((u) => ({ name: u.name, email: `${u.name}@demo.tollgate`, password: { value: `${u.name}-demo` }, groups: [...u.groups], ...(u.name === 'alice' ? { totp: { value: DEMO_TOTP } } : {}) })),
+      },
+    },
+    targets,
+    policies: DEMO_POLICIES,
+    breakGlass: { groups: ['oncall'], maxDuration: '1h' },
+  }, join(dir, 'demo.yaml (generated)'), modules);
+
+  let gw: Gateway;
+  try {
+    gw = await new Gateway({ config, log }).start();
+  } catch (e) {
+    await stopTargets();
+    throw e;
+  }
+  const users: Record<string, { token: string; groups: string[] }> = {};
+  for (const u of DEMO_USERS) {
+    const now = gw.clock.now();
+    await gw.store.upsertIdentity({ sub: u.name, email: `${u.name}@demo.tollgate`, name: u.name, groups: [...u.groups], firstSeen: now, lastSeen: now });
+    const { token } = await gw.tokens.create(u.name, 'demo', 7 * 86_400_000, null);
+    users[u.name] = { token: token.reveal(), groups: [...u.groups] };
+  }
+  const demo = {
+    gatewayUrl: gw.publicUrl,
+    listeners: Object.fromEntries(Object.keys(listeners).map((n) => [n, gw.listenerAddress(n)])),
+    users,
+    targets: config.targets.map((t) => ({ name: t.name, protocol: t.protocol, risk: t.risk, roles: t.roles.map((r) => r.name), address: t.address })),
+    idp: gw.devIdp?.issuer ?? null,
+  };
+  const demoFile = join(dir, 'demo.json');
+  writeFileSync(demoFile, JSON.stringify(demo, null, 2), { mode: 0o600 });
+
+  process.stdout.write(`
+Tollgate demo is running at ${gw.publicUrl}   (health: ${gw.publicUrl}/healthz)
+  portal:   ${gw.publicUrl}/            sign in as alice / alice-demo (engineer), bob / bob-demo (approver), carol / carol-demo (SOC)
+  API doc:  ${gw.publicUrl}/api/v1/openapi.json
+  tokens and target addresses: ${demoFile}
+  targets:  ${config.targets.map((t) => `${t.name} (${t.protocol}, ${t.risk})`).join(', ') || '(none: install openssh-server / postgresql / mariadb-server)'}
+
+Try:
+  export TOLLGATE_URL=${gw.publicUrl}
+  TOLLGATE_TOKEN=$(node -p "require('${demoFile}').users.alice.token") npx tollgate request ${config.targets[0]?.name ?? '<target>'} --role ${config.targets[0]?.roles[0]?.name ?? '<role>'} --reason "demo"
+  TOLLGATE_TOKEN=$(node -p "require('${demoFile}').users.bob.token") npx tollgate requests --approvable
+Press Ctrl-C to stop.
+`);
+  const stop = async () => {
+    await gw.stop().catch(() => undefined);
+    await stopTargets();
+    process.exit(0);
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+}
+
+function demoPort(mod: ProtocolModule): number {
+  return mod.defaultPort < 1024 ? mod.defaultPort + 10000 : mod.defaultPort;
+}

@@ -1,0 +1,285 @@
+import { mkdirSync } from 'node:fs';
+import { isAbsolute, join, resolve } from 'node:path';
+import pino, { type Logger } from 'pino';
+import { Registry, Gauge, Counter, collectDefaultMetrics } from 'prom-client';
+import type { Clock } from '../policies/clock.js';
+import { SystemClock } from '../policies/clock.js';
+import { JitEngine } from '../policies/engine.js';
+import { compileRules } from '../policies/rules.js';
+import { createRecorder } from '../recorder/index.js';
+import type { Recorder } from '../recorder/index.js';
+import { loadOrCreateKey, type GatewayKey } from '../auth/keys.js';
+import { ApiTokens, WebSessions, ConnectionSecrets } from '../auth/credentials.js';
+import { startDevIdp, type DevIdp } from '../auth/devidp.js';
+import { createOidc, type Oidc } from '../auth/oidc.js';
+import type { Principal } from '../auth/types.js';
+import type { ProtocolContext, ProtocolListener, ProtocolModule, TlsMaterial } from '../protocols/types.js';
+import { moduleMap } from '../protocols/index.js';
+import type { Store } from './store/types.js';
+import { openSqliteStore } from './store/sqlite.js';
+import { AuditLog } from './audit.js';
+import { Access, BrowserApprovals } from './access.js';
+import { SessionManager } from './sessions.js';
+import { ensureTlsMaterial } from './tls.js';
+import { parseDuration, resolveSecret, type GatewayConfig } from './config.js';
+import { HttpFront } from './http/server.js';
+import { mountApi } from './http/api.js';
+import { runNotify } from './notify.js';
+
+export interface GatewayOptions {
+  config: GatewayConfig;
+  clock?: Clock;
+  log?: Logger;
+  /** Replace the registry (tests). */
+  modules?: Map<string, ProtocolModule>;
+}
+
+export const DEV_CLIENT_SECRET_LABEL = 'dev-idp-client-secret';
+
+export class Gateway {
+  readonly config: GatewayConfig;
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly modules: Map<string, ProtocolModule>;
+  readonly dataDir: string;
+  store!: Store;
+  audit!: AuditLog;
+  engine!: JitEngine;
+  recorder!: Recorder;
+  sessions!: SessionManager;
+  access!: Access;
+  approvals!: BrowserApprovals;
+  key!: GatewayKey;
+  tokens!: ApiTokens;
+  webSessions!: WebSessions;
+  secrets!: ConnectionSecrets;
+  oidc: Oidc | null = null;
+  devIdp: DevIdp | null = null;
+  tls!: TlsMaterial;
+  http!: HttpFront;
+  publicUrl = '';
+  publicHost = '127.0.0.1';
+  readonly metrics = new Registry();
+  private listeners = new Map<string, ProtocolListener>();
+  private ctxCache = new Map<string, ProtocolContext>();
+  private reaperTimer: NodeJS.Timeout | null = null;
+  private stopped = false;
+
+  constructor(opts: GatewayOptions) {
+    this.config = opts.config;
+    this.clock = opts.clock ?? new SystemClock();
+    this.log = opts.log ?? pino({ level: this.config.gateway.logLevel, redact: { paths: ['*.password', '*.secret', '*.token', '*.privateKey', 'req.headers.cookie', 'req.headers.authorization'], censor: '<secret>' } });
+    this.modules = opts.modules ?? moduleMap();
+    const d = this.config.gateway.dataDir;
+    this.dataDir = isAbsolute(d) ? d : resolve(this.config.baseDir, d);
+  }
+
+  listenerAddress(name: string): { host: string; port: number } | null {
+    if (name === 'http') return this.http ? { host: this.config.listeners.http?.host ?? '127.0.0.1', port: this.http.port } : null;
+    const l = this.listeners.get(name);
+    return l ? { host: l.host, port: l.port } : null;
+  }
+
+  async start(): Promise<this> {
+    mkdirSync(this.dataDir, { recursive: true, mode: 0o700 });
+    const cfg = this.config;
+    this.store = cfg.store.kind === 'sqlite'
+      ? await openSqliteStore(cfg.store.path ? resolve(this.config.baseDir, cfg.store.path) : join(this.dataDir, 'tollgate.db'))
+      : (() => { throw new Error(`${cfg.file}: store.kind: the PostgreSQL store is not implemented yet; use sqlite`); })();
+    this.audit = new AuditLog(this.store, this.clock);
+    this.key = await loadOrCreateKey(this.store, 'gateway', this.clock);
+
+    const httpCfg = cfg.listeners.http ?? { host: '127.0.0.1', port: 8080 };
+    this.publicHost = cfg.gateway.publicHost ?? (httpCfg.host === '0.0.0.0' || httpCfg.host === '::' ? '127.0.0.1' : httpCfg.host);
+    this.tls = cfg.gateway.tls
+      ? {
+        cert: resolveSecret(cfg.gateway.tls.cert, cfg, 'gateway.tls.cert').reveal(),
+        key: resolveSecret(cfg.gateway.tls.key, cfg, 'gateway.tls.key'),
+        ca: cfg.gateway.tls.ca ? resolveSecret(cfg.gateway.tls.ca, cfg, 'gateway.tls.ca').reveal() : '',
+      }
+      : ensureTlsMaterial(this.dataDir, [this.publicHost]);
+
+    this.tokens = new ApiTokens(this.store, this.clock);
+    this.webSessions = new WebSessions(this.store, this.clock);
+    this.secrets = new ConnectionSecrets(this.store, this.clock);
+
+    this.setupMetrics();
+    this.recorder = createRecorder({ store: this.store, dir: cfg.recordings.dir ? resolve(cfg.baseDir, cfg.recordings.dir) : join(this.dataDir, 'recordings'), clock: this.clock, log: this.log.child({ c: 'recorder' }) });
+
+    this.engine = new JitEngine({
+      store: this.store,
+      clock: this.clock,
+      config: { targets: cfg.targets, policies: cfg.policies, breakGlass: cfg.breakGlass, idp: cfg.idp },
+      audit: async (actor, action, subject, data) => { await this.audit.append(actor, action, subject, data); },
+      notify: (e) => this.notify(e),
+      onGrantEnded: (grant, why) => {
+        void this.sessions.grantEnded(grant, why);
+        const target = cfg.targets.find((t) => t.name === grant.target);
+        const mod = target && this.modules.get(target.protocol);
+        if (target && mod?.onGrantEnd) {
+          mod.onGrantEnd(this.ctx(mod.name), target, grant).catch((e) => this.log.error({ err: e, grant: grant.id }, 'grant-end hook failed'));
+        }
+      },
+      log: this.log.child({ c: 'policies' }),
+    });
+
+    const ruleCache = new Map<string, ReturnType<typeof compileRules>>();
+    this.sessions = new SessionManager({
+      store: this.store, clock: this.clock, log: this.log.child({ c: 'sessions' }), audit: this.audit, gatewayId: cfg.gateway.id,
+      expiryWarningMs: parseDuration(cfg.gateway.expiryWarning),
+      openRecording: (id, meta) => this.recorder.open(id, meta),
+      live: this.recorder.live,
+      rules: (target, role) => {
+        const k = `${target}\u0000${role}`;
+        let r = ruleCache.get(k);
+        if (!r) { r = compileRules(this.engine.rulesFor(target, role), role); ruleCache.set(k, r); }
+        return r;
+      },
+      module: (p) => this.modules.get(p),
+      ctx: (p) => this.ctx(p),
+      target: (n) => cfg.targets.find((t) => t.name === n),
+      notify: (e) => this.notify(e),
+      metrics: {
+        started: (p) => { this.sessionsActive.inc({ protocol: p }); this.sessionsTotal.inc({ protocol: p }); },
+        ended: (p) => { this.sessionsActive.dec({ protocol: p }); },
+      },
+    });
+    this.access = new Access({
+      store: this.store, clock: this.clock, audit: this.audit, secrets: this.secrets,
+      target: (n) => cfg.targets.find((t) => t.name === n),
+      withinHours: (t, r, at) => this.engine.withinHours(t, r, at),
+      activeGrant: (sub, t, r) => this.engine.activeGrant(sub, t, r),
+    });
+    this.approvals = new BrowserApprovals(this.clock, () => this.publicUrl, this.access);
+
+    // HTTP front first: its port is the public URL unless configured.
+    this.http = new HttpFront(this.log.child({ c: 'http' }), (e) => ({ status: 500, body: { error: 'internal', message: (e as Error).message } }));
+    mountApi(this);
+    const port = await this.http.start(httpCfg.host, httpCfg.port);
+    this.publicUrl = (cfg.gateway.publicUrl ?? `http://${this.publicHost.includes(':') ? `[${this.publicHost}]` : this.publicHost}:${port}`).replace(/\/$/, '');
+
+    await this.startIdp();
+    await this.engine.start();
+    const reaped = await this.sessions.reap();
+    if (reaped.leases || reaped.sessions || reaped.failed) this.log.warn(reaped, 'reaper cleaned up after an earlier run');
+    this.reaperTimer = setInterval(() => {
+      this.sessions.reap().catch((e) => this.log.error({ err: e }, 'reaper failed'));
+    }, parseDuration(cfg.gateway.reaperInterval));
+    this.reaperTimer.unref();
+
+    for (const [name, addr] of Object.entries(cfg.listeners)) {
+      if (name === 'http') continue;
+      const mod = this.modules.get(name);
+      if (!mod?.listen) throw new Error(`${cfg.file}: listeners.${name}: no protocol module "${name}" can listen (known: ${[...this.modules.keys()].join(', ')})`);
+      this.listeners.set(name, await mod.listen(this.ctx(name), { host: addr.host, port: addr.port }));
+    }
+    await this.audit.append('system', 'gateway.started', cfg.gateway.id, {
+      listeners: Object.fromEntries([...this.listeners].map(([n, l]) => [n, `${l.host}:${l.port}`]).concat([['http', `${httpCfg.host}:${port}`]])),
+      targets: cfg.targets.map((t) => t.name),
+    });
+    this.log.info({ url: this.publicUrl }, 'gateway started');
+    return this;
+  }
+
+  private async startIdp(): Promise<void> {
+    const idp = this.config.idp;
+    let issuer = idp.issuer;
+    let clientSecret = idp.clientSecret ? resolveSecret(idp.clientSecret, this.config, 'idp.clientSecret') : undefined;
+    const redirectUri = `${this.publicUrl}/auth/callback`;
+    if (idp.dev) {
+      const secret = clientSecret ?? new (await import('../auth/secret.js')).Secret(this.key.deriveKey(DEV_CLIENT_SECRET_LABEL).toString('base64url'));
+      clientSecret = secret;
+      this.devIdp = await startDevIdp({
+        host: idp.dev.host,
+        port: idp.dev.port,
+        users: idp.dev.users.map((u, i) => ({
+          name: u.name, email: u.email, groups: u.groups,
+          password: resolveSecret(u.password, this.config, `idp.dev.users[${i}].password`),
+          totp: u.totp ? resolveSecret(u.totp, this.config, `idp.dev.users[${i}].totp`) : undefined,
+        })),
+        clients: [{
+          client_id: idp.clientId, client_secret: secret.reveal(), redirect_uris: [redirectUri],
+          grant_types: ['authorization_code', 'urn:ietf:params:oauth:grant-type:device_code'],
+        }],
+        log: this.log.child({ c: 'dev-idp' }),
+      });
+      issuer = this.devIdp.issuer;
+    }
+    if (!issuer) {
+      this.log.warn('no IdP configured: browser and CLI sign-in are off; API tokens still work');
+      return;
+    }
+    this.oidc = await createOidc({
+      issuer, clientId: idp.clientId, clientSecret, redirectUri, scopes: idp.scopes, groupsClaim: idp.groupsClaim,
+      mfaAcr: idp.mfaAcr, log: this.log.child({ c: 'oidc' }), clock: this.clock, key: this.key,
+    });
+  }
+
+  private sessionsActive!: Gauge;
+  private sessionsTotal!: Counter;
+  accessRefused!: Counter;
+  httpRequests!: Counter;
+
+  private setupMetrics(): void {
+    collectDefaultMetrics({ register: this.metrics, prefix: 'tollgate_' });
+    this.sessionsActive = new Gauge({ name: 'tollgate_sessions_active', help: 'Live proxied sessions', labelNames: ['protocol'], registers: [this.metrics] });
+    this.sessionsTotal = new Counter({ name: 'tollgate_sessions_total', help: 'Sessions started', labelNames: ['protocol'], registers: [this.metrics] });
+    this.accessRefused = new Counter({ name: 'tollgate_access_refused_total', help: 'Refused connection attempts', labelNames: ['protocol', 'code'], registers: [this.metrics] });
+    this.httpRequests = new Counter({ name: 'tollgate_api_requests_total', help: 'API requests', labelNames: ['status'], registers: [this.metrics] });
+  }
+
+  notify(event: Record<string, unknown>): void {
+    void this.audit.append('system', 'notify', null, event);
+    const cmd = event['kind'] === 'breakglass' && this.config.breakGlass.alertCommand ? this.config.breakGlass.alertCommand : this.config.notify.command;
+    if (cmd?.length) runNotify(cmd, event, this.log);
+  }
+
+  /** The protocol context for one module (cached). */
+  ctx(protocol: string): ProtocolContext {
+    let c = this.ctxCache.get(protocol);
+    if (c) return c;
+    const gw = this;
+    c = {
+      log: this.log.child({ protocol }),
+      clock: this.clock,
+      get tls() { return gw.tls; },
+      dataDir: join(this.dataDir, protocol),
+      get publicHost() { return gw.publicHost; },
+      get publicUrl() { return gw.publicUrl; },
+      target: (n) => this.config.targets.find((t) => t.name === n),
+      targets: () => this.config.targets,
+      resolveSecret: (ref, path) => resolveSecret(ref as never, this.config, path),
+      pendingSecrets: (u, p) => this.access.pendingSecrets(u, p),
+      deriveKey: (label) => this.key.deriveKey(`protocol:${protocol}:${label}`),
+      authenticate: async (req) => {
+        const out = await this.access.authenticate(req);
+        if (!out.ok) this.accessRefused.inc({ protocol: req.protocol, code: out.code });
+        return out;
+      },
+      beginBrowserApproval: (req) => this.approvals.begin(req),
+      openSession: (auth, meta) => this.sessions.open(auth, meta),
+    };
+    mkdirSync(c.dataDir, { recursive: true, mode: 0o700 });
+    this.ctxCache.set(protocol, c);
+    return c;
+  }
+
+  /** Principal for an identity sub from the store (system actions, tests). */
+  async principalOf(sub: string, via: Principal['via'], mfaAt: number | null = null): Promise<Principal | null> {
+    const id = await this.store.getIdentity(sub);
+    return id ? { sub: id.sub, email: id.email, name: id.name, groups: id.groups, mfaAt, via } : null;
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.reaperTimer) clearInterval(this.reaperTimer);
+    this.engine?.stop();
+    await this.sessions?.terminateWhere(() => true, { code: 'gateway_shutdown', message: 'Tollgate: the gateway is shutting down.' });
+    for (const l of this.listeners.values()) await l.close().catch(() => undefined);
+    this.http?.close();
+    await this.devIdp?.close().catch(() => undefined);
+    await this.audit?.append('system', 'gateway.stopped', this.config.gateway.id, {}).catch(() => undefined);
+    await this.store?.close();
+  }
+}

@@ -1,0 +1,178 @@
+/**
+ * The session lifecycle owned by proxy/: leases stored first and revoked on every ending path,
+ * locks, kill, expiry with a warning (injected clock), grant revocation, the reaper, and the
+ * connection secret rules (single-use, reusable, never past the grant). The protocol is a fake
+ * in-memory module so every account on the "target" is visible to the test.
+ */
+import t from 'tap';
+import { ManualClock } from '../../policies/clock.js';
+import { startTestGateway } from '../support/gateway.js';
+import { FakeTarget, fakeModule, fakeConnect } from '../support/fake-module.js';
+import { openSqliteStore } from '../../proxy/store/sqlite.js';
+
+const target = (name = 'box', risk = 'low') => ({ name, protocol: 'fake', address: 'in-memory', risk, roles: [{ name: 'user' }, { name: 'admin' }] });
+
+async function setup(t: { teardown(fn: () => unknown): void }, opts: { clock?: ManualClock; targets?: object[] } = {}) {
+  const ft = new FakeTarget();
+  const mod = fakeModule(ft);
+  const tg = await startTestGateway({ targets: (opts.targets ?? [target()]) as never, listeners: ['fake'], clock: opts.clock, modules: new Map([['fake', mod]]), expiryWarning: '60s' });
+  t.teardown(() => tg.close());
+  return { ft, mod, tg, ctx: mod.ctx! };
+}
+
+t.test('a session mints under a lease and revokes it on normal end', async (t) => {
+  const { ft, tg, ctx } = await setup(t);
+  const g = await tg.grant('alice', 'box', 'user');
+  const s = await tg.secret('alice', g.id);
+  t.equal(s.username, 'box');
+  t.match(s.commands.fake, /fake --user box/);
+  const c = await fakeConnect(ctx, ft, s.username, s.secret);
+  t.ok(c.ok, 'connected');
+  if (!c.ok) return;
+  t.ok(ft.accounts.has(c.account), 'account exists during the session');
+  const leases = await tg.store.listLeases({ sessionId: c.session.id });
+  t.equal(leases.length, 1);
+  t.equal(leases[0]!.state, 'active');
+  t.equal(leases[0]!.data['account'], c.account, 'lease data stored');
+  const list = await tg.api('carol', 'GET', '/api/v1/sessions?state=active');
+  t.equal(list.body.length, 1, 'SOC sees the live session');
+  t.equal((await tg.api('erin', 'GET', '/api/v1/sessions?state=active')).body.length, 0, 'others do not');
+  await c.session.end({ code: 'client_exit', message: 'bye' });
+  t.notOk(ft.accounts.has(c.account), 'account gone after the session');
+  t.equal((await tg.store.getLease(leases[0]!.id))!.state, 'revoked');
+  const rec = await tg.store.getSession(c.session.id);
+  t.equal(rec!.state, 'ended');
+  t.match(rec!.endReason, /^client_exit/);
+  const again = await fakeConnect(ctx, ft, s.username, s.secret);
+  t.notOk(again.ok, 'single-use secret refused the second time');
+  if (!again.ok) t.equal(again.code, 'secret_used');
+  t.equal(ft.accounts.size, 0, 'refusal created nothing');
+});
+
+t.test('a reusable secret serves several connections, each its own session', async (t) => {
+  const { ft, tg, ctx } = await setup(t);
+  const g = await tg.grant('alice', 'box', 'user');
+  const s = await tg.secret('alice', g.id, { reusable: true });
+  const a = await fakeConnect(ctx, ft, 'box', s.secret);
+  const b = await fakeConnect(ctx, ft, 'box', s.secret);
+  t.ok(a.ok && b.ok);
+  if (!a.ok || !b.ok) return;
+  t.not(a.session.id, b.session.id);
+  t.equal(ft.accounts.size, 2);
+  await a.session.end({ code: 'client_exit', message: '' });
+  await b.session.end({ code: 'client_exit', message: '' });
+  t.equal(ft.accounts.size, 0);
+  const wrongTarget = await tg.api('alice', 'POST', `/api/v1/grants/${g.id}/secret`, { reusable: 'yes' });
+  t.equal(wrongTarget.status, 400, 'malformed body is a 400');
+  t.equal(wrongTarget.body.field, 'reusable', 'naming the field');
+});
+
+t.test('kill, lock and revoke end live sessions and revoke their leases', async (t) => {
+  const { ft, tg, ctx } = await setup(t);
+  const g = await tg.grant('alice', 'box', 'user');
+  const conn = async () => {
+    const s = await tg.secret('alice', g.id);
+    const c = await fakeConnect(ctx, ft, 'box', s.secret);
+    if (!c.ok) throw new Error(c.reason);
+    return c;
+  };
+  const c1 = await conn();
+  const forbidden = await tg.api('erin', 'POST', `/api/v1/sessions/${c1.session.id}/kill`, { reason: 'x' });
+  t.equal(forbidden.status, 403, 'another engineer may not kill it');
+  const t0 = Date.now();
+  const k = await tg.api('carol', 'POST', `/api/v1/sessions/${c1.session.id}/kill`, { reason: 'suspicious' });
+  t.equal(k.status, 200);
+  t.ok(Date.now() - t0 < 1000, 'kill returns once the session ended');
+  t.equal(c1.ended[0]?.code, 'killed');
+  t.match(c1.ended[0]?.message, /carol: suspicious/);
+  t.notOk(ft.accounts.has(c1.account), 'killed session left no account');
+
+  const c2 = await conn();
+  const l = await tg.api('carol', 'POST', '/api/v1/locks', { scope: 'identity', value: 'alice', reason: 'investigation' });
+  t.equal(l.status, 201);
+  t.equal(l.body.sessionsEnded, 1);
+  t.equal(c2.ended[0]?.code, 'locked');
+  t.equal(ft.accounts.size, 0);
+  const s3 = await tg.secret('alice', g.id);
+  const refused = await fakeConnect(ctx, ft, 'box', s3.secret);
+  t.notOk(refused.ok, 'locked identity refused');
+  if (!refused.ok) { t.equal(refused.code, 'locked'); t.match(refused.reason, /investigation/); }
+  t.equal(ft.accounts.size, 0, 'nothing created for a refused connection');
+  const notSoc = await tg.api('alice', 'POST', '/api/v1/locks', { scope: 'target', value: 'box', reason: 'x' });
+  t.equal(notSoc.status, 403);
+  t.equal((await tg.api('carol', 'DELETE', `/api/v1/locks/${l.body.id}`)).status, 200, 'lock removed');
+
+  const c4 = await conn();
+  const r = await tg.api('alice', 'POST', `/api/v1/grants/${g.id}/revoke`, { reason: 'done' });
+  t.equal(r.status, 200);
+  t.equal(r.body.state, 'revoked');
+  await new Promise((res) => setTimeout(res, 50));
+  t.equal(c4.ended[0]?.code, 'revoked');
+  t.equal(ft.accounts.size, 0);
+  const s5 = await tg.api('alice', 'POST', `/api/v1/grants/${g.id}/secret`, {});
+  t.equal(s5.status, 409, 'no secret for a revoked grant');
+  const audit = await tg.api('carol', 'GET', '/api/v1/audit?action=session.ended');
+  t.same(audit.body.map((e: any) => e.data.reason), ['killed', 'locked', 'revoked'], 'every end audited with its reason');
+});
+
+t.test('expiry warns, then ends the session at the grant end (injected clock)', async (t) => {
+  const clock = new ManualClock(Date.now());
+  const { ft, tg, ctx } = await setup(t, { clock });
+  const g = await tg.grant('alice', 'box', 'user', '10m');
+  const s = await tg.secret('alice', g.id, { ttl: '10m' });
+  const c = await fakeConnect(ctx, ft, 'box', s.secret);
+  if (!c.ok) throw new Error(c.reason);
+  clock.advance(8 * 60_000);
+  t.same(c.warnings, [], 'no warning yet');
+  clock.advance(60_000 + 1);
+  t.equal(c.warnings.length, 1, 'warned before the end');
+  t.match(c.warnings[0], /ends in \d+ seconds/);
+  clock.advance(60_000);
+  await new Promise((res) => setTimeout(res, 50));
+  t.equal(c.ended[0]?.code, 'expired');
+  t.equal(ft.accounts.size, 0);
+  t.equal((await tg.store.getGrant(g.id))!.state, 'expired');
+  const late = await tg.api('alice', 'POST', `/api/v1/grants/${g.id}/secret`, {});
+  t.equal(late.status, 409);
+});
+
+t.test('secrets never outlive the grant; a failed mint leaves nothing', async (t) => {
+  const { ft, tg, ctx } = await setup(t);
+  const g = await tg.grant('alice', 'box', 'user', '2m');
+  const s = await tg.secret('alice', g.id, { ttl: '1h', reusable: true });
+  t.ok(Date.parse(s.expiresAt) <= g.expiresAt, 'capped at the grant end');
+  ft.failMint = true;
+  await t.rejects(fakeConnect(ctx, ft, 'box', s.secret), /target refused/);
+  const leases = await tg.store.listLeases({ grantId: g.id });
+  t.equal(leases.length, 1);
+  t.equal(leases[0]!.state, 'revoked', 'the stored lease was revoked after the failed mint');
+  t.equal(ft.accounts.size, 0);
+  const other = await tg.grant('erin', 'box', 'user');
+  const bob = await tg.api('alice', 'POST', `/api/v1/grants/${other.id}/secret`, {});
+  t.equal(bob.status, 404, "no secret for someone else's grant");
+  const wrong = await fakeConnect(ctx, ft, 'box', 'not-a-secret');
+  t.notOk(wrong.ok);
+  if (!wrong.ok) t.equal(wrong.code, 'bad_secret');
+  const unknown = await fakeConnect(ctx, ft, 'nope', s.secret);
+  if (!unknown.ok) t.equal(unknown.code, 'unknown_target');
+});
+
+t.test('the reaper revokes leases left by a crashed gateway', async (t) => {
+  const { ft, tg, ctx } = await setup(t);
+  const g = await tg.grant('alice', 'box', 'user');
+  const s = await tg.secret('alice', g.id);
+  const c = await fakeConnect(ctx, ft, 'box', s.secret);
+  if (!c.ok) throw new Error(c.reason);
+  // Simulate a crash: a second store handle marks nothing; we forget the live session in memory.
+  const sessionId = c.session.id;
+  (tg.gw.sessions as unknown as { live: Map<string, unknown> }).live.delete(sessionId);
+  const r = await tg.gw.sessions.reap();
+  t.equal(r.sessions, 1, 'orphaned session ended');
+  t.equal(r.leases, 1, 'its lease revoked');
+  t.notOk(ft.accounts.has(c.account), 'account removed by the reaper');
+  const rec = await tg.store.getSession(sessionId);
+  t.match(rec!.endReason, /gateway_restart/);
+  const store2 = await openSqliteStore(`${tg.dataDir}/tollgate.db`);
+  t.equal((await store2.listLeases({ state: ['pending', 'active', 'revoking'] })).length, 0, 'no live lease left in the store');
+  await store2.close();
+});

@@ -1,0 +1,120 @@
+/**
+ * Start a real gateway in-process for end-to-end tests: SQLite in a temp dir, real listeners on
+ * free loopback ports, real protocol modules. Users alice (engineers, oncall), bob and dave
+ * (approvers), carol (soc) exist as identities with API tokens (test setup writes them to the
+ * store; the OIDC flows themselves are tested in test/auth and test/proxy/signin).
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import type { Clock } from '../../policies/clock.js';
+import { moduleMap } from '../../protocols/index.js';
+import type { ProtocolModule } from '../../protocols/types.js';
+import { validateConfig, type PolicyConfig, type TargetConfig } from '../../proxy/config.js';
+import { Gateway } from '../../proxy/gateway.js';
+import type { GrantRecord, Store } from '../../proxy/store/types.js';
+
+export const TEST_USERS: Record<string, string[]> = {
+  alice: ['engineers', 'oncall'],
+  bob: ['approvers'],
+  dave: ['approvers', 'security'],
+  carol: ['soc'],
+  erin: ['engineers'],
+};
+
+export const DEFAULT_POLICIES: PolicyConfig[] = [{
+  name: 'test', targets: ['*'], roles: ['*'], requesters: ['engineers'], approvers: ['approvers'], escalateTo: ['security'],
+  onTimeout: 'deny', rules: [],
+} as PolicyConfig];
+
+export interface TestGateway {
+  gw: Gateway;
+  url: string;
+  dataDir: string;
+  store: Store;
+  listener(name: string): { host: string; port: number };
+  token(user: string): string;
+  api(user: string | null, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }>;
+  grant(user: string, target: string, role: string, duration?: string): Promise<GrantRecord>;
+  secret(user: string, grantId: string, opts?: { reusable?: boolean; ttl?: string }): Promise<{ id: string; username: string; secret: string; host: string; port: number; expiresAt: string; commands: Record<string, string> }>;
+  close(): Promise<void>;
+}
+
+export async function startTestGateway(opts: {
+  targets: TargetConfig[] | Record<string, unknown>[];
+  policies?: PolicyConfig[] | Record<string, unknown>[];
+  listeners?: string[];
+  clock?: Clock;
+  expiryWarning?: string;
+  modules?: Map<string, ProtocolModule>;
+  breakGlass?: Record<string, unknown>;
+  extra?: Record<string, unknown>;
+}): Promise<TestGateway> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'tg-gw-'));
+  const modules = opts.modules ?? moduleMap();
+  const listeners: Record<string, { host: string; port: number }> = { http: { host: '127.0.0.1', port: 0 } };
+  for (const l of opts.listeners ?? []) listeners[l] = { host: '127.0.0.1', port: 0 };
+  const config = validateConfig({
+    gateway: { dataDir, id: 'test', logLevel: 'silent', expiryWarning: opts.expiryWarning ?? '60s', reaperInterval: '1h' },
+    listeners,
+    store: { kind: 'sqlite' },
+    targets: opts.targets,
+    policies: opts.policies ?? DEFAULT_POLICIES,
+    breakGlass: opts.breakGlass ?? { groups: ['oncall'], maxDuration: '1h' },
+    ...(opts.extra ?? {}),
+  }, '<test>', modules);
+  const log = pino({ level: process.env['TOLLGATE_TEST_LOG'] ?? 'silent' });
+  const gw = await new Gateway({ config, clock: opts.clock, log, modules }).start();
+  const tokens: Record<string, string> = {};
+  for (const [name, groups] of Object.entries(TEST_USERS)) {
+    const now = gw.clock.now();
+    await gw.store.upsertIdentity({ sub: name, email: `${name}@test`, name, groups, firstSeen: now, lastSeen: now });
+    tokens[name] = (await gw.tokens.create(name, 'test', 86_400_000 * 365, now)).token.reveal();
+  }
+  const url = gw.publicUrl;
+  const api: TestGateway['api'] = async (user, method, path, body) => {
+    const res = await fetch(url + path, {
+      method,
+      headers: { ...(user ? { authorization: `Bearer ${tokens[user]}` } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+      body: body !== undefined ? JSON.stringify(body) : undefined,
+    });
+    const text = await res.text();
+    let parsed: unknown = text;
+    try { parsed = text ? JSON.parse(text) : null; } catch { /* text body */ }
+    return { status: res.status, body: parsed };
+  };
+  const tg: TestGateway = {
+    gw, url, dataDir, store: gw.store,
+    listener(name) {
+      const a = gw.listenerAddress(name);
+      if (!a) throw new Error(`no listener ${name}`);
+      return a;
+    },
+    token: (u) => tokens[u]!,
+    api,
+    async grant(user, target, role, duration = '1h') {
+      const r = await api(user, 'POST', '/api/v1/requests', { target, role, duration, reason: 'test' });
+      if (r.status !== 201) throw new Error(`request failed: ${r.status} ${JSON.stringify(r.body)}`);
+      let req = r.body;
+      for (const approver of ['bob', 'dave']) {
+        if (req.state !== 'pending') break;
+        const a = await api(approver, 'POST', `/api/v1/requests/${req.id}/approve`, { comment: 'ok' });
+        if (a.status !== 200) throw new Error(`approve failed: ${a.status} ${JSON.stringify(a.body)}`);
+        req = a.body;
+      }
+      if (req.state !== 'approved' || !req.grantId) throw new Error(`request not approved: ${JSON.stringify(req)}`);
+      return (await gw.store.getGrant(req.grantId))!;
+    },
+    async secret(user, grantId, o = {}) {
+      const r = await api(user, 'POST', `/api/v1/grants/${grantId}/secret`, o);
+      if (r.status !== 201) throw new Error(`secret failed: ${r.status} ${JSON.stringify(r.body)}`);
+      return r.body;
+    },
+    async close() {
+      await gw.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+  return tg;
+}
