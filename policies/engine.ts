@@ -8,7 +8,7 @@ import type {
   ApprovalRecord, ApprovalStage, BreakGlassReviewRecord, GrantRecord, RequestRecord, Store,
 } from '../proxy/store/types.js';
 import type { Clock, TimerHandle } from './clock.js';
-import { globMatch } from './rules.js';
+import { compileRules, globMatch, RuleCompileError } from './rules.js';
 
 /**
  * The just-in-time workflow: who may ask for what, which approvals a request needs, when it
@@ -144,6 +144,33 @@ function describeHours(h: HoursConfig): string {
   return `${(h.days ?? ['mon', 'tue', 'wed', 'thu', 'fri']).join(',')} ${h.from}-${h.to} ${h.tz ?? 'UTC'}`;
 }
 
+/**
+ * Problems config validation cannot see from the schema alone: bad time zones, impossible hours,
+ * rules whose regex does not compile. Returns the first one (path relative to the config root).
+ */
+export function validatePolicies(policies: PolicyConfig[]): { path: string; expected: string } | null {
+  for (const [i, p] of policies.entries()) {
+    if (p.hours) {
+      try { new Intl.DateTimeFormat('en-US', { timeZone: p.hours.tz ?? 'UTC' }); } catch {
+        return { path: `policies[${i}].hours.tz`, expected: 'an IANA time zone such as Europe/Berlin' };
+      }
+      for (const k of ['from', 'to'] as const) {
+        const m = hhmm(p.hours[k]);
+        if (!(m >= 0 && m <= 24 * 60) || Number(p.hours[k].slice(3)) > 59) {
+          return { path: `policies[${i}].hours.${k}`, expected: 'a time of day HH:MM between 00:00 and 24:00' };
+        }
+      }
+    }
+    try { compileRules(p.rules ?? [], '*'); } catch (e) {
+      if (e instanceof RuleCompileError) {
+        return { path: `policies[${i}].rules[${e.index}].${e.field}`, expected: e.message.replace(/^rules\[\d+\]\.[^:]+: /, '') };
+      }
+      throw e;
+    }
+  }
+  return null;
+}
+
 export class JitEngine {
   private readonly store: Store;
   private readonly clock: Clock;
@@ -169,6 +196,8 @@ export class JitEngine {
     this.notifyFn = opts.notify;
     this.onGrantEnded = opts.onGrantEnded;
     this.log = opts.log;
+    const problem = validatePolicies(opts.config.policies);
+    if (problem) throw new Error(`invalid policy configuration: ${problem.path}: ${problem.expected}`);
     this.mfaMaxAgeMs = toMs(opts.config.idp?.mfaMaxAge) ?? 15 * 60_000;
     this.bgMaxMs = toMs(opts.config.breakGlass?.maxDuration) ?? 3_600_000;
   }

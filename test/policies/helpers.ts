@@ -61,11 +61,11 @@ export async function harness(t: Test, raw: Record<string, unknown>, start = MON
     await e.start();
     return e;
   };
-  const engine = await make();
   t.teardown(async () => {
     for (const e of engines) e.stop();
     await store.close();
   });
+  const engine = await make();
   return { clock, store, engine, audits, notes, ended, cfg, restart: make, actions: () => audits.map((a) => a.action) };
 }
 

@@ -1,6 +1,7 @@
 import t from 'tap';
 import { compileRules, statementKind, statementKeywords, RuleCompileError, globMatch } from '../../policies/rules.js';
 import type { CommandRuleConfig } from '../../proxy/config.js';
+import { validatePolicies } from '../../policies/engine.js';
 import { harness, target } from './helpers.js';
 
 t.test('patterns are case-insensitive regexes; default and custom messages', async (t) => {
@@ -156,4 +157,17 @@ t.test('engine.rulesFor gathers the rules of every policy covering the target an
   t.equal(ro.check('update t set a = 1').action, 'deny');
   t.equal(ro.check("select pg_read_file('/etc/shadow')").action, 'kill');
   t.equal(compileRules(h.engine.rulesFor('db1', 'rw'), 'rw').check('update t set a = 1').action, 'allow');
+});
+
+t.test('validatePolicies names the first bad policy setting; the engine refuses to start on it', async (t) => {
+  const base = { name: 'p', targets: ['*'], roles: ['*'], requesters: [], approvers: [], onTimeout: 'deny' as const, escalateTo: [], rules: [] };
+  t.equal(validatePolicies([base]), null);
+  t.same(validatePolicies([base, { ...base, rules: [{ pattern: 'a', action: 'deny' }, { pattern: '(', action: 'kill' }] }]), {
+    path: 'policies[1].rules[1].pattern', expected: 'not a valid regular expression (Invalid regular expression: /(/i: Unterminated group)',
+  });
+  t.equal(validatePolicies([{ ...base, hours: { days: ['mon'], from: '09:00', to: '17:00', tz: 'Mars/Olympus' } }])?.path, 'policies[0].hours.tz');
+  t.equal(validatePolicies([{ ...base, hours: { days: ['mon'], from: '09:00', to: '25:00', tz: 'UTC' } }])?.path, 'policies[0].hours.to');
+  t.equal(validatePolicies([{ ...base, hours: { days: ['mon'], from: '09:75', to: '10:00', tz: 'UTC' } }])?.path, 'policies[0].hours.from');
+  await t.rejects(harness(t, { targets: [target('a', 'low')], policies: [{ name: 'x', rules: [{ pattern: '[', action: 'deny' }] }] }),
+    /invalid policy configuration: policies\[0\]\.rules\[0\]\.pattern/);
 });
