@@ -154,6 +154,23 @@ export interface ProtocolContext {
   beginBrowserApproval(req: Omit<AuthRequest, 'secret' | 'principal'>): { url: string; wait(timeoutMs: number): Promise<AuthOutcome>; cancel(): void };
   /** Open a session under an authorization: re-checks locks, registers it for enforcement, opens its recording. */
   openSession(auth: Authorized, meta: { protocol: string; clientAddr: string }): Promise<LiveSession>;
+  /** The signed-in person behind a gateway web session cookie value (tg_session), or null. */
+  webPrincipal(cookieValue: string): Promise<Principal | null>;
+  /** Encrypt+authenticate a small JSON value with an expiry (AES-256-GCM with the gateway key); unseal returns null when tampered or expired. */
+  seal(value: unknown, ttlMs: number): string;
+  unseal<T = unknown>(sealed: string): T | null;
+}
+
+/**
+ * What a protocol module served on the gateway's HTTP front (the HTTP app proxy) gets: raw access
+ * to the uWebSockets.js app for its routes. Raw hooks run before the API router; return true
+ * when the hook took the request.
+ */
+export interface HttpMount {
+  raw(hook: (res: import('uWebSockets.js').HttpResponse, req: import('uWebSockets.js').HttpRequest) => boolean): void;
+  readonly app: import('uWebSockets.js').TemplatedApp;
+  /** The cookie name of gateway web sessions. */
+  readonly sessionCookie: string;
 }
 
 export interface ClientCommandInfo {
@@ -173,6 +190,8 @@ export interface ProtocolModule {
   readonly defaultPort: number;
   /** Validate target.credentials / target.options / roles; return the first problem. */
   validateTarget?(target: TargetConfig): { path: string; expected: string } | null;
+  /** Mount routes on the gateway's own HTTP front (called at start-up for every module that has it). */
+  mountHttp?(ctx: ProtocolContext, front: HttpMount): void;
   /** Start listening (called when config.listeners[name] exists). */
   listen?(ctx: ProtocolContext, address: ListenerAddress): Promise<ProtocolListener>;
   /** Dial the target with its admin credential: "reachable, credentials work". */

@@ -85,8 +85,8 @@ export function buildCli(): Command {
   program.command('serve').description('run the gateway from a YAML config file')
     .requiredOption('-c, --config <file>', 'configuration file')
     .action(async (o: { config: string }) => {
-      const { Gateway } = await import('./gateway.js');
       const config = loadConfigFile(o.config, moduleMap());
+      const { Gateway } = await import('./gateway.js');
       const gw = await new Gateway({ config }).start();
       process.stdout.write(`Tollgate is running at ${gw.publicUrl}\n`);
       const stop = async () => { await gw.stop(); process.exit(0); };

@@ -24,6 +24,7 @@ import { ensureTlsMaterial } from './tls.js';
 import { parseDuration, resolveSecret, type GatewayConfig } from './config.js';
 import { HttpFront } from './http/server.js';
 import { mountApi } from './http/api.js';
+import { SESSION_COOKIE } from './http/auth-routes.js';
 import { runNotify } from './notify.js';
 
 export interface GatewayOptions {
@@ -155,6 +156,9 @@ export class Gateway {
     // HTTP front first: its port is the public URL unless configured.
     this.http = new HttpFront(this.log.child({ c: 'http' }), (e) => ({ status: 500, body: { error: 'internal', message: (e as Error).message } }));
     mountApi(this);
+    for (const mod of this.modules.values()) {
+      mod.mountHttp?.(this.ctx(mod.name), { raw: (hook) => this.http.raw(hook), app: this.http.uws, sessionCookie: SESSION_COOKIE });
+    }
     const port = await this.http.start(httpCfg.host, httpCfg.port);
     this.publicUrl = (cfg.gateway.publicUrl ?? `http://${this.publicHost.includes(':') ? `[${this.publicHost}]` : this.publicHost}:${port}`).replace(/\/$/, '');
 
@@ -258,6 +262,12 @@ export class Gateway {
       },
       beginBrowserApproval: (req) => this.approvals.begin(req),
       openSession: (auth, meta) => this.sessions.open(auth, meta),
+      webPrincipal: async (cookie) => {
+        const s = await this.webSessions.verify(cookie);
+        return s ? this.principalOf(s.identity, 'web', s.mfaAt) : null;
+      },
+      seal: (value, ttlMs) => this.key.seal(value, ttlMs),
+      unseal: (sealed) => this.key.unseal(sealed),
     };
     mkdirSync(c.dataDir, { recursive: true, mode: 0o700 });
     this.ctxCache.set(protocol, c);
