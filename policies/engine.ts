@@ -62,6 +62,8 @@ export interface Eligibility {
 
 /** No request may ask for more than this, whatever the policy says. */
 const MAX_DURATION_MS = 366 * 86_400_000;
+/** When timer work fails (store busy, disk full), try again after this long. */
+const RETRY_MS = 5_000;
 const DAYS = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'] as const;
 
 const durationInput = z.union([
@@ -182,6 +184,7 @@ export class JitEngine {
   private readonly requestTimers = new Map<string, TimerHandle>();
   private readonly grantTimers = new Map<string, TimerHandle>();
   private readonly inflight = new Set<Promise<void>>();
+  private readonly retries = new Set<TimerHandle>();
   private readonly mfaMaxAgeMs: number;
   private readonly bgMaxMs: number;
   private running = false;
@@ -208,19 +211,35 @@ export class JitEngine {
     this.running = true;
     const now = this.clock.now();
     for (const r of await this.store.listRequests({ state: 'pending' })) {
-      if (r.stageDeadline !== null && r.stageDeadline <= now) await this.onStageTimeout(r.id);
+      if (r.stageDeadline !== null && r.stageDeadline <= now) await this.catchUp(`request ${r.id} deadline`, () => this.onStageTimeout(r.id), () => this.armRequest(r));
       else this.armRequest(r);
     }
     for (const g of await this.store.listGrants({ state: 'active' })) {
-      if (g.expiresAt <= now) await this.onGrantDue(g.id);
+      if (g.expiresAt <= now) await this.catchUp(`grant ${g.id} expiry`, () => this.onGrantDue(g.id), () => this.armGrant(g));
       else this.armGrant(g);
     }
+  }
+
+  /** Overdue work at start-up: one failure must not stop the others; the timer retries it. */
+  private async catchUp(what: string, fn: () => Promise<void>, rearm: () => void): Promise<void> {
+    try { await fn(); } catch (e) {
+      this.log?.error({ err: e instanceof Error ? e.message : String(e), what }, 'policy catch-up failed; will retry');
+      this.retryLater(rearm);
+    }
+  }
+
+  private retryLater(rearm: () => void): void {
+    if (!this.running) return;
+    const h = this.clock.setTimer(RETRY_MS, () => { this.retries.delete(h); if (this.running) rearm(); });
+    this.retries.add(h);
   }
 
   stop(): void {
     this.running = false;
     for (const t of this.requestTimers.values()) t.cancel();
     for (const t of this.grantTimers.values()) t.cancel();
+    for (const t of this.retries) t.cancel();
+    this.retries.clear();
     this.requestTimers.clear();
     this.grantTimers.clear();
   }
@@ -247,9 +266,10 @@ export class JitEngine {
     });
   }
 
-  private runTimerWork(what: string, fn: () => Promise<void>): void {
+  private runTimerWork(what: string, fn: () => Promise<void>, rearm: () => void): void {
     const p = fn().catch((e: unknown) => {
-      this.log?.error({ err: e instanceof Error ? e.message : String(e), what }, 'policy timer failed');
+      this.log?.error({ err: e instanceof Error ? e.message : String(e), what }, 'policy timer failed; will retry');
+      this.retryLater(rearm);
     }).finally(() => { this.inflight.delete(p); });
     this.inflight.add(p);
   }
@@ -260,7 +280,7 @@ export class JitEngine {
     if (!this.running || r.state !== 'pending' || r.stageDeadline === null) return;
     const h = this.clock.setTimer(Math.max(0, r.stageDeadline - this.clock.now()), () => {
       this.requestTimers.delete(r.id);
-      if (this.running) this.runTimerWork(`request ${r.id} deadline`, () => this.onStageTimeout(r.id));
+      if (this.running) this.runTimerWork(`request ${r.id} deadline`, () => this.onStageTimeout(r.id), () => this.armRequest(r));
     });
     this.requestTimers.set(r.id, h);
   }
@@ -276,7 +296,7 @@ export class JitEngine {
     if (!this.running || g.state !== 'active') return;
     const h = this.clock.setTimer(Math.max(0, g.expiresAt - this.clock.now()), () => {
       this.grantTimers.delete(g.id);
-      if (this.running) this.runTimerWork(`grant ${g.id} expiry`, () => this.onGrantDue(g.id));
+      if (this.running) this.runTimerWork(`grant ${g.id} expiry`, () => this.onGrantDue(g.id), () => this.armGrant(g));
     });
     this.grantTimers.set(g.id, h);
   }

@@ -42,9 +42,10 @@ export interface Harness {
   actions(): string[];
 }
 
-export async function harness(t: Test, raw: Record<string, unknown>, start = MONDAY_10_UTC): Promise<Harness> {
+export async function harness(t: Test, raw: Record<string, unknown>, start = MONDAY_10_UTC, wrap?: (s: Store) => Store): Promise<Harness> {
   const clock = new ManualClock(start);
-  const store = await openSqliteStore(':memory:');
+  const real = await openSqliteStore(':memory:');
+  const store = wrap ? wrap(real) : real;
   const cfg = config(raw);
   const audits: AuditEvent[] = [];
   const notes: Harness['notes'] = [];

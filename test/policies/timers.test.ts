@@ -1,6 +1,7 @@
 import t from 'tap';
 import { inHours } from '../../policies/engine.js';
 import type { HoursConfig } from '../../proxy/config.js';
+import type { GrantRecord } from '../../proxy/store/types.js';
 import { harness, target, who, rejectsPolicy, MIN, HOUR, MONDAY_10_UTC } from './helpers.js';
 
 const targets = [target('lowbox', 'low'), target('medbox', 'medium', ['ops', 'admin']), target('highdb', 'high')];
@@ -189,4 +190,30 @@ t.test('windows across midnight belong to the day they start', async (t) => {
   const tokyo: HoursConfig = { days: ['mon'], from: '00:00', to: '01:00', tz: 'Asia/Tokyo' };
   t.equal(inHours(tokyo, Date.UTC(2026, 10, 22, 15, 30)), true, 'Sun 15:30 UTC is Mon 00:30 Tokyo');
   t.equal(inHours(tokyo, Date.UTC(2026, 10, 23, 0, 30)), false, 'Mon 00:30 UTC is Mon 09:30 Tokyo');
+});
+
+t.test('a failed expiry is retried, not forgotten', async (t) => {
+  let failures = 1;
+  const h = await harness(t, { targets, policies: [{ name: 'p', requesters: ['devs'] }] }, MONDAY_10_UTC, (real) => new Proxy(real, {
+    get(target, prop, receiver) {
+      if (prop === 'updateGrant') {
+        return async (g: GrantRecord) => {
+          if (failures > 0) { failures--; throw new Error('disk I/O error'); }
+          return target.updateGrant(g);
+        };
+      }
+      return Reflect.get(target, prop, receiver);
+    },
+  }));
+  const r = await h.engine.createRequest(dev, { target: 'lowbox', role: 'ops', duration: '10m', reason: 'x' });
+  h.clock.advance(10 * MIN);
+  await h.engine.idle();
+  t.equal((await h.store.getGrant(r.grantId!))?.state, 'active', 'the first attempt failed');
+  t.equal(await h.engine.activeGrant('dana', 'lowbox'), null, 'but the grant is not usable past its end');
+  t.same(h.ended, []);
+  h.clock.advance(5_000);
+  await h.engine.idle();
+  t.equal((await h.store.getGrant(r.grantId!))?.state, 'expired');
+  t.equal(h.ended.length, 1);
+  t.equal(h.actions().filter((a) => a === 'grant.expired').length, 1);
 });
