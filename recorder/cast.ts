@@ -32,6 +32,12 @@ export interface CastEvent {
 }
 
 const KEPT_ENV = ['TERM', 'SHELL'];
+/** The end of a line that asks for a secret the terminal will not echo (sudo, ssh, passwd, psql \password). */
+const SECRET_PROMPT = /(?:password|passphrase|passcode|\bpin\b|one-time code|verification code|\botp\b)[^\n:]{0,80}:\s*$/i;
+// eslint-disable-next-line no-control-regex
+const ANSI = /\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])/g;
+/** Characters that end a typed secret (Enter, Ctrl-C, Ctrl-D). */
+const SECRET_END = /[\r\n\x03\x04]/;
 const MAX_DIM = 10_000;
 
 function dim(v: unknown, dflt: number): number {
@@ -49,6 +55,10 @@ export class CastWriter implements CastRecorder {
   private readonly outDec = new StringDecoder('utf8');
   private readonly inDec = new StringDecoder('utf8');
   private closed = false;
+  /** The current output line (after the last newline, bounded), to spot a password prompt. */
+  private outLine = '';
+  /** Typing a secret at a prompt: input is recorded as '*' until Enter. */
+  private masking = false;
   readonly header: CastHeader;
 
   /**
@@ -98,13 +108,32 @@ export class CastWriter implements CastRecorder {
   output(data: Buffer | string): void {
     if (this.closed) return;
     const s = typeof data === 'string' ? data : this.outDec.write(data);
-    if (s.length) this.emit('o', s);
+    if (!s.length) return;
+    const nl = Math.max(s.lastIndexOf('\n'), s.lastIndexOf('\r'));
+    this.outLine = (nl >= 0 ? s.slice(nl + 1) : this.outLine + s).slice(-400);
+    this.emit('o', s);
   }
 
+  /**
+   * Keystrokes. What is typed right after a password / passphrase / PIN prompt is recorded (and
+   * published) as one '*' per character up to Enter, so a secret typed at sudo or ssh never lands
+   * in the recording.
+   */
   input(data: Buffer | string): void {
     if (this.closed) return;
-    const s = typeof data === 'string' ? data : this.inDec.write(data);
-    if (s.length) this.emit('i', s);
+    let s = typeof data === 'string' ? data : this.inDec.write(data);
+    if (!s.length) return;
+    if (!this.masking && SECRET_PROMPT.test(this.outLine.replace(ANSI, ''))) this.masking = true;
+    if (this.masking) {
+      const end = s.search(SECRET_END);
+      const typed = end < 0 ? s : s.slice(0, end);
+      s = '*'.repeat(Array.from(typed).length) + (end < 0 ? '' : s.slice(end));
+      if (end >= 0) {
+        this.masking = false;
+        this.outLine = '';
+      }
+    }
+    this.emit('i', s);
   }
 
   resize(cols: number, rows: number): void {

@@ -111,6 +111,35 @@ t.test('UTF-8 split across reads never yields a broken character', async (t) => 
   t.same(seen.filter((s) => s.startsWith('i:')), ['i:ñ', 'i:€'], 'live frames carry whole characters too');
 });
 
+t.test('what is typed at a password prompt is recorded as stars', async (t) => {
+  const clock = new ManualClock(T0);
+  const r = await rig(t, clock);
+  const rec = r.recorder.open('s-sudo', { ...META, startedAt: T0 });
+  const cast = rec.cast({ width: 80, height: 24 });
+  const live: string[] = [];
+  r.recorder.live.subscribe('s-sudo', (f) => { if (f.type === 'i') live.push(String(f.data)); });
+  cast.output('$ ');
+  cast.input('sudo -i\r');
+  cast.output('sudo -i\r\n\x1b[1m[sudo] password for alice: \x1b[0m');
+  const pw = Buffer.from('pä55wörd', 'utf8');
+  for (let i = 0; i < pw.length; i += 2) cast.input(pw.subarray(i, i + 2));
+  cast.input('\r');
+  cast.output('\r\nSorry, try again.\r\n[sudo] password for alice: ');
+  cast.input('s3cond\rwhoami');
+  cast.output('\r\nroot# ');
+  cast.input('echo password: ok\r');
+  cast.output("Enter passphrase for key '/root/.ssh/id_ed25519': ");
+  cast.input('\x03');
+  cast.input('ls\r');
+  await rec.close();
+  const [recording] = await r.store.listRecordings({ sessionId: 's-sudo' });
+  const text = readFileSync(join(r.dir, 'recordings', recording!.path), 'utf8');
+  const inputs = replayCast(text).events.filter((e) => e.type === 'i').map((e) => e.data);
+  t.same(inputs, ['sudo -i\r', '*', '**', '**', '*', '**', '\r', '******\rwhoami', 'echo password: ok\r', '\x03', 'ls\r']);
+  t.same(live, inputs, 'watchers see the same masked input');
+  t.notOk(/ä|ö|5w|s3cond/.test(text), 'no typed secret in the cast');
+});
+
 t.test('written incrementally: content reaches the file within about a second (real timer)', async (t) => {
   const r = await rig(t, new SystemClock());
   const rec = r.recorder.open('s-flush', { ...META, startedAt: Date.now() });
