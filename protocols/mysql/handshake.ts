@@ -95,9 +95,12 @@ export async function serverHandshake(ctx: ProtocolContext, conn: PacketConn, cl
   const preferred = ctx.target(targetName)?.options?.['clientAuth'];
   const wanted = preferred === SHA2 || preferred === CLEAR ? preferred : NATIVE;
   const known = plugin === NATIVE || plugin === SHA2 || (plugin === CLEAR && tls);
-  if (!known || (plugin !== wanted && wanted !== NATIVE)) {
+  // A client whose plugin differs from the greeting's sends no data and waits for a switch with a nonce.
+  const restart = plugin === SHA2 && data.length !== 32;
+  if (restart || !known || (plugin !== wanted && wanted !== NATIVE)) {
+    if (restart && known && (wanted === NATIVE || wanted === SHA2)) plugin = SHA2;
+    else plugin = wanted;
     if (!(resp.caps & CAP.PLUGIN_AUTH)) throw new Refusal(ER.ACCESS_DENIED, 'Tollgate: client cannot switch authentication method');
-    plugin = wanted;
     conn.send(buildAuthSwitch(plugin, plugin === CLEAR ? Buffer.alloc(0) : nonce), seq);
     const r = await conn.read();
     data = r.payload;
