@@ -1,0 +1,282 @@
+/**
+ * What people hold to prove who they are to the gateway, over the Store interface and a Clock:
+ *   - API tokens ('tg_pat_…') for the REST API and CLI,
+ *   - web sessions (the portal's cookie),
+ *   - connection secrets: short-lived passwords a native client types (or proves by
+ *     challenge-response) to reach one target under one grant.
+ * Only SHA-256 hashes are stored; the plaintext leaves here once, wrapped in a Secret.
+ */
+import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import type { Clock } from '../policies/clock.js';
+import type {
+  ApiTokenRecord, ConnectionSecretRecord, GrantRecord, IdentityRecord, Store, WebSessionRecord,
+} from '../proxy/store/types.js';
+import { Secret } from './secret.js';
+import type { Principal } from './types.js';
+
+export const API_TOKEN_PREFIX = 'tg_pat_';
+/** URL-safe and unambiguous when read aloud or copied by hand: no 0/O/o, 1/l/I. */
+export const SECRET_ALPHABET = 'ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz23456789';
+export const DEFAULT_SECRET_LENGTH = 24;
+
+/** SHA-256 (hex) of a token, cookie or secret. */
+export function hashToken(value: string | Secret): string {
+  return createHash('sha256').update(typeof value === 'string' ? value : value.reveal(), 'utf8').digest('hex');
+}
+
+function sameHash(a: string, b: string): boolean {
+  const x = Buffer.from(a, 'utf8');
+  const y = Buffer.from(b, 'utf8');
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+/** Uniform random characters from an alphabet (rejection sampling, no modulo bias). */
+export function randomString(length: number, alphabet = SECRET_ALPHABET): string {
+  if (!Number.isInteger(length) || length < 1 || length > 1024) throw new RangeError('length must be 1..1024');
+  const n = alphabet.length;
+  const limit = 256 - (256 % n);
+  let out = '';
+  while (out.length < length) {
+    for (const b of randomBytes(length * 2)) {
+      if (b < limit) out += alphabet[b % n];
+      if (out.length === length) break;
+    }
+  }
+  return out;
+}
+
+function checkTtl(ttlMs: number, what: string): void {
+  if (typeof ttlMs !== 'number' || !Number.isFinite(ttlMs) || ttlMs <= 0) throw new RangeError(`${what} lifetime must be a positive number of milliseconds`);
+}
+
+/** The gateway's Principal for a known identity. */
+export function principalFrom(identity: IdentityRecord, via: Principal['via'], mfaAt: number | null): Principal {
+  return {
+    sub: identity.sub,
+    email: identity.email,
+    name: identity.name,
+    groups: [...identity.groups],
+    mfaAt,
+    via,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// API tokens
+
+export class ApiTokens {
+  constructor(private readonly store: Store, private readonly clock: Clock) {}
+
+  /** A new token for `identity`; the plaintext is only in the returned Secret. */
+  async create(identity: string, name: string, ttlMs: number, mfaAt: number | null): Promise<{ token: Secret; record: ApiTokenRecord }> {
+    checkTtl(ttlMs, 'token');
+    const clean = String(name ?? '').trim();
+    if (!clean || clean.length > 100 || /[\p{Cc}]/u.test(clean)) throw new RangeError('token name must be 1..100 printable characters');
+    const token = new Secret(API_TOKEN_PREFIX + randomBytes(32).toString('base64url'));
+    const now = this.clock.now();
+    const record: ApiTokenRecord = {
+      id: randomUUID(),
+      hash: hashToken(token),
+      identity,
+      name: clean,
+      createdAt: now,
+      expiresAt: now + ttlMs,
+      lastUsedAt: null,
+      revokedAt: null,
+      mfaAt,
+    };
+    await this.store.insertApiToken(record);
+    return { token, record };
+  }
+
+  /** The live record for a presented token, or null (unknown, expired, revoked, malformed). */
+  async verify(token: string | Secret): Promise<{ record: ApiTokenRecord } | null> {
+    const value = typeof token === 'string' ? token : token.reveal();
+    if (typeof value !== 'string' || !value.startsWith(API_TOKEN_PREFIX) || value.length > 200) return null;
+    const hash = hashToken(value);
+    const record = await this.store.getApiTokenByHash(hash);
+    if (!record || !sameHash(record.hash, hash)) return null;
+    const now = this.clock.now();
+    if (record.revokedAt !== null || now >= record.expiresAt) return null;
+    if (record.lastUsedAt === null || now - record.lastUsedAt >= 60_000) {
+      record.lastUsedAt = now;
+      await this.store.updateApiToken(record);
+    }
+    return { record };
+  }
+
+  list(identity: string): Promise<ApiTokenRecord[]> {
+    return this.store.listApiTokens(identity);
+  }
+
+  /** Revoke one of `identity`'s tokens. False when it has no such token (or it was already revoked). */
+  async revoke(identity: string, id: string): Promise<boolean> {
+    const record = (await this.store.listApiTokens(identity)).find((r) => r.id === id);
+    if (!record || record.revokedAt !== null) return false;
+    record.revokedAt = this.clock.now();
+    await this.store.updateApiToken(record);
+    return true;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Web sessions
+
+export class WebSessions {
+  constructor(private readonly store: Store, private readonly clock: Clock) {}
+
+  async create(identity: string, mfaAt: number | null, ttlMs: number): Promise<{ cookie: Secret; record: WebSessionRecord }> {
+    checkTtl(ttlMs, 'session');
+    const cookie = new Secret(randomBytes(32).toString('base64url'));
+    const now = this.clock.now();
+    const record: WebSessionRecord = {
+      id: randomUUID(),
+      hash: hashToken(cookie),
+      identity,
+      createdAt: now,
+      expiresAt: now + ttlMs,
+      mfaAt,
+      revokedAt: null,
+    };
+    await this.store.insertWebSession(record);
+    return { cookie, record };
+  }
+
+  private async find(cookieValue: string | Secret): Promise<WebSessionRecord | null> {
+    const value = typeof cookieValue === 'string' ? cookieValue : cookieValue.reveal();
+    if (typeof value !== 'string' || !/^[A-Za-z0-9_-]{43}$/.test(value)) return null;
+    const hash = hashToken(value);
+    const record = await this.store.getWebSessionByHash(hash);
+    return record && sameHash(record.hash, hash) ? record : null;
+  }
+
+  /** The live session for a cookie value, or null. */
+  async verify(cookieValue: string | Secret): Promise<WebSessionRecord | null> {
+    const record = await this.find(cookieValue);
+    if (!record || record.revokedAt !== null || this.clock.now() >= record.expiresAt) return null;
+    return record;
+  }
+
+  /** Record a fresh MFA proof (step-up) on a live session. */
+  async markMfa(cookieValue: string | Secret, mfaAt: number): Promise<WebSessionRecord | null> {
+    const record = await this.verify(cookieValue);
+    if (!record) return null;
+    record.mfaAt = mfaAt;
+    await this.store.updateWebSession(record);
+    return record;
+  }
+
+  /** Sign out. False when the cookie matches no live session. */
+  async revoke(cookieValue: string | Secret): Promise<boolean> {
+    const record = await this.verify(cookieValue);
+    if (!record) return false;
+    record.revokedAt = this.clock.now();
+    await this.store.updateWebSession(record);
+    return true;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection secrets
+
+export interface IssueSecretOptions {
+  grant: GrantRecord;
+  /** Bind to one protocol, or null for any protocol of the grant's target. */
+  protocol: string | null;
+  /** Reusable secrets work until they expire; others work once. */
+  reusable: boolean;
+  ttlMs: number;
+  /** From ProtocolModule.secretVerifiers (never the secret itself). */
+  verifiers: Record<string, string>;
+  length?: number;
+}
+
+export interface SecretBinding {
+  target: string;
+  /** When given, the secret must have been issued for this role. */
+  role?: string;
+  protocol: string;
+}
+
+export type ConsumeResult =
+  | { ok: true; record: ConnectionSecretRecord }
+  | { ok: false; code: 'bad_secret' | 'secret_used' | 'secret_expired'; reason: string };
+
+const BAD: ConsumeResult = { ok: false, code: 'bad_secret', reason: 'the connection secret is not valid for this target' };
+const USED: ConsumeResult = { ok: false, code: 'secret_used', reason: 'the connection secret was already used; ask for a new one' };
+const EXPIRED: ConsumeResult = { ok: false, code: 'secret_expired', reason: 'the connection secret has expired; ask for a new one' };
+
+export class ConnectionSecrets {
+  constructor(private readonly store: Store, private readonly clock: Clock) {}
+
+  async issue(o: IssueSecretOptions): Promise<{ secret: Secret; record: ConnectionSecretRecord }> {
+    checkTtl(o.ttlMs, 'secret');
+    const now = this.clock.now();
+    if (o.grant.state !== 'active' || now >= o.grant.expiresAt) throw new Error('the grant is not active; no connection secret can be issued');
+    const secret = new Secret(randomString(o.length ?? DEFAULT_SECRET_LENGTH));
+    const record: ConnectionSecretRecord = {
+      id: randomUUID(),
+      hash: hashToken(secret),
+      grantId: o.grant.id,
+      identity: o.grant.identity,
+      target: o.grant.target,
+      role: o.grant.role,
+      protocol: o.protocol,
+      reusable: o.reusable,
+      createdAt: now,
+      // Never outlive the grant.
+      expiresAt: Math.min(now + o.ttlMs, o.grant.expiresAt),
+      usedAt: null,
+      uses: 0,
+      verifiers: { ...o.verifiers },
+    };
+    await this.store.insertConnectionSecret(record);
+    return { secret, record };
+  }
+
+  private static bound(r: ConnectionSecretRecord, b: SecretBinding): boolean {
+    return r.target === b.target
+      && (b.role === undefined || r.role === b.role)
+      && (r.protocol === null || r.protocol === b.protocol);
+  }
+
+  /** Classify and count one use of a known record (atomic in the store). */
+  private async use(record: ConnectionSecretRecord, b: SecretBinding): Promise<ConsumeResult> {
+    // Binding first: say nothing about secrets of other targets.
+    if (!ConnectionSecrets.bound(record, b)) return BAD;
+    const now = this.clock.now();
+    if (now >= record.expiresAt) return EXPIRED;
+    if (!record.reusable && record.uses > 0) return USED;
+    const updated = await this.store.useConnectionSecret(record.id, now);
+    if (!updated) return now >= record.expiresAt ? EXPIRED : USED;
+    return { ok: true, record: updated };
+  }
+
+  /** Check a typed secret for a target and count its use (single-use unless reusable). */
+  async consume(secret: Secret | string, b: SecretBinding): Promise<ConsumeResult> {
+    const value = typeof secret === 'string' ? secret : secret.reveal();
+    if (typeof value !== 'string' || value.length === 0 || value.length > 256) return BAD;
+    const hash = hashToken(value);
+    const record = await this.store.getConnectionSecretByHash(hash);
+    if (!record || !sameHash(record.hash, hash)) return BAD;
+    return this.use(record, b);
+  }
+
+  /** Count a use of a secret proven by challenge-response (its id came from pending()). */
+  async consumeById(id: string, b: SecretBinding): Promise<ConsumeResult> {
+    const now = this.clock.now();
+    let record = (await this.store.listConnectionSecrets({ unusedAt: now })).find((r) => r.id === id);
+    // Not among the usable ones: find out why, to give the right answer.
+    if (!record) record = (await this.store.listConnectionSecrets({})).find((r) => r.id === id);
+    if (!record) return BAD;
+    return this.use(record, b);
+  }
+
+  /** Usable secrets for a target (and role/protocol) as challenge-response protocols need them. */
+  async pending(b: SecretBinding): Promise<{ id: string; verifiers: Record<string, string> }[]> {
+    const now = this.clock.now();
+    return (await this.store.listConnectionSecrets({ unusedAt: now }))
+      .filter((r) => ConnectionSecrets.bound(r, b) && now < r.expiresAt && (r.reusable || r.uses === 0))
+      .map((r) => ({ id: r.id, verifiers: { ...r.verifiers } }));
+  }
+}
