@@ -12,7 +12,7 @@
  *   await recorder.verify(recordingId);      // re-hashes the file against the seal
  *
  * Files: <dir>/<yyyy>/<mm>/<sessionId>/{<name>.cast, queries.ndjson, events.ndjson, screen.ndjson};
- * RecordingRecord.path is relative to dir (forward slashes).
+ * RecordingRecord.path is the file's absolute path (read()/verify() refuse paths outside dir).
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';

@@ -6,7 +6,7 @@
 import { createHash, randomUUID, type Hash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { promisify } from 'node:util';
-import { join, relative, sep } from 'node:path';
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Clock, TimerHandle } from '../policies/clock.js';
 import type { RecordingRecord, Store } from '../proxy/store/types.js';
@@ -22,7 +22,7 @@ export interface SinkContext {
   store: Store;
   clock: Clock;
   log: Logger;
-  /** The recordings root; record paths are stored relative to it. */
+  /** The recordings root (absolute). */
   root: string;
 }
 
@@ -77,7 +77,7 @@ export class FileSink {
       id: randomUUID(),
       sessionId,
       kind,
-      path: relative(ctx.root, path).split(sep).join('/'),
+      path,
       state: 'open',
       sha256: null,
       bytes: 0,

@@ -28,8 +28,8 @@ t.test('cast is valid asciicast v2: header, every line JSON, monotonic microseco
   const recs = await r.store.listRecordings({ sessionId: 's-cast-1' });
   t.equal(recs.length, 1);
   t.equal(recs[0]!.kind, 'cast');
-  t.match(recs[0]!.path, /^2026\/11\/s-cast-1\/shell\.cast$/);
-  const text = readFileSync(join(r.dir, 'recordings', recs[0]!.path), 'utf8');
+  t.equal(recs[0]!.path, join(r.dir, 'recordings', '2026', '11', 's-cast-1', 'shell.cast'), 'absolute path under yyyy/mm/sessionId');
+  const text = readFileSync(recs[0]!.path, 'utf8');
   const lines = text.split('\n');
   t.equal(lines.pop(), '', 'file ends with a newline');
   const parsed = lines.map((l) => JSON.parse(l) as unknown);
@@ -69,7 +69,7 @@ t.test('times never go back even if the clock does', async (t) => {
   cast.output('b');
   await rec.close();
   const [recording] = await r.store.listRecordings({ sessionId: 's-back' });
-  const text = readFileSync(join(r.dir, 'recordings', recording!.path), 'utf8');
+  const text = readFileSync(recording!.path, 'utf8');
   t.same(replayCast(text).events.map((e) => e.t), [2, 2]);
   t.ok(verifyCastText(text).ok);
 });
@@ -98,7 +98,7 @@ t.test('UTF-8 split across reads never yields a broken character', async (t) => 
   cast.output(Buffer.from('🎉', 'utf8').subarray(0, 2));
   await rec.close();
   const [recording] = await r.store.listRecordings({ sessionId: 's-utf8' });
-  const file = readFileSync(join(r.dir, 'recordings', recording!.path), 'utf8');
+  const file = readFileSync(recording!.path, 'utf8');
   const events = replayCast(file).events;
   const outs = events.filter((e) => e.type === 'o').map((e) => e.data);
   const ins = events.filter((e) => e.type === 'i').map((e) => e.data);
@@ -133,7 +133,7 @@ t.test('what is typed at a password prompt is recorded as stars', async (t) => {
   cast.input('ls\r');
   await rec.close();
   const [recording] = await r.store.listRecordings({ sessionId: 's-sudo' });
-  const text = readFileSync(join(r.dir, 'recordings', recording!.path), 'utf8');
+  const text = readFileSync(recording!.path, 'utf8');
   const inputs = replayCast(text).events.filter((e) => e.type === 'i').map((e) => e.data);
   t.same(inputs, ['sudo -i\r', '*', '**', '**', '*', '**', '\r', '******\rwhoami', 'echo password: ok\r', '\x03', 'ls\r']);
   t.same(live, inputs, 'watchers see the same masked input');
@@ -147,7 +147,7 @@ t.test('written incrementally: content reaches the file within about a second (r
   const started = Date.now();
   cast.output('first line\r\n');
   const [recording] = await waitFor(() => r.store.listRecordings({ sessionId: 's-flush' }), (l) => l.length === 1);
-  const path = join(r.dir, 'recordings', recording!.path);
+  const path = recording!.path;
   let content = '';
   while (Date.now() - started < 3000) {
     content = readFileSync(path, 'utf8');
@@ -176,7 +176,7 @@ t.test('buffer is flushed by the injected clock, not before', async (t) => {
   const cast = rec.cast({ width: 80, height: 24 });
   cast.output('hello');
   const [recording] = await waitFor(() => r.store.listRecordings({ sessionId: 's-manual' }), (l) => l.length === 1);
-  const path = join(r.dir, 'recordings', recording!.path);
+  const path = recording!.path;
   t.equal(statSync(path).size, 0, 'nothing written yet');
   clock.advance(999);
   t.equal(statSync(path).size, 0, 'still buffered before a second');

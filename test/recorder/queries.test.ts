@@ -39,7 +39,7 @@ t.test('each finished statement: a store row, a queries.ndjson line and a live f
   t.equal(recs[0]!.kind, 'queries');
   t.match(recs[0]!.path, /\/q-1\/queries\.ndjson$/);
   t.ok((await r.recorder.verify(recs[0]!.id)).ok, 'the query log is sealed like the others');
-  const lines = readFileSync(join(r.dir, 'recordings', recs[0]!.path), 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  const lines = readFileSync(recs[0]!.path, 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
   t.same(lines.map((l) => [l.t, l.statement, l.durationMs, l.rows, l.decision]), [
     [2.042, 'SELECT * FROM accounts WHERE id = $1', 42, 3, 'allow'],
     [2.142, 'UPDATE accounts SET x = 1', 105, 0, 'allow'],
@@ -93,7 +93,7 @@ t.test('password literals never reach the query log, its file or the live bus', 
   await rec.close();
   const rows = await r.store.listQueries('q-3');
   const [recording] = await r.store.listRecordings({ sessionId: 'q-3' });
-  const everything = JSON.stringify(rows) + readFileSync(join(r.dir, 'recordings', recording!.path), 'utf8') + JSON.stringify(frames);
+  const everything = JSON.stringify(rows) + readFileSync(recording!.path, 'utf8') + JSON.stringify(frames);
   t.notOk(/hunter2|c2FsdA|aGFzaA/.test(everything), 'no password text anywhere');
   t.same(rows.map((x) => x.statement), [
     "ALTER ROLE bob WITH PASSWORD '***'",
@@ -127,7 +127,7 @@ t.test('events: {t, type, ...data} lines and live frames; odd values and secrets
   const [recording] = await r.store.listRecordings({ sessionId: 'ev-1' });
   t.equal(recording!.kind, 'events');
   t.match(recording!.path, /\/ev-1\/events\.ndjson$/);
-  const text = readFileSync(join(r.dir, 'recordings', recording!.path), 'utf8');
+  const text = readFileSync(recording!.path, 'utf8');
   t.notOk(text.includes('s3cr3t-value'), 'a Secret prints as <secret>');
   const lines = text.trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
   t.same(lines[0], { t: 1.234, type: 'file.upload', path: '/tmp/a b', bytes: 12 }, 't and type cannot be spoofed by data');

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { createHash } from 'node:crypto';
 import { appendFileSync, chmodSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { ManualClock } from '../../policies/clock.js';
 import { rig, META } from './helpers.js';
 
@@ -31,8 +31,8 @@ t.test('close seals every file: SHA-256, size, state, read-only; verify passes',
   t.same(recs.map((x) => x.kind).sort(), ['cast', 'events', 'queries', 'screen']);
   t.same(recs.map((x) => x.path.split('/').pop()).sort(), ['events.ndjson', 'queries.ndjson', 'screen.ndjson', 'shell.cast']);
   for (const x of recs) {
-    t.match(x.path, /^2026\/01\/sess-seal\//, `${x.kind} lives under yyyy/mm/sessionId`);
-    const abs = join(r.dir, 'recordings', x.path);
+    t.equal(dirname(x.path), join(r.dir, 'recordings', '2026', '01', 'sess-seal'), `${x.kind} lives under yyyy/mm/sessionId`);
+    const abs = x.path;
     const bytes = readFileSync(abs);
     t.equal(x.state, 'sealed');
     t.equal(x.sealedAt, T0 + 5000, 'sealedAt comes from the injected clock');
@@ -86,7 +86,7 @@ t.test('any later byte change is detected', async (t) => {
   const recs = await r.store.listRecordings({ sessionId: 'sess-tamper' });
   const byKind = Object.fromEntries(recs.map((x) => [x.kind, x]));
   const castRec = byKind.cast!;
-  const castPath = join(r.dir, 'recordings', castRec.path);
+  const castPath = castRec.path;
   const original = readFileSync(castPath);
 
   // Flip one byte in place (same size).
@@ -106,7 +106,7 @@ t.test('any later byte change is detected', async (t) => {
   t.ok((await r.recorder.verify(castRec.id)).ok, 'the original bytes verify again');
 
   // Truncate one event off the end of the query log.
-  const qPath = join(r.dir, 'recordings', byKind.queries!.path);
+  const qPath = byKind.queries!.path;
   const q = readFileSync(qPath);
   chmodSync(qPath, 0o640);
   writeFileSync(qPath, q.subarray(0, q.length - 1));
@@ -115,7 +115,7 @@ t.test('any later byte change is detected', async (t) => {
   t.match(v2.detail, new RegExp(`sealed ${q.length} bytes, now ${q.length - 1} bytes`));
 
   // Append a forged event.
-  const ePath = join(r.dir, 'recordings', byKind.events!.path);
+  const ePath = byKind.events!.path;
   chmodSync(ePath, 0o640);
   appendFileSync(ePath, '{"t":9,"type":"forged"}\n');
   t.equal((await r.recorder.verify(byKind.events!.id)).ok, false);
@@ -128,10 +128,12 @@ t.test('any later byte change is detected', async (t) => {
   // Unknown ids and a record pointing outside the recordings directory.
   t.same(await r.recorder.verify('nope'), { ok: false, expected: null, actual: null, detail: 'no such recording' });
   await t.rejects(r.recorder.read('nope'), /no such recording/);
-  await r.store.insertRecording({ ...castRec, id: 'evil', path: '../store.sqlite' });
+  await r.store.insertRecording({ ...castRec, id: 'evil', path: join(r.dir, 'store.sqlite') });
   t.match(await r.recorder.verify('evil'), { ok: false, actual: null, detail: /outside the recordings directory/ });
   await t.rejects(r.recorder.read('evil'), /outside/);
   t.equal(await r.recorder.pathOf('evil'), null);
+  await r.store.insertRecording({ ...castRec, id: 'evil-rel', path: '../store.sqlite' });
+  t.match(await r.recorder.verify('evil-rel'), { ok: false, detail: /outside the recordings directory/ });
 });
 
 t.test('an open recording does not verify; a recording survives a store that fails', async (t) => {
