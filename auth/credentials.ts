@@ -186,8 +186,8 @@ export interface IssueSecretOptions {
   /** Reusable secrets work until they expire; others work once. */
   reusable: boolean;
   ttlMs: number;
-  /** From ProtocolModule.secretVerifiers (never the secret itself). */
-  verifiers: Record<string, string>;
+  /** From ProtocolModule.secretVerifiers (never the secret itself); a function gets the new secret. */
+  verifiers: Record<string, string> | ((secret: Secret) => Record<string, string>);
   length?: number;
 }
 
@@ -228,7 +228,7 @@ export class ConnectionSecrets {
       expiresAt: Math.min(now + o.ttlMs, o.grant.expiresAt),
       usedAt: null,
       uses: 0,
-      verifiers: { ...o.verifiers },
+      verifiers: { ...(typeof o.verifiers === 'function' ? o.verifiers(secret) : o.verifiers) },
     };
     await this.store.insertConnectionSecret(record);
     return { secret, record };

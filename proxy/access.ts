@@ -13,7 +13,7 @@ export interface SecretVerifier {
     { ok: true; record: ConnectionSecretRecord } | { ok: false; code: 'bad_secret' | 'secret_used' | 'secret_expired'; reason: string }>;
   consumeById(id: string, opts: { target: string; role?: string; protocol: string }): Promise<
     { ok: true; record: ConnectionSecretRecord } | { ok: false; code: 'bad_secret' | 'secret_used' | 'secret_expired'; reason: string }>;
-  pending(opts: { target: string; role?: string; protocol: string }): Promise<ConnectionSecretRecord[]>;
+  pending(opts: { target: string; role?: string; protocol: string }): Promise<SecretCandidate[]>;
 }
 
 export interface AccessDeps {
@@ -49,7 +49,7 @@ export class Access {
   async pendingSecrets(username: string, protocol: string): Promise<SecretCandidate[]> {
     const { target, role } = parseUsername(username);
     if (!this.deps.target(target)) return [];
-    return (await this.deps.secrets.pending({ target, role, protocol })).map((r) => ({ id: r.id, verifiers: r.verifiers }));
+    return this.deps.secrets.pending({ target, role, protocol });
   }
 
   async authenticate(req: AuthRequest): Promise<AuthOutcome> {
