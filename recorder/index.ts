@@ -16,7 +16,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { chmod, stat } from 'node:fs/promises';
 import { isAbsolute, relative, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import type { Clock } from '../policies/clock.js';
@@ -53,6 +53,31 @@ export interface Recorder {
   pathOf(recordingId: string): Promise<string | null>;
   /** Close every open session recording (gateway shutdown). */
   closeAll(): Promise<void>;
+  /**
+   * After a crash: seal, as they are on disk, the recordings the store still lists as 'open' whose
+   * session is not open in this recorder and not live according to isLive (several gateways: say
+   * which sessions are another gateway's). Files outside dir are left alone; missing files are
+   * counted. Call at start-up, before new sessions.
+   */
+  sealOrphans(isLive?: (sessionId: string) => boolean | Promise<boolean>): Promise<{ sealed: number; missing: number; skipped: number }>;
+}
+
+/** Parse an NDJSON recording (queries, events, screen); a last line torn by a crash is dropped. */
+export function parseNdjson(text: string): Record<string, unknown>[] {
+  const lines = text.split('\n');
+  const last = lines.pop();
+  const out: Record<string, unknown>[] = [];
+  lines.forEach((l, i) => {
+    try {
+      out.push(JSON.parse(l) as Record<string, unknown>);
+    } catch {
+      throw new Error(`NDJSON line ${i + 1}: not valid JSON`);
+    }
+  });
+  if (last) {
+    try { out.push(JSON.parse(last) as Record<string, unknown>); } catch { /* torn */ }
+  }
+  return out;
 }
 
 export function createRecorder(opts: { store: Store; dir: string; clock: Clock; log: Logger; live?: MemoryLiveBus }): Recorder {
@@ -140,6 +165,35 @@ export function createRecorder(opts: { store: Store; dir: string; clock: Clock; 
     },
     async closeAll() {
       await Promise.allSettled(Array.from(open.values()).map((s) => s.close()));
+    },
+    async sealOrphans(isLive) {
+      const result = { sealed: 0, missing: 0, skipped: 0 };
+      for (const rec of await opts.store.listRecordings()) {
+        if (rec.state !== 'open') continue;
+        const mine = open.get(rec.sessionId);
+        if ((mine && !mine.closed) || (isLive && (await isLive(rec.sessionId)))) {
+          result.skipped++;
+          continue;
+        }
+        const { path } = await locate(rec.id);
+        if (!path) {
+          result.skipped++;
+          continue;
+        }
+        let h: { sha256: string; bytes: number };
+        try {
+          h = await hashFile(path);
+        } catch {
+          result.missing++;
+          log.warn({ recordingId: rec.id, sessionId: rec.sessionId }, 'open recording has no file; left unsealed');
+          continue;
+        }
+        await chmod(path, 0o440).catch(() => undefined);
+        await opts.store.updateRecording({ ...rec, state: 'sealed', sha256: h.sha256, bytes: h.bytes, sealedAt: opts.clock.now() });
+        log.warn({ recordingId: rec.id, sessionId: rec.sessionId, bytes: h.bytes }, 'sealed a recording left open by a crash');
+        result.sealed++;
+      }
+      return result;
     },
   };
 }

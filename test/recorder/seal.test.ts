@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { appendFileSync, chmodSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { ManualClock } from '../../policies/clock.js';
+import { createRecorder, parseNdjson, replayCast } from '../../recorder/index.js';
 import { rig, META } from './helpers.js';
 
 const T0 = Date.UTC(2026, 0, 5, 8, 30, 0);
@@ -188,3 +189,43 @@ async function waitSealed(store: import('../../proxy/store/types.js').Store, ses
   }
   throw new Error(`recordings of ${sessionId} never became ${state}`);
 }
+
+t.test('after a crash: recordings left open are sealed as they are on disk and replay', async (t) => {
+  const clock = new ManualClock(T0);
+  const r = await rig(t, clock);
+  // "Before the crash": a recorder whose sessions never close.
+  const crashed = createRecorder({ store: r.store, dir: join(r.dir, 'recordings'), clock, log: r.log });
+  const rec = crashed.open('sess-crash', { ...META, startedAt: T0 });
+  const cast = rec.cast({ width: 80, height: 24 });
+  cast.output('flushed before the crash\r\n');
+  rec.events().event('exec', { command: 'id' });
+  clock.advance(1000); // the 1 s flush
+  cast.output('lost in the crash'); // still buffered when the process dies
+  // A session of the restarted gateway that is running, and another gateway's session.
+  const running = r.recorder.open('sess-running', { ...META, startedAt: T0 });
+  running.cast({ width: 80, height: 24 }).output('x');
+  const other = crashed.open('sess-other-gw', { ...META, startedAt: T0 });
+  other.events().event('x', {});
+  await new Promise((res) => setImmediate(res)); // let the async store inserts land
+
+  const res = await r.recorder.sealOrphans((id) => id === 'sess-other-gw');
+  t.same(res, { sealed: 2, missing: 0, skipped: 2 });
+  const recs = await r.store.listRecordings({ sessionId: 'sess-crash' });
+  t.same(recs.map((x) => x.state), ['sealed', 'sealed']);
+  for (const x of recs) t.ok((await r.recorder.verify(x.id)).ok, `${x.kind} verifies after recovery`);
+  const castRec = recs.find((x) => x.kind === 'cast')!;
+  const replay = replayCast(readFileSync(castRec.path, 'utf8'));
+  t.same(replay.events.map((e) => e.data), ['flushed before the crash\r\n'], 'at most the last second is lost');
+  const ev = parseNdjson(readFileSync(recs.find((x) => x.kind === 'events')!.path, 'utf8'));
+  t.same(ev, [{ t: 0, type: 'exec', command: 'id' }]);
+  t.equal((await r.store.listRecordings({ sessionId: 'sess-running' }))[0]!.state, 'open', 'a running session is not touched');
+  t.equal((await r.store.listRecordings({ sessionId: 'sess-other-gw' }))[0]!.state, 'open', "another gateway's session is not touched");
+  await running.close();
+  t.ok(r.logs.some((l) => l.includes('sealed a recording left open by a crash')));
+});
+
+t.test('parseNdjson drops a torn last line and rejects garbage in the middle', async (t) => {
+  t.same(parseNdjson('{"a":1}\n{"b":2}\n'), [{ a: 1 }, { b: 2 }]);
+  t.same(parseNdjson('{"a":1}\n{"b":'), [{ a: 1 }]);
+  t.throws(() => parseNdjson('{"a":1}\nnope\n{"c":3}\n'), /line 2/);
+});
