@@ -136,7 +136,14 @@ function splitCode(sql: string, dialect: Dialect): string[] {
   let cur = '';
   let i = 0;
   const n = sql.length;
+  const special = /[-#/*'"`$;]/g;
   while (i < n) {
+    // Copy plain code up to the next character that may start a comment, quote or separator.
+    special.lastIndex = i;
+    const next = special.exec(sql);
+    const j = next ? next.index : n;
+    if (j > i) { cur += sql.slice(i, j); i = j; }
+    if (i >= n) break;
     const c = sql[i]!;
     const d = sql[i + 1];
     if (c === '-' && d === '-' && (dialect === 'pg' || i + 2 >= n || /\s/.test(sql[i + 2]!))) {
@@ -208,28 +215,55 @@ function splitCode(sql: string, dialect: Dialect): string[] {
 }
 
 const KEYWORD_WORDS = 4;
+const LEAD = /[\s(]*([A-Za-z_]+(?:\s+[A-Za-z_]+){0,3})/y;
 
-function keywordsOf(code: string): string[] | null {
-  const s = code.replace(/^[\s(]+/, '');
-  const m = /^[A-Za-z_]+(?:\s+[A-Za-z_]+){0,3}/.exec(s);
+/** The leading keywords of code at offset `from` (whitespace and opening parentheses skipped). */
+function keywordsOf(code: string, from = 0): string[] | null {
+  LEAD.lastIndex = from;
+  const m = LEAD.exec(code);
   if (!m) return null;
-  const w = m[0].toUpperCase().split(/\s+/).slice(0, KEYWORD_WORDS);
-  if (w[0] === 'COPY' && /\bPROGRAM\b/i.test(s)) return ['COPY', 'PROGRAM', ...w.slice(1)];
+  const w = m[1]!.toUpperCase().split(/\s+/).slice(0, KEYWORD_WORDS);
+  if (w[0] === 'COPY' && /\bPROGRAM\b/i.test(code.slice(from))) return ['COPY', 'PROGRAM', ...w.slice(1)];
   return w;
+}
+
+/**
+ * Statements that run other statements: the inner ones are kinds too, so a DELETE rule also sees
+ * `WITH x AS (DELETE ...) SELECT`, `EXPLAIN ANALYZE DELETE ...` and `PREPARE p AS DELETE ...`.
+ * (Text inside strings and dollar quotes - DO blocks, EXECUTE 'sql' - stays out of reach of kinds;
+ * pattern rules see the raw text.)
+ */
+function innerKeywords(code: string, first: string): string[][] {
+  const out: string[][] = [];
+  const at = (from: number) => { const k = keywordsOf(code, from); if (k) out.push(k); };
+  if (first === 'WITH') {
+    for (const m of code.matchAll(/[()]\s*(?=[A-Za-z_])/g)) at(m.index + m[0].length);
+  } else if (first === 'EXPLAIN') {
+    const m = /^[\s(]*EXPLAIN(\s*\([^)]*\))?(\s+(ANALYZE|ANALYSE|VERBOSE)\b)*/i.exec(code);
+    if (m) at(m[0].length);
+  } else if (first === 'PREPARE') {
+    const m = /\bAS\b/i.exec(code);
+    if (m) at(m.index + 2);
+  }
+  return out;
 }
 
 /** Leading keywords of every statement in the text, as every dialect reading sees them. */
 export function statementKeywords(sql: string): string[][] {
   const seen = new Set<string>();
   const out: string[][] = [];
+  const add = (k: string[]) => {
+    const key = k.join(' ');
+    if (seen.has(key)) return;
+    seen.add(key);
+    out.push(k);
+  };
   for (const dialect of ['pg', 'mysql'] as const) {
     for (const code of splitCode(sql, dialect)) {
       const k = keywordsOf(code);
       if (!k) continue;
-      const key = k.join(' ');
-      if (seen.has(key)) continue;
-      seen.add(key);
-      out.push(k);
+      add(k);
+      for (const inner of innerKeywords(code, k[0]!)) add(inner);
     }
   }
   return out;

@@ -171,3 +171,21 @@ t.test('validatePolicies names the first bad policy setting; the engine refuses 
   await t.rejects(harness(t, { targets: [target('a', 'low')], policies: [{ name: 'x', rules: [{ pattern: '[', action: 'deny' }] }] }),
     /invalid policy configuration: policies\[0\]\.rules\[0\]\.pattern/);
 });
+
+t.test('kinds see statements run by other statements', async (t) => {
+  const rules = compileRules([{ kinds: ['DELETE', 'DROP'], action: 'deny' }], 'rw');
+  const d = (sql: string) => rules.check(sql).action;
+  t.equal(d('WITH gone AS (DELETE FROM t RETURNING *) SELECT count(*) FROM gone'), 'deny');
+  t.equal(d('WITH a AS (SELECT 1), b AS (SELECT 2) DELETE FROM t USING a'), 'deny');
+  t.equal(d('WITH a AS (SELECT (1 + 2) AS x) SELECT * FROM a'), 'allow');
+  t.equal(d('EXPLAIN ANALYZE DELETE FROM t'), 'deny');
+  t.equal(d('explain (analyze, buffers) delete from t'), 'deny');
+  t.equal(d('EXPLAIN SELECT 1'), 'allow');
+  t.equal(d('PREPARE p (int) AS DELETE FROM t WHERE id = $1; EXECUTE p(1)'), 'deny');
+  t.equal(d('PREPARE p AS SELECT 1'), 'allow');
+  // Big inputs stay linear-ish: many parentheses do not blow up.
+  const big = 'WITH a AS (SELECT ' + '('.repeat(20000) + '1' + ')'.repeat(20000) + ') SELECT 1';
+  const t0 = Date.now();
+  t.equal(d(big), 'allow');
+  t.ok(Date.now() - t0 < 2000, 'fast on 40k parentheses');
+});
