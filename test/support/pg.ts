@@ -1,4 +1,5 @@
 /** Test helpers for the postgres module: a real PostgreSQL cluster (initdb in a temp dir, scram), cleaned up in teardown. */
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,6 +21,8 @@ export interface TestCluster {
   su(database?: string): Promise<pg.Client>;
   /** Session roles (tg_*) that exist right now. */
   sessionRoles(): Promise<string[]>;
+  /** Wait until no session role is left (teardown is asynchronous after a disconnect). */
+  noSessionRoles(timeoutMs?: number): Promise<string[]>;
 }
 
 export async function startTestCluster(t: Teardown, name = 'prod-db'): Promise<TestCluster> {
@@ -35,15 +38,53 @@ export async function startTestCluster(t: Teardown, name = 'prod-db'): Promise<T
     await c.connect();
     return c;
   };
+  const sessionRoles = async () => {
+    const c = await su();
+    try {
+      return (await c.query("SELECT rolname FROM pg_roles WHERE rolname LIKE 'tg\\_%' ORDER BY 1")).rows.map((r) => r.rolname as string);
+    } finally {
+      await c.end();
+    }
+  };
   return {
-    cluster, dir, target: demoTarget(cluster, name), su,
-    async sessionRoles() {
-      const c = await su();
-      try {
-        return (await c.query("SELECT rolname FROM pg_roles WHERE rolname LIKE 'tg\\_%' ORDER BY 1")).rows.map((r) => r.rolname as string);
-      } finally {
-        await c.end();
+    cluster, dir, target: demoTarget(cluster, name), su, sessionRoles,
+    async noSessionRoles(timeoutMs = 10_000) {
+      const until = Date.now() + timeoutMs;
+      for (;;) {
+        const left = await sessionRoles();
+        if (!left.length || Date.now() > until) return left;
+        await sleep(100);
       }
     },
   };
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function waitFor<T>(fn: () => Promise<T | null | undefined | false> | T | null | undefined | false, timeoutMs = 10_000, what = 'condition'): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+export interface RunResult { code: number | null; signal: string | null; stdout: string; stderr: string }
+
+/** Run a native client (psql, pgbench) with a time limit; never rejects. */
+export function runClient(cmd: string, args: string[], opts: { env?: Record<string, string>; input?: string; timeoutMs?: number; onSpawn?: (p: ReturnType<typeof spawn>) => void } = {}): Promise<RunResult> {
+  return new Promise((resolve) => {
+    const p = spawn(cmd, args, { env: { ...process.env, PGCONNECT_TIMEOUT: '10', ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+    p.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    const timer = setTimeout(() => p.kill('SIGKILL'), opts.timeoutMs ?? 30_000);
+    p.on('close', (code, signal) => { clearTimeout(timer); resolve({ code, signal, stdout, stderr }); });
+    p.on('error', (e) => { clearTimeout(timer); resolve({ code: -1, signal: null, stdout, stderr: stderr + e.message }); });
+    p.stdin.end(opts.input ?? '');
+    opts.onSpawn?.(p);
+  });
 }
