@@ -356,3 +356,25 @@ t.test('racing approvals create exactly one grant', async (t) => {
   }
   t.equal(h.actions().filter((a) => a === 'grant.created').length, 10);
 });
+
+t.test('a policy without approvers cannot take requests that need approval', async (t) => {
+  const h = await harness(t, {
+    targets: [target('m', 'medium'), target('l', 'low')],
+    policies: [{ name: 'lonely', requesters: ['devs'] }],
+  });
+  await rejectsPolicy(t, h.engine.createRequest(dev, { target: 'm', duration: '1h', reason: 'x' }), 'not_eligible', { message: /names no approvers/ });
+  t.equal((await h.engine.createRequest(dev, { target: 'l', duration: '1h', reason: 'x' })).state, 'approved', 'low risk needs none');
+  t.same(h.notes.filter((n) => n.kind === 'request'), []);
+});
+
+t.test('approvers are told when a stage waits for them', async (t) => {
+  const h = await harness(t, base);
+  const now = h.clock.now();
+  const r = await h.engine.createRequest(who('dana', ['devs'], now), { target: 'vault', role: 'root', duration: '10m', reason: 'x' });
+  t.same(h.notes.map((n) => [n.kind, n.stage, n.groups]), [['request', 0, ['leads']]]);
+  await h.engine.approve(who('lee', ['leads'], now), r.id);
+  t.same(h.notes.map((n) => [n.kind, n.stage, n.groups]), [['request', 0, ['leads']], ['request', 1, ['security']]]);
+  await h.engine.approve(who('sam', ['security'], now), r.id);
+  t.equal(h.notes.at(-1)?.kind, 'request.approved');
+  t.equal(h.notes.at(-1)?.grantId, (await h.store.getRequest(r.id))?.grantId);
+});
