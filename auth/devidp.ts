@@ -12,7 +12,9 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomBytes, randomUUID } from 'node:crypto';
-import Provider, { interactionPolicy, type ClientMetadata, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import Provider, {
+  interactionPolicy, type Adapter, type AdapterPayload, type ClientMetadata, type Configuration, type KoaContextWithOIDC,
+} from 'oidc-provider';
 import { exportJWK, generateKeyPair } from 'jose';
 import type { Logger } from 'pino';
 import { Secret } from './secret.js';
@@ -121,6 +123,62 @@ function send(res: ServerResponse, status: number, html: string): void {
   res.end(html);
 }
 
+/**
+ * In-memory storage for one dev IdP instance (sessions, codes, grants), dropped on close. Entries
+ * expire with the artifact; grant members are indexed so revoking a grant removes its tokens.
+ */
+function memoryAdapterFactory(): (name: string) => Adapter {
+  const items = new Map<string, { payload: AdapterPayload; expiresAt: number }>();
+  const index = new Map<string, string>();
+  const grants = new Map<string, Set<string>>();
+  const live = (key: string): AdapterPayload | undefined => {
+    const it = items.get(key);
+    if (!it) return undefined;
+    if (Date.now() >= it.expiresAt) { items.delete(key); return undefined; }
+    return it.payload;
+  };
+  let writes = 0;
+  const sweep = () => {
+    const now = Date.now();
+    for (const [key, it] of items) if (now >= it.expiresAt) items.delete(key);
+    for (const [grantId, set] of grants) {
+      for (const key of set) if (!items.has(key)) set.delete(key);
+      if (!set.size) grants.delete(grantId);
+    }
+  };
+  return (name: string): Adapter => {
+    const k = (id: string) => `${name}:${id}`;
+    const lookup = (ref: string) => {
+      const id = index.get(ref);
+      const p = id ? live(k(id)) : undefined;
+      if (!p) index.delete(ref);
+      return p;
+    };
+    return {
+      async upsert(id, payload, expiresIn) {
+        if (++writes % 500 === 0) sweep();
+        items.set(k(id), { payload, expiresAt: expiresIn ? Date.now() + expiresIn * 1000 : Infinity });
+        if (payload.uid) index.set(k(`uid:${payload.uid}`), id);
+        if (payload.userCode) index.set(k(`userCode:${payload.userCode}`), id);
+        if (payload.grantId) {
+          const set = grants.get(payload.grantId) ?? new Set<string>();
+          set.add(k(id));
+          grants.set(payload.grantId, set);
+        }
+      },
+      async find(id) { return live(k(id)); },
+      async findByUid(uid) { return lookup(k(`uid:${uid}`)); },
+      async findByUserCode(code) { return lookup(k(`userCode:${code}`)); },
+      async consume(id) { const p = live(k(id)); if (p) p.consumed = Math.floor(Date.now() / 1000); },
+      async destroy(id) { items.delete(k(id)); },
+      async revokeByGrantId(grantId) {
+        for (const key of grants.get(grantId) ?? []) items.delete(key);
+        grants.delete(grantId);
+      },
+    };
+  };
+}
+
 export async function startDevIdp(opts: DevIdpOptions): Promise<DevIdp> {
   const log = opts.log.child({ component: 'devidp' });
   const clock = opts.clock ?? new SystemClock();
@@ -156,6 +214,7 @@ export async function startDevIdp(opts: DevIdpOptions): Promise<DevIdp> {
   ));
 
   const config: Configuration = {
+    adapter: memoryAdapterFactory(),
     clients: opts.clients.map((c) => {
       const method = (c.token_endpoint_auth_method ?? (c.client_secret ? 'client_secret_basic' : 'none')) as ClientMetadata['token_endpoint_auth_method'];
       return {

@@ -50,6 +50,7 @@ t.before(async () => {
           returnTo: url.searchParams.get('returnTo') ?? undefined,
           mfa: url.searchParams.get('mfa') === '1',
           forceLogin: url.searchParams.get('force') === '1',
+          ...(url.searchParams.has('maxAge') ? { maxAgeSec: Number(url.searchParams.get('maxAge')) } : {}),
         });
         res.writeHead(302, { location: to, 'set-cookie': `tg_state=${state}; Path=/; HttpOnly; SameSite=Lax; Max-Age=600` });
         res.end();
@@ -153,7 +154,19 @@ t.test('code flow + PKCE in Chromium: alice signs in, claims carry groups', asyn
   await page.waitForURL((u) => u.pathname.startsWith('/interaction/'));
   t.ok(await page.getByLabel('Password').isVisible(), 'prompt=login shows the sign-in form again');
   await signIn(page, 'alice', alicePw);
-  t.equal((await claimsOn(page)).sub, 'alice');
+  const forced = await claimsOn(page);
+  t.equal(forced.sub, 'alice');
+
+  // max_age: a generous one reuses the session, an exceeded one asks again (step-up by age).
+  await page.goto(`${rpBase}/login?maxAge=3600`);
+  t.equal((await claimsOn(page)).authTime, forced.authTime, 'max_age=3600 satisfied by the existing sign-in');
+  await new Promise((r) => setTimeout(r, 1100));
+  await page.goto(`${rpBase}/login?maxAge=0`);
+  await page.waitForURL((u) => u.pathname.startsWith('/interaction/'));
+  t.ok(await page.getByLabel('Password').isVisible(), 'max_age=0 shows the sign-in form again');
+  await signIn(page, 'alice', alicePw);
+  const fresh = await claimsOn(page);
+  t.ok((fresh.authTime as number) > (forced.authTime as number), 'a newer auth_time');
 });
 
 t.test('wrong password: a clear error on the page, then success', async (t) => {
@@ -313,6 +326,48 @@ t.test('device flow: abort -> denied; unused code -> expired; bad user code -> e
   clock.advance(s2.expiresIn * 1000);
   const expired = await dev.pollDevice(s2.handle);
   t.equal(expired.status, 'expired');
+});
+
+t.test('dev IdP: discovery, and hostile requests get clear errors without hurting it', async (t) => {
+  const meta = await (await fetch(`${idp.issuer}/.well-known/openid-configuration`)).json() as Record<string, unknown>;
+  t.equal(meta.issuer, idp.issuer);
+  t.ok(meta.device_authorization_endpoint, 'device flow advertised');
+  t.same(meta.code_challenge_methods_supported, ['S256']);
+  t.same(meta.acr_values_supported, ['pwd', 'mfa']);
+  t.ok((meta.claims_supported as string[]).includes('groups'));
+  const jwks = await (await fetch(`${idp.issuer}/jwks`)).json() as { keys: { alg: string; d?: string }[] };
+  t.same(jwks.keys.map((k) => k.alg).sort(), ['ES256', 'RS256']);
+  t.ok(jwks.keys.every((k) => k.d === undefined), 'no private key material published');
+
+  const noCookie = await fetch(`${idp.issuer}/interaction/abcdef`);
+  t.equal(noCookie.status, 400);
+  t.match(await noCookie.text(), /expired or was started in another browser/);
+  t.equal((await fetch(`${idp.issuer}/interaction/${'%2e%2e%2f'.repeat(3)}x`)).status, 404);
+  t.equal((await fetch(`${idp.issuer}/interaction/abc/login`, { method: 'POST', body: 'login=alice' })).status, 400);
+
+  // A real interaction, driven without a browser.
+  const { url } = oidc.beginLogin();
+  const auth = await fetch(url, { redirect: 'manual' });
+  t.equal(auth.status, 303);
+  const loc = new URL(auth.headers.get('location')!, idp.issuer);
+  const cookie = auth.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
+  const big = await fetch(`${loc.href}/login`, { method: 'POST', headers: { cookie, 'content-type': 'application/x-www-form-urlencoded' }, body: `login=${'a'.repeat(100_000)}` });
+  t.equal(big.status, 413, 'oversized form refused');
+  const hostile = await fetch(`${loc.href}/login`, {
+    method: 'POST', headers: { cookie, 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ login: '<script>alert(1)</script>', password: 'x', otp: '12' }).toString(),
+  });
+  t.equal(hostile.status, 401);
+  const html = await hostile.text();
+  t.notOk(html.includes('<script>alert(1)</script>'), 'user input is escaped');
+  t.ok(html.includes('&lt;script&gt;'), 'shown escaped');
+  t.match(html, /Wrong user name or password/);
+  const ok = await fetch(`${loc.href}/login`, {
+    method: 'POST', redirect: 'manual', headers: { cookie, 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ login: 'bob', password: bobPw }).toString(),
+  });
+  t.equal(ok.status, 303, 'the same interaction still completes');
+  t.equal((await fetch(`${idp.issuer}/.well-known/openid-configuration`)).status, 200, 'IdP still serving');
 });
 
 t.test('no password, code, state or client secret reached the logs', async (t) => {
