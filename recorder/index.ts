@@ -189,7 +189,12 @@ export function createRecorder(opts: { store: Store; dir: string; clock: Clock; 
           continue;
         }
         await chmod(path, 0o440).catch(() => undefined);
-        await opts.store.updateRecording({ ...rec, state: 'sealed', sha256: h.sha256, bytes: h.bytes, sealedAt: opts.clock.now() });
+        try {
+          await opts.store.updateRecording({ ...rec, state: 'sealed', sha256: h.sha256, bytes: h.bytes, sealedAt: opts.clock.now() });
+        } catch (err) {
+          log.error({ recordingId: rec.id, err: (err as Error)?.message }, 'recovered recording seal cannot be stored');
+          continue;
+        }
         log.warn({ recordingId: rec.id, sessionId: rec.sessionId, bytes: h.bytes }, 'sealed a recording left open by a crash');
         result.sealed++;
       }

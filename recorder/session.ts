@@ -14,7 +14,7 @@ import type {
 import { CastWriter, NullCast } from './cast.js';
 import type { MemoryLiveBus } from './live.js';
 import { redactStatement } from './redact.js';
-import { FileSink, type RecordingKind, type SinkContext } from './sink.js';
+import { callStore, FileSink, type RecordingKind, type SinkContext } from './sink.js';
 
 export interface SessionMeta {
   identity: string;
@@ -144,7 +144,8 @@ export class Session implements SessionRecording {
   private statement(s: StatementStart): StatementHandle {
     const noop: StatementHandle = { finish: () => {} };
     if (this.closing) return noop;
-    let text = redactStatement(String(s?.statement ?? ''));
+    s = s && typeof s === 'object' ? s : { statement: String(s ?? '') };
+    let text = redactStatement(String(s.statement ?? ''));
     if (text.length > MAX_STATEMENT_CHARS) {
       text = `${text.slice(0, MAX_STATEMENT_CHARS)}… [${text.length - MAX_STATEMENT_CHARS} more characters not recorded]`;
     }
@@ -184,8 +185,8 @@ export class Session implements SessionRecording {
     const { sessionId: _sid, ...data } = rec;
     this.querySink?.appendLine(safeJson({ t, ...data }));
     this.ctx.live.publish(this.sessionId, { t, type: 'query', data });
-    this.track(this.ctx.store.insertQuery(rec).catch((err: unknown) => {
-      this.ctx.log.error({ sessionId: this.sessionId, err: (err as Error)?.message }, 'query log row cannot be stored');
+    this.track(callStore(() => this.ctx.store.insertQuery(rec), (err) => {
+      this.ctx.log.error({ sessionId: this.sessionId, err }, 'query log row cannot be stored');
     }));
   }
 

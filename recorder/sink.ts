@@ -26,6 +26,20 @@ export interface SinkContext {
   root: string;
 }
 
+/**
+ * Call a store method now (so its effect is visible at once with a synchronous store) and turn any
+ * failure, thrown or rejected, into a log call: recording never crashes a session.
+ */
+export function callStore(fn: () => Promise<unknown>, onError: (message: string) => void): Promise<void> {
+  const fail = (err: unknown) => onError(err instanceof Error ? err.message : String(err));
+  try {
+    return fn().then(() => undefined, fail);
+  } catch (err) {
+    fail(err);
+    return Promise.resolve();
+  }
+}
+
 export type RecordingKind = 'cast' | 'queries' | 'events' | 'screen';
 
 export class FileSink {
@@ -84,8 +98,8 @@ export class FileSink {
       createdAt: ctx.clock.now(),
       sealedAt: null,
     };
-    this.inserted = ctx.store.insertRecording({ ...this.record }).catch((err: unknown) => {
-      ctx.log.error({ sessionId, recordingId: this.record.id, err: (err as Error)?.message }, 'recording cannot be indexed');
+    this.inserted = callStore(() => ctx.store.insertRecording({ ...this.record }), (err) => {
+      ctx.log.error({ sessionId, recordingId: this.record.id, err }, 'recording cannot be indexed');
     });
   }
 

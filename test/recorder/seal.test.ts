@@ -159,10 +159,15 @@ t.test('an open recording does not verify; a recording survives a store that fai
   const orig = failing.insertRecording.bind(failing);
   failing.insertRecording = async () => { throw new Error('disk I/O error'); };
   t.teardown(() => { failing.insertRecording = orig; });
+  const origQ = failing.insertQuery.bind(failing);
+  failing.insertQuery = (() => { throw new Error('store is closed'); }) as typeof failing.insertQuery; // throws synchronously
+  t.teardown(() => { failing.insertQuery = origQ; });
   const rec2 = r.recorder.open('sess-storefail', { ...META, startedAt: T0 });
   rec2.cast({ width: 80, height: 24 }).output('still recorded');
+  t.doesNotThrow(() => rec2.queries().statement({ statement: 'SELECT 1' }).finish({ rows: 1 }));
   await rec2.close();
-  t.ok(r.logs.some((l) => l.includes('recording cannot be indexed')), 'the failure is logged');
+  t.ok(r.logs.some((l) => l.includes('recording cannot be indexed') && l.includes('disk I/O error')), 'the failure is logged');
+  t.ok(r.logs.some((l) => l.includes('query log row cannot be stored') && l.includes('store is closed')));
   t.equal(readFileSync(join(r.dir, 'recordings', '2026', '01', 'sess-storefail', 'shell.cast'), 'utf8').includes('still recorded'), true);
 });
 
