@@ -12,7 +12,7 @@ import type {
 import type { LeaseRecord } from '../../proxy/store/types.js';
 import type { Secret } from '../../auth/secret.js';
 import { PacketConn, ConnClosedError } from './conn.js';
-import { CAP, ER, ProtocolError, buildErr, nativeVerifier, type ErrSpec } from './packets.js';
+import { CAP, ER, ProtocolError, buildErr, nativeVerifier, tg, type ErrSpec } from './packets.js';
 import { serverHandshake, Refusal } from './handshake.js';
 import { loginUpstream, parseAddress, UpstreamError, type UpstreamTls } from './upstream.js';
 import {
@@ -90,7 +90,7 @@ async function handleConnection(ctx: ProtocolContext, sock: Socket, log: Logger)
     session = await ctx.openSession(auth, { protocol: 'mysql', clientAddr });
   } catch (e) {
     log.info({ clientAddr, err: (e as Error).message }, 'mysql session refused');
-    return refuse(ER.DB_ACCESS_DENIED, `Tollgate: ${(e as Error).message}`);
+    return refuse(ER.DB_ACCESS_DENIED, tg((e as Error).message));
   }
 
   // Until the relay runs, "end now" closes the half-built session.
@@ -99,10 +99,10 @@ async function handleConnection(ctx: ProtocolContext, sock: Socket, log: Logger)
   session.onTerminate((reason) => {
     if (relay) return relay.terminate(reason);
     early = reason;
-    refuse(ER.CONNECTION_KILLED, `Tollgate: ${reason.message}`);
+    refuse(ER.CONNECTION_KILLED, tg(reason.message));
   });
   const fail = async (code: EndReason['code'], message: string, toClient: string) => {
-    refuse(ER.UNKNOWN, `Tollgate: ${toClient}`);
+    refuse(ER.UNKNOWN, tg(toClient));
     await session.end({ code, message }).catch((err) => session.log.error({ err }, 'session end failed'));
   };
   client.onClose(() => {

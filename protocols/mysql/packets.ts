@@ -412,6 +412,11 @@ export function buildSslRequest(caps: number, maxPacket: number, charset: number
   return b;
 }
 
+/** A message for the client, said by the gateway (not doubled when the text already says so). */
+export function tg(message: string): string {
+  return /^Tollgate\b/.test(message) ? message : `Tollgate: ${message}`;
+}
+
 /** ERR packet payload. Messages are truncated to keep packets small; they must never contain secrets. */
 export function buildErr(spec: ErrSpec, message: string): Buffer {
   const h = Buffer.alloc(3);

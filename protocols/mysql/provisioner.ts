@@ -17,7 +17,7 @@ export const MAX_USER_LEN = 32;
 const PRIVS = /^[A-Za-z][A-Za-z _]*(\([A-Za-z0-9_, `]*\))?(\s*,\s*[A-Za-z][A-Za-z _]*(\([A-Za-z0-9_, `]*\))?)*$/;
 const IDENT = '(`(?:[^`]|``)+`|[A-Za-z0-9_$]+|\\*)';
 const OBJECT = new RegExp(`^((TABLE|FUNCTION|PROCEDURE)\\s+)?${IDENT}(\\.${IDENT})?$`, 'i');
-const ROLE_NAME = /^[A-Za-z0-9_$.-]{1,64}$/;
+const ROLE_NAME = /^[^\0]{1,64}$/; // any name: quoted with quoteId
 export const SESSION_USER = /^tg_[a-z0-9]{1,16}_[a-z0-9]{6}$/;
 const HOST = /^[A-Za-z0-9_.%:-]{1,60}$/;
 

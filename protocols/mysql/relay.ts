@@ -8,7 +8,7 @@
 import type { LiveSession, EndReason, RuleDecision } from '../types.js';
 import type { StatementHandle, QueryRecorder } from '../../recorder/types.js';
 import type { PacketConn } from './conn.js';
-import { COM, CAP, Cursor, ER, buildErr, type Packet, type ErrSpec } from './packets.js';
+import { COM, CAP, Cursor, ER, buildErr, tg, type Packet, type ErrSpec } from './packets.js';
 import { ResponseTracker, isLoadLocal, responseShape, splitSql, kindOf } from './inspector.js';
 
 interface Pending {
@@ -73,7 +73,7 @@ export class MysqlRelay {
   /** The gateway ends the session (kill, lock, expiry, revoke): tell the client why, close both sides. */
   terminate(reason: EndReason) {
     if (this.ending) return;
-    this.sendErr(ER.CONNECTION_KILLED, `Tollgate: ${reason.message}`);
+    this.sendErr(ER.CONNECTION_KILLED, tg(reason.message));
     this.finish(reason);
   }
 
@@ -118,11 +118,11 @@ export class MysqlRelay {
     const message = d.message || (d.action === 'kill' ? 'statement forbidden; session ended' : 'statement denied by policy');
     record?.finish({ error: message });
     if (d.action === 'kill') {
-      this.o.client.send(buildErr(ER.CONNECTION_KILLED, `Tollgate: ${message}`), p.lastSeq + 1);
+      this.o.client.send(buildErr(ER.CONNECTION_KILLED, tg(message)), p.lastSeq + 1);
       this.finish({ code: 'forbidden', message });
       return;
     }
-    this.o.client.send(buildErr(spec, `Tollgate: ${message}`), p.lastSeq + 1);
+    this.o.client.send(buildErr(spec, tg(message)), p.lastSeq + 1);
   }
 
   private fromClient(p: Packet) {
@@ -158,7 +158,7 @@ export class MysqlRelay {
 
   private protocolViolation(message: string) {
     this.o.session.log.warn({ message }, 'mysql protocol violation from client');
-    this.sendErr(ER.NET_READ, `Tollgate: ${message}`);
+    this.sendErr(ER.NET_READ, tg(message));
     this.finish({ code: 'error', message: `protocol violation: ${message}` });
   }
 
