@@ -2,7 +2,7 @@
 import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { spawnSync } from 'node:child_process';
+
 import pino from 'pino';
 import { startSshd, createDemoAccounts, removeDemoAccounts, demoTargets, type SshdInstance, type DemoAccounts } from '../../protocols/ssh/demo.js';
 import type { TargetConfig } from '../../protocols/types.js';
@@ -42,3 +42,60 @@ export function usersWithPrefix(prefix: string): string[] {
 }
 
 export const quietLog = pino({ level: process.env.TG_TEST_LOG ?? 'silent' });
+
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
+
+export const SSH_OPTS = ['-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'PubkeyAuthentication=no',
+  '-o', 'PreferredAuthentications=password', '-o', 'ConnectTimeout=10'];
+
+export interface RunResult { code: number | null; stdout: string; stderr: string }
+
+/** Run a native client under sshpass (cmd is 'ssh', 'scp' or 'sftp'), with a hard timeout. */
+export function runClient(secret: string, cmd: string, args: string[], opts: { input?: string; timeoutMs?: number; extraOpts?: string[] } = {}): Promise<RunResult> {
+  return new Promise((resolve) => {
+    const p = spawn('sshpass', ['-p', secret, cmd, ...(opts.extraOpts ?? SSH_OPTS), ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d) => { stdout += d; });
+    p.stderr.on('data', (d) => { stderr += d; });
+    const t = setTimeout(() => p.kill('SIGKILL'), opts.timeoutMs ?? 30_000);
+    p.on('close', (code) => { clearTimeout(t); resolve({ code, stdout, stderr }); });
+    p.stdin.end(opts.input ?? '');
+  });
+}
+
+/** An interactive `ssh -tt` under sshpass: type keystrokes, wait for output. */
+export class Terminal {
+  readonly proc: ChildProcessWithoutNullStreams;
+  out = '';
+  code: number | null | undefined = undefined;
+  private waiters: (() => void)[] = [];
+  readonly closed: Promise<number | null>;
+  constructor(secret: string, args: string[], extraOpts: string[] = SSH_OPTS) {
+    this.proc = spawn('sshpass', ['-p', secret, 'ssh', '-tt', ...extraOpts, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const add = (d: Buffer) => { this.out += d.toString(); for (const w of this.waiters.splice(0)) w(); };
+    this.proc.stdout.on('data', add);
+    this.proc.stderr.on('data', add);
+    this.closed = new Promise((resolve) => this.proc.on('close', (code) => { this.code = code; for (const w of this.waiters.splice(0)) w(); resolve(code); }));
+  }
+  type(s: string): void { this.proc.stdin.write(s); }
+  async waitFor(re: RegExp, timeoutMs = 15_000, from = 0): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!re.test(this.out.slice(from))) {
+      if (this.code !== undefined) throw new Error(`terminal closed before ${re}; output:\n${this.out}`);
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${re}; output:\n${this.out}`);
+      await new Promise<void>((r) => { this.waiters.push(r); setTimeout(r, 200); });
+    }
+  }
+  kill(): void { if (this.code === undefined) this.proc.kill('SIGKILL'); }
+}
+
+export async function until<T>(fn: () => Promise<T | null | undefined | false> | T | null | undefined | false, timeoutMs = 15_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

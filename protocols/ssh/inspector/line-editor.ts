@@ -14,6 +14,8 @@ export interface SubmittedLine {
   uncertain: boolean;
   /** Offset in the chunk of the Enter key that submitted it. */
   at: number;
+  /** Offset just after the Enter (after the \n of a \r\n pair). */
+  end: number;
 }
 
 export class LineEditor {
@@ -58,10 +60,13 @@ export class LineEditor {
       switch (b) {
         case 0x0d: case 0x0a:
           this.flushUtf8();
-          out.push({ line: this.buf, uncertain: this.uncertain, at: i });
+          {
+            const at = i;
+            // \r\n from some terminals: the \n is part of the same Enter.
+            if (b === 0x0d && chunk[i + 1] === 0x0a) i++;
+            out.push({ line: this.buf, uncertain: this.uncertain, at, end: i + 1 });
+          }
           this.reset();
-          // \r\n from some terminals: the \n is part of the same Enter.
-          if (b === 0x0d && chunk[i + 1] === 0x0a) i++;
           continue;
         case 0x7f: case 0x08: this.flushUtf8(); this.buf = [...this.buf].slice(0, -1).join(''); continue;
         case 0x15: this.utf8 = Buffer.alloc(0); this.buf = ''; continue; // Ctrl-U

@@ -1,0 +1,141 @@
+/**
+ * The SSH front door: an ssh2 server that signs people in with a connection secret (password), a
+ * registered public key, or a browser approval (keyboard-interactive), and hands each signed-in
+ * connection to an SshBroker. Nothing is minted before authentication succeeds.
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync, chmodSync } from 'node:fs';
+import { join } from 'node:path';
+import ssh2 from 'ssh2';
+import { Secret } from '../../auth/secret.js';
+import type { ProtocolContext, ListenerAddress, ProtocolListener, AuthOutcome, Authorized } from '../types.js';
+import { SshBroker } from './broker.js';
+import { fingerprintOf } from './cert.js';
+import { sendBanner, disconnectWith, DISCONNECT } from './wire.js';
+
+const { Server, utils } = ssh2;
+
+const MAX_FAILURES = 3;
+const APPROVAL_TIMEOUT_MS = 5 * 60_000;
+
+export function loadOrCreateHostKey(dataDir: string): string {
+  const dir = join(dataDir, 'ssh');
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const file = join(dir, 'host_ed25519_key');
+  if (!existsSync(file)) {
+    const kp = utils.generateKeyPairSync('ed25519', { comment: 'tollgate-gateway' });
+    writeFileSync(file, kp.private, { mode: 0o600, flag: 'wx' });
+    writeFileSync(`${file}.pub`, kp.public + '\n');
+  }
+  chmodSync(file, 0o600);
+  return readFileSync(file, 'utf8');
+}
+
+type AuthCtx = ssh2.AuthContext & {
+  password?: string;
+  key?: { algo: string; data: Buffer };
+  signature?: Buffer;
+  blob?: Buffer;
+  hashAlgo?: string;
+  prompt?: (prompts: ssh2.Prompt[], title: string, instructions: string, cb: (answers: string[]) => void) => void;
+};
+
+export async function listenSsh(ctx: ProtocolContext, address: ListenerAddress): Promise<ProtocolListener> {
+  const hostKey = loadOrCreateHostKey(ctx.dataDir);
+  const brokers = new Set<SshBroker>();
+  const conns = new Set<ssh2.Connection>();
+  const server = new Server({ hostKeys: [hostKey], ident: 'Tollgate' }, (client, info) => {
+    conns.add(client);
+    const clientAddr = `${info.ip}:${info.port}`;
+    const log = ctx.log.child({ protocol: 'ssh', client: clientAddr });
+    let authorized: Authorized | null = null;
+    let failures = 0;
+    let refused = false;
+    client.on('error', (e: Error) => { log.debug({ err: e.message }, 'ssh: client connection error'); });
+    client.on('close', () => conns.delete(client));
+
+    const refuse = (actx: AuthCtx, outcome: Extract<AuthOutcome, { ok: false }>) => {
+      const text = `Tollgate: ${outcome.reason}`;
+      log.info({ code: outcome.code, username: actx.username, method: actx.method }, 'ssh: sign-in refused');
+      sendBanner(client, text);
+      failures++;
+      if (outcome.code === 'bad_secret' && failures < MAX_FAILURES) { actx.reject(); return; }
+      refused = true;
+      actx.reject([]);
+      disconnectWith(client, outcome.code === 'unknown_target' ? DISCONNECT.ILLEGAL_USER_NAME : DISCONNECT.NO_MORE_AUTH_METHODS_AVAILABLE, text);
+    };
+    const finish = (actx: AuthCtx, outcome: AuthOutcome) => {
+      if (outcome.ok) { authorized = outcome.auth; actx.accept(); } else refuse(actx, outcome);
+    };
+
+    client.on('authentication', (ctxRaw: ssh2.AuthContext) => {
+      const actx = ctxRaw as AuthCtx;
+      if (refused) { actx.reject([]); return; }
+      const base = { protocol: 'ssh', username: actx.username, clientAddr };
+      const guard = (p: Promise<void>) => p.catch((e: Error) => {
+        log.error({ err: e.message }, 'ssh: authentication failed internally');
+        try { sendBanner(client, 'Tollgate: sign-in failed inside the gateway; try again'); actx.reject(); } catch { /* gone */ }
+      });
+      switch (actx.method) {
+        case 'password':
+          void guard(ctx.authenticate({ ...base, secret: new Secret(actx.password ?? '') }).then((o) => finish(actx, o)));
+          return;
+        case 'publickey': {
+          const key = actx.key!;
+          if (!actx.signature) { actx.accept(); return; } // "would this key do?" - the signed attempt decides
+          const parsed = utils.parseKey(key.data);
+          if (parsed instanceof Error || Array.isArray(parsed) || parsed.verify(actx.blob!, actx.signature, actx.hashAlgo) !== true) {
+            actx.reject();
+            return;
+          }
+          void guard(ctx.authenticate({ ...base, publicKeyFingerprint: fingerprintOf(key.data) }).then((o) => {
+            // An unregistered key is not a refusal: the client goes on with its other keys and methods.
+            if (!o.ok && o.code === 'bad_key') { actx.reject(); return; }
+            finish(actx, o);
+          }));
+          return;
+        }
+        case 'keyboard-interactive': {
+          const approval = ctx.beginBrowserApproval(base);
+          const instructions = `Approve this sign-in in your browser:\n  ${approval.url}\nthen press Enter here - or type a connection secret.`;
+          actx.prompt!([{ prompt: 'Password (connection secret, or Enter once approved): ', echo: false }], 'Tollgate', instructions, (answers) => {
+            const typed = answers[0] ?? '';
+            if (typed) {
+              approval.cancel();
+              void guard(ctx.authenticate({ ...base, secret: new Secret(typed) }).then((o) => finish(actx, o)));
+            } else {
+              void guard(approval.wait(APPROVAL_TIMEOUT_MS).then((o) => finish(actx, o)));
+            }
+          });
+          client.once('close', () => approval.cancel());
+          return;
+        }
+        default:
+          actx.reject(['publickey', 'password', 'keyboard-interactive']);
+      }
+    });
+
+    client.on('ready', () => {
+      if (!authorized) { client.end(); return; }
+      const broker = new SshBroker(ctx, client, authorized, clientAddr);
+      brokers.add(broker);
+      client.on('close', () => { void broker.finish({ code: 'client_exit', message: 'the client disconnected' }).finally(() => brokers.delete(broker)); });
+      void broker.start().catch((e: Error) => log.error({ err: e.message }, 'ssh: session start failed'));
+    });
+  });
+  server.on('error', (e: Error) => ctx.log.error({ err: e.message }, 'ssh: listener error'));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(address.port, address.host, () => { server.off('error', reject); resolve(); });
+  });
+  const bound = server.address() as { port: number };
+  ctx.log.info({ host: address.host, port: bound.port }, 'ssh: listening');
+  return {
+    host: address.host,
+    port: bound.port,
+    close: async () => {
+      await Promise.allSettled([...brokers].map((b) => b.close()));
+      for (const c of conns) { try { c.end(); } catch { /* ignore */ } }
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}

@@ -1,0 +1,40 @@
+/** Dial the target as the minted credential. */
+import ssh2 from 'ssh2';
+import { createHash } from 'node:crypto';
+import type { TargetConfig } from '../types.js';
+import { parseAddress } from './config.js';
+import { patchCertPublickey } from './cert-agent.js';
+import type { UpstreamCredential } from './provisioners/types.js';
+
+const { Client } = ssh2;
+
+export function dialUpstream(target: TargetConfig, cred: UpstreamCredential, timeoutMs = 15_000): Promise<ssh2.Client> {
+  const { host, port } = parseAddress(target.address);
+  const pinned = typeof target.options.hostKeyFingerprint === 'string' ? target.options.hostKeyFingerprint : null;
+  return new Promise((resolve, reject) => {
+    const c = new Client();
+    let settled = false;
+    c.once('ready', () => { settled = true; resolve(c); });
+    c.once('error', (e: Error & { level?: string }) => {
+      if (settled) return;
+      settled = true;
+      c.end();
+      const why = e.level === 'client-authentication' ? `the target refused the session credential for ${cred.username}` : e.message;
+      reject(new Error(`could not reach ${target.name} (${target.address}): ${why}`));
+    });
+    const opts: ssh2.ConnectConfig = { host, port, username: cred.username, readyTimeout: timeoutMs };
+    if (pinned) {
+      opts.hostVerifier = (key: Buffer) => 'SHA256:' + createHash('sha256').update(key).digest('base64').replace(/=+$/, '') === pinned;
+    }
+    if (cred.password) opts.password = cred.password.reveal();
+    if (cred.privateKey) opts.privateKey = cred.privateKey.reveal();
+    if (cred.agent) opts.agent = cred.agent as unknown as ssh2.BaseAgent;
+    try {
+      c.connect(opts);
+      if (cred.certificate) patchCertPublickey(c);
+    } catch (e) {
+      settled = true;
+      reject(new Error(`could not reach ${target.name}: ${(e as Error).message}`));
+    }
+  });
+}
