@@ -577,6 +577,7 @@ export class JitEngine {
       const approvals = await tx.listApprovals(r.id);
       if (approvals.some((a) => a.approver === p.sub)) throw new PolicyError('conflict', 'you already approved this request; another approver is needed');
       const stage = r.stages[r.currentStage]!;
+      this.assertNotOverdue(r);
       this.assertStageMember(p, r);
       if (r.mfaRequired && !this.mfaFresh(p)) throw new PolicyError('mfa_required', this.mfaMessage('approving this request'));
       return { r, approvals, stage };
@@ -628,6 +629,13 @@ export class JitEngine {
     return r;
   }
 
+  /** A stage past its deadline takes no more decisions; its timeout runs (escalation or expiry). */
+  private assertNotOverdue(r: RequestRecord): void {
+    if (r.stageDeadline === null || r.stageDeadline > this.clock.now()) return;
+    if (this.running) this.runTimerWork(`request ${r.id} deadline`, () => this.onStageTimeout(r.id), () => this.armRequest(r));
+    throw new PolicyError('conflict', 'the time to decide on this stage has run out; the request is being escalated or expired');
+  }
+
   private assertStageMember(p: Principal, r: RequestRecord): void {
     const stage = r.stages[r.currentStage]!;
     if (!stage.groups.some((g) => p.groups.includes(g))) {
@@ -641,6 +649,7 @@ export class JitEngine {
       const r = await this.mustGetRequest(tx, requestId);
       if (r.state !== 'pending') throw new PolicyError('conflict', `this request is already ${r.state}`);
       if (r.requester === p.sub) throw new PolicyError('self_approval', 'you cannot decide your own request; cancel it instead');
+      this.assertNotOverdue(r);
       this.assertStageMember(p, r);
       return r;
     };

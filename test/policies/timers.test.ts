@@ -217,3 +217,22 @@ t.test('a failed expiry is retried, not forgotten', async (t) => {
   t.equal(h.ended.length, 1);
   t.equal(h.actions().filter((a) => a === 'grant.expired').length, 1);
 });
+
+t.test('a gateway that missed the deadline timer still refuses late decisions and runs the timeout', async (t) => {
+  const h = await harness(t, {
+    targets,
+    policies: [{ name: 'p', requesters: ['devs'], approvers: ['leads'], approvalTimeout: '30m', onTimeout: 'escalate', escalateTo: ['security'] }],
+  });
+  const other = await h.restart(); // a second gateway, started before the request existed
+  const r = await h.engine.createRequest(dev, { target: 'medbox', role: 'ops', duration: '1h', reason: 'x' });
+  h.engine.stop(); // the gateway that armed the timer goes away
+  h.clock.advance(31 * MIN);
+  await other.idle();
+  t.equal((await h.store.getRequest(r.id))?.escalations, 0, 'nobody noticed yet');
+  await rejectsPolicy(t, other.approve(lead, r.id), 'conflict', { message: /run out/ });
+  await other.idle();
+  const e = await h.store.getRequest(r.id);
+  t.equal(e?.escalations, 1);
+  t.same(e?.stages[0]?.groups, ['security']);
+  t.equal((await other.approve(sec, r.id)).state, 'approved');
+});
