@@ -5,7 +5,8 @@
  * beginLogin() returns the authorization URL and an opaque sealed `state` value (AES-256-GCM, short
  * expiry) that the HTTP front keeps in a short-lived cookie and hands back to finishLogin().
  * Device sign-ins are kept in memory by handle; pollDevice() makes at most one token request per
- * call and never blocks on the polling interval.
+ * call and never blocks: a call sooner than the IdP's polling interval (real time) answers 'pending'
+ * without asking the IdP. Handle expiry follows the injected clock.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import * as client from 'openid-client';
@@ -97,6 +98,7 @@ interface DeviceEntry {
   response: client.DeviceAuthorizationResponse;
   expiresAt: number;
   intervalMs: number;
+  /** Real monotonic time (performance.now) before which the IdP is not asked again. */
   nextPollAt: number;
   mfa: boolean;
   inFlight: boolean;
@@ -254,7 +256,7 @@ export async function createOidc(opts: OidcOptions): Promise<Oidc> {
         response,
         expiresAt: now + response.expires_in * 1000,
         intervalMs: interval * 1000,
-        nextPollAt: now,
+        nextPollAt: performance.now(),
         mfa: Boolean(o.mfa),
         inFlight: false,
       });
@@ -276,10 +278,11 @@ export async function createOidc(opts: OidcOptions): Promise<Oidc> {
         devices.delete(handle);
         return { status: 'expired', message: 'the device code expired before sign-in finished; start again' };
       }
-      // Never poll the IdP faster than it asked; a too-early call is simply still pending.
-      if (d.inFlight || now < d.nextPollAt) return { status: 'pending' };
+      // Never poll the IdP faster than it asked; a too-early call is simply still pending. This is
+      // about the IdP's real rate limit, so it runs on real time, not the injected clock.
+      if (d.inFlight || performance.now() < d.nextPollAt) return { status: 'pending' };
       d.inFlight = true;
-      d.nextPollAt = now + d.intervalMs;
+      d.nextPollAt = performance.now() + d.intervalMs;
       try {
         const tokens = await client.genericGrantRequest(config, DEVICE_GRANT, { device_code: d.response.device_code });
         devices.delete(handle);
@@ -291,7 +294,7 @@ export async function createOidc(opts: OidcOptions): Promise<Oidc> {
           if (err.error === 'authorization_pending') return { status: 'pending' };
           if (err.error === 'slow_down') {
             d.intervalMs += 5000;
-            d.nextPollAt = clock.now() + d.intervalMs;
+            d.nextPollAt = performance.now() + d.intervalMs;
             return { status: 'pending' };
           }
           devices.delete(handle);
