@@ -9,6 +9,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { ManualClock } from '../../policies/clock.js';
+import { createSessionRole, sessionRoleName } from '../../protocols/postgres/provisioner.js';
 import { DEFAULT_POLICIES, startTestGateway, type TestGateway } from '../support/gateway.js';
 import { havePostgres, runClient, startTestCluster, waitFor, sleep, type TestCluster } from '../support/pg.js';
 
@@ -249,6 +250,28 @@ if (!havePostgres) {
     await c.ended;
     t.ok(c.errors.some((x) => x.code === '57P01'), 'FATAL 57P01 on revoke');
     t.same(await pgc.noSessionRoles(), []);
+  });
+
+  t.test('reaper: a lease left by a crashed run is revoked from its stored data alone', async (t) => {
+    // What a gateway that died mid-session leaves: an active session record of this gateway, an
+    // active postgres-role lease, and the role itself on the server (with a live backend).
+    const g = await tg.grant('alice', 'prod-db', 'read');
+    const ctx = tg.gw.ctx('postgres');
+    const name = sessionRoleName('alice');
+    const role = await createSessionRole(ctx, pgc.target, name, ['pg_read_all_data'], new Date(Date.now() + 3600_000));
+    const orphan = new pg.Client({ host: pgc.cluster.host, port: pgc.cluster.port, user: role.user, password: role.password, database: 'app' });
+    orphan.on('error', () => {});
+    await orphan.connect();
+    const now = clock.now();
+    await tg.store.insertSession({ id: 'crashed-1', grantId: g.id, identity: 'alice', target: 'prod-db', role: 'read', protocol: 'postgres', clientAddr: '127.0.0.1', state: 'active', startedAt: now, endedAt: null, endReason: null, bytesUp: 0, bytesDown: 0, gatewayId: 'test' });
+    await tg.store.insertLease({ id: 'crashed-lease-1', sessionId: 'crashed-1', grantId: g.id, target: 'prod-db', kind: 'postgres-role', state: 'active', data: { role: name, database: 'app' }, createdAt: now, activatedAt: now, revokedAt: null, error: null });
+    t.ok((await pgc.sessionRoles()).includes(name), 'orphaned role exists before the reaper runs');
+    const r = await tg.gw.sessions.reap();
+    t.equal(r.leases, 1);
+    t.equal(r.failed, 0);
+    t.same(await pgc.sessionRoles(), [], 'role dropped (its backend terminated)');
+    t.equal((await tg.store.getLease('crashed-lease-1'))!.state, 'revoked');
+    await orphan.end().catch(() => {});
   });
 
   t.test('expiry (ManualClock): warning notice, then FATAL 57P05; role dropped', async (t) => {
