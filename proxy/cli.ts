@@ -4,8 +4,12 @@ import { mkdirSync, readFileSync, writeFileSync, existsSync, createWriteStream, 
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { WebSocket } from 'undici';
-import { moduleMap } from '../protocols/index.js';
 import { loadConfigFile, ConfigError } from './config.js';
+
+/** Protocol modules load only for the commands that need them (the CLI stays quick). */
+async function moduleMap() {
+  return (await import('../protocols/index.js')).moduleMap();
+}
 
 /** Where `tollgate login` keeps the gateway URL and the API token (mode 0600). */
 function cliConfigPath(): string {
@@ -85,7 +89,7 @@ export function buildCli(): Command {
   program.command('serve').description('run the gateway from a YAML config file')
     .requiredOption('-c, --config <file>', 'configuration file')
     .action(async (o: { config: string }) => {
-      const config = loadConfigFile(o.config, moduleMap());
+      const config = loadConfigFile(o.config, await moduleMap());
       const { Gateway } = await import('./gateway.js');
       const gw = await new Gateway({ config }).start();
       process.stdout.write(`Tollgate is running at ${gw.publicUrl}\n`);
@@ -191,7 +195,7 @@ export function buildCli(): Command {
       const grant = grants.find((x) => x.target === target && x.active && (!o.role || x.role === o.role));
       if (!grant) throw new CliError(`no active grant for ${target}; request one: tollgate request ${target} --role <role> --reason "..."`);
       const s = await api(g(), 'POST', `/api/v1/grants/${grant.id}/secret`, {});
-      const mod = moduleMap().get(s.protocol);
+      const mod = (await moduleMap()).get(s.protocol);
       const native = mod?.nativeClient?.({ protocol: s.protocol, host: s.host, port: s.port, username: s.username, secret: s.secret }) ?? null;
       if (!native) {
         process.stdout.write(`No native client to run for ${s.protocol}; use one of:\n`);
@@ -280,7 +284,7 @@ export function buildCli(): Command {
 }
 
 async function withStore<T>(configFile: string, fn: (audit: import('./audit.js').AuditLog, store: import('./store/types.js').Store) => Promise<T>): Promise<T> {
-  const cfg = loadConfigFile(configFile, moduleMap());
+  const cfg = loadConfigFile(configFile, await moduleMap());
   const { openSqliteStore } = await import('./store/sqlite.js');
   const { AuditLog } = await import('./audit.js');
   const { SystemClock } = await import('../policies/clock.js');
