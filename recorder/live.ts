@@ -60,10 +60,15 @@ function newState(): LiveState {
  * already scanned with the previous frame), or -1.
  */
 function lastClear(s: string, seen: number): number {
+  // Walk the ESC characters from the end (memchr-fast), checking the clear sequences at each.
   let best = -1;
-  for (const seq of CLEAR_SEQUENCES) {
-    const i = s.lastIndexOf(seq);
-    if (i >= 0 && i + seq.length > seen) best = Math.max(best, i);
+  search: for (let i = s.lastIndexOf('\x1b'); i >= 0; i = i > 0 ? s.lastIndexOf('\x1b', i - 1) : -1) {
+    for (const seq of CLEAR_SEQUENCES) {
+      if (s.startsWith(seq, i)) {
+        if (i + seq.length > seen) best = i;
+        break search;
+      }
+    }
   }
   if (best < 0) return -1;
   // Keep the cursor move and clears right before it (`clear` sends ESC[H ESC[2J ESC[3J).
