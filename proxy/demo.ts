@@ -55,17 +55,20 @@ export async function runDemo(opts: { dir: string; httpPort: number }): Promise<
   const listeners: Record<string, { host: string; port: number }> = { http: { host: '127.0.0.1', port: await freePort(opts.httpPort) } };
   const stopTargets = async () => { for (const d of started.reverse()) await d.stop().catch(() => undefined); };
 
-  for (const mod of modules.values()) {
-    if (!mod.demo) continue;
+  // Demo servers start side by side (each is a real server in its own temp dir).
+  await Promise.all([...modules.values()].filter((m) => m.demo).map(async (mod) => {
     try {
-      const d = await mod.demo(join(dir, 'targets', mod.name), log.child({ demo: mod.name }));
-      if (!d) { log.warn({ protocol: mod.name }, 'demo target skipped: server software not installed'); continue; }
+      const d = await mod.demo!(join(dir, 'targets', mod.name), log.child({ demo: mod.name }));
+      if (!d) { log.warn({ protocol: mod.name }, 'demo target skipped: server software not installed'); return; }
       started.push(d);
       targets.push(...d.targets);
-      if (mod.listen) listeners[mod.name] = { host: '127.0.0.1', port: await freePort(demoPort(mod)) };
     } catch (e) {
       log.error({ err: e, protocol: mod.name }, 'demo target failed to start; continuing without it');
     }
+  }));
+  targets.sort((a, b) => a.name.localeCompare(b.name));
+  for (const mod of modules.values()) {
+    if (mod.listen && targets.some((t) => t.protocol === mod.name)) listeners[mod.name] = { host: '127.0.0.1', port: await freePort(demoPort(mod)) };
   }
 
   const config = validateConfig({
