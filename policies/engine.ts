@@ -49,6 +49,8 @@ export interface JitEngineOptions {
   notify?: (event: { kind: string; [k: string]: unknown }) => void;
   onGrantEnded?: (grant: GrantRecord, reason: 'expired' | 'revoked') => void;
   log?: Logger;
+  /** How often to look for requests and grants filed by other gateways on the same store (0: never). Default 60s. */
+  sweepMs?: number;
 }
 
 export interface Eligibility {
@@ -185,6 +187,8 @@ export class JitEngine {
   private readonly grantTimers = new Map<string, TimerHandle>();
   private readonly inflight = new Set<Promise<void>>();
   private readonly retries = new Set<TimerHandle>();
+  private readonly sweepMs: number;
+  private sweepTimer: TimerHandle | null = null;
   private readonly mfaMaxAgeMs: number;
   private readonly bgMaxMs: number;
   private running = false;
@@ -199,6 +203,7 @@ export class JitEngine {
     this.notifyFn = opts.notify;
     this.onGrantEnded = opts.onGrantEnded;
     this.log = opts.log;
+    this.sweepMs = opts.sweepMs ?? 60_000;
     const problem = validatePolicies(opts.config.policies);
     if (problem) throw new Error(`invalid policy configuration: ${problem.path}: ${problem.expected}`);
     this.mfaMaxAgeMs = toMs(opts.config.idp?.mfaMaxAge) ?? 15 * 60_000;
@@ -209,15 +214,36 @@ export class JitEngine {
 
   async start(): Promise<void> {
     this.running = true;
+    await this.sweep();
+    this.armSweep();
+  }
+
+  /**
+   * Arm timers for every pending request and active grant this engine does not watch yet (other
+   * gateways on the same store file them too) and run what is overdue.
+   */
+  private async sweep(): Promise<void> {
     const now = this.clock.now();
     for (const r of await this.store.listRequests({ state: 'pending' })) {
+      if (!this.running) return;
       if (r.stageDeadline !== null && r.stageDeadline <= now) await this.catchUp(`request ${r.id} deadline`, () => this.onStageTimeout(r.id), () => this.armRequest(r));
-      else this.armRequest(r);
+      else if (!this.requestTimers.has(r.id)) this.armRequest(r);
     }
     for (const g of await this.store.listGrants({ state: 'active' })) {
+      if (!this.running) return;
       if (g.expiresAt <= now) await this.catchUp(`grant ${g.id} expiry`, () => this.onGrantDue(g.id), () => this.armGrant(g));
-      else this.armGrant(g);
+      else if (!this.grantTimers.has(g.id)) this.armGrant(g);
     }
+  }
+
+  private armSweep(): void {
+    if (!this.running || !this.sweepMs) return;
+    this.sweepTimer = this.clock.setTimer(this.sweepMs, () => {
+      this.sweepTimer = null;
+      if (!this.running) return;
+      this.runTimerWork('sweep', () => this.sweep(), () => undefined);
+      this.armSweep();
+    });
   }
 
   /** Overdue work at start-up: one failure must not stop the others; the timer retries it. */
@@ -236,6 +262,8 @@ export class JitEngine {
 
   stop(): void {
     this.running = false;
+    this.sweepTimer?.cancel();
+    this.sweepTimer = null;
     for (const t of this.requestTimers.values()) t.cancel();
     for (const t of this.grantTimers.values()) t.cancel();
     for (const t of this.retries) t.cancel();

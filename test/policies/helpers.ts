@@ -1,7 +1,7 @@
 import type { Test } from 'tap';
 import type { Principal } from '../../auth/types.js';
 import { ManualClock } from '../../policies/clock.js';
-import { JitEngine, PolicyError } from '../../policies/engine.js';
+import { JitEngine, PolicyError, type JitEngineOptions } from '../../policies/engine.js';
 import { validateConfig, type GatewayConfig } from '../../proxy/config.js';
 import { openSqliteStore } from '../../proxy/store/sqlite.js';
 import type { GrantRecord, Store } from '../../proxy/store/types.js';
@@ -42,7 +42,9 @@ export interface Harness {
   actions(): string[];
 }
 
-export async function harness(t: Test, raw: Record<string, unknown>, start = MONDAY_10_UTC, wrap?: (s: Store) => Store): Promise<Harness> {
+export async function harness(
+  t: Test, raw: Record<string, unknown>, start = MONDAY_10_UTC, wrap?: (s: Store) => Store, extra: Partial<JitEngineOptions> = {},
+): Promise<Harness> {
   const clock = new ManualClock(start);
   const real = await openSqliteStore(':memory:');
   const store = wrap ? wrap(real) : real;
@@ -57,6 +59,7 @@ export async function harness(t: Test, raw: Record<string, unknown>, start = MON
       audit: async (actor, action, subject, data) => { audits.push({ actor, action, subject, data }); },
       notify: (ev) => { notes.push(ev); },
       onGrantEnded: (grant, reason) => { ended.push({ grant, reason }); },
+      ...extra,
     });
     engines.push(e);
     await e.start();

@@ -204,7 +204,7 @@ t.test('a failed expiry is retried, not forgotten', async (t) => {
       }
       return Reflect.get(target, prop, receiver);
     },
-  }));
+  }), { sweepMs: 0 });
   const r = await h.engine.createRequest(dev, { target: 'lowbox', role: 'ops', duration: '10m', reason: 'x' });
   h.clock.advance(10 * MIN);
   await h.engine.idle();
@@ -222,7 +222,7 @@ t.test('a gateway that missed the deadline timer still refuses late decisions an
   const h = await harness(t, {
     targets,
     policies: [{ name: 'p', requesters: ['devs'], approvers: ['leads'], approvalTimeout: '30m', onTimeout: 'escalate', escalateTo: ['security'] }],
-  });
+  }, MONDAY_10_UTC, undefined, { sweepMs: 0 });
   const other = await h.restart(); // a second gateway, started before the request existed
   const r = await h.engine.createRequest(dev, { target: 'medbox', role: 'ops', duration: '1h', reason: 'x' });
   h.engine.stop(); // the gateway that armed the timer goes away
@@ -235,4 +235,26 @@ t.test('a gateway that missed the deadline timer still refuses late decisions an
   t.equal(e?.escalations, 1);
   t.same(e?.stages[0]?.groups, ['security']);
   t.equal((await other.approve(sec, r.id)).state, 'approved');
+});
+
+t.test('the periodic sweep picks up requests and grants filed by another gateway', async (t) => {
+  const h = await harness(t, {
+    targets,
+    policies: [{ name: 'p', requesters: ['devs'], approvers: ['leads'], approvalTimeout: '30m' }],
+  }, MONDAY_10_UTC, undefined, { sweepMs: 60_000 });
+  const other = await h.restart(); // started before anything was filed
+  const r = await h.engine.createRequest(dev, { target: 'medbox', role: 'ops', duration: '1h', reason: 'x' });
+  const low = await h.engine.createRequest(dev, { target: 'lowbox', role: 'ops', duration: '10m', reason: 'y' });
+  h.engine.stop();
+  h.clock.advance(MIN);
+  await other.idle();
+  h.clock.advance(9 * MIN);
+  await other.idle();
+  t.equal((await h.store.getGrant(low.grantId!))?.state, 'expired', 'expired on time by the gateway that swept it in');
+  t.same(h.ended.map((e) => e.grant.id), [low.grantId]);
+  h.clock.advance(20 * MIN);
+  await other.idle();
+  t.equal((await h.store.getRequest(r.id))?.state, 'expired');
+  t.equal(h.actions().filter((a) => a === 'request.expired').length, 1);
+  t.equal(h.actions().filter((a) => a === 'grant.expired').length, 1);
 });
