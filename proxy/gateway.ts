@@ -24,6 +24,7 @@ import { ensureTlsMaterial } from './tls.js';
 import { parseDuration, resolveSecret, type GatewayConfig } from './config.js';
 import { HttpFront } from './http/server.js';
 import { mountApi } from './http/api.js';
+import { mountPortal } from './portal/index.js';
 import { SESSION_COOKIE } from './http/auth-routes.js';
 import { runNotify } from './notify.js';
 
@@ -156,6 +157,7 @@ export class Gateway {
     // HTTP front first: its port is the public URL unless configured.
     this.http = new HttpFront(this.log.child({ c: 'http' }), (e) => ({ status: 500, body: { error: 'internal', message: (e as Error).message } }));
     mountApi(this);
+    mountPortal(this);
     for (const mod of this.modules.values()) {
       mod.mountHttp?.(this.ctx(mod.name), { raw: (hook) => this.http.raw(hook), app: this.http.uws, sessionCookie: SESSION_COOKIE });
     }

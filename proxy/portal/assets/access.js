@@ -1,0 +1,164 @@
+// My access: active grants with connection commands, the request form, eligible targets,
+// my requests with their approval progress, my recent sessions.
+import { api, el, fill, empty, load, flash, describeError, fmtTime, fmtDuration, badge, startCountdowns, table, ApiError } from './common.js';
+
+const $ = (id) => document.getElementById(id);
+let targets = [];
+
+function stateBadge(state) {
+  const kind = { approved: 'ok', active: 'ok', pending: 'warn', denied: 'bad', revoked: 'bad', expired: '', cancelled: '' }[state] ?? '';
+  return badge(state, kind);
+}
+
+async function showSecret(grant, box, button) {
+  button.disabled = true;
+  box.replaceChildren(el('p', {}, 'Minting a connection secret…'));
+  try {
+    const s = await api('POST', `/api/v1/grants/${encodeURIComponent(grant.id)}/secret`, {});
+    const cmds = Object.entries(s.commands || {});
+    const rows = cmds.length
+      ? cmds.map(([client, line]) => {
+        const pre = el('pre', { class: 'cmd', tabindex: '0', 'data-client': client }, line);
+        const copy = el('button', { type: 'button', class: 'copy', 'aria-label': `Copy the ${client} command` }, 'Copy');
+        copy.addEventListener('click', async () => {
+          try { await navigator.clipboard.writeText(line); copy.textContent = 'Copied'; } catch {
+            const r = document.createRange(); r.selectNodeContents(pre); const sel = getSelection(); sel.removeAllRanges(); sel.addRange(r);
+            copy.textContent = 'Selected — press Ctrl+C';
+          }
+        });
+        return el('div', { class: 'cmdrow' }, el('span', { class: 'client' }, client), pre, copy);
+      })
+      : [el('p', {}, `Host ${s.host}, port ${s.port}, user `, el('code', {}, s.username), ', password below.')];
+    box.replaceChildren(
+      el('div', { class: 'secret' },
+        ...rows,
+        el('p', { class: 'muted' }, 'Secret (shown once): ', el('code', { class: 'secret-value' }, s.secret)),
+        el('p', { class: 'muted' }, `Single use; valid until ${fmtTime(Date.parse(s.expiresAt))}. Get a new one for each connection.`)),
+    );
+  } catch (e) {
+    box.replaceChildren(el('p', { class: 'err', role: 'alert' }, describeError(e)));
+  } finally {
+    button.disabled = false;
+    button.textContent = 'Get a new connection command';
+  }
+}
+
+async function loadGrants() {
+  const box = $('grants');
+  await load(box, async () => {
+    const grants = (await api('GET', '/api/v1/grants?state=active')).filter((g) => g.active);
+    if (!grants.length) return fill(box, empty('No active grants. Request access below; once approved it shows up here with its connection command.'));
+    fill(box, grants.map((g) => {
+      const out = el('div', { class: 'secret-box', 'aria-live': 'polite' });
+      const btn = el('button', { type: 'button', class: 'primary' }, 'Get connection command');
+      btn.addEventListener('click', () => showSecret(g, out, btn));
+      return el('article', { class: 'card', 'data-grant': g.id, 'data-target': g.target },
+        el('h3', {}, `${g.target} `, el('span', { class: 'muted' }, `as ${g.role}`), g.breakGlass ? badge('break-glass', 'bad') : null),
+        el('p', {}, badge(g.protocol ?? 'unknown'), ' ', el('span', { 'data-until': String(Date.now() + g.msLeft) }, `${fmtDuration(g.msLeft)} left`),
+          el('span', { class: 'muted' }, ` · until ${fmtTime(g.expiresAt)}`)),
+        btn, out);
+    }));
+  });
+}
+
+function fillRoles() {
+  const t = targets.find((x) => x.name === $('rq-target').value);
+  $('rq-role').replaceChildren(...(t ? t.roles.map((r) => el('option', { value: r }, r)) : []));
+  $('rq-max').textContent = t && t.maxDurationMs ? `At most ${fmtDuration(t.maxDurationMs)}.` : '';
+}
+
+async function loadTargets() {
+  const box = $('targets');
+  await load(box, async () => {
+    targets = await api('GET', '/api/v1/targets');
+    const sel = $('rq-target');
+    sel.replaceChildren(...targets.map((t) => el('option', { value: t.name }, `${t.name} (${t.protocol}, ${t.risk} risk)`)));
+    const want = new URLSearchParams(location.search).get('request');
+    if (want) {
+      if (targets.some((t) => t.name === want)) { sel.value = want; $('rq-reason').focus(); } else flash(`You cannot request "${want}": it does not exist or you are not eligible for it.`, 'bad');
+    }
+    fillRoles();
+    const form = $('request-form');
+    form.querySelector('button[type=submit]').disabled = !targets.length;
+    if (!targets.length) return fill(box, empty('No target is open to you. Ask your administrator which policy should cover you.'));
+    fill(box, table('Targets you may request', ['Target', 'Protocol', 'Risk', 'Roles', 'Longest', ''], targets.map((t) => el('tr', {},
+      el('td', {}, el('strong', {}, t.name), t.description ? el('div', { class: 'muted' }, t.description) : null),
+      el('td', {}, t.protocol), el('td', {}, badge(t.risk, t.risk === 'critical' || t.risk === 'high' ? 'bad' : t.risk === 'medium' ? 'warn' : 'ok')),
+      el('td', {}, t.roles.join(', ')), el('td', {}, t.maxDurationMs ? fmtDuration(t.maxDurationMs) : '—'),
+      el('td', {}, el('a', { href: `?request=${encodeURIComponent(t.name)}`, onclick: (ev) => { ev.preventDefault(); sel.value = t.name; fillRoles(); $('rq-reason').focus(); } }, `Request ${t.name}`)),
+    ))));
+  });
+}
+
+function progress(r) {
+  const stages = r.stages || [];
+  if (!stages.length) return r.state === 'approved' ? 'approved automatically' : '';
+  const done = Math.min(r.currentStage, stages.length);
+  return `stage ${Math.min(done + (r.state === 'pending' ? 1 : 0), stages.length)} of ${stages.length}`;
+}
+
+async function loadRequests() {
+  const box = $('requests');
+  await load(box, async () => {
+    const reqs = await api('GET', '/api/v1/requests');
+    if (!reqs.length) return fill(box, empty('You have not requested anything yet.'));
+    fill(box, reqs.map((r) => {
+      const approvals = (r.approvals || []).map((a) => el('li', {}, `${a.decision === 'approve' ? 'Approved' : 'Denied'} by ${a.approver} at ${fmtTime(a.at)}${a.comment ? `: “${a.comment}”` : ''}`));
+      const cancel = r.state === 'pending' ? el('button', { type: 'button' }, 'Cancel request') : null;
+      cancel?.addEventListener('click', async () => {
+        cancel.disabled = true;
+        try { await api('POST', `/api/v1/requests/${encodeURIComponent(r.id)}/cancel`, {}); flash('Request cancelled.'); await loadRequests(); } catch (e) { flash(describeError(e), 'bad'); cancel.disabled = false; }
+      });
+      const steps = (r.stages || []).map((s, i) => el('li', { class: i < r.currentStage ? 'done' : i === r.currentStage && r.state === 'pending' ? 'current' : '' },
+        `Stage ${i + 1}: ${s.count} approval${s.count > 1 ? 's' : ''} from ${s.groups.join(' or ')}`));
+      return el('article', { class: 'card', 'data-request': r.id },
+        el('h3', {}, `${r.target} as ${r.role} `, stateBadge(r.state)),
+        el('p', {}, `${fmtDuration(r.durationMs)} · filed ${fmtTime(r.createdAt)} · `, el('span', { class: 'progress' }, progress(r)), r.mfaRequired ? ' · MFA required' : ''),
+        el('p', { class: 'muted' }, `Reason: ${r.reason}`),
+        steps.length ? el('ol', { class: 'stages', 'aria-label': 'Approval stages' }, steps) : null,
+        approvals.length ? el('ul', { class: 'approvals' }, approvals) : null,
+        r.decisionReason && r.state !== 'approved' ? el('p', {}, `Decision: ${r.decisionReason}`) : null,
+        cancel);
+    }));
+  });
+}
+
+async function loadMySessions() {
+  const box = $('mysessions');
+  await load(box, async () => {
+    const list = await api('GET', '/api/v1/sessions?limit=20');
+    if (!list.length) return fill(box, empty('No sessions yet.'));
+    fill(box, table('My recent sessions', ['Target', 'Role', 'Started', 'State', 'Ended because'], list.map((s) => el('tr', {},
+      el('td', {}, s.target), el('td', {}, s.role), el('td', {}, fmtTime(s.startedAt)), el('td', {}, stateBadge(s.live ? 'active' : s.state)), el('td', {}, s.endReason ?? '')))));
+  });
+}
+
+$('rq-target').addEventListener('change', fillRoles);
+$('request-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const form = ev.target;
+  const err = $('rq-error');
+  err.textContent = '';
+  for (const f of form.querySelectorAll('[aria-invalid]')) f.removeAttribute('aria-invalid');
+  const body = { target: $('rq-target').value, role: $('rq-role').value, duration: $('rq-duration').value.trim(), reason: $('rq-reason').value.trim() };
+  const button = form.querySelector('button[type=submit]');
+  button.disabled = true;
+  try {
+    const r = await api('POST', '/api/v1/requests', body);
+    flash(r.state === 'approved' ? `Access to ${r.target} approved: your grant is listed under Active grants.` : `Request for ${r.target} filed; waiting for approval (${progress(r)}).`);
+    $('rq-reason').value = '';
+    await Promise.all([loadRequests(), loadGrants()]);
+  } catch (e) {
+    err.textContent = describeError(e);
+    const field = e instanceof ApiError ? e.body.field : null;
+    const input = field && form.querySelector(`[name="${CSS.escape(String(field))}"]`);
+    if (input) { input.setAttribute('aria-invalid', 'true'); input.focus(); }
+  } finally {
+    button.disabled = !targets.length;
+  }
+});
+
+await Promise.all([loadGrants(), loadTargets(), loadRequests(), loadMySessions()]);
+startCountdowns();
+// Keep approval progress and new grants fresh while the page is open.
+setInterval(() => { if (!document.hidden) { void loadRequests(); } }, 15000);

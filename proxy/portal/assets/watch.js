@@ -1,0 +1,122 @@
+// Watch one live session: terminal sessions in asciinema-player fed by the live WebSocket
+// (starting with the current screen), database sessions as a live statement table, other events
+// as a list; terminate with a reason or lock the identity from here.
+import { api, el, flash, describeError, fmtTime, mainData } from './common.js';
+import { liveSource } from './live-driver.js';
+
+const $ = (id) => document.getElementById(id);
+const id = mainData('session');
+const state = $('state');
+let session = null;
+let source = null;
+let ended = false;
+
+function setState(text, kind = '') { state.textContent = text; state.className = `state ${kind}`; }
+
+function showMeta(s) {
+  const until = s.grantExpiresAt;
+  const rows = [['Identity', s.identity], ['Target', s.target], ['Role', s.role], ['Protocol', s.protocol], ['Started', fmtTime(s.startedAt)], ['Grant ends', until ? fmtTime(until) : '—']];
+  $('meta').replaceChildren(...rows.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)]));
+  $('meta').removeAttribute('aria-busy');
+  $('lock-form').querySelector('button').textContent = `Lock ${s.identity}`;
+}
+
+function addStatement(f) {
+  $('stmts-section').hidden = false;
+  const d = f.data || {};
+  const tbody = $('stmts').querySelector('tbody');
+  tbody.append(el('tr', { class: d.decision && d.decision !== 'allow' ? 'flagged' : '' },
+    el('td', {}, `${Number(f.t).toFixed(1)}s`), el('td', {}, d.kind ?? ''), el('td', {}, el('code', {}, String(d.statement ?? ''))),
+    el('td', {}, d.error ? `${d.decision ?? 'allow'} · error: ${d.error}` : `${d.decision ?? 'allow'}${d.rows !== null && d.rows !== undefined ? ` · ${d.rows} rows` : ''}`)));
+}
+
+function addEvent(f) {
+  $('events-section').hidden = false;
+  const d = f.data || {};
+  const { type, ...rest } = d;
+  $('events').append(el('li', {}, el('strong', {}, `${type ?? 'event'} `), el('code', {}, JSON.stringify(rest)), el('span', { class: 'muted' }, ` at ${Number(f.t).toFixed(1)}s`)));
+}
+
+function startTerminal(frames) {
+  $('term-section').hidden = false;
+  source = liveSource(frames);
+  const { cols, rows } = source.size;
+  window.AsciinemaPlayer.create(source.driver, $('player'), { autoPlay: true, cols, rows, fit: 'width', controls: false, terminalFontSize: 'small' });
+}
+
+function onFrame(f) {
+  if (f.type === 'snapshot') {
+    session = f.session;
+    showMeta(session);
+    const term = f.frames.filter((x) => x.type === 'o' || x.type === 'r');
+    if (term.length || session.protocol === 'ssh') startTerminal(term);
+    for (const x of f.frames) {
+      if (x.type === 'query') addStatement(x);
+      else if (x.type === 'event') addEvent(x);
+    }
+    setState(`Live: watching ${session.identity} on ${session.target}.`, 'ok');
+    return;
+  }
+  if (f.type === 'o' || f.type === 'r') {
+    if (!source) startTerminal([]);
+    source.push(f);
+  } else if (f.type === 'query') addStatement(f);
+  else if (f.type === 'event') addEvent(f);
+  else if (f.type === 'end') {
+    ended = true;
+    source?.ended('Session ended');
+    setState(`The session has ended${f.data ? ` (${typeof f.data === 'string' ? f.data : JSON.stringify(f.data)})` : ''}. Its recording is under Recordings.`, 'done');
+    for (const b of $('controls').querySelectorAll('button')) b.disabled = true;
+  }
+}
+
+function connect() {
+  const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  const ws = new WebSocket(`${proto}//${location.host}/api/v1/sessions/${encodeURIComponent(id)}/live`);
+  ws.addEventListener('message', (ev) => {
+    try { onFrame(JSON.parse(ev.data)); } catch (e) { console.error('bad live frame', e); }
+  });
+  ws.addEventListener('close', () => {
+    if (!ended) void checkStill();
+  });
+}
+
+function showNotLive(s) {
+  showMeta(s);
+  setState(`This session is not live (it ended ${fmtTime(s.endedAt)}${s.endReason ? `: ${s.endReason}` : ''}). `, 'done');
+  state.append(el('a', { href: `/portal/recordings/${encodeURIComponent(id)}` }, 'Open the recording'));
+  for (const b of $('controls').querySelectorAll('button')) b.disabled = true;
+}
+
+/** Ask the API about the session: 404/403 get a clear message; an ended one links to its recording. */
+async function checkStill() {
+  try {
+    const s = await api('GET', `/api/v1/sessions/${encodeURIComponent(id)}`);
+    if (s.live) return s;
+    ended = true;
+    showNotLive(s);
+  } catch (e) {
+    setState(describeError(e), 'bad');
+    $('controls').hidden = true;
+  }
+  return null;
+}
+
+$('kill-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const reason = $('kill-reason').value.trim();
+  if (!reason) { $('kill-reason').setAttribute('aria-invalid', 'true'); $('kill-reason').focus(); flash('Give a reason for terminating the session.', 'bad'); return; }
+  try { await api('POST', `/api/v1/sessions/${encodeURIComponent(id)}/kill`, { reason }); flash('Session terminated.'); } catch (e) { flash(describeError(e), 'bad'); }
+});
+$('lock-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const reason = $('lock-reason').value.trim();
+  if (!session) { flash('The session is not loaded yet.', 'bad'); return; }
+  if (!reason) { $('lock-reason').setAttribute('aria-invalid', 'true'); $('lock-reason').focus(); flash('Give a reason for the lock.', 'bad'); return; }
+  try {
+    const l = await api('POST', '/api/v1/locks', { scope: 'identity', value: session.identity, reason });
+    flash(`${session.identity} is locked (${l.sessionsEnded} live session(s) ended). Remove the lock on the Sessions page.`);
+  } catch (e) { flash(describeError(e), 'bad'); }
+});
+
+if (await checkStill()) connect();

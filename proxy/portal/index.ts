@@ -1,0 +1,179 @@
+import { readFileSync, existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Gateway } from '../gateway.js';
+import type { Principal } from '../../auth/types.js';
+import { principalOf } from '../http/api.js';
+import type { HttpReply, HttpRequest } from '../http/server.js';
+import { PAGES, html, shell, messagePage, type Roles } from './shell.js';
+import { computeHealth } from './dashboard.js';
+
+/**
+ * The portal and SOC console: server-rendered HTML shells (one per page) with small vanilla JS
+ * modules from /portal/assets/ that call the REST API with the session cookie. Pages are checked
+ * server-side too: signed-out people are sent to sign in, people without the role get a 403 page.
+ */
+
+const here = dirname(fileURLToPath(import.meta.url));
+const ASSET_DIR = join(here, 'assets');
+const PLAYER_DIR = join(dirname(createRequire(import.meta.url).resolve('asciinema-player')), 'bundle');
+
+const TYPES: Record<string, string> = { js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8', svg: 'image/svg+xml' };
+
+function assetTable(): Map<string, { path: string; type: string }> {
+  const m = new Map<string, { path: string; type: string }>();
+  for (const name of ['portal.css', 'common.js', 'access.js', 'approvals.js', 'sessions.js', 'watch.js', 'recordings.js', 'replay.js', 'audit.js', 'dashboard.js', 'live-driver.js']) {
+    m.set(name, { path: join(ASSET_DIR, name), type: TYPES[name.split('.').pop()!]! });
+  }
+  m.set('player.js', { path: join(PLAYER_DIR, 'asciinema-player.min.js'), type: TYPES['js']! });
+  m.set('player.css', { path: join(PLAYER_DIR, 'asciinema-player.css'), type: TYPES['css']! });
+  return m;
+}
+
+export function rolesOf(gw: Gateway, p: Principal | null): Roles {
+  if (!p) return { soc: false, approver: false };
+  const soc = p.groups.some((g) => gw.config.gateway.socGroups.includes(g));
+  const approver = gw.config.policies.some((pol) => pol.approvers.some((g) => p.groups.includes(g))
+    || (pol.stages ?? []).some((s) => s.groups.some((g) => p.groups.includes(g)))
+    || pol.escalateTo.some((g) => p.groups.includes(g)));
+  return { soc, approver };
+}
+
+const PAGE_BODIES: Record<string, string> = {
+  access: `
+<section aria-labelledby="h-grants"><h2 id="h-grants">Active grants</h2><div id="grants" class="list" aria-busy="true">Loading…</div></section>
+<section aria-labelledby="h-request"><h2 id="h-request">Request access</h2>
+<form id="request-form" class="form" novalidate>
+  <div class="field"><label for="rq-target">Target</label><select id="rq-target" name="target" required></select></div>
+  <div class="field"><label for="rq-role">Role</label><select id="rq-role" name="role" required></select></div>
+  <div class="field"><label for="rq-duration">Duration</label><input id="rq-duration" name="duration" value="1h" required aria-describedby="rq-duration-help"><small id="rq-duration-help">For example 30m, 2h. <span id="rq-max"></span></small></div>
+  <div class="field wide"><label for="rq-reason">Reason</label><textarea id="rq-reason" name="reason" rows="2" required placeholder="Ticket number and what you will do"></textarea></div>
+  <p id="rq-error" class="err" role="alert"></p>
+  <button type="submit" class="primary">Request access</button>
+</form></section>
+<section aria-labelledby="h-targets"><h2 id="h-targets">Targets you may request</h2><div id="targets" class="list" aria-busy="true">Loading…</div></section>
+<section aria-labelledby="h-requests"><h2 id="h-requests">My requests</h2><div id="requests" class="list" aria-busy="true">Loading…</div></section>
+<section aria-labelledby="h-mysessions"><h2 id="h-mysessions">My recent sessions</h2><div id="mysessions" class="list" aria-busy="true">Loading…</div></section>`,
+  approvals: `
+<section aria-labelledby="h-pending"><h2 id="h-pending">Waiting for you</h2><div id="pending" class="list" aria-busy="true">Loading…</div></section>
+<section aria-labelledby="h-reviews"><h2 id="h-reviews">Break-glass reviews to close</h2><div id="reviews" class="list" aria-busy="true">Loading…</div></section>`,
+  sessions: `
+<p class="muted">Live sessions across every protocol. The list refreshes every few seconds.</p>
+<div id="sessions" aria-busy="true">Loading…</div>
+<section aria-labelledby="h-locks"><h2 id="h-locks">Active locks</h2><div id="locks" class="list" aria-busy="true">Loading…</div></section>`,
+  recordings: `
+<form id="search" class="form filters" role="search">
+  <div class="field"><label for="f-identity">Identity</label><input id="f-identity" name="identity" autocomplete="off"></div>
+  <div class="field"><label for="f-target">Target</label><input id="f-target" name="target" autocomplete="off"></div>
+  <div class="field"><label for="f-since">From</label><input id="f-since" name="since" type="datetime-local"></div>
+  <div class="field"><label for="f-until">To</label><input id="f-until" name="until" type="datetime-local"></div>
+  <button type="submit" class="primary">Search</button>
+</form>
+<div id="results" aria-live="polite" aria-busy="true">Loading…</div>`,
+  audit: `
+<p id="chain" class="chain" role="status">Verifying the hash chain…</p>
+<form id="filters" class="form filters" role="search">
+  <div class="field"><label for="a-actor">Actor</label><input id="a-actor" name="actor" autocomplete="off"></div>
+  <div class="field"><label for="a-action">Action</label><input id="a-action" name="action" placeholder="session.* or signin" autocomplete="off"></div>
+  <div class="field"><label for="a-subject">Subject</label><input id="a-subject" name="subject" autocomplete="off"></div>
+  <div class="field"><label for="a-since">From</label><input id="a-since" name="since" type="datetime-local"></div>
+  <div class="field"><label for="a-until">To</label><input id="a-until" name="until" type="datetime-local"></div>
+  <button type="submit" class="primary">Filter</button>
+</form>
+<div id="events" aria-busy="true">Loading…</div>
+<p><button type="button" id="more" hidden>Load more</button></p>`,
+  dashboard: `
+<p class="muted">JIT health, computed from the store. <span id="asof"></span></p>
+<div id="figures" class="figures" aria-busy="true">Loading…</div>
+<section aria-labelledby="h-charts"><h2 id="h-charts">Last 14 days</h2><div id="charts" class="charts"></div></section>
+<section aria-labelledby="h-standing"><h2 id="h-standing">Standing privileges</h2><div id="standing"></div></section>`,
+};
+
+export function mountPortal(gw: Gateway): void {
+  const assets = assetTable();
+  const wsOrigin = () => gw.publicUrl.replace(/^http/, 'ws');
+  const reply = (status: number, body: string): HttpReply => html(status, body, wsOrigin());
+
+  const loginRedirect = (req: HttpRequest): HttpReply => {
+    const q = req.query.toString();
+    const back = `${req.path}${q ? `?${q}` : ''}`;
+    if (!gw.oidc) {
+      return reply(503, messagePage('Sign-in unavailable', 'No identity provider is configured on this gateway, so the portal cannot sign you in. API tokens still work for the CLI.', null, { soc: false, approver: false }, ''));
+    }
+    return { status: 302, headers: { location: `/auth/login?returnTo=${encodeURIComponent(back)}`, 'cache-control': 'no-store' } };
+  };
+
+  /** A page route: signed in, allowed, rendered; errors become an HTML error page. */
+  const pageRoute = (key: string, render: (req: HttpRequest, p: Principal, roles: Roles) => Promise<HttpReply> | HttpReply) => async (req: HttpRequest): Promise<HttpReply> => {
+    let p: Principal | null = null;
+    let roles: Roles = { soc: false, approver: false };
+    try {
+      p = await principalOf(gw, req);
+      if (!p) return loginRedirect(req);
+      roles = rolesOf(gw, p);
+      const def = PAGES.find((x) => x.key === key)!;
+      if (!def.allowed(roles)) return reply(403, messagePage(`${def.title}: not allowed`, `You are signed in as ${p.sub}. ${def.forbidden}`, p, roles));
+      return await render(req, p, roles);
+    } catch (e) {
+      gw.log.error({ err: e, path: req.path }, 'portal page failed');
+      return reply(500, messagePage('Something went wrong', 'The page could not be built. The error is in the gateway log; try again in a moment.', p, roles));
+    }
+  };
+
+  const simple = (key: string, extra: { css?: string[]; scripts?: string[] } = {}) => pageRoute(key, (_req, p, roles) => {
+    const def = PAGES.find((x) => x.key === key)!;
+    return reply(200, shell({ title: def.title, active: key, principal: p, roles, script: `${key}.js`, body: PAGE_BODIES[key]!, ...extra }));
+  });
+
+  const http = gw.http;
+  http.route('GET', '/', (req) => ({ status: 302, headers: { location: `/portal/access${req.query.toString() ? `?${req.query.toString()}` : ''}` } }));
+  http.route('GET', '/portal', () => ({ status: 302, headers: { location: '/portal/access' } }));
+  for (const key of ['access', 'approvals', 'sessions', 'recordings', 'audit', 'dashboard']) http.route('GET', `/portal/${key}`, simple(key));
+
+  http.route('GET', '/portal/sessions/:id', pageRoute('sessions', (req, p, roles) => reply(200, shell({
+    title: 'Watch session', active: 'sessions', principal: p, roles, script: 'watch.js',
+    css: ['/portal/assets/player.css'], scripts: ['/portal/assets/player.js'], data: { session: req.params['id']! },
+    body: `<p><a href="/portal/sessions">← All live sessions</a></p>
+<dl id="meta" class="meta" aria-busy="true"></dl>
+<p id="state" class="state" role="status">Connecting to the live view…</p>
+<div class="controls" id="controls">
+  <form id="kill-form" class="inline"><label for="kill-reason">Reason</label><input id="kill-reason" name="reason" required placeholder="Why end it?"><button type="submit" class="danger">Terminate</button></form>
+  <form id="lock-form" class="inline"><label for="lock-reason">Lock reason</label><input id="lock-reason" name="reason" required placeholder="Why lock this identity?"><button type="submit" class="danger">Lock identity</button></form>
+</div>
+<section aria-labelledby="h-term" id="term-section" hidden><h2 id="h-term">Terminal</h2><div id="player" class="player"></div></section>
+<section aria-labelledby="h-stmts" id="stmts-section" hidden><h2 id="h-stmts">Statements</h2><div class="scroll"><table id="stmts"><caption class="sr">Statements as they run</caption><thead><tr><th scope="col">Time</th><th scope="col">Kind</th><th scope="col">Statement</th><th scope="col">Decision</th></tr></thead><tbody></tbody></table></div></section>
+<section aria-labelledby="h-events" id="events-section" hidden><h2 id="h-events">Events</h2><ul id="events" class="events"></ul></section>`,
+  }))));
+
+  http.route('GET', '/portal/recordings/:id', pageRoute('recordings', (req, p, roles) => reply(200, shell({
+    title: 'Recording', active: 'recordings', principal: p, roles, script: 'replay.js',
+    css: ['/portal/assets/player.css'], scripts: ['/portal/assets/player.js'], data: { session: req.params['id']! },
+    body: `<p><a href="/portal/recordings">← All recordings</a></p>
+<dl id="meta" class="meta" aria-busy="true"></dl>
+<div id="recs" aria-busy="true">Loading…</div>`,
+  }))));
+
+  http.route('GET', '/portal/assets/:name', (req): HttpReply => {
+    const a = assets.get(req.params['name']!);
+    if (!a || !existsSync(a.path)) return { status: 404, headers: { 'content-type': 'text/plain; charset=utf-8' }, body: 'no such asset' };
+    return { status: 200, headers: { 'content-type': a.type, 'cache-control': 'no-cache' }, body: readFileSync(a.path) };
+  });
+
+  // Read-only API for the portal's own figures.
+  http.route('GET', '/api/v1/portal/dashboard', async (req) => {
+    const p = await principalOf(gw, req);
+    if (!p) return { status: 401, body: { error: 'unauthenticated', message: 'sign in first' } };
+    const r = rolesOf(gw, p);
+    if (!r.soc && !r.approver) return { status: 403, body: { error: 'forbidden', message: `${p.sub} is neither in a SOC group nor an approver` } };
+    const days = Math.min(Math.max(Number(req.query.get('days') ?? 14) || 14, 1), 90);
+    return { status: 200, body: await computeHealth(gw.store, gw.clock.now(), (id) => !!gw.sessions.get(id), days) };
+  });
+
+  // Anything else under /portal: a page, not JSON.
+  http.route('GET', '/portal/*', async (req) => {
+    const p = await principalOf(gw, req).catch(() => null);
+    return reply(404, messagePage('Page not found', `There is no portal page at ${req.path}.`, p, rolesOf(gw, p)));
+  });
+}
+
