@@ -5,7 +5,7 @@
  * split across two reads never becomes two broken halves.
  */
 import { StringDecoder } from 'node:string_decoder';
-import type { Clock } from '../policies/clock.js';
+import { SystemClock, type Clock } from '../policies/clock.js';
 import type { CastOptions, CastRecorder } from './types.js';
 import type { FileSink } from './sink.js';
 
@@ -51,6 +51,8 @@ export function castTime(seconds: number): string {
 
 export class CastWriter implements CastRecorder {
   private readonly start: number;
+  /** Seconds since the cast opened: the monotonic high-resolution timer with the system clock, else the injected clock. */
+  private readonly elapsed: () => number;
   private lastT = 0;
   private readonly outDec = new StringDecoder('utf8');
   private readonly inDec = new StringDecoder('utf8');
@@ -66,12 +68,18 @@ export class CastWriter implements CastRecorder {
    */
   constructor(
     private readonly sink: FileSink,
-    private readonly clock: Clock,
+    clock: Clock,
     opts: CastOptions,
     defaultTitle: string | undefined,
     private readonly publish: (code: CastCode, data: string) => void,
   ) {
     this.start = clock.now();
+    if (clock instanceof SystemClock) {
+      const t0 = performance.now();
+      this.elapsed = () => (performance.now() - t0) / 1000;
+    } else {
+      this.elapsed = () => (clock.now() - this.start) / 1000;
+    }
     const header: CastHeader = {
       version: 2,
       width: dim(opts.width, 80),
@@ -99,7 +107,7 @@ export class CastWriter implements CastRecorder {
   }
 
   private emit(code: CastCode, data: string): void {
-    const t = Math.max(this.lastT, (this.clock.now() - this.start) / 1000);
+    const t = Math.max(this.lastT, this.elapsed());
     this.lastT = t;
     this.sink.appendLine(`[${castTime(t)}, "${code}", ${JSON.stringify(data)}]`);
     this.publish(code, data);

@@ -165,8 +165,14 @@ t.test('written incrementally: content reaches the file within about a second (r
   const big = 'y'.repeat(70 * 1024);
   cast.output(big);
   t.ok(statSync(path).size > 70 * 1024, 'a large burst is written immediately');
+  cast.output('a');
+  await new Promise((res) => setTimeout(res, 3));
+  cast.output('b');
   await rec.close();
-  t.ok(verifyCastText(readFileSync(path, 'utf8')).ok);
+  const final = readFileSync(path, 'utf8');
+  t.ok(verifyCastText(final).ok);
+  const times = final.split('\n').slice(1, -1).map((l) => /^\[(\d+\.\d{6}),/.exec(l)![1]!);
+  t.ok(times.some((x) => !x.endsWith('000')), `real microseconds with the system clock (${times.join(' ')})`);
 });
 
 t.test('buffer is flushed by the injected clock, not before', async (t) => {
