@@ -1,4 +1,4 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import pino from 'pino';
@@ -47,7 +47,9 @@ export async function freePort(preferred: number, host = '127.0.0.1'): Promise<n
 
 export async function runDemo(opts: { dir: string; httpPort: number }): Promise<void> {
   const dir = resolve(opts.dir);
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  // Traversable: demo servers run as their own users (postgres, mysql) under dir/targets.
+  mkdirSync(join(dir, 'targets'), { recursive: true, mode: 0o755 });
+  chmodSync(dir, 0o755);
   const log = pino({ level: process.env['TOLLGATE_LOG_LEVEL'] ?? 'info' });
   const modules = moduleMap();
   const started: DemoTargets[] = [];

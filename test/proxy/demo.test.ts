@@ -1,0 +1,49 @@
+/**
+ * `tollgate demo` as the README's first command runs it: real demo targets, users with tokens,
+ * demo.json in the documented shape, /healthz up; Ctrl-C stops every server it started.
+ */
+import t from 'tap';
+import { spawn, execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const bin = join(import.meta.dirname, '..', '..', 'proxy', 'bin', 'tollgate.js');
+
+t.test('tollgate demo', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tg-demo-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const child = spawn(process.execPath, [bin, 'demo', '--dir', dir, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TOLLGATE_LOG_LEVEL: 'warn' } });
+  let out = '';
+  child.stdout.on('data', (d) => { out += d; });
+  child.stderr.on('data', (d) => { out += d; });
+  const exited = new Promise<number | null>((r) => child.on('close', (c) => r(c)));
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL'); });
+  const file = join(dir, 'demo.json');
+  for (let i = 0; i < 240 && !existsSync(file); i++) await new Promise((r) => setTimeout(r, 500));
+  t.ok(existsSync(file), `demo.json written (${out.slice(-2000)})`);
+  await new Promise((r) => setTimeout(r, 300));
+  const demo = JSON.parse(readFileSync(file, 'utf8'));
+  t.match(demo.gatewayUrl, /^http:\/\/127\.0\.0\.1:\d+$/);
+  t.same(Object.keys(demo.users).sort(), ['alice', 'bob', 'carol', 'dave']);
+  t.same(demo.users.alice.groups, ['engineers', 'oncall']);
+  for (const u of Object.values(demo.users) as { token: string }[]) t.match(u.token, /^tg_pat_/);
+  const protocols = new Set(demo.targets.map((x: { protocol: string }) => x.protocol));
+  for (const p of ['ssh', 'postgres', 'mysql']) t.ok(protocols.has(p), `a ${p} demo target`);
+  for (const x of demo.targets) {
+    t.type(x.name, 'string');
+    t.ok(['low', 'medium', 'high', 'critical'].includes(x.risk));
+    t.ok(Array.isArray(x.roles) && x.roles.length);
+    if (x.protocol !== 'http') t.ok(demo.listeners[x.protocol]?.port > 0, `listener for ${x.protocol}`);
+  }
+  const health = await fetch(`${demo.gatewayUrl}/healthz`);
+  t.equal(health.status, 200);
+  const me = await fetch(`${demo.gatewayUrl}/api/v1/me`, { headers: { authorization: `Bearer ${demo.users.carol.token}` } }).then((r) => r.json()) as { sub: string };
+  t.equal(me.sub, 'carol');
+  t.match(out, /Tollgate demo is running at/);
+  child.kill('SIGINT');
+  const code = await exited;
+  t.equal(code, 0, 'stops cleanly on Ctrl-C');
+  const left = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(dir));
+  t.same(left, [], 'no demo server left running');
+});
