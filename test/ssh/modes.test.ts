@@ -1,0 +1,148 @@
+/**
+ * Certificate and checkout modes end to end (real sshd, real ssh under sshpass, the real gateway),
+ * and revocation from the stored lease alone (what the reaper does after a crash).
+ */
+import t from 'tap';
+import { readFileSync, statSync, writeFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { startTestGateway, type TestGateway } from '../support/gateway.js';
+import { haveSshd, startTestSshd, runClient, until, usersWithPrefix, userExists, type TestSshd } from '../support/sshd.js';
+import { sshModule } from '../../protocols/ssh/index.js';
+import { loadOrCreateCa, mintSessionKey, signCertificate } from '../../protocols/ssh/cert.js';
+
+const PREFIX = 'tgb-';
+let env: TestSshd;
+let gw: TestGateway;
+let port: number;
+
+t.before(async () => {
+  if (!haveSshd) return;
+  env = await startTestSshd(t, { eph: 'web01', cert: 'web01-cert', pw: 'web01-pw' });
+  const [eph, cert, pw] = env.targets;
+  gw = await startTestGateway({
+    targets: [{ ...eph!, credentials: { ...eph!.credentials, prefix: PREFIX } }, cert!, pw!],
+    listeners: ['ssh'],
+  });
+  port = gw.listener('ssh').port;
+});
+t.teardown(async () => {
+  await gw?.close();
+  for (const u of usersWithPrefix(PREFIX)) { spawnSync('pkill', ['-KILL', '-u', u]); spawnSync('userdel', ['-r', '-f', u]); }
+});
+
+async function endedSession(grantId: string) {
+  return until(async () => (await gw.store.listSessions({ grantId })).find((s) => s.state === 'ended'), 15_000, 'session ended');
+}
+
+t.test('certificate mode: logs in as the role principal; the certificate is valid until the grant ends; the key is revoked after', { skip: !haveSshd && 'needs root and sshd' }, async (t) => {
+  const grant = await gw.grant('alice', 'web01-cert', 'ops', '30m');
+  const s = await gw.secret('alice', grant.id);
+  const r = await runClient(s.secret, 'ssh', ['-p', String(port), `${s.username}@127.0.0.1`, 'id -un']);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout.trim(), env.accounts.certLogin, 'id -un is the certificate principal');
+  t.match(readFileSync(env.sshd.trustedCaFile, 'utf8'), /^ssh-ed25519 \S+ tollgate-ssh-ca$/m, 'the gateway installed its CA key in TrustedUserCAKeys');
+  t.ok(existsSync(join(gw.gw.ctx('ssh').dataDir, 'ssh', 'ca_ed25519')), 'the CA key lives under the data directory');
+  t.equal(statSync(join(gw.gw.ctx('ssh').dataDir, 'ssh', 'ca_ed25519')).mode & 0o777, 0o600);
+  const sess = await endedSession(grant.id);
+  const [lease] = await gw.store.listLeases({ sessionId: sess.id });
+  t.equal(lease!.kind, 'ssh-certificate');
+  t.equal(lease!.state, 'revoked');
+  const certFile = join(env.dir, 'session-cert.pub');
+  writeFileSync(certFile, String(lease!.data.certificate) + '\n');
+  const info = spawnSync('ssh-keygen', ['-L', '-f', certFile], { encoding: 'utf8' });
+  t.equal(info.status, 0, info.stderr);
+  t.match(info.stdout, new RegExp(`Principals: \\n\\s+${env.accounts.certLogin}\\n`), 'certificate for the role principal only');
+  const m = /Valid: from (\S+) to (\S+)/.exec(info.stdout);
+  t.ok(m, 'validity printed');
+  const to = Date.parse(m![2]! + 'Z');
+  t.ok(Math.abs(to - grant.expiresAt) < 120_000, `valid until the grant ends (${m![2]} vs ${new Date(grant.expiresAt).toISOString()})`);
+  // The session key is now in the target's RevokedKeys: sshd refuses the certificate's key.
+  const revoked = readFileSync(env.sshd.revokedKeysFile, 'utf8');
+  t.ok(revoked.includes(String(lease!.data.publicKey)), 'the session key was added to RevokedKeys');
+  // What that means on the wire, with the real ssh client: a key + certificate from the same CA
+  // logs in, and after revokeLease() names its key, sshd refuses it.
+  const ctx = gw.gw.ctx('ssh');
+  const ca = loadOrCreateCa(ctx.dataDir);
+  const { key, publicLine, privateText } = mintSessionKey();
+  const now = Math.floor(Date.now() / 1000);
+  const c2 = signCertificate(ca.key, { publicKey: key.getPublicSSH(), serial: 99n, keyId: 'probe', principals: [env.accounts.certLogin], validAfter: now - 60, validBefore: now + 600, extensions: ['permit-pty'] });
+  const keyFile = join(env.dir, 'probe');
+  writeFileSync(keyFile, privateText, { mode: 0o600 });
+  writeFileSync(`${keyFile}-cert.pub`, `ssh-ed25519-cert-v01@openssh.com ${c2.toString('base64')}\n`);
+  const probe = () => spawnSync('ssh', ['-i', keyFile, '-o', `CertificateFile=${keyFile}-cert.pub`, '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null',
+    '-o', 'IdentitiesOnly=yes', '-p', String(env.sshd.port), `${env.accounts.certLogin}@127.0.0.1`, 'id -un'], { encoding: 'utf8', timeout: 15_000 });
+  const before = probe();
+  t.equal(before.stdout.trim(), env.accounts.certLogin, `OpenSSH ssh accepts a certificate we wrote (${before.stderr.trim()})`);
+  await sshModule.revokeLease!(ctx, ctx.target('web01-cert')!, { ...lease!, data: { ...lease!.data, publicKey: publicLine } });
+  const after = probe();
+  t.not(after.status, 0, 'refused once its key is revoked');
+});
+
+t.test('checkout mode: logs in with the stored password, rotates it afterwards', { skip: !haveSshd && 'needs root and sshd' }, async (t) => {
+  const account = env.accounts.checkoutAccount;
+  const direct = (pw: string) => runClient(pw, 'ssh', ['-p', String(env.sshd.port), `${account}@127.0.0.1`, 'id -un'], { timeoutMs: 15_000 });
+  t.equal((await direct(env.accounts.checkoutPassword)).code, 0, 'the starting password works on the target');
+  const grant = await gw.grant('alice', 'web01-pw', 'shared');
+  const s = await gw.secret('alice', grant.id);
+  const r = await runClient(s.secret, 'ssh', ['-p', String(port), `${s.username}@127.0.0.1`, 'id -un']);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout.trim(), account, 'logged in as the checked-out account');
+  const sess = await endedSession(grant.id);
+  const [lease] = await gw.store.listLeases({ sessionId: sess.id });
+  t.equal(lease!.state, 'revoked');
+  t.notOk(JSON.stringify(lease!.data).includes(env.accounts.checkoutPassword), 'no password in the lease data');
+  t.not((await direct(env.accounts.checkoutPassword)).code, 0, 'the old password is dead after the session');
+  const file = join(gw.gw.ctx('ssh').dataDir, 'ssh', 'checkout', `web01-pw--${account}`);
+  t.equal(statSync(file).mode & 0o777, 0o600, 'current password kept in a 0600 file');
+  const current = readFileSync(file, 'utf8');
+  t.not(current, env.accounts.checkoutPassword);
+  t.equal((await direct(current)).code, 0, 'the rotated password is the one on the target');
+  // A second session uses the rotated password, then rotates again.
+  const s2 = await gw.secret('alice', grant.id);
+  const r2 = await runClient(s2.secret, 'ssh', ['-p', String(port), `${s2.username}@127.0.0.1`, 'id -un']);
+  t.equal(r2.stdout.trim(), account);
+  await until(async () => (await gw.store.listSessions({ grantId: grant.id })).every((x) => x.state === 'ended'));
+  t.not((await direct(current)).code, 0, 'rotated again after the second session');
+  // The grant's end rotates too (onGrantEnd), even with no session.
+  const before = readFileSync(file, 'utf8');
+  const rv = await gw.api('alice', 'POST', `/api/v1/grants/${grant.id}/revoke`, { reason: 'done' });
+  t.ok(rv.status < 300, `grant revoked (${rv.status})`);
+  await until(() => readFileSync(file, 'utf8') !== before, 15_000, 'rotation at grant end');
+  t.not((await direct(before)).code, 0, 'password rotated when the grant ended');
+});
+
+t.test('revokeLease works from the stored lease alone (the reaper after a crash)', { skip: !haveSshd && 'needs root and sshd' }, async (t) => {
+  const grant = await gw.grant('alice', 'web01', 'user');
+  const s = await gw.secret('alice', grant.id);
+  // Keep a session open, then revoke its lease through a fresh context as the reaper would.
+  const p = runClient(s.secret, 'ssh', ['-p', String(port), `${s.username}@127.0.0.1`, 'id -un; sleep 20'], { timeoutMs: 30_000 });
+  const lease = await until(async () => (await gw.store.listLeases({ grantId: grant.id })).find((l) => l.state === 'active'), 15_000, 'active lease');
+  const account = String(lease.data.account);
+  t.ok(userExists(account), 'account exists while the session runs');
+  const target = gw.gw.ctx('ssh').target('web01')!;
+  await sshModule.revokeLease!(gw.gw.ctx('ssh'), target, JSON.parse(JSON.stringify(lease)));
+  t.notOk(userExists(account), 'account and its processes gone');
+  await sshModule.revokeLease!(gw.gw.ctx('ssh'), target, JSON.parse(JSON.stringify(lease)));
+  t.pass('revoking twice is fine');
+  const r = await p;
+  t.not(r.code, 0, 'the session died with its account');
+  // A lease naming an account the gateway did not mint is refused, never deleted.
+  await t.rejects(sshModule.revokeLease!(gw.gw.ctx('ssh'), target, { ...lease, data: { ...lease.data, account: 'root' } }), /did not mint/);
+  await t.rejects(sshModule.revokeLease!(gw.gw.ctx('ssh'), target, { ...lease, data: { ...lease.data, account: 'tgb-x; rm -rf /-abcd' } }), /did not mint/);
+  t.ok(userExists('root'));
+});
+
+t.test('checkTarget dials with the admin credential', { skip: !haveSshd && 'needs root and sshd' }, async (t) => {
+  const ctx = gw.gw.ctx('ssh');
+  const ok = await sshModule.checkTarget!(ctx, ctx.target('web01')!);
+  t.same(ok.ok, true, ok.detail);
+  t.match(ok.detail, /logged in as root/);
+  const bad = await sshModule.checkTarget!(ctx, { ...ctx.target('web01')!, address: '127.0.0.1:1' });
+  t.equal(bad.ok, false);
+  t.match(bad.detail, /ECONNREFUSED/);
+  const wrongKey = await sshModule.checkTarget!(ctx, { ...ctx.target('web01')!, credentials: { mode: 'ephemeral-account', admin: { username: 'root', password: { value: 'nope' } } } });
+  t.equal(wrongKey.ok, false);
+  t.match(wrongKey.detail, /admin credential was refused/);
+  t.notMatch(wrongKey.detail, /nope/, 'the credential never appears in the detail');
+});
