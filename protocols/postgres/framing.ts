@@ -26,45 +26,102 @@ export class ProtocolViolation extends Error {
 export interface Frame {
   /** One ASCII letter, e.g. 'Q', 'P', 'D'. */
   type: string;
-  /** The message body (after the length). A view into the input; copy before keeping it. */
+  /** The message body (after the length). A view into the input; copy before keeping it. Empty for partial pieces. */
   body: Buffer;
-  /** The whole message (type + length + body), forwarded untouched. */
+  /** The whole message (type + length + body), forwarded untouched; for a partial piece, just that piece. */
   raw: Buffer;
+  /** A piece of a large pass-through message (see StreamOptions): forward raw, there is no body to decode. */
+  partial?: boolean;
 }
+
+/**
+ * Large messages of pass-through types (DataRow, CopyData) need not be held whole: above
+ * `threshold` bytes they are emitted in pieces as they arrive, so the relay's buffer stays
+ * bounded by the socket chunk size whatever the row size. Their own length limit is `maxLength`.
+ */
+export interface StreamOptions {
+  types: string;
+  threshold: number;
+  maxLength: number;
+}
+
+const EMPTY = Buffer.alloc(0);
 
 /**
  * Splits a byte stream into typed frames. Bounded: a declared length above maxLength is a
  * protocol violation (so a hostile peer cannot make the relay buffer gigabytes).
  */
 export class FrameSplitter {
-  private buf: Buffer = Buffer.alloc(0);
-  constructor(private readonly maxLength: number) {}
+  private chunks: Buffer[] = [];
+  private total = 0;
+  private streamLeft = 0;
+  private streamType = '';
 
-  /** Feed bytes; returns every complete frame. Throws ProtocolViolation on a bad length. */
+  constructor(private readonly maxLength: number, private readonly stream?: StreamOptions) {}
+
+  /** Feed bytes; returns every complete frame (and pieces of streamed ones). Throws ProtocolViolation on a bad length. */
   push(chunk: Buffer): Frame[] {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
-    const out: Frame[] = [];
-    let off = 0;
-    while (this.buf.length - off >= 5) {
-      const len = this.buf.readUInt32BE(off + 1);
-      if (len < 4) throw new ProtocolViolation(`invalid message length ${len}`);
-      if (len > this.maxLength) throw new ProtocolViolation(`message of ${len} bytes exceeds the limit of ${this.maxLength}`);
-      if (this.buf.length - off < 1 + len) break;
-      const raw = this.buf.subarray(off, off + 1 + len);
-      out.push({ type: String.fromCharCode(raw[0]!), body: raw.subarray(5), raw });
-      off += 1 + len;
+    if (chunk.length) {
+      this.chunks.push(chunk);
+      this.total += chunk.length;
     }
-    this.buf = off === this.buf.length ? Buffer.alloc(0) : Buffer.from(this.buf.subarray(off));
+    const out: Frame[] = [];
+    for (;;) {
+      if (this.streamLeft > 0) {
+        if (this.total === 0) break;
+        const piece = this.take(Math.min(this.streamLeft, this.total));
+        this.streamLeft -= piece.length;
+        out.push({ type: this.streamType, body: EMPTY, raw: piece, partial: true });
+        continue;
+      }
+      if (this.total < 5) break;
+      const head = this.peek(5);
+      const type = String.fromCharCode(head[0]!);
+      const len = head.readUInt32BE(1);
+      if (len < 4) throw new ProtocolViolation(`invalid message length ${len}`);
+      const streamable = !!this.stream && this.stream.types.includes(type) && 1 + len > this.stream.threshold;
+      const limit = streamable ? this.stream!.maxLength : this.maxLength;
+      if (len > limit) throw new ProtocolViolation(`message of ${len} bytes exceeds the limit of ${limit}`);
+      if (streamable) {
+        this.streamType = type;
+        this.streamLeft = 1 + len;
+        continue;
+      }
+      if (this.total < 1 + len) break;
+      const raw = this.take(1 + len);
+      out.push({ type, body: raw.subarray(5), raw });
+    }
     return out;
   }
 
+  private peek(n: number): Buffer {
+    if (this.chunks[0]!.length < n) this.chunks = [Buffer.concat(this.chunks)];
+    return this.chunks[0]!.subarray(0, n);
+  }
+
+  private take(n: number): Buffer {
+    this.total -= n;
+    const first = this.chunks[0]!;
+    if (first.length === n) { this.chunks.shift(); return first; }
+    if (first.length > n) { this.chunks[0] = first.subarray(n); return first.subarray(0, n); }
+    const parts: Buffer[] = [];
+    let need = n;
+    while (need > 0) {
+      const c = this.chunks[0]!;
+      if (c.length <= need) { parts.push(c); this.chunks.shift(); need -= c.length; }
+      else { parts.push(c.subarray(0, need)); this.chunks[0] = c.subarray(need); need = 0; }
+    }
+    return Buffer.concat(parts, n);
+  }
+
   /** Bytes held waiting for the rest of a frame. */
-  get pending(): number { return this.buf.length; }
+  get pending(): number { return this.total; }
 
   /** Take the unframed rest (e.g. after switching protocol phases). */
   drain(): Buffer {
-    const b = this.buf;
-    this.buf = Buffer.alloc(0);
+    const b = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
+    this.chunks = [];
+    this.total = 0;
     return b;
   }
 }

@@ -23,6 +23,7 @@ import { kindOf, splitStatements } from './sql.js';
 /** Largest client message relayed (PostgreSQL allows up to 1 GB; a gateway keeps its buffers bounded). */
 export const MAX_CLIENT_MESSAGE = 64 * 1024 * 1024;
 const MAX_BACKEND_MESSAGE = 1 << 30;
+const STREAM_THRESHOLD = 256 * 1024;
 
 interface Prepared { text: string; kind: string | null; params: number }
 
@@ -41,8 +42,9 @@ export class PgRelay {
   private readonly client: Socket;
   private readonly upstream: Socket;
   private readonly session: LiveSession;
-  private readonly clientSplit = new FrameSplitter(MAX_CLIENT_MESSAGE);
-  private readonly upSplit = new FrameSplitter(MAX_BACKEND_MESSAGE);
+  /** CopyData from the client and DataRow/CopyData from the server stream through in pieces when large. */
+  private readonly clientSplit = new FrameSplitter(MAX_CLIENT_MESSAGE, { types: 'd', threshold: STREAM_THRESHOLD, maxLength: MAX_BACKEND_MESSAGE });
+  private readonly upSplit = new FrameSplitter(MAX_BACKEND_MESSAGE, { types: 'Dd', threshold: STREAM_THRESHOLD, maxLength: MAX_BACKEND_MESSAGE });
   private readonly statements = new Map<string, Prepared>();
   private readonly portals = new Map<string, Prepared>();
   /** Recorded statements waiting for their CommandComplete / ErrorResponse, in order. */
@@ -106,11 +108,18 @@ export class PgRelay {
     return this.session.end(reason);
   }
 
+  private readonly paused = new Set<Socket>();
+
+  /** Write with backpressure: a full destination pauses the source until it drains. */
   private pipe(dest: Socket, src: Socket, data: Buffer): void {
     if (!data.length || dest.destroyed) return;
-    if (!dest.write(data)) {
+    if (!dest.write(data) && !this.paused.has(src)) {
+      this.paused.add(src);
       src.pause();
-      dest.once('drain', () => { if (!this.closed) src.resume(); });
+      dest.once('drain', () => {
+        this.paused.delete(src);
+        if (!this.closed) src.resume();
+      });
     }
   }
 
@@ -151,6 +160,7 @@ export class PgRelay {
 
   /** Returns the bytes to forward upstream for one client message (null: drop it). */
   private clientFrame(f: Frame): Buffer | null {
+    if (f.partial) return f.raw;
     switch (f.type) {
       case 'Q': {
         const text = decodeQuery(f.body);
@@ -290,6 +300,7 @@ export class PgRelay {
   }
 
   private upstreamFrame(f: Frame): Buffer {
+    if (f.partial) return f.raw;
     switch (f.type) {
       case 'C': {
         const tag = safe(() => decodeCommandComplete(f.body), '');

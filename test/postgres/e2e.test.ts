@@ -129,6 +129,11 @@ if (!havePostgres) {
     t.equal(ins.rowCount, 2, 'extended protocol insert via role elevation (app_owner)');
     const prepared = await Promise.all([1, 2, 3].map((i) => a.c.query({ name: 'by_id', text: 'SELECT name FROM accounts WHERE id = $1', values: [i] })));
     t.same(prepared.map((r) => r.rows[0].name), ['alice', 'bob', 'carol'], 'named prepared statement, queued');
+    const big = await a.c.query("SELECT repeat('x', 3000000) AS big, repeat('y', 10) AS small");
+    t.equal(big.rows[0].big.length, 3_000_000, 'a 3 MB DataRow streams through intact');
+    t.equal(big.rows[0].small, 'yyyyyyyyyy');
+    const bigParam = 'z'.repeat(2_000_000);
+    t.equal((await a.c.query({ text: 'SELECT length($1::text) AS n', values: [bigParam] })).rows[0].n, 2_000_000, 'a 2 MB Bind parameter');
     await a.c.query("DO $$ BEGIN RAISE NOTICE 'hello from %', current_user; END $$");
     t.match(a.notices[0]?.message, /^hello from tg_alice_/, 'notice relayed');
     await a.c.query('CREATE TABLE copy_t (id int, v text)');
@@ -147,12 +152,13 @@ if (!havePostgres) {
     const s2 = await secretFor('prod-db', 'admin');
     const copy = await runClient('psql', ['-X', '-A', '-t', `host=${host} port=${port} user=prod-db dbname=app password=${s2.secret} sslmode=require`,
       '-c', 'CREATE TEMP TABLE c (id int, v text)', '-c', 'COPY c FROM STDIN WITH (FORMAT csv)', '-c', 'COPY c TO STDOUT WITH (FORMAT csv)', '-c', 'SELECT sum(id) FROM c'],
-    { input: '1,one\n2,two\n3,"th,ree"\n' });
+    { input: `1,one\n2,two\n3,"th,ree"\n4,${'w'.repeat(1_000_000)}\n` });
     t.equal(copy.code, 0, copy.stderr);
     t.match(copy.stdout, /COPY 3|1,one\n2,two\n3,"th,ree"\n/);
-    t.match(copy.stdout, /^6$/m, 'COPY FROM STDIN then COPY TO STDOUT round-trip');
+    t.match(copy.stdout, /^10$/m, 'COPY FROM STDIN then COPY TO STDOUT round-trip');
+    t.match(copy.stdout, /\n4,w{1000000}\n/, 'a 1 MB line both ways');
     const q = await allQueries();
-    t.ok(q.some((x) => x.kind === 'COPY' && x.rows === 3 && /FROM STDIN/.test(x.statement)), 'COPY recorded with row count');
+    t.ok(q.some((x) => x.kind === 'COPY' && x.rows === 4 && /FROM STDIN/.test(x.statement)), 'COPY recorded with row count');
   });
 
   t.test('deny rules: error 42501, session continues (simple, multi-statement, extended)', async (t) => {

@@ -27,6 +27,20 @@ t.test('frame splitter reassembles frames across arbitrary chunk boundaries', as
   t.same(decodeExecute(frames[3]!.body), { portal: '', maxRows: 0 });
 });
 
+t.test('large pass-through messages stream in pieces; others stay whole', async (t) => {
+  const row = (n: number) => { const b = Buffer.alloc(5 + n, 0x61); b[0] = 0x44; b.writeUInt32BE(4 + n, 1); return b; };
+  const all = Buffer.concat([row(10), row(5000), serialize.query('SELECT 1'), row(3000)]);
+  const sp = new FrameSplitter(100, { types: 'D', threshold: 1000, maxLength: 1 << 20 });
+  const got: { type: string; partial: boolean; raw: Buffer }[] = [];
+  for (let i = 0; i < all.length; i += 777) for (const f of sp.push(all.subarray(i, i + 777))) got.push({ type: f.type, partial: !!f.partial, raw: f.raw });
+  t.ok(Buffer.concat(got.map((g) => g.raw)).equals(all), 'bytes forwarded untouched, in order');
+  t.same(got.filter((g) => !g.partial).map((g) => g.type), ['D', 'Q'], 'small DataRow and the Query arrive whole');
+  t.ok(got.filter((g) => g.partial).length >= 8, 'large DataRows arrive in pieces');
+  t.ok(Math.max(...got.map((g) => g.raw.length)) <= 777, 'never more than one chunk held');
+  t.throws(() => new FrameSplitter(100, { types: 'D', threshold: 1000, maxLength: 2000 }).push(row(5000)), /exceeds the limit of 2000/);
+  t.throws(() => new FrameSplitter(100, { types: 'D', threshold: 1000, maxLength: 1 << 20 }).push(serialize.query('x'.repeat(200))), /exceeds the limit of 100/);
+});
+
 t.test('oversized and invalid lengths are protocol violations', async (t) => {
   const sp = new FrameSplitter(1000);
   const big = Buffer.from([0x51, 0x7f, 0xff, 0xff, 0xff]);
