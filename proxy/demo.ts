@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path';
 import pino from 'pino';
 import { moduleMap } from '../protocols/index.js';
 import type { DemoTargets, ProtocolModule } from '../protocols/types.js';
-import { validateConfig, type PolicyConfig, type TargetConfig } from './config.js';
+import { isSecretRef, resolveSecret, validateConfig, type PolicyConfig, type TargetConfig } from './config.js';
 import { Gateway } from './gateway.js';
 
 /** Demo users: name, groups. Passwords are "<name>-demo" (documented in the README; demo only). */
@@ -107,6 +107,9 @@ export async function runDemo(opts: { dir: string; httpPort: number }): Promise<
     listeners: Object.fromEntries(Object.keys(listeners).map((n) => [n, gw.listenerAddress(n)])),
     users,
     targets: config.targets.map((t) => ({ name: t.name, protocol: t.protocol, risk: t.risk, roles: t.roles.map((r) => r.name), address: t.address })),
+    // Demo only (this file is 0600): the demo servers' admin credentials, so benchmarks can measure
+    // the direct path next to the gateway. A real deployment never hands these out.
+    direct: Object.fromEntries(config.targets.map((t) => [t.name, { address: t.address, credentials: resolveRefs(t.credentials, (ref, path) => resolveSecret(ref, config, path).reveal(), `targets.${t.name}.credentials`) }])),
     idp: gw.devIdp?.issuer ?? null,
   };
   const demoFile = join(dir, 'demo.json');
@@ -132,6 +135,13 @@ Press Ctrl-C to stop.
   };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
+}
+
+function resolveRefs(v: unknown, resolve: (ref: never, path: string) => string, path: string): unknown {
+  if (isSecretRef(v)) return resolve(v as never, path);
+  if (Array.isArray(v)) return v.map((x, i) => resolveRefs(x, resolve, `${path}[${i}]`));
+  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, resolveRefs(x, resolve, `${path}.${k}`)]));
+  return v;
 }
 
 function demoPort(mod: ProtocolModule): number {
