@@ -8,7 +8,7 @@ import t from 'tap';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_POLICIES, startTestGateway } from '../support/gateway.js';
-import { havePostgres, runClient, startTestCluster } from '../support/pg.js';
+import { havePostgres, runClient, startTestCluster, waitFor } from '../support/pg.js';
 
 if (!havePostgres) {
   t.fail('PostgreSQL binaries are required (postgresql, postgresql-client)');
@@ -65,9 +65,12 @@ if (!havePostgres) {
     const app = await pgc.su('app');
     t.equal((await app.query('SELECT sum(abalance)::int AS s FROM pgbench_accounts')).rows[0].s > 0, true, 'updates happened');
     await app.end();
-    const sessions = await tg.store.listSessions({ target: 'bench-db' });
+    t.same(await pgc.noSessionRoles(), []);
+    const sessions = await waitFor(async () => {
+      const all = await tg.store.listSessions({ target: 'bench-db' });
+      return all.every((x) => x.state === 'ended') ? all : null;
+    }, 10_000, 'every session to be marked ended');
     t.ok(sessions.length >= 1 + 2 + 2 + 4 + 2, `one session per connection (${sessions.length})`);
-    t.equal(sessions.filter((x) => x.state !== 'ended').length, 0, 'all ended');
     let recorded = 0;
     for (const x of sessions) recorded += (await tg.store.listQueries(x.id)).filter((q) => /UPDATE pgbench_accounts/.test(q.statement) && q.rows === 1).length;
     t.ok(recorded >= 40, `UPDATEs recorded with rows (${recorded})`);
