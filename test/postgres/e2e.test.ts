@@ -49,6 +49,8 @@ if (!havePostgres) {
     const g = await tg.grant('alice', target, role);
     return { grant: g, ...(await tg.secret('alice', g.id, { reusable })) };
   };
+  /** Teardown is asynchronous after a disconnect: wait until no session is live any more. */
+  const settle = () => waitFor(async () => (await tg.store.listSessions({ state: 'active' })).length === 0, 10_000, 'sessions to end');
   const allQueries = async (target = 'prod-db') => {
     const out = [];
     for (const s of await tg.store.listSessions({ target })) out.push(...await tg.store.listQueries(s.id));
@@ -67,6 +69,7 @@ if (!havePostgres) {
     t.equal(r.code, 0, r.stderr);
     t.match(r.stdout, /^tg_alice_[0-9a-f]{6}\|3$/m, 'connected as the session role, read the table');
     t.same(await pgc.noSessionRoles(), [], 'session role dropped after psql exits');
+    await settle();
     const sessions = await tg.store.listSessions({ target: 'prod-db' });
     t.equal(sessions.length, 1);
     const q = await tg.store.listQueries(sessions[0]!.id);
@@ -157,6 +160,7 @@ if (!havePostgres) {
     t.match(copy.stdout, /COPY 3|1,one\n2,two\n3,"th,ree"\n/);
     t.match(copy.stdout, /^10$/m, 'COPY FROM STDIN then COPY TO STDOUT round-trip');
     t.match(copy.stdout, /\n4,w{1000000}\n/, 'a 1 MB line both ways');
+    await settle();
     const q = await allQueries();
     t.ok(q.some((x) => x.kind === 'COPY' && x.rows === 4 && /FROM STDIN/.test(x.statement)), 'COPY recorded with row count');
   });
@@ -182,6 +186,7 @@ if (!havePostgres) {
     t.equal(a.errors.length, 0);
     const sessId = (await liveSession()).id;
     await a.c.end();
+    await settle();
     const q = await tg.store.listQueries(sessId);
     t.ok(q.some((x) => x.decision === 'deny' && /DROP TABLE accounts/.test(x.statement)), 'denied statement recorded with its decision');
     t.same(await pgc.noSessionRoles(), []);
@@ -196,6 +201,7 @@ if (!havePostgres) {
     const all = [e, ...a.errors].map((x) => `${x?.message} ${(x as { code?: string })?.code ?? ''}`).join(' | ');
     t.match(all, /forbidden statement, session closed/);
     t.same(await pgc.noSessionRoles(), [], 'role dropped');
+    await settle();
     const sessionsNow = await tg.store.listSessions({ target: 'prod-db' });
     t.ok(sessionsNow.some((x) => /^forbidden/.test(x.endReason ?? '')), 'session ended as forbidden');
   });
