@@ -1,16 +1,14 @@
 import t from 'tap';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { ManualClock, SystemClock } from '../../policies/clock.js';
+import { SystemClock } from '../../policies/clock.js';
 import { replayCast, verifyCastText } from '../../recorder/index.js';
-import { rig, META } from './helpers.js';
+import { opened, rig, META } from './helpers.js';
 
 const T0 = Date.UTC(2026, 10, 23, 10, 0, 0, 0);
 
 t.test('cast is valid asciicast v2: header, every line JSON, monotonic microsecond times', async (t) => {
-  const clock = new ManualClock(T0);
-  const r = await rig(t, clock);
-  const rec = r.recorder.open('s-cast-1', { ...META, startedAt: T0 });
+  const { clock, r, rec } = await opened(t, 's-cast-1', T0);
   clock.advance(250);
   const cast = rec.cast({ width: 100, height: 30, title: 'demo', env: { TERM: 'xterm-256color', SHELL: '/bin/bash', AWS_SECRET_ACCESS_KEY: 'nope' } });
   clock.advance(500);
@@ -59,9 +57,7 @@ t.test('cast is valid asciicast v2: header, every line JSON, monotonic microseco
 });
 
 t.test('times never go back even if the clock does', async (t) => {
-  const clock = new ManualClock(T0);
-  const r = await rig(t, clock);
-  const rec = r.recorder.open('s-back', { ...META, startedAt: T0 });
+  const { clock, r, rec } = await opened(t, 's-back', T0);
   const cast = rec.cast({ width: 80, height: 24 });
   clock.advance(2000);
   cast.output('a');
@@ -75,9 +71,7 @@ t.test('times never go back even if the clock does', async (t) => {
 });
 
 t.test('UTF-8 split across reads never yields a broken character', async (t) => {
-  const clock = new ManualClock(T0);
-  const r = await rig(t, clock);
-  const rec = r.recorder.open('s-utf8', { ...META, startedAt: T0 });
+  const { clock, r, rec } = await opened(t, 's-utf8', T0);
   const cast = rec.cast({ width: 80, height: 24 });
   const seen: string[] = [];
   const sub = r.recorder.live.subscribe('s-utf8', (f) => { if (f.type === 'o' || f.type === 'i') seen.push(`${f.type}:${String(f.data)}`); });
@@ -112,9 +106,7 @@ t.test('UTF-8 split across reads never yields a broken character', async (t) => 
 });
 
 t.test('what is typed at a password prompt is recorded as stars', async (t) => {
-  const clock = new ManualClock(T0);
-  const r = await rig(t, clock);
-  const rec = r.recorder.open('s-sudo', { ...META, startedAt: T0 });
+  const { clock, r, rec } = await opened(t, 's-sudo', T0);
   const cast = rec.cast({ width: 80, height: 24 });
   const live: string[] = [];
   r.recorder.live.subscribe('s-sudo', (f) => { if (f.type === 'i') live.push(String(f.data)); });
@@ -176,9 +168,7 @@ t.test('written incrementally: content reaches the file within about a second (r
 });
 
 t.test('buffer is flushed by the injected clock, not before', async (t) => {
-  const clock = new ManualClock(T0);
-  const r = await rig(t, clock);
-  const rec = r.recorder.open('s-manual', { ...META, startedAt: T0 });
+  const { clock, r, rec } = await opened(t, 's-manual', T0);
   const cast = rec.cast({ width: 80, height: 24 });
   cast.output('hello');
   const [recording] = await waitFor(() => r.store.listRecordings({ sessionId: 's-manual' }), (l) => l.length === 1);
@@ -192,9 +182,7 @@ t.test('buffer is flushed by the injected clock, not before', async (t) => {
 });
 
 t.test('hostile names stay inside the recordings directory; nonsense sizes are ignored', async (t) => {
-  const clock = new ManualClock(T0);
-  const r = await rig(t, clock);
-  const rec = r.recorder.open('../../etc', { ...META, startedAt: T0 });
+  const { clock, r, rec } = await opened(t, '../../etc', T0);
   const a = rec.cast({ width: 80, height: 24, name: '../../../passwd' });
   const b = rec.cast({ width: -5, height: Number.NaN, name: 'shell' });
   const c = rec.cast({ width: 80, height: 24, name: 'shell' });

@@ -38,3 +38,11 @@ export async function rig(t: Teardownable, clock: Clock = new ManualClock()): Pr
 }
 
 export const META = { identity: 'alice@example.com', target: 'db1', role: 'admin', protocol: 'ssh' };
+
+/** A rig on a ManualClock at start, with one session recording opened at start. */
+export async function opened(t: Teardownable, sessionId: string, start: number, protocol = META.protocol) {
+  const clock = new ManualClock(start);
+  const r = await rig(t, clock);
+  const rec = r.recorder.open(sessionId, { ...META, protocol, startedAt: start });
+  return { clock, r, rec };
+}

@@ -2,15 +2,13 @@ import t from 'tap';
 import { ManualClock } from '../../policies/clock.js';
 import { createLiveBus, type LiveFrame } from '../../recorder/index.js';
 import { MISC_SNAPSHOT_FRAMES, TERM_SNAPSHOT_CHARS } from '../../recorder/live.js';
-import { rig, META } from './helpers.js';
+import { opened, rig, META } from './helpers.js';
 
 const T0 = Date.UTC(2026, 10, 23, 12, 0, 0);
 const brief = (fs: LiveFrame[]) => fs.map((f) => [f.type, f.type === 'query' || f.type === 'event' || f.type === 'screen' ? (f.data as { type?: string; statement?: string }).statement ?? (f.data as { type?: string }).type : f.data]);
 
 t.test('a watcher starts from the current screen: output since the last clear, size, recent queries/events', async (t) => {
-  const clock = new ManualClock(T0);
-  const r = await rig(t, clock);
-  const rec = r.recorder.open('live-1', { ...META, startedAt: T0 });
+  const { clock, r, rec } = await opened(t, 'live-1', T0);
   const live: LiveFrame[] = [];
   const early = r.recorder.live.subscribe('live-1', (f) => live.push(f));
   t.same(early.snapshot, [], 'nothing yet');
@@ -118,9 +116,7 @@ t.test('end: watchers get an end frame, state is dropped, late publishers and wa
 });
 
 t.test('a throwing watcher is removed and does not disturb the publisher or other watchers', async (t) => {
-  const clock = new ManualClock(T0);
-  const r = await rig(t, clock);
-  const rec = r.recorder.open('live-bad', { ...META, startedAt: T0 });
+  const { clock, r, rec } = await opened(t, 'live-bad', T0);
   let calls = 0;
   r.recorder.live.subscribe('live-bad', () => { calls++; throw new Error('socket gone'); });
   const good: string[] = [];
@@ -138,9 +134,7 @@ t.test('a throwing watcher is removed and does not disturb the publisher or othe
 });
 
 t.test('screen frames: snapshot starts at the header and the last keyframe', async (t) => {
-  const clock = new ManualClock(T0);
-  const r = await rig(t, clock);
-  const rec = r.recorder.open('live-vnc', { ...META, protocol: 'vnc', startedAt: T0 });
+  const { clock, r, rec } = await opened(t, 'live-vnc', T0, 'vnc');
   const screen = rec.screen({ width: 1024, height: 768 });
   screen.write('keyframe', { png: 'AAAA' });
   screen.write('rect', { x: 1, y: 1, png: 'BB' });

@@ -8,9 +8,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
-import { ManualClock } from '../../policies/clock.js';
 import { verifyCastText } from '../../recorder/index.js';
-import { rig, META } from './helpers.js';
+import { opened } from './helpers.js';
 
 const T0 = Date.UTC(2026, 10, 23, 14, 0, 0);
 const CHROMIUM = [process.env.CHROMIUM_PATH, '/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p): p is string => !!p && existsSync(p));
@@ -18,9 +17,7 @@ const CHROMIUM = [process.env.CHROMIUM_PATH, '/usr/bin/chromium', '/usr/bin/chro
 t.test('asciinema-player loads and renders a recorded cast', async (t) => {
   t.ok(CHROMIUM, 'a Chromium binary is installed (Debian package chromium)');
   if (!CHROMIUM) return;
-  const clock = new ManualClock(T0);
-  const r = await rig(t, clock);
-  const rec = r.recorder.open('player-1', { ...META, startedAt: T0 });
+  const { clock, r, rec } = await opened(t, 'player-1', T0);
   const cast = rec.cast({ width: 60, height: 12, env: { TERM: 'xterm-256color' } });
   clock.advance(300);
   cast.output('$ cat notes\r\nthis scrolls away\r\n');

@@ -1,17 +1,14 @@
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ManualClock } from '../../policies/clock.js';
 import { Secret } from '../../auth/secret.js';
 import { redactStatement, type LiveFrame } from '../../recorder/index.js';
-import { rig, META } from './helpers.js';
+import { opened } from './helpers.js';
 
 const T0 = Date.UTC(2026, 10, 23, 9, 0, 0);
 
 t.test('each finished statement: a store row, a queries.ndjson line and a live frame', async (t) => {
-  const clock = new ManualClock(T0);
-  const r = await rig(t, clock);
-  const rec = r.recorder.open('q-1', { ...META, protocol: 'postgres', startedAt: T0 });
+  const { clock, r, rec } = await opened(t, 'q-1', T0, 'postgres');
   const frames: LiveFrame[] = [];
   r.recorder.live.subscribe('q-1', (f) => frames.push(f));
   const q = rec.queries();
@@ -55,9 +52,7 @@ t.test('each finished statement: a store row, a queries.ndjson line and a live f
 });
 
 t.test('statements still running at close are logged as unfinished; huge statements are cut', async (t) => {
-  const clock = new ManualClock(T0);
-  const r = await rig(t, clock);
-  const rec = r.recorder.open('q-2', { ...META, protocol: 'mysql', startedAt: T0 });
+  const { clock, r, rec } = await opened(t, 'q-2', T0, 'mysql');
   rec.queries().statement({ statement: 'SELECT SLEEP(100)', kind: 'SELECT' });
   const huge = `INSERT INTO t VALUES ${'(1),'.repeat(50_000)}(1)`;
   rec.queries().statement({ statement: huge, kind: 'INSERT' }).finish({ rows: 50_001 });
@@ -75,9 +70,7 @@ t.test('statements still running at close are logged as unfinished; huge stateme
 });
 
 t.test('password literals never reach the query log, its file or the live bus', async (t) => {
-  const clock = new ManualClock(T0);
-  const r = await rig(t, clock);
-  const rec = r.recorder.open('q-3', { ...META, protocol: 'postgres', startedAt: T0 });
+  const { clock, r, rec } = await opened(t, 'q-3', T0, 'postgres');
   const frames: LiveFrame[] = [];
   r.recorder.live.subscribe('q-3', (f) => frames.push(f));
   const statements = [
@@ -109,9 +102,7 @@ t.test('password literals never reach the query log, its file or the live bus', 
 });
 
 t.test('events: {t, type, ...data} lines and live frames; odd values and secrets are made safe', async (t) => {
-  const clock = new ManualClock(T0);
-  const r = await rig(t, clock);
-  const rec = r.recorder.open('ev-1', { ...META, startedAt: T0 });
+  const { clock, r, rec } = await opened(t, 'ev-1', T0);
   const frames: LiveFrame[] = [];
   r.recorder.live.subscribe('ev-1', (f) => frames.push(f));
   const ev = rec.events();

@@ -4,7 +4,7 @@ import { appendFileSync, chmodSync, readFileSync, rmSync, statSync, writeFileSyn
 import { dirname, join } from 'node:path';
 import { ManualClock } from '../../policies/clock.js';
 import { createRecorder, parseNdjson, replayCast } from '../../recorder/index.js';
-import { rig, META } from './helpers.js';
+import { opened, rig, META } from './helpers.js';
 
 const T0 = Date.UTC(2026, 0, 5, 8, 30, 0);
 
@@ -15,9 +15,7 @@ async function readAll(s: NodeJS.ReadableStream): Promise<Buffer> {
 }
 
 t.test('close seals every file: SHA-256, size, state, read-only; verify passes', async (t) => {
-  const clock = new ManualClock(T0);
-  const r = await rig(t, clock);
-  const rec = r.recorder.open('sess-seal', { ...META, protocol: 'postgres', startedAt: T0 });
+  const { clock, r, rec } = await opened(t, 'sess-seal', T0, 'postgres');
   const cast = rec.cast({ width: 80, height: 24 });
   cast.output('psql> ');
   rec.queries().statement({ statement: 'SELECT 1', kind: 'SELECT' }).finish({ rows: 1 });
@@ -62,9 +60,7 @@ t.test('close seals every file: SHA-256, size, state, read-only; verify passes',
 });
 
 t.test('a cast closed before the session is sealed at once; a second close never throws', async (t) => {
-  const clock = new ManualClock(T0);
-  const r = await rig(t, clock);
-  const rec = r.recorder.open('sess-early', { ...META, startedAt: T0 });
+  const { clock, r, rec } = await opened(t, 'sess-early', T0);
   const cast = rec.cast({ width: 80, height: 24, name: 'exec-1' });
   cast.output('done\n');
   cast.close();
@@ -76,9 +72,7 @@ t.test('a cast closed before the session is sealed at once; a second close never
 });
 
 t.test('any later byte change is detected', async (t) => {
-  const clock = new ManualClock(T0);
-  const r = await rig(t, clock);
-  const rec = r.recorder.open('sess-tamper', { ...META, startedAt: T0 });
+  const { clock, r, rec } = await opened(t, 'sess-tamper', T0);
   const cast = rec.cast({ width: 80, height: 24 });
   cast.output('rm -rf /important\r\n');
   rec.events().event('note', { a: 1 });
@@ -138,9 +132,7 @@ t.test('any later byte change is detected', async (t) => {
 });
 
 t.test('an open recording does not verify; a recording survives a store that fails', async (t) => {
-  const clock = new ManualClock(T0);
-  const r = await rig(t, clock);
-  const rec = r.recorder.open('sess-open', { ...META, startedAt: T0 });
+  const { clock, r, rec } = await opened(t, 'sess-open', T0);
   rec.cast({ width: 80, height: 24 }).output('x');
   clock.advance(1000);
   const [open] = await waitSealed(r.store, 'sess-open', 'open');
