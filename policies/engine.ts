@@ -108,6 +108,11 @@ function parseRequestedDuration(v: number | string): number {
   return ms;
 }
 
+/** A name someone typed, shown back safely: JSON-quoted and cut short. */
+function quote(v: string): string {
+  return JSON.stringify(v.length > 80 ? `${v.slice(0, 80)}…` : v);
+}
+
 function fmtDuration(ms: number): string {
   if (ms % 86_400_000 === 0) return `${ms / 86_400_000}d`;
   if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
@@ -483,14 +488,14 @@ export class JitEngine {
 
   private resolveTargetRole(body: { target: string; role?: string }): { target: TargetConfig; role: string } {
     const target = this.target(body.target);
-    if (!target) throw new PolicyError('invalid', `target: no target named "${body.target}"`, 'target');
+    if (!target) throw new PolicyError('invalid', `target: no target named ${quote(body.target)}`, 'target');
     let role = body.role;
     if (role === undefined) {
       if (target.roles.length !== 1) throw new PolicyError('invalid', `role: target "${target.name}" has several roles; name one`, 'role');
       role = target.roles[0]!.name;
     }
     if (!target.roles.some((r) => r.name === role)) {
-      throw new PolicyError('invalid', `role: target "${target.name}" has no role "${role}"`, 'role');
+      throw new PolicyError('invalid', `role: target "${target.name}" has no role ${quote(role)}`, 'role');
     }
     return { target, role };
   }

@@ -378,3 +378,16 @@ t.test('approvers are told when a stage waits for them', async (t) => {
   t.equal(h.notes.at(-1)?.kind, 'request.approved');
   t.equal(h.notes.at(-1)?.grantId, (await h.store.getRequest(r.id))?.grantId);
 });
+
+t.test('hostile names are echoed quoted and cut short', async (t) => {
+  const h = await harness(t, base);
+  const long = `<script>${'x'.repeat(5000)}`;
+  const messageOf = async (body: unknown) => {
+    try { await h.engine.createRequest(dev, body); } catch (e) { return (e as Error).message; }
+    return 'no error';
+  };
+  t.equal(await messageOf({ target: 'medbox', role: 'a"\n\u0000b', duration: '1h', reason: 'x' }), 'role: target "medbox" has no role "a\\"\\n\\u0000b"');
+  const m = await messageOf({ target: long, role: 'ops', duration: '1h', reason: 'x' });
+  t.match(m, /^target: no target named "<script>x+…"$/);
+  t.ok(m.length < 200, 'message stays short');
+});
