@@ -129,10 +129,17 @@ export function buildCli(): Command {
       throw new CliError('the sign-in code expired; run tollgate login again');
     });
 
-  program.command('targets').description('targets you may request')
+  const targets = program.command('targets').description('targets you may request (targets check <name>: dial it with its admin credential)')
     .action(async () => {
       const list = await api(g(), 'GET', '/api/v1/targets');
       out(g(), list, () => table(list.map((t: any) => ({ ...t, roles: t.roles.join(',') })), ['name', 'protocol', 'risk', 'roles']));
+    });
+
+  targets.command('check').description('dial a target with its admin credential: reachable, credentials work (SOC)').argument('<name>')
+    .action(async (name: string) => {
+      const r = await api(g(), 'POST', `/api/v1/targets/${encodeURIComponent(name)}/check`, {});
+      out(g(), r, () => process.stdout.write(`${name}: ${r.ok ? 'OK' : 'FAILED'} — ${r.detail}\n`));
+      if (!r.ok) process.exitCode = 2;
     });
 
   program.command('request').description('request access: tollgate request <target> --role R --duration 2h --reason "..."')
