@@ -442,8 +442,13 @@ export class JitEngine {
     return out;
   }
 
-  withinHours(target: string, role: string, at?: number): boolean {
+  /**
+   * Whether the target/role may be used at `at` (default now) under the first policy covering it.
+   * Pass the grant to let break-glass grants through outside working hours (their point).
+   */
+  withinHours(target: string, role: string, at?: number, grant?: Pick<GrantRecord, 'breakGlass'>): boolean {
     if (!this.target(target)) return false;
+    if (grant?.breakGlass) return true;
     const pol = this.cfg.policies.find((p) => this.policyMatches(p, target, role));
     if (!pol?.hours) return true;
     return inHours(pol.hours, at ?? this.clock.now());

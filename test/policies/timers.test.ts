@@ -177,6 +177,9 @@ t.test('working hours in a non-UTC time zone', async (t) => {
   t.equal(h.engine.withinHours('medbox', 'ops', Date.UTC(2026, 6, 6, 6, 30)), false, 'CEST Monday 08:30');
   t.equal(h.engine.withinHours('lowbox', 'ops', Date.UTC(2026, 10, 28, 3, 0)), true, 'no hours policy: always');
   t.equal(h.engine.withinHours('nope', 'ops'), false, 'unknown target: never');
+  const sat = Date.UTC(2026, 10, 28, 10, 0);
+  t.equal(h.engine.withinHours('medbox', 'ops', sat, { breakGlass: false }), false);
+  t.equal(h.engine.withinHours('medbox', 'ops', sat, { breakGlass: true }), true, 'break-glass grants are not bound to hours');
 });
 
 t.test('windows across midnight belong to the day they start', async (t) => {
