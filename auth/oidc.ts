@@ -52,7 +52,10 @@ export interface OidcOptions {
 export interface BeginLoginOptions {
   /** A path on the gateway to go back to afterwards ("/requests/12"); other values are refused. */
   returnTo?: string;
-  /** Ask the IdP for MFA (acr_values = mfaAcr); finishLogin refuses a sign-in without it. */
+  /**
+   * Ask the IdP for MFA (acr_values = mfaAcr); finishLogin refuses a sign-in without it. Implies a
+   * fresh sign-in (prompt=login) unless forceLogin: false or maxAgeSec is given.
+   */
   mfa?: boolean;
   /** Force a fresh sign-in at the IdP even when it has a session (prompt=login). */
   forceLogin?: boolean;
@@ -206,7 +209,9 @@ export async function createOidc(opts: OidcOptions): Promise<Oidc> {
         nonce: st.n,
       };
       if (o.mfa) params.acr_values = opts.mfaAcr;
-      if (o.forceLogin) params.prompt = 'login';
+      // Step-up means a fresh proof now: unless the caller chose otherwise, an MFA request also
+      // asks the IdP to sign in again (an old MFA session would not satisfy a recency check).
+      if (o.forceLogin || (o.mfa && o.forceLogin === undefined && o.maxAgeSec === undefined)) params.prompt = 'login';
       if (o.maxAgeSec !== undefined) params.max_age = String(o.maxAgeSec);
       const url = client.buildAuthorizationUrl(config, params);
       return { url: url.href, state: key.seal(st, loginTtl) };
