@@ -257,6 +257,69 @@ t.test('portal pages', async (t) => {
     await carol.ctx.close();
   });
 
+  t.test('hostile text stays text; break-glass reviews are closed on the approvals page', async (t) => {
+    const hostile = 'INC-9 <img src=x id=pwned onerror="document.title=1">';
+    const r = await tg.api('alice', 'POST', '/api/v1/requests', { target: 'box', role: 'admin', duration: '10m', reason: hostile });
+    t.equal(r.status, 201);
+    t.equal(r.body.state, 'pending', 'medium risk waits for an approver');
+    const bg = await tg.api('alice', 'POST', '/api/v1/breakglass', { target: 'vault', role: 'reader', duration: '15m', reason: 'prod down, <b>nobody</b> reachable' });
+    t.equal(bg.status, 201, 'alice (oncall) used break-glass');
+    const bob = await signIn(browser, tg, 'bob', '/portal/approvals');
+    const b = bob.page;
+    await b.waitForSelector('#pending [data-request]');
+    t.match(await b.textContent('#pending'), hostile, 'the reason is shown literally');
+    t.equal(await b.locator('#pwned').count(), 0, 'no element injected');
+    await b.waitForSelector('#reviews [data-review]');
+    t.match(await b.textContent('#reviews'), /alice used break-glass/);
+    t.match(await b.textContent('#reviews'), /<b>nobody<\/b>/);
+    await b.click('#reviews button:has-text("Close review")');
+    t.match(await b.textContent('#reviews .err'), /Write a comment/, 'a comment is required');
+    await b.fill('#reviews textarea', 'checked with alice: outage INC-10, justified');
+    await b.click('#reviews button:has-text("Close review")');
+    await b.waitForSelector('#reviews .empty');
+    t.match(await b.textContent('#flash'), /Review closed/);
+    const reviews = await tg.store.listReviews({ state: 'closed' });
+    t.equal(reviews[0]?.closedBy, 'bob');
+    // deny with a comment
+    await b.fill('#pending textarea', 'use the read replica instead');
+    await b.click('#pending button:has-text("Deny")');
+    await b.waitForSelector('#pending .empty');
+    t.equal((await tg.store.getRequest(r.body.id))?.state, 'denied');
+    await noPageErrors(t, bob.errors);
+    await bob.ctx.close();
+    const dash = await tg.api('carol', 'GET', '/api/v1/portal/dashboard');
+    t.equal(dash.body.breakGlassThisMonth, 1, 'the dashboard counts the break-glass use');
+  });
+
+  t.test('labels, landmarks and a phone-sized screen on every page', async (t) => {
+    const carol = await signIn(browser, tg, 'carol', '/portal/access', { width: 390, height: 844 });
+    const c = carol.page;
+    for (const p of ['/portal/access', '/portal/approvals', '/portal/sessions', '/portal/recordings', '/portal/audit', '/portal/dashboard', `/portal/recordings/${sessionId}`]) {
+      await c.goto(`${tg.url}${p}`);
+      await c.waitForFunction(() => !document.querySelector('[aria-busy="true"]'), null, { timeout: 15_000 });
+      const report = await c.evaluate(() => {
+        const unlabeled = [...document.querySelectorAll('input, select, textarea')].filter((e) => {
+          const id = e.getAttribute('id');
+          return !(id && document.querySelector(`label[for="${id}"]`)) && !e.getAttribute('aria-label') && !e.closest('label');
+        }).map((e) => e.outerHTML.slice(0, 80));
+        return {
+          unlabeled,
+          main: document.querySelectorAll('main').length,
+          h1: document.querySelectorAll('h1').length,
+          nav: document.querySelectorAll('nav').length,
+          overflow: document.documentElement.scrollWidth - window.innerWidth,
+          lang: document.documentElement.lang,
+        };
+      });
+      t.same(report.unlabeled, [], `${p}: every field has a label`);
+      t.ok(report.main === 1 && report.h1 === 1 && report.nav === 1 && report.lang === 'en', `${p}: one main, one h1, a nav, a language`);
+      t.ok(report.overflow <= 0, `${p}: no sideways scrolling on a phone (${report.overflow}px)`);
+    }
+    await shot(c, 'replay-phone', { commit: false });
+    await noPageErrors(t, carol.errors);
+    await carol.ctx.close();
+  });
+
   t.test('the API being down or refusing shows a message, not a blank page', async (t) => {
     const { ctx, page, errors } = await signIn(browser, tg, 'carol', '/portal/sessions/not-a-session');
     await page.waitForFunction(() => /not found|no such/i.test(document.getElementById('state')?.textContent ?? ''));
