@@ -22,7 +22,7 @@ export function dialAdmin(ctx: ProtocolContext, target: TargetConfig): Promise<s
     const c = new Client();
     let done = false;
     c.once('ready', () => { done = true; resolve(c); });
-    c.once('error', (e: Error & { level?: string }) => {
+    c.on('error', (e: Error & { level?: string }) => {
       if (done) return;
       done = true;
       c.end();

@@ -10,7 +10,7 @@ import { dialUpstream } from './upstream.js';
 import { LineEditor } from './inspector/line-editor.js';
 import { SftpInspector, type FileTransfer } from './inspector/sftp.js';
 import { ScpInspector, scpMode } from './inspector/scp.js';
-import { disconnectWith, DISCONNECT, printable } from './wire.js';
+import { disconnectWith, DISCONNECT, printable, tollgate } from './wire.js';
 
 type Accept<T = void> = (() => T) | undefined;
 type Reject = (() => void) | undefined;
@@ -65,7 +65,7 @@ export class SshBroker {
     try {
       this.session = await this.ctx.openSession(this.auth, { protocol: 'ssh', clientAddr: this.clientAddr });
     } catch (e) {
-      this.failure = `Tollgate: ${(e as Error).message}`;
+      this.failure = tollgate((e as Error).message);
       this.resolveReady(false);
       disconnectWith(this.client, DISCONNECT.BY_APPLICATION, this.failure);
       return;
@@ -91,7 +91,7 @@ export class SshBroker {
       this.resolveReady(true);
     } catch (e) {
       const msg = (e as Error).message;
-      this.failure = `Tollgate: ${msg}`;
+      this.failure = tollgate(msg);
       session.log.warn({ err: msg }, 'ssh: could not start the upstream session');
       // Channels (open or opening) write the failure; then the connection closes with it as reason.
       this.failureReason = { code: 'target_error', message: msg };
@@ -331,7 +331,7 @@ export class SshBroker {
   // ---- enforcement ---------------------------------------------------------------------------
 
   private warn(message: string): void {
-    const text = `[tollgate] ${printable(message)}`;
+    const text = tollgate(printable(message));
     for (const ch of this.channels) {
       try {
         if (ch.pty) { ch.stream.write(`\r\n${text}\r\n`); ch.cast?.output(`\r\n${text}\r\n`); }
@@ -343,7 +343,7 @@ export class SshBroker {
   /** The gateway ends the session: tell the person, close both sides, report. */
   private async terminate(reason: EndReason): Promise<void> {
     if (this.ending) return this.finished ?? undefined;
-    const message = `Tollgate: session ended: ${reason.message}`;
+    const message = tollgate(reason.message);
     for (const ch of [...this.channels]) {
       ch.cast?.output(`\r\n${message}\r\n`);
       this.closeChannel(ch, message, 1);

@@ -10,7 +10,7 @@ import { Secret } from '../../auth/secret.js';
 import type { ProtocolContext, ListenerAddress, ProtocolListener, AuthOutcome, Authorized } from '../types.js';
 import { SshBroker } from './broker.js';
 import { fingerprintOf } from './cert.js';
-import { sendBanner, disconnectWith, DISCONNECT } from './wire.js';
+import { sendBanner, disconnectWith, DISCONNECT, tollgate } from './wire.js';
 
 const { Server, utils } = ssh2;
 
@@ -54,7 +54,7 @@ export async function listenSsh(ctx: ProtocolContext, address: ListenerAddress):
     client.on('close', () => conns.delete(client));
 
     const refuse = (actx: AuthCtx, outcome: Extract<AuthOutcome, { ok: false }>) => {
-      const text = `Tollgate: ${outcome.reason}`;
+      const text = tollgate(outcome.reason);
       log.info({ code: outcome.code, username: actx.username, method: actx.method }, 'ssh: sign-in refused');
       sendBanner(client, text);
       failures++;

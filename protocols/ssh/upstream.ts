@@ -15,7 +15,7 @@ export function dialUpstream(target: TargetConfig, cred: UpstreamCredential, tim
     const c = new Client();
     let settled = false;
     c.once('ready', () => { settled = true; resolve(c); });
-    c.once('error', (e: Error & { level?: string }) => {
+    c.on('error', (e: Error & { level?: string }) => {
       if (settled) return;
       settled = true;
       c.end();

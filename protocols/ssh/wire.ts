@@ -83,3 +83,8 @@ export function disconnectWith(conn: unknown, code: number, text: string): void 
   const t = setTimeout(() => { try { c?._sock?.destroy(); } catch { /* ignore */ } }, 2000);
   t.unref();
 }
+
+/** "Tollgate: <message>", without doubling a prefix the message already has. */
+export function tollgate(message: string): string {
+  return /^Tollgate:/.test(message) ? message : `Tollgate: ${message}`;
+}

@@ -145,7 +145,7 @@ t.test('kill from the API and expiry (ManualClock) end the session', { skip: !ha
   t.teardown(() => term2.kill());
   await term2.waitFor(/\$ $/m);
   clock.advance(grant.expiresAt - clock.now() - 30_000);
-  await term2.waitFor(/\[tollgate\] Tollgate: your access to web01 ends in 60 seconds/);
+  await term2.waitFor(/Tollgate: your access to web01 ends in 60 seconds/);
   clock.advance(31_000);
   const code2 = await term2.closed;
   t.not(code2, 0);
