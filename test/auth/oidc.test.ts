@@ -373,6 +373,17 @@ t.test('dev IdP: discovery, and hostile requests get clear errors without hurtin
     body: new URLSearchParams({ login: 'bob', password: bobPw }).toString(),
   });
   t.equal(ok.status, 303, 'the same interaction still completes');
+  // Unregistered redirect targets and unknown clients get the IdP's own error page, never a redirect.
+  const evil = new URL(url);
+  evil.searchParams.set('redirect_uri', 'http://evil.test/cb');
+  const refused = await fetch(evil, { redirect: 'manual' });
+  t.equal(refused.status, 400);
+  t.match(await refused.text(), /redirect_uri/);
+  const unknown = new URL(url);
+  unknown.searchParams.set('client_id', 'intruder');
+  const refused2 = await fetch(unknown, { redirect: 'manual' });
+  t.equal(refused2.status, 400);
+  t.match(await refused2.text(), /invalid_client/);
   t.equal((await fetch(`${idp.issuer}/.well-known/openid-configuration`)).status, 200, 'IdP still serving');
 });
 
