@@ -22,7 +22,7 @@ export interface AccessDeps {
   audit: AuditLog;
   secrets: SecretVerifier;
   target(name: string): TargetConfig | undefined;
-  withinHours(target: string, role: string, at: number): boolean;
+  withinHours(target: string, role: string, at: number, grant?: GrantRecord): boolean;
   activeGrant(sub: string, target: string, role?: string): Promise<GrantRecord | null>;
 }
 
@@ -110,7 +110,7 @@ export class Access {
     const locks = (await this.deps.store.listLocks({ active: true, at: now }))
       .filter((l) => lockMatches(l, { identity: actor, target: target.name, grantId: grant!.id }));
     if (locks.length) return this.refuse(req, 'locked', `Tollgate: access is locked (${locks[0]!.scope} ${locks[0]!.value}): ${locks[0]!.reason}`, actor);
-    if (!this.deps.withinHours(target.name, role.name, now)) {
+    if (!this.deps.withinHours(target.name, role.name, now, grant)) {
       return this.refuse(req, 'outside_hours', `Tollgate: ${target.name} may only be used within its working hours.`, actor);
     }
     await this.deps.audit.append(actor, 'access.allowed', grant.id, {

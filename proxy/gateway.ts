@@ -149,7 +149,7 @@ export class Gateway {
     this.access = new Access({
       store: this.store, clock: this.clock, audit: this.audit, secrets: this.secrets,
       target: (n) => cfg.targets.find((t) => t.name === n),
-      withinHours: (t, r, at) => this.engine.withinHours(t, r, at),
+      withinHours: (t, r, at, grant) => this.engine.withinHours(t, r, at, grant),
       activeGrant: (sub, t, r) => this.engine.activeGrant(sub, t, r),
     });
     this.approvals = new BrowserApprovals(this.clock, () => this.publicUrl, this.access);

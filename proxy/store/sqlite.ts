@@ -79,7 +79,6 @@ export class SqliteStore implements Store {
   readonly kind = 'sqlite';
   private db: Database.Database;
   private t: { [K in keyof typeof tables]: Table<any> };
-  private txDepth = 0;
 
   constructor(path: string) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
@@ -89,6 +88,7 @@ export class SqliteStore implements Store {
     this.db.pragma('foreign_keys = ON');
     this.db.pragma('busy_timeout = 5000');
     this.t = {} as never;
+    this.gateMethods();
   }
 
   async migrate(): Promise<void> {
@@ -107,24 +107,54 @@ export class SqliteStore implements Store {
   async close(): Promise<void> { if (this.db.open) this.db.close(); }
 
   /**
-   * better-sqlite3 transactions are synchronous; our interface is async. We open BEGIN IMMEDIATE,
-   * run fn (whose store calls are synchronous underneath), then COMMIT. Callers must not await
-   * unrelated I/O inside fn.
+   * better-sqlite3 is synchronous on one connection while our interface is async: while fn runs,
+   * other callers' statements would land inside the open transaction. So transactions take turns,
+   * and every call made on this store (not on the tx handle given to fn) waits until the open
+   * transaction has committed or rolled back.
    */
+  private txOpen: Promise<void> | null = null;
+  private txQueue: Promise<unknown> = Promise.resolve();
+
   async transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T> {
-    if (this.txDepth > 0) return fn(this);
-    this.db.exec('BEGIN IMMEDIATE');
-    this.txDepth++;
-    try {
-      const out = await fn(this);
-      this.db.exec('COMMIT');
-      return out;
-    } catch (e) {
-      if (this.db.inTransaction) this.db.exec('ROLLBACK');
-      throw e;
-    } finally {
-      this.txDepth--;
+    const run = async (): Promise<T> => {
+      let release!: () => void;
+      this.txOpen = new Promise<void>((r) => { release = r; });
+      this.db.exec('BEGIN IMMEDIATE');
+      try {
+        const out = await fn(this.txHandle);
+        this.db.exec('COMMIT');
+        return out;
+      } catch (e) {
+        if (this.db.inTransaction) this.db.exec('ROLLBACK');
+        throw e;
+      } finally {
+        this.txOpen = null;
+        release();
+      }
+    };
+    const p = this.txQueue.then(run, run);
+    this.txQueue = p.catch(() => undefined);
+    return p;
+  }
+
+  /** The store as seen inside a transaction: same methods, no waiting on the transaction itself. */
+  private txHandle!: Store;
+
+  private gateMethods(): void {
+    const proto = SqliteStore.prototype as unknown as Record<string, unknown>;
+    const self = this as unknown as Record<string, unknown>;
+    const handle: Record<string, unknown> = Object.create(this);
+    for (const name of Object.getOwnPropertyNames(SqliteStore.prototype)) {
+      const fn = proto[name];
+      if (typeof fn !== 'function' || ['constructor', 'transaction', 'migrate', 'close', 'gateMethods', 'rawForTests'].includes(name)) continue;
+      handle[name] = (...args: unknown[]) => (fn as (...a: unknown[]) => unknown).apply(this, args);
+      self[name] = async (...args: unknown[]) => {
+        while (this.txOpen) await this.txOpen;
+        return (fn as (...a: unknown[]) => unknown).apply(this, args);
+      };
     }
+    handle['transaction'] = <T>(f: (tx: Store) => Promise<T>) => f(handle as unknown as Store);
+    this.txHandle = handle as unknown as Store;
   }
 
   async upsertIdentity(rec: IdentityRecord): Promise<void> {

@@ -38,3 +38,24 @@ t.test('sqlite store: migrations, round trips, atomic secret use, reopen', async
   t.same((await s2.getGrant('g1'))?.identity, 'alice', 'reopened; migrations idempotent');
   await s2.close();
 });
+
+t.test('transactions take turns; other callers wait and are never rolled back with them', async (t) => {
+  const s = await openSqliteStore(':memory:');
+  let release!: () => void;
+  const gate = new Promise<void>((r) => { release = r; });
+  const failing = s.transaction(async (tx) => {
+    await tx.setKv('a', 'from-failing');
+    await gate;
+    throw new Error('boom');
+  });
+  const outside = s.setKv('b', 'outside');
+  const second = s.transaction(async (tx) => { await tx.setKv('c', 'second'); return 1; });
+  release();
+  await t.rejects(failing, /boom/);
+  await outside;
+  t.equal(await second, 1);
+  t.equal(await s.getKv('a'), null, 'the failed transaction rolled back');
+  t.equal(await s.getKv('b'), 'outside', 'a write made meanwhile survived the rollback');
+  t.equal(await s.getKv('c'), 'second', 'the next transaction ran afterwards');
+  await s.close();
+});
