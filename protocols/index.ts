@@ -1,10 +1,12 @@
 /** The registry of protocol modules. Adding a protocol adds a folder and one line here. */
 import type { ProtocolModule } from './types.js';
+import { httpModule } from './http/index.js';
 import { mysqlModule } from './mysql/index.js';
 import { postgresModule } from './postgres/index.js';
 import { sshModule } from './ssh/index.js';
 
 export const protocolModules: ProtocolModule[] = [
+  httpModule,
   mysqlModule,
   postgresModule,
   sshModule,

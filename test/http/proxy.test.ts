@@ -1,0 +1,337 @@
+/**
+ * The HTTP app proxy through a real gateway (uWS front, SQLite store, real sessions) to a real
+ * upstream node:http app that verifies the gateway's identity assertion against its JWKS.
+ * Sign-in hand-off, grant checks, rules, revoke, WebSockets, streaming, hostile input, dead and
+ * slow upstreams, slow clients.
+ */
+import t from 'tap';
+import net from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { WebSocket } from 'undici';
+import { startTestGateway, type TestGateway } from '../support/gateway.js';
+import { startUpstream, raw, rawBytes, signInApp, pattern, sha256, setCookies, type Upstream } from './support.js';
+
+t.test('HTTP apps through the gateway', async (t) => {
+  let tg!: TestGateway;
+  const up: Upstream = await startUpstream({ jwksUrl: () => `${tg.url}/.well-known/jwks.json`, issuer: () => tg.url, audience: 'echo' });
+  t.teardown(() => up.close());
+  // A port with nothing listening: the dead upstream.
+  const dead = await new Promise<number>((r) => { const s = net.createServer().listen(0, '127.0.0.1', () => { const p = (s.address() as net.AddressInfo).port; s.close(() => r(p)); }); });
+  tg = await startTestGateway({
+    targets: [
+      { name: 'echo', protocol: 'http', address: up.url, roles: [{ name: 'user' }, { name: 'admin' }], credentials: { mode: 'jwt' }, options: { timeout: '1500ms' } },
+      { name: 'deadapp', protocol: 'http', address: `http://127.0.0.1:${dead}`, roles: [{ name: 'user' }], credentials: { mode: 'none' } },
+    ],
+    policies: [{
+      name: 'test', targets: ['*'], roles: ['*'], requesters: ['engineers'], approvers: ['approvers'], onTimeout: 'deny',
+      rules: [{ methods: ['DELETE'], path: '/admin/*', action: 'deny', message: 'Tollgate: deleting under /admin is not allowed.', roles: ['user'] }],
+    }],
+  });
+  t.teardown(() => tg.close());
+  const port = Number(new URL(tg.url).port);
+  const host = `echo.localhost:${port}`;
+
+  await t.test('not signed in: redirect to the gateway hand-off, which sends to the login', async (t) => {
+    const r = await raw(port, { path: '/whoami?x=1', host });
+    t.equal(r.status, 302);
+    const loc = new URL(String(r.headers.location));
+    t.equal(loc.origin, tg.url);
+    t.equal(loc.pathname, '/apps/_auth');
+    t.equal(loc.searchParams.get('app'), 'echo');
+    t.equal(loc.searchParams.get('return'), `http://${host}/whoami?x=1`);
+    const a = await raw(port, { path: loc.pathname + loc.search });
+    t.equal(a.status, 302, 'no gateway session: to the OIDC login');
+    t.match(String(a.headers.location), /^\/auth\/login\?returnTo=%2Fapps%2F_auth%3F/);
+    t.equal(up.seen.length, 0, 'nothing reached the app');
+  });
+
+  await t.test('hand-off refuses foreign return addresses (no open redirect) and bad tokens', async (t) => {
+    const { cookie } = await tg.gw.webSessions.create('alice', null, 3_600_000);
+    const gc = `tg_session=${encodeURIComponent(cookie.reveal())}`;
+    for (const ret of ['https://evil.example/', `http://other.localhost:${port}/`, `http://echo.localhost:${port + 1}/`, `http://127.0.0.1:${port}/apps/deadapp/`, '/relative', 'javascript:alert(1)']) {
+      const r = await raw(port, { path: `/apps/_auth?app=echo&return=${encodeURIComponent(ret)}`, headers: { cookie: gc } });
+      t.equal(r.status, 400, `refused: ${ret}`);
+    }
+    const ok = await raw(port, { path: `/apps/_auth?app=echo&return=${encodeURIComponent(`http://${host}/x`)}`, headers: { cookie: gc } });
+    t.equal(ok.status, 302);
+    const cb = new URL(String(ok.headers.location));
+    t.equal(cb.origin, `http://${host}`);
+    t.equal(cb.pathname, '/.tollgate/callback');
+    // Tampered token, foreign return on the callback, then a replayed token.
+    const tok = cb.searchParams.get('t')!;
+    const bad = await raw(port, { path: `/.tollgate/callback?t=${encodeURIComponent(tok.slice(0, -2) + 'AA')}&return=${encodeURIComponent(`http://${host}/`)}`, host });
+    t.equal(bad.status, 400, 'tampered hand-off refused');
+    const foreign = await raw(port, { path: `/.tollgate/callback?t=${encodeURIComponent(tok)}&return=${encodeURIComponent('https://evil.example/')}`, host });
+    t.equal(foreign.status, 400, 'foreign return refused on the callback');
+    const other = await raw(port, { path: `/.tollgate/callback?t=${encodeURIComponent(tok)}&return=${encodeURIComponent(`http://${host}/`)}`, host: `deadapp.localhost:${port}` });
+    t.equal(other.status, 400, 'a hand-off for echo does not sign in to another app');
+    const good = await raw(port, { path: cb.pathname + cb.search, host });
+    t.equal(good.status, 302);
+    t.equal(good.headers.location, `http://${host}/x`);
+    const c = setCookies(good.headers)[0]!;
+    t.match(c, /^tg_app_echo=/);
+    t.match(c, /HttpOnly/);
+    t.match(c, /SameSite=Lax/);
+    t.match(c, /Path=\//);
+    t.notMatch(c, /Secure/, 'no Secure flag over plain http');
+    const replay = await raw(port, { path: cb.pathname + cb.search, host });
+    t.equal(replay.status, 400, 'a hand-off works once');
+  });
+
+  const alice = await signInApp(tg, 'alice', 'echo', `http://${host}/whoami`);
+
+  await t.test('signed in without a grant: 403 page with identity, app, reason and a request link', async (t) => {
+    const r = await raw(port, { path: '/whoami', host, headers: { cookie: alice.cookie } });
+    t.equal(r.status, 403);
+    const html = r.body.toString();
+    t.match(html, /<dd id="identity">alice<\/dd>/);
+    t.match(html, /<dd id="app">echo<\/dd>/);
+    t.match(html, /no active grant/);
+    t.match(html, new RegExp(`href="${tg.url}/apps/_request\\?app=echo"`));
+    t.match(html, new RegExp(`href="${tg.url}/\\?request=echo"`));
+    t.equal(up.seen.length, 0, 'nothing reached the app');
+  });
+
+  await t.test('the request form files a real request (same-origin POST only)', async (t) => {
+    const form = await raw(port, { path: '/apps/_request?app=echo', headers: { cookie: alice.gatewayCookie } });
+    t.equal(form.status, 200);
+    t.match(form.body.toString(), /<option value="user">user<\/option>/);
+    const body = new URLSearchParams({ app: 'echo', role: 'user', duration: '30m', reason: 'debug the <echo> app' }).toString();
+    const csrf = await raw(port, { method: 'POST', path: '/apps/_request', headers: { cookie: alice.gatewayCookie, origin: 'https://evil.example', 'content-type': 'application/x-www-form-urlencoded' }, body });
+    t.equal(csrf.status, 403, 'cross-origin POST refused');
+    const sent = await raw(port, { method: 'POST', path: '/apps/_request', headers: { cookie: alice.gatewayCookie, origin: tg.url, 'content-type': 'application/x-www-form-urlencoded' }, body });
+    t.equal(sent.status, 201, sent.body.toString());
+    const id = /<code id="request-id">([^<]+)<\/code>/.exec(sent.body.toString())?.[1];
+    t.ok(id, 'request id shown');
+    const req = await tg.api('alice', 'GET', `/api/v1/requests/${id}`);
+    t.equal(req.body.target, 'echo');
+    t.equal(req.body.role, 'user');
+    t.equal(req.body.reason, 'debug the <echo> app');
+    t.equal(req.body.state, 'pending');
+    await tg.api('alice', 'POST', `/api/v1/requests/${id}/cancel`, {});
+  });
+
+  const grant = await tg.grant('alice', 'echo', 'user');
+
+  await t.test('with a grant: the app works and verifies the JWT against the JWKS', async (t) => {
+    const r = await raw(port, {
+      path: '/whoami?q=1', host,
+      headers: {
+        cookie: `${alice.cookie}; theme=dark; ${alice.gatewayCookie}`,
+        'x-tollgate-assertion': 'forged', 'x-forwarded-for': '6.6.6.6', forwarded: 'for=6.6.6.6',
+        connection: 'keep-alive, x-drop-me', 'x-drop-me': 'secret', 'proxy-authorization': 'Basic Zm9v', te: 'trailers',
+      },
+    });
+    t.equal(r.status, 200, r.body.toString());
+    const j = JSON.parse(r.body.toString());
+    t.equal(j.assertion.ok, true, `assertion verified: ${j.assertion.error ?? ''}`);
+    const p = j.assertion.payload;
+    t.equal(p.sub, 'alice');
+    t.equal(p.aud, 'echo');
+    t.equal(p.iss, tg.url);
+    t.equal(p.email, 'alice@test');
+    t.same(p.groups, ['engineers', 'oncall']);
+    t.equal(p.grant, grant.id);
+    t.type(p.sid, 'string');
+    t.ok(p.exp - p.iat <= 300, 'at most 5 minutes');
+    t.equal(j.query, '?q=1');
+    const h = j.headers;
+    t.equal(h.cookie, 'theme=dark', 'gateway and app cookies stripped, others kept');
+    t.equal(h['x-forwarded-for'], '127.0.0.1', 'client address, not the spoofed one');
+    t.equal(h['x-forwarded-host'], host);
+    t.equal(h['x-forwarded-proto'], 'http');
+    t.equal(h.forwarded, `for=127.0.0.1;host="${host}";proto=http`);
+    t.notOk(h['x-drop-me'], 'headers named by Connection dropped');
+    t.notOk(h['proxy-authorization'], 'Proxy-Authorization dropped');
+    t.notOk(h.te, 'TE dropped');
+    t.equal(h.host, `127.0.0.1:${up.port}`, 'upstream Host is the app\'s own');
+    // The session is cached: the store is not asked again for the next requests.
+    const sessions = (await tg.store.listSessions({ state: 'active' })).filter((s) => s.target === 'echo');
+    t.equal(sessions.length, 1, 'one live session');
+    for (let i = 0; i < 5; i++) t.equal((await raw(port, { path: '/whoami', host, headers: { cookie: alice.cookie } })).status, 200);
+    t.equal((await tg.store.listSessions({ state: 'active' })).filter((s) => s.target === 'echo').length, 1, 'still one session');
+  });
+
+  await t.test('path-based routing strips the prefix; redirects are rewritten', async (t) => {
+    const pa = await signInApp(tg, 'alice', 'echo', `${tg.url}/apps/echo/whoami`);
+    t.match(pa.steps[2]!.headers['set-cookie']!.join(';'), /Path=\/apps\/echo\//, 'cookie scoped to the app prefix');
+    const r = await raw(port, { path: '/apps/echo/whoami?z=2', headers: { cookie: pa.cookie } });
+    t.equal(r.status, 200);
+    const j = JSON.parse(r.body.toString());
+    t.equal(j.path, '/whoami');
+    t.equal(j.query, '?z=2');
+    t.equal(j.headers['x-forwarded-prefix'], '/apps/echo');
+    const red = await raw(port, { path: '/apps/echo/redirect', headers: { cookie: pa.cookie } });
+    t.equal(red.status, 302);
+    t.equal(red.headers.location, `${tg.url}/apps/echo/whoami?from=redirect`);
+    const hred = await raw(port, { path: '/redirect', host, headers: { cookie: alice.cookie } });
+    t.equal(hred.headers.location, `http://${host}/whoami?from=redirect`);
+  });
+
+  await t.test('response hop-by-hop headers dropped, Set-Cookie kept repeated', async (t) => {
+    const r = await raw(port, { path: '/hop', host, headers: { cookie: alice.cookie } });
+    t.equal(r.status, 200);
+    t.notOk(r.headers['x-secret-hop']);
+    t.notOk(r.headers['keep-alive']);
+    t.same(setCookies(r.headers), ['a=1; Path=/', 'b=2; Path=/']);
+  });
+
+  await t.test('rules deny per role: DELETE /admin/* is 403, dot segments do not bypass', async (t) => {
+    const before = up.seen.length;
+    for (const path of ['/admin/users', '/public/../admin/users', '/%2e%2e/admin/x', '//admin/x']) {
+      const r = await raw(port, { method: 'DELETE', path, host, headers: { cookie: alice.cookie } });
+      t.equal(r.status, 403, `denied: ${path}`);
+      t.match(r.body.toString(), /deleting under \/admin is not allowed/);
+    }
+    t.equal(up.seen.length, before, 'nothing reached the app');
+    const g = await raw(port, { method: 'GET', path: '/admin/users', host, headers: { cookie: alice.cookie } });
+    t.equal(g.status, 200, 'GET is allowed');
+    const audit = await tg.store.listAudit({ action: 'session.rule.deny' });
+    t.ok(audit.length >= 4, 'denials audited');
+  });
+
+  await t.test('streaming: chunked responses, 20 MiB download and upload intact', async (t) => {
+    const s = await raw(port, { path: '/stream', host, headers: { cookie: alice.cookie } });
+    t.equal(s.body.toString(), 'tick 0\ntick 1\ntick 2\ntick 3\ntick 4\ndone\n');
+    const n = 20 * 1024 * 1024;
+    const want = sha256(pattern(n));
+    for (const chunked of [false, true]) {
+      const d = await raw(port, { path: `/download?n=${n}${chunked ? '&chunked=1' : ''}`, host, headers: { cookie: alice.cookie } });
+      t.equal(d.status, 200);
+      t.equal(d.body.length, n, `download length (chunked=${chunked})`);
+      t.equal(sha256(d.body), want, `download bytes intact (chunked=${chunked})`);
+      if (!chunked) t.equal(d.headers['content-length'], String(n));
+    }
+    const body = pattern(n);
+    const u = await raw(port, { method: 'POST', path: '/upload', host, headers: { cookie: alice.cookie, 'content-type': 'application/octet-stream' }, body });
+    t.equal(u.status, 200);
+    t.same(JSON.parse(u.body.toString()), { bytes: n, sha256: want }, 'upload intact');
+    const e = await raw(port, { method: 'PUT', path: '/echo', host, headers: { cookie: alice.cookie }, body: pattern(3 * 1024 * 1024) });
+    t.equal(sha256(e.body), sha256(pattern(3 * 1024 * 1024)), 'echo both ways at once');
+  });
+
+  await t.test('WebSocket: echo through the gateway with the identity', async (t) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/apps/echo/ws`, { headers: { cookie: alice.cookie } } as never);
+    ws.binaryType = 'arraybuffer';
+    const msgs: string[] = [];
+    const opened = new Promise<void>((res, rej) => { ws.onopen = () => res(); ws.onerror = () => rej(new Error('ws error')); });
+    ws.onmessage = (ev) => { msgs.push(typeof ev.data === 'string' ? ev.data : Buffer.from(ev.data as ArrayBuffer).toString()); };
+    await opened;
+    ws.send('ping-1');
+    ws.send(new Uint8Array(Buffer.from('bin-2')));
+    const big = 'x'.repeat(200_000);
+    ws.send(big);
+    for (let i = 0; i < 100 && msgs.length < 4; i++) await sleep(20);
+    t.same(msgs.slice(0, 3), [JSON.stringify({ hello: 'alice' }), 'ping-1', 'bin-2']);
+    t.equal(msgs[3]?.length, big.length, 'large message intact');
+    const closed = new Promise<number>((r) => { ws.onclose = (ev) => r(ev.code); });
+    ws.close(1000, 'bye');
+    t.equal(await closed, 1000);
+    // Upgrades that are not for an app are refused.
+    const r = await rawBytes(port, `GET /nope HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`, 1000);
+    t.match(r, /^HTTP\/1\.1 404/, 'non-app upgrade: 404');
+    const noCookie = await rawBytes(port, `GET /ws HTTP/1.1\r\nHost: ${host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`, 1000);
+    t.match(noCookie, /^HTTP\/1\.1 401/, 'app upgrade without sign-in: 401');
+  });
+
+  await t.test('hostile input: malformed requests, oversized headers', async (t) => {
+    const bad = await rawBytes(port, `GET /whoami HTTP/1.1\r\nHost: bad host!\r\n\r\n`, 1000);
+    t.match(bad, /^HTTP\/1\.1 400/, 'malformed Host: 400');
+    const badPct = await raw(port, { path: '/%E0%A4%A', host, headers: { cookie: alice.cookie } });
+    t.equal(badPct.status, 400, 'undecodable path: 400');
+    const cl = await rawBytes(port, `POST /upload HTTP/1.1\r\nHost: ${host}\r\nCookie: ${alice.cookie}\r\nContent-Length: abc\r\n\r\n`, 1000);
+    // uWS's own parser refuses this before any handler runs: it closes the connection (nothing reaches the app).
+    t.ok(cl === '' || /^HTTP\/1\.1 400/.test(cl), `bad Content-Length refused (${JSON.stringify(cl.slice(0, 40))})`);
+    const both = await rawBytes(port, `POST /upload HTTP/1.1\r\nHost: ${host}\r\nCookie: ${alice.cookie}\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`, 1000);
+    t.ok(both === '' || /^HTTP\/1\.1 400/.test(both), `Content-Length with Transfer-Encoding refused (${JSON.stringify(both.slice(0, 40))})`);
+    t.notOk(up.seen.some((s) => s.url === '/upload' && s.method === 'POST' && s.headers['content-length'] === '5'), 'smuggling attempt never reached the app');
+    const garbage = await rawBytes(port, 'HELLO\r\n\r\n', 1000);
+    t.ok(garbage === '' || /^HTTP\/1\.1 4\d\d/.test(garbage), `garbage refused (${JSON.stringify(garbage.slice(0, 40))})`);
+    const huge = await rawBytes(port, `GET /whoami HTTP/1.1\r\nHost: ${host}\r\nCookie: ${alice.cookie}\r\nX-Big: ${'a'.repeat(64 * 1024)}\r\n\r\n`, 2000);
+    t.ok(huge === '' || /^HTTP\/1\.1 4(31|00|13)/.test(huge), `oversized headers refused (${JSON.stringify(huge.slice(0, 40))})`);
+    const unknown = await raw(port, { path: '/', host: `nosuch.localhost:${port}` });
+    t.equal(unknown.status, 404);
+    t.match(unknown.body.toString(), /no app named &quot;nosuch&quot;/);
+    // The gateway still serves everyone.
+    t.equal((await raw(port, { path: '/whoami', host, headers: { cookie: alice.cookie } })).status, 200);
+    t.equal((await fetch(`${tg.url}/healthz`)).status, 200);
+  });
+
+  await t.test('dead upstream: 502 page; slow upstream: 504; truncated body: connection cut', async (t) => {
+    const da = await signInApp(tg, 'alice', 'deadapp', `http://deadapp.localhost:${port}/`);
+    await tg.grant('alice', 'deadapp', 'user');
+    const r = await raw(port, { path: '/', host: `deadapp.localhost:${port}`, headers: { cookie: da.cookie } });
+    t.equal(r.status, 502);
+    t.match(r.body.toString(), /cannot reach deadapp/);
+    const s0 = Date.now();
+    const slow = await raw(port, { path: '/slow?ms=5000', host, headers: { cookie: alice.cookie } });
+    t.equal(slow.status, 504);
+    t.ok(Date.now() - s0 < 4500, 'answered at the configured timeout');
+    await t.rejects(raw(port, { path: '/truncated', host, headers: { cookie: alice.cookie } }), 'a short body is not passed off as complete');
+  });
+
+  await t.test('slow clients do not stall other traffic', async (t) => {
+    // A client that asks for 20 MiB and never reads.
+    const sock = net.connect(port, '127.0.0.1');
+    await new Promise<void>((r) => sock.on('connect', () => r()));
+    sock.write(`GET /download?n=${20 * 1024 * 1024} HTTP/1.1\r\nHost: ${host}\r\nCookie: ${alice.cookie}\r\n\r\n`);
+    sock.pause();
+    // And one that sends headers byte by byte.
+    const drip = net.connect(port, '127.0.0.1');
+    drip.on('error', () => undefined);
+    const line = `GET /whoami HTTP/1.1\r\nHost: ${host}\r\n`;
+    let i = 0;
+    const dripTimer = setInterval(() => { if (i < line.length) drip.write(line[i++]!); }, 50);
+    t.teardown(() => { clearInterval(dripTimer); drip.destroy(); sock.destroy(); });
+    await sleep(300);
+    const s0 = Date.now();
+    for (let k = 0; k < 20; k++) {
+      const r = await raw(port, { path: '/whoami', host, headers: { cookie: alice.cookie } });
+      t.equal(r.status, 200);
+    }
+    const d = await raw(port, { path: `/download?n=${1024 * 1024}`, host, headers: { cookie: alice.cookie } });
+    t.equal(d.body.length, 1024 * 1024);
+    t.ok(Date.now() - s0 < 3000, `other requests served promptly (${Date.now() - s0} ms)`);
+  });
+
+  await t.test('recorded: one http.request event per request, no credentials', async (t) => {
+    const sess = (await tg.store.listSessions({ state: 'active' })).find((s) => s.target === 'echo' && s.identity === 'alice')!;
+    t.ok(sess);
+    const live = tg.gw.sessions.get(sess.id)!;
+    t.ok(live, 'live session');
+    t.ok(live.bytes().down > 40 * 1024 * 1024, 'bytes counted');
+  });
+
+  await t.test('revoke: open WebSocket closed with the reason, next request 403', async (t) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/apps/echo/ws`, { headers: { cookie: alice.cookie } } as never);
+    await new Promise<void>((res, rej) => { ws.onopen = () => res(); ws.onerror = () => rej(new Error('ws error')); });
+    const closed = new Promise<{ code: number; reason: string }>((r) => { ws.onclose = (ev) => r({ code: ev.code, reason: ev.reason }); });
+    const sess = (await tg.store.listSessions({ state: 'active' })).find((s) => s.target === 'echo' && s.identity === 'alice')!;
+    const rv = await tg.api('bob', 'POST', `/api/v1/grants/${grant.id}/revoke`, { reason: 'incident 42' });
+    t.equal(rv.status, 200, JSON.stringify(rv.body));
+    const c = await closed;
+    t.equal(c.code, 4001);
+    t.match(c.reason, /revoked/);
+    for (let i = 0; i < 100 && up.wsSockets.size; i++) await sleep(20);
+    t.equal(up.wsSockets.size, 0, 'upstream WebSocket closed too');
+    const r = await raw(port, { path: '/whoami', host, headers: { cookie: alice.cookie } });
+    t.equal(r.status, 403);
+    t.match(r.body.toString(), /revoked|no active grant/);
+    for (let i = 0; i < 100; i++) { if ((await tg.store.getSession(sess.id))?.state === 'ended') break; await sleep(20); }
+    const ended = await tg.store.getSession(sess.id);
+    t.equal(ended?.state, 'ended');
+    t.match(ended?.endReason ?? '', /^revoked/);
+    const recs = await tg.api('carol', 'GET', `/api/v1/sessions/${sess.id}`);
+    t.equal(recs.status, 200);
+    const files = (recs.body.recordings ?? []) as { id: string; kind: string }[];
+    const ev = files.find((f) => /event/.test(f.kind));
+    t.ok(ev, `events recording listed (${JSON.stringify(files.map((f) => f.kind))})`);
+    if (ev) {
+      const dl = await fetch(`${tg.url}/api/v1/recordings/${ev.id}`, { headers: { authorization: `Bearer ${tg.token('carol')}` } }).then((x) => x.text());
+      t.match(dl, /"http\.request"/);
+      t.match(dl, /"path":"\/whoami"/);
+      t.match(dl, /"http\.websocket"/);
+      t.notMatch(dl, /tg_app_|tg_session|eyJ/, 'no cookies or assertions in the recording');
+    }
+  });
+});
