@@ -65,6 +65,7 @@ export class CastWriter implements CastRecorder {
 
   /**
    * @param publish called with each event (code, data) for the live bus.
+   * @param onClosed called once when the cast ends.
    */
   constructor(
     private readonly sink: FileSink,
@@ -72,6 +73,7 @@ export class CastWriter implements CastRecorder {
     opts: CastOptions,
     defaultTitle: string | undefined,
     private readonly publish: (code: CastCode, data: string) => void,
+    private readonly onClosed: () => void = () => {},
   ) {
     this.start = clock.now();
     if (clock instanceof SystemClock) {
@@ -169,6 +171,7 @@ export class CastWriter implements CastRecorder {
       const inp = this.inDec.end();
       if (inp.length) this.emit('i', inp);
       this.closed = true;
+      this.onClosed();
     }
     return this.sink.seal();
   }

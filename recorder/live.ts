@@ -12,6 +12,9 @@
  *   - the last 200 query / event / marker frames;
  *   - for desktop sessions, the screen stream since the last keyframe (bounded).
  * Input frames ('i') are delivered live but are not part of the snapshot.
+ * When a session records several casts (a shell and exec channels), every frame is delivered with
+ * its `cast`, but the snapshot's terminal follows one cast: the first, until it closes
+ * (castClosed), then the next one that publishes.
  */
 import type { Logger } from 'pino';
 import { LRUCache } from 'lru-cache';
@@ -46,12 +49,16 @@ interface LiveState {
   screen: LiveFrame[];
   screenChars: number;
   lastT: number;
+  /** The cast the terminal snapshot follows (undefined: none yet). */
+  primary: string | undefined;
+  /** Last size per cast, so a cast that becomes primary starts with its size. */
+  sizes: Map<string, LiveFrame>;
 }
 
 function newState(): LiveState {
   return {
     subs: new Set(), published: false, baseSize: null, term: [], termChars: 0, tail: '', misc: [],
-    screenHeader: null, screen: [], screenChars: 0, lastT: 0,
+    screenHeader: null, screen: [], screenChars: 0, lastT: 0, primary: undefined, sizes: new Map(),
   };
 }
 
@@ -174,7 +181,30 @@ export class MemoryLiveBus implements LiveBus {
     }
   }
 
+  /** A cast of the session ended: if the snapshot followed it, the next cast to publish takes over. */
+  castClosed(sessionId: string, cast: string): void {
+    const st = this.sessions.get(sessionId);
+    if (!st) return;
+    st.sizes.delete(cast);
+    if (st.primary === cast) st.primary = undefined;
+  }
+
+  /** Whether a terminal frame belongs to the cast the snapshot follows (switching to it if none). */
+  private followed(st: LiveState, frame: LiveFrame): boolean {
+    if (frame.cast === undefined) return true;
+    if (frame.type === 'r') st.sizes.set(frame.cast, frame);
+    if (st.primary === frame.cast) return true;
+    if (st.primary !== undefined) return false;
+    st.primary = frame.cast;
+    st.term = [];
+    st.termChars = 0;
+    st.tail = '';
+    st.baseSize = frame.type === 'r' ? null : st.sizes.get(frame.cast) ?? null;
+    return true;
+  }
+
   private remember(st: LiveState, frame: LiveFrame): void {
+    if ((frame.type === 'o' || frame.type === 'r') && !this.followed(st, frame)) return;
     switch (frame.type) {
       case 'o': {
         const data = typeof frame.data === 'string' ? frame.data : String(frame.data ?? '');
@@ -184,10 +214,10 @@ export class MemoryLiveBus implements LiveBus {
           // Everything before the clear is gone from the screen: restart from the clear sequence.
           const kept = at >= st.tail.length ? data.slice(at - st.tail.length) : joined.slice(at);
           st.baseSize = this.currentSize(st);
-          st.term = [{ t: frame.t, type: 'o', data: kept }];
+          st.term = [{ ...frame, data: kept }];
           st.termChars = kept.length;
         } else {
-          st.term.push({ t: frame.t, type: 'o', data });
+          st.term.push({ ...frame, data });
           st.termChars += data.length;
         }
         st.tail = keepTail(joined, CLEAR_TAIL);
@@ -244,7 +274,7 @@ export class MemoryLiveBus implements LiveBus {
         st.termChars -= data.length;
       } else {
         const kept = keepTail(data, data.length - excess);
-        st.term[0] = { t: first.t, type: 'o', data: kept };
+        st.term[0] = { ...first, data: kept };
         st.termChars -= data.length - kept.length;
       }
     }

@@ -3,12 +3,12 @@
  * indexed in the store, published on the live bus and sealed by close().
  */
 import { createHash } from 'node:crypto';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Clock } from '../policies/clock.js';
 import type { QueryLogRecord, Store } from '../proxy/store/types.js';
 import type {
-  CastOptions, CastRecorder, EventRecorder, LiveFrame, QueryRecorder, ScreenRecorder, SessionRecording,
+  CastOptions, CastRecorder, EventRecorder, QueryRecorder, ScreenRecorder, SessionRecording,
   StatementHandle, StatementStart,
 } from './types.js';
 import { CastWriter, NullCast } from './cast.js';
@@ -109,10 +109,6 @@ export class Session implements SessionRecording {
     return round6(Math.max(0, (this.ctx.clock.now() - this.meta.startedAt) / 1000));
   }
 
-  private publish(type: LiveFrame['type'], data: unknown): void {
-    this.ctx.live.publish(this.sessionId, { t: this.t(), type, data });
-  }
-
   private track(p: Promise<unknown>): void {
     this.pending.add(p);
     void p.finally(() => this.pending.delete(p));
@@ -130,7 +126,10 @@ export class Session implements SessionRecording {
     const sink = this.sink('cast', name, '.cast');
     if (!sink) return new NullCast();
     const title = `${this.meta.identity} → ${this.meta.target} (${this.meta.role})`;
-    const w = new CastWriter(sink, this.ctx.clock, opts ?? { width: 80, height: 24 }, title, (code, data) => this.publish(code, data));
+    const castName = basename(sink.path, '.cast');
+    const w = new CastWriter(sink, this.ctx.clock, opts ?? { width: 80, height: 24 }, title,
+      (code, data) => this.ctx.live.publish(this.sessionId, { t: this.t(), type: code, data, cast: castName }),
+      () => this.ctx.live.castClosed(this.sessionId, castName));
     this.casts.push(w);
     return w;
   }

@@ -67,6 +67,11 @@ export interface LiveFrame {
   t: number;
   type: 'o' | 'i' | 'r' | 'm' | 'query' | 'event' | 'screen' | 'end';
   data: unknown;
+  /**
+   * For terminal frames ('o'/'i'/'r'/'m'): which cast of the session they belong to (e.g. "shell",
+   * "exec-2"), when a session records several. The snapshot follows one cast at a time.
+   */
+  cast?: string;
 }
 
 export interface LiveSubscription {

@@ -148,3 +148,31 @@ t.test('screen frames: snapshot starts at the header and the last keyframe', asy
   t.equal(snap[1]!.t, 1);
   await rec.close();
 });
+
+t.test('several casts: frames carry their cast, the snapshot follows one terminal at a time', async (t) => {
+  const { clock, r, rec } = await opened(t, 'live-multi', T0);
+  const got: LiveFrame[] = [];
+  r.recorder.live.subscribe('live-multi', (f) => got.push(f));
+  const shell = rec.cast({ width: 100, height: 30, name: 'shell' });
+  clock.advance(100);
+  const exec = rec.cast({ width: 80, height: 24, name: 'exec-1' });
+  shell.output('$ top');
+  exec.output('scp output');
+  exec.marker('scp started');
+  const snap1 = r.recorder.live.subscribe('live-multi', () => {}).snapshot;
+  t.same(snap1.map((f) => [f.type, f.data, f.cast]), [
+    ['r', '100x30', 'shell'], ['o', '$ top', 'shell'], ['m', 'scp started', 'exec-1'],
+  ], 'the shell is on screen; the exec marker is kept with the events');
+  t.same(got.map((f) => [f.type, f.cast]), [['r', 'shell'], ['r', 'exec-1'], ['o', 'shell'], ['o', 'exec-1'], ['m', 'exec-1']], 'watchers get every frame with its cast');
+  shell.close();
+  clock.advance(100);
+  exec.output('more');
+  const snap2 = r.recorder.live.subscribe('live-multi', () => {}).snapshot;
+  t.same(snap2.filter((f) => f.type !== 'm').map((f) => [f.type, f.data, f.cast]), [['r', '80x24', 'exec-1'], ['o', 'more', 'exec-1']], 'when the shell closes the next cast takes the screen, with its size');
+  const again = rec.cast({ width: 90, height: 20, name: 'shell' });
+  again.output('new shell');
+  const snap3 = r.recorder.live.subscribe('live-multi', () => {}).snapshot;
+  t.notOk(snap3.some((f) => f.data === 'new shell'), 'a later cast does not take over a live one');
+  t.equal(got.find((f) => f.data === 'new shell')!.cast, 'shell-2', 'the cast name is its file name');
+  await rec.close();
+});
