@@ -38,6 +38,10 @@ export class PacketConn {
   private onData = (chunk: Buffer) => {
     this.bytesIn += chunk.length;
     this.reader.push(chunk);
+    if (!this.handler && !this.waiter && this.reader.buffered > 4 * this.reader.maxPacket + 65536) {
+      this.fail(new ProtocolError('too much data sent before the gateway answered'));
+      return;
+    }
     this.drain();
   };
   private onEnd = () => { this.fail(new ConnClosedError()); };
@@ -59,7 +63,9 @@ export class PacketConn {
 
   private drain() {
     try {
-      while (!this.pausedFlag && !this.closed) {
+      // Without a handler, parse only as many packets as someone waits for (after an SSLRequest the
+      // next bytes are a TLS ClientHello, not a packet).
+      while (!this.pausedFlag && !this.closed && (this.handler || this.waiter)) {
         const p = this.reader.next();
         if (!p) break;
         this.deliver(p);
@@ -78,21 +84,23 @@ export class PacketConn {
       return w.resolve(p);
     }
     this.queue.push(p);
-    // Nobody is reading: stop the socket so an eager peer cannot grow the queue.
-    this.sock.pause();
   }
 
   private fail(e: Error) {
     if (this.closed) return;
     this.closed = true;
     this.failure = e;
+    this.detach(this.sock);
+    this.sock.on('error', () => {});
+    // A malformed packet leaves the socket open so the owner can answer with an ERR, then end().
+    if (e instanceof ProtocolError) this.sock.pause();
+    else this.sock.destroy();
     if (this.waiter) {
       const w = this.waiter;
       this.waiter = null;
       w.reject(e);
     }
     for (const h of this.closeHandlers.splice(0)) h(e instanceof ConnClosedError ? null : e);
-    this.sock.destroy();
   }
 
   /** Called once when the connection closes (null: orderly close; else the error). */
@@ -104,16 +112,12 @@ export class PacketConn {
   /** Next packet (handshake phase). */
   read(): Promise<Packet> {
     const q = this.queue.shift();
-    if (q) {
-      if (!this.queue.length && !this.pausedFlag) this.sock.resume();
-      return Promise.resolve(q);
-    }
+    if (q) return Promise.resolve(q);
     if (this.closed) return Promise.reject(this.failure ?? new ConnClosedError());
-    this.sock.resume();
     return new Promise((resolve, reject) => {
       this.waiter = { resolve, reject };
       // packets may already sit in the reader
-      queueMicrotask(() => this.drain());
+      this.drain();
     });
   }
 
@@ -151,13 +155,24 @@ export class PacketConn {
 
   /** Write bytes; false means the peer is slow (wait for 'drain'). */
   writeRaw(bytes: Buffer): boolean {
-    if (this.closed || this.sock.destroyed) return true;
+    if (this.sock.destroyed || !this.sock.writable) return true;
     this.bytesOut += bytes.length;
     return this.sock.write(bytes);
   }
 
+  /** Largest logical packet accepted from the peer (small during the handshake). */
+  setMaxPacket(n: number) {
+    this.reader.maxPacket = n;
+  }
+
+  private drainWaiters: (() => void)[] = [];
+  /** Run fn once the socket drained; several callers while waiting share one listener. */
   onDrain(fn: () => void) {
-    this.sock.once('drain', fn);
+    this.drainWaiters.push(fn);
+    if (this.drainWaiters.length > 1) return;
+    this.sock.once('drain', () => {
+      for (const f of this.drainWaiters.splice(0)) f();
+    });
   }
 
   /** Replace the socket by a TLS socket over it; bytes already read (a ClientHello) are handed to TLS. */
@@ -184,23 +199,25 @@ export class PacketConn {
 
   /** Flush what was written, then close. */
   end() {
-    if (this.closed) return;
+    const wasClosed = this.closed;
     this.closed = true;
-    this.detach(this.sock);
+    if (!wasClosed) this.detach(this.sock);
     this.sock.on('error', () => {});
-    this.sock.end();
-    const s = this.sock;
-    const t = setTimeout(() => s.destroy(), 2000);
-    t.unref();
-    for (const h of this.closeHandlers.splice(0)) h(null);
+    if (!this.sock.destroyed) {
+      this.sock.end();
+      const s = this.sock;
+      const t = setTimeout(() => s.destroy(), 2000);
+      t.unref();
+    }
+    if (!wasClosed) for (const h of this.closeHandlers.splice(0)) h(null);
   }
 
   destroy() {
-    if (this.closed) { this.sock.destroy(); return; }
+    const wasClosed = this.closed;
     this.closed = true;
-    this.detach(this.sock);
+    if (!wasClosed) this.detach(this.sock);
     this.sock.on('error', () => {});
     this.sock.destroy();
-    for (const h of this.closeHandlers.splice(0)) h(null);
+    if (!wasClosed) for (const h of this.closeHandlers.splice(0)) h(null);
   }
 }

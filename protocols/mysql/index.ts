@@ -23,6 +23,8 @@ import { startMariadbDemo } from './demo.js';
 
 const HANDSHAKE_TIMEOUT_MS = 30_000;
 const MAX_CLIENT_PACKET = 64 * 1024 * 1024;
+/** Before authentication nobody may make the gateway buffer much. */
+const MAX_HANDSHAKE_PACKET = 16 * 1024;
 
 function refusalSpec(code: RefusalCode): ErrSpec {
   switch (code) {
@@ -58,9 +60,9 @@ function shellQuote(s: string): string {
 async function handleConnection(ctx: ProtocolContext, sock: Socket, log: Logger): Promise<void> {
   sock.setNoDelay(true);
   const clientAddr = `${sock.remoteAddress ?? '?'}:${sock.remotePort ?? 0}`;
-  const client = new PacketConn(sock, MAX_CLIENT_PACKET);
+  const client = new PacketConn(sock, MAX_HANDSHAKE_PACKET);
   const refuse = (spec: ErrSpec, message: string) => {
-    if (!client.closed) client.send(buildErr(spec, message), client.lastReadSeq + 1);
+    client.send(buildErr(spec, message), client.lastReadSeq + 1);
     client.end();
   };
   const timer = ctx.clock.setTimer(HANDSHAKE_TIMEOUT_MS, () => refuse(ER.HANDSHAKE, 'Tollgate: handshake timed out'));
@@ -74,7 +76,7 @@ async function handleConnection(ctx: ProtocolContext, sock: Socket, log: Logger)
       log.info({ clientAddr, reason: e.message }, 'mysql login refused');
       return refuse(e.spec, e.message);
     }
-    if (e instanceof ConnClosedError || client.closed) return client.destroy();
+    if (e instanceof ConnClosedError || client.sock.destroyed) return client.destroy();
     log.info({ clientAddr, err: (e as Error).message }, 'mysql handshake failed');
     return refuse(ER.HANDSHAKE, e instanceof ProtocolError ? `Tollgate: bad handshake: ${e.message}` : 'Tollgate: bad handshake');
   }
@@ -82,7 +84,7 @@ async function handleConnection(ctx: ProtocolContext, sock: Socket, log: Logger)
   const { outcome, response } = hello;
   if (!outcome.ok) {
     log.info({ clientAddr, user: response.user.slice(0, 100), code: outcome.code }, 'mysql login refused');
-    return refuse(refusalSpec(outcome.code), `Tollgate: access denied for '${response.user.slice(0, 100)}': ${outcome.reason}`);
+    return refuse(refusalSpec(outcome.code), `Tollgate: access denied for '${response.user.slice(0, 100)}': ${outcome.reason.replace(/^Tollgate:\s*/, '')}`);
   }
   const auth = outcome.auth;
   let session: LiveSession;
@@ -162,6 +164,7 @@ async function handleConnection(ctx: ProtocolContext, sock: Socket, log: Logger)
   }
   session.audit('mysql.login', { user, server: up.greeting.serverVersion, tls: client.encrypted, plugin: hello.plugin });
   client.send(up.ok, hello.seq);
+  client.setMaxPacket(MAX_CLIENT_PACKET);
   relay = new MysqlRelay({
     session,
     client,

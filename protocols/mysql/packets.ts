@@ -132,7 +132,7 @@ export class PacketReader {
   private parts: Buffer[] = [];
   private partsLen = 0;
   private firstSeq = -1;
-  constructor(private maxPacket = 64 * 1024 * 1024) {}
+  constructor(public maxPacket = 64 * 1024 * 1024) {}
 
   push(chunk: Buffer): void {
     this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;

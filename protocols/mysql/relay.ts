@@ -8,7 +8,7 @@
 import type { LiveSession, EndReason, RuleDecision } from '../types.js';
 import type { StatementHandle, QueryRecorder } from '../../recorder/types.js';
 import type { PacketConn } from './conn.js';
-import { COM, CAP, Cursor, ER, buildErr, tg, type Packet, type ErrSpec } from './packets.js';
+import { COM, CAP, Cursor, ER, ProtocolError, buildErr, tg, type Packet, type ErrSpec } from './packets.js';
 import { ResponseTracker, isLoadLocal, responseShape, splitSql, kindOf } from './inspector.js';
 
 interface Pending {
@@ -53,6 +53,7 @@ export class MysqlRelay {
     });
     client.onClose((err) => {
       if (err) session.log.debug({ err: err.message }, 'client connection error');
+      if (err instanceof ProtocolError && !this.ending) this.sendErr(ER.NET_READ, tg(`malformed packet: ${err.message}`));
       this.finish({ code: 'client_exit', message: err ? `client connection lost: ${err.message}` : 'client disconnected' });
     });
     upstream.onClose((err) => {
@@ -87,19 +88,52 @@ export class MysqlRelay {
     void this.o.session.end(reason).catch((e) => this.o.session.log.error({ err: e }, 'session end failed'));
   }
 
+  private upstreamFull = false;
+  private clientFull = false;
+  private pendingUp = 0;
+  private pendingDown = 0;
+  private flushScheduled = false;
+
+  /** Writes made while handling one chunk of packets leave in one batch (cork), bytes are counted once. */
+  private batch(conn: PacketConn) {
+    if (!conn.sock.writableCorked) {
+      conn.sock.cork();
+      process.nextTick(() => conn.sock.uncork());
+    }
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      process.nextTick(() => {
+        this.flushScheduled = false;
+        if (this.pendingUp || this.pendingDown) this.o.session.addBytes(this.pendingUp, this.pendingDown);
+        this.pendingUp = 0;
+        this.pendingDown = 0;
+      });
+    }
+  }
+
   private forwardUp(p: Packet) {
-    this.o.session.addBytes(p.raw.length, 0);
-    if (!this.o.upstream.writeRaw(p.raw)) {
+    this.batch(this.o.upstream);
+    this.pendingUp += p.raw.length;
+    if (!this.o.upstream.writeRaw(p.raw) && !this.upstreamFull) {
+      this.upstreamFull = true;
       this.o.client.pause();
-      this.o.upstream.onDrain(() => { if (!this.pending || this.infile) this.o.client.resume(); });
+      this.o.upstream.onDrain(() => {
+        this.upstreamFull = false;
+        if (!this.pending || this.infile) this.o.client.resume();
+      });
     }
   }
 
   private forwardDown(p: Packet) {
-    this.o.session.addBytes(0, p.raw.length);
-    if (!this.o.client.writeRaw(p.raw)) {
+    this.batch(this.o.client);
+    this.pendingDown += p.raw.length;
+    if (!this.o.client.writeRaw(p.raw) && !this.clientFull) {
+      this.clientFull = true;
       this.o.upstream.pause();
-      this.o.client.onDrain(() => this.o.upstream.resume());
+      this.o.client.onDrain(() => {
+        this.clientFull = false;
+        this.o.upstream.resume();
+      });
     }
   }
 

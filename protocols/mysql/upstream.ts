@@ -69,7 +69,7 @@ function dial(addr: Address, clock: Clock, timeoutMs: number): Promise<Socket> {
 export async function loginUpstream(o: UpstreamLogin): Promise<UpstreamSession> {
   const timeoutMs = o.timeoutMs ?? 15_000;
   const raw = await dial(o.address, o.clock, timeoutMs);
-  const conn = new PacketConn(raw);
+  const conn = new PacketConn(raw, 1024 * 1024 * 1024);
   const timer = o.clock.setTimer(timeoutMs, () => conn.destroy());
   try {
     const g0 = await conn.read();
