@@ -5,10 +5,10 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, writeFileSync, mkdirSync, chownSync, chmodSync, rmSync } from 'node:fs';
-import { userInfo } from 'node:os';
+import { existsSync, readdirSync, readFileSync, writeFileSync, mkdirSync, mkdtempSync, chownSync, chmodSync, rmSync, statSync } from 'node:fs';
+import { tmpdir, userInfo } from 'node:os';
 import net from 'node:net';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { DemoTargets, TargetConfig } from '../types.js';
@@ -60,16 +60,24 @@ export async function startCluster(dir: string, log: Logger): Promise<DemoCluste
   const bin = findPgBin();
   if (!bin) return null;
   const root = process.getuid?.() === 0;
-  const base = join(dir, 'postgres');
-  const data = join(base, 'data');
-  const sockDir = join(base, 'sock');
-  mkdirSync(sockDir, { recursive: true });
+  mkdirSync(dir, { recursive: true });
   let owner = { uid: userInfo().uid, gid: userInfo().gid };
+  let base = join(dir, 'postgres');
   if (root) {
-    const id = await idOf('postgres');
+    const id = idOf('postgres');
     if (!id) throw new Error('running as root needs the "postgres" OS user (apt-get install postgresql)');
     owner = id;
     chmodSync(dir, 0o711);
+    if (!traversable(dir, owner)) {
+      // An ancestor of dir is closed to the postgres user: keep the cluster in a temp dir of its own.
+      base = mkdtempSync(join(tmpdir(), 'tollgate-pg-'));
+      log.info({ dir, base }, 'demo PostgreSQL cluster placed outside dir (not reachable by the postgres user)');
+    }
+  }
+  const data = join(base, 'data');
+  const sockDir = join(base, 'sock');
+  mkdirSync(sockDir, { recursive: true });
+  if (root) {
     chownSync(base, owner.uid, owner.gid);
     chownSync(sockDir, owner.uid, owner.gid);
   }
@@ -127,7 +135,20 @@ export async function startCluster(dir: string, log: Logger): Promise<DemoCluste
   }
 }
 
-async function idOf(user: string): Promise<{ uid: number; gid: number } | null> {
+/** Can this user reach dir (search permission on every ancestor)? */
+function traversable(dir: string, who: { uid: number; gid: number }): boolean {
+  let p = resolve(dir);
+  for (;;) {
+    const st = statSync(p);
+    const ok = (st.mode & 0o001) || (st.uid === who.uid && st.mode & 0o100) || (st.gid === who.gid && st.mode & 0o010);
+    if (!ok) return false;
+    const up = dirname(p);
+    if (up === p) return true;
+    p = up;
+  }
+}
+
+function idOf(user: string): { uid: number; gid: number } | null {
   const line = readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith(`${user}:`));
   if (!line) return null;
   const f = line.split(':');

@@ -25,7 +25,7 @@ export const MAX_CLIENT_MESSAGE = 64 * 1024 * 1024;
 const MAX_BACKEND_MESSAGE = 1 << 30;
 const STREAM_THRESHOLD = 256 * 1024;
 
-interface Prepared { text: string; kind: string | null; params: number }
+interface Prepared { text: string; kind: string | null; params: number; alert: boolean }
 
 export interface RelayOptions {
   client: Socket;
@@ -208,7 +208,7 @@ export class PgRelay {
           this.discarding = true;
           return serialize.parse({ name: p.name, text: this.deny(decision.message) });
         }
-        this.statements.set(p.name, { text: p.text, kind, params: p.paramTypes });
+        this.statements.set(p.name, { text: p.text, kind, params: p.paramTypes, alert: decision.action === 'alert' });
         if (this.statements.size > 10_000) this.statements.delete(this.statements.keys().next().value!);
         return f.raw;
       }
@@ -216,7 +216,7 @@ export class PgRelay {
         const b = decodeBind(f.body);
         if (this.discarding) return f.raw;
         const st = this.statements.get(b.statement);
-        this.portals.set(b.portal, { text: st?.text ?? '(unknown prepared statement)', kind: st?.kind ?? null, params: b.params });
+        this.portals.set(b.portal, { text: st?.text ?? '(unknown prepared statement)', kind: st?.kind ?? null, params: b.params, alert: st?.alert ?? false });
         if (this.portals.size > 10_000) this.portals.delete(this.portals.keys().next().value!);
         return f.raw;
       }
@@ -227,7 +227,7 @@ export class PgRelay {
         this.pending.push({
           seq: this.clientSeq,
           h: this.session.recording.queries().statement({
-            statement: p?.text ?? '(unknown portal)', kind: p?.kind ?? null, params: p?.params ?? 0, decision: 'allow',
+            statement: p?.text ?? '(unknown portal)', kind: p?.kind ?? null, params: p?.params ?? 0, decision: p?.alert ? 'alert' : 'allow',
           }),
         });
         return f.raw;

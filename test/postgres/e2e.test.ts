@@ -85,6 +85,16 @@ if (!havePostgres) {
     t.match(again.stderr, /already used|wrong, already used or expired/, 'single-use secret refused with a clear message');
   });
 
+  t.test('the printed client commands work as pasted', async (t) => {
+    for (const key of ['psql', 'psql (PGPASSWORD)']) {
+      const s = await secretFor('prod-db', 'read');
+      const r = await runClient('bash', ['-c', `${s.commands[key]} -X -A -t -c 'SELECT 7 * 6'`]);
+      t.equal(r.code, 0, `${key}: ${r.stderr}`);
+      t.match(r.stdout, /^42$/m, key);
+    }
+    t.same(await pgc.noSessionRoles(), []);
+  });
+
   t.test('psql in plain mode where allowed; refused with a hint where not', async (t) => {
     const s = await secretFor('plain-db', 'read');
     const ok = await runClient('psql', ['-X', '-A', '-t', `host=${host} port=${port} user=plain-db dbname=app password=${s.secret} sslmode=disable`, '-c', 'SELECT 40 + 2']);

@@ -91,4 +91,31 @@ if (!havePostgres) {
     t.match(bad.detail, /password authentication failed/);
     t.notMatch(bad.detail, /wrong/);
   });
+
+  t.test('module.demo starts a cluster whose target validates and checks out, and stop() removes it', async (t) => {
+    const { mkdtempSync, existsSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'tg-pgdemo-'));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    const d = await postgresModule.demo!(join(dir, 'targets', 'postgres'), quietLog);
+    t.ok(d, 'PostgreSQL installed');
+    if (!d) return;
+    t.teardown(() => d.stop());
+    const target = d.targets[0]!;
+    t.equal(target.name, 'prod-db');
+    t.same(target.roles.map((r) => r.name), ['read', 'admin']);
+    t.equal(postgresModule.validateTarget!(target), null);
+    const check = await postgresModule.checkTarget!(ctx, target);
+    t.ok(check.ok, check.detail);
+    await d.stop();
+    const { default: net } = await import('node:net');
+    const port = Number(target.address.split(':')[1]);
+    const refused = await new Promise<boolean>((res) => {
+      const s = net.connect({ host: '127.0.0.1', port }, () => { s.destroy(); res(false); });
+      s.on('error', () => res(true));
+    });
+    t.ok(refused, 'server stopped');
+    t.notOk(existsSync(join(dir, 'targets', 'postgres', 'postgres')), 'cluster directory removed');
+  });
 }
