@@ -9,7 +9,10 @@
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import type { Browser } from 'playwright-core';
-import { haveSshd, startTestSshd, Terminal, SSH_OPTS, until, usersWithPrefix, userExists } from '../support/sshd.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { haveSshd, startTestSshd, Terminal, SSH_OPTS, runClient, until, usersWithPrefix, userExists } from '../support/sshd.js';
 import type { TestGateway } from '../support/gateway.js';
 import { launchChromium, startPortalGateway, signIn, shot } from './helpers.js';
 
@@ -156,12 +159,25 @@ t.test('alice requests, bob approves, alice connects with ssh, carol watches and
   t.match(audit, /session\.watch/, 'watching is audited too');
   await shot(c, 'audit');
 
+  // ---- a file transfer under the same grant shows up as a transfer in its recording
+  const tmp = mkdtempSync(join(tmpdir(), 'tg-portal-scp-'));
+  t.teardown(() => rmSync(tmp, { recursive: true, force: true }));
+  writeFileSync(join(tmp, 'nginx.conf'), 'worker_processes 4;\n');
+  const s2 = await tg.secret('alice', ended.grantId);
+  const scp = await runClient(s2.secret, 'scp', ['-P', String(tg.listener('ssh').port), join(tmp, 'nginx.conf'), `${s2.username}@127.0.0.1:`]);
+  t.equal(scp.code, 0, `scp upload works (${scp.stderr})`);
+  const scpSession = await until(async () => (await tg.store.listSessions({ grantId: ended.grantId })).find((x) => x.id !== live.id && x.state === 'ended'), 15_000, 'scp session ended');
+  await c.goto(`${tg.url}/portal/recordings/${scpSession.id}`);
+  await c.waitForSelector('.rec[data-kind=events] tr.transfer', { timeout: 15_000 });
+  t.match(await c.textContent('.rec[data-kind=events]'), /file-transfer.*nginx\.conf/s, 'the upload is listed as a transfer');
+  await shot(c, 'replay-transfer');
+
   // ---- the dashboard counts it
   await c.goto(`${tg.url}/portal/dashboard`);
   await c.waitForSelector('.figure');
   const figs = await c.textContent('#figures');
   t.match(figs, /^0Standing privileges remaining/, 'no standing privilege left');
-  t.match(figs, /1 of 1 sessions under an approved request/);
+  t.match(figs, /2 of 2 sessions under an approved request/);
   t.match(figs, /over 1 decisions/);
   await shot(c, 'dashboard');
   allErrors.push(...carol.errors);

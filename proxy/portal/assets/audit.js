@@ -1,5 +1,5 @@
 // Audit: filterable, append-only, hash-chained events, with the chain's verification status.
-import { api, el, fill, empty, load, fmtTime, badge, inputTime, table, describeError } from './common.js';
+import { api, el, fill, empty, load, fmtTime, badge, inputTime, table, describeError, fields } from './common.js';
 
 const $ = (id) => document.getElementById(id);
 const PAGE = 200;
@@ -22,7 +22,7 @@ async function verifyChain() {
 function rows(events) {
   return events.map((e) => el('tr', { 'data-seq': String(e.seq) },
     el('td', {}, String(e.seq)), el('td', {}, fmtTime(e.at)), el('td', {}, e.actor), el('td', {}, el('strong', {}, e.action)),
-    el('td', {}, e.subject ?? ''), el('td', { class: 'data' }, el('code', {}, JSON.stringify(e.data)))));
+    el('td', {}, e.subject ?? ''), el('td', { class: 'data' }, fields(e.data))));
 }
 
 async function fetchPage(after) {

@@ -156,3 +156,8 @@ export function sealCell(r) {
   return cell;
 }
 
+
+/** An object's fields as wrapped "key value" pairs (events, transfers). */
+export function fields(obj) {
+  return el('span', { class: 'fields' }, Object.entries(obj || {}).map(([k, v]) => el('span', { class: 'kv' }, el('b', {}, k), ' ', typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v))));
+}

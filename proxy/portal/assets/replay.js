@@ -1,7 +1,7 @@
 // One session's recordings: replay the terminal cast in asciinema-player with the keystrokes
 // listed beside it, the statement log for databases, events and file transfers; each file with
 // its seal (SHA-256) and whether it verifies now.
-import { api, el, fill, empty, load, fmtTime, fmtDuration, fmtBytes, badge, table, describeError, mainData } from './common.js';
+import { api, el, fill, empty, load, fmtTime, fmtDuration, fmtBytes, badge, table, describeError, mainData, fields } from './common.js';
 
 const $ = (id) => document.getElementById(id);
 const id = mainData('session');
@@ -77,7 +77,7 @@ async function eventsSection(r) {
     if (!lines.length) return fill(box, empty('No events were recorded.'));
     fill(box, table('Events', ['At', 'Type', 'Details'], lines.map((e) => {
       const { t, type, ...rest } = e;
-      return el('tr', { class: /transfer|upload|download|sftp|scp/i.test(String(type)) ? 'transfer' : '' }, el('td', {}, `${Number(t).toFixed(2)}s`), el('td', {}, String(type)), el('td', {}, el('code', {}, JSON.stringify(rest))));
+      return el('tr', { class: /transfer|upload|download|sftp|scp/i.test(String(type)) ? 'transfer' : '' }, el('td', {}, `${Number(t).toFixed(2)}s`), el('td', {}, String(type)), el('td', {}, fields(rest)));
     })));
   });
   return sec;

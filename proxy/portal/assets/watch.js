@@ -1,7 +1,7 @@
 // Watch one live session: terminal sessions in asciinema-player fed by the live WebSocket
 // (starting with the current screen), database sessions as a live statement table, other events
 // as a list; terminate with a reason or lock the identity from here.
-import { api, el, flash, describeError, fmtTime, mainData } from './common.js';
+import { api, el, flash, describeError, fmtTime, mainData, fields } from './common.js';
 import { liveSource } from './live-driver.js';
 
 const $ = (id) => document.getElementById(id);
@@ -34,7 +34,7 @@ function addEvent(f) {
   $('events-section').hidden = false;
   const d = f.data || {};
   const { type, ...rest } = d;
-  $('events').append(el('li', {}, el('strong', {}, `${type ?? 'event'} `), el('code', {}, JSON.stringify(rest)), el('span', { class: 'muted' }, ` at ${Number(f.t).toFixed(1)}s`)));
+  $('events').append(el('li', {}, el('strong', {}, `${type ?? 'event'} `), fields(rest), el('span', { class: 'muted' }, ` at ${Number(f.t).toFixed(1)}s`)));
 }
 
 function startTerminal(frames) {
