@@ -19,7 +19,7 @@ import { CancelRegistry } from './cancel.js';
 import { credentialsOf, grantsOf, optionsOf, parseAddress, type PgOptions } from './config.js';
 import { PgRelay } from './inspector.js';
 import { LEASE_KIND, createSessionRole, sessionRoleName, type SessionRole } from './provisioner.js';
-import { SCRAM, ScramError, ScramServer, parseVerifier, SCRAM_ITERATIONS } from './scram.js';
+import { SCRAM, SCRAM_PLUS, ScramError, ScramServer, parseVerifier, SCRAM_ITERATIONS, tlsServerEndPoint } from './scram.js';
 import { UpstreamError, dialUpstream, sendCancel } from './upstream.js';
 
 /** The per-target SCRAM salt: the same for every secret of a target, so one server-first fits all. */
@@ -131,14 +131,16 @@ export interface PgListenerDeps {
 
 export async function listenPostgres(ctx: ProtocolContext, address: ListenerAddress, cancels = new CancelRegistry()): Promise<ProtocolListener> {
   let secureContext: tls.SecureContext | null = null;
+  let cbData: Buffer | null | undefined;
   const tlsContext = () => (secureContext ??= tls.createSecureContext({ cert: ctx.tls.cert, key: ctx.tls.key.reveal() }));
+  const channelBinding = () => (cbData === undefined ? (cbData = tlsServerEndPoint(ctx.tls.cert)) : cbData);
   const sockets = new Set<net.Socket>();
   const server = net.createServer((sock) => {
     sockets.add(sock);
     sock.on('close', () => sockets.delete(sock));
     sock.on('error', () => { /* handled by the connection */ });
     sock.setNoDelay(true);
-    handleConnection(ctx, sock, cancels, tlsContext).catch((e) => {
+    handleConnection(ctx, sock, cancels, tlsContext, channelBinding).catch((e) => {
       ctx.log.error({ err: (e as Error).message }, 'postgres connection failed unexpectedly');
       sock.destroy();
     });
@@ -158,7 +160,9 @@ export async function listenPostgres(ctx: ProtocolContext, address: ListenerAddr
   };
 }
 
-async function handleConnection(ctx: ProtocolContext, raw: net.Socket, cancels: CancelRegistry, tlsContext: () => tls.SecureContext): Promise<void> {
+async function handleConnection(
+  ctx: ProtocolContext, raw: net.Socket, cancels: CancelRegistry, tlsContext: () => tls.SecureContext, channelBinding: () => Buffer | null,
+): Promise<void> {
   const clientAddr = raw.remoteAddress ?? 'unknown';
   const log = ctx.log.child({ protocol: 'postgres', client: clientAddr });
   let sock: net.Socket = raw;
@@ -221,7 +225,7 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, cancels: 
     // ---- authentication ----
     let outcome: AuthOutcome;
     if (opts.clientAuth === 'scram-sha-256') {
-      outcome = await scramLogin(ctx, sock, input, username, targetName, clientAddr);
+      outcome = await scramLogin(ctx, sock, input, username, targetName, clientAddr, secure ? channelBinding() : null);
     } else {
       sock.write(encodeAuthCleartext());
       const f = await input.frame();
@@ -264,14 +268,18 @@ function sendFatal(sock: net.Socket, spec: ErrorSpec): void {
 }
 
 /** SCRAM-SHA-256 against the stored verifiers of the pending connection secrets. */
-async function scramLogin(ctx: ProtocolContext, sock: net.Socket, input: Incoming, username: string, targetName: string, clientAddr: string): Promise<AuthOutcome> {
-  sock.write(encodeAuthSasl([SCRAM]));
+async function scramLogin(
+  ctx: ProtocolContext, sock: net.Socket, input: Incoming, username: string, targetName: string, clientAddr: string, cb: Buffer | null,
+): Promise<AuthOutcome> {
+  // Over TLS, SCRAM-SHA-256-PLUS binds the proof to the gateway's certificate (libpq prefers it).
+  const offered = cb ? [SCRAM_PLUS, SCRAM] : [SCRAM];
+  sock.write(encodeAuthSasl(offered));
   const f1 = await input.frame();
   if (f1.type !== 'p') throw fatal('08P01', `protocol violation: expected SASLInitialResponse, got '${f1.type}'`);
   const init = decodeSaslInitial(f1.body);
-  if (init.mechanism !== SCRAM) throw fatal('28000', `SASL mechanism ${init.mechanism} is not supported; the gateway offers ${SCRAM}`);
-  const server = new ScramServer(scramSalt(ctx, targetName), SCRAM_ITERATIONS);
-  sock.write(encodeAuthSaslContinue(server.clientFirst(init.data.toString('utf8'))));
+  if (!offered.includes(init.mechanism)) throw fatal('28000', `SASL mechanism ${init.mechanism} is not supported; the gateway offers ${offered.join(', ')}`);
+  const server = new ScramServer(scramSalt(ctx, targetName), SCRAM_ITERATIONS, cb);
+  sock.write(encodeAuthSaslContinue(server.clientFirst(init.data.toString('utf8'), init.mechanism)));
   const f2 = await input.frame();
   if (f2.type !== 'p') throw fatal('08P01', `protocol violation: expected SASLResponse, got '${f2.type}'`);
   server.clientFinal(f2.body.toString('utf8'));

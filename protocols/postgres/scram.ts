@@ -4,9 +4,15 @@
  *  - client side (the gateway authenticating upstream as the per-session role).
  * Pure functions and small state machines over strings; no sockets.
  */
-import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { X509Certificate, createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
+import certSignatures from 'pg/lib/crypto/cert-signatures.js';
+
+const { signatureAlgorithmHashFromCertificate } = certSignatures;
 
 export const SCRAM = 'SCRAM-SHA-256';
+/** With channel binding (tls-server-end-point): proves the client's TLS session ends at the gateway. */
+export const SCRAM_PLUS = 'SCRAM-SHA-256-PLUS';
+const CB_TYPE = 'tls-server-end-point';
 export const SCRAM_ITERATIONS = 4096;
 
 export class ScramError extends Error {
@@ -83,18 +89,33 @@ export class ScramServer {
   private serverFirst = '';
   private authMessage = '';
   private proof: Buffer | null = null;
+  private cbData: Buffer = Buffer.alloc(0);
 
-  constructor(private readonly salt: Buffer, private readonly iterations = SCRAM_ITERATIONS) {}
+  /**
+   * channelBinding: the tls-server-end-point data of the gateway's certificate when the client
+   * connection is TLS (the server then offers SCRAM-SHA-256-PLUS as well), else null.
+   */
+  constructor(private readonly salt: Buffer, private readonly iterations = SCRAM_ITERATIONS, private readonly channelBinding: Buffer | null = null) {}
 
-  /** Consume client-first, return server-first. */
-  clientFirst(data: string): string {
+  /** Consume client-first for the mechanism the client chose, return server-first. */
+  clientFirst(data: string, mechanism = SCRAM): string {
     // gs2-header: "n,," | "y,," | "p=<cb>,," ; then client-first-bare "n=<user>,r=<nonce>[,ext]"
     const m = /^([nyp][^,]*),([^,]*),(.*)$/s.exec(data);
     if (!m) throw new ScramError('malformed SCRAM client-first message');
-    if (m[1]!.startsWith('p')) throw new ScramError('channel binding is not supported by the gateway');
-    if (m[1] !== 'n' && m[1] !== 'y') throw new ScramError('malformed SCRAM gs2 header');
+    const flag = m[1]!;
+    if (mechanism === SCRAM_PLUS) {
+      if (!this.channelBinding) throw new ScramError(`${SCRAM_PLUS} was not offered on this connection`);
+      if (flag !== `p=${CB_TYPE}`) throw new ScramError(`${SCRAM_PLUS} needs channel binding type ${CB_TYPE}`);
+      this.cbData = this.channelBinding;
+    } else if (mechanism === SCRAM) {
+      if (flag.startsWith('p')) throw new ScramError(`channel binding requires ${SCRAM_PLUS}`);
+      if (flag === 'y' && this.channelBinding) throw new ScramError('the client believes the gateway lacks channel binding, but it was offered (possible downgrade)');
+      if (flag !== 'n' && flag !== 'y') throw new ScramError('malformed SCRAM gs2 header');
+    } else {
+      throw new ScramError(`unsupported SASL mechanism ${mechanism}`);
+    }
     if (m[2] !== '') throw new ScramError('SCRAM authorization identity is not supported');
-    this.gs2Header = `${m[1]},${m[2]},`;
+    this.gs2Header = `${flag},${m[2]},`;
     this.clientFirstBare = m[3]!;
     const bare = this.clientFirstBare;
     const rPos = bare.indexOf(',r=');
@@ -116,7 +137,7 @@ export class ScramServer {
     const c = attrs.get('c');
     const r = attrs.get('r');
     if (c === undefined || r === undefined) throw new ScramError('malformed SCRAM client-final message');
-    if (c !== Buffer.from(this.gs2Header).toString('base64')) throw new ScramError('SCRAM channel binding mismatch');
+    if (c !== Buffer.concat([Buffer.from(this.gs2Header), this.cbData]).toString('base64')) throw new ScramError('SCRAM channel binding mismatch');
     if (r !== this.nonce) throw new ScramError('SCRAM nonce mismatch');
     const proof = Buffer.from(data.slice(pPos + 3), 'base64');
     if (proof.length !== 32) throw new ScramError('malformed SCRAM proof');
@@ -145,11 +166,14 @@ export class ScramClient {
   private clientFirstBare = '';
   private expectedServerSignature = '';
 
-  constructor(private readonly password: string, private readonly maxIterations = 100_000) {}
+  /** channelBinding: tls-server-end-point data to bind to (SCRAM-SHA-256-PLUS), or null. */
+  constructor(private readonly password: string, private readonly maxIterations = 100_000, private readonly channelBinding: Buffer | null = null) {}
+
+  private get gs2Header(): string { return this.channelBinding ? `p=${CB_TYPE},,` : 'n,,'; }
 
   clientFirst(): string {
     this.clientFirstBare = `n=*,r=${this.cnonce}`;
-    return `n,,${this.clientFirstBare}`;
+    return `${this.gs2Header}${this.clientFirstBare}`;
   }
 
   /** Consume server-first, return client-final. */
@@ -164,7 +188,8 @@ export class ScramClient {
     const sp = saltedPassword(this.password, Buffer.from(s, 'base64'), i);
     const clientKey = hmac(sp, 'Client Key');
     const storedKey = sha256(clientKey);
-    const withoutProof = `c=biws,r=${r}`;
+    const cbind = Buffer.concat([Buffer.from(this.gs2Header), this.channelBinding ?? Buffer.alloc(0)]).toString('base64');
+    const withoutProof = `c=${cbind},r=${r}`;
     const authMessage = `${this.clientFirstBare},${data},${withoutProof}`;
     const proof = xor(clientKey, hmac(storedKey, authMessage));
     this.expectedServerSignature = hmac(hmac(sp, 'Server Key'), authMessage).toString('base64');
@@ -177,5 +202,21 @@ export class ScramClient {
     if (a.has('e')) throw new ScramError(`SCRAM error from server: ${a.get('e')}`);
     const v = a.get('v');
     if (!v || v !== this.expectedServerSignature) throw new ScramError('SCRAM server signature mismatch');
+  }
+}
+
+/**
+ * tls-server-end-point channel binding data (RFC 5929): the hash of the server certificate (DER),
+ * with the certificate's signature hash, MD5 and SHA-1 upgraded to SHA-256. Null when the
+ * certificate cannot be read.
+ */
+export function tlsServerEndPoint(certPem: string): Buffer | null {
+  try {
+    const x = new X509Certificate(certPem);
+    const alg = signatureAlgorithmHashFromCertificate(x.raw);
+    const name = ({ 'SHA-384': 'sha384', 'SHA-512': 'sha512', 'SHA-224': 'sha224' } as Record<string, string>)[alg] ?? 'sha256';
+    return createHash(name).update(x.raw).digest();
+  } catch {
+    return null;
   }
 }

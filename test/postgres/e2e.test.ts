@@ -95,6 +95,18 @@ if (!havePostgres) {
     t.same(await pgc.noSessionRoles(), []);
   });
 
+  t.test('channel binding: psql channel_binding=require and node-postgres enableChannelBinding', async (t) => {
+    const s = await secretFor('prod-db', 'read');
+    const r = await runClient('psql', ['-X', '-A', '-t', `host=${host} port=${port} user=prod-db dbname=app password=${s.secret} sslmode=require channel_binding=require`, '-c', 'SELECT 1']);
+    t.equal(r.code, 0, r.stderr);
+    t.match(r.stdout, /^1$/m);
+    const s2 = await secretFor('prod-db', 'read');
+    const a = await connect('prod-db', s2.secret, { enableChannelBinding: true } as Partial<pg.ClientConfig>);
+    t.equal((await a.c.query('SELECT 2 AS x')).rows[0].x, 2);
+    await a.c.end();
+    t.same(await pgc.noSessionRoles(), []);
+  });
+
   t.test('psql in plain mode where allowed; refused with a hint where not', async (t) => {
     const s = await secretFor('plain-db', 'read');
     const ok = await runClient('psql', ['-X', '-A', '-t', `host=${host} port=${port} user=plain-db dbname=app password=${s.secret} sslmode=disable`, '-c', 'SELECT 40 + 2']);

@@ -125,10 +125,32 @@ t.test('SCRAM: RFC 7677 test vector (server side checks the RFC client)', async 
   t.equal(rfc.serverFinal(v), 'v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=', 'RFC 7677 server signature');
 });
 
+t.test('SCRAM-SHA-256-PLUS: tls-server-end-point binding checked, downgrade refused', async (t) => {
+  const salt = randomBytes(16);
+  const v = parseVerifier(makeVerifier('secret', salt))!;
+  const cb = randomBytes(32);
+  const ok = new ScramServer(salt, 4096, cb);
+  const c = new ScramClient('secret', 100_000, cb);
+  ok.clientFinal(c.serverFirst(ok.clientFirst(c.clientFirst(), 'SCRAM-SHA-256-PLUS')));
+  t.ok(ok.matches(v), 'bound to the same certificate: accepted');
+  c.serverFinal(ok.serverFinal(v));
+  const mitm = new ScramServer(salt, 4096, randomBytes(32));
+  const c2 = new ScramClient('secret', 100_000, cb);
+  const first = mitm.clientFirst(c2.clientFirst(), 'SCRAM-SHA-256-PLUS');
+  t.throws(() => mitm.clientFinal(c2.serverFirst(first)), /channel binding mismatch/, 'another certificate: refused');
+  t.throws(() => new ScramServer(salt, 4096, cb).clientFirst('y,,n=,r=abc', 'SCRAM-SHA-256'), /downgrade/);
+  t.throws(() => new ScramServer(salt, 4096, null).clientFirst('p=tls-server-end-point,,n=,r=abc', 'SCRAM-SHA-256-PLUS'), /not offered/);
+  t.throws(() => new ScramServer(salt, 4096, cb).clientFirst('n,,n=,r=abc', 'SCRAM-SHA-256-PLUS'), /needs channel binding/);
+  const plain = new ScramServer(salt, 4096, cb);
+  const c3 = new ScramClient('secret');
+  plain.clientFinal(c3.serverFirst(plain.clientFirst(c3.clientFirst(), 'SCRAM-SHA-256')));
+  t.ok(plain.matches(v), 'a client without channel binding ("n") may still use SCRAM-SHA-256');
+});
+
 t.test('SCRAM server rejects malformed and mismatched messages', async (t) => {
   const salt = randomBytes(16);
   t.throws(() => new ScramServer(salt).clientFirst('garbage'), ScramError);
-  t.throws(() => new ScramServer(salt).clientFirst('p=tls-server-end-point,,n=,r=abc'), /channel binding/);
+  t.throws(() => new ScramServer(salt).clientFirst('p=tls-server-end-point,,n=,r=abc'), /requires SCRAM-SHA-256-PLUS/);
   const s = new ScramServer(salt);
   s.clientFirst('n,,n=,r=abc');
   t.throws(() => s.clientFinal('c=biws,r=wrong,p=' + Buffer.alloc(32).toString('base64')), /nonce/);
