@@ -244,12 +244,15 @@ export const mysqlModule: ProtocolModule = {
     const h = shellQuote(info.host);
     const u = shellQuote(info.username);
     const pw = shellQuote(info.secret);
-    const sha2 = info.target.options['clientAuth'] === 'caching_sha2_password';
+    const auth = info.target.options['clientAuth'];
+    // The gateway switches the client to the target's method itself; cleartext needs the client's consent.
+    const clear = auth === 'mysql_clear_password' ? ' --enable-cleartext-plugin' : '';
     const db = info.target.roles.map((r) => r['database']).find((d) => typeof d === 'string') as string | undefined;
     return {
-      mariadb: `mariadb -h ${h} -P ${info.port} -u ${u} -p${pw} --ssl${sha2 ? ' --default-auth=caching_sha2_password' : ''}`,
-      mysql: `mysql -h ${h} -P ${info.port} -u ${u} -p${pw} --ssl-mode=REQUIRED${sha2 ? '' : ' --default-auth=mysql_native_password'}`,
-      mysql2: `mysql://${encodeURIComponent(info.username)}:${encodeURIComponent(info.secret)}@${info.host}:${info.port}/`,
+      mariadb: `mariadb -h ${h} -P ${info.port} -u ${u} -p${pw} --ssl${clear}`,
+      mysql: `mysql -h ${h} -P ${info.port} -u ${u} -p${pw} --ssl${clear}`,
+      'mysql (MySQL 8 client)': `mysql -h ${h} -P ${info.port} -u ${u} -p${pw} --ssl-mode=REQUIRED${clear}`,
+      mysql2: `mysql://${encodeURIComponent(info.username)}:${encodeURIComponent(info.secret)}@${info.host}:${info.port}/${db ? encodeURIComponent(db) : ''}`,
       sysbench: `sysbench oltp_read_only --mysql-host=${h} --mysql-port=${info.port} --mysql-user=${u} --mysql-password=${pw}${db ? ` --mysql-db=${shellQuote(db)}` : ''} --time=60 run   # needs a reusable secret`,
     };
   },

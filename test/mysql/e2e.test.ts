@@ -82,6 +82,12 @@ if (!db) {
     const again = await cli('app-db', s.secret, ['-e', 'SELECT 1']);
     t.not(again.code, 0);
     t.match(again.stderr, /ERROR 1045 \(28000\).*Tollgate: access denied/, 'reused single-use secret refused with 1045');
+    const printed = await secretFor('app-db', 'read', true);
+    for (const name of ['mysql', 'mariadb']) {
+      const r = await run('sh', ['-c', `${printed.commands[name]} --batch -e 'SELECT CURRENT_USER()'`]);
+      t.equal(r.code, 0, `the printed ${name} command works: ${r.stderr}`);
+      t.match(r.stdout, /tg_alice_/);
+    }
     const wrong = await cli('app-db', 'not-the-secret', ['-e', 'SELECT 1']);
     t.match(wrong.stderr, /ERROR 1045 \(28000\)/, 'wrong secret refused with 1045');
     const unknown = await cli('no-such-db', s.secret, ['-e', 'SELECT 1']);
