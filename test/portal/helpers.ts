@@ -21,6 +21,8 @@ export async function launchChromium(): Promise<Browser> {
 }
 
 export const password = (user: string) => `${user}-portal-pw`;
+/** alice has an authenticator (TOTP) for MFA step-up. */
+export const ALICE_TOTP = 'JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP';
 
 export async function startPortalGateway(opts: { targets: object[]; modules?: Map<string, ProtocolModule>; listeners?: string[]; clock?: Clock; policies?: object[] }): Promise<TestGateway> {
   return startTestGateway({
@@ -32,7 +34,7 @@ export async function startPortalGateway(opts: { targets: object[]; modules?: Ma
     extra: {
       idp: {
         dev: {
-          users: Object.entries(TEST_USERS).map(([name, groups]) => ({ name, email: `${name}@example.test`, password: { value: password(name) }, groups })),
+          users: Object.entries(TEST_USERS).map(([name, groups]) => ({ name, email: `${name}@example.test`, password: { value: password(name) }, groups, ...(name === 'alice' ? { totp: { value: ALICE_TOTP } } : {}) })),
         },
       },
     },

@@ -9,11 +9,14 @@ import t from 'tap';
 import type { Browser } from 'playwright-core';
 import { moduleMap } from '../../protocols/index.js';
 import { FakeTarget, fakeModule, fakeConnect } from '../support/fake-module.js';
-import { launchChromium, startPortalGateway, signIn, shot } from './helpers.js';
+import { launchChromium, startPortalGateway, signIn, shot, password, ALICE_TOTP } from './helpers.js';
+import { totp } from '../../auth/totp.js';
+import { Secret } from '../../auth/secret.js';
 
 const targets = [
   { name: 'box', protocol: 'fake', address: 'in-memory', risk: 'medium', description: 'in-memory test box', roles: [{ name: 'user' }, { name: 'admin' }] },
   { name: 'vault', protocol: 'fake', address: 'in-memory', risk: 'low', roles: [{ name: 'reader' }] },
+  { name: 'crown', protocol: 'fake', address: 'in-memory', risk: 'critical', roles: [{ name: 'dba' }] },
 ];
 
 async function noPageErrors(tt: Pick<typeof t, 'same'>, errors: string[]) {
@@ -289,6 +292,34 @@ t.test('portal pages', async (t) => {
     await bob.ctx.close();
     const dash = await tg.api('carol', 'GET', '/api/v1/portal/dashboard');
     t.equal(dash.body.breakGlassThisMonth, 1, 'the dashboard counts the break-glass use');
+  });
+
+  t.test('a critical target asks for MFA: the page links to a step-up sign-in and back', async (t) => {
+    const alice = await signIn(browser, tg, 'alice', '/portal/access?request=crown');
+    const a = alice.page;
+    await a.waitForSelector('#targets table');
+    await a.fill('#rq-reason', 'CHG-7 schema migration');
+    await a.click('#request-form button[type=submit]');
+    await a.waitForSelector('#rq-error a.mfa');
+    t.match(await a.textContent('#rq-error'), /MFA|authenticator|multi-factor/i, 'the refusal says MFA is needed');
+    await a.click('#rq-error a.mfa');
+    await a.waitForSelector('#otp');
+    await a.fill('#login', 'alice');
+    await a.fill('#password', password('alice'));
+    await a.fill('#otp', totp(new Secret(ALICE_TOTP), Date.now()));
+    await a.click('button:has-text("Sign in")');
+    await a.waitForURL(`${tg.url}/portal/access?request=crown`);
+    await a.waitForSelector('#targets table');
+    t.equal(await a.inputValue('#rq-target'), 'crown', 'back on the form with the target chosen');
+    await a.fill('#rq-reason', 'CHG-7 schema migration');
+    await a.click('#request-form button[type=submit]');
+    await a.waitForFunction(() => /waiting for approval/.test(document.getElementById('flash')?.textContent ?? ''));
+    const mine = await tg.store.listRequests({ requester: 'alice', target: 'crown' });
+    t.equal(mine.length, 1);
+    t.equal(mine[0]!.state, 'pending', 'filed after the step-up');
+    await tg.api('alice', 'POST', `/api/v1/requests/${mine[0]!.id}/cancel`, {});
+    await noPageErrors(t, alice.errors);
+    await alice.ctx.close();
   });
 
   t.test('labels, landmarks and a phone-sized screen on every page', async (t) => {

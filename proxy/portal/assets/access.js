@@ -1,6 +1,6 @@
 // My access: active grants with connection commands, the request form, eligible targets,
 // my requests with their approval progress, my recent sessions.
-import { api, el, fill, empty, load, flash, describeError, fmtTime, fmtDuration, badge, startCountdowns, table, ApiError } from './common.js';
+import { api, el, fill, empty, load, flash, describeError, fmtTime, fmtDuration, badge, startCountdowns, table, ApiError, mfaLink } from './common.js';
 
 const $ = (id) => document.getElementById(id);
 let targets = [];
@@ -150,6 +150,8 @@ $('request-form').addEventListener('submit', async (ev) => {
     await Promise.all([loadRequests(), loadGrants()]);
   } catch (e) {
     err.textContent = describeError(e);
+    const mfa = mfaLink(e);
+    if (mfa) err.append(' ', mfa);
     const field = e instanceof ApiError ? e.body.field : null;
     const input = field && form.querySelector(`[name="${CSS.escape(String(field))}"]`);
     if (input) { input.setAttribute('aria-invalid', 'true'); input.focus(); }

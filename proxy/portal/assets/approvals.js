@@ -1,6 +1,6 @@
 // Approvals: pending requests I can act on (approve / deny with a comment) and open break-glass
 // reviews to close. Large buttons, one card per request: made for a phone.
-import { api, el, fill, empty, load, flash, describeError, fmtTime, fmtDuration, badge } from './common.js';
+import { api, el, fill, empty, load, flash, describeError, fmtTime, fmtDuration, badge, mfaLink } from './common.js';
 
 const $ = (id) => document.getElementById(id);
 let me = null;
@@ -25,6 +25,8 @@ async function loadPending() {
           await loadPending();
         } catch (e) {
           err.textContent = describeError(e);
+          const mfa = mfaLink(e);
+          if (mfa) err.append(' ', mfa);
           for (const b of card.querySelectorAll('button')) b.disabled = false;
         }
       };

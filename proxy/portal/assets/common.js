@@ -161,3 +161,9 @@ export function sealCell(r) {
 export function fields(obj) {
   return el('span', { class: 'fields' }, Object.entries(obj || {}).map(([k, v]) => el('span', { class: 'kv' }, el('b', {}, k), ' ', typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v))));
 }
+
+/** For an "MFA required" refusal: a link that signs in again with the authenticator and comes back. */
+export function mfaLink(e) {
+  if (!(e instanceof ApiError) || e.body.error !== 'mfa_required') return null;
+  return el('a', { href: `/auth/login?mfa=1&returnTo=${encodeURIComponent(location.pathname + location.search)}`, class: 'mfa' }, 'Sign in again with your authenticator code');
+}
