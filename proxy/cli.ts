@@ -257,6 +257,16 @@ export function buildCli(): Command {
       });
     });
 
+  program.command('bench').description('run benchmarks side by side with the tools users would use instead; prints ratios, writes JSON')
+    .argument('[scenarios...]', 'postgres, mysql, ssh, http, setup, kill, scale, vnc, rdp (default: all)')
+    .option('--smoke', 'a tiny, fast version of each scenario')
+    .option('-o, --out <file>', 'JSON output (default bench/results/latest.json)')
+    .action(async (names: string[], o: { smoke?: boolean; out?: string }) => {
+      const { runBench } = await import('../bench/index.js');
+      const r = await runBench(names, { smoke: !!o.smoke, out: o.out });
+      if (Object.keys(r.errors).length) process.exitCode = 1;
+    });
+
   const audit = program.command('audit').description('the tamper-evident audit log');
   audit.command('verify').description('verify the hash chain; reports the first broken link')
     .option('-c, --config <file>', 'read the store directly (gateway config file) instead of the API')

@@ -1,0 +1,59 @@
+/** One-shot native client runs used by several scenarios (setup, kill, scale). */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileP, splitAddress, type DemoGateway } from './harness.js';
+
+export type Proto = 'ssh' | 'postgres' | 'mysql';
+
+export interface Conn { host: string; port: number; user: string; password: string; db?: string; viaGateway: boolean }
+
+/** argv + env for a client that connects, runs one trivial command and exits. */
+export function oneShot(proto: Proto, c: Conn): { argv: string[]; env: Record<string, string> } {
+  if (proto === 'ssh') {
+    return { argv: ['sshpass', '-e', 'ssh', '-p', String(c.port), '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', '-o', 'PubkeyAuthentication=no', `${c.user}@${c.host}`, 'true'], env: { SSHPASS: c.password } };
+  }
+  if (proto === 'postgres') {
+    return { argv: ['psql', '-X', '-q', '-h', c.host, '-p', String(c.port), '-U', c.user, '-d', c.db ?? 'postgres', '-c', 'select 1'], env: { PGPASSWORD: c.password, PGSSLMODE: c.viaGateway ? 'require' : 'disable' } };
+  }
+  return { argv: ['mariadb', '-h', c.host, '-P', String(c.port), '-u', c.user, `-p${c.password}`, ...(c.viaGateway ? ['--ssl'] : []), '-e', 'select 1'], env: {} };
+}
+
+/** argv + env for a client that connects and stays idle until killed (for kill/scale). */
+export function idle(proto: Proto, c: Conn): { argv: string[]; env: Record<string, string> } {
+  const o = oneShot(proto, c);
+  if (proto === 'ssh') return { ...o, argv: [...o.argv.slice(0, -1), 'sleep 3600'] };
+  if (proto === 'postgres') return { ...o, argv: [...o.argv.slice(0, -2), '-c', 'select pg_sleep(3600)'] };
+  return { ...o, argv: [...o.argv.slice(0, -2), '-e', 'select sleep(3600)'] };
+}
+
+export async function runOnce(proto: Proto, c: Conn): Promise<number> {
+  const { argv, env } = oneShot(proto, c);
+  const t0 = performance.now();
+  await execFileP(argv[0]!, argv.slice(1), { env: { ...process.env, ...env }, timeout: 60_000 });
+  return performance.now() - t0;
+}
+
+export function spawnIdle(proto: Proto, c: Conn): ChildProcess {
+  const { argv, env } = idle(proto, c);
+  return spawn(argv[0]!, argv.slice(1), { env: { ...process.env, ...env }, stdio: 'ignore' });
+}
+
+/** The demo target for a protocol, a grant on it for alice, and how to reach it both ways. */
+export async function targetFor(demo: DemoGateway, proto: Proto) {
+  const t = demo.demo.targets.find((x) => x.protocol === proto && (proto !== 'ssh' || x.name === 'web01'));
+  if (!t) return null;
+  const role = proto === 'ssh' ? 'user' : 'read';
+  const grantId = await demo.grant('alice', t.name, t.roles.includes(role) ? role : t.roles[0]!);
+  const d = demo.demo.direct[t.name]!;
+  const up = splitAddress(d.address);
+  const admin = d.credentials.admin ?? {};
+  const db = proto === 'postgres' ? String(d.credentials.database ?? 'postgres') : undefined;
+  return {
+    target: t, grantId,
+    /** A fresh gateway connection (single-use secret unless reusable). */
+    async gateway(reusable = false): Promise<Conn> {
+      const s = await demo.secret('alice', grantId, reusable);
+      return { host: s.host, port: s.port, user: s.username, password: s.secret, db, viaGateway: true };
+    },
+    direct: proto === 'ssh' ? null : { host: up.host, port: up.port, user: String(admin.user), password: String(admin.password), db, viaGateway: false } as Conn,
+  };
+}

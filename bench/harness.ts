@@ -1,0 +1,145 @@
+/**
+ * Shared bench plumbing. Benchmarks use only the CLI and the public API: the gateway runs as
+ * `tollgate demo` in its own process (real demo servers), its demo.json gives the API tokens and
+ * the demo servers' direct addresses, so every scenario can measure the direct path, the anchor
+ * tool and Tollgate side by side in one run.
+ */
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createServer } from 'node:net';
+import { promisify } from 'node:util';
+
+export const execFileP = promisify(execFile);
+export const root = join(import.meta.dirname, '..');
+export const tollgateBin = join(root, 'proxy', 'bin', 'tollgate.js');
+
+export interface BenchRow {
+  scenario: string;
+  /** What was measured, e.g. "pgbench -S prepared c=16". */
+  case: string;
+  /** 'tollgate' | 'direct' | 'nginx' | 'pgbouncer' | ... */
+  tool: string;
+  metric: string;
+  value: number;
+  unit: string;
+  /** Higher is better (throughput) or lower is better (latency, time). */
+  better: 'higher' | 'lower';
+  note?: string;
+}
+
+export interface BenchOptions {
+  /** A tiny, fast version (tests run it): one short round, smallest cases. */
+  smoke: boolean;
+  log: (msg: string) => void;
+}
+
+export interface Scenario {
+  name: string;
+  describe: string;
+  run(opts: BenchOptions, demo: () => Promise<DemoGateway>): Promise<BenchRow[]>;
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  if (!s.length) return NaN;
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+export function percentile(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  if (!s.length) return NaN;
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => { const a = s.address(); s.close(() => resolve(typeof a === 'object' && a ? a.port : 0)); });
+  });
+}
+
+/** CPU time (ms) and peak resident memory (KiB) of a process, from /proc. */
+export function processStats(pid: number): { cpuMs: number; peakRssKiB: number; rssKiB: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kib = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0);
+  return { cpuMs: (ticks * 1000) / 100, peakRssKiB: kib('VmHWM'), rssKiB: kib('VmRSS') };
+}
+
+export interface DemoGateway {
+  pid: number;
+  url: string;
+  demo: {
+    gatewayUrl: string;
+    listeners: Record<string, { host: string; port: number }>;
+    users: Record<string, { token: string; groups: string[] }>;
+    targets: { name: string; protocol: string; risk: string; roles: string[]; address: string }[];
+    direct: Record<string, { address: string; credentials: any }>;
+  };
+  api(user: string, method: string, path: string, body?: unknown): Promise<any>;
+  /** Request (and approve as needed) a grant; returns its id. */
+  grant(user: string, target: string, role: string, duration?: string): Promise<string>;
+  secret(user: string, grantId: string, reusable?: boolean): Promise<{ secret: string; host: string; port: number; username: string }>;
+  stats(): ReturnType<typeof processStats>;
+  stop(): Promise<void>;
+}
+
+/** Start `tollgate demo` in a temp dir and wait for its demo.json. */
+export async function startDemoGateway(log: (m: string) => void): Promise<DemoGateway> {
+  const dir = mkdtempSync(join(tmpdir(), 'tg-bench-'));
+  const child: ChildProcess = spawn(process.execPath, [tollgateBin, 'demo', '--dir', dir, '--port', '0'], {
+    stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, TOLLGATE_LOG_LEVEL: 'warn' },
+  });
+  let err = '';
+  child.stderr!.on('data', (d) => { err = (err + d).slice(-4000); });
+  const file = join(dir, 'demo.json');
+  for (let i = 0; i < 600 && !existsSync(file); i++) {
+    if (child.exitCode !== null) throw new Error(`tollgate demo exited: ${err}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  if (!existsSync(file)) { child.kill('SIGKILL'); throw new Error(`tollgate demo did not start: ${err}`); }
+  await new Promise((r) => setTimeout(r, 200));
+  const demo = JSON.parse(readFileSync(file, 'utf8')) as DemoGateway['demo'];
+  log(`gateway (tollgate demo) pid ${child.pid} at ${demo.gatewayUrl}`);
+  const api = async (user: string, method: string, path: string, body?: unknown) => {
+    const res = await fetch(demo.gatewayUrl + path, {
+      method, headers: { authorization: `Bearer ${demo.users[user]!.token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    const j = await res.json().catch(() => null);
+    if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(j)}`);
+    return j;
+  };
+  return {
+    pid: child.pid!, url: demo.gatewayUrl, demo, api,
+    async grant(user, target, role, duration = '2h') {
+      let r = await api(user, 'POST', '/api/v1/requests', { target, role, duration, reason: 'benchmark' });
+      for (const approver of ['bob', 'dave']) {
+        if (r.state !== 'pending') break;
+        r = await api(approver, 'POST', `/api/v1/requests/${r.id}/approve`, { comment: 'bench' });
+      }
+      if (!r.grantId) throw new Error(`no grant: ${JSON.stringify(r)}`);
+      return r.grantId as string;
+    },
+    async secret(user, grantId, reusable = false) {
+      return api(user, 'POST', `/api/v1/grants/${grantId}/secret`, { reusable, ttl: '2h' });
+    },
+    stats: () => processStats(child.pid!),
+    async stop() {
+      child.kill('SIGINT');
+      await new Promise((r) => { if (child.exitCode !== null) r(null); else child.once('close', r); });
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export function splitAddress(a: string): { host: string; port: number } {
+  const i = a.lastIndexOf(':');
+  return { host: a.slice(0, i), port: Number(a.slice(i + 1)) };
+}

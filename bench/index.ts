@@ -1,0 +1,103 @@
+/**
+ * `npm run bench [-- <name> ...] [-- --smoke]`: runs each scenario against Tollgate and the tool
+ * users would use instead, side by side in one run, prints one table with ratios and writes it as
+ * JSON (bench/results/latest.json). Gateway CPU time and peak memory are recorded per scenario.
+ */
+import { mkdirSync, writeFileSync, existsSync } from 'node:fs';
+import { cpus, totalmem, release } from 'node:os';
+import { join } from 'node:path';
+import { writeFileSync as wf } from 'node:fs';
+import { root, startDemoGateway, type BenchRow, type DemoGateway, type Scenario } from './harness.js';
+
+const SCENARIOS: Record<string, () => Promise<Scenario>> = {
+  postgres: async () => (await import('./postgres.js')).scenario,
+  mysql: async () => (await import('./mysql.js')).scenario,
+  ssh: async () => (await import('./ssh.js')).scenario,
+  setup: async () => (await import('./setup.js')).scenario,
+  kill: async () => (await import('./kill.js')).scenario,
+  scale: async () => (await import('./scale.js')).scenario,
+  http: async () => wrapExternal('http', 'keep-alive GETs through Tollgate vs nginx vs direct', './http.js'),
+  vnc: async () => wrapExternal('vnc', 'screen updates through Tollgate vs direct', './vnc.js'),
+  rdp: async () => wrapExternal('rdp', 'session setup and updates through Tollgate vs direct', './rdp.js'),
+};
+
+/** Scenarios written by protocol modules export run({ smoke }) and manage their own servers. */
+async function wrapExternal(name: string, describe: string, path: string): Promise<Scenario> {
+  const file = join(import.meta.dirname, path.replace(/\.js$/, '.ts'));
+  return {
+    name, describe,
+    async run(opts) {
+      if (!existsSync(file)) throw new Error(`bench/${name}.ts is not written yet`);
+      const mod = await import(path) as { run(o: { smoke: boolean }): Promise<Partial<BenchRow>[]> };
+      return (await mod.run({ smoke: opts.smoke })).map((r) => ({ scenario: name, better: 'higher', unit: '', metric: '', case: '', tool: '', value: NaN, ...r }) as BenchRow);
+    },
+  };
+}
+
+export const scenarioNames = Object.keys(SCENARIOS);
+
+export interface BenchResult {
+  at: string;
+  machine: { cpus: string; cores: number; memoryGiB: number; kernel: string; node: string };
+  smoke: boolean;
+  rows: BenchRow[];
+  gateway: Record<string, { cpuMs: number; peakRssMiB: number }>;
+  errors: Record<string, string>;
+}
+
+function ratioTable(rows: BenchRow[]): string {
+  const lines: string[] = [];
+  const keyOf = (r: BenchRow) => `${r.scenario}\u0000${r.case}\u0000${r.metric}`;
+  const groups = new Map<string, BenchRow[]>();
+  for (const r of rows) (groups.get(keyOf(r)) ?? groups.set(keyOf(r), []).get(keyOf(r))!).push(r);
+  lines.push(['scenario', 'case', 'metric', 'tollgate', 'anchors', 'ratio (tollgate / anchor)'].join(' | '));
+  lines.push('--- | --- | --- | --- | --- | ---');
+  for (const g of groups.values()) {
+    const tg = g.find((r) => r.tool === 'tollgate');
+    const anchors = g.filter((r) => r.tool !== 'tollgate');
+    const fmt = (r: BenchRow) => `${Number.isFinite(r.value) ? +r.value.toPrecision(4) : 'n/a'} ${r.unit}`;
+    const ratios = tg ? anchors.map((a) => `${a.tool}: ${Number.isFinite(tg.value / a.value) ? (tg.value / a.value).toFixed(2) : 'n/a'}${a.better === 'higher' ? '' : ' (lower is better)'}`) : [];
+    lines.push([g[0]!.scenario, g[0]!.case, g[0]!.metric, tg ? fmt(tg) : '-', anchors.map((a) => `${a.tool} ${fmt(a)}`).join(', ') || '-', ratios.join(', ') || '-'].join(' | '));
+  }
+  return lines.join('\n');
+}
+
+export async function runBench(names: string[], opts: { smoke: boolean; out?: string; log?: (m: string) => void }): Promise<BenchResult> {
+  const log = opts.log ?? ((m: string) => process.stderr.write(`[bench] ${m}\n`));
+  const picked = names.length ? names : scenarioNames;
+  for (const n of picked) if (!SCENARIOS[n]) throw new Error(`unknown scenario ${n}; known: ${scenarioNames.join(', ')}`);
+  let demo: DemoGateway | null = null;
+  const getDemo = async () => (demo ??= await startDemoGateway(log));
+  const result: BenchResult = {
+    at: new Date().toISOString(),
+    machine: { cpus: cpus()[0]?.model ?? 'unknown', cores: cpus().length, memoryGiB: Math.round(totalmem() / 2 ** 30), kernel: release(), node: process.version },
+    smoke: opts.smoke, rows: [], gateway: {}, errors: {},
+  };
+  try {
+    for (const n of picked) {
+      const sc = await SCENARIOS[n]!();
+      log(`scenario ${n}: ${sc.describe}`);
+      const before = demo ? (demo as DemoGateway).stats() : null;
+      if (demo) { try { wf(`/proc/${(demo as DemoGateway).pid}/clear_refs`, '5'); } catch { /* not permitted */ } }
+      try {
+        result.rows.push(...await sc.run({ smoke: opts.smoke, log }, getDemo));
+      } catch (e) {
+        result.errors[n] = (e as Error).message;
+        log(`scenario ${n} failed: ${(e as Error).message}`);
+      }
+      if (demo) {
+        const after = (demo as DemoGateway).stats();
+        result.gateway[n] = { cpuMs: Math.round(after.cpuMs - (before?.cpuMs ?? 0)), peakRssMiB: Math.round(after.peakRssKiB / 1024) };
+      }
+    }
+  } finally {
+    if (demo) await (demo as DemoGateway).stop();
+  }
+  const table = ratioTable(result.rows);
+  process.stdout.write(`\n${table}\n\nGateway CPU time / peak memory per scenario: ${Object.entries(result.gateway).map(([k, v]) => `${k} ${v.cpuMs} ms / ${v.peakRssMiB} MiB`).join('; ') || '-'}\n`);
+  if (Object.keys(result.errors).length) process.stdout.write(`Failed: ${Object.entries(result.errors).map(([k, v]) => `${k}: ${v}`).join('; ')}\n`);
+  const out = opts.out ?? join(root, 'bench', 'results', opts.smoke ? 'smoke.json' : 'latest.json');
+  mkdirSync(join(out, '..'), { recursive: true });
+  writeFileSync(out, JSON.stringify({ ...result, table }, null, 2));
+  return result;
+}

@@ -1,0 +1,97 @@
+/**
+ * pgbench through Tollgate vs direct PostgreSQL vs PgBouncer (session mode) in front of the same
+ * cluster: select-only (-S) and the default TPC-B-like script, simple and prepared protocol,
+ * 1/16/64 clients. Through Tollgate every client connection is its own audited session with its
+ * own minted role (a reusable connection secret), and the client leg uses TLS as the demo target
+ * requires; the direct and PgBouncer legs are plain TCP on loopback.
+ */
+import { spawn } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execFileP, freePort, median, splitAddress, type BenchRow, type Scenario } from './harness.js';
+
+interface Endpoint { tool: string; host: string; port: number; user: string; password: string; sslmode: string }
+
+async function pgbench(ep: Endpoint, db: string, args: string[]): Promise<{ tps: number; latencyMs: number }> {
+  const { stdout } = await execFileP('pgbench', ['-h', ep.host, '-p', String(ep.port), '-U', ep.user, ...args, db], {
+    env: { ...process.env, PGPASSWORD: ep.password, PGSSLMODE: ep.sslmode, PGCONNECT_TIMEOUT: '20' }, maxBuffer: 16 * 1024 * 1024, timeout: 300_000,
+  });
+  const tps = Number(/tps = ([\d.]+)/.exec(stdout)?.[1]);
+  const latencyMs = Number(/latency average = ([\d.]+) ms/.exec(stdout)?.[1]);
+  if (!Number.isFinite(tps)) throw new Error(`pgbench printed no tps: ${stdout.slice(-500)}`);
+  return { tps, latencyMs };
+}
+
+async function startPgBouncer(upstream: { host: string; port: number }, user: string, password: string, db: string) {
+  const dir = mkdtempSync(join(tmpdir(), 'tg-pgbouncer-'));
+  chmodSync(dir, 0o755);
+  const port = await freePort();
+  const ini = join(dir, 'pgbouncer.ini');
+  const users = join(dir, 'users.txt');
+  writeFileSync(users, `"${user}" "${password}"\n`, { mode: 0o644 });
+  writeFileSync(ini, `[databases]\n${db} = host=${upstream.host} port=${upstream.port} dbname=${db}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = ${port}\nauth_type = trust\nauth_file = ${users}\npool_mode = session\nmax_client_conn = 200\ndefault_pool_size = 80\nunix_socket_dir =\nlogfile = ${join(dir, 'pgbouncer.log')}\npidfile = ${join(dir, 'pgbouncer.pid')}\n`, { mode: 0o644 });
+  chmodSync(dir, 0o777);
+  const child = spawn('pgbouncer', process.getuid?.() === 0 ? ['-u', 'postgres', ini] : [ini], { stdio: 'ignore' });
+  for (let i = 0; i < 50; i++) {
+    try { await execFileP('pg_isready', ['-h', '127.0.0.1', '-p', String(port)]); break; } catch { await new Promise((r) => setTimeout(r, 100)); }
+  }
+  return {
+    port,
+    async stop() {
+      child.kill('SIGTERM');
+      await new Promise((r) => (child.exitCode !== null ? r(null) : child.once('close', r)));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export const scenario: Scenario = {
+  name: 'postgres',
+  describe: 'pgbench: Tollgate vs direct vs PgBouncer (session mode)',
+  async run(opts, getDemo) {
+    const demo = await getDemo();
+    const target = demo.demo.targets.find((t) => t.protocol === 'postgres');
+    if (!target) throw new Error('the demo has no PostgreSQL target (postgresql not installed?)');
+    const direct = demo.demo.direct[target.name]!;
+    const up = splitAddress(direct.address);
+    const admin = direct.credentials.admin as { user: string; password: string };
+    const db = String(direct.credentials.database ?? 'postgres');
+    const directEp: Endpoint = { tool: 'direct', host: up.host, port: up.port, user: admin.user, password: admin.password, sslmode: 'disable' };
+    await execFileP('pgbench', ['-i', '-q', '-s', opts.smoke ? '1' : '4', '-h', up.host, '-p', String(up.port), '-U', admin.user, db], { env: { ...process.env, PGPASSWORD: admin.password, PGSSLMODE: 'disable' } });
+    const grantId = await demo.grant('alice', target.name, 'admin');
+    const sec = await demo.secret('alice', grantId, true);
+    const tgEp: Endpoint = { tool: 'tollgate', host: sec.host, port: sec.port, user: sec.username, password: sec.secret, sslmode: 'require' };
+    const bouncer = await startPgBouncer(up, admin.user, admin.password, db);
+    const bouncerEp: Endpoint = { tool: 'pgbouncer', host: '127.0.0.1', port: bouncer.port, user: admin.user, password: admin.password, sslmode: 'disable' };
+    const seconds = opts.smoke ? 1 : 5;
+    const rounds = opts.smoke ? 1 : 3;
+    const cases: { name: string; args: string[]; clients: number }[] = opts.smoke
+      ? [{ name: 'select-only simple c=1', args: ['-S', '-M', 'simple'], clients: 1 }]
+      : [
+        ...['simple', 'prepared'].flatMap((mode) => [1, 16, 64].map((c) => ({ name: `select-only ${mode} c=${c}`, args: ['-S', '-M', mode], clients: c }))),
+        { name: 'tpc-b prepared c=16', args: ['-M', 'prepared'], clients: 16 },
+      ];
+    const rows: BenchRow[] = [];
+    try {
+      for (const c of cases) {
+        for (const ep of [directEp, bouncerEp, tgEp]) {
+          const tps: number[] = [];
+          const lat: number[] = [];
+          for (let r = 0; r < rounds; r++) {
+            const res = await pgbench(ep, db, [...c.args, '-c', String(c.clients), '-j', String(Math.min(c.clients, 2)), '-T', String(seconds)]);
+            tps.push(res.tps);
+            lat.push(res.latencyMs);
+          }
+          opts.log(`postgres ${c.name} ${ep.tool}: ${median(tps).toFixed(0)} tps`);
+          rows.push({ scenario: 'postgres', case: c.name, tool: ep.tool, metric: 'tps', value: median(tps), unit: 'tx/s', better: 'higher' });
+          rows.push({ scenario: 'postgres', case: c.name, tool: ep.tool, metric: 'latency avg', value: median(lat), unit: 'ms', better: 'lower' });
+        }
+      }
+    } finally {
+      await bouncer.stop();
+      await demo.api('alice', 'POST', `/api/v1/grants/${grantId}/revoke`, { reason: 'bench done' }).catch(() => undefined);
+    }
+    return rows;
+  },
+};
