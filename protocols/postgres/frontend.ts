@@ -320,9 +320,18 @@ async function startSession(
   // VALID UNTIL is judged by the database server's own clock: translate the grant's remaining time.
   const remaining = Math.max(0, auth.grant.expiresAt - ctx.clock.now());
   const validUntil = new Date(Date.now() + remaining + 60_000);
-  const role = await session.lease<SessionRole>(LEASE_KIND, { role: roleName, database }, async () => ({
-    credential: await createSessionRole(ctx, target, roleName, grants, validUntil),
-  }));
+  let role: SessionRole;
+  try {
+    role = await session.lease<SessionRole>(LEASE_KIND, { role: roleName, database }, async () => ({
+      credential: await createSessionRole(ctx, target, roleName, grants, validUntil),
+    }));
+  } catch (e) {
+    const err = e as Error & { code?: string };
+    if (err.code && /^E[A-Z]+$/.test(err.code) || /timeout/i.test(err.message)) {
+      throw new UpstreamError(null, `Tollgate cannot reach the database server of ${target.name} (${err.code ?? err.message})`);
+    }
+    throw fatal(err.code && /^[0-9A-Z]{5}$/.test(err.code) ? err.code : 'XX000', `Tollgate could not create the session role on ${target.name}: ${err.message}`);
+  }
   if (session.ended) throw fatal('57P01', 'the session was ended while it was starting');
   const { host, port } = parseAddress(target.address);
   const forwarded: Record<string, string> = {};

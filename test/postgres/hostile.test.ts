@@ -19,13 +19,18 @@ if (!havePostgres) {
   const pgc = await startTestCluster(t);
   const raw = { ...pgc.target, name: 'raw-db', options: { allowPlain: true, clientAuth: 'password' } };
   const scramPlain = { ...pgc.target, name: 'scram-db', options: { allowPlain: true } };
-  const tg = await startTestGateway({ targets: [pgc.target, raw, scramPlain], policies: DEFAULT_POLICIES, listeners: ['postgres'] });
+  const { freePort } = await import('../../protocols/postgres/demo.js');
+  const dead = { ...raw, name: 'dead-db', address: `127.0.0.1:${await freePort()}`, options: { allowPlain: true, clientAuth: 'password', connectTimeout: 3 } };
+  const broken = { ...raw, name: 'broken-db', roles: [{ name: 'read', grants: ['no_such_role'] }] };
+  const tg = await startTestGateway({ targets: [pgc.target, raw, scramPlain, dead, broken], policies: DEFAULT_POLICIES, listeners: ['postgres'] });
   t.teardown(() => tg.close());
   const { host, port } = tg.listener('postgres');
   const g = await tg.grant('alice', 'raw-db', 'read');
   const secret = (await tg.secret('alice', g.id, { reusable: true })).secret;
   const g2 = await tg.grant('alice', 'scram-db', 'read');
   await tg.secret('alice', g2.id, { reusable: true });
+  const deadSecret = (await tg.secret('alice', (await tg.grant('alice', 'dead-db', 'read')).id)).secret;
+  const brokenSecret = (await tg.secret('alice', (await tg.grant('alice', 'broken-db', 'read')).id)).secret;
 
   /** Send bytes (in steps), collect everything the gateway answers until it closes (or timeout). */
   function exchange(steps: (Buffer | ((got: Buffer) => Buffer | null))[], timeoutMs = 5000): Promise<{ bytes: Buffer; closed: boolean }> {
@@ -136,6 +141,17 @@ if (!havePostgres) {
     t.same(await pgc.noSessionRoles(), [], 'every session role dropped');
     const ended = await tg.store.listSessions({ target: 'raw-db', state: 'active' });
     t.equal(ended.length, 0, 'no session left open');
+  });
+
+  t.test('dead target and a role mapping to a missing upstream role: clear errors, nothing left', async (t) => {
+    const r1 = await exchange([startup('dead-db'), (got) => (got.length ? serialize.password(deadSecret) : null)], 15_000);
+    t.match(errors(r1.bytes)[0], { code: '08006', message: /cannot reach the database server of dead-db \(ECONNREFUSED\)/ });
+    const r2 = await exchange([startup('broken-db'), (got) => (got.length ? serialize.password(brokenSecret) : null)], 15_000);
+    t.match(errors(r2.bytes)[0], { code: '42704', message: /could not create the session role on broken-db: role "no_such_role" does not exist/ });
+    t.same(await pgc.noSessionRoles(), [], 'no role left by the failed mint');
+    const leases = await tg.store.listLeases({ target: 'broken-db' });
+    t.equal(leases.length, 1);
+    t.equal(leases[0]!.state, 'revoked', 'failed mint: lease revoked');
   });
 
   t.test('the gateway still serves a normal client afterwards', async (t) => {
