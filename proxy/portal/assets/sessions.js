@@ -1,5 +1,5 @@
 // SOC console: live sessions across all protocols, watch / terminate / lock, active locks.
-import { api, el, fill, empty, load, flash, describeError, fmtTime, fmtDuration, fmtBytes, badge, table } from './common.js';
+import { api, el, fill, empty, load, flash, describeError, fmtTime, fmtDuration, fmtBytes, badge, table, startCountdowns } from './common.js';
 
 const $ = (id) => document.getElementById(id);
 let busy = false;
@@ -28,7 +28,7 @@ async function loadSessions() {
     if (!list.length) return fill(box, empty('No live sessions right now. Sessions appear here as soon as someone connects through the gateway.'));
     fill(box, table('Live sessions', ['Identity', 'Target', 'Protocol', 'Role', 'Started', 'Time left', 'Bytes ↑/↓', 'Actions'], list.map((s) => el('tr', { 'data-session': s.id },
       el('td', {}, s.identity), el('td', {}, s.target), el('td', {}, badge(s.protocol)), el('td', {}, s.role),
-      el('td', {}, fmtTime(s.startedAt)), el('td', {}, s.msLeft === null ? '—' : fmtDuration(s.msLeft)),
+      el('td', {}, fmtTime(s.startedAt)), s.msLeft === null ? el('td', {}, '—') : el('td', { 'data-until': String(Date.now() + s.msLeft) }, `${fmtDuration(s.msLeft)} left`),
       el('td', {}, `${fmtBytes(s.bytesUp)} / ${fmtBytes(s.bytesDown)}`),
       el('td', { class: 'actions' },
         el('a', { href: `/portal/sessions/${encodeURIComponent(s.id)}`, class: 'button' }, `Watch ${s.identity}`),
@@ -61,4 +61,5 @@ async function loadLocks() {
 async function refresh() { await Promise.all([loadSessions(), loadLocks()]); }
 
 await refresh();
+startCountdowns();
 setInterval(() => { if (!document.hidden && !busy) void loadSessions(); }, 3000);
