@@ -9,7 +9,10 @@ import { ManualClock } from '../../policies/clock.js';
 import { startTestGateway, type TestGateway } from '../support/gateway.js';
 import { haveSshd, startTestSshd, runClient, Terminal, until, usersWithPrefix, userExists, type TestSshd } from '../support/sshd.js';
 
-const PREFIX = 'tga-';
+// Unique per run: parallel runs of this file (several engineers, CI) never share accounts.
+const PREFIX = `t${Math.random().toString(36).slice(2, 6).padEnd(4, '0')}-`;
+const acct = (who: string, flags = '') => new RegExp(`${PREFIX}${who}-[a-z0-9]{4}`, flags);
+const acctOnly = (who: string) => new RegExp(`^${PREFIX}${who}-[a-z0-9]{4}$`);
 const clock = new ManualClock(Date.now());
 let env: TestSshd;
 let gw: TestGateway;
@@ -62,7 +65,7 @@ t.test('ephemeral account: id -un, groups, account deleted at the end', { skip: 
   const r = await runClient(s.secret, 'ssh', ['-p', String(port), `${s.username}@127.0.0.1`, 'id -un; id -Gn; echo HOME=$HOME']);
   t.equal(r.code, 0, r.stderr);
   const [user, groups] = r.stdout.split('\n');
-  t.match(user, /^tga-alice-[a-z0-9]{4}$/, 'logged in as the minted account');
+  t.match(user, acctOnly('alice'), 'logged in as the minted account');
   t.match(groups, /\bsudo\b/, 'the admin role adds the sudo group');
   const sess = await endedSession(grant.id);
   t.match(sess.endReason, /client_exit/);
@@ -72,7 +75,7 @@ t.test('ephemeral account: id -un, groups, account deleted at the end', { skip: 
   t.equal(leases[0]!.state, 'revoked');
   t.equal(leases[0]!.data.account, user);
   t.match(await eventsOf(sess.id), /"command":"id -un; id -Gn; echo HOME=\$HOME"/, 'exec command recorded');
-  t.match(await castOf(sess.id), /tga-alice-/, 'exec output in the cast');
+  t.match(await castOf(sess.id), acct('alice'), 'exec output in the cast');
 });
 
 t.test('interactive shell: cast has keystrokes and output; deny swallows the line; kill ends the session', { skip: !haveSshd && 'needs root and sshd' }, async (t) => {
@@ -91,11 +94,11 @@ t.test('interactive shell: cast has keystrokes and output; deny swallows the lin
   term.type('echo still-$((1+1))\r');
   await term.waitFor(/still-2/, 10_000, mark);
   term.type('printf "%s\\n" "$(id -un)"\r');
-  await term.waitFor(/tga-alice-[a-z0-9]{4}\r?\n/);
-  const user = /(tga-alice-[a-z0-9]{4})/.exec(term.out)![1]!;
+  await term.waitFor(new RegExp(`${PREFIX}alice-[a-z0-9]{4}\\r?\\n`));
+  const user = acct('alice').exec(term.out)![0]!;
   t.ok(userExists(user), 'account exists during the session');
   term.type('shutdown -h now\r');
-  const code = await term.closed;
+  const code = await term.exited(15_000);
   t.not(code, 0, 'ssh exits non-zero when the session is killed');
   t.match(term.out, /shutting the host down ends your session/);
   const sess = await endedSession(grant.id);
@@ -135,7 +138,7 @@ t.test('kill from the API and expiry (ManualClock) end the session', { skip: !ha
   const started = Date.now();
   const k = await gw.api('carol', 'POST', `/api/v1/sessions/${live.id}/kill`, { reason: 'test kill' });
   t.ok(k.status === 200 || k.status === 202 || k.status === 204, `kill accepted (${k.status})`);
-  const code = await term.closed;
+  const code = await term.exited(15_000);
   t.ok(Date.now() - started < 3000, 'closed promptly');
   t.not(code, 0);
   t.match(term.out, /session terminated by carol/);
@@ -147,7 +150,7 @@ t.test('kill from the API and expiry (ManualClock) end the session', { skip: !ha
   clock.advance(grant.expiresAt - clock.now() - 30_000);
   await term2.waitFor(/Tollgate: your access to web01 ends in 60 seconds/);
   clock.advance(31_000);
-  const code2 = await term2.closed;
+  const code2 = await term2.exited(15_000);
   t.not(code2, 0);
   t.match(term2.out, /expired; the session is closed/);
   await until(async () => (await gw.store.listSessions({ grantId: grant.id })).every((x) => x.state === 'ended'));
@@ -224,7 +227,7 @@ t.test('gateway shutdown with a live session: the account is deleted, nothing is
   t.equal(usersWithPrefix(PREFIX).length, 1, 'one live account');
   await gw.close();
   closed = true;
-  const code = await term.closed;
+  const code = await term.exited(15_000);
   t.not(code, 0);
   t.match(term.out, /shutting down/);
   t.same(usersWithPrefix(PREFIX), [], 'no ephemeral account left behind by any test');

@@ -11,7 +11,8 @@ import { haveSshd, startTestSshd, runClient, until, usersWithPrefix, userExists,
 import { sshModule } from '../../protocols/ssh/index.js';
 import { loadOrCreateCa, mintSessionKey, signCertificate } from '../../protocols/ssh/cert.js';
 
-const PREFIX = 'tgb-';
+// Unique per run: parallel runs of this file (several engineers, CI) never share accounts.
+const PREFIX = `t${Math.random().toString(36).slice(2, 6).padEnd(4, '0')}-`;
 let env: TestSshd;
 let gw: TestGateway;
 let port: number;
@@ -129,7 +130,7 @@ t.test('revokeLease works from the stored lease alone (the reaper after a crash)
   t.not(r.code, 0, 'the session died with its account');
   // A lease naming an account the gateway did not mint is refused, never deleted.
   await t.rejects(sshModule.revokeLease!(gw.gw.ctx('ssh'), target, { ...lease, data: { ...lease.data, account: 'root' } }), /did not mint/);
-  await t.rejects(sshModule.revokeLease!(gw.gw.ctx('ssh'), target, { ...lease, data: { ...lease.data, account: 'tgb-x; rm -rf /-abcd' } }), /did not mint/);
+  await t.rejects(sshModule.revokeLease!(gw.gw.ctx('ssh'), target, { ...lease, data: { ...lease.data, account: `${PREFIX}x; rm -rf /-abcd` } }), /did not mint/);
   t.ok(userExists('root'));
 });
 

@@ -14,7 +14,10 @@ import { startTestGateway, type TestGateway } from '../support/gateway.js';
 import { haveSshd, startTestSshd, runClient, runCmd, until, usersWithPrefix, SSH_OPTS, type TestSshd } from '../support/sshd.js';
 import { freePort } from '../../protocols/ssh/demo.js';
 
-const PREFIX = 'tgc-';
+// Unique per run: parallel runs of this file (several engineers, CI) never share accounts.
+const PREFIX = `t${Math.random().toString(36).slice(2, 6).padEnd(4, '0')}-`;
+const acct = (who: string, flags = '') => new RegExp(`${PREFIX}${who}-[a-z0-9]{4}`, flags);
+const acctOnly = (who: string) => new RegExp(`^${PREFIX}${who}-[a-z0-9]{4}$`);
 let env: TestSshd;
 let gw: TestGateway;
 let port: number;
@@ -151,7 +154,7 @@ t.test('sign-in with a registered public key', { skip: !haveSshd && 'needs root 
   await gw.grant('erin', 'web01', 'user');
   const ok = await ssh('web01:user');
   t.equal(ok.code, 0, ok.stderr);
-  t.match(ok.stdout.trim(), /^tgc-erin-[a-z0-9]{4}$/);
+  t.match(ok.stdout.trim(), acctOnly('erin'));
   // A key nobody registered gets nowhere.
   const other = join(work, 'other_key');
   spawnSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', other]);
@@ -174,10 +177,10 @@ t.test('keyboard-interactive: the person approves in the browser, or types the s
   const res = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${gw.token('alice')}`, 'content-type': 'application/x-www-form-urlencoded' }, body: 'decision=approve' });
   t.equal(res.status, 200);
   t.equal(await closed, 0, out);
-  t.match(out, /tgc-alice-[a-z0-9]{4}/, 'signed in through the browser approval');
+  t.match(out, acct('alice'), 'signed in through the browser approval');
   // The same prompt takes a connection secret (so `sshpass -p <secret> ssh` works whatever method the client picks).
   const s = await gw.secret('alice', grant.id);
   const r = await runClient(s.secret, 'ssh', ['-p', String(port), `${s.username}@127.0.0.1`, 'id -un'], { extraOpts: kbd });
   t.equal(r.code, 0, r.stderr);
-  t.match(r.stdout, /tgc-alice-[a-z0-9]{4}/);
+  t.match(r.stdout, acct('alice'));
 });

@@ -93,6 +93,13 @@ export class Terminal {
     }
   }
   kill(): void { if (this.code === undefined) this.proc.kill('SIGKILL'); }
+  /** The exit code, or a failure (and the client killed) if it does not exit in time. */
+  async exited(timeoutMs = 15_000): Promise<number | null> {
+    const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), timeoutMs).unref());
+    const r = await Promise.race([this.closed, timer]);
+    if (r === 'timeout') { this.kill(); throw new Error(`client did not exit within ${timeoutMs} ms; output:\n${this.out}`); }
+    return r;
+  }
 }
 
 export async function until<T>(fn: () => Promise<T | null | undefined | false> | T | null | undefined | false, timeoutMs = 15_000, what = 'condition'): Promise<T> {
