@@ -99,5 +99,9 @@ export async function runBench(names: string[], opts: { smoke: boolean; out?: st
   const out = opts.out ?? join(root, 'bench', 'results', opts.smoke ? 'smoke.json' : 'latest.json');
   mkdirSync(join(out, '..'), { recursive: true });
   writeFileSync(out, JSON.stringify({ ...result, table }, null, 2));
+  if (!opts.smoke && !opts.out && picked.length === scenarioNames.length) {
+    const { updateReadme } = await import('./report.js');
+    if (updateReadme(out)) log('README.md Performance section updated from this run');
+  }
   return result;
 }

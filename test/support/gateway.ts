@@ -50,6 +50,8 @@ export async function startTestGateway(opts: {
   modules?: Map<string, ProtocolModule>;
   breakGlass?: Record<string, unknown>;
   extra?: Record<string, unknown>;
+  /** Receive the gateway's structured log lines (debug level) instead of discarding them. */
+  logSink?: (line: string) => void;
 }): Promise<TestGateway> {
   const dataDir = mkdtempSync(join(tmpdir(), 'tg-gw-'));
   const modules = opts.modules ?? moduleMap();
@@ -64,7 +66,10 @@ export async function startTestGateway(opts: {
     breakGlass: opts.breakGlass ?? { groups: ['oncall'], maxDuration: '1h' },
     ...(opts.extra ?? {}),
   }, '<test>', modules);
-  const log = pino({ level: process.env['TOLLGATE_TEST_LOG'] ?? 'silent' });
+  const sink = opts.logSink;
+  const log = sink
+    ? pino({ level: 'trace' }, { write: (l: string) => sink(l) })
+    : pino({ level: process.env['TOLLGATE_TEST_LOG'] ?? 'silent' });
   const gw = await new Gateway({ config, clock: opts.clock, log, modules }).start();
   const tokens: Record<string, string> = {};
   for (const [name, groups] of Object.entries(TEST_USERS)) {

@@ -1,0 +1,32 @@
+/**
+ * Benchmarks are not timed tests: this only checks that a tiny smoke version of every scenario
+ * runs end to end and produces finite figures for Tollgate and its anchors (numbers are not asserted).
+ */
+import t from 'tap';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runBench } from '../../bench/index.js';
+
+const here = join(import.meta.dirname, '..', '..', 'bench');
+const scenarios = ['postgres', 'mysql', 'ssh', 'setup', 'kill', 'scale', ...['http', 'vnc', 'rdp'].filter((n) => existsSync(join(here, `${n}.ts`)))];
+
+t.test(`bench smoke: ${scenarios.join(', ')}`, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tg-bench-smoke-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const out = join(dir, 'smoke.json');
+  const r = await runBench(scenarios, { smoke: true, out, log: () => undefined });
+  t.same(r.errors, {}, 'every scenario ran');
+  for (const s of scenarios) {
+    const rows = r.rows.filter((x) => x.scenario === s);
+    t.ok(rows.length > 0, `${s} produced rows`);
+    t.ok(rows.some((x) => x.tool === 'tollgate'), `${s} measured Tollgate`);
+    for (const row of rows) t.ok(Number.isFinite(row.value), `${s} ${row.case} ${row.tool} ${row.metric} is a number`);
+  }
+  for (const s of ['postgres', 'mysql', 'ssh']) {
+    t.ok(r.rows.some((x) => x.scenario === s && x.tool !== 'tollgate'), `${s} measured an anchor side by side`);
+  }
+  const json = JSON.parse(readFileSync(out, 'utf8'));
+  t.match(json.table, /ratio \(tollgate \/ anchor\)/);
+  t.ok(json.gateway.postgres.cpuMs >= 0 && json.gateway.postgres.peakRssMiB > 0, 'gateway CPU and peak memory recorded');
+});
