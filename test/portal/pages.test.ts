@@ -197,6 +197,11 @@ t.test('portal pages', async (t) => {
     await c.waitForSelector('#results .empty');
     t.match(await c.textContent('#results'), /No recordings match/);
     await c.fill('#f-identity', 'alice');
+    await c.fill('#f-since', '2099-01-01T00:00');
+    await c.click('#search button');
+    await c.waitForSelector('#results .empty');
+    t.match(await c.textContent('#results'), /No recordings match/, 'a time window with nothing in it');
+    await c.fill('#f-since', '');
     await c.click('#search button');
     await c.waitForSelector(`#results tr[data-session="${sessionId}"]`);
     await c.click(`#results a:has-text("Replay box")`);
@@ -317,6 +322,11 @@ t.test('portal pages', async (t) => {
     const mine = await tg.store.listRequests({ requester: 'alice', target: 'crown' });
     t.equal(mine.length, 1);
     t.equal(mine[0]!.state, 'pending', 'filed after the step-up');
+    const card = `#requests [data-request="${mine[0]!.id}"]`;
+    await a.waitForSelector(card);
+    t.equal(await a.locator(`${card} .stages li`).count(), mine[0]!.stages.length, 'every approval stage is listed');
+    t.match(await a.textContent(`${card} .progress`), `stage 1 of ${mine[0]!.stages.length}`);
+    t.match(await a.textContent(card), /MFA required/);
     await tg.api('alice', 'POST', `/api/v1/requests/${mine[0]!.id}/cancel`, {});
     await noPageErrors(t, alice.errors);
     await alice.ctx.close();
@@ -349,6 +359,17 @@ t.test('portal pages', async (t) => {
     await shot(c, 'replay-phone', { commit: false });
     await noPageErrors(t, carol.errors);
     await carol.ctx.close();
+  });
+
+  t.test('sign out ends the web session', async (t) => {
+    const { ctx, page } = await signIn(browser, tg, 'erin');
+    const before = (await ctx.cookies(tg.url)).find((c) => c.name === 'tg_session')!.value;
+    const logout = page.waitForResponse((r) => r.url() === `${tg.url}/auth/logout`);
+    await page.click('header button:has-text("Sign out")');
+    t.equal((await logout).status(), 303);
+    const me = await fetch(`${tg.url}/api/v1/me`, { headers: { cookie: `tg_session=${encodeURIComponent(before)}` } });
+    t.equal(me.status, 401, 'the old session cookie no longer works');
+    await ctx.close();
   });
 
   t.test('the API being down or refusing shows a message, not a blank page', async (t) => {

@@ -1,7 +1,7 @@
 // Watch one live session: terminal sessions in asciinema-player fed by the live WebSocket
 // (starting with the current screen), database sessions as a live statement table, other events
 // as a list; terminate with a reason or lock the identity from here.
-import { api, el, flash, describeError, fmtTime, mainData, fields } from './common.js';
+import { api, el, flash, describeError, fmtTime, mainData, fields, startCountdowns } from './common.js';
 import { liveSource } from './live-driver.js';
 
 const $ = (id) => document.getElementById(id);
@@ -10,12 +10,15 @@ const state = $('state');
 let session = null;
 let source = null;
 let ended = false;
+/** The grant's end on this browser's clock (from the API's msLeft, so clock skew does not matter). */
+let untilLocal = null;
 
 function setState(text, kind = '') { state.textContent = text; state.className = `state ${kind}`; }
 
 function showMeta(s) {
   const until = s.grantExpiresAt;
   const rows = [['Identity', s.identity], ['Target', s.target], ['Role', s.role], ['Protocol', s.protocol], ['Started', fmtTime(s.startedAt)], ['Grant ends', until ? fmtTime(until) : '—']];
+  if (untilLocal !== null && !ended) rows.push(['Time left', el('span', { 'data-until': String(untilLocal) }, '')]);
   $('meta').replaceChildren(...rows.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)]));
   $('meta').removeAttribute('aria-busy');
   $('lock-form').querySelector('button').textContent = `Lock ${s.identity}`;
@@ -92,7 +95,7 @@ function showNotLive(s) {
 async function checkStill() {
   try {
     const s = await api('GET', `/api/v1/sessions/${encodeURIComponent(id)}`);
-    if (s.live) return s;
+    if (s.live) { if (s.msLeft !== null) untilLocal = Date.now() + s.msLeft; return s; }
     ended = true;
     showNotLive(s);
   } catch (e) {
@@ -120,3 +123,4 @@ $('lock-form').addEventListener('submit', async (ev) => {
 });
 
 if (await checkStill()) connect();
+startCountdowns();
