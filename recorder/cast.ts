@@ -205,7 +205,8 @@ function checkHeader(h: unknown, errors: string[]): h is CastHeader {
   const o = h as Record<string, unknown>;
   if (o.version !== 2) errors.push(`line 1: version is ${JSON.stringify(o.version)}, expected 2`);
   for (const k of ['width', 'height']) {
-    if (!(typeof o[k] === 'number' && Number.isInteger(o[k]) && (o[k] as number) > 0)) errors.push(`line 1: ${k} must be a positive integer`);
+    // 0 happens (asciinema on a terminal of unknown size); players then use their default size.
+    if (!(typeof o[k] === 'number' && Number.isInteger(o[k]) && (o[k] as number) >= 0)) errors.push(`line 1: ${k} must be a non-negative integer`);
   }
   if (o.timestamp !== undefined && !(typeof o.timestamp === 'number' && Number.isFinite(o.timestamp))) errors.push('line 1: timestamp must be a number');
   if (o.env !== undefined && (typeof o.env !== 'object' || o.env === null || Object.values(o.env).some((v) => typeof v !== 'string'))) {
@@ -235,6 +236,15 @@ function checkEvent(e: unknown, n: number, prevT: number, errors: string[]): Cas
   }
   if (code === 'r' && !/^\d+x\d+$/.test(data)) errors.push(`line ${n}: resize data must be COLSxROWS`);
   return { t, type: code as CastCode, data };
+}
+
+function isJson(line: string): boolean {
+  try {
+    JSON.parse(line);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Check a header line and event lines; keeps the valid events and every error (bounded). */
@@ -270,14 +280,16 @@ function scan(lines: string[]): { header: CastHeader | null; events: CastEvent[]
 
 /**
  * Validate an asciicast v2 text strictly: every line JSON, header fields, known codes, string
- * data, COLSxROWS resizes, time never going back, file ending with a newline.
+ * data, COLSxROWS resizes, time never going back, no torn last line.
  */
 export function verifyCastText(text: string): CastCheck {
   const lines = text.split('\n');
-  const torn = lines[lines.length - 1] !== '';
-  if (!torn) lines.pop();
+  const lastLine = lines.pop()!;
+  // asciinema itself may leave out the final newline; a last line that is not whole JSON is torn.
+  const torn = lastLine !== '' && !isJson(lastLine);
+  if (lastLine !== '' && !torn) lines.push(lastLine);
   const { header, events, errors } = scan(lines);
-  if (torn && lines.length) errors.push('file does not end with a newline (truncated?)');
+  if (torn) errors.push('the last line is cut short (truncated by a crash?)');
   const duration = events.length ? events[events.length - 1]!.t : 0;
   return { ok: errors.length === 0, errors, header, events: events.length, duration };
 }
@@ -289,12 +301,7 @@ export function verifyCastText(text: string): CastCheck {
 export function replayCast(text: string): { header: CastHeader; events: CastEvent[] } {
   const lines = text.split('\n');
   const last = lines.pop();
-  if (last !== undefined && last !== '') {
-    try {
-      JSON.parse(last);
-      lines.push(last);
-    } catch { /* a torn last line: dropped */ }
-  }
+  if (last && isJson(last)) lines.push(last); // else a torn last line: dropped
   const { header, events, errors } = scan(lines);
   if (!header || errors.length) throw new Error(`not a valid asciicast v2: ${errors.slice(0, 3).join('; ')}`);
   return { header, events };

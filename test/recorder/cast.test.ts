@@ -208,9 +208,13 @@ t.test('verifyCastText and replayCast reject malformed casts', async (t) => {
   const h = '{"version":2,"width":80,"height":24}';
   t.ok(verifyCastText(`${h}\n[0.1, "o", "x"]\n`).ok);
   t.same(verifyCastText('').errors, ['empty file']);
-  t.match(verifyCastText(`${h}\n[0.1, "o", "x"]`).errors, ['file does not end with a newline (truncated?)']);
+  t.ok(verifyCastText(`${h}\n[0.1, "o", "x"]`).ok, 'a missing final newline is fine (asciinema writes that)');
+  t.same(verifyCastText(`${h}\n[0.1, "o", "x"]\n[0.2, "o", "y`).errors, ['the last line is cut short (truncated by a crash?)']);
   t.match(verifyCastText('{"version":1,"width":80,"height":24}\n').errors[0], /version/);
-  t.match(verifyCastText('{"version":2,"width":0,"height":24}\n').errors[0], /width/);
+  t.match(verifyCastText('{"version":2,"width":-1,"height":24}\n').errors[0], /width must be a non-negative integer/);
+  t.match(verifyCastText('{"version":2,"width":80.5,"height":24}\n').errors[0], /width/);
+  t.match(verifyCastText('{"version":2,"width":80}\n').errors[0], /height/);
+  t.ok(verifyCastText('{"version":2,"width":0,"height":0}\n').ok, 'size 0 (unknown) is allowed, as asciinema writes it');
   t.match(verifyCastText(`${h}\nnot json\n`).errors[0], /line 2: not valid JSON/);
   t.match(verifyCastText(`${h}\n[1, "o", "x"]\n[0.5, "o", "y"]\n`).errors[0], /line 3: time 0.5 goes back/);
   t.match(verifyCastText(`${h}\n[1, "z", "x"]\n`).errors[0], /unknown event code/);
