@@ -3,13 +3,17 @@ import type { ProtocolModule } from './types.js';
 import { httpModule } from './http/index.js';
 import { mysqlModule } from './mysql/index.js';
 import { postgresModule } from './postgres/index.js';
+import { rdpModule } from './rdp/index.js';
 import { sshModule } from './ssh/index.js';
+import { vncModule } from './vnc/index.js';
 
 export const protocolModules: ProtocolModule[] = [
   httpModule,
   mysqlModule,
   postgresModule,
+  rdpModule,
   sshModule,
+  vncModule,
 ];
 
 export function moduleMap(): Map<string, ProtocolModule> {

@@ -1,0 +1,72 @@
+/** RDP target configuration: address, how the session credential is minted, options, per-role channels. */
+import type { RoleConfig, TargetConfig } from '../types.js';
+
+export const NAME_RE = /^[a-z_][a-z0-9_-]{0,30}$/;
+export const KNOWN_CHANNELS = ['cliprdr', 'rdpdr', 'rdpsnd', 'drdynvc', 'rail', 'rail_wi', 'rail_ri', 'encomsp', 'remdesk'] as const;
+
+export interface RdpOptions {
+  /** Seconds to wait for the target to answer. */
+  connectTimeout: number;
+  /** Verify the target's TLS certificate against this CA (PEM); without it the target's certificate is not verified. */
+  ca: string | null;
+}
+
+export interface RdpCredentials {
+  /** 'local-account': an ephemeral Linux account on this host (xrdp on the gateway's machine or a shared host). */
+  mode: 'local-account';
+  prefix: string;
+}
+
+export function parseAddress(address: string): { host: string; port: number } {
+  const m = /^\[?([^\]]+?)\]?(?::(\d+))?$/.exec(address.trim());
+  if (!m) throw new Error(`bad address ${address}`);
+  const port = m[2] ? Number(m[2]) : 3389;
+  if (!(port > 0 && port < 65536)) throw new Error(`bad port in ${address}`);
+  return { host: m[1]!, port };
+}
+
+export function credentialsOf(target: TargetConfig): RdpCredentials {
+  const c = target.credentials as Record<string, unknown>;
+  const prefix = typeof c.prefix === 'string' ? c.prefix : 'tg-';
+  return { mode: 'local-account', prefix };
+}
+
+export function optionsOf(target: TargetConfig): RdpOptions {
+  const o = target.options as Record<string, unknown>;
+  return {
+    connectTimeout: typeof o.connectTimeout === 'number' ? o.connectTimeout : 10,
+    ca: typeof o.ca === 'string' ? o.ca : null,
+  };
+}
+
+/** Linux groups the session account joins for this role (group elevation per role). */
+export function roleGroups(role: RoleConfig): string[] {
+  return Array.isArray(role.groups) ? role.groups.filter((g): g is string => typeof g === 'string') : [];
+}
+
+/** Virtual channels this role may use; default: all but drive redirection. */
+export function roleChannels(role: RoleConfig): Set<string> {
+  if (Array.isArray(role.channels)) return new Set(role.channels.filter((c): c is string => typeof c === 'string').map((c) => c.toLowerCase()));
+  return new Set(['cliprdr', 'rdpsnd', 'drdynvc']);
+}
+
+export function validateTarget(target: TargetConfig): { path: string; expected: string } | null {
+  try { parseAddress(target.address); } catch { return { path: 'address', expected: 'host:port of the RDP server' }; }
+  const c = target.credentials as Record<string, unknown>;
+  if (c.mode !== undefined && c.mode !== 'local-account') return { path: 'credentials.mode', expected: '"local-account"' };
+  if (c.prefix !== undefined && (typeof c.prefix !== 'string' || !/^[a-z][a-z0-9-]{0,8}$/.test(c.prefix))) {
+    return { path: 'credentials.prefix', expected: 'a short prefix of lowercase letters, digits and - (at most 9 characters)' };
+  }
+  const o = target.options as Record<string, unknown>;
+  if (o.connectTimeout !== undefined && (typeof o.connectTimeout !== 'number' || o.connectTimeout <= 0)) return { path: 'options.connectTimeout', expected: 'seconds (a positive number)' };
+  if (o.ca !== undefined && typeof o.ca !== 'string') return { path: 'options.ca', expected: 'a PEM certificate' };
+  for (const [i, r] of target.roles.entries()) {
+    if (r.groups !== undefined && (!Array.isArray(r.groups) || !r.groups.every((g) => typeof g === 'string' && NAME_RE.test(g)))) {
+      return { path: `roles[${i}].groups`, expected: 'a list of Linux group names' };
+    }
+    if (r.channels !== undefined && (!Array.isArray(r.channels) || !r.channels.every((ch) => typeof ch === 'string' && /^[a-z_]{1,7}$/i.test(ch)))) {
+      return { path: `roles[${i}].channels`, expected: `a list of virtual channel names such as ${KNOWN_CHANNELS.join(', ')}` };
+    }
+  }
+  return null;
+}

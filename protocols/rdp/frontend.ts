@@ -1,0 +1,265 @@
+/**
+ * The client-facing half. The gateway is the RDP server until it knows who is calling: X.224
+ * negotiation selects TLS (PROTOCOL_SSL), TLS with the gateway's certificate, then it answers the
+ * MCS connect (its own GCC Conference Create Response, Attach User, Channel Joins) so the client
+ * sends its Client Info PDU, whose user name ("target[:role]") and password (the connection secret)
+ * are checked BEFORE any connection to the target exists. Refusals end the connection with an MCS
+ * Disconnect Provider Ultimatum; the proxy audits why.
+ */
+import net from 'node:net';
+import tls from 'node:tls';
+import type { Authorized, ListenerAddress, LiveSession, ProtocolContext, ProtocolListener } from '../types.js';
+import { optionsOf, parseAddress, roleChannels } from './config.js';
+import { RdpProtocolError } from './errors.js';
+import {
+  CS_CORE, CS_MCS_MSGCHANNEL, CS_MULTITRANSPORT, CS_NET, encodeConferenceCreateResponse, encodeServerCore, encodeServerNetwork,
+  encodeServerSecurityNone, parseConferenceCreateRequest, readClientCore, readClientNetwork, SC_CORE, SC_NET, SC_SECURITY,
+  type Block, type ChannelDef,
+} from './gcc.js';
+import { parseClientInfo, rewriteClientInfo, type ClientInfo } from './info.js';
+import { encodeConnectResponse, encodeDomainPdu, MCS_GLOBAL_CHANNEL, parseConnectInitial, parseDomainPdu } from './mcs.js';
+import { deleteAccount, LEASE_KIND, mintAccount } from './provisioner.js';
+import { FrameReader } from './reader.js';
+import { RdpRecorder } from './record.js';
+import { RdpRelay, type ChannelMap } from './relay.js';
+import { parseSecurityHeader, SEC_INFO_PKT } from './security.js';
+import { encodeTpkt, type Frame } from './tpkt.js';
+import { UpstreamError, dialUpstream } from './upstream.js';
+import {
+  encodeConnectionConfirm, encodeData, parseConnectionRequest, parseData, PROTOCOL_SSL, SSL_REQUIRED_BY_SERVER,
+} from './x224.js';
+
+const LOGIN_TIMEOUT_MS = 30_000;
+/** MCS user id the gateway gives the client (Windows and xrdp use the same). */
+export const CLIENT_USER_ID = 1007;
+const FIRST_CHANNEL_ID = 1004;
+
+function mcsFrame(pdu: Buffer): Buffer { return encodeTpkt(encodeData(pdu)); }
+
+/** Disconnect Provider Ultimatum (reason rn-provider-initiated / user-requested), the RDP way to hang up. */
+export function disconnectFrame(): Buffer {
+  return mcsFrame(encodeDomainPdu({ type: 'disconnectProviderUltimatum', reason: 3 }));
+}
+
+export async function listenRdp(ctx: ProtocolContext, address: ListenerAddress): Promise<ProtocolListener> {
+  let secureContext: tls.SecureContext | null = null;
+  const tlsContext = () => (secureContext ??= tls.createSecureContext({ cert: ctx.tls.cert, key: ctx.tls.key.reveal() }));
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((sock) => {
+    sockets.add(sock);
+    sock.on('close', () => sockets.delete(sock));
+    sock.on('error', () => { /* handled by the connection */ });
+    sock.setNoDelay(true);
+    handleConnection(ctx, sock, tlsContext).catch((e) => {
+      ctx.log.error({ err: (e as Error).message }, 'rdp connection failed unexpectedly');
+      sock.destroy();
+    });
+  });
+  await new Promise<void>((res, rej) => {
+    server.once('error', rej);
+    server.listen(address.port, address.host, () => { server.off('error', rej); res(); });
+  });
+  const a = server.address() as net.AddressInfo;
+  return {
+    host: address.host,
+    port: a.port,
+    close: () => new Promise<void>((res) => {
+      server.close(() => res());
+      for (const s of sockets) s.destroy();
+    }),
+  };
+}
+
+interface ClientHello {
+  requestedProtocols: number;
+  mcsHead: Buffer;
+  blocks: Block[];
+  channels: ChannelDef[];
+  info: ClientInfo;
+  cookie: string | null;
+}
+
+function mcsData(f: Frame, what: string): Buffer {
+  if (f.kind !== 'tpkt') throw new RdpProtocolError(`expected ${what}, got a fast-path PDU`);
+  const d = parseData(f.payload);
+  if (!d) throw new RdpProtocolError(`the client disconnected during ${what}`);
+  return d;
+}
+
+/** X.224, TLS and the MCS connection sequence up to the Client Info PDU. */
+async function clientHandshake(raw: net.Socket, tlsContext: () => tls.SecureContext, onTls: (t: tls.TLSSocket) => void): Promise<{ hello: ClientHello; sock: tls.TLSSocket; reader: FrameReader }> {
+  const r0 = new FrameReader();
+  r0.attach(raw);
+  const cr = await r0.next('the X.224 Connection Request');
+  if (cr.kind !== 'tpkt') throw new RdpProtocolError('expected an X.224 Connection Request');
+  const req = parseConnectionRequest(cr.payload);
+  const early = r0.detach();
+  if (early.frames.length || early.rest.length) throw new RdpProtocolError('data before the connection was confirmed');
+  const requested = req.negotiation?.requestedProtocols ?? 0;
+  if (!(requested & PROTOCOL_SSL)) {
+    raw.end(encodeTpkt(encodeConnectionConfirm({ failure: SSL_REQUIRED_BY_SERVER })));
+    throw new RdpProtocolError('the client does not offer TLS security (use /sec:tls)');
+  }
+  raw.write(encodeTpkt(encodeConnectionConfirm({ selectedProtocol: PROTOCOL_SSL })));
+  const sock = new tls.TLSSocket(raw, { isServer: true, secureContext: tlsContext() });
+  onTls(sock);
+  const r = new FrameReader();
+  r.attach(sock);
+
+  const ci = parseConnectInitial(mcsData(await r.next('the MCS Connect-Initial'), 'the MCS Connect-Initial'));
+  const blocks = parseConferenceCreateRequest(ci.userData);
+  const core = blocks.find((b) => b.type === CS_CORE);
+  if (!core) throw new RdpProtocolError('MCS Connect-Initial without client core data');
+  readClientCore(core.data);
+  const netBlock = blocks.find((b) => b.type === CS_NET);
+  const channels = netBlock ? readClientNetwork(netBlock.data) : [];
+  const clientIds = channels.map((_, i) => FIRST_CHANNEL_ID + i);
+  const response = encodeConferenceCreateResponse([
+    { type: SC_CORE, data: encodeServerCore(requested) },
+    { type: SC_SECURITY, data: encodeServerSecurityNone() },
+    { type: SC_NET, data: encodeServerNetwork({ ioChannel: MCS_GLOBAL_CHANNEL, channelIds: clientIds }) },
+  ]);
+  sock.write(mcsFrame(encodeConnectResponse(response)));
+  const joinable = new Set([CLIENT_USER_ID, MCS_GLOBAL_CHANNEL, ...clientIds]);
+  for (let n = 0; n < 64; n++) {
+    const m = parseDomainPdu(mcsData(await r.next('the MCS connection sequence'), 'the MCS connection sequence'));
+    if (m.type === 'erectDomainRequest') continue;
+    if (m.type === 'attachUserRequest') {
+      sock.write(mcsFrame(encodeDomainPdu({ type: 'attachUserConfirm', result: 0, initiator: CLIENT_USER_ID })));
+      continue;
+    }
+    if (m.type === 'channelJoinRequest') {
+      const ok = joinable.has(m.channelId);
+      sock.write(mcsFrame(encodeDomainPdu({ type: 'channelJoinConfirm', result: ok ? 0 : 14, initiator: CLIENT_USER_ID, requested: m.channelId, channelId: ok ? m.channelId : null })));
+      continue;
+    }
+    if (m.type === 'disconnectProviderUltimatum') throw new RdpProtocolError('the client disconnected during the MCS connection sequence');
+    if (m.type === 'sendData' && m.channelId === MCS_GLOBAL_CHANNEL) {
+      const sec = parseSecurityHeader(m.data);
+      if (!(sec.flags & SEC_INFO_PKT)) throw new RdpProtocolError('expected the Client Info PDU');
+      const info = parseClientInfo(sec.body);
+      return { hello: { requestedProtocols: requested, mcsHead: ci.head, blocks, channels, info, cookie: req.cookie }, sock, reader: r };
+    }
+    throw new RdpProtocolError(`unexpected ${m.type} during the MCS connection sequence`);
+  }
+  throw new RdpProtocolError('too many PDUs before the Client Info PDU');
+}
+
+async function handleConnection(ctx: ProtocolContext, raw: net.Socket, tlsContext: () => tls.SecureContext): Promise<void> {
+  const clientAddr = raw.remoteAddress ?? 'unknown';
+  const log = ctx.log.child({ protocol: 'rdp', client: clientAddr });
+  let sock: net.Socket = raw;
+  let loginDone = false;
+  const timer = ctx.clock.setTimer(LOGIN_TIMEOUT_MS, () => {
+    if (loginDone) return;
+    log.info('rdp login timed out');
+    sock.destroy();
+    raw.destroy();
+  });
+  let session: LiveSession | null = null;
+  const hangUp = () => {
+    if (!sock.destroyed) {
+      sock.end(disconnectFrame());
+      setTimeout(() => { sock.destroy(); raw.destroy(); }, 500).unref();
+    }
+  };
+  try {
+    const { hello, sock: t, reader } = await clientHandshake(raw, tlsContext, (s) => {
+      sock = s;
+      s.on('error', (e) => log.debug({ err: e.message }, 'rdp client TLS error'));
+    });
+    const username = hello.info.userName || hello.cookie || '';
+    if (!username) {
+      log.info('rdp login without a user name');
+      hangUp();
+      return;
+    }
+    const outcome = await ctx.authenticate({ protocol: 'rdp', username, clientAddr, secret: hello.info.password });
+    if (!outcome.ok) {
+      log.info({ user: username.slice(0, 64), code: outcome.code }, 'rdp login refused');
+      hangUp();
+      return;
+    }
+    if (outcome.auth.target.protocol !== 'rdp') {
+      log.info({ target: outcome.auth.target.name }, 'rdp login for a target of another protocol');
+      hangUp();
+      return;
+    }
+    session = await ctx.openSession(outcome.auth, { protocol: 'rdp', clientAddr });
+    await startSession(ctx, session, outcome.auth, t, reader, hello);
+    loginDone = true;
+  } catch (e) {
+    loginDone = true;
+    const quiet = e instanceof RdpProtocolError && /closed the connection/.test(e.message);
+    if (!quiet) log.info({ err: (e as Error).message }, 'rdp connection ended during login');
+    hangUp();
+    if (session && !session.ended) {
+      await session.end({ code: e instanceof UpstreamError ? 'target_error' : 'error', message: (e as Error).message });
+    }
+  } finally {
+    loginDone = true;
+    timer.cancel();
+  }
+}
+
+async function startSession(ctx: ProtocolContext, session: LiveSession, auth: Authorized, client: tls.TLSSocket, reader: FrameReader, hello: ClientHello): Promise<void> {
+  const target = auth.target;
+  const { host, port } = parseAddress(target.address);
+  const opts = optionsOf(target);
+  const allowed = roleChannels(auth.role);
+  const recorder = new RdpRecorder(session.recording, ctx.clock, session.log);
+  const signal = { aborted: false };
+  let relay: RdpRelay | null = null;
+  let pendingEnd: { code: string; message: string } | null = null;
+  session.onTerminate((reason) => {
+    signal.aborted = true;
+    pendingEnd = reason;
+    if (relay) relay.close(disconnectFrame());
+    else { client.end(disconnectFrame()); setTimeout(() => client.destroy(), 50).unref(); }
+    recorder.close();
+    void session.end(reason);
+  });
+  const cred = await mintAccount(session, target, auth.role);
+  if (session.ended || signal.aborted) throw new RdpProtocolError('the session ended while it was starting');
+  const kept = hello.channels.map((c, i) => ({ c, id: FIRST_CHANNEL_ID + i })).filter(({ c }) => allowed.has(c.name));
+  const refused = hello.channels.filter((c) => !allowed.has(c.name)).map((c) => c.name);
+  const up = await dialUpstream({
+    host, port, timeoutMs: opts.connectTimeout * 1000, clock: ctx.clock, ca: opts.ca, mcsHead: hello.mcsHead,
+    blocks: hello.blocks.filter((b) => b.type !== CS_MCS_MSGCHANNEL && b.type !== CS_MULTITRANSPORT),
+    channels: kept.map(({ c }) => c),
+    info: rewriteClientInfo(hello.info, { username: cred.username, password: cred.password }),
+  }, signal);
+  if (session.ended || signal.aborted) {
+    up.socket.destroy();
+    throw new RdpProtocolError('the session ended while it was starting');
+  }
+  const map: ChannelMap = {
+    up: new Map([[MCS_GLOBAL_CHANNEL, up.ioChannel], [CLIENT_USER_ID, up.userId]]),
+    down: new Map([[up.ioChannel, MCS_GLOBAL_CHANNEL]]),
+    names: new Map(),
+    clientIo: MCS_GLOBAL_CHANNEL,
+    clientUser: CLIENT_USER_ID,
+    upstreamUser: up.userId,
+  };
+  hello.channels.forEach((c, i) => { map.up.set(FIRST_CHANNEL_ID + i, null); map.names.set(FIRST_CHANNEL_ID + i, c.name); });
+  kept.forEach(({ id }, k) => { map.up.set(id, up.channelIds[k]!); map.down.set(up.channelIds[k]!, id); });
+  const early = reader.detach();
+  session.audit('rdp.connect', { account: cred.username, channels: kept.map(({ c }) => c.name), refusedChannels: refused });
+  session.log.info({ account: cred.username, refused }, 'rdp session started');
+  relay = new RdpRelay({
+    client, upstream: up.socket, map, recorder,
+    upstreamFrames: up.frames, upstreamRest: up.rest,
+    clientRest: Buffer.concat([...early.frames.map((f) => f.raw), early.rest]),
+    onBytes: (u, d) => session.addBytes(u, d),
+    onConfirmActive: (changed) => { if (changed.length) session.audit('rdp.capabilities_stripped', { stripped: changed }); },
+    onEnd: (code, message) => {
+      recorder.close();
+      if (recorder.undecoded) session.log.info({ undecoded: recorder.undecoded, decoded: recorder.decoded }, 'rdp: some screen updates were not recorded');
+      void session.end({ code, message });
+    },
+  });
+  if (pendingEnd) { relay.close(disconnectFrame()); return; }
+  relay.start();
+}
+
+export { deleteAccount, LEASE_KIND };

@@ -1,0 +1,43 @@
+/** RDP brokering: xfreerdp / mstsc through Tollgate with TLS, a per-session Linux account on xrdp, screen recording. */
+import type { ClientCommandInfo, ProtocolModule } from '../types.js';
+import { validateTarget } from './config.js';
+import { demo } from './demo.js';
+import { deleteAccount, LEASE_KIND, listenRdp } from './frontend.js';
+import { checkTarget } from './check.js';
+
+/** Quote for a POSIX shell. */
+function sh(v: string): string {
+  return /^[A-Za-z0-9_.:\/@+=-]+$/.test(v) ? v : `'${v.replace(/'/g, `'\\''`)}'`;
+}
+
+export const rdpModule: ProtocolModule = {
+  name: 'rdp',
+  defaultPort: 3389,
+  validateTarget,
+  listen: listenRdp,
+  checkTarget,
+
+  async revokeLease(ctx, target, lease) {
+    if (lease.kind !== LEASE_KIND) return;
+    await deleteAccount(ctx, target, lease);
+  },
+
+  clientCommands(info: ClientCommandInfo) {
+    const v = `${info.host}:${info.port}`;
+    return {
+      xfreerdp: `xfreerdp /v:${sh(v)} /sec:tls /u:${sh(info.username)} /p:${sh(info.secret)} /cert:tofu`,
+      'mstsc (.rdp file)': [
+        `full address:s:${v}`, `username:s:${info.username}`, 'authentication level:i:0', 'enablecredsspsupport:i:0',
+        'prompt for credentials:i:0', 'negotiate security layer:i:1',
+      ].join('\n'),
+    };
+  },
+
+  nativeClient(info) {
+    return { argv: ['xfreerdp', `/v:${info.host}:${info.port}`, '/sec:tls', `/u:${info.username}`, `/p:${info.secret}`, '/cert:tofu'], env: {} };
+  },
+
+  demo,
+};
+
+export default rdpModule;

@@ -1,0 +1,184 @@
+/**
+ * Relays an established RDP connection both ways with backpressure. Per PDU it rewrites only what
+ * must change: MCS user / channel ids (the gateway answered the client's MCS connect itself, so
+ * numbering may differ from the target's), the client's Confirm Active (no orders, codecs or
+ * surface commands, so the target sends bitmaps), and refused virtual channels (dropped). It feeds
+ * the recorder with server updates, client input and channel messages. Malformed PDUs end the
+ * session cleanly.
+ */
+import type { Duplex } from 'node:stream';
+import { stripClientCapabilities } from './capabilities.js';
+import { RdpProtocolError } from './errors.js';
+import { encodeDomainPdu, parseDomainPdu } from './mcs.js';
+import {
+  encodeConfirmActive, encodeShareControl, parseConfirmActive, parseDemandActive, parseFastPathInput, parseFastPathOutput,
+  parseShareControl, parseShareData, parseSlowPathInput, PDUTYPE_CONFIRMACTIVE, PDUTYPE_DATA, PDUTYPE_DEMANDACTIVE,
+  PDUTYPE2_INPUT, PDUTYPE2_UPDATE,
+} from './pdu.js';
+import type { RdpRecorder } from './record.js';
+import { SEC_LICENSE_PKT } from './security.js';
+import { encodeTpkt, FrameSplitter, type Frame } from './tpkt.js';
+import { encodeData, parseData } from './x224.js';
+
+export interface ChannelMap {
+  /** client-side id -> target-side id (null: refused, dropped). */
+  up: Map<number, number | null>;
+  /** target-side id -> client-side id. */
+  down: Map<number, number>;
+  /** client-side id -> channel name. */
+  names: Map<number, string>;
+  clientIo: number;
+  clientUser: number;
+  upstreamUser: number;
+}
+
+export interface RelayOptions {
+  client: Duplex;
+  upstream: Duplex;
+  map: ChannelMap;
+  recorder: RdpRecorder;
+  /** Frames already read from the target (after the Client Info) and bytes after them. */
+  upstreamFrames: Frame[];
+  upstreamRest: Buffer;
+  clientRest: Buffer;
+  onBytes(up: number, down: number): void;
+  onEnd(code: 'client_exit' | 'target_closed' | 'error', message: string): void;
+  onConfirmActive?(changed: string[]): void;
+}
+
+/** A PDU that starts with a basic security header carrying the licensing flag. */
+function isLicensing(p: Buffer): boolean {
+  return p.length >= 4 && (p.readUInt16LE(0) & SEC_LICENSE_PKT) !== 0 && (p.readUInt16LE(0) & ~0x0fff) === 0;
+}
+
+export class RdpRelay {
+  private done = false;
+  /** Until the first Demand Active, IO-channel PDUs may be licensing PDUs with a security header. */
+  private licensing = true;
+  private c2u = new FrameSplitter();
+  private u2c = new FrameSplitter();
+
+  constructor(private o: RelayOptions) {}
+
+  start(): void {
+    const { client, upstream } = this.o;
+    client.on('data', (d: Buffer) => this.pump(d, true));
+    upstream.on('data', (d: Buffer) => this.pump(d, false));
+    client.on('close', () => this.finish('client_exit', 'the RDP client disconnected'));
+    upstream.on('close', () => this.finish('target_closed', 'the RDP target closed the connection'));
+    client.on('error', () => this.finish('client_exit', 'the RDP client connection failed'));
+    upstream.on('error', (e: Error) => this.finish('target_closed', `the RDP target connection failed: ${e.message}`));
+    for (const f of this.o.upstreamFrames) this.forward(f, false);
+    if (this.o.upstreamRest.length) this.pump(this.o.upstreamRest, false);
+    if (this.o.clientRest.length) this.pump(this.o.clientRest, true);
+    client.resume();
+    upstream.resume();
+  }
+
+  private pump(chunk: Buffer, fromClient: boolean): void {
+    if (this.done) return;
+    try {
+      const frames = (fromClient ? this.c2u : this.u2c).push(chunk);
+      for (const f of frames) this.forward(f, fromClient);
+    } catch (e) {
+      const msg = e instanceof RdpProtocolError ? e.message : `gateway error: ${(e as Error).message}`;
+      this.finish('error', `${fromClient ? 'client' : 'target'} sent a malformed PDU: ${msg}`);
+    }
+  }
+
+  private forward(f: Frame, fromClient: boolean): void {
+    const out = fromClient ? this.fromClient(f) : this.fromUpstream(f);
+    if (!out) return;
+    const dst = fromClient ? this.o.upstream : this.o.client;
+    const src = fromClient ? this.o.client : this.o.upstream;
+    if (fromClient) this.o.onBytes(out.length, 0); else this.o.onBytes(0, out.length);
+    if (!dst.write(out)) {
+      src.pause();
+      dst.once('drain', () => { if (!this.done) src.resume(); });
+    }
+  }
+
+  private fromClient(f: Frame): Buffer | null {
+    const rec = this.o.recorder;
+    if (f.kind === 'fastpath') {
+      rec.input(parseFastPathInput(f.header, f.payload));
+      return f.raw;
+    }
+    const mcs = parseData(f.payload);
+    if (!mcs) return f.raw; // X.224 disconnect: the target closes
+    const m = parseDomainPdu(mcs);
+    if (m.type !== 'sendData') return f.raw;
+    const map = this.o.map;
+    const up = map.up.get(m.channelId);
+    if (up === undefined) throw new RdpProtocolError(`client sent data on unknown channel ${m.channelId}`);
+    if (up === null) {
+      rec.refusedChannel(map.names.get(m.channelId) ?? String(m.channelId));
+      return null;
+    }
+    let data = m.data;
+    if (m.channelId === map.clientIo && !(this.licensing && isLicensing(data))) {
+      const sc = parseShareControl(data);
+      if (sc.pduType === PDUTYPE_CONFIRMACTIVE) {
+        const ca = parseConfirmActive(sc.body);
+        const s = stripClientCapabilities(ca.sets);
+        rec.capabilities(ca.sets);
+        this.o.onConfirmActive?.(s.changed);
+        data = encodeShareControl(PDUTYPE_CONFIRMACTIVE, sc.pduSource, encodeConfirmActive({ ...ca, sets: s.sets }));
+      } else if (sc.pduType === PDUTYPE_DATA) {
+        const sd = parseShareData(sc.body);
+        if (sd.pduType2 === PDUTYPE2_INPUT) rec.input(parseSlowPathInput(sd.body));
+      }
+    } else {
+      rec.channel(map.names.get(m.channelId) ?? String(m.channelId), data, true);
+    }
+    if (up === m.channelId && map.upstreamUser === map.clientUser && data === m.data) return f.raw;
+    return encodeTpkt(encodeData(encodeDomainPdu({ ...m, initiator: map.upstreamUser, channelId: up, data })));
+  }
+
+  private fromUpstream(f: Frame): Buffer | null {
+    const rec = this.o.recorder;
+    if (f.kind === 'fastpath') {
+      rec.fastPath(parseFastPathOutput(f.header, f.payload));
+      return f.raw;
+    }
+    const mcs = parseData(f.payload);
+    if (!mcs) return f.raw;
+    const m = parseDomainPdu(mcs);
+    if (m.type !== 'sendData') return f.raw;
+    const map = this.o.map;
+    const down = m.channelId === map.upstreamUser ? map.clientUser : map.down.get(m.channelId);
+    if (down === undefined) throw new RdpProtocolError(`target sent data on unknown channel ${m.channelId}`);
+    if (down === map.clientIo && !(this.licensing && isLicensing(m.data))) {
+      const sc = parseShareControl(m.data);
+      if (sc.pduType === PDUTYPE_DEMANDACTIVE) {
+        this.licensing = false;
+        rec.demandActive(parseDemandActive(sc.body).sets);
+      }
+      else if (sc.pduType === PDUTYPE_DATA) {
+        const sd = parseShareData(sc.body);
+        if (sd.pduType2 === PDUTYPE2_UPDATE && sd.compressedType === 0) rec.slowPathUpdate(sd.body);
+      }
+    } else if (down !== map.clientUser) {
+      rec.channel(map.names.get(down) ?? String(down), m.data, false);
+    }
+    if (down === m.channelId && map.upstreamUser === map.clientUser) return f.raw;
+    return encodeTpkt(encodeData(encodeDomainPdu({ ...m, initiator: m.initiator === map.upstreamUser ? map.clientUser : m.initiator, channelId: down })));
+  }
+
+  /** Close both sides (idempotent). */
+  close(finalToClient?: Buffer): void {
+    if (this.done) return;
+    this.done = true;
+    const { client, upstream } = this.o;
+    if (finalToClient && !client.destroyed) client.write(finalToClient);
+    upstream.destroy();
+    client.end();
+    setTimeout(() => client.destroy(), 50).unref();
+  }
+
+  private finish(code: 'client_exit' | 'target_closed' | 'error', message: string): void {
+    if (this.done) return;
+    this.close();
+    this.o.onEnd(code, message);
+  }
+}
