@@ -55,7 +55,7 @@ const SHOP_SQL = [
 ];
 
 /** Start MariaDB in dir; resolves null when the server software is not installed. */
-export async function startMariadb(dir: string, log: Logger, opts: { name?: string } = {}): Promise<MariadbServer | null> {
+export async function startMariadb(dir: string, log: Logger, opts: { name?: string; extraArgs?: string[] } = {}): Promise<MariadbServer | null> {
   const mariadbd = findBinary(['mariadbd', 'mysqld']);
   const installDb = findBinary(['mariadb-install-db', 'mysql_install_db']);
   if (!mariadbd || !installDb) {
@@ -79,7 +79,7 @@ export async function startMariadb(dir: string, log: Logger, opts: { name?: stri
   const child: ChildProcess = spawn(mariadbd, [
     '--no-defaults', `--datadir=${datadir}`, `--socket=${socket}`, `--port=${port}`, '--bind-address=127.0.0.1',
     `--pid-file=${join(base, 'mysqld.pid')}`, '--skip-name-resolve', '--skip-log-bin', '--innodb-buffer-pool-size=32M',
-    '--innodb-log-file-size=16M', '--max-connections=300', '--local-infile=1', ...userArgs,
+    '--innodb-log-file-size=16M', '--max-connections=300', '--local-infile=1', '--max-allowed-packet=64M', ...userArgs, ...(opts.extraArgs ?? []),
   ], { stdio: ['ignore', fd, fd], detached: false });
   closeSync(fd);
   let exited = false;

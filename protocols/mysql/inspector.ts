@@ -12,6 +12,7 @@ export interface SqlStatement {
   kind: string;
 }
 
+const SPECIAL = /['"`#\-\/*;]/g;
 const TWO_WORD = new Set(['LOAD', 'ALTER', 'CREATE', 'DROP', 'GRANT', 'REVOKE', 'RENAME', 'SET', 'SHOW', 'LOCK', 'UNLOCK', 'XA', 'FLUSH', 'INSTALL', 'UNINSTALL']);
 
 /**
@@ -78,8 +79,12 @@ export function splitSql(sql: string): SqlStatement[] {
       i++;
       continue;
     }
-    cur += ch;
-    i++;
+    // copy plain text up to the next character that may start something
+    SPECIAL.lastIndex = i + 1;
+    const m = SPECIAL.exec(sql);
+    const end = m ? m.index : n;
+    cur += sql.slice(i, end);
+    i = end;
   }
   flush();
   return out;

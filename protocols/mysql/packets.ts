@@ -127,7 +127,9 @@ export interface Packet {
  * than maxPacket (the caller answers with an ERR and closes).
  */
 export class PacketReader {
-  private buf: Buffer = Buffer.alloc(0);
+  /** Received chunks not yet consumed; joined lazily (a big packet arriving in small chunks is copied once). */
+  private chunks: Buffer[] = [];
+  private chunksLen = 0;
   private frames: Buffer[] = [];
   private parts: Buffer[] = [];
   private partsLen = 0;
@@ -135,13 +137,32 @@ export class PacketReader {
   constructor(public maxPacket = 64 * 1024 * 1024) {}
 
   push(chunk: Buffer): void {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+    if (!chunk.length) return;
+    this.chunks.push(chunk);
+    this.chunksLen += chunk.length;
+  }
+
+  /** The first n buffered bytes as one buffer (n <= chunksLen). */
+  private peek(n: number): Buffer {
+    if (this.chunks[0]!.length < n) {
+      const joined = Buffer.concat(this.chunks, this.chunksLen);
+      this.chunks = [joined];
+    }
+    return this.chunks[0]!.subarray(0, n);
+  }
+
+  private consume(n: number): void {
+    const first = this.chunks[0]!;
+    if (first.length === n) this.chunks.shift();
+    else this.chunks[0] = first.subarray(n);
+    this.chunksLen -= n;
   }
 
   /** Bytes received but not yet part of a returned packet (e.g. a TLS ClientHello after SSLRequest). */
   takeRest(): Buffer {
-    const pending = Buffer.concat([...this.frames, this.buf]);
-    this.buf = Buffer.alloc(0);
+    const pending = Buffer.concat([...this.frames, ...this.chunks]);
+    this.chunks = [];
+    this.chunksLen = 0;
     this.frames = [];
     this.parts = [];
     this.partsLen = 0;
@@ -150,25 +171,23 @@ export class PacketReader {
   }
 
   get buffered(): number {
-    return this.buf.length + this.partsLen;
+    return this.chunksLen + this.partsLen;
   }
 
   next(): Packet | null {
     for (;;) {
-      if (this.buf.length < 4) return null;
-      const len = this.buf.readUIntLE(0, 3);
-      if (this.buf.length < 4 + len) {
-        if (this.partsLen + len > this.maxPacket) throw new ProtocolError(`packet larger than ${this.maxPacket} bytes`);
-        return null;
-      }
-      const seq = this.buf[3]!;
-      const frame = this.buf.subarray(0, 4 + len);
-      this.buf = this.buf.subarray(4 + len);
+      if (this.chunksLen < 4) return null;
+      const head = this.peek(4);
+      const len = head.readUIntLE(0, 3);
+      const seq = head[3]!;
+      if (this.partsLen + len > this.maxPacket) throw new ProtocolError(`packet larger than ${this.maxPacket} bytes`);
+      if (this.chunksLen < 4 + len) return null;
+      const frameBytes = this.peek(4 + len); // a view: socket chunks are never reused
+      this.consume(4 + len);
       if (this.firstSeq < 0) this.firstSeq = seq;
-      this.frames.push(frame);
-      this.parts.push(frame.subarray(4));
+      this.frames.push(frameBytes);
+      this.parts.push(frameBytes.subarray(4));
       this.partsLen += len;
-      if (this.partsLen > this.maxPacket) throw new ProtocolError(`packet larger than ${this.maxPacket} bytes`);
       if (len === MAX_PAYLOAD) continue; // a continuation frame follows
       const pkt: Packet = {
         seq: this.firstSeq,

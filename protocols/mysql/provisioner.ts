@@ -179,6 +179,14 @@ export function validateMysqlTarget(target: TargetConfig): { path: string; expec
   if (auth !== undefined && !['mysql_native_password', 'caching_sha2_password', 'mysql_clear_password'].includes(String(auth))) {
     return { path: 'options.clientAuth', expected: 'mysql_native_password, caching_sha2_password or mysql_clear_password' };
   }
+  const tls = target.options['tls'];
+  if (tls !== undefined && typeof tls !== 'boolean') {
+    const o = tls as Record<string, unknown>;
+    if (!o || typeof o !== 'object' || Object.entries(o).some(([k, v]) => !(
+      (k === 'ca' && typeof v === 'string') || (k === 'servername' && typeof v === 'string') || (k === 'rejectUnauthorized' && typeof v === 'boolean')))) {
+      return { path: 'options.tls', expected: 'true, or { ca: PEM, servername?: string, rejectUnauthorized?: boolean }' };
+    }
+  }
   for (const [i, role] of target.roles.entries()) {
     const g = role['grants'];
     if (g !== undefined && !(Array.isArray(g) && g.every((x) => typeof x === 'string'))) return { path: `roles[${i}].grants`, expected: 'a list of grants like "SELECT ON shop.*"' };

@@ -94,6 +94,7 @@ export async function loginUpstream(o: UpstreamLogin): Promise<UpstreamSession> 
       const tlsOpts = o.tls;
       await conn.upgrade((s) => tlsConnect({
         socket: s,
+        host: o.address.host,
         ca: tlsOpts.ca,
         servername: tlsOpts.servername ?? (/^[\d.:]+$/.test(o.address.host) ? undefined : o.address.host),
         rejectUnauthorized: tlsOpts.rejectUnauthorized ?? !!tlsOpts.ca,

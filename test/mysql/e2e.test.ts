@@ -12,8 +12,10 @@ import mysql from 'mysql2/promise';
 import mysqlCore from 'mysql2';
 import { DEFAULT_POLICIES, startTestGateway, type TestGateway } from '../support/gateway.js';
 import { startTestMariadb, run, waitFor, type TestMariadb } from '../support/mariadb.js';
+import { ensureTlsMaterial } from '../../proxy/tls.js';
+import { createHash, randomBytes } from 'node:crypto';
 
-const db: TestMariadb | null = await startTestMariadb(t);
+const db: TestMariadb | null = await startTestMariadb(t, { tls: true });
 if (!db) {
   t.fail('MariaDB is required (apt-get install mariadb-server mariadb-client)');
 } else {
@@ -23,6 +25,7 @@ if (!db) {
   await db.admin(`GRANT \`${hostileRole.replace(/`/g, '``')}\` TO 'tollgate_admin'@'127.0.0.1' WITH ADMIN OPTION`);
   await db.admin('CREATE TABLE shop.imports (line VARCHAR(200))');
   await db.admin('GRANT SELECT ON shop.imports TO shop_reader');
+  await db.admin('CREATE TABLE shop.blobs (id INT PRIMARY KEY, b LONGBLOB)');
 
   const base = db.target;
   const sha2 = { ...base, name: 'sha2-db', options: { clientAuth: 'caching_sha2_password' } };
@@ -33,8 +36,12 @@ if (!db) {
       { name: 'loader', grants: ['INSERT, SELECT ON shop.imports'], database: 'shop', allowLoadDataLocal: true },
       { name: 'hostile', roles: [hostileRole], database: 'shop' },
       { name: 'reader-role', roles: ['shop_reader'] },
+      { name: 'writer', grants: ['INSERT, SELECT, DELETE ON shop.blobs'], database: 'shop' },
     ],
   };
+  // Gateway -> MariaDB over TLS, verified against the server's CA; and against a CA that did not issue it.
+  const tlsUp = { ...base, name: 'tls-db', options: { tls: { ca: db.tlsCa! } } };
+  const tlsWrongCa = { ...base, name: 'tls-wrong-ca-db', options: { tls: { ca: ensureTlsMaterial(join(db.dir, 'other-ca'), ['127.0.0.1']).ca } } };
   const policies = [{
     ...DEFAULT_POLICIES[0],
     rules: [
@@ -42,7 +49,7 @@ if (!db) {
       { pattern: 'tollgate_kill_me', action: 'kill', message: 'forbidden statement, session closed' },
     ],
   }];
-  const tg: TestGateway = await startTestGateway({ targets: [base, sha2, extra], policies, listeners: ['mysql'] });
+  const tg: TestGateway = await startTestGateway({ targets: [base, sha2, extra, tlsUp, tlsWrongCa], policies, listeners: ['mysql'] });
   t.teardown(() => tg.close());
   const { host, port } = tg.listener('mysql');
   const caFile = join(db.dir, 'gateway-ca.pem');
@@ -232,6 +239,37 @@ if (!db) {
     const r3 = await cli('extra-db:reader-role', s3.secret, ['-e', 'SELECT COUNT(*) FROM shop.customers']);
     t.equal(r3.code, 0, r3.stderr);
     t.match(r3.stdout, /^3$/m);
+    await noUsersLeft();
+  });
+
+  t.test('gateway to MariaDB over verified TLS; a certificate from the wrong CA is refused', async (t) => {
+    const s = await secretFor('tls-db', 'read');
+    const r = await cli('tls-db', s.secret, ['shop', '-e', "SHOW STATUS LIKE 'Ssl_version'"]);
+    t.equal(r.code, 0, r.stderr);
+    t.match(r.stdout, /Ssl_version\tTLSv1\.[23]/, 'the upstream connection (seen by MariaDB) is TLS');
+    const s2 = await secretFor('tls-wrong-ca-db', 'read');
+    const r2 = await cli('tls-wrong-ca-db', s2.secret, ['shop', '-e', 'SELECT 1']);
+    t.not(r2.code, 0);
+    t.match(r2.stderr, /ERROR 1105 \(HY000\).*cannot log in to tls-wrong-ca-db/, 'clear error in the client protocol');
+    await noUsersLeft();
+    t.pass('and the session user was dropped after the failed login');
+  });
+
+  t.test('packets over 16 MiB (continuation frames) both ways, text and binary protocol', async (t) => {
+    const s = await secretFor('extra-db', 'writer');
+    const c = await mysql.createConnection({ host, port, user: 'extra-db:writer', password: s.secret, database: 'shop' });
+    const big = randomBytes(17 * 1024 * 1024 + 123);
+    const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+    await c.query('INSERT INTO blobs VALUES (1, ?)', [big]); // one COM_QUERY of ~34 MiB (hex escaped)
+    await c.execute('INSERT INTO blobs VALUES (?, ?)', [2, big]); // COM_STMT_EXECUTE with the blob inline
+    const [rows] = await c.query('SELECT id, b FROM blobs ORDER BY id');
+    const got = rows as { id: number; b: Buffer }[];
+    t.equal(got.length, 2);
+    t.equal(sha(got[0]!.b), sha(big), 'text protocol: a 17 MiB row arrived intact');
+    const [rows2] = await c.execute('SELECT b FROM blobs WHERE id = ?', [2]);
+    t.equal(sha((rows2 as { b: Buffer }[])[0]!.b), sha(big), 'binary protocol: intact');
+    await c.query('DELETE FROM blobs');
+    await c.end();
     await noUsersLeft();
   });
 }

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import mysql from 'mysql2/promise';
 import { startMariadb, type MariadbServer } from '../../protocols/mysql/demo.js';
+import { ensureTlsMaterial } from '../../proxy/tls.js';
 
 export const quietLog = pino({ level: process.env['TG_TEST_LOG'] ?? 'silent' });
 
@@ -16,6 +17,8 @@ interface Teardown { teardown(fn: () => unknown): void }
 
 export interface TestMariadb extends MariadbServer {
   dir: string;
+  /** The CA of the server's certificate when started with tls. */
+  tlsCa: string | null;
   /** Run a statement as the admin (directly, not through the gateway). */
   admin<T = any>(sql: string, params?: unknown[]): Promise<T>;
   /** Session users (tg_%) that exist right now. */
@@ -24,9 +27,18 @@ export interface TestMariadb extends MariadbServer {
   sessionConnections(): Promise<number>;
 }
 
-export async function startTestMariadb(t: Teardown): Promise<TestMariadb | null> {
+export async function startTestMariadb(t: Teardown, opts: { tls?: boolean } = {}): Promise<TestMariadb | null> {
   const dir = mkdtempSync(join(tmpdir(), 'tg-my-'));
-  const s = await startMariadb(dir, quietLog);
+  let tlsCa: string | null = null;
+  const extraArgs: string[] = [];
+  if (opts.tls) {
+    // A server certificate from a private CA (the gateway's helper, in a directory of its own).
+    const m = ensureTlsMaterial(join(dir, 'server-tls'), ['127.0.0.1']);
+    tlsCa = m.ca;
+    const tlsDir = join(dir, 'server-tls', 'tls');
+    extraArgs.push(`--ssl-cert=${join(tlsDir, 'server.pem')}`, `--ssl-key=${join(tlsDir, 'server.key')}`, `--ssl-ca=${join(tlsDir, 'ca.pem')}`);
+  }
+  const s = await startMariadb(dir, quietLog, { extraArgs });
   if (!s) {
     rmSync(dir, { recursive: true, force: true });
     return null;
@@ -41,6 +53,7 @@ export async function startTestMariadb(t: Teardown): Promise<TestMariadb | null>
   return {
     ...s,
     dir,
+    tlsCa,
     admin,
     async sessionUsers() {
       const rows = await admin("SELECT User AS u FROM mysql.user WHERE User LIKE 'tg\\_%' ORDER BY User");
