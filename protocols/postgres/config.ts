@@ -22,6 +22,10 @@ export const optionsSchema = z.object({
   allowPlain: z.boolean().default(false),
   /** How clients prove the connection secret: SCRAM (default) or cleartext (only over TLS / allowPlain). */
   clientAuth: z.enum(['scram-sha-256', 'password']).default('scram-sha-256'),
+  /** TLS to the database server: disable, require (encrypted, certificate not checked) or verify-full (upstreamCa + host name). */
+  upstreamTls: z.enum(['disable', 'require', 'verify-full']).default('disable'),
+  /** PEM of the CA that signed the database server's certificate (verify-full). */
+  upstreamCa: z.custom<unknown>((v) => v === undefined || isSecretRef(v), 'a reference to the CA PEM: {file: PATH}, {env: NAME} or {value: "..."}').optional(),
   /** Upstream connect and login timeout in seconds. */
   connectTimeout: z.number().positive().default(10),
 });
@@ -55,6 +59,7 @@ export function validateTarget(t: TargetConfig): { path: string; expected: strin
     const i = o.error.issues[0]!;
     return { path: ['options', ...i.path.map(String)].join('.'), expected: i.message };
   }
+  if (o.data.upstreamTls === 'verify-full' && o.data.upstreamCa === undefined) return { path: 'options.upstreamCa', expected: 'the CA of the database server when upstreamTls is verify-full' };
   try { parseAddress(t.address); } catch { return { path: 'address', expected: 'host:port of the PostgreSQL server' }; }
   for (let j = 0; j < t.roles.length; j++) {
     const g = roleGrantsSchema.safeParse(t.roles[j]!.grants);

@@ -18,7 +18,7 @@ import {
 import { CancelRegistry } from './cancel.js';
 import { credentialsOf, grantsOf, optionsOf, parseAddress, type PgOptions } from './config.js';
 import { PgRelay } from './inspector.js';
-import { LEASE_KIND, createSessionRole, sessionRoleName, type SessionRole } from './provisioner.js';
+import { LEASE_KIND, createSessionRole, sessionRoleName, upstreamTlsOf, type SessionRole } from './provisioner.js';
 import { SCRAM, SCRAM_PLUS, ScramError, ScramServer, parseVerifier, SCRAM_ITERATIONS, tlsServerEndPoint } from './scram.js';
 import { UpstreamError, dialUpstream, sendCancel } from './upstream.js';
 
@@ -341,7 +341,7 @@ async function startSession(
   }
   const up = await dialUpstream({
     host, port, user: role.user, password: role.password, database, params: forwarded,
-    timeoutMs: opts.connectTimeout * 1000, clock: ctx.clock,
+    timeoutMs: opts.connectTimeout * 1000, clock: ctx.clock, tls: upstreamTlsOf(ctx, target),
   });
   if (session.ended) {
     up.socket.destroy();

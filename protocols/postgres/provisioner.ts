@@ -21,6 +21,13 @@ export function sessionRoleName(sub: string): string {
   return `tg_${base}_${randomBytes(4).toString('hex').slice(0, 6)}`;
 }
 
+/** TLS settings towards the database server, from the target's options. */
+export function upstreamTlsOf(ctx: ProtocolContext, target: TargetConfig): { mode: 'disable' | 'require' | 'verify-full'; ca?: string } {
+  const o = optionsOf(target);
+  const ca = o.upstreamCa !== undefined ? ctx.resolveSecret(o.upstreamCa, `targets.${target.name}.options.upstreamCa`).reveal() : undefined;
+  return { mode: o.upstreamTls, ca };
+}
+
 export async function adminClient(ctx: ProtocolContext, target: TargetConfig, database?: string): Promise<pg.Client> {
   const cred = credentialsOf(target);
   const { host, port } = parseAddress(target.address);
@@ -29,10 +36,17 @@ export async function adminClient(ctx: ProtocolContext, target: TargetConfig, da
     host, port, user: cred.admin.user, password: password.reveal(), database: database ?? cred.database,
     connectionTimeoutMillis: optionsOf(target).connectTimeout * 1000,
     application_name: 'tollgate',
+    ssl: sslOption(upstreamTlsOf(ctx, target)),
   });
   client.on('error', () => { /* reported through the failing query */ });
   await client.connect();
   return client;
+}
+
+function sslOption(t: { mode: string; ca?: string }): pg.ClientConfig['ssl'] {
+  if (t.mode === 'disable') return false;
+  if (t.mode === 'require') return { rejectUnauthorized: false };
+  return { rejectUnauthorized: true, ca: t.ca };
 }
 
 export interface SessionRole { user: string; password: string }

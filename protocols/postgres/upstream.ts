@@ -4,6 +4,7 @@
  * ReadyForQuery. Frontend messages are serialized with pg-protocol.
  */
 import net from 'node:net';
+import tls from 'node:tls';
 import { serialize } from 'pg-protocol';
 import type { Clock } from '../../policies/clock.js';
 import {
@@ -43,6 +44,8 @@ export interface DialOptions {
   params: Record<string, string>;
   timeoutMs: number;
   clock: Clock;
+  /** TLS to the database server: disable (default), require (encrypted, unverified), verify-full (CA + host name). */
+  tls?: { mode: 'disable' | 'require' | 'verify-full'; ca?: string };
 }
 
 /** Where a cancel for this upstream backend must go. */
@@ -50,10 +53,62 @@ export interface UpstreamKey { host: string; port: number; pid: number; key: num
 
 const MAX_BACKEND_MESSAGE = 1 << 30;
 
-export function dialUpstream(o: DialOptions): Promise<UpstreamConnection> {
+/** Connect (and negotiate TLS when asked), bounded by the timeout. */
+function openTransport(o: DialOptions): Promise<net.Socket> {
+  const mode = o.tls?.mode ?? 'disable';
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: o.host, port: o.port });
-    socket.setNoDelay(true);
+    const raw = net.connect({ host: o.host, port: o.port });
+    raw.setNoDelay(true);
+    let settled = false;
+    let current: net.Socket = raw;
+    const fail = (e: Error) => {
+      if (settled) return;
+      settled = true;
+      timer.cancel();
+      current.destroy();
+      raw.destroy();
+      reject(e);
+    };
+    const ok = (s: net.Socket) => {
+      if (settled) return;
+      settled = true;
+      timer.cancel();
+      s.removeAllListeners('error');
+      raw.removeAllListeners('error');
+      resolve(s);
+    };
+    const timer = o.clock.setTimer(o.timeoutMs, () => fail(new UpstreamError(null, `timed out after ${o.timeoutMs} ms connecting to the database server`)));
+    raw.on('error', (e) => fail(new UpstreamError(null, `cannot reach the database server (${(e as NodeJS.ErrnoException).code ?? e.message})`)));
+    raw.once('connect', () => {
+      if (mode === 'disable') return ok(raw);
+      raw.write(serialize.requestSsl());
+      raw.once('data', (d: Buffer) => {
+        if (d.length === 1 && d[0] === 0x53) {
+          raw.pause();
+          const t = tls.connect({
+            socket: raw, servername: net.isIP(o.host) ? undefined : o.host, ca: o.tls?.ca || undefined,
+            rejectUnauthorized: mode === 'verify-full', minVersion: 'TLSv1.2',
+          });
+          current = t;
+          t.once('secureConnect', () => ok(t));
+          t.on('error', (e) => fail(new UpstreamError(null, `TLS to the database server failed: ${e.message}`)));
+        } else if (d[0] === 0x4e) {
+          fail(new UpstreamError(null, 'the database server does not accept TLS connections (the target requires upstream TLS)'));
+        } else {
+          fail(new UpstreamError(null, 'unexpected answer from the database server to SSLRequest'));
+        }
+      });
+    });
+  });
+}
+
+export async function dialUpstream(o: DialOptions): Promise<UpstreamConnection> {
+  const socket = await openTransport(o);
+  return login(socket, o);
+}
+
+function login(socket: net.Socket, o: DialOptions): Promise<UpstreamConnection> {
+  return new Promise((resolve, reject) => {
     const splitter = new FrameSplitter(MAX_BACKEND_MESSAGE);
     const parameterFrames: Buffer[] = [];
     const noticeFrames: Buffer[] = [];
@@ -69,12 +124,9 @@ export function dialUpstream(o: DialOptions): Promise<UpstreamConnection> {
       socket.destroy();
       reject(e);
     }
-    socket.on('error', (e) => fail(new UpstreamError(null, `cannot reach the database server (${(e as NodeJS.ErrnoException).code ?? e.message})`)));
+    socket.on('error', (e) => fail(new UpstreamError(null, `lost the database server during login (${(e as NodeJS.ErrnoException).code ?? e.message})`)));
     socket.on('close', () => fail(new UpstreamError(null, 'the database server closed the connection during login')));
-    socket.on('connect', () => {
-      const params: Record<string, string> = { ...o.params, user: o.user, database: o.database };
-      socket.write(serialize.startup(params));
-    });
+    socket.write(serialize.startup({ ...o.params, user: o.user, database: o.database }));
     const onFrame = (f: Frame): boolean => {
       switch (f.type) {
         case 'R': {

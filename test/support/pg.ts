@@ -88,3 +88,35 @@ export function runClient(cmd: string, args: string[], opts: { env?: Record<stri
     opts.onSpawn?.(p);
   });
 }
+
+/**
+ * Turn on TLS in a test cluster with a fresh self-signed certificate (SAN 127.0.0.1, localhost)
+ * and require it for every role but the test's own superuser. Returns the certificate PEM (the CA).
+ */
+export async function requireServerTls(c: TestCluster): Promise<string> {
+  const { execFileSync } = await import('node:child_process');
+  const { readFileSync, writeFileSync, chownSync, statSync } = await import('node:fs');
+  const cert = join(c.cluster.dataDir, 'server.crt');
+  const key = join(c.cluster.dataDir, 'server.key');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-keyout', key, '-out', cert,
+    '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'], { stdio: 'ignore' });
+  const st = statSync(c.cluster.dataDir);
+  for (const f of [cert, key]) chownSync(f, st.uid, st.gid);
+  const su = await c.su();
+  try {
+    await su.query('ALTER SYSTEM SET ssl = on');
+    const hba = (await su.query('SHOW hba_file')).rows[0].hba_file as string;
+    writeFileSync(hba, [
+      'local all all scram-sha-256',
+      'host all postgres 127.0.0.1/32 scram-sha-256',
+      'hostssl all all 127.0.0.1/32 scram-sha-256',
+      'hostnossl all all 127.0.0.1/32 reject',
+      '',
+    ].join('\n'));
+    await su.query('SELECT pg_reload_conf()');
+  } finally {
+    await su.end();
+  }
+  await sleep(300);
+  return readFileSync(cert, 'utf8');
+}
