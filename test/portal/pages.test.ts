@@ -372,14 +372,24 @@ t.test('portal pages', async (t) => {
     await ctx.close();
   });
 
-  t.test('the API being down or refusing shows a message, not a blank page', async (t) => {
+  t.test('unknown ids, an unreachable gateway and server errors show a message, not a blank page', async (t) => {
     const { ctx, page, errors } = await signIn(browser, tg, 'carol', '/portal/sessions/not-a-session');
     await page.waitForFunction(() => /not found|no such/i.test(document.getElementById('state')?.textContent ?? ''));
     t.match(await page.textContent('#state'), /no such session/i);
     await page.goto(`${tg.url}/portal/recordings/not-a-session`);
     await page.waitForSelector('#recs .err');
     t.match(await page.textContent('#recs'), /no such session/i);
-    t.same(errors.filter((e) => !/favicon|404|Failed to load resource/.test(e)), []);
+    // the gateway unreachable from the page, then answering 500: every section says so
+    await page.route('**/api/v1/**', (r) => r.abort('connectionrefused'));
+    await page.goto(`${tg.url}/portal/access`);
+    await page.waitForSelector('#grants .err');
+    for (const sec of ['#grants', '#targets', '#requests', '#mysessions']) t.match(await page.textContent(sec), /cannot be reached/, `${sec}: unreachable is explained`);
+    await page.unroute('**/api/v1/**');
+    await page.route('**/api/v1/portal/dashboard', (r) => r.fulfill({ status: 500, contentType: 'application/json', body: JSON.stringify({ error: 'internal', message: 'internal error; see the gateway log' }) }));
+    await page.goto(`${tg.url}/portal/dashboard`);
+    await page.waitForSelector('#figures .err');
+    t.match(await page.textContent('#figures'), /internal error; see the gateway log/);
+    t.same(errors.filter((e) => !/favicon|404|Failed to load resource|ERR_CONNECTION_REFUSED/.test(e)), []);
     await ctx.close();
   });
 });
