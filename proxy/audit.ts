@@ -31,10 +31,18 @@ function scrub(data: Record<string, unknown>): Record<string, unknown> {
 export class AuditLog {
   private tail: Promise<unknown> = Promise.resolve();
   private listeners = new Set<(e: AuditEventRecord) => void>();
-  constructor(private store: Store, private clock: Clock) {}
+  private closed = false;
+  constructor(private store: Store, private clock: Clock, private onError: (e: unknown) => void = () => undefined) {}
+
+  /** Wait for every pending append, then refuse new ones (the store is about to close). */
+  async close(): Promise<void> {
+    await this.tail;
+    this.closed = true;
+  }
 
   append(actor: string, action: string, subject: string | null, data: Record<string, unknown> = {}): Promise<AuditEventRecord> {
     const run = async () => {
+      if (this.closed) throw new Error(`audit log closed; event ${action} not written`);
       const last = await this.store.lastAudit();
       const base = { seq: (last?.seq ?? 0) + 1, at: this.clock.now(), actor, action, subject, data: scrub(JSON.parse(JSON.stringify(data)) as Record<string, unknown>) };
       const prevHash = last?.hash ?? GENESIS;
@@ -47,6 +55,8 @@ export class AuditLog {
     };
     const p = this.tail.then(run, run);
     this.tail = p.catch(() => undefined);
+    // Callers that do not await (fire-and-forget events) still get failures logged, never an unhandled rejection.
+    p.catch((e) => this.onError(e));
     return p;
   }
 

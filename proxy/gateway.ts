@@ -88,7 +88,7 @@ export class Gateway {
     this.store = cfg.store.kind === 'sqlite'
       ? await openSqliteStore(cfg.store.path ? resolve(this.config.baseDir, cfg.store.path) : join(this.dataDir, 'tollgate.db'))
       : (() => { throw new Error(`${cfg.file}: store.kind: the PostgreSQL store is not implemented yet; use sqlite`); })();
-    this.audit = new AuditLog(this.store, this.clock);
+    this.audit = new AuditLog(this.store, this.clock, (e) => this.log.error({ err: e }, 'audit append failed'));
     this.key = await loadOrCreateKey(this.store, 'gateway', this.clock);
 
     const httpCfg = cfg.listeners.http ?? { host: '127.0.0.1', port: 8080 };
@@ -292,6 +292,7 @@ export class Gateway {
     this.http?.close();
     await this.devIdp?.close().catch(() => undefined);
     await this.audit?.append('system', 'gateway.stopped', this.config.gateway.id, {}).catch(() => undefined);
+    await this.audit?.close();
     await this.store?.close();
   }
 }

@@ -49,6 +49,9 @@ class Session implements LiveSession {
   private warningHandlers: ((m: string, ms: number) => void)[] = [];
   private timers: TimerHandle[] = [];
   private endPromise: Promise<void> | null = null;
+  private doneResolve!: () => void;
+  /** Resolves when teardown (lease revocation, sealing, audit) has completed. */
+  readonly done: Promise<void> = new Promise<void>((r) => { this.doneResolve = r; });
   private terminating: EndReason | null = null;
   private rules: RuleChecker;
   private bytesUp = 0;
@@ -158,7 +161,9 @@ class Session implements LiveSession {
     // The gateway's reason wins over what the module saw (e.g. "client closed" after a kill).
     const final = this.terminating ?? reason;
     this.ended = true;
-    this.endPromise = this.finish(final);
+    this.endPromise = this.finish(final)
+      .catch((e) => { this.log.error({ err: e }, 'session teardown failed'); })
+      .finally(() => this.doneResolve());
     return this.endPromise;
   }
 
@@ -229,10 +234,7 @@ export class SessionManager {
   async terminateWhere(pred: (s: Session) => boolean, reason: EndReason): Promise<number> {
     const hit = this.list().filter(pred);
     for (const s of hit) s.terminate(reason);
-    await Promise.all(hit.map((s) => new Promise<void>((resolve) => {
-      const poll = () => (s.ended ? resolve() : setTimeout(poll, 10).unref());
-      poll();
-    })));
+    await Promise.all(hit.map((s) => s.done));
     return hit.length;
   }
 
