@@ -1,7 +1,7 @@
 /** The admin connection: one ssh2 client with the target's admin credential, commands run over exec. */
 import ssh2 from 'ssh2';
 import type { ProtocolContext, TargetConfig } from '../types.js';
-import { adminOf, parseAddress } from './config.js';
+import { adminOf, parseAddress, hostVerifierFor } from './config.js';
 
 const { Client } = ssh2;
 
@@ -11,6 +11,8 @@ export function connectOptions(ctx: ProtocolContext, target: TargetConfig): ssh2
   const { host, port } = parseAddress(target.address);
   const admin = adminOf(target);
   const opts: ssh2.ConnectConfig = { host, port, username: admin.username, readyTimeout: 10_000, keepaliveInterval: 0 };
+  const verify = hostVerifierFor(target);
+  if (verify) opts.hostVerifier = verify;
   if (admin.privateKey) opts.privateKey = ctx.resolveSecret(admin.privateKey, `targets.${target.name}.credentials.admin.privateKey`).reveal();
   if (admin.password) opts.password = ctx.resolveSecret(admin.password, `targets.${target.name}.credentials.admin.password`).reveal();
   return opts;
@@ -26,7 +28,8 @@ export function dialAdmin(ctx: ProtocolContext, target: TargetConfig): Promise<s
       if (done) return;
       done = true;
       c.end();
-      const why = e.level === 'client-authentication' ? 'the admin credential was refused' : e.message;
+      const why = e.level === 'client-authentication' ? 'the admin credential was refused'
+        : /host key|hostVerifier|Host denied/i.test(e.message) ? 'the target host key does not match options.hostKeyFingerprint' : e.message;
       reject(new Error(`admin connection to ${target.name} (${target.address}) failed: ${why}`));
     });
     try { c.connect(connectOptions(ctx, target)); } catch (e) { done = true; reject(new Error(`admin connection to ${target.name}: ${(e as Error).message}`)); }

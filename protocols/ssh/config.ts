@@ -1,4 +1,5 @@
 /** The ssh target section: credentials.mode and what each mode needs. */
+import { createHash } from 'node:crypto';
 import type { TargetConfig, RoleConfig } from '../types.js';
 
 export type SshMode = 'ephemeral-account' | 'certificate' | 'checkout';
@@ -61,6 +62,10 @@ export function validateSshTarget(t: TargetConfig): { path: string; expected: st
   for (const k of ['trustedCaFile', 'revokedKeysFile']) {
     if (c[k] !== undefined && (typeof c[k] !== 'string' || !PATH_RE.test(c[k] as string))) return { path: `credentials.${k}`, expected: 'an absolute path' };
   }
+  const fp = t.options.hostKeyFingerprint;
+  if (fp !== undefined && (typeof fp !== 'string' || !/^SHA256:[A-Za-z0-9+/]{43}$/.test(fp))) {
+    return { path: 'options.hostKeyFingerprint', expected: 'the target host key fingerprint as "SHA256:..." (ssh-keygen -lf)' };
+  }
   for (const [i, r] of t.roles.entries()) {
     for (const g of roleGroups(r)) if (!NAME_RE.test(g)) return { path: `roles[${i}].groups`, expected: 'Linux group names' };
     if (c.mode === 'certificate') {
@@ -74,4 +79,11 @@ export function validateSshTarget(t: TargetConfig): { path: string; expected: st
     if (!isRef(c.password)) return { path: 'credentials.password', expected: 'a secret reference (the starting password)' };
   }
   return null;
+}
+
+/** Host key check for both the admin and the session connection when options.hostKeyFingerprint is set. */
+export function hostVerifierFor(target: TargetConfig): ((key: Buffer) => boolean) | undefined {
+  const pinned = typeof target.options.hostKeyFingerprint === 'string' ? target.options.hostKeyFingerprint : null;
+  if (!pinned) return undefined;
+  return (key: Buffer) => 'SHA256:' + createHash('sha256').update(key).digest('base64').replace(/=+$/, '') === pinned;
 }

@@ -8,7 +8,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { DemoTargets, TargetConfig } from '../types.js';
 
@@ -41,6 +41,8 @@ export interface SshdInstance {
   configFile: string;
   /** Files the test/demo may need. */
   adminKeyFile: string;
+  /** "SHA256:..." of the sshd host key, for options.hostKeyFingerprint. */
+  hostKeyFingerprint: string;
   trustedCaFile: string;
   revokedKeysFile: string;
   logs(): string;
@@ -116,6 +118,7 @@ export async function startSshd(dir: string, opts: { extraConfig?: string } = {}
     return {
       host: '127.0.0.1', port, dir, configFile,
       adminKeyFile: adminKey, trustedCaFile: trusted, revokedKeysFile: revoked,
+      hostKeyFingerprint: fingerprintOfLine(readFileSync(`${hostKey}.pub`, 'utf8')),
       logs: () => logs,
       stop: async () => {
         if (exited) return;
@@ -128,6 +131,11 @@ export async function startSshd(dir: string, opts: { extraConfig?: string } = {}
     };
   }
   throw new Error(`sshd did not start: ${lastErr.slice(-500)}`);
+}
+
+function fingerprintOfLine(line: string): string {
+  const b64 = line.trim().split(/\s+/)[1] ?? '';
+  return 'SHA256:' + createHash('sha256').update(Buffer.from(b64, 'base64')).digest('base64').replace(/=+$/, '');
 }
 
 function run(cmd: string, args: string[], input?: string): void {
@@ -169,6 +177,7 @@ export function removeDemoAccounts(a: DemoAccounts): void {
 export function demoTargets(sshd: SshdInstance, accounts: DemoAccounts, names = { eph: 'web01', cert: 'web01-cert', pw: 'web01-pw' }): TargetConfig[] {
   const admin = { username: 'root', privateKey: { file: sshd.adminKeyFile } };
   const address = `${sshd.host}:${sshd.port}`;
+  const options = { hostKeyFingerprint: sshd.hostKeyFingerprint };
   return [
     {
       name: names.eph, protocol: 'ssh', address, risk: 'medium', description: 'Demo sshd: an account minted per session',
@@ -176,17 +185,17 @@ export function demoTargets(sshd: SshdInstance, accounts: DemoAccounts, names = 
         { name: 'user', description: 'a plain account' },
         { name: 'admin', description: 'an account in the sudo group', groups: ['sudo'] },
       ],
-      credentials: { mode: 'ephemeral-account', admin }, options: {},
+      credentials: { mode: 'ephemeral-account', admin }, options,
     },
     {
       name: names.cert, protocol: 'ssh', address, risk: 'medium', description: 'Demo sshd: a certificate signed per session',
       roles: [{ name: 'ops', login: accounts.certLogin }],
-      credentials: { mode: 'certificate', admin, trustedCaFile: sshd.trustedCaFile, revokedKeysFile: sshd.revokedKeysFile }, options: {},
+      credentials: { mode: 'certificate', admin, trustedCaFile: sshd.trustedCaFile, revokedKeysFile: sshd.revokedKeysFile }, options,
     },
     {
       name: names.pw, protocol: 'ssh', address, risk: 'medium', description: 'Demo sshd: a checked-out password rotated after use',
       roles: [{ name: 'shared' }],
-      credentials: { mode: 'checkout', admin, account: accounts.checkoutAccount, password: { value: accounts.checkoutPassword } }, options: {},
+      credentials: { mode: 'checkout', admin, account: accounts.checkoutAccount, password: { value: accounts.checkoutPassword } }, options,
     },
   ];
 }

@@ -1,8 +1,7 @@
 /** Dial the target as the minted credential. */
 import ssh2 from 'ssh2';
-import { createHash } from 'node:crypto';
 import type { TargetConfig } from '../types.js';
-import { parseAddress } from './config.js';
+import { parseAddress, hostVerifierFor } from './config.js';
 import { patchCertPublickey } from './cert-agent.js';
 import type { UpstreamCredential } from './provisioners/types.js';
 
@@ -10,7 +9,6 @@ const { Client } = ssh2;
 
 export function dialUpstream(target: TargetConfig, cred: UpstreamCredential, timeoutMs = 15_000): Promise<ssh2.Client> {
   const { host, port } = parseAddress(target.address);
-  const pinned = typeof target.options.hostKeyFingerprint === 'string' ? target.options.hostKeyFingerprint : null;
   return new Promise((resolve, reject) => {
     const c = new Client();
     let settled = false;
@@ -23,9 +21,8 @@ export function dialUpstream(target: TargetConfig, cred: UpstreamCredential, tim
       reject(new Error(`could not reach ${target.name} (${target.address}): ${why}`));
     });
     const opts: ssh2.ConnectConfig = { host, port, username: cred.username, readyTimeout: timeoutMs };
-    if (pinned) {
-      opts.hostVerifier = (key: Buffer) => 'SHA256:' + createHash('sha256').update(key).digest('base64').replace(/=+$/, '') === pinned;
-    }
+    const verify = hostVerifierFor(target);
+    if (verify) opts.hostVerifier = verify;
     if (cred.password) opts.password = cred.password.reveal();
     if (cred.privateKey) opts.privateKey = cred.privateKey.reveal();
     if (cred.agent) opts.agent = cred.agent as unknown as ssh2.BaseAgent;

@@ -93,6 +93,16 @@ t.test('window changes reach the target and the cast; env allow-list; live bus',
   t.match(cast, /\[[\d.]+,\s*"r",\s*"100x30"\]/, 'the resize is in the cast');
 });
 
+t.test('exit status and stderr pass through', { skip: !haveSshd && 'needs root and sshd' }, async (t) => {
+  const grant = await gw.grant('alice', 'web01', 'user');
+  const s = await gw.secret('alice', grant.id);
+  const r = await runClient(s.secret, 'ssh', ['-p', String(port), `${s.username}@127.0.0.1`, 'echo out; echo err >&2; exit 7']);
+  t.equal(r.code, 7);
+  t.equal(r.stdout, 'out\n');
+  t.match(r.stderr, /^err$/m);
+  await sessionOf(grant.id, 'ended');
+});
+
 t.test('alert rule: the command runs and is audited', { skip: !haveSshd && 'needs root and sshd' }, async (t) => {
   const grant = await gw.grant('alice', 'web01', 'user');
   const s = await gw.secret('alice', grant.id);

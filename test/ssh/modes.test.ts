@@ -146,4 +146,26 @@ t.test('checkTarget dials with the admin credential', { skip: !haveSshd && 'need
   t.equal(wrongKey.ok, false);
   t.match(wrongKey.detail, /admin credential was refused/);
   t.notMatch(wrongKey.detail, /nope/, 'the credential never appears in the detail');
+  t.match(ctx.target('web01')!.options.hostKeyFingerprint, /^SHA256:/, 'the demo targets pin the sshd host key');
+  const impostor = await sshModule.checkTarget!(ctx, { ...ctx.target('web01')!, options: { hostKeyFingerprint: 'SHA256:' + 'A'.repeat(43) } });
+  t.equal(impostor.ok, false);
+  t.match(impostor.detail, /host key does not match/, 'a different host key is refused before any credential is sent');
+});
+
+t.test('demo(): a real sshd set up for the three modes, removed by stop()', { skip: !haveSshd && 'needs root and sshd' }, async (t) => {
+  const dir = join(env.dir, 'demo');
+  const demo = await sshModule.demo!(dir, gw.gw.ctx('ssh').log);
+  t.ok(demo, 'demo started');
+  const targets = demo!.targets;
+  t.same(targets.map((x) => [x.name, x.credentials.mode]), [['web01', 'ephemeral-account'], ['web01-cert', 'certificate'], ['web01-pw', 'checkout']]);
+  for (const x of targets) t.equal(sshModule.validateTarget!(x), null, `${x.name} validates`);
+  const login = String(targets[1]!.roles[0]!.login);
+  const account = String(targets[2]!.credentials.account);
+  t.ok(userExists(login) && userExists(account), 'demo accounts exist');
+  const ctx = gw.gw.ctx('ssh');
+  const check = await sshModule.checkTarget!(ctx, targets[0]!);
+  t.equal(check.ok, true, check.detail);
+  await demo!.stop();
+  t.notOk(userExists(login) || userExists(account), 'stop() removed the demo accounts');
+  t.equal((await sshModule.checkTarget!(ctx, targets[0]!)).ok, false, 'sshd stopped');
 });
