@@ -240,7 +240,9 @@ export class HttpApps {
       if (st.aborted) return;
       if (!a.ok) {
         body?.destroy();
-        writePage(res, st, noGrantPage({ identity: who.sub, app: app.target.name, reason: a.reason, publicUrl: this.ctx.publicUrl }));
+        writePage(res, st, a.code === 'error'
+          ? errorPage(502, 'App credential unavailable', a.reason)
+          : noGrantPage({ identity: who.sub, app: app.target.name, reason: a.reason, publicUrl: this.ctx.publicUrl }));
         return;
       }
       this.forward(res, st, inc, route, method, rp, a.entry, body, abort);
@@ -616,7 +618,12 @@ export class HttpApps {
     if (cached) { go(cached); return; }
     this.sessions.acquire(who.p, app, inc.remote).then((a) => {
       if (st.aborted) return;
-      if (!a.ok) { writePage(res, st, noGrantPage({ identity: who.sub, app: app.target.name, reason: a.reason, publicUrl: this.ctx.publicUrl })); return; }
+      if (!a.ok) {
+        writePage(res, st, a.code === 'error'
+          ? errorPage(502, 'App credential unavailable', a.reason)
+          : noGrantPage({ identity: who.sub, app: app.target.name, reason: a.reason, publicUrl: this.ctx.publicUrl }));
+        return;
+      }
       go(a.entry);
     }, () => writePage(res, st, errorPage(500, 'Gateway error', 'Tollgate: the grant check failed.')));
   }
