@@ -209,6 +209,8 @@ export interface ProtocolModule {
    * so challenge-response auth works without keeping the secret. Called when a secret is issued.
    */
   secretVerifiers?(ctx: ProtocolContext, target: TargetConfig, secret: Secret): Record<string, string>;
+  /** Length of connection secrets for this target when the protocol needs a fixed one (classic VNC auth: 8); undefined = default. */
+  secretLength?(target: TargetConfig): number | undefined;
   /**
    * For `tollgate demo`: start a real server of this protocol in `dir` (loopback, free port) and
    * return the targets to configure. Resolve null when the server software is not installed.

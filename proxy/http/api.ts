@@ -217,6 +217,7 @@ export function mountApi(gw: Gateway): void {
     const { secret, record } = await gw.secrets.issue({
       grant: g, protocol: target.protocol, reusable: b.reusable, ttlMs,
       verifiers: (s) => (mod?.secretVerifiers ? mod.secretVerifiers(gw.ctx(mod.name), target, s) : {}),
+      length: mod?.secretLength?.(target),
     });
     await gw.audit.append(req.principal.sub, 'secret.issued', record.id, { grant: g.id, target: g.target, reusable: b.reusable, expiresAt: record.expiresAt });
     const addr = gw.listenerAddress(target.protocol);

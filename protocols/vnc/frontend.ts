@@ -1,0 +1,222 @@
+/**
+ * The viewer-facing half: RFB 3.3/3.7/3.8 handshake, VeNCrypt X509Plain (TLS with the gateway's
+ * certificate, then username = target[:role], password = connection secret) or, when a target
+ * enables it, classic VNC authentication matched against pending 8-character VNC secrets.
+ * The upstream is dialled (with a password minted and installed for the session) BEFORE the
+ * SecurityResult, so every refusal and failure reaches the viewer as RFB's reason string.
+ */
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import net from 'node:net';
+import tls from 'node:tls';
+import type { Duplex } from 'node:stream';
+import { Secret } from '../../auth/secret.js';
+import type { AuthOutcome, LiveSession, ListenerAddress, ProtocolContext, ProtocolListener } from '../types.js';
+import { ScreenWriter } from '../../recorder/screen/index.js';
+import { ByteReader, ProtocolError } from './reader.js';
+import {
+  encodeNegotiationFailure, encodeSecurityResult, encodeServerInit, MAX_CREDENTIAL, parseVersion, SEC, SERVER_VERSION, u32, u8, VENCRYPT,
+} from './handshake.js';
+import { vncAuthResponse } from './des.js';
+import { clipboardOf, credentialsOf, optionsOf, parseAddress, viewOnlyOf } from './config.js';
+import { dialUpstream, installPassword, mintPassword, UpstreamError } from './upstream.js';
+import { ServerStreamState } from './server-messages.js';
+import { VncRelay } from './relay.js';
+
+export const LEASE_KIND = 'vnc-password';
+const LOGIN_TIMEOUT_MS = 60_000;
+
+class Refusal extends Error {}
+
+export async function listenVnc(ctx: ProtocolContext, address: ListenerAddress): Promise<ProtocolListener> {
+  let secureContext: tls.SecureContext | null = null;
+  const tlsContext = () => (secureContext ??= tls.createSecureContext({ cert: ctx.tls.cert, key: ctx.tls.key.reveal() }));
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((sock) => {
+    sockets.add(sock);
+    sock.on('close', () => sockets.delete(sock));
+    sock.on('error', () => { /* handled by the connection */ });
+    sock.setNoDelay(true);
+    handleConnection(ctx, sock, tlsContext).catch((e) => {
+      ctx.log.error({ err: (e as Error).message }, 'vnc connection failed unexpectedly');
+      sock.destroy();
+    });
+  });
+  await new Promise<void>((res, rej) => {
+    server.once('error', rej);
+    server.listen(address.port, address.host, () => { server.off('error', rej); res(); });
+  });
+  const a = server.address() as net.AddressInfo;
+  return {
+    host: address.host,
+    port: a.port,
+    close: () => new Promise<void>((res) => {
+      server.close(() => res());
+      for (const s of sockets) s.destroy();
+    }),
+  };
+}
+
+/** Classic VNC auth: find the pending VNC secret (of any target that enables it) that answers the challenge. */
+async function classicMatch(ctx: ProtocolContext, challenge: Buffer, response: Buffer): Promise<{ username: string; id: string } | null> {
+  for (const t of ctx.targets()) {
+    if (t.protocol !== 'vnc' || !optionsOf(t).classicAuth) continue;
+    for (const c of await ctx.pendingSecrets(t.name, 'vnc')) {
+      const sealed = c.verifiers['vnc-des'];
+      const v = sealed ? ctx.unseal<{ k: string }>(sealed) : null;
+      if (!v || typeof v.k !== 'string') continue;
+      const expected = vncAuthResponse(v.k, challenge);
+      if (expected.length === response.length && timingSafeEqual(expected, response)) return { username: t.name, id: c.id };
+    }
+  }
+  return null;
+}
+
+async function handleConnection(ctx: ProtocolContext, raw: net.Socket, tlsContext: () => tls.SecureContext): Promise<void> {
+  const clientAddr = raw.remoteAddress ?? 'unknown';
+  const log = ctx.log.child({ protocol: 'vnc', client: clientAddr });
+  let sock: Duplex = raw;
+  const reader = new ByteReader(raw, 'the viewer');
+  let minor = 8;
+  let stage: 'version' | 'security' | 'result' | 'done' = 'version';
+  let session: LiveSession | null = null;
+  let upstreamSock: net.Socket | null = null;
+  const timer = ctx.clock.setTimer(LOGIN_TIMEOUT_MS, () => {
+    if (stage === 'done') return;
+    log.info('vnc login timed out');
+    raw.destroy();
+  });
+  const refuse = (reason: string) => {
+    if (stage === 'version') return;
+    const msg = stage === 'security' ? encodeNegotiationFailure(minor, reason) : encodeSecurityResult(minor, false, reason);
+    sock.end(msg);
+    setTimeout(() => raw.destroy(), 1000).unref();
+  };
+  try {
+    raw.write(SERVER_VERSION);
+    minor = parseVersion(await reader.read(12));
+    stage = 'security';
+    const classicTargets = ctx.targets().filter((t) => t.protocol === 'vnc' && optionsOf(t).classicAuth);
+    const offered = classicTargets.length ? [SEC.VeNCrypt, SEC.VncAuth] : [SEC.VeNCrypt];
+    let chosen: number;
+    if (minor === 3) {
+      // 3.3: the server picks, and only classic auth fits.
+      if (!classicTargets.length) throw new Refusal('this gateway requires VeNCrypt (RFB 3.7 or later): use a viewer that supports VeNCrypt X509Plain');
+      chosen = SEC.VncAuth;
+      raw.write(u32(SEC.VncAuth));
+    } else {
+      raw.write(Buffer.from([offered.length, ...offered]));
+      chosen = await reader.u8();
+      if (!offered.includes(chosen as 2 | 19)) throw new ProtocolError(`the viewer chose security type ${chosen}, which was not offered`);
+    }
+    let outcome: AuthOutcome;
+    if (chosen === SEC.VeNCrypt) {
+      raw.write(Buffer.from([0, 2]));
+      const v = await reader.read(2);
+      if (v[0] !== 0 || v[1] !== 2) {
+        raw.write(u8(1));
+        throw new ProtocolError(`VeNCrypt version ${v[0]}.${v[1]} is not supported (0.2 is)`);
+      }
+      raw.write(u8(0));
+      raw.write(Buffer.concat([u8(1), u32(VENCRYPT.X509Plain)]));
+      const sub = await reader.u32();
+      if (sub !== VENCRYPT.X509Plain) throw new ProtocolError(`the viewer chose VeNCrypt sub-type ${sub}, only X509Plain (262) is offered`);
+      raw.write(u8(1));
+      if (reader.buffered) throw new ProtocolError('unencrypted data before the TLS handshake');
+      reader.detach();
+      const t = new tls.TLSSocket(raw, { isServer: true, secureContext: tlsContext() });
+      t.on('error', (e) => log.debug({ err: e.message }, 'vnc client TLS error'));
+      await new Promise<void>((res, rej) => {
+        t.once('secure', () => res());
+        t.once('error', (e) => rej(new ProtocolError(`TLS handshake failed: ${e.message}`)));
+        t.once('close', () => rej(new ProtocolError('the viewer closed the connection during the TLS handshake')));
+      });
+      sock = t;
+      reader.attach(t);
+      stage = 'result';
+      const ulen = await reader.u32();
+      const plen = await reader.u32();
+      if (ulen > MAX_CREDENTIAL || plen > MAX_CREDENTIAL) throw new ProtocolError('VeNCrypt Plain credentials are too long');
+      const username = (await reader.read(ulen)).toString('utf8');
+      const secret = new Secret((await reader.read(plen)).toString('utf8'));
+      if (!username) throw new Refusal('no user name given: connect with the target name (or target:role) as user name');
+      outcome = await ctx.authenticate({ protocol: 'vnc', username, clientAddr, secret });
+    } else {
+      const challenge = randomBytes(16);
+      raw.write(challenge);
+      stage = 'result';
+      const response = await reader.read(16);
+      const match = await classicMatch(ctx, challenge, response);
+      if (!match) {
+        const o = await ctx.authenticate({ protocol: 'vnc', username: classicTargets[0]!.name, clientAddr, secret: new Secret('') });
+        outcome = o.ok ? { ok: false, code: 'bad_secret', reason: 'wrong connection secret' } : {
+          ok: false, code: 'bad_secret',
+          reason: 'Tollgate: the connection secret is wrong, already used or expired; ask for a new one',
+        };
+      } else {
+        outcome = await ctx.authenticate({ protocol: 'vnc', username: match.username, clientAddr, provenSecretId: match.id });
+      }
+    }
+    if (!outcome.ok) {
+      log.info({ code: outcome.code }, 'vnc login refused');
+      throw new Refusal(outcome.reason);
+    }
+    const auth = outcome.auth;
+    if (auth.target.protocol !== 'vnc') throw new Refusal(`Tollgate: target ${auth.target.name} is not a VNC target`);
+
+    // ---- session, minted password, upstream ----
+    session = await ctx.openSession(auth, { protocol: 'vnc', clientAddr });
+    const s = session;
+    const target = auth.target;
+    const cred = credentialsOf(target);
+    const opts = optionsOf(target);
+    const password = await s.lease<Secret>(LEASE_KIND, { target: target.name }, async () => {
+      const p = new Secret(mintPassword());
+      await installPassword(cred, p);
+      return { credential: p };
+    });
+    if (s.ended) throw new Refusal('Tollgate: the session was ended while it was starting');
+    const { host, port } = parseAddress(target.address);
+    const up = await dialUpstream({ host, port, password, timeoutMs: opts.connectTimeout * 1000, clock: ctx.clock });
+    upstreamSock = up.socket;
+    if (s.ended) throw new Refusal('Tollgate: the session was ended while it was starting');
+    up.socket.pause();
+
+    // ---- tell the viewer, read ClientInit, send ServerInit ----
+    sock.write(encodeSecurityResult(minor, true));
+    await reader.u8(); // shared flag: the gateway always connects shared
+    stage = 'done';
+    const state = new ServerStreamState(up.init.width, up.init.height, up.init.pf);
+    let writer: ScreenWriter | null = null;
+    try {
+      writer = new ScreenWriter(s.recording.screen({ width: up.init.width, height: up.init.height }), ctx.clock, up.init.width, up.init.height,
+        { keyframeIntervalMs: opts.keyframeInterval * 1000 });
+    } catch (e) {
+      log.warn({ err: (e as Error).message }, 'vnc screen recording unavailable for this frame size');
+      throw new Refusal(`Tollgate: the desktop size ${up.init.width}x${up.init.height} cannot be recorded`);
+    }
+    sock.write(encodeServerInit({ ...up.init, name: `${target.name} via Tollgate` }));
+    reader.detach();
+    const role = auth.role;
+    s.audit('vnc.connect', { width: up.init.width, height: up.init.height, name: up.init.name.slice(0, 200), clipboard: clipboardOf(role), viewOnly: viewOnlyOf(role) });
+    s.log.info({ width: up.init.width, height: up.init.height }, 'vnc session started');
+    new VncRelay({
+      ctx, session: s, client: sock, upstream: up.socket, state, writer, clipboard: clipboardOf(role), viewOnly: viewOnlyOf(role),
+      clientRest: reader.take(), upstreamRest: up.rest,
+    }).start();
+  } catch (e) {
+    const reason = e instanceof Refusal ? e.message
+      : e instanceof UpstreamError ? `Tollgate: ${e.message}`
+      : e instanceof ProtocolError ? `Tollgate: protocol error: ${e.message}`
+      : `Tollgate: gateway error: ${(e as Error).message}`;
+    if (!(e instanceof Refusal) && !(e instanceof ProtocolError && /closed the connection/.test(e.message))) {
+      log.warn({ err: (e as Error).message }, 'vnc login failed');
+    }
+    upstreamSock?.destroy();
+    if (stage === 'done') raw.destroy();
+    else if (stage === 'version') raw.destroy();
+    else refuse(reason);
+    if (session && !session.ended) await session.end({ code: e instanceof UpstreamError ? 'target_error' : 'error', message: reason });
+  } finally {
+    timer.cancel();
+  }
+}
