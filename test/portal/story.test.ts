@@ -147,6 +147,8 @@ t.test('alice requests, bob approves, alice connects with ssh, carol watches and
   await c.click('.rec[data-kind=cast] .ap-player');
   await c.waitForFunction(() => /tick-3/.test(document.querySelector('.rec[data-kind=cast] .player')?.textContent ?? ''), null, { timeout: 20_000 });
   t.pass('the replay plays the recorded output');
+  await c.waitForFunction(() => /tick/.test(document.querySelector('.keys li.current')?.textContent ?? ''), null, { timeout: 10_000 });
+  t.pass('the keystroke being replayed is highlighted');
   await shot(c, 'replay');
 
   // ---- and the audit trail

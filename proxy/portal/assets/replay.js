@@ -26,6 +26,7 @@ function sealBlock(r) {
     el('a', { href: `/api/v1/recordings/${encodeURIComponent(r.id)}`, download: `${id}-${r.kind}` }, `Download (${fmtBytes(r.bytes)})`));
 }
 
+/** The cast's keystrokes and markers, each with its time, as list items. */
 function keystrokes(castText) {
   const rows = [];
   for (const line of castText.split('\n').slice(1)) {
@@ -33,10 +34,30 @@ function keystrokes(castText) {
     let ev;
     try { ev = JSON.parse(line); } catch { continue; }
     if (!Array.isArray(ev)) continue;
-    if (ev[1] === 'i') rows.push(el('li', {}, el('span', { class: 'muted' }, `${Number(ev[0]).toFixed(2)}s `), el('kbd', {}, JSON.stringify(String(ev[2])).slice(1, -1))));
-    else if (ev[1] === 'm') rows.push(el('li', { class: 'marker' }, el('span', { class: 'muted' }, `${Number(ev[0]).toFixed(2)}s `), `marker: ${ev[2]}`));
+    const t = Number(ev[0]);
+    if (ev[1] === 'i') rows.push({ t, node: el('li', {}, el('span', { class: 'muted' }, `${t.toFixed(2)}s `), el('kbd', {}, JSON.stringify(String(ev[2])).slice(1, -1))) });
+    else if (ev[1] === 'm') rows.push({ t, node: el('li', { class: 'marker' }, el('span', { class: 'muted' }, `${t.toFixed(2)}s `), `marker: ${ev[2]}`) });
   }
   return rows;
+}
+
+/** Highlight the keystroke the player has just replayed (and keep it in view). */
+function follow(player, rows, box) {
+  let current = null;
+  const mark = async () => {
+    const now = Number(await player.getCurrentTime());
+    let hit = null;
+    for (const r of rows) { if (r.t <= now + 0.05) hit = r; else break; }
+    if (hit === current) return;
+    current?.node.classList.remove('current');
+    current?.node.removeAttribute('aria-current');
+    current = hit;
+    if (!hit) return;
+    hit.node.classList.add('current');
+    hit.node.setAttribute('aria-current', 'true');
+    box.scrollTop = Math.max(0, hit.node.offsetTop - box.offsetTop - box.clientHeight / 2);
+  };
+  for (const ev of ['input', 'marker', 'seeked', 'ended']) player.addEventListener(ev, () => { void mark(); });
 }
 
 async function castSection(r) {
@@ -47,8 +68,9 @@ async function castSection(r) {
   try {
     const cast = await text(`/api/v1/recordings/${encodeURIComponent(r.id)}`);
     const k = keystrokes(cast);
-    keys.replaceChildren(...(k.length ? k : [el('li', { class: 'muted' }, 'No keystrokes recorded.')]));
-    window.AsciinemaPlayer.create({ data: cast }, player, { fit: 'width', preload: true, idleTimeLimit: 2, terminalFontSize: 'small' });
+    keys.replaceChildren(...(k.length ? k.map((r) => r.node) : [el('li', { class: 'muted' }, 'No keystrokes recorded.')]));
+    const p = window.AsciinemaPlayer.create({ data: cast }, player, { fit: 'width', preload: true, terminalFontSize: 'small' });
+    follow(p, k, keys.parentElement);
   } catch (e) {
     player.replaceChildren(el('p', { class: 'err', role: 'alert' }, `Cannot load the cast: ${describeError(e)}`));
   }
