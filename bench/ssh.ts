@@ -41,10 +41,11 @@ async function echoLatency(t: SshTarget, n: number): Promise<number[]> {
   const stream = await new Promise<import('ssh2').ClientChannel>((resolve, reject) => c.shell({ term: 'xterm', cols: 80, rows: 24 }, (e, s) => (e ? reject(e) : resolve(s))));
   let buf = '';
   stream.on('data', (d: Buffer) => { buf += d.toString('latin1'); });
-  // Let the prompt settle, then run cat so every key comes straight back.
-  await new Promise((r) => setTimeout(r, 500));
-  stream.write('stty -echo; cat\n');
-  await new Promise((r) => setTimeout(r, 500));
+  // Run cat with echo off once the shell is ready, so every key comes straight back once.
+  stream.write('stty -echo; echo TG""READY; cat\n');
+  for (let i = 0; i < 3000 && !buf.includes('TGREADY'); i++) await new Promise((r) => setTimeout(r, 10));
+  if (!buf.includes('TGREADY')) throw new Error('the remote shell did not start');
+  await new Promise((r) => setTimeout(r, 100));
   const out: number[] = [];
   for (let i = 0; i < n; i++) {
     buf = '';
