@@ -27,9 +27,15 @@ export const SCREEN_SNAPSHOT_CHARS = 8 * 1024 * 1024;
 
 /** Sequences after which nothing earlier is visible on the terminal (`clear` on xterm and linux). */
 const CLEAR_SEQUENCES = ['\x1b[2J', '\x1bc', '\x1b[3J', '\x1b[H\x1b[J', '\x1b[H\x1b[0J'];
-const CLEAR_TAIL = Math.max(...CLEAR_SEQUENCES.map((s) => s.length)) - 1;
 /** Just before a clear, these still matter to a fresh terminal: another clear or a cursor move. */
 const BEFORE_CLEAR = /(?:\x1b\[2J|\x1b\[3J|\x1bc|\x1b\[\d*(?:;\d*)?[Hf])$/;
+const LOOKBACK_STEPS = 4;
+const LOOKBACK_CHARS = 16;
+/**
+ * Output kept from earlier frames: enough to see a clear sequence split across frames and the
+ * cursor moves / clears before it, however the output was chunked.
+ */
+const CLEAR_TAIL = LOOKBACK_STEPS * LOOKBACK_CHARS + Math.max(...CLEAR_SEQUENCES.map((s) => s.length));
 
 type Callback = (f: LiveFrame) => void;
 
@@ -79,8 +85,8 @@ function lastClear(s: string, seen: number): number {
   }
   if (best < 0) return -1;
   // Keep the cursor move and clears right before it (`clear` sends ESC[H ESC[2J ESC[3J).
-  for (let i = 0; best > 0 && i < 4; i++) {
-    const m = BEFORE_CLEAR.exec(s.slice(Math.max(0, best - 16), best));
+  for (let i = 0; best > 0 && i < LOOKBACK_STEPS; i++) {
+    const m = BEFORE_CLEAR.exec(s.slice(Math.max(0, best - LOOKBACK_CHARS), best));
     if (!m) break;
     best -= m[0].length;
   }

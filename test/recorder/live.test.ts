@@ -176,3 +176,40 @@ t.test('several casts: frames carry their cast, the snapshot follows one termina
   t.equal(got.find((f) => f.data === 'new shell')!.cast, 'shell-2', 'the cast name is its file name');
   await rec.close();
 });
+
+t.test('however output is chunked, the snapshot starts at the last clear of the whole stream', async (t) => {
+  // A small seeded PRNG so a failure is reproducible.
+  let seed = 0x2545f491;
+  const rnd = (n: number) => { seed ^= seed << 13; seed ^= seed >>> 17; seed ^= seed << 5; return (seed >>> 0) % n; };
+  const pieces = ['plain text ', 'ünï©ødé ', '😀', '\r\n', '\x1b[1;31m', '\x1b[0m', '\x1b[2J', '\x1b[3J', '\x1bc', '\x1b[H', '\x1b[H\x1b[J', '\x1b[12;40H', '\x1b[K', '\x1b'];
+  // Independent oracle on the whole stream: the last clear sequence, plus cursor moves and clears right before it.
+  const oracle = (s: string): string => {
+    const clear = /\x1b\[2J|\x1b\[3J|\x1bc|\x1b\[H\x1b\[0?J/g;
+    let at = -1;
+    for (let m = clear.exec(s); m; m = clear.exec(s)) { at = m.index; clear.lastIndex = m.index + 1; }
+    if (at < 0) return s;
+    for (let i = 0; i < 4; i++) {
+      const m = /(?:\x1b\[2J|\x1b\[3J|\x1bc|\x1b\[\d*(?:;\d*)?[Hf])$/.exec(s.slice(Math.max(0, at - 16), at));
+      if (!m) break;
+      at -= m[0].length;
+    }
+    return s.slice(at);
+  };
+  for (let round = 0; round < 300; round++) {
+    let stream = '';
+    for (let i = 0, n = 1 + rnd(40); i < n; i++) stream += pieces[rnd(pieces.length)];
+    const bus = createLiveBus();
+    let pos = 0;
+    while (pos < stream.length) {
+      const len = 1 + rnd(12);
+      bus.publish('p', { t: pos, type: 'o', data: stream.slice(pos, pos + len) });
+      pos += len;
+    }
+    const got = bus.subscribe('p', () => {}).snapshot.filter((f) => f.type === 'o').map((f) => f.data as string).join('');
+    if (got !== oracle(stream)) {
+      t.fail(`round ${round}: ${JSON.stringify(stream)} gave ${JSON.stringify(got)}`);
+      return;
+    }
+  }
+  t.pass('300 random streams, random chunking: snapshot = stream from its last clear');
+});
