@@ -12,7 +12,7 @@ export const HOP_BY_HOP = new Set([
 ]);
 
 /** Headers the gateway sets itself or that undici/uWS frame themselves. */
-const REQUEST_OWNED = new Set(['host', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'x-real-ip', 'forwarded', 'expect', 'content-length']);
+const REQUEST_OWNED = new Set(['host', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'x-forwarded-prefix', 'x-real-ip', 'forwarded', 'expect', 'content-length']);
 
 /** WebSocket handshake headers the upstream client builds itself. */
 export const WS_HANDSHAKE = new Set(['sec-websocket-key', 'sec-websocket-version', 'sec-websocket-extensions', 'sec-websocket-protocol', 'sec-websocket-accept']);
