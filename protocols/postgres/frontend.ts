@@ -16,7 +16,7 @@ import {
   type ErrorSpec, type Frame, type StartupPacket,
 } from './framing.js';
 import { CancelRegistry } from './cancel.js';
-import { credentialsOf, grantsOf, optionsOf, parseAddress, type PgOptions } from './config.js';
+import { credentialsOf, grantsOf, optionsOf, optionsSchema, parseAddress, type PgOptions } from './config.js';
 import { PgRelay } from './inspector.js';
 import { LEASE_KIND, createSessionRole, sessionRoleName, upstreamTlsOf, type SessionRole } from './provisioner.js';
 import { SCRAM, SCRAM_PLUS, ScramError, ScramServer, parseVerifier, SCRAM_ITERATIONS, tlsServerEndPoint } from './scram.js';
@@ -117,6 +117,9 @@ class Incoming {
 
   get buffered(): number { return this.buf.length; }
 
+  /** The client closed its side (seen while attached). */
+  get clientGone(): boolean { return this.ended; }
+
   take(): Buffer {
     const b = this.buf;
     this.buf = Buffer.alloc(0);
@@ -216,8 +219,8 @@ async function handleConnection(
     const targetName = username.split(':')[0]!;
     const target = ctx.target(targetName);
     const pgTarget = target && target.protocol === 'postgres' ? target : undefined;
-    let opts: PgOptions;
-    try { opts = optionsOf(pgTarget ?? ({ options: {} } as unknown as TargetConfig)); } catch { opts = optionsOf({ options: {} } as unknown as TargetConfig); }
+    const parsed = optionsSchema.safeParse(pgTarget?.options ?? {});
+    const opts: PgOptions = parsed.success ? parsed.data : optionsSchema.parse({});
     if (!secure && !opts.allowPlain) {
       throw fatal('28000', 'this gateway requires an encrypted connection: connect with sslmode=require', 'add sslmode=require to the connection string');
     }
@@ -241,6 +244,7 @@ async function handleConnection(
     if (auth.target.protocol !== 'postgres') throw fatal('28000', `target "${auth.target.name}" is not a PostgreSQL target`);
 
     // ---- session, lease, upstream ----
+    loginDone = true; // from here on the lease and dial have their own time limits
     session = await ctx.openSession(auth, { protocol: 'postgres', clientAddr });
     await startSession(ctx, session, auth, sock, input, params, cancels);
     loginDone = true;
@@ -343,9 +347,9 @@ async function startSession(
     host, port, user: role.user, password: role.password, database, params: forwarded,
     timeoutMs: opts.connectTimeout * 1000, clock: ctx.clock, tls: upstreamTlsOf(ctx, target),
   });
-  if (session.ended) {
+  if (session.ended || sock.destroyed || input.clientGone) {
     up.socket.destroy();
-    throw fatal('57P01', 'the session was ended while it was starting');
+    throw fatal('57P01', session.ended ? 'the session was ended while it was starting' : 'the client went away while the session was starting');
   }
   const ck = cancels.register({
     upstream: { host, port, pid: up.backend.pid, key: up.backend.key },

@@ -79,6 +79,13 @@ export class PgRelay {
     this.upstream.on('error', (e) => s.log.debug({ err: e.message }, 'postgres upstream socket error'));
     this.client.on('close', () => this.close({ code: 'client_exit', message: this.clientExiting ? 'the client ended the session' : 'the client disconnected' }));
     this.upstream.on('close', () => this.close({ code: 'target_closed', message: 'the database server closed the connection' }));
+    if (this.client.destroyed || this.upstream.destroyed) {
+      // One side went away while the session was being set up: end now (nobody will emit 'close' again).
+      void this.close(this.client.destroyed
+        ? { code: 'client_exit', message: 'the client disconnected' }
+        : { code: 'target_closed', message: 'the database server closed the connection' });
+      return;
+    }
     if (this.o.upstreamRest?.length) this.fromUpstream(this.o.upstreamRest);
     if (this.o.clientRest?.length) this.fromClient(this.o.clientRest);
     this.client.resume();

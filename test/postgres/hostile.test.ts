@@ -154,6 +154,21 @@ if (!havePostgres) {
     t.equal(leases[0]!.state, 'revoked', 'failed mint: lease revoked');
   });
 
+  t.test('client vanishing while its session is being set up: session ended, role dropped', async (t) => {
+    for (let i = 0; i < 3; i++) {
+      await new Promise<void>((resolve) => {
+        const s = net.connect({ host, port }, () => s.write(startup('raw-db')));
+        s.on('data', () => { s.write(serialize.password(secret)); setTimeout(() => s.destroy(), i * 15); });
+        s.on('error', () => {});
+        s.on('close', () => resolve());
+      });
+    }
+    const deadline = Date.now() + 15_000;
+    while (Date.now() < deadline && (await tg.store.listSessions({ state: 'active' })).length) await new Promise((r) => setTimeout(r, 100));
+    t.equal((await tg.store.listSessions({ state: 'active' })).length, 0, 'no session left live');
+    t.same(await pgc.noSessionRoles(), [], 'no role left');
+  });
+
   t.test('the gateway still serves a normal client afterwards', async (t) => {
     const c = new pg.Client({ host, port, user: 'raw-db', password: secret, database: 'app', ssl: false });
     await c.connect();
