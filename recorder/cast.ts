@@ -33,7 +33,7 @@ export interface CastEvent {
 
 const KEPT_ENV = ['TERM', 'SHELL'];
 /** The end of a line that asks for a secret the terminal will not echo (sudo, ssh, passwd, psql \password). */
-const SECRET_PROMPT = /(?:password|passphrase|passcode|\bpin\b|one-time code|verification code|\botp\b)[^\n:]{0,80}:\s*$/i;
+const SECRET_PROMPT = /(?:password|passphrase|passcode|\bpin\b|one-time code|verification code|\botp\b|passwort|mot de passe|contraseña|senha|пароль|密码|パスワード)[^\n:：]{0,80}[:：]\s*$/iu;
 // eslint-disable-next-line no-control-regex
 const ANSI = /\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])/g;
 /** Characters that end a typed secret (Enter, Ctrl-C, Ctrl-D). */
