@@ -36,7 +36,12 @@ export function quantile(sorted: number[], q: number): number | null {
   return sorted[rank - 1]!;
 }
 
-export async function computeHealth(store: Store, now: number, isLive: (sessionId: string) => boolean, days = 14): Promise<Health> {
+/**
+ * isLive: whether a session runs on this gateway now. Sessions the store shows active on another
+ * gateway (several gateways sharing a store) count as live too; their own gateway reaps them.
+ */
+export async function computeHealth(store: Store, now: number, isLive: (sessionId: string) => boolean, opts: { days?: number; gatewayId?: string } = {}): Promise<Health> {
+  const days = opts.days ?? 14;
   const BIG = 100_000;
   const [leases, sessions, grants, requests] = await Promise.all([
     store.listLeases({ state: ['pending', 'active', 'revoking'] }),
@@ -45,7 +50,8 @@ export async function computeHealth(store: Store, now: number, isLive: (sessionI
     store.listRequests({ limit: BIG }),
   ]);
 
-  const standing = leases.filter((l) => !l.sessionId || !isLive(l.sessionId));
+  const elsewhere = new Set(sessions.filter((s) => s.state !== 'ended' && opts.gatewayId !== undefined && s.gatewayId !== opts.gatewayId).map((s) => s.id));
+  const standing = leases.filter((l) => !l.sessionId || !(isLive(l.sessionId) || elsewhere.has(l.sessionId)));
 
   const grantById = new Map(grants.map((g) => [g.id, g]));
   const jit = sessions.filter((s) => { const g = grantById.get(s.grantId); return g ? !g.breakGlass && !!g.requestId : false; }).length;

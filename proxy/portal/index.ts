@@ -167,7 +167,7 @@ export function mountPortal(gw: Gateway): void {
     const r = rolesOf(gw, p);
     if (!r.soc && !r.approver) return { status: 403, body: { error: 'forbidden', message: `${p.sub} is neither in a SOC group nor an approver` } };
     const days = Math.min(Math.max(Number(req.query.get('days') ?? 14) || 14, 1), 90);
-    return { status: 200, body: await computeHealth(gw.store, gw.clock.now(), (id) => !!gw.sessions.get(id), days) };
+    return { status: 200, body: await computeHealth(gw.store, gw.clock.now(), (id) => !!gw.sessions.get(id), { days, gatewayId: gw.config.gateway.id }) };
   });
 
   // Anything else under /portal: a page, not JSON.

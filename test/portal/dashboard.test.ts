@@ -74,7 +74,7 @@ t.test('health figures from the store', async (t) => {
   await store.insertLease(lease('l-stuck', null, 'revoking'));   // never attached: standing
   await store.insertLease(lease('l-done', 's1', 'revoked'));     // gone
 
-  const h = await computeHealth(store, NOW, (id) => id === 's3');
+  const h = await computeHealth(store, NOW, (id) => id === 's3', { gatewayId: 'gw' });
   t.equal(h.standingPrivileges.count, 2);
   t.same(h.standingPrivileges.leases.map((l) => l.id).sort(), ['l-orphan', 'l-stuck']);
   t.same(h.jitShare, { jit: 2, total: 3, ratio: 2 / 3 }, 'the break-glass session is not JIT');
@@ -91,4 +91,13 @@ t.test('health figures from the store', async (t) => {
   t.equal(h.series.approvalMedianMs.at(-2)!.value, 2 * MIN);
   t.equal(h.series.approvalMedianMs.at(-3)!.value, null, 'no decisions that day');
   t.equal(h.series.avgPrivilegeMs.at(-1)!.value, 13 * MIN);
+
+  // A session live on another gateway sharing the store: its lease is not standing; once that
+  // session is recorded as ended while the lease is still active, it is.
+  const other = { ...sess('s-other', 'g-jit', NOW - 60 * DAY, null), gatewayId: 'gw2' };
+  await store.insertSession(other);
+  await store.insertLease(lease('l-other', 's-other', 'active'));
+  t.equal((await computeHealth(store, NOW, (id) => id === 's3', { gatewayId: 'gw' })).standingPrivileges.count, 2, 'live on another gateway: not standing');
+  await store.updateSession({ ...other, state: 'ended', endedAt: NOW - 59 * DAY, endReason: 'gateway_crash' });
+  t.equal((await computeHealth(store, NOW, (id) => id === 's3', { gatewayId: 'gw' })).standingPrivileges.count, 3, 'its session ended, the lease still active: standing');
 });
