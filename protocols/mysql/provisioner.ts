@@ -105,8 +105,26 @@ async function withAdmin<T>(ctx: ProtocolContext, target: TargetConfig, fn: (c: 
   }
 }
 
+/**
+ * mysql2 errors carry the statement (err.sql), which for CREATE USER holds the password: rethrow
+ * a plain error with the server's code and message only, the password masked just in case.
+ */
+function cleanError(e: unknown, password: string): Error {
+  const err = e as { errno?: number; sqlState?: string; message?: string };
+  const msg = String(err.message ?? e).split(password).join('<secret>');
+  return new Error(err.errno ? `${err.errno} (${err.sqlState ?? 'HY000'}): ${msg}` : msg);
+}
+
 /** Create the session user and grant the role; on failure the caller's lease revocation drops it. */
 export async function createSessionUser(ctx: ProtocolContext, target: TargetConfig, role: RoleConfig, user: string, host: string, password: string): Promise<{ server: string }> {
+  try {
+    return await createSessionUserRaw(ctx, target, role, user, host, password);
+  } catch (e) {
+    throw cleanError(e, password);
+  }
+}
+
+async function createSessionUserRaw(ctx: ProtocolContext, target: TargetConfig, role: RoleConfig, user: string, host: string, password: string): Promise<{ server: string }> {
   return withAdmin(ctx, target, async (c) => {
     const [rows] = await c.query('SELECT VERSION() AS v');
     const version = String((rows as { v: string }[])[0]?.v ?? '');

@@ -16,6 +16,7 @@ import { mysqlModule } from '../../protocols/mysql/index.js';
 import { loginUpstream } from '../../protocols/mysql/upstream.js';
 import { COM, GATEWAY_CAPS, CAP, parseErr, frame, PacketReader } from '../../protocols/mysql/packets.js';
 import { createSessionUser, sessionUserName, randomPassword } from '../../protocols/mysql/provisioner.js';
+import { freePort } from '../../protocols/mysql/demo.js';
 
 const db: TestMariadb | null = await startTestMariadb(t);
 if (!db) {
@@ -23,8 +24,10 @@ if (!db) {
 } else {
   await db.admin('CREATE DATABASE sbtest');
   const bench = { ...db.target, name: 'bench-db', roles: [{ name: 'bench', grants: ['SELECT ON sbtest.*'], database: 'sbtest' }] };
+  const dead = { ...db.target, name: 'dead-db', address: `127.0.0.1:${await freePort()}` };
+  const broken = { ...db.target, name: 'broken-db', roles: [{ name: 'broken', grants: ['SELECT ON shop.*'], roles: ['no_such_role'] }] };
   const clock = new ManualClock(Date.now());
-  const tg: TestGateway = await startTestGateway({ targets: [db.target, bench], policies: DEFAULT_POLICIES, listeners: ['mysql'], clock, expiryWarning: '2s' });
+  const tg: TestGateway = await startTestGateway({ targets: [db.target, bench, dead, broken], policies: DEFAULT_POLICIES, listeners: ['mysql'], clock, expiryWarning: '2s' });
   t.teardown(() => tg.close());
   const { host, port } = tg.listener('mysql');
   const secretFor = async (target = 'app-db', role = 'read', opts: { reusable?: boolean; duration?: string } = {}) => {
@@ -87,7 +90,7 @@ if (!db) {
     child!.stdin!.end('SELECT 2;\n');
     const r = await done;
     t.not(r.code, 0);
-    t.match(r.stderr, /ERROR (1927|2013|2006)/, 'the CLI reports the closed session');
+    t.match(r.stderr, /ERROR 1927 \(70100\).*grant for app-db expired/, 'the CLI shows why the session ended');
     await noUsersLeft();
   });
 
@@ -228,6 +231,29 @@ if (!db) {
     t.ok(sessions.length >= 2, 'one session per sysbench connection');
     const q = await tg.store.listQueries(sessions[0]!.id, { limit: 10 });
     t.ok(q.some((x) => x.params > 0), 'prepared executions recorded with parameter counts');
+  });
+
+  t.test('a dead target or a failing grant: clear ERR, no account left behind, lease revoked', async (t) => {
+    const s1 = await secretFor('dead-db', 'read');
+    const r1 = await run('mariadb', ['-h', host, '-P', String(port), '-u', 'dead-db', `-p${s1.secret}`, '-e', 'SELECT 1']);
+    t.not(r1.code, 0);
+    t.match(r1.stderr, /ERROR 1105 \(HY000\).*could not create a database user for this session/, 'dead target: readable ERR');
+    const s2 = await secretFor('broken-db', 'broken');
+    const r2 = await run('mariadb', ['-h', host, '-P', String(port), '-u', 'broken-db:broken', `-p${s2.secret}`, '-e', 'SELECT 1']);
+    t.match(r2.stderr, /ERROR 1105 \(HY000\).*could not create a database user/, 'failing GRANT: readable ERR');
+    t.same(await db.sessionUsers(), [], 'the half-made user was dropped');
+    for (const target of ['dead-db', 'broken-db']) {
+      const sess = (await tg.store.listSessions({ target }))[0]!;
+      await endedSession(sess.id);
+      t.equal((await tg.store.listLeases({ sessionId: sess.id })).length, 1, `${target}: the lease was stored before the attempt`);
+    }
+    const deadLease = (await tg.store.listLeases({ target: 'dead-db' }))[0]!;
+    t.not(deadLease.state, 'active', `dead target: the lease is not active (${deadLease.state}); the reaper retries while the server is down`);
+    const broken = (await tg.store.listLeases({ target: 'broken-db' }))[0]!;
+    t.equal(broken.state, 'revoked', 'the failed mint was revoked on the target');
+    const endReason = (await tg.store.listSessions({ target: 'broken-db' }))[0]!.endReason ?? '';
+    t.match(endReason, /no_such_role/, 'the reason names the problem');
+    t.notMatch(endReason + String(broken.error ?? ''), /IDENTIFIED|tg_alice_\w+'@'%' IDENTIFIED/, 'no statement text (with the password) in stored errors');
   });
 
   t.test('checkTarget dials with the admin credential', async (t) => {
