@@ -152,8 +152,10 @@ t.test('alice requests, bob approves, alice connects with ssh, carol watches and
   await shot(c, 'replay');
 
   // ---- and the audit trail
-  await c.goto(`${tg.url}/portal/audit?subject=${live.id}`);
+  await c.click('#meta a:has-text("this session")');
+  await c.waitForURL(`${tg.url}/portal/audit?subject=${live.id}`);
   await c.waitForSelector('#events table');
+  t.equal(await c.locator('#more').isVisible(), false, 'no "Load more" when everything is shown');
   await c.waitForFunction(() => /chain verified/.test(document.getElementById('chain')?.textContent ?? ''));
   const audit = await c.textContent('#events');
   t.match(audit, /session\.kill/);

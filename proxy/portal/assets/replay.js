@@ -109,7 +109,8 @@ await load($('recs'), async () => {
   const s = await api('GET', `/api/v1/sessions/${encodeURIComponent(id)}`);
   const rows = [['Identity', s.identity], ['Target', `${s.target} (${s.protocol})`], ['Role', s.role], ['Started', fmtTime(s.startedAt)],
     ['Ended', s.endedAt ? `${fmtTime(s.endedAt)} after ${fmtDuration(s.endedAt - s.startedAt)}` : 'still running'], ['End reason', s.endReason ?? '—'],
-    ['Bytes ↑/↓', `${fmtBytes(s.bytesUp)} / ${fmtBytes(s.bytesDown)}`], ['Client', s.clientAddr ?? '—']];
+    ['Bytes ↑/↓', `${fmtBytes(s.bytesUp)} / ${fmtBytes(s.bytesDown)}`], ['Client', s.clientAddr ?? '—'],
+    ['Audit trail', el('span', {}, el('a', { href: `/portal/audit?subject=${encodeURIComponent(s.id)}` }, 'this session'), ' · ', el('a', { href: `/portal/audit?subject=${encodeURIComponent(s.grantId)}` }, 'its grant'))]];
   $('meta').replaceChildren(...rows.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)]));
   $('meta').removeAttribute('aria-busy');
   if (!s.recordings.length) return fill($('recs'), empty('This session produced no recording files (it ended before anything was recorded).'));
