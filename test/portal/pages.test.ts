@@ -361,6 +361,20 @@ t.test('portal pages', async (t) => {
     await carol.ctx.close();
   });
 
+  t.test('audit: pages of 200 with "Load more", chain still verified', async (t) => {
+    for (let i = 0; i < 250; i++) await tg.gw.audit.append('tester', 'test.bulk', `bulk-${i}`, { i });
+    const { ctx, page, errors } = await signIn(browser, tg, 'carol', '/portal/audit?action=test.bulk');
+    await page.waitForSelector('#events table');
+    t.equal(await page.locator('#events tbody tr').count(), 200, 'first page');
+    await page.click('#more');
+    await page.waitForFunction(() => document.querySelectorAll('#events tbody tr').length === 250);
+    t.equal(await page.locator('#more').isVisible(), false, 'no more pages');
+    t.match(await page.textContent('#events tbody tr:last-child'), /bulk-249/);
+    await page.waitForFunction(() => /chain verified/.test(document.getElementById('chain')?.textContent ?? ''));
+    await noPageErrors(t, errors);
+    await ctx.close();
+  });
+
   t.test('sign out ends the web session', async (t) => {
     const { ctx, page } = await signIn(browser, tg, 'erin');
     const before = (await ctx.cookies(tg.url)).find((c) => c.name === 'tg_session')!.value;
