@@ -10,7 +10,8 @@ import { dialUpstream } from './upstream.js';
 import { LineEditor } from './inspector/line-editor.js';
 import { SftpInspector, type FileTransfer } from './inspector/sftp.js';
 import { ScpInspector, scpMode } from './inspector/scp.js';
-import { disconnectWith, DISCONNECT, printable, tollgate } from './wire.js';
+import { disconnectWith, DISCONNECT, printable, tollgate, openAgentChannel } from './wire.js';
+import type { Duplex } from 'node:stream';
 
 type Accept<T = void> = (() => T) | undefined;
 type Reject = (() => void) | undefined;
@@ -50,9 +51,8 @@ export class SshBroker {
     this.ready = new Promise((r) => { this.resolveReady = r; });
     client.on('session', (accept: Accept<ssh2.Session>, reject: Reject) => this.onSession(accept, reject));
     client.on('tcpip', (accept: Accept<ssh2.ServerChannel>, reject: Reject, info: ssh2.TcpipRequestInfo) => this.onTcpip(accept, reject, info));
-    client.on('request', (_accept: unknown, reject: Reject, name: string) => {
-      this.session?.audit('ssh.forward-refused', { request: name });
-      reject?.();
+    client.on('request', (accept: ((port?: number) => void) | undefined, reject: Reject, name: string, info: { bindAddr: string; bindPort: number }) => {
+      this.onGlobalRequest(accept, reject, name, info);
     });
     client.on('close', () => { void this.finish({ code: 'client_exit', message: 'the client disconnected' }); });
     client.on('end', () => { void this.finish({ code: 'client_exit', message: 'the client disconnected' }); });
@@ -80,9 +80,13 @@ export class SshBroker {
       this.minting = minting;
       const cred = await minting;
       if (this.ending || session.ended) { this.resolveReady(false); return; }
-      const up = await dialUpstream(target, cred);
+      const forwardAgent = role.allowAgentForwarding === true
+        ? (cb: (err: Error | undefined, stream?: Duplex) => void) => openAgentChannel(this.client, cb)
+        : undefined;
+      const up = await dialUpstream(target, cred, forwardAgent);
       if (this.ending || session.ended) { up.end(); this.resolveReady(false); return; }
       this.upstream = up;
+      up.on('tcp connection', (info: ssh2.TcpConnectionDetails, acceptUp: () => ssh2.ClientChannel, rejectUp: () => void) => this.onRemoteConnection(info, acceptUp, rejectUp));
       up.on('error', (e) => { session.log.warn({ err: e.message }, 'ssh: upstream error'); });
       up.on('close', () => {
         if (!this.ending) void this.terminate({ code: 'target_closed', message: 'the target closed the connection' });
@@ -107,6 +111,7 @@ export class SshBroker {
     const s = accept();
     const ch: OpenChannel = { stream: null as unknown as ssh2.ServerChannel, upstream: null, pty: null, cast: null };
     const env: Record<string, string> = {};
+    let agentForward = false;
     s.on('pty', (acc: Accept, _rej: Reject, info: PtyInfo) => { ch.pty = { ...info }; acc?.(); });
     s.on('env', (acc: Accept, rej: Reject, info: { key: string; val: string }) => {
       if (ENV_ALLOWED(info.key)) { env[info.key] = info.val; acc?.(); } else rej?.();
@@ -118,20 +123,26 @@ export class SshBroker {
       acc?.();
     });
     s.on('signal', (acc: Accept, _rej: Reject, info: { name: string }) => { ch.upstream?.signal(info.name); acc?.(); });
-    s.on('auth-agent', (_acc: Accept, rej: Reject) => {
-      this.session?.audit('ssh.agent-forward-refused', { allowed: this.auth.role.allowAgentForwarding === true });
-      rej?.();
+    s.on('auth-agent', (acc: Accept, rej: Reject) => {
+      if (this.auth.role.allowAgentForwarding !== true) {
+        this.session?.audit('ssh.agent-forward-refused', {});
+        rej?.();
+        return;
+      }
+      agentForward = true;
+      this.session?.audit('ssh.agent-forward', {});
+      acc?.();
     });
     s.on('x11', (_acc: Accept, rej: Reject) => rej?.());
     s.on('shell', (acc: Accept<ssh2.ServerChannel>, rej: Reject) => {
       if (!acc) return rej?.();
       ch.stream = acc();
-      void this.runShell(ch, env);
+      void this.runShell(ch, env, agentForward);
     });
     s.on('exec', (acc: Accept<ssh2.ServerChannel>, rej: Reject, info: { command: string }) => {
       if (!acc) return rej?.();
       ch.stream = acc();
-      void this.runExec(ch, env, info.command);
+      void this.runExec(ch, env, info.command, agentForward);
     });
     s.on('subsystem', (acc: Accept<ssh2.ServerChannel>, rej: Reject, info: { name: string }) => {
       if (info.name !== 'sftp' || !acc) return rej?.();
@@ -163,14 +174,14 @@ export class SshBroker {
     ch.finish?.();
   }
 
-  private async runShell(ch: OpenChannel, env: Record<string, string>): Promise<void> {
+  private async runShell(ch: OpenChannel, env: Record<string, string>, agentForward: boolean): Promise<void> {
     const up = await this.upstreamOr(ch);
     if (!up) return;
     const session = this.session!;
     const name = `shell-${++this.channelSeq}`;
     const pty = ch.pty;
     const window: ssh2.PseudoTtyOptions | false = pty ? { rows: pty.rows, cols: pty.cols, width: pty.width, height: pty.height, term: pty.term, modes: pty.modes as never } : false;
-    up.shell(window, { env }, (err, upCh) => {
+    up.shell(window, { env, agentForward } as ssh2.ShellOptions, (err, upCh) => {
       if (err) { this.closeChannel(ch, `Tollgate: the target refused the shell: ${err.message}`); return; }
       ch.upstream = upCh;
       ch.cast = session.recording.cast({ width: pty?.cols ?? 80, height: pty?.rows ?? 24, name, title: `${this.auth.target.name} (${this.auth.role.name})`, env: pty ? { TERM: pty.term } : {} });
@@ -204,7 +215,7 @@ export class SshBroker {
     });
   }
 
-  private async runExec(ch: OpenChannel, env: Record<string, string>, command: string): Promise<void> {
+  private async runExec(ch: OpenChannel, env: Record<string, string>, command: string, agentForward: boolean): Promise<void> {
     const up = await this.upstreamOr(ch);
     if (!up) return;
     const session = this.session!;
@@ -217,7 +228,7 @@ export class SshBroker {
     }
     const scp = scpMode(command);
     const pty = ch.pty;
-    const opts: ssh2.ExecOptions = { env };
+    const opts = { env, agentForward } as ssh2.ExecOptions; // ssh2 reads agentForward; its types omit it
     if (pty) opts.pty = { rows: pty.rows, cols: pty.cols, width: pty.width, height: pty.height, term: pty.term, modes: pty.modes as never };
     up.exec(command, opts, (err, upCh) => {
       if (err) { this.closeChannel(ch, `Tollgate: the target refused the command: ${err.message}`); return; }
@@ -325,6 +336,44 @@ export class SshBroker {
         down.on('close', () => { try { upCh.close(); } catch { /* ignore */ } });
         upCh.on('close', () => { try { down.close(); } catch { /* ignore */ } });
       });
+    });
+  }
+
+  /** Remote forwarding (ssh -R): only when the role allows port forwarding. */
+  private onGlobalRequest(accept: ((port?: number) => void) | undefined, reject: Reject, name: string, info: { bindAddr: string; bindPort: number }): void {
+    const allowed = this.auth.role.allowPortForwarding === true;
+    if (!allowed || (name !== 'tcpip-forward' && name !== 'cancel-tcpip-forward')) {
+      this.session?.audit('ssh.forward-refused', { request: name });
+      reject?.();
+      return;
+    }
+    void this.ready.then((ok) => {
+      const up = this.upstream;
+      if (!ok || !up || this.ending) { reject?.(); return; }
+      if (name === 'cancel-tcpip-forward') {
+        up.unforwardIn(info.bindAddr, info.bindPort, (err) => (err ? reject?.() : accept?.()));
+        return;
+      }
+      up.forwardIn(info.bindAddr, info.bindPort, (err, port) => {
+        if (err) { reject?.(); return; }
+        this.events?.event('remote-forward', { bindAddr: info.bindAddr, bindPort: port });
+        this.session?.audit('ssh.remote-forward', { bindAddr: info.bindAddr, bindPort: port });
+        accept?.(port);
+      });
+    });
+  }
+
+  private onRemoteConnection(info: ssh2.TcpConnectionDetails, acceptUp: () => ssh2.ClientChannel, rejectUp: () => void): void {
+    if (this.ending) { rejectUp(); return; }
+    this.client.forwardOut(info.destIP, info.destPort, info.srcIP, info.srcPort, (err, down) => {
+      if (err) { rejectUp(); return; }
+      const upCh = acceptUp();
+      const ch: OpenChannel = { stream: down, upstream: upCh, pty: null, cast: null };
+      this.channels.add(ch);
+      down.on('close', () => this.channels.delete(ch));
+      upCh.pipe(down).pipe(upCh);
+      down.on('close', () => { try { upCh.close(); } catch { /* ignore */ } });
+      upCh.on('close', () => { try { down.close(); } catch { /* ignore */ } });
     });
   }
 

@@ -11,6 +11,7 @@
  *    authPK() so a signed publickey request for a certificate is written correctly; every other
  *    request goes to ssh2 unchanged.
  */
+import type { Duplex } from 'node:stream';
 import ssh2 from 'ssh2';
 import { CERT_TYPE_ED25519, type ParsedKey } from './cert.js';
 import { sendRaw, sshString, type SshProtocolInternals } from './wire.js';
@@ -25,8 +26,16 @@ export function certKeyView(privateKey: ParsedKey, certBlob: Buffer): ParsedKey 
   return view;
 }
 
+export type StreamOpener = (cb: (err: Error | undefined, stream?: Duplex) => void) => void;
+
 export class CertAgent extends (BaseAgent as new () => { getIdentities(cb: unknown): void; sign(...a: unknown[]): void }) {
+  /** Set when the role allows agent forwarding: opens a channel to the person's own agent. */
+  forwardTo: StreamOpener | null = null;
   constructor(private readonly privateKey: ParsedKey, private readonly certBlob: Buffer) { super(); }
+  getStream(cb: (err: Error | undefined, stream?: Duplex) => void): void {
+    if (!this.forwardTo) { cb(new Error('agent forwarding is not allowed')); return; }
+    this.forwardTo(cb);
+  }
   override getIdentities(cb: (err: Error | null, keys?: ParsedKey[]) => void): void {
     cb(null, [certKeyView(this.privateKey, this.certBlob)]);
   }
@@ -35,6 +44,17 @@ export class CertAgent extends (BaseAgent as new () => { getIdentities(cb: unkno
     const sig = this.privateKey.sign(data);
     if (sig instanceof Error) cb(sig); else cb(null, sig);
   }
+}
+
+/** Agent forwarding for sessions that authenticate upstream without an agent: holds no keys itself. */
+export class ForwardingAgent extends (BaseAgent as new () => { getIdentities(cb: unknown): void; sign(...a: unknown[]): void }) {
+  constructor(private readonly open: StreamOpener) { super(); }
+  override getIdentities(cb: (err: Error | null, keys?: ParsedKey[]) => void): void { cb(null, []); }
+  override sign(_pub: unknown, _data: Buffer, optsOrCb: unknown, maybeCb?: unknown): void {
+    const cb = (typeof optsOrCb === 'function' ? optsOrCb : maybeCb) as (err: Error | null) => void;
+    cb(new Error('the gateway signs nothing for forwarded agents'));
+  }
+  getStream(cb: (err: Error | undefined, stream?: Duplex) => void): void { this.open(cb); }
 }
 
 type AuthPK = (username: string, pubKey: unknown, keyAlgo?: unknown, cbSign?: unknown) => void;

@@ -2,12 +2,13 @@
 import ssh2 from 'ssh2';
 import type { TargetConfig } from '../types.js';
 import { parseAddress, hostVerifierFor } from './config.js';
-import { patchCertPublickey } from './cert-agent.js';
+import { patchCertPublickey, ForwardingAgent, type StreamOpener } from './cert-agent.js';
 import type { UpstreamCredential } from './provisioners/types.js';
 
 const { Client } = ssh2;
 
-export function dialUpstream(target: TargetConfig, cred: UpstreamCredential, timeoutMs = 15_000): Promise<ssh2.Client> {
+/** forwardAgent: set when the role allows agent forwarding (opens a channel back to the person's agent). */
+export function dialUpstream(target: TargetConfig, cred: UpstreamCredential, forwardAgent?: StreamOpener, timeoutMs = 15_000): Promise<ssh2.Client> {
   const { host, port } = parseAddress(target.address);
   return new Promise((resolve, reject) => {
     const c = new Client();
@@ -25,7 +26,12 @@ export function dialUpstream(target: TargetConfig, cred: UpstreamCredential, tim
     if (verify) opts.hostVerifier = verify;
     if (cred.password) opts.password = cred.password.reveal();
     if (cred.privateKey) opts.privateKey = cred.privateKey.reveal();
-    if (cred.agent) opts.agent = cred.agent as unknown as ssh2.BaseAgent;
+    if (cred.agent) {
+      if (forwardAgent) cred.agent.forwardTo = forwardAgent;
+      opts.agent = cred.agent as unknown as ssh2.BaseAgent;
+    } else if (forwardAgent) {
+      opts.agent = new ForwardingAgent(forwardAgent) as unknown as ssh2.BaseAgent;
+    }
     try {
       c.connect(opts);
       if (cred.certificate) patchCertPublickey(c);

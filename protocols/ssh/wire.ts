@@ -88,3 +88,24 @@ export function disconnectWith(conn: unknown, code: number, text: string): void 
 export function tollgate(message: string): string {
   return /^Tollgate:/.test(message) ? message : `Tollgate: ${message}`;
 }
+
+const { MAX_WINDOW, PACKET_SIZE } = require('ssh2/lib/Channel.js') as { MAX_WINDOW: number; PACKET_SIZE: number };
+
+/**
+ * Ask the SSH client to open an "auth-agent@openssh.com" channel (agent forwarding towards the
+ * person's own agent). ssh2's server only opens forwarded-tcpip/x11 channels itself; this uses its
+ * channel manager the same way, and ssh2's CHANNEL_OPEN_CONFIRMATION handler builds the Channel.
+ */
+export function openAgentChannel(conn: unknown, cb: (err: Error | undefined, stream?: import('node:stream').Duplex) => void): void {
+  const c = conn as { _chanMgr?: { add(w: unknown): number } } | null;
+  const proto = protocolOf(conn);
+  if (!proto || !c?._chanMgr) { cb(new Error('ssh2 internals changed: cannot open an agent channel')); return; }
+  const wrapper = Object.assign((err: Error | undefined, stream?: import('node:stream').Duplex) => cb(err, stream), { type: 'auth-agent@openssh.com' });
+  const local = c._chanMgr.add(wrapper);
+  if (local === -1) { cb(new Error('no free channels')); return; }
+  const nums = Buffer.alloc(12);
+  nums.writeUInt32BE(local, 0);
+  nums.writeUInt32BE(MAX_WINDOW, 4);
+  nums.writeUInt32BE(PACKET_SIZE, 8);
+  sendRaw(proto, Buffer.concat([Buffer.from([90]), sshString('auth-agent@openssh.com'), nums]));
+}

@@ -4,7 +4,8 @@
  * with real OpenSSH clients through the real gateway.
  */
 import t from 'tap';
-import { readFileSync, writeFileSync, mkdtempSync, rmSync, mkdirSync, chmodSync } from 'node:fs';
+import { readFileSync, writeFileSync, mkdtempSync, rmSync, mkdirSync, chmodSync, existsSync } from 'node:fs';
+import ssh2 from 'ssh2';
 import { createHash, randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,7 +31,7 @@ t.before(async () => {
   gw = await startTestGateway({
     targets: [{
       ...eph, credentials: { ...eph.credentials, prefix: PREFIX },
-      roles: [{ name: 'user' }, { name: 'tunnel', allowPortForwarding: true }],
+      roles: [{ name: 'user' }, { name: 'tunnel', allowPortForwarding: true }, { name: 'agent', allowAgentForwarding: true }],
     }],
     listeners: ['ssh'],
   });
@@ -136,6 +137,61 @@ t.test('port forwarding only when the role allows it', { skip: !haveSshd && 'nee
   await withForward(s2.secret, s2.username.includes(':') ? s2.username : 'web01:tunnel', async (local) => {
     t.match(await readBanner(local), /^SSH-2\.0-OpenSSH/, 'the tunnel role reaches the target through the forward');
   });
+});
+
+function gatewayClient(secret: string, username: string): Promise<ssh2.Client> {
+  return new Promise((resolve, reject) => {
+    const c = new ssh2.Client();
+    c.on('ready', () => resolve(c));
+    c.on('error', reject);
+    c.connect({ host: '127.0.0.1', port, username, password: secret, readyTimeout: 20_000 });
+  });
+}
+
+function execOut(c: ssh2.Client, cmd: string): Promise<string> {
+  return new Promise((resolve, reject) => c.exec(cmd, (err, st) => {
+    if (err) return reject(err);
+    let o = '';
+    st.on('data', (d: Buffer) => { o += d; });
+    st.stderr.on('data', (d: Buffer) => { o += d; });
+    st.on('close', () => resolve(o));
+  }));
+}
+
+t.test('remote forwarding (ssh -R) only when the role allows port forwarding', { skip: !haveSshd && 'needs root and sshd' }, async (t) => {
+  const g1 = await gw.grant('alice', 'web01', 'user');
+  const c1 = await gatewayClient((await gw.secret('alice', g1.id)).secret, 'web01:user');
+  t.teardown(() => c1.end());
+  await t.rejects(new Promise((resolve, reject) => c1.forwardIn('127.0.0.1', 0, (err, p) => (err ? reject(err) : resolve(p)))), 'refused for the user role');
+  const g2 = await gw.grant('alice', 'web01', 'tunnel');
+  const c2 = await gatewayClient((await gw.secret('alice', g2.id)).secret, 'web01:tunnel');
+  t.teardown(() => c2.end());
+  c2.on('tcp connection', (_info, accept) => { const ch = accept(); ch.end('hello-from-the-client-side'); });
+  const rport = await new Promise<number>((resolve, reject) => c2.forwardIn('127.0.0.1', 0, (err, p) => (err ? reject(err) : resolve(p))));
+  t.ok(rport > 0, `the target listens on ${rport}`);
+  const got = await execOut(c2, `bash -c 'exec 3<>/dev/tcp/127.0.0.1/${rport}; cat <&3'`);
+  t.equal(got, 'hello-from-the-client-side', 'a connection on the target reaches the client through the gateway');
+});
+
+t.test('agent forwarding only when the role allows it', { skip: !haveSshd && 'needs root and sshd' }, async (t) => {
+  const sock = join(work, 'agent.sock');
+  const agent = spawn('ssh-agent', ['-D', '-a', sock], { stdio: 'ignore' });
+  t.teardown(() => { agent.kill('SIGTERM'); });
+  await until(() => existsSync(sock), 5_000, 'agent socket');
+  const keyFile = join(work, 'agent_key');
+  spawnSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'forwarded-key', '-f', keyFile]);
+  const agentEnv = { ...process.env, SSH_AUTH_SOCK: sock };
+  t.equal((await runCmd('ssh-add', [keyFile], { env: agentEnv })).code, 0, 'key in the agent');
+  const g1 = await gw.grant('alice', 'web01', 'user');
+  const s1 = await gw.secret('alice', g1.id);
+  const refused = await runClient(s1.secret, 'ssh', ['-A', '-p', String(port), `${s1.username}@127.0.0.1`, 'ssh-add -l'], { env: agentEnv });
+  t.not(refused.code, 0, 'no agent on the target for the user role');
+  t.notMatch(refused.stdout, /forwarded-key/);
+  const g2 = await gw.grant('alice', 'web01', 'agent');
+  const s2 = await gw.secret('alice', g2.id);
+  const ok = await runClient(s2.secret, 'ssh', ['-A', '-p', String(port), `${s2.username}@127.0.0.1`, 'ssh-add -l'], { env: agentEnv });
+  t.equal(ok.code, 0, ok.stderr);
+  t.match(ok.stdout, /forwarded-key \(ED25519\)/, 'the target sees the person\'s own agent');
 });
 
 t.test('sign-in with a registered public key', { skip: !haveSshd && 'needs root and sshd' }, async (t) => {

@@ -51,14 +51,14 @@ export const SSH_OPTS = ['-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHosts
 export interface RunResult { code: number | null; stdout: string; stderr: string }
 
 /** Run a native client under sshpass (cmd is 'ssh', 'scp' or 'sftp'), with a hard timeout. */
-export function runClient(secret: string, cmd: string, args: string[], opts: { input?: string; timeoutMs?: number; extraOpts?: string[] } = {}): Promise<RunResult> {
+export function runClient(secret: string, cmd: string, args: string[], opts: { input?: string; timeoutMs?: number; extraOpts?: string[]; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
   return runCmd('sshpass', ['-p', secret, cmd, ...(opts.extraOpts ?? SSH_OPTS), ...args], opts);
 }
 
 /** Run a command without blocking the event loop (the gateway under test runs in this process). */
-export function runCmd(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<RunResult> {
+export function runCmd(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
   return new Promise((resolve) => {
-    const p = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const p = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env ?? process.env });
     let stdout = '';
     let stderr = '';
     p.stdout.on('data', (d) => { stdout += d; });
