@@ -11,7 +11,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const mode = process.argv[2] ?? 'demo';
 
 // Debian packages per use. Tests need the real servers and real clients.
-const DEMO = ['openssh-server', 'openssh-client', 'postgresql', 'mariadb-server', 'mariadb-client', 'xvfb', 'x11vnc', 'xterm'];
+const DEMO = ['openssh-server', 'openssh-client', 'postgresql', 'mariadb-server', 'mariadb-client', 'xvfb', 'x11vnc', 'xterm', 'procps'];
 const TEST = [...DEMO, 'sshpass', 'chromium', 'postgresql-client', 'sysbench', 'tigervnc-standalone-server', 'tigervnc-viewer', 'xdotool', 'x11-apps', 'nginx', 'wrk', 'asciinema', 'openssl'];
 const BENCH = [...TEST, 'nginx', 'wrk', 'pgbouncer'];
 const wanted = { demo: DEMO, test: TEST, bench: BENCH }[mode] ?? DEMO;
