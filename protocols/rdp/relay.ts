@@ -46,9 +46,13 @@ export interface RelayOptions {
   onConfirmActive?(changed: string[]): void;
 }
 
-/** A PDU that starts with a basic security header carrying the licensing flag. */
-function isLicensing(p: Buffer): boolean {
-  return p.length >= 4 && (p.readUInt16LE(0) & SEC_LICENSE_PKT) !== 0 && (p.readUInt16LE(0) & ~0x0fff) === 0;
+/**
+ * A PDU that starts with a basic security header carrying the licensing flag, followed by a
+ * licensing preamble whose size matches the rest of the PDU. (flagsHi is not reliable: xrdp sends
+ * 0x0010 there, which also looks like a share control version field.)
+ */
+export function isLicensing(p: Buffer): boolean {
+  return p.length >= 8 && (p.readUInt16LE(0) & SEC_LICENSE_PKT) !== 0 && p.readUInt16LE(6) === p.length - 4;
 }
 
 export class RdpRelay {

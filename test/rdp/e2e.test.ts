@@ -1,0 +1,172 @@
+/**
+ * End to end with real parts: Debian's xrdp 0.9 (security_layer=tls) + xorgxrdp with an xterm as
+ * the session, xfreerdp under Xvfb through the gateway with a connection secret from the API.
+ * Checks the minted account runs the desktop, keystrokes and the screen are recorded (last frame
+ * vs a screenshot of the client's window), kill and expiry close xfreerdp, the account is gone,
+ * and wrong or reused secrets leave nothing behind.
+ */
+import t from 'tap';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ManualClock } from '../../policies/clock.js';
+import { encodePng, ScreenReplay } from '../../recorder/screen/index.js';
+import { startTestGateway, type TestGateway } from '../support/gateway.js';
+import {
+  clientWindow, haveRdpTools, key, mintedAccounts, pixelDiff, screenshot, sleep, startXvfb, typeText, userExists, waitFor, withXrdp,
+  xfreerdp, type Display,
+} from './support.js';
+
+const PREFIX = 'tgre-';
+const missing = haveRdpTools();
+if (missing) throw new Error(`RDP end-to-end tests need real parts: ${missing} (run node proxy/bin/ensure-deps.js test)`);
+
+const artifacts = join(import.meta.dirname, '..', 'artifacts', 'rdp');
+mkdirSync(artifacts, { recursive: true });
+
+const clock = new ManualClock(Date.now());
+let tg: TestGateway;
+let xvfb: Display;
+let stopXrdp: () => Promise<void>;
+
+t.before(async () => {
+  const srv = await withXrdp();
+  stopXrdp = srv.stop;
+  xvfb = await startXvfb();
+  tg = await startTestGateway({
+    clock,
+    listeners: ['rdp'],
+    targets: [{
+      name: 'desk', protocol: 'rdp', address: `${srv.host}:${srv.port}`,
+      roles: [{ name: 'user', channels: ['cliprdr'] }, { name: 'admin', groups: ['adm'], channels: ['cliprdr', 'rdpdr'] }],
+      credentials: { mode: 'local-account', prefix: PREFIX },
+    }],
+  });
+});
+
+t.teardown(async () => {
+  await tg?.close().catch(() => {});
+  xvfb?.stop();
+  await stopXrdp?.();
+  for (const u of mintedAccounts(PREFIX)) {
+    // Only reached when a test failed half-way: leave the host clean.
+    await import('node:child_process').then((cp) => { cp.spawnSync('pkill', ['-KILL', '-u', u]); cp.spawnSync('userdel', ['-r', '-f', u]); });
+  }
+});
+
+async function liveSession(): Promise<any> {
+  return waitFor('a live rdp session', async () => {
+    const r = await tg.api('carol', 'GET', '/api/v1/sessions');
+    return (r.body as any[]).find((s) => s.protocol === 'rdp' && s.state === 'active');
+  });
+}
+
+async function sessionEnded(id: string): Promise<any> {
+  return waitFor('the session to end', async () => {
+    const s = await tg.store.getSession(id);
+    return s && s.state === 'ended' ? s : null;
+  }, 15_000);
+}
+
+/** The account the session's upstream connection used (audited once the target answered). */
+async function accountOf(sessionId: string): Promise<string> {
+  const a = await waitFor('the rdp.connect audit event', async () => (await tg.store.listAudit({ action: 'rdp.connect', subject: sessionId }))[0]);
+  return String(a.data.account ?? '');
+}
+
+t.test('xfreerdp through the gateway: minted account, keystrokes and screen recorded, kill closes the client', async (t) => {
+  const grant = await tg.grant('alice', 'desk', 'user');
+  const s = await tg.secret('alice', grant.id);
+  t.match(s.commands.xfreerdp, /xfreerdp \/v:.* \/sec:tls \/u:desk(:user)? \/p:/, 'the API prints an xfreerdp command line');
+  const c = xfreerdp(xvfb.display, [`/v:${s.host}:${s.port}`, '/sec:tls', `/u:${s.username}`, `/p:${s.secret}`, '/bpp:16']);
+  t.teardown(() => c.stop());
+  const live = await liveSession();
+  const account = await accountOf(live.id);
+  t.match(account, new RegExp(`^${PREFIX}alice-[a-z0-9]{4}$`), 'a per-session account was minted');
+  t.ok(userExists(account), 'the account exists while the session runs');
+  const win = await waitFor('the xfreerdp window', () => clientWindow(xvfb.display));
+  await sleep(4000); // the xterm starts inside the session
+  typeText(xvfb.display, 'id -un');
+  key(xvfb.display, 'Return');
+  await sleep(2500);
+  const ps = (await import('node:child_process')).spawnSync('pgrep', ['-u', account, '-l']).stdout.toString();
+  t.match(ps, /xterm/, 'the remote xterm runs as the minted account');
+  const shot = screenshot(xvfb.display, win, join(artifacts, 'client-window.png'));
+
+  const killed = Date.now();
+  const k = await tg.api('carol', 'POST', `/api/v1/sessions/${live.id}/kill`, { reason: 'test' });
+  t.equal(k.status, 200, 'SOC kills the session');
+  const code = await Promise.race([c.exited, sleep(5000).then(() => 'still running')]);
+  t.not(code, 'still running', 'xfreerdp exits after the kill');
+  t.ok(Date.now() - killed < 3000, `client closed ${Date.now() - killed} ms after the kill`);
+  const ended = await sessionEnded(live.id);
+  t.match(ended.endReason, /^killed/, 'session ended as killed');
+  t.notOk(userExists(account), 'the account is gone afterwards');
+
+  const recs = await tg.store.listRecordings({ sessionId: live.id });
+  const events = recs.find((r) => r.kind === 'events');
+  t.ok(events, 'an events recording exists');
+  const evText = readFileSync(events!.path.startsWith('/') ? events!.path : join(tg.dataDir, events!.path), 'utf8');
+  const keys = evText.split('\n').filter(Boolean).map((l) => JSON.parse(l)).filter((e) => e.type === 'rdp.keys').map((e) => e.text).join('');
+  t.match(keys, /id -un<Enter>/, 'keystrokes appear in the recording as text');
+  const screenRec = recs.find((r) => r.kind === 'screen');
+  if (!screenRec) t.comment(JSON.stringify(recs.map((r) => r.kind)));
+  t.ok(screenRec, 'a screen recording exists');
+  t.equal(screenRec!.state, 'sealed', 'the screen recording is sealed');
+  const lines = readFileSync(screenRec!.path.startsWith('/') ? screenRec!.path : join(tg.dataDir, screenRec!.path), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  const replay = new ScreenReplay(lines);
+  const last = replay.frameAt();
+  t.ok(last, 'the recording replays to a last frame');
+  writeFileSync(join(artifacts, 'recording-last-frame.png'), encodePng(last!.width, last!.height, last!.data, { fast: false }));
+  t.equal(`${last!.width}x${last!.height}`, '800x600', 'recorded desktop size');
+  t.equal(`${shot.width}x${shot.height}`, '800x600', 'client window size');
+  const diff = pixelDiff(shot, last!);
+  t.ok(diff.mean < 4 && diff.bad < 0.01, `last recorded frame matches the client window (mean diff ${diff.mean.toFixed(2)}, ${(diff.bad * 100).toFixed(2)}% pixels off)`);
+  const nonWhite = (() => { let n = 0; for (let i = 0; i < last!.data.length; i += 4) if (last!.data[i]! < 128) n++; return n; })();
+  t.ok(nonWhite > 200, 'the recorded frame shows text (dark pixels on the xterm)');
+});
+
+t.test('expiry closes xfreerdp and removes the account', async (t) => {
+  const grant = await tg.grant('alice', 'desk', 'user', '10m');
+  const s = await tg.secret('alice', grant.id);
+  const c = xfreerdp(xvfb.display, [`/v:${s.host}:${s.port}`, '/sec:tls', `/u:${s.username}`, `/p:${s.secret}`, '/bpp:32', '/network:lan']);
+  t.teardown(() => c.stop());
+  const live = await liveSession();
+  const account = await accountOf(live.id);
+  t.ok(userExists(account), 'account exists');
+  await sleep(3000);
+  const at = Date.now();
+  clock.advance(11 * 60_000);
+  const code = await Promise.race([c.exited, sleep(5000).then(() => 'still running')]);
+  t.not(code, 'still running', 'xfreerdp exits at expiry');
+  t.ok(Date.now() - at < 2000, `closed ${Date.now() - at} ms after expiry`);
+  const ended = await sessionEnded(live.id);
+  t.match(ended.endReason, /^expired/, 'session ended as expired');
+  t.notOk(userExists(account), 'account gone');
+});
+
+t.test('wrong and reused secrets are refused before any account or upstream connection', async (t) => {
+  const before = mintedAccounts(PREFIX).length;
+  const sessionsBefore = (await tg.store.listSessions({})).length;
+  const grant = await tg.grant('alice', 'desk', 'user');
+  const s = await tg.secret('alice', grant.id);
+  const wrong = xfreerdp(xvfb.display, [`/v:${s.host}:${s.port}`, '/sec:tls', `/u:${s.username}`, '/p:not-the-secret']);
+  t.teardown(() => wrong.stop());
+  const code = await Promise.race([wrong.exited, sleep(15_000).then(() => 'still running')]);
+  t.not(code, 'still running', 'xfreerdp gives up on a wrong secret');
+  t.not(code, 0, 'with a failure exit code');
+  // Use the right secret once, then again.
+  const ok = xfreerdp(xvfb.display, [`/v:${s.host}:${s.port}`, '/sec:tls', `/u:${s.username}`, `/p:${s.secret}`]);
+  t.teardown(() => ok.stop());
+  const live = await liveSession();
+  const again = xfreerdp(xvfb.display, [`/v:${s.host}:${s.port}`, '/sec:tls', `/u:${s.username}`, `/p:${s.secret}`]);
+  t.teardown(() => again.stop());
+  const code2 = await Promise.race([again.exited, sleep(15_000).then(() => 'still running')]);
+  t.not(code2, 'still running', 'a reused secret is refused');
+  ok.stop();
+  await sessionEnded(live.id);
+  t.equal(mintedAccounts(PREFIX).length, before, 'no account left behind');
+  t.equal((await tg.store.listSessions({})).length, sessionsBefore + 1, 'only the good connection opened a session');
+  const refusals = (await tg.store.listAudit({ action: 'access.refused' })).filter((a) => a.data.protocol === 'rdp');
+  t.ok(refusals.some((a) => a.data.code === 'bad_secret'), 'the audit says the secret was wrong');
+  t.ok(refusals.some((a) => a.data.code === 'secret_used'), 'the audit says the secret was already used');
+});

@@ -1,0 +1,119 @@
+/**
+ * Real parts for the RDP tests: Xvfb displays, an xrdp + sesman pair in a temp dir (serialised
+ * host-wide, see protocols/rdp/xrdp.ts), xfreerdp clients, window screenshots and pixel diffs.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { decodePng } from '../../recorder/screen/index.js';
+import { lockXrdp, startXrdp, xrdpInstalled, type XrdpServer } from '../../protocols/rdp/xrdp.js';
+
+export function haveRdpTools(): string | null {
+  if (process.getuid?.() !== 0) return 'tests must run as root (they create accounts)';
+  if (!xrdpInstalled()) return 'xrdp + xorgxrdp are not installed';
+  for (const b of ['xfreerdp', 'Xvfb', 'xdotool', 'import']) {
+    if (spawnSync('sh', ['-c', `command -v ${b}`]).status !== 0) return `${b} is not installed`;
+  }
+  return null;
+}
+
+export interface Display { display: string; stop(): void }
+
+export async function startXvfb(): Promise<Display> {
+  for (let n = 140 + Math.floor(Math.random() * 200); ; n++) {
+    if (existsSync(`/tmp/.X11-unix/X${n}`) || existsSync(`/tmp/.X${n}-lock`)) continue;
+    const p = spawn('Xvfb', [`:${n}`, '-screen', '0', '1024x768x24', '-nolisten', 'tcp'], { stdio: 'ignore' });
+    for (let i = 0; i < 50; i++) {
+      await sleep(100);
+      if (existsSync(`/tmp/.X11-unix/X${n}`)) return { display: `:${n}`, stop: () => { p.kill('SIGKILL'); } };
+      if (p.exitCode !== null) break;
+    }
+    p.kill('SIGKILL');
+  }
+}
+
+export async function withXrdp(): Promise<XrdpServer> {
+  const unlock = await lockXrdp();
+  const dir = mkdtempSync(join(tmpdir(), 'tg-xrdp-'));
+  try {
+    const srv = await startXrdp(dir);
+    return { ...srv, stop: async () => { await srv.stop(); unlock(); rmSync(dir, { recursive: true, force: true }); } };
+  } catch (e) {
+    unlock();
+    throw e;
+  }
+}
+
+export interface Client { proc: ChildProcess; output(): string; exited: Promise<number | null>; stop(): void }
+
+export function xfreerdp(display: string, args: string[]): Client {
+  const proc = spawn('xfreerdp', ['/cert:ignore', '/size:800x600', '-grab-keyboard', '+auto-reconnect', '/auto-reconnect-max-retries:0', ...args], {
+    env: { ...process.env, DISPLAY: display }, stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  proc.stdout!.on('data', (d) => { out += d; });
+  proc.stderr!.on('data', (d) => { out += d; });
+  const exited = new Promise<number | null>((res) => proc.on('exit', (c) => res(c)));
+  return { proc, output: () => out, exited, stop: () => { if (proc.exitCode === null) proc.kill('SIGKILL'); } };
+}
+
+export function sleep(ms: number): Promise<void> { return new Promise((r) => setTimeout(r, ms)); }
+
+export async function waitFor<T>(what: string, fn: () => T | Promise<T>, ms = 20_000): Promise<NonNullable<T>> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v as NonNullable<T>;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+export function clientWindow(display: string): string | null {
+  const r = spawnSync('xdotool', ['search', '--onlyvisible', '--class', 'xfreerdp'], { env: { ...process.env, DISPLAY: display }, encoding: 'utf8' });
+  return r.stdout.trim().split('\n').filter(Boolean)[0] ?? null;
+}
+
+export function screenshot(display: string, win: string, file: string): { width: number; height: number; rgba: Uint8Array } {
+  const r = spawnSync('import', ['-window', win, file], { env: { ...process.env, DISPLAY: display } });
+  if (r.status !== 0) throw new Error(`import failed: ${r.stderr}`);
+  // ImageMagick may write 8-bit RGB; normalise to RGBA through a PNG32 conversion.
+  spawnSync('convert', [file, `PNG32:${file}`]);
+  return decodePng(readFileSync(file));
+}
+
+export function typeText(display: string, text: string): void {
+  spawnSync('xdotool', ['type', '--delay', '60', text], { env: { ...process.env, DISPLAY: display } });
+}
+
+export function key(display: string, k: string): void {
+  spawnSync('xdotool', ['key', k], { env: { ...process.env, DISPLAY: display } });
+}
+
+/** Mean absolute difference per channel (0..255) over the overlap, and the share of pixels differing by more than 48. */
+export function pixelDiff(a: { width: number; height: number; rgba: Uint8Array }, b: { width: number; height: number; data?: Uint8Array; rgba?: Uint8Array }): { mean: number; bad: number } {
+  const bd = b.rgba ?? b.data!;
+  const w = Math.min(a.width, b.width);
+  const h = Math.min(a.height, b.height);
+  let sum = 0;
+  let bad = 0;
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const i = (y * a.width + x) * 4;
+      const j = (y * b.width + x) * 4;
+      const d = Math.abs(a.rgba[i]! - bd[j]!) + Math.abs(a.rgba[i + 1]! - bd[j + 1]!) + Math.abs(a.rgba[i + 2]! - bd[j + 2]!);
+      sum += d / 3;
+      if (d / 3 > 48) bad++;
+    }
+  }
+  return { mean: sum / (w * h), bad: bad / (w * h) };
+}
+
+export function userExists(name: string): boolean {
+  return spawnSync('id', ['-u', name]).status === 0;
+}
+
+export function mintedAccounts(prefix: string): string[] {
+  return readFileSync('/etc/passwd', 'utf8').split('\n').map((l) => l.split(':')[0]!).filter((n) => n.startsWith(prefix));
+}
