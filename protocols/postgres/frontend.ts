@@ -18,7 +18,7 @@ import {
 import { CancelRegistry } from './cancel.js';
 import { credentialsOf, grantsOf, optionsOf, optionsSchema, parseAddress, type PgOptions } from './config.js';
 import { PgRelay } from './inspector.js';
-import { LEASE_KIND, createSessionRole, sessionRoleName, upstreamTlsOf, type SessionRole } from './provisioner.js';
+import { LEASE_KIND, createSessionRole, dropSessionRole, sessionRoleName, upstreamTlsOf, type SessionRole } from './provisioner.js';
 import { SCRAM, SCRAM_PLUS, ScramError, ScramServer, parseVerifier, SCRAM_ITERATIONS, tlsServerEndPoint } from './scram.js';
 import { UpstreamError, dialUpstream, sendCancel } from './upstream.js';
 
@@ -336,7 +336,12 @@ async function startSession(
     }
     throw fatal(err.code && /^[0-9A-Z]{5}$/.test(err.code) ? err.code : 'XX000', `Tollgate could not create the session role on ${target.name}: ${err.message}`);
   }
-  if (session.ended) throw fatal('57P01', 'the session was ended while it was starting');
+  if (session.ended) {
+    // Ended (kill, lock) while the role was being created: the teardown may have run before the
+    // role existed, so drop it here too (idempotent).
+    await dropSessionRole(ctx, target, roleName).catch((e) => session.log.error({ err: (e as Error).message }, 'could not drop the session role'));
+    throw fatal('57P01', 'the session was ended while it was starting');
+  }
   const { host, port } = parseAddress(target.address);
   const forwarded: Record<string, string> = {};
   for (const [k, v] of Object.entries(params)) {
