@@ -12,7 +12,7 @@ const mode = process.argv[2] ?? 'demo';
 
 // Debian packages per use. Tests need the real servers and real clients.
 const DEMO = ['openssh-server', 'openssh-client', 'postgresql', 'mariadb-server', 'mariadb-client', 'xvfb', 'x11vnc', 'xterm', 'procps'];
-const TEST = [...DEMO, 'sshpass', 'chromium', 'postgresql-client', 'sysbench', 'tigervnc-standalone-server', 'tigervnc-viewer', 'xdotool', 'x11-apps', 'nginx', 'wrk', 'asciinema', 'openssl'];
+const TEST = [...DEMO, 'sshpass', 'chromium', 'postgresql-client', 'sysbench', 'tigervnc-standalone-server', 'tigervnc-viewer', 'xdotool', 'x11-apps', 'nginx', 'wrk', 'asciinema', 'openssl', 'xrdp', 'xorgxrdp', 'freerdp2-x11', 'imagemagick'];
 const BENCH = [...TEST, 'nginx', 'wrk', 'pgbouncer'];
 const wanted = { demo: DEMO, test: TEST, bench: BENCH }[mode] ?? DEMO;
 
@@ -34,7 +34,7 @@ if (missing.length) {
     execFileSync('apt-get', ['update', '-q'], { stdio: ['ignore', 'ignore', 'inherit'], env });
     execFileSync('apt-get', ['install', '-y', '-q', '--no-install-recommends', ...missing], { stdio: ['ignore', 'ignore', 'inherit'], env });
     // Debian starts these services on install; Tollgate runs its own instances in temp dirs.
-    for (const svc of ['ssh', 'postgresql', 'mariadb', 'nginx', 'pgbouncer']) {
+    for (const svc of ['ssh', 'postgresql', 'mariadb', 'nginx', 'pgbouncer', 'xrdp', 'xrdp-sesman']) {
       spawnSync('systemctl', ['disable', '--now', svc], { stdio: 'ignore' });
       spawnSync('service', [svc, 'stop'], { stdio: 'ignore' });
     }
