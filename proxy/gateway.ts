@@ -168,6 +168,12 @@ export class Gateway {
     await this.engine.start();
     const reaped = await this.sessions.reap();
     if (reaped.leases || reaped.sessions || reaped.failed) this.log.warn(reaped, 'reaper cleaned up after an earlier run');
+    // Recordings a crash left open are sealed (what was flushed, at most the last second is lost).
+    const orphans = await this.recorder.sealOrphans(async (id) => {
+      const s = await this.store.getSession(id);
+      return !!this.sessions.get(id) || (!!s && s.state === 'active' && s.gatewayId !== cfg.gateway.id);
+    });
+    if (orphans.sealed || orphans.missing) this.log.warn(orphans, 'sealed recordings left open by an earlier run');
     this.reaperTimer = setInterval(() => {
       this.sessions.reap().catch((e) => this.log.error({ err: e }, 'reaper failed'));
     }, parseDuration(cfg.gateway.reaperInterval));
@@ -289,6 +295,7 @@ export class Gateway {
     this.engine?.stop();
     await this.sessions?.terminateWhere(() => true, { code: 'gateway_shutdown', message: 'Tollgate: the gateway is shutting down.' });
     for (const l of this.listeners.values()) await l.close().catch(() => undefined);
+    await this.recorder?.closeAll().catch(() => undefined);
     this.http?.close();
     await this.devIdp?.close().catch(() => undefined);
     await this.audit?.append('system', 'gateway.stopped', this.config.gateway.id, {}).catch(() => undefined);

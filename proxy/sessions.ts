@@ -176,6 +176,11 @@ class Session implements LiveSession {
       try { await this.mgr.revokeLease(l); } catch (e) { errors.push((e as Error).message); }
     }
     try { await this.recording.close(); } catch (e) { errors.push(`recording: ${(e as Error).message}`); }
+    // The seals go into the hash-chained audit log, so changing a recording and its stored hash is still caught.
+    const seals = await this.deps.store.listRecordings({ sessionId: this.id }).then(
+      (rs) => rs.map((r) => ({ id: r.id, kind: r.kind, sha256: r.sha256, bytes: r.bytes })),
+      () => [],
+    );
     this.record.state = 'ended';
     this.record.endedAt = this.deps.clock.now();
     this.record.endReason = `${reason.code}: ${reason.message}`;
@@ -184,7 +189,7 @@ class Session implements LiveSession {
     await this.deps.store.updateSession(this.record).catch((e) => errors.push((e as Error).message));
     await this.deps.audit.append(this.identity, 'session.ended', this.id, {
       target: this.target.name, protocol: this.protocol, reason: reason.code, message: reason.message,
-      durationMs: this.record.endedAt - this.startedAt, bytesUp: this.bytesUp, bytesDown: this.bytesDown,
+      durationMs: this.record.endedAt - this.startedAt, bytesUp: this.bytesUp, bytesDown: this.bytesDown, recordings: seals,
       ...(errors.length ? { teardownErrors: errors } : {}),
     });
     this.deps.live.end(this.id);

@@ -237,9 +237,11 @@ export class SqliteStore implements Store {
   async getRecording(id: string) { return this.t.recordings.get(id) as RecordingRecord | null; }
   async listRecordings(f: { sessionId?: string } = {}) { return this.t.recordings.list({ sessionId: f.sessionId }, { order: 'created_at' }) as RecordingRecord[]; }
 
+  private insertQueryStmt: Database.Statement | null = null;
   async insertQuery(rec: QueryLogRecord) {
     const { id: _id, ...rest } = rec;
-    this.db.prepare('INSERT INTO query_log (session_id, at, statement, kind, params, duration_ms, rows, error, decision) VALUES (?,?,?,?,?,?,?,?,?)')
+    this.insertQueryStmt ??= this.db.prepare('INSERT INTO query_log (session_id, at, statement, kind, params, duration_ms, rows, error, decision) VALUES (?,?,?,?,?,?,?,?,?)');
+    this.insertQueryStmt
       .run(rest.sessionId, rest.at, rest.statement, rest.kind, rest.params, rest.durationMs, rest.rows, rest.error, rest.decision);
   }
   async listQueries(sessionId: string, page: Page = {}) {
