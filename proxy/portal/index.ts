@@ -61,7 +61,8 @@ const PAGE_BODIES: Record<string, string> = {
   sessions: `
 <p class="muted">Live sessions across every protocol. The list refreshes every few seconds.</p>
 <div id="sessions" aria-busy="true">Loading…</div>
-<section aria-labelledby="h-locks"><h2 id="h-locks">Active locks</h2><div id="locks" class="list" aria-busy="true">Loading…</div></section>`,
+<section aria-labelledby="h-locks"><h2 id="h-locks">Active locks</h2><div id="locks" class="list" aria-busy="true">Loading…</div></section>
+<section aria-labelledby="h-targets"><h2 id="h-targets">Targets</h2><p class="muted">Check dials a target with its admin credential: reachable, credentials work.</p><div id="targets" aria-busy="true">Loading…</div></section>`,
   recordings: `
 <form id="search" class="form filters" role="search">
   <div class="field"><label for="f-identity">Identity</label><input id="f-identity" name="identity" autocomplete="off"></div>

@@ -74,6 +74,10 @@ t.test('portal pages', async (t) => {
     const carol = await signIn(browser, tg, 'carol', '/portal/sessions');
     await carol.page.waitForSelector('#sessions .empty');
     t.match(await carol.page.textContent('#sessions'), /No live sessions/);
+    await carol.page.waitForSelector('#targets tr[data-target="box"]');
+    await carol.page.click('#targets button:has-text("Check box")');
+    await carol.page.waitForFunction(() => /failed/.test(document.querySelector('#targets tr[data-target="box"] .check')?.textContent ?? ''));
+    t.match(await carol.page.textContent('#targets tr[data-target="box"] .check'), /cannot check targets/, 'a module without a check says so');
     await carol.page.goto(`${tg.url}/portal/recordings`);
     await carol.page.waitForSelector('#results .empty');
     t.match(await carol.page.textContent('#results'), /No recordings yet/);

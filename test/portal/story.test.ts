@@ -106,6 +106,9 @@ t.test('alice requests, bob approves, alice connects with ssh, carol watches and
   t.match(rowText, /web07/);
   t.match(rowText, /ssh/);
   t.match(rowText, /admin/);
+  await c.click('#targets button:has-text("Check web07")');
+  await c.waitForFunction(() => /reachable/.test(document.querySelector('#targets tr[data-target="web07"] .check')?.textContent ?? ''), null, { timeout: 20_000 });
+  t.match(await c.textContent('#targets tr[data-target="web07"] .check'), /ok reachable, admin credential works/, 'the SOC checks the target from the console');
   await shot(c, 'sessions');
   await c.click(`${row} a:has-text("Watch alice")`);
   await c.waitForURL(`${tg.url}/portal/sessions/${live.id}`);

@@ -58,8 +58,31 @@ async function loadLocks() {
   });
 }
 
+async function loadTargets() {
+  const box = $('targets');
+  await load(box, async () => {
+    const list = await api('GET', '/api/v1/targets?all=1');
+    if (!list.length) return fill(box, empty('No targets are configured.'));
+    fill(box, table('Targets', ['Target', 'Protocol', 'Risk', 'Roles', 'Check'], list.map((tg) => {
+      const out = el('span', { class: 'check', role: 'status' });
+      const btn = el('button', { type: 'button' }, `Check ${tg.name}`);
+      btn.addEventListener('click', async () => {
+        btn.disabled = true;
+        out.replaceChildren(' checking…');
+        try {
+          const r = await api('POST', `/api/v1/targets/${encodeURIComponent(tg.name)}/check`, {});
+          out.replaceChildren(' ', badge(r.ok ? 'ok' : 'failed', r.ok ? 'ok' : 'bad'), ` ${r.detail}`);
+        } catch (e) { out.replaceChildren(' ', badge('failed', 'bad'), ` ${describeError(e)}`); }
+        btn.disabled = false;
+      });
+      return el('tr', { 'data-target': tg.name }, el('td', {}, tg.name, tg.description ? el('div', { class: 'muted' }, tg.description) : null), el('td', {}, tg.protocol),
+        el('td', {}, tg.risk), el('td', {}, tg.roles.join(', ')), el('td', {}, btn, out));
+    })));
+  });
+}
+
 async function refresh() { await Promise.all([loadSessions(), loadLocks()]); }
 
-await refresh();
+await Promise.all([refresh(), loadTargets()]);
 startCountdowns();
 setInterval(() => { if (!document.hidden && !busy) void loadSessions(); }, 3000);
