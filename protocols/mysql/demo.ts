@@ -76,7 +76,10 @@ export async function startMariadb(dir: string, log: Logger, opts: { name?: stri
 
   const port = await freePort();
   const fd = openSync(errLog, 'a');
-  const child: ChildProcess = spawn(mariadbd, [
+  // setpriv --pdeathsig: the server stops when this process dies without calling stop() (crash, SIGKILL).
+  const setpriv = findBinary(['setpriv']);
+  const [cmd, pre] = setpriv ? [setpriv, ['--pdeathsig', 'TERM', mariadbd]] : [mariadbd, []];
+  const child: ChildProcess = spawn(cmd, [...pre,
     '--no-defaults', `--datadir=${datadir}`, `--socket=${socket}`, `--port=${port}`, '--bind-address=127.0.0.1',
     `--pid-file=${join(base, 'mysqld.pid')}`, '--skip-name-resolve', '--skip-log-bin', '--innodb-buffer-pool-size=32M',
     '--innodb-log-file-size=16M', '--max-connections=300', '--local-infile=1', '--max-allowed-packet=64M', ...userArgs, ...(opts.extraArgs ?? []),
