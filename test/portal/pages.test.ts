@@ -131,8 +131,8 @@ t.test('portal pages', async (t) => {
     await noPageErrors(t, bob.errors);
     await bob.ctx.close();
 
-    await a.reload();
-    await a.waitForSelector('#grants [data-grant]');
+    await a.waitForSelector('#grants [data-grant]', { timeout: 15_000 });
+    t.match(await a.textContent('#flash'), /Approved: your access to box is ready/, 'the open page notices the approval by itself');
     t.match(await a.textContent('#grants'), /box/);
     t.match(await a.textContent('#grants [data-until]'), /left/);
     t.match(await a.textContent('#requests'), /Approved by bob/);
@@ -269,6 +269,23 @@ t.test('portal pages', async (t) => {
     await carol.ctx.close();
   });
 
+  t.test('alice ends her own live session from My access', async (t) => {
+    const g = (await tg.store.listGrants({ identity: 'alice', state: 'active' })).find((x) => x.target === 'box')!;
+    const s = await tg.secret('alice', g.id);
+    const conn = await fakeConnect(mod.ctx!, ft, s.username, s.secret);
+    t.ok(conn.ok);
+    if (!conn.ok) return;
+    const alice = await signIn(browser, tg, 'alice');
+    const row = `#mysessions tr[data-session="${conn.session.id}"]`;
+    await alice.page.waitForSelector(row);
+    await alice.page.click(`${row} button:has-text("End my session on box")`);
+    await alice.page.waitForFunction(() => /was ended/.test(document.getElementById('flash')?.textContent ?? ''));
+    t.match(conn.ended[0]?.message ?? '', /terminated by alice/);
+    t.equal(ft.accounts.size, 0, 'its account is gone');
+    await noPageErrors(t, alice.errors);
+    await alice.ctx.close();
+  });
+
   t.test('hostile text stays text; break-glass reviews are closed on the approvals page', async (t) => {
     const hostile = 'INC-9 <img src=x id=pwned onerror="document.title=1">';
     const r = await tg.api('alice', 'POST', '/api/v1/requests', { target: 'box', role: 'admin', duration: '10m', reason: hostile });
@@ -320,7 +337,7 @@ t.test('portal pages', async (t) => {
     await a.waitForURL(`${tg.url}/portal/access?request=crown`);
     await a.waitForSelector('#targets table');
     t.equal(await a.inputValue('#rq-target'), 'crown', 'back on the form with the target chosen');
-    await a.fill('#rq-reason', 'CHG-7 schema migration');
+    t.equal(await a.inputValue('#rq-reason'), 'CHG-7 schema migration', 'and what she had typed');
     await a.click('#request-form button[type=submit]');
     await a.waitForFunction(() => /waiting for approval/.test(document.getElementById('flash')?.textContent ?? ''));
     const mine = await tg.store.listRequests({ requester: 'alice', target: 'crown' });

@@ -3,6 +3,7 @@
 import { api, el, fill, empty, load, flash, describeError, fmtTime, fmtDuration, badge, startCountdowns, table, ApiError, mfaLink } from './common.js';
 
 const $ = (id) => document.getElementById(id);
+const DRAFT = 'tollgate-request-draft';
 let targets = [];
 
 function stateBadge(state) {
@@ -67,6 +68,20 @@ function fillRoles() {
   $('rq-max').textContent = t && t.maxDurationMs ? `At most ${fmtDuration(t.maxDurationMs)}.` : '';
 }
 
+/** Put back what was typed before a step-up sign-in (kept in this tab only). */
+function restoreDraft() {
+  let d = null;
+  try { d = JSON.parse(sessionStorage.getItem(DRAFT) ?? 'null'); } catch { /* ignore */ }
+  sessionStorage.removeItem(DRAFT);
+  if (!d || !targets.some((t) => t.name === d.target)) return;
+  $('rq-target').value = d.target;
+  fillRoles();
+  if ([...$('rq-role').options].some((o) => o.value === d.role)) $('rq-role').value = d.role;
+  $('rq-duration').value = d.duration || $('rq-duration').value;
+  $('rq-reason').value = d.reason || '';
+  flash('Your request is filled in again; send it now that you signed in with your authenticator.');
+}
+
 async function loadTargets() {
   const box = $('targets');
   await load(box, async () => {
@@ -78,6 +93,7 @@ async function loadTargets() {
       if (targets.some((t) => t.name === want)) { sel.value = want; $('rq-reason').focus(); } else flash(`You cannot request "${want}": it does not exist or you are not eligible for it.`, 'bad');
     }
     fillRoles();
+    restoreDraft();
     const form = $('request-form');
     form.querySelector('button[type=submit]').disabled = !targets.length;
     if (!targets.length) return fill(box, empty('No target is open to you. Ask your administrator which policy should cover you.'));
@@ -97,10 +113,18 @@ function progress(r) {
   return `stage ${Math.min(done + (r.state === 'pending' ? 1 : 0), stages.length)} of ${stages.length}`;
 }
 
+let lastStates = null;
+
 async function loadRequests() {
   const box = $('requests');
   await load(box, async () => {
     const reqs = await api('GET', '/api/v1/requests');
+    const states = new Map(reqs.map((r) => [r.id, r.state]));
+    if (lastStates && reqs.some((r) => r.state === 'approved' && lastStates.get(r.id) !== 'approved')) {
+      flash(`Approved: your access to ${reqs.find((r) => r.state === 'approved' && lastStates.get(r.id) !== 'approved').target} is ready under Active grants.`);
+      void loadGrants();
+    }
+    lastStates = states;
     if (!reqs.length) return fill(box, empty('You have not requested anything yet.'));
     fill(box, reqs.map((r) => {
       const approvals = (r.approvals || []).map((a) => el('li', {}, `${a.decision === 'approve' ? 'Approved' : 'Denied'} by ${a.approver} at ${fmtTime(a.at)}${a.comment ? `: “${a.comment}”` : ''}`));
@@ -128,8 +152,13 @@ async function loadMySessions() {
   await load(box, async () => {
     const list = await api('GET', '/api/v1/sessions?limit=20');
     if (!list.length) return fill(box, empty('No sessions yet.'));
-    fill(box, table('My recent sessions', ['Target', 'Role', 'Started', 'State', 'Ended because'], list.map((s) => el('tr', {},
-      el('td', {}, s.target), el('td', {}, s.role), el('td', {}, fmtTime(s.startedAt)), el('td', {}, stateBadge(s.live ? 'active' : s.state)), el('td', {}, s.endReason ?? '')))));
+    fill(box, table('My recent sessions', ['Target', 'Role', 'Started', 'State', 'Ended because'], list.map((s) => el('tr', { 'data-session': s.id },
+      el('td', {}, s.target), el('td', {}, s.role), el('td', {}, fmtTime(s.startedAt)), el('td', {}, stateBadge(s.live ? 'active' : s.state)),
+      el('td', {}, s.live ? el('button', { type: 'button', onclick: async (ev) => {
+        ev.target.disabled = true;
+        try { await api('POST', `/api/v1/sessions/${encodeURIComponent(s.id)}/kill`, { reason: 'ended by its owner from the portal' }); flash(`Your session on ${s.target} was ended.`); } catch (e) { flash(describeError(e), 'bad'); }
+        await loadMySessions();
+      } }, `End my session on ${s.target}`) : s.endReason ?? '')))));
   });
 }
 
@@ -151,7 +180,10 @@ $('request-form').addEventListener('submit', async (ev) => {
   } catch (e) {
     err.textContent = describeError(e);
     const mfa = mfaLink(e);
-    if (mfa) err.append(' ', mfa);
+    if (mfa) {
+      mfa.addEventListener('click', () => sessionStorage.setItem(DRAFT, JSON.stringify(body)));
+      err.append(' ', mfa);
+    }
     const field = e instanceof ApiError ? e.body.field : null;
     const input = field && form.querySelector(`[name="${CSS.escape(String(field))}"]`);
     if (input) { input.setAttribute('aria-invalid', 'true'); input.focus(); }
@@ -163,4 +195,4 @@ $('request-form').addEventListener('submit', async (ev) => {
 await Promise.all([loadGrants(), loadTargets(), loadRequests(), loadMySessions()]);
 startCountdowns();
 // Keep approval progress and new grants fresh while the page is open.
-setInterval(() => { if (!document.hidden) { void loadRequests(); } }, 15000);
+setInterval(() => { if (!document.hidden && lastStates && [...lastStates.values()].includes('pending')) void loadRequests(); }, 5000);
