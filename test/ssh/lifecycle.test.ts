@@ -145,3 +145,54 @@ t.test('target drop: the person is told, the session ends, the account is delete
   t.match(term.out, /target closed the connection/);
   t.notOk(userExists(String(lease.data.account)), 'account deleted');
 });
+
+t.test('kill, lock and revoke end a live session quickly; wrong secrets in parallel do not disturb it', { skip: !haveSshd && 'needs root and sshd' }, async (t) => {
+  const openShell = async (grantId: string) => {
+    const s = await gw.secret('alice', grantId);
+    const c = await connectClient(s.secret, s.username);
+    const st = await new Promise<ssh2.ClientChannel>((resolve, reject) => c.shell({ rows: 24, cols: 80, term: 'xterm' }, (err, x) => (err ? reject(err) : resolve(x))));
+    let out = '';
+    let exit: number | null = null;
+    st.on('data', (d: Buffer) => { out += d; });
+    st.on('exit', (code: number) => { exit = code; });
+    const closed = new Promise<number>((resolve) => c.on('close', () => resolve(Date.now())));
+    await until(() => /\$ $/m.test(out), 15_000, 'prompt');
+    return { c, st, closed, out: () => out, exit: () => exit };
+  };
+
+  // Wrong secrets hammering the port while a session runs.
+  const g0 = await gw.grant('alice', 'web01', 'user');
+  const a = await openShell(g0.id);
+  const attempts = await Promise.allSettled(Array.from({ length: 12 }, (_, i) => connectClient(`wrong-${i}`, 'web01')));
+  t.ok(attempts.every((r) => r.status === 'rejected'), 'every wrong secret refused');
+  a.st.write('echo alive-$((20+22))\r');
+  await until(() => /alive-42/.test(a.out()), 10_000, 'live session still answers');
+  t.pass('the live session kept working');
+
+  const live = await sessionOf(g0.id, 'active');
+  const t0 = Date.now();
+  const k = await gw.api('carol', 'POST', `/api/v1/sessions/${live.id}/kill`, { reason: 'speed test' });
+  t.ok(k.status < 300, `kill accepted (${k.status})`);
+  const closedAt = await a.closed;
+  t.ok(closedAt - t0 < 1000, `client closed ${closedAt - t0} ms after the kill request`);
+  t.equal(a.exit(), 1, 'exit status 1');
+  t.match(a.out(), /terminated by carol: speed test/);
+
+  const g1 = await gw.grant('alice', 'web01', 'user');
+  const b = await openShell(g1.id);
+  const rv = await gw.api('alice', 'POST', `/api/v1/grants/${g1.id}/revoke`, { reason: 'done early' });
+  t.ok(rv.status < 300, `grant revoked (${rv.status})`);
+  await b.closed;
+  t.match(b.out(), /revoked/);
+  t.match((await sessionOf(g1.id, 'ended')).endReason, /^revoked/);
+
+  const g2 = await gw.grant('alice', 'web01', 'user');
+  const c = await openShell(g2.id);
+  const lock = await gw.api('carol', 'POST', '/api/v1/locks', { scope: 'grant', value: g2.id, reason: 'suspicious' });
+  t.ok(lock.status < 300, `lock created (${lock.status})`);
+  await c.closed;
+  t.match(c.out(), /locked/);
+  t.match((await sessionOf(g2.id, 'ended')).endReason, /^locked/);
+  await until(async () => (await gw.store.listSessions({ state: 'active' })).length === 0, 15_000, 'all ended');
+  t.same(usersWithPrefix(PREFIX), [], 'no account left');
+});
