@@ -26,6 +26,7 @@ const HANDOFF_TTL_MS = 60_000;
 const UPLOAD_HWM = 256 * 1024;
 const FORM_MAX = 16 * 1024;
 const WS_CLOSE_REASON_MAX = 120;
+const WS_UPSTREAM_BUFFER_MAX = 16 * 1024 * 1024;
 
 interface AppCookie { sub: string; app: string; p: Principal }
 interface Handoff extends AppCookie { n: string }
@@ -41,6 +42,12 @@ interface Incoming {
 
 /** Per-request state shared by the abort handler and the async path. */
 interface ReqState { aborted: boolean; done: boolean; bytesIn: number }
+
+/** Drop an upstream body without an unhandled 'error' (undici errors a body destroyed early). */
+function discard(body: Readable): void {
+  body.on('error', () => undefined);
+  body.destroy();
+}
 
 function statusLine(code: number): string { return `${code} ${STATUS_CODES[code] ?? 'Unknown'}`; }
 
@@ -298,7 +305,7 @@ export class HttpApps {
         bodyTimeout: app.timeoutMs,
       }).then((up) => {
         status = up.statusCode;
-        if (st.aborted || st.done) { up.body.destroy(); finish(); return; }
+        if (st.aborted || st.done) { discard(up.body); finish(); return; }
         this.respond(res, st, method, route, up, (n) => { bytesOut += n; }, finish);
       }, (e: Error & { code?: string }) => {
         if (st.aborted || st.done) { status = status || 499; finish(); return; }
@@ -338,7 +345,7 @@ export class HttpApps {
       }
     };
     if (noBody) {
-      up.body.destroy();
+      discard(up.body);
       st.done = true;
       res.cork(() => {
         writeHead();
@@ -349,6 +356,7 @@ export class HttpApps {
       return;
     }
     const stream = up.body;
+    stream.on('error', () => undefined);
     let ended = false;
     const end = () => { if (!ended) { ended = true; st.done = true; finish(); } };
     const fail = () => {
@@ -667,6 +675,13 @@ export class HttpApps {
     if (d.closed) return;
     d.bytesIn += msg.byteLength;
     d.entry.lastUsed = this.ctx.clock.now();
+    if (d.upstream.bufferedAmount > WS_UPSTREAM_BUFFER_MAX) {
+      // The app does not keep up: refuse to buffer without bound.
+      d.closed = true;
+      ws.end(1008, 'Tollgate: the app is not keeping up with the messages sent.');
+      try { d.upstream.close(1000, 'client too fast'); } catch { /* closed */ }
+      return;
+    }
     if (isBinary) d.upstream.send(Buffer.copyBytesFrom(new Uint8Array(msg)));
     else d.upstream.send(Buffer.from(msg).toString('utf8'));
   }

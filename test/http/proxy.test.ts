@@ -168,6 +168,17 @@ t.test('HTTP apps through the gateway', async (t) => {
     t.equal(hred.headers.location, `http://${host}/whoami?from=redirect`);
   });
 
+  await t.test('HEAD keeps the length without a body; OPTIONS and PATCH pass', async (t) => {
+    const h = await raw(port, { method: 'HEAD', path: '/download?n=12345', host, headers: { cookie: alice.cookie } });
+    t.equal(h.status, 200);
+    t.equal(h.headers['content-length'], '12345');
+    t.equal(h.body.length, 0);
+    const p = await raw(port, { method: 'PATCH', path: '/upload', host, headers: { cookie: alice.cookie }, body: 'abc' });
+    t.same(JSON.parse(p.body.toString()).bytes, 3);
+    const o = await raw(port, { method: 'OPTIONS', path: '/headers', host, headers: { cookie: alice.cookie } });
+    t.equal(JSON.parse(o.body.toString()).method, 'OPTIONS');
+  });
+
   await t.test('response hop-by-hop headers dropped, Set-Cookie kept repeated', async (t) => {
     const r = await raw(port, { path: '/hop', host, headers: { cookie: alice.cookie } });
     t.equal(r.status, 200);
@@ -292,6 +303,31 @@ t.test('HTTP apps through the gateway', async (t) => {
     const d = await raw(port, { path: `/download?n=${1024 * 1024}`, host, headers: { cookie: alice.cookie } });
     t.equal(d.body.length, 1024 * 1024);
     t.ok(Date.now() - s0 < 3000, `other requests served promptly (${Date.now() - s0} ms)`);
+  });
+
+  await t.test('clients that vanish mid-download or mid-upload do not hurt the gateway', async (t) => {
+    for (let k = 0; k < 3; k++) {
+      await new Promise<void>((resolve) => {
+        const sock = net.connect(port, '127.0.0.1', () => {
+          sock.write(`GET /download?n=${20 * 1024 * 1024} HTTP/1.1\r\nHost: ${host}\r\nCookie: ${alice.cookie}\r\n\r\n`);
+        });
+        let got = 0;
+        sock.on('data', (d) => { got += d.length; if (got > 256 * 1024) { sock.destroy(); resolve(); } });
+        sock.on('error', () => resolve());
+      });
+      await new Promise<void>((resolve) => {
+        const sock = net.connect(port, '127.0.0.1', () => {
+          sock.write(`POST /upload HTTP/1.1\r\nHost: ${host}\r\nCookie: ${alice.cookie}\r\nContent-Length: 10000000\r\n\r\n`);
+          sock.write(Buffer.alloc(300_000, 1), () => { sock.destroy(); resolve(); });
+        });
+        sock.on('error', () => resolve());
+      });
+    }
+    await sleep(200);
+    const d = await raw(port, { path: `/download?n=${1024 * 1024}`, host, headers: { cookie: alice.cookie } });
+    t.equal(d.body.length, 1024 * 1024, 'still serving');
+    const sess = tg.gw.sessions.list().find((s) => s.target.name === 'echo' && s.principal.sub === 'alice');
+    t.ok(sess && !sess.ended, 'the session lives on');
   });
 
   await t.test('recorded: one http.request event per request, no credentials', async (t) => {
