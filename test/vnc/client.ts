@@ -1,0 +1,95 @@
+/** A small RFB test client (VeNCrypt X509Plain or classic auth) and helpers for the VNC tests. */
+import net from 'node:net';
+import tls from 'node:tls';
+import { spawn, spawnSync } from 'node:child_process';
+import type { Duplex } from 'node:stream';
+import { ByteReader } from '../../protocols/vnc/reader.js';
+import { vncAuthResponse } from '../../protocols/vnc/des.js';
+import { parseServerInitHead, type ServerInit } from '../../protocols/vnc/handshake.js';
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function waitFor<T>(fn: () => T | Promise<T>, timeoutMs: number, what: string): Promise<NonNullable<T>> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v as NonNullable<T>;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+export interface RfbResult {
+  ok: boolean;
+  reason?: string;
+  sock: Duplex;
+  reader: ByteReader;
+  init?: ServerInit;
+  closed: Promise<number>;
+}
+
+/** Log in through VeNCrypt X509Plain (or classic auth when `classic` is the 8-char secret). */
+export async function rfbLogin(o: { host: string; port: number; ca: string; username?: string; password?: string; classic?: string; version?: string }): Promise<RfbResult> {
+  const raw = net.connect({ host: o.host, port: o.port });
+  const closedAt = new Promise<number>((res) => raw.once('close', () => res(Date.now())));
+  raw.on('error', () => {});
+  let sock: Duplex = raw;
+  const reader = new ByteReader(raw, 'the gateway');
+  await reader.read(12);
+  raw.write(o.version ?? 'RFB 003.008\n');
+  const n = await reader.u8();
+  if (n === 0) return { ok: false, reason: (await reader.string(4096, 'reason')).toString(), sock, reader, closed: closedAt };
+  const types = [...(await reader.read(n))];
+  if (o.classic !== undefined) {
+    if (!types.includes(2)) return { ok: false, reason: `no classic auth offered (${types})`, sock, reader, closed: closedAt };
+    raw.write(Buffer.from([2]));
+    const ch = await reader.read(16);
+    raw.write(vncAuthResponse(o.classic, ch));
+  } else {
+    raw.write(Buffer.from([19]));
+    await reader.read(2);
+    raw.write(Buffer.from([0, 2]));
+    if ((await reader.u8()) !== 0) throw new Error('VeNCrypt version refused');
+    const k = await reader.u8();
+    const subs = [];
+    for (let i = 0; i < k; i++) subs.push(await reader.u32());
+    if (!subs.includes(262)) throw new Error(`no X509Plain: ${subs}`);
+    const b = Buffer.alloc(4); b.writeUInt32BE(262, 0); raw.write(b);
+    if ((await reader.u8()) !== 1) throw new Error('TLS not accepted');
+    reader.detach();
+    const t = tls.connect({ socket: raw, ca: o.ca, servername: 'localhost' });
+    await new Promise<void>((res, rej) => { t.once('secureConnect', () => res()); t.once('error', rej); });
+    t.on('error', () => {});
+    sock = t;
+    reader.attach(t);
+    const u = Buffer.from(o.username ?? '', 'utf8');
+    const p = Buffer.from(o.password ?? '', 'utf8');
+    const h = Buffer.alloc(8); h.writeUInt32BE(u.length, 0); h.writeUInt32BE(p.length, 4);
+    t.write(Buffer.concat([h, u, p]));
+  }
+  const result = await reader.u32();
+  if (result !== 0) {
+    const reason = (await reader.string(4096, 'reason')).toString();
+    return { ok: false, reason, sock, reader, closed: closedAt };
+  }
+  sock.write(Buffer.from([1]));
+  const head = parseServerInitHead(await reader.read(24));
+  const name = (await reader.read(head.nameLength)).toString();
+  return { ok: true, sock, reader, init: { width: head.width, height: head.height, pf: head.pf, name }, closed: closedAt };
+}
+
+/** Run a command, resolve its exit code and output. */
+export function run(cmd: string, args: string[], env: Record<string, string> = {}, timeoutMs = 30_000): Promise<{ code: number | null; out: string; err: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '', err = '';
+    p.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    p.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+    const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
+    p.on('close', (code) => { clearTimeout(timer); resolve({ code, out, err }); });
+  });
+}
+
+export function have(cmd: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+}
