@@ -1,5 +1,6 @@
 /** PostgreSQL brokering: psql, pgbench, node-postgres... through Tollgate with a per-session role. */
 import type { ClientCommandInfo, ProtocolModule } from '../types.js';
+import { postgresNativeClient } from './native.js';
 import { CancelRegistry } from './cancel.js';
 import { validateTarget, credentialsOf } from './config.js';
 import { demo } from './demo.js';
@@ -45,6 +46,8 @@ export const postgresModule: ProtocolModule = {
     if (typeof role !== 'string' || !role) return;
     await dropSessionRole(ctx, target, role, credentialsOf(target));
   },
+
+  nativeClient: postgresNativeClient,
 
   clientCommands(info: ClientCommandInfo) {
     let db = 'postgres';

@@ -77,6 +77,12 @@ export async function dropSessionRole(ctx: ProtocolContext, target: TargetConfig
     if (!exists.rowCount) return;
     const oid = exists.rows[0].oid as number;
     await client.query(`ALTER ROLE ${ident(roleName)} NOLOGIN`);
+    // A non-superuser admin (CREATEROLE + pg_signal_backend) needs the role's privileges to
+    // terminate its backends and drop or reassign what it owns: take membership now, at the end.
+    const me = await client.query(`SELECT r.rolsuper AS sup, current_user AS u, current_setting('server_version_num')::int AS v FROM pg_roles r WHERE r.rolname = current_user`);
+    if (!me.rows[0].sup) {
+      await client.query(`GRANT ${ident(roleName)} TO ${ident(me.rows[0].u as string)}${(me.rows[0].v as number) >= 160000 ? ' WITH INHERIT TRUE' : ''}`);
+    }
     for (let i = 0; i < 50; i++) {
       const r = await client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()', [roleName]);
       if (!r.rowCount) break;

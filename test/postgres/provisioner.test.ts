@@ -81,6 +81,26 @@ if (!havePostgres) {
     await app.end();
   });
 
+  t.test('a least-privilege admin (CREATEROLE + pg_signal_backend, no superuser) can mint and revoke', async (t) => {
+    const s = await c.su();
+    await s.query("CREATE ROLE lp_admin LOGIN CREATEROLE PASSWORD 'lp-admin-pw' IN ROLE pg_signal_backend");
+    await s.query('GRANT app_owner TO lp_admin WITH ADMIN OPTION');
+    await s.end();
+    const target: TargetConfig = { ...c.target, credentials: { ...c.target.credentials, admin: { user: 'lp_admin', password: { value: 'lp-admin-pw' } }, onEnd: 'reassign', reassignTo: 'app_owner' } };
+    const name = sessionRoleName('erin');
+    const role = await createSessionRole(ctx, target, name, ['app_owner', 'pg_read_all_data'], new Date(Date.now() + 60_000));
+    const client = new pg.Client({ host: c.cluster.host, port: c.cluster.port, user: role.user, password: role.password, database: 'app' });
+    client.on('error', () => {});
+    await client.connect();
+    await client.query('CREATE TABLE lp_table (x int)');
+    await dropSessionRole(ctx, target, name);
+    t.notOk(await roleExists(ctx, c.target, name), 'dropped by the non-superuser admin, with a live backend and owned objects');
+    const app = await c.su('app');
+    const r = await app.query("SELECT pg_get_userbyid(relowner) AS o FROM pg_class WHERE relname = 'lp_table'");
+    t.equal(r.rows[0]?.o, 'app_owner');
+    await app.end();
+  });
+
   t.test('config validation and checkTarget', async (t) => {
     t.same(postgresModule.validateTarget!({ ...c.target, credentials: {} }), { path: 'credentials.admin', expected: 'Invalid input: expected object, received undefined' });
     t.match(postgresModule.validateTarget!({ ...c.target, credentials: { ...c.target.credentials, onEnd: 'reassign' } }), { path: 'credentials.reassignTo' });
