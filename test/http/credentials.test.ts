@@ -150,5 +150,26 @@ t.test('credentials and session lifetime', async (t) => {
     t.match((await tg.store.getSession(sess.id))?.endReason ?? '', /^expired/);
     t.equal((await get('jwt', s.cookie)).status, 403, 'after expiry: 403');
   });
+  await t.test('kill ends the session (the next request opens a new one); a lock refuses with its reason', async (t) => {
+    const s = await signInApp(tg, 'alice', 'basic', `${tg.url}/apps/basic/headers`);
+    t.equal((await get('basic', s.cookie)).status, 200);
+    const live = tg.gw.sessions.list().find((x) => x.target.name === 'basic' && x.principal.sub === 'alice')!;
+    t.ok(live, 'live session');
+    const k = await tg.api('carol', 'POST', `/api/v1/sessions/${live.id}/kill`, { reason: 'test kill' });
+    t.equal(k.status, 200, JSON.stringify(k.body));
+    for (let i = 0; i < 100 && !live.ended; i++) await sleep(20);
+    t.ok(live.ended, 'killed');
+    t.equal((await get('basic', s.cookie)).status, 200, 'grant still active: works again');
+    const again = tg.gw.sessions.list().find((x) => x.target.name === 'basic' && x.principal.sub === 'alice')!;
+    t.not(again.id, live.id, 'in a new session');
+    const l = await tg.api('carol', 'POST', '/api/v1/locks', { scope: 'identity', value: 'alice', reason: 'under investigation' });
+    t.equal(l.status, 201, JSON.stringify(l.body));
+    for (let i = 0; i < 100 && !again.ended; i++) await sleep(20);
+    t.ok(again.ended, 'the lock ended the live session');
+    const r = await get('basic', s.cookie);
+    t.equal(r.status, 403);
+    t.match(r.body.toString(), /locked/);
+    t.match(r.body.toString(), /under investigation/);
+  });
   t.ok(existsSync(state));
 });
