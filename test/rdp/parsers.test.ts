@@ -1,5 +1,5 @@
 /** The RDP layers as pure functions: round trips, truncation, absurd lengths, fuzzing. */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { randomBytes } from 'node:crypto';
 import { inspect } from 'node:util';
 import { Secret } from '../../auth/secret.js';
@@ -30,7 +30,7 @@ import {
 } from '../../protocols/rdp/x224.js';
 
 /** Only RdpProtocolError (or a clean result) may come out of a parser, whatever the input. */
-function onlyProtocolErrors(t: Tap.Test, name: string, fn: () => unknown): void {
+function onlyProtocolErrors(t: Test, name: string, fn: () => unknown): void {
   try { fn(); } catch (e) {
     if (!(e instanceof RdpProtocolError)) t.fail(`${name}: ${(e as Error).name}: ${(e as Error).message}`);
   }
