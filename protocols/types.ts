@@ -185,6 +185,8 @@ export interface ClientCommandInfo {
   caUrl: string;
 }
 
+export interface NativeClient { argv: string[]; env: Record<string, string>; askpass?: boolean }
+
 export interface ProtocolModule {
   readonly name: string;
   readonly defaultPort: number;
@@ -202,8 +204,11 @@ export interface ProtocolModule {
   onGrantEnd?(ctx: ProtocolContext, target: TargetConfig, grant: GrantRecord): Promise<void>;
   /** Ready-to-paste native client command lines for a connection secret. */
   clientCommands?(info: ClientCommandInfo): Record<string, string>;
-  /** The native client `tollgate connect` runs for a fresh secret: argv and extra environment (e.g. PGPASSWORD). */
-  nativeClient?(info: { protocol: string; host: string; port: number; username: string; secret: string }): { argv: string[]; env: Record<string, string> } | null;
+  /**
+   * The native client `tollgate connect` runs for a fresh secret: argv and extra environment (e.g.
+   * PGPASSWORD). askpass: the client reads the secret through SSH_ASKPASS (the CLI provides the helper).
+   */
+  nativeClient?(info: ClientCommandInfo): NativeClient | null;
   /**
    * Verifiers to store with a new connection secret for this target (e.g. {"scram-sha-256": "..."}),
    * so challenge-response auth works without keeping the secret. Called when a secret is issued.

@@ -202,12 +202,20 @@ export function buildCli(): Command {
       const grant = grants.find((x) => x.target === target && x.active && (!o.role || x.role === o.role));
       if (!grant) throw new CliError(`no active grant for ${target}; request one: tollgate request ${target} --role <role> --reason "..."`);
       const s = await api(g(), 'POST', `/api/v1/grants/${grant.id}/secret`, {});
-      const mod = (await moduleMap()).get(s.protocol);
-      const native = mod?.nativeClient?.({ protocol: s.protocol, host: s.host, port: s.port, username: s.username, secret: s.secret }) ?? null;
+      const native = s.native as { argv: string[]; env: Record<string, string>; askpass?: boolean } | null;
       if (!native) {
         process.stdout.write(`No native client to run for ${s.protocol}; use one of:\n`);
         for (const [k, v] of Object.entries(s.commands)) process.stdout.write(`${k}: ${v}\n`);
         return;
+      }
+      if (native.askpass) {
+        // A private helper types the one-time secret for ssh; the secret stays in this process's environment.
+        const { mkdtempSync, writeFileSync: wf2 } = await import('node:fs');
+        const { tmpdir } = await import('node:os');
+        const dir = mkdtempSync(join(tmpdir(), 'tollgate-askpass-'));
+        const helper = join(dir, 'askpass');
+        wf2(helper, '#!/bin/sh\nprintf "%s\\n" "$TOLLGATE_SECRET"\n', { mode: 0o700 });
+        Object.assign(native.env, { SSH_ASKPASS: helper, SSH_ASKPASS_REQUIRE: 'force', DISPLAY: process.env['DISPLAY'] ?? ':0', TOLLGATE_SECRET: s.secret });
       }
       const child = spawn(native.argv[0]!, native.argv.slice(1), { stdio: 'inherit', env: { ...process.env, ...native.env } });
       await new Promise<void>((resolve) => child.on('close', (code) => { process.exitCode = code ?? 1; resolve(); }));

@@ -226,9 +226,11 @@ export function mountApi(gw: Gateway): void {
     const commands = mod?.clientCommands && addr
       ? mod.clientCommands({ protocol: target.protocol, host, port, username: target.name, secret: secret.reveal(), target, caUrl: `${gw.publicUrl}/api/v1/ca.pem` })
       : {};
+    const info = { protocol: target.protocol, host, port, username: target.name, secret: secret.reveal(), target, caUrl: `${gw.publicUrl}/api/v1/ca.pem` };
+    const native = mod?.nativeClient && addr ? mod.nativeClient(info) : null;
     return ok({
       id: record.id, username: target.name, secret: secret.reveal(), host, port, protocol: target.protocol,
-      reusable: record.reusable, expiresAt: new Date(record.expiresAt).toISOString(), commands,
+      reusable: record.reusable, expiresAt: new Date(record.expiresAt).toISOString(), commands, native,
     }, 201);
   } });
 
