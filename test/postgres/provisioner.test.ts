@@ -101,6 +101,28 @@ if (!havePostgres) {
     await app.end();
   });
 
+  t.test('objects in another database with a hostile name are dropped too', async (t) => {
+    const dbName = 'we"ird db\'; --';
+    const s = await c.su();
+    await s.query(`CREATE DATABASE ${pg.escapeIdentifier(dbName)}`);
+    await s.end();
+    const sd = await c.su(dbName);
+    await sd.query('GRANT CREATE ON SCHEMA public TO PUBLIC');
+    await sd.end();
+    const name = sessionRoleName('frank');
+    const role = await createSessionRole(ctx, c.target, name, [], new Date(Date.now() + 60_000));
+    const client = new pg.Client({ host: c.cluster.host, port: c.cluster.port, user: role.user, password: role.password, database: dbName });
+    client.on('error', () => {});
+    await client.connect();
+    await client.query('CREATE TABLE elsewhere (x int)');
+    await client.end();
+    await dropSessionRole(ctx, c.target, name);
+    t.notOk(await roleExists(ctx, c.target, name));
+    const check = await c.su(dbName);
+    t.equal((await check.query("SELECT to_regclass('elsewhere') AS r")).rows[0].r, null, 'table in the other database dropped');
+    await check.end();
+  });
+
   t.test('config validation and checkTarget', async (t) => {
     t.same(postgresModule.validateTarget!({ ...c.target, credentials: {} }), { path: 'credentials.admin', expected: 'Invalid input: expected object, received undefined' });
     t.match(postgresModule.validateTarget!({ ...c.target, credentials: { ...c.target.credentials, onEnd: 'reassign' } }), { path: 'credentials.reassignTo' });
