@@ -92,8 +92,9 @@ async function queriesSection(r) {
 
 async function eventsSection(r) {
   const box = el('div', {});
-  const sec = el('section', { class: 'rec', 'data-kind': r.kind }, el('h2', {}, r.kind === 'events' ? 'Events and transfers' : `${r.kind} stream`), sealBlock(r), box);
-  if (r.kind !== 'events') { fill(box, el('p', { class: 'muted' }, 'This stream is available for download above.')); return sec; }
+  const title = { events: 'Events and transfers', http: 'HTTP requests', screen: 'Screen stream' }[r.kind] ?? `${r.kind} stream`;
+  const sec = el('section', { class: 'rec', 'data-kind': r.kind }, el('h2', {}, title), sealBlock(r), box);
+  if (r.kind !== 'events' && r.kind !== 'http') { fill(box, el('p', { class: 'muted' }, 'This stream is not shown in the browser; download it above.')); return sec; }
   await load(box, async () => {
     const lines = (await text(`/api/v1/recordings/${encodeURIComponent(r.id)}`)).split('\n').filter(Boolean).map((l) => { try { return JSON.parse(l); } catch { return null; } }).filter(Boolean);
     if (!lines.length) return fill(box, empty('No events were recorded.'));

@@ -30,7 +30,7 @@ async function loadSessions() {
       el('td', {}, s.identity), el('td', {}, s.target), el('td', {}, badge(s.protocol)), el('td', {}, s.role),
       el('td', {}, fmtTime(s.startedAt)), s.msLeft === null ? el('td', {}, '—') : el('td', { 'data-until': String(Date.now() + s.msLeft) }, `${fmtDuration(s.msLeft)} left`),
       el('td', {}, `${fmtBytes(s.bytesUp)} / ${fmtBytes(s.bytesDown)}`),
-      el('td', { class: 'actions' },
+      el('td', {}, el('div', { class: 'acts' },
         el('a', { href: `/portal/sessions/${encodeURIComponent(s.id)}`, class: 'button' }, `Watch ${s.identity}`),
         actionForm('Terminate reason', 'Why end it?', 'Terminate', async (reason) => {
           await api('POST', `/api/v1/sessions/${encodeURIComponent(s.id)}/kill`, { reason });
@@ -39,7 +39,7 @@ async function loadSessions() {
         actionForm('Lock reason', `Why lock ${s.identity}?`, `Lock ${s.identity}`, async (reason) => {
           const l = await api('POST', '/api/v1/locks', { scope: 'identity', value: s.identity, reason });
           flash(`${s.identity} is locked; ${l.sessionsEnded} live session(s) ended.`);
-        }))))));
+        })))))));
   });
 }
 
