@@ -87,14 +87,20 @@ export async function startCluster(dir: string, log: Logger): Promise<DemoCluste
   if (root) chownSync(pwfile, owner.uid, owner.gid);
   await run(join(bin, 'initdb'), ['-D', data, '-U', 'postgres', '--auth=scram-sha-256', `--pwfile=${pwfile}`, '-E', 'UTF8', '--locale=C', '--no-instructions'], root);
   rmSync(pwfile, { force: true });
-  const port = await freePort();
   const logFile = join(base, 'server.log');
   const pgCtl = join(bin, 'pg_ctl');
-  try {
-    await run(pgCtl, ['-D', data, '-l', logFile, '-w', '-t', '60', '-o', `-p ${port} -k ${sockDir} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off`, 'start'], root);
-  } catch (e) {
-    const tail = existsSync(logFile) ? readFileSync(logFile, 'utf8').slice(-1500) : '';
-    throw new Error(`${(e as Error).message}\n${tail}`);
+  // The free port may be taken between probing and binding (tests run side by side): retry.
+  let port = 0;
+  for (let attempt = 1; ; attempt++) {
+    port = await freePort();
+    try {
+      await run(pgCtl, ['-D', data, '-l', logFile, '-w', '-t', '60', '-o', `-p ${port} -k ${sockDir} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off`, 'start'], root);
+      break;
+    } catch (e) {
+      const tail = existsSync(logFile) ? readFileSync(logFile, 'utf8').slice(-1500) : '';
+      if (attempt < 3 && /could not bind|Address already in use/i.test(tail)) continue;
+      throw new Error(`${(e as Error).message}\n${tail}`);
+    }
   }
   const stop = async () => {
     await run(pgCtl, ['-D', data, '-m', 'immediate', '-w', 'stop'], root).catch((e) => log.warn({ err: (e as Error).message }, 'pg_ctl stop failed'));
