@@ -7,7 +7,7 @@
  *     cleartext over TLS, or RSA-OAEP with the gateway's key on plain connections;
  *   - mysql_clear_password: accepted over TLS only.
  */
-import { constants, generateKeyPairSync, privateDecrypt, type KeyObject } from 'node:crypto';
+import { constants, generateKeyPairSync, privateDecrypt, randomInt, type KeyObject } from 'node:crypto';
 import { TLSSocket } from 'node:tls';
 import type { ProtocolContext, AuthOutcome } from '../types.js';
 import { Secret } from '../../auth/secret.js';
@@ -46,9 +46,12 @@ export interface ClientHello {
   seq: number;
   outcome: AuthOutcome;
   plugin: string;
+  /** The connection id the client was told (clients use it for KILL QUERY / Ctrl-C). */
+  connectionId: number;
 }
 
-let nextConnectionId = 1;
+// Gateway connection ids start far above server thread ids, so KILL n is never ambiguous.
+let nextConnectionId = 0x40000000 + randomInt(0x100000);
 
 function stripNul(b: Buffer): string {
   const end = b.indexOf(0);
@@ -58,11 +61,13 @@ function stripNul(b: Buffer): string {
 /** Run the handshake; throws Refusal (send it as ERR), ProtocolError or a connection error. */
 export async function serverHandshake(ctx: ProtocolContext, conn: PacketConn, clientAddr: string): Promise<ClientHello> {
   const nonce = makeNonce();
+  const connectionId = nextConnectionId;
+  nextConnectionId = nextConnectionId >= 0x7ffffff0 ? 0x40000000 : nextConnectionId + 1;
   const tlsAvailable = !!(ctx.tls?.cert && ctx.tls?.key);
   const caps = tlsAvailable ? GATEWAY_CAPS : GATEWAY_CAPS & ~CAP.SSL;
   conn.send(buildGreeting({
     serverVersion: SERVER_VERSION,
-    connectionId: nextConnectionId++ & 0x7fffffff,
+    connectionId,
     nonce,
     caps,
     charset: 45,
@@ -149,5 +154,5 @@ export async function serverHandshake(ctx: ProtocolContext, conn: PacketConn, cl
     }
     outcome = await ctx.authenticate({ ...base, secret });
   }
-  return { response: resp, seq, outcome, plugin };
+  return { response: resp, seq, outcome, plugin, connectionId };
 }

@@ -4,6 +4,7 @@
  * checking statements against the session's rules and recording them.
  */
 import { createServer, type Socket } from 'node:net';
+import { mysqlNativeClient } from './native.js';
 import type { Logger } from 'pino';
 import type {
   ProtocolModule, ProtocolContext, ListenerAddress, ProtocolListener, TargetConfig, ClientCommandInfo,
@@ -16,7 +17,7 @@ import { CAP, ER, ProtocolError, buildErr, nativeVerifier, tg, type ErrSpec } fr
 import { serverHandshake, Refusal } from './handshake.js';
 import { loginUpstream, parseAddress, UpstreamError, type UpstreamTls } from './upstream.js';
 import {
-  LEASE_KIND, adminConnect, createSessionUser, dropSessionUser, randomPassword, sessionUserName, userHost, validateMysqlTarget,
+  LEASE_KIND, adminConnect, createSessionUser, killThread, dropSessionUser, randomPassword, sessionUserName, userHost, validateMysqlTarget,
 } from './provisioner.js';
 import { MysqlRelay } from './relay.js';
 import { startMariadbDemo } from './demo.js';
@@ -56,6 +57,9 @@ function upstreamTls(target: TargetConfig): UpstreamTls | null {
 function shellQuote(s: string): string {
   return /^[A-Za-z0-9_.:@%+=/-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
+
+/** Gateway connection id -> who holds it and the server thread behind it (for KILL QUERY / Ctrl-C). */
+const liveConnections = new Map<number, { sub: string; target: string; thread: number }>();
 
 async function handleConnection(ctx: ProtocolContext, sock: Socket, log: Logger): Promise<void> {
   sock.setNoDelay(true);
@@ -165,7 +169,17 @@ async function handleConnection(ctx: ProtocolContext, sock: Socket, log: Logger)
   session.audit('mysql.login', { user, server: up.greeting.serverVersion, tls: client.encrypted, plugin: hello.plugin });
   client.send(up.ok, hello.seq);
   client.setMaxPacket(MAX_CLIENT_PACKET);
+  const mine = { sub: auth.principal.sub, target: target.name, thread: up.greeting.connectionId };
+  liveConnections.set(hello.connectionId, mine);
   relay = new MysqlRelay({
+    killGatewayConnection: async (id, queryOnly) => {
+      const other = liveConnections.get(id);
+      if (!other || other.sub !== mine.sub || other.target !== mine.target) return false;
+      session.audit('mysql.kill', { connection: id, queryOnly });
+      await killThread(ctx, target, other.thread, queryOnly);
+      return true;
+    },
+    onEnd: () => { liveConnections.delete(hello.connectionId); },
     session,
     client,
     upstream: up.conn,
@@ -239,6 +253,8 @@ export const mysqlModule: ProtocolModule = {
   secretVerifiers(_ctx: ProtocolContext, _target: TargetConfig, secret: Secret) {
     return { mysql_native_password: nativeVerifier(secret.reveal()) };
   },
+
+  nativeClient: mysqlNativeClient,
 
   clientCommands(info: ClientCommandInfo) {
     const h = shellQuote(info.host);

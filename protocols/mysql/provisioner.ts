@@ -174,6 +174,14 @@ export async function dropSessionUser(ctx: ProtocolContext, target: TargetConfig
   });
 }
 
+/** KILL [QUERY] a thread on the target as the admin (a session user may not touch another's threads). */
+export async function killThread(ctx: ProtocolContext, target: TargetConfig, threadId: number, queryOnly: boolean): Promise<void> {
+  if (!Number.isSafeInteger(threadId) || threadId < 0) throw new Error('bad thread id');
+  await withAdmin(ctx, target, async (c) => {
+    await c.query(`KILL ${queryOnly ? 'QUERY' : 'CONNECTION'} ${threadId}`);
+  });
+}
+
 export async function userExists(ctx: ProtocolContext, target: TargetConfig, user: string): Promise<boolean> {
   return withAdmin(ctx, target, async (c) => {
     const [rows] = await c.query('SELECT COUNT(*) AS n FROM mysql.user WHERE User = ?', [user]);

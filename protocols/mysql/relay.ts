@@ -8,7 +8,7 @@
 import type { LiveSession, EndReason, RuleDecision } from '../types.js';
 import type { StatementHandle, QueryRecorder } from '../../recorder/types.js';
 import type { PacketConn } from './conn.js';
-import { COM, CAP, Cursor, ER, ProtocolError, buildErr, tg, type Packet, type ErrSpec } from './packets.js';
+import { COM, CAP, Cursor, ER, ProtocolError, buildErr, buildOk, tg, type Packet, type ErrSpec } from './packets.js';
 import { ResponseTracker, isLoadLocal, responseShape, splitSql, kindOf } from './inspector.js';
 
 interface Pending {
@@ -22,7 +22,17 @@ interface Pending {
 
 const RANK = { allow: 0, alert: 1, deny: 2, kill: 3 } as const;
 
+/**
+ * A client's KILL [QUERY|CONNECTION] n names the id the gateway gave it, not the server's thread id.
+ * killGatewayConnection runs the kill on the mapped thread when n is a connection of the same
+ * identity on the same target (true), or says it is not one (false: the statement goes upstream).
+ */
+export type KillHook = (gatewayId: number, queryOnly: boolean) => Promise<boolean>;
+
 export interface RelayOptions {
+  killGatewayConnection?: KillHook;
+  /** Called once when the relay ends (before the session end is reported). */
+  onEnd?: () => void;
   session: LiveSession;
   client: PacketConn;
   upstream: PacketConn;
@@ -81,6 +91,7 @@ export class MysqlRelay {
   private finish(reason: EndReason) {
     if (this.ending) return;
     this.ending = true;
+    this.o.onEnd?.();
     this.pending?.record?.finish({ error: `session ended: ${reason.message}` });
     this.pending = null;
     this.o.client.end();
@@ -228,6 +239,8 @@ export class MysqlRelay {
       }
       if (d.action === 'deny' || d.action === 'kill') return this.refuse(p, d, record, spec);
       if (cmd === COM.STMT_PREPARE) prepare = { text, kind };
+      const kill = cmd === COM.QUERY && stmts.length === 1 ? /^KILL\s+(?:(QUERY|CONNECTION)\s+)?(\d{1,10})$/i.exec(stmts[0]!.text) : null;
+      if (kill && this.o.killGatewayConnection) return this.gatewayKill(p, Number(kill[2]), kill[1]?.toUpperCase() === 'QUERY', record);
     } else if (cmd === COM.STMT_EXECUTE) {
       const id = new Cursor(p.payload.subarray(1)).u32('statement id');
       const st = this.prepared.get(id);
@@ -257,6 +270,30 @@ export class MysqlRelay {
     this.pending = { tracker, record, prepare, seq: p.lastSeq };
     this.o.client.pause();
     void session;
+  }
+
+  /** KILL of a gateway connection id: done by the gateway on the mapped server thread, or forwarded. */
+  private gatewayKill(p: Packet, id: number, queryOnly: boolean, record: StatementHandle | null) {
+    this.pending = { tracker: new ResponseTracker('single', this.deprecateEof), record, seq: p.lastSeq };
+    this.o.client.pause();
+    this.o.killGatewayConnection!(id, queryOnly).then((handled) => {
+      if (this.ending) return;
+      if (!handled) {
+        // not one of ours: the server answers (and decides whether the session user may)
+        this.forwardUp(p);
+        return;
+      }
+      this.pending = null;
+      record?.finish({ rows: 0 });
+      this.o.client.send(buildOk({ sessionTrack: !!(this.o.clientCaps & CAP.SESSION_TRACK) }), p.lastSeq + 1);
+      this.o.client.resume();
+    }, (e: Error) => {
+      if (this.ending) return;
+      this.pending = null;
+      record?.finish({ error: e.message });
+      this.o.client.send(buildErr(ER.UNKNOWN, tg(`KILL failed: ${e.message}`)), p.lastSeq + 1);
+      this.o.client.resume();
+    });
   }
 
   private fromServer(p: Packet) {

@@ -272,4 +272,40 @@ if (!db) {
     await c.end();
     await noUsersLeft();
   });
+
+  t.test('KILL QUERY with the id the gateway gave (what Ctrl-C does) cancels the query; only for the same identity', async (t) => {
+    const s = await secretFor('app-db', 'read', true);
+    const c1 = await mysql.createConnection({ host, port, user: 'app-db', password: s.secret });
+    const c2 = await mysql.createConnection({ host, port, user: 'app-db', password: s.secret });
+    t.ok(c1.threadId! >= 0x40000000, 'gateway connection ids never collide with server thread ids');
+    const started = Date.now();
+    const slow = c1.query('SELECT SLEEP(20) AS s');
+    slow.catch(() => {}); // awaited below
+    await waitFor(async () => Number((await db.admin("SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP%'"))[0].n) > 0, 5000, 'the query to run');
+    await c2.query(`KILL QUERY ${c1.threadId}`);
+    await t.rejects(slow, { errno: 1317, message: /interrupted/ }, 'the running query was interrupted');
+    t.ok(Date.now() - started < 10_000, 'well before 20 s');
+    const [again] = await c1.query('SELECT 2 AS x');
+    t.equal((again as { x: number }[])[0]!.x, 2, 'KILL QUERY keeps the connection');
+
+    // another identity cannot reach alice's connection through the mapping
+    const g = await tg.grant('erin', 'app-db', 'read');
+    const es = await tg.secret('erin', g.id);
+    const ce = await mysql.createConnection({ host, port, user: 'app-db', password: es.secret });
+    await t.rejects(ce.query(`KILL QUERY ${c1.threadId}`), { errno: 1094, message: /Unknown thread id/ }, 'not hers: the server sees an unknown thread');
+    await ce.end();
+
+    // the CLI's own Ctrl-C path: it reconnects and sends KILL QUERY <id>
+    let child: ReturnType<typeof import('node:child_process').spawn> | null = null;
+    const t0 = Date.now();
+    const done = run('mariadb', ['-h', host, '-P', String(port), '-u', 'app-db', `-p${s.secret}`, '-e', 'SELECT SLEEP(20)'], { onSpawn: (p) => { child = p; } });
+    await waitFor(async () => Number((await db.admin("SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP%'"))[0].n) > 0, 5000, 'the CLI query to run');
+    child!.kill('SIGINT');
+    const r2 = await done;
+    t.ok(Date.now() - t0 < 10_000, `the CLI query ended early (${r2.stderr.trim() || r2.stdout.trim()})`);
+    t.equal(Number((await db.admin("SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP%'"))[0].n), 0, 'nothing left running on the server');
+    await c1.end();
+    await c2.end();
+    await noUsersLeft();
+  });
 }
