@@ -117,13 +117,29 @@ export function parseCertificate(blob: Buffer): CertificateInfo {
   };
 }
 
+/**
+ * An ed25519 key pair in OpenSSH format that ssh2 can read back. ssh2's generateKeyPairSync drops a
+ * leading zero byte of the public key (about 1 key in 256 comes out malformed), so such keys are
+ * discarded and generated again.
+ */
+export function generateEd25519(comment?: string): { private: string; public: string; key: ParsedKey } {
+  for (let i = 0; i < 32; i++) {
+    const kp = utils.generateKeyPairSync('ed25519', comment ? { comment } : undefined);
+    const key = utils.parseKey(kp.private);
+    if (key instanceof Error || Array.isArray(key)) continue;
+    try { ed25519Raw(key.getPublicSSH()); } catch { continue; }
+    return { private: kp.private, public: kp.public, key };
+  }
+  throw new Error('ed25519 key generation failed');
+}
+
 /** The gateway's SSH CA: an ed25519 key kept under dataDir/ssh (mode 0600), created on first use. */
 export function loadOrCreateCa(dataDir: string): { key: ParsedKey; publicLine: string } {
   const dir = join(dataDir, 'ssh');
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const file = join(dir, 'ca_ed25519');
   if (!existsSync(file)) {
-    const kp = utils.generateKeyPairSync('ed25519', { comment: 'tollgate-ssh-ca' });
+    const kp = generateEd25519('tollgate-ssh-ca');
     writeFileSync(file, kp.private, { mode: 0o600, flag: 'wx' });
     writeFileSync(`${file}.pub`, kp.public + '\n', { mode: 0o644 });
   }
@@ -135,8 +151,7 @@ export function loadOrCreateCa(dataDir: string): { key: ParsedKey; publicLine: s
 
 /** A fresh ed25519 key pair for one session (never written to disk). */
 export function mintSessionKey(): { key: ParsedKey; publicLine: string; privateText: string } {
-  const kp = utils.generateKeyPairSync('ed25519');
-  const key = utils.parseKey(kp.private);
-  if (key instanceof Error || Array.isArray(key)) throw new Error('key generation failed');
+  const kp = generateEd25519();
+  const key = kp.key;
   return { key, publicLine: `ssh-ed25519 ${key.getPublicSSH().toString('base64')}`, privateText: kp.private };
 }

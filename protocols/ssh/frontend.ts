@@ -9,7 +9,7 @@ import ssh2 from 'ssh2';
 import { Secret } from '../../auth/secret.js';
 import type { ProtocolContext, ListenerAddress, ProtocolListener, AuthOutcome, Authorized } from '../types.js';
 import { SshBroker } from './broker.js';
-import { fingerprintOf } from './cert.js';
+import { fingerprintOf, generateEd25519 } from './cert.js';
 import { sendBanner, disconnectWith, DISCONNECT, tollgate } from './wire.js';
 
 const { Server, utils } = ssh2;
@@ -22,7 +22,7 @@ export function loadOrCreateHostKey(dataDir: string): string {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const file = join(dir, 'host_ed25519_key');
   if (!existsSync(file)) {
-    const kp = utils.generateKeyPairSync('ed25519', { comment: 'tollgate-gateway' });
+    const kp = generateEd25519('tollgate-gateway');
     writeFileSync(file, kp.private, { mode: 0o600, flag: 'wx' });
     writeFileSync(`${file}.pub`, kp.public + '\n');
   }

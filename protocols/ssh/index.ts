@@ -3,6 +3,7 @@
  * (ephemeral account, certificate, checked-out password), recorded and enforced.
  */
 import type { ProtocolModule } from '../types.js';
+import { sshNativeClient } from './native.js';
 import { validateSshTarget, modeOf } from './config.js';
 import { listenSsh } from './frontend.js';
 import { dialAdmin, exec } from './admin.js';
@@ -51,6 +52,8 @@ export const sshModule: ProtocolModule = {
       await rotate(ctx, target, target.credentials.account);
     }
   },
+
+  nativeClient: sshNativeClient,
 
   clientCommands(info) {
     const host = info.host;

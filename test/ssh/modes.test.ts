@@ -134,6 +134,25 @@ t.test('revokeLease works from the stored lease alone (the reaper after a crash)
   t.ok(userExists('root'));
 });
 
+t.test('the reaper deletes an account left by a crashed gateway (lease without a live session)', { skip: !haveSshd && 'needs root and sshd' }, async (t) => {
+  const grant = await gw.grant('alice', 'web01', 'user');
+  const account = `${PREFIX}alice-zz${Math.random().toString(36).slice(2, 4).padEnd(2, '0')}`;
+  // What a crash right after useradd leaves: the account on the target and an active lease in the store.
+  t.equal(spawnSync('useradd', ['-m', '-U', '-s', '/bin/bash', account]).status, 0);
+  const sleeper = spawnSync('su', ['-s', '/bin/sh', account, '-c', 'nohup sleep 300 >/dev/null 2>&1 & echo $!'], { encoding: 'utf8' });
+  t.match(sleeper.stdout.trim(), /^\d+$/, 'a process of the account is running');
+  await gw.store.insertLease({
+    id: `crash-${account}`, sessionId: null, grantId: grant.id, target: 'web01', kind: 'linux-account', state: 'active',
+    data: { mode: 'ephemeral-account', account, prefix: PREFIX, groups: [] }, createdAt: Date.now(), activatedAt: Date.now(), revokedAt: null, error: null,
+  });
+  const reaped = await gw.gw.sessions.reap();
+  t.ok(reaped.leases >= 1, `reaper revoked ${reaped.leases} lease(s)`);
+  t.notOk(userExists(account), 'account deleted from the stored lease data alone');
+  const stat = existsSync(`/proc/${sleeper.stdout.trim()}/stat`) ? readFileSync(`/proc/${sleeper.stdout.trim()}/stat`, 'utf8') : '';
+  t.ok(stat === '' || / Z /.test(stat), `its processes are gone (killed; at most an unreaped zombie: ${stat.slice(0, 40)})`);
+  t.equal((await gw.store.getLease(`crash-${account}`))!.state, 'revoked');
+});
+
 t.test('checkTarget dials with the admin credential', { skip: !haveSshd && 'needs root and sshd' }, async (t) => {
   const ctx = gw.gw.ctx('ssh');
   const ok = await sshModule.checkTarget!(ctx, ctx.target('web01')!);
