@@ -8,6 +8,7 @@ import { principalOf } from '../http/api.js';
 import type { HttpReply, HttpRequest } from '../http/server.js';
 import { PAGES, html, shell, messagePage, type Roles } from './shell.js';
 import { computeHealth } from './dashboard.js';
+import { parseDuration } from '../config.js';
 
 /**
  * The portal and SOC console: server-rendered HTML shells (one per page) with small vanilla JS
@@ -53,6 +54,18 @@ const PAGE_BODIES: Record<string, string> = {
   <button type="submit" class="primary">Request access</button>
 </form></section>
 <section aria-labelledby="h-targets"><h2 id="h-targets">Targets you may request</h2><div id="targets" class="list" aria-busy="true">Loading…</div></section>
+<section aria-labelledby="h-bg" id="bg-section" hidden><h2 id="h-bg">Emergency access</h2>
+<details><summary>Break-glass: access now, without approval</summary>
+<p class="notice">Only for emergencies. Access starts immediately, security is alerted, and someone else must review what you did.</p>
+<form id="bg-form" class="form" novalidate>
+  <div class="field"><label for="bg-target">Target</label><select id="bg-target" name="target" required></select></div>
+  <div class="field"><label for="bg-role">Role</label><select id="bg-role" name="role" required></select></div>
+  <div class="field"><label for="bg-duration">Duration</label><input id="bg-duration" name="duration" value="30m" required aria-describedby="bg-max"><small id="bg-max"></small></div>
+  <div class="field wide"><label for="bg-reason">What is the emergency?</label><textarea id="bg-reason" name="reason" rows="2" required></textarea></div>
+  <div class="field wide check"><input type="checkbox" id="bg-ack" required><label for="bg-ack">I understand that security is alerted and my session is reviewed.</label></div>
+  <p id="bg-error" class="err" role="alert"></p>
+  <button type="submit" class="danger">Use break-glass</button>
+</form></details></section>
 <section aria-labelledby="h-requests"><h2 id="h-requests">My requests</h2><div id="requests" class="list" aria-busy="true">Loading…</div></section>
 <section aria-labelledby="h-mysessions"><h2 id="h-mysessions">My recent sessions</h2><div id="mysessions" class="list" aria-busy="true">Loading…</div></section>`,
   approvals: `
@@ -169,6 +182,22 @@ export function mountPortal(gw: Gateway): void {
     if (!r.soc && !r.approver) return { status: 403, body: { error: 'forbidden', message: `${p.sub} is neither in a SOC group nor an approver` } };
     const days = Math.min(Math.max(Number(req.query.get('days') ?? 14) || 14, 1), 90);
     return { status: 200, body: await computeHealth(gw.store, gw.clock.now(), (id) => !!gw.sessions.get(id), { days, gatewayId: gw.config.gateway.id }) };
+  });
+
+  // Whether the signed-in person may use break-glass, and on what.
+  http.route('GET', '/api/v1/portal/breakglass', async (req) => {
+    const p = await principalOf(gw, req);
+    if (!p) return { status: 401, body: { error: 'unauthenticated', message: 'sign in first' } };
+    const bg = gw.config.breakGlass;
+    const eligible = p.groups.some((g) => bg.groups.includes(g));
+    return {
+      status: 200,
+      body: {
+        eligible,
+        maxDurationMs: parseDuration(bg.maxDuration),
+        targets: eligible ? gw.config.targets.map((t) => ({ name: t.name, protocol: t.protocol, risk: t.risk, roles: t.roles.map((r) => r.name) })) : [],
+      },
+    };
   });
 
   // Anything else under /portal: a page, not JSON.

@@ -286,13 +286,32 @@ t.test('portal pages', async (t) => {
     await alice.ctx.close();
   });
 
-  t.test('hostile text stays text; break-glass reviews are closed on the approvals page', async (t) => {
+  t.test('hostile text stays text; break-glass used from My access, its review closed on the approvals page', async (t) => {
     const hostile = 'INC-9 <img src=x id=pwned onerror="document.title=1">';
     const r = await tg.api('alice', 'POST', '/api/v1/requests', { target: 'box', role: 'admin', duration: '10m', reason: hostile });
     t.equal(r.status, 201);
     t.equal(r.body.state, 'pending', 'medium risk waits for an approver');
-    const bg = await tg.api('alice', 'POST', '/api/v1/breakglass', { target: 'vault', role: 'reader', duration: '15m', reason: 'prod down, <b>nobody</b> reachable' });
-    t.equal(bg.status, 201, 'alice (oncall) used break-glass');
+    // alice (oncall) uses break-glass from her page
+    const alice = await signIn(browser, tg, 'alice');
+    const a = alice.page;
+    await a.waitForSelector('#bg-section:not([hidden])');
+    await a.click('#bg-section summary');
+    await a.selectOption('#bg-target', 'vault');
+    await a.fill('#bg-duration', '2h');
+    await a.fill('#bg-reason', 'prod down, <b>nobody</b> reachable');
+    await a.click('#bg-form button[type=submit]');
+    t.match(await a.textContent('#bg-error'), /Confirm/, 'the warning must be acknowledged');
+    await a.check('#bg-ack');
+    await a.click('#bg-form button[type=submit]');
+    await a.waitForFunction(() => (document.getElementById('bg-error')?.textContent ?? '') !== '');
+    t.match(await a.textContent('#bg-error'), /duration: break-glass access lasts at most 1h/, 'the limit is explained');
+    await a.fill('#bg-duration', '15m');
+    await a.click('#bg-form button[type=submit]');
+    await a.waitForFunction(() => /Break-glass access to vault/.test(document.getElementById('flash')?.textContent ?? ''));
+    await a.waitForSelector('#grants [data-target="vault"]');
+    t.match(await a.textContent('#grants [data-target="vault"]'), /break-glass/, 'the grant is marked break-glass');
+    await noPageErrors(t, alice.errors);
+    await alice.ctx.close();
     const bob = await signIn(browser, tg, 'bob', '/portal/approvals');
     const b = bob.page;
     await b.waitForSelector('#pending [data-request]');
@@ -398,6 +417,8 @@ t.test('portal pages', async (t) => {
 
   t.test('sign out ends the web session', async (t) => {
     const { ctx, page } = await signIn(browser, tg, 'erin');
+    await page.waitForSelector('#targets table');
+    t.equal(await page.locator('#bg-section').isHidden(), true, 'no break-glass form for people outside the break-glass groups');
     const before = (await ctx.cookies(tg.url)).find((c) => c.name === 'tg_session')!.value;
     const logout = page.waitForResponse((r) => r.url() === `${tg.url}/auth/logout`);
     await page.click('header button:has-text("Sign out")');

@@ -162,6 +162,45 @@ async function loadMySessions() {
   });
 }
 
+async function setupBreakGlass() {
+  let info;
+  try { info = await api('GET', '/api/v1/portal/breakglass'); } catch { return; }
+  if (!info.eligible || !info.targets.length) return;
+  $('bg-section').hidden = false;
+  const sel = $('bg-target');
+  sel.replaceChildren(...info.targets.map((t) => el('option', { value: t.name }, `${t.name} (${t.protocol}, ${t.risk} risk)`)));
+  const roles = () => {
+    const t = info.targets.find((x) => x.name === sel.value);
+    $('bg-role').replaceChildren(...(t ? t.roles.map((r) => el('option', { value: r }, r)) : []));
+  };
+  sel.addEventListener('change', roles);
+  roles();
+  $('bg-max').textContent = `At most ${fmtDuration(info.maxDurationMs)}.`;
+  $('bg-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const err = $('bg-error');
+    err.textContent = '';
+    if (!$('bg-ack').checked) { err.textContent = 'Confirm that you understand security is alerted.'; $('bg-ack').focus(); return; }
+    const button = ev.target.querySelector('button[type=submit]');
+    button.disabled = true;
+    try {
+      const g = await api('POST', '/api/v1/breakglass', { target: sel.value, role: $('bg-role').value, duration: $('bg-duration').value.trim(), reason: $('bg-reason').value.trim() });
+      flash(`Break-glass access to ${g.target} as ${g.role} is active now. Security has been alerted; a review is open.`);
+      $('bg-reason').value = '';
+      $('bg-ack').checked = false;
+      ev.target.closest('details').open = false;
+      await Promise.all([loadGrants(), loadRequests()]);
+    } catch (e) {
+      err.textContent = describeError(e);
+      const field = e instanceof ApiError ? e.body.field : null;
+      const input = field && ev.target.querySelector(`[name="${CSS.escape(String(field))}"]`);
+      if (input) { input.setAttribute('aria-invalid', 'true'); input.focus(); }
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
 $('rq-target').addEventListener('change', fillRoles);
 $('request-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
@@ -192,7 +231,7 @@ $('request-form').addEventListener('submit', async (ev) => {
   }
 });
 
-await Promise.all([loadGrants(), loadTargets(), loadRequests(), loadMySessions()]);
+await Promise.all([loadGrants(), loadTargets(), loadRequests(), loadMySessions(), setupBreakGlass()]);
 startCountdowns();
 // Keep approval progress and new grants fresh while the page is open.
 setInterval(() => { if (!document.hidden && lastStates && [...lastStates.values()].includes('pending')) void loadRequests(); }, 5000);
