@@ -2,6 +2,23 @@
  * MySQL/MariaDB brokering: clients log in to the gateway with "target[:role]" and a connection
  * secret; the gateway mints a database user for the session, logs in as it and relays packets,
  * checking statements against the session's rules and recording them.
+ *
+ *   targets:
+ *     - name: app-db
+ *       protocol: mysql
+ *       address: 10.0.0.5:3306
+ *       credentials:
+ *         admin: { user: tollgate_admin, password: { env: APP_DB_ADMIN_PW } }  # CREATE USER, GRANT OPTION, PROCESS, CONNECTION ADMIN
+ *         userHost: '10.0.0.%'          # host part of session users (default '%')
+ *       options:
+ *         clientAuth: caching_sha2_password   # default mysql_native_password (challenge-response)
+ *         tls: { ca: "-----BEGIN CERTIFICATE-----..." }   # gateway -> server TLS (or true: unverified)
+ *       roles:
+ *         - { name: read, grants: ["SELECT ON shop.*"], database: shop }
+ *         - { name: ops, roles: [shop_operator], allowLoadDataLocal: true }
+ *
+ * Files: packets.ts (wire format), handshake.ts (client-facing auth), upstream.ts (login to the
+ * server), provisioner.ts (session users), relay.ts + inspector.ts (data path), demo.ts.
  */
 import { createServer, type Socket } from 'node:net';
 import { mysqlNativeClient } from './native.js';

@@ -95,7 +95,8 @@ export class MysqlRelay {
     this.pending?.record?.finish({ error: `session ended: ${reason.message}` });
     this.pending = null;
     this.o.client.end();
-    this.o.upstream.destroy();
+    if (reason.code === 'client_exit') this.o.upstream.end();
+    else this.o.upstream.destroy();
     void this.o.session.end(reason).catch((e) => this.o.session.log.error({ err: e }, 'session end failed'));
   }
 
@@ -210,6 +211,7 @@ export class MysqlRelay {
   private command(cmd: number, p: Packet) {
     const { session } = this.o;
     if (cmd === COM.QUIT) {
+      this.o.upstream.writeRaw(p.raw); // a clean goodbye upstream too (no "aborted connection")
       this.finish({ code: 'client_exit', message: 'client quit' });
       return;
     }
@@ -259,6 +261,7 @@ export class MysqlRelay {
       const d = this.decide([{ text, kind: kindOf(text) }]);
       record = this.queries.statement({ statement: text, kind: 'KILL', params: 0, decision: d.action });
       if (d.action === 'deny' || d.action === 'kill') return this.refuse(p, d, record);
+      if (this.o.killGatewayConnection) return this.gatewayKill(p, id, false, record);
     } else if (cmd === COM.FIELD_LIST) {
       // old clients list columns this way; harmless metadata
     } else if (cmd === COM.RESET_CONNECTION) {
