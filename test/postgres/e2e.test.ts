@@ -26,6 +26,7 @@ if (!havePostgres) {
       { kinds: ['DROP', 'TRUNCATE'], action: 'deny', message: 'blocked by Tollgate policy: no DROP or TRUNCATE here' },
       { kinds: ['COPY PROGRAM'], action: 'deny' },
       { pattern: 'tollgate_kill_me', action: 'kill', message: 'Tollgate: forbidden statement, session closed' },
+      { pattern: 'tollgate_alert_me', action: 'alert' },
     ],
   }];
   const tg: TestGateway = await startTestGateway({ targets: [pgc.target, plain, pwdb], policies, listeners: ['postgres'], clock, expiryWarning: '2s' });
@@ -226,6 +227,25 @@ if (!havePostgres) {
     await settle();
     const sessionsNow = await tg.store.listSessions({ target: 'prod-db' });
     t.ok(sessionsNow.some((x) => /^forbidden/.test(x.endReason ?? '')), 'session ended as forbidden');
+    // The same through the extended protocol (rule checked on Parse).
+    const s2 = await secretFor('prod-db', 'read');
+    const b = await connect('prod-db', s2.secret);
+    const e2 = await b.c.query({ text: "SELECT 'tollgate_kill_me' WHERE $1::bool", values: [true] }).then(() => null, (err: Error) => err);
+    t.ok(e2, 'extended query failed');
+    await b.ended;
+    t.match([e2, ...b.errors].map((x) => x?.message).join(' | '), /forbidden statement, session closed/);
+    t.same(await pgc.noSessionRoles(), [], 'role dropped');
+    // alert: allowed, recorded as such, audited
+    const s3 = await secretFor('prod-db', 'read');
+    const c = await connect('prod-db', s3.secret);
+    t.equal((await c.c.query({ text: "SELECT 'tollgate_alert_me' AS v WHERE $1::bool", values: [true] })).rows[0].v, 'tollgate_alert_me', 'alert lets the statement run');
+    await c.c.query("SELECT 'tollgate_alert_me' AS simple");
+    await c.c.end();
+    await settle();
+    const q = await allQueries();
+    t.equal(q.filter((x) => /tollgate_alert_me/.test(x.statement) && x.decision === 'alert').length, 2, 'recorded with decision alert (extended and simple)');
+    const audit = await tg.store.listAudit({ action: 'session.rule.alert' });
+    t.ok(audit.length >= 2, 'alert audited');
   });
 
   t.test('cancel: node-postgres and psql SIGINT cancel pg_sleep through the gateway', async (t) => {
