@@ -105,6 +105,8 @@ export async function serverHandshake(ctx: ProtocolContext, conn: PacketConn, cl
   if (restart || !known || (plugin !== wanted && wanted !== NATIVE)) {
     if (restart && known && (wanted === NATIVE || wanted === SHA2)) plugin = SHA2;
     else plugin = wanted;
+    // Never ask for a cleartext password on a plain connection.
+    if (plugin === CLEAR && !tls) throw new Refusal(ER.ACCESS_DENIED, 'Tollgate: this target takes cleartext passwords over TLS only (use --ssl)');
     if (!(resp.caps & CAP.PLUGIN_AUTH)) throw new Refusal(ER.ACCESS_DENIED, 'Tollgate: client cannot switch authentication method');
     conn.send(buildAuthSwitch(plugin, plugin === CLEAR ? Buffer.alloc(0) : nonce), seq);
     const r = await conn.read();

@@ -29,6 +29,7 @@ if (!db) {
 
   const base = db.target;
   const sha2 = { ...base, name: 'sha2-db', options: { clientAuth: 'caching_sha2_password' } };
+  const clear = { ...base, name: 'clear-db', options: { clientAuth: 'mysql_clear_password' } };
   const extra = {
     ...base,
     name: 'extra-db',
@@ -49,7 +50,7 @@ if (!db) {
       { pattern: 'tollgate_kill_me', action: 'kill', message: 'forbidden statement, session closed' },
     ],
   }];
-  const tg: TestGateway = await startTestGateway({ targets: [base, sha2, extra, tlsUp, tlsWrongCa], policies, listeners: ['mysql'] });
+  const tg: TestGateway = await startTestGateway({ targets: [base, sha2, clear, extra, tlsUp, tlsWrongCa], policies, listeners: ['mysql'] });
   t.teardown(() => tg.close());
   const { host, port } = tg.listener('mysql');
   const caFile = join(db.dir, 'gateway-ca.pem');
@@ -119,6 +120,15 @@ if (!db) {
     const r3 = await cli('sha2-db', s3.secret, ['--ssl-ca', caFile, 'shop', '-e', 'SELECT COUNT(*) FROM orders; \\s']);
     t.equal(r3.code, 0, r3.stderr);
     t.match(r3.stdout, /Cipher in use/, 'caching_sha2_password full auth over TLS');
+
+    const s4 = await secretFor('clear-db', 'read', true);
+    t.match(s4.commands['mariadb'], /--enable-cleartext-plugin/, 'printed command carries the cleartext flag');
+    const r4 = await run('sh', ['-c', `${s4.commands['mariadb']} --ssl-ca=${caFile} --batch -e 'SELECT 7'`]);
+    t.equal(r4.code, 0, r4.stderr);
+    t.match(r4.stdout, /^7$/m, 'mysql_clear_password over TLS');
+    const r5 = await cli('clear-db', s4.secret, ['--skip-ssl', '--enable-cleartext-plugin', '-e', 'SELECT 7']);
+    t.not(r5.code, 0);
+    t.match(r5.stderr, /ERROR 1045 \(28000\).*over TLS only/, 'no cleartext password asked for on a plain connection');
     await noUsersLeft();
   });
 
