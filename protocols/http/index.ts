@@ -8,6 +8,7 @@ import { request } from 'undici';
 import type { ProtocolModule } from '../types.js';
 import { appConfig, validateTarget } from './config.js';
 import { revokeTokenLease } from './credentials.js';
+import { demo } from './demo.js';
 import { mountHttpApps } from './proxy.js';
 
 export const httpModule: ProtocolModule = {
@@ -31,6 +32,8 @@ export const httpModule: ProtocolModule = {
   },
 
   revokeLease: revokeTokenLease,
+
+  demo,
 };
 
 export default httpModule;
