@@ -103,7 +103,10 @@ export async function startSshd(dir: string, opts: { extraConfig?: string } = {}
     const child: ChildProcess = spawn(SSHD, ['-D', '-e', '-f', configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
     child.stderr!.on('data', (d: Buffer) => { logs = (logs + d.toString()).slice(-200_000); });
     let exited = false;
-    child.once('exit', () => { exited = true; });
+    // If the caller exits without stop(), sshd must not outlive it.
+    const onExit = () => { if (!exited) child.kill('SIGTERM'); };
+    process.once('exit', onExit);
+    child.once('exit', () => { exited = true; process.off('exit', onExit); });
     const deadline = Date.now() + 10_000;
     let up = false;
     while (!exited && Date.now() < deadline) {
@@ -206,10 +209,15 @@ export async function sshDemo(dir: string, log: Logger): Promise<DemoTargets | n
   const sshd = await startSshd(join(dir, 'sshd'));
   let accounts: DemoAccounts;
   try { accounts = createDemoAccounts(); } catch (e) { await sshd.stop(); throw e; }
+  writeFileSync(join(dir, 'sshd', 'accounts.json'), JSON.stringify({ certLogin: accounts.certLogin, checkoutAccount: accounts.checkoutAccount }) + '\n');
+  // The accounts go with the process even if the caller never calls stop() (spawnSync works in 'exit').
+  const onExit = () => removeDemoAccounts(accounts);
+  process.once('exit', onExit);
   log.info({ port: sshd.port }, 'ssh demo: sshd listening');
   return {
     targets: demoTargets(sshd, accounts),
     stop: async () => {
+      process.off('exit', onExit);
       await sshd.stop();
       removeDemoAccounts(accounts);
       rmSync(join(dir, 'sshd'), { recursive: true, force: true });

@@ -23,7 +23,10 @@ export async function startTestSshd(t: Teardown, names?: { eph: string; cert: st
   const dir = mkdtempSync(join(tmpdir(), 'tg-sshd-'));
   const sshd = await startSshd(join(dir, 'sshd'));
   const accounts = createDemoAccounts();
+  const onExit = () => removeDemoAccounts(accounts);
+  process.once('exit', onExit);
   t.teardown(async () => {
+    process.off('exit', onExit);
     await sshd.stop();
     removeDemoAccounts(accounts);
     rmSync(dir, { recursive: true, force: true });
