@@ -8,7 +8,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { Secret } from '../../auth/secret.js';
 import type {
-  AuthOutcome, Authorized, LiveSession, ProtocolContext, ProtocolListener, ListenerAddress, RefusalCode, TargetConfig,
+  AuthOutcome, Authorized, LiveSession, ProtocolContext, ProtocolListener, ListenerAddress, RefusalCode,
 } from '../types.js';
 import {
   FrameSplitter, ProtocolViolation, readStartup, decodePassword, decodeSaslInitial, encodeAuthCleartext, encodeAuthOk,
