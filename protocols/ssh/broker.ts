@@ -192,7 +192,11 @@ export class SshBroker {
         let start = 0;
         for (const l of lines) {
           const decision = session.check(l.line, { kind: 'shell', channel: name });
-          if (l.uncertain) session.log.info({ channel: name }, 'ssh: line used editing keys the gateway does not follow; checked the text it could reconstruct');
+          if (l.uncertain) {
+            // Known limit (cursor movement, history, completion): say so next to the recording.
+            session.log.info({ channel: name }, 'ssh: line used editing keys the gateway does not follow; checked the text it could reconstruct');
+            this.events?.event('shell.line-unverified', { channel: name, reconstructed: l.line });
+          }
           if (decision.action === 'deny' || decision.action === 'kill') {
             forward(chunk.subarray(start, l.at));
             this.events?.event('shell.denied', { channel: name, line: l.line, action: decision.action });

@@ -97,6 +97,12 @@ t.test('interactive shell: cast has keystrokes and output; deny swallows the lin
   await term.waitFor(new RegExp(`${PREFIX}alice-[a-z0-9]{4}\\r?\\n`));
   const user = acct('alice').exec(term.out)![0]!;
   t.ok(userExists(user), 'account exists during the session');
+  // History recall is a documented limit: the line is marked, and the reconstructed text still checked.
+  term.type('echo recalled\r');
+  await term.waitFor(/[\r\n]recalled\r\n/);
+  mark = term.out.length;
+  term.type('\x1b[A\r');
+  await term.waitFor(/[\r\n]recalled\r\n/, 10_000, mark);
   term.type('shutdown -h now\r');
   const code = await term.exited(15_000);
   t.not(code, 0, 'ssh exits non-zero when the session is killed');
@@ -114,6 +120,9 @@ t.test('interactive shell: cast has keystrokes and output; deny swallows the lin
   t.match(output, /hello-42/, 'output recorded');
   t.match(output, /\[tollgate\] denied/, 'the denial shown in the cast');
   t.notMatch(output, /No such file/, 'the denied line never ran');
+  const recs = await gw.store.listRecordings({ sessionId: sess.id });
+  const evFile = recs.find((r) => r.kind === 'events');
+  t.match(readFileSync((await gw.gw.recorder.pathOf(evFile!.id))!, 'utf8'), /"type":"shell.line-unverified"/, 'the recalled line is marked as unverified');
   const audit = await gw.store.listAudit({ subject: sess.id });
   t.ok(audit.some((a) => a.action === 'session.rule.deny'), 'deny audited');
   t.ok(audit.some((a) => a.action === 'session.rule.kill'), 'kill audited');

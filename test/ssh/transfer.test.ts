@@ -234,6 +234,18 @@ t.test('keyboard-interactive: the person approves in the browser, or types the s
   t.equal(res.status, 200);
   t.equal(await closed, 0, out);
   t.match(out, acct('alice'), 'signed in through the browser approval');
+  // Denied in the browser: the client reads why, nothing is created.
+  const before = usersWithPrefix(PREFIX);
+  const p2 = spawn('sshpass', ['-p', '', 'ssh', ...kbd, '-p', String(port), 'web01@127.0.0.1', 'id -un'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let out2 = '';
+  p2.stdout.on('data', (d) => { out2 += d; });
+  p2.stderr.on('data', (d) => { out2 += d; });
+  const closed2 = new Promise<number | null>((r) => p2.on('close', r));
+  const url2 = await until(() => /(http:\/\/\S+\/approve-login\/[0-9a-f-]+)/.exec(out2)?.[1], 15_000, 'approval URL');
+  await fetch(url2, { method: 'POST', headers: { authorization: `Bearer ${gw.token('alice')}`, 'content-type': 'application/x-www-form-urlencoded' }, body: 'decision=deny' });
+  t.not(await closed2, 0);
+  t.match(out2, /Tollgate: /, 'the refusal is shown');
+  t.same(usersWithPrefix(PREFIX), before, 'nothing created');
   // The same prompt takes a connection secret (so `sshpass -p <secret> ssh` works whatever method the client picks).
   const s = await gw.secret('alice', grant.id);
   const r = await runClient(s.secret, 'ssh', ['-p', String(port), `${s.username}@127.0.0.1`, 'id -un'], { extraOpts: kbd });
