@@ -64,7 +64,8 @@ export class MysqlRelay {
     client.onClose((err) => {
       if (err) session.log.debug({ err: err.message }, 'client connection error');
       if (err instanceof ProtocolError && !this.ending) this.sendErr(ER.NET_READ, tg(`malformed packet: ${err.message}`));
-      this.finish({ code: 'client_exit', message: err ? `client connection lost: ${err.message}` : 'client disconnected' });
+      if (err instanceof ProtocolError) this.finish({ code: 'error', message: `protocol violation: ${err.message}` });
+      else this.finish({ code: 'client_exit', message: err ? `client connection lost: ${err.message}` : 'client disconnected' });
     });
     upstream.onClose((err) => {
       if (this.ending) return;
@@ -94,6 +95,7 @@ export class MysqlRelay {
     this.o.onEnd?.();
     this.pending?.record?.finish({ error: `session ended: ${reason.message}` });
     this.pending = null;
+    this.flushBytes();
     this.o.client.end();
     if (reason.code === 'client_exit') this.o.upstream.end();
     else this.o.upstream.destroy();
@@ -114,13 +116,15 @@ export class MysqlRelay {
     }
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      process.nextTick(() => {
-        this.flushScheduled = false;
-        if (this.pendingUp || this.pendingDown) this.o.session.addBytes(this.pendingUp, this.pendingDown);
-        this.pendingUp = 0;
-        this.pendingDown = 0;
-      });
+      process.nextTick(() => this.flushBytes());
     }
+  }
+
+  private flushBytes() {
+    this.flushScheduled = false;
+    if (this.pendingUp || this.pendingDown) this.o.session.addBytes(this.pendingUp, this.pendingDown);
+    this.pendingUp = 0;
+    this.pendingDown = 0;
   }
 
   private forwardUp(p: Packet) {
