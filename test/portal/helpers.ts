@@ -42,8 +42,8 @@ export async function startPortalGateway(opts: { targets: object[]; modules?: Ma
 }
 
 /** A browser context signed in as `user` through the dev IdP, landing on `path`. */
-export async function signIn(browser: Browser, tg: TestGateway, user: string, path = '/portal/access', viewport = { width: 800, height: 900 }): Promise<{ ctx: BrowserContext; page: Page; errors: string[] }> {
-  const ctx = await browser.newContext({ viewport });
+export async function signIn(browser: Browser, tg: TestGateway, user: string, path = '/portal/access', viewport = { width: 800, height: 900 }, extra: { bypassCSP?: boolean } = {}): Promise<{ ctx: BrowserContext; page: Page; errors: string[] }> {
+  const ctx = await browser.newContext({ viewport, ...extra });
   const page = await ctx.newPage();
   const errors: string[] = [];
   page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));

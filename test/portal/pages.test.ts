@@ -11,6 +11,9 @@ import { moduleMap } from '../../protocols/index.js';
 import { FakeTarget, fakeModule, fakeConnect } from '../support/fake-module.js';
 import { launchChromium, startPortalGateway, signIn, shot, password, ALICE_TOTP } from './helpers.js';
 import { totp } from '../../auth/totp.js';
+import { createRequire } from 'node:module';
+
+const AXE = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
 import { Secret } from '../../auth/secret.js';
 
 const targets = [
@@ -372,8 +375,8 @@ t.test('portal pages', async (t) => {
     await alice.ctx.close();
   });
 
-  t.test('labels, landmarks and a phone-sized screen on every page', async (t) => {
-    const carol = await signIn(browser, tg, 'carol', '/portal/access', { width: 390, height: 844 });
+  t.test('labels, landmarks, axe-core WCAG 2 A/AA rules and a phone-sized screen on every page', async (t) => {
+    const carol = await signIn(browser, tg, 'carol', '/portal/access', { width: 390, height: 844 }, { bypassCSP: true });
     const c = carol.page;
     for (const p of ['/portal/access', '/portal/approvals', '/portal/sessions', '/portal/recordings', '/portal/audit', '/portal/dashboard', `/portal/recordings/${sessionId}`]) {
       await c.goto(`${tg.url}${p}`);
@@ -392,6 +395,12 @@ t.test('portal pages', async (t) => {
           lang: document.documentElement.lang,
         };
       });
+      await c.addScriptTag({ path: AXE });
+      const axe = await c.evaluate(async () => {
+        const r = await (window as unknown as { axe: { run(ctx: Document, o: object): Promise<{ violations: { id: string; nodes: { target: string[] }[] }[] }> } }).axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } });
+        return r.violations.map((v) => `${v.id}: ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', ')}`);
+      });
+      t.same(axe, [], `${p}: no axe-core violations`);
       t.same(report.unlabeled, [], `${p}: every field has a label`);
       t.ok(report.main === 1 && report.h1 === 1 && report.nav === 1 && report.lang === 'en', `${p}: one main, one h1, a nav, a language`);
       t.ok(report.overflow <= 0, `${p}: no sideways scrolling on a phone (${report.overflow}px)`);

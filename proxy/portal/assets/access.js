@@ -120,8 +120,10 @@ async function loadRequests() {
   await load(box, async () => {
     const reqs = await api('GET', '/api/v1/requests');
     const states = new Map(reqs.map((r) => [r.id, r.state]));
-    if (lastStates && reqs.some((r) => r.state === 'approved' && lastStates.get(r.id) !== 'approved')) {
-      flash(`Approved: your access to ${reqs.find((r) => r.state === 'approved' && lastStates.get(r.id) !== 'approved').target} is ready under Active grants.`);
+    // Only a request seen pending on this page and approved since is news (not break-glass, not old ones).
+    const approvedNow = lastStates ? reqs.find((r) => r.state === 'approved' && lastStates.get(r.id) === 'pending') : null;
+    if (approvedNow) {
+      flash(`Approved: your access to ${approvedNow.target} is ready under Active grants.`);
       void loadGrants();
     }
     lastStates = states;

@@ -136,7 +136,7 @@ export function startCountdowns(root = document) {
 }
 
 export function table(caption, headers, rows) {
-  return el('div', { class: 'scroll' }, el('table', {},
+  return el('div', { class: 'scroll', tabindex: '0', role: 'region', 'aria-label': caption }, el('table', {},
     el('caption', { class: 'sr' }, caption),
     el('thead', {}, el('tr', {}, headers.map((h) => el('th', { scope: 'col' }, h)))),
     el('tbody', {}, rows)));

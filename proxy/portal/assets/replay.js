@@ -64,7 +64,7 @@ async function castSection(r) {
   const player = el('div', { class: 'player' });
   const keys = el('ol', { class: 'keys', 'aria-label': 'Keystrokes' });
   const sec = el('section', { class: 'rec', 'data-kind': 'cast' }, el('h2', {}, 'Terminal'), sealBlock(r),
-    el('div', { class: 'replay' }, player, el('div', { class: 'keysbox' }, el('h3', {}, 'Keystrokes'), keys)));
+    el('div', { class: 'replay' }, player, el('div', { class: 'keysbox', tabindex: '0', role: 'region', 'aria-label': 'Keystrokes' }, el('h3', {}, 'Keystrokes'), keys)));
   try {
     const cast = await text(`/api/v1/recordings/${encodeURIComponent(r.id)}`);
     const k = keystrokes(cast);
