@@ -80,6 +80,9 @@ if (!db) {
     await waitFor(async () => (await tg.store.getSession(sess.id))?.state === 'ended', 10_000, 'session ended');
     const q = await tg.store.listQueries(sess.id);
     t.ok(q.some((x) => /SELECT CURRENT_USER\(\)/.test(x.statement) && x.rows === 1 && x.kind === 'SELECT' && x.durationMs !== null), 'statement recorded with rows, kind, duration');
+    const viaApi = await tg.api('carol', 'GET', `/api/v1/sessions/${sess.id}/queries`);
+    t.equal(viaApi.status, 200);
+    t.ok((viaApi.body as { statement: string }[]).some((x) => /SELECT CURRENT_USER\(\)/.test(x.statement)), 'queryable by API (SOC)');
     const leases = await tg.store.listLeases({ sessionId: sess.id });
     t.equal(leases.length, 1);
     t.equal(leases[0]!.kind, 'mysql-user');
