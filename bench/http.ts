@@ -7,7 +7,7 @@
  * its own process, started in a temp dir and stopped at the end.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -105,6 +105,22 @@ export function parseWrk(text: string): WrkResult {
   return { rps, p50ms: p50, p99ms: p99, errors };
 }
 
+/** CPU time (ms) used so far by a process and its children that are still running (nginx workers). */
+function cpuMs(pid: number): number {
+  const one = (p: number) => {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
+    } catch { return 0; }
+  };
+  let total = one(pid);
+  try {
+    for (const c of readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean)) total += one(Number(c));
+  } catch { /* no children file */ }
+  return total;
+}
+
 async function wrk(url: string, headers: Record<string, string>, seconds: number, connections: number): Promise<WrkResult> {
   const args = ['-t2', `-c${connections}`, `-d${seconds}s`, '--latency', '--timeout', '10s'];
   for (const [k, v] of Object.entries(headers)) args.push('-H', `${k}: ${v}`);
@@ -196,20 +212,23 @@ http {
     const seconds = opts.smoke ? 1 : 10;
     const rounds = opts.smoke ? 1 : 3;
     const connections = opts.smoke ? 8 : 32;
-    const tools: { tool: HttpBenchRow['tool']; base: string; headers: Record<string, string> }[] = [
-      { tool: 'direct', base: `http://127.0.0.1:${upPort}`, headers: {} },
-      { tool: 'nginx', base: `http://127.0.0.1:${ngPort}`, headers: {} },
-      { tool: 'tollgate', base: `${gwUrl}/apps/app`, headers: { cookie } },
+    // The process whose CPU time counts for each tool: the proxy itself (the upstream's is the same for all).
+    const tools: { tool: HttpBenchRow['tool']; base: string; headers: Record<string, string>; pid: number }[] = [
+      { tool: 'direct', base: `http://127.0.0.1:${upPort}`, headers: {}, pid: upstream.child.pid! },
+      { tool: 'nginx', base: `http://127.0.0.1:${ngPort}`, headers: {}, pid: nginx.child.pid! },
+      { tool: 'tollgate', base: `${gwUrl}/apps/app`, headers: { cookie }, pid: gateway.child.pid! },
     ];
     const rows: HttpBenchRow[] = [];
     for (const [caseName, path] of [['small response (~50 B)', '/small'], ['1 MiB response', '/large']] as const) {
-      const results: Record<string, WrkResult[]> = {};
+      const results: Record<string, (WrkResult & { cpuUsPerReq: number })[]> = {};
       // Interleave tools per round so drift hits all of them alike.
       for (let r = 0; r < rounds; r++) {
         for (const t of tools) {
+          const cpu0 = cpuMs(t.pid);
           const res = await wrk(t.base + path, t.headers, seconds, connections);
+          const cpu = cpuMs(t.pid) - cpu0;
           if (res.errors) throw new Error(`${t.tool} ${path}: ${res.errors} failed responses`);
-          (results[t.tool] ??= []).push(res);
+          (results[t.tool] ??= []).push({ ...res, cpuUsPerReq: (cpu * 1000) / Math.max(1, res.rps * seconds) });
         }
       }
       for (const t of tools) {
@@ -219,8 +238,9 @@ http {
         rows.push({ case: c, tool: t.tool, metric: 'requests/s', value: median(rs.map((x) => x.rps)), unit: 'req/s', better: 'higher', note });
         rows.push({ case: c, tool: t.tool, metric: 'p50 latency', value: median(rs.map((x) => x.p50ms)), unit: 'ms', better: 'lower', note });
         rows.push({ case: c, tool: t.tool, metric: 'p99 latency', value: median(rs.map((x) => x.p99ms)), unit: 'ms', better: 'lower', note });
+        rows.push({ case: c, tool: t.tool, metric: 'server CPU per request', value: median(rs.map((x) => x.cpuUsPerReq)), unit: 'µs', better: 'lower', note: `${note}; CPU of the answering process only (${t.tool === 'direct' ? 'the app' : t.tool === 'nginx' ? 'nginx master+worker' : 'the gateway'})` });
       }
-      log(`${caseName}: ${tools.map((t) => `${t.tool} ${Math.round(median(results[t.tool]!.map((x) => x.rps)))} req/s`).join(', ')}`);
+      log(`${caseName}: ${tools.map((t) => `${t.tool} ${Math.round(median(results[t.tool]!.map((x) => x.rps)))} req/s, ${Math.round(median(results[t.tool]!.map((x) => x.cpuUsPerReq)))} µs CPU/req`).join('; ')}`);
     }
     return rows;
   } finally {

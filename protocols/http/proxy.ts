@@ -28,8 +28,9 @@ const FORM_MAX = 16 * 1024;
 const WS_CLOSE_REASON_MAX = 120;
 const WS_UPSTREAM_BUFFER_MAX = 16 * 1024 * 1024;
 
-interface AppCookie { sub: string; app: string; p: Principal }
-interface Handoff extends AppCookie { n: string }
+/** Sealed values carry their purpose, so one can never stand in for the other. */
+interface AppCookie { k: 'tg-app-cookie'; sub: string; app: string; p: Principal }
+interface Handoff { k: 'tg-app-handoff'; sub: string; app: string; p: Principal; n: string }
 
 interface Incoming {
   method: string;
@@ -192,7 +193,7 @@ export class HttpApps {
     const raw = cookieValue(header(inc, 'cookie'), cookieNameFor(app));
     if (!raw) return null;
     const v = this.ctx.unseal<AppCookie>(raw);
-    if (!v || v.app !== app.target.name || typeof v.sub !== 'string' || !v.p || v.p.sub !== v.sub) return null;
+    if (!v || v.k !== 'tg-app-cookie' || v.app !== app.target.name || typeof v.sub !== 'string' || !v.p || v.p.sub !== v.sub) return null;
     return v;
   }
 
@@ -454,7 +455,7 @@ export class HttpApps {
     if (!cookie) { toLogin(); return; }
     this.ctx.webPrincipal(cookie).then((p) => {
       if (!p) { toLogin(); return; }
-      const t = this.ctx.seal({ sub: p.sub, app: app.target.name, p, n: randomUUID() } satisfies Handoff, HANDOFF_TTL_MS);
+      const t = this.ctx.seal({ k: 'tg-app-handoff', sub: p.sub, app: app.target.name, p, n: randomUUID() } satisfies Handoff, HANDOFF_TTL_MS);
       redirect(res, st, `${ret.base}${CALLBACK_PATH}?t=${encodeURIComponent(t)}&return=${encodeURIComponent(ret.url)}`);
     }, (e) => {
       this.ctx.log.error({ err: (e as Error).message }, 'web session check failed');
@@ -466,7 +467,7 @@ export class HttpApps {
   private callback(res: uWS.HttpResponse, st: ReqState, inc: Incoming, route: AppRoute): void {
     const q = new URLSearchParams(inc.query);
     const h = this.ctx.unseal<Handoff>(q.get('t') ?? '');
-    if (!h || h.app !== route.app.target.name || typeof h.n !== 'string' || !h.p || h.p.sub !== h.sub) {
+    if (!h || h.k !== 'tg-app-handoff' || h.app !== route.app.target.name || typeof h.n !== 'string' || !h.p || h.p.sub !== h.sub) {
       writePage(res, st, errorPage(400, 'Sign-in failed', 'Tollgate: the sign-in hand-off is invalid or expired; reload the page to try again.'));
       return;
     }
@@ -475,7 +476,7 @@ export class HttpApps {
     if (!ret) { writePage(res, st, errorPage(400, 'Bad request', 'Tollgate: the return address is not an address of this app.')); return; }
     this.usedHandoffs.set(h.n, true);
     const app = route.app;
-    const value = this.ctx.seal({ sub: h.sub, app: app.target.name, p: h.p } satisfies AppCookie, app.cookieTtlMs);
+    const value = this.ctx.seal({ k: 'tg-app-cookie', sub: h.sub, app: app.target.name, p: h.p } satisfies AppCookie, app.cookieTtlMs);
     const secure = this.origin().proto === 'https' ? '; Secure' : '';
     const path = route.prefix ? `${route.prefix}/` : '/';
     const setCookie = `${cookieNameFor(app)}=${encodeURIComponent(value)}; Path=${path}; HttpOnly; SameSite=Lax; Max-Age=${Math.floor(app.cookieTtlMs / 1000)}${secure}`;

@@ -8,12 +8,14 @@ import t from 'tap';
 import { chromium, type Browser } from 'playwright-core';
 import { startTestGateway, type TestGateway } from '../support/gateway.js';
 import { startUpstream, type Upstream } from './support.js';
+import { onlyHttp } from './support.js';
 
 t.test('HTTP app in the browser', async (t) => {
   let tg!: TestGateway;
   const up: Upstream = await startUpstream({ jwksUrl: () => `${tg.url}/.well-known/jwks.json`, issuer: () => tg.url, audience: 'echo' });
   t.teardown(() => up.close());
   tg = await startTestGateway({
+    modules: onlyHttp(),
     targets: [{ name: 'echo', protocol: 'http', address: up.url, roles: [{ name: 'user' }], credentials: { mode: 'jwt' } }],
     extra: { idp: { dev: { users: [{ name: 'alice', email: 'alice@test', password: { value: 'alice-pw' }, groups: ['engineers', 'oncall'] }] } } },
   });

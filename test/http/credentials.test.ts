@@ -14,6 +14,7 @@ import { WebSocket } from 'undici';
 import { ManualClock } from '../../policies/clock.js';
 import { startTestGateway } from '../support/gateway.js';
 import { raw, signInApp, startUpstream } from './support.js';
+import { onlyHttp } from './support.js';
 
 const HOOK = `
 const fs = require('node:fs');
@@ -40,6 +41,7 @@ t.test('credentials and session lifetime', async (t) => {
   const up = await startUpstream();
   t.teardown(() => up.close());
   const tg = await startTestGateway({
+    modules: onlyHttp(),
     clock,
     targets: [
       { name: 'tok', protocol: 'http', address: up.url, roles: [{ name: 'user' }], credentials: { mode: 'bearer', mintCommand: [process.execPath, hook, 'mint', state], revokeCommand: [process.execPath, hook, 'revoke', state] } },

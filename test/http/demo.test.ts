@@ -4,6 +4,7 @@ import pino from 'pino';
 import { httpModule } from '../../protocols/http/index.js';
 import { startTestGateway } from '../support/gateway.js';
 import { raw, signInApp } from './support.js';
+import { onlyHttp } from './support.js';
 
 t.test('demo wiki behind the gateway', async (t) => {
   const d = (await httpModule.demo!('/nonexistent', pino({ level: 'silent' })))!;
@@ -11,7 +12,7 @@ t.test('demo wiki behind the gateway', async (t) => {
   t.equal(d.targets[0]!.name, 'wiki');
   const direct = await fetch(`${d.targets[0]!.address}/`);
   t.equal(direct.status, 401, 'not reachable around the gateway');
-  const tg = await startTestGateway({ targets: d.targets });
+  const tg = await startTestGateway({ modules: onlyHttp(), targets: d.targets });
   t.teardown(() => tg.close());
   const port = Number(new URL(tg.url).port);
   const s = await signInApp(tg, 'alice', 'wiki', `${tg.url}/apps/wiki/`);

@@ -6,10 +6,13 @@
  */
 import t from 'tap';
 import net from 'node:net';
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { WebSocket } from 'undici';
 import { startTestGateway, type TestGateway } from '../support/gateway.js';
 import { startUpstream, raw, rawBytes, signInApp, pattern, sha256, setCookies, type Upstream } from './support.js';
+import { onlyHttp } from './support.js';
 
 t.test('HTTP apps through the gateway', async (t) => {
   let tg!: TestGateway;
@@ -18,6 +21,7 @@ t.test('HTTP apps through the gateway', async (t) => {
   // A port with nothing listening: the dead upstream.
   const dead = await new Promise<number>((r) => { const s = net.createServer().listen(0, '127.0.0.1', () => { const p = (s.address() as net.AddressInfo).port; s.close(() => r(p)); }); });
   tg = await startTestGateway({
+    modules: onlyHttp(),
     targets: [
       { name: 'echo', protocol: 'http', address: up.url, roles: [{ name: 'user' }, { name: 'admin' }], credentials: { mode: 'jwt' }, options: { timeout: '1500ms' } },
       { name: 'deadapp', protocol: 'http', address: `http://127.0.0.1:${dead}`, roles: [{ name: 'user' }], credentials: { mode: 'none' } },
@@ -76,6 +80,11 @@ t.test('HTTP apps through the gateway', async (t) => {
     t.notMatch(c, /Secure/, 'no Secure flag over plain http');
     const replay = await raw(port, { path: cb.pathname + cb.search, host });
     t.equal(replay.status, 400, 'a hand-off works once');
+    const asCookie = await raw(port, { path: '/whoami', host, headers: { cookie: `tg_app_echo=${encodeURIComponent(tok)}` } });
+    t.equal(asCookie.status, 302, 'a hand-off token is not an app cookie');
+    const forged = await raw(port, { path: '/whoami', host, headers: { cookie: `tg_app_echo=${encodeURIComponent(tg.gw.key.seal({ sub: 'alice', app: 'echo', p: { sub: 'alice' } }, 60_000))}` } });
+    t.equal(forged.status, 302, 'a sealed value for another purpose is not an app cookie');
+    t.equal(statSync(join(tg.dataDir, 'http', 'assertion-key.json')).mode & 0o777, 0o600, 'assertion key file is private');
   });
 
   const alice = await signInApp(tg, 'alice', 'echo', `http://${host}/whoami`);

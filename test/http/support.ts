@@ -8,6 +8,7 @@ import net from 'node:net';
 import { createHash } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { createRemoteJWKSet, decodeJwt, jwtVerify } from 'jose';
+import { httpModule } from '../../protocols/http/index.js';
 
 function unverified(h: http.IncomingHttpHeaders): { ok: boolean; payload?: { sub: string } } {
   const tok = h['x-tollgate-assertion'] ?? h['x-identity'] ?? String(h['authorization'] ?? '').replace(/^Bearer /, '');
@@ -265,4 +266,9 @@ export async function signInApp(tg: { url: string; gw: { webSessions: { create(i
   const c = setCookies(third.headers).find((x) => x.startsWith(`tg_app_${app}=`));
   if (third.status !== 302 || !c) throw new Error(`expected the app cookie, got ${third.status}`);
   return { cookie: c.split(';')[0]!, gatewayCookie, steps };
+}
+
+/** The module registry with only the HTTP module: these tests do not depend on other protocols' state. */
+export function onlyHttp(): Map<string, import('../../protocols/types.js').ProtocolModule> {
+  return new Map([['http', httpModule]]);
 }
