@@ -96,6 +96,10 @@ t.test('portal pages', async (t) => {
     await bob.page.waitForSelector('#pending .empty');
     t.match(await bob.page.textContent('#pending'), /Nothing is waiting for you/);
     t.match(await bob.page.textContent('#reviews'), /No open break-glass reviews/);
+    await bob.page.goto(`${tg.url}/portal/dashboard`);
+    await bob.page.waitForSelector('.figure');
+    t.match(await bob.page.textContent('#figures'), /—Privileged access through JIT\s*0 of 0 sessions/, 'no sessions yet: no percentage invented');
+    t.match(await bob.page.textContent('#standing'), /None: no minted credential exists outside a live session/);
     await noPageErrors(t, bob.errors);
     await bob.ctx.close();
   });
