@@ -1,5 +1,5 @@
 /** Test helpers for the postgres module: a real PostgreSQL cluster (initdb in a temp dir, scram), cleaned up in teardown. */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,11 +25,47 @@ export interface TestCluster {
   noSessionRoles(timeoutMs?: number): Promise<string[]>;
 }
 
+/** Clusters still running, stopped synchronously if the test process exits or is signalled before teardown. */
+const live = new Map<string, { dataDir: string; dir: string }>();
+let hooked = false;
+function stopAllSync(): void {
+  const bin = findPgBin();
+  for (const { dataDir, dir } of live.values()) {
+    const args = [join(bin ?? '', 'pg_ctl'), '-D', dataDir, '-m', 'immediate', '-w', 'stop'];
+    if (process.getuid?.() === 0) spawnSync('runuser', ['-u', 'postgres', '--', ...args], { stdio: 'ignore' });
+    else spawnSync(args[0]!, args.slice(1), { stdio: 'ignore' });
+    rmSync(dir, { recursive: true, force: true });
+  }
+  live.clear();
+}
+function hookExit(): void {
+  if (hooked) return;
+  hooked = true;
+  process.once('exit', stopAllSync);
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+    process.once(sig, () => {
+      stopAllSync();
+      process.kill(process.pid, sig);
+    });
+  }
+}
+
 export async function startTestCluster(t: Teardown, name = 'prod-db'): Promise<TestCluster> {
   const dir = mkdtempSync(join(tmpdir(), 'tg-pg-'));
-  const cluster = await startCluster(dir, quietLog);
+  hookExit();
+  live.set(dir, { dataDir: join(dir, 'postgres', 'data'), dir });
+  let cluster: DemoCluster | null;
+  try {
+    cluster = await startCluster(dir, quietLog);
+  } catch (e) {
+    live.delete(dir);
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
   if (!cluster) throw new Error('PostgreSQL is not installed');
+  live.set(dir, { dataDir: cluster.dataDir, dir });
   t.teardown(async () => {
+    live.delete(dir);
     await cluster.stop();
     rmSync(dir, { recursive: true, force: true });
   });
