@@ -1,11 +1,10 @@
 /** `tollgate demo`: an xrdp target (xrdp + sesman with their own config in dir, an xterm as the session). */
 import type { Logger } from 'pino';
 import type { DemoTargets } from '../types.js';
-import { lockXrdp, startXrdp, xrdpInstalled } from './xrdp.js';
+import { startXrdp, xrdpInstalled } from './xrdp.js';
 
 export async function demo(dir: string, log: Logger): Promise<DemoTargets | null> {
   if (!xrdpInstalled() || process.getuid?.() !== 0) return null;
-  const unlock = await lockXrdp();
   try {
     const srv = await startXrdp(dir);
     log.info({ port: srv.port }, 'demo: xrdp started');
@@ -16,10 +15,9 @@ export async function demo(dir: string, log: Logger): Promise<DemoTargets | null
         roles: [{ name: 'user', channels: ['cliprdr'] }, { name: 'admin', groups: ['sudo'], channels: ['cliprdr', 'rdpdr'] }],
         credentials: { mode: 'local-account', prefix: 'tg-' }, options: {},
       }],
-      async stop() { await srv.stop(); unlock(); },
+      stop: () => srv.stop(),
     };
   } catch (e) {
-    unlock();
     log.warn({ err: (e as Error).message }, 'demo: xrdp did not start');
     return null;
   }

@@ -1,12 +1,13 @@
 /**
  * Run Debian's xrdp + xrdp-sesman with their own configuration in a directory (loopback, TLS
  * security, no bulk compression, an xterm as the session). Used by `tollgate demo` and the tests.
- * Limitation: xrdp 0.9 reads the sesman port from /etc/xrdp/sesman.ini (compiled-in path), so
- * our sesman listens on that port (3350 by default) and only one such pair runs at a time on a
- * host; callers hold an flock on /tmp/tollgate-xrdp.lock while it runs.
+ * xrdp 0.9 reads the sesman port from /etc/xrdp/sesman.ini (a compiled-in path), so the pair runs
+ * in a private mount namespace (unshare, root) where our sesman.ini, with its own free port, is
+ * bind-mounted over that path: several pairs run side by side. The pair stops when stop() is
+ * called or when this process dies (the wrapper shell watches its stdin).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync, chmodSync, mkdirSync } from 'node:fs';
+import { existsSync, writeFileSync, chmodSync, mkdirSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 
@@ -19,13 +20,6 @@ export interface XrdpServer {
 
 export function xrdpInstalled(): boolean {
   return existsSync('/usr/sbin/xrdp') && existsSync('/usr/sbin/xrdp-sesman') && existsSync('/usr/lib/xorg/modules/libxorgxrdp.so');
-}
-
-function sesmanPort(): number {
-  try {
-    const m = /^\s*ListenPort\s*=\s*(\d+)/m.exec(readFileSync('/etc/xrdp/sesman.ini', 'utf8'));
-    return m ? Number(m[1]) : 3350;
-  } catch { return 3350; }
 }
 
 async function freePort(): Promise<number> {
@@ -50,21 +44,14 @@ async function waitPort(host: string, port: number, ms: number): Promise<void> {
   }
 }
 
-/** The lock that serialises xrdp pairs on this host (see the module comment). */
-export async function lockXrdp(): Promise<() => void> {
-  const p = spawn('flock', ['/tmp/tollgate-xrdp.lock', 'sh', '-c', 'echo locked; exec cat'], { stdio: ['pipe', 'pipe', 'ignore'] });
-  await new Promise<void>((res, rej) => {
-    p.stdout!.once('data', () => res());
-    p.once('error', rej);
-    p.once('exit', () => rej(new Error('could not lock /tmp/tollgate-xrdp.lock')));
-  });
-  return () => { p.stdin!.end(); };
-}
-
 export async function startXrdp(dir: string, opts: { session?: string } = {}): Promise<XrdpServer> {
   mkdirSync(dir, { recursive: true });
   const port = await freePort();
-  const sport = sesmanPort();
+  const sport = await freePort();
+  // Several sesman instances may start sessions at once: spread their X displays apart.
+  const displayOffset = 500 + Math.floor(Math.random() * 3000);
+  // The session account must be able to run startwm.sh (mkdtemp makes the directory 0700).
+  chmodSync(dir, 0o755);
   const cert = existsSync('/etc/xrdp/cert.pem') ? '/etc/xrdp/cert.pem' : '';
   const key = existsSync('/etc/xrdp/key.pem') ? '/etc/xrdp/key.pem' : '';
   writeFileSync(join(dir, 'xrdp.ini'), `[Globals]
@@ -120,7 +107,7 @@ AllowRootLogin=false
 MaxLoginRetry=4
 AlwaysGroupCheck=false
 [Sessions]
-X11DisplayOffset=10
+X11DisplayOffset=${displayOffset}
 MaxSessions=50
 KillDisconnected=true
 DisconnectedTimeLimit=0
@@ -151,22 +138,27 @@ EnableSyslog=false
   writeFileSync(join(dir, 'reconnectwm.sh'), '#!/bin/sh\nexit 0\n');
   chmodSync(join(dir, 'startwm.sh'), 0o755);
   chmodSync(join(dir, 'reconnectwm.sh'), 0o755);
-  const procs: ChildProcess[] = [];
-  const sesman = spawn('xrdp-sesman', ['-n', '-c', join(dir, 'sesman.ini')], { stdio: 'ignore', detached: true });
-  procs.push(sesman);
-  const xrdp = spawn('xrdp', ['-n', '-c', join(dir, 'xrdp.ini')], { stdio: 'ignore', detached: true });
-  procs.push(xrdp);
+  const script = [
+    'mount --bind "$D/sesman.ini" /etc/xrdp/sesman.ini || exit 1',
+    'xrdp-sesman -n -c "$D/sesman.ini" & s=$!',
+    'xrdp -n -c "$D/xrdp.ini" & x=$!',
+    // Until the parent closes our stdin (stop() or its death), then take the pair down.
+    'cat >/dev/null',
+    'kill $x $s 2>/dev/null; sleep 0.3',
+    'pkill -KILL -f -- "$D/xrdp.ini" 2>/dev/null; pkill -KILL -f -- "$D/sesman.ini" 2>/dev/null',
+    'exit 0',
+  ].join('\n');
+  const wrapper: ChildProcess = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], {
+    stdio: ['pipe', 'ignore', 'ignore'], detached: true, env: { ...process.env, D: dir },
+  });
+  wrapper.unref();
+  const exited = new Promise<void>((res) => wrapper.once('exit', () => res()));
   const stop = async () => {
-    for (const p of procs) {
-      if (p.exitCode === null && p.pid) { try { process.kill(-p.pid, 'SIGTERM'); } catch { /* gone */ } }
-    }
-    await new Promise((r) => setTimeout(r, 300));
-    for (const p of procs) {
-      if (p.exitCode === null && p.pid) { try { process.kill(-p.pid, 'SIGKILL'); } catch { /* gone */ } }
-    }
-    // xrdp forks a child per connection and sesman starts Xorg per session in their process groups.
-    spawnSync('pkill', ['-KILL', '-f', `-c ${join(dir, 'xrdp.ini')}`]);
-    spawnSync('pkill', ['-KILL', '-f', `-c ${join(dir, 'sesman.ini')}`]);
+    wrapper.stdin?.end();
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 3000))]);
+    if (wrapper.exitCode === null && wrapper.pid) { try { process.kill(-wrapper.pid, 'SIGKILL'); } catch { /* gone */ } }
+    spawnSync('pkill', ['-KILL', '-f', '--', join(dir, 'xrdp.ini')]);
+    spawnSync('pkill', ['-KILL', '-f', '--', join(dir, 'sesman.ini')]);
   };
   try {
     await waitPort('127.0.0.1', port, 10_000);

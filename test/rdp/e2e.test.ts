@@ -44,9 +44,12 @@ t.before(async () => {
 });
 
 t.teardown(async () => {
+  const t0 = Date.now();
   await tg?.close().catch(() => {});
+  if (process.env.RDP_TEST_TIMING) console.error('gateway closed', Date.now() - t0);
   xvfb?.stop();
   await stopXrdp?.();
+  if (process.env.RDP_TEST_TIMING) console.error('xrdp stopped', Date.now() - t0);
   for (const u of mintedAccounts(PREFIX)) {
     // Only reached when a test failed half-way: leave the host clean.
     await import('node:child_process').then((cp) => { cp.spawnSync('pkill', ['-KILL', '-u', u]); cp.spawnSync('userdel', ['-r', '-f', u]); });
@@ -83,6 +86,9 @@ t.test('xfreerdp through the gateway: minted account, keystrokes and screen reco
   const account = await accountOf(live.id);
   t.match(account, new RegExp(`^${PREFIX}alice-[a-z0-9]{4}$`), 'a per-session account was minted');
   t.ok(userExists(account), 'the account exists while the session runs');
+  const frames: { type: string; data: any }[] = [];
+  const sub = tg.gw.recorder.live.subscribe(live.id, (f) => frames.push(f as never));
+  t.teardown(() => sub.unsubscribe());
   const win = await waitFor('the xfreerdp window', () => clientWindow(xvfb.display));
   await sleep(4000); // the xterm starts inside the session
   typeText(xvfb.display, 'id -un');
@@ -91,6 +97,11 @@ t.test('xfreerdp through the gateway: minted account, keystrokes and screen reco
   const ps = (await import('node:child_process')).spawnSync('pgrep', ['-u', account, '-l']).stdout.toString();
   t.match(ps, /xterm/, 'the remote xterm runs as the minted account');
   const shot = screenshot(xvfb.display, win, join(artifacts, 'client-window.png'));
+  t.ok(frames.some((f) => f.type === 'screen' && (f.data.type === 'rect' || f.data.type === 'keyframe')), 'a live watcher receives screen updates');
+  t.ok(frames.some((f) => f.type === 'screen' && f.data.type === 'input' && f.data.kind === 'key'), 'and keystrokes on the screen timeline');
+  const late = tg.gw.recorder.live.subscribe(live.id, () => {});
+  t.ok(late.snapshot.some((f) => f.type === 'screen' && (f.data as any).type === 'keyframe'), 'a late watcher starts from a keyframe (the current screen)');
+  late.unsubscribe();
 
   const killed = Date.now();
   const k = await tg.api('carol', 'POST', `/api/v1/sessions/${live.id}/kill`, { reason: 'test' });
@@ -133,7 +144,12 @@ t.test('expiry closes xfreerdp and removes the account', async (t) => {
   const live = await liveSession();
   const account = await accountOf(live.id);
   t.ok(userExists(account), 'account exists');
-  await sleep(3000);
+  const win = await waitFor('the xfreerdp window', () => clientWindow(xvfb.display));
+  await sleep(4000);
+  typeText(xvfb.display, 'echo 32 bits');
+  key(xvfb.display, 'Return');
+  await sleep(2000);
+  const shot = screenshot(xvfb.display, win, join(artifacts, 'client-window-32bpp.png'));
   const at = Date.now();
   clock.advance(11 * 60_000);
   const code = await Promise.race([c.exited, sleep(5000).then(() => 'still running')]);
@@ -142,6 +158,13 @@ t.test('expiry closes xfreerdp and removes the account', async (t) => {
   const ended = await sessionEnded(live.id);
   t.match(ended.endReason, /^expired/, 'session ended as expired');
   t.notOk(userExists(account), 'account gone');
+  const rec = (await tg.store.listRecordings({ sessionId: live.id })).find((r) => r.kind === 'screen');
+  const lines = readFileSync(rec!.path.startsWith('/') ? rec!.path : join(tg.dataDir, rec!.path), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  const last = new ScreenReplay(lines).frameAt();
+  t.ok(last, 'the 32 bpp session (planar bitmaps) replays');
+  writeFileSync(join(artifacts, 'recording-last-frame-32bpp.png'), encodePng(last!.width, last!.height, last!.data, { fast: false }));
+  const diff = pixelDiff(shot, last!);
+  t.ok(diff.mean < 4 && diff.bad < 0.01, `32 bpp: last recorded frame matches the client window (mean diff ${diff.mean.toFixed(2)}, ${(diff.bad * 100).toFixed(2)}% pixels off)`);
 });
 
 t.test('wrong and reused secrets are refused before any account or upstream connection', async (t) => {

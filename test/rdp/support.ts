@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodePng } from '../../recorder/screen/index.js';
-import { lockXrdp, startXrdp, xrdpInstalled, type XrdpServer } from '../../protocols/rdp/xrdp.js';
+import { startXrdp, xrdpInstalled, type XrdpServer } from '../../protocols/rdp/xrdp.js';
 
 export function haveRdpTools(): string | null {
   if (process.getuid?.() !== 0) return 'tests must run as root (they create accounts)';
@@ -34,15 +34,9 @@ export async function startXvfb(): Promise<Display> {
 }
 
 export async function withXrdp(): Promise<XrdpServer> {
-  const unlock = await lockXrdp();
   const dir = mkdtempSync(join(tmpdir(), 'tg-xrdp-'));
-  try {
-    const srv = await startXrdp(dir);
-    return { ...srv, stop: async () => { await srv.stop(); unlock(); rmSync(dir, { recursive: true, force: true }); } };
-  } catch (e) {
-    unlock();
-    throw e;
-  }
+  const srv = await startXrdp(dir);
+  return { ...srv, stop: async () => { await srv.stop(); if (!process.env.RDP_KEEP_XRDP_DIR) rmSync(dir, { recursive: true, force: true }); } };
 }
 
 export interface Client { proc: ChildProcess; output(): string; exited: Promise<number | null>; stop(): void }
