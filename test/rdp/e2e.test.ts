@@ -193,3 +193,30 @@ t.test('wrong and reused secrets are refused before any account or upstream conn
   t.ok(refusals.some((a) => a.data.code === 'bad_secret'), 'the audit says the secret was wrong');
   t.ok(refusals.some((a) => a.data.code === 'secret_used'), 'the audit says the secret was already used');
 });
+
+t.test('a client asking for RemoteFX and GFX still gets plain bitmaps: the gateway strips the codecs', async (t) => {
+  const grant = await tg.grant('alice', 'desk', 'user');
+  const s = await tg.secret('alice', grant.id);
+  const c = xfreerdp(xvfb.display, [`/v:${s.host}:${s.port}`, '/sec:tls', `/u:${s.username}`, `/p:${s.secret}`, '/rfx', '/gfx', '/bpp:32']);
+  t.teardown(() => c.stop());
+  const live = await liveSession();
+  await accountOf(live.id);
+  const win = await waitFor('the xfreerdp window', () => clientWindow(xvfb.display));
+  await sleep(4000);
+  typeText(xvfb.display, 'echo rfx');
+  key(xvfb.display, 'Return');
+  await sleep(2000);
+  const shot = screenshot(xvfb.display, win, join(artifacts, 'client-window-rfx.png'));
+  const stripped = await waitFor('the capabilities audit', async () => (await tg.store.listAudit({ action: 'rdp.capabilities_stripped', subject: live.id }))[0]);
+  t.ok((stripped.data.stripped as string[]).includes('bitmap codecs'), `codecs stripped (${(stripped.data.stripped as string[]).join(', ')})`);
+  const k = await tg.api('carol', 'POST', `/api/v1/sessions/${live.id}/kill`, { reason: 'test' });
+  t.equal(k.status, 200);
+  await c.exited;
+  await sessionEnded(live.id);
+  const rec = (await tg.store.listRecordings({ sessionId: live.id })).find((r) => r.kind === 'screen');
+  const lines = readFileSync(rec!.path.startsWith('/') ? rec!.path : join(tg.dataDir, rec!.path), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  const last = new ScreenReplay(lines).frameAt();
+  writeFileSync(join(artifacts, 'recording-last-frame-rfx.png'), encodePng(last!.width, last!.height, last!.data, { fast: false }));
+  const diff = pixelDiff(shot, last!);
+  t.ok(diff.mean < 4 && diff.bad < 0.01, `the recording still matches the client window (mean diff ${diff.mean.toFixed(2)}, ${(diff.bad * 100).toFixed(2)}% pixels off)`);
+});
