@@ -23,6 +23,7 @@ import { AppSessions, type AppSession, type Closable } from './sessions.js';
 
 const APP_COOKIE_PREFIX = 'tg_app_';
 const HANDOFF_TTL_MS = 60_000;
+const COOKIE_CACHE_MS = 30_000;
 const UPLOAD_HWM = 256 * 1024;
 const FORM_MAX = 16 * 1024;
 const WS_CLOSE_REASON_MAX = 120;
@@ -44,10 +45,14 @@ interface Incoming {
 /** Per-request state shared by the abort handler and the async path. */
 interface ReqState { aborted: boolean; done: boolean; bytesIn: number }
 
-/** Drop an upstream body without an unhandled 'error' (undici errors a body destroyed early). */
-function discard(body: Readable): void {
+/**
+ * Drop an upstream body without an unhandled 'error'. Empty or finished bodies are drained (cheap);
+ * destroying one early makes undici build an error with a stack trace, which is costly per request.
+ */
+function discard(body: Readable, abort = false): void {
   body.on('error', () => undefined);
-  body.destroy();
+  if (abort) body.destroy();
+  else (body as Readable & { dump?: () => Promise<void> }).dump?.().catch(() => undefined) ?? body.resume();
 }
 
 function statusLine(code: number): string { return `${code} ${STATUS_CODES[code] ?? 'Unknown'}`; }
@@ -107,6 +112,7 @@ export class HttpApps {
   private keyPromise: Promise<AssertionKey>;
   readonly sessions: AppSessions;
   private usedHandoffs = new LRUCache<string, true>({ max: 50_000, ttl: HANDOFF_TTL_MS * 2 });
+  private cookieCache = new LRUCache<string, AppCookie>({ max: 10_000, ttl: COOKIE_CACHE_MS });
   private gw: GatewayOrigin | null = null;
 
   constructor(private ctx: ProtocolContext, private front: HttpMount) {
@@ -192,8 +198,13 @@ export class HttpApps {
   private signedIn(inc: Incoming, app: AppConfig): AppCookie | null {
     const raw = cookieValue(header(inc, 'cookie'), cookieNameFor(app));
     if (!raw) return null;
+    // Unsealing (AES-GCM + JSON) on every request is the costliest step of the data path: keep
+    // recent results briefly (a cookie stays accepted at most COOKIE_CACHE_MS past its expiry).
+    const hit = this.cookieCache.get(raw);
+    if (hit) return hit;
     const v = this.ctx.unseal<AppCookie>(raw);
     if (!v || v.k !== 'tg-app-cookie' || v.app !== app.target.name || typeof v.sub !== 'string' || !v.p || v.p.sub !== v.sub) return null;
+    this.cookieCache.set(raw, v);
     return v;
   }
 
@@ -306,7 +317,7 @@ export class HttpApps {
         bodyTimeout: app.timeoutMs,
       }).then((up) => {
         status = up.statusCode;
-        if (st.aborted || st.done) { discard(up.body); finish(); return; }
+        if (st.aborted || st.done) { discard(up.body, true); finish(); return; }
         this.respond(res, st, method, route, up, (n) => { bytesOut += n; }, finish);
       }, (e: Error & { code?: string }) => {
         if (st.aborted || st.done) { status = status || 499; finish(); return; }
@@ -373,7 +384,7 @@ export class HttpApps {
     if (length !== null) {
       // Known length: tryEnd streams with Content-Length; on backpressure keep the chunk and wait.
       if (length === 0) {
-        stream.destroy();
+        discard(stream);
         st.done = true;
         res.cork(() => { ensureHead(); res.end(); });
         end();
@@ -384,7 +395,7 @@ export class HttpApps {
       res.onWritable((offset) => {
         if (!pendingChunk) return true;
         const [ok, done] = res.tryEnd(pendingChunk.subarray(offset - pendingOffset), length);
-        if (done) { pendingChunk = null; end(); stream.destroy(); return true; }
+        if (done) { pendingChunk = null; end(); stream.resume(); return true; }
         if (ok) { pendingChunk = null; stream.resume(); }
         return ok;
       });
@@ -395,7 +406,7 @@ export class HttpApps {
           ensureHead();
           const before = res.getWriteOffset();
           const [ok, done] = res.tryEnd(chunk, length);
-          if (done) { end(); stream.destroy(); return; }
+          if (done) { end(); return; }
           if (!ok) { pendingChunk = chunk; pendingOffset = before; stream.pause(); }
         });
       });
