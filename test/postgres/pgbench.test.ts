@@ -59,11 +59,13 @@ if (!havePostgres) {
       '\\endpipeline',
       '',
     ].join('\n'));
+    const app = await pgc.su('app');
+    const sum = async () => Number((await app.query('SELECT sum(abalance)::bigint AS s FROM pgbench_accounts')).rows[0].s);
+    const before = await sum();
     const r = await runClient('pgbench', ['-n', '-M', 'extended', '-c', '2', '-t', '20', '-f', script, ...base, 'app'], { env, timeoutMs: 60_000 });
     t.equal(r.code, 0, r.stderr);
     t.match(r.stdout, /number of failed transactions: 0 /);
-    const app = await pgc.su('app');
-    t.equal((await app.query('SELECT sum(abalance)::int AS s FROM pgbench_accounts')).rows[0].s > 0, true, 'updates happened');
+    t.equal(await sum() - before, 40, 'every pipelined UPDATE applied exactly once (2 clients x 20 transactions)');
     await app.end();
     t.same(await pgc.noSessionRoles(), []);
     const sessions = await waitFor(async () => {
