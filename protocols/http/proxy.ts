@@ -201,7 +201,7 @@ export class HttpApps {
     // Unsealing (AES-GCM + JSON) on every request is the costliest step of the data path: keep
     // recent results briefly (a cookie stays accepted at most COOKIE_CACHE_MS past its expiry).
     const hit = this.cookieCache.get(raw);
-    if (hit) return hit;
+    if (hit) return hit.app === app.target.name ? hit : null;
     const v = this.ctx.unseal<AppCookie>(raw);
     if (!v || v.k !== 'tg-app-cookie' || v.app !== app.target.name || typeof v.sub !== 'string' || !v.p || v.p.sub !== v.sub) return null;
     this.cookieCache.set(raw, v);

@@ -161,6 +161,12 @@ t.test('HTTP apps through the gateway', async (t) => {
     t.equal((await tg.store.listSessions({ state: 'active' })).filter((s) => s.target === 'echo').length, 1, 'still one session');
   });
 
+  await t.test('an app cookie only works for its own app', async (t) => {
+    const value = alice.cookie.slice('tg_app_echo='.length);
+    const r = await raw(port, { path: '/', host: `deadapp.localhost:${port}`, headers: { cookie: `tg_app_deadapp=${value}` } });
+    t.equal(r.status, 302, 'echo\'s cookie is not a sign-in for deadapp');
+  });
+
   await t.test('path-based routing strips the prefix; redirects are rewritten', async (t) => {
     const pa = await signInApp(tg, 'alice', 'echo', `${tg.url}/apps/echo/whoami`);
     t.match(pa.steps[2]!.headers['set-cookie']!.join(';'), /Path=\/apps\/echo\//, 'cookie scoped to the app prefix');
