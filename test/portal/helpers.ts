@@ -2,6 +2,7 @@
  * Portal test helpers: a real gateway with the dev IdP (users sign in through the real OIDC code
  * flow in headless Chromium), a sign-in helper, and screenshots for the README.
  */
+import type tap from 'tap';
 import { mkdirSync, copyFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
@@ -67,4 +68,16 @@ export async function shot(page: Page, name: string, opts: { commit?: boolean; f
     mkdirSync(COMMITTED, { recursive: true });
     copyFileSync(file, join(COMMITTED, `${name}.png`));
   }
+}
+
+/** Targets of the in-memory protocol module used by the page tests. */
+export const FAKE_TARGETS = [
+  { name: 'box', protocol: 'fake', address: 'in-memory', risk: 'medium', description: 'in-memory test box', roles: [{ name: 'user' }, { name: 'admin' }] },
+  { name: 'vault', protocol: 'fake', address: 'in-memory', risk: 'low', roles: [{ name: 'reader' }] },
+  { name: 'crown', protocol: 'fake', address: 'in-memory', risk: 'critical', roles: [{ name: 'dba' }] },
+];
+
+/** Deliberate 4xx answers show up as "Failed to load resource"; script errors and CSP refusals do not. */
+export function noPageErrors(t: Pick<typeof tap, 'same'>, errors: string[]): void {
+  t.same(errors.filter((e) => !/favicon|Failed to load resource/.test(e)), [], 'no script errors or CSP violations on the page');
 }
