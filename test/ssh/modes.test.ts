@@ -3,7 +3,7 @@
  * and revocation from the stored lease alone (what the reaper does after a crash).
  */
 import t from 'tap';
-import { readFileSync, statSync, writeFileSync, existsSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { startTestGateway, type TestGateway } from '../support/gateway.js';
@@ -151,6 +151,42 @@ t.test('the reaper deletes an account left by a crashed gateway (lease without a
   const stat = existsSync(`/proc/${sleeper.stdout.trim()}/stat`) ? readFileSync(`/proc/${sleeper.stdout.trim()}/stat`, 'utf8') : '';
   t.ok(stat === '' || / Z /.test(stat), `its processes are gone (killed; at most an unreaped zombie: ${stat.slice(0, 40)})`);
   t.equal((await gw.store.getLease(`crash-${account}`))!.state, 'revoked');
+});
+
+t.test('a non-root admin works through sudo -n', { skip: (!haveSshd || !existsSync('/usr/bin/sudo')) && 'needs root, sshd and sudo' }, async (t) => {
+  const admin = `${PREFIX}adm`;
+  const sudoers = `/etc/sudoers.d/${admin}`;
+  t.equal(spawnSync('useradd', ['-m', '-U', '-s', '/bin/sh', admin]).status, 0);
+  t.teardown(() => { rmSync(sudoers, { force: true }); spawnSync('userdel', ['-r', '-f', admin]); });
+  spawnSync('usermod', ['-p', '*', admin]);
+  const keyFile = join(env.dir, 'sudo_admin');
+  spawnSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', keyFile]);
+  mkdirSync(`/home/${admin}/.ssh`, { recursive: true, mode: 0o700 });
+  writeFileSync(`/home/${admin}/.ssh/authorized_keys`, readFileSync(`${keyFile}.pub`));
+  spawnSync('chown', ['-R', `${admin}:${admin}`, `/home/${admin}/.ssh`]);
+  writeFileSync(sudoers, `${admin} ALL=(root) NOPASSWD: /bin/sh, /usr/bin/sh\n`, { mode: 0o440 });
+  const ctx = gw.gw.ctx('ssh');
+  const base = ctx.target('web01')!;
+  const target = { ...base, name: 'web01-sudo', credentials: { ...base.credentials, admin: { username: admin, privateKey: { file: keyFile } } } };
+  const check = await sshModule.checkTarget!(ctx, target);
+  t.equal(check.ok, true, check.detail);
+  t.match(check.detail, new RegExp(`logged in as ${admin}`));
+  // Mint and revoke an account exactly as a session does, through the non-root admin.
+  const fakeSession = {
+    id: 'sudo-test', principal: { sub: 'alice', name: 'alice', email: null, groups: [], mfaAt: null, via: 'secret' as const },
+    log: ctx.log, lease: async (kind: string, data: Record<string, unknown>, create: (id: string) => Promise<{ credential: unknown; data?: Record<string, unknown> }>) => {
+      const r = await create('lease-sudo');
+      leaseRec = { id: 'lease-sudo', sessionId: null, grantId: 'g', target: target.name, kind, state: 'active', data: { ...data, ...(r.data ?? {}) }, createdAt: 0, activatedAt: 0, revokedAt: null, error: null };
+      return r.credential;
+    },
+  };
+  let leaseRec: import('../../proxy/store/types.js').LeaseRecord | null = null;
+  const { ephemeralProvisioner } = await import('../../protocols/ssh/provisioners/ephemeral.js');
+  const cred = await ephemeralProvisioner.mint(ctx, fakeSession as never, target, { name: 'user' });
+  t.match(cred.username, new RegExp(`^${PREFIX}alice-[a-z0-9]{4}$`));
+  t.ok(userExists(cred.username), 'account created through sudo');
+  await sshModule.revokeLease!(ctx, target, leaseRec!);
+  t.notOk(userExists(cred.username), 'account deleted through sudo');
 });
 
 t.test('checkTarget dials with the admin credential', { skip: !haveSshd && 'needs root and sshd' }, async (t) => {
