@@ -191,6 +191,12 @@ t.test('refusals: clear message, nothing created on the target', { skip: !haveSs
   const locked = await runClient(s2.secret, 'ssh', ['-p', String(port), `${s2.username}@127.0.0.1`, 'true']);
   t.not(locked.code, 0);
   t.match(locked.stderr, /Tollgate: .*(lock|incident 42)/i, 'lock refusal says why');
+  // An expired secret (ManualClock moves past the secret's lifetime).
+  const s3 = await gw.secret('alice', grant.id);
+  clock.advance(11 * 60_000);
+  const expired = await runClient(s3.secret, 'ssh', ['-p', String(port), `${s3.username}@127.0.0.1`, 'true']);
+  t.not(expired.code, 0);
+  t.match(expired.stderr, /Tollgate: .*expired/i, 'expired secret refused with a reason');
   // Unknown target name.
   const unknown = await runClient('x', 'ssh', ['-p', String(port), 'no-such-target@127.0.0.1', 'true']);
   t.not(unknown.code, 0);
