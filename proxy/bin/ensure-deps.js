@@ -3,7 +3,8 @@
 // npm packages when node_modules is missing or stale, Debian packages through apt-get when missing.
 // Uses Node built-ins only, so it runs before `npm install`.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -41,13 +42,15 @@ if (missing.length) {
   }
 }
 
-// npm packages: install when node_modules is missing or older than the lock file.
+// npm packages: install when node_modules is missing or was installed from another lock file.
 const lock = join(root, 'package-lock.json');
-const marker = join(root, 'node_modules', '.package-lock.json');
-const stale = !existsSync(marker) || (existsSync(lock) && statSync(lock).mtimeMs > statSync(marker).mtimeMs + 1000);
-if (stale) {
+const stamp = join(root, 'node_modules', '.tollgate-installed');
+const lockHash = existsSync(lock) ? createHash('sha256').update(readFileSync(lock)).digest('hex') : 'no-lock';
+const installed = existsSync(stamp) ? readFileSync(stamp, 'utf8').trim() : '';
+if (installed !== lockHash || !existsSync(join(root, 'node_modules', '.bin', 'tsc'))) {
   log('installing npm packages (npm ci)');
   execFileSync('npm', [existsSync(lock) ? 'ci' : 'install', '--no-audit', '--no-fund'], { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
+  writeFileSync(stamp, `${lockHash}\n`);
 }
 // A quick sanity check that native modules load on this Node.
 try {
