@@ -253,6 +253,16 @@ t.test('HTTP apps through the gateway', async (t) => {
     const closed = new Promise<number>((r) => { ws.onclose = (ev) => r(ev.code); });
     ws.close(1000, 'bye');
     t.equal(await closed, 1000);
+    // The subprotocol the app picked reaches the browser.
+    const ws2 = new WebSocket(`ws://127.0.0.1:${port}/apps/echo/ws`, { protocols: ['chat.v2', 'chat.v1'], headers: { cookie: alice.cookie } } as never);
+    await new Promise<void>((res, rej) => { ws2.onopen = () => res(); ws2.onerror = () => rej(new Error('ws error')); });
+    t.equal(ws2.protocol, 'chat.v2', 'subprotocol negotiated end to end');
+    const seenUp = up.seen.filter((s) => s.url === '/ws').at(-1)!;
+    t.equal(seenUp.headers['sec-websocket-protocol'], 'chat.v2, chat.v1');
+    t.notMatch(String(seenUp.headers.cookie ?? ''), /tg_app_/, 'no app cookie on the upgrade either');
+    const closed2 = new Promise<void>((r) => { ws2.onclose = () => r(); });
+    ws2.close();
+    await closed2;
     // Upgrades that are not for an app are refused.
     const r = await rawBytes(port, `GET /nope HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`, 1000);
     t.match(r, /^HTTP\/1\.1 404/, 'non-app upgrade: 404');
