@@ -156,3 +156,56 @@ export async function requireServerTls(c: TestCluster): Promise<string> {
   await sleep(300);
   return readFileSync(cert, 'utf8');
 }
+
+/** A gateway with the postgres listener in front of a test cluster, and the helpers the e2e tests share. */
+export async function startPgGateway(t: Teardown) {
+  const { ManualClock } = await import('../../policies/clock.js');
+  const { DEFAULT_POLICIES, startTestGateway } = await import('./gateway.js');
+  const { writeFileSync } = await import('node:fs');
+  const clock = new ManualClock(Date.now());
+  const pgc = await startTestCluster(t);
+  const plain = { ...pgc.target, name: 'plain-db', options: { allowPlain: true } };
+  const pwdb = { ...pgc.target, name: 'pw-db', options: { clientAuth: 'password' } };
+  const policies = [{
+    ...DEFAULT_POLICIES[0],
+    rules: [
+      { kinds: ['DROP', 'TRUNCATE'], action: 'deny', message: 'blocked by Tollgate policy: no DROP or TRUNCATE here' },
+      { kinds: ['COPY PROGRAM'], action: 'deny' },
+      { pattern: 'tollgate_kill_me', action: 'kill', message: 'Tollgate: forbidden statement, session closed' },
+      { pattern: 'tollgate_alert_me', action: 'alert' },
+    ],
+  }];
+  const tg = await startTestGateway({ targets: [pgc.target, plain, pwdb], policies, listeners: ['postgres'], clock, expiryWarning: '2s' });
+  t.teardown(() => tg.close());
+  const { host, port } = tg.listener('postgres');
+  const caFile = join(pgc.dir, 'gateway-ca.pem');
+  writeFileSync(caFile, tg.gw.tls.ca);
+
+  const connect = async (user: string, password: string, opts: Partial<pg.ClientConfig> = {}) => {
+    const c = new pg.Client({ host, port, user, password, database: 'app', ssl: { ca: tg.gw.tls.ca }, ...opts });
+    const errors: (Error & { code?: string })[] = [];
+    const notices: { message?: string }[] = [];
+    const notifications: pg.Notification[] = [];
+    c.on('error', (e) => errors.push(e));
+    c.on('notice', (n) => notices.push(n));
+    c.on('notification', (n) => notifications.push(n));
+    await c.connect();
+    return { c, errors, notices, notifications, ended: new Promise<void>((res) => c.on('end', () => res())) };
+  };
+  const secretFor = async (target = 'prod-db', role = 'read', reusable = false) => {
+    const g = await tg.grant('alice', target, role);
+    return { grant: g, ...(await tg.secret('alice', g.id, { reusable })) };
+  };
+  /** Teardown is asynchronous after a disconnect: wait until no session is live any more. */
+  const settle = () => waitFor(async () => (await tg.store.listSessions({ state: 'active' })).length === 0, 10_000, 'sessions to end');
+  const allQueries = async (target = 'prod-db') => {
+    const out = [];
+    for (const s of await tg.store.listSessions({ target })) out.push(...await tg.store.listQueries(s.id));
+    return out;
+  };
+  const liveSession = async (target = 'prod-db') => waitFor(async () => {
+    const r = await tg.api('carol', 'GET', `/api/v1/sessions?state=active&target=${target}`);
+    return r.body[0] as { id: string } | undefined;
+  }, 10_000, 'a live session');
+  return { clock, pgc, tg, host, port, caFile, connect, secretFor, settle, allQueries, liveSession };
+}
