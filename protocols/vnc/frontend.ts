@@ -10,7 +10,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { Secret } from '../../auth/secret.js';
-import type { AuthOutcome, LiveSession, ListenerAddress, ProtocolContext, ProtocolListener } from '../types.js';
+import type { AuthOutcome, Authorized, LiveSession, ListenerAddress, ProtocolContext, ProtocolListener } from '../types.js';
 import { ScreenWriter } from '../../recorder/screen/index.js';
 import { ByteReader, ProtocolError } from './reader.js';
 import {
@@ -18,14 +18,14 @@ import {
 } from './handshake.js';
 import { vncAuthResponse } from './des.js';
 import { clipboardOf, credentialsOf, optionsOf, parseAddress, viewOnlyOf } from './config.js';
-import { dialUpstream, installPassword, mintPassword, UpstreamError } from './upstream.js';
+import { dialUpstream, installPassword, mintPassword, UpstreamError, withTargetLock, type Upstream } from './upstream.js';
 import { ServerStreamState } from './server-messages.js';
 import { VncRelay } from './relay.js';
 
 export const LEASE_KIND = 'vnc-password';
 const LOGIN_TIMEOUT_MS = 60_000;
 
-class Refusal extends Error {}
+export class Refusal extends Error {}
 
 export async function listenVnc(ctx: ProtocolContext, address: ListenerAddress): Promise<ProtocolListener> {
   let secureContext: tls.SecureContext | null = null;
@@ -69,6 +69,41 @@ async function classicMatch(ctx: ProtocolContext, challenge: Buffer, response: B
     }
   }
   return null;
+}
+
+/**
+ * After authentication: open the session, mint and install the session password under a lease,
+ * dial the VNC server and read its ServerInit (the upstream socket is left paused).
+ */
+export async function startUpstream(ctx: ProtocolContext, auth: Authorized, clientAddr: string, onSession: (s: LiveSession) => void): Promise<{ session: LiveSession; up: Upstream }> {
+  const s = await ctx.openSession(auth, { protocol: 'vnc', clientAddr });
+  onSession(s);
+  const target = auth.target;
+  const cred = credentialsOf(target);
+  const opts = optionsOf(target);
+  const { host, port } = parseAddress(target.address);
+  const up = await withTargetLock(target.name, async () => {
+    const password = await s.lease<Secret>(LEASE_KIND, { target: target.name }, async () => {
+      const p = new Secret(mintPassword());
+      await installPassword(cred, p);
+      return { credential: p };
+    });
+    if (s.ended) throw new Refusal('Tollgate: the session was ended while it was starting');
+    return dialUpstream({ host, port, password, timeoutMs: opts.connectTimeout * 1000, clock: ctx.clock });
+  });
+  if (s.ended) {
+    up.socket.destroy();
+    throw new Refusal('Tollgate: the session was ended while it was starting');
+  }
+  up.socket.pause();
+  return { session: s, up };
+}
+
+/** A screen writer for the session's recording (null frame sizes refuse the session). */
+export function screenWriterFor(ctx: ProtocolContext, s: LiveSession, width: number, height: number, tee?: (type: string, data: Record<string, unknown>) => void): ScreenWriter {
+  const rec = s.recording.screen({ width, height });
+  const out = tee ? { write: (type: string, data: Record<string, unknown>) => { rec.write(type, data); tee(type, data); }, close: () => rec.close() } : rec;
+  return new ScreenWriter(out, ctx.clock, width, height, { keyframeIntervalMs: optionsOf(s.target).keyframeInterval * 1000 });
 }
 
 async function handleConnection(ctx: ProtocolContext, raw: net.Socket, tlsContext: () => tls.SecureContext): Promise<void> {
@@ -164,22 +199,11 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, tlsContex
     if (auth.target.protocol !== 'vnc') throw new Refusal(`Tollgate: target ${auth.target.name} is not a VNC target`);
 
     // ---- session, minted password, upstream ----
-    session = await ctx.openSession(auth, { protocol: 'vnc', clientAddr });
-    const s = session;
+    const started = await startUpstream(ctx, auth, clientAddr, (x) => { session = x; });
+    const s = started.session;
     const target = auth.target;
-    const cred = credentialsOf(target);
-    const opts = optionsOf(target);
-    const password = await s.lease<Secret>(LEASE_KIND, { target: target.name }, async () => {
-      const p = new Secret(mintPassword());
-      await installPassword(cred, p);
-      return { credential: p };
-    });
-    if (s.ended) throw new Refusal('Tollgate: the session was ended while it was starting');
-    const { host, port } = parseAddress(target.address);
-    const up = await dialUpstream({ host, port, password, timeoutMs: opts.connectTimeout * 1000, clock: ctx.clock });
+    const up = started.up;
     upstreamSock = up.socket;
-    if (s.ended) throw new Refusal('Tollgate: the session was ended while it was starting');
-    up.socket.pause();
 
     // ---- tell the viewer, read ClientInit, send ServerInit ----
     sock.write(encodeSecurityResult(minor, true));
@@ -188,8 +212,7 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, tlsContex
     const state = new ServerStreamState(up.init.width, up.init.height, up.init.pf);
     let writer: ScreenWriter | null = null;
     try {
-      writer = new ScreenWriter(s.recording.screen({ width: up.init.width, height: up.init.height }), ctx.clock, up.init.width, up.init.height,
-        { keyframeIntervalMs: opts.keyframeInterval * 1000 });
+      writer = screenWriterFor(ctx, s, up.init.width, up.init.height);
     } catch (e) {
       log.warn({ err: (e as Error).message }, 'vnc screen recording unavailable for this frame size');
       throw new Refusal(`Tollgate: the desktop size ${up.init.width}x${up.init.height} cannot be recorded`);
@@ -215,7 +238,8 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, tlsContex
     if (stage === 'done') raw.destroy();
     else if (stage === 'version') raw.destroy();
     else refuse(reason);
-    if (session && !session.ended) await session.end({ code: e instanceof UpstreamError ? 'target_error' : 'error', message: reason });
+    const started = session as LiveSession | null;
+    if (started && !started.ended) await started.end({ code: e instanceof UpstreamError ? 'target_error' : 'error', message: reason });
   } finally {
     timer.cancel();
   }

@@ -6,8 +6,9 @@ import type { ClientCommandInfo, ProtocolModule } from '../types.js';
 import { Secret } from '../../auth/secret.js';
 import { credentialsOf, optionsOf, parseAddress, validateTarget } from './config.js';
 import { demo } from './demo.js';
+import { mountBrowser } from './browser.js';
 import { LEASE_KIND, listenVnc } from './frontend.js';
-import { dialUpstream, installPassword, mintPassword } from './upstream.js';
+import { dialUpstream, installPassword, mintPassword, withTargetLock } from './upstream.js';
 
 /** How long a sealed classic-auth key stays readable (secrets never outlive their grant anyway). */
 const CLASSIC_SEAL_MS = 31 * 86_400_000;
@@ -21,10 +22,12 @@ export const vncModule: ProtocolModule = {
   defaultPort: 5900,
   validateTarget,
   listen: (ctx, address) => listenVnc(ctx, address),
+  mountHttp: (ctx, front) => mountBrowser(ctx, front),
 
   async checkTarget(ctx, target) {
     // Install a throwaway password, log in with it, then replace it again.
     const cred = credentialsOf(target);
+    return withTargetLock(target.name, async () => {
     try {
       const p = new Secret(mintPassword());
       await installPassword(cred, p);
@@ -37,12 +40,13 @@ export const vncModule: ProtocolModule = {
     } finally {
       await installPassword(cred, new Secret(mintPassword())).catch(() => undefined);
     }
+    });
   },
 
   async revokeLease(_ctx, target, lease) {
     if (lease.kind !== LEASE_KIND) return;
     // A fresh random password nobody sees: the minted one is dead.
-    await installPassword(credentialsOf(target), new Secret(mintPassword()));
+    await withTargetLock(target.name, () => installPassword(credentialsOf(target), new Secret(mintPassword())));
   },
 
   secretLength(target) {

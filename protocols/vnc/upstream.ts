@@ -2,6 +2,7 @@
  * The target side: install a session password (password file and/or admin command), dial the VNC
  * server, authenticate with VNC authentication, and read its ServerInit.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmod, rename, writeFile, stat } from 'node:fs/promises';
@@ -18,6 +19,25 @@ export class UpstreamError extends Error {
     super(message);
     this.name = 'UpstreamError';
   }
+}
+
+const targetLocks = new Map<string, Promise<unknown>>();
+const held = new AsyncLocalStorage<Set<string>>();
+
+/**
+ * Run fn with the target's password to itself: installing a session password and logging in with
+ * it must not interleave with another session's revoke (which rotates the password again).
+ */
+export function withTargetLock<T>(target: string, fn: () => Promise<T>): Promise<T> {
+  // Re-entrant: a failed mint revokes its lease from inside the lock.
+  if (held.getStore()?.has(target)) return fn();
+  const inner = () => held.run(new Set([...(held.getStore() ?? []), target]), fn);
+  const prev = targetLocks.get(target) ?? Promise.resolve();
+  const run = prev.then(inner, inner);
+  const tail = run.catch(() => undefined);
+  targetLocks.set(target, tail);
+  void tail.then(() => { if (targetLocks.get(target) === tail) targetLocks.delete(target); });
+  return run;
 }
 
 /** 8 random printable characters (VNC uses only the first 8 bytes of a password). */

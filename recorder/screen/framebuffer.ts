@@ -51,29 +51,43 @@ export class Framebuffer {
     return { x: x0, y: y0, w: x1 - x0, h: y1 - y0 };
   }
 
-  /** Write w*h RGBA pixels (row-major, 4 bytes each) at x,y. */
-  putRect(x: number, y: number, w: number, h: number, rgba: Uint8Array): void {
+  /** Write w*h RGBA pixels (row-major, 4 bytes each) at x,y. Returns whether any pixel changed. */
+  putRect(x: number, y: number, w: number, h: number, rgba: Uint8Array): boolean {
     if (rgba.length < w * h * 4) throw new RangeError('pixel data shorter than the rectangle');
     const c = this.clip(x, y, w, h);
-    if (!c) return;
+    if (!c) return false;
+    let changed = false;
+    const a = Buffer.from(this.data.buffer, this.data.byteOffset, this.data.length);
+    const b = Buffer.from(rgba.buffer, rgba.byteOffset, rgba.length);
     for (let row = 0; row < c.h; row++) {
       const srcRow = c.y - y + row;
       const src = (srcRow * w + (c.x - x)) * 4;
-      this.data.set(rgba.subarray(src, src + c.w * 4), ((c.y + row) * this.width + c.x) * 4);
+      const dst = ((c.y + row) * this.width + c.x) * 4;
+      if (!changed && a.compare(b, src, src + c.w * 4, dst, dst + c.w * 4) === 0) continue;
+      changed = true;
+      this.data.set(rgba.subarray(src, src + c.w * 4), dst);
     }
+    return changed;
   }
 
-  fillRect(x: number, y: number, w: number, h: number, r: number, g: number, b: number): void {
+  /** Fill a rectangle with one colour. Returns whether any pixel changed. */
+  fillRect(x: number, y: number, w: number, h: number, r: number, g: number, b: number): boolean {
     const c = this.clip(x, y, w, h);
-    if (!c) return;
+    if (!c) return false;
     const px = (r & 255) | ((g & 255) << 8) | ((b & 255) << 16) | (255 << 24);
     const view = new Uint32Array(this.data.buffer, this.data.byteOffset, this.width * this.height);
     const le = new Uint8Array(new Uint32Array([0x01020304]).buffer)[0] === 4;
     const v = le ? px >>> 0 : (((r & 255) << 24) | ((g & 255) << 16) | ((b & 255) << 8) | 255) >>> 0;
+    let changed = false;
     for (let row = 0; row < c.h; row++) {
       const start = (c.y + row) * this.width + c.x;
+      if (!changed) {
+        for (let i = start; i < start + c.w; i++) if (view[i] !== v) { changed = true; break; }
+        if (!changed) continue;
+      }
       view.fill(v, start, start + c.w);
     }
+    return changed;
   }
 
   /** Copy the w*h rectangle at sx,sy to x,y (overlap-safe). */

@@ -61,13 +61,12 @@ export class ScreenWriter {
   }
 
   putRect(x: number, y: number, w: number, h: number, rgba: Uint8Array): void {
-    this.fb.putRect(x, y, w, h, rgba);
-    this.addDamage(x, y, w, h);
+    // Unchanged pixels (full-screen refreshes of a still screen) are not recorded again.
+    if (this.fb.putRect(x, y, w, h, rgba)) this.addDamage(x, y, w, h);
   }
 
   fillRect(x: number, y: number, w: number, h: number, r: number, g: number, b: number): void {
-    this.fb.fillRect(x, y, w, h, r, g, b);
-    this.addDamage(x, y, w, h);
+    if (this.fb.fillRect(x, y, w, h, r, g, b)) this.addDamage(x, y, w, h);
   }
 
   copyRect(sx: number, sy: number, x: number, y: number, w: number, h: number): void {

@@ -42,7 +42,8 @@ if (missing.length) {
   const caFile = join(dir, 'ca.pem');
   writeFileSync(caFile, tg.gw.tls.ca);
   const ca = tg.gw.tls.ca;
-  const settle = () => waitFor(async () => (await tg.store.listSessions({ state: 'active' })).length === 0, 10_000, 'sessions to end');
+  const settle = () => waitFor(async () => (await tg.store.listSessions({ state: 'active' })).length === 0
+    && (await tg.store.listLeases({ state: ['pending', 'active', 'revoking'] })).length === 0, 10_000, 'sessions to end and leases to be revoked');
   const secretFor = async (role = 'operator', duration = '1h') => {
     const g = await tg.grant('alice', 'desk', role, duration);
     return { grant: g, ...(await tg.secret('alice', g.id)) };
