@@ -3,7 +3,7 @@
  * and revocation from the stored lease alone (what the reaper does after a crash).
  */
 import t from 'tap';
-import { readFileSync, statSync, writeFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync, existsSync, mkdirSync, rmSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { startTestGateway, type TestGateway } from '../support/gateway.js';
@@ -105,6 +105,22 @@ t.test('checkout mode: logs in with the stored password, rotates it afterwards',
   t.equal(r2.stdout.trim(), account);
   await until(async () => (await gw.store.listSessions({ grantId: grant.id })).every((x) => x.state === 'ended'));
   t.not((await direct(current)).code, 0, 'rotated again after the second session');
+  // No password or connection secret in the store, the recordings or anything else under the data directory
+  // (except the one 0600 file that holds the current password).
+  const secrets = [env.accounts.checkoutPassword, current, s.secret, s2.secret];
+  const leaks: string[] = [];
+  const walk = (dir: string) => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      const f = join(dir, e.name);
+      if (e.isDirectory()) walk(f);
+      else if (f !== file && !f.startsWith(`${file}.`)) {
+        const body = readFileSync(f);
+        for (const x of secrets) if (body.includes(x)) leaks.push(f);
+      }
+    }
+  };
+  walk(gw.dataDir);
+  t.same(leaks, [], 'no password or secret in the data directory (store, WAL, recordings)');
   // The grant's end rotates too (onGrantEnd), even with no session.
   const before = readFileSync(file, 'utf8');
   const rv = await gw.api('alice', 'POST', `/api/v1/grants/${grant.id}/revoke`, { reason: 'done' });

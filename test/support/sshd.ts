@@ -2,6 +2,7 @@
 import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 
 import pino from 'pino';
 import { startSshd, createDemoAccounts, removeDemoAccounts, demoTargets, type SshdInstance, type DemoAccounts } from '../../protocols/ssh/demo.js';
@@ -46,7 +47,6 @@ export function usersWithPrefix(prefix: string): string[] {
 
 export const quietLog = pino({ level: process.env.TG_TEST_LOG ?? 'silent' });
 
-import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 
 export const SSH_OPTS = ['-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'PubkeyAuthentication=no',
   '-o', 'PreferredAuthentications=password', '-o', 'ConnectTimeout=10'];
