@@ -162,7 +162,14 @@ if (!db) {
     c = await raw();
     c.s.end(Buffer.from([0x40, 0x00, 0x00, 0x01, 0x05, 0x82]));
     await c.closed;
-    // 4: random bytes
+    // 4: SSLRequest, then something that is not TLS
+    c = await raw();
+    const sslReq = Buffer.alloc(32);
+    sslReq.writeUInt32LE(CAP.PROTOCOL_41 | CAP.SSL | CAP.SECURE_CONNECTION, 0);
+    c.s.write(frame(sslReq, 1).bytes);
+    c.s.write(Buffer.from('GET / HTTP/1.0\r\n\r\n'));
+    await c.closed;
+    // 5: random bytes
     for (let i = 0; i < 20; i++) {
       c = await raw();
       const junk = Buffer.alloc(4 + (i * 37) % 300);
