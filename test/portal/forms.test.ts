@@ -5,22 +5,12 @@
  * server errors.
  */
 import t from 'tap';
-import type { Browser } from 'playwright-core';
-import { moduleMap } from '../../protocols/index.js';
-import { FakeTarget, fakeModule } from '../support/fake-module.js';
-import { launchChromium, startPortalGateway, signIn, password, ALICE_TOTP, FAKE_TARGETS as targets, noPageErrors } from './helpers.js';
+import { startFakePortal, signIn, password, ALICE_TOTP, noPageErrors } from './helpers.js';
 import { totp } from '../../auth/totp.js';
 import { Secret } from '../../auth/secret.js';
 
 t.test('portal forms and errors', async (t) => {
-  const ft = new FakeTarget();
-  const mod = fakeModule(ft);
-  const modules = moduleMap();
-  modules.set('fake', mod);
-  const tg = await startPortalGateway({ targets, modules, listeners: ['fake'] });
-  t.teardown(() => tg.close());
-  const browser: Browser = await launchChromium();
-  t.teardown(() => browser.close());
+  const { tg, browser } = await startFakePortal(t);
 
   t.test('hostile text stays text; break-glass used from My access, its review closed on the approvals page', async (t) => {
     const hostile = 'INC-9 <img src=x id=pwned onerror="document.title=1">';

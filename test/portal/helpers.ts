@@ -7,6 +7,8 @@ import { mkdirSync, copyFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import type { ProtocolModule } from '../../protocols/types.js';
+import { moduleMap } from '../../protocols/index.js';
+import { FakeTarget, fakeModule } from '../support/fake-module.js';
 import type { Clock } from '../../policies/clock.js';
 import { startTestGateway, TEST_USERS, type TestGateway } from '../support/gateway.js';
 
@@ -80,4 +82,17 @@ export const FAKE_TARGETS = [
 /** Deliberate 4xx answers show up as "Failed to load resource"; script errors and CSP refusals do not. */
 export function noPageErrors(t: Pick<typeof tap, 'same'>, errors: string[]): void {
   t.same(errors.filter((e) => !/favicon|Failed to load resource/.test(e)), [], 'no script errors or CSP violations on the page');
+}
+
+/** A portal gateway with the in-memory protocol module and FAKE_TARGETS, and a browser; both closed at teardown. */
+export async function startFakePortal(t: { teardown(fn: () => unknown): void }) {
+  const ft = new FakeTarget();
+  const mod = fakeModule(ft);
+  const modules = moduleMap();
+  modules.set('fake', mod);
+  const tg = await startPortalGateway({ targets: FAKE_TARGETS, modules, listeners: ['fake'] });
+  t.teardown(() => tg.close());
+  const browser = await launchChromium();
+  t.teardown(() => browser.close());
+  return { ft, mod, tg, browser };
 }

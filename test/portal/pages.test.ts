@@ -7,23 +7,14 @@
  * error paths are in forms.test.ts.
  */
 import t from 'tap';
-import type { Browser } from 'playwright-core';
-import { moduleMap } from '../../protocols/index.js';
-import { FakeTarget, fakeModule, fakeConnect } from '../support/fake-module.js';
-import { launchChromium, startPortalGateway, signIn, shot, FAKE_TARGETS as targets, noPageErrors } from './helpers.js';
+import { fakeConnect } from '../support/fake-module.js';
+import { startFakePortal, signIn, shot, noPageErrors } from './helpers.js';
 import { createRequire } from 'node:module';
 
 const AXE = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
 
 t.test('portal pages', async (t) => {
-  const ft = new FakeTarget();
-  const mod = fakeModule(ft);
-  const modules = moduleMap();
-  modules.set('fake', mod);
-  const tg = await startPortalGateway({ targets, modules, listeners: ['fake'] });
-  t.teardown(() => tg.close());
-  const browser: Browser = await launchChromium();
-  t.teardown(() => browser.close());
+  const { ft, mod, tg, browser } = await startFakePortal(t);
 
   t.test('signed out: pages send you to sign in, assets and unknown pages answer plainly', async (t) => {
     const r = await fetch(`${tg.url}/portal/sessions`, { redirect: 'manual' });
