@@ -5,6 +5,7 @@
  * Every refusal is an ErrorResponse with a SQLSTATE.
  */
 import net from 'node:net';
+import { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { Secret } from '../../auth/secret.js';
 import type {
@@ -86,6 +87,12 @@ class Incoming {
     if (this.ended) throw new ProtocolViolation('the client closed the connection');
     this.sock?.resume();
     await new Promise<void>((res) => { this.waiter = res; });
+  }
+
+  /** The first byte without consuming it. */
+  async first(): Promise<number> {
+    while (!this.buf.length) await this.more();
+    return this.buf[0]!;
   }
 
   async startup(): Promise<StartupPacket> {
@@ -180,6 +187,25 @@ async function handleConnection(
   let session: LiveSession | null = null;
   try {
     // ---- start-up ----
+    if ((await input.first()) === 0x16) {
+      // Direct TLS (libpq sslnegotiation=direct, PostgreSQL 17+): a TLS ClientHello instead of an
+      // SSLRequest. As PostgreSQL does, require the ALPN protocol "postgresql".
+      input.detach();
+      const t = new tls.TLSSocket(replay(raw, input.take()), { isServer: true, secureContext: tlsContext(), ALPNProtocols: ['postgresql'] });
+      t.on('error', (e) => log.debug({ err: e.message }, 'postgres client TLS error'));
+      await new Promise<void>((res, rej) => {
+        t.once('secure', res);
+        t.once('error', rej);
+        t.once('close', () => rej(new ProtocolViolation('the client closed the connection')));
+      });
+      if (t.alpnProtocol !== 'postgresql') {
+        t.destroy();
+        throw new ProtocolViolation('direct TLS without the ALPN protocol "postgresql"');
+      }
+      sock = t;
+      secure = true;
+      input.attach(sock);
+    }
     let params: Record<string, string> | null = null;
     while (!params) {
       const p = await input.startup();
@@ -263,6 +289,23 @@ async function handleConnection(
   } finally {
     timer.cancel();
   }
+}
+
+/** A duplex over the raw socket that first replays bytes already read from it (for a TLS layer on top). */
+function replay(raw: net.Socket, pre: Buffer): Duplex {
+  const d = new Duplex({
+    read() { raw.resume(); },
+    write(chunk: Buffer, _enc, cb) { raw.write(chunk, cb); },
+    final(cb) { raw.end(); cb(); },
+    destroy(err, cb) { raw.destroy(); cb(err); },
+  });
+  if (pre.length) d.push(pre);
+  raw.on('data', (c: Buffer) => { if (!d.push(c)) raw.pause(); });
+  raw.on('end', () => d.push(null));
+  raw.on('close', () => d.destroy());
+  raw.on('error', () => d.destroy());
+  raw.resume();
+  return d;
 }
 
 function sendFatal(sock: net.Socket, spec: ErrorSpec): void {

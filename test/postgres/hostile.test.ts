@@ -103,6 +103,36 @@ if (!havePostgres) {
     t.equal(errors(r.bytes.subarray(1))[0]?.code, '28000');
   });
 
+  t.test('direct TLS (sslnegotiation=direct): ALPN postgresql required, then a normal session', async (t) => {
+    const { default: tls } = await import('node:tls');
+    const talk = (alpn: string[] | undefined) => new Promise<{ frames: string[]; rows: string[]; closed: boolean; error?: string }>((resolve) => {
+      const s = tls.connect({ host, port, ca: tg.gw.tls.ca, servername: 'localhost', ALPNProtocols: alpn });
+      const sp = new FrameSplitter(1 << 20);
+      const frames: string[] = [];
+      const rows: string[] = [];
+      let error: string | undefined;
+      s.on('secureConnect', () => s.write(startup('raw-db')));
+      s.on('data', (d) => {
+        for (const f of sp.push(d)) {
+          frames.push(f.type);
+          if (f.type === 'R' && f.body.readInt32BE(0) === 3) s.write(serialize.password(secret));
+          if (f.type === 'Z' && !frames.includes('D')) s.write(serialize.query("SELECT 'over direct tls' AS v"));
+          if (f.type === 'D') { rows.push(f.body.subarray(6).toString()); s.end(serialize.end()); }
+          if (f.type === 'E') error = decodeErrorFields(f.body).message;
+        }
+      });
+      s.on('error', (e) => { error ??= e.message; });
+      s.on('close', () => resolve({ frames, rows, closed: true, error }));
+      setTimeout(() => { s.destroy(); }, 8000);
+    });
+    const ok = await talk(['postgresql']);
+    t.same(ok.rows, ['over direct tls'], `rows over direct TLS (${ok.error ?? ''})`);
+    const bad = await talk(['http/1.1']);
+    t.same(bad.rows, [], 'no ALPN postgresql: refused');
+    t.ok(bad.closed);
+    t.same(await pgc.noSessionRoles(), []);
+  });
+
   t.test('bad authentication messages', async (t) => {
     let r = await exchange([startup('raw-db'), (got) => (got.length ? serialize.query('SELECT 1') : null)]);
     t.match(errors(r.bytes)[0], { code: '08P01', message: /expected a password message/ });
