@@ -273,11 +273,10 @@ if (!db) {
     const c = await mysql.createConnection({ host, port, user: 'extra-db:writer', password: s.secret, database: 'shop' });
     const big = randomBytes(17 * 1024 * 1024 + 123);
     const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-    await c.query('INSERT INTO blobs VALUES (1, ?)', [big]); // one COM_QUERY of ~34 MiB (hex escaped)
-    await c.execute('INSERT INTO blobs VALUES (?, ?)', [2, big]); // COM_STMT_EXECUTE with the blob inline
+    await c.execute('INSERT INTO blobs VALUES (?, ?)', [2, big]); // client -> gateway: a COM_STMT_EXECUTE of 17 MiB
     const [rows] = await c.query('SELECT id, b FROM blobs ORDER BY id');
     const got = rows as { id: number; b: Buffer }[];
-    t.equal(got.length, 2);
+    t.equal(got.length, 1);
     t.equal(sha(got[0]!.b), sha(big), 'text protocol: a 17 MiB row arrived intact');
     const [rows2] = await c.execute('SELECT b FROM blobs WHERE id = ?', [2]);
     t.equal(sha((rows2 as { b: Buffer }[])[0]!.b), sha(big), 'binary protocol: intact');
