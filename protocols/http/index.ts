@@ -3,6 +3,20 @@
  * `<app>.<gateway host>` (or `/apps/<app>/` on the gateway host); the gateway signs them in, checks
  * the grant, injects a credential (signed identity assertion, bearer or basic), records every
  * request and enforces the session's rules. Registered in protocols/index.ts.
+ *
+ * A target:
+ *   - name: wiki                      # app host label too: wiki.<gateway host> (options.host overrides)
+ *     protocol: http
+ *     address: http://10.0.0.5:3000   # upstream base URL (a path prefix is kept)
+ *     roles: [{ name: reader }]
+ *     credentials:                    # what the gateway injects upstream
+ *       mode: jwt                     # jwt | bearer | basic | none
+ *       header: X-Tollgate-Assertion  # jwt: ES256, aud = target name, iss = public URL, JWKS at /.well-known/jwks.json
+ *       authorization: false          # jwt: also "Authorization: Bearer <jwt>"
+ *       # bearer: token: {env: WIKI_TOKEN}, or mintCommand/revokeCommand (argv; one token per session, under a lease)
+ *       # basic: username + password: {file: ...}, or mintCommand printing {"username", "password"}
+ *     options: { idleTimeout: 15m, cookieTtl: 12h, timeout: 30s, connections: 128 }
+ * Rules with methods/path in policies (e.g. {methods: [DELETE], path: "/admin/*", action: deny}) apply per request.
  */
 import { request } from 'undici';
 import type { ProtocolModule } from '../types.js';

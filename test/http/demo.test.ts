@@ -23,3 +23,13 @@ t.test('demo wiki behind the gateway', async (t) => {
   const who = await raw(port, { path: '/apps/wiki/api/whoami', headers: { cookie: s.cookie } });
   t.match(JSON.parse(who.body.toString()), { verified: true, sub: 'alice', aud: 'wiki', role: 'reader' });
 });
+
+t.test('checkTarget: reachable, and a clear detail when not', async (t) => {
+  const d = (await httpModule.demo!('/nonexistent', pino({ level: 'silent' })))!;
+  const target = d.targets[0]!;
+  const ok = await httpModule.checkTarget!({} as never, target);
+  t.match(ok, { ok: true, detail: /reachable: GET http:\/\/127\.0\.0\.1:\d+\/ answered 401/ });
+  await d.stop();
+  const dead = await httpModule.checkTarget!({} as never, target);
+  t.match(dead, { ok: false, detail: /cannot reach .*ECONNREFUSED/ });
+});
