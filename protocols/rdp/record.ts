@@ -161,7 +161,9 @@ export class RdpRecorder {
       } else {
         const r = parseRdpdr(msg.head);
         if (r.packet === 'device_list_announce') {
-          for (const d of parseDeviceListAnnounce(r.body)) this.events.event('rdp.device', { direction, type: d.type, name: d.name, drive: d.type === 8 });
+          const devices = parseDeviceListAnnounce(r.body);
+          this.events.event('rdp.devices', { direction, count: devices.length, names: devices.map((d) => d.name) });
+          for (const d of devices) this.events.event('rdp.device', { direction, type: d.type, name: d.name, drive: d.type === 8 });
         } else if (r.packet === 'device_iorequest' && r.body.length >= 20) {
           // DR_DEVICE_IOREQUEST: DeviceId, FileId, CompletionId, MajorFunction, MinorFunction.
           const major = r.body.readUInt32LE(12);
