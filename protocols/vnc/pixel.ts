@@ -104,6 +104,17 @@ export class PixelDecoder {
   /** count pixels at b[off] into RGBA. */
   rgbaRun(b: Uint8Array, off: number, count: number, out: Uint8Array, o: number): void {
     const n = this.bytes;
+    if (this.fast && n === 4 && this.rs % 8 === 0 && this.gs % 8 === 0 && this.bs % 8 === 0) {
+      // 8-bit channels on byte boundaries (the usual 32-bit rgb888): copy bytes, no per-pixel calls.
+      const be = this.pf.bigEndian;
+      const ri = be ? 3 - this.rs / 8 : this.rs / 8;
+      const gi = be ? 3 - this.gs / 8 : this.gs / 8;
+      const bi = be ? 3 - this.bs / 8 : this.bs / 8;
+      for (let i = 0, p = off, q = o; i < count; i++, p += 4, q += 4) {
+        out[q] = b[p + ri]!; out[q + 1] = b[p + gi]!; out[q + 2] = b[p + bi]!; out[q + 3] = 255;
+      }
+      return;
+    }
     for (let i = 0; i < count; i++) this.rgba(this.value(b, off + i * n), out, o + i * 4);
   }
 }
