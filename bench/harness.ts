@@ -93,13 +93,14 @@ export interface DemoGateway {
 /** Start `tollgate demo` in a temp dir and wait for its demo.json. */
 export async function startDemoGateway(log: (m: string) => void): Promise<DemoGateway> {
   const dir = mkdtempSync(join(tmpdir(), 'tg-bench-'));
-  const child: ChildProcess = spawn(process.execPath, [tollgateBin, 'demo', '--dir', dir, '--port', '0'], {
+  // setpriv --pdeathsig: the demo (and the servers it started) goes away with the bench process.
+  const child: ChildProcess = spawn('setpriv', ['--pdeathsig', 'SIGTERM', '--', process.execPath, tollgateBin, 'demo', '--dir', dir, '--port', '0'], {
     stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, TOLLGATE_LOG_LEVEL: 'warn' },
   });
   let err = '';
   child.stderr!.on('data', (d) => { err = (err + d).slice(-4000); });
   const file = join(dir, 'demo.json');
-  for (let i = 0; i < 600 && !existsSync(file); i++) {
+  for (let i = 0; i < 720 && !existsSync(file); i++) {
     if (child.exitCode !== null) throw new Error(`tollgate demo exited: ${err}`);
     await new Promise((r) => setTimeout(r, 250));
   }

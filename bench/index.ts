@@ -67,7 +67,9 @@ export async function runBench(names: string[], opts: { smoke: boolean; out?: st
   const picked = names.length ? names : scenarioNames;
   for (const n of picked) if (!SCENARIOS[n]) throw new Error(`unknown scenario ${n}; known: ${scenarioNames.join(', ')}`);
   let demo: DemoGateway | null = null;
-  const getDemo = async () => (demo ??= await startDemoGateway(log));
+  let starting: Promise<DemoGateway> | null = null;
+  // Started once, on first use; a failed start fails every scenario that needs it, quickly.
+  const getDemo = () => (starting ??= startDemoGateway(log).then((d) => (demo = d)));
   const result: BenchResult = {
     at: new Date().toISOString(),
     machine: { cpus: cpus()[0]?.model ?? 'unknown', cores: cpus().length, memoryGiB: Math.round(totalmem() / 2 ** 30), kernel: release(), node: process.version },
@@ -79,11 +81,19 @@ export async function runBench(names: string[], opts: { smoke: boolean; out?: st
       log(`scenario ${n}: ${sc.describe}`);
       const before = demo ? (demo as DemoGateway).stats() : null;
       if (demo) { try { wf(`/proc/${(demo as DemoGateway).pid}/clear_refs`, '5'); } catch { /* not permitted */ } }
+      const limitMs = opts.smoke ? 240_000 : 45 * 60_000;
+      let timer: NodeJS.Timeout | undefined;
       try {
-        result.rows.push(...await sc.run({ smoke: opts.smoke, log }, getDemo));
+        const rows = await Promise.race([
+          sc.run({ smoke: opts.smoke, log }, getDemo),
+          new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`did not finish within ${limitMs / 1000} s`)), limitMs); }),
+        ]);
+        result.rows.push(...rows);
       } catch (e) {
         result.errors[n] = (e as Error).message;
         log(`scenario ${n} failed: ${(e as Error).message}`);
+      } finally {
+        clearTimeout(timer);
       }
       if (demo) {
         const after = (demo as DemoGateway).stats();

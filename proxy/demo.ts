@@ -68,7 +68,12 @@ export async function runDemo(opts: { dir: string; httpPort: number }): Promise<
       log.error({ err: e, protocol: mod.name }, 'demo target failed to start; continuing without it');
     }
   }));
-  targets.sort((a, b) => a.name.localeCompare(b.name));
+  // Two modules may pick the same demo name (e.g. "desktop" for VNC and RDP): keep both, suffixed.
+  const seen = new Set<string>();
+  for (const t of targets.sort((a, b) => a.name.localeCompare(b.name) || a.protocol.localeCompare(b.protocol))) {
+    if (seen.has(t.name)) t.name = `${t.name}-${t.protocol}`;
+    seen.add(t.name);
+  }
   for (const mod of modules.values()) {
     if (mod.listen && targets.some((t) => t.protocol === mod.name)) listeners[mod.name] = { host: '127.0.0.1', port: await freePort(demoPort(mod)) };
   }

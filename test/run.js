@@ -1,11 +1,18 @@
 #!/usr/bin/env node
 // Runs the whole suite with tap and ends with one line "N passed, N failed" (what CI reads).
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
+// tap applies a changed plugin list (package.json "tap.plugin": no ts-node, tsx instead) only to
+// runs after the one that rebuilt it, so build it first: a fresh install then runs right at once.
+const built = spawnSync(join(root, 'node_modules', '.bin', 'tap'), ['build'], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
+if (built.status !== 0) {
+  process.stdout.write('tap build failed\n0 passed, 1 failed\n');
+  process.exit(1);
+}
 const child = spawn(join(root, 'node_modules', '.bin', 'tap'), ['--reporter=tap', ...args], {
   cwd: root,
   stdio: ['ignore', 'pipe', 'inherit'],

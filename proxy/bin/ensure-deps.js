@@ -2,7 +2,7 @@
 // Installs what `npm start` (demo) or `npm test` needs on a fresh Debian 12 + Node 20 machine:
 // npm packages when node_modules is missing or stale, Debian packages through apt-get when missing.
 // Uses Node built-ins only, so it runs before `npm install`.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { dirname, join } from 'node:path';
@@ -25,32 +25,50 @@ function missingDebs(pkgs) {
   return pkgs.filter((p) => !ok.has(p));
 }
 
-const missing = existsSync('/usr/bin/dpkg-query') ? missingDebs(wanted) : [];
-if (missing.length) {
+// Debian packages and npm packages install side by side (they do not depend on each other).
+function run(cmd, args, opts) {
+  return new Promise((resolve, reject) => {
+    const c = spawn(cmd, args, { stdio: ['ignore', opts.quiet ? 'ignore' : 'inherit', 'inherit'], ...opts });
+    c.on('error', reject);
+    c.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`${cmd} ${args.join(' ')} exited with ${code}`))));
+  });
+}
+
+async function debian() {
+  const missing = existsSync('/usr/bin/dpkg-query') ? missingDebs(wanted) : [];
+  if (!missing.length) return;
   if (process.getuid?.() !== 0) {
     log(`missing Debian packages (run as root to install): ${missing.join(' ')}`);
-  } else {
-    log(`installing Debian packages: ${missing.join(' ')}`);
-    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-    execFileSync('apt-get', ['update', '-q'], { stdio: ['ignore', 'ignore', 'inherit'], env });
-    execFileSync('apt-get', ['install', '-y', '-q', '--no-install-recommends', ...missing], { stdio: ['ignore', 'ignore', 'inherit'], env });
-    // Debian starts these services on install; Tollgate runs its own instances in temp dirs.
-    for (const svc of ['ssh', 'postgresql', 'mariadb', 'nginx', 'pgbouncer', 'xrdp', 'xrdp-sesman']) {
-      spawnSync('systemctl', ['disable', '--now', svc], { stdio: 'ignore' });
-      spawnSync('service', [svc, 'stop'], { stdio: 'ignore' });
-    }
+    return;
+  }
+  log(`installing Debian packages: ${missing.join(' ')}`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  await run('apt-get', ['update', '-q'], { env, quiet: true });
+  await run('apt-get', ['install', '-y', '-q', '--no-install-recommends', ...missing], { env, quiet: true });
+  // Debian starts these services on install; Tollgate runs its own instances in temp dirs.
+  for (const svc of ['ssh', 'postgresql', 'mariadb', 'nginx', 'pgbouncer', 'xrdp', 'xrdp-sesman']) {
+    spawnSync('systemctl', ['disable', '--now', svc], { stdio: 'ignore' });
+    spawnSync('service', [svc, 'stop'], { stdio: 'ignore' });
   }
 }
 
 // npm packages: install when node_modules is missing or was installed from another lock file.
-const lock = join(root, 'package-lock.json');
-const stamp = join(root, 'node_modules', '.tollgate-installed');
-const lockHash = existsSync(lock) ? createHash('sha256').update(readFileSync(lock)).digest('hex') : 'no-lock';
-const installed = existsSync(stamp) ? readFileSync(stamp, 'utf8').trim() : '';
-if (installed !== lockHash || !existsSync(join(root, 'node_modules', '.bin', 'tsc'))) {
+async function npmPackages() {
+  const lock = join(root, 'package-lock.json');
+  const stamp = join(root, 'node_modules', '.tollgate-installed');
+  const lockHash = existsSync(lock) ? createHash('sha256').update(readFileSync(lock)).digest('hex') : 'no-lock';
+  const installed = existsSync(stamp) ? readFileSync(stamp, 'utf8').trim() : '';
+  if (installed === lockHash && existsSync(join(root, 'node_modules', '.bin', 'tsc'))) return;
   log('installing npm packages (npm ci)');
-  execFileSync('npm', [existsSync(lock) ? 'ci' : 'install', '--no-audit', '--no-fund'], { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
+  await run('npm', [existsSync(lock) ? 'ci' : 'install', '--no-audit', '--no-fund'], { cwd: root });
   writeFileSync(stamp, `${lockHash}\n`);
+}
+
+try {
+  await Promise.all([debian(), npmPackages()]);
+} catch (e) {
+  log(e.message);
+  process.exit(1);
 }
 // A quick sanity check that native modules load on this Node.
 try {

@@ -15,8 +15,9 @@ t.test(`bench smoke: ${scenarios.join(', ')}`, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'tg-bench-smoke-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const out = join(dir, 'smoke.json');
-  const r = await runBench(scenarios, { smoke: true, out, log: () => undefined });
-  t.same(r.errors, {}, 'every scenario ran');
+  const lines: string[] = [];
+  const r = await runBench(scenarios, { smoke: true, out, log: (m) => lines.push(m) });
+  t.same(r.errors, {}, `every scenario ran (${lines.join(' | ')})`);
   for (const s of scenarios) {
     const rows = r.rows.filter((x) => x.scenario === s);
     t.ok(rows.length > 0, `${s} produced rows`);
