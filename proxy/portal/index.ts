@@ -155,7 +155,8 @@ export function mountPortal(gw: Gateway): void {
   <form id="kill-form" class="inline"><label for="kill-reason">Reason</label><input id="kill-reason" name="reason" required placeholder="Why end it?"><button type="submit" class="danger">Terminate</button></form>
   <form id="lock-form" class="inline"><label for="lock-reason">Lock reason</label><input id="lock-reason" name="reason" required placeholder="Why lock this identity?"><button type="submit" class="danger">Lock identity</button></form>
 </div>
-<section aria-labelledby="h-term" id="term-section" hidden><h2 id="h-term">Terminal</h2><div id="player" class="player"></div></section>
+<section aria-labelledby="h-term" id="term-section" hidden><h2 id="h-term">Terminal</h2><div class="replay"><div id="player" class="player"></div>
+<div class="keysbox" tabindex="0" role="region" aria-label="Keystrokes as typed"><h3>Typed</h3><ol id="live-keys" class="keys" aria-live="off"><li class="muted">Keystrokes appear here as they are typed.</li></ol></div></div></section>
 <section aria-labelledby="h-stmts" id="stmts-section" hidden><h2 id="h-stmts">Statements</h2><div class="scroll" tabindex="0" role="region" aria-label="Statements"><table id="stmts"><caption class="sr">Statements as they run</caption><thead><tr><th scope="col">Time</th><th scope="col">Kind</th><th scope="col">Statement</th><th scope="col">Decision</th></tr></thead><tbody></tbody></table></div></section>
 <section aria-labelledby="h-events" id="events-section" hidden><h2 id="h-events">Events</h2><ul id="events" class="events"></ul></section>`,
   }))));

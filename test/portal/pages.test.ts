@@ -155,6 +155,8 @@ t.test('portal pages', async (t) => {
     await c.waitForFunction(() => /load average/.test(document.querySelector('#player')?.textContent ?? ''), null, { timeout: 15_000 });
     t.pass('the watcher starts from the current screen');
     t.match(await c.textContent('#meta'), /alice/);
+    await c.waitForFunction(() => /\d+m \d\ds left/.test(document.getElementById('meta')?.textContent ?? ''), null, { timeout: 5_000 });
+    t.pass('time left counts down on the watch page');
     t.match(await c.textContent('#stmts'), /SELECT 1/, 'statements shown live');
     cast.output('df -h\r\n/dev/sda1  40G  12G  28G  30% /\r\n');
     await c.waitForFunction(() => /dev\/sda1/.test(document.querySelector('#player')?.textContent ?? ''), null, { timeout: 10_000 });

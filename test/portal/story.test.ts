@@ -118,6 +118,13 @@ t.test('alice requests, bob approves, alice connects with ssh, carol watches and
   await term.waitFor(/tick-3/);
   await c.waitForFunction(() => /tick-3/.test(document.querySelector('#player')?.textContent ?? ''), null, { timeout: 15_000 });
   t.pass('typed output appears live in the browser');
+  await c.waitForFunction(() => /for i in 1 2 3/.test(document.getElementById('live-keys')?.textContent ?? ''), null, { timeout: 10_000 });
+  t.pass('the keystrokes are shown live too');
+  await c.waitForTimeout(1500);
+  const left1 = await c.textContent('#meta [data-until]');
+  await c.waitForFunction((before) => document.querySelector('#meta [data-until]')?.textContent !== before, left1, { timeout: 5_000 });
+  t.pass('and it ticks');
+  t.match(await c.textContent('#meta'), /Time left\d+m \d\ds left/, 'time left counts down');
   await shot(c, 'watch');
 
   // ---- carol terminates it

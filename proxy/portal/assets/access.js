@@ -233,7 +233,7 @@ $('request-form').addEventListener('submit', async (ev) => {
   }
 });
 
-await Promise.all([loadGrants(), loadTargets(), loadRequests(), loadMySessions(), setupBreakGlass()]);
 startCountdowns();
+await Promise.all([loadGrants(), loadTargets(), loadRequests(), loadMySessions(), setupBreakGlass()]);
 // Keep approval progress and new grants fresh while the page is open.
 setInterval(() => { if (!document.hidden && lastStates && [...lastStates.values()].includes('pending')) void loadRequests(); }, 5000);

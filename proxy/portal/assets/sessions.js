@@ -83,6 +83,6 @@ async function loadTargets() {
 
 async function refresh() { await Promise.all([loadSessions(), loadLocks()]); }
 
-await Promise.all([refresh(), loadTargets()]);
 startCountdowns();
+await Promise.all([refresh(), loadTargets()]);
 setInterval(() => { if (!document.hidden && !busy) void loadSessions(); }, 3000);

@@ -1,7 +1,7 @@
 // Watch one live session: terminal sessions in asciinema-player fed by the live WebSocket
 // (starting with the current screen), database sessions as a live statement table, other events
 // as a list; terminate with a reason or lock the identity from here.
-import { api, el, flash, describeError, fmtTime, mainData, fields, startCountdowns } from './common.js';
+import { api, el, flash, describeError, fmtTime, fmtDuration, mainData, fields, startCountdowns } from './common.js';
 import { liveSource } from './live-driver.js';
 
 const $ = (id) => document.getElementById(id);
@@ -18,7 +18,7 @@ function setState(text, kind = '') { state.textContent = text; state.className =
 function showMeta(s) {
   const until = s.grantExpiresAt;
   const rows = [['Identity', s.identity], ['Target', s.target], ['Role', s.role], ['Protocol', s.protocol], ['Started', fmtTime(s.startedAt)], ['Grant ends', until ? fmtTime(until) : '—']];
-  if (untilLocal !== null && !ended) rows.push(['Time left', el('span', { 'data-until': String(untilLocal) }, '')]);
+  if (untilLocal !== null && !ended) rows.push(['Time left', el('span', { 'data-until': String(untilLocal) }, `${fmtDuration(untilLocal - Date.now())} left`)]);
   $('meta').replaceChildren(...rows.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)]));
   $('meta').removeAttribute('aria-busy');
   $('lock-form').querySelector('button').textContent = `Lock ${s.identity}`;
@@ -38,6 +38,16 @@ function addEvent(f) {
   const d = f.data || {};
   const { type, ...rest } = d;
   $('events').append(el('li', {}, el('strong', {}, `${type ?? 'event'} `), fields(rest), el('span', { class: 'muted' }, ` at ${Number(f.t).toFixed(1)}s`)));
+}
+
+/** Input frames (password prompts arrive as stars from the recorder), newest last, bounded. */
+function addKeys(f) {
+  const list = $('live-keys');
+  if (list.querySelector('.muted:only-child')) list.replaceChildren();
+  list.append(el('li', {}, el('span', { class: 'muted' }, `${Number(f.t).toFixed(1)}s `), el('kbd', {}, JSON.stringify(String(f.data)).slice(1, -1))));
+  while (list.children.length > 200) list.firstElementChild.remove();
+  const box = list.parentElement;
+  box.scrollTop = box.scrollHeight;
 }
 
 function startTerminal(frames) {
@@ -63,7 +73,7 @@ function onFrame(f) {
   if (f.type === 'o' || f.type === 'r') {
     if (!source) startTerminal([]);
     source.push(f);
-  } else if (f.type === 'query') addStatement(f);
+  } else if (f.type === 'i') addKeys(f); else if (f.type === 'query') addStatement(f);
   else if (f.type === 'event') addEvent(f);
   else if (f.type === 'end') {
     ended = true;
@@ -122,5 +132,5 @@ $('lock-form').addEventListener('submit', async (ev) => {
   } catch (e) { flash(describeError(e), 'bad'); }
 });
 
-if (await checkStill()) connect();
 startCountdowns();
+if (await checkStill()) connect();
