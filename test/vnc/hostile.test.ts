@@ -123,6 +123,37 @@ for (const [name, payload] of [
   });
 }
 
+t.test('hostile viewer after login: garbage and absurd messages give a clean disconnect', async (t) => {
+  behaviour = () => {};
+  for (const [name, bytes] of [
+    ['unknown message type', Buffer.from([0x99, 0, 0, 0])],
+    ['absurd client cut text', Buffer.from([6, 0, 0, 0, 0xff, 0xff, 0xff, 0xff])],
+    ['bad pixel format', Buffer.concat([Buffer.from([0, 0, 0, 0, 12, 24, 0, 1]), Buffer.alloc(12)])],
+  ] as const) {
+    const known = await sessionIds();
+    const c = await login();
+    c.sock.write(bytes);
+    const closedIn = await Promise.race([c.closed.then(() => 'closed'), sleep(3000).then(() => 'open')]);
+    t.equal(closedIn, 'closed', `${name}: disconnected`);
+    await settle();
+    t.match((await newSession(known)).endReason, /protocol error from the viewer/, `${name}: the session end says why`);
+  }
+  const ok = await login();
+  t.ok(ok.ok, 'the gateway still serves');
+  ok.sock.destroy();
+  await settle();
+});
+
+t.test('checkTarget installs a throwaway password and logs in; a dead target is reported', async (t) => {
+  const { vncModule } = await import('../../protocols/vnc/index.js');
+  const ctx = tg.gw.ctx('vnc');
+  const good = await vncModule.checkTarget!(ctx, tg.gw.config.targets.find((x) => x.name === 'fake')!);
+  t.equal(good.ok, true, good.detail);
+  const dead = await vncModule.checkTarget!(ctx, { ...tg.gw.config.targets.find((x) => x.name === 'fake')!, address: '127.0.0.1:1' });
+  t.equal(dead.ok, false, dead.detail);
+  t.match(dead.detail, /cannot reach/);
+});
+
 t.test('view-only role drops input; clipboard follows the role', async (t) => {
   behaviour = (sock) => { sock.write(encodeServerCutText(Buffer.from('from server'))); };
   const before = fake.received.length;
