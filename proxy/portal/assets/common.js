@@ -167,3 +167,12 @@ export function mfaLink(e) {
   if (!(e instanceof ApiError) || e.body.error !== 'mfa_required') return null;
   return el('a', { href: `/auth/login?mfa=1&returnTo=${encodeURIComponent(location.pathname + location.search)}`, class: 'mfa' }, 'Sign in again with your authenticator code');
 }
+
+// A failure nobody caught must not leave a silently half-working page: say so, and log it.
+window.addEventListener('unhandledrejection', (ev) => {
+  console.error('portal: unhandled failure', ev.reason);
+  flash(`Something on this page failed: ${describeError(ev.reason)}. Reload to try again.`, 'bad');
+});
+window.addEventListener('error', (ev) => {
+  flash(`Something on this page failed: ${ev.message}. Reload to try again.`, 'bad');
+});
