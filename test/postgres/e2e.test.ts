@@ -58,6 +58,22 @@ if (!havePostgres) {
     t.same(await pgc.noSessionRoles(), []);
   });
 
+  t.test('fast-path function calls (psql \\lo_import) relay and are audited', async (t) => {
+    const s = await secretFor('prod-db', 'read');
+    const r = await runClient('psql', ['-X', '-A', '-t', `host=${host} port=${port} user=prod-db dbname=app password=${s.secret} sslmode=require`,
+      '-c', '\\lo_import /etc/hostname', '-c', 'SELECT count(*) FROM pg_largeobject_metadata']);
+    t.equal(r.code, 0, r.stderr);
+    t.match(r.stdout, /lo_import \d+/);
+    t.match(r.stdout, /^1$/m, 'the large object exists during the session');
+    t.same(await pgc.noSessionRoles(), []);
+    await settle();
+    const audit = await tg.store.listAudit({ action: 'postgres.function_call' });
+    t.ok(audit.length >= 3, `fast-path calls audited (${audit.length})`);
+    const su = await pgc.su('app');
+    t.equal((await su.query('SELECT count(*)::int AS n FROM pg_largeobject_metadata')).rows[0].n, 0, 'the large object was dropped with the role');
+    await su.end();
+  });
+
   t.test('psql in plain mode where allowed; refused with a hint where not', async (t) => {
     const s = await secretFor('plain-db', 'read');
     const ok = await runClient('psql', ['-X', '-A', '-t', `host=${host} port=${port} user=plain-db dbname=app password=${s.secret} sslmode=disable`, '-c', 'SELECT 40 + 2']);
