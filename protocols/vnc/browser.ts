@@ -203,6 +203,7 @@ async function openViewer(ws: uWS.WebSocket<WsData>): Promise<void> {
     sendJson({ type: 'init', width: up.init.width, height: up.init.height, name: `${auth.target.name} via Tollgate`, viewOnly: viewOnlyOf(auth.role), clipboard: clipboardOf(auth.role), session: s.id });
     client.push(encodeSetEncodings([ENC.ZRLE, ENC.Hextile, ENC.CopyRect, ENC.Raw, ENC.DesktopSize, ENC.Cursor]));
     client.push(encodeUpdateRequest(false, 0, 0, up.init.width, up.init.height));
+    s.onWarning((message, msLeft) => { sendJson({ type: 'warning', message, msLeft }); });
     s.audit('vnc.connect', { browser: true, width: up.init.width, height: up.init.height, clipboard: clipboardOf(auth.role), viewOnly: viewOnlyOf(auth.role) });
     new VncRelay({
       ctx, session: s, client, upstream: up.socket, state, writer, clipboard: clipboardOf(auth.role), viewOnly: viewOnlyOf(auth.role),

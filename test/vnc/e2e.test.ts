@@ -163,7 +163,7 @@ if (missing.length) {
     t.not(r2.code, 0, 'a wrong classic password is refused');
   });
 
-  t.test('kill and expiry close the viewer within 100 ms; view-only and clipboard', async (t) => {
+  t.test('kill, lock and expiry close the viewer; a locked grant is refused', async (t) => {
     const s = await secretFor();
     const c = await rfbLogin({ host, port, ca, username: 'desk', password: s.secret });
     t.ok(c.ok);
@@ -178,6 +178,21 @@ if (missing.length) {
     await settle();
     const ended = await tg.store.getSession(live.id);
     t.match(ended!.endReason, /^killed/, 'the audit/session says why');
+
+    // A lock on the grant ends the session and refuses a new login with the reason.
+    const s3 = await secretFor();
+    const c3 = await rfbLogin({ host, port, ca, username: 'desk', password: s3.secret });
+    t.ok(c3.ok);
+    const l0 = Date.now();
+    const lock = await tg.api('carol', 'POST', '/api/v1/locks', { scope: 'grant', value: s3.grant.id, reason: 'test lock' });
+    t.equal(lock.status, 201, JSON.stringify(lock.body));
+    const closed3 = await c3.closed;
+    t.ok(closed3 - l0 < 1000, `lock closed the viewer (${closed3 - l0} ms)`);
+    await settle();
+    const s4 = await tg.secret('alice', s3.grant.id);
+    const c4 = await rfbLogin({ host, port, ca, username: 'desk', password: s4.secret });
+    t.notOk(c4.ok);
+    t.match(c4.reason, /lock/i, `locked grant refused with a reason: ${c4.reason}`);
 
     const s2 = await secretFor('operator', '30m');
     const c2 = await rfbLogin({ host, port, ca, username: 'desk', password: s2.secret });

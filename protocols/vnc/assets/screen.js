@@ -110,6 +110,9 @@ function viewer() {
     } else if (m.type === 'end') {
       status(m.message, true);
       body.dataset.ended = 'true';
+    } else if (m.type === 'warning') {
+      status(m.message, true);
+      logEvent(`warning: ${m.message}`);
     } else if (m.type === 'clipboard') {
       logEvent(`remote clipboard: ${JSON.stringify(m.text.slice(0, 80))}`);
     } else {
