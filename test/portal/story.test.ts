@@ -139,6 +139,7 @@ t.test('alice requests, bob approves, alice connects with ssh, carol watches and
   await until(() => !userExists(account), 15_000, 'account removed');
   t.pass('the ephemeral account is gone');
 
+  t.equal(await c.locator('#state a:has-text("Open the recording")').count(), 1, 'the ended session links to its recording');
   // ---- carol finds the recording
   await c.goto(`${tg.url}/portal/recordings?identity=alice`);
   await c.waitForSelector(`#results tr[data-session="${live.id}"]`);

@@ -78,7 +78,8 @@ function onFrame(f) {
   else if (f.type === 'end') {
     ended = true;
     source?.ended('Session ended');
-    setState(`The session has ended${f.data ? ` (${typeof f.data === 'string' ? f.data : JSON.stringify(f.data)})` : ''}. Its recording is under Recordings.`, 'done');
+    setState(`The session has ended${f.data ? ` (${typeof f.data === 'string' ? f.data : JSON.stringify(f.data)})` : ''}. `, 'done');
+    state.append(el('a', { href: `/portal/recordings/${encodeURIComponent(id)}` }, 'Open the recording'));
     for (const b of $('controls').querySelectorAll('button')) b.disabled = true;
   }
 }
