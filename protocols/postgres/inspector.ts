@@ -250,9 +250,24 @@ export class PgRelay {
       case 'S': this.clientSeq++; this.discarding = false; return f.raw;
       case 'H': case 'd': case 'c': case 'f': return f.raw;
       case 'F': {
-        // Fast-path function call: audited (it bypasses SQL text, so rules cannot see into it).
-        const oid = f.body.length >= 4 ? f.body.readUInt32BE(0) : 0;
+        // Fast-path function call (libpq large objects): no SQL text, so it is audited and checked
+        // as kind FUNCTION (a rule with kinds: [FUNCTION] can deny or kill it).
+        if (f.body.length < 4) throw new ProtocolViolation('message truncated (FunctionCall)');
+        const oid = f.body.readUInt32BE(0);
         this.session.audit('postgres.function_call', { oid });
+        const text = `fast-path call of function ${oid}`;
+        const decision = this.session.check(text, { kind: 'FUNCTION' });
+        if (decision.action === 'kill') {
+          this.recordRefused(text, 'FUNCTION', 0, 'kill', decision.message);
+          this.terminate({ code: 'forbidden', message: decision.message });
+          return null;
+        }
+        if (decision.action === 'deny') {
+          this.recordRefused(text, 'FUNCTION', 0, 'deny', decision.message);
+          const q = serialize.query(this.deny(decision.message));
+          this.clientSeq++;
+          return q;
+        }
         this.clientSeq++;
         return f.raw;
       }

@@ -39,6 +39,18 @@ if (!havePostgres) {
     t.same(await pgc.noSessionRoles(), []);
   });
 
+  t.test('fast-path function calls are checked as kind FUNCTION (denied for admin here)', async (t) => {
+    const s = await secretFor('prod-db', 'admin');
+    const r = await runClient('psql', ['-X', '-A', '-t', `host=${host} port=${port} user=prod-db dbname=app password=${s.secret} sslmode=require`,
+      '-c', '\\lo_import /etc/hostname', '-c', 'SELECT 40 + 2']);
+    t.match(r.stderr, /no fast-path calls as admin/, 'refused with the policy message');
+    t.match(r.stdout, /^42$/m, 'the session went on');
+    t.same(await pgc.noSessionRoles(), []);
+    await settle();
+    const q = await allQueries();
+    t.ok(q.some((x) => x.kind === 'FUNCTION' && x.decision === 'deny'), 'denied call recorded');
+  });
+
   t.test('kill rule ends the session with FATAL; role dropped', async (t) => {
     const s = await secretFor('prod-db', 'read');
     const a = await connect('prod-db', s.secret);

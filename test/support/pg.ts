@@ -173,6 +173,7 @@ export async function startPgGateway(t: Teardown) {
       { kinds: ['COPY PROGRAM'], action: 'deny' },
       { pattern: 'tollgate_kill_me', action: 'kill', message: 'Tollgate: forbidden statement, session closed' },
       { pattern: 'tollgate_alert_me', action: 'alert' },
+      { kinds: ['FUNCTION'], action: 'deny', roles: ['admin'], message: 'blocked by Tollgate policy: no fast-path calls as admin' },
     ],
   }];
   const tg = await startTestGateway({ targets: [pgc.target, plain, pwdb], policies, listeners: ['postgres'], clock, expiryWarning: '2s' });
