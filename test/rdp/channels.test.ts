@@ -118,6 +118,36 @@ t.test('malformed PDUs in a live session end it cleanly and remove the account',
   }
 });
 
+t.test('revoke and lock close xfreerdp; a locked grant cannot connect again', async (t) => {
+  for (const how of ['revoke', 'lock'] as const) {
+    const grant = await tg.grant('alice', 'desk', 'user');
+    const s = await tg.secret('alice', grant.id, { reusable: true });
+    const c = xfreerdp(xvfb.display, [`/v:${s.host}:${s.port}`, '/sec:tls', `/u:${s.username}`, `/p:${s.secret}`]);
+    t.teardown(() => c.stop());
+    const live = await waitFor('a live session', async () => (await tg.store.listSessions({ state: 'active' })).find((x) => x.protocol === 'rdp'));
+    const connect = await waitFor('the rdp.connect audit', async () => (await tg.store.listAudit({ action: 'rdp.connect', subject: live.id }))[0]);
+    await sleep(2000);
+    const at = Date.now();
+    const r = how === 'revoke'
+      ? await tg.api('alice', 'POST', `/api/v1/grants/${grant.id}/revoke`, { reason: 'done' })
+      : await tg.api('carol', 'POST', '/api/v1/locks', { scope: 'grant', value: grant.id, reason: 'suspicious' });
+    t.ok(r.status === 200 || r.status === 201, `${how}: API accepted (${r.status})`);
+    const code = await Promise.race([c.exited, sleep(5000).then(() => 'still running')]);
+    t.not(code, 'still running', `${how}: xfreerdp exits (${Date.now() - at} ms after the API call)`);
+    const ended = await waitFor('the session to end', async () => { const x = await tg.store.getSession(live.id); return x?.state === 'ended' ? x : null; });
+    t.match(ended.endReason, how === 'revoke' ? /^revoked/ : /^locked/, `${how}: the session ended as ${how === 'revoke' ? 'revoked' : 'locked'}`);
+    t.notOk(userExists(String(connect.data.account)), `${how}: account removed`);
+    if (how === 'lock') {
+      const again = xfreerdp(xvfb.display, [`/v:${s.host}:${s.port}`, '/sec:tls', `/u:${s.username}`, `/p:${s.secret}`]);
+      t.teardown(() => again.stop());
+      const code2 = await Promise.race([again.exited, sleep(15_000).then(() => 'still running')]);
+      t.not(code2, 'still running', 'a new connection under the locked grant is refused');
+      const refused = (await tg.store.listAudit({ action: 'access.refused' })).filter((a) => a.data.protocol === 'rdp');
+      t.ok(refused.length > 0, `refusal audited (${String(refused[refused.length - 1]?.data.code)})`);
+    }
+  }
+});
+
 t.test('module.demo starts an xrdp target and stops it', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'tg-rdp-demo-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
