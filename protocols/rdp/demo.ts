@@ -10,9 +10,9 @@ export async function demo(dir: string, log: Logger): Promise<DemoTargets | null
     log.info({ port: srv.port }, 'demo: xrdp started');
     return {
       targets: [{
-        name: 'desktop', protocol: 'rdp', address: `${srv.host}:${srv.port}`, risk: 'medium',
+        name: 'rdp-desktop', protocol: 'rdp', address: `${srv.host}:${srv.port}`, risk: 'medium',
         description: 'demo Linux desktop (xrdp + xterm), a fresh account per session',
-        roles: [{ name: 'user', channels: ['cliprdr'] }, { name: 'admin', groups: ['sudo'], channels: ['cliprdr', 'rdpdr'] }],
+        roles: [{ name: 'user', channels: ['cliprdr'] }, { name: 'admin', groups: ['adm'], channels: ['cliprdr', 'rdpdr'] }],
         credentials: { mode: 'local-account', prefix: 'tg-' }, options: {},
       }],
       stop: () => srv.stop(),
