@@ -101,9 +101,10 @@ export function buildCli(): Command {
   program.command('demo').description('start a demo gateway: SQLite, the dev IdP, demo users and real demo targets')
     .option('-d, --dir <dir>', 'working directory for the demo (data, servers, demo.json)', '.tollgate/demo')
     .option('-p, --port <port>', 'HTTP port of the gateway', '8080')
-    .action(async (o: { dir: string; port: string }) => {
+    .option('--install-deps', 'install missing Debian packages for the demo servers (apt-get, as root) after the gateway is up')
+    .action(async (o: { dir: string; port: string; installDeps?: boolean }) => {
       const { runDemo } = await import('./demo.js');
-      await runDemo({ dir: o.dir, httpPort: Number(o.port) });
+      await runDemo({ dir: o.dir, httpPort: Number(o.port), installDeps: !!o.installDeps });
     });
 
   program.command('login').description('sign in through your IdP (device flow) and keep an API token for the CLI')

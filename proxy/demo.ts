@@ -45,7 +45,7 @@ export async function freePort(preferred: number, host = '127.0.0.1'): Promise<n
   return (await tryPort(preferred)) ?? (await tryPort(0))!;
 }
 
-export async function runDemo(opts: { dir: string; httpPort: number }): Promise<void> {
+export async function runDemo(opts: { dir: string; httpPort: number; installDeps?: boolean }): Promise<void> {
   const dir = resolve(opts.dir);
   // Traversable: demo servers run as their own users (postgres, mysql) under dir/targets.
   mkdirSync(join(dir, 'targets'), { recursive: true, mode: 0o755 });
@@ -55,7 +55,53 @@ export async function runDemo(opts: { dir: string; httpPort: number }): Promise<
   const started: DemoTargets[] = [];
   const targets: TargetConfig[] = [];
   const listeners: Record<string, { host: string; port: number }> = { http: { host: '127.0.0.1', port: await freePort(opts.httpPort) } };
+  for (const mod of modules.values()) {
+    if (mod.listen) listeners[mod.name] = { host: '127.0.0.1', port: await freePort(demoPort(mod)) };
+  }
   const stopTargets = async () => { for (const d of started.reverse()) await d.stop().catch(() => undefined); };
+
+  const raw = {
+    gateway: { dataDir: join(dir, 'data'), id: 'demo', expiryWarning: '60s', logLevel: process.env['TOLLGATE_LOG_LEVEL'] ?? 'info' },
+    listeners,
+    store: { kind: 'sqlite' },
+    idp: {
+      dev: {
+        host: '127.0.0.1', port: await freePort(listeners['http']!.port + 1000),
+        users: DEMO_USERS.map((u) => ({ name: u.name, email: `${u.name}@demo.tollgate`, password: { value: `${u.name}-demo` }, groups: [...u.groups], ...(u.name === 'alice' ? { totp: { value: DEMO_TOTP } } : {}) })),
+      },
+    },
+    targets: [] as TargetConfig[],
+    policies: DEMO_POLICIES,
+    breakGlass: { groups: ['oncall'], maxDuration: '1h' },
+  };
+  const configName = join(dir, 'demo.yaml (generated)');
+  const config = validateConfig(raw, configName, modules);
+
+  // The gateway comes up first (its /healthz answers while the demo servers are still being set up);
+  // the demo targets join its configuration once their servers run.
+  const gw = await new Gateway({ config, log }).start();
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    await gw.stop().catch(() => undefined);
+    await stopTargets();
+    process.exit(0);
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  process.stdout.write(`Tollgate gateway is up at ${gw.publicUrl} (health: ${gw.publicUrl}/healthz); starting the demo servers…\n`);
+
+  if (opts.installDeps) {
+    // Debian packages for the demo servers (openssh-server, postgresql, mariadb-server, ...).
+    const { spawn } = await import('node:child_process');
+    const ensure = join(import.meta.dirname, 'bin', 'ensure-deps.js');
+    await new Promise<void>((res) => {
+      const c = spawn(process.execPath, [ensure, 'demo', '--only', 'debian'], { stdio: ['ignore', 'inherit', 'inherit'] });
+      c.on('close', () => res());
+      c.on('error', () => res());
+    });
+  }
 
   // Demo servers start side by side (each is a real server in its own temp dir).
   await Promise.all([...modules.values()].filter((m) => m.demo).map(async (mod) => {
@@ -68,38 +114,16 @@ export async function runDemo(opts: { dir: string; httpPort: number }): Promise<
       log.error({ err: e, protocol: mod.name }, 'demo target failed to start; continuing without it');
     }
   }));
+  if (stopping) return;
   // Two modules may pick the same demo name (e.g. "desktop" for VNC and RDP): keep both, suffixed.
   const seen = new Set<string>();
   for (const t of targets.sort((a, b) => a.name.localeCompare(b.name) || a.protocol.localeCompare(b.protocol))) {
     if (seen.has(t.name)) t.name = `${t.name}-${t.protocol}`;
     seen.add(t.name);
   }
-  for (const mod of modules.values()) {
-    if (mod.listen && targets.some((t) => t.protocol === mod.name)) listeners[mod.name] = { host: '127.0.0.1', port: await freePort(demoPort(mod)) };
-  }
+  // Validate them as the config file would be, then let the running gateway serve them.
+  config.targets.push(...validateConfig({ ...raw, targets }, configName, modules).targets);
 
-  const config = validateConfig({
-    gateway: { dataDir: join(dir, 'data'), id: 'demo', expiryWarning: '60s', logLevel: process.env['TOLLGATE_LOG_LEVEL'] ?? 'info' },
-    listeners,
-    store: { kind: 'sqlite' },
-    idp: {
-      dev: {
-        host: '127.0.0.1', port: await freePort(listeners['http']!.port + 1000),
-        users: DEMO_USERS.map((u) => ({ name: u.name, email: `${u.name}@demo.tollgate`, password: { value: `${u.name}-demo` }, groups: [...u.groups], ...(u.name === 'alice' ? { totp: { value: DEMO_TOTP } } : {}) })),
-      },
-    },
-    targets,
-    policies: DEMO_POLICIES,
-    breakGlass: { groups: ['oncall'], maxDuration: '1h' },
-  }, join(dir, 'demo.yaml (generated)'), modules);
-
-  let gw: Gateway;
-  try {
-    gw = await new Gateway({ config, log }).start();
-  } catch (e) {
-    await stopTargets();
-    throw e;
-  }
   const users: Record<string, { token: string; groups: string[] }> = {};
   for (const u of DEMO_USERS) {
     const now = gw.clock.now();
@@ -133,13 +157,6 @@ Try:
   TOLLGATE_TOKEN=$(node -p "require('${demoFile}').users.bob.token") npx tollgate requests --approvable
 Press Ctrl-C to stop.
 `);
-  const stop = async () => {
-    await gw.stop().catch(() => undefined);
-    await stopTargets();
-    process.exit(0);
-  };
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
 }
 
 function resolveRefs(v: unknown, resolve: (ref: never, path: string) => string, path: string): unknown {

@@ -106,8 +106,25 @@ function redirect(res: uWS.HttpResponse, st: ReqState, location: string, extra: 
 }
 
 export class HttpApps {
-  private byLabel = new Map<string, AppConfig>();
-  private byName = new Map<string, AppConfig>();
+  private labels = new Map<string, AppConfig>();
+  private names = new Map<string, AppConfig>();
+  private seenTargets: unknown[] = [];
+  /** App maps, rebuilt when the gateway's target list changes (the demo adds targets after start-up). */
+  private get byLabel(): Map<string, AppConfig> { this.refreshApps(); return this.labels; }
+  private get byName(): Map<string, AppConfig> { this.refreshApps(); return this.names; }
+  private refreshApps(): void {
+    const all = this.ctx.targets();
+    if (all.length === this.seenTargets.length && all.every((t, i) => t === this.seenTargets[i])) return;
+    this.seenTargets = [...all];
+    this.labels = new Map();
+    this.names = new Map();
+    for (const t of all) {
+      if (t.protocol !== 'http') continue;
+      const a = appConfig(t);
+      this.labels.set(a.label, a);
+      this.names.set(t.name, a);
+    }
+  }
   private pools = new Map<string, Pool>();
   private keyPromise: Promise<AssertionKey>;
   readonly sessions: AppSessions;
@@ -116,12 +133,7 @@ export class HttpApps {
   private gw: GatewayOrigin | null = null;
 
   constructor(private ctx: ProtocolContext, private front: HttpMount) {
-    for (const t of ctx.targets()) {
-      if (t.protocol !== 'http') continue;
-      const a = appConfig(t);
-      this.byLabel.set(a.label, a);
-      this.byName.set(t.name, a);
-    }
+    this.refreshApps();
     this.keyPromise = loadOrCreateAssertionKey(ctx.dataDir);
     this.keyPromise.catch((e) => ctx.log.error({ err: (e as Error).message }, 'cannot load the assertion key'));
     this.sessions = new AppSessions(ctx, () => this.keyPromise);

@@ -64,8 +64,10 @@ async function npmPackages() {
   writeFileSync(stamp, `${lockHash}\n`);
 }
 
+// --only npm|debian: one half (npm start installs npm packages first and Debian packages while the gateway starts).
+const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : null;
 try {
-  await Promise.all([debian(), npmPackages()]);
+  await Promise.all([only === 'npm' ? null : debian(), only === 'debian' ? null : npmPackages()]);
 } catch (e) {
   log(e.message);
   process.exit(1);
