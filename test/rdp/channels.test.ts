@@ -33,7 +33,7 @@ t.before(async () => {
     listeners: ['rdp'],
     targets: [{
       name: 'desk', protocol: 'rdp', address: `${srv.host}:${srv.port}`,
-      roles: [{ name: 'user', channels: ['cliprdr'] }, { name: 'admin', channels: ['cliprdr', 'rdpdr'] }],
+      roles: [{ name: 'user', channels: ['cliprdr'] }, { name: 'admin', groups: ['adm'], channels: ['cliprdr', 'rdpdr'] }],
       credentials: { mode: 'local-account', prefix: PREFIX },
     }],
   });
@@ -55,18 +55,19 @@ async function events(sessionId: string): Promise<{ type: string; [k: string]: u
   return readFileSync(p, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
 }
 
-async function runWithDrive(role: string): Promise<{ id: string; connect: Record<string, unknown> }> {
+async function runWithDrive(role: string): Promise<{ id: string; connect: Record<string, unknown>; groups: string }> {
   const grant = await tg.grant('alice', 'desk', role);
   const s = await tg.secret('alice', grant.id);
   const c = xfreerdp(xvfb.display, [`/v:${s.host}:${s.port}`, '/sec:tls', `/u:${s.username}`, `/p:${s.secret}`, `/drive:tgshare,${share}`, '+clipboard']);
   try {
     const live = await waitFor('a live session', async () => (await tg.store.listSessions({ state: 'active' })).find((x) => x.protocol === 'rdp'));
     const connect = await waitFor('the rdp.connect audit', async () => (await tg.store.listAudit({ action: 'rdp.connect', subject: live.id }))[0]);
+    const groups = (await import('node:child_process')).spawnSync('id', ['-nG', String(connect.data.account)], { encoding: 'utf8' }).stdout;
     await sleep(7000); // xrdp's channel server starts with the session and talks to the client
     const k = await tg.api('carol', 'POST', `/api/v1/sessions/${live.id}/kill`, { reason: 'test' });
     if (k.status !== 200) throw new Error(`kill: ${k.status}`);
     await waitFor('the session to end', async () => (await tg.store.getSession(live.id))?.state === 'ended');
-    return { id: live.id, connect: connect.data };
+    return { id: live.id, connect: connect.data, groups };
   } finally {
     c.stop();
   }
@@ -75,6 +76,7 @@ async function runWithDrive(role: string): Promise<{ id: string; connect: Record
 t.test('device redirection where the role allows rdpdr: the rdpdr exchange reaches the target and is recorded', async (t) => {
   const r = await runWithDrive('admin');
   t.notOk((r.connect.refusedChannels as string[]).includes('rdpdr'), 'rdpdr not refused for admin');
+  t.match(r.groups, /\badm\b/, 'the admin role\'s account is in the adm group (group elevation per role)');
   t.ok((r.connect.channels as string[]).includes('rdpdr'), 'rdpdr goes to the target');
   const ev = await events(r.id);
   // xrdp's channel server and the client complete the rdpdr handshake through the gateway; the
@@ -89,6 +91,7 @@ t.test('device redirection where the role allows rdpdr: the rdpdr exchange reach
 t.test('drive redirection refused for a role without rdpdr: the target never sees the channel', async (t) => {
   const r = await runWithDrive('user');
   t.ok((r.connect.refusedChannels as string[]).includes('rdpdr'), 'rdpdr refused for user (audited)');
+  t.notMatch(r.groups, /\badm\b/, 'the user role\'s account is not in adm');
   t.notOk((r.connect.channels as string[]).includes('rdpdr'), 'and not offered to the target');
   const ev = await events(r.id);
   t.notOk(ev.some((e) => e.type === 'rdp.devices' || e.type === 'rdp.device'), 'no rdpdr traffic reached the target');
