@@ -23,6 +23,8 @@ export class PacketConn {
   private failure: Error | null = null;
   private pausedFlag = false;
   private closeHandlers: ((err: Error | null) => void)[] = [];
+  /** Called after every chunk read from the socket has been handled (the relay flushes its writes here). */
+  onChunkEnd: (() => void) | null = null;
   closed = false;
   /** Sequence id of the last packet read (a reply carries this + 1). */
   lastReadSeq = -1;
@@ -43,6 +45,7 @@ export class PacketConn {
       return;
     }
     this.drain();
+    this.onChunkEnd?.();
   };
   private onEnd = () => { this.fail(new ConnClosedError()); };
   private onError = (e: Error) => { this.fail(e); };

@@ -72,6 +72,8 @@ export class MysqlRelay {
       this.sendErr(ER.CONNECTION_KILLED, 'Tollgate: the database closed the connection');
       this.finish({ code: err ? 'target_error' : 'target_closed', message: err ? `database connection failed: ${err.message}` : 'the database closed the connection' });
     });
+    client.onChunkEnd = this.flush;
+    upstream.onChunkEnd = this.flush;
     client.setHandler((p) => this.fromClient(p));
     upstream.setHandler((p) => this.fromServer(p));
   }
@@ -93,9 +95,9 @@ export class MysqlRelay {
     if (this.ending) return;
     this.ending = true;
     this.o.onEnd?.();
+    this.flush();
     this.pending?.record?.finish({ error: `session ended: ${reason.message}` });
     this.pending = null;
-    this.flushBytes();
     this.o.client.end();
     if (reason.code === 'client_exit') this.o.upstream.end();
     else this.o.upstream.destroy();
@@ -107,21 +109,38 @@ export class MysqlRelay {
   private pendingUp = 0;
   private pendingDown = 0;
   private flushScheduled = false;
+  private corked: PacketConn[] = [];
+  /** Query-log bookkeeping for answers already forwarded; run once those bytes are written. */
+  private afterWrite: (() => void)[] = [];
 
-  /** Writes made while handling one chunk of packets leave in one batch (cork), bytes are counted once. */
+  /**
+   * Writes made while handling one chunk of packets leave in one batch (cork). The batch is flushed
+   * when the chunk has been handled (PacketConn.onChunkEnd), with a next-tick fallback for writes
+   * made outside a chunk; bytes are counted once per batch.
+   */
   private batch(conn: PacketConn) {
-    if (!conn.sock.writableCorked) {
+    if (!this.corked.includes(conn)) {
       conn.sock.cork();
-      process.nextTick(() => conn.sock.uncork());
+      this.corked.push(conn);
     }
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      process.nextTick(() => this.flushBytes());
+      process.nextTick(this.flush);
     }
   }
 
-  private flushBytes() {
+  /**
+   * Send what the batch holds, then do the recording work of the answers just sent: the client gets
+   * its answer before the query log row is written, not after (the row is the same either way).
+   */
+  private flush = () => {
     this.flushScheduled = false;
+    for (const c of this.corked.splice(0)) c.sock.uncork();
+    this.flushBytes();
+    if (this.afterWrite.length) for (const f of this.afterWrite.splice(0)) f();
+  };
+
+  private flushBytes() {
     if (this.pendingUp || this.pendingDown) this.o.session.addBytes(this.pendingUp, this.pendingDown);
     this.pendingUp = 0;
     this.pendingDown = 0;
@@ -339,10 +358,14 @@ export class MysqlRelay {
     if (cur.prepare && t.stmtId !== null && !t.error) {
       this.prepared.set(t.stmtId, { text: cur.prepare.text, kind: cur.prepare.kind, params: t.params });
     }
-    if (cur.prepare && t.error) {
-      this.queries.statement({ statement: cur.prepare.text, kind: cur.prepare.kind, params: 0, decision: 'allow' }).finish({ error: t.error });
-    }
-    cur.record?.finish({ rows: t.sawResultSet ? t.rows : t.affected, error: t.error });
+    const { prepare, record } = cur;
+    const result = { rows: t.sawResultSet ? t.rows : t.affected, error: t.error };
+    this.afterWrite.push(() => {
+      if (prepare && result.error) {
+        this.queries.statement({ statement: prepare.text, kind: prepare.kind, params: 0, decision: 'allow' }).finish({ error: result.error });
+      }
+      record?.finish(result);
+    });
     this.o.client.resume();
   }
 }
