@@ -45,6 +45,9 @@ export async function listenSsh(ctx: ProtocolContext, address: ListenerAddress):
   const conns = new Set<ssh2.Connection>();
   const server = new Server({ hostKeys: [hostKey], ident: 'Tollgate' }, (client, info) => {
     conns.add(client);
+    // Keystrokes and echoes are tiny packets: without this, Nagle holds each one back until the
+    // previous segment is acknowledged (delayed ACK), adding milliseconds to every round trip.
+    (client as unknown as { setNoDelay(on: boolean): void }).setNoDelay(true); // ssh2 has it; its types omit it
     const clientAddr = `${info.ip}:${info.port}`;
     const log = ctx.log.child({ protocol: 'ssh', client: clientAddr });
     let authorized: Authorized | null = null;

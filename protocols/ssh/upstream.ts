@@ -13,7 +13,11 @@ export function dialUpstream(target: TargetConfig, cred: UpstreamCredential, for
   return new Promise((resolve, reject) => {
     const c = new Client();
     let settled = false;
-    c.once('ready', () => { settled = true; resolve(c); });
+    c.once('ready', () => {
+      settled = true;
+      c.setNoDelay(true); // small interactive packets leave at once (see frontend.ts)
+      resolve(c);
+    });
     c.on('error', (e: Error & { level?: string }) => {
       if (settled) return;
       settled = true;
