@@ -97,6 +97,8 @@ t.test('interactive shell: cast has keystrokes and output; deny swallows the lin
   await term.waitFor(new RegExp(`${PREFIX}alice-[a-z0-9]{4}\\r?\\n`));
   const user = acct('alice').exec(term.out)![0]!;
   t.ok(userExists(user), 'account exists during the session');
+  // '*' in the password field: no password can ever match, yet the account is not locked.
+  t.equal(spawnSync('getent', ['shadow', user], { encoding: 'utf8' }).stdout.split(':')[1], '*', 'minted account has no usable password');
   // History recall is a documented limit: the line is marked, and the reconstructed text still checked.
   term.type('echo recalled\r');
   await term.waitFor(/[\r\n]recalled\r\n/);

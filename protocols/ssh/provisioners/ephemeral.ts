@@ -48,9 +48,10 @@ export const ephemeralProvisioner: Provisioner = {
         'set -e',
         RETRY_SH,
         `n=${shq(account)}`,
-        `retry useradd -m -U -s /bin/bash -c 'tollgate session account'${groups.length ? ` -G ${shq(groups.join(','))}` : ''} "$n"`,
-        // useradd leaves the password '!' (locked); sshd refuses a locked account even with a key.
-        `retry usermod -p '*' "$n"`,
+        // Password field '*': no password can match it, yet the account is not locked ('!', useradd's
+        // default), which sshd would refuse even with a key. Set by useradd itself: one process and
+        // one /etc/shadow lock fewer than a separate usermod.
+        `retry useradd -m -U -p '*' -s /bin/bash -c 'tollgate session account'${groups.length ? ` -G ${shq(groups.join(','))}` : ''} "$n"`,
         'h=$(getent passwd "$n" | cut -d: -f6)',
         'install -d -m 700 -o "$n" -g "$n" "$h/.ssh"',
         `printf '%s\\n' ${shq(`${publicLine} tollgate-session`)} > "$h/.ssh/authorized_keys"`,
