@@ -1,4 +1,5 @@
 import Database from 'better-sqlite3';
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type {
@@ -109,25 +110,36 @@ export class SqliteStore implements Store {
   /**
    * better-sqlite3 is synchronous on one connection while our interface is async: while fn runs,
    * other callers' statements would land inside the open transaction. So transactions take turns,
-   * and every call made on this store (not on the tx handle given to fn) waits until the open
-   * transaction has committed or rolled back.
+   * and every call that does not come from inside the open transaction (its async context, tracked
+   * with AsyncLocalStorage, so wrappers around the store still work) waits until it has committed
+   * or rolled back.
    */
   private txOpen: Promise<void> | null = null;
+  private txToken: symbol | null = null;
+  private txContext = new AsyncLocalStorage<symbol>();
   private txQueue: Promise<unknown> = Promise.resolve();
 
+  private inOpenTx(): boolean {
+    return this.txToken !== null && this.txContext.getStore() === this.txToken;
+  }
+
   async transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T> {
+    if (this.inOpenTx()) return fn(this);
     const run = async (): Promise<T> => {
       let release!: () => void;
       this.txOpen = new Promise<void>((r) => { release = r; });
+      const token = Symbol('tx');
+      this.txToken = token;
       this.db.exec('BEGIN IMMEDIATE');
       try {
-        const out = await fn(this.txHandle);
+        const out = await this.txContext.run(token, () => fn(this));
         this.db.exec('COMMIT');
         return out;
       } catch (e) {
         if (this.db.inTransaction) this.db.exec('ROLLBACK');
         throw e;
       } finally {
+        this.txToken = null;
         this.txOpen = null;
         release();
       }
@@ -137,24 +149,17 @@ export class SqliteStore implements Store {
     return p;
   }
 
-  /** The store as seen inside a transaction: same methods, no waiting on the transaction itself. */
-  private txHandle!: Store;
-
   private gateMethods(): void {
     const proto = SqliteStore.prototype as unknown as Record<string, unknown>;
     const self = this as unknown as Record<string, unknown>;
-    const handle: Record<string, unknown> = Object.create(this);
     for (const name of Object.getOwnPropertyNames(SqliteStore.prototype)) {
       const fn = proto[name];
-      if (typeof fn !== 'function' || ['constructor', 'transaction', 'migrate', 'close', 'gateMethods', 'rawForTests'].includes(name)) continue;
-      handle[name] = (...args: unknown[]) => (fn as (...a: unknown[]) => unknown).apply(this, args);
+      if (typeof fn !== 'function' || ['constructor', 'transaction', 'migrate', 'close', 'gateMethods', 'inOpenTx', 'rawForTests'].includes(name)) continue;
       self[name] = async (...args: unknown[]) => {
-        while (this.txOpen) await this.txOpen;
+        while (this.txOpen && !this.inOpenTx()) await this.txOpen;
         return (fn as (...a: unknown[]) => unknown).apply(this, args);
       };
     }
-    handle['transaction'] = <T>(f: (tx: Store) => Promise<T>) => f(handle as unknown as Store);
-    this.txHandle = handle as unknown as Store;
   }
 
   async upsertIdentity(rec: IdentityRecord): Promise<void> {
