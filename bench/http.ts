@@ -131,11 +131,16 @@ async function wrk(url: string, headers: Record<string, string>, seconds: number
 
 /** Sign in through the gateway's OIDC login in Chromium, get an auto-approved grant, and the app cookie. */
 async function signIn(gatewayUrl: string, appPath: string, password: string): Promise<string> {
-  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'] });
+  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
   try {
     const ctx = await browser.newContext();
     const page = await ctx.newPage();
-    await page.goto(`${gatewayUrl}/auth/login?returnTo=${encodeURIComponent('/api/v1/me')}`);
+    await page.goto(`${gatewayUrl}/auth/login?returnTo=${encodeURIComponent('/api/v1/me')}`, { timeout: 60_000 });
+    try {
+      await page.waitForSelector('#login', { timeout: 60_000 });
+    } catch {
+      throw new Error(`no IdP sign-in page at ${page.url()}: ${(await page.textContent('body').catch(() => ''))?.slice(0, 300)}`);
+    }
     await page.fill('#login', 'alice');
     await page.fill('#password', password);
     await page.click('button:has-text("Sign in")');

@@ -1,9 +1,8 @@
 /**
- * Smoke run of bench/http.ts: wrk against the direct upstream, nginx and Tollgate (`tollgate serve`,
- * real OIDC sign-in in Chromium) in one run; every tool answers every case without errors.
+ * bench/http.ts's wrk output parser (the scenario's smoke run is in test/bench/smoke.test.ts).
  */
 import t from 'tap';
-import { parseWrk, run } from '../../bench/http.js';
+import { parseWrk } from '../../bench/http.js';
 
 t.test('wrk output parser', async (t) => {
   const out = `Running 1s test @ http://127.0.0.1:1/small
@@ -27,14 +26,4 @@ Transfer/sec:      5.00MB
   t.equal(r.errors, 3);
 });
 
-t.test('bench http --smoke', async (t) => {
-  const rows = await run({ smoke: true });
-  for (const tool of ['direct', 'nginx', 'tollgate']) {
-    for (const c of ['small', '1 MiB']) {
-      const rps = rows.find((r) => r.tool === tool && r.metric === 'requests/s' && r.case.includes(c));
-      t.ok(rps && Number.isFinite(rps.value) && rps.value > 0, `${tool} ${c}: ${rps?.value} req/s`);
-      const p99 = rows.find((r) => r.tool === tool && r.metric === 'p99 latency' && r.case.includes(c));
-      t.ok(p99 && Number.isFinite(p99.value) && p99.value > 0, `${tool} ${c}: p99 ${p99?.value} ms`);
-    }
-  }
-});
+// The smoke run of the http scenario itself is part of test/bench/smoke.test.ts (all scenarios, one run).
