@@ -105,7 +105,11 @@ export class SqliteStore implements Store {
     for (const [k, spec] of Object.entries(tables)) (this.t as Record<string, Table<object>>)[k] = new Table(this.db, spec);
   }
 
-  async close(): Promise<void> { if (this.db.open) this.db.close(); }
+  async close(): Promise<void> {
+    if (!this.db.open) return;
+    this.flushQueryLog();
+    this.db.close();
+  }
 
   /**
    * better-sqlite3 is synchronous on one connection while our interface is async: while fn runs,
@@ -154,7 +158,7 @@ export class SqliteStore implements Store {
     const self = this as unknown as Record<string, unknown>;
     for (const name of Object.getOwnPropertyNames(SqliteStore.prototype)) {
       const fn = proto[name];
-      if (typeof fn !== 'function' || ['constructor', 'transaction', 'migrate', 'close', 'gateMethods', 'inOpenTx', 'rawForTests'].includes(name)) continue;
+      if (typeof fn !== 'function' || ['constructor', 'transaction', 'migrate', 'close', 'gateMethods', 'inOpenTx', 'flushQueryLog', 'rawForTests'].includes(name)) continue;
       self[name] = async (...args: unknown[]) => {
         while (this.txOpen && !this.inOpenTx()) await this.txOpen;
         return (fn as (...a: unknown[]) => unknown).apply(this, args);
@@ -242,14 +246,37 @@ export class SqliteStore implements Store {
   async getRecording(id: string) { return this.t.recordings.get(id) as RecordingRecord | null; }
   async listRecordings(f: { sessionId?: string } = {}) { return this.t.recordings.list({ sessionId: f.sessionId }, { order: 'created_at' }) as RecordingRecord[]; }
 
+  /**
+   * The query log is the one hot write (a row per statement): rows are queued and written in one
+   * transaction per event-loop turn instead of one commit each. Reads of the log flush first.
+   */
   private insertQueryStmt: Database.Statement | null = null;
+  private queryQueue: QueryLogRecord[] = [];
+  private queryFlushScheduled = false;
   async insertQuery(rec: QueryLogRecord) {
-    const { id: _id, ...rest } = rec;
+    this.queryQueue.push(rec);
+    if (!this.queryFlushScheduled) {
+      this.queryFlushScheduled = true;
+      setImmediate(() => this.flushQueryLog());
+    }
+  }
+  private flushQueryLog(): void {
+    this.queryFlushScheduled = false;
+    if (!this.queryQueue.length || !this.db.open) return;
+    if (this.db.inTransaction && !this.inOpenTx()) {
+      // Someone else's transaction is open: never mix the log into it; try again next turn.
+      this.queryFlushScheduled = true;
+      setImmediate(() => this.flushQueryLog());
+      return;
+    }
+    const rows = this.queryQueue.splice(0);
     this.insertQueryStmt ??= this.db.prepare('INSERT INTO query_log (session_id, at, statement, kind, params, duration_ms, rows, error, decision) VALUES (?,?,?,?,?,?,?,?,?)');
-    this.insertQueryStmt
-      .run(rest.sessionId, rest.at, rest.statement, rest.kind, rest.params, rest.durationMs, rest.rows, rest.error, rest.decision);
+    const stmt = this.insertQueryStmt;
+    const write = () => { for (const r of rows) stmt.run(r.sessionId, r.at, r.statement, r.kind, r.params, r.durationMs, r.rows, r.error, r.decision); };
+    if (this.db.inTransaction) write(); else this.db.transaction(write)();
   }
   async listQueries(sessionId: string, page: Page = {}) {
+    this.flushQueryLog();
     return this.t.queries.list({ sessionId }, { order: 'id', page }) as QueryLogRecord[];
   }
 
