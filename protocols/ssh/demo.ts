@@ -93,6 +93,9 @@ export async function startSshd(dir: string, opts: { extraConfig?: string } = {}
       'X11Forwarding no',
       'PrintMotd no',
       'LogLevel VERBOSE',
+      // Each brokered session opens two connections here (admin, then the minted account): the
+      // default 10:30:100 drops unauthenticated connections at random under tens of parallel sessions.
+      'MaxStartups 200:30:400',
       `Subsystem sftp ${sftpServer}`,
       opts.extraConfig ?? '',
       'Match User root',
