@@ -97,6 +97,8 @@ if (missing.length) {
     viewer.stderr!.on('data', (d: Buffer) => { viewerErr += d.toString(); });
     const live = await waitFor(async () => (await tg.store.listSessions({ state: 'active' }))[0], 15_000, `a live session (viewer said: ${viewerErr})`);
     t.equal(live.protocol, 'vnc');
+    // The session is live before its password is minted and installed: wait for the active lease.
+    await waitFor(async () => (await tg.store.listLeases({ sessionId: live.id, state: ['active'] }))[0], 15_000, 'the session password lease');
     // The minted password is what the server's password file holds now, and it opens the server.
     const minted = new Secret(readVncPasswdFile(readFileSync(desktop.passwordFile)));
     const probe = await dialUpstream({ host: '127.0.0.1', port: desktop.port, password: minted, timeoutMs: 5000, clock: new ManualClock(0) });
