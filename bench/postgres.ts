@@ -33,8 +33,13 @@ async function startPgBouncer(upstream: { host: string; port: number }, user: st
   writeFileSync(ini, `[databases]\n${db} = host=${upstream.host} port=${upstream.port} dbname=${db}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = ${port}\nauth_type = trust\nauth_file = ${users}\npool_mode = session\nmax_client_conn = 200\ndefault_pool_size = 80\nunix_socket_dir =\nlogfile = ${join(dir, 'pgbouncer.log')}\npidfile = ${join(dir, 'pgbouncer.pid')}\n`, { mode: 0o644 });
   chmodSync(dir, 0o777);
   const child = spawn('pgbouncer', process.getuid?.() === 0 ? ['-u', 'postgres', ini] : [ini], { stdio: 'ignore' });
+  const failed = new Promise<never>((_, reject) => child.once('error', (e) => reject(new Error(`cannot run pgbouncer (install Debian's pgbouncer): ${e.message}`))));
+  failed.catch(() => undefined);
   for (let i = 0; i < 50; i++) {
-    try { await execFileP('pg_isready', ['-h', '127.0.0.1', '-p', String(port)]); break; } catch { await new Promise((r) => setTimeout(r, 100)); }
+    try { await Promise.race([execFileP('pg_isready', ['-h', '127.0.0.1', '-p', String(port)]), failed]); break; } catch (e) {
+      if ((e as Error).message.startsWith('cannot run pgbouncer')) { rmSync(dir, { recursive: true, force: true }); throw e; }
+      await new Promise((r) => setTimeout(r, 100));
+    }
   }
   return {
     port,
