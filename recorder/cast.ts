@@ -209,8 +209,9 @@ function checkHeader(h: unknown, errors: string[]): h is CastHeader {
     if (!(typeof o[k] === 'number' && Number.isInteger(o[k]) && (o[k] as number) >= 0)) errors.push(`line 1: ${k} must be a non-negative integer`);
   }
   if (o.timestamp !== undefined && !(typeof o.timestamp === 'number' && Number.isFinite(o.timestamp))) errors.push('line 1: timestamp must be a number');
-  if (o.env !== undefined && (typeof o.env !== 'object' || o.env === null || Object.values(o.env).some((v) => typeof v !== 'string'))) {
-    errors.push('line 1: env must map names to strings');
+  // asciinema itself writes null for a variable that was not set (SHELL or TERM in a bare environment).
+  if (o.env !== undefined && (typeof o.env !== 'object' || o.env === null || Object.values(o.env).some((v) => typeof v !== 'string' && v !== null))) {
+    errors.push('line 1: env must map names to strings (or null for unset)');
   }
   return errors.length === 0;
 }

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodePng } from '../../recorder/screen/index.js';
 import { startXrdp, xrdpInstalled, type XrdpServer } from '../../protocols/rdp/xrdp.js';
+import { startXvfb as startVncXvfb } from '../../protocols/vnc/demo.js';
 
 export function haveRdpTools(): string | null {
   if (process.getuid?.() !== 0) return 'tests must run as root (they create accounts)';
@@ -20,17 +21,13 @@ export function haveRdpTools(): string | null {
 
 export interface Display { display: string; stop(): void }
 
+/**
+ * An Xvfb on a display number it picks itself (-displayfd), so test files running in parallel never
+ * share a display (probing for a free number and then starting one raced with the VNC tests' Xvfb).
+ */
 export async function startXvfb(): Promise<Display> {
-  for (let n = 140 + Math.floor(Math.random() * 200); ; n++) {
-    if (existsSync(`/tmp/.X11-unix/X${n}`) || existsSync(`/tmp/.X${n}-lock`)) continue;
-    const p = spawn('Xvfb', [`:${n}`, '-screen', '0', '1024x768x24', '-nolisten', 'tcp'], { stdio: 'ignore' });
-    for (let i = 0; i < 50; i++) {
-      await sleep(100);
-      if (existsSync(`/tmp/.X11-unix/X${n}`)) return { display: `:${n}`, stop: () => { p.kill('SIGKILL'); } };
-      if (p.exitCode !== null) break;
-    }
-    p.kill('SIGKILL');
-  }
+  const x = await startVncXvfb('1024x768x24');
+  return { display: x.display, stop: () => { x.proc.kill('SIGKILL'); } };
 }
 
 export async function withXrdp(): Promise<XrdpServer> {

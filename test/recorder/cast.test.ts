@@ -228,6 +228,9 @@ t.test('verifyCastText and replayCast reject malformed casts', async (t) => {
   t.match(verifyCastText(`${h}\n[-1, "o", "x"]\n`).errors[0], /non-negative/);
   t.throws(() => replayCast(`${h}\n[1, "o", "x"]\n[0.5, "o", "y"]\n`), /goes back/);
   t.throws(() => replayCast('garbage\n'), /header is not valid JSON/);
+  // asciinema writes null for variables that were unset when it ran (a bare CI environment): valid.
+  t.ok(verifyCastText('{"version": 2, "width": 80, "height": 24, "env": {"SHELL": null, "TERM": null}}\n[0.1, "o", "x"]\n').ok, 'null env values are valid');
+  t.match(verifyCastText('{"version": 2, "width": 80, "height": 24, "env": {"TERM": 5}}\n').errors[0], /env must map/);
   t.throws(() => replayCast(''), /empty file/);
   // A crash may tear the last line: replay keeps everything before it.
   t.same(replayCast(`${h}\n[0.1, "o", "x"]\n[0.2, "o", "y`).events, [{ t: 0.1, type: 'o', data: 'x' }]);

@@ -21,6 +21,8 @@ import { startTestGateway, type TestGateway } from '../support/gateway.js';
 import { have, rfbLogin, run, sleep, waitFor } from './client.js';
 
 const ARTIFACTS = join(import.meta.dirname, '..', 'artifacts', 'vnc');
+// A fresh clone has no artifacts folder (it is not tracked): make it here, not in some other test file.
+mkdirSync(ARTIFACTS, { recursive: true });
 const needed = ['Xvfb', 'x11vnc', 'xterm', 'vncviewer', 'xdotool', 'import', 'vncsnapshot'];
 const missing = needed.filter((c) => !have(c));
 if (missing.length) {

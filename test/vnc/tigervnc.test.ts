@@ -5,7 +5,7 @@
  * minted password dead after the session.
  */
 import t from 'tap';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -21,6 +21,8 @@ import { startTestGateway } from '../support/gateway.js';
 import { have, rfbLogin, run, sleep, waitFor } from './client.js';
 
 const ARTIFACTS = join(import.meta.dirname, '..', 'artifacts', 'vnc');
+// A fresh clone has no artifacts folder (it is not tracked): make it here, not in some other test file.
+mkdirSync(ARTIFACTS, { recursive: true });
 if (!have('Xvnc') || !have('vncpasswd') || !have('import')) {
   t.fail('TigerVNC Xvnc and vncpasswd (tigervnc-standalone-server, tigervnc-tools) and imagemagick are required');
 } else {
