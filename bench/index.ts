@@ -4,7 +4,7 @@
  * JSON (bench/results/latest.json). Gateway CPU time and peak memory are recorded per scenario.
  */
 import { mkdirSync, writeFileSync, existsSync } from 'node:fs';
-import { cpus, totalmem, release } from 'node:os';
+import { cpus, totalmem, release, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { writeFileSync as wf } from 'node:fs';
 import { root, startDemoGateway, type BenchRow, type DemoGateway, type Scenario } from './harness.js';
@@ -39,6 +39,8 @@ export const scenarioNames = Object.keys(SCENARIOS);
 export interface BenchResult {
   at: string;
   machine: { cpus: string; cores: number; memoryGiB: number; kernel: string; node: string };
+  /** 1-minute load average when the run started and when it ended (other work on the machine). */
+  load?: { start: number; end: number };
   smoke: boolean;
   rows: BenchRow[];
   gateway: Record<string, { cpuMs: number; peakRssMiB: number }>;
@@ -73,6 +75,7 @@ export async function runBench(names: string[], opts: { smoke: boolean; out?: st
   const result: BenchResult = {
     at: new Date().toISOString(),
     machine: { cpus: cpus()[0]?.model ?? 'unknown', cores: cpus().length, memoryGiB: Math.round(totalmem() / 2 ** 30), kernel: release(), node: process.version },
+    load: { start: +loadavg()[0]!.toFixed(2), end: NaN },
     smoke: opts.smoke, rows: [], gateway: {}, errors: {},
   };
   try {
@@ -103,6 +106,7 @@ export async function runBench(names: string[], opts: { smoke: boolean; out?: st
   } finally {
     if (demo) await (demo as DemoGateway).stop();
   }
+  result.load!.end = +loadavg()[0]!.toFixed(2);
   const table = ratioTable(result.rows);
   process.stdout.write(`\n${table}\n\nGateway CPU time / peak memory per scenario: ${Object.entries(result.gateway).map(([k, v]) => `${k} ${v.cpuMs} ms / ${v.peakRssMiB} MiB`).join('; ') || '-'}\n`);
   if (Object.keys(result.errors).length) process.stdout.write(`Failed: ${Object.entries(result.errors).map(([k, v]) => `${k}: ${v}`).join('; ')}\n`);
