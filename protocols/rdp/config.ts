@@ -9,13 +9,23 @@ export interface RdpOptions {
   connectTimeout: number;
   /** Verify the target's TLS certificate against this CA (PEM); without it the target's certificate is not verified. */
   ca: string | null;
+  /** Offer NLA (CredSSP/NTLMv2) to the target besides TLS (default true); the target picks. */
+  nla: boolean;
+  /** Offer NLA to RDP clients that ask for it (default true); clients offering only TLS still get TLS. */
+  clientNla: boolean;
 }
 
-export interface RdpCredentials {
-  /** 'local-account': an ephemeral Linux account on this host (xrdp on the gateway's machine or a shared host). */
-  mode: 'local-account';
-  prefix: string;
-}
+/**
+ * 'local-account': an ephemeral Linux account on this host (xrdp on the gateway's machine or a shared host).
+ * 'sam-file': an existing account whose NT hash lives in a winpr SAM file (FreeRDP servers): a
+ * password is minted for the session and replaced by an unknown one afterwards (rotation).
+ */
+export type RdpCredentials =
+  | { mode: 'local-account'; prefix: string }
+  | { mode: 'sam-file'; path: string; user: string; domain: string };
+
+/** Account and domain names that fit a SAM file line (no ':' or line breaks). */
+export const SAM_NAME_RE = /^[A-Za-z0-9._$-]{1,64}$/;
 
 export function parseAddress(address: string): { host: string; port: number } {
   const m = /^\[?([^\]]+?)\]?(?::(\d+))?$/.exec(address.trim());
@@ -27,6 +37,9 @@ export function parseAddress(address: string): { host: string; port: number } {
 
 export function credentialsOf(target: TargetConfig): RdpCredentials {
   const c = target.credentials as Record<string, unknown>;
+  if (c.mode === 'sam-file') {
+    return { mode: 'sam-file', path: String(c.path ?? ''), user: String(c.user ?? ''), domain: typeof c.domain === 'string' ? c.domain : '' };
+  }
   const prefix = typeof c.prefix === 'string' ? c.prefix : 'tg-';
   return { mode: 'local-account', prefix };
 }
@@ -36,6 +49,8 @@ export function optionsOf(target: TargetConfig): RdpOptions {
   return {
     connectTimeout: typeof o.connectTimeout === 'number' ? o.connectTimeout : 10,
     ca: typeof o.ca === 'string' ? o.ca : null,
+    nla: o.nla !== false,
+    clientNla: o.clientNla !== false,
   };
 }
 
@@ -53,13 +68,20 @@ export function roleChannels(role: RoleConfig): Set<string> {
 export function validateTarget(target: TargetConfig): { path: string; expected: string } | null {
   try { parseAddress(target.address); } catch { return { path: 'address', expected: 'host:port of the RDP server' }; }
   const c = target.credentials as Record<string, unknown>;
-  if (c.mode !== undefined && c.mode !== 'local-account') return { path: 'credentials.mode', expected: '"local-account"' };
+  if (c.mode !== undefined && c.mode !== 'local-account' && c.mode !== 'sam-file') return { path: 'credentials.mode', expected: '"local-account" or "sam-file"' };
+  if (c.mode === 'sam-file') {
+    if (typeof c.path !== 'string' || !c.path.startsWith('/') || /[\0\n]/.test(c.path)) return { path: 'credentials.path', expected: 'the absolute path of the winpr SAM file' };
+    if (typeof c.user !== 'string' || !SAM_NAME_RE.test(c.user)) return { path: 'credentials.user', expected: 'the account name in the SAM file (letters, digits, . _ $ -)' };
+    if (c.domain !== undefined && (typeof c.domain !== 'string' || (c.domain !== '' && !SAM_NAME_RE.test(c.domain)))) return { path: 'credentials.domain', expected: 'a domain name (letters, digits, . _ $ -) or empty' };
+  }
   if (c.prefix !== undefined && (typeof c.prefix !== 'string' || !/^[a-z][a-z0-9-]{0,8}$/.test(c.prefix))) {
     return { path: 'credentials.prefix', expected: 'a short prefix of lowercase letters, digits and - (at most 9 characters)' };
   }
   const o = target.options as Record<string, unknown>;
   if (o.connectTimeout !== undefined && (typeof o.connectTimeout !== 'number' || o.connectTimeout <= 0)) return { path: 'options.connectTimeout', expected: 'seconds (a positive number)' };
   if (o.ca !== undefined && typeof o.ca !== 'string') return { path: 'options.ca', expected: 'a PEM certificate' };
+  if (o.nla !== undefined && typeof o.nla !== 'boolean') return { path: 'options.nla', expected: 'true or false' };
+  if (o.clientNla !== undefined && typeof o.clientNla !== 'boolean') return { path: 'options.clientNla', expected: 'true or false' };
   for (const [i, r] of target.roles.entries()) {
     if (r.groups !== undefined && (!Array.isArray(r.groups) || !r.groups.every((g) => typeof g === 'string' && NAME_RE.test(g)))) {
       return { path: `roles[${i}].groups`, expected: 'a list of Linux group names' };

@@ -9,7 +9,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Authorized, ListenerAddress, LiveSession, ProtocolContext, ProtocolListener } from '../types.js';
-import { optionsOf, parseAddress, roleChannels } from './config.js';
+import { credentialsOf, optionsOf, parseAddress, roleChannels } from './config.js';
 import { RdpProtocolError } from './errors.js';
 import {
   CS_CORE, CS_MCS_MSGCHANNEL, CS_MULTITRANSPORT, CS_NET, encodeConferenceCreateResponse, encodeServerCore, encodeServerNetwork,
@@ -18,7 +18,8 @@ import {
 } from './gcc.js';
 import { parseClientInfo, rewriteClientInfo, type ClientInfo } from './info.js';
 import { encodeConnectResponse, encodeDomainPdu, MCS_GLOBAL_CHANNEL, parseConnectInitial, parseDomainPdu } from './mcs.js';
-import { deleteAccount, LEASE_KIND, mintAccount } from './provisioner.js';
+import { deleteAccount, LEASE_KIND, mintAccount, type RdpCredential } from './provisioner.js';
+import { mintSamPassword, rotateSamPassword, SAM_LEASE_KIND, withSamLock } from './samfile.js';
 import { FrameReader } from './reader.js';
 import { RdpRecorder } from './record.js';
 import { RdpRelay, type ChannelMap } from './relay.js';
@@ -219,16 +220,24 @@ async function startSession(ctx: ProtocolContext, session: LiveSession, auth: Au
     recorder.close();
     void session.end(reason);
   });
-  const cred = await mintAccount(session, target, auth.role);
-  if (session.ended || signal.aborted) throw new RdpProtocolError('the session ended while it was starting');
   const kept = hello.channels.map((c, i) => ({ c, id: FIRST_CHANNEL_ID + i })).filter(({ c }) => allowed.has(c.name));
   const refused = hello.channels.filter((c) => !allowed.has(c.name)).map((c) => c.name);
-  const up = await dialUpstream({
-    host, port, timeoutMs: opts.connectTimeout * 1000, clock: ctx.clock, ca: opts.ca, mcsHead: hello.mcsHead,
-    blocks: hello.blocks.filter((b) => b.type !== CS_MCS_MSGCHANNEL && b.type !== CS_MULTITRANSPORT),
-    channels: kept.map(({ c }) => c),
-    info: rewriteClientInfo(hello.info, { username: cred.username, password: cred.password }),
-  }, signal);
+  const credMode = credentialsOf(target);
+  const dial = async (cred: RdpCredential) => {
+    if (session.ended || signal.aborted) throw new RdpProtocolError('the session ended while it was starting');
+    return dialUpstream({
+      host, port, timeoutMs: opts.connectTimeout * 1000, clock: ctx.clock, ca: opts.ca, mcsHead: hello.mcsHead,
+      blocks: hello.blocks.filter((b) => b.type !== CS_MCS_MSGCHANNEL && b.type !== CS_MULTITRANSPORT),
+      channels: kept.map(({ c }) => c),
+      info: rewriteClientInfo(hello.info, { username: cred.username, password: cred.password, domain: cred.domain }),
+      nla: opts.nla ? { user: cred.username, domain: cred.domain ?? '', password: cred.password } : null,
+    }, signal);
+  };
+  // A SAM account has one password at a time: mint and log in under the file's lock, so another
+  // session's rotation cannot slip in between.
+  const { cred, up } = credMode.mode === 'sam-file'
+    ? await withSamLock(credMode.path, async () => { const c = await mintSamPassword(session, target); return { cred: c, up: await dial(c) }; })
+    : await (async () => { const c = await mintAccount(session, target, auth.role); return { cred: c, up: await dial(c) }; })();
   if (session.ended || signal.aborted) {
     up.socket.destroy();
     throw new RdpProtocolError('the session ended while it was starting');
@@ -244,7 +253,7 @@ async function startSession(ctx: ProtocolContext, session: LiveSession, auth: Au
   hello.channels.forEach((c, i) => { map.up.set(FIRST_CHANNEL_ID + i, null); map.names.set(FIRST_CHANNEL_ID + i, c.name); });
   kept.forEach(({ id }, k) => { map.up.set(id, up.channelIds[k]!); map.down.set(up.channelIds[k]!, id); });
   const early = reader.detach();
-  session.audit('rdp.connect', { account: cred.username, channels: kept.map(({ c }) => c.name), refusedChannels: refused });
+  session.audit('rdp.connect', { account: cred.username, security: up.selectedProtocol === PROTOCOL_SSL ? 'tls' : 'nla', channels: kept.map(({ c }) => c.name), refusedChannels: refused });
   session.log.info({ account: cred.username, refused }, 'rdp session started');
   relay = new RdpRelay({
     client, upstream: up.socket, map, recorder,
@@ -262,4 +271,4 @@ async function startSession(ctx: ProtocolContext, session: LiveSession, auth: Au
   relay.start();
 }
 
-export { deleteAccount, LEASE_KIND };
+export { deleteAccount, LEASE_KIND, rotateSamPassword, SAM_LEASE_KIND };

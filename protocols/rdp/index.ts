@@ -2,7 +2,7 @@
 import type { ClientCommandInfo, ProtocolModule } from '../types.js';
 import { validateTarget } from './config.js';
 import { demo } from './demo.js';
-import { deleteAccount, LEASE_KIND, listenRdp } from './frontend.js';
+import { deleteAccount, LEASE_KIND, listenRdp, rotateSamPassword, SAM_LEASE_KIND } from './frontend.js';
 import { checkTarget } from './check.js';
 
 /** Quote for a POSIX shell. */
@@ -18,8 +18,8 @@ export const rdpModule: ProtocolModule = {
   checkTarget,
 
   async revokeLease(ctx, target, lease) {
-    if (lease.kind !== LEASE_KIND) return;
-    await deleteAccount(ctx, target, lease);
+    if (lease.kind === LEASE_KIND) await deleteAccount(ctx, target, lease);
+    else if (lease.kind === SAM_LEASE_KIND) await rotateSamPassword(ctx, target, lease);
   },
 
   clientCommands(info: ClientCommandInfo) {

@@ -12,7 +12,7 @@ import { NAME_RE, credentialsOf, roleGroups } from './config.js';
 
 export const LEASE_KIND = 'rdp-linux-account';
 
-export interface RdpCredential { username: string; password: Secret }
+export interface RdpCredential { username: string; password: Secret; domain?: string }
 
 const ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789';
 
@@ -55,7 +55,8 @@ function runSh(script: string, stdin = ''): Promise<{ code: number; stderr: stri
 const shq = (v: string) => `'${v.replace(/'/g, `'\\''`)}'`;
 
 export async function mintAccount(session: LiveSession, target: TargetConfig, role: RoleConfig): Promise<RdpCredential> {
-  const { prefix } = credentialsOf(target);
+  const c = credentialsOf(target);
+  const prefix = c.mode === 'local-account' ? c.prefix : 'tg-';
   const account = accountName(prefix, session.principal.name ?? session.principal.sub);
   const groups = roleGroups(role);
   for (const g of groups) if (!NAME_RE.test(g)) throw new Error(`role ${role.name}: bad group name`);
@@ -76,7 +77,8 @@ export async function mintAccount(session: LiveSession, target: TargetConfig, ro
 
 export async function deleteAccount(ctx: ProtocolContext, target: TargetConfig, lease: LeaseRecord): Promise<void> {
   const account = lease.data.account;
-  const prefix = typeof lease.data.prefix === 'string' ? lease.data.prefix : credentialsOf(target).prefix;
+  const c = credentialsOf(target);
+  const prefix = typeof lease.data.prefix === 'string' ? lease.data.prefix : c.mode === 'local-account' ? c.prefix : 'tg-';
   if (!isMintedName(prefix, account)) throw new Error(`lease ${lease.id}: refusing to delete a name this gateway did not mint`);
   const script = [
     RETRY_SH, `n=${shq(account)}`,

@@ -17,8 +17,9 @@ import { encodeConnectInitial, encodeDomainPdu, parseConnectResponse, parseDomai
 import { FrameReader } from './reader.js';
 import { encodeSecurityHeader, SEC_INFO_PKT } from './security.js';
 import { encodeTpkt, type Frame } from './tpkt.js';
+import { credsspClient, NlaError, type NlaClientCredential } from './nla.js';
 import {
-  encodeConnectionRequest, encodeData, parseConnectionConfirm, parseData, PROTOCOL_SSL,
+  encodeConnectionRequest, encodeData, parseConnectionConfirm, parseData, PROTOCOL_HYBRID, PROTOCOL_SSL,
 } from './x224.js';
 
 export class UpstreamError extends Error {
@@ -41,6 +42,8 @@ export interface UpstreamPlan {
   /** Channels the target gets (the role's allowed subset of the client's). */
   channels: ChannelDef[];
   info: ClientInfo;
+  /** Offer NLA too (SSL|HYBRID) and use this credential for CredSSP when the target selects it; null = TLS only. */
+  nla: NlaClientCredential | null;
 }
 
 export interface UpstreamConnection {
@@ -51,6 +54,8 @@ export interface UpstreamConnection {
   channelIds: number[];
   frames: Frame[];
   rest: Buffer;
+  /** The security protocol the target selected (PROTOCOL_SSL or PROTOCOL_HYBRID). */
+  selectedProtocol: number;
 }
 
 function mcsFrame(pdu: Buffer): Buffer { return encodeTpkt(encodeData(pdu)); }
@@ -74,14 +79,20 @@ export async function dialUpstream(plan: UpstreamPlan, signal: { aborted: boolea
     }).catch((e: Error) => { throw new UpstreamError(`cannot reach the RDP target at ${plan.host}:${plan.port}: ${e.message}`); });
     const reader = new FrameReader();
     reader.attach(raw);
-    raw.write(encodeTpkt(encodeConnectionRequest({ requestedProtocols: PROTOCOL_SSL })));
+    const offered = plan.nla ? PROTOCOL_SSL | PROTOCOL_HYBRID : PROTOCOL_SSL;
+    raw.write(encodeTpkt(encodeConnectionRequest({ requestedProtocols: offered })));
     const cc = await reader.next('the X.224 Connection Confirm');
     if (cc.kind !== 'tpkt') throw new UpstreamError('the target answered the connection request with a fast-path PDU');
     const neg = parseConnectionConfirm(cc.payload).negotiation;
     if (!neg || neg.type === 'failure') {
-      throw new UpstreamError(neg ? `the target refused TLS security (negotiation failure ${neg.code}; NLA targets are not supported yet)` : 'the target does not support TLS security');
+      throw new UpstreamError(neg
+        ? `the target refused the offered security (negotiation failure ${neg.code}${plan.nla ? '' : '; NLA is switched off for this target'})`
+        : 'the target does not support TLS security');
     }
-    if (neg.selectedProtocol !== PROTOCOL_SSL) throw new UpstreamError(`the target selected security protocol ${neg.selectedProtocol}, not TLS`);
+    const selected = neg.selectedProtocol;
+    if (selected !== PROTOCOL_SSL && !(selected === PROTOCOL_HYBRID && plan.nla)) {
+      throw new UpstreamError(`the target selected security protocol ${selected}, not ${plan.nla ? 'TLS or NLA' : 'TLS'}`);
+    }
     reader.detach();
     const t = tls.connect({
       socket: raw, servername: net.isIP(plan.host) ? undefined : plan.host,
@@ -93,11 +104,17 @@ export async function dialUpstream(plan: UpstreamPlan, signal: { aborted: boolea
       t.once('error', rej);
     }).catch((e: Error) => { throw new UpstreamError(`TLS with the RDP target failed: ${e.message}`); });
     t.setNoDelay(true);
+    if (selected === PROTOCOL_HYBRID && plan.nla) {
+      const done = await credsspClient(t, plan.nla, { now: () => plan.clock.now() }).catch((e: Error) => {
+        throw new UpstreamError(e instanceof NlaError ? e.message : `CredSSP with the target failed: ${e.message}`);
+      });
+      if (done.rest.length) throw new UpstreamError('the target sent data before the MCS connection');
+    }
     const r = new FrameReader();
     r.attach(t);
 
-    // MCS Connect-Initial
-    const blocks = plan.blocks.map((b) => b.type === CS_CORE ? { type: b.type, data: patchClientCore(b.data, PROTOCOL_SSL) } : b)
+    // MCS Connect-Initial (serverSelectedProtocol = what the target selected; FreeRDP rejects a mismatch)
+    const blocks = plan.blocks.map((b) => b.type === CS_CORE ? { type: b.type, data: patchClientCore(b.data, selected) } : b)
       .filter((b) => b.type !== CS_NET);
     blocks.push({ type: CS_NET, data: encodeClientNetwork(plan.channels) });
     t.write(mcsFrame(encodeConnectInitial({ head: plan.mcsHead, userData: encodeConferenceCreateRequest(blocks) })));
@@ -124,7 +141,7 @@ export async function dialUpstream(plan: UpstreamPlan, signal: { aborted: boolea
     const info = encodeSecurityHeader(SEC_INFO_PKT, encodeClientInfo(plan.info));
     t.write(mcsFrame(encodeDomainPdu({ type: 'sendData', indication: false, initiator: userId, channelId: sn.ioChannel, flags: 0x70, data: info })));
     const { frames, rest } = r.detach();
-    return { socket: t, userId, ioChannel: sn.ioChannel, channelIds: sn.channelIds.slice(0, plan.channels.length), frames, rest };
+    return { socket: t, userId, ioChannel: sn.ioChannel, channelIds: sn.channelIds.slice(0, plan.channels.length), frames, rest, selectedProtocol: selected };
   } catch (e) {
     sock.destroy();
     if (e instanceof UpstreamError) throw e;
