@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { promisify } from 'node:util';
+import { profileNodeArgs } from './profile.js';
 
 export const execFileP = promisify(execFile);
 export const root = join(import.meta.dirname, '..');
@@ -94,7 +95,7 @@ export interface DemoGateway {
 export async function startDemoGateway(log: (m: string) => void): Promise<DemoGateway> {
   const dir = mkdtempSync(join(tmpdir(), 'tg-bench-'));
   // setpriv --pdeathsig: the demo (and the servers it started) goes away with the bench process.
-  const child: ChildProcess = spawn('setpriv', ['--pdeathsig', 'SIGTERM', '--', process.execPath, tollgateBin, 'demo', '--dir', dir, '--port', '0'], {
+  const child: ChildProcess = spawn('setpriv', ['--pdeathsig', 'SIGTERM', '--', process.execPath, ...profileNodeArgs(), tollgateBin, 'demo', '--dir', dir, '--port', '0'], {
     stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, TOLLGATE_LOG_LEVEL: 'warn' },
   });
   let err = '';

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { chromium } from 'playwright-core';
+import { profileNodeArgs } from './profile.js';
 
 const execFileP = promisify(execFile);
 const tollgateBin = join(import.meta.dirname, '..', 'proxy', 'bin', 'tollgate.js');
@@ -208,7 +209,7 @@ http {
       policies: [{ name: 'bench', targets: ['app'], roles: ['*'], requesters: ['engineers'], approval: 'auto', maxDuration: '8h' }],
     };
     writeFileSync(join(dir, 'tollgate.yaml'), JSON.stringify(config, null, 2), { mode: 0o600 });
-    gateway = start(process.execPath, [tollgateBin, 'serve', '--config', join(dir, 'tollgate.yaml')]);
+    gateway = start(process.execPath, [...profileNodeArgs(), tollgateBin, 'serve', '--config', join(dir, 'tollgate.yaml')]);
     const gwUrl = `http://127.0.0.1:${gwPort}`;
     await waitHttp(`${gwUrl}/healthz`, gateway, undefined, 600);
     const cookie = await signIn(gwUrl, '/apps/app/small', password);

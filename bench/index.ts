@@ -45,6 +45,8 @@ export interface BenchResult {
   rows: BenchRow[];
   gateway: Record<string, { cpuMs: number; peakRssMiB: number }>;
   errors: Record<string, string>;
+  /** With --profile: self time per function in the gateway over the run. */
+  profile?: { dir: string; files: number; totalMs: number; functions: { name: string; where: string; selfPct: number; selfMs: number }[] };
 }
 
 function ratioTable(rows: BenchRow[]): string {
@@ -64,10 +66,17 @@ function ratioTable(rows: BenchRow[]): string {
   return lines.join('\n');
 }
 
-export async function runBench(names: string[], opts: { smoke: boolean; out?: string; log?: (m: string) => void }): Promise<BenchResult> {
+export async function runBench(names: string[], opts: { smoke: boolean; out?: string; profile?: boolean; log?: (m: string) => void }): Promise<BenchResult> {
   const log = opts.log ?? ((m: string) => process.stderr.write(`[bench] ${m}\n`));
   const picked = names.length ? names : scenarioNames;
   for (const n of picked) if (!SCENARIOS[n]) throw new Error(`unknown scenario ${n}; known: ${scenarioNames.join(', ')}`);
+  let profileDir: string | null = null;
+  if (opts.profile) {
+    // Gateways started by the scenarios (the demo, http's `tollgate serve`) pick this up (bench/profile.ts).
+    profileDir = join(root, 'bench', 'results', `profile-${picked.join('-')}-${Date.now()}`);
+    mkdirSync(profileDir, { recursive: true });
+    process.env.TOLLGATE_BENCH_PROFILE_DIR = profileDir;
+  }
   let demo: DemoGateway | null = null;
   let starting: Promise<DemoGateway> | null = null;
   // Started once, on first use; a failed start fails every scenario that needs it, quickly.
@@ -107,6 +116,13 @@ export async function runBench(names: string[], opts: { smoke: boolean; out?: st
     if (demo) await (demo as DemoGateway).stop();
   }
   result.load!.end = +loadavg()[0]!.toFixed(2);
+  if (profileDir) {
+    delete process.env.TOLLGATE_BENCH_PROFILE_DIR;
+    const { summarizeProfiles, renderHot } = await import('./profile.js');
+    const hot = summarizeProfiles(profileDir);
+    result.profile = { dir: profileDir, ...hot };
+    process.stdout.write(`\nGateway CPU profile (${hot.files} file(s) in ${profileDir}):\n${renderHot(hot)}\n`);
+  }
   const table = ratioTable(result.rows);
   process.stdout.write(`\n${table}\n\nGateway CPU time / peak memory per scenario: ${Object.entries(result.gateway).map(([k, v]) => `${k} ${v.cpuMs} ms / ${v.peakRssMiB} MiB`).join('; ') || '-'}\n`);
   if (Object.keys(result.errors).length) process.stdout.write(`Failed: ${Object.entries(result.errors).map(([k, v]) => `${k}: ${v}`).join('; ')}\n`);

@@ -270,9 +270,10 @@ export function buildCli(): Command {
     .argument('[scenarios...]', 'postgres, mysql, ssh, http, setup, kill, scale, vnc, rdp (default: all)')
     .option('--smoke', 'a tiny, fast version of each scenario')
     .option('-o, --out <file>', 'JSON output (default bench/results/latest.json)')
-    .action(async (names: string[], o: { smoke?: boolean; out?: string }) => {
+    .option('--profile', 'run the gateway with node --cpu-prof and report where its CPU time went (one scenario at a time is clearest)')
+    .action(async (names: string[], o: { smoke?: boolean; out?: string; profile?: boolean }) => {
       const { runBench } = await import('../bench/index.js');
-      const r = await runBench(names, { smoke: !!o.smoke, out: o.out });
+      const r = await runBench(names, { smoke: !!o.smoke, out: o.out, profile: !!o.profile });
       if (Object.keys(r.errors).length) process.exitCode = 1;
     });
 
