@@ -11,8 +11,6 @@ export interface RdpOptions {
   ca: string | null;
   /** Offer NLA (CredSSP/NTLMv2) to the target besides TLS (default true); the target picks. */
   nla: boolean;
-  /** Offer NLA to RDP clients that ask for it (default true); clients offering only TLS still get TLS. */
-  clientNla: boolean;
 }
 
 /**
@@ -50,7 +48,6 @@ export function optionsOf(target: TargetConfig): RdpOptions {
     connectTimeout: typeof o.connectTimeout === 'number' ? o.connectTimeout : 10,
     ca: typeof o.ca === 'string' ? o.ca : null,
     nla: o.nla !== false,
-    clientNla: o.clientNla !== false,
   };
 }
 
@@ -81,7 +78,6 @@ export function validateTarget(target: TargetConfig): { path: string; expected: 
   if (o.connectTimeout !== undefined && (typeof o.connectTimeout !== 'number' || o.connectTimeout <= 0)) return { path: 'options.connectTimeout', expected: 'seconds (a positive number)' };
   if (o.ca !== undefined && typeof o.ca !== 'string') return { path: 'options.ca', expected: 'a PEM certificate' };
   if (o.nla !== undefined && typeof o.nla !== 'boolean') return { path: 'options.nla', expected: 'true or false' };
-  if (o.clientNla !== undefined && typeof o.clientNla !== 'boolean') return { path: 'options.clientNla', expected: 'true or false' };
   for (const [i, r] of target.roles.entries()) {
     if (r.groups !== undefined && (!Array.isArray(r.groups) || !r.groups.every((g) => typeof g === 'string' && NAME_RE.test(g)))) {
       return { path: `roles[${i}].groups`, expected: 'a list of Linux group names' };

@@ -27,8 +27,16 @@ import { parseSecurityHeader, SEC_INFO_PKT } from './security.js';
 import { encodeTpkt, type Frame } from './tpkt.js';
 import { UpstreamError, dialUpstream } from './upstream.js';
 import {
-  encodeConnectionConfirm, encodeData, parseConnectionRequest, parseData, PROTOCOL_SSL, SSL_REQUIRED_BY_SERVER,
+  encodeConnectionConfirm, encodeData, parseConnectionRequest, parseData, PROTOCOL_HYBRID, PROTOCOL_SSL, SSL_REQUIRED_BY_SERVER,
 } from './x224.js';
+import { Secret } from '../../auth/secret.js';
+import type { AuthOutcome } from '../types.js';
+import { credsspServer, NlaError } from './nla.js';
+
+/** Verifier label of a connection secret's NT hash (sealed with the gateway key): NLA from RDP clients. */
+export const NT_VERIFIER = 'rdp-nt';
+/** The NTLM identity the gateway shows NLA clients. */
+const NLA_IDENTITY = { computer: 'TOLLGATE', domain: 'TOLLGATE', dnsComputer: 'tollgate', dnsDomain: 'tollgate' };
 
 const LOGIN_TIMEOUT_MS = 30_000;
 /** MCS user id the gateway gives the client (Windows and xrdp use the same). */
@@ -88,7 +96,9 @@ function mcsData(f: Frame, what: string): Buffer {
 }
 
 /** X.224, TLS and the MCS connection sequence up to the Client Info PDU. */
-async function clientHandshake(raw: net.Socket, tlsContext: () => tls.SecureContext, onTls: (t: tls.TLSSocket) => void): Promise<{ hello: ClientHello; sock: tls.TLSSocket; reader: FrameReader }> {
+async function clientHandshake(
+  raw: net.Socket, tlsContext: () => tls.SecureContext, onTls: (t: tls.TLSSocket) => void, nla: ((t: tls.TLSSocket) => Promise<void>) | null,
+): Promise<{ hello: ClientHello; sock: tls.TLSSocket; reader: FrameReader }> {
   const r0 = new FrameReader();
   r0.attach(raw);
   const cr = await r0.next('the X.224 Connection Request');
@@ -101,9 +111,18 @@ async function clientHandshake(raw: net.Socket, tlsContext: () => tls.SecureCont
     raw.end(encodeTpkt(encodeConnectionConfirm({ failure: SSL_REQUIRED_BY_SERVER })));
     throw new RdpProtocolError('the client does not offer TLS security (use /sec:tls)');
   }
-  raw.write(encodeTpkt(encodeConnectionConfirm({ selectedProtocol: PROTOCOL_SSL })));
+  // NLA (CredSSP) for clients that ask for it; TLS only for those that do not.
+  const selected = nla && requested & PROTOCOL_HYBRID ? PROTOCOL_HYBRID : PROTOCOL_SSL;
+  raw.write(encodeTpkt(encodeConnectionConfirm({ selectedProtocol: selected })));
   const sock = new tls.TLSSocket(raw, { isServer: true, secureContext: tlsContext() });
   onTls(sock);
+  if (selected === PROTOCOL_HYBRID && nla) {
+    await new Promise<void>((res, rej) => {
+      sock.once('secure', () => { sock.off('error', rej); res(); });
+      sock.once('error', rej);
+    }).catch((e: Error) => { throw new RdpProtocolError(`TLS with the client failed: ${e.message}`); });
+    await nla(sock);
+  }
   const r = new FrameReader();
   r.attach(sock);
 
@@ -165,19 +184,46 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, tlsContex
     }
   };
   try {
+    // With NLA the person is authenticated inside CredSSP (NTLMv2 against the pending secrets' NT hashes);
+    // the proxy decides (and audits) before CredSSP completes, so a refusal is a logon failure for the client.
+    let nlaOutcome: AuthOutcome | null = null;
+    const nla = async (t: tls.TLSSocket) => {
+      await credsspServer(t, {
+        certPem: ctx.tls.cert, identity: NLA_IDENTITY, now: () => ctx.clock.now(),
+        candidates: async (user) => (await ctx.pendingSecrets(user, 'rdp')).flatMap((c) => {
+          const sealed = c.verifiers[NT_VERIFIER];
+          const v = sealed ? ctx.unseal<{ h: string }>(sealed) : null;
+          return v && typeof v.h === 'string' && /^[0-9a-f]{32}$/.test(v.h) ? [{ id: c.id, ntHash: Buffer.from(v.h, 'hex') }] : [];
+        }),
+        authorize: async (m, claimed) => {
+          let o: AuthOutcome = m
+            ? await ctx.authenticate({ protocol: 'rdp', username: m.user, clientAddr, provenSecretId: m.id })
+            // No pending secret answers the NTLM response: the proxy still decides and audits the refusal.
+            : await ctx.authenticate({ protocol: 'rdp', username: claimed, clientAddr, secret: new Secret('') });
+          if (!m && o.ok) o = { ok: false, code: 'bad_secret', reason: 'the connection secret is wrong, used or expired' };
+          nlaOutcome = o;
+          return o.ok && o.auth.target.protocol === 'rdp';
+        },
+      });
+    };
     const { hello, sock: t, reader } = await clientHandshake(raw, tlsContext, (s) => {
       sock = s;
       s.on('error', (e) => log.debug({ err: e.message }, 'rdp client TLS error'));
-    });
-    const username = hello.info.userName || hello.cookie || '';
-    if (!username) {
-      log.info('rdp login without a user name');
-      hangUp();
-      return;
+    }, nla);
+    let outcome: AuthOutcome;
+    if (nlaOutcome) {
+      outcome = nlaOutcome;
+    } else {
+      const username = hello.info.userName || hello.cookie || '';
+      if (!username) {
+        log.info('rdp login without a user name');
+        hangUp();
+        return;
+      }
+      outcome = await ctx.authenticate({ protocol: 'rdp', username, clientAddr, secret: hello.info.password });
     }
-    const outcome = await ctx.authenticate({ protocol: 'rdp', username, clientAddr, secret: hello.info.password });
     if (!outcome.ok) {
-      log.info({ user: username.slice(0, 64), code: outcome.code }, 'rdp login refused');
+      log.info({ code: outcome.code }, 'rdp login refused');
       hangUp();
       return;
     }
@@ -191,7 +237,7 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, tlsContex
     loginDone = true;
   } catch (e) {
     loginDone = true;
-    const quiet = e instanceof RdpProtocolError && /closed the connection/.test(e.message);
+    const quiet = (e instanceof RdpProtocolError || e instanceof NlaError) && /closed the connection/.test(e.message);
     if (!quiet) log.info({ err: (e as Error).message }, 'rdp connection ended during login');
     hangUp();
     if (session && !session.ended) {

@@ -2,7 +2,11 @@
 import type { ClientCommandInfo, ProtocolModule } from '../types.js';
 import { validateTarget } from './config.js';
 import { demo } from './demo.js';
-import { deleteAccount, LEASE_KIND, listenRdp, rotateSamPassword, SAM_LEASE_KIND } from './frontend.js';
+import { deleteAccount, LEASE_KIND, listenRdp, NT_VERIFIER, rotateSamPassword, SAM_LEASE_KIND } from './frontend.js';
+import { ntHash } from './nlmp.js';
+
+/** How long the sealed NT hash of a connection secret stays usable (secrets expire well before). */
+const NT_SEAL_MS = 31 * 86_400_000;
 import { checkTarget } from './check.js';
 
 /** Quote for a POSIX shell. */
@@ -22,10 +26,17 @@ export const rdpModule: ProtocolModule = {
     else if (lease.kind === SAM_LEASE_KIND) await rotateSamPassword(ctx, target, lease);
   },
 
+  secretVerifiers(ctx, _target, secret) {
+    // NLA from RDP clients proves the secret with NTLMv2, which needs its NT hash (password-equivalent):
+    // kept sealed with the gateway key, never plain.
+    return { [NT_VERIFIER]: ctx.seal({ h: ntHash(secret.reveal()).toString('hex') }, NT_SEAL_MS) };
+  },
+
   clientCommands(info: ClientCommandInfo) {
     const v = `${info.host}:${info.port}`;
     return {
       xfreerdp: `xfreerdp /v:${sh(v)} /sec:tls /u:${sh(info.username)} /p:${sh(info.secret)} /cert:tofu`,
+      'xfreerdp (NLA)': `xfreerdp /v:${sh(v)} /sec:nla /u:${sh(info.username)} /p:${sh(info.secret)} /cert:tofu`,
       'mstsc (.rdp file)': [
         `full address:s:${v}`, `username:s:${info.username}`, 'authentication level:i:0', 'enablecredsspsupport:i:0',
         'prompt for credentials:i:0', 'negotiate security layer:i:1',

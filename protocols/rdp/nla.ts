@@ -129,7 +129,12 @@ export async function credsspClient(sock: tls.TLSSocket, cred: NlaClientCredenti
  */
 export async function credsspServer(
   sock: tls.TLSSocket,
-  opts: { certPem: string; identity: ServerIdentity; now: () => number; candidates: (user: string, domain: string) => Promise<NtlmCandidate[]> },
+  opts: {
+    certPem: string; identity: ServerIdentity; now: () => number;
+    candidates: (user: string, domain: string) => Promise<NtlmCandidate[]>;
+    /** Decide on the proven candidate (null: none matched; claimedUser is what NTLM named). False refuses the logon. */
+    authorize: (match: { id: string; user: string; domain: string } | null, claimedUser: string) => Promise<boolean>;
+  },
 ): Promise<{ id: string; user: string; domain: string; creds: PasswordCreds; rest: Buffer }> {
   const pubKey = subjectPublicKeyOfPem(opts.certPem);
   const reader = new TsRequestReader(sock);
@@ -146,9 +151,10 @@ export async function credsspServer(
     const claimed = NtlmServer.claimed(auth);
     const cands = await opts.candidates(claimed.user, claimed.domain);
     const ok = server.verify(auth, cands);
-    if (!ok) {
+    const allowed = await opts.authorize(ok ? { id: ok.id, user: ok.user, domain: ok.domain } : null, claimed.user);
+    if (!ok || !allowed) {
       if (peerVersion >= 3) sock.write(encodeTsRequest({ version: CREDSSP_VERSION, errorCode: STATUS_LOGON_FAILURE }));
-      throw new NlaError(`NLA: no pending connection secret matches the NTLM response for ${claimed.user.slice(0, 64)}`);
+      throw new NlaError(ok ? 'NLA: the login was refused' : 'NLA: no pending connection secret matches the NTLM response');
     }
     const version = Math.min(CREDSSP_VERSION, peerVersion, r2.version);
     const nonce = version >= 5 ? r2.clientNonce : null;

@@ -148,3 +148,47 @@ t.test('a wrong connection secret never touches the SAM file', async (t) => {
   t.equal(readFileSync(sam, 'utf8'), before, 'the SAM file is unchanged');
   t.equal((await tg.store.listSessions({})).length, sessions, 'no session was opened');
 });
+
+t.test('client-side NLA: xfreerdp /sec:nla → gateway (CredSSP server, NTLMv2 against the one-time secret) → NLA target', async (t) => {
+  const grant = await tg.grant('alice', 'shadow', 'user');
+  const s = await tg.secret('alice', grant.id);
+  t.match(s.commands['xfreerdp (NLA)'], /\/sec:nla/, 'the API prints an NLA command line too');
+  const before = readFileSync(sam, 'utf8');
+  const sessions = (await tg.store.listSessions({})).length;
+
+  const refusals = async () => (await tg.store.listAudit({ action: 'access.refused' })).filter((a) => a.data.protocol === 'rdp' && a.data.code === 'bad_secret').length;
+  const refused0 = await refusals();
+  // A wrong secret: CredSSP fails, nothing is opened, the audit says why.
+  const wrong = await probe(viewer.display, [`/v:${s.host}:${s.port}`, '/sec:nla', `/u:${s.username}`, '/p:not-the-secret']);
+  t.equal(wrong.result, 'refused', 'a wrong secret is refused during NLA');
+  t.equal(readFileSync(sam, 'utf8'), before, 'the SAM file is untouched');
+  t.equal((await tg.store.listSessions({})).length, sessions, 'no session was opened');
+  t.equal(await refusals(), refused0 + 1, 'the audit says the secret was wrong (bad_secret)');
+
+  // The right secret: connected through NLA on both legs.
+  const c = xfreerdp(viewer.display, [`/v:${s.host}:${s.port}`, '/sec:nla', `/u:${s.username}`, `/p:${s.secret}`, '/bpp:32', '/network:lan']);
+  t.teardown(() => c.stop());
+  const live = await waitFor('a live rdp session', async () => {
+    const r = await tg.api('carol', 'GET', '/api/v1/sessions');
+    return (r.body as any[]).find((x) => x.protocol === 'rdp' && x.state === 'active');
+  }).catch((e) => { t.comment(c.output().slice(-3000)); throw e; });
+  const connect = await waitFor('the rdp.connect audit event', async () => (await tg.store.listAudit({ action: 'rdp.connect', subject: live.id }))[0], 20_000);
+  t.equal(connect.data.security, 'nla', 'the target leg is NLA too');
+  const allowed = (await tg.store.listAudit({ action: 'access.allowed' })).filter((a) => a.data.protocol === 'rdp').pop();
+  t.equal(allowed?.data.via, 'secret-proof', 'the secret was proven by NTLMv2, not typed');
+  await waitFor('the xfreerdp window', () => clientWindow(viewer.display));
+
+  // The same secret again: already used.
+  const again = await probe(viewer.display, [`/v:${s.host}:${s.port}`, '/sec:nla', `/u:${s.username}`, `/p:${s.secret}`]);
+  t.equal(again.result, 'refused', 'a reused secret is refused');
+  // With NTLM the gateway only holds verifiers of unused secrets, so a reused one reads as "wrong".
+  t.equal(await refusals(), refused0 + 2, 'the reuse is audited as a refused (no longer valid) secret');
+  t.equal((await tg.store.listSessions({})).length, sessions + 1, 'only the good connection opened a session');
+
+  const k = await tg.api('carol', 'POST', `/api/v1/sessions/${live.id}/kill`, { reason: 'test' });
+  t.equal(k.status, 200, 'SOC kills the session');
+  const code = await Promise.race([c.exited, sleep(5000).then(() => 'still running')]);
+  t.not(code, 'still running', 'xfreerdp exits after the kill');
+  await waitFor('the lease to be revoked', async () => (await tg.store.listLeases({ sessionId: live.id, state: ['active'] })).length === 0, 15_000);
+  t.not(samHash(USER), null, 'the SAM account is still there (rotated, not removed)');
+});

@@ -137,6 +137,7 @@ t.test('CredSSP client ↔ server over real TLS: right password delegates, wrong
         credsspServer(s, {
           certPem: mat.cert, identity: { computer: 'TG', domain: 'TG', dnsComputer: 'tg', dnsDomain: 'tg' }, now: Date.now,
           candidates: async (user) => user === 'desk' ? [{ id: 'secret-1', ntHash: ntHash('right-one') }] : [],
+          authorize: async (m) => m !== null,
         }).then((v) => { s.end(); resolve(v); }, (e) => { s.end(); reject(e); });
       });
     });
