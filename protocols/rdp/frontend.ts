@@ -211,10 +211,11 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, tlsContex
       s.on('error', (e) => log.debug({ err: e.message }, 'rdp client TLS error'));
     }, nla);
     let outcome: AuthOutcome;
+    let username = '';
     if (nlaOutcome) {
       outcome = nlaOutcome;
     } else {
-      const username = hello.info.userName || hello.cookie || '';
+      username = hello.info.userName || hello.cookie || '';
       if (!username) {
         log.info('rdp login without a user name');
         hangUp();
@@ -223,7 +224,7 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, tlsContex
       outcome = await ctx.authenticate({ protocol: 'rdp', username, clientAddr, secret: hello.info.password });
     }
     if (!outcome.ok) {
-      log.info({ code: outcome.code }, 'rdp login refused');
+      log.info({ user: username.slice(0, 64), code: outcome.code }, 'rdp login refused');
       hangUp();
       return;
     }
