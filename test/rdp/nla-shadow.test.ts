@@ -7,7 +7,7 @@
  */
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ManualClock } from '../../policies/clock.js';
@@ -31,6 +31,9 @@ const sam = join(dir, 'SAM');
 let shadow: Shadow;
 let tg: TestGateway;
 let viewer: Display;
+const logLines: string[] = [];
+/** Every connection secret, minted hash and password this file handles: none may reach logs or recordings. */
+const secrets = new Set<string>(['initial-pw']);
 
 function samHash(user: string): string | null {
   for (const l of readFileSync(sam, 'utf8').split('\n')) {
@@ -48,6 +51,7 @@ t.before(async () => {
   viewer = await startXvfbSized('1024x768x24');
   tg = await startTestGateway({
     clock,
+    logSink: (l) => logLines.push(l),
     listeners: ['rdp'],
     targets: [{
       name: 'shadow', protocol: 'rdp', address: `${shadow.host}:${shadow.port}`,
@@ -82,6 +86,7 @@ t.test('xfreerdp (TLS) → gateway → NLA target with a minted password; record
   const initial = samHash(USER);
   const grant = await tg.grant('alice', 'shadow', 'user');
   const s = await tg.secret('alice', grant.id);
+  secrets.add(s.secret);
   const c = xfreerdp(viewer.display, [`/v:${s.host}:${s.port}`, '/sec:tls', `/u:${s.username}`, `/p:${s.secret}`, '/bpp:32', '/network:lan']);
   t.teardown(() => c.stop());
   const live = await waitFor('a live rdp session', async () => {
@@ -94,6 +99,7 @@ t.test('xfreerdp (TLS) → gateway → NLA target with a minted password; record
   t.equal(connect.data.account, USER, 'as the SAM account');
   const minted = samHash(USER);
   t.ok(minted && minted !== initial, 'a new password hash was written for the session');
+  secrets.add(minted!);
   t.equal(samHash('someone'), ntHash('other-pw').toString('hex'), 'other SAM lines are kept');
   t.equal(statSync(sam).mode & 0o777, 0o600, 'the SAM file stays 0600');
   const leases = await tg.store.listLeases({ sessionId: live.id, state: ['active'] });
@@ -153,6 +159,7 @@ t.test('client-side NLA: xfreerdp /sec:nla → gateway (CredSSP server, NTLMv2 a
   const grant = await tg.grant('alice', 'shadow', 'user');
   const s = await tg.secret('alice', grant.id);
   t.match(s.commands['xfreerdp (NLA)'], /\/sec:nla/, 'the API prints an NLA command line too');
+  secrets.add(s.secret);
   const before = readFileSync(sam, 'utf8');
   const sessions = (await tg.store.listSessions({})).length;
 
@@ -191,4 +198,25 @@ t.test('client-side NLA: xfreerdp /sec:nla → gateway (CredSSP server, NTLMv2 a
   t.not(code, 'still running', 'xfreerdp exits after the kill');
   await waitFor('the lease to be revoked', async () => (await tg.store.listLeases({ sessionId: live.id, state: ['active'] })).length === 0, 15_000);
   t.not(samHash(USER), null, 'the SAM account is still there (rotated, not removed)');
+});
+
+t.test('no connection secret, minted hash or password in the logs, the store or the recordings', async (t) => {
+  t.ok(secrets.size >= 4, `${secrets.size} secrets to look for`);
+  const logs = logLines.join('\n');
+  t.match(logs, /rdp: session password installed in the SAM file/, 'the logs cover the sessions (not vacuous)');
+  t.match(logs, /rdp: SAM password rotated after the session/, 'and the rotations');
+  const files: string[] = [];
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) walk(p); else if (e.isFile()) files.push(p);
+    }
+  };
+  walk(tg.dataDir);
+  t.ok(files.some((f) => f.endsWith('.ndjson') || /record/i.test(f)), `recordings are among the ${files.length} data files`);
+  for (const x of secrets) {
+    t.notOk(logs.includes(x), `secret ${x.slice(0, 3)}… is not in the logs`);
+    const hit = files.find((f) => readFileSync(f).includes(Buffer.from(x)));
+    t.notOk(hit, `secret ${x.slice(0, 3)}… is not in any data file${hit ? ` (found in ${hit})` : ''}`);
+  }
 });
