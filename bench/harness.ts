@@ -10,7 +10,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { promisify } from 'node:util';
-import { profileNodeArgs } from './profile.js';
 
 export const execFileP = promisify(execFile);
 export const root = join(import.meta.dirname, '..');
@@ -92,11 +91,11 @@ export interface DemoGateway {
 }
 
 /** Start `tollgate demo` in a temp dir and wait for its demo.json. */
-export async function startDemoGateway(log: (m: string) => void): Promise<DemoGateway> {
+export async function startDemoGateway(log: (m: string) => void, opts: { profileDir?: string } = {}): Promise<DemoGateway> {
   const dir = mkdtempSync(join(tmpdir(), 'tg-bench-'));
   // setpriv --pdeathsig: the demo (and the servers it started) goes away with the bench process.
-  const child: ChildProcess = spawn('setpriv', ['--pdeathsig', 'SIGTERM', '--', process.execPath, ...profileNodeArgs(), tollgateBin, 'demo', '--dir', dir, '--port', '0'], {
-    stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, TOLLGATE_LOG_LEVEL: 'warn' },
+  const child: ChildProcess = spawn('setpriv', ['--pdeathsig', 'SIGTERM', '--', process.execPath, tollgateBin, 'demo', '--dir', dir, '--port', '0'], {
+    stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, TOLLGATE_LOG_LEVEL: 'warn', ...(opts.profileDir ? { TOLLGATE_PROFILE_DIR: opts.profileDir } : {}) },
   });
   let err = '';
   child.stderr!.on('data', (d) => { err = (err + d).slice(-4000); });

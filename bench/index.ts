@@ -8,6 +8,7 @@ import { cpus, totalmem, release, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { writeFileSync as wf } from 'node:fs';
 import { root, startDemoGateway, type BenchRow, type DemoGateway, type Scenario } from './harness.js';
+import { DemoProfiler, renderHot, summarizeProfiles, type HotFunction } from './profile.js';
 
 const SCENARIOS: Record<string, () => Promise<Scenario>> = {
   postgres: async () => (await import('./postgres.js')).scenario,
@@ -45,8 +46,8 @@ export interface BenchResult {
   rows: BenchRow[];
   gateway: Record<string, { cpuMs: number; peakRssMiB: number }>;
   errors: Record<string, string>;
-  /** With --profile: self time per function in the gateway over the run. */
-  profile?: { dir: string; files: number; totalMs: number; functions: { name: string; where: string; selfPct: number; selfMs: number }[] };
+  /** With --profile: self time per function in the gateway, per scenario. */
+  profiles?: Record<string, { dir: string; files: number; totalMs: number; functions: HotFunction[] }>;
 }
 
 function ratioTable(rows: BenchRow[]): string {
@@ -72,15 +73,21 @@ export async function runBench(names: string[], opts: { smoke: boolean; out?: st
   for (const n of picked) if (!SCENARIOS[n]) throw new Error(`unknown scenario ${n}; known: ${scenarioNames.join(', ')}`);
   let profileDir: string | null = null;
   if (opts.profile) {
-    // Gateways started by the scenarios (the demo, http's `tollgate serve`) pick this up (bench/profile.ts).
     profileDir = join(root, 'bench', 'results', `profile-${picked.join('-')}-${Date.now()}`);
     mkdirSync(profileDir, { recursive: true });
-    process.env.TOLLGATE_BENCH_PROFILE_DIR = profileDir;
   }
+  // Profiling: the demo gateway profiles between two SIGUSR2 (proxy/profiling.ts), one window per
+  // scenario, so its start-up is not counted; gateways a scenario starts itself (http's `tollgate
+  // serve`) run under --cpu-prof into the scenario's folder (TOLLGATE_BENCH_PROFILE_DIR).
+  const profiler = profileDir ? new DemoProfiler(profileDir) : null;
   let demo: DemoGateway | null = null;
   let starting: Promise<DemoGateway> | null = null;
   // Started once, on first use; a failed start fails every scenario that needs it, quickly.
-  const getDemo = () => (starting ??= startDemoGateway(log).then((d) => (demo = d)));
+  const getDemo = () => (starting ??= startDemoGateway(log, profileDir ? { profileDir } : {}).then((d) => {
+    demo = d;
+    profiler?.start(d.pid);
+    return d;
+  }));
   const result: BenchResult = {
     at: new Date().toISOString(),
     machine: { cpus: cpus()[0]?.model ?? 'unknown', cores: cpus().length, memoryGiB: Math.round(totalmem() / 2 ** 30), kernel: release(), node: process.version },
@@ -93,6 +100,12 @@ export async function runBench(names: string[], opts: { smoke: boolean; out?: st
       log(`scenario ${n}: ${sc.describe}`);
       const before = demo ? (demo as DemoGateway).stats() : null;
       if (demo) { try { wf(`/proc/${(demo as DemoGateway).pid}/clear_refs`, '5'); } catch { /* not permitted */ } }
+      const scenarioProfileDir = profileDir ? join(profileDir, n) : null;
+      if (scenarioProfileDir) {
+        mkdirSync(scenarioProfileDir, { recursive: true });
+        process.env.TOLLGATE_BENCH_PROFILE_DIR = scenarioProfileDir;
+        if (demo) profiler!.start((demo as DemoGateway).pid);
+      }
       const limitMs = opts.smoke ? 240_000 : 45 * 60_000;
       let timer: NodeJS.Timeout | undefined;
       try {
@@ -111,18 +124,20 @@ export async function runBench(names: string[], opts: { smoke: boolean; out?: st
         const after = (demo as DemoGateway).stats();
         result.gateway[n] = { cpuMs: Math.round(after.cpuMs - (before?.cpuMs ?? 0)), peakRssMiB: Math.round(after.peakRssKiB / 1024) };
       }
+      if (scenarioProfileDir) {
+        delete process.env.TOLLGATE_BENCH_PROFILE_DIR;
+        if (demo) await profiler!.stop((demo as DemoGateway).pid, scenarioProfileDir).catch((e: Error) => log(`profile of ${n}: ${e.message}`));
+        const hot = summarizeProfiles(scenarioProfileDir);
+        if (hot.files) {
+          (result.profiles ??= {})[n] = { dir: scenarioProfileDir, ...hot };
+          process.stdout.write(`\nGateway CPU profile of ${n} (${hot.files} file(s) in ${scenarioProfileDir}):\n${renderHot(hot)}\n`);
+        }
+      }
     }
   } finally {
     if (demo) await (demo as DemoGateway).stop();
   }
   result.load!.end = +loadavg()[0]!.toFixed(2);
-  if (profileDir) {
-    delete process.env.TOLLGATE_BENCH_PROFILE_DIR;
-    const { summarizeProfiles, renderHot } = await import('./profile.js');
-    const hot = summarizeProfiles(profileDir);
-    result.profile = { dir: profileDir, ...hot };
-    process.stdout.write(`\nGateway CPU profile (${hot.files} file(s) in ${profileDir}):\n${renderHot(hot)}\n`);
-  }
   const table = ratioTable(result.rows);
   process.stdout.write(`\n${table}\n\nGateway CPU time / peak memory per scenario: ${Object.entries(result.gateway).map(([k, v]) => `${k} ${v.cpuMs} ms / ${v.peakRssMiB} MiB`).join('; ') || '-'}\n`);
   if (Object.keys(result.errors).length) process.stdout.write(`Failed: ${Object.entries(result.errors).map(([k, v]) => `${k}: ${v}`).join('; ')}\n`);

@@ -3,7 +3,7 @@
  * `node --cpu-prof`; this reads the .cpuprofile files it writes and sums self time per function,
  * so a run says where the gateway's CPU went (not only how fast it was).
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, renameSync } from 'node:fs';
 import { join, relative } from 'node:path';
 
 const root = join(import.meta.dirname, '..');
@@ -21,7 +21,7 @@ export interface HotFunction { name: string; where: string; selfPct: number; sel
 
 /** Self time per function over every profile in dir, biggest first; percentages of the busy (non-idle) time. */
 export function summarizeProfiles(dir: string, top = 15): { files: number; totalMs: number; functions: HotFunction[] } {
-  const files = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile'));
+  const files = (existsSync(dir) ? readdirSync(dir) : []).filter((f) => f.endsWith('.cpuprofile'));
   const self = new Map<string, { name: string; where: string; us: number }>();
   let totalUs = 0;
   for (const f of files) {
@@ -54,4 +54,36 @@ export function renderHot(h: { totalMs: number; functions: HotFunction[] }): str
     `self time | ms | function | where  (of ${h.totalMs} ms of sampled CPU time, idle excluded)`,
     ...h.functions.map((f) => `${f.selfPct.toFixed(1)}% | ${f.selfMs} | ${f.name} | ${f.where}`),
   ].join('\n');
+}
+
+/**
+ * Profiling windows in the long-lived demo gateway (started with TOLLGATE_PROFILE_DIR): SIGUSR2
+ * starts its profiler, the next SIGUSR2 stops it and it writes one .cpuprofile, moved here into
+ * the scenario's folder.
+ */
+export class DemoProfiler {
+  private running = false;
+  constructor(private readonly dir: string) {}
+
+  start(pid: number): void {
+    if (this.running) return;
+    process.kill(pid, 'SIGUSR2');
+    this.running = true;
+  }
+
+  async stop(pid: number, into: string): Promise<void> {
+    if (!this.running) return;
+    const before = new Set(readdirSync(this.dir));
+    process.kill(pid, 'SIGUSR2');
+    this.running = false;
+    for (let i = 0; i < 600; i++) {
+      const fresh = readdirSync(this.dir).filter((f) => f.endsWith('.cpuprofile') && !before.has(f));
+      if (fresh.length) {
+        for (const f of fresh) renameSync(join(this.dir, f), join(into, f));
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error('the gateway wrote no profile within 60 s');
+  }
 }

@@ -89,6 +89,7 @@ export function buildCli(): Command {
   program.command('serve').description('run the gateway from a YAML config file')
     .requiredOption('-c, --config <file>', 'configuration file')
     .action(async (o: { config: string }) => {
+      (await import('./profiling.js')).installProfilingSignal();
       const config = loadConfigFile(o.config, await moduleMap());
       const { Gateway } = await import('./gateway.js');
       const gw = await new Gateway({ config }).start();
@@ -103,6 +104,7 @@ export function buildCli(): Command {
     .option('-p, --port <port>', 'HTTP port of the gateway', '8080')
     .option('--install-deps', 'install missing Debian packages for the demo servers (apt-get, as root) after the gateway is up')
     .action(async (o: { dir: string; port: string; installDeps?: boolean }) => {
+      (await import('./profiling.js')).installProfilingSignal();
       const { runDemo } = await import('./demo.js');
       await runDemo({ dir: o.dir, httpPort: Number(o.port), installDeps: !!o.installDeps });
     });
