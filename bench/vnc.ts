@@ -94,7 +94,6 @@ export async function run({ smoke }: { smoke: boolean }): Promise<BenchRow[]> {
       const gUps = via.updates / via.seconds;
       rows.push({ scenario: 'vnc', case: caseName, tool: 'direct', metric: 'updates/s', value: dUps, unit: 'updates/s', better: 'higher' });
       rows.push({ scenario: 'vnc', case: caseName, tool: 'tollgate', metric: 'updates/s', value: gUps, unit: 'updates/s', better: 'higher', note: 'recording on' });
-      rows.push({ scenario: 'vnc', case: caseName, tool: 'ratio', metric: 'updates/s tollgate/direct', value: dUps ? gUps / dUps : 0, unit: 'ratio', better: 'higher' });
       rows.push({ scenario: 'vnc', case: caseName, tool: 'direct', metric: 'bytes/update', value: direct.updates ? direct.bytes / direct.updates : 0, unit: 'B', better: 'lower' });
       rows.push({ scenario: 'vnc', case: caseName, tool: 'tollgate', metric: 'bytes/update', value: via.updates ? via.bytes / via.updates : 0, unit: 'B', better: 'lower', note: 'TLS' });
       rows.push({ scenario: 'vnc', case: caseName, tool: 'tollgate', metric: 'throughput', value: via.bytes / via.seconds / 1e6, unit: 'MB/s', better: 'higher' });
