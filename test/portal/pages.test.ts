@@ -10,6 +10,7 @@ import t from 'tap';
 import { fakeConnect } from '../support/fake-module.js';
 import { startFakePortal, signIn, shot, noPageErrors } from './helpers.js';
 import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
 
 const AXE = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
 
@@ -127,6 +128,11 @@ t.test('portal pages', async (t) => {
     const cmd = await a.textContent('#grants pre.cmd[data-client=fake]');
     const m = /fake --user (\S+) --secret (\S+)/.exec(cmd ?? '');
     t.ok(m, `a ready-to-copy command: ${cmd}`);
+    // A connection file (RDP's .rdp) is offered as a download named after the target, same text.
+    const fileText = await a.textContent('#grants pre.cmd[data-client="fake (.fakeconf file)"]');
+    const [dl] = await Promise.all([a.waitForEvent('download'), a.click('#grants a.download')]);
+    t.equal(dl.suggestedFilename(), 'box.fakeconf', 'the download is named after the target');
+    t.equal(readFileSync((await dl.path())!, 'utf8'), `${(fileText ?? '').replace(/\n/g, '\r\n')}\r\n`, 'the downloaded file holds the shown lines (CRLF, as mstsc writes them)');
     await noPageErrors(t, alice.errors);
 
     // the "client" connects with what the page showed

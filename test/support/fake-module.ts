@@ -26,7 +26,11 @@ export function fakeModule(target: FakeTarget): ProtocolModule & { ctx?: Protoco
       target.revokeCalls.push(name);
       target.accounts.delete(name);
     },
-    clientCommands: (i) => ({ fake: `fake --user ${i.username} --secret ${i.secret}` }),
+    clientCommands: (i) => ({
+      fake: `fake --user ${i.username} --secret ${i.secret}`,
+      // A connection file (like RDP's .rdp): the portal offers it as a download.
+      'fake (.fakeconf file)': `host:s:${i.host}:${i.port}\nusername:s:${i.username}`,
+    }),
   };
   return mod;
 }

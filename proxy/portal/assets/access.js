@@ -27,7 +27,12 @@ async function showSecret(grant, box, button) {
             copy.textContent = 'Selected — press Ctrl+C';
           }
         });
-        return el('div', { class: 'cmdrow' }, el('span', { class: 'client' }, client), pre, copy);
+        // A connection file (mstsc's ".rdp file") can also be downloaded, named after the target.
+        const file = /\(\.([a-z0-9]+) file\)$/i.exec(client);
+        const download = file
+          ? el('a', { class: 'download', href: URL.createObjectURL(new Blob([line.replace(/\n/g, '\r\n') + '\r\n'], { type: 'application/octet-stream' })), download: `${grant.target}.${file[1].toLowerCase()}` }, `Download .${file[1].toLowerCase()}`)
+          : null;
+        return el('div', { class: 'cmdrow' }, el('span', { class: 'client' }, client), pre, el('span', { class: 'actions' }, copy, download));
       })
       : [el('p', {}, `Host ${s.host}, port ${s.port}, user `, el('code', {}, s.username), ', password below.')];
     box.replaceChildren(
