@@ -24,7 +24,7 @@ const TYPES: Record<string, string> = { js: 'text/javascript; charset=utf-8', cs
 
 function assetTable(): Map<string, { path: string; type: string }> {
   const m = new Map<string, { path: string; type: string }>();
-  for (const name of ['portal.css', 'common.js', 'access.js', 'approvals.js', 'sessions.js', 'watch.js', 'recordings.js', 'replay.js', 'audit.js', 'dashboard.js', 'live-driver.js']) {
+  for (const name of ['portal.css', 'common.js', 'access.js', 'approvals.js', 'sessions.js', 'watch.js', 'recordings.js', 'replay.js', 'audit.js', 'dashboard.js', 'live-driver.js', 'screen-view.js']) {
     m.set(name, { path: join(ASSET_DIR, name), type: TYPES[name.split('.').pop()!]! });
   }
   m.set('player.js', { path: join(PLAYER_DIR, 'asciinema-player.min.js'), type: TYPES['js']! });

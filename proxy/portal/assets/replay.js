@@ -1,10 +1,14 @@
 // One session's recordings: replay the terminal cast in asciinema-player with the keystrokes
-// listed beside it, the statement log for databases, events and file transfers; each file with
-// its seal (SHA-256) and whether it verifies now.
+// listed beside it, desktop screens (VNC, RDP) on a canvas with play / pause / seek (the seek
+// starts from the keyframe index) and the input beside them, the statement log for databases,
+// events and file transfers; each file with its seal (SHA-256) and whether it verifies now.
 import { api, el, fill, empty, load, fmtTime, fmtDuration, fmtBytes, badge, table, describeError, mainData, fields } from './common.js';
+import { ScreenView, ScreenPlayer, parseScreen } from './screen-view.js';
 
 const $ = (id) => document.getElementById(id);
 const id = mainData('session');
+/** Screen sections so far (their controls need ids unique on the page). */
+let screens = 0;
 
 async function text(url) {
   const res = await fetch(url, { credentials: 'same-origin' });
@@ -41,11 +45,10 @@ function keystrokes(castText) {
   return rows;
 }
 
-/** Highlight the keystroke the player has just replayed (and keep it in view). */
-function follow(player, rows, box) {
+/** mark(t): highlight the last row at or before time t (seconds) and keep it in view in box. */
+function highlighter(rows, box) {
   let current = null;
-  const mark = async () => {
-    const now = Number(await player.getCurrentTime());
+  return (now) => {
     let hit = null;
     for (const r of rows) { if (r.t <= now + 0.05) hit = r; else break; }
     if (hit === current) return;
@@ -57,7 +60,12 @@ function follow(player, rows, box) {
     hit.node.setAttribute('aria-current', 'true');
     box.scrollTop = Math.max(0, hit.node.offsetTop - box.offsetTop - box.clientHeight / 2);
   };
-  for (const ev of ['input', 'marker', 'seeked', 'ended']) player.addEventListener(ev, () => { void mark(); });
+}
+
+/** Highlight the keystroke the player has just replayed. */
+function follow(player, rows, box) {
+  const mark = highlighter(rows, box);
+  for (const ev of ['input', 'marker', 'seeked', 'ended']) player.addEventListener(ev, () => { void Promise.resolve(player.getCurrentTime()).then((t) => mark(Number(t))); });
 }
 
 async function castSection(r) {
@@ -73,6 +81,78 @@ async function castSection(r) {
     follow(p, k, keys.parentElement);
   } catch (e) {
     player.replaceChildren(el('p', { class: 'err', role: 'alert' }, `Cannot load the cast: ${describeError(e)}`));
+  }
+  return sec;
+}
+
+/** A screen recording's input lines (keys, clicks, clipboard) as list items with their time. */
+function screenInputs(lines) {
+  const rows = [];
+  for (const l of lines) {
+    if (l.type !== 'input') continue;
+    const at = el('span', { class: 'muted' }, `${l.t.toFixed(2)}s `);
+    let what;
+    if (l.kind === 'key') what = el('kbd', {}, JSON.stringify(String(l.text ?? '')).slice(1, -1));
+    else if (l.kind === 'click') what = `click ${l.button ?? ''} at ${l.x ?? '?'},${l.y ?? '?'}`;
+    else if (l.kind === 'clipboard') what = `clipboard ${l.direction ?? ''}${l.allowed === false ? ' (refused)' : ''}${typeof l.text === 'string' ? `: ${JSON.stringify(l.text.slice(0, 80))}` : l.bytes !== undefined ? ` (${l.bytes} bytes)` : ''}`;
+    else if (l.kind === 'bell') what = 'bell';
+    else continue;
+    rows.push({ t: l.t, node: el('li', {}, at, what) });
+  }
+  return rows;
+}
+
+async function screenSection(r, target) {
+  const seekId = `screen-seek-${++screens}`;
+  const canvas = el('canvas', { role: 'img', 'aria-label': `Recorded screen of ${target}`, width: '800', height: '600' });
+  const play = el('button', { type: 'button', disabled: true }, 'Play');
+  const seek = el('input', { type: 'range', id: seekId, min: '0', max: '0', step: 'any', value: '0', disabled: true });
+  const time = el('span', { class: 'muted', 'aria-live': 'off' }, '');
+  const status = el('p', { class: 'muted', role: 'status' }, 'Loading the screen recording…');
+  const inputs = el('ol', { class: 'keys', 'aria-label': 'Keystrokes and clicks' });
+  const box = el('div', { class: 'keysbox', tabindex: '0', role: 'region', 'aria-label': 'Keystrokes and clicks' }, el('h3', {}, 'Input'), inputs);
+  const label = el('label', { for: seekId }, 'Position');
+  const controls = el('p', { class: 'screen-controls' }, play, label, seek, time);
+  const sec = el('section', { class: 'rec', 'data-kind': 'screen' }, el('h2', {}, 'Screen'), sealBlock(r),
+    el('div', { class: 'replay' }, el('div', {}, canvas, controls, status), box));
+  // One wrapping row under the screen (CSSOM, allowed by the CSP; portal.css is not touched).
+  Object.assign(controls.style, { display: 'flex', flexWrap: 'wrap', alignItems: 'center', gap: '.5rem' });
+  Object.assign(label.style, { display: 'inline', margin: '0' });
+  Object.assign(seek.style, { flex: '1 1 10rem', minWidth: '0', width: 'auto' });
+  try {
+    const lines = parseScreen(await text(`/api/v1/recordings/${encodeURIComponent(r.id)}`));
+    const rows = screenInputs(lines);
+    inputs.replaceChildren(...(rows.length ? rows.map((x) => x.node) : [el('li', { class: 'muted' }, 'No keystrokes or clicks recorded.')]));
+    const view = new ScreenView(canvas, { onError: (m) => { status.textContent = `Part of the recording could not be drawn: ${m}`; } });
+    const follow = highlighter(rows, box);
+    const player = new ScreenPlayer(view, lines, {
+      onTime: (t) => {
+        if (document.activeElement !== seek) seek.value = String(t);
+        time.textContent = `${t.toFixed(1)} s of ${player.duration.toFixed(1)} s`;
+        sec.dataset.position = String(t);
+        canvas.setAttribute('aria-label', `Recorded screen of ${target} at ${t.toFixed(1)} s`);
+        follow(t);
+      },
+      onState: (playing) => { play.textContent = playing ? 'Pause' : 'Play'; },
+    });
+    if (!player.index.length) {
+      status.textContent = 'This screen recording has no frame (the session ended before the first screen update).';
+      return sec;
+    }
+    seek.max = String(player.duration);
+    // Tick marks where a seek lands without replaying from further back.
+    const ticks = el('datalist', { id: `${seekId}-keyframes` }, player.index.map((k) => el('option', { value: String(k.t) })));
+    seek.setAttribute('list', ticks.id);
+    seek.after(ticks);
+    play.addEventListener('click', () => { if (player.playing) player.pause(); else player.play(); });
+    seek.addEventListener('input', () => { player.pause(); void player.seek(Number(seek.value)); });
+    play.disabled = false;
+    seek.disabled = false;
+    await player.seek(player.index[0].t);
+    status.textContent = `${fmtDuration(player.duration * 1000)} · ${player.index.length} keyframe${player.index.length === 1 ? '' : 's'} · ${rows.length} input event${rows.length === 1 ? '' : 's'}`;
+    sec.dataset.ready = 'true';
+  } catch (e) {
+    status.replaceChildren(el('span', { class: 'err', role: 'alert' }, `Cannot load the screen recording: ${describeError(e)}`));
   }
   return sec;
 }
@@ -115,9 +195,11 @@ await load($('recs'), async () => {
   $('meta').replaceChildren(...rows.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)]));
   $('meta').removeAttribute('aria-busy');
   if (!s.recordings.length) return fill($('recs'), empty('This session produced no recording files (it ended before anything was recorded).'));
-  const order = { cast: 0, queries: 1, events: 2 };
+  const order = { cast: 0, screen: 1, queries: 2, events: 3 };
   const recs = [...s.recordings].sort((a, b) => (order[a.kind] ?? 9) - (order[b.kind] ?? 9));
   const sections = [];
-  for (const r of recs) sections.push(r.kind === 'cast' ? await castSection(r) : r.kind === 'queries' ? await queriesSection(r) : await eventsSection(r));
+  for (const r of recs) {
+    sections.push(r.kind === 'cast' ? await castSection(r) : r.kind === 'screen' ? await screenSection(r, s.target) : r.kind === 'queries' ? await queriesSection(r) : await eventsSection(r));
+  }
   fill($('recs'), sections);
 });

@@ -1,15 +1,19 @@
 // Watch one live session: terminal sessions in asciinema-player fed by the live WebSocket
-// (starting with the current screen), database sessions as a live statement table, other events
-// as a list; terminate with a reason or lock the identity from here.
+// (starting with the current screen), desktop sessions (VNC, RDP) on a canvas starting from the
+// snapshot's keyframe, database sessions as a live statement table, other events (keystrokes,
+// clicks, transfers) as a list; terminate with a reason or lock the identity from here.
 import { api, el, flash, describeError, fmtTime, fmtDuration, mainData, fields, startCountdowns } from './common.js';
 import { liveSource } from './live-driver.js';
+import { ScreenView } from './screen-view.js';
 
 const $ = (id) => document.getElementById(id);
 const id = mainData('session');
 const state = $('state');
 let session = null;
 let source = null;
+let screen = null;
 let ended = false;
+const DESKTOPS = new Set(['vnc', 'rdp']);
 /** The grant's end on this browser's clock (from the API's msLeft, so clock skew does not matter). */
 let untilLocal = null;
 
@@ -57,15 +61,33 @@ function startTerminal(frames) {
   window.AsciinemaPlayer.create(source.driver, $('player'), { autoPlay: true, cols, rows, fit: 'width', controls: false, terminalFontSize: 'small' });
 }
 
+/** The desktop's canvas, made on the first screen line (the page shell has no place for it). */
+function startScreen() {
+  if (screen) return;
+  const who = session ? `${session.target} (${session.identity})` : 'the session';
+  const canvas = el('canvas', { id: 'screen', role: 'img', 'aria-label': `Live screen of ${who}`, width: '800', height: '600' });
+  const sec = el('section', { id: 'screen-section', 'aria-labelledby': 'h-screen' }, el('h2', { id: 'h-screen' }, 'Screen'),
+    el('p', { class: 'muted' }, 'The remote desktop as the gateway relays it, from the current frame on. Keystrokes and clicks appear under Events.'), canvas);
+  $('term-section').after(sec);
+  screen = new ScreenView(canvas, { onError: (m) => console.warn(`screen: ${m}`) });
+}
+
+function addScreen(line) {
+  if (!screen) startScreen();
+  screen.push(line);
+}
+
 function onFrame(f) {
   if (f.type === 'snapshot') {
     session = f.session;
     showMeta(session);
     const term = f.frames.filter((x) => x.type === 'o' || x.type === 'r');
     if (term.length || session.protocol === 'ssh') startTerminal(term);
+    if (DESKTOPS.has(session.protocol)) startScreen();
     for (const x of f.frames) {
       if (x.type === 'query') addStatement(x);
       else if (x.type === 'event') addEvent(x);
+      else if (x.type === 'screen') addScreen(x.data);
     }
     setState(`Live: watching ${session.identity} on ${session.target}.`, 'ok');
     return;
@@ -75,9 +97,11 @@ function onFrame(f) {
     source.push(f);
   } else if (f.type === 'i') addKeys(f); else if (f.type === 'query') addStatement(f);
   else if (f.type === 'event') addEvent(f);
+  else if (f.type === 'screen') addScreen(f.data);
   else if (f.type === 'end') {
     ended = true;
     source?.ended('Session ended');
+    if (screen) screen.canvas.setAttribute('aria-label', `Last screen of ${session ? session.target : 'the session'} before it ended`);
     setState(`The session has ended${f.data ? ` (${typeof f.data === 'string' ? f.data : JSON.stringify(f.data)})` : ''}. `, 'done');
     state.append(el('a', { href: `/portal/recordings/${encodeURIComponent(id)}` }, 'Open the recording'));
     for (const b of $('controls').querySelectorAll('button')) b.disabled = true;

@@ -1,0 +1,271 @@
+/**
+ * The SOC console on a desktop session: x11vnc on Xvfb with an xterm behind the real gateway, a
+ * small RFB client (test/vnc/client.ts) as alice's viewer typing into the xterm, carol (signed in
+ * through the dev IdP) watching on the portal's watch page. The canvas is compared with a
+ * screenshot taken on the server, first from the snapshot alone, then after live updates; carol
+ * terminates from the page and the client's connection closes; the replay page plays, pauses and
+ * seeks the screen recording, and its frames are compared with the recorder's own replay.
+ * Then the same for RDP, more briefly: xrdp with an xterm session behind the gateway, xfreerdp
+ * under Xvfb typing, the canvas compared with xfreerdp's window, Terminate closing xfreerdp.
+ */
+import t from 'tap';
+import { mkdtempSync, readFileSync, rmSync, existsSync, mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Page } from 'playwright-core';
+import { parseNdjson } from '../../recorder/index.js';
+import { ScreenReplay, decodePng } from '../../recorder/screen/index.js';
+import { startDesktop, type VncDesktop } from '../../protocols/vnc/demo.js';
+import { encodeKeyEvent, encodePointerEvent, encodeSetEncodings, encodeUpdateRequest } from '../../protocols/vnc/client-messages.js';
+import { have, rfbLogin, run, sleep, waitFor } from '../vnc/client.js';
+import { clientWindow, haveRdpTools, key, mintedAccounts, pixelDiff, screenshot, startXvfb, typeText, withXrdp, xfreerdp } from '../rdp/support.js';
+import { ARTIFACTS, launchChromium, noPageErrors, shot, signIn, startPortalGateway } from './helpers.js';
+
+const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+
+interface Pixels { width: number; height: number; rgba: Uint8Array }
+
+/** Share of pixels whose colour differs by more than `tolerance` (sum over R, G, B). */
+function differing(a: Pixels, b: Pixels, tolerance: number): number {
+  if (a.width !== b.width || a.height !== b.height) return 1;
+  let n = 0;
+  for (let i = 0; i < a.rgba.length; i += 4) {
+    const d = Math.abs(a.rgba[i]! - b.rgba[i]!) + Math.abs(a.rgba[i + 1]! - b.rgba[i + 1]!) + Math.abs(a.rgba[i + 2]! - b.rgba[i + 2]!);
+    if (d > tolerance) n++;
+  }
+  return n / (a.width * a.height);
+}
+
+/** The canvas's own pixels (not the scaled on-screen picture), through a lossless PNG. */
+async function canvasPixels(page: Page, selector: string): Promise<Pixels> {
+  const url = await page.evaluate((sel) => (document.querySelector(sel) as HTMLCanvasElement).toDataURL('image/png'), selector);
+  const img = decodePng(Buffer.from(url.slice(url.indexOf(',') + 1), 'base64'));
+  return { width: img.width, height: img.height, rgba: img.rgba };
+}
+
+async function axeViolations(page: Page): Promise<string[]> {
+  // Evaluated through the DevTools protocol, so the page's CSP (no inline script) stays on.
+  await page.evaluate(AXE);
+  return page.evaluate(async () => {
+    const axe = (window as unknown as { axe: { run(ctx: Document, o: object): Promise<{ violations: { id: string; nodes: { target: string[] }[] }[] }> } }).axe;
+    const r = await axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } });
+    return r.violations.map((v) => `${v.id}: ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', ')}`);
+  });
+}
+
+const needed = ['Xvfb', 'x11vnc', 'xterm', 'import'];
+const missing = needed.filter((c) => !have(c));
+if (missing.length || !existsSync('/usr/bin/chromium')) {
+  t.fail(`missing: ${[...missing, ...(existsSync('/usr/bin/chromium') ? [] : ['chromium'])].join(' ')} (apt-get install xvfb x11vnc xterm imagemagick chromium)`);
+} else {
+  const shots = join(ARTIFACTS, '..', 'vnc');
+  mkdirSync(shots, { recursive: true });
+  const dir = mkdtempSync(join(tmpdir(), 'tg-portal-desk-'));
+  const shellDir = join(dir, 'server');
+  const desktop = (await startDesktop(shellDir, { size: '800x600x24' })) as VncDesktop;
+  t.teardown(async () => { await desktop.stop(); rmSync(dir, { recursive: true, force: true }); });
+  const target = {
+    name: 'desk', protocol: 'vnc', address: `127.0.0.1:${desktop.port}`,
+    roles: [{ name: 'operator', clipboard: 'both' }], credentials: { passwordFile: desktop.passwordFile },
+  };
+  const tg = await startPortalGateway({ targets: [target], listeners: ['vnc'] });
+  t.teardown(() => tg.close());
+  const browser = await launchChromium();
+  t.teardown(() => browser.close());
+  const serverShot = async (name: string): Promise<Pixels> => {
+    const file = join(shots, name);
+    const r = await run('import', ['-window', 'root', file], { DISPLAY: desktop.display });
+    if (r.code !== 0) throw new Error(`import failed: ${r.err}`);
+    return decodePng(readFileSync(file));
+  };
+  /** Wait until the canvas matches a fresh server screenshot (updates take a moment to arrive). */
+  const matchesServer = async (page: Page, name: string): Promise<number> => {
+    let ratio = 1;
+    const until = Date.now() + 15_000;
+    while (Date.now() < until) {
+      const server = await serverShot(name);
+      ratio = differing(await canvasPixels(page, '#screen'), server, 24);
+      if (ratio < 0.005) break;
+      await sleep(300);
+    }
+    return ratio;
+  };
+
+  t.test('carol watches a VNC session live on the portal, terminates it, and replays the recording', async (t) => {
+    const grant = await tg.grant('alice', 'desk', 'operator');
+    const s = await tg.secret('alice', grant.id);
+    const { host, port } = tg.listener('vnc');
+    const c = await rfbLogin({ host, port, ca: tg.gw.tls.ca, username: 'desk', password: s.secret });
+    t.ok(c.ok, `alice's RFB client logs in (${c.reason ?? 'ok'})`);
+    const { width, height } = c.init!;
+    // A viewer that keeps asking for updates and reads (discards) what comes back.
+    c.reader.detach();
+    c.sock.on('data', () => {});
+    c.sock.resume();
+    c.sock.write(Buffer.concat([encodeSetEncodings([16, 0, 1, -223]), encodeUpdateRequest(false, 0, 0, width, height)]));
+    const ask = setInterval(() => { if (!c.sock.destroyed) c.sock.write(encodeUpdateRequest(true, 0, 0, width, height)); }, 100);
+    t.teardown(() => { clearInterval(ask); c.sock.destroy(); });
+    const live = await waitFor(async () => (await tg.store.listSessions({ state: 'active', target: 'desk' }))[0], 10_000, 'live session');
+    await waitFor(async () => (await tg.store.listRecordings()).some((r) => r.sessionId === live.id && r.kind === 'screen'), 10_000, 'the screen recording');
+    await sleep(1000); // the first full update is in and recorded as a keyframe
+
+    const carol = await signIn(browser, tg, 'carol', `/portal/sessions/${live.id}`);
+    const page = carol.page;
+    await page.waitForFunction(() => Number(document.querySelector<HTMLCanvasElement>('#screen')?.dataset.frames ?? 0) >= 1, null, { timeout: 15_000 });
+    t.equal(await page.locator('#term-section').isHidden(), true, 'no terminal for a desktop session');
+    t.match(await page.getAttribute('#screen', 'aria-label'), /Live screen of desk \(alice\)/, 'the canvas is labelled');
+    const first = await matchesServer(page, 'portal-watch-server-1.png');
+    t.ok(first < 0.005, `from the snapshot, the canvas matches the server's screen (${(first * 100).toFixed(3)}% pixels differ)`);
+
+    // Alice clicks into the xterm and types a command; carol sees it live.
+    c.sock.write(Buffer.concat([encodePointerEvent(0, 200, 150), encodePointerEvent(1, 200, 150), encodePointerEvent(0, 200, 150)]));
+    await sleep(200);
+    const marker = `portal${Date.now() % 100000}`;
+    for (const ch of `echo ${marker} > ${marker}.txt`) {
+      const k = ch.charCodeAt(0);
+      c.sock.write(Buffer.concat([encodeKeyEvent(true, k), encodeKeyEvent(false, k)]));
+      await sleep(15);
+    }
+    c.sock.write(Buffer.concat([encodeKeyEvent(true, 0xff0d), encodeKeyEvent(false, 0xff0d)]));
+    await waitFor(() => existsSync(join(shellDir, `${marker}.txt`)), 10_000, 'the typed command to run in the xterm');
+    await page.waitForFunction((m) => (document.getElementById('events')?.textContent ?? '').includes(m), `echo ${marker}`, { timeout: 10_000 });
+    const events = await page.textContent('#events');
+    t.match(events, /vnc\.keys/, 'the keystroke log shows in the events list');
+    t.match(events, /vnc\.click/, 'the click shows in the events list');
+    await sleep(500);
+    const second = await matchesServer(page, 'portal-watch-server-2.png');
+    t.ok(second < 0.005, `after live updates the canvas still matches the server (${(second * 100).toFixed(3)}% pixels differ)`);
+    const framesLive = Number(await page.getAttribute('#screen', 'data-frames'));
+    t.ok(framesLive > 1, `live frames were drawn after the snapshot (${framesLive})`);
+    t.same(await axeViolations(page), [], 'watch page: no axe-core violations with the canvas');
+    await shot(page, 'watch-desktop');
+
+    // Terminate from the page: alice's connection closes.
+    const t0 = Date.now();
+    await page.fill('#kill-reason', 'desktop demo over');
+    await page.click('#kill-form button');
+    const closedAt = await Promise.race([c.closed, sleep(10_000).then(() => 0)]);
+    t.ok(closedAt > 0, `the RFB client's connection closed ${closedAt - t0} ms after Terminate`);
+    await page.waitForFunction(() => /has ended|not live/.test(document.getElementById('state')?.textContent ?? ''), null, { timeout: 10_000 });
+    await waitFor(async () => (await tg.store.getSession(live.id))?.state === 'ended', 10_000, 'session ended');
+    t.match((await tg.store.getSession(live.id))!.endReason, /^killed/, 'the session ended as killed');
+    const rec = await waitFor(async () => (await tg.store.listRecordings()).find((r) => r.sessionId === live.id && r.kind === 'screen' && r.state === 'sealed'), 10_000, 'the sealed screen recording');
+    const replay = new ScreenReplay(parseNdjson(readFileSync(rec.path, 'utf8')));
+    t.ok(replay.index.length >= 2, `keyframes in the recording (${replay.index.length})`);
+    const asRecorded = (time: number): Pixels => { const fb = replay.frameAt(time)!; return { width: fb.width, height: fb.height, rgba: fb.data }; };
+    const endFrame = asRecorded(replay.duration);
+    let liveEnd = 1;
+    for (const until = Date.now() + 5000; Date.now() < until && liveEnd > 0; await sleep(200)) liveEnd = differing(await canvasPixels(page, '#screen'), endFrame, 0);
+    t.equal(liveEnd, 0, 'the live canvas ends on the recording\'s last frame, pixel for pixel');
+
+    // Replay: the last frame, a seek back into the middle (from the keyframe index), play and pause.
+    await page.goto(`${tg.url}/portal/recordings/${live.id}`);
+    const sec = '.rec[data-kind=screen]';
+    await page.waitForSelector(`${sec}[data-ready=true]`, { timeout: 15_000 });
+    const range = page.locator(`${sec} input[type=range]`);
+    const max = Number(await range.getAttribute('max'));
+    t.ok(Math.abs(max - replay.duration) < 1e-6, `the seek bar spans the recording (${max} s)`);
+    const at = async (time: number) => {
+      await range.fill(String(time));
+      await page.waitForFunction(([s, v]) => Math.abs(Number(document.querySelector<HTMLElement>(s as string)?.dataset.position) - (v as number)) < 0.006, [sec, time] as const, { timeout: 10_000 });
+      return canvasPixels(page, `${sec} canvas`);
+    };
+    const last = await at(max);
+    const lastDiff = differing(last, asRecorded(max), 0);
+    t.equal(lastDiff, 0, 'the replayed last frame is the recording\'s last frame, pixel for pixel');
+    const vsServer = differing(last, await serverShot('portal-replay-server.png'), 24);
+    t.ok(vsServer < 0.005, `and it shows the server's screen (${(vsServer * 100).toFixed(3)}% pixels differ)`);
+    // Just before alice typed: after the first keyframe, before the command's output.
+    const firstKey = replay.inputs().find((l) => l.kind === 'key')!.t;
+    const mid = Math.max(replay.index[0]!.t, firstKey - 0.05);
+    const middle = await at(mid);
+    t.equal(differing(middle, asRecorded(mid), 0), 0, `seeking back to ${mid} s shows the frame as it was then`);
+    t.ok(differing(middle, last, 0) > 0, 'which is not the last frame');
+    await shot(page, 'replay-desktop');
+    const playBtn = page.locator(`${sec} button:has-text("Play")`);
+    await range.fill('0');
+    await page.waitForFunction((s) => Number(document.querySelector<HTMLElement>(s)?.dataset.position) === 0, sec, { timeout: 10_000 });
+    await playBtn.click();
+    await page.waitForFunction((s) => Number(document.querySelector<HTMLElement>(s)?.dataset.position) > 0.3, sec, { timeout: 10_000 });
+    t.equal(await page.locator(`${sec} button`).first().textContent(), 'Pause', 'playing: the button says Pause');
+    await page.locator(`${sec} button:has-text("Pause")`).click();
+    const paused = Number(await page.getAttribute(sec, 'data-position'));
+    await sleep(500);
+    t.equal(Number(await page.getAttribute(sec, 'data-position')), paused, 'paused: the position stays');
+    t.ok(paused < max, `paused before the end (${paused} s of ${max} s)`);
+    t.match(await page.textContent(`${sec} .keys`), new RegExp(`echo ${marker}`.split('').join('[\\s\\S]*')), 'the typed keys are listed beside the screen');
+    await page.waitForFunction(() => { const v = [...document.querySelectorAll('.rec .verify')]; return v.length > 0 && v.every((e) => /seal verified/.test(e.textContent ?? '')); }, null, { timeout: 15_000 });
+    t.same(await axeViolations(page), [], 'replay page: no axe-core violations with the canvas and controls');
+    noPageErrors(t, carol.errors);
+    await carol.ctx.close();
+  });
+
+  t.test('carol watches an RDP session (xrdp, xfreerdp) live on the portal and terminates it', async (t) => {
+    const rdpMissing = haveRdpTools();
+    if (rdpMissing) { t.fail(`RDP parts missing: ${rdpMissing} (node proxy/bin/ensure-deps.js test)`); return; }
+    const PREFIX = 'tgpd-';
+    const srv = await withXrdp();
+    const xvfb = await startXvfb();
+    const rtg = await startPortalGateway({
+      targets: [{ name: 'rdesk', protocol: 'rdp', address: `${srv.host}:${srv.port}`, roles: [{ name: 'user' }], credentials: { mode: 'local-account', prefix: PREFIX } }],
+      listeners: ['rdp'],
+    });
+    let client: ReturnType<typeof xfreerdp> | null = null;
+    t.teardown(async () => {
+      client?.stop();
+      await rtg.close().catch(() => {});
+      xvfb.stop();
+      await srv.stop();
+      for (const u of mintedAccounts(PREFIX)) {
+        // Only reached when the test failed half-way: leave the host clean.
+        const cp = await import('node:child_process');
+        cp.spawnSync('pkill', ['-KILL', '-u', u]);
+        cp.spawnSync('userdel', ['-r', '-f', u]);
+      }
+    });
+    const grant = await rtg.grant('alice', 'rdesk', 'user');
+    const s = await rtg.secret('alice', grant.id);
+    client = xfreerdp(xvfb.display, [`/v:${s.host}:${s.port}`, '/sec:tls', `/u:${s.username}`, `/p:${s.secret}`, '/bpp:32', '/network:lan']);
+    const c = client;
+    const live = await waitFor(async () => (await rtg.store.listSessions({ state: 'active', target: 'rdesk' }))[0], 20_000, `a live RDP session (xfreerdp: ${c.output().slice(-300)})`);
+    const win = await waitFor(() => clientWindow(xvfb.display), 20_000, 'the xfreerdp window');
+
+    const carol = await signIn(browser, rtg, 'carol', `/portal/sessions/${live.id}`);
+    const page = carol.page;
+    await page.waitForFunction(() => Number(document.querySelector<HTMLCanvasElement>('#screen')?.dataset.frames ?? 0) >= 1, null, { timeout: 20_000 });
+    t.pass('the RDP desktop shows on the watch page');
+    await sleep(3000); // the xterm starts inside the session
+    const marker = `rdpportal${Date.now() % 100000}`;
+    typeText(xvfb.display, `echo ${marker}`);
+    key(xvfb.display, 'Return');
+    await page.waitForFunction((m) => /rdp\.keys/.test(document.getElementById('events')?.textContent ?? '') && (document.getElementById('events')?.textContent ?? '').includes(m), `echo ${marker}`, { timeout: 15_000 });
+    t.pass('the keystroke log (rdp.keys) shows in the events list');
+    let diff = { mean: 255, bad: 1 };
+    for (const until = Date.now() + 15_000; Date.now() < until; await sleep(300)) {
+      const shotFile = join(shots, 'portal-rdp-client.png');
+      diff = pixelDiff(screenshot(xvfb.display, win, shotFile), await canvasPixels(page, '#screen'));
+      if (diff.mean < 4 && diff.bad < 0.01) break;
+    }
+    t.ok(diff.mean < 4 && diff.bad < 0.01, `the canvas shows what xfreerdp shows (mean diff ${diff.mean.toFixed(2)}, ${(diff.bad * 100).toFixed(2)}% pixels off)`);
+    const dims = await page.evaluate(() => { const el = document.querySelector<HTMLCanvasElement>('#screen')!; return `${el.width}x${el.height}`; });
+    t.equal(dims, '800x600', 'the canvas has the desktop\'s size');
+    await shot(page, 'watch-rdp', { commit: false });
+
+    const t0 = Date.now();
+    await page.fill('#kill-reason', 'rdp demo over');
+    await page.click('#kill-form button');
+    const code = await Promise.race([c.exited, sleep(10_000).then(() => 'still running' as const)]);
+    t.not(code, 'still running', `xfreerdp exits ${Date.now() - t0} ms after Terminate`);
+    await page.waitForFunction(() => /has ended|not live/.test(document.getElementById('state')?.textContent ?? ''), null, { timeout: 10_000 });
+    await waitFor(async () => (await rtg.store.getSession(live.id))?.state === 'ended', 15_000, 'the RDP session to end');
+    t.match((await rtg.store.getSession(live.id))!.endReason, /^killed/, 'the session ended as killed');
+    const rec = await waitFor(async () => (await rtg.store.listRecordings()).find((r) => r.sessionId === live.id && r.kind === 'screen' && r.state === 'sealed'), 10_000, 'the sealed RDP screen recording');
+    const fb = new ScreenReplay(parseNdjson(readFileSync(rec.path, 'utf8'))).frameAt()!;
+    let liveEnd = 1;
+    for (const until = Date.now() + 5000; Date.now() < until && liveEnd > 0; await sleep(200)) liveEnd = differing(await canvasPixels(page, '#screen'), { width: fb.width, height: fb.height, rgba: fb.data }, 0);
+    t.equal(liveEnd, 0, 'the live canvas ends on the RDP recording\'s last frame, pixel for pixel');
+    noPageErrors(t, carol.errors);
+    await carol.ctx.close();
+  });
+}
