@@ -1,6 +1,9 @@
 /** RFB pixel formats (RFC 6143 §7.4) and conversion of pixels to RGB. */
 import { ProtocolError } from './reader.js';
 
+/** Whether this machine stores a Uint32 with its lowest byte first. */
+const HOST_LE = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
 export interface PixelFormat {
   bpp: number;
   depth: number;
@@ -110,6 +113,17 @@ export class PixelDecoder {
       const ri = be ? 3 - this.rs / 8 : this.rs / 8;
       const gi = be ? 3 - this.gs / 8 : this.gs / 8;
       const bi = be ? 3 - this.bs / 8 : this.bs / 8;
+      if (HOST_LE && (out.byteOffset + o) % 4 === 0 && count > 16) {
+        // Copy the pixels as they are, then move the channels in place a 32-bit word at a time.
+        out.set(b.subarray(off, off + count * 4), o);
+        const w = new Uint32Array(out.buffer, out.byteOffset + o, count);
+        const r8 = ri * 8, g8 = gi * 8, b8 = bi * 8;
+        for (let i = 0; i < count; i++) {
+          const v = w[i]!;
+          w[i] = (((v >>> r8) & 255) | (((v >>> g8) & 255) << 8) | (((v >>> b8) & 255) << 16) | 0xff000000) >>> 0;
+        }
+        return;
+      }
       for (let i = 0, p = off, q = o; i < count; i++, p += 4, q += 4) {
         out[q] = b[p + ri]!; out[q + 1] = b[p + gi]!; out[q + 2] = b[p + bi]!; out[q + 3] = 255;
       }

@@ -15,6 +15,7 @@ export const MAX_CURSOR = 1024;
 
 /** What a decoded update does to the screen (implemented by recorder/screen's ScreenWriter). */
 export interface ScreenSink {
+  /** rgba is only valid during the call (the decoder reuses it): copy what you keep. */
   putRect(x: number, y: number, w: number, h: number, rgba: Uint8Array): void;
   fillRect(x: number, y: number, w: number, h: number, r: number, g: number, b: number): void;
   copyRect(sx: number, sy: number, x: number, y: number, w: number, h: number): void;
@@ -64,6 +65,16 @@ export class ServerStreamState {
 
   get decoder(): PixelDecoder {
     return (this.dec ??= new PixelDecoder(this.pf, this.colourMap));
+  }
+
+  private scratchBuf = new Uint8Array(0);
+  /**
+   * A reused RGBA buffer of n bytes for one rectangle or tile: sinks copy the pixels they are given
+   * (ScreenSink.putRect), so decoding a full-screen update does not allocate (and collect) megabytes.
+   */
+  scratch(n: number): Uint8Array {
+    if (this.scratchBuf.length < n) this.scratchBuf = new Uint8Array(Math.max(n, this.scratchBuf.length * 2));
+    return this.scratchBuf.subarray(0, n);
   }
 
   /** ZRLE's zlib stream lives for the whole connection. */
@@ -186,7 +197,7 @@ function rect(c: Cur, st: ServerStreamState, sink: ScreenSink | null): void {
       const len = w * h * st.decoder.bytes;
       c.need(len);
       if (sink && w && h) {
-        const out = new Uint8Array(w * h * 4);
+        const out = st.scratch(w * h * 4);
         st.decoder.rgbaRun(c.b, c.p, w * h, out, 0);
         sink.putRect(x, y, w, h, out);
       }
@@ -230,7 +241,7 @@ function hextile(c: Cur, st: ServerStreamState, sink: ScreenSink | null, rx: num
         const len = tw * th * bpp;
         c.need(len);
         if (sink) {
-          const out = new Uint8Array(tw * th * 4);
+          const out = st.scratch(tw * th * 4);
           d.rgbaRun(c.b, c.p, tw * th, out, 0);
           sink.putRect(tx, ty, tw, th, out);
         }
@@ -274,7 +285,7 @@ function zrle(data: Uint8Array, st: ServerStreamState, sink: ScreenSink, rx: num
       const tw = Math.min(64, rx + rw - tx);
       need(1);
       const sub = data[p++]!;
-      const out = new Uint8Array(tw * th * 4);
+      const out = st.scratch(tw * th * 4);
       if (sub === 0) {
         need(tw * th * cb);
         for (let i = 0; i < tw * th; i++) { d.rgba(d.cvalue(data, p), out, i * 4); p += cb; }

@@ -13,10 +13,15 @@ export function validSize(width: number, height: number): boolean {
     && width <= MAX_DIMENSION && height <= MAX_DIMENSION && width * height <= MAX_PIXELS;
 }
 
+/** Whether this machine stores a Uint32 with its lowest byte first (fixed for the process). */
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([0x01020304]).buffer)[0] === 4;
+
 export class Framebuffer {
   width: number;
   height: number;
   data: Uint8Array;
+  /** data as 32-bit pixels, made on first use and again after a resize. */
+  private words: Uint32Array | null = null;
 
   constructor(width: number, height: number) {
     if (!validSize(width, height)) throw new RangeError(`framebuffer size ${width}x${height} is out of range`);
@@ -39,6 +44,7 @@ export class Framebuffer {
     this.width = width;
     this.height = height;
     this.data = next.data;
+    this.words = null;
   }
 
   /** Intersection of a rectangle with the frame, or null. */
@@ -75,9 +81,9 @@ export class Framebuffer {
     const c = this.clip(x, y, w, h);
     if (!c) return false;
     const px = (r & 255) | ((g & 255) << 8) | ((b & 255) << 16) | (255 << 24);
-    const view = new Uint32Array(this.data.buffer, this.data.byteOffset, this.width * this.height);
-    const le = new Uint8Array(new Uint32Array([0x01020304]).buffer)[0] === 4;
-    const v = le ? px >>> 0 : (((r & 255) << 24) | ((g & 255) << 16) | ((b & 255) << 8) | 255) >>> 0;
+    if (!this.words || this.words.buffer !== this.data.buffer) this.words = new Uint32Array(this.data.buffer, this.data.byteOffset, this.width * this.height);
+    const view = this.words;
+    const v = LITTLE_ENDIAN ? px >>> 0 : (((r & 255) << 24) | ((g & 255) << 16) | ((b & 255) << 8) | 255) >>> 0;
     let changed = false;
     for (let row = 0; row < c.h; row++) {
       const start = (c.y + row) * this.width + c.x;
