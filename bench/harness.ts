@@ -38,6 +38,8 @@ export interface BenchOptions {
 export interface Scenario {
   name: string;
   describe: string;
+  /** Runs its own gateway (not the shared demo): the demo's CPU and memory are not its figures. */
+  ownGateway?: boolean;
   run(opts: BenchOptions, demo: () => Promise<DemoGateway>): Promise<BenchRow[]>;
 }
 

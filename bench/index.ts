@@ -26,7 +26,7 @@ const SCENARIOS: Record<string, () => Promise<Scenario>> = {
 async function wrapExternal(name: string, describe: string, path: string): Promise<Scenario> {
   const file = join(import.meta.dirname, path.replace(/\.js$/, '.ts'));
   return {
-    name, describe,
+    name, describe, ownGateway: true,
     async run(opts) {
       if (!existsSync(file)) throw new Error(`bench/${name}.ts is not written yet`);
       const mod = await import(path) as { run(o: { smoke: boolean }): Promise<Partial<BenchRow>[]> };
@@ -120,7 +120,7 @@ export async function runBench(names: string[], opts: { smoke: boolean; out?: st
       } finally {
         clearTimeout(timer);
       }
-      if (demo) {
+      if (demo && !sc.ownGateway) {
         const after = (demo as DemoGateway).stats();
         result.gateway[n] = { cpuMs: Math.round(after.cpuMs - (before?.cpuMs ?? 0)), peakRssMiB: Math.round(after.peakRssKiB / 1024) };
       }

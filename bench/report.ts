@@ -25,6 +25,9 @@ export function renderPerformance(r: BenchResult & { table: string }): string {
     '| scenario | gateway CPU time (ms) | gateway peak memory (MiB) |',
     '| --- | --- | --- |',
     gw,
+    '',
+    'CPU time and peak memory are those of the shared demo gateway; http, vnc and rdp start a gateway of',
+    'their own (http reports its server CPU per request in the table above).',
     ...(Object.keys(r.errors).length ? ['', `Scenarios that failed in that run: ${Object.entries(r.errors).map(([k, v]) => `${k} (${v})`).join('; ')}.`] : []),
     END,
   ].join('\n');
