@@ -112,12 +112,22 @@ if (missing.length || !existsSync('/usr/bin/chromium')) {
 
     const carol = await signIn(browser, tg, 'carol', `/portal/sessions/${live.id}`);
     const page = carol.page;
+    const warnings: string[] = [];
+    page.on('console', (m) => { if (m.type() === 'warning' && m.text().startsWith('screen:')) warnings.push(m.text()); });
     await page.waitForFunction(() => Number(document.querySelector<HTMLCanvasElement>('#screen')?.dataset.frames ?? 0) >= 1, null, { timeout: 15_000 });
     t.equal(await page.locator('#term-section').isHidden(), true, 'no terminal for a desktop session');
     t.match(await page.getAttribute('#screen', 'aria-label'), /Live screen of desk \(alice\)/, 'the canvas is labelled');
     const first = await matchesServer(page, 'portal-watch-server-1.png');
     t.ok(first < 0.005, `from the snapshot, the canvas matches the server's screen (${(first * 100).toFixed(3)}% pixels differ)`);
 
+    // Broken lines on the live stream (as from a damaged recorder) are skipped, not fatal.
+    const tNow = (tg.gw.clock.now() - live.startedAt) / 1000;
+    for (const data of [{ type: 'rect', x: 5, y: 5, png: '%%% not base64 %%%' }, { type: 'rect', x: 5, y: 5, png: Buffer.from('not a png').toString('base64') },
+      { type: 'resize', w: 1e9, h: -1 }, { type: 'copy', sx: -5, sy: 0, x: 0, y: 0, w: 1e9, h: 3 }, { type: 'rect', x: 'x', png: 5 }, { type: '<script>' }, null]) {
+      tg.gw.recorder.live.publish(live.id, { t: tNow, type: 'screen', data });
+    }
+    await waitFor(() => warnings.length >= 2, 5000, 'the view to report the undecodable rectangles');
+    t.equal(warnings.length, 2, `the two undecodable PNGs are reported and skipped (${warnings.join(' | ').slice(0, 200)})`);
     // Alice clicks into the xterm and types a command; carol sees it live.
     c.sock.write(Buffer.concat([encodePointerEvent(0, 200, 150), encodePointerEvent(1, 200, 150), encodePointerEvent(0, 200, 150)]));
     await sleep(200);
@@ -136,6 +146,7 @@ if (missing.length || !existsSync('/usr/bin/chromium')) {
     await sleep(500);
     const second = await matchesServer(page, 'portal-watch-server-2.png');
     t.ok(second < 0.005, `after live updates the canvas still matches the server (${(second * 100).toFixed(3)}% pixels differ)`);
+    t.equal(await page.evaluate(() => { const c = document.querySelector<HTMLCanvasElement>('#screen')!; return `${c.width}x${c.height}`; }), '800x600', 'broken lines did not change the canvas size');
     const framesLive = Number(await page.getAttribute('#screen', 'data-frames'));
     t.ok(framesLive > 1, `live frames were drawn after the snapshot (${framesLive})`);
     t.same(await axeViolations(page), [], 'watch page: no axe-core violations with the canvas');
