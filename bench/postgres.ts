@@ -3,13 +3,15 @@
  * cluster: select-only (-S) and the default TPC-B-like script, simple and prepared protocol,
  * 1/16/64 clients. Through Tollgate every client connection is its own audited session with its
  * own minted role (a reusable connection secret), and the client leg uses TLS as the demo target
- * requires; the direct and PgBouncer legs are plain TCP on loopback.
+ * requires. Anchors: direct (plain TCP), PgBouncer with plain TCP clients, and PgBouncer with TLS
+ * clients (pgbouncer-tls: the like-for-like comparison, same TLS leg as Tollgate's).
  */
 import { spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileP, freePort, median, splitAddress, type BenchRow, type Scenario } from './harness.js';
+import { ensureTlsMaterial } from '../proxy/tls.js';
 
 interface Endpoint { tool: string; host: string; port: number; user: string; password: string; sslmode: string }
 
@@ -23,14 +25,22 @@ async function pgbench(ep: Endpoint, db: string, args: string[]): Promise<{ tps:
   return { tps, latencyMs };
 }
 
-async function startPgBouncer(upstream: { host: string; port: number }, user: string, password: string, db: string) {
+async function startPgBouncer(upstream: { host: string; port: number }, user: string, password: string, db: string, opts: { tls?: boolean } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'tg-pgbouncer-'));
   chmodSync(dir, 0o755);
   const port = await freePort();
   const ini = join(dir, 'pgbouncer.ini');
   const users = join(dir, 'users.txt');
   writeFileSync(users, `"${user}" "${password}"\n`, { mode: 0o644 });
-  writeFileSync(ini, `[databases]\n${db} = host=${upstream.host} port=${upstream.port} dbname=${db}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = ${port}\nauth_type = trust\nauth_file = ${users}\npool_mode = session\nmax_client_conn = 200\ndefault_pool_size = 80\nunix_socket_dir =\nlogfile = ${join(dir, 'pgbouncer.log')}\npidfile = ${join(dir, 'pgbouncer.pid')}\n`, { mode: 0o644 });
+  let tls = '';
+  if (opts.tls) {
+    // TLS towards the clients, as Tollgate's client leg has: the same kind of certificate (RSA 2048).
+    const m = ensureTlsMaterial(dir, ['127.0.0.1']);
+    writeFileSync(join(dir, 'client-tls.key'), m.key.reveal(), { mode: 0o644 });
+    writeFileSync(join(dir, 'client-tls.pem'), m.cert, { mode: 0o644 });
+    tls = `client_tls_sslmode = require\nclient_tls_key_file = ${join(dir, 'client-tls.key')}\nclient_tls_cert_file = ${join(dir, 'client-tls.pem')}\n`;
+  }
+  writeFileSync(ini, `[databases]\n${db} = host=${upstream.host} port=${upstream.port} dbname=${db}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = ${port}\nauth_type = trust\nauth_file = ${users}\npool_mode = session\nmax_client_conn = 200\ndefault_pool_size = 80\nunix_socket_dir =\nlogfile = ${join(dir, 'pgbouncer.log')}\npidfile = ${join(dir, 'pgbouncer.pid')}\n${tls}`, { mode: 0o644 });
   chmodSync(dir, 0o777);
   const child = spawn('pgbouncer', process.getuid?.() === 0 ? ['-u', 'postgres', ini] : [ini], { stdio: 'ignore' });
   const failed = new Promise<never>((_, reject) => child.once('error', (e) => reject(new Error(`cannot run pgbouncer (install Debian's pgbouncer): ${e.message}`))));
@@ -69,6 +79,8 @@ export const scenario: Scenario = {
     const tgEp: Endpoint = { tool: 'tollgate', host: sec.host, port: sec.port, user: sec.username, password: sec.secret, sslmode: 'require' };
     const bouncer = await startPgBouncer(up, admin.user, admin.password, db);
     const bouncerEp: Endpoint = { tool: 'pgbouncer', host: '127.0.0.1', port: bouncer.port, user: admin.user, password: admin.password, sslmode: 'disable' };
+    const bouncerTls = await startPgBouncer(up, admin.user, admin.password, db, { tls: true }).catch(async (e: Error) => { await bouncer.stop(); throw e; });
+    const bouncerTlsEp: Endpoint = { tool: 'pgbouncer-tls', host: '127.0.0.1', port: bouncerTls.port, user: admin.user, password: admin.password, sslmode: 'require' };
     const seconds = opts.smoke ? 1 : 5;
     const rounds = opts.smoke ? 1 : 3;
     const cases: { name: string; args: string[]; clients: number }[] = opts.smoke
@@ -78,9 +90,11 @@ export const scenario: Scenario = {
         { name: 'tpc-b prepared c=16', args: ['-M', 'prepared'], clients: 16 },
       ];
     const rows: BenchRow[] = [];
+    // TOLLGATE_BENCH_CASES=<regex> runs only the matching cases (profiling one load at a time).
+    const only = process.env.TOLLGATE_BENCH_CASES ? new RegExp(process.env.TOLLGATE_BENCH_CASES) : null;
     try {
-      for (const c of cases) {
-        for (const ep of [directEp, bouncerEp, tgEp]) {
+      for (const c of cases.filter((x) => !only || only.test(x.name))) {
+        for (const ep of [directEp, bouncerEp, bouncerTlsEp, tgEp]) {
           const tps: number[] = [];
           const lat: number[] = [];
           for (let r = 0; r < rounds; r++) {
@@ -95,6 +109,7 @@ export const scenario: Scenario = {
       }
     } finally {
       await bouncer.stop();
+      await bouncerTls.stop();
       await demo.api('alice', 'POST', `/api/v1/grants/${grantId}/revoke`, { reason: 'bench done' }).catch(() => undefined);
     }
     return rows;
