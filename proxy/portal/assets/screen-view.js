@@ -2,8 +2,10 @@
 // recorder's screen stream, as in screen.ndjson and in the live view's 'screen' frames:
 //   header {width, height} · keyframe {w, h, png} · rect {x, y, w, h, png} · copy {sx, sy, x, y, w, h}
 //   resize {w, h} · cursor · input (keys, clicks, clipboard: shown from the session's events instead)
-// PNGs decode asynchronously, so lines wait in a queue; a keyframe is the whole frame, so lines
-// still waiting when one arrives are dropped (a slow watcher catches up instead of falling behind).
+// PNGs decode asynchronously, so lines wait in a queue; a keyframe is the whole frame, so when one
+// is waiting, the lines before it are skipped once it has decoded (a slow watcher catches up
+// instead of falling behind; a keyframe that does not decode is dropped and the lines before it
+// are drawn as usual).
 
 const MAX_SIDE = 16384;
 
@@ -52,10 +54,9 @@ export class ScreenView {
     return true;
   }
 
-  /** Queue one line; a keyframe supersedes whatever is still waiting. */
+  /** Queue one line. */
   push(line) {
     if (!line || typeof line !== 'object' || typeof line.type !== 'string') return;
-    if (line.type === 'keyframe') this.pending = [];
     this.pending.push(line);
     if (!this.running) void this.run();
   }
@@ -75,10 +76,16 @@ export class ScreenView {
     this.running = true;
     try {
       while (this.pending.length) {
-        const l = this.pending.shift();
+        const k = this.pending.findLastIndex((l) => l.type === 'keyframe');
+        const l = k > 0 ? this.pending[k] : this.pending.shift();
         try {
           await this.draw(l);
+          // The keyframe is on the canvas: what waited before it is superseded.
+          const at = k > 0 ? this.pending.indexOf(l) : -1;
+          if (at >= 0) this.pending.splice(0, at + 1);
         } catch (e) {
+          const at = k > 0 ? this.pending.indexOf(l) : -1;
+          if (at >= 0) this.pending.splice(at, 1);
           this.onError(`a ${l.type} line could not be drawn: ${e && e.message ? e.message : e}`);
         }
       }
@@ -100,7 +107,7 @@ export class ScreenView {
         this.setSize(l.width, l.height);
         return;
       case 'keyframe': {
-        if (typeof l.png !== 'string') return;
+        if (typeof l.png !== 'string') throw new Error('no picture');
         const img = await pngBitmap(l.png);
         this.setSize(img.width, img.height);
         g.drawImage(img, 0, 0);
