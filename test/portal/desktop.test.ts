@@ -54,6 +54,16 @@ async function axeViolations(page: Page): Promise<string[]> {
   });
 }
 
+/** Whether the page fits a phone's width (390 px) without sideways scrolling; the viewport is put back. */
+async function phoneFits(page: Page): Promise<boolean> {
+  const before = page.viewportSize()!;
+  await page.setViewportSize({ width: 390, height: 844 });
+  await sleep(100);
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  await page.setViewportSize(before);
+  return overflow <= 0;
+}
+
 const needed = ['Xvfb', 'x11vnc', 'xterm', 'import'];
 const missing = needed.filter((c) => !have(c));
 if (missing.length || !existsSync('/usr/bin/chromium')) {
@@ -150,6 +160,7 @@ if (missing.length || !existsSync('/usr/bin/chromium')) {
     const framesLive = Number(await page.getAttribute('#screen', 'data-frames'));
     t.ok(framesLive > 1, `live frames were drawn after the snapshot (${framesLive})`);
     t.same(await axeViolations(page), [], 'watch page: no axe-core violations with the canvas');
+    t.ok(await phoneFits(page), 'watch page: no sideways scrolling on a phone');
     await shot(page, 'watch-desktop');
 
     // Terminate from the page: alice's connection closes.
@@ -208,6 +219,7 @@ if (missing.length || !existsSync('/usr/bin/chromium')) {
     t.match(await page.textContent(`${sec} .keys`), new RegExp(`echo ${marker}`.split('').join('[\\s\\S]*')), 'the typed keys are listed beside the screen');
     await page.waitForFunction(() => { const v = [...document.querySelectorAll('.rec .verify')]; return v.length > 0 && v.every((e) => /seal verified/.test(e.textContent ?? '')); }, null, { timeout: 15_000 });
     t.same(await axeViolations(page), [], 'replay page: no axe-core violations with the canvas and controls');
+    t.ok(await phoneFits(page), 'replay page: no sideways scrolling on a phone');
     noPageErrors(t, carol.errors);
     await carol.ctx.close();
   });
