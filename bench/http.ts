@@ -225,7 +225,10 @@ http {
       { tool: 'tollgate', base: `${gwUrl}/apps/app`, headers: { cookie }, pid: gateway.child.pid! },
     ];
     const rows: HttpBenchRow[] = [];
+    // TOLLGATE_BENCH_CASES=<regex> runs only the matching cases (profiling one load at a time).
+    const only = process.env.TOLLGATE_BENCH_CASES ? new RegExp(process.env.TOLLGATE_BENCH_CASES) : null;
     for (const [caseName, path] of [['small response (~50 B)', '/small'], ['1 MiB response', '/large']] as const) {
+      if (only && !only.test(caseName)) continue;
       const results: Record<string, (WrkResult & { cpuUsPerReq: number })[]> = {};
       // Interleave tools per round so drift hits all of them alike.
       for (let r = 0; r < rounds; r++) {
