@@ -3,7 +3,7 @@
  * users would use instead, side by side in one run, prints one table with ratios and writes it as
  * JSON (bench/results/latest.json). Gateway CPU time and peak memory are recorded per scenario.
  */
-import { mkdirSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, writeFileSync, existsSync, readFileSync } from 'node:fs';
 import { cpus, totalmem, release, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { writeFileSync as wf } from 'node:fs';
@@ -46,6 +46,8 @@ export interface BenchResult {
   rows: BenchRow[];
   gateway: Record<string, { cpuMs: number; peakRssMiB: number }>;
   errors: Record<string, string>;
+  /** Scenarios re-run after the full run (--merge), with when. */
+  rerun?: Record<string, string>;
   /** With --profile: self time per function in the gateway, per scenario. */
   profiles?: Record<string, { dir: string; files: number; totalMs: number; functions: HotFunction[] }>;
 }
@@ -67,7 +69,7 @@ function ratioTable(rows: BenchRow[]): string {
   return lines.join('\n');
 }
 
-export async function runBench(names: string[], opts: { smoke: boolean; out?: string; profile?: boolean; log?: (m: string) => void }): Promise<BenchResult> {
+export async function runBench(names: string[], opts: { smoke: boolean; out?: string; profile?: boolean; merge?: boolean; log?: (m: string) => void }): Promise<BenchResult> {
   const log = opts.log ?? ((m: string) => process.stderr.write(`[bench] ${m}\n`));
   const picked = names.length ? names : scenarioNames;
   for (const n of picked) if (!SCENARIOS[n]) throw new Error(`unknown scenario ${n}; known: ${scenarioNames.join(', ')}`);
@@ -143,8 +145,27 @@ export async function runBench(names: string[], opts: { smoke: boolean; out?: st
   if (Object.keys(result.errors).length) process.stdout.write(`Failed: ${Object.entries(result.errors).map(([k, v]) => `${k}: ${v}`).join('; ')}\n`);
   const out = opts.out ?? join(root, 'bench', 'results', opts.smoke ? 'smoke.json' : 'latest.json');
   mkdirSync(join(out, '..'), { recursive: true });
-  writeFileSync(out, JSON.stringify({ ...result, table }, null, 2));
-  if (!opts.smoke && !opts.out && picked.length === scenarioNames.length) {
+  let covers = picked.length === scenarioNames.length;
+  if (opts.merge && !opts.smoke && existsSync(out) && !covers) {
+    // Re-run some scenarios of the last full run: their rows replace the old ones; the run keeps the
+    // full run's date and says which scenarios were re-run when.
+    const prev = JSON.parse(readFileSync(out, 'utf8')) as BenchResult;
+    const rerun = { ...(prev.rerun ?? {}), ...Object.fromEntries(picked.map((n) => [n, result.at])) };
+    const merged: BenchResult = {
+      ...prev,
+      rerun,
+      rows: [...prev.rows.filter((r) => !picked.includes(r.scenario)), ...result.rows]
+        .sort((a, b) => scenarioNames.indexOf(a.scenario) - scenarioNames.indexOf(b.scenario)),
+      gateway: Object.fromEntries(scenarioNames.flatMap((n) => { const g = picked.includes(n) ? result.gateway[n] : prev.gateway[n]; return g ? [[n, g]] : []; })),
+      errors: { ...Object.fromEntries(Object.entries(prev.errors).filter(([n]) => !picked.includes(n))), ...result.errors },
+    };
+    writeFileSync(out, JSON.stringify({ ...merged, table: ratioTable(merged.rows) }, null, 2));
+    covers = scenarioNames.every((n) => merged.rows.some((r) => r.scenario === n) || merged.errors[n]);
+    log(`merged into ${out} (re-run: ${picked.join(', ')})`);
+  } else {
+    writeFileSync(out, JSON.stringify({ ...result, table }, null, 2));
+  }
+  if (!opts.smoke && (!opts.out || opts.merge) && covers) {
     const { updateReadme } = await import('./report.js');
     if (updateReadme(out)) log('README.md Performance section updated from this run');
   }

@@ -77,10 +77,14 @@ export const scenario: Scenario = {
     const grantId = await demo.grant('alice', target.name, 'admin');
     const sec = await demo.secret('alice', grantId, true);
     const tgEp: Endpoint = { tool: 'tollgate', host: sec.host, port: sec.port, user: sec.username, password: sec.secret, sslmode: 'require' };
-    const bouncer = await startPgBouncer(up, admin.user, admin.password, db);
-    const bouncerEp: Endpoint = { tool: 'pgbouncer', host: '127.0.0.1', port: bouncer.port, user: admin.user, password: admin.password, sslmode: 'disable' };
-    const bouncerTls = await startPgBouncer(up, admin.user, admin.password, db, { tls: true }).catch(async (e: Error) => { await bouncer.stop(); throw e; });
-    const bouncerTlsEp: Endpoint = { tool: 'pgbouncer-tls', host: '127.0.0.1', port: bouncerTls.port, user: admin.user, password: admin.password, sslmode: 'require' };
+    // Each PgBouncer runs only while it is measured: in session mode it keeps its server connections
+    // open afterwards, and two of them plus Tollgate's sessions would exceed max_connections.
+    type Running = { port: number; stop(): Promise<void> };
+    const anchorsOf = (tls: boolean) => async (): Promise<{ ep: Endpoint; stop(): Promise<void> }> => {
+      const b: Running = await startPgBouncer(up, admin.user, admin.password, db, { tls });
+      return { ep: { tool: tls ? 'pgbouncer-tls' : 'pgbouncer', host: '127.0.0.1', port: b.port, user: admin.user, password: admin.password, sslmode: tls ? 'require' : 'disable' }, stop: () => b.stop() };
+    };
+    const fixed = (ep: Endpoint) => async () => ({ ep, stop: async () => undefined });
     const seconds = opts.smoke ? 1 : 5;
     const rounds = opts.smoke ? 1 : 3;
     const cases: { name: string; args: string[]; clients: number }[] = opts.smoke
@@ -94,13 +98,18 @@ export const scenario: Scenario = {
     const only = process.env.TOLLGATE_BENCH_CASES ? new RegExp(process.env.TOLLGATE_BENCH_CASES) : null;
     try {
       for (const c of cases.filter((x) => !only || only.test(x.name))) {
-        for (const ep of [directEp, bouncerEp, bouncerTlsEp, tgEp]) {
+        for (const open of [fixed(directEp), anchorsOf(false), anchorsOf(true), fixed(tgEp)]) {
           const tps: number[] = [];
           const lat: number[] = [];
-          for (let r = 0; r < rounds; r++) {
-            const res = await pgbench(ep, db, [...c.args, '-c', String(c.clients), '-j', String(Math.min(c.clients, 2)), '-T', String(seconds)]);
-            tps.push(res.tps);
-            lat.push(res.latencyMs);
+          const { ep, stop } = await open();
+          try {
+            for (let r = 0; r < rounds; r++) {
+              const res = await pgbench(ep, db, [...c.args, '-c', String(c.clients), '-j', String(Math.min(c.clients, 2)), '-T', String(seconds)]);
+              tps.push(res.tps);
+              lat.push(res.latencyMs);
+            }
+          } finally {
+            await stop();
           }
           opts.log(`postgres ${c.name} ${ep.tool}: ${median(tps).toFixed(0)} tps`);
           rows.push({ scenario: 'postgres', case: c.name, tool: ep.tool, metric: 'tps', value: median(tps), unit: 'tx/s', better: 'higher' });
@@ -108,8 +117,6 @@ export const scenario: Scenario = {
         }
       }
     } finally {
-      await bouncer.stop();
-      await bouncerTls.stop();
       await demo.api('alice', 'POST', `/api/v1/grants/${grantId}/revoke`, { reason: 'bench done' }).catch(() => undefined);
     }
     return rows;

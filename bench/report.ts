@@ -18,6 +18,7 @@ export function renderPerformance(r: BenchResult & { table: string }): string {
     `Measured ${r.at.slice(0, 16).replace('T', ' ')} UTC on ${m.cores} × ${m.cpus}, ${m.memoryGiB} GiB, Linux ${m.kernel}, Node ${m.node}`,
     'with `npm run bench` (every scenario side by side in one run, median of rounds). Ratios are',
     'Tollgate ÷ anchor: above 1 is better for throughput, below 1 is better for times.',
+    ...(r.rerun && Object.keys(r.rerun).length ? [`Re-run afterwards and merged in: ${Object.entries(r.rerun).map(([n, at]) => `${n} (${at.slice(11, 16)} UTC)`).join(', ')}.`] : []),
     ...(r.load ? [`1-minute load average ${r.load.start} at the start and ${r.load.end} at the end (${m.cores} cores); both sides of each ratio ran under the same load.`] : []),
     '',
     r.table,

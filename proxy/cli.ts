@@ -273,9 +273,10 @@ export function buildCli(): Command {
     .option('--smoke', 'a tiny, fast version of each scenario')
     .option('-o, --out <file>', 'JSON output (default bench/results/latest.json)')
     .option('--profile', 'run the gateway with node --cpu-prof and report where its CPU time went (one scenario at a time is clearest)')
-    .action(async (names: string[], o: { smoke?: boolean; out?: string; profile?: boolean }) => {
+    .option('--merge', 're-run the named scenarios and replace their rows in the last full run (the README says which were re-run)')
+    .action(async (names: string[], o: { smoke?: boolean; out?: string; profile?: boolean; merge?: boolean }) => {
       const { runBench } = await import('../bench/index.js');
-      const r = await runBench(names, { smoke: !!o.smoke, out: o.out, profile: !!o.profile });
+      const r = await runBench(names, { smoke: !!o.smoke, out: o.out, profile: !!o.profile, merge: !!o.merge });
       if (Object.keys(r.errors).length) process.exitCode = 1;
     });
 
