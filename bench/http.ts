@@ -8,12 +8,12 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { chromium } from 'playwright-core';
 import { profileNodeArgs } from './profile.js';
+import { freePort } from '../protocols/net.js';
 
 const execFileP = promisify(execFile);
 const tollgateBin = join(import.meta.dirname, '..', 'proxy', 'bin', 'tollgate.js');
@@ -34,14 +34,6 @@ function median(xs: number[]): number {
   if (!s.length) return NaN;
   const m = Math.floor(s.length / 2);
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => { const a = s.address(); s.close(() => resolve(typeof a === 'object' && a ? a.port : 0)); });
-  });
 }
 
 const UPSTREAM_JS = `

@@ -7,11 +7,11 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, writeFileSync, mkdirSync, mkdtempSync, chownSync, chmodSync, rmSync, statSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
-import net from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { DemoTargets, TargetConfig } from '../types.js';
+import { freePort } from '../net.js';
 
 export function findPgBin(): string | null {
   const root = '/usr/lib/postgresql';
@@ -22,17 +22,6 @@ export function findPgBin(): string | null {
     if (existsSync(join(bin, 'initdb')) && existsSync(join(bin, 'pg_ctl'))) return bin;
   }
   return null;
-}
-
-export function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, host, () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
 }
 
 function run(cmd: string, args: string[], asPostgres: boolean): Promise<void> {

@@ -8,8 +8,8 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, writeFileSync, chmodSync, mkdirSync } from 'node:fs';
-import net from 'node:net';
 import { join } from 'node:path';
+import { freePort, waitPort } from '../net.js';
 
 export interface XrdpServer {
   host: string;
@@ -20,28 +20,6 @@ export interface XrdpServer {
 
 export function xrdpInstalled(): boolean {
   return existsSync('/usr/sbin/xrdp') && existsSync('/usr/sbin/xrdp-sesman') && existsSync('/usr/lib/xorg/modules/libxorgxrdp.so');
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = net.createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => { const p = (s.address() as net.AddressInfo).port; s.close(() => res(p)); });
-  });
-}
-
-async function waitPort(host: string, port: number, ms: number): Promise<void> {
-  const until = Date.now() + ms;
-  for (;;) {
-    const ok = await new Promise<boolean>((res) => {
-      const c = net.connect({ host, port });
-      c.once('connect', () => { c.destroy(); res(true); });
-      c.once('error', () => res(false));
-    });
-    if (ok) return;
-    if (Date.now() > until) throw new Error(`nothing listens on ${host}:${port}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 export async function startXrdp(dir: string, opts: { session?: string } = {}): Promise<XrdpServer> {

@@ -6,25 +6,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { DemoTargets, TargetConfig } from '../types.js';
 import { vncPasswdFile } from './des.js';
+import { freePort, waitPort } from '../net.js';
 
 function which(cmd: string): boolean {
   return ['/usr/bin', '/usr/local/bin', '/bin'].some((d) => existsSync(join(d, cmd)));
-}
-
-export function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, host, () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
 }
 
 /** Start Xvfb with -displayfd; resolves the display number (":N"). */
@@ -42,22 +31,6 @@ export function startXvfb(size = '1024x768x24', extra: string[] = []): Promise<{
     });
     proc.on('error', reject);
     proc.on('exit', (code) => reject(new Error(`Xvfb exited with ${code}: ${err.trim().slice(0, 500)}`)));
-  });
-}
-
-export function waitPort(port: number, timeoutMs = 10_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  return new Promise((resolve, reject) => {
-    const attempt = () => {
-      const s = net.connect({ host: '127.0.0.1', port });
-      s.once('connect', () => { s.destroy(); resolve(); });
-      s.once('error', () => {
-        s.destroy();
-        if (Date.now() > until) reject(new Error(`nothing listens on port ${port}`));
-        else setTimeout(attempt, 100);
-      });
-    };
-    attempt();
   });
 }
 
@@ -102,7 +75,7 @@ export async function startDesktop(dir: string, opts: { size?: string; xterm?: b
       '-quiet', '-nopw', '-noxrecord', '-noxfixes', '-noxdamage', '-nowf', '-noscr', '-cursor', 'arrow', '-norc',
     ], { env, stdio: ['ignore', 'ignore', 'ignore'], cwd: dir });
     procs.push(vnc);
-    await waitPort(port);
+    await waitPort('127.0.0.1', port);
     return { display: x.display, port, passwordFile, stop: async () => { await stop(); } };
   } catch (e) {
     await stop();

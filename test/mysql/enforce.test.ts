@@ -16,7 +16,7 @@ import { mysqlModule } from '../../protocols/mysql/index.js';
 import { loginUpstream } from '../../protocols/mysql/upstream.js';
 import { COM, GATEWAY_CAPS, CAP, parseErr, frame, PacketReader } from '../../protocols/mysql/packets.js';
 import { createSessionUser, sessionUserName, randomPassword } from '../../protocols/mysql/provisioner.js';
-import { freePort } from '../../protocols/mysql/demo.js';
+import { freePort } from '../../protocols/net.js';
 
 const db: TestMariadb | null = await startTestMariadb(t);
 if (!db) {

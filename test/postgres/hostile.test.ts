@@ -19,7 +19,7 @@ if (!havePostgres) {
   const pgc = await startTestCluster(t);
   const raw = { ...pgc.target, name: 'raw-db', options: { allowPlain: true, clientAuth: 'password' } };
   const scramPlain = { ...pgc.target, name: 'scram-db', options: { allowPlain: true } };
-  const { freePort } = await import('../../protocols/postgres/demo.js');
+  const { freePort } = await import('../../protocols/net.js');
   const dead = { ...raw, name: 'dead-db', address: `127.0.0.1:${await freePort()}`, options: { allowPlain: true, clientAuth: 'password', connectTimeout: 3 } };
   const broken = { ...raw, name: 'broken-db', roles: [{ name: 'read', grants: ['no_such_role'] }] };
   const tg = await startTestGateway({ targets: [pgc.target, raw, scramPlain, dead, broken], policies: DEFAULT_POLICIES, listeners: ['postgres'] });

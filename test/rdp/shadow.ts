@@ -6,6 +6,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { startXvfb } from '../../protocols/vnc/demo.js';
 import { sleep, type Display } from './support.js';
+import { freePort } from '../../protocols/net.js';
 
 export function haveShadowTools(): string | null {
   if (process.getuid?.() !== 0) return 'tests must run as root';
@@ -13,14 +14,6 @@ export function haveShadowTools(): string | null {
     if (spawnSync('sh', ['-c', `command -v ${b}`]).status !== 0) return `${b} is not installed`;
   }
   return null;
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const p = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return p;
 }
 
 export interface Shadow { host: string; port: number; display: Display; output(): string; stop(): Promise<void> }

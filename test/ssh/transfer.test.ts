@@ -13,7 +13,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { connect } from 'node:net';
 import { startTestGateway, type TestGateway } from '../support/gateway.js';
 import { haveSshd, startTestSshd, runClient, runCmd, until, usersWithPrefix, SSH_OPTS, type TestSshd } from '../support/sshd.js';
-import { freePort } from '../../protocols/ssh/demo.js';
+import { freePort } from '../../protocols/net.js';
 
 // Unique per run: parallel runs of this file (several engineers, CI) never share accounts.
 const PREFIX = `t${Math.random().toString(36).slice(2, 6).padEnd(4, '0')}-`;

@@ -13,7 +13,7 @@ import { ManualClock } from '../../policies/clock.js';
 import { Secret } from '../../auth/secret.js';
 import { parseNdjson } from '../../recorder/index.js';
 import { ScreenReplay, decodePng, encodePng } from '../../recorder/screen/index.js';
-import { freePort, waitPort } from '../../protocols/vnc/demo.js';
+import { freePort, waitPort } from '../../protocols/net.js';
 import { readVncPasswdFile, vncPasswdFile } from '../../protocols/vnc/des.js';
 import { dialUpstream } from '../../protocols/vnc/upstream.js';
 import { encodeSetEncodings, encodeUpdateRequest, encodeKeyEvent } from '../../protocols/vnc/client-messages.js';
@@ -44,7 +44,7 @@ if (!have('Xvnc') || !have('vncpasswd') || !have('import')) {
     (x.stdio[3] as NodeJS.ReadableStream).on('data', (d: Buffer) => { out += d.toString(); const m = /^(\d+)\n/.exec(out); if (m) resolve(`:${m[1]}`); });
     x.on('exit', (c) => reject(new Error(`Xvnc exited ${c}`)));
   });
-  await waitPort(port);
+  await waitPort('127.0.0.1', port);
   procs.push(spawn('xterm', ['-geometry', '60x10+20+20', '-bg', 'navy', '-fg', 'yellow'], { env: { ...process.env, DISPLAY: display }, stdio: 'ignore', cwd: dir }));
   await sleep(800);
   const target = {
