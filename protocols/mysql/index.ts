@@ -20,7 +20,7 @@
  * Files: packets.ts (wire format), handshake.ts (client-facing auth), upstream.ts (login to the
  * server), provisioner.ts (session users), relay.ts + inspector.ts (data path), demo.ts.
  */
-import { createServer, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { mysqlNativeClient } from './native.js';
 import type { Logger } from 'pino';
 import type {
@@ -38,6 +38,7 @@ import {
 } from './provisioner.js';
 import { MysqlRelay } from './relay.js';
 import { startMariadbDemo } from './demo.js';
+import { listenTcp } from '../net.js';
 
 const HANDSHAKE_TIMEOUT_MS = 30_000;
 const MAX_CLIENT_PACKET = 64 * 1024 * 1024;
@@ -79,7 +80,6 @@ function shellQuote(s: string): string {
 const liveConnections = new Map<number, { sub: string; target: string; thread: number }>();
 
 async function handleConnection(ctx: ProtocolContext, sock: Socket, log: Logger): Promise<void> {
-  sock.setNoDelay(true);
   const clientAddr = `${sock.remoteAddress ?? '?'}:${sock.remotePort ?? 0}`;
   const client = new PacketConn(sock, MAX_HANDSHAKE_PACKET);
   const refuse = (spec: ErrSpec, message: string) => {
@@ -216,31 +216,9 @@ export const mysqlModule: ProtocolModule = {
 
   async listen(ctx: ProtocolContext, address: ListenerAddress): Promise<ProtocolListener> {
     const log = ctx.log.child({ protocol: 'mysql' });
-    const sockets = new Set<Socket>();
-    const server = createServer((sock) => {
-      sockets.add(sock);
-      sock.on('close', () => sockets.delete(sock));
-      sock.on('error', () => {});
-      handleConnection(ctx, sock, log).catch((e) => {
-        log.error({ err: (e as Error).message }, 'mysql connection handler failed');
-        sock.destroy();
-      });
-    });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(address.port, address.host, () => { server.off('error', reject); resolve(); });
-    });
-    const bound = server.address();
-    const port = typeof bound === 'object' && bound ? bound.port : address.port;
-    log.info({ host: address.host, port }, 'mysql listener ready');
-    return {
-      host: address.host,
-      port,
-      close: () => new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
-    };
+    const listener = await listenTcp(address, log, 'mysql', (sock) => handleConnection(ctx, sock, log));
+    log.info({ host: address.host, port: listener.port }, 'mysql listener ready');
+    return listener;
   },
 
   async checkTarget(ctx: ProtocolContext, target: TargetConfig) {

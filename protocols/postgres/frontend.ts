@@ -22,6 +22,7 @@ import { PgRelay } from './inspector.js';
 import { LEASE_KIND, createSessionRole, dropSessionRole, sessionRoleName, upstreamTlsOf, type SessionRole } from './provisioner.js';
 import { SCRAM, SCRAM_PLUS, ScramError, ScramServer, parseVerifier, SCRAM_ITERATIONS, tlsServerEndPoint } from './scram.js';
 import { UpstreamError, dialUpstream, sendCancel } from './upstream.js';
+import { lazySecureContext, listenTcp } from '../net.js';
 
 /** The per-target SCRAM salt: the same for every secret of a target, so one server-first fits all. */
 export function scramSalt(ctx: ProtocolContext, targetName: string): Buffer {
@@ -140,34 +141,10 @@ export interface PgListenerDeps {
 }
 
 export async function listenPostgres(ctx: ProtocolContext, address: ListenerAddress, cancels = new CancelRegistry()): Promise<ProtocolListener> {
-  let secureContext: tls.SecureContext | null = null;
   let cbData: Buffer | null | undefined;
-  const tlsContext = () => (secureContext ??= tls.createSecureContext({ cert: ctx.tls.cert, key: ctx.tls.key.reveal() }));
+  const tlsContext = lazySecureContext(ctx);
   const channelBinding = () => (cbData === undefined ? (cbData = tlsServerEndPoint(ctx.tls.cert)) : cbData);
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((sock) => {
-    sockets.add(sock);
-    sock.on('close', () => sockets.delete(sock));
-    sock.on('error', () => { /* handled by the connection */ });
-    sock.setNoDelay(true);
-    handleConnection(ctx, sock, cancels, tlsContext, channelBinding).catch((e) => {
-      ctx.log.error({ err: (e as Error).message }, 'postgres connection failed unexpectedly');
-      sock.destroy();
-    });
-  });
-  await new Promise<void>((res, rej) => {
-    server.once('error', rej);
-    server.listen(address.port, address.host, () => { server.off('error', rej); res(); });
-  });
-  const a = server.address() as net.AddressInfo;
-  return {
-    host: address.host,
-    port: a.port,
-    close: () => new Promise<void>((res) => {
-      server.close(() => res());
-      for (const s of sockets) s.destroy();
-    }),
-  };
+  return listenTcp(address, ctx.log, 'postgres', (sock) => handleConnection(ctx, sock, cancels, tlsContext, channelBinding));
 }
 
 async function handleConnection(

@@ -32,6 +32,7 @@ import {
 import { Secret } from '../../auth/secret.js';
 import type { AuthOutcome } from '../types.js';
 import { credsspServer, NlaError } from './nla.js';
+import { lazySecureContext, listenTcp } from '../net.js';
 
 /** Verifier label of a connection secret's NT hash (sealed with the gateway key): NLA from RDP clients. */
 export const NT_VERIFIER = 'rdp-nt';
@@ -51,32 +52,8 @@ export function disconnectFrame(): Buffer {
 }
 
 export async function listenRdp(ctx: ProtocolContext, address: ListenerAddress): Promise<ProtocolListener> {
-  let secureContext: tls.SecureContext | null = null;
-  const tlsContext = () => (secureContext ??= tls.createSecureContext({ cert: ctx.tls.cert, key: ctx.tls.key.reveal() }));
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((sock) => {
-    sockets.add(sock);
-    sock.on('close', () => sockets.delete(sock));
-    sock.on('error', () => { /* handled by the connection */ });
-    sock.setNoDelay(true);
-    handleConnection(ctx, sock, tlsContext).catch((e) => {
-      ctx.log.error({ err: (e as Error).message }, 'rdp connection failed unexpectedly');
-      sock.destroy();
-    });
-  });
-  await new Promise<void>((res, rej) => {
-    server.once('error', rej);
-    server.listen(address.port, address.host, () => { server.off('error', rej); res(); });
-  });
-  const a = server.address() as net.AddressInfo;
-  return {
-    host: address.host,
-    port: a.port,
-    close: () => new Promise<void>((res) => {
-      server.close(() => res());
-      for (const s of sockets) s.destroy();
-    }),
-  };
+  const tlsContext = lazySecureContext(ctx);
+  return listenTcp(address, ctx.log, 'rdp', (sock) => handleConnection(ctx, sock, tlsContext));
 }
 
 interface ClientHello {

@@ -21,6 +21,7 @@ import { clipboardOf, credentialsOf, optionsOf, parseAddress, viewOnlyOf } from 
 import { dialUpstream, installPassword, mintPassword, UpstreamError, withTargetLock, type Upstream } from './upstream.js';
 import { ServerStreamState } from './server-messages.js';
 import { VncRelay } from './relay.js';
+import { lazySecureContext, listenTcp } from '../net.js';
 
 export const LEASE_KIND = 'vnc-password';
 const LOGIN_TIMEOUT_MS = 60_000;
@@ -28,32 +29,8 @@ const LOGIN_TIMEOUT_MS = 60_000;
 export class Refusal extends Error {}
 
 export async function listenVnc(ctx: ProtocolContext, address: ListenerAddress): Promise<ProtocolListener> {
-  let secureContext: tls.SecureContext | null = null;
-  const tlsContext = () => (secureContext ??= tls.createSecureContext({ cert: ctx.tls.cert, key: ctx.tls.key.reveal() }));
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((sock) => {
-    sockets.add(sock);
-    sock.on('close', () => sockets.delete(sock));
-    sock.on('error', () => { /* handled by the connection */ });
-    sock.setNoDelay(true);
-    handleConnection(ctx, sock, tlsContext).catch((e) => {
-      ctx.log.error({ err: (e as Error).message }, 'vnc connection failed unexpectedly');
-      sock.destroy();
-    });
-  });
-  await new Promise<void>((res, rej) => {
-    server.once('error', rej);
-    server.listen(address.port, address.host, () => { server.off('error', rej); res(); });
-  });
-  const a = server.address() as net.AddressInfo;
-  return {
-    host: address.host,
-    port: a.port,
-    close: () => new Promise<void>((res) => {
-      server.close(() => res());
-      for (const s of sockets) s.destroy();
-    }),
-  };
+  const tlsContext = lazySecureContext(ctx);
+  return listenTcp(address, ctx.log, 'vnc', (sock) => handleConnection(ctx, sock, tlsContext));
 }
 
 /** Classic VNC auth: find the pending VNC secret (of any target that enables it) that answers the challenge. */
