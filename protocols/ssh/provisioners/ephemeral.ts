@@ -35,6 +35,37 @@ export function isMintedName(prefix: string, name: unknown): name is string {
   return typeof name === 'string' && NAME_RE.test(name) && name.startsWith(prefix) && /-[a-z0-9]{4}$/.test(name);
 }
 
+/**
+ * The shell lines that create a local Linux account (its own group, a home, the given groups,
+ * `passwordField` as the shadow field when given). Shared with the RDP module's local accounts.
+ */
+export function createAccountScript(account: string, groups: string[], opts: { comment: string; passwordField?: string }): string[] {
+  return [
+    'set -e',
+    RETRY_SH,
+    `n=${shq(account)}`,
+    `retry useradd -m -U${opts.passwordField ? ` -p ${shq(opts.passwordField)}` : ''} -s /bin/bash -c ${shq(opts.comment)}${groups.length ? ` -G ${shq(groups.join(','))}` : ''} "$n"`,
+  ];
+}
+
+/** A script that kills the account's processes and deletes it with its home; exit 1 if it still exists. */
+export function deleteAccountScript(account: string): string {
+  return [
+    RETRY_SH,
+    `n=${shq(account)}`,
+    'if id -u "$n" >/dev/null 2>&1; then',
+    '  pkill -KILL -u "$n" 2>/dev/null || true',
+    '  for a in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do',
+    '    retry userdel -r -f "$n" 2>/dev/null || true',
+    '    id -u "$n" >/dev/null 2>&1 || break',
+    '    pkill -KILL -u "$n" 2>/dev/null || true; sleep 0.2',
+    '  done',
+    'fi',
+    'if id -u "$n" >/dev/null 2>&1; then echo "account still exists" >&2; exit 1; fi',
+    'exit 0',
+  ].join('\n');
+}
+
 export const ephemeralProvisioner: Provisioner = {
   kind: KIND,
   async mint(ctx, session, target, role) {
@@ -45,13 +76,10 @@ export const ephemeralProvisioner: Provisioner = {
     return session.lease<UpstreamCredential>(KIND, { mode: 'ephemeral-account', account, prefix, groups }, async () => {
       const { publicLine, privateText } = mintSessionKey();
       const script = [
-        'set -e',
-        RETRY_SH,
-        `n=${shq(account)}`,
         // Password field '*': no password can match it, yet the account is not locked ('!', useradd's
         // default), which sshd would refuse even with a key. Set by useradd itself: one process and
         // one /etc/shadow lock fewer than a separate usermod.
-        `retry useradd -m -U -p '*' -s /bin/bash -c 'tollgate session account'${groups.length ? ` -G ${shq(groups.join(','))}` : ''} "$n"`,
+        ...createAccountScript(account, groups, { comment: 'tollgate session account', passwordField: '*' }),
         'h=$(getent passwd "$n" | cut -d: -f6)',
         'install -d -m 700 -o "$n" -g "$n" "$h/.ssh"',
         `printf '%s\\n' ${shq(`${publicLine} tollgate-session`)} > "$h/.ssh/authorized_keys"`,
@@ -68,20 +96,7 @@ export const ephemeralProvisioner: Provisioner = {
     const account = lease.data.account;
     const prefix = typeof lease.data.prefix === 'string' ? lease.data.prefix : prefixOf(target);
     if (!isMintedName(prefix, account)) throw new Error(`lease ${lease.id}: refusing to delete a name this gateway did not mint`);
-    const script = [
-      RETRY_SH,
-      `n=${shq(account)}`,
-      'if id -u "$n" >/dev/null 2>&1; then',
-      '  pkill -KILL -u "$n" 2>/dev/null || true',
-      '  for a in 1 2 3 4 5 6 7 8 9 10; do',
-      '    retry userdel -r -f "$n" 2>/dev/null || true',
-      '    id -u "$n" >/dev/null 2>&1 || break',
-      '    pkill -KILL -u "$n" 2>/dev/null || true; sleep 0.2',
-      '  done',
-      'fi',
-      'if id -u "$n" >/dev/null 2>&1; then echo "account still exists" >&2; exit 1; fi',
-      'exit 0',
-    ].join('\n');
+    const script = deleteAccountScript(account);
     const r = await runScript(ctx, target, script);
     if (r.code !== 0) throw new Error(`could not delete account ${account} on ${target.name}: ${r.stderr.trim().split('\n').pop() ?? 'exit ' + r.code}`);
     ctx.log.info({ account, target: target.name }, 'ssh: ephemeral account deleted');
