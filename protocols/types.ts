@@ -156,7 +156,10 @@ export interface ProtocolContext {
   openSession(auth: Authorized, meta: { protocol: string; clientAddr: string }): Promise<LiveSession>;
   /** The signed-in person behind a gateway web session cookie value (tg_session), or null. */
   webPrincipal(cookieValue: string): Promise<Principal | null>;
-  /** Encrypt+authenticate a small JSON value with an expiry (AES-256-GCM with the gateway key); unseal returns null when tampered or expired. */
+  /**
+   * Encrypt+authenticate a small JSON value with an expiry (AES-256-GCM with the gateway key, which lives
+   * outside the store); ttlMs = Infinity seals without expiry. unseal returns null when tampered or expired.
+   */
   seal(value: unknown, ttlMs: number): string;
   unseal<T = unknown>(sealed: string): T | null;
 }

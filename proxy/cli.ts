@@ -281,11 +281,16 @@ export function buildCli(): Command {
     });
 
   const audit = program.command('audit').description('the tamper-evident audit log');
-  audit.command('verify').description('verify the hash chain; reports the first broken link')
-    .option('-c, --config <file>', 'read the store directly (gateway config file) instead of the API')
-    .action(async (o: { config?: string }) => {
-      const r = o.config ? await withStore(o.config, async (a) => a.verify()) : await api(g(), 'GET', '/api/v1/audit/verify');
-      out(g(), r, () => process.stdout.write(r.ok ? `audit chain OK: ${r.count} events, head ${r.head}\n` : `audit chain BROKEN at event ${r.brokenAt}: ${r.detail}\n`));
+  audit.command('verify').description('verify the audit log: hash chain, HMACs (needs the gateway key), signed head and checkpoints; says which check failed')
+    .option('-c, --config <file>', 'read the store, the key and the checkpoint file directly (gateway config file) instead of the API')
+    .option('--checkpoints <files...>', 'with --config: also compare with copies of the checkpoint lines (e.g. from the syslog server)')
+    .action(async (o: { config?: string; checkpoints?: string[] }) => {
+      const r = o.config
+        ? await withStore(o.config, async (a) => a.verify({ checkpointFiles: o.checkpoints }))
+        : await api(g(), 'GET', '/api/v1/audit/verify');
+      out(g(), r, () => process.stdout.write(r.ok
+        ? `audit chain OK: ${r.count} events, head ${r.head}, ${r.checkpoints ?? 0} signed checkpoints match\n`
+        : `audit chain BROKEN at event ${r.brokenAt} (check: ${r.check}): ${r.detail}\n`));
       if (!r.ok) process.exitCode = 2;
     });
   audit.command('export').description('write every audit event as JSON lines (for a SIEM)')
@@ -316,15 +321,26 @@ export function buildCli(): Command {
 async function withStore<T>(configFile: string, fn: (audit: import('./audit.js').AuditLog, store: import('./store/types.js').Store) => Promise<T>): Promise<T> {
   const cfg = loadConfigFile(configFile, await moduleMap());
   const { openSqliteStore } = await import('./store/sqlite.js');
-  const { AuditLog } = await import('./audit.js');
+  const { AuditLog, AUDIT_KEY_LABEL } = await import('./audit.js');
+  const { gatewayKey, loadGatewayKeyBytes, KeyError } = await import('../auth/keys.js');
   const { SystemClock } = await import('../policies/clock.js');
-  const { resolve: res, isAbsolute } = await import('node:path');
+  const { dataDirOf, gatewayKeySource, checkpointFileOf } = await import('./config.js');
+  const { resolve: res } = await import('node:path');
   if (cfg.store.kind !== 'sqlite') throw new CliError('only the sqlite store can be read directly');
-  const dataDir = isAbsolute(cfg.gateway.dataDir) ? cfg.gateway.dataDir : res(cfg.baseDir, cfg.gateway.dataDir);
+  const dataDir = dataDirOf(cfg);
   const path = cfg.store.path ? res(cfg.baseDir, cfg.store.path) : join(dataDir, 'tollgate.db');
   if (!existsSync(path)) throw new CliError(`no store at ${path}`);
   const store = await openSqliteStore(path);
-  try { return await fn(new AuditLog(store, new SystemClock()), store); } finally { await store.close(); }
+  try {
+    // The key is read, never created: verifying needs the gateway's own key.
+    const k = await loadGatewayKeyBytes(store, gatewayKeySource(cfg, dataDir), { write: false }).catch((e) => {
+      throw e instanceof KeyError ? new CliError(`gateway.key: ${e.message}`) : e;
+    });
+    const key = gatewayKey(k.raw).deriveKey(AUDIT_KEY_LABEL);
+    const quiet = (await import('pino')).default({ level: 'silent' });
+    const audit = new AuditLog(store, new SystemClock(), { key, checkpoints: { file: checkpointFileOf(cfg, dataDir), gatewayId: cfg.gateway.id, log: quiet } });
+    return await fn(audit, store);
+  } finally { await store.close(); }
 }
 
 export async function main(argv: string[]): Promise<void> {

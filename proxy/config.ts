@@ -1,14 +1,17 @@
+import { execFileSync } from 'node:child_process';
 import { readFileSync, existsSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { Secret } from '../auth/secret.js';
 import type { ProtocolModule } from '../protocols/types.js';
+import type { KeySource } from '../auth/keys.js';
 
 /**
  * One YAML file configures a gateway: listeners, IdP, store, targets, policies.
- * Secrets may be `{env: NAME}`, `{file: PATH}` (relative to the config file) or `{value: "..."}`;
- * they are resolved at start-up into Secret objects that never print.
+ * Secrets may be `{env: NAME}`, `{file: PATH}` (relative to the config file), `{value: "..."}` or
+ * `{command: [argv...]}` (its stdout, e.g. a KMS or vault client); they are resolved into Secret
+ * objects that never print.
  */
 
 export class ConfigError extends Error {
@@ -33,7 +36,8 @@ export const secretRefSchema = z.union([
   z.object({ env: z.string().min(1) }).strict(),
   z.object({ file: z.string().min(1) }).strict(),
   z.object({ value: z.string() }).strict(),
-], { error: 'a secret reference: {env: NAME}, {file: PATH} or {value: "..."}' });
+  z.object({ command: z.array(z.string().min(1)).min(1) }).strict(),
+], { error: 'a secret reference: {env: NAME}, {file: PATH}, {value: "..."} or {command: [argv...]}' });
 export type SecretRef = z.infer<typeof secretRefSchema>;
 
 const listenerSchema = z.object({
@@ -140,8 +144,13 @@ const configSchema = z.object({
     socGroups: z.array(z.string()).default(['soc']),
     /** Cookies get the Secure flag (set when the front is behind TLS). */
     secureCookies: z.boolean().default(false),
-    /** Key used to sign web session cookies and identity assertions (defaults to one kept in the store). */
-  }).strict().default({} as never),
+    /**
+     * The gateway's master key (seals stored secrets, keys the audit log), kept outside the store:
+     * a secret reference holding 32 bytes as base64 or hex. A {file} must be mode 0600. Default:
+     * <dataDir>/gateway.key, created on first start.
+     */
+    key: secretRefSchema.optional(),
+  }).strict().prefault({}),
   listeners: z.record(z.string(), listenerSchema).default({ http: { host: '127.0.0.1', port: 8080 } }),
   store: z.union([
     z.object({ kind: z.literal('sqlite'), path: z.string().optional() }).strict(),
@@ -163,7 +172,7 @@ const configSchema = z.object({
       port: z.number().int().min(0).max(65535).default(0),
       users: z.array(devUserSchema).default([]),
     }).strict().optional(),
-  }).strict().default({} as never),
+  }).strict().prefault({}),
   recordings: z.object({ dir: z.string().optional() }).strict().default({}),
   targets: z.array(targetSchema).default([]),
   policies: z.array(policySchema).default([]),
@@ -172,7 +181,17 @@ const configSchema = z.object({
     maxDuration: duration.default('1h'),
     /** Command run (argv) with the alert JSON on stdin; alerts are always audit events too. */
     alertCommand: z.array(z.string()).optional(),
-  }).strict().default({} as never),
+  }).strict().prefault({}),
+  audit: z.object({
+    /** How often a signed checkpoint of the audit head is written (only when there are new events); one more on shutdown. */
+    checkpointInterval: duration.default('60s'),
+    checkpoints: z.object({
+      /** Append-only file of checkpoint lines (default <dataDir>/audit-checkpoints.log; false: none). */
+      file: z.union([z.string().min(1), z.literal(false)]).optional(),
+      /** Command (argv) run with each checkpoint line on stdin, e.g. [logger, -n, syslog.example.com, -t, tollgate-audit]. */
+      command: z.array(z.string().min(1)).min(1).optional(),
+    }).strict().prefault({}),
+  }).strict().prefault({}),
   /** Notification hook for `alert` rules and break-glass (argv; event JSON on stdin). */
   notify: z.object({ command: z.array(z.string()).optional() }).strict().default({}),
 }).strict();
@@ -244,14 +263,55 @@ export function resolveSecret(ref: SecretRef | undefined, cfg: Pick<GatewayConfi
     if (v === undefined) throw new ConfigError(cfg.file, path, `environment variable ${ref.env} to be set`);
     return new Secret(v);
   }
+  if ('command' in ref) return new Secret(runSecretCommand(ref.command, cfg, path));
   const p = resolve(cfg.baseDir, ref.file);
   if (!existsSync(p)) throw new ConfigError(cfg.file, path, `file ${p} to exist`);
   return new Secret(readFileSync(p, 'utf8').replace(/\r?\n$/, ''));
+}
+
+/**
+ * A `{command: [...]}` secret: the command's stdout (one trailing newline dropped). It runs in the
+ * config file's directory, synchronously (resolved at start-up), at most 30 s. Errors say how it
+ * failed (exit code, last stderr line) but never print its output.
+ */
+function runSecretCommand(argv: string[], cfg: Pick<GatewayConfig, 'file' | 'baseDir'>, path: string): string {
+  try {
+    return execFileSync(argv[0]!, argv.slice(1), { cwd: cfg.baseDir, encoding: 'utf8', timeout: 30_000, maxBuffer: 1024 * 1024, stdio: ['ignore', 'pipe', 'pipe'] })
+      .replace(/\r?\n$/, '');
+  } catch (e) {
+    const err = e as { status?: number | null; signal?: string | null; code?: string; stderr?: string };
+    const why = err.code === 'ENOENT' ? 'not found' : err.signal ? `killed by ${err.signal}` : `exit code ${err.status}`;
+    const last = String(err.stderr ?? '').trim().split('\n').pop()?.slice(0, 200);
+    throw new ConfigError(cfg.file, path, `the command ${argv[0]} to print the secret (${why}${last ? `: ${last}` : ''})`);
+  }
 }
 
 /** Resolve a secret reference found at any depth under a protocol section (e.g. credentials.admin.password). */
 export function isSecretRef(v: unknown): v is SecretRef {
   if (!v || typeof v !== 'object') return false;
   const keys = Object.keys(v);
-  return keys.length === 1 && ['env', 'file', 'value'].includes(keys[0]!) && typeof (v as Record<string, unknown>)[keys[0]!] === 'string';
+  if (keys.length !== 1) return false;
+  const x = (v as Record<string, unknown>)[keys[0]!];
+  if (keys[0] === 'command') return Array.isArray(x) && x.length > 0 && x.every((a) => typeof a === 'string' && a.length > 0);
+  return ['env', 'file', 'value'].includes(keys[0]!) && typeof x === 'string';
+}
+
+/** The data directory of a config (relative paths are relative to the config file). */
+export function dataDirOf(cfg: Pick<GatewayConfig, 'gateway' | 'baseDir'>): string {
+  const d = cfg.gateway.dataDir;
+  return isAbsolute(d) ? d : resolve(cfg.baseDir, d);
+}
+
+/** Where the gateway key comes from: `gateway.key`, or the default key file in the data directory. */
+export function gatewayKeySource(cfg: GatewayConfig, dataDir: string): KeySource {
+  const ref = cfg.gateway.key;
+  if (!ref) return { kind: 'file', path: join(dataDir, 'gateway.key'), configured: false };
+  if ('file' in ref) return { kind: 'file', path: resolve(cfg.baseDir, ref.file), configured: true };
+  return { kind: 'secret', secret: resolveSecret(ref, cfg, 'gateway.key'), from: `gateway.key (${Object.keys(ref)[0]})` };
+}
+
+/** The checkpoint file of the audit log (null when turned off). */
+export function checkpointFileOf(cfg: GatewayConfig, dataDir: string): string | null {
+  const f = cfg.audit.checkpoints.file;
+  return f === false ? null : f ? resolve(cfg.baseDir, f) : join(dataDir, 'audit-checkpoints.log');
 }

@@ -149,6 +149,7 @@ Tollgate demo is running at ${gw.publicUrl}   (health: ${gw.publicUrl}/healthz)
   portal:   ${gw.publicUrl}/            sign in as alice / alice-demo (engineer), bob / bob-demo (approver), carol / carol-demo (SOC)
   API doc:  ${gw.publicUrl}/api/v1/openapi.json
   tokens and target addresses: ${demoFile}
+  gateway key: ${join(gw.dataDir, 'gateway.key')} (0600, made on first start; seals stored secrets and keys the audit log)
   targets:  ${config.targets.map((t) => `${t.name} (${t.protocol}, ${t.risk})`).join(', ') || '(none: install openssh-server / postgresql / mariadb-server)'}
 
 Try:

@@ -1,5 +1,5 @@
 import { mkdirSync } from 'node:fs';
-import { isAbsolute, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import pino, { type Logger } from 'pino';
 import { Registry, Gauge, Counter, collectDefaultMetrics } from 'prom-client';
 import type { Clock } from '../policies/clock.js';
@@ -8,7 +8,7 @@ import { JitEngine } from '../policies/engine.js';
 import { compileRules } from '../policies/rules.js';
 import { createRecorder } from '../recorder/index.js';
 import type { Recorder } from '../recorder/index.js';
-import { loadOrCreateKey, type GatewayKey } from '../auth/keys.js';
+import { forgetStoredKey, gatewayKey, KeyError, loadGatewayKeyBytes, type GatewayKey } from '../auth/keys.js';
 import { ApiTokens, WebSessions, ConnectionSecrets } from '../auth/credentials.js';
 import { startDevIdp, type DevIdp } from '../auth/devidp.js';
 import { createOidc, type Oidc } from '../auth/oidc.js';
@@ -17,11 +17,11 @@ import type { ProtocolContext, ProtocolListener, ProtocolModule, TlsMaterial } f
 import { moduleMap } from '../protocols/index.js';
 import type { Store } from './store/types.js';
 import { openSqliteStore } from './store/sqlite.js';
-import { AuditLog } from './audit.js';
+import { AUDIT_KEY_LABEL, AuditLog } from './audit.js';
 import { Access, BrowserApprovals } from './access.js';
 import { SessionManager } from './sessions.js';
 import { ensureTlsMaterial } from './tls.js';
-import { parseDuration, resolveSecret, type GatewayConfig } from './config.js';
+import { checkpointFileOf, ConfigError, dataDirOf, gatewayKeySource, parseDuration, resolveSecret, type GatewayConfig } from './config.js';
 import { HttpFront } from './http/server.js';
 import { mountApi } from './http/api.js';
 import { mountPortal } from './portal/index.js';
@@ -65,6 +65,7 @@ export class Gateway {
   private listeners = new Map<string, ProtocolListener>();
   private ctxCache = new Map<string, ProtocolContext>();
   private reaperTimer: NodeJS.Timeout | null = null;
+  private checkpointTimer: NodeJS.Timeout | null = null;
   private stopped = false;
 
   constructor(opts: GatewayOptions) {
@@ -72,8 +73,7 @@ export class Gateway {
     this.clock = opts.clock ?? new SystemClock();
     this.log = opts.log ?? pino({ level: this.config.gateway.logLevel, redact: { paths: ['*.password', '*.secret', '*.token', '*.privateKey', 'req.headers.cookie', 'req.headers.authorization'], censor: '<secret>' } });
     this.modules = opts.modules ?? moduleMap();
-    const d = this.config.gateway.dataDir;
-    this.dataDir = isAbsolute(d) ? d : resolve(this.config.baseDir, d);
+    this.dataDir = dataDirOf(this.config);
   }
 
   listenerAddress(name: string): { host: string; port: number } | null {
@@ -88,8 +88,7 @@ export class Gateway {
     this.store = cfg.store.kind === 'sqlite'
       ? await openSqliteStore(cfg.store.path ? resolve(this.config.baseDir, cfg.store.path) : join(this.dataDir, 'tollgate.db'))
       : (() => { throw new Error(`${cfg.file}: store.kind: the PostgreSQL store is not implemented yet; use sqlite`); })();
-    this.audit = new AuditLog(this.store, this.clock, (e) => this.log.error({ err: e }, 'audit append failed'));
-    this.key = await loadOrCreateKey(this.store, 'gateway', this.clock);
+    await this.openKeyAndAudit();
 
     const httpCfg = cfg.listeners.http ?? { host: '127.0.0.1', port: 8080 };
     this.publicHost = cfg.gateway.publicHost ?? (httpCfg.host === '0.0.0.0' || httpCfg.host === '::' ? '127.0.0.1' : httpCfg.host);
@@ -178,6 +177,10 @@ export class Gateway {
       this.sessions.reap().catch((e) => this.log.error({ err: e }, 'reaper failed'));
     }, parseDuration(cfg.gateway.reaperInterval));
     this.reaperTimer.unref();
+    this.checkpointTimer = setInterval(() => {
+      this.audit.checkpoint().catch((e) => this.log.error({ err: e }, 'audit checkpoint failed'));
+    }, parseDuration(cfg.audit.checkpointInterval));
+    this.checkpointTimer.unref();
 
     for (const [name, addr] of Object.entries(cfg.listeners)) {
       if (name === 'http') continue;
@@ -191,6 +194,38 @@ export class Gateway {
     });
     this.log.info({ url: this.publicUrl }, 'gateway started');
     return this;
+  }
+
+  /**
+   * The gateway key comes from outside the store (gateway.key, or <dataDir>/gateway.key made on first
+   * start); a key an older version kept in the store is moved out once, after keying its audit events.
+   */
+  private async openKeyAndAudit(): Promise<void> {
+    const cfg = this.config;
+    let k: Awaited<ReturnType<typeof loadGatewayKeyBytes>>;
+    try {
+      k = await loadGatewayKeyBytes(this.store, gatewayKeySource(cfg, this.dataDir), { write: true });
+    } catch (e) {
+      await this.store.close();
+      throw e instanceof KeyError ? new ConfigError(cfg.file, 'gateway.key', e.message) : e;
+    }
+    this.key = gatewayKey(k.raw, this.clock);
+    this.audit = new AuditLog(this.store, this.clock, {
+      key: this.key.deriveKey(AUDIT_KEY_LABEL),
+      onError: (e) => this.log.error({ err: e }, 'audit append failed'),
+      checkpoints: { file: checkpointFileOf(cfg, this.dataDir), command: cfg.audit.checkpoints.command, gatewayId: cfg.gateway.id, log: this.log.child({ c: 'audit' }) },
+    });
+    if (k.created) {
+      this.log.info({ keyFile: k.from }, 'created the gateway key file; keep it (and a backup) apart from copies of the store');
+      await this.audit.append('system', 'gateway.key.created', cfg.gateway.id, { file: k.from });
+    }
+    if (k.inStore) {
+      const adopted = await this.audit.adoptUnkeyed();
+      if ('broken' in adopted) this.log.error({ detail: adopted.broken }, 'the audit chain of this store was already broken; its older events stay unkeyed');
+      await forgetStoredKey(this.store);
+      this.log.warn({ keyFile: k.from }, 'moved the gateway key out of the store');
+      await this.audit.append('system', 'gateway.key.moved', cfg.gateway.id, { to: k.from, keyedEvents: adopted.keyed, ...('broken' in adopted ? { chainBroken: adopted.broken } : {}) });
+    }
   }
 
   private async startIdp(): Promise<void> {
@@ -292,6 +327,7 @@ export class Gateway {
     if (this.stopped) return;
     this.stopped = true;
     if (this.reaperTimer) clearInterval(this.reaperTimer);
+    if (this.checkpointTimer) clearInterval(this.checkpointTimer);
     this.engine?.stop();
     await this.sessions?.terminateWhere(() => true, { code: 'gateway_shutdown', message: 'Tollgate: the gateway is shutting down.' });
     for (const l of this.listeners.values()) await l.close().catch(() => undefined);
@@ -299,6 +335,7 @@ export class Gateway {
     this.http?.close();
     await this.devIdp?.close().catch(() => undefined);
     await this.audit?.append('system', 'gateway.stopped', this.config.gateway.id, {}).catch(() => undefined);
+    await this.audit?.checkpoint().catch((e) => this.log.error({ err: e }, 'audit checkpoint failed'));
     await this.audit?.close();
     await this.store?.close();
   }

@@ -61,7 +61,7 @@ export const tables = {
       id: 'int', sessionId: 'text', at: 'int', statement: 'text', kind: 'text', params: 'int', durationMs: 'int', rows: 'int', error: 'text', decision: 'text',
     },
   },
-  audit: { name: 'audit_events', pk: 'seq', columns: { seq: 'int', at: 'int', actor: 'text', action: 'text', subject: 'text', data: 'json', prevHash: 'text', hash: 'text' } },
+  audit: { name: 'audit_events', pk: 'seq', columns: { seq: 'int', at: 'int', actor: 'text', action: 'text', subject: 'text', data: 'json', prevHash: 'text', hash: 'text', mac: 'text' } },
   locks: {
     name: 'locks', pk: 'id', columns: {
       id: 'text', scope: 'text', value: 'text', reason: 'text', createdBy: 'text', createdAt: 'int', expiresAt: 'int', removedAt: 'int', removedBy: 'text',
@@ -123,5 +123,10 @@ CREATE TABLE locks (id TEXT PRIMARY KEY, scope TEXT NOT NULL, value TEXT NOT NUL
   created_at INTEGER NOT NULL, expires_at INTEGER, removed_at INTEGER, removed_by TEXT);
 CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 `,
+  },
+  {
+    // Keyed audit: each event's HMAC under the audit key (the key itself lives outside the store).
+    version: 3,
+    sql: `ALTER TABLE audit_events ADD COLUMN mac TEXT;`,
   },
 ];

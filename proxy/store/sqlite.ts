@@ -284,6 +284,7 @@ export class SqliteStore implements Store {
   }
 
   async appendAudit(rec: AuditEventRecord) { this.t.audit.insert(rec); }
+  async setAuditMac(seq: number, mac: string) { this.db.prepare('UPDATE audit_events SET mac = ? WHERE seq = ? AND mac IS NULL').run(mac, seq); }
   async lastAudit() {
     return this.t.audit.row(this.db.prepare('SELECT * FROM audit_events ORDER BY seq DESC LIMIT 1').get() as Row | undefined) as AuditEventRecord | null;
   }
@@ -312,6 +313,7 @@ export class SqliteStore implements Store {
   async setKv(key: string, value: string) {
     this.db.prepare('INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run(key, value);
   }
+  async deleteKv(key: string) { this.db.prepare('DELETE FROM kv WHERE key = ?').run(key); }
 
   /** For tests of tamper detection: run raw SQL against the file (never used by the gateway). */
   rawForTests(sql: string, ...args: unknown[]): unknown {

@@ -219,6 +219,8 @@ export interface AuditEventRecord {
   data: Record<string, unknown>;
   prevHash: string;
   hash: string;
+  /** HMAC-SHA-256 of the event's hash under the audit key (derived from the gateway key, kept outside the store). */
+  mac: string | null;
 }
 
 export interface LockRecord {
@@ -303,6 +305,8 @@ export interface Store {
 
   /** Append one audit event computed by the audit log (seq is assigned by the caller). */
   appendAudit(rec: AuditEventRecord): Promise<void>;
+  /** Key an event written before the audit log had a key (only where mac is still empty; once, when the key moves out of the store). */
+  setAuditMac(seq: number, mac: string): Promise<void>;
   lastAudit(): Promise<AuditEventRecord | null>;
   listAudit(filter?: { actor?: string; action?: string; subject?: string; since?: number; until?: number; afterSeq?: number } & Page): Promise<AuditEventRecord[]>;
 
@@ -313,4 +317,5 @@ export interface Store {
   /** Small key/value space for gateway state (CA keys references, instance ids). */
   getKv(key: string): Promise<string | null>;
   setKv(key: string, value: string): Promise<void>;
+  deleteKv(key: string): Promise<void>;
 }

@@ -10,7 +10,7 @@ import { Secret } from '../../auth/secret.js';
 import {
   API_TOKEN_PREFIX, ApiTokens, ConnectionSecrets, SECRET_ALPHABET, WebSessions, hashToken, principalFrom, randomString,
 } from '../../auth/credentials.js';
-import { gatewayKey, loadOrCreateKey } from '../../auth/keys.js';
+import { gatewayKey, createKeyFile, readKeyFile } from '../../auth/keys.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'tollgate-auth-'));
 const dbPath = join(dir, 'tollgate.db');
@@ -195,12 +195,14 @@ t.test('connection secrets: pending + consumeById for challenge-response', async
   t.equal(!late.ok && late.code, 'secret_expired');
 });
 
-t.test('gateway key: stored once, seal/unseal with expiry, HKDF labels', async (t) => {
-  const k1 = await loadOrCreateKey(store, 'cookies', clock);
-  const k2 = await loadOrCreateKey(store, 'cookies', clock);
-  const other = await loadOrCreateKey(store, 'other', clock);
-  const raw = await store.getKv('auth.key.cookies');
-  t.equal(Buffer.from(raw ?? '', 'base64').length, 32, 'a 32-byte key in KV (base64)');
+t.test('gateway key: one key file, seal/unseal with expiry, HKDF labels', async (t) => {
+  const file = join(dir, 'gateway.key');
+  createKeyFile(file);
+  t.equal(Buffer.from(readFileSync(file, 'utf8'), 'base64').length, 32, 'a 32-byte key in the file (base64)');
+  const k1 = gatewayKey(readKeyFile(file), clock);
+  const k2 = gatewayKey(createKeyFile(file), clock);
+  t.equal(readKeyFile(file).toString('hex'), Buffer.from(readFileSync(file, 'utf8'), 'base64').toString('hex'), 'creating again keeps the existing key');
+  const other = gatewayKey(createKeyFile(join(dir, 'other.key')), clock);
   t.same(k1.deriveKey('scram-salt:pg1'), k2.deriveKey('scram-salt:pg1'), 'stable across loads');
   t.notSame(k1.deriveKey('a'), k1.deriveKey('b'), 'labels separate keys');
   t.notSame(k1.deriveKey('a'), other.deriveKey('a'), 'names separate keys');
@@ -215,8 +217,11 @@ t.test('gateway key: stored once, seal/unseal with expiry, HKDF labels', async (
   t.equal(k1.unseal(flipped), null, 'tampering detected');
   t.equal(k1.unseal('garbage'), null);
   t.equal(k1.unseal(''), null);
+  const forever = k1.seal({ p: 'x' }, Infinity);
   clock.advance(60_000);
   t.equal(k1.unseal(sealed), null, 'expired');
+  clock.advance(400 * 86_400_000);
+  t.same(k1.unseal(forever), { p: 'x' }, 'sealed with ttl Infinity never expires');
   t.throws(() => gatewayKey(Buffer.alloc(16)), /32 bytes/);
 });
 

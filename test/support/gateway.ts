@@ -32,6 +32,8 @@ export interface TestGateway {
   gw: Gateway;
   url: string;
   dataDir: string;
+  /** The gateway key file (0600, made on first start in the temp data dir, outside the store). */
+  keyFile: string;
   store: Store;
   listener(name: string): { host: string; port: number };
   token(user: string): string;
@@ -90,7 +92,7 @@ export async function startTestGateway(opts: {
     return { status: res.status, body: parsed };
   };
   const tg: TestGateway = {
-    gw, url, dataDir, store: gw.store,
+    gw, url, dataDir, keyFile: join(dataDir, 'gateway.key'), store: gw.store,
     listener(name) {
       const a = gw.listenerAddress(name);
       if (!a) throw new Error(`no listener ${name}`);
