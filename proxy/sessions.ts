@@ -9,6 +9,7 @@ import type { SessionRecording, LiveBus } from '../recorder/types.js';
 import type { Principal } from '../auth/types.js';
 import type { TargetConfig, RoleConfig, CommandRuleConfig } from './config.js';
 import type { AuditLog } from './audit.js';
+import { redactStatement } from '../recorder/index.js';
 
 export interface RuleChecker { check(text: string, opts?: { kind?: string; method?: string; path?: string }): RuleDecision }
 
@@ -95,7 +96,9 @@ class Session implements LiveSession {
   check(text: string, opts: { kind?: string; channel?: string; method?: string; path?: string } = {}): RuleDecision {
     const d = this.rules.check(text, opts);
     if (d.action === 'allow') return d;
-    const shown = text.length > 500 ? `${text.slice(0, 500)}…` : text;
+    // Redacted as in the query log (no PASSWORD '…' literals in the audit log or alerts), then shortened.
+    const redacted = redactStatement(text);
+    const shown = redacted.length > 500 ? `${redacted.slice(0, 500)}…` : redacted;
     void this.deps.audit.append(this.identity, `session.rule.${d.action}`, this.id, {
       target: this.target.name, text: shown, kind: opts.kind ?? null, pattern: d.rule?.pattern ?? null, kinds: d.rule?.kinds ?? null,
     });

@@ -96,36 +96,41 @@ t.test('checkout mode: logs in with the stored password, rotates it afterwards',
   t.not((await direct(env.accounts.checkoutPassword)).code, 0, 'the old password is dead after the session');
   const file = join(gw.gw.ctx('ssh').dataDir, 'ssh', 'checkout', `web01-pw--${account}`);
   t.equal(statSync(file).mode & 0o777, 0o600, 'current password kept in a 0600 file');
-  const current = readFileSync(file, 'utf8');
+  const unsealed = (f: string) => gw.gw.key.unseal<{ p: string }>(readFileSync(f, 'utf8'))?.p ?? '';
+  const current = unsealed(file);
+  t.ok(current, 'sealed with the gateway key');
   t.not(current, env.accounts.checkoutPassword);
   t.equal((await direct(current)).code, 0, 'the rotated password is the one on the target');
+  // A file an older version wrote in plaintext is still used, and sealed on the way.
+  writeFileSync(file, current, { mode: 0o600 });
   // A second session uses the rotated password, then rotates again.
   const s2 = await gw.secret('alice', grant.id);
   const r2 = await runClient(s2.secret, 'ssh', ['-p', String(port), `${s2.username}@127.0.0.1`, 'id -un']);
   t.equal(r2.stdout.trim(), account);
   await until(async () => (await gw.store.listSessions({ grantId: grant.id })).every((x) => x.state === 'ended'));
   t.not((await direct(current)).code, 0, 'rotated again after the second session');
-  // No password or connection secret in the store, the recordings or anything else under the data directory
-  // (except the one 0600 file that holds the current password).
-  const secrets = [env.accounts.checkoutPassword, current, s.secret, s2.secret];
+  const third = unsealed(file);
+  t.ok(third && third !== current, 'the new password is sealed in the file again');
+  // No password or connection secret in plaintext in the store, the recordings or anything else under the data directory.
+  const secrets = [env.accounts.checkoutPassword, current, third, s.secret, s2.secret];
   const leaks: string[] = [];
   const walk = (dir: string) => {
     for (const e of readdirSync(dir, { withFileTypes: true })) {
       const f = join(dir, e.name);
       if (e.isDirectory()) walk(f);
-      else if (f !== file && !f.startsWith(`${file}.`)) {
+      else {
         const body = readFileSync(f);
         for (const x of secrets) if (body.includes(x)) leaks.push(f);
       }
     }
   };
   walk(gw.dataDir);
-  t.same(leaks, [], 'no password or secret in the data directory (store, WAL, recordings)');
+  t.same(leaks, [], 'no password or secret in the data directory (store, WAL, recordings, the checkout file)');
   // The grant's end rotates too (onGrantEnd), even with no session.
-  const before = readFileSync(file, 'utf8');
+  const before = unsealed(file);
   const rv = await gw.api('alice', 'POST', `/api/v1/grants/${grant.id}/revoke`, { reason: 'done' });
   t.ok(rv.status < 300, `grant revoked (${rv.status})`);
-  await until(() => readFileSync(file, 'utf8') !== before, 15_000, 'rotation at grant end');
+  await until(() => unsealed(file) !== before, 15_000, 'rotation at grant end');
   t.not((await direct(before)).code, 0, 'password rotated when the grant ended');
 });
 

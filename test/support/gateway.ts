@@ -54,13 +54,17 @@ export async function startTestGateway(opts: {
   extra?: Record<string, unknown>;
   /** Receive the gateway's structured log lines (debug level) instead of discarding them. */
   logSink?: (line: string) => void;
+  /** Use this data directory (e.g. to restart on one); the caller removes it. Default: a new temp dir, removed by close(). */
+  dataDir?: string;
+  /** Extra `gateway:` settings (e.g. key). */
+  gateway?: Record<string, unknown>;
 }): Promise<TestGateway> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'tg-gw-'));
+  const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'tg-gw-'));
   const modules = opts.modules ?? moduleMap();
   const listeners: Record<string, { host: string; port: number }> = { http: { host: '127.0.0.1', port: 0 } };
   for (const l of opts.listeners ?? []) listeners[l] = { host: '127.0.0.1', port: 0 };
   const config = validateConfig({
-    gateway: { dataDir, id: 'test', logLevel: 'silent', expiryWarning: opts.expiryWarning ?? '60s', reaperInterval: '1h' },
+    gateway: { dataDir, id: 'test', logLevel: 'silent', expiryWarning: opts.expiryWarning ?? '60s', reaperInterval: '1h', ...(opts.gateway ?? {}) },
     listeners,
     store: { kind: 'sqlite' },
     targets: opts.targets,
@@ -92,7 +96,7 @@ export async function startTestGateway(opts: {
     return { status: res.status, body: parsed };
   };
   const tg: TestGateway = {
-    gw, url, dataDir, keyFile: join(dataDir, 'gateway.key'), store: gw.store,
+    gw, url, dataDir, keyFile: (opts.gateway?.['key'] as { file?: string } | undefined)?.file ?? join(dataDir, 'gateway.key'), store: gw.store,
     listener(name) {
       const a = gw.listenerAddress(name);
       if (!a) throw new Error(`no listener ${name}`);
@@ -120,7 +124,7 @@ export async function startTestGateway(opts: {
     },
     async close() {
       await gw.stop();
-      rmSync(dataDir, { recursive: true, force: true });
+      if (!opts.dataDir) rmSync(dataDir, { recursive: true, force: true });
     },
   };
   return tg;

@@ -1,7 +1,7 @@
 /**
  * 'checkout': log in with a stored account's password and rotate it on the target (chpasswd over
- * the admin connection) when the session or the grant ends. The current password is kept in a
- * 0600 file under dataDir/ssh/checkout, never logged.
+ * the admin connection) when the session or the grant ends. The current password is kept sealed
+ * with the gateway key (no expiry) in a 0600 file under dataDir/ssh/checkout, never plain, never logged.
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync, rmSync } from 'node:fs';
@@ -20,10 +20,25 @@ function file(ctx: ProtocolContext, target: TargetConfig, account: string): stri
   return join(dir, `${target.name}--${account}`);
 }
 
+/** Write the password sealed (atomically through path.tmp, mode 0600). */
+function store(ctx: ProtocolContext, path: string, pw: Secret): void {
+  writeFileSync(`${path}.tmp`, ctx.seal({ p: pw.reveal() }, Infinity), { mode: 0o600 });
+  renameSync(`${path}.tmp`, path);
+}
+
 export function currentPassword(ctx: ProtocolContext, target: TargetConfig, account: string): Secret {
   const f = file(ctx, target, account);
-  if (existsSync(f)) return new Secret(readFileSync(f, 'utf8'));
-  return ctx.resolveSecret(target.credentials.password, `targets.${target.name}.credentials.password`);
+  if (!existsSync(f)) return ctx.resolveSecret(target.credentials.password, `targets.${target.name}.credentials.password`);
+  const body = readFileSync(f, 'utf8');
+  if (!body.startsWith('v1.')) {
+    // Written plain by an older version: seal it now.
+    const pw = new Secret(body);
+    store(ctx, f, pw);
+    return pw;
+  }
+  const v = ctx.unseal<{ p: string }>(body);
+  if (!v || typeof v.p !== 'string') throw new Error(`the checked-out password of ${account} on ${target.name} cannot be unsealed (sealed with another gateway key?)`);
+  return new Secret(v.p);
 }
 
 const chains = new Map<string, Promise<void>>();
@@ -35,7 +50,7 @@ export function rotate(ctx: ProtocolContext, target: TargetConfig, account: stri
   const next = (chains.get(key) ?? Promise.resolve()).catch(() => undefined).then(async () => {
     const f = file(ctx, target, account);
     const pw = new Secret(randomBytes(18).toString('base64url'));
-    writeFileSync(`${f}.next`, pw.reveal(), { mode: 0o600 });
+    store(ctx, `${f}.next`, pw);
     const script = [RETRY_SH, `retry chpasswd <<'TOLLGATE_EOF'`, `${account}:${pw.reveal()}`, 'TOLLGATE_EOF'].join('\n');
     const r = await runScript(ctx, target, script);
     if (r.code !== 0) {
