@@ -286,7 +286,7 @@ export function buildCli(): Command {
     .option('--checkpoints <files...>', 'with --config: also compare with copies of the checkpoint lines (e.g. from the syslog server)')
     .action(async (o: { config?: string; checkpoints?: string[] }) => {
       const r = o.config
-        ? await withStore(o.config, async (a) => a.verify({ checkpointFiles: o.checkpoints }))
+        ? await withStore(o.config, async (_store, audit) => (await audit()).verify({ checkpointFiles: o.checkpoints }))
         : await api(g(), 'GET', '/api/v1/audit/verify');
       out(g(), r, () => process.stdout.write(r.ok
         ? `audit chain OK: ${r.count} events, head ${r.head}, ${r.checkpoints ?? 0} signed checkpoints match\n`
@@ -299,7 +299,7 @@ export function buildCli(): Command {
     .action(async (o: { config?: string; out?: string }) => {
       const dest = o.out ? createWriteStream(o.out) : process.stdout;
       if (o.config) {
-        await withStore(o.config, async (_a, store) => {
+        await withStore(o.config, async (store) => {
           for (let after = 0; ;) {
             const rows = await store.listAudit({ afterSeq: after, limit: 1000 });
             if (!rows.length) break;
@@ -318,12 +318,10 @@ export function buildCli(): Command {
   return program;
 }
 
-async function withStore<T>(configFile: string, fn: (audit: import('./audit.js').AuditLog, store: import('./store/types.js').Store) => Promise<T>): Promise<T> {
+/** Open the sqlite store of a config directly; audit() builds the keyed audit log (reads, never creates, the gateway key). */
+async function withStore<T>(configFile: string, fn: (store: import('./store/types.js').Store, audit: () => Promise<import('./audit.js').AuditLog>) => Promise<T>): Promise<T> {
   const cfg = loadConfigFile(configFile, await moduleMap());
   const { openSqliteStore } = await import('./store/sqlite.js');
-  const { AuditLog, AUDIT_KEY_LABEL } = await import('./audit.js');
-  const { gatewayKey, loadGatewayKeyBytes, KeyError } = await import('../auth/keys.js');
-  const { SystemClock } = await import('../policies/clock.js');
   const { dataDirOf, gatewayKeySource, checkpointFileOf } = await import('./config.js');
   const { resolve: res } = await import('node:path');
   if (cfg.store.kind !== 'sqlite') throw new CliError('only the sqlite store can be read directly');
@@ -331,16 +329,20 @@ async function withStore<T>(configFile: string, fn: (audit: import('./audit.js')
   const path = cfg.store.path ? res(cfg.baseDir, cfg.store.path) : join(dataDir, 'tollgate.db');
   if (!existsSync(path)) throw new CliError(`no store at ${path}`);
   const store = await openSqliteStore(path);
-  try {
-    // The key is read, never created: verifying needs the gateway's own key.
+  const audit = async () => {
+    const { AuditLog, AUDIT_KEY_LABEL } = await import('./audit.js');
+    const { gatewayKey, loadGatewayKeyBytes, KeyError } = await import('../auth/keys.js');
+    const { SystemClock } = await import('../policies/clock.js');
     const k = await loadGatewayKeyBytes(store, gatewayKeySource(cfg, dataDir), { write: false }).catch((e) => {
       throw e instanceof KeyError ? new CliError(`gateway.key: ${e.message}`) : e;
     });
-    const key = gatewayKey(k.raw).deriveKey(AUDIT_KEY_LABEL);
     const quiet = (await import('pino')).default({ level: 'silent' });
-    const audit = new AuditLog(store, new SystemClock(), { key, checkpoints: { file: checkpointFileOf(cfg, dataDir), gatewayId: cfg.gateway.id, log: quiet } });
-    return await fn(audit, store);
-  } finally { await store.close(); }
+    return new AuditLog(store, new SystemClock(), {
+      key: gatewayKey(k.raw).deriveKey(AUDIT_KEY_LABEL),
+      checkpoints: { file: checkpointFileOf(cfg, dataDir), gatewayId: cfg.gateway.id, log: quiet },
+    });
+  };
+  try { return await fn(store, audit); } finally { await store.close(); }
 }
 
 export async function main(argv: string[]): Promise<void> {

@@ -1,5 +1,5 @@
-import { mkdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { existsSync, mkdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import pino, { type Logger } from 'pino';
 import { Registry, Gauge, Counter, collectDefaultMetrics } from 'prom-client';
 import type { Clock } from '../policies/clock.js';
@@ -202,8 +202,13 @@ export class Gateway {
    */
   private async openKeyAndAudit(): Promise<void> {
     const cfg = this.config;
+    const checkpointFile = checkpointFileOf(cfg, this.dataDir);
     let k: Awaited<ReturnType<typeof loadGatewayKeyBytes>>;
     try {
+      if (checkpointFile && !existsSync(dirname(checkpointFile))) {
+        throw new ConfigError(cfg.file, 'audit.checkpoints.file', `a file in an existing directory (${dirname(checkpointFile)} does not exist)`);
+      }
+      if (parseDuration(cfg.audit.checkpointInterval) < 100) throw new ConfigError(cfg.file, 'audit.checkpointInterval', 'a duration of at least 100ms');
       k = await loadGatewayKeyBytes(this.store, gatewayKeySource(cfg, this.dataDir), { write: true });
     } catch (e) {
       await this.store.close();
@@ -213,7 +218,7 @@ export class Gateway {
     this.audit = new AuditLog(this.store, this.clock, {
       key: this.key.deriveKey(AUDIT_KEY_LABEL),
       onError: (e) => this.log.error({ err: e }, 'audit append failed'),
-      checkpoints: { file: checkpointFileOf(cfg, this.dataDir), command: cfg.audit.checkpoints.command, gatewayId: cfg.gateway.id, log: this.log.child({ c: 'audit' }) },
+      checkpoints: { file: checkpointFile, command: cfg.audit.checkpoints.command, gatewayId: cfg.gateway.id, log: this.log.child({ c: 'audit' }) },
     });
     if (k.created) {
       this.log.info({ keyFile: k.from }, 'created the gateway key file; keep it (and a backup) apart from copies of the store');

@@ -335,7 +335,7 @@ export function mountApi(gw: Gateway): void {
     const n = (k: string) => (q.get(k) ? Number(q.get(k)) : undefined);
     return ok(await gw.store.listAudit({ actor: q.get('actor') ?? undefined, action: q.get('action') ?? undefined, subject: q.get('subject') ?? undefined, since: n('since'), until: n('until'), afterSeq: n('afterSeq'), limit: Math.min(n('limit') ?? 500, 5000) }));
   } });
-  add({ method: 'GET', path: '/api/v1/audit/verify', summary: 'Verify the audit hash chain (SOC)', auth: 'soc', handler: async () => ok(await gw.audit.verify()) });
+  add({ method: 'GET', path: '/api/v1/audit/verify', summary: 'Verify the audit log: hash chain, HMACs, signed head and checkpoints; names the failed check (SOC)', auth: 'soc', handler: async () => ok(await gw.audit.verify()) });
   add({ method: 'GET', path: '/api/v1/audit/export', summary: 'All audit events as JSON lines for a SIEM (SOC)', auth: 'soc', handler: async (req) => {
     const lines: string[] = [];
     for (let after = Number(req.query.get('afterSeq') ?? 0) || 0; ;) {

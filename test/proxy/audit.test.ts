@@ -226,6 +226,8 @@ t.test('`tollgate audit verify` and `audit export` read the store with the key f
   t.equal(nokey?.code, 1);
   t.match(nokey!.stderr, /no gateway key at .*gateway\.key: the audit log cannot be verified without it/);
   t.notOk(existsSync(join(dir, 'data', 'gateway.key')), 'verify never makes a key');
+  await run(process.execPath, [bin, 'audit', 'export', '--config', cfg, '--out', out]);
+  t.equal(readFileSync(out, 'utf8').trim().split('\n').length, 5, 'export needs no key');
 });
 
 t.test('config errors name the file, the key path and what was expected', async (t) => {

@@ -4,7 +4,7 @@
  */
 import t from 'tap';
 import { spawn, execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -41,9 +41,16 @@ t.test('tollgate demo', async (t) => {
   const me = await fetch(`${demo.gatewayUrl}/api/v1/me`, { headers: { authorization: `Bearer ${demo.users.carol.token}` } }).then((r) => r.json()) as { sub: string };
   t.equal(me.sub, 'carol');
   t.match(out, /Tollgate demo is running at/);
+  const keyFile = join(dir, 'data', 'gateway.key');
+  t.equal(statSync(keyFile).mode & 0o777, 0o600, 'the demo made its gateway key file (0600) in its data dir');
+  t.ok(out.includes(`gateway key: ${keyFile}`), 'and says where it is');
   child.kill('SIGINT');
   const code = await exited;
   t.equal(code, 0, 'stops cleanly on Ctrl-C');
   const left = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(dir));
   t.same(left, [], 'no demo server left running');
+  const cfg = join(dir, 'verify.yaml');
+  writeFileSync(cfg, `gateway:\n  dataDir: ${join(dir, 'data')}\n  id: demo\n`);
+  const verified = execFileSync(process.execPath, [bin, 'audit', 'verify', '--config', cfg], { encoding: 'utf8' });
+  t.match(verified, /audit chain OK: \d+ events, head [0-9a-f]{64}, [1-9]\d* signed checkpoints match/, 'the demo\'s audit log verifies with its key and checkpoints');
 });

@@ -89,6 +89,10 @@ t.test('a key file that group or others may read is refused; bad key material to
   t.match(e4?.message, /the key file .*no-such-tollgate\.key does not exist/, 'a configured key file is never made up');
   const e5 = await fakeGateway({ dataDir: tempDir(t, 'tg-keyperm5-'), gateway: { key: { command: ['sh', '-c', 'echo vault: permission denied >&2; exit 3'] } } }).then(() => null, (x: Error) => x);
   t.match(e5?.message, /gateway\.key: the command sh to print the secret \(exit code 3: vault: permission denied\)/);
+  const d6 = tempDir(t, 'tg-keyperm6-');
+  const e6 = await fakeGateway({ dataDir: d6, extra: { audit: { checkpoints: { file: '/nonexistent-dir/cp.log' } } } }).then(() => null, (x: Error) => x);
+  t.match(e6?.message, /audit\.checkpoints\.file: a file in an existing directory \(\/nonexistent-dir does not exist\)/);
+  t.notOk(existsSync(join(d6, 'gateway.key')), 'no key file made when the config is refused');
 });
 
 t.test('env and command (KMS-style) key references; the same key keeps sealed data readable', async (t) => {
