@@ -5,6 +5,7 @@
 import type ssh2 from 'ssh2';
 import type { ProtocolContext, Authorized, LiveSession, EndReason } from '../types.js';
 import type { CastRecorder, EventRecorder } from '../../recorder/types.js';
+import { redactStatement } from '../../recorder/index.js';
 import { provisionerFor } from './provisioners/index.js';
 import { dialUpstream } from './upstream.js';
 import { LineEditor } from './inspector/line-editor.js';
@@ -224,8 +225,10 @@ export class SshBroker {
     if (!up) return;
     const session = this.session!;
     const decision = session.check(command, { kind: 'exec' });
-    this.events?.event('exec', { command, decision: decision.action });
-    session.audit('ssh.exec', { command, decision: decision.action });
+    // Recorded and audited like a query-log statement: no PASSWORD '…' literals (e.g. ssh host "psql -c \"ALTER ROLE …\"").
+    const shown = redactStatement(command);
+    this.events?.event('exec', { command: shown, decision: decision.action });
+    session.audit('ssh.exec', { command: shown, decision: decision.action });
     if (decision.action === 'deny' || decision.action === 'kill') {
       this.closeChannel(ch, `Tollgate: ${decision.action === 'kill' ? 'forbidden command, ending the session' : 'command denied'}: ${decision.message}`);
       return;
@@ -243,7 +246,7 @@ export class SshBroker {
           (chunk) => { if (scp.direction === 'download') insp.feed(chunk); });
         return;
       }
-      ch.cast = session.recording.cast({ width: pty?.cols ?? 80, height: pty?.rows ?? 24, name: `exec-${++this.channelSeq}`, title: command.slice(0, 200), env: pty ? { TERM: pty.term } : {} });
+      ch.cast = session.recording.cast({ width: pty?.cols ?? 80, height: pty?.rows ?? 24, name: `exec-${++this.channelSeq}`, title: shown.slice(0, 200), env: pty ? { TERM: pty.term } : {} });
       this.relay(ch, upCh, (chunk, forward) => { ch.cast?.input(chunk); forward(chunk); return true; });
     });
   }

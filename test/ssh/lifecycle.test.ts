@@ -106,12 +106,16 @@ t.test('exit status and stderr pass through', { skip: !haveSshd && 'needs root a
 t.test('alert rule: the command runs and is audited', { skip: !haveSshd && 'needs root and sshd' }, async (t) => {
   const grant = await gw.grant('alice', 'web01', 'user');
   const s = await gw.secret('alice', grant.id);
-  const r = await runClient(s.secret, 'ssh', ['-p', String(port), `${s.username}@127.0.0.1`, 'whoami']);
+  const r = await runClient(s.secret, 'ssh', ['-p', String(port), `${s.username}@127.0.0.1`, "whoami # ALTER ROLE x PASSWORD 'pw-in-cmd'"]);
   t.equal(r.code, 0, r.stderr);
   t.match(r.stdout.trim(), acctOnly('alice'));
   const sess = await sessionOf(grant.id, 'ended');
   const audit = await gw.store.listAudit({ subject: sess.id });
   t.ok(audit.some((a) => a.action === 'session.rule.alert'), 'alert audited');
+  t.ok(audit.some((a) => a.action === 'ssh.exec' && a.data['command'] === "whoami # ALTER ROLE x PASSWORD '***'"), 'the command audited, redacted');
+  t.notOk(JSON.stringify(await gw.store.listAudit({ limit: 10_000 })).includes('pw-in-cmd'), 'no password literal in any audit event');
+  const recorded = (await gw.store.listRecordings({ sessionId: sess.id })).map((x) => readFileSync(x.path, 'utf8')).join('\n');
+  t.ok(recorded.includes("PASSWORD '***'") && !recorded.includes('pw-in-cmd'), 'nor in the recording (exec event, cast title)');
 });
 
 t.test('client drop: the session ends and the account is deleted', { skip: !haveSshd && 'needs root and sshd' }, async (t) => {
