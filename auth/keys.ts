@@ -25,6 +25,9 @@ export interface GatewayKey {
 
 /** Where versions before the key file kept the key: the store's KV space. */
 export const LEGACY_KV_KEY = 'auth.key.gateway';
+/** A one-way check value of the key the store was used with (HKDF output, reveals nothing of the key). */
+const CHECK_KV_KEY = 'gateway.key.check';
+const CHECK_LABEL = 'key-check';
 const VERSION = 'v1';
 
 /** Build the helpers over raw key bytes (32 bytes). */
@@ -135,13 +138,17 @@ function parseStored(v: string | null): Buffer | null {
  */
 export async function loadGatewayKeyBytes(store: Store, src: KeySource, opts: { write: boolean }): Promise<LoadedKey> {
   const stored = parseStored(await store.getKv(LEGACY_KV_KEY));
+  const check = await store.getKv(CHECK_KV_KEY);
   let raw: Buffer;
   let created = false;
   let from: string;
   if (src.kind === 'file') {
     from = src.path;
     if (existsSync(src.path)) raw = readKeyFile(src.path);
-    else if (!opts.write) {
+    else if (check && !stored) {
+      // Never replace a lost key silently: what it sealed and keyed would be lost.
+      throw new KeyError(`the key file ${src.path} is missing, but this store was used with a gateway key: restore the key file from its backup`);
+    } else if (!opts.write) {
       throw new KeyError(stored
         ? `this store still holds its gateway key (an older version); start the gateway once to move it to ${src.path}`
         : `no gateway key at ${src.path}: the audit log cannot be verified without it`);
@@ -159,6 +166,11 @@ export async function loadGatewayKeyBytes(store: Store, src: KeySource, opts: { 
     throw new KeyError(`the store holds a different gateway key than ${from}; data sealed with it would be lost. `
       + 'Start once without gateway.key in the config: the gateway moves the store\'s key to <dataDir>/gateway.key; then point gateway.key at that key');
   }
+  const mine = gatewayKey(raw).deriveKey(CHECK_LABEL).toString('hex');
+  if (check && check !== mine) {
+    throw new KeyError(`this store was used with another gateway key than ${from}: restore that key (its key file from a backup), or the sealed secrets and the audit log's HMACs cannot be read`);
+  }
+  if (!check && opts.write) await store.setKv(CHECK_KV_KEY, mine);
   return { raw, from, created, inStore: !!stored };
 }
 

@@ -95,6 +95,28 @@ t.test('a key file that group or others may read is refused; bad key material to
   t.notOk(existsSync(join(d6, 'gateway.key')), 'no key file made when the config is refused');
 });
 
+t.test('a lost or replaced key file is refused, never silently replaced', async (t) => {
+  const dataDir = tempDir(t, 'tg-keylost-');
+  const a = await fakeGateway({ dataDir });
+  await a.tg.close();
+  const keyFile = join(dataDir, 'gateway.key');
+  const original = readFileSync(keyFile);
+  rmSync(keyFile);
+  const e = await fakeGateway({ dataDir }).then(() => null, (x: Error) => x);
+  t.match(e?.message, /gateway\.key: the key file .*gateway\.key is missing, but this store was used with a gateway key: restore the key file from its backup/);
+  t.notOk(existsSync(keyFile), 'no new key made');
+  writeFileSync(keyFile, `${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
+  const e2 = await fakeGateway({ dataDir }).then(() => null, (x: Error) => x);
+  t.match(e2?.message, /this store was used with another gateway key than .*gateway\.key: restore that key/);
+  const v = await cliVerify(dataDir, dataDir);
+  t.match(v.out, /this store was used with another gateway key/, 'audit verify says so too');
+  writeFileSync(keyFile, original, { mode: 0o600 });
+  const b = await fakeGateway({ dataDir });
+  t.teardown(() => b.tg.close());
+  t.match((await b.tg.api('carol', 'GET', '/api/v1/audit/verify')).body, { ok: true }, 'the restored key works');
+  t.equal(withDb(dataDir, (db) => (db.prepare(`SELECT count(*) AS n FROM kv WHERE value = ?`).get(original.toString('utf8').trim()) as { n: number }).n), 0, 'the check value is not the key');
+});
+
 t.test('env and command (KMS-style) key references; the same key keeps sealed data readable', async (t) => {
   const raw = randomBytes(32);
   const dataDir = tempDir(t, 'tg-keyenv-');
