@@ -133,8 +133,10 @@ function parseStored(v: string | null): Buffer | null {
 /**
  * Load the gateway key from its source. With `write` (the gateway starting): the default key file
  * is created on first start, and a key an older version kept in the store is written to the key
- * file. Without `write` (the CLI reading a store) nothing is created. A store key that differs from
- * the configured key is refused: data sealed with it would silently become unreadable.
+ * file. Without `write` (the CLI reading a store) nothing is created. Refused, because data sealed
+ * and keyed with the store's key would silently become unreadable: a store key that differs from the
+ * configured one, and a key that does not match the store's check value (a lost key file is never
+ * replaced by a new key).
  */
 export async function loadGatewayKeyBytes(store: Store, src: KeySource, opts: { write: boolean }): Promise<LoadedKey> {
   const stored = parseStored(await store.getKv(LEGACY_KV_KEY));
