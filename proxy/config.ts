@@ -154,7 +154,7 @@ const configSchema = z.object({
     maxPendingSignIns: z.number().int().min(1).default(100),
     maxPendingSignInsPerSource: z.number().int().min(1).default(10),
     /** Key used to sign web session cookies and identity assertions (defaults to one kept in the store). */
-  }).strict().default({} as never),
+  }).strict().prefault({}),
   listeners: z.record(z.string(), listenerSchema).default({ http: { host: '127.0.0.1', port: 8080 } }),
   store: z.union([
     z.object({ kind: z.literal('sqlite'), path: z.string().optional() }).strict(),
@@ -176,7 +176,7 @@ const configSchema = z.object({
       port: z.number().int().min(0).max(65535).default(0),
       users: z.array(devUserSchema).default([]),
     }).strict().optional(),
-  }).strict().default({} as never),
+  }).strict().prefault({}),
   recordings: z.object({ dir: z.string().optional() }).strict().default({}),
   targets: z.array(targetSchema).default([]),
   policies: z.array(policySchema).default([]),
@@ -185,7 +185,7 @@ const configSchema = z.object({
     maxDuration: duration.default('1h'),
     /** Command run (argv) with the alert JSON on stdin; alerts are always audit events too. */
     alertCommand: z.array(z.string()).optional(),
-  }).strict().default({} as never),
+  }).strict().prefault({}),
   /** Notification hook for `alert` rules and break-glass (argv; event JSON on stdin). */
   notify: z.object({ command: z.array(z.string()).optional() }).strict().default({}),
 }).strict();
