@@ -12,6 +12,8 @@ import { startTestGateway } from '../support/gateway.js';
 import { havePostgres, runClient as runPg, startTestCluster } from '../support/pg.js';
 import { runClient as runSsh, SSH_OPTS } from '../support/sshd.js';
 import { run as runMariadb } from '../support/mariadb.js';
+import { rfbLogin } from '../vnc/client.js';
+import { closedWith, login as rdpLogin } from '../rdp/client.js';
 
 if (!havePostgres) {
   t.fail('PostgreSQL binaries are required');
@@ -27,7 +29,7 @@ if (!havePostgres) {
       { name: 'web01', protocol: 'ssh', address: unreachable, roles: [{ name: 'user' }], credentials: { mode: 'ephemeral-account', admin: { username: 'root', password: { value: 'x' } } } },
       { name: 'app-db', protocol: 'mysql', address: unreachable, roles: [{ name: 'read', grants: ['SELECT ON app.*'] }], credentials: { admin: { user: 'root', password: { value: 'x' } } } },
     ],
-    listeners: ['postgres', 'ssh', 'mysql'],
+    listeners: ['postgres', 'ssh', 'mysql', 'vnc', 'rdp'],
     extra: { notify: { command: ['sh', '-c', `cat >> '${alerts}'`] } },
   });
   t.teardown(() => tg.close());
@@ -65,6 +67,12 @@ if (!havePostgres) {
     t.match(s.stderr, throttled, `ssh: ${s.stderr.trim()}`);
     const m = await runMariadb('mariadb', ['-h', '127.0.0.1', '-P', String(tg.listener('mysql').port), '-u', 'app-db', '-pwrong', '-e', 'SELECT 1']);
     t.match(m.stderr, /ERROR 1129 .*too many failed attempts; try again in 300 s/, `mariadb: ${m.stderr.trim()}`);
+    const v = await rfbLogin({ host: '127.0.0.1', port: tg.listener('vnc').port, ca: tg.gw.tls.ca, username: 'desktop', password: 'wrong' });
+    t.notOk(v.ok);
+    t.match(v.reason, throttled, `vnc: the RFB failure reason says it (${v.reason})`);
+    v.sock.destroy();
+    const r = await rdpLogin(tg.listener('rdp').port, 'desktop', 'wrong');
+    t.ok((await closedWith(r.sock)).length > 0, 'rdp: the gateway hangs up (MCS Disconnect Provider Ultimatum)');
     const other = await ssh('wrong-elsewhere', '127.0.0.2');
     t.match(other.stderr, /wrong connection secret for web01/, `another address is not throttled: ${other.stderr.trim()}`);
     t.notMatch(other.stderr, /too many failed/);
@@ -73,7 +81,7 @@ if (!havePostgres) {
   t.test('audited as throttled, and an alert fired once', async (t) => {
     const events = await tg.store.listAudit({ action: 'access.throttled' });
     t.ok(events.length >= 4, `every refused attempt is audited (${events.length})`);
-    t.same(new Set(events.map((e) => e.data.protocol)), new Set(['postgres', 'ssh', 'mysql']));
+    t.same(new Set(events.map((e) => e.data.protocol)), new Set(['postgres', 'ssh', 'mysql', 'vnc', 'rdp']));
     t.ok(events.every((e) => e.data.source === '127.0.0.1' && e.data.retryInSeconds === 300));
     const notified = (await tg.store.listAudit({ action: 'notify' })).filter((e) => e.data.kind === 'throttled');
     t.equal(notified.length, 1, 'one alert for the cooldown');
