@@ -146,7 +146,8 @@ export async function listenPostgres(ctx: ProtocolContext, address: ListenerAddr
   const channelBinding = () => (cbData === undefined ? (cbData = tlsServerEndPoint(ctx.tls.cert)) : cbData);
   return listenTcp(address, ctx.log, 'postgres', (sock, preauth) => handleConnection(ctx, sock, preauth, cancels, tlsContext, channelBinding), {
     clock: ctx.clock,
-    // Over the caps: an ErrorResponse straight away (libpq reports one even in answer to its SSLRequest).
+    // Over the caps: an ErrorResponse straight away, no TLS handshake spent on it (recent libpq then
+    // prints only "server sent an error response during SSL exchange"; plain clients show the text).
     refuse: (sock, message) => sendFatal(sock, { severity: 'FATAL', code: '53300', message }),
   });
 }
