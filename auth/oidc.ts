@@ -47,6 +47,9 @@ export interface OidcOptions {
   clock?: Clock;
   /** How long a browser sign-in may take (default 10 minutes). */
   loginTtlMs?: number;
+  /** Device sign-ins pending at once, in total and per source (default 100 and 10); beyond, startDevice refuses. */
+  maxPendingDevices?: number;
+  maxPendingDevicesPerSource?: number;
 }
 
 export interface BeginLoginOptions {
@@ -83,7 +86,8 @@ export interface Oidc {
   readonly issuer: string;
   beginLogin(opts?: BeginLoginOptions): { url: string; state: string };
   finishLogin(callbackUrl: URL, state: string): Promise<Claims>;
-  startDevice(opts?: { mfa?: boolean }): Promise<DeviceStart>;
+  /** `source`: who asks (the caller's address as the gateway counts it), for the per-source bound. */
+  startDevice(opts?: { mfa?: boolean; source?: string }): Promise<DeviceStart>;
   pollDevice(handle: string): Promise<DevicePoll>;
 }
 
@@ -105,6 +109,7 @@ interface DeviceEntry {
   nextPollAt: number;
   mfa: boolean;
   inFlight: boolean;
+  source: string;
 }
 
 const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
@@ -244,8 +249,24 @@ export async function createOidc(opts: OidcOptions): Promise<Oidc> {
       return claims;
     },
 
-    async startDevice(o: { mfa?: boolean } = {}): Promise<DeviceStart> {
+    async startDevice(o: { mfa?: boolean; source?: string } = {}): Promise<DeviceStart> {
       sweepDevices();
+      // Every start costs a request to the IdP and memory until it expires: bounded before the IdP is asked.
+      const source = o.source ?? 'unknown';
+      let pending = 0;
+      let mine = 0;
+      const at = clock.now();
+      for (const d of devices.values()) {
+        if (at >= d.expiresAt) continue;
+        pending++;
+        if (d.source === source) mine++;
+      }
+      if (pending >= (opts.maxPendingDevices ?? 100)) {
+        throw new SignInError('too many device sign-ins are pending; try again in a few minutes', 'too_many_pending');
+      }
+      if (mine >= (opts.maxPendingDevicesPerSource ?? 10)) {
+        throw new SignInError('too many device sign-ins are pending from your address; finish one or wait until it expires', 'too_many_pending');
+      }
       const params: Record<string, string> = { scope };
       if (o.mfa) params.acr_values = opts.mfaAcr;
       let response: client.DeviceAuthorizationResponse;
@@ -264,6 +285,7 @@ export async function createOidc(opts: OidcOptions): Promise<Oidc> {
         nextPollAt: performance.now(),
         mfa: Boolean(o.mfa),
         inFlight: false,
+        source,
       });
       return {
         handle,

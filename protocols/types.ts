@@ -21,7 +21,20 @@ import type { SessionRecording } from '../recorder/types.js';
 
 export type { TargetConfig, RoleConfig, SecretRef, CommandRuleConfig };
 
-export interface ListenerAddress { host: string; port: number }
+export interface ListenerAddress {
+  host: string;
+  port: number;
+  /** What an unauthenticated peer may cost this listener (listeners.<p>.loginTimeout, maxStartups, maxStartupsPerSource); defaults when absent. */
+  preauth?: PreauthLimits;
+}
+
+export interface PreauthLimits {
+  /** A connection not signed in by then is closed (sshd's LoginGraceTime). */
+  loginTimeoutMs: number;
+  /** Unauthenticated connections at once, in total and from one source (sshd's MaxStartups); beyond, new ones are refused. */
+  maxStartups: number;
+  maxStartupsPerSource: number;
+}
 
 export interface ProtocolListener extends ListenerAddress {
   close(): Promise<void>;
@@ -36,7 +49,9 @@ export interface TlsMaterial {
 
 export type RefusalCode =
   | 'unknown_target' | 'unknown_role' | 'bad_secret' | 'secret_used' | 'secret_expired'
-  | 'no_grant' | 'grant_expired' | 'locked' | 'outside_hours' | 'bad_key' | 'denied';
+  | 'no_grant' | 'grant_expired' | 'locked' | 'outside_hours' | 'bad_key' | 'denied'
+  /** Too many failed secret attempts from the client's address: refused before any secret is looked at. */
+  | 'throttled';
 
 export interface AuthRequest {
   protocol: string;
@@ -141,8 +156,9 @@ export interface ProtocolContext {
   /**
    * Unused, unexpired connection secrets that could match "target[:role]" for this protocol (for
    * challenge-response auth). The caller proves one with a verifier, then calls authenticate with provenSecretId.
+   * None while the client's address is throttled (authenticate then says so).
    */
-  pendingSecrets(username: string, protocol: string): Promise<SecretCandidate[]>;
+  pendingSecrets(username: string, protocol: string, clientAddr: string): Promise<SecretCandidate[]>;
   /** A stable 32-byte key derived from the gateway's own key for this label (e.g. a per-target SCRAM salt). */
   deriveKey(label: string): Buffer;
   /** Check who is calling and whether they may reach the target now. Audits refusals. */
@@ -150,6 +166,7 @@ export interface ProtocolContext {
   /**
    * Start a browser approval for a client that cannot type a secret (e.g. SSH keyboard-interactive):
    * returns a URL to show; wait() resolves when the person signed in and approved, or refuses.
+   * Throws (with a message for the person) when too many approvals are pending, in total or from the client's address.
    */
   beginBrowserApproval(req: Omit<AuthRequest, 'secret' | 'principal'>): { url: string; wait(timeoutMs: number): Promise<AuthOutcome>; cancel(): void };
   /** Open a session under an authorization: re-checks locks, registers it for enforcement, opens its recording. */

@@ -6,6 +6,8 @@ import type { Principal } from '../auth/types.js';
 import type { TargetConfig } from './config.js';
 import type { AuditLog } from './audit.js';
 import { lockMatches } from './sessions.js';
+import { FailureThrottle, type ThrottleOptions } from './limits.js';
+import { sourceOf } from '../protocols/net.js';
 
 /** What access needs from auth/'s ConnectionSecrets. */
 export interface SecretVerifier {
@@ -24,7 +26,21 @@ export interface AccessDeps {
   target(name: string): TargetConfig | undefined;
   withinHours(target: string, role: string, at: number, grant?: GrantRecord): boolean;
   activeGrant(sub: string, target: string, role?: string): Promise<GrantRecord | null>;
+  /** Failed secret attempts per source address (gateway.maxFailures, failureWindow, failureCooldown). */
+  throttle?: ThrottleOptions;
+  /** The alert when a source address starts a cooldown. */
+  notify?(event: Record<string, unknown>): void;
 }
+
+/** Refusals that say "this secret (or name) was wrong": what guessing produces, and what is throttled. */
+const GUESS_CODES: ReadonlySet<RefusalCode> = new Set(['bad_secret', 'unknown_target', 'unknown_role']);
+
+/** What the client reads in its protocol when guessing is throttled. */
+export function throttledMessage(ms: number): string {
+  return `Tollgate: too many failed attempts; try again in ${Math.max(1, Math.ceil(ms / 1000))} s.`;
+}
+
+const printable = (s: string) => s.replace(/[\x00-\x1f\x7f]/g, '?').slice(0, 64);
 
 export function parseUsername(username: string): { target: string; role?: string } {
   const i = username.indexOf(':');
@@ -37,28 +53,61 @@ export function principalFromIdentity(id: IdentityRecord, via: Principal['via'],
 
 /** Decides whether a native client may reach a target now. Every refusal is audited with its reason. */
 export class Access {
-  constructor(private deps: AccessDeps) {}
+  readonly throttle: FailureThrottle;
 
+  constructor(private deps: AccessDeps) {
+    this.throttle = new FailureThrottle(deps.clock, deps.throttle ?? { maxFailures: 10, windowMs: 5 * 60_000, cooldownMs: 5 * 60_000 });
+  }
+
+  /**
+   * Audit a refusal. A guess (wrong secret, unknown target or role) by a client that proved no
+   * identity counts against its address; and before sign-in every guess reads the same, so the
+   * answers do not tell which target and role names exist (the audit keeps the real reason).
+   */
   private async refuse(req: AuthRequest, code: RefusalCode, reason: string, actor = 'anonymous'): Promise<AuthOutcome> {
     await this.deps.audit.append(actor, 'access.refused', null, {
       protocol: req.protocol, username: req.username.slice(0, 200), clientAddr: req.clientAddr, code, reason,
     });
-    return { ok: false, code, reason };
+    if (!GUESS_CODES.has(code) || !guessing(req)) return { ok: false, code, reason };
+    const started = this.throttle.fail(req.clientAddr, parseUsername(req.username).target);
+    // The alert (gw.notify audits it too): a source just started a cooldown.
+    if (started) this.deps.notify?.({ kind: 'throttled', source: started.source, failures: started.failures, targets: started.targets, until: new Date(started.until).toISOString() });
+    return { ok: false, code: 'bad_secret', reason: `Tollgate: wrong connection secret for ${printable(req.username)}.` };
   }
 
-  async pendingSecrets(username: string, protocol: string): Promise<SecretCandidate[]> {
+  /** While a cooldown runs: refuse (and audit as throttled) before any secret is looked up. */
+  private async throttled(req: AuthRequest): Promise<AuthOutcome | null> {
+    if (!guessing(req)) return null;
+    const left = this.throttle.blockedFor(req.clientAddr);
+    if (!left) return null;
+    const reason = throttledMessage(left);
+    await this.deps.audit.append('anonymous', 'access.throttled', null, {
+      protocol: req.protocol, username: req.username.slice(0, 200), clientAddr: req.clientAddr, source: sourceOf(req.clientAddr),
+      retryInSeconds: Math.ceil(left / 1000),
+    });
+    return { ok: false, code: 'throttled', reason };
+  }
+
+  async pendingSecrets(username: string, protocol: string, clientAddr: string): Promise<SecretCandidate[]> {
     const { target, role } = parseUsername(username);
-    if (!this.deps.target(target)) return [];
+    if (!this.deps.target(target) || this.throttle.blockedFor(clientAddr)) return [];
     return this.deps.secrets.pending({ target, role, protocol });
   }
 
   async authenticate(req: AuthRequest): Promise<AuthOutcome> {
     const now = this.deps.clock.now();
+    const blocked = await this.throttled(req);
+    if (blocked) return blocked;
     const { target: targetName, role: askedRole } = parseUsername(req.username);
     const target = this.deps.target(targetName);
-    if (!target) return this.refuse(req, 'unknown_target', `Tollgate: there is no target named "${targetName.slice(0, 64)}".`);
-    if (askedRole && !target.roles.some((r) => r.name === askedRole)) {
-      return this.refuse(req, 'unknown_role', `Tollgate: target ${target.name} has no role "${askedRole.slice(0, 64)}".`);
+    if (!target || (askedRole && !target.roles.some((r) => r.name === askedRole))) {
+      // A key that is not registered proves nobody: the same answer as for an existing target, so the client moves on.
+      if (req.publicKeyFingerprint && !req.principal && !(await this.deps.store.listPublicKeys({ fingerprint: req.publicKeyFingerprint })).length) {
+        return this.refuse(req, 'bad_key', 'Tollgate: this public key is not registered with Tollgate.');
+      }
+      return !target
+        ? this.refuse(req, 'unknown_target', `Tollgate: there is no target named "${printable(targetName)}".`)
+        : this.refuse(req, 'unknown_role', `Tollgate: target ${target.name} has no role "${printable(askedRole!)}".`);
     }
 
     let principal: Principal | null = null;
@@ -120,6 +169,11 @@ export class Access {
     });
     return { ok: true, auth: { principal, grant, target, role, secretId } };
   }
+}
+
+/** A client that has proved no identity yet: it sent a secret (typed or proven by challenge-response), or nothing at all. */
+function guessing(req: AuthRequest): boolean {
+  return !req.principal && !req.publicKeyFingerprint;
 }
 
 /** Pending browser approvals of native logins (SSH keyboard-interactive). */

@@ -43,7 +43,13 @@ export type SecretRef = z.infer<typeof secretRefSchema>;
 const listenerSchema = z.object({
   host: z.string().default('127.0.0.1'),
   port: z.number().int().min(0).max(65535),
+  /** A connection not signed in by then is closed (HTTP: a request body not received by then gets 408). Default 30s. */
+  loginTimeout: duration.optional(),
+  /** Unauthenticated connections at once, in total and from one source address; beyond, new ones are refused. Not on http. */
+  maxStartups: z.number().int().min(1).optional(),
+  maxStartupsPerSource: z.number().int().min(1).optional(),
 }).strict();
+export type ListenerConfig = z.infer<typeof listenerSchema>;
 
 const roleSchema = z.object({
   name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'a role name of letters, digits, _ . -'),
@@ -150,6 +156,13 @@ const configSchema = z.object({
      * <dataDir>/gateway.key, created on first start.
      */
     key: secretRefSchema.optional(),
+    /** Failed secret attempts from one source address within failureWindow before it is refused for failureCooldown. */
+    maxFailures: z.number().int().min(1).default(10),
+    failureWindow: duration.default('5m'),
+    failureCooldown: duration.default('5m'),
+    /** Device sign-ins (CLI) and SSH browser approvals waiting for a person: at most this many at once, and per source address. */
+    maxPendingSignIns: z.number().int().min(1).default(100),
+    maxPendingSignInsPerSource: z.number().int().min(1).default(10),
   }).strict().prefault({}),
   listeners: z.record(z.string(), listenerSchema).default({ http: { host: '127.0.0.1', port: 8080 } }),
   store: z.union([
@@ -225,6 +238,10 @@ export function validateConfig(raw: unknown, file: string, modules: ReadonlyMap<
     throw new ConfigError(file, formatPath(issue.path), describeIssue(issue));
   }
   const cfg = parsed.data;
+  for (const key of ['maxStartups', 'maxStartupsPerSource'] as const) {
+    // uWebSockets.js accepts HTTP connections without telling the gateway: there is nothing to count.
+    if (cfg.listeners['http']?.[key] !== undefined) throw new ConfigError(file, `listeners.http.${key}`, 'not set: the http listener bounds request bodies and their time (loginTimeout), not connections');
+  }
   const names = new Set<string>();
   cfg.targets.forEach((t, i) => {
     if (names.has(t.name)) throw new ConfigError(file, `targets[${i}].name`, `a unique target name ("${t.name}" is used twice)`);

@@ -13,7 +13,7 @@ import { ApiTokens, WebSessions, ConnectionSecrets } from '../auth/credentials.j
 import { startDevIdp, type DevIdp } from '../auth/devidp.js';
 import { createOidc, type Oidc } from '../auth/oidc.js';
 import type { Principal } from '../auth/types.js';
-import type { ProtocolContext, ProtocolListener, ProtocolModule, TlsMaterial } from '../protocols/types.js';
+import type { PreauthLimits, ProtocolContext, ProtocolListener, ProtocolModule, TlsMaterial } from '../protocols/types.js';
 import { moduleMap } from '../protocols/index.js';
 import type { Store } from './store/types.js';
 import { openSqliteStore } from './store/sqlite.js';
@@ -27,6 +27,9 @@ import { mountApi } from './http/api.js';
 import { mountPortal } from './portal/index.js';
 import { SESSION_COOKIE } from './http/auth-routes.js';
 import { runNotify } from './notify.js';
+import { PendingLimit } from './limits.js';
+import { DEFAULT_PREAUTH } from '../protocols/net.js';
+import type { ListenerConfig } from './config.js';
 
 export interface GatewayOptions {
   config: GatewayConfig;
@@ -62,6 +65,8 @@ export class Gateway {
   publicUrl = '';
   publicHost = '127.0.0.1';
   readonly metrics = new Registry();
+  /** Device sign-ins and browser approvals waiting for a person (gateway.maxPendingSignIns). */
+  pendingSignIns!: PendingLimit;
   private listeners = new Map<string, ProtocolListener>();
   private ctxCache = new Map<string, ProtocolContext>();
   private reaperTimer: NodeJS.Timeout | null = null;
@@ -150,11 +155,19 @@ export class Gateway {
       target: (n) => cfg.targets.find((t) => t.name === n),
       withinHours: (t, r, at, grant) => this.engine.withinHours(t, r, at, grant),
       activeGrant: (sub, t, r) => this.engine.activeGrant(sub, t, r),
+      throttle: {
+        maxFailures: cfg.gateway.maxFailures,
+        windowMs: parseDuration(cfg.gateway.failureWindow),
+        cooldownMs: parseDuration(cfg.gateway.failureCooldown),
+      },
+      notify: (e) => this.notify(e),
     });
     this.approvals = new BrowserApprovals(this.clock, () => this.publicUrl, this.access);
+    this.pendingSignIns = new PendingLimit('sign-ins waiting for approval', cfg.gateway.maxPendingSignIns, cfg.gateway.maxPendingSignInsPerSource);
 
     // HTTP front first: its port is the public URL unless configured.
     this.http = new HttpFront(this.log.child({ c: 'http' }), (e) => ({ status: 500, body: { error: 'internal', message: (e as Error).message } }));
+    this.http.bodyTimeoutMs = preauthOf(httpCfg).loginTimeoutMs;
     mountApi(this);
     mountPortal(this);
     for (const mod of this.modules.values()) {
@@ -186,7 +199,7 @@ export class Gateway {
       if (name === 'http') continue;
       const mod = this.modules.get(name);
       if (!mod?.listen) throw new Error(`${cfg.file}: listeners.${name}: no protocol module "${name}" can listen (known: ${[...this.modules.keys()].join(', ')})`);
-      this.listeners.set(name, await mod.listen(this.ctx(name), { host: addr.host, port: addr.port }));
+      this.listeners.set(name, await mod.listen(this.ctx(name), { host: addr.host, port: addr.port, preauth: preauthOf(addr) }));
     }
     await this.audit.append('system', 'gateway.started', cfg.gateway.id, {
       listeners: Object.fromEntries([...this.listeners].map(([n, l]) => [n, `${l.host}:${l.port}`]).concat([['http', `${httpCfg.host}:${port}`]])),
@@ -264,6 +277,7 @@ export class Gateway {
     this.oidc = await createOidc({
       issuer, clientId: idp.clientId, clientSecret, redirectUri, scopes: idp.scopes, groupsClaim: idp.groupsClaim,
       mfaAcr: idp.mfaAcr, log: this.log.child({ c: 'oidc' }), clock: this.clock, key: this.key,
+      maxPendingDevices: this.config.gateway.maxPendingSignIns, maxPendingDevicesPerSource: this.config.gateway.maxPendingSignInsPerSource,
     });
   }
 
@@ -301,14 +315,18 @@ export class Gateway {
       target: (n) => this.config.targets.find((t) => t.name === n),
       targets: () => this.config.targets,
       resolveSecret: (ref, path) => resolveSecret(ref as never, this.config, path),
-      pendingSecrets: (u, p) => this.access.pendingSecrets(u, p),
+      pendingSecrets: (u, p, addr) => this.access.pendingSecrets(u, p, addr),
       deriveKey: (label) => this.key.deriveKey(`protocol:${protocol}:${label}`),
       authenticate: async (req) => {
         const out = await this.access.authenticate(req);
         if (!out.ok) this.accessRefused.inc({ protocol: req.protocol, code: out.code });
         return out;
       },
-      beginBrowserApproval: (req) => this.approvals.begin(req),
+      beginBrowserApproval: (req) => {
+        const release = this.pendingSignIns.acquire(req.clientAddr); // throws TooManyPending
+        const a = this.approvals.begin(req);
+        return { url: a.url, wait: (ms) => a.wait(ms).finally(release), cancel: () => { a.cancel(); release(); } };
+      },
       openSession: (auth, meta) => this.sessions.open(auth, meta),
       webPrincipal: async (cookie) => {
         const s = await this.webSessions.verify(cookie);
@@ -344,4 +362,13 @@ export class Gateway {
     await this.audit?.close();
     await this.store?.close();
   }
+}
+
+/** A listener's pre-authentication bounds from its config (defaults for what it does not set). */
+export function preauthOf(l: Pick<ListenerConfig, 'loginTimeout' | 'maxStartups' | 'maxStartupsPerSource'>): PreauthLimits {
+  return {
+    loginTimeoutMs: l.loginTimeout !== undefined ? parseDuration(l.loginTimeout) : DEFAULT_PREAUTH.loginTimeoutMs,
+    maxStartups: l.maxStartups ?? DEFAULT_PREAUTH.maxStartups,
+    maxStartupsPerSource: l.maxStartupsPerSource ?? DEFAULT_PREAUTH.maxStartupsPerSource,
+  };
 }

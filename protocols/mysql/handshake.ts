@@ -117,7 +117,7 @@ export async function serverHandshake(ctx: ProtocolContext, conn: PacketConn, cl
   const base = { protocol: 'mysql', username, clientAddr };
   let outcome: AuthOutcome;
   if (plugin === NATIVE) {
-    const candidates = await ctx.pendingSecrets(username, 'mysql');
+    const candidates = await ctx.pendingSecrets(username, 'mysql', clientAddr);
     const match = candidates.find((c) => {
       const v = c.verifiers[NATIVE];
       return typeof v === 'string' && checkNativeToken(data, nonce, v);

@@ -30,7 +30,7 @@ import type {
 import type { LeaseRecord } from '../../proxy/store/types.js';
 import type { Secret } from '../../auth/secret.js';
 import { PacketConn, ConnClosedError } from './conn.js';
-import { CAP, ER, ProtocolError, buildErr, nativeVerifier, tg, type ErrSpec } from './packets.js';
+import { CAP, ER, ProtocolError, buildErr, frame, nativeVerifier, tg, type ErrSpec } from './packets.js';
 import { serverHandshake, Refusal } from './handshake.js';
 import { loginUpstream, parseAddress, UpstreamError, type UpstreamTls } from './upstream.js';
 import {
@@ -38,9 +38,8 @@ import {
 } from './provisioner.js';
 import { MysqlRelay } from './relay.js';
 import { startMariadbDemo } from './demo.js';
-import { listenTcp } from '../net.js';
+import { formatAddr, listenTcp, type Preauth } from '../net.js';
 
-const HANDSHAKE_TIMEOUT_MS = 30_000;
 const MAX_CLIENT_PACKET = 64 * 1024 * 1024;
 /** Before authentication nobody may make the gateway buffer much. */
 const MAX_HANDSHAKE_PACKET = 16 * 1024;
@@ -53,6 +52,8 @@ function refusalSpec(code: RefusalCode): ErrSpec {
     case 'denied':
     case 'locked':
       return ER.DB_ACCESS_DENIED;
+    case 'throttled':
+      return ER.HOST_BLOCKED; // MySQL's own answer to an address with too many failed connections
     default:
       return ER.ACCESS_DENIED;
   }
@@ -79,20 +80,20 @@ function shellQuote(s: string): string {
 /** Gateway connection id -> who holds it and the server thread behind it (for KILL QUERY / Ctrl-C). */
 const liveConnections = new Map<number, { sub: string; target: string; thread: number }>();
 
-async function handleConnection(ctx: ProtocolContext, sock: Socket, log: Logger): Promise<void> {
-  const clientAddr = `${sock.remoteAddress ?? '?'}:${sock.remotePort ?? 0}`;
+async function handleConnection(ctx: ProtocolContext, sock: Socket, preauth: Preauth, log: Logger): Promise<void> {
+  const clientAddr = formatAddr(sock.remoteAddress, sock.remotePort);
   const client = new PacketConn(sock, MAX_HANDSHAKE_PACKET);
   const refuse = (spec: ErrSpec, message: string) => {
     client.send(buildErr(spec, message), client.lastReadSeq + 1);
     client.end();
   };
-  const timer = ctx.clock.setTimer(HANDSHAKE_TIMEOUT_MS, () => refuse(ER.HANDSHAKE, 'Tollgate: handshake timed out'));
+  preauth.onTimeout((message) => refuse(ER.HANDSHAKE, message));
 
   let hello;
   try {
     hello = await serverHandshake(ctx, client, clientAddr);
   } catch (e) {
-    timer.cancel();
+    preauth.signedIn(); // ending now: the ERR below says why
     if (e instanceof Refusal) {
       log.info({ clientAddr, reason: e.message }, 'mysql login refused');
       return refuse(e.spec, e.message);
@@ -101,7 +102,7 @@ async function handleConnection(ctx: ProtocolContext, sock: Socket, log: Logger)
     log.info({ clientAddr, err: (e as Error).message }, 'mysql handshake failed');
     return refuse(ER.HANDSHAKE, e instanceof ProtocolError ? `Tollgate: bad handshake: ${e.message}` : 'Tollgate: bad handshake');
   }
-  timer.cancel();
+  preauth.signedIn();
   const { outcome, response } = hello;
   if (!outcome.ok) {
     log.info({ clientAddr, user: response.user.slice(0, 100), code: outcome.code }, 'mysql login refused');
@@ -216,7 +217,11 @@ export const mysqlModule: ProtocolModule = {
 
   async listen(ctx: ProtocolContext, address: ListenerAddress): Promise<ProtocolListener> {
     const log = ctx.log.child({ protocol: 'mysql' });
-    const listener = await listenTcp(address, log, 'mysql', (sock) => handleConnection(ctx, sock, log));
+    const listener = await listenTcp(address, log, 'mysql', (sock, preauth) => handleConnection(ctx, sock, preauth, log), {
+      clock: ctx.clock,
+      // Over the caps: an ERR packet instead of the greeting, as a MySQL server with too many connections sends.
+      refuse: (sock, message) => sock.end(frame(buildErr(ER.CON_COUNT, message, false), 0).bytes),
+    });
     log.info({ host: address.host, port: listener.port }, 'mysql listener ready');
     return listener;
   },

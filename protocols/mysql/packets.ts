@@ -106,6 +106,8 @@ export const ER = {
   CONNECTION_KILLED: { code: 1927, state: '70100' },
   UNKNOWN: { code: 1105, state: 'HY000' },
   PACKET_TOO_LARGE: { code: 1153, state: '08S01' },
+  CON_COUNT: { code: 1040, state: '08004' },
+  HOST_BLOCKED: { code: 1129, state: 'HY000' },
 } as const;
 export type ErrSpec = { code: number; state: string };
 
@@ -436,12 +438,15 @@ export function tg(message: string): string {
   return /^Tollgate\b/.test(message) ? message : `Tollgate: ${message}`;
 }
 
-/** ERR packet payload. Messages are truncated to keep packets small; they must never contain secrets. */
-export function buildErr(spec: ErrSpec, message: string): Buffer {
+/**
+ * ERR packet payload. Messages are truncated to keep packets small; they must never contain secrets.
+ * Before the greeting (withState false) a client knows no capabilities yet and reads no SQL state.
+ */
+export function buildErr(spec: ErrSpec, message: string, withState = true): Buffer {
   const h = Buffer.alloc(3);
   h[0] = 0xff;
   h.writeUInt16LE(spec.code, 1);
-  return Buffer.concat([h, Buffer.from('#' + spec.state, 'latin1'), Buffer.from(message.slice(0, 1000), 'utf8')]);
+  return Buffer.concat([h, Buffer.from(withState ? '#' + spec.state : '', 'latin1'), Buffer.from(message.slice(0, 1000), 'utf8')]);
 }
 
 export function buildOk(opts: { affectedRows?: number; insertId?: number; status?: number; warnings?: number; sessionTrack?: boolean } = {}): Buffer {

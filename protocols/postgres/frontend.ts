@@ -22,14 +22,13 @@ import { PgRelay } from './inspector.js';
 import { LEASE_KIND, createSessionRole, dropSessionRole, sessionRoleName, upstreamTlsOf, type SessionRole } from './provisioner.js';
 import { SCRAM, SCRAM_PLUS, ScramError, ScramServer, parseVerifier, SCRAM_ITERATIONS, tlsServerEndPoint } from './scram.js';
 import { UpstreamError, dialUpstream, sendCancel } from './upstream.js';
-import { lazySecureContext, listenTcp } from '../net.js';
+import { lazySecureContext, listenTcp, type Preauth } from '../net.js';
 
 /** The per-target SCRAM salt: the same for every secret of a target, so one server-first fits all. */
 export function scramSalt(ctx: ProtocolContext, targetName: string): Buffer {
   return ctx.deriveKey(`pg-scram:${targetName}`).subarray(0, 16);
 }
 
-const LOGIN_TIMEOUT_MS = 60_000;
 const MAX_AUTH_MESSAGE = 10_000;
 
 class Refusal extends Error {
@@ -44,6 +43,7 @@ const fatal = (code: string, message: string, hint?: string) => new Refusal({ se
 function refusalSqlstate(code: RefusalCode): string {
   switch (code) {
     case 'bad_secret': case 'secret_used': case 'secret_expired': return '28P01';
+    case 'throttled': return '53300'; // too_many_connections: what PostgreSQL says when it will not take this connection now
     default: return '28000';
   }
 }
@@ -144,11 +144,16 @@ export async function listenPostgres(ctx: ProtocolContext, address: ListenerAddr
   let cbData: Buffer | null | undefined;
   const tlsContext = lazySecureContext(ctx);
   const channelBinding = () => (cbData === undefined ? (cbData = tlsServerEndPoint(ctx.tls.cert)) : cbData);
-  return listenTcp(address, ctx.log, 'postgres', (sock) => handleConnection(ctx, sock, cancels, tlsContext, channelBinding));
+  return listenTcp(address, ctx.log, 'postgres', (sock, preauth) => handleConnection(ctx, sock, preauth, cancels, tlsContext, channelBinding), {
+    clock: ctx.clock,
+    // Over the caps: an ErrorResponse straight away, no TLS handshake spent on it (recent libpq then
+    // prints only "server sent an error response during SSL exchange"; plain clients show the text).
+    refuse: (sock, message) => sendFatal(sock, { severity: 'FATAL', code: '53300', message }),
+  });
 }
 
 async function handleConnection(
-  ctx: ProtocolContext, raw: net.Socket, cancels: CancelRegistry, tlsContext: () => tls.SecureContext, channelBinding: () => Buffer | null,
+  ctx: ProtocolContext, raw: net.Socket, preauth: Preauth, cancels: CancelRegistry, tlsContext: () => tls.SecureContext, channelBinding: () => Buffer | null,
 ): Promise<void> {
   const clientAddr = raw.remoteAddress ?? 'unknown';
   const log = ctx.log.child({ protocol: 'postgres', client: clientAddr });
@@ -156,11 +161,8 @@ async function handleConnection(
   let secure = false;
   const input = new Incoming();
   input.attach(sock);
-  let loginDone = false;
-  const timer = ctx.clock.setTimer(LOGIN_TIMEOUT_MS, () => {
-    if (loginDone) return;
-    sendFatal(sock, { severity: 'FATAL', code: '08006', message: 'login timed out: the gateway waited too long for the client' });
-  });
+  // The login grace time: the ErrorResponse goes over TLS once the connection is encrypted.
+  preauth.onTimeout((message) => sendFatal(sock, { severity: 'FATAL', code: '08006', message }));
   let session: LiveSession | null = null;
   try {
     // ---- start-up ----
@@ -199,7 +201,6 @@ async function handleConnection(
       } else if (p.kind === 'gssenc') {
         sock.write('N');
       } else if (p.kind === 'cancel') {
-        loginDone = true;
         const entry = cancels.lookup(p.pid, p.key);
         if (entry) {
           entry.onCancel?.();
@@ -247,12 +248,11 @@ async function handleConnection(
     if (auth.target.protocol !== 'postgres') throw fatal('28000', `target "${auth.target.name}" is not a PostgreSQL target`);
 
     // ---- session, lease, upstream ----
-    loginDone = true; // from here on the lease and dial have their own time limits
+    preauth.signedIn(); // from here on the lease and dial have their own time limits
     session = await ctx.openSession(auth, { protocol: 'postgres', clientAddr });
     await startSession(ctx, session, auth, sock, input, params, cancels);
-    loginDone = true;
   } catch (e) {
-    loginDone = true;
+    preauth.signedIn(); // ending now: the ErrorResponse below says why, the grace timer has nothing to add
     const spec: ErrorSpec = e instanceof Refusal ? e.spec
       : e instanceof UpstreamError && e.fields ? { severity: 'FATAL', code: e.fields.code, message: `database server refused the session: ${e.fields.message}` }
       : e instanceof UpstreamError ? { severity: 'FATAL', code: '08006', message: e.message }
@@ -263,8 +263,6 @@ async function handleConnection(
     }
     sendFatal(sock, spec);
     if (session && !session.ended) await session.end({ code: e instanceof UpstreamError ? 'target_error' : 'error', message: spec.message });
-  } finally {
-    timer.cancel();
   }
 }
 
@@ -286,7 +284,7 @@ function replay(raw: net.Socket, pre: Buffer): Duplex {
 }
 
 function sendFatal(sock: net.Socket, spec: ErrorSpec): void {
-  if (sock.destroyed) return;
+  if (sock.destroyed || sock.writableEnded) return;
   sock.end(encodeError(spec));
   setTimeout(() => sock.destroy(), 1000).unref();
 }
@@ -307,7 +305,7 @@ async function scramLogin(
   const f2 = await input.frame();
   if (f2.type !== 'p') throw fatal('08P01', `protocol violation: expected SASLResponse, got '${f2.type}'`);
   server.clientFinal(f2.body.toString('utf8'));
-  const candidates = await ctx.pendingSecrets(username, 'postgres');
+  const candidates = await ctx.pendingSecrets(username, 'postgres', clientAddr);
   let matched: { id: string; verifier: NonNullable<ReturnType<typeof parseVerifier>> } | null = null;
   for (const c of candidates) {
     const v = parseVerifier(c.verifiers['scram-sha-256'] ?? '');

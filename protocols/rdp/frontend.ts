@@ -32,14 +32,13 @@ import {
 import { Secret } from '../../auth/secret.js';
 import type { AuthOutcome } from '../types.js';
 import { credsspServer, NlaError } from './nla.js';
-import { lazySecureContext, listenTcp } from '../net.js';
+import { lazySecureContext, listenTcp, type Preauth } from '../net.js';
 
 /** Verifier label of a connection secret's NT hash (sealed with the gateway key): NLA from RDP clients. */
 export const NT_VERIFIER = 'rdp-nt';
 /** The NTLM identity the gateway shows NLA clients. */
 const NLA_IDENTITY = { computer: 'TOLLGATE', domain: 'TOLLGATE', dnsComputer: 'tollgate', dnsDomain: 'tollgate' };
 
-const LOGIN_TIMEOUT_MS = 30_000;
 /** MCS user id the gateway gives the client (Windows and xrdp use the same). */
 export const CLIENT_USER_ID = 1007;
 const FIRST_CHANNEL_ID = 1004;
@@ -53,7 +52,8 @@ export function disconnectFrame(): Buffer {
 
 export async function listenRdp(ctx: ProtocolContext, address: ListenerAddress): Promise<ProtocolListener> {
   const tlsContext = lazySecureContext(ctx);
-  return listenTcp(address, ctx.log, 'rdp', (sock) => handleConnection(ctx, sock, tlsContext));
+  // Over the caps, and when the login grace time runs out, RDP has no message before TLS: the connection is just closed.
+  return listenTcp(address, ctx.log, 'rdp', (sock, preauth) => handleConnection(ctx, sock, preauth, tlsContext), { clock: ctx.clock });
 }
 
 interface ClientHello {
@@ -142,17 +142,11 @@ async function clientHandshake(
   throw new RdpProtocolError('too many PDUs before the Client Info PDU');
 }
 
-async function handleConnection(ctx: ProtocolContext, raw: net.Socket, tlsContext: () => tls.SecureContext): Promise<void> {
+async function handleConnection(ctx: ProtocolContext, raw: net.Socket, preauth: Preauth, tlsContext: () => tls.SecureContext): Promise<void> {
   const clientAddr = raw.remoteAddress ?? 'unknown';
   const log = ctx.log.child({ protocol: 'rdp', client: clientAddr });
   let sock: net.Socket = raw;
-  let loginDone = false;
-  const timer = ctx.clock.setTimer(LOGIN_TIMEOUT_MS, () => {
-    if (loginDone) return;
-    log.info('rdp login timed out');
-    sock.destroy();
-    raw.destroy();
-  });
+  preauth.onTimeout(() => { sock.destroy(); raw.destroy(); });
   let session: LiveSession | null = null;
   const hangUp = () => {
     if (!sock.destroyed) {
@@ -167,7 +161,7 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, tlsContex
     const nla = async (t: tls.TLSSocket) => {
       await credsspServer(t, {
         certPem: ctx.tls.cert, identity: NLA_IDENTITY, now: () => ctx.clock.now(),
-        candidates: async (user) => (await ctx.pendingSecrets(user, 'rdp')).flatMap((c) => {
+        candidates: async (user) => (await ctx.pendingSecrets(user, 'rdp', clientAddr)).flatMap((c) => {
           const sealed = c.verifiers[NT_VERIFIER];
           const v = sealed ? ctx.unseal<{ h: string }>(sealed) : null;
           return v && typeof v.h === 'string' && /^[0-9a-f]{32}$/.test(v.h) ? [{ id: c.id, ntHash: Buffer.from(v.h, 'hex') }] : [];
@@ -205,6 +199,7 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, tlsContex
       hangUp();
       return;
     }
+    preauth.signedIn();
     if (outcome.auth.target.protocol !== 'rdp') {
       log.info({ target: outcome.auth.target.name }, 'rdp login for a target of another protocol');
       hangUp();
@@ -212,18 +207,14 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, tlsContex
     }
     session = await ctx.openSession(outcome.auth, { protocol: 'rdp', clientAddr });
     await startSession(ctx, session, outcome.auth, t, reader, hello);
-    loginDone = true;
   } catch (e) {
-    loginDone = true;
+    preauth.signedIn(); // ending now
     const quiet = (e instanceof RdpProtocolError || e instanceof NlaError) && /closed the connection/.test(e.message);
     if (!quiet) log.info({ err: (e as Error).message }, 'rdp connection ended during login');
     hangUp();
     if (session && !session.ended) {
       await session.end({ code: e instanceof UpstreamError ? 'target_error' : 'error', message: (e as Error).message });
     }
-  } finally {
-    loginDone = true;
-    timer.cancel();
   }
 }
 

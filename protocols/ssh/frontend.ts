@@ -7,7 +7,9 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync, chmodSync } from 'n
 import { join } from 'node:path';
 import ssh2 from 'ssh2';
 import { Secret } from '../../auth/secret.js';
+import type { Socket } from 'node:net';
 import type { ProtocolContext, ListenerAddress, ProtocolListener, AuthOutcome, Authorized } from '../types.js';
+import { formatAddr, listenTcp, type Preauth } from '../net.js';
 import { SshBroker } from './broker.js';
 import { fingerprintOf, generateEd25519 } from './cert.js';
 import { sendBanner, disconnectWith, DISCONNECT, tollgate } from './wire.js';
@@ -43,16 +45,28 @@ export async function listenSsh(ctx: ProtocolContext, address: ListenerAddress):
   const hostKey = loadOrCreateHostKey(ctx.dataDir);
   const brokers = new Set<SshBroker>();
   const conns = new Set<ssh2.Connection>();
+  /** Each accepted socket's pre-authentication state, found again from the ssh2 connection built on it. */
+  const preauths = new WeakMap<Socket, Preauth>();
+  // ssh2 parses; the shared front door (listenTcp) accepts, counts and times out unauthenticated sockets.
   const server = new Server({ hostKeys: [hostKey], ident: 'Tollgate' }, (client, info) => {
     conns.add(client);
     // Keystrokes and echoes are tiny packets: without this, Nagle holds each one back until the
     // previous segment is acknowledged (delayed ACK), adding milliseconds to every round trip.
     (client as unknown as { setNoDelay(on: boolean): void }).setNoDelay(true); // ssh2 has it; its types omit it
-    const clientAddr = `${info.ip}:${info.port}`;
+    const clientAddr = formatAddr(info.ip, info.port);
     const log = ctx.log.child({ protocol: 'ssh', client: clientAddr });
+    const sock = (client as unknown as { _sock?: Socket })._sock;
+    const preauth = sock && preauths.get(sock);
     let authorized: Authorized | null = null;
     let failures = 0;
     let refused = false;
+    let authStarted = false;
+    // The login grace time: a DISCONNECT with the reason once the client is in user authentication
+    // (the channel is encrypted by then), else the socket is just closed.
+    preauth?.onTimeout((message) => {
+      if (authStarted) disconnectWith(client, DISCONNECT.BY_APPLICATION, message);
+      else sock?.destroy();
+    });
     client.on('error', (e: Error) => { log.debug({ err: e.message }, 'ssh: client connection error'); });
     client.on('close', () => conns.delete(client));
 
@@ -67,11 +81,12 @@ export async function listenSsh(ctx: ProtocolContext, address: ListenerAddress):
       disconnectWith(client, outcome.code === 'unknown_target' ? DISCONNECT.ILLEGAL_USER_NAME : DISCONNECT.NO_MORE_AUTH_METHODS_AVAILABLE, text);
     };
     const finish = (actx: AuthCtx, outcome: AuthOutcome) => {
-      if (outcome.ok) { authorized = outcome.auth; actx.accept(); } else refuse(actx, outcome);
+      if (outcome.ok) { authorized = outcome.auth; preauth?.signedIn(); actx.accept(); } else refuse(actx, outcome);
     };
 
     client.on('authentication', (ctxRaw: ssh2.AuthContext) => {
       const actx = ctxRaw as AuthCtx;
+      authStarted = true;
       if (refused) { actx.reject([]); return; }
       const base = { protocol: 'ssh', username: actx.username, clientAddr };
       const guard = (p: Promise<void>) => p.catch((e: Error) => {
@@ -98,7 +113,17 @@ export async function listenSsh(ctx: ProtocolContext, address: ListenerAddress):
           return;
         }
         case 'keyboard-interactive': {
-          const approval = ctx.beginBrowserApproval(base);
+          let approval: ReturnType<ProtocolContext['beginBrowserApproval']>;
+          try {
+            approval = ctx.beginBrowserApproval(base);
+          } catch (e) {
+            // Too many sign-ins wait for approval: say so, and let the client go on with a password.
+            sendBanner(client, tollgate((e as Error).message));
+            actx.reject(['publickey', 'password']);
+            return;
+          }
+          // A person needs time to open the page and sign in: the grace time stretches while the approval waits.
+          preauth?.extend(APPROVAL_TIMEOUT_MS);
           const instructions = `Approve this sign-in in your browser:\n  ${approval.url}\nthen press Enter here - or type a connection secret.`;
           actx.prompt!([{ prompt: 'Password (connection secret, or Enter once approved): ', echo: false }], 'Tollgate', instructions, (answers) => {
             const typed = answers[0] ?? '';
@@ -106,6 +131,7 @@ export async function listenSsh(ctx: ProtocolContext, address: ListenerAddress):
               approval.cancel();
               void guard(ctx.authenticate({ ...base, secret: new Secret(typed) }).then((o) => finish(actx, o)));
             } else {
+              preauth?.extend(APPROVAL_TIMEOUT_MS + 5000);
               void guard(approval.wait(APPROVAL_TIMEOUT_MS).then((o) => finish(actx, o)));
             }
           });
@@ -126,19 +152,22 @@ export async function listenSsh(ctx: ProtocolContext, address: ListenerAddress):
     });
   });
   server.on('error', (e: Error) => ctx.log.error({ err: e.message }, 'ssh: listener error'));
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(address.port, address.host, () => { server.off('error', reject); resolve(); });
+  const front = await listenTcp(address, ctx.log, 'ssh', async (sock, preauth) => {
+    preauths.set(sock, preauth);
+    server.injectSocket(sock);
+  }, {
+    clock: ctx.clock,
+    // Over the caps: a line before the version string (RFC 4253 allows them; ssh -v shows it), then close - as sshd's MaxStartups.
+    refuse: (sock, message) => sock.end(`${message}\r\n`),
   });
-  const bound = server.address() as { port: number };
-  ctx.log.info({ host: address.host, port: bound.port }, 'ssh: listening');
+  ctx.log.info({ host: address.host, port: front.port }, 'ssh: listening');
   return {
     host: address.host,
-    port: bound.port,
+    port: front.port,
     close: async () => {
       await Promise.allSettled([...brokers].map((b) => b.close()));
       for (const c of conns) { try { c.end(); } catch { /* ignore */ } }
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await front.close();
     },
   };
 }

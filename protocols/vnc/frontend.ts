@@ -21,23 +21,36 @@ import { clipboardOf, credentialsOf, optionsOf, parseAddress, viewOnlyOf } from 
 import { dialUpstream, installPassword, mintPassword, UpstreamError, withTargetLock, type Upstream } from './upstream.js';
 import { ServerStreamState } from './server-messages.js';
 import { VncRelay } from './relay.js';
-import { lazySecureContext, listenTcp } from '../net.js';
+import { lazySecureContext, listenTcp, type Preauth } from '../net.js';
 
 export const LEASE_KIND = 'vnc-password';
-const LOGIN_TIMEOUT_MS = 60_000;
 
 export class Refusal extends Error {}
 
 export async function listenVnc(ctx: ProtocolContext, address: ListenerAddress): Promise<ProtocolListener> {
   const tlsContext = lazySecureContext(ctx);
-  return listenTcp(address, ctx.log, 'vnc', (sock) => handleConnection(ctx, sock, tlsContext));
+  return listenTcp(address, ctx.log, 'vnc', (sock, preauth) => handleConnection(ctx, sock, preauth, tlsContext), { clock: ctx.clock, refuse: refuseEarly });
+}
+
+/** Over the caps: RFB's way to refuse is a security-negotiation failure with a reason, right after the versions. */
+function refuseEarly(sock: net.Socket, reason: string): void {
+  sock.write(SERVER_VERSION);
+  let got = Buffer.alloc(0);
+  sock.on('data', (d: Buffer) => {
+    got = Buffer.concat([got, d]).subarray(0, 12);
+    if (got.length < 12) return;
+    sock.removeAllListeners('data');
+    let minor = 8;
+    try { minor = parseVersion(got); } catch { sock.destroy(); return; }
+    sock.end(encodeNegotiationFailure(minor, reason));
+  });
 }
 
 /** Classic VNC auth: find the pending VNC secret (of any target that enables it) that answers the challenge. */
-async function classicMatch(ctx: ProtocolContext, challenge: Buffer, response: Buffer): Promise<{ username: string; id: string } | null> {
+async function classicMatch(ctx: ProtocolContext, challenge: Buffer, response: Buffer, clientAddr: string): Promise<{ username: string; id: string } | null> {
   for (const t of ctx.targets()) {
     if (t.protocol !== 'vnc' || !optionsOf(t).classicAuth) continue;
-    for (const c of await ctx.pendingSecrets(t.name, 'vnc')) {
+    for (const c of await ctx.pendingSecrets(t.name, 'vnc', clientAddr)) {
       const sealed = c.verifiers['vnc-des'];
       const v = sealed ? ctx.unseal<{ k: string }>(sealed) : null;
       if (!v || typeof v.k !== 'string') continue;
@@ -83,7 +96,7 @@ export function screenWriterFor(ctx: ProtocolContext, s: LiveSession, width: num
   return new ScreenWriter(out, ctx.clock, width, height, { keyframeIntervalMs: optionsOf(s.target).keyframeInterval * 1000 });
 }
 
-async function handleConnection(ctx: ProtocolContext, raw: net.Socket, tlsContext: () => tls.SecureContext): Promise<void> {
+async function handleConnection(ctx: ProtocolContext, raw: net.Socket, preauth: Preauth, tlsContext: () => tls.SecureContext): Promise<void> {
   const clientAddr = raw.remoteAddress ?? 'unknown';
   const log = ctx.log.child({ protocol: 'vnc', client: clientAddr });
   let sock: Duplex = raw;
@@ -92,17 +105,14 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, tlsContex
   let stage: 'version' | 'security' | 'result' | 'done' = 'version';
   let session: LiveSession | null = null;
   let upstreamSock: net.Socket | null = null;
-  const timer = ctx.clock.setTimer(LOGIN_TIMEOUT_MS, () => {
-    if (stage === 'done') return;
-    log.info('vnc login timed out');
-    raw.destroy();
-  });
   const refuse = (reason: string) => {
     if (stage === 'version') return;
     const msg = stage === 'security' ? encodeNegotiationFailure(minor, reason) : encodeSecurityResult(minor, false, reason);
     sock.end(msg);
     setTimeout(() => raw.destroy(), 1000).unref();
   };
+  // The login grace time: the reason goes where RFB has room for one (none before the versions).
+  preauth.onTimeout((message) => (stage === 'version' ? raw.destroy() : refuse(message)));
   try {
     raw.write(SERVER_VERSION);
     minor = parseVersion(await reader.read(12));
@@ -157,10 +167,10 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, tlsContex
       raw.write(challenge);
       stage = 'result';
       const response = await reader.read(16);
-      const match = await classicMatch(ctx, challenge, response);
+      const match = await classicMatch(ctx, challenge, response, clientAddr);
       if (!match) {
         const o = await ctx.authenticate({ protocol: 'vnc', username: classicTargets[0]!.name, clientAddr, secret: new Secret('') });
-        outcome = o.ok ? { ok: false, code: 'bad_secret', reason: 'wrong connection secret' } : {
+        outcome = o.ok ? { ok: false, code: 'bad_secret', reason: 'wrong connection secret' } : o.code === 'throttled' ? o : {
           ok: false, code: 'bad_secret',
           reason: 'Tollgate: the connection secret is wrong, already used or expired; ask for a new one',
         };
@@ -172,6 +182,7 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, tlsContex
       log.info({ code: outcome.code }, 'vnc login refused');
       throw new Refusal(outcome.reason);
     }
+    preauth.signedIn();
     const auth = outcome.auth;
     if (auth.target.protocol !== 'vnc') throw new Refusal(`Tollgate: target ${auth.target.name} is not a VNC target`);
 
@@ -204,6 +215,7 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, tlsContex
       clientRest: reader.take(), upstreamRest: up.rest,
     }).start();
   } catch (e) {
+    preauth.signedIn(); // ending now: the refusal below says why
     const reason = e instanceof Refusal ? e.message
       : e instanceof UpstreamError ? `Tollgate: ${e.message}`
       : e instanceof ProtocolError ? `Tollgate: protocol error: ${e.message}`
@@ -217,7 +229,5 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, tlsContex
     else refuse(reason);
     const started = session as LiveSession | null;
     if (started && !started.ended) await started.end({ code: e instanceof UpstreamError ? 'target_error' : 'error', message: reason });
-  } finally {
-    timer.cancel();
   }
 }

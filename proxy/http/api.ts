@@ -21,8 +21,20 @@ function isApprover(gw: Gateway, p: Principal): boolean {
   return gw.config.policies.some((pol) => pol.approvers.some((g) => p.groups.includes(g)) || (pol.stages ?? []).some((s) => s.groups.some((g) => p.groups.includes(g))) || pol.escalateTo.some((g) => p.groups.includes(g)));
 }
 
+/** The answer of principalOf per request (keyed by its headers): the front checks it before reading the body, the handler reuses it. */
+const principals = new WeakMap<Record<string, string>, Promise<Principal | null>>();
+
 /** Who is calling: Bearer API token or the web session cookie. null when neither is valid. */
-export async function principalOf(gw: Gateway, req: HttpRequest): Promise<Principal | null> {
+export function principalOf(gw: Gateway, req: HttpRequest): Promise<Principal | null> {
+  let p = principals.get(req.headers);
+  if (!p) {
+    p = lookupPrincipal(gw, req);
+    principals.set(req.headers, p);
+  }
+  return p;
+}
+
+async function lookupPrincipal(gw: Gateway, req: HttpRequest): Promise<Principal | null> {
   const auth = req.headers['authorization'];
   if (auth) {
     const m = /^Bearer\s+(\S+)$/i.exec(auth);
@@ -45,6 +57,8 @@ const str = (max = 500) => z.string().trim().min(1).max(max);
 export function mountApi(gw: Gateway): void {
   const routes: ApiRoute[] = [];
   const http = gw.http;
+  // Authenticate from the headers before a body is read (no credential at all: decided at once).
+  http.signedIn = (req) => (req.headers['authorization'] || req.cookie(SESSION_COOKIE) ? principalOf(gw, req).then((p) => p !== null) : false);
 
   const add = (r: ApiRoute & { handler: (req: Authed) => Promise<HttpReply> | HttpReply }) => {
     routes.push(r);

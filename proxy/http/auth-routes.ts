@@ -4,6 +4,8 @@ import type { ApiRoute } from './openapi.js';
 import { HttpError, type HttpReply, type HttpRequest } from './server.js';
 import { parseDuration } from '../config.js';
 import type { Authed } from './api.js';
+import { SignInError } from '../../auth/oidc.js';
+import { sourceOf } from '../../protocols/net.js';
 
 export const SESSION_COOKIE = 'tg_session';
 const STATE_COOKIE = 'tg_oidc';
@@ -87,8 +89,12 @@ export function mountAuthRoutes(gw: Gateway, add: Add): void {
   add({ method: 'POST', path: '/api/v1/auth/device', summary: 'CLI sign-in: start the device authorization grant', auth: false, body: { mfa: 'boolean (optional)' }, handler: async (req) => {
     const b = z.object({ mfa: z.boolean().optional() }).safeParse(req.json());
     if (!b.success) throw new HttpError(400, 'mfa: a boolean', { field: 'mfa' });
-    const d = await needOidc().startDevice({ mfa: b.data.mfa });
-    return { status: 200, body: d };
+    try {
+      return { status: 200, body: await needOidc().startDevice({ mfa: b.data.mfa, source: sourceOf(req.remote) }) };
+    } catch (e) {
+      if (e instanceof SignInError && e.code === 'too_many_pending') return { status: 429, headers: { 'retry-after': '60' }, body: { error: 'too_many_pending', message: e.message } };
+      throw e;
+    }
   } });
   add({ method: 'POST', path: '/api/v1/auth/device/token', summary: 'CLI sign-in: poll; returns an API token when the person approved', auth: false, body: { handle: 'string' }, handler: async (req) => {
     const b = z.object({ handle: z.string().min(1).max(4000), name: z.string().max(100).optional() }).safeParse(req.json());

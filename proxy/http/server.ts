@@ -46,6 +46,8 @@ export interface WsRoute<U> {
 export type RawHook = (res: uWS.HttpResponse, req: uWS.HttpRequest) => boolean;
 
 const MAX_BODY = 1024 * 1024;
+/** What a request whose headers carry no valid credential may send (sign-in polls, forms); beyond it 413. */
+export const PREAUTH_MAX_BODY = 8 * 1024;
 
 export function statusLine(code: number): string { return `${code} ${STATUS_CODES[code] ?? 'Unknown'}`; }
 
@@ -91,6 +93,13 @@ export class HttpFront {
   private listenSocket: uWS.us_listen_socket | null = null;
   port = 0;
   private openSockets = new Set<uWS.WebSocket<unknown>>();
+  /** A request body must have arrived by then (listeners.http.loginTimeout), or the answer is 408. */
+  bodyTimeoutMs = 30_000;
+  /**
+   * Whether a request's headers carry a valid credential, decided before its body is read: bodies
+   * of requests without one are capped at PREAUTH_MAX_BODY. Unset: every request may send MAX_BODY.
+   */
+  signedIn: ((req: HttpRequest) => boolean | Promise<boolean>) | null = null;
 
   constructor(private log: Logger, public onError: (e: unknown, req: HttpRequest) => HttpReply) {
     this.app = uWS.App();
@@ -168,7 +177,7 @@ export class HttpFront {
     return allowed.length ? { allowed } : null;
   }
 
-  write(res: uWS.HttpResponse, reply: HttpReply): void {
+  write(res: uWS.HttpResponse, reply: HttpReply, closeConnection = false): void {
     res.writeStatus(statusLine(reply.status));
     let body: string | Buffer = '';
     let type: string | undefined;
@@ -180,7 +189,63 @@ export class HttpFront {
       for (const one of Array.isArray(v) ? v : [v]) res.writeHeader(k, one);
     }
     res.writeHeader('x-content-type-options', 'nosniff');
-    res.end(body);
+    res.end(body, closeConnection);
+  }
+
+  /**
+   * Read a request body, authenticating from the headers first: without a valid credential at most
+   * PREAUTH_MAX_BODY is accepted (a declared larger body is refused before a byte of it is read;
+   * while the credential is being checked, reading pauses at that size); with one, MAX_BODY. 413
+   * beyond, 408 when the body has not arrived within bodyTimeoutMs; both close the connection.
+   */
+  private readBody(res: uWS.HttpResponse, req: HttpRequest, chunks: Buffer[], aborted: () => boolean, run: () => void): void {
+    const declared = Number(req.headers['content-length'] ?? 0) || 0;
+    let size = 0;
+    let limit: number | null = null; // null: the credential is still being checked
+    let finished = false;
+    let complete = false;
+    let paused = false;
+    const timer = setTimeout(() => stop({ status: 408, body: { error: 'timeout', message: `the request body did not arrive within ${Math.round(this.bodyTimeoutMs / 1000)} s` } }), this.bodyTimeoutMs);
+    timer.unref();
+    const stop = (reply: HttpReply) => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(timer);
+      if (!aborted()) res.cork(() => this.write(res, reply, true));
+    };
+    const tooLarge = () => stop({
+      status: 413,
+      body: limit === MAX_BODY
+        ? { error: 'too_large', message: 'request body over 1 MiB' }
+        : { error: 'too_large', message: `request body over ${PREAUTH_MAX_BODY / 1024} KiB without a valid credential: authenticate first` },
+    });
+    const proceed = () => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(timer);
+      run();
+    };
+    const decide = (ok: boolean) => {
+      limit = ok ? MAX_BODY : PREAUTH_MAX_BODY;
+      if (finished) return;
+      if (declared > limit || size > limit) return tooLarge();
+      if (complete) return proceed();
+      if (paused) { paused = false; res.resume(); }
+    };
+    if (declared > MAX_BODY) { limit = MAX_BODY; tooLarge(); return; }
+    let known: boolean | Promise<boolean> = true;
+    try { known = this.signedIn ? this.signedIn(req) : true; } catch { known = false; }
+    if (typeof known === 'boolean') decide(known);
+    else known.then(decide, () => decide(false));
+    if (finished) return;
+    res.onData((ab, isLast) => {
+      if (finished) return;
+      size += ab.byteLength;
+      if (size > (limit ?? MAX_BODY)) return tooLarge();
+      chunks.push(Buffer.from(ab.slice(0)));
+      if (limit === null && size >= PREAUTH_MAX_BODY && !paused && !isLast) { paused = true; res.pause(); }
+      if (isLast) { complete = true; if (limit !== null) proceed(); }
+    });
   }
 
   start(host: string, port: number): Promise<number> {
@@ -199,21 +264,13 @@ export class HttpFront {
       if (!m) return respond({ status: 404, body: { error: 'not_found', message: `no route for ${method} ${snapReq.path}` } });
       if ('allowed' in m) return respond({ status: 405, headers: { allow: m.allowed.join(', ') }, body: { error: 'method_not_allowed', message: `${method} is not allowed here` } });
       const chunks: Buffer[] = [];
-      let size = 0;
       const run = () => {
         const params = Object.fromEntries(Object.entries(m.params).map(([k, v]) => { try { return [k, decodeURIComponent(v)]; } catch { return [k, v]; } }));
         const full = buildRequest(snapReq, Buffer.concat(chunks), params);
         Promise.resolve().then(() => m.route.handler(full)).then(respond, (e) => respond(this.onError(e, full)));
       };
       if (method === 'GET' || method === 'HEAD' || (method === 'DELETE' && !snapReq.headers['content-length'])) { run(); return; }
-      let tooBig = false;
-      res.onData((ab, isLast) => {
-        if (tooBig) return;
-        size += ab.byteLength;
-        if (size > MAX_BODY) { tooBig = true; respond({ status: 413, body: { error: 'too_large', message: 'request body over 1 MiB' } }); return; }
-        chunks.push(Buffer.from(ab.slice(0)));
-        if (isLast) run();
-      });
+      this.readBody(res, snapReq, chunks, () => aborted, run);
     });
     return new Promise((resolve, reject) => {
       this.app.listen(host, port, (s) => {

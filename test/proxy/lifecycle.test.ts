@@ -153,8 +153,12 @@ t.test('secrets never outlive the grant; a failed mint leaves nothing', async (t
   const wrong = await fakeConnect(ctx, ft, 'box', 'not-a-secret');
   t.notOk(wrong.ok);
   if (!wrong.ok) t.equal(wrong.code, 'bad_secret');
+  // Before sign-in an unknown target reads like a wrong secret (no target names leak); the audit says what it was.
   const unknown = await fakeConnect(ctx, ft, 'nope', s.secret);
-  if (!unknown.ok) t.equal(unknown.code, 'unknown_target');
+  t.notOk(unknown.ok);
+  if (!unknown.ok) t.same([unknown.code, unknown.reason], ['bad_secret', 'Tollgate: wrong connection secret for nope.']);
+  const audited = (await tg.store.listAudit({ action: 'access.refused' })).at(-1);
+  t.match(audited?.data, { code: 'unknown_target', username: 'nope' }, 'audited as unknown_target');
 });
 
 t.test('the reaper revokes leases left by a crashed gateway', async (t) => {

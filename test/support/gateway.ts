@@ -52,17 +52,20 @@ export async function startTestGateway(opts: {
   modules?: Map<string, ProtocolModule>;
   breakGlass?: Record<string, unknown>;
   extra?: Record<string, unknown>;
+  /** More gateway.* settings (e.g. maxFailures). */
+  gateway?: Record<string, unknown>;
+  /** More settings per listener (e.g. { ssh: { loginTimeout: '1s', maxStartupsPerSource: 3 } }). */
+  listenerOptions?: Record<string, Record<string, unknown>>;
   /** Receive the gateway's structured log lines (debug level) instead of discarding them. */
   logSink?: (line: string) => void;
   /** Use this data directory (e.g. to restart on one); the caller removes it. Default: a new temp dir, removed by close(). */
   dataDir?: string;
-  /** Extra `gateway:` settings (e.g. key). */
-  gateway?: Record<string, unknown>;
 }): Promise<TestGateway> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'tg-gw-'));
   const modules = opts.modules ?? moduleMap();
-  const listeners: Record<string, { host: string; port: number }> = { http: { host: '127.0.0.1', port: 0 } };
+  const listeners: Record<string, Record<string, unknown>> = { http: { host: '127.0.0.1', port: 0 } };
   for (const l of opts.listeners ?? []) listeners[l] = { host: '127.0.0.1', port: 0 };
+  for (const [l, o] of Object.entries(opts.listenerOptions ?? {})) listeners[l] = { ...listeners[l], ...o };
   const config = validateConfig({
     gateway: { dataDir, id: 'test', logLevel: 'silent', expiryWarning: opts.expiryWarning ?? '60s', reaperInterval: '1h', ...(opts.gateway ?? {}) },
     listeners,
