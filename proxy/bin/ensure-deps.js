@@ -13,7 +13,11 @@ const mode = process.argv[2] ?? 'demo';
 
 // Debian packages per use. Tests need the real servers and real clients.
 const DEMO = ['openssh-server', 'openssh-client', 'postgresql', 'mariadb-server', 'mariadb-client', 'xvfb', 'x11vnc', 'xterm', 'procps'];
-const TEST = [...DEMO, 'sshpass', 'sudo', 'chromium', 'postgresql-client', 'sysbench', 'tigervnc-standalone-server', 'tigervnc-viewer', 'xdotool', 'x11-apps', 'nginx', 'wrk', 'asciinema', 'openssl', 'xrdp', 'xorgxrdp', 'freerdp2-x11', 'imagemagick', 'tigervnc-tools', 'vncsnapshot', 'pgbouncer', 'freerdp2-shadow-x11', 'winpr-utils'];
+const TEST = [
+  ...DEMO, 'sshpass', 'sudo', 'chromium', 'postgresql-client', 'sysbench', 'tigervnc-standalone-server', 'tigervnc-viewer', 'xdotool', 'x11-apps', 'nginx', 'wrk', 'asciinema', 'openssl', 'xrdp', 'xorgxrdp', 'freerdp2-x11', 'imagemagick', 'tigervnc-tools', 'vncsnapshot', 'pgbouncer', 'freerdp2-shadow-x11', 'winpr-utils',
+  // database wire fidelity: MariaDB's own mysql-test suite, and real drivers (Python, JDBC)
+  'mariadb-test', 'python3-psycopg2', 'python3-pymysql', 'default-jdk-headless', 'libpostgresql-jdbc-java', 'libmariadb-java',
+];
 const BENCH = [...TEST, 'nginx', 'wrk', 'pgbouncer'];
 const wanted = { demo: DEMO, test: TEST, bench: BENCH }[mode] ?? DEMO;
 
