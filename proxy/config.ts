@@ -135,13 +135,15 @@ const configSchema = z.object({
     expiryWarning: duration.default('60s'),
     secretTtl: duration.default('10m'),
     webSessionTtl: duration.default('12h'),
+    /** Longest lifetime an API token may have (POST /api/v1/tokens, device sign-in). */
+    maxTokenTtl: duration.default('30d'),
     reaperInterval: duration.default('60s'),
     /** Groups that run the SOC console: see every session, watch, kill, lock, read the audit log. */
     socGroups: z.array(z.string()).default(['soc']),
     /** Cookies get the Secure flag (set when the front is behind TLS). */
     secureCookies: z.boolean().default(false),
     /** Key used to sign web session cookies and identity assertions (defaults to one kept in the store). */
-  }).strict().default({} as never),
+  }).strict().prefault({}),
   listeners: z.record(z.string(), listenerSchema).default({ http: { host: '127.0.0.1', port: 8080 } }),
   store: z.union([
     z.object({ kind: z.literal('sqlite'), path: z.string().optional() }).strict(),
@@ -157,22 +159,26 @@ const configSchema = z.object({
     mfaAcr: z.string().default('mfa'),
     /** How recent an MFA must be for critical requests. */
     mfaMaxAge: duration.default('15m'),
+    /** How often groups are re-checked with the IdP (refresh token or userinfo) for web sessions and API tokens. */
+    revalidate: duration.default('15m'),
     /** The built-in dev IdP (oidc-provider). When present, issuer defaults to it. */
     dev: z.object({
       host: z.string().default('127.0.0.1'),
       port: z.number().int().min(0).max(65535).default(0),
       users: z.array(devUserSchema).default([]),
     }).strict().optional(),
-  }).strict().default({} as never),
+  }).strict().prefault({}),
   recordings: z.object({ dir: z.string().optional() }).strict().default({}),
   targets: z.array(targetSchema).default([]),
   policies: z.array(policySchema).default([]),
   breakGlass: z.object({
     groups: z.array(z.string()).default([]),
     maxDuration: duration.default('1h'),
+    /** Groups (besides gateway.socGroups) whose members close break-glass reviews; never a member of `groups`. */
+    reviewers: z.array(z.string()).default(['security']),
     /** Command run (argv) with the alert JSON on stdin; alerts are always audit events too. */
     alertCommand: z.array(z.string()).optional(),
-  }).strict().default({} as never),
+  }).strict().prefault({}),
   /** Notification hook for `alert` rules and break-glass (argv; event JSON on stdin). */
   notify: z.object({ command: z.array(z.string()).optional() }).strict().default({}),
 }).strict();

@@ -75,7 +75,7 @@ export async function startTestGateway(opts: {
   for (const [name, groups] of Object.entries(TEST_USERS)) {
     const now = gw.clock.now();
     await gw.store.upsertIdentity({ sub: name, email: `${name}@test`, name, groups, firstSeen: now, lastSeen: now });
-    tokens[name] = (await gw.tokens.create(name, 'test', 86_400_000 * 365, now)).token.reveal();
+    tokens[name] = (await gw.tokens.create(name, 'test', gw.tokens.maxTtlMs, now)).token.reveal();
   }
   const url = gw.publicUrl;
   const api: TestGateway['api'] = async (user, method, path, body) => {
