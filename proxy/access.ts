@@ -25,6 +25,8 @@ export interface AccessDeps {
   activeGrant(sub: string, target: string, role?: string): Promise<GrantRecord | null>;
   /** Why the IdP's latest word on an identity is a refusal (registered keys then stop working), or null. */
   idpRefusal?(sub: string): Promise<string | null>;
+  /** Why the credential behind an out-of-band principal no longer stands (revoked token, failed IdP sign-in), or null. */
+  credentialEnded?(c: CredentialRef): Promise<string | null>;
 }
 
 /** The credential recorded on a connection secret ('token:<id>', 'web:<id>'), as a reference. */
@@ -104,6 +106,9 @@ export class Access {
       principal = { ...principalFromIdentity(identity, 'secret'), credential: { kind: 'key', id: keys[0]!.id, linkId: null } };
       grant = await this.deps.activeGrant(identity.sub, target.name, askedRole);
     } else if (req.principal) {
+      // Established elsewhere (browser approval, an app's hand-off): it stands only while its credential does.
+      const ended = req.principal.credential ? await this.deps.credentialEnded?.(req.principal.credential) : null;
+      if (ended) return this.refuse(req, 'denied', `Tollgate: the sign-in of ${req.principal.sub} has ended (${ended}); sign in again.`, req.principal.sub);
       principal = req.principal;
       grant = await this.deps.activeGrant(principal.sub, target.name, askedRole);
     } else {

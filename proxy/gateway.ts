@@ -168,6 +168,17 @@ export class Gateway {
     this.access = new Access({
       store: this.store, clock: this.clock, audit: this.audit, secrets: this.secrets,
       idpRefusal: (sub) => this.links.refusal(sub),
+      credentialEnded: async (c) => {
+        if (c.linkId) {
+          const link = await this.links.get(c.linkId);
+          if (!link || link.state !== 'ok') return link?.failReason ?? 'the sign-in is unknown';
+        }
+        if (c.kind === 'token') {
+          const token = await this.store.getApiToken(c.id);
+          if (!token || token.revokedAt !== null) return 'the API token was revoked';
+        }
+        return null;
+      },
       target: (n) => cfg.targets.find((t) => t.name === n),
       withinHours: (t, r, at, grant) => this.engine.withinHours(t, r, at, grant),
       activeGrant: (sub, t, r) => this.engine.activeGrant(sub, t, r),

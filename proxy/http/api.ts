@@ -264,8 +264,11 @@ export function mountApi(gw: Gateway): void {
   add({ method: 'POST', path: '/api/v1/breakglass', summary: 'Emergency access: immediate grant, alert, mandatory review', body: { target: 'string', role: 'string', duration: 'duration', reason: 'string' }, handler: async (req) => ok(grantView(gw, await gw.engine.breakGlass(req.principal, req.json())), 201) });
   add({ method: 'GET', path: '/api/v1/reviews', summary: 'Break-glass reviews (?state=open|closed)', handler: async (req) => {
     const st = req.query.get('state');
-    const list = await gw.store.listReviews(st === 'open' || st === 'closed' ? { state: st } : {});
-    return ok(isSoc(gw, req.principal) || isApprover(gw, req.principal) ? list : list.filter((r) => r.identity === req.principal.sub));
+    const all = await gw.store.listReviews(st === 'open' || st === 'closed' ? { state: st } : {});
+    const p = req.principal;
+    const list = isSoc(gw, p) || isApprover(gw, p) || gw.engine.isReviewer(p) ? all : all.filter((r) => r.identity === p.sub);
+    // Who may close it is the engine's rule; the portal shows why not.
+    return ok(list.map((r) => ({ ...r, closeRefusal: r.state === 'open' ? gw.engine.reviewRefusal(p, r)?.message ?? null : null })));
   } });
   add({ method: 'POST', path: '/api/v1/reviews/{id}/close', summary: 'Close a break-glass review (not by the person who used it)', body: { comment: 'string' }, handler: async (req) => {
     const b = parse(z.object({ comment: str(2000) }), req);

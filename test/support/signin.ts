@@ -96,7 +96,7 @@ export async function browserSignIn(gatewayUrl: string, user: string, password: 
   const start = new URL(`/auth/login?returnTo=${encodeURIComponent('/api/v1/me')}${opts.mfa ? '&mfa=1' : ''}`, gw);
   const last = await browse(jar, start, { login: user, password, otp: opts.otp ?? '' }, (h) => h.url.origin === gw.origin && h.url.pathname === '/api/v1/me');
   const cookie = jar.get('tg_session', gw.origin);
-  if (!cookie) throw new Error(`browser sign-in of ${user} failed: ${last.status} ${last.body.replace(/<[^>]+>/g, ' ').replace(/\s+/g, ' ').slice(0, 300)}`);
+  if (!cookie) throw new Error(`browser sign-in of ${user} failed: ${last.status} ${last.body.replace(/<head>[\s\S]*?<\/head>/i, '').replace(/<[^>]+>/g, ' ').replace(/\s+/g, ' ').slice(0, 300)}`);
   return { cookie, jar };
 }
 
