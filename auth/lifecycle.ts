@@ -115,14 +115,36 @@ export class IdpLinks {
     const refresh = this.unseal(rec.refreshSealed);
     const access = this.unseal(rec.accessSealed);
     if (refresh === false || access === false) return this.fail(rec, 'unverifiable', 'the stored sign-in can no longer be read (the gateway key changed); sign in again');
+    // Claim the round trip in the store first: a refresh token may be single-use (rotation), so two
+    // gateways refreshing the same sign-in at once would make the IdP revoke it.
+    const before = rec.validatedAt;
+    const claimedAt = this.o.clock.now();
+    const claimed = await this.o.store.transaction(async (tx) => {
+      const cur = await tx.getIdpLink(rec.id);
+      if (!cur || cur.state !== 'ok' || cur.validatedAt !== before) return false;
+      cur.validatedAt = claimedAt;
+      await tx.updateIdpLink(cur);
+      return true;
+    });
+    if (!claimed) {
+      const now = await this.o.store.getIdpLink(rec.id);
+      if (!now) return { ok: false, status: 401, message: 'the sign-in behind this credential is unknown; sign in again' };
+      return now.state === 'failed' ? { ok: false, status: 401, message: failedMessage(now) } : { ok: true };
+    }
     this.revalidations++;
     const res = await oidc.revalidate(rec.identity, { refresh, access, accessExpiresAt: rec.accessExpiresAt });
-    // Another node (or request) may have decided meanwhile: the store's state wins over ours.
     const current = await this.o.store.getIdpLink(rec.id);
     if (!current) return { ok: false, status: 401, message: 'the sign-in behind this credential is unknown; sign in again' };
     if (current.state === 'failed') return { ok: false, status: 401, message: failedMessage(current) };
     if (!res.ok) {
-      if (res.kind === 'unavailable') return { ok: false, status: 503, message: `${res.message}` };
+      if (res.kind === 'unavailable') {
+        // Not asked after all: the next use tries again.
+        if (current.validatedAt === claimedAt) {
+          current.validatedAt = before;
+          await this.o.store.updateIdpLink(current);
+        }
+        return { ok: false, status: 503, message: res.message };
+      }
       return this.fail(current, res.kind, res.message);
     }
     current.validatedAt = this.o.clock.now();

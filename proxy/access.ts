@@ -191,11 +191,6 @@ export class BrowserApprovals {
     return p;
   }
 
-  describe(id: string): PendingApproval | null {
-    const p = this.live(id);
-    return p ? { req: p.req, createdAt: p.createdAt, expiresAt: p.expiresAt, boundTo: p.boundTo } : null;
-  }
-
   /** `sub` opens the approval: the first identity to do so owns it. */
   open(id: string, sub: string): ApprovalRefusal | { ok: true; pending: PendingApproval } {
     const p = this.live(id);

@@ -65,7 +65,9 @@ async function setup(t: Test) {
     await store.upsertIdentity({ sub: r.claims.sub, email: r.claims.email, name: r.claims.name, groups: r.claims.groups, firstSeen: now, lastSeen: now });
     return r.claims;
   };
-  return { dir, clock, store, idp, links, tokens, web, callers, audits, failed, signIn, dropOidc: () => { oidc = null; } };
+  /** Another gateway on the same store. */
+  const otherNode = () => new IdpLinks({ store, clock, key, oidc: () => oidc, intervalMs: 15 * MIN, log, audit: async () => undefined });
+  return { dir, clock, store, idp, links, tokens, web, callers, audits, failed, signIn, otherNode, dropOidc: () => { oidc = null; } };
 }
 
 t.test('re-validation: at most once per interval, new groups replace the stored ones, a disabled user ends the link', async (t) => {
@@ -98,6 +100,13 @@ t.test('re-validation: at most once per interval, new groups replace the stored 
   const changed = h.audits.find((e) => e.action === 'identity.groups_changed');
   t.same(changed?.data.removed, ['oncall'], 'the change is audited');
 
+  // Two gateways on one store at the due time: one refresh between them (a refresh token may be single-use).
+  const node2 = h.otherNode();
+  h.clock.advance(15 * MIN);
+  const both = await Promise.all([h.links.check(link.id), node2.check(link.id)]);
+  t.same(both, [{ ok: true }, { ok: true }]);
+  t.equal(h.links.revalidations + node2.revalidations, 2, 'one more round trip, not two');
+
   h.idp.setDisabled('alice', true);
   h.clock.advance(10 * MIN);
   t.equal((await h.callers.fromToken(token)).ok, true, 'within the interval the earlier answer stands');
@@ -107,7 +116,7 @@ t.test('re-validation: at most once per interval, new groups replace the stored 
   t.match(!refused.ok && refused.message, /this API token is suspended: the sign-in of alice ended: the identity provider refused/);
   const web = await h.callers.fromCookie(cookie);
   t.match(!web.ok && web.message, /sign-in of alice ended/, 'the web session on the same sign-in ends too');
-  t.equal(h.links.revalidations, 2);
+  t.equal(h.links.revalidations + node2.revalidations, 3);
   const rec = (await h.store.getIdpLink(link.id))!;
   t.equal(rec.state, 'failed');
   t.equal(rec.failKind, 'refused');
@@ -120,7 +129,7 @@ t.test('re-validation: at most once per interval, new groups replace the stored 
   t.match(await h.links.refusal('alice'), /refused/, 'the IdP\'s latest word on alice is a refusal');
   h.clock.advance(60 * MIN);
   t.equal((await h.callers.fromToken(token)).ok, false);
-  t.equal(h.links.revalidations, 2, 'a failed link is never asked about again');
+  t.equal(h.links.revalidations + node2.revalidations, 3, 'a failed link is never asked about again');
 
   // Enabled again and signed in afresh: a new link, and the refusal no longer stands.
   h.idp.setDisabled('alice', false);
@@ -139,6 +148,8 @@ t.test('an unreachable IdP fails closed for the request but ends nothing; no IdP
   const r = await h.callers.fromToken(token);
   t.same(r.ok === false && r.status, 503, 'refused with 503 while the IdP cannot be asked');
   t.equal((await h.store.getIdpLink(link.id))?.state, 'ok', 'the link stays');
+  t.same((await h.callers.fromToken(token)).ok, false, 'still refused');
+  t.equal(h.links.revalidations, 2, 'and the IdP is asked again on the next use');
   t.same(h.failed, []);
   h.dropOidc();
   const gone = await h.callers.fromToken(token);
