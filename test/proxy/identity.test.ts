@@ -68,6 +68,24 @@ async function withToken(tg: TestGateway, token: string, method: string, path: s
   return { status: res.status, body: text ? JSON.parse(text) : null };
 }
 
+/** Run the real CLI against the test gateway with a token. */
+function cli(tg: TestGateway, token: string, args: string[], configDir: string): Promise<{ code: number; out: string; err: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [bin, '--url', tg.url, ...args], { env: { ...process.env, TOLLGATE_TOKEN: token, TOLLGATE_CLI_CONFIG: join(configDir, 'cli.json') }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.stderr.on('data', (d) => { err += d; });
+    child.on('close', (code) => resolve({ code: code ?? 1, out, err }));
+  });
+}
+
+function tempDir(t: Test): string {
+  const dir = mkdtempSync(join(tmpdir(), 'tg-identity-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
 t.test('a user disabled at the IdP loses web and token access at the next re-validation', async (t) => {
   const { tg, ft, ctx, clock } = await setup(t, { idp: true });
   const { cookie } = await browserSignIn(tg.url, 'alice', 'alice-pw');
@@ -77,6 +95,20 @@ t.test('a user disabled at the IdP loses web and token access at the next re-val
   const fromWeb = await asBrowser(tg, cookie, 'POST', '/api/v1/tokens', { name: 'made in the portal' });
   t.equal(fromWeb.status, 201);
   const webToken: string = fromWeb.body.token;
+
+  // A registered key (alice registers it with her operator-made token) and a live session through it.
+  const keyDir = tempDir(t);
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(keyDir, 'k')]);
+  const key = await tg.registerKey('alice', join(keyDir, 'k'));
+  t.equal(key.status, 201, JSON.stringify(key.body));
+  await tg.grant('alice', 'shop', 'user');
+  const byKey = () => ctx.authenticate({ protocol: 'fake', username: 'shop', clientAddr: '127.0.0.1:4', publicKeyFingerprint: key.body.fingerprint });
+  const keyAuth = await byKey();
+  t.ok(keyAuth.ok, 'the key signs alice in');
+  if (!keyAuth.ok) return;
+  const keySession = await ctx.openSession(keyAuth.auth, { protocol: 'fake', clientAddr: '127.0.0.1:4' });
+  const keyEnded: string[] = [];
+  keySession.onTerminate((r) => { keyEnded.push(r.code); void keySession.end(r); });
 
   // A live session and an unused secret, both issued through the device sign-in's token.
   const req = await withToken(tg, deviceToken, 'POST', '/api/v1/requests', { target: 'box', role: 'user', duration: '2h', reason: 'deploy' });
@@ -116,6 +148,10 @@ t.test('a user disabled at the IdP loses web and token access at the next re-val
   const refused = await fakeConnect(ctx, ft, 'box', s2.body.secret);
   t.notOk(refused.ok, 'a secret the suspended token issued earlier no longer works');
   if (!refused.ok) t.match(refused.reason, /revoked or has ended/);
+  t.same(keyEnded, ['revoked'], 'the session opened with her key ended too');
+  const keyAgain = await byKey();
+  t.notOk(keyAgain.ok, 'the key no longer signs her in');
+  if (!keyAgain.ok) t.match(keyAgain.reason, /the identity provider no longer confirms alice .*sign in again before using a key/);
 
   // The tokens list (seen with alice's operator-made token, which is not tied to the IdP) says why.
   const list = await tg.api('alice', 'GET', '/api/v1/tokens');
@@ -267,6 +303,10 @@ t.test('API tokens: maximum lifetime, last use, revoking one ends its live sessi
   if (!viaApp.ok) t.match(viaApp.reason, /has ended \(the API token was revoked\)/);
   const audit = await tg.store.listAudit({ action: 'token.revoked', subject: ci.body.id });
   t.equal(audit[0]?.data['sessionsEnded'], 1);
+  const listing = await cli(tg, tg.token('alice'), ['tokens'], tempDir(t));
+  t.equal(listing.code, 0, listing.err);
+  t.match(listing.out, new RegExp(`${ci.body.id}\\s+ci\\s+revoked`), 'tollgate tokens shows the state');
+  t.match(listing.out, /test \(this one\)\s+active/);
   await c2.session.end({ code: 'client_exit', message: 'bye' });
 });
 
@@ -307,8 +347,7 @@ t.test('break-glass needs a fresh MFA; its review is closed from outside the bre
 
 t.test('SSH keys are registered only with a proof of possession made by ssh-keygen -Y sign', async (t) => {
   const { tg, ft, ctx, clock } = await setup(t);
-  const dir = mkdtempSync(join(tmpdir(), 'tg-keys-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const dir = tempDir(t);
   const keygen = (name: string, args = ['-t', 'ed25519']) => {
     execFileSync('ssh-keygen', ['-q', '-N', '', '-C', `${name}@laptop`, '-f', join(dir, name), ...args]);
     return { file: join(dir, name), pub: readFileSync(join(dir, `${name}.pub`), 'utf8').trim() };
@@ -353,16 +392,9 @@ t.test('SSH keys are registered only with a proof of possession made by ssh-keyg
   t.equal((await tg.store.listAudit({ action: 'key.refused' })).length, cases.length + 2, 'refusals are audited');
 
   // The CLI signs the challenge with the real ssh-keygen and registers the key.
-  const cli = await new Promise<{ code: number; out: string; err: string }>((resolve) => {
-    const child = spawn(process.execPath, [bin, '--url', tg.url, 'keys', 'add', `${mine.file}.pub`], { env: { ...process.env, TOLLGATE_TOKEN: tg.token('alice'), TOLLGATE_CLI_CONFIG: join(dir, 'cli.json') }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => { out += d; });
-    child.stderr.on('data', (d) => { err += d; });
-    child.on('close', (code) => resolve({ code: code ?? 1, out, err }));
-  });
-  t.equal(cli.code, 0, cli.err);
-  t.match(cli.out, /^registered SHA256:\S+ as "mine@laptop"/);
+  const added = await cli(tg, tg.token('alice'), ['keys', 'add', `${mine.file}.pub`], dir);
+  t.equal(added.code, 0, added.err);
+  t.match(added.out, /^registered SHA256:\S+ as "mine@laptop"/);
   const keys = await tg.api('alice', 'GET', '/api/v1/keys');
   t.equal(keys.body.length, 1);
   t.equal(keys.body[0].publicKey, mine.pub.split(' ').slice(0, 2).join(' '));
