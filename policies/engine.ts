@@ -35,7 +35,8 @@ export class PolicyError extends Error {
 export interface JitEngineConfig {
   targets: TargetConfig[];
   policies: PolicyConfig[];
-  breakGlass: Pick<GatewayConfig['breakGlass'], 'groups' | 'maxDuration'>;
+  /** reviewers: groups whose members close break-glass reviews (the gateway adds its SOC groups). */
+  breakGlass: Pick<GatewayConfig['breakGlass'], 'groups' | 'maxDuration'> & { reviewers?: string[] };
   idp: Pick<GatewayConfig['idp'], 'mfaMaxAge'>;
 }
 
@@ -844,6 +845,8 @@ export class JitEngine {
     if (durationMs > this.bgMaxMs) {
       throw new PolicyError('invalid', `duration: break-glass access lasts at most ${fmtDuration(this.bgMaxMs)}`, 'duration');
     }
+    // No approver stands between break-glass and the target: a fresh second factor does.
+    if (!this.mfaFresh(p)) throw new PolicyError('mfa_required', this.mfaMessage('break-glass access'));
     const now = this.clock.now();
     const reason = b.reason.trim();
     const req: RequestRecord = {
@@ -875,15 +878,38 @@ export class JitEngine {
     return grant;
   }
 
+  /**
+   * Why `p` may not close this review (null: may). Reviews are closed from outside: never by the
+   * person who used break-glass nor by any member of a break-glass group, only by the reviewer
+   * groups (breakGlass.reviewers; the gateway adds its SOC groups).
+   */
+  reviewRefusal(p: Principal, rv: Pick<BreakGlassReviewRecord, 'identity'>): PolicyError | null {
+    if (rv.identity === p.sub) return new PolicyError('self_approval', 'someone other than the person who used break-glass must close its review');
+    const bgGroups = this.cfg.breakGlass?.groups ?? [];
+    const inBreakGlass = p.groups.filter((g) => bgGroups.includes(g));
+    if (inBreakGlass.length) {
+      return new PolicyError('self_approval', `a break-glass review must be closed by someone outside the break-glass groups (you are in ${inBreakGlass.join(', ')})`);
+    }
+    const reviewers = this.cfg.breakGlass?.reviewers ?? [];
+    if (!p.groups.some((g) => reviewers.includes(g))) {
+      return new PolicyError('not_approver', `only members of ${reviewers.length ? reviewers.join(', ') : 'the reviewer groups (breakGlass.reviewers)'} can close a break-glass review`);
+    }
+    return null;
+  }
+
+  /** Whether `p` is in a group that reviews break-glass use. */
+  isReviewer(p: Principal): boolean {
+    const reviewers = this.cfg.breakGlass?.reviewers ?? [];
+    return p.groups.some((g) => reviewers.includes(g));
+  }
+
   async closeReview(p: Principal, reviewId: string, comment: string): Promise<BreakGlassReviewRecord> {
     const note = typeof comment === 'string' ? comment.trim() : '';
     const check = async (tx: Store) => {
       const rv = typeof reviewId === 'string' && reviewId ? await tx.getReview(reviewId) : null;
       if (!rv) throw new PolicyError('not_found', 'no such break-glass review');
-      if (rv.identity === p.sub) throw new PolicyError('self_approval', 'someone other than the person who used break-glass must close its review');
-      const reviewers = this.approverGroups();
-      for (const g of this.cfg.breakGlass?.groups ?? []) reviewers.add(g);
-      if (!p.groups.some((g) => reviewers.has(g))) throw new PolicyError('not_approver', 'only approvers or break-glass group members can close a review');
+      const refusal = this.reviewRefusal(p, rv);
+      if (refusal) throw refusal;
       if (rv.state !== 'open') throw new PolicyError('conflict', 'this review is already closed');
       if (!note) throw new PolicyError('invalid', 'comment: say what you checked', 'comment');
       return rv;

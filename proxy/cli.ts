@@ -1,8 +1,8 @@
 import { Command, Option } from 'commander';
 import { spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync, existsSync, createWriteStream, chmodSync } from 'node:fs';
-import { homedir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { mkdirSync, readFileSync, writeFileSync, existsSync, createWriteStream, chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { homedir, tmpdir } from 'node:os';
+import { basename, dirname, join } from 'node:path';
 import { WebSocket } from 'undici';
 import { loadConfigFile, ConfigError } from './config.js';
 
@@ -235,6 +235,59 @@ export function buildCli(): Command {
     .action(async (id: string, o: { reason: string }) => {
       const r = await api(g(), 'POST', `/api/v1/sessions/${encodeURIComponent(id)}/kill`, { reason: o.reason });
       out(g(), r, () => process.stdout.write(`session ${r.id} terminated\n`));
+    });
+
+  const keys = program.command('keys').description('your registered SSH public keys (keys add <pubkey-file> registers one)')
+    .action(async () => {
+      const list = await api(g(), 'GET', '/api/v1/keys');
+      out(g(), list, () => table(list.map((k: any) => ({ ...k, created: new Date(k.createdAt).toISOString() })), ['id', 'name', 'fingerprint', 'created']));
+    });
+  keys.command('add').description('register an SSH public key; proves you hold its private key by signing a gateway challenge with ssh-keygen -Y sign')
+    .argument('<pubkey-file>', 'the public key, e.g. ~/.ssh/id_ed25519.pub')
+    .option('-n, --name <name>', 'a name for the key (default: its comment)')
+    .option('-i, --identity-file <file>', 'the private key to sign with (default: the public key file without .pub, else ssh-agent)')
+    .action(async (file: string, o: { name?: string; identityFile?: string }) => {
+      let line: string;
+      try { line = readFileSync(file, 'utf8').split(/\r?\n/).find((l) => l.trim() && !l.startsWith('#'))?.trim() ?? ''; } catch (e) {
+        throw new CliError(`cannot read ${file}: ${(e as Error).message}`);
+      }
+      if (!line) throw new CliError(`${file} holds no public key`);
+      const name = o.name ?? (line.split(/\s+/).slice(2).join(' ') || basename(file));
+      const ch = await api(g(), 'POST', '/api/v1/keys/challenge', { publicKey: line });
+      // Without a private key file next to it, ssh-keygen signs with the key held by ssh-agent.
+      const signer = o.identityFile ?? (file.endsWith('.pub') && existsSync(file.slice(0, -4)) ? file.slice(0, -4) : file);
+      const tmp = mkdtempSync(join(tmpdir(), 'tollgate-key-'));
+      try {
+        const msg = join(tmp, 'challenge');
+        writeFileSync(msg, ch.challenge, { mode: 0o600 });
+        const code = await new Promise<number>((resolve, reject) => {
+          const child = spawn('ssh-keygen', ['-Y', 'sign', '-n', ch.namespace, '-f', signer, msg], { stdio: ['inherit', 'ignore', 'inherit'] });
+          child.on('error', (e) => reject(new CliError(`cannot run ssh-keygen: ${e.message}`)));
+          child.on('close', (c) => resolve(c ?? 1));
+        });
+        if (code !== 0 || !existsSync(`${msg}.sig`)) throw new CliError(`ssh-keygen could not sign the challenge with ${signer} (exit ${code})`);
+        const r = await api(g(), 'POST', '/api/v1/keys', { publicKey: line, name, challenge: ch.challenge, signature: readFileSync(`${msg}.sig`, 'utf8') });
+        out(g(), r, () => process.stdout.write(`registered ${r.fingerprint} as "${r.name}" (id ${r.id})\n`));
+      } finally {
+        rmSync(tmp, { recursive: true, force: true });
+      }
+    });
+  keys.command('remove').description('remove a registered key').argument('<id>')
+    .action(async (id: string) => {
+      await api(g(), 'DELETE', `/api/v1/keys/${encodeURIComponent(id)}`);
+      process.stdout.write(`key ${id} removed\n`);
+    });
+
+  const tokens = program.command('tokens').description('your API tokens: state (active, expired, revoked, suspended by the IdP) and last use')
+    .action(async () => {
+      const list = await api(g(), 'GET', '/api/v1/tokens');
+      const when = (v: number | null) => (v ? new Date(v).toISOString() : '-');
+      out(g(), list, () => table(list.map((x: any) => ({ ...x, name: `${x.name}${x.current ? ' (this one)' : ''}`, expires: when(x.expiresAt), lastUsed: when(x.lastUsedAt), why: x.suspendedReason ?? '' })), ['id', 'name', 'state', 'expires', 'lastUsed', 'why']));
+    });
+  tokens.command('revoke').description('revoke a token: its connection secrets stop working, its live sessions end').argument('<id>')
+    .action(async (id: string) => {
+      const r = await api(g(), 'DELETE', `/api/v1/tokens/${encodeURIComponent(id)}`);
+      out(g(), r, () => process.stdout.write(`token ${id} revoked; ${r.sessionsEnded} live session(s) ended\n`));
     });
 
   program.command('lock').description('lock an identity, a target or a grant: ends live sessions and refuses new ones')

@@ -145,6 +145,8 @@ const configSchema = z.object({
     expiryWarning: duration.default('60s'),
     secretTtl: duration.default('10m'),
     webSessionTtl: duration.default('12h'),
+    /** Longest lifetime an API token may have (POST /api/v1/tokens, device sign-in). */
+    maxTokenTtl: duration.default('30d'),
     reaperInterval: duration.default('60s'),
     /** Groups that run the SOC console: see every session, watch, kill, lock, read the audit log. */
     socGroups: z.array(z.string()).default(['soc']),
@@ -179,6 +181,8 @@ const configSchema = z.object({
     mfaAcr: z.string().default('mfa'),
     /** How recent an MFA must be for critical requests. */
     mfaMaxAge: duration.default('15m'),
+    /** How often groups are re-checked with the IdP (refresh token or userinfo) for web sessions and API tokens. */
+    revalidate: duration.default('15m'),
     /** The built-in dev IdP (oidc-provider). When present, issuer defaults to it. */
     dev: z.object({
       host: z.string().default('127.0.0.1'),
@@ -192,6 +196,8 @@ const configSchema = z.object({
   breakGlass: z.object({
     groups: z.array(z.string()).default([]),
     maxDuration: duration.default('1h'),
+    /** Groups (besides gateway.socGroups) whose members close break-glass reviews; never a member of `groups`. */
+    reviewers: z.array(z.string()).default(['security']),
     /** Command run (argv) with the alert JSON on stdin; alerts are always audit events too. */
     alertCommand: z.array(z.string()).optional(),
   }).strict().prefault({}),

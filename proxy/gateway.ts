@@ -10,6 +10,7 @@ import { createRecorder } from '../recorder/index.js';
 import type { Recorder } from '../recorder/index.js';
 import { forgetStoredKey, gatewayKey, KeyError, loadGatewayKeyBytes, type GatewayKey } from '../auth/keys.js';
 import { ApiTokens, WebSessions, ConnectionSecrets } from '../auth/credentials.js';
+import { IdpLinks, Callers } from '../auth/lifecycle.js';
 import { startDevIdp, type DevIdp } from '../auth/devidp.js';
 import { createOidc, type Oidc } from '../auth/oidc.js';
 import type { Principal } from '../auth/types.js';
@@ -58,6 +59,9 @@ export class Gateway {
   tokens!: ApiTokens;
   webSessions!: WebSessions;
   secrets!: ConnectionSecrets;
+  /** IdP re-validation of sign-ins (auth/lifecycle.ts) and who is calling over HTTP. */
+  links!: IdpLinks;
+  callers!: Callers;
   oidc: Oidc | null = null;
   devIdp: DevIdp | null = null;
   tls!: TlsMaterial;
@@ -105,7 +109,7 @@ export class Gateway {
       }
       : ensureTlsMaterial(this.dataDir, [this.publicHost]);
 
-    this.tokens = new ApiTokens(this.store, this.clock);
+    this.tokens = new ApiTokens(this.store, this.clock, parseDuration(cfg.gateway.maxTokenTtl));
     this.webSessions = new WebSessions(this.store, this.clock);
     this.secrets = new ConnectionSecrets(this.store, this.clock);
 
@@ -115,7 +119,8 @@ export class Gateway {
     this.engine = new JitEngine({
       store: this.store,
       clock: this.clock,
-      config: { targets: cfg.targets, policies: cfg.policies, breakGlass: cfg.breakGlass, idp: cfg.idp },
+      // Break-glass reviews are closed by the SOC or the configured reviewer groups.
+      config: { targets: cfg.targets, policies: cfg.policies, breakGlass: { ...cfg.breakGlass, reviewers: [...cfg.breakGlass.reviewers, ...cfg.gateway.socGroups] }, idp: cfg.idp },
       audit: async (actor, action, subject, data) => { await this.audit.append(actor, action, subject, data); },
       notify: (e) => this.notify(e),
       onGrantEnded: (grant, why) => {
@@ -150,8 +155,34 @@ export class Gateway {
         ended: (p) => { this.sessionsActive.dec({ protocol: p }); },
       },
     });
+    this.links = new IdpLinks({
+      store: this.store, clock: this.clock, key: this.key, oidc: () => this.oidc, intervalMs: parseDuration(cfg.idp.revalidate),
+      audit: (actor, action, subject, data) => this.audit.append(actor, action, subject, data).then(() => undefined),
+      log: this.log.child({ c: 'lifecycle' }),
+      onFailed: async (link) => {
+        // Sessions opened through the failed sign-in end; with a refusal, so do those opened with a registered key.
+        const refused = link.failKind === 'refused' && (await this.links.refusal(link.identity)) !== null;
+        await this.sessions.terminateWhere(
+          (s) => s.principal.credential?.linkId === link.id || (refused && s.identity === link.identity && s.principal.credential?.kind === 'key'),
+          { code: 'revoked', message: `Tollgate: the sign-in of ${link.identity} ended (${link.failReason ?? 'refused by the identity provider'}); the session is closed.` },
+        );
+      },
+    });
+    this.callers = new Callers(this.store, this.tokens, this.webSessions, this.links);
     this.access = new Access({
       store: this.store, clock: this.clock, audit: this.audit, secrets: this.secrets,
+      idpRefusal: (sub) => this.links.refusal(sub),
+      credentialEnded: async (c) => {
+        if (c.linkId) {
+          const link = await this.links.get(c.linkId);
+          if (!link || link.state !== 'ok') return link?.failReason ?? 'the sign-in is unknown';
+        }
+        if (c.kind === 'token') {
+          const token = await this.store.getApiToken(c.id);
+          if (!token || token.revokedAt !== null) return 'the API token was revoked';
+        }
+        return null;
+      },
       target: (n) => cfg.targets.find((t) => t.name === n),
       withinHours: (t, r, at, grant) => this.engine.withinHours(t, r, at, grant),
       activeGrant: (sub, t, r) => this.engine.activeGrant(sub, t, r),
@@ -177,6 +208,7 @@ export class Gateway {
     this.publicUrl = (cfg.gateway.publicUrl ?? `http://${this.publicHost.includes(':') ? `[${this.publicHost}]` : this.publicHost}:${port}`).replace(/\/$/, '');
 
     await this.startIdp();
+    this.links.start();
     await this.engine.start();
     const reaped = await this.sessions.reap();
     if (reaped.leases || reaped.sessions || reaped.failed) this.log.warn(reaped, 'reaper cleaned up after an earlier run');
@@ -264,7 +296,7 @@ export class Gateway {
         })),
         clients: [{
           client_id: idp.clientId, client_secret: secret.reveal(), redirect_uris: [redirectUri],
-          grant_types: ['authorization_code', 'urn:ietf:params:oauth:grant-type:device_code'],
+          grant_types: ['authorization_code', 'urn:ietf:params:oauth:grant-type:device_code', 'refresh_token'],
         }],
         log: this.log.child({ c: 'dev-idp' }),
       });
@@ -329,8 +361,8 @@ export class Gateway {
       },
       openSession: (auth, meta) => this.sessions.open(auth, meta),
       webPrincipal: async (cookie) => {
-        const s = await this.webSessions.verify(cookie);
-        return s ? this.principalOf(s.identity, 'web', s.mfaAt) : null;
+        const r = await this.callers.fromCookie(cookie);
+        return r.ok ? r.principal : null;
       },
       seal: (value, ttlMs) => this.key.seal(value, ttlMs),
       unseal: (sealed) => this.key.unseal(sealed),
@@ -352,6 +384,8 @@ export class Gateway {
     if (this.reaperTimer) clearInterval(this.reaperTimer);
     if (this.checkpointTimer) clearInterval(this.checkpointTimer);
     this.engine?.stop();
+    this.links?.stop();
+    await this.links?.idle();
     await this.sessions?.terminateWhere(() => true, { code: 'gateway_shutdown', message: 'Tollgate: the gateway is shutting down.' });
     for (const l of this.listeners.values()) await l.close().catch(() => undefined);
     await this.recorder?.closeAll().catch(() => undefined);

@@ -9,6 +9,10 @@ import { parseDuration } from '../config.js';
 import { mountAuthRoutes, SESSION_COOKIE } from './auth-routes.js';
 import { mountLive } from './live.js';
 import { publicKeyFingerprint } from './keys.js';
+import { parseSshPublicKey, verifySshSignature } from '../../auth/sshsig.js';
+import { refuseIfLocked, identityLock } from './guards.js';
+import type { CallerResult } from '../../auth/lifecycle.js';
+import { lockMatches } from '../sessions.js';
 import type { LockRecord, SessionRecord, GrantRecord } from '../store/types.js';
 
 export interface Authed extends HttpRequest { principal: Principal }
@@ -24,7 +28,16 @@ function isApprover(gw: Gateway, p: Principal): boolean {
 /** The answer of principalOf per request (keyed by its headers): the front checks it before reading the body, the handler reuses it. */
 const principals = new WeakMap<Record<string, string>, Promise<Principal | null>>();
 
-/** Who is calling: Bearer API token or the web session cookie. null when neither is valid. */
+/** Why a request carried credentials that did not establish a principal (suspended token, IdP down...). */
+const authProblems = new WeakMap<Record<string, string>, { status: number; message: string }>();
+export function authProblem(req: HttpRequest): { status: number; message: string } | undefined {
+  return authProblems.get(req.headers);
+}
+
+/**
+ * Who is calling: Bearer API token or the web session cookie, re-validated with the IdP when due
+ * (auth/lifecycle.ts). null when neither is valid; authProblem(req) then says why.
+ */
 export function principalOf(gw: Gateway, req: HttpRequest): Promise<Principal | null> {
   let p = principals.get(req.headers);
   if (!p) {
@@ -36,21 +49,22 @@ export function principalOf(gw: Gateway, req: HttpRequest): Promise<Principal | 
 
 async function lookupPrincipal(gw: Gateway, req: HttpRequest): Promise<Principal | null> {
   const auth = req.headers['authorization'];
+  let r: CallerResult | null = null;
   if (auth) {
     const m = /^Bearer\s+(\S+)$/i.exec(auth);
-    if (!m) return null;
-    const v = await gw.tokens.verify(m[1]!);
-    if (!v) return null;
-    return gw.principalOf(v.record.identity, 'token', v.record.mfaAt);
+    r = m ? await gw.callers.fromToken(m[1]!) : { ok: false, status: 401, message: 'the Authorization header must be "Bearer <API token>"' };
+  } else {
+    const cookie = req.cookie(SESSION_COOKIE);
+    if (cookie) r = await gw.callers.fromCookie(cookie);
   }
-  const cookie = req.cookie(SESSION_COOKIE);
-  if (cookie) {
-    const s = await gw.webSessions.verify(cookie);
-    if (!s) return null;
-    return gw.principalOf(s.identity, 'web', s.mfaAt);
-  }
-  return null;
+  if (!r) return null;
+  if (!r.ok) { authProblems.set(req.headers, r); return null; }
+  return r.principal;
 }
+
+/** SSHSIG namespace of key registration challenges, and how long a challenge may be used. */
+export const KEY_NAMESPACE = 'tollgate-key-registration';
+const KEY_CHALLENGE_TTL_MS = 5 * 60_000;
 
 const str = (max = 500) => z.string().trim().min(1).max(max);
 
@@ -65,7 +79,8 @@ export function mountApi(gw: Gateway): void {
     const h: Handler = async (req) => {
       if (r.auth === false) return r.handler(req as Authed);
       const p = await principalOf(gw, req);
-      if (!p) throw new HttpError(401, 'sign in first: send "Authorization: Bearer <API token>" or use the portal');
+      if (!p) throw new HttpError(authProblem(req)?.status ?? 401, authProblem(req)?.message ?? 'sign in first: send "Authorization: Bearer <API token>" or use the portal');
+      await refuseIfLocked(gw, r, p);
       if (r.auth === 'soc' && !isSoc(gw, p)) throw new HttpError(403, `${p.sub} is not in a SOC group (${gw.config.gateway.socGroups.join(', ')})`);
       return r.handler(Object.assign(req, { principal: p }));
     };
@@ -97,34 +112,107 @@ export function mountApi(gw: Gateway): void {
   }) });
 
   // ---- me, tokens, keys
-  add({ method: 'GET', path: '/api/v1/me', summary: 'The signed-in identity', handler: (req) => ok({
-    ...req.principal, soc: isSoc(gw, req.principal), approver: isApprover(gw, req.principal),
-  }) });
-  add({ method: 'POST', path: '/api/v1/tokens', summary: 'Create a personal API token', body: { name: 'string', ttl: 'duration (e.g. 30d)' }, handler: async (req) => {
-    const b = parse(z.object({ name: str(100), ttl: z.union([z.string(), z.number()]).default('30d') }), req);
-    let ttlMs: number;
-    try { ttlMs = parseDuration(b.ttl); } catch { throw new HttpError(400, 'ttl: a duration such as 12h or 30d', { field: 'ttl' }); }
-    if (ttlMs <= 0 || ttlMs > 366 * 86_400_000) throw new HttpError(400, 'ttl: between 1s and 366d', { field: 'ttl' });
-    const { token, record } = await gw.tokens.create(req.principal.sub, b.name, ttlMs, req.principal.mfaAt);
-    await gw.audit.append(req.principal.sub, 'token.created', record.id, { name: b.name, expiresAt: record.expiresAt });
+  add({ method: 'GET', path: '/api/v1/me', summary: 'The signed-in identity', handler: async (req) => {
+    const lock = await identityLock(gw, req.principal.sub);
+    const { credential, ...me } = req.principal;
+    return ok({
+      ...me, soc: isSoc(gw, req.principal), approver: isApprover(gw, req.principal),
+      credential: credential ? { kind: credential.kind, id: credential.id, idpLinked: credential.linkId !== null } : null,
+      locked: lock ? { id: lock.id, reason: lock.reason } : null,
+    });
+  } });
+  const maxTokenTtlMs = gw.tokens.maxTtlMs;
+  add({ method: 'POST', path: '/api/v1/tokens', summary: `Create a personal API token (lifetime at most gateway.maxTokenTtl)`, body: { name: 'string', ttl: 'duration (e.g. 7d; default and maximum gateway.maxTokenTtl)' }, handler: async (req) => {
+    const b = parse(z.object({ name: str(100), ttl: z.union([z.string(), z.number()]).optional() }), req);
+    let ttlMs = maxTokenTtlMs;
+    if (b.ttl !== undefined) {
+      try { ttlMs = parseDuration(b.ttl); } catch { throw new HttpError(400, 'ttl: a duration such as 12h or 7d', { field: 'ttl' }); }
+    }
+    if (ttlMs <= 0 || ttlMs > maxTokenTtlMs) {
+      throw new HttpError(400, `ttl: between 1s and ${gw.config.gateway.maxTokenTtl} (gateway.maxTokenTtl)`, { field: 'ttl' });
+    }
+    // A token made by a signed-in person is re-validated with that person's IdP sign-in.
+    const linkId = req.principal.credential?.linkId ?? null;
+    const { token, record } = await gw.tokens.create(req.principal.sub, b.name, ttlMs, req.principal.mfaAt, linkId);
+    if (linkId) await gw.links.extend(linkId, record.expiresAt);
+    await gw.audit.append(req.principal.sub, 'token.created', record.id, { name: b.name, expiresAt: record.expiresAt, link: linkId, by: credentialLabel(req.principal) });
     return ok({ id: record.id, name: record.name, token: token.reveal(), expiresAt: new Date(record.expiresAt).toISOString() }, 201);
   } });
-  add({ method: 'GET', path: '/api/v1/tokens', summary: 'My API tokens (never their values)', handler: async (req) => ok(
-    (await gw.tokens.list(req.principal.sub)).map((t) => ({ id: t.id, name: t.name, createdAt: t.createdAt, expiresAt: t.expiresAt, lastUsedAt: t.lastUsedAt, revokedAt: t.revokedAt })),
-  ) });
-  add({ method: 'DELETE', path: '/api/v1/tokens/{id}', summary: 'Revoke one of my API tokens', handler: async (req) => {
-    if (!(await gw.tokens.revoke(req.principal.sub, req.params['id']!))) throw new HttpError(404, 'no such token');
-    await gw.audit.append(req.principal.sub, 'token.revoked', req.params['id']!, {});
-    return ok({ ok: true });
+  add({ method: 'GET', path: '/api/v1/tokens', summary: 'My API tokens with their state (active, expired, revoked, suspended) and last use; never their values', handler: async (req) => {
+    const links = new Map<string, Awaited<ReturnType<typeof gw.links.get>>>();
+    const out = [];
+    for (const t of await gw.tokens.list(req.principal.sub)) {
+      const linkId = t.linkId ?? null;
+      if (linkId && !links.has(linkId)) links.set(linkId, await gw.links.get(linkId));
+      const link = linkId ? links.get(linkId) ?? null : null;
+      const failed = linkId !== null && (!link || link.state === 'failed');
+      out.push({
+        id: t.id, name: t.name, state: gw.tokens.state(t, failed), createdAt: t.createdAt, expiresAt: t.expiresAt, lastUsedAt: t.lastUsedAt,
+        revokedAt: t.revokedAt, idpLinked: linkId !== null, validatedAt: link?.validatedAt ?? null,
+        suspendedAt: failed ? link?.failedAt ?? null : null, suspendedReason: failed ? link?.failReason ?? 'the sign-in behind it is gone' : null,
+        current: req.principal.credential?.kind === 'token' && req.principal.credential.id === t.id,
+      });
+    }
+    return ok(out);
   } });
-  add({ method: 'POST', path: '/api/v1/keys', summary: 'Register an SSH public key for native sign-in', body: { publicKey: 'OpenSSH public key line', name: 'string' }, handler: async (req) => {
-    const b = parse(z.object({ publicKey: str(16_000), name: z.string().max(100).default('key') }), req);
-    const fp = publicKeyFingerprint(b.publicKey);
+  add({ method: 'DELETE', path: '/api/v1/tokens/{id}', summary: 'Revoke one of my API tokens: the connection secrets it issued stop working and its live sessions end', handler: async (req) => {
+    const id = req.params['id']!;
+    if (!(await gw.tokens.revoke(req.principal.sub, id))) throw new HttpError(404, 'no such token');
+    const ended = await gw.sessions.terminateWhere(
+      (s) => s.principal.credential?.kind === 'token' && s.principal.credential.id === id,
+      { code: 'revoked', message: 'Tollgate: the API token that opened this session was revoked; the session is closed.' },
+    );
+    await gw.audit.append(req.principal.sub, 'token.revoked', id, { sessionsEnded: ended });
+    return ok({ ok: true, sessionsEnded: ended });
+  } });
+  // SSH keys: registering one proves possession of its private key by signing a gateway challenge
+  // with `ssh-keygen -Y sign -n tollgate-key-registration` (tollgate keys add does it).
+  const keyOf = (line: string) => {
+    const fp = publicKeyFingerprint(line);
     if (!fp) throw new HttpError(400, 'publicKey: an OpenSSH public key line such as "ssh-ed25519 AAAA... comment"', { field: 'publicKey' });
-    if ((await gw.store.listPublicKeys({ fingerprint: fp.fingerprint })).length) throw new HttpError(409, 'this key is already registered');
-    const rec = { id: crypto.randomUUID(), identity: req.principal.sub, publicKey: fp.line, fingerprint: fp.fingerprint, name: b.name, createdAt: gw.clock.now() };
+    if (fp.line.startsWith('sk-')) throw new HttpError(400, 'publicKey: security-key (sk-…) keys cannot prove possession here yet; register an ed25519, ECDSA or RSA key', { field: 'publicKey' });
+    const blob = Buffer.from(fp.line.split(' ')[1]!, 'base64');
+    let parsed: ReturnType<typeof parseSshPublicKey>;
+    try { parsed = parseSshPublicKey(blob); } catch (e) {
+      throw new HttpError(400, `publicKey: not a usable key (${(e as Error).message})`, { field: 'publicKey' });
+    }
+    if (parsed.bits !== undefined && parsed.bits < 2048) throw new HttpError(400, `publicKey: RSA keys must have at least 2048 bits (this one has ${parsed.bits})`, { field: 'publicKey' });
+    return { ...fp, blob };
+  };
+  add({ method: 'POST', path: '/api/v1/keys/challenge', summary: `A challenge to sign with the key to register (ssh-keygen -Y sign -n ${KEY_NAMESPACE})`, body: { publicKey: 'OpenSSH public key line' }, handler: async (req) => {
+    const b = parse(z.object({ publicKey: str(16_000) }), req);
+    const k = keyOf(b.publicKey);
+    const expiresAt = gw.clock.now() + KEY_CHALLENGE_TTL_MS;
+    const challenge = gw.key.seal({ p: 'key-registration', s: req.principal.sub, f: k.fingerprint, n: crypto.randomUUID() }, KEY_CHALLENGE_TTL_MS);
+    return ok({ challenge, namespace: KEY_NAMESPACE, fingerprint: k.fingerprint, expiresAt: new Date(expiresAt).toISOString(),
+      command: `printf %s '<challenge>' > challenge && ssh-keygen -Y sign -n ${KEY_NAMESPACE} -f <private key> challenge` });
+  } });
+  add({ method: 'POST', path: '/api/v1/keys', summary: 'Register an SSH public key for native sign-in, with proof of possession', body: { publicKey: 'OpenSSH public key line', name: 'string', challenge: 'from POST /api/v1/keys/challenge', signature: `ssh-keygen -Y sign -n ${KEY_NAMESPACE} of the challenge (armored)` }, handler: async (req) => {
+    const b = parse(z.object({ publicKey: str(16_000), name: z.string().max(100).default('key'), challenge: z.string().max(4000).optional(), signature: z.string().max(64_000).optional() }), req);
+    const k = keyOf(b.publicKey);
+    const refuse = async (field: string, message: string): Promise<never> => {
+      await gw.audit.append(req.principal.sub, 'key.refused', null, { fingerprint: k.fingerprint, reason: message });
+      throw new HttpError(400, `${field}: ${message}`, { field });
+    };
+    if (!b.challenge || !b.signature) {
+      return refuse('signature', `proof of possession is required: get a challenge (POST /api/v1/keys/challenge), sign it with ssh-keygen -Y sign -n ${KEY_NAMESPACE}, and send challenge and signature (tollgate keys add does this)`);
+    }
+    const c = gw.key.unseal<{ p?: string; s?: string; f?: string }>(b.challenge);
+    if (!c || c.p !== 'key-registration') return refuse('challenge', 'expired or not issued by this gateway; ask for a new one');
+    if (c.s !== req.principal.sub) return refuse('challenge', 'issued to another identity');
+    if (c.f !== k.fingerprint) return refuse('challenge', 'issued for another key');
+    const message = Buffer.from(b.challenge, 'utf8');
+    let v = verifySshSignature(b.signature, message, KEY_NAMESPACE, k.blob);
+    // `echo challenge | ssh-keygen -Y sign` signs it with a trailing newline: the same proof.
+    if (!v.ok && v.reason === 'the signature does not verify') {
+      const nl = verifySshSignature(b.signature, Buffer.concat([message, Buffer.from('\n')]), KEY_NAMESPACE, k.blob);
+      if (nl.ok) v = nl;
+    }
+    if (!v.ok) return refuse('signature', v.reason);
+    if ((await gw.store.listPublicKeys({ fingerprint: k.fingerprint })).length) throw new HttpError(409, 'this key is already registered');
+    const rec = { id: crypto.randomUUID(), identity: req.principal.sub, publicKey: k.line, fingerprint: k.fingerprint, name: b.name, createdAt: gw.clock.now() };
     await gw.store.insertPublicKey(rec);
-    await gw.audit.append(req.principal.sub, 'key.registered', rec.id, { fingerprint: fp.fingerprint, name: b.name });
+    await gw.audit.append(req.principal.sub, 'key.registered', rec.id, { fingerprint: k.fingerprint, name: b.name, proof: 'sshsig' });
     return ok(rec, 201);
   } });
   add({ method: 'GET', path: '/api/v1/keys', summary: 'My registered public keys', handler: async (req) => ok(await gw.store.listPublicKeys({ identity: req.principal.sub })) });
@@ -190,8 +278,11 @@ export function mountApi(gw: Gateway): void {
   add({ method: 'POST', path: '/api/v1/breakglass', summary: 'Emergency access: immediate grant, alert, mandatory review', body: { target: 'string', role: 'string', duration: 'duration', reason: 'string' }, handler: async (req) => ok(grantView(gw, await gw.engine.breakGlass(req.principal, req.json())), 201) });
   add({ method: 'GET', path: '/api/v1/reviews', summary: 'Break-glass reviews (?state=open|closed)', handler: async (req) => {
     const st = req.query.get('state');
-    const list = await gw.store.listReviews(st === 'open' || st === 'closed' ? { state: st } : {});
-    return ok(isSoc(gw, req.principal) || isApprover(gw, req.principal) ? list : list.filter((r) => r.identity === req.principal.sub));
+    const all = await gw.store.listReviews(st === 'open' || st === 'closed' ? { state: st } : {});
+    const p = req.principal;
+    const list = isSoc(gw, p) || isApprover(gw, p) || gw.engine.isReviewer(p) ? all : all.filter((r) => r.identity === p.sub);
+    // Who may close it is the engine's rule; the portal shows why not.
+    return ok(list.map((r) => ({ ...r, closeRefusal: r.state === 'open' ? gw.engine.reviewRefusal(p, r)?.message ?? null : null })));
   } });
   add({ method: 'POST', path: '/api/v1/reviews/{id}/close', summary: 'Close a break-glass review (not by the person who used it)', body: { comment: 'string' }, handler: async (req) => {
     const b = parse(z.object({ comment: str(2000) }), req);
@@ -223,6 +314,14 @@ export function mountApi(gw: Gateway): void {
     if (g.state !== 'active' || g.expiresAt <= now) throw new HttpError(409, `the grant is ${g.state === 'active' ? 'expired' : g.state}`);
     const target = gw.config.targets.find((t) => t.name === g.target);
     if (!target) throw new HttpError(409, `target ${g.target} is no longer configured`);
+    const lock = (await gw.store.listLocks({ active: true, at: now })).find((l) => lockMatches(l, { identity: g.identity, target: g.target, grantId: g.id }));
+    if (lock) {
+      await gw.audit.append(req.principal.sub, 'api.refused', lock.id, { code: 'locked', method: req.method, path: req.path, grant: g.id });
+      throw new HttpError(403, `access is locked (${lock.scope} ${lock.value}): ${lock.reason}`, { code: 'locked' });
+    }
+    // The secret belongs to the credential asking for it: it ends with it, and never outlives a token.
+    const issuedBy = req.principal.credential?.kind === 'key' ? undefined : req.principal.credential;
+    const notAfter = issuedBy?.kind === 'token' ? (await gw.store.getApiToken(issuedBy.id))?.expiresAt : undefined;
     let ttlMs = parseDuration(gw.config.gateway.secretTtl);
     if (b.ttl !== undefined) {
       try { ttlMs = parseDuration(b.ttl); } catch { throw new HttpError(400, 'ttl: a duration such as 10m', { field: 'ttl' }); }
@@ -232,8 +331,9 @@ export function mountApi(gw: Gateway): void {
       grant: g, protocol: target.protocol, reusable: b.reusable, ttlMs,
       verifiers: (s) => (mod?.secretVerifiers ? mod.secretVerifiers(gw.ctx(mod.name), target, s) : {}),
       length: mod?.secretLength?.(target),
+      issuedBy, notAfter,
     });
-    await gw.audit.append(req.principal.sub, 'secret.issued', record.id, { grant: g.id, target: g.target, reusable: b.reusable, expiresAt: record.expiresAt });
+    await gw.audit.append(req.principal.sub, 'secret.issued', record.id, { grant: g.id, target: g.target, reusable: b.reusable, expiresAt: record.expiresAt, by: credentialLabel(req.principal) });
     const addr = gw.listenerAddress(target.protocol);
     const host = gw.publicHost;
     const port = addr?.port ?? 0;
@@ -372,8 +472,13 @@ export function mountApi(gw: Gateway): void {
   };
 }
 
+/** 'token:<id>' / 'web:<id>' for the audit log. */
+function credentialLabel(p: Principal): string | null {
+  return p.credential ? `${p.credential.kind}:${p.credential.id}` : null;
+}
+
 function codeFor(status: number): string {
-  return ({ 400: 'invalid', 401: 'unauthenticated', 403: 'forbidden', 404: 'not_found', 405: 'method_not_allowed', 409: 'conflict', 410: 'gone', 413: 'too_large' } as Record<number, string>)[status] ?? 'error';
+  return ({ 400: 'invalid', 401: 'unauthenticated', 403: 'forbidden', 404: 'not_found', 405: 'method_not_allowed', 409: 'conflict', 410: 'gone', 413: 'too_large', 503: 'unavailable' } as Record<number, string>)[status] ?? 'error';
 }
 
 export function grantView(gw: Gateway, g: GrantRecord) {

@@ -1,5 +1,9 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import type { Gateway } from '../gateway.js';
+import type { Principal } from '../../auth/types.js';
+import { identityLock, lockedMessage } from './guards.js';
 import type { ApiRoute } from './openapi.js';
 import { HttpError, type HttpReply, type HttpRequest } from './server.js';
 import { parseDuration } from '../config.js';
@@ -66,9 +70,16 @@ export function mountAuthRoutes(gw: Gateway, add: Add): void {
     const now = gw.clock.now();
     const prev = await gw.store.getIdentity(claims.sub);
     await gw.store.upsertIdentity({ sub: claims.sub, email: claims.email ?? null, name: claims.name ?? null, groups: claims.groups, firstSeen: prev?.firstSeen ?? now, lastSeen: now });
+    const lock = await identityLock(gw, claims.sub);
+    if (lock) {
+      await gw.audit.append(claims.sub, 'signin.refused', lock.id, { via: 'oidc', code: 'locked', clientAddr: req.remote });
+      return page('Sign-in refused', `<h1>Sign-in refused</h1><p class="err">${escapeHtml(lockedMessage(claims.sub, lock))}.</p>`, 403);
+    }
     const ttl = parseDuration(gw.config.gateway.webSessionTtl);
-    const { cookie: value, record } = await gw.webSessions.create(claims.sub, claims.mfa ? claims.authTime : null, ttl);
-    await gw.audit.append(claims.sub, 'signin', record.id, { via: 'oidc', mfa: claims.mfa, groups: claims.groups, clientAddr: req.remote });
+    // The IdP's tokens from this sign-in re-validate the session (and tokens made from it) later.
+    const link = await gw.links.create(claims.sub, claims.idp, now + ttl);
+    const { cookie: value, record } = await gw.webSessions.create(claims.sub, claims.mfa ? claims.authTime : null, ttl, link?.id ?? null);
+    await gw.audit.append(claims.sub, 'signin', record.id, { via: 'oidc', mfa: claims.mfa, groups: claims.groups, clientAddr: req.remote, link: link?.id ?? null });
     return {
       status: 302,
       headers: {
@@ -106,32 +117,112 @@ export function mountAuthRoutes(gw: Gateway, add: Add): void {
     const now = gw.clock.now();
     const prev = await gw.store.getIdentity(c.sub);
     await gw.store.upsertIdentity({ sub: c.sub, email: c.email ?? null, name: c.name ?? null, groups: c.groups, firstSeen: prev?.firstSeen ?? now, lastSeen: now });
-    const { token, record } = await gw.tokens.create(c.sub, b.data.name ?? 'tollgate login', 12 * 3_600_000, c.mfa ? c.authTime : null);
-    await gw.audit.append(c.sub, 'signin', record.id, { via: 'device', mfa: c.mfa, groups: c.groups });
+    const lock = await identityLock(gw, c.sub);
+    if (lock) {
+      await gw.audit.append(c.sub, 'signin.refused', lock.id, { via: 'device', code: 'locked' });
+      return { status: 403, body: { status: 'denied', error: 'forbidden', code: 'locked', message: lockedMessage(c.sub, lock) } };
+    }
+    const ttl = Math.min(12 * 3_600_000, gw.tokens.maxTtlMs);
+    // The device sign-in's refresh token re-validates this token (and tokens made with it) later.
+    const link = await gw.links.create(c.sub, c.idp, now + ttl);
+    const { token, record } = await gw.tokens.create(c.sub, b.data.name ?? 'tollgate login', ttl, c.mfa ? c.authTime : null, link?.id ?? null);
+    await gw.audit.append(c.sub, 'signin', record.id, { via: 'device', mfa: c.mfa, groups: c.groups, link: link?.id ?? null });
     return { status: 200, body: { status: 'done', token: token.reveal(), identity: c.sub, groups: c.groups, expiresAt: new Date(record.expiresAt).toISOString() } };
   } });
 
   // ---- browser approval of a native sign-in (SSH keyboard-interactive)
+  // The page says exactly what is approved (client address, target, role, the identity the session
+  // will run as); the approval belongs to the first identity that opens it, and only an explicit
+  // POST from the gateway's own origin with this page's CSRF token decides it.
+  const csrfKey = gw.key.deriveKey('approve-login-csrf');
+  const csrfFor = (id: string, p: Principal) => createHmac('sha256', csrfKey)
+    .update(`${id}\u0000${p.sub}\u0000${p.credential ? `${p.credential.kind}:${p.credential.id}` : p.via}`).digest('base64url');
+  const sameOrigin = (req: HttpRequest): boolean => {
+    const site = req.headers['sec-fetch-site'];
+    if (site !== undefined && site !== 'same-origin') return false;
+    const origin = req.headers['origin'];
+    return origin === undefined || origin === new URL(gw.publicUrl).origin;
+  };
   const approvalPage = async (req: HttpRequest): Promise<HttpReply> => {
     const { principalOf } = await import('./api.js');
     const p = await principalOf(gw, req);
-    if (!p) return { status: 302, headers: { location: `/auth/login?returnTo=${encodeURIComponent(req.path)}` } };
+    if (!p) return { status: 302, headers: { location: `/auth/login?returnTo=${encodeURIComponent(req.path)}`, 'cache-control': 'no-store' } };
     const id = req.params['id']!;
-    const pending = gw.approvals.describe(id);
-    if (!pending) return page('Sign-in request', '<h1>Sign-in request not found</h1><p>It was already decided or has expired.</p>', 404);
+    const notFound = () => page('Sign-in request', '<h1>Sign-in request not found</h1><p>It was already decided or has expired.</p>', 404);
+    const other = () => page('Sign-in request', '<h1>Not your sign-in request</h1><p class="err">This sign-in request was opened by another identity first; only that identity can approve or deny it. If someone sent you this link, do not use it.</p>', 403);
     if (req.method === 'POST') {
-      const form = new URLSearchParams(req.body.toString('utf8'));
-      const approve = form.get('decision') === 'approve';
-      const out = await gw.approvals.decide(id, p, approve);
-      const msg = !out ? 'It was already decided.' : out.ok ? `Approved: your ${escapeHtml(pending.protocol)} client is signing in to ${escapeHtml(out.auth.target.name)}.` : escapeHtml(out.reason);
-      return page('Sign-in request', `<h1>${out?.ok ? 'Approved' : 'Not approved'}</h1><p>${msg}</p><p>You can close this page.</p>`);
+      const type = String(req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+      const form = new URLSearchParams(type === 'application/x-www-form-urlencoded' ? req.body.toString('utf8') : '');
+      const token = Buffer.from(form.get('csrf') ?? '');
+      const expected = Buffer.from(csrfFor(id, p));
+      if (!sameOrigin(req) || token.length !== expected.length || !timingSafeEqual(token, expected)) {
+        await gw.audit.append(p.sub, 'approval.refused', null, { code: 'csrf', clientAddr: req.remote, origin: req.headers['origin'] ?? null });
+        return page('Sign-in request', '<h1>Not approved</h1><p class="err">This form did not come from the approval page on this gateway. Open the link again and decide there.</p>', 403);
+      }
+      const decision = form.get('decision');
+      if (decision !== 'approve' && decision !== 'deny') return page('Sign-in request', '<h1>Not approved</h1><p class="err">Choose Approve or Deny.</p>', 400);
+      if (decision === 'approve' && form.get('confirm') !== 'yes') {
+        return page('Sign-in request', '<h1>Not approved</h1><p class="err">Tick the box to confirm that you started this sign-in yourself, or choose Deny.</p>', 400);
+      }
+      const d = await gw.approvals.decide(id, p, decision === 'approve');
+      if (!d.ok) return d.code === 'gone' ? notFound() : other();
+      const out = d.outcome;
+      await gw.audit.append(p.sub, decision === 'approve' ? 'approval.approved' : 'approval.denied', null, { ok: out.ok, clientAddr: req.remote });
+      const msg = out.ok
+        ? `Approved: the client is signing in to ${escapeHtml(out.auth.target.name)} as ${escapeHtml(out.auth.role.name)}, as ${escapeHtml(out.auth.principal.sub)}.`
+        : escapeHtml(out.reason);
+      return page('Sign-in request', `<h1>${out.ok ? 'Approved' : 'Not approved'}</h1><p>${msg}</p><p>You can close this page.</p>`);
     }
-    return page('Approve sign-in', `<h1>Approve a sign-in?</h1>
-<p>A <strong>${escapeHtml(pending.protocol)}</strong> client at <code>${escapeHtml(pending.clientAddr)}</code> wants to sign in to
-<strong>${escapeHtml(pending.username)}</strong> as <strong>${escapeHtml(p.sub)}</strong>.</p>
-<p>Approve only if you started this yourself just now.</p>
-<form method="post"><button name="decision" value="approve">Approve</button><button name="decision" value="deny">Deny</button></form>`);
+    const o = gw.approvals.open(id, p.sub);
+    if (!o.ok) return o.code === 'gone' ? notFound() : other();
+    const { req: ask, createdAt, expiresAt } = o.pending;
+    const at = ask.username.indexOf(':');
+    const targetName = at < 0 ? ask.username : ask.username.slice(0, at);
+    const askedRole = at < 0 ? '' : ask.username.slice(at + 1);
+    const target = gw.config.targets.find((t) => t.name === targetName);
+    const grant = target ? await gw.engine.activeGrant(p.sub, target.name, askedRole || undefined) : null;
+    const role = askedRole || grant?.role || '';
+    const now = gw.clock.now();
+    const clientHost = hostOf(ask.clientAddr);
+    const browserHost = hostOf(req.remote);
+    const elsewhere = clientHost && browserHost && clientHost !== browserHost;
+    const who = `${p.sub}${p.name && p.name !== p.sub ? ` (${p.name})` : ''}`;
+    return page('Approve sign-in', `<h1>Approve a sign-in as ${escapeHtml(p.sub)}?</h1>
+<p>A native client asks to open a session <strong>as you</strong>. It will use your grant and be recorded as yours.</p>
+<dl>
+<dt>Client</dt><dd><strong>${escapeHtml(ask.protocol)}</strong> client at <code id="client-addr">${escapeHtml(ask.clientAddr)}</code></dd>
+<dt>Target</dt><dd><strong id="target">${escapeHtml(targetName)}</strong>${target ? ` (${escapeHtml(target.protocol)}, ${escapeHtml(target.risk)} risk)` : ' — no such target'}</dd>
+<dt>Role</dt><dd><strong id="role">${role ? escapeHtml(role) : 'none'}</strong>${grant ? ` (grant ${escapeHtml(grant.id)}, ends ${escapeHtml(new Date(grant.expiresAt).toISOString())})` : ' — you hold no active grant for it, so approving will be refused'}</dd>
+<dt>Runs as</dt><dd><strong id="identity">${escapeHtml(who)}</strong></dd>
+<dt>Asked</dt><dd>${Math.max(0, Math.round((now - createdAt) / 1000))} s ago; this request expires in ${Math.max(0, Math.round((expiresAt - now) / 1000))} s</dd>
+</dl>
+${elsewhere ? `<p class="err" id="elsewhere">The client connects from ${escapeHtml(clientHost)}, but this browser from ${escapeHtml(browserHost)}. If you are not sure that is your own machine, deny.</p>` : ''}
+<p><strong>Approve only if you typed this command yourself just now.</strong> If someone sent you this link, choose Deny: approving would let their client in as you.</p>
+<form method="post">
+<input type="hidden" name="csrf" value="${csrfFor(id, p)}">
+<p><label><input type="checkbox" name="confirm" value="yes" required> I started this ${escapeHtml(ask.protocol)} sign-in to ${escapeHtml(targetName)} myself</label></p>
+<button name="decision" value="approve">Approve as ${escapeHtml(p.sub)}</button><button name="decision" value="deny" formnovalidate>Deny</button>
+</form>`);
   };
   gw.http.route('GET', '/approve-login/:id', approvalPage);
   gw.http.route('POST', '/approve-login/:id', approvalPage);
+}
+
+/** The IP part of "ip:port" or a bare IP (IPv4-mapped IPv6 as IPv4); '' when it is neither. */
+function hostOf(addr: string): string {
+  let a = String(addr ?? '').trim();
+  if (!isIP(a)) {
+    const m = /^\[?(.+?)\]?:(\d+)$/.exec(a);
+    if (m && isIP(m[1]!)) a = m[1]!;
+  }
+  if (!isIP(a)) return '';
+  const mapped = /^(?:0{0,4}:){0,5}(?::|0{0,4}:)?ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(a);
+  if (mapped) return mapped[1]!;
+  const hexMapped = /^(?:0{1,4}:){5}ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/i.exec(a);
+  if (hexMapped) {
+    const hi = parseInt(hexMapped[1]!, 16);
+    const lo = parseInt(hexMapped[2]!, 16);
+    return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+  }
+  return a.toLowerCase();
 }

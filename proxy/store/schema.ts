@@ -29,15 +29,21 @@ export const tables = {
   secrets: {
     name: 'connection_secrets', pk: 'id', columns: {
       id: 'text', hash: 'text', grantId: 'text', identity: 'text', target: 'text', role: 'text', protocol: 'text', reusable: 'bool',
-      createdAt: 'int', expiresAt: 'int', usedAt: 'int', uses: 'int', verifiers: 'json',
+      createdAt: 'int', expiresAt: 'int', usedAt: 'int', uses: 'int', verifiers: 'json', issuedBy: 'text', linkId: 'text',
     },
   },
   tokens: {
     name: 'api_tokens', pk: 'id', columns: {
-      id: 'text', hash: 'text', identity: 'text', name: 'text', createdAt: 'int', expiresAt: 'int', lastUsedAt: 'int', revokedAt: 'int', mfaAt: 'int',
+      id: 'text', hash: 'text', identity: 'text', name: 'text', createdAt: 'int', expiresAt: 'int', lastUsedAt: 'int', revokedAt: 'int', mfaAt: 'int', linkId: 'text',
     },
   },
-  webSessions: { name: 'web_sessions', pk: 'id', columns: { id: 'text', hash: 'text', identity: 'text', createdAt: 'int', expiresAt: 'int', mfaAt: 'int', revokedAt: 'int' } },
+  webSessions: { name: 'web_sessions', pk: 'id', columns: { id: 'text', hash: 'text', identity: 'text', createdAt: 'int', expiresAt: 'int', mfaAt: 'int', revokedAt: 'int', linkId: 'text' } },
+  idpLinks: {
+    name: 'idp_links', pk: 'id', columns: {
+      id: 'text', identity: 'text', refreshSealed: 'text', accessSealed: 'text', accessExpiresAt: 'int', createdAt: 'int', validatedAt: 'int',
+      expiresAt: 'int', state: 'text', failedAt: 'int', failKind: 'text', failReason: 'text',
+    },
+  },
   publicKeys: { name: 'public_keys', pk: 'id', columns: { id: 'text', identity: 'text', publicKey: 'text', fingerprint: 'text', name: 'text', createdAt: 'int' } },
   leases: {
     name: 'leases', pk: 'id', columns: {
@@ -122,6 +128,21 @@ CREATE INDEX audit_action ON audit_events(action);
 CREATE TABLE locks (id TEXT PRIMARY KEY, scope TEXT NOT NULL, value TEXT NOT NULL, reason TEXT NOT NULL, created_by TEXT NOT NULL,
   created_at INTEGER NOT NULL, expires_at INTEGER, removed_at INTEGER, removed_by TEXT);
 CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+`,
+  },
+  {
+    // Identity lifecycle: IdP links (sealed refresh tokens) for re-validation; which credential issued a secret.
+    version: 2,
+    sql: `
+CREATE TABLE idp_links (id TEXT PRIMARY KEY, identity TEXT NOT NULL, refresh_sealed TEXT, access_sealed TEXT, access_expires_at INTEGER,
+  created_at INTEGER NOT NULL, validated_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, state TEXT NOT NULL, failed_at INTEGER,
+  fail_kind TEXT, fail_reason TEXT);
+CREATE INDEX idp_links_due ON idp_links(state, validated_at);
+CREATE INDEX idp_links_identity ON idp_links(identity);
+ALTER TABLE api_tokens ADD COLUMN link_id TEXT;
+ALTER TABLE web_sessions ADD COLUMN link_id TEXT;
+ALTER TABLE connection_secrets ADD COLUMN issued_by TEXT;
+ALTER TABLE connection_secrets ADD COLUMN link_id TEXT;
 `,
   },
   {

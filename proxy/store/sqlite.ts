@@ -4,7 +4,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type {
   Store, IdentityRecord, RequestRecord, ApprovalRecord, GrantRecord, BreakGlassReviewRecord,
-  ConnectionSecretRecord, ApiTokenRecord, WebSessionRecord, PublicKeyRecord, LeaseRecord, SessionRecord,
+  ConnectionSecretRecord, ApiTokenRecord, WebSessionRecord, IdpLinkRecord, PublicKeyRecord, LeaseRecord, SessionRecord,
   RecordingRecord, QueryLogRecord, AuditEventRecord, LockRecord, Page,
 } from './types.js';
 
@@ -218,7 +218,18 @@ export class SqliteStore implements Store {
   async insertApiToken(rec: ApiTokenRecord) { this.t.tokens.insert(rec); }
   async getApiTokenByHash(hash: string) { return (this.t.tokens.list({ hash })[0] ?? null) as ApiTokenRecord | null; }
   async listApiTokens(identity: string) { return this.t.tokens.list({ identity }, { order: 'created_at DESC' }) as ApiTokenRecord[]; }
+  async getApiToken(id: string) { return this.t.tokens.get(id) as ApiTokenRecord | null; }
   async updateApiToken(rec: ApiTokenRecord) { this.t.tokens.update(rec); }
+
+  async insertIdpLink(rec: IdpLinkRecord) { this.t.idpLinks.insert(rec); }
+  async updateIdpLink(rec: IdpLinkRecord) { this.t.idpLinks.update(rec); }
+  async getIdpLink(id: string) { return this.t.idpLinks.get(id) as IdpLinkRecord | null; }
+  async listIdpLinks(f: { identity?: string; state?: IdpLinkRecord['state']; validatedBefore?: number; liveAt?: number }) {
+    const extra: [string, unknown[]][] = [];
+    if (f.validatedBefore !== undefined) extra.push(['validated_at < ?', [f.validatedBefore]]);
+    if (f.liveAt !== undefined) extra.push(['expires_at > ?', [f.liveAt]]);
+    return this.t.idpLinks.list({ identity: f.identity, state: f.state }, { order: 'validated_at', extra }) as IdpLinkRecord[];
+  }
 
   async insertWebSession(rec: WebSessionRecord) { this.t.webSessions.insert(rec); }
   async getWebSessionByHash(hash: string) { return (this.t.webSessions.list({ hash })[0] ?? null) as WebSessionRecord | null; }

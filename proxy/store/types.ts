@@ -113,6 +113,10 @@ export interface ConnectionSecretRecord {
    * Produced by ProtocolModule.secretVerifiers; never the secret.
    */
   verifiers: Record<string, string>;
+  /** The credential that asked for it ('token:<id>' or 'web:<id>'); null when issued by the gateway itself. */
+  issuedBy?: string | null;
+  /** The IdP link of that credential: the secret stops working when the link fails re-validation. */
+  linkId?: string | null;
 }
 
 export interface ApiTokenRecord {
@@ -127,6 +131,8 @@ export interface ApiTokenRecord {
   revokedAt: number | null;
   /** When the identity last proved MFA for the sign-in that created this token (null: never). */
   mfaAt: number | null;
+  /** The IdP sign-in this token is re-validated with (null: created by the operator, not tied to the IdP). */
+  linkId?: string | null;
 }
 
 export interface WebSessionRecord {
@@ -138,6 +144,32 @@ export interface WebSessionRecord {
   expiresAt: number;
   mfaAt: number | null;
   revokedAt: number | null;
+  /** The IdP sign-in this session is re-validated with (null: made by the gateway itself, e.g. tests). */
+  linkId?: string | null;
+}
+
+/**
+ * One sign-in at the IdP that credentials (a web session, the API tokens made from it, a device
+ * sign-in's token) are re-validated with. Its IdP tokens are stored only sealed with the gateway key.
+ */
+export interface IdpLinkRecord {
+  id: string;
+  identity: string;
+  /** The IdP's refresh token, sealed (AES-256-GCM with the gateway key); null when none was issued. */
+  refreshSealed: string | null;
+  /** The IdP's access token, sealed, for userinfo when there is no refresh token. */
+  accessSealed: string | null;
+  accessExpiresAt: number | null;
+  createdAt: number;
+  /** Last time the IdP confirmed the identity and its groups. */
+  validatedAt: number;
+  /** Latest expiry among the credentials that depend on it: nothing to re-validate afterwards. */
+  expiresAt: number;
+  state: 'ok' | 'failed';
+  failedAt: number | null;
+  /** 'refused': the IdP said no (user disabled, refresh refused); 'unverifiable': nothing left to ask it with. */
+  failKind: 'refused' | 'unverifiable' | null;
+  failReason: string | null;
 }
 
 export interface PublicKeyRecord {
@@ -275,7 +307,14 @@ export interface Store {
   insertApiToken(rec: ApiTokenRecord): Promise<void>;
   getApiTokenByHash(hash: string): Promise<ApiTokenRecord | null>;
   listApiTokens(identity: string): Promise<ApiTokenRecord[]>;
+  getApiToken(id: string): Promise<ApiTokenRecord | null>;
   updateApiToken(rec: ApiTokenRecord): Promise<void>;
+
+  insertIdpLink(rec: IdpLinkRecord): Promise<void>;
+  updateIdpLink(rec: IdpLinkRecord): Promise<void>;
+  getIdpLink(id: string): Promise<IdpLinkRecord | null>;
+  /** validatedBefore: last validated before this time; liveAt: still has credentials at this time. */
+  listIdpLinks(filter: { identity?: string; state?: IdpLinkRecord['state']; validatedBefore?: number; liveAt?: number }): Promise<IdpLinkRecord[]>;
 
   insertWebSession(rec: WebSessionRecord): Promise<void>;
   getWebSessionByHash(hash: string): Promise<WebSessionRecord | null>;

@@ -88,12 +88,14 @@ t.test('kill, lock and revoke end live sessions and revoke their leases', async 
   t.notOk(ft.accounts.has(c1.account), 'killed session left no account');
 
   const c2 = await conn();
+  const s3 = await tg.secret('alice', g.id);
   const l = await tg.api('carol', 'POST', '/api/v1/locks', { scope: 'identity', value: 'alice', reason: 'investigation' });
   t.equal(l.status, 201);
   t.equal(l.body.sessionsEnded, 1);
   t.equal(c2.ended[0]?.code, 'locked');
   t.equal(ft.accounts.size, 0);
-  const s3 = await tg.secret('alice', g.id);
+  const noSecret = await tg.api('alice', 'POST', `/api/v1/grants/${g.id}/secret`, {});
+  t.equal(noSecret.status, 403, 'a locked identity gets no new secret');
   const refused = await fakeConnect(ctx, ft, 'box', s3.secret);
   t.notOk(refused.ok, 'locked identity refused');
   if (!refused.ok) { t.equal(refused.code, 'locked'); t.match(refused.reason, /investigation/); }

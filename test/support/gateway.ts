@@ -4,7 +4,8 @@
  * (approvers), carol (soc) exist as identities with API tokens (test setup writes them to the
  * store; the OIDC flows themselves are tested in test/auth and test/proxy/signin).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -40,6 +41,8 @@ export interface TestGateway {
   api(user: string | null, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }>;
   grant(user: string, target: string, role: string, duration?: string): Promise<GrantRecord>;
   secret(user: string, grantId: string, opts?: { reusable?: boolean; ttl?: string }): Promise<{ id: string; username: string; secret: string; host: string; port: number; expiresAt: string; commands: Record<string, string> }>;
+  /** Register an SSH public key for `user`, proving possession with `ssh-keygen -Y sign` as the CLI does. */
+  registerKey(user: string, privateKeyFile: string, name?: string): Promise<{ status: number; body: any }>;
   close(): Promise<void>;
 }
 
@@ -84,7 +87,7 @@ export async function startTestGateway(opts: {
   for (const [name, groups] of Object.entries(TEST_USERS)) {
     const now = gw.clock.now();
     await gw.store.upsertIdentity({ sub: name, email: `${name}@test`, name, groups, firstSeen: now, lastSeen: now });
-    tokens[name] = (await gw.tokens.create(name, 'test', 86_400_000 * 365, now)).token.reveal();
+    tokens[name] = (await gw.tokens.create(name, 'test', gw.tokens.maxTtlMs, now)).token.reveal();
   }
   const url = gw.publicUrl;
   const api: TestGateway['api'] = async (user, method, path, body) => {
@@ -124,6 +127,20 @@ export async function startTestGateway(opts: {
       const r = await api(user, 'POST', `/api/v1/grants/${grantId}/secret`, o);
       if (r.status !== 201) throw new Error(`secret failed: ${r.status} ${JSON.stringify(r.body)}`);
       return r.body;
+    },
+    async registerKey(user, keyFile, name = 'key') {
+      const publicKey = readFileSync(`${keyFile}.pub`, 'utf8').trim();
+      const ch = await api(user, 'POST', '/api/v1/keys/challenge', { publicKey });
+      if (ch.status !== 200) return ch;
+      const dir = mkdtempSync(join(tmpdir(), 'tg-keyreg-'));
+      try {
+        writeFileSync(join(dir, 'challenge'), ch.body.challenge);
+        execFileSync('ssh-keygen', ['-Y', 'sign', '-n', ch.body.namespace, '-f', keyFile, join(dir, 'challenge')], { stdio: 'pipe' });
+        const signature = readFileSync(join(dir, 'challenge.sig'), 'utf8');
+        return await api(user, 'POST', '/api/v1/keys', { publicKey, name, challenge: ch.body.challenge, signature });
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
     },
     async close() {
       await gw.stop();
