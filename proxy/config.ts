@@ -39,6 +39,8 @@ export type SecretRef = z.infer<typeof secretRefSchema>;
 const listenerSchema = z.object({
   host: z.string().default('127.0.0.1'),
   port: z.number().int().min(0).max(65535),
+  /** HTTP front only: terminate TLS here, with this certificate and key or (true) the gateway's own TLS material. */
+  tls: z.union([z.literal(true), z.object({ cert: secretRefSchema, key: secretRefSchema }).strict()]).optional(),
 }).strict();
 
 const roleSchema = z.object({
@@ -83,6 +85,8 @@ const commandRuleSchema = z.object({
   /** HTTP only: methods and a path glob. */
   methods: z.array(z.string()).optional(),
   path: z.string().optional(),
+  /** HTTP only: match the path case-sensitively (default: case-insensitive). */
+  caseSensitive: z.boolean().optional(),
   action: z.enum(['deny', 'kill', 'alert']),
   message: z.string().optional(),
   roles: z.array(z.string()).optional(),
@@ -140,6 +144,10 @@ const configSchema = z.object({
     socGroups: z.array(z.string()).default(['soc']),
     /** Cookies get the Secure flag (set when the front is behind TLS). */
     secureCookies: z.boolean().default(false),
+    /** HTTP apps are served at <app>.<appsDomain> (default: <app>.<gateway host>, <app>.localhost for an IP). */
+    appsDomain: z.string().regex(/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]*[a-z0-9])?$/, 'a lower-case DNS name such as apps.example.com').optional(),
+    /** When set, GET /metrics needs "Authorization: Bearer <this>". */
+    metricsToken: secretRefSchema.optional(),
     /** Key used to sign web session cookies and identity assertions (defaults to one kept in the store). */
   }).strict().default({} as never),
   listeners: z.record(z.string(), listenerSchema).default({ http: { host: '127.0.0.1', port: 8080 } }),
@@ -206,6 +214,9 @@ export function validateConfig(raw: unknown, file: string, modules: ReadonlyMap<
     throw new ConfigError(file, formatPath(issue.path), describeIssue(issue));
   }
   const cfg = parsed.data;
+  for (const [name, l] of Object.entries(cfg.listeners)) {
+    if (l.tls !== undefined && name !== 'http') throw new ConfigError(file, `listeners.${name}.tls`, 'nothing: only the http listener terminates TLS this way (protocol listeners use gateway.tls)');
+  }
   const names = new Set<string>();
   cfg.targets.forEach((t, i) => {
     if (names.has(t.name)) throw new ConfigError(file, `targets[${i}].name`, `a unique target name ("${t.name}" is used twice)`);

@@ -22,10 +22,10 @@ import { Access, BrowserApprovals } from './access.js';
 import { SessionManager } from './sessions.js';
 import { ensureTlsMaterial } from './tls.js';
 import { parseDuration, resolveSecret, type GatewayConfig } from './config.js';
-import { HttpFront } from './http/server.js';
+import { HttpFront, frontTls } from './http/server.js';
+import { WebSecurity } from './http/web-security.js';
 import { mountApi } from './http/api.js';
 import { mountPortal } from './portal/index.js';
-import { SESSION_COOKIE } from './http/auth-routes.js';
 import { runNotify } from './notify.js';
 
 export interface GatewayOptions {
@@ -155,14 +155,15 @@ export class Gateway {
     this.approvals = new BrowserApprovals(this.clock, () => this.publicUrl, this.access);
 
     // HTTP front first: its port is the public URL unless configured.
-    this.http = new HttpFront(this.log.child({ c: 'http' }), (e) => ({ status: 500, body: { error: 'internal', message: (e as Error).message } }));
+    const webSecurity = new WebSecurity(() => this.publicUrl, cfg.gateway.secureCookies, this.key.deriveKey('web-csrf'));
+    this.http = new HttpFront(this.log.child({ c: 'http' }), (e) => ({ status: 500, body: { error: 'internal', message: (e as Error).message } }),
+      webSecurity, frontTls(cfg, this.tls, this.dataDir));
     mountApi(this);
     mountPortal(this);
-    for (const mod of this.modules.values()) {
-      mod.mountHttp?.(this.ctx(mod.name), { raw: (hook) => this.http.raw(hook), app: this.http.uws, sessionCookie: SESSION_COOKIE });
-    }
+    for (const mod of this.modules.values()) mod.mountHttp?.(this.ctx(mod.name), this.http.mount(cfg.gateway.appsDomain ?? null));
     const port = await this.http.start(httpCfg.host, httpCfg.port);
-    this.publicUrl = (cfg.gateway.publicUrl ?? `http://${this.publicHost.includes(':') ? `[${this.publicHost}]` : this.publicHost}:${port}`).replace(/\/$/, '');
+    const scheme = this.http.tls ? 'https' : 'http';
+    this.publicUrl = (cfg.gateway.publicUrl ?? `${scheme}://${this.publicHost.includes(':') ? `[${this.publicHost}]` : this.publicHost}:${port}`).replace(/\/$/, '');
 
     await this.startIdp();
     await this.engine.start();

@@ -4,9 +4,15 @@ import type { ApiRoute } from './openapi.js';
 import { HttpError, type HttpReply, type HttpRequest } from './server.js';
 import { parseDuration } from '../config.js';
 import type { Authed } from './api.js';
+import { continuePage, strictCookieBounce } from './web-security.js';
 
-export const SESSION_COOKIE = 'tg_session';
-const STATE_COOKIE = 'tg_oidc';
+/**
+ * Browser sign-in (OIDC code flow), the CLI's device flow, sign-out, and the approval page of a
+ * native sign-in. Cookies: the web session is SameSite=Strict; the OIDC state cookie is Lax because
+ * the IdP sends the browser back with a cross-site top-level redirect, which must carry it. After
+ * the callback the browser moves on from a gateway page (not a redirect) so that the Strict cookie
+ * is sent on the first page too. Forms carry the web session's CSRF token.
+ */
 
 type Add = (r: ApiRoute & { handler: (req: Authed) => Promise<HttpReply> | HttpReply }) => void;
 
@@ -28,9 +34,6 @@ export function page(title: string, body: string, status = 200): HttpReply {
   };
 }
 
-function cookie(gw: Gateway, name: string, value: string, maxAgeSec: number): string {
-  return `${name}=${encodeURIComponent(value)}; Path=/; HttpOnly; SameSite=Lax; Max-Age=${maxAgeSec}${gw.config.gateway.secureCookies || gw.publicUrl.startsWith('https:') ? '; Secure' : ''}`;
-}
 
 /** Only same-origin paths are allowed as return targets (no open redirect). */
 function safeReturn(v: string | null | undefined): string {
@@ -46,11 +49,13 @@ export function mountAuthRoutes(gw: Gateway, add: Add): void {
 
   add({ method: 'GET', path: '/auth/login', summary: 'Browser sign-in: redirect to the IdP (?returnTo=/path&mfa=1 for step-up)', auth: false, handler: async (req) => {
     const { url, state } = await needOidc().beginLogin({ returnTo: safeReturn(req.query.get('returnTo')), mfa: req.query.get('mfa') === '1' });
-    return { status: 302, headers: { location: url, 'set-cookie': cookie(gw, STATE_COOKIE, state, 600), 'cache-control': 'no-store' } };
+    const sec = gw.http.security;
+    return { status: 302, headers: { location: url, 'set-cookie': sec.setCookie(sec.stateCookie, state, 600, 'Lax'), 'cache-control': 'no-store' } };
   } });
 
   add({ method: 'GET', path: '/auth/callback', summary: 'OIDC redirect target', auth: false, handler: async (req) => {
-    const state = req.cookie(STATE_COOKIE);
+    const sec = gw.http.security;
+    const state = req.cookie(sec.stateCookie);
     if (!state) return page('Sign-in failed', '<h1>Sign-in failed</h1><p class="err">The sign-in took too long or cookies are blocked. <a href="/auth/login">Try again</a>.</p>', 400);
     const url = new URL(`${gw.publicUrl}${req.path}?${req.query.toString()}`);
     let claims;
@@ -67,20 +72,23 @@ export function mountAuthRoutes(gw: Gateway, add: Add): void {
     const ttl = parseDuration(gw.config.gateway.webSessionTtl);
     const { cookie: value, record } = await gw.webSessions.create(claims.sub, claims.mfa ? claims.authTime : null, ttl);
     await gw.audit.append(claims.sub, 'signin', record.id, { via: 'oidc', mfa: claims.mfa, groups: claims.groups, clientAddr: req.remote });
+    // Not a redirect: a redirect chain that started on the IdP is cross-site, and the browser would
+    // not send the new Strict cookie to the page. A gateway page moving on is same-origin.
+    const next = continuePage(safeReturn(claims.returnTo));
     return {
-      status: 302,
-      headers: {
-        location: safeReturn(claims.returnTo),
-        'set-cookie': [cookie(gw, SESSION_COOKIE, value.reveal(), Math.floor(ttl / 1000)), cookie(gw, STATE_COOKIE, '', 0)],
-        'cache-control': 'no-store',
-      },
+      ...next,
+      headers: { ...next.headers, 'set-cookie': [sec.setCookie(sec.sessionCookie, value.reveal(), Math.floor(ttl / 1000), 'Strict'), sec.setCookie(sec.stateCookie, '', 0, 'Lax')] },
     };
   } });
 
-  add({ method: 'POST', path: '/auth/logout', summary: 'End the browser session', auth: false, handler: async (req) => {
-    const c = req.cookie(SESSION_COOKIE);
-    if (c) await gw.webSessions.revoke(c);
-    return { status: 303, headers: { location: '/', 'set-cookie': cookie(gw, SESSION_COOKIE, '', 0) } };
+  add({ method: 'POST', path: '/auth/logout', summary: 'End the browser session (the portal\'s form, with its CSRF token)', auth: false, handler: async (req) => {
+    const sec = gw.http.security;
+    const c = req.cookie(sec.sessionCookie);
+    if (c) {
+      sec.requireForm(req, c, new URLSearchParams(req.body.toString('utf8')));
+      await gw.webSessions.revoke(c);
+    }
+    return { status: 303, headers: { location: '/', 'set-cookie': sec.setCookie(sec.sessionCookie, '', 0, 'Strict') } };
   } });
 
   // ---- device flow for the CLI: the gateway is the OIDC client; the CLI only talks to the gateway.
@@ -108,13 +116,16 @@ export function mountAuthRoutes(gw: Gateway, add: Add): void {
   // ---- browser approval of a native sign-in (SSH keyboard-interactive)
   const approvalPage = async (req: HttpRequest): Promise<HttpReply> => {
     const { principalOf } = await import('./api.js');
+    const sec = gw.http.security;
+    const cookie = req.cookie(sec.sessionCookie);
     const p = await principalOf(gw, req);
-    if (!p) return { status: 302, headers: { location: `/auth/login?returnTo=${encodeURIComponent(req.path)}` } };
+    if (!p) return strictCookieBounce(req, !!cookie) ?? { status: 302, headers: { location: `/auth/login?returnTo=${encodeURIComponent(req.path)}` } };
     const id = req.params['id']!;
     const pending = gw.approvals.describe(id);
     if (!pending) return page('Sign-in request', '<h1>Sign-in request not found</h1><p>It was already decided or has expired.</p>', 404);
     if (req.method === 'POST') {
       const form = new URLSearchParams(req.body.toString('utf8'));
+      if (p.via === 'web') sec.requireForm(req, cookie ?? '', form);
       const approve = form.get('decision') === 'approve';
       const out = await gw.approvals.decide(id, p, approve);
       const msg = !out ? 'It was already decided.' : out.ok ? `Approved: your ${escapeHtml(pending.protocol)} client is signing in to ${escapeHtml(out.auth.target.name)}.` : escapeHtml(out.reason);
@@ -124,7 +135,7 @@ export function mountAuthRoutes(gw: Gateway, add: Add): void {
 <p>A <strong>${escapeHtml(pending.protocol)}</strong> client at <code>${escapeHtml(pending.clientAddr)}</code> wants to sign in to
 <strong>${escapeHtml(pending.username)}</strong> as <strong>${escapeHtml(p.sub)}</strong>.</p>
 <p>Approve only if you started this yourself just now.</p>
-<form method="post"><button name="decision" value="approve">Approve</button><button name="decision" value="deny">Deny</button></form>`);
+<form method="post"><input type="hidden" name="csrf" value="${escapeHtml(cookie ? sec.csrfToken(cookie) : '')}"><button name="decision" value="approve">Approve</button><button name="decision" value="deny">Deny</button></form>`);
   };
   gw.http.route('GET', '/approve-login/:id', approvalPage);
   gw.http.route('POST', '/approve-login/:id', approvalPage);

@@ -50,15 +50,19 @@ export async function startTestGateway(opts: {
   modules?: Map<string, ProtocolModule>;
   breakGlass?: Record<string, unknown>;
   extra?: Record<string, unknown>;
+  /** More keys for the gateway section (publicUrl, appsDomain, metricsToken...). */
+  gateway?: Record<string, unknown>;
+  /** The http listener: a fixed port (for a publicUrl known before start) and TLS. */
+  http?: { port?: number; tls?: unknown };
   /** Receive the gateway's structured log lines (debug level) instead of discarding them. */
   logSink?: (line: string) => void;
 }): Promise<TestGateway> {
   const dataDir = mkdtempSync(join(tmpdir(), 'tg-gw-'));
   const modules = opts.modules ?? moduleMap();
-  const listeners: Record<string, { host: string; port: number }> = { http: { host: '127.0.0.1', port: 0 } };
+  const listeners: Record<string, { host: string; port: number; tls?: unknown }> = { http: { host: '127.0.0.1', port: opts.http?.port ?? 0, ...(opts.http?.tls ? { tls: opts.http.tls } : {}) } };
   for (const l of opts.listeners ?? []) listeners[l] = { host: '127.0.0.1', port: 0 };
   const config = validateConfig({
-    gateway: { dataDir, id: 'test', logLevel: 'silent', expiryWarning: opts.expiryWarning ?? '60s', reaperInterval: '1h' },
+    gateway: { dataDir, id: 'test', logLevel: 'silent', expiryWarning: opts.expiryWarning ?? '60s', reaperInterval: '1h', ...(opts.gateway ?? {}) },
     listeners,
     store: { kind: 'sqlite' },
     targets: opts.targets,
