@@ -74,7 +74,13 @@ export async function startTestGateway(opts: {
   const log = sink
     ? pino({ level: 'trace' }, { write: (l: string) => sink(l) })
     : pino({ level: process.env['TOLLGATE_TEST_LOG'] ?? 'silent' });
-  const gw = await new Gateway({ config, clock: opts.clock, log, modules }).start();
+  const created = new Gateway({ config, clock: opts.clock, log, modules });
+  const gw = await created.start().catch(async (e: unknown) => {
+    // A gateway that cannot start (a test of bad config) leaves nothing behind either.
+    await created.stop().catch(() => undefined);
+    rmSync(dataDir, { recursive: true, force: true });
+    throw e;
+  });
   const tokens: Record<string, string> = {};
   for (const [name, groups] of Object.entries(TEST_USERS)) {
     const now = gw.clock.now();
