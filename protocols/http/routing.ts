@@ -6,7 +6,8 @@
  * there only points at the app's origin. Pure functions.
  */
 import { isIP } from 'node:net';
-import type { AppConfig } from './config.js';
+import type { TargetConfig } from '../types.js';
+import { appConfig, type AppConfig } from './config.js';
 
 export const APPS_PREFIX = '/apps/';
 export const CALLBACK_PATH = '/.tollgate/callback';
@@ -37,6 +38,12 @@ export function appHost(app: Pick<AppConfig, 'label'>, g: GatewayOrigin): string
 /** The app's origin, e.g. https://wiki.tollgate.example.com or http://wiki.localhost:8080. */
 export function appOrigin(app: Pick<AppConfig, 'label'>, g: GatewayOrigin): string {
   return `${g.proto}://${appHost(app, g)}${g.port ? `:${g.port}` : ''}`;
+}
+
+/** Each HTTP app target's URL (for the demo's output): [name, origin]. */
+export function appUrls(targets: TargetConfig[], publicUrl: string, appsDomain?: string | null): [string, string][] {
+  const g = gatewayOrigin(publicUrl, appsDomain);
+  return targets.filter((t) => t.protocol === 'http').map((t) => [t.name, appOrigin(appConfig(t), g)]);
 }
 
 /** Split a Host header into host name and port; null when malformed. */

@@ -7,6 +7,7 @@ import { spawn, execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { request } from 'node:http';
 
 const bin = join(import.meta.dirname, '..', '..', 'proxy', 'bin', 'tollgate.js');
 
@@ -41,6 +42,17 @@ t.test('tollgate demo', async (t) => {
   const me = await fetch(`${demo.gatewayUrl}/api/v1/me`, { headers: { authorization: `Bearer ${demo.users.carol.token}` } }).then((r) => r.json()) as { sub: string };
   t.equal(me.sub, 'carol');
   t.match(out, /Tollgate demo is running at/);
+  const app = /app: +wiki at (http:\/\/wiki\.localhost:(\d+))\//.exec(out);
+  t.ok(app, 'the demo prints the wiki app\'s own URL');
+  if (app) {
+    t.equal(Number(app[2]), Number(new URL(demo.gatewayUrl).port), 'on the gateway\'s port');
+    // Node does not resolve *.localhost (browsers do): ask 127.0.0.1 with the app's Host header.
+    const r = await new Promise<{ status: number; location: string }>((resolve, reject) => {
+      request({ host: '127.0.0.1', port: Number(app[2]), path: '/', headers: { host: new URL(app[1]!).host } }, (res) => { res.resume(); resolve({ status: res.statusCode!, location: String(res.headers.location) }); }).on('error', reject).end();
+    });
+    t.equal(r.status, 302, 'the printed URL is the app (sign-in first)');
+    t.match(r.location, new RegExp(`^${demo.gatewayUrl}/apps/_auth\\?app=wiki&`));
+  }
   child.kill('SIGINT');
   const code = await exited;
   t.equal(code, 0, 'stops cleanly on Ctrl-C');
