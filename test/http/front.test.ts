@@ -18,13 +18,22 @@ import { moduleMap } from '../../protocols/index.js';
 import { validateConfig, ConfigError } from '../../proxy/config.js';
 import { raw, startUpstream, type Upstream } from './support.js';
 
-t.test('/healthz and /metrics', async (t) => {
+t.test('/healthz, /metrics, and apps under gateway.appsDomain', async (t) => {
   const tg = await startTestGateway({
     modules: new Map([['http', httpModule]]),
     targets: [{ name: 'secret-app', protocol: 'http', address: 'http://127.0.0.1:9', roles: [{ name: 'user' }] }],
-    gateway: { metricsToken: { value: 'm3trics-t0ken' } },
+    gateway: { metricsToken: { value: 'm3trics-t0ken' }, appsDomain: 'apps.test' },
   });
   t.teardown(() => tg.close());
+  const port = Number(new URL(tg.url).port);
+  const moved = await raw(port, { path: '/apps/secret-app/x?y=1' });
+  t.equal(moved.status, 302);
+  t.equal(moved.headers.location, `http://secret-app.apps.test:${port}/x?y=1`, '/apps/<name>/ points at <name>.<appsDomain>');
+  const app = await raw(port, { path: '/', host: `secret-app.apps.test:${port}` });
+  t.equal(app.status, 302);
+  t.match(String(app.headers.location), new RegExp(`^${tg.url}/apps/_auth\\?app=secret-app&return=${encodeURIComponent(`http://secret-app.apps.test:${port}/`)}`), 'the app host is the app (sign-in first)');
+  const notApp = await raw(port, { path: '/', host: `secret-app.localhost:${port}` });
+  t.equal(notApp.headers.location, '/portal/access', 'with appsDomain, <name>.localhost is not an app host');
   const h = await fetch(`${tg.url}/healthz`);
   t.equal(h.status, 200);
   t.same(await h.json(), { ok: true }, 'only "up": no gateway id, no session counts, no targets');
