@@ -189,8 +189,24 @@ export interface ProtocolContext {
 export interface HttpMount {
   raw(hook: (res: import('uWebSockets.js').HttpResponse, req: import('uWebSockets.js').HttpRequest) => boolean): void;
   readonly app: import('uWebSockets.js').TemplatedApp;
-  /** The cookie name of gateway web sessions. */
+  /** The cookie name of gateway web sessions (`__Host-tg_session` when the front is TLS). */
   readonly sessionCookie: string;
+  /** Whether cookies get Secure and the `__Host-` prefix (the front is TLS, or gateway.secureCookies). */
+  readonly secureCookies: boolean;
+  /** gateway.appsDomain: HTTP apps live at <app>.<appsDomain> (null: under the gateway host or localhost). */
+  readonly appsDomain: string | null;
+  /** Cookie names reserved for the gateway (tg_*): an app may never set one. */
+  isGatewayCookie(name: string): boolean;
+  /**
+   * Null when a cookie-authenticated change (or, websocket: true, an upgrade) comes from the gateway's
+   * own origin (Origin / Sec-Fetch-Site against publicUrl); otherwise why not.
+   */
+  foreignOrigin(header: (name: string) => string | undefined, websocket?: boolean): string | null;
+  /** The CSRF token of a web session, for HTML forms the gateway serves; checkCsrf verifies one. */
+  csrfToken(sessionCookie: string): string;
+  checkCsrf(sessionCookie: string, token: string | null | undefined): boolean;
+  /** Call the gateway's REST API in-process as the web session behind this cookie value (JSON body). */
+  api(method: string, path: string, sessionCookie: string, body?: unknown): Promise<{ status: number; body: unknown }>;
 }
 
 export interface ClientCommandInfo {

@@ -48,6 +48,8 @@ const listenerSchema = z.object({
   /** Unauthenticated connections at once, in total and from one source address; beyond, new ones are refused. Not on http. */
   maxStartups: z.number().int().min(1).optional(),
   maxStartupsPerSource: z.number().int().min(1).optional(),
+  /** HTTP front only: terminate TLS here, with this certificate and key or (true) the gateway's own TLS material. */
+  tls: z.union([z.literal(true), z.object({ cert: secretRefSchema, key: secretRefSchema }).strict()]).optional(),
 }).strict();
 export type ListenerConfig = z.infer<typeof listenerSchema>;
 
@@ -93,6 +95,8 @@ const commandRuleSchema = z.object({
   /** HTTP only: methods and a path glob. */
   methods: z.array(z.string()).optional(),
   path: z.string().optional(),
+  /** HTTP only: match the path case-sensitively (default: case-insensitive). */
+  caseSensitive: z.boolean().optional(),
   action: z.enum(['deny', 'kill', 'alert']),
   message: z.string().optional(),
   roles: z.array(z.string()).optional(),
@@ -165,6 +169,10 @@ const configSchema = z.object({
     /** Device sign-ins (CLI) and SSH browser approvals waiting for a person: at most this many at once, and per source address. */
     maxPendingSignIns: z.number().int().min(1).default(100),
     maxPendingSignInsPerSource: z.number().int().min(1).default(10),
+    /** HTTP apps are served at <app>.<appsDomain> (default: <app>.<gateway host>, <app>.localhost for an IP). */
+    appsDomain: z.string().regex(/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]*[a-z0-9])?$/, 'a lower-case DNS name such as apps.example.com').optional(),
+    /** When set, GET /metrics needs "Authorization: Bearer <this>". */
+    metricsToken: secretRefSchema.optional(),
   }).strict().prefault({}),
   listeners: z.record(z.string(), listenerSchema).default({ http: { host: '127.0.0.1', port: 8080 } }),
   store: z.union([
@@ -247,6 +255,9 @@ export function validateConfig(raw: unknown, file: string, modules: ReadonlyMap<
   for (const key of ['maxStartups', 'maxStartupsPerSource'] as const) {
     // uWebSockets.js accepts HTTP connections without telling the gateway: there is nothing to count.
     if (cfg.listeners['http']?.[key] !== undefined) throw new ConfigError(file, `listeners.http.${key}`, 'not set: the http listener bounds request bodies and their time (loginTimeout), not connections');
+  }
+  for (const [name, l] of Object.entries(cfg.listeners)) {
+    if (l.tls !== undefined && name !== 'http') throw new ConfigError(file, `listeners.${name}.tls`, 'nothing: only the http listener terminates TLS this way (protocol listeners use gateway.tls)');
   }
   const names = new Set<string>();
   cfg.targets.forEach((t, i) => {

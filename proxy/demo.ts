@@ -6,6 +6,7 @@ import { moduleMap } from '../protocols/index.js';
 import type { DemoTargets, ProtocolModule } from '../protocols/types.js';
 import { isSecretRef, resolveSecret, validateConfig, type PolicyConfig, type TargetConfig } from './config.js';
 import { Gateway } from './gateway.js';
+import { appUrls } from '../protocols/http/routing.js';
 
 /** Demo users: name, groups. Passwords are "<name>-demo" (documented in the README; demo only). */
 export const DEMO_USERS = [
@@ -151,7 +152,7 @@ Tollgate demo is running at ${gw.publicUrl}   (health: ${gw.publicUrl}/healthz)
   tokens and target addresses: ${demoFile}
   gateway key: ${join(gw.dataDir, 'gateway.key')} (0600, made on first start; seals stored secrets and keys the audit log)
   targets:  ${config.targets.map((t) => `${t.name} (${t.protocol}, ${t.risk})`).join(', ') || '(none: install openssh-server / postgresql / mariadb-server)'}
-
+${appUrls(config.targets, gw.publicUrl, config.gateway.appsDomain).map(([name, url]) => `  app:      ${name} at ${url}/   (its own origin; *.localhost is this machine in Chromium and Firefox)\n`).join('')}
 Try:
   export TOLLGATE_URL=${gw.publicUrl}
   TOLLGATE_TOKEN=$(node -p "require('${demoFile}').users.alice.token") npx tollgate request ${config.targets[0]?.name ?? '<target>'} --role ${config.targets[0]?.roles[0]?.name ?? '<role>'} --reason "demo"

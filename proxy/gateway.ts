@@ -23,10 +23,10 @@ import { Access, BrowserApprovals } from './access.js';
 import { SessionManager } from './sessions.js';
 import { ensureTlsMaterial } from './tls.js';
 import { checkpointFileOf, ConfigError, dataDirOf, gatewayKeySource, parseDuration, resolveSecret, type GatewayConfig } from './config.js';
-import { HttpFront } from './http/server.js';
+import { HttpFront, frontTls } from './http/server.js';
+import { WebSecurity } from './http/web-security.js';
 import { mountApi } from './http/api.js';
 import { mountPortal } from './portal/index.js';
-import { SESSION_COOKIE } from './http/auth-routes.js';
 import { runNotify } from './notify.js';
 import { PendingLimit } from './limits.js';
 import { DEFAULT_PREAUTH } from '../protocols/net.js';
@@ -197,15 +197,16 @@ export class Gateway {
     this.pendingSignIns = new PendingLimit('sign-ins waiting for approval', cfg.gateway.maxPendingSignIns, cfg.gateway.maxPendingSignInsPerSource);
 
     // HTTP front first: its port is the public URL unless configured.
-    this.http = new HttpFront(this.log.child({ c: 'http' }), (e) => ({ status: 500, body: { error: 'internal', message: (e as Error).message } }));
+    const webSecurity = new WebSecurity(() => this.publicUrl, cfg.gateway.secureCookies, this.key.deriveKey('web-csrf'));
+    this.http = new HttpFront(this.log.child({ c: 'http' }), (e) => ({ status: 500, body: { error: 'internal', message: (e as Error).message } }),
+      webSecurity, frontTls(cfg, this.tls, this.dataDir));
     this.http.bodyTimeoutMs = preauthOf(httpCfg).loginTimeoutMs;
     mountApi(this);
     mountPortal(this);
-    for (const mod of this.modules.values()) {
-      mod.mountHttp?.(this.ctx(mod.name), { raw: (hook) => this.http.raw(hook), app: this.http.uws, sessionCookie: SESSION_COOKIE });
-    }
+    for (const mod of this.modules.values()) mod.mountHttp?.(this.ctx(mod.name), this.http.mount(cfg.gateway.appsDomain ?? null));
     const port = await this.http.start(httpCfg.host, httpCfg.port);
-    this.publicUrl = (cfg.gateway.publicUrl ?? `http://${this.publicHost.includes(':') ? `[${this.publicHost}]` : this.publicHost}:${port}`).replace(/\/$/, '');
+    const scheme = this.http.tls ? 'https' : 'http';
+    this.publicUrl = (cfg.gateway.publicUrl ?? `${scheme}://${this.publicHost.includes(':') ? `[${this.publicHost}]` : this.publicHost}:${port}`).replace(/\/$/, '');
 
     await this.startIdp();
     this.links.start();

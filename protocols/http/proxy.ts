@@ -2,6 +2,8 @@
  * The identity-aware reverse proxy on the gateway's uWebSockets.js front: routing, sign-in hand-off
  * between the gateway host and app hosts, grant checks from the session cache, rules, injected
  * credentials, streaming both ways with backpressure (undici Pool per app), and WebSockets.
+ * Apps are served only on their own origin; `/apps/<name>/...` on the gateway's origin is a redirect
+ * there (GET/HEAD) or a 404, never a proxied byte.
  */
 import { STATUS_CODES } from 'node:http';
 import { Readable } from 'node:stream';
@@ -14,10 +16,12 @@ import type { Principal } from '../../auth/types.js';
 import { appConfig, type AppConfig } from './config.js';
 import { loadOrCreateAssertionKey, type AssertionKey } from './assertion.js';
 import { injectedHeaderNames } from './credentials.js';
-import { cookieValue, downstreamResponseHeaders, safeHeaderValue, upstreamRequestHeaders } from './headers.js';
-import { errorPage, esc, htmlPage, noGrantPage, requestFormPage, type Page } from './pages.js';
 import {
-  appBases, CALLBACK_PATH, checkReturn, gatewayOrigin, resolveRequest, rulePath, upstreamPath, type AppRoute, type GatewayOrigin,
+  cookieValue, downstreamResponseHeaders, overrideMethods, refusedSetCookie, safeHeaderValue, upstreamRequestHeaders,
+} from './headers.js';
+import { continuePage, errorPage, esc, htmlPage, noGrantPage, requestFormPage, type Page } from './pages.js';
+import {
+  appHost, appOrigin, CALLBACK_PATH, checkReturn, gatewayOrigin, resolveRequest, rulePath, upstreamPath, type AppRoute, type GatewayOrigin,
 } from './routing.js';
 import { AppSessions, type AppSession, type Closable } from './sessions.js';
 
@@ -87,7 +91,15 @@ function header(inc: Incoming, name: string): string | undefined {
   return h?.[1];
 }
 
-function cookieNameFor(app: AppConfig): string { return `${APP_COOKIE_PREFIX}${app.target.name}`; }
+/**
+ * A top-level navigation from another site (an app on *.localhost to the gateway on 127.0.0.1)
+ * carries no SameSite=Strict gateway cookie: re-open the page from the gateway's own origin once.
+ */
+function crossSiteNavigation(inc: Incoming): boolean {
+  return header(inc, 'sec-fetch-site') === 'cross-site' && header(inc, 'sec-fetch-mode') === 'navigate';
+}
+
+const RULE_STRENGTH: Record<string, number> = { kill: 3, deny: 2, alert: 1, allow: 0 };
 
 /** Write a complete small response (inside cork when called asynchronously). */
 function writePage(res: uWS.HttpResponse, st: ReqState, page: Page, extra: [string, string][] = []): void {
@@ -141,8 +153,13 @@ export class HttpApps {
 
   /** The public origin, read lazily: publicUrl is known only once the front listens. */
   private origin(): GatewayOrigin {
-    this.gw ??= gatewayOrigin(this.ctx.publicUrl);
+    this.gw ??= gatewayOrigin(this.ctx.publicUrl, this.front.appsDomain);
     return this.gw;
+  }
+
+  /** The app's sign-in cookie on its own host (`__Host-` when the front is TLS). */
+  private cookieNameFor(app: AppConfig): string {
+    return `${this.front.secureCookies ? '__Host-' : ''}${APP_COOKIE_PREFIX}${app.target.name}`;
   }
 
   private pool(app: AppConfig): Pool {
@@ -203,12 +220,20 @@ export class HttpApps {
     }
     if (r.kind === 'bad_request') { writePage(res, st, errorPage(400, 'Bad request', `Tollgate: ${r.reason}.`)); return true; }
     if (r.kind === 'unknown_app') { writePage(res, st, errorPage(404, 'No such app', `Tollgate: there is no app named "${r.name.slice(0, 64)}".`)); return true; }
+    if (r.kind === 'elsewhere') { this.elsewhere(res, st, inc, r.app, r.location); return true; }
     this.appRequest(res, st, inc, r.route);
     return true;
   }
 
+  /** `/apps/<name>/...` on the gateway's origin: apps have their own origin; nothing is proxied here. */
+  private elsewhere(res: uWS.HttpResponse, st: ReqState, inc: Incoming, app: AppConfig, location: string): void {
+    const method = inc.method.toUpperCase();
+    if (method === 'GET' || method === 'HEAD') { redirect(res, st, location); return; }
+    writePage(res, st, errorPage(404, 'Not here', `Tollgate: ${app.target.name} is served at ${appOrigin(app, this.origin())}/, not on the gateway's own address.`));
+  }
+
   private signedIn(inc: Incoming, app: AppConfig): AppCookie | null {
-    const raw = cookieValue(header(inc, 'cookie'), cookieNameFor(app));
+    const raw = cookieValue(header(inc, 'cookie'), this.cookieNameFor(app));
     if (!raw) return null;
     // Unsealing (AES-GCM + JSON) on every request is the costliest step of the data path: keep
     // recent results briefly (a cookie stays accepted at most COOKIE_CACHE_MS past its expiry).
@@ -299,19 +324,19 @@ export class HttpApps {
       session.recording.events().event('http.request', { method, path: pathOnly, status, bytesIn: st.bytesIn, bytesOut, durationMs: Date.now() - started });
     };
 
-    const decision = session.check(`${method} ${rp}`, { method, path: rp });
+    const decision = this.checkRules(entry, inc, method, rp, route);
     if (decision.action === 'deny' || decision.action === 'kill') {
       body?.destroy();
       status = 403;
-      writePage(res, st, errorPage(403, 'Forbidden by policy', decision.message || `Tollgate: ${method} ${rp} is not allowed for your role.`));
+      writePage(res, st, errorPage(403, 'Forbidden by policy', decision.message || `Tollgate: ${decision.method} ${rp} is not allowed for your role.`));
       finish();
       return;
     }
     entry.open.add(closable);
 
     const headers = upstreamRequestHeaders(inc.headers, {
-      forward: { clientAddr: inc.remote, host: inc.host, proto: this.origin().proto, prefix: route.prefix || undefined },
-      dropCookie: (n) => n === this.front.sessionCookie || n.startsWith(APP_COOKIE_PREFIX),
+      forward: { clientAddr: inc.remote, host: inc.host, proto: this.origin().proto },
+      dropCookie: (n) => this.front.isGatewayCookie(n),
       injected: injectedHeaderNames(app),
     });
     const cl = header(inc, 'content-length');
@@ -355,9 +380,33 @@ export class HttpApps {
     } else send(cred);
   }
 
+  /**
+   * The rules for this request, on the normalized path, for the method and every method the
+   * request asks the app to use instead (X-HTTP-Method-Override and friends, `_method` in the
+   * query): the strongest decision wins, so `POST` + `X-HTTP-Method-Override: DELETE` is a DELETE.
+   */
+  private checkRules(entry: AppSession, inc: Incoming, method: string, rp: string, route: AppRoute): ReturnType<AppSession['session']['check']> & { method: string } {
+    const query = route.rest.includes('?') ? new URLSearchParams(route.rest.slice(route.rest.indexOf('?') + 1)) : null;
+    const asked = [...overrideMethods(inc.headers), ...(query?.getAll('_method') ?? []).map((m) => m.trim().toUpperCase())];
+    const methods = [...new Set([...asked.filter((m) => /^[A-Z]{1,20}$/.test(m) && m !== method), method])];
+    let best: ReturnType<AppSession['session']['check']> & { method: string } = { action: 'allow', message: '', method };
+    for (const m of methods) {
+      const d = entry.session.check(`${m} ${rp}`, { method: m, path: rp });
+      if (RULE_STRENGTH[d.action]! > RULE_STRENGTH[best.action]!) best = { ...d, method: m };
+      if (best.action === 'kill' || best.action === 'deny') break;
+    }
+    return best;
+  }
+
   private respond(res: uWS.HttpResponse, st: ReqState, method: string, route: AppRoute, up: Dispatcher.ResponseData,
     count: (n: number) => void, finish: () => void): void {
-    const hdrs = downstreamResponseHeaders(up.headers);
+    const host = appHost(route.app, this.origin());
+    const hdrs = downstreamResponseHeaders(up.headers).filter(([k, v]) => {
+      if (k !== 'set-cookie') return true;
+      const why = refusedSetCookie(v, { appHost: host, isGatewayCookie: (n) => this.front.isGatewayCookie(n) });
+      if (why) this.ctx.log.warn({ app: route.app.target.name, why }, 'app Set-Cookie dropped');
+      return why === null;
+    });
     const clRaw = up.headers['content-length'];
     const length = typeof clRaw === 'string' && /^\d+$/.test(clRaw) ? Number(clRaw) : null;
     const noBody = method === 'HEAD' || up.statusCode === 204 || up.statusCode === 304 || (up.statusCode >= 100 && up.statusCode < 200);
@@ -456,10 +505,6 @@ export class HttpApps {
       if (basePath && rest.startsWith(basePath)) rest = rest.slice(basePath.length) || '/';
       return route.base + rest;
     }
-    if (route.mode === 'path' && loc.startsWith('/') && !loc.startsWith('//')) {
-      const rest = basePath && loc.startsWith(basePath) ? loc.slice(basePath.length) || '/' : loc;
-      return route.prefix + rest;
-    }
     return loc;
   }
 
@@ -471,10 +516,11 @@ export class HttpApps {
     const q = new URLSearchParams(inc.query);
     const app = this.byName.get(q.get('app') ?? '');
     if (!app) { writePage(res, st, errorPage(404, 'No such app', 'Tollgate: unknown app.')); return; }
-    const ret = checkReturn(q.get('return'), appBases(app, this.origin()));
+    const ret = checkReturn(q.get('return'), [appOrigin(app, this.origin())]);
     if (!ret) { writePage(res, st, errorPage(400, 'Bad request', `Tollgate: the return address is not an address of ${app.target.name}.`)); return; }
     const cookie = cookieValue(header(inc, 'cookie'), this.front.sessionCookie);
     const toLogin = () => redirect(res, st, `/auth/login?returnTo=${encodeURIComponent(`/apps/_auth?${inc.query}`)}`);
+    if (!cookie && crossSiteNavigation(inc)) { writePage(res, st, continuePage(`/apps/_auth?${inc.query}`)); return; }
     if (!cookie) { toLogin(); return; }
     this.ctx.webPrincipal(cookie).then((p) => {
       if (!p) { toLogin(); return; }
@@ -500,9 +546,10 @@ export class HttpApps {
     this.usedHandoffs.set(h.n, true);
     const app = route.app;
     const value = this.ctx.seal({ k: 'tg-app-cookie', sub: h.sub, app: app.target.name, p: h.p } satisfies AppCookie, app.cookieTtlMs);
-    const secure = this.origin().proto === 'https' ? '; Secure' : '';
-    const path = route.prefix ? `${route.prefix}/` : '/';
-    const setCookie = `${cookieNameFor(app)}=${encodeURIComponent(value)}; Path=${path}; HttpOnly; SameSite=Lax; Max-Age=${Math.floor(app.cookieTtlMs / 1000)}${secure}`;
+    // Lax, not Strict: the hand-off arrives here from the gateway (another site in the demo), and the
+    // redirect to the page must carry the cookie. Host-only (no Domain) on the app's own host.
+    const secure = this.front.secureCookies ? '; Secure' : '';
+    const setCookie = `${this.cookieNameFor(app)}=${encodeURIComponent(value)}; Path=/; HttpOnly; SameSite=Lax; Max-Age=${Math.floor(app.cookieTtlMs / 1000)}${secure}`;
     redirect(res, st, ret.url, [['set-cookie', setCookie]]);
   }
 
@@ -519,7 +566,11 @@ export class HttpApps {
     }), () => writePage(res, st, errorPage(503, 'Unavailable', 'Tollgate: the assertion key is not available.')));
   }
 
-  /** GET: the request form (gateway host, cookie-authenticated); POST: file the request through the gateway API. */
+  /**
+   * GET: the request form (gateway host, cookie-authenticated); POST: file the request through the
+   * gateway API. The POST must come from the gateway's own page: Origin (when sent) and the web
+   * session's CSRF token in the form.
+   */
   private requestForm(res: uWS.HttpResponse, st: ReqState, inc: Incoming): void {
     res.onAborted(() => { st.aborted = true; });
     const method = inc.method.toUpperCase();
@@ -529,24 +580,24 @@ export class HttpApps {
       const app = this.byName.get(q.get('app') ?? '');
       if (!app) { writePage(res, st, errorPage(404, 'No such app', 'Tollgate: unknown app.')); return; }
       const toLogin = () => redirect(res, st, `/auth/login?returnTo=${encodeURIComponent(`/apps/_request?${inc.query}`)}`);
+      if (!cookie && crossSiteNavigation(inc)) { writePage(res, st, continuePage(`/apps/_request?${inc.query}`)); return; }
       if (!cookie) { toLogin(); return; }
       this.ctx.webPrincipal(cookie).then((p) => {
         if (!p) { toLogin(); return; }
-        writePage(res, st, requestFormPage({ identity: p.sub, app: app.target.name, roles: app.target.roles.map((r) => r.name), returnUrl: null }));
+        writePage(res, st, requestFormPage({ identity: p.sub, app: app.target.name, roles: app.target.roles.map((r) => r.name), csrf: this.front.csrfToken(cookie) }));
       }, () => writePage(res, st, errorPage(500, 'Gateway error', 'Tollgate: could not check your sign-in.')));
       return;
     }
     if (method !== 'POST') { writePage(res, st, errorPage(405, 'Method not allowed', 'GET or POST only.'), [['allow', 'GET, POST']]); return; }
-    // Cookie-authenticated POST: only from the gateway's own pages (CSRF).
-    const origin = header(inc, 'origin');
-    const g = this.origin();
-    const own = new URL(this.ctx.publicUrl).origin;
-    if (origin !== own) {
+    const present = header(inc, 'origin') !== undefined || header(inc, 'sec-fetch-site') !== undefined;
+    const foreign = present ? this.front.foreignOrigin((h) => header(inc, h)) : null;
+    if (foreign || !cookie) {
       res.onData(() => undefined);
-      writePage(res, st, errorPage(403, 'Forbidden', 'Tollgate: this form must be sent from the gateway\'s own page.'));
+      writePage(res, st, foreign
+        ? errorPage(403, 'Forbidden', `Tollgate: this form must be sent from the gateway's own page (${foreign}).`)
+        : errorPage(401, 'Sign in first', 'Tollgate: sign in to the gateway first.'));
       return;
     }
-    void g;
     const chunks: Buffer[] = [];
     let size = 0;
     res.onData((chunk, isLast) => {
@@ -556,27 +607,25 @@ export class HttpApps {
       chunks.push(Buffer.copyBytesFrom(new Uint8Array(chunk)));
       if (!isLast) return;
       const form = new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+      if (!this.front.checkCsrf(cookie, form.get('csrf'))) {
+        writePage(res, st, errorPage(403, 'Forbidden', 'Tollgate: the form is stale or was not sent from the gateway\'s page; open the request page again.'));
+        return;
+      }
       const app = this.byName.get(form.get('app') ?? '');
       if (!app) { writePage(res, st, errorPage(404, 'No such app', 'Tollgate: unknown app.')); return; }
-      if (!cookie) { writePage(res, st, errorPage(401, 'Sign in first', 'Tollgate: sign in to the gateway first.')); return; }
       const payload = { target: app.target.name, role: form.get('role') ?? app.target.roles[0]!.name, duration: form.get('duration') || '1h', reason: form.get('reason') ?? '' };
-      fetch(`${this.ctx.publicUrl}/api/v1/requests`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', cookie: `${this.front.sessionCookie}=${encodeURIComponent(cookie)}` },
-        body: JSON.stringify(payload),
-      }).then(async (r) => {
-        const j = await r.json().catch(() => ({})) as { id?: string; state?: string; message?: string; error?: string };
+      this.front.api('POST', '/api/v1/requests', cookie, payload).then((r) => {
+        const j = (r.body && typeof r.body === 'object' ? r.body : {}) as { id?: string; state?: string; message?: string; error?: string };
         if (r.status === 201) {
           const approved = j.state === 'approved';
-          const bases = appBases(app, g);
           writePage(res, st, htmlPage(201, 'Request sent', `<h1>Request sent</h1><p id="state">Your request for ${esc(app.target.name)} is <b>${esc(j.state ?? 'pending')}</b>${approved ? '' : ' — you will get access once it is approved'}.</p>
-<p>Request id: <code id="request-id">${esc(j.id ?? '')}</code></p><p><a href="${esc(bases[0]!)}/">Open ${esc(app.target.name)}</a> · <a href="/">Portal</a></p>`));
+<p>Request id: <code id="request-id">${esc(j.id ?? '')}</code></p><p><a href="${esc(appOrigin(app, this.origin()))}/">Open ${esc(app.target.name)}</a> · <a href="/">Portal</a></p>`));
         } else {
           writePage(res, st, htmlPage(r.status >= 400 && r.status < 600 ? r.status : 400, 'Request not sent', `<h1>Request not sent</h1><p class="err">${esc(j.message ?? j.error ?? `the gateway answered ${r.status}`)}</p><p><a href="/apps/_request?app=${encodeURIComponent(app.target.name)}">Back</a></p>`));
         }
       }, (e) => {
         this.ctx.log.error({ err: (e as Error).message }, 'filing the request failed');
-        writePage(res, st, errorPage(502, 'Request not sent', 'Tollgate: could not reach the gateway API.'));
+        writePage(res, st, errorPage(500, 'Request not sent', 'Tollgate: the gateway could not file the request; try again.'));
       });
     });
   }
@@ -595,6 +644,12 @@ export class HttpApps {
     }
     const route = r.route;
     const app = route.app;
+    // A page of another origin (another app, say) must not open this app's WebSocket with its cookie.
+    const origin = header(inc, 'origin');
+    if (origin !== undefined && origin !== new URL(route.base).origin) {
+      writePage(res, st, errorPage(403, 'Forbidden', `Tollgate: a WebSocket to ${app.target.name} must be opened by its own pages, not from ${origin.slice(0, 120)}.`));
+      return;
+    }
     const who = this.signedIn(inc, app);
     if (!who) { writePage(res, st, errorPage(401, 'Sign in first', `Tollgate: sign in to ${app.target.name} first.`)); return; }
     const pathOnly = route.rest.split('?')[0]!;
@@ -604,14 +659,14 @@ export class HttpApps {
     res.onAborted(() => { st.aborted = true; upstream?.close(); });
 
     const go = (entry: AppSession) => {
-      const d = entry.session.check(`GET ${rp}`, { method: 'GET', path: rp });
+      const d = this.checkRules(entry, inc, 'GET', rp, route);
       if (d.action === 'deny' || d.action === 'kill') {
         writePage(res, st, errorPage(403, 'Forbidden by policy', d.message || 'Tollgate: not allowed for your role.'));
         return;
       }
       const headers = upstreamRequestHeaders(inc.headers, {
-        forward: { clientAddr: inc.remote, host: inc.host, proto: this.origin().proto, prefix: route.prefix || undefined },
-        dropCookie: (n) => n === this.front.sessionCookie || n.startsWith(APP_COOKIE_PREFIX),
+        forward: { clientAddr: inc.remote, host: inc.host, proto: this.origin().proto },
+        dropCookie: (n) => this.front.isGatewayCookie(n),
         injected: injectedHeaderNames(app),
         websocket: true,
       });

@@ -4,8 +4,9 @@
  *   /vnc/watch?session=ID        the SOC's live view from the current frame, terminate / lock
  *   /vnc/replay?recording=ID     replay of a screen recording with a seek bar (keyframe index)
  *   /vnc/ws?target=T&role=R      the viewer's WebSocket: screen lines (as recorded) down, input up
- * The WebSocket is checked like a native login: the gateway web session cookie, then the same
- * grant/lock/hours checks (ctx.authenticate with the principal). Behind it the gateway is the RFB
+ * The WebSocket is checked like a native login: the gateway's own origin (a page of another origin,
+ * an HTTP app say, cannot open it with the person's cookie), the gateway web session cookie, then
+ * the same grant/lock/hours checks (ctx.authenticate with the principal). Behind it the gateway is the RFB
  * client: it asks for updates, and the relay applies the role's view-only and clipboard rules.
  */
 import { readFileSync } from 'node:fs';
@@ -111,11 +112,13 @@ export function mountBrowser(ctx: ProtocolContext, front: HttpMount): void {
       const cookie = cookieValue(req.getHeader('cookie'), front.sessionCookie);
       const q = query(req.getQuery() ?? '');
       const clientAddr = Buffer.from(res.getRemoteAddressAsText()).toString() || 'browser';
+      const foreign = front.foreignOrigin((h) => req.getHeader(h) || undefined, true);
       let aborted = false;
       res.onAborted(() => { aborted = true; });
       const refuse = (status: string, msg: string) => {
         if (!aborted) res.cork(() => { res.writeStatus(status).writeHeader('content-type', 'text/plain; charset=utf-8').end(msg); });
       };
+      if (foreign) { refuse('403 Forbidden', `Tollgate: WebSocket refused: ${foreign}`); return; }
       void (async () => {
         const principal = cookie ? await ctx.webPrincipal(cookie) : null;
         if (!principal) return refuse('401 Unauthorized', 'Tollgate: sign in first');

@@ -6,7 +6,10 @@ import type { Principal } from '../../auth/types.js';
 import { HttpError, type HttpReply, type HttpRequest, type Handler } from './server.js';
 import { openApiDocument, type ApiRoute } from './openapi.js';
 import { parseDuration } from '../config.js';
-import { mountAuthRoutes, SESSION_COOKIE } from './auth-routes.js';
+import { timingSafeEqual } from 'node:crypto';
+import { mountAuthRoutes } from './auth-routes.js';
+import { isUnsafeMethod } from './web-security.js';
+import { resolveSecret } from '../config.js';
 import { mountLive } from './live.js';
 import { publicKeyFingerprint } from './keys.js';
 import { parseSshPublicKey, verifySshSignature } from '../../auth/sshsig.js';
@@ -54,7 +57,7 @@ async function lookupPrincipal(gw: Gateway, req: HttpRequest): Promise<Principal
     const m = /^Bearer\s+(\S+)$/i.exec(auth);
     r = m ? await gw.callers.fromToken(m[1]!) : { ok: false, status: 401, message: 'the Authorization header must be "Bearer <API token>"' };
   } else {
-    const cookie = req.cookie(SESSION_COOKIE);
+    const cookie = req.cookie(gw.http.security.sessionCookie);
     if (cookie) r = await gw.callers.fromCookie(cookie);
   }
   if (!r) return null;
@@ -72,7 +75,7 @@ export function mountApi(gw: Gateway): void {
   const routes: ApiRoute[] = [];
   const http = gw.http;
   // Authenticate from the headers before a body is read (no credential at all: decided at once).
-  http.signedIn = (req) => (req.headers['authorization'] || req.cookie(SESSION_COOKIE) ? principalOf(gw, req).then((p) => p !== null) : false);
+  http.signedIn = (req) => (req.headers['authorization'] || req.cookie(gw.http.security.sessionCookie) ? principalOf(gw, req).then((p) => p !== null) : false);
 
   const add = (r: ApiRoute & { handler: (req: Authed) => Promise<HttpReply> | HttpReply }) => {
     routes.push(r);
@@ -81,6 +84,12 @@ export function mountApi(gw: Gateway): void {
       const p = await principalOf(gw, req);
       if (!p) throw new HttpError(authProblem(req)?.status ?? 401, authProblem(req)?.message ?? 'sign in first: send "Authorization: Bearer <API token>" or use the portal');
       await refuseIfLocked(gw, r, p);
+      // A browser sends the session cookie wherever the request comes from: a change made with it
+      // must come from the gateway's own pages, as JSON (CSRF). API tokens are not sent by browsers.
+      if (p.via === 'web' && isUnsafeMethod(req.method)) {
+        gw.http.security.requireSameOrigin(req);
+        gw.http.security.requireJson(req);
+      }
       if (r.auth === 'soc' && !isSoc(gw, p)) throw new HttpError(403, `${p.sub} is not in a SOC group (${gw.config.gateway.socGroups.join(', ')})`);
       return r.handler(Object.assign(req, { principal: p }));
     };
@@ -99,13 +108,23 @@ export function mountApi(gw: Gateway): void {
   };
 
   // ---- health and metrics
-  add({ method: 'GET', path: '/healthz', summary: 'Liveness: the gateway answers and its store works', auth: false, handler: async () => {
+  // /healthz is unauthenticated: it says the gateway answers and its store works, nothing else
+  // (no gateway id, targets or session counts; those are in /metrics and the API).
+  add({ method: 'GET', path: '/healthz', summary: 'Liveness: the gateway answers and its store works (nothing else)', auth: false, handler: async () => {
     await gw.store.getKv('health');
-    return ok({ ok: true, gateway: gw.config.gateway.id, sessions: gw.sessions.list().length });
+    return ok({ ok: true });
   } });
-  add({ method: 'GET', path: '/metrics', summary: 'Prometheus metrics', auth: false, handler: async () => ({
-    status: 200, headers: { 'content-type': gw.metrics.contentType }, body: await gw.metrics.metrics(),
-  }) });
+  const metricsToken = gw.config.gateway.metricsToken ? Buffer.from(resolveSecret(gw.config.gateway.metricsToken, gw.config, 'gateway.metricsToken').reveal()) : null;
+  add({ method: 'GET', path: '/metrics', summary: 'Prometheus metrics (with gateway.metricsToken: "Authorization: Bearer <token>")', auth: false, handler: async (req): Promise<HttpReply> => {
+    if (metricsToken) {
+      const m = /^Bearer\s+(\S+)$/i.exec(req.headers['authorization'] ?? '');
+      const got = Buffer.from(m?.[1] ?? '');
+      if (got.length !== metricsToken.length || !timingSafeEqual(got, metricsToken)) {
+        return { status: 401, headers: { 'www-authenticate': 'Bearer realm="tollgate-metrics"' }, body: { error: 'unauthenticated', message: 'send "Authorization: Bearer <gateway.metricsToken>"' } };
+      }
+    }
+    return { status: 200, headers: { 'content-type': gw.metrics.contentType }, body: await gw.metrics.metrics() };
+  } });
   add({ method: 'GET', path: '/api/v1/openapi.json', summary: 'This document', auth: false, handler: () => ok(openApiDocument(routes)) });
   add({ method: 'GET', path: '/api/v1/ca.pem', summary: "The gateway's CA certificate (PEM), for clients that pin it", auth: false, handler: () => ({
     status: 200, headers: { 'content-type': 'application/x-pem-file' }, body: gw.tls.ca || gw.tls.cert,
@@ -478,7 +497,7 @@ function credentialLabel(p: Principal): string | null {
 }
 
 function codeFor(status: number): string {
-  return ({ 400: 'invalid', 401: 'unauthenticated', 403: 'forbidden', 404: 'not_found', 405: 'method_not_allowed', 409: 'conflict', 410: 'gone', 413: 'too_large', 503: 'unavailable' } as Record<number, string>)[status] ?? 'error';
+  return ({ 400: 'invalid', 401: 'unauthenticated', 403: 'forbidden', 404: 'not_found', 405: 'method_not_allowed', 409: 'conflict', 410: 'gone', 413: 'too_large', 415: 'unsupported_media_type', 503: 'unavailable' } as Record<number, string>)[status] ?? 'error';
 }
 
 export function grantView(gw: Gateway, g: GrantRecord) {

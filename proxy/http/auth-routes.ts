@@ -10,9 +10,15 @@ import { parseDuration } from '../config.js';
 import type { Authed } from './api.js';
 import { SignInError } from '../../auth/oidc.js';
 import { sourceOf } from '../../protocols/net.js';
+import { continuePage, strictCookieBounce } from './web-security.js';
 
-export const SESSION_COOKIE = 'tg_session';
-const STATE_COOKIE = 'tg_oidc';
+/**
+ * Browser sign-in (OIDC code flow), the CLI's device flow, sign-out, and the approval page of a
+ * native sign-in. Cookies: the web session is SameSite=Strict; the OIDC state cookie is Lax because
+ * the IdP sends the browser back with a cross-site top-level redirect, which must carry it. After
+ * the callback the browser moves on from a gateway page (not a redirect) so that the Strict cookie
+ * is sent on the first page too. Forms carry the web session's CSRF token.
+ */
 
 type Add = (r: ApiRoute & { handler: (req: Authed) => Promise<HttpReply> | HttpReply }) => void;
 
@@ -34,9 +40,6 @@ export function page(title: string, body: string, status = 200): HttpReply {
   };
 }
 
-function cookie(gw: Gateway, name: string, value: string, maxAgeSec: number): string {
-  return `${name}=${encodeURIComponent(value)}; Path=/; HttpOnly; SameSite=Lax; Max-Age=${maxAgeSec}${gw.config.gateway.secureCookies || gw.publicUrl.startsWith('https:') ? '; Secure' : ''}`;
-}
 
 /** Only same-origin paths are allowed as return targets (no open redirect). */
 function safeReturn(v: string | null | undefined): string {
@@ -52,11 +55,13 @@ export function mountAuthRoutes(gw: Gateway, add: Add): void {
 
   add({ method: 'GET', path: '/auth/login', summary: 'Browser sign-in: redirect to the IdP (?returnTo=/path&mfa=1 for step-up)', auth: false, handler: async (req) => {
     const { url, state } = await needOidc().beginLogin({ returnTo: safeReturn(req.query.get('returnTo')), mfa: req.query.get('mfa') === '1' });
-    return { status: 302, headers: { location: url, 'set-cookie': cookie(gw, STATE_COOKIE, state, 600), 'cache-control': 'no-store' } };
+    const sec = gw.http.security;
+    return { status: 302, headers: { location: url, 'set-cookie': sec.setCookie(sec.stateCookie, state, 600, 'Lax'), 'cache-control': 'no-store' } };
   } });
 
   add({ method: 'GET', path: '/auth/callback', summary: 'OIDC redirect target', auth: false, handler: async (req) => {
-    const state = req.cookie(STATE_COOKIE);
+    const sec = gw.http.security;
+    const state = req.cookie(sec.stateCookie);
     if (!state) return page('Sign-in failed', '<h1>Sign-in failed</h1><p class="err">The sign-in took too long or cookies are blocked. <a href="/auth/login">Try again</a>.</p>', 400);
     const url = new URL(`${gw.publicUrl}${req.path}?${req.query.toString()}`);
     let claims;
@@ -80,20 +85,23 @@ export function mountAuthRoutes(gw: Gateway, add: Add): void {
     const link = await gw.links.create(claims.sub, claims.idp, now + ttl);
     const { cookie: value, record } = await gw.webSessions.create(claims.sub, claims.mfa ? claims.authTime : null, ttl, link?.id ?? null);
     await gw.audit.append(claims.sub, 'signin', record.id, { via: 'oidc', mfa: claims.mfa, groups: claims.groups, clientAddr: req.remote, link: link?.id ?? null });
+    // Not a redirect: a redirect chain that started on the IdP is cross-site, and the browser would
+    // not send the new Strict cookie to the page. A gateway page moving on is same-origin.
+    const next = continuePage(safeReturn(claims.returnTo));
     return {
-      status: 302,
-      headers: {
-        location: safeReturn(claims.returnTo),
-        'set-cookie': [cookie(gw, SESSION_COOKIE, value.reveal(), Math.floor(ttl / 1000)), cookie(gw, STATE_COOKIE, '', 0)],
-        'cache-control': 'no-store',
-      },
+      ...next,
+      headers: { ...next.headers, 'set-cookie': [sec.setCookie(sec.sessionCookie, value.reveal(), Math.floor(ttl / 1000), 'Strict'), sec.setCookie(sec.stateCookie, '', 0, 'Lax')] },
     };
   } });
 
-  add({ method: 'POST', path: '/auth/logout', summary: 'End the browser session', auth: false, handler: async (req) => {
-    const c = req.cookie(SESSION_COOKIE);
-    if (c) await gw.webSessions.revoke(c);
-    return { status: 303, headers: { location: '/', 'set-cookie': cookie(gw, SESSION_COOKIE, '', 0) } };
+  add({ method: 'POST', path: '/auth/logout', summary: 'End the browser session (the portal\'s form, with its CSRF token)', auth: false, handler: async (req) => {
+    const sec = gw.http.security;
+    const c = req.cookie(sec.sessionCookie);
+    if (c) {
+      sec.requireForm(req, c, new URLSearchParams(req.body.toString('utf8')));
+      await gw.webSessions.revoke(c);
+    }
+    return { status: 303, headers: { location: '/', 'set-cookie': sec.setCookie(sec.sessionCookie, '', 0, 'Strict') } };
   } });
 
   // ---- device flow for the CLI: the gateway is the OIDC client; the CLI only talks to the gateway.
@@ -145,8 +153,10 @@ export function mountAuthRoutes(gw: Gateway, add: Add): void {
   };
   const approvalPage = async (req: HttpRequest): Promise<HttpReply> => {
     const { principalOf } = await import('./api.js');
+    const sec = gw.http.security;
+    const cookie = req.cookie(sec.sessionCookie);
     const p = await principalOf(gw, req);
-    if (!p) return { status: 302, headers: { location: `/auth/login?returnTo=${encodeURIComponent(req.path)}`, 'cache-control': 'no-store' } };
+    if (!p) return strictCookieBounce(req, !!cookie) ?? { status: 302, headers: { location: `/auth/login?returnTo=${encodeURIComponent(req.path)}`, 'cache-control': 'no-store' } };
     const id = req.params['id']!;
     const notFound = () => page('Sign-in request', '<h1>Sign-in request not found</h1><p>It was already decided or has expired.</p>', 404);
     const other = () => page('Sign-in request', '<h1>Not your sign-in request</h1><p class="err">This sign-in request was opened by another identity first; only that identity can approve or deny it. If someone sent you this link, do not use it.</p>', 403);

@@ -9,7 +9,8 @@ interface Watcher { sessionId: string; principal: Principal; sub?: LiveSubscript
 /**
  * WebSocket live view: /api/v1/sessions/:id/live streams the session's frames as JSON text
  * messages, starting with {"type":"snapshot"} (the current screen), ending with {"type":"end"}.
- * SOC groups may watch any session; others only their own.
+ * SOC groups may watch any session; others only their own. The front refuses the upgrade from a
+ * foreign Origin before this runs (HttpFront.ws), so no other origin can watch with the cookie.
  */
 export function mountLive(gw: Gateway, principalOf: (gw: Gateway, req: HttpRequest) => Promise<Principal | null>): void {
   gw.http.ws<Watcher>('/api/v1/sessions/:id/live', {

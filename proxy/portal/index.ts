@@ -8,6 +8,7 @@ import { principalOf } from '../http/api.js';
 import type { HttpReply, HttpRequest } from '../http/server.js';
 import { PAGES, html, shell, messagePage, type Roles } from './shell.js';
 import { computeHealth } from './dashboard.js';
+import { strictCookieBounce } from '../http/web-security.js';
 import { parseDuration } from '../config.js';
 
 /**
@@ -110,6 +111,8 @@ export function mountPortal(gw: Gateway): void {
   const reply = (status: number, body: string): HttpReply => html(status, body, wsOrigin());
 
   const loginRedirect = (req: HttpRequest): HttpReply => {
+    const bounce = strictCookieBounce(req, req.cookie(gw.http.security.sessionCookie) !== undefined);
+    if (bounce) return bounce;
     const q = req.query.toString();
     const back = `${req.path}${q ? `?${q}` : ''}`;
     if (!gw.oidc) {
@@ -118,26 +121,34 @@ export function mountPortal(gw: Gateway): void {
     return { status: 302, headers: { location: `/auth/login?returnTo=${encodeURIComponent(back)}`, 'cache-control': 'no-store' } };
   };
 
+  /** The sign-out form's CSRF token for the web session of this request ('' for API tokens). */
+  const csrfOf = (req: HttpRequest): string => {
+    const c = req.cookie(gw.http.security.sessionCookie);
+    return c ? gw.http.security.csrfToken(c) : '';
+  };
+
   /** A page route: signed in, allowed, rendered; errors become an HTML error page. */
-  const pageRoute = (key: string, render: (req: HttpRequest, p: Principal, roles: Roles) => Promise<HttpReply> | HttpReply) => async (req: HttpRequest): Promise<HttpReply> => {
+  const pageRoute = (key: string, render: (req: HttpRequest, p: Principal, roles: Roles, csrf: string) => Promise<HttpReply> | HttpReply) => async (req: HttpRequest): Promise<HttpReply> => {
     let p: Principal | null = null;
     let roles: Roles = { soc: false, approver: false };
+    const csrf = csrfOf(req);
+    const links = '<p><a href="/portal/access">Back to My access</a></p>';
     try {
       p = await principalOf(gw, req);
       if (!p) return loginRedirect(req);
       roles = rolesOf(gw, p);
       const def = PAGES.find((x) => x.key === key)!;
-      if (!def.allowed(roles)) return reply(403, messagePage(`${def.title}: not allowed`, `You are signed in as ${p.sub}. ${def.forbidden}`, p, roles));
-      return await render(req, p, roles);
+      if (!def.allowed(roles)) return reply(403, messagePage(`${def.title}: not allowed`, `You are signed in as ${p.sub}. ${def.forbidden}`, p, roles, links, csrf));
+      return await render(req, p, roles, csrf);
     } catch (e) {
       gw.log.error({ err: e, path: req.path }, 'portal page failed');
-      return reply(500, messagePage('Something went wrong', 'The page could not be built. The error is in the gateway log; try again in a moment.', p, roles));
+      return reply(500, messagePage('Something went wrong', 'The page could not be built. The error is in the gateway log; try again in a moment.', p, roles, links, csrf));
     }
   };
 
-  const simple = (key: string, extra: { css?: string[]; scripts?: string[] } = {}) => pageRoute(key, (_req, p, roles) => {
+  const simple = (key: string, extra: { css?: string[]; scripts?: string[] } = {}) => pageRoute(key, (_req, p, roles, csrf) => {
     const def = PAGES.find((x) => x.key === key)!;
-    return reply(200, shell({ title: def.title, active: key, principal: p, roles, script: `${key}.js`, body: PAGE_BODIES[key]!, ...extra }));
+    return reply(200, shell({ title: def.title, active: key, principal: p, roles, csrf, script: `${key}.js`, body: PAGE_BODIES[key]!, ...extra }));
   });
 
   const http = gw.http;
@@ -145,8 +156,8 @@ export function mountPortal(gw: Gateway): void {
   http.route('GET', '/portal', () => ({ status: 302, headers: { location: '/portal/access' } }));
   for (const key of ['access', 'approvals', 'sessions', 'recordings', 'audit', 'dashboard']) http.route('GET', `/portal/${key}`, simple(key));
 
-  http.route('GET', '/portal/sessions/:id', pageRoute('sessions', (req, p, roles) => reply(200, shell({
-    title: 'Watch session', active: 'sessions', principal: p, roles, script: 'watch.js',
+  http.route('GET', '/portal/sessions/:id', pageRoute('sessions', (req, p, roles, csrf) => reply(200, shell({
+    title: 'Watch session', active: 'sessions', principal: p, roles, csrf, script: 'watch.js',
     css: ['/portal/assets/player.css'], scripts: ['/portal/assets/player.js'], data: { session: req.params['id']! },
     body: `<p><a href="/portal/sessions">← All live sessions</a></p>
 <dl id="meta" class="meta" aria-busy="true"></dl>
@@ -161,8 +172,8 @@ export function mountPortal(gw: Gateway): void {
 <section aria-labelledby="h-events" id="events-section" hidden><h2 id="h-events">Events</h2><ul id="events" class="events"></ul></section>`,
   }))));
 
-  http.route('GET', '/portal/recordings/:id', pageRoute('recordings', (req, p, roles) => reply(200, shell({
-    title: 'Recording', active: 'recordings', principal: p, roles, script: 'replay.js',
+  http.route('GET', '/portal/recordings/:id', pageRoute('recordings', (req, p, roles, csrf) => reply(200, shell({
+    title: 'Recording', active: 'recordings', principal: p, roles, csrf, script: 'replay.js',
     css: ['/portal/assets/player.css'], scripts: ['/portal/assets/player.js'], data: { session: req.params['id']! },
     body: `<p><a href="/portal/recordings">← All recordings</a></p>
 <dl id="meta" class="meta" aria-busy="true"></dl>
@@ -204,7 +215,7 @@ export function mountPortal(gw: Gateway): void {
   // Anything else under /portal: a page, not JSON.
   http.route('GET', '/portal/*', async (req) => {
     const p = await principalOf(gw, req).catch(() => null);
-    return reply(404, messagePage('Page not found', `There is no portal page at ${req.path}.`, p, rolesOf(gw, p)));
+    return reply(404, messagePage('Page not found', `There is no portal page at ${req.path}.`, p, rolesOf(gw, p), undefined, csrfOf(req)));
   });
 }
 

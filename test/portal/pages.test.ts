@@ -290,7 +290,7 @@ t.test('portal pages', async (t) => {
       await c.goto(`${tg.url}${p}`);
       await c.waitForFunction(() => !document.querySelector('[aria-busy="true"]'), null, { timeout: 15_000 });
       const report = await c.evaluate(() => {
-        const unlabeled = [...document.querySelectorAll('input, select, textarea')].filter((e) => {
+        const unlabeled = [...document.querySelectorAll('input:not([type=hidden]), select, textarea')].filter((e) => {
           const id = e.getAttribute('id');
           return !(id && document.querySelector(`label[for="${id}"]`)) && !e.getAttribute('aria-label') && !e.closest('label');
         }).map((e) => e.outerHTML.slice(0, 80));

@@ -59,6 +59,8 @@ export async function startTestGateway(opts: {
   gateway?: Record<string, unknown>;
   /** More settings per listener (e.g. { ssh: { loginTimeout: '1s', maxStartupsPerSource: 3 } }). */
   listenerOptions?: Record<string, Record<string, unknown>>;
+  /** The http listener: a fixed port (for a publicUrl known before start) and TLS. */
+  http?: { port?: number; tls?: unknown };
   /** Receive the gateway's structured log lines (debug level) instead of discarding them. */
   logSink?: (line: string) => void;
   /** Use this data directory (e.g. to restart on one); the caller removes it. Default: a new temp dir, removed by close(). */
@@ -66,7 +68,7 @@ export async function startTestGateway(opts: {
 }): Promise<TestGateway> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'tg-gw-'));
   const modules = opts.modules ?? moduleMap();
-  const listeners: Record<string, Record<string, unknown>> = { http: { host: '127.0.0.1', port: 0 } };
+  const listeners: Record<string, Record<string, unknown>> = { http: { host: '127.0.0.1', port: opts.http?.port ?? 0, ...(opts.http?.tls ? { tls: opts.http.tls } : {}) } };
   for (const l of opts.listeners ?? []) listeners[l] = { host: '127.0.0.1', port: 0 };
   for (const [l, o] of Object.entries(opts.listenerOptions ?? {})) listeners[l] = { ...listeners[l], ...o };
   const config = validateConfig({
@@ -82,7 +84,13 @@ export async function startTestGateway(opts: {
   const log = sink
     ? pino({ level: 'trace' }, { write: (l: string) => sink(l) })
     : pino({ level: process.env['TOLLGATE_TEST_LOG'] ?? 'silent' });
-  const gw = await new Gateway({ config, clock: opts.clock, log, modules }).start();
+  const created = new Gateway({ config, clock: opts.clock, log, modules });
+  const gw = await created.start().catch(async (e: unknown) => {
+    // A gateway that cannot start (a test of bad config) leaves nothing behind either.
+    await created.stop().catch(() => undefined);
+    rmSync(dataDir, { recursive: true, force: true });
+    throw e;
+  });
   const tokens: Record<string, string> = {};
   for (const [name, groups] of Object.entries(TEST_USERS)) {
     const now = gw.clock.now();
