@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import pino, { type Logger } from 'pino';
@@ -276,10 +277,25 @@ export class Gateway {
       },
       seal: (value, ttlMs) => this.key.seal(value, ttlMs),
       unseal: (sealed) => this.key.unseal(sealed),
+      kv: {
+        get: (key) => this.store.getKv(`protocol:${protocol}:${key}`),
+        set: (key, value) => this.store.setKv(`protocol:${protocol}:${key}`, value),
+      },
+      audit: async (action, subject, data, opts) => {
+        await this.audit.append('system', action, subject, data);
+        if (opts?.alert) this.notify({ kind: 'alert', action, subject, protocol, ...data });
+      },
     };
     mkdirSync(c.dataDir, { recursive: true, mode: 0o700 });
     this.ctxCache.set(protocol, c);
     return c;
+  }
+
+  private certSha256: string | null = null;
+  /** SHA-256 of the gateway's TLS certificate (the leaf, first in tls.cert) as lower-case hex pairs joined by ':' (clients pin it). */
+  tlsCertSha256(): string {
+    this.certSha256 ??= new X509Certificate(this.tls.cert).fingerprint256.toLowerCase();
+    return this.certSha256;
   }
 
   /** Principal for an identity sub from the store (system actions, tests). */

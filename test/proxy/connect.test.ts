@@ -1,10 +1,11 @@
 /**
  * `tollgate connect <target>`: finds the active grant, fetches a fresh one-time secret and runs
  * the native client with it (psql with PGPASSWORD, ssh through an askpass helper) against real
- * demo servers through the gateway.
+ * demo servers through the gateway. The clients verify the gateway: psql with sslmode=verify-full
+ * and the CA from the API, ssh with StrictHostKeyChecking=yes and the API's known_hosts.
  */
 import t from 'tap';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -50,11 +51,21 @@ t.test('tollgate connect runs psql and ssh with a fresh secret', async (t) => {
   const q = await run(['connect', 'prod-db'], env, 'select current_user;\n');
   t.equal(q.code, 0, q.err);
   t.match(q.out, /tg_alice_\w+/, 'psql ran as the minted role');
+  // psql checks the gateway's certificate against the CA the CLI fetched from the API (verify-full):
+  // served a CA that did not sign the gateway's certificate, it refuses to connect.
+  const realTls = tg.gw.tls;
+  const other = execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', '/dev/null', '-subj', '/CN=other CA', '-days', '1'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
+  tg.gw.tls = { ...realTls, ca: other };
+  const refused = await run(['connect', 'prod-db'], env, 'select 1;\n');
+  tg.gw.tls = realTls;
+  t.not(refused.code, 0, 'psql refuses a gateway its CA file does not vouch for');
+  t.match(refused.err, /certificate verify failed/);
 
   await tg.grant('alice', 'web01', 'user');
   const s = await run(['connect', 'web01'], env, 'id -un\n');
   t.equal(s.code, 0, s.err);
   t.match(s.out, /tg-alice-\w+/, 'ssh ran as the minted account');
+  t.notMatch(s.err, /Permanently added|known hosts/, 'ssh checked the gateway key from GET /api/v1/ssh/known_hosts (StrictHostKeyChecking=yes), it learnt nothing new');
   const sessions = await tg.api('carol', 'GET', '/api/v1/sessions');
   t.same(sessions.body.map((x: any) => x.target).sort(), ['prod-db', 'web01']);
 });
