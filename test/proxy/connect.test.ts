@@ -6,12 +6,13 @@
  */
 import t from 'tap';
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, chmodSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { postgresModule } from '../../protocols/postgres/index.js';
 import { sshModule } from '../../protocols/ssh/index.js';
+import { mysqlModule } from '../../protocols/mysql/index.js';
 import { startTestGateway } from '../support/gateway.js';
 
 const bin = join(import.meta.dirname, '..', '..', 'proxy', 'bin', 'tollgate.js');
@@ -28,20 +29,23 @@ function run(args: string[], env: Record<string, string>, stdin: string): Promis
   });
 }
 
-t.test('tollgate connect runs psql and ssh with a fresh secret', async (t) => {
+t.test('tollgate connect runs psql, ssh and mariadb with a fresh secret, each checking the gateway', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'tg-connect-'));
   chmodSync(dir, 0o755);
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const log = pino({ level: 'silent' });
   const pg = await postgresModule.demo!(join(dir, 'pg'), log);
   const ssh = await sshModule.demo!(join(dir, 'ssh'), log);
-  t.ok(pg && ssh, 'demo servers started');
-  if (!pg || !ssh) return;
+  const my = await mysqlModule.demo!(join(dir, 'mysql'), log);
+  t.ok(pg && ssh && my, 'demo servers started');
+  if (!pg || !ssh || !my) return;
   t.teardown(() => pg.stop());
   t.teardown(() => ssh.stop());
-  const tg = await startTestGateway({ targets: [...pg.targets, ...ssh.targets.filter((x) => x.name === 'web01')], listeners: ['postgres', 'ssh'] });
+  t.teardown(() => my.stop());
+  const tg = await startTestGateway({ targets: [...pg.targets, ...ssh.targets.filter((x) => x.name === 'web01'), ...my.targets], listeners: ['postgres', 'ssh', 'mysql'] });
   t.teardown(() => tg.close());
   const env = { TOLLGATE_URL: tg.url, TOLLGATE_TOKEN: tg.token('alice'), TOLLGATE_CLI_CONFIG: join(dir, 'none.json'), HOME: dir };
+  const before = new Set(readdirSync(tmpdir()));
 
   const none = await run(['connect', 'prod-db'], env, '');
   t.equal(none.code, 1);
@@ -66,6 +70,13 @@ t.test('tollgate connect runs psql and ssh with a fresh secret', async (t) => {
   t.equal(s.code, 0, s.err);
   t.match(s.out, /tg-alice-\w+/, 'ssh ran as the minted account');
   t.notMatch(s.err, /Permanently added|known hosts/, 'ssh checked the gateway key from GET /api/v1/ssh/known_hosts (StrictHostKeyChecking=yes), it learnt nothing new');
+
+  // mariadb with --ssl-ca (the CA the CLI fetched) and --ssl-verify-server-cert.
+  await tg.grant('alice', 'app-db', 'read');
+  const m = await run(['connect', 'app-db'], env, 'SELECT CURRENT_USER();\n');
+  t.equal(m.code, 0, m.err);
+  t.match(m.out, /tg_alice_\w+@/, 'mariadb ran as the minted user');
   const sessions = await tg.api('carol', 'GET', '/api/v1/sessions');
-  t.same(sessions.body.map((x: any) => x.target).sort(), ['prod-db', 'web01']);
+  t.same(sessions.body.map((x: any) => x.target).sort(), ['app-db', 'prod-db', 'web01']);
+  t.same(readdirSync(tmpdir()).filter((f) => f.startsWith('tollgate-connect-')).filter((f) => !before.has(f)), [], 'the CA, known_hosts and askpass copies are removed afterwards');
 });
