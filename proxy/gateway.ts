@@ -291,11 +291,11 @@ export class Gateway {
     return c;
   }
 
-  private certSha256: string | null = null;
+  private certSha256: { pem: string; sha256: string } | null = null;
   /** SHA-256 of the gateway's TLS certificate (the leaf, first in tls.cert) as lower-case hex pairs joined by ':' (clients pin it). */
   tlsCertSha256(): string {
-    this.certSha256 ??= new X509Certificate(this.tls.cert).fingerprint256.toLowerCase();
-    return this.certSha256;
+    if (this.certSha256?.pem !== this.tls.cert) this.certSha256 = { pem: this.tls.cert, sha256: new X509Certificate(this.tls.cert).fingerprint256.toLowerCase() };
+    return this.certSha256.sha256;
   }
 
   /** Principal for an identity sub from the store (system actions, tests). */
