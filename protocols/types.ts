@@ -179,6 +179,10 @@ export interface ProtocolContext {
    */
   seal(value: unknown, ttlMs: number): string;
   unseal<T = unknown>(sealed: string): T | null;
+  /** Small persistent state of this module in the store, keys private to the module (e.g. pinned SSH host keys). */
+  readonly kv: { get(key: string): Promise<string | null>; set(key: string, value: string): Promise<void> };
+  /** An audit event by the gateway itself (actor "system"); alert: also notify (a possible attack). */
+  audit(action: string, subject: string | null, data: Record<string, unknown>, opts?: { alert?: boolean }): Promise<void>;
 }
 
 /**
@@ -217,9 +221,27 @@ export interface ClientCommandInfo {
   username: string;
   secret: string;
   target: TargetConfig;
-  /** Path to the gateway CA file as served by the API (for clients that pin it). */
+  /** URL of the gateway CA as served by the API (for clients that pin it). */
   caUrl: string;
+  /** The gateway's public base URL (other files a command downloads, e.g. /api/v1/ssh/known_hosts). */
+  gatewayUrl: string;
+  /** SHA-256 of the gateway's TLS certificate, lower-case hex pairs joined by ':' (clients that pin the certificate). */
+  certSha256: string;
+  /**
+   * Where a command finds the gateway's CA and SSH known_hosts. In clientCommands: file names the
+   * printed command downloads itself (from caUrl and gatewayUrl); in nativeClient: CLIENT_FILES
+   * placeholders that `tollgate connect` replaces with files it fetched.
+   */
+  files: { ca: string; knownHosts: string };
 }
+
+/** Placeholders in NativeClient argv/env that `tollgate connect` replaces with the path of a file it fetched from the gateway. */
+export const CLIENT_FILES = {
+  /** GET /api/v1/ca.pem */
+  ca: '{{tollgate-ca}}',
+  /** GET /api/v1/ssh/known_hosts */
+  knownHosts: '{{tollgate-known-hosts}}',
+} as const;
 
 export interface NativeClient { argv: string[]; env: Record<string, string>; askpass?: boolean }
 
@@ -234,6 +256,11 @@ export interface ProtocolModule {
   listen?(ctx: ProtocolContext, address: ListenerAddress): Promise<ProtocolListener>;
   /** Dial the target with its admin credential: "reachable, credentials work". */
   checkTarget?(ctx: ProtocolContext, target: TargetConfig): Promise<{ ok: boolean; detail: string }>;
+  /**
+   * After a legitimate change of the target's identity (an SSH host key rotation): dial it with the
+   * admin credential and pin what it presents now (when given, it must be `fingerprint`). The caller audits.
+   */
+  repinTarget?(ctx: ProtocolContext, target: TargetConfig, opts: { fingerprint?: string }): Promise<{ ok: boolean; detail: string; previous: string | null; pinned: string | null }>;
   /** Revoke a lease from its stored data alone (teardown, failed mint, and the reaper after a crash). Must be idempotent. */
   revokeLease?(ctx: ProtocolContext, target: TargetConfig, lease: LeaseRecord): Promise<void>;
   /** Revoke what the grant left behind when it ends (e.g. rotate a checked-out password). */

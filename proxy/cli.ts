@@ -5,6 +5,7 @@ import { homedir, tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { WebSocket } from 'undici';
 import { loadConfigFile, ConfigError } from './config.js';
+import { CLIENT_FILES } from '../protocols/types.js';
 
 /** Protocol modules load only for the commands that need them (the CLI stays quick). */
 async function moduleMap() {
@@ -36,6 +37,16 @@ function endpoint(g: GlobalOpts): { url: string; token?: string } {
   const url = (g.url ?? process.env['TOLLGATE_URL'] ?? c.url ?? 'http://127.0.0.1:8080').replace(/\/$/, '');
   const token = g.token ?? process.env['TOLLGATE_TOKEN'] ?? c.token;
   return { url, token };
+}
+
+/** A file the gateway serves (its CA, its SSH known_hosts) as text. */
+async function download(g: GlobalOpts, path: string): Promise<string> {
+  const { url } = endpoint(g);
+  let res: Response;
+  try { res = await fetch(url + path); } catch (e) { throw new CliError(`cannot reach the gateway at ${url}: ${(e as Error).message}`); }
+  const text = await res.text();
+  if (!res.ok) throw new CliError(`cannot fetch ${path} from the gateway: ${res.status} ${text.slice(0, 200)}`);
+  return text;
 }
 
 async function api(g: GlobalOpts, method: string, path: string, body?: unknown): Promise<any> {
@@ -145,6 +156,13 @@ export function buildCli(): Command {
       if (!r.ok) process.exitCode = 2;
     });
 
+  targets.command('repin').description("trust a target's new SSH host key after a legitimate rotation (SOC; audited)").argument('<name>')
+    .option('--fingerprint <SHA256:...>', 'only if the target now presents this key (compare with ssh-keygen -lf on the target)')
+    .action(async (name: string, o: { fingerprint?: string }) => {
+      const r = await api(g(), 'POST', `/api/v1/targets/${encodeURIComponent(name)}/repin`, o.fingerprint ? { fingerprint: o.fingerprint } : {});
+      out(g(), r, () => process.stdout.write(`${r.detail}\n`));
+    });
+
   program.command('request').description('request access: tollgate request <target> --role R --duration 2h --reason "..."')
     .argument('<target>')
     .requiredOption('-r, --role <role>', 'role on the target')
@@ -211,17 +229,34 @@ export function buildCli(): Command {
         for (const [k, v] of Object.entries(s.commands)) process.stdout.write(`${k}: ${v}\n`);
         return;
       }
-      if (native.askpass) {
-        // A private helper types the one-time secret for ssh; the secret stays in this process's environment.
-        const { mkdtempSync, writeFileSync: wf2 } = await import('node:fs');
-        const { tmpdir } = await import('node:os');
-        const dir = mkdtempSync(join(tmpdir(), 'tollgate-askpass-'));
-        const helper = join(dir, 'askpass');
-        wf2(helper, '#!/bin/sh\nprintf "%s\\n" "$TOLLGATE_SECRET"\n', { mode: 0o700 });
-        Object.assign(native.env, { SSH_ASKPASS: helper, SSH_ASKPASS_REQUIRE: 'force', DISPLAY: process.env['DISPLAY'] ?? ':0', TOLLGATE_SECRET: s.secret });
+      // A private directory for what the client needs from the gateway: its CA, its SSH host key, the askpass helper.
+      const { mkdtempSync, rmSync } = await import('node:fs');
+      const { tmpdir } = await import('node:os');
+      const dir = mkdtempSync(join(tmpdir(), 'tollgate-connect-'));
+      try {
+        const files: [string, string, string][] = [[CLIENT_FILES.ca, '/api/v1/ca.pem', 'ca.pem'], [CLIENT_FILES.knownHosts, '/api/v1/ssh/known_hosts', 'known_hosts']];
+        for (const [placeholder, path, name] of files) {
+          if (!native.argv.some((a) => a.includes(placeholder)) && !Object.values(native.env).some((v) => v.includes(placeholder))) continue;
+          const body = await download(g(), path);
+          const file = join(dir, name);
+          writeFileSync(file, body, { mode: 0o600 });
+          native.argv = native.argv.map((a) => a.split(placeholder).join(file));
+          for (const [k, v] of Object.entries(native.env)) native.env[k] = v.split(placeholder).join(file);
+        }
+        if (native.askpass) {
+          // A private helper types the one-time secret for ssh; the secret stays in this process's environment.
+          const helper = join(dir, 'askpass');
+          writeFileSync(helper, '#!/bin/sh\nprintf "%s\\n" "$TOLLGATE_SECRET"\n', { mode: 0o700 });
+          Object.assign(native.env, { SSH_ASKPASS: helper, SSH_ASKPASS_REQUIRE: 'force', DISPLAY: process.env['DISPLAY'] ?? ':0', TOLLGATE_SECRET: s.secret });
+        }
+        const child = spawn(native.argv[0]!, native.argv.slice(1), { stdio: 'inherit', env: { ...process.env, ...native.env } });
+        await new Promise<void>((resolve) => {
+          child.on('error', (e) => { process.stderr.write(`tollgate: cannot run ${native.argv[0]}: ${e.message}\n`); process.exitCode = 127; resolve(); });
+          child.on('close', (code) => { process.exitCode = code ?? 1; resolve(); });
+        });
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
       }
-      const child = spawn(native.argv[0]!, native.argv.slice(1), { stdio: 'inherit', env: { ...process.env, ...native.env } });
-      await new Promise<void>((resolve) => child.on('close', (code) => { process.exitCode = code ?? 1; resolve(); }));
     });
 
   program.command('sessions').description('sessions (SOC sees all)')

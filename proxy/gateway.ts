@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import { existsSync, mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import pino, { type Logger } from 'pino';
@@ -367,10 +368,25 @@ export class Gateway {
       },
       seal: (value, ttlMs) => this.key.seal(value, ttlMs),
       unseal: (sealed) => this.key.unseal(sealed),
+      kv: {
+        get: (key) => this.store.getKv(`protocol:${protocol}:${key}`),
+        set: (key, value) => this.store.setKv(`protocol:${protocol}:${key}`, value),
+      },
+      audit: async (action, subject, data, opts) => {
+        await this.audit.append('system', action, subject, data);
+        if (opts?.alert) this.notify({ kind: 'alert', action, subject, protocol, ...data });
+      },
     };
     mkdirSync(c.dataDir, { recursive: true, mode: 0o700 });
     this.ctxCache.set(protocol, c);
     return c;
+  }
+
+  private certSha256: { pem: string; sha256: string } | null = null;
+  /** SHA-256 of the gateway's TLS certificate (the leaf, first in tls.cert) as lower-case hex pairs joined by ':' (clients pin it). */
+  tlsCertSha256(): string {
+    if (this.certSha256?.pem !== this.tls.cert) this.certSha256 = { pem: this.tls.cert, sha256: new X509Certificate(this.tls.cert).fingerprint256.toLowerCase() };
+    return this.certSha256.sha256;
   }
 
   /** Principal for an identity sub from the store (system actions, tests). */

@@ -5,9 +5,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import mysql from 'mysql2/promise';
-import type { ProtocolContext, TargetConfig, RoleConfig } from '../types.js';
+import type { ProtocolContext, TargetConfig, RoleConfig, LiveSession } from '../types.js';
 import type { Secret } from '../../auth/secret.js';
-import { parseAddress } from './upstream.js';
+import { connect as netConnect } from 'node:net';
+import { parseAddress, upstreamTls, verifiesServer } from './upstream.js';
 
 export const LEASE_KIND = 'mysql-user';
 
@@ -83,20 +84,31 @@ export function userHost(target: TargetConfig): string {
   return typeof h === 'string' ? h : '%';
 }
 
+/**
+ * The admin connection, over TLS whenever the target has options.tls (the same settings as the
+ * session login), so CREATE USER … IDENTIFIED BY never crosses the network in clear there.
+ */
 export async function adminConnect(ctx: ProtocolContext, target: TargetConfig): Promise<mysql.Connection> {
   const cred = adminCredential(ctx, target);
   const addr = parseAddress(target.address);
+  const tls = upstreamTls(target);
+  const verify = !!tls && verifiesServer(tls);
+  // mysql2 checks the name it dials: to check options.tls.servername, dial the address under that name.
+  const named = tls?.servername && tls.servername !== addr.host ? tls.servername : null;
   return mysql.createConnection({
-    host: addr.host,
+    host: named ?? addr.host,
     port: addr.port,
+    ...(named ? { stream: () => netConnect({ host: addr.host, port: addr.port }) } : {}),
     user: cred.user,
     password: cred.password.reveal(),
     connectTimeout: 10_000,
     multipleStatements: false,
+    ...(tls ? { ssl: { ca: tls.ca, rejectUnauthorized: verify, verifyIdentity: verify } } : {}),
   });
 }
 
-async function withAdmin<T>(ctx: ProtocolContext, target: TargetConfig, fn: (c: mysql.Connection) => Promise<T>): Promise<T> {
+async function withAdmin<T>(ctx: ProtocolContext, target: TargetConfig, fn: (c: mysql.Connection) => Promise<T>, open?: mysql.Connection): Promise<T> {
+  if (open) return fn(open);
   const c = await adminConnect(ctx, target);
   try {
     return await fn(c);
@@ -111,20 +123,39 @@ async function withAdmin<T>(ctx: ProtocolContext, target: TargetConfig, fn: (c: 
  */
 function cleanError(e: unknown, password: string): Error {
   const err = e as { errno?: number; sqlState?: string; message?: string };
-  const msg = String(err.message ?? e).split(password).join('<secret>');
+  const text = String(err.message ?? e);
+  const msg = password ? text.split(password).join('<secret>') : text;
   return new Error(err.errno ? `${err.errno} (${err.sqlState ?? 'HY000'}): ${msg}` : msg);
 }
 
-/** Create the session user and grant the role; on failure the caller's lease revocation drops it. */
-export async function createSessionUser(ctx: ProtocolContext, target: TargetConfig, role: RoleConfig, user: string, host: string, password: string): Promise<{ server: string }> {
+/** Create the session user and grant the role (on `admin` when given); on failure the caller's lease revocation drops it. */
+export async function createSessionUser(ctx: ProtocolContext, target: TargetConfig, role: RoleConfig, user: string, host: string, password: string, admin?: mysql.Connection): Promise<{ server: string }> {
   try {
-    return await createSessionUserRaw(ctx, target, role, user, host, password);
+    return await createSessionUserRaw(ctx, target, role, user, host, password, admin);
   } catch (e) {
     throw cleanError(e, password);
   }
 }
 
-async function createSessionUserRaw(ctx: ProtocolContext, target: TargetConfig, role: RoleConfig, user: string, host: string, password: string): Promise<{ server: string }> {
+/**
+ * Mint the session's user under a lease. The admin connection (TLS and the server's certificate
+ * checked when options.tls says so) is open before the lease is stored: a server that is not who
+ * it should be leaves no lease behind, only the refusal.
+ */
+export async function mintSessionUser(ctx: ProtocolContext, session: LiveSession, target: TargetConfig, role: RoleConfig, user: string, host: string): Promise<string> {
+  const admin = await adminConnect(ctx, target).catch((e: unknown) => { throw cleanError(e, ''); });
+  try {
+    return await session.lease<string>(LEASE_KIND, { user, host }, async () => {
+      const pw = randomPassword();
+      const { server } = await createSessionUser(ctx, target, role, user, host, pw, admin);
+      return { credential: pw, data: { server } };
+    });
+  } finally {
+    await admin.end().catch(() => admin.destroy());
+  }
+}
+
+async function createSessionUserRaw(ctx: ProtocolContext, target: TargetConfig, role: RoleConfig, user: string, host: string, password: string, admin?: mysql.Connection): Promise<{ server: string }> {
   return withAdmin(ctx, target, async (c) => {
     const [rows] = await c.query('SELECT VERSION() AS v');
     const version = String((rows as { v: string }[])[0]?.v ?? '');
@@ -144,7 +175,7 @@ async function createSessionUserRaw(ctx: ProtocolContext, target: TargetConfig, 
       else await c.query(`SET DEFAULT ROLE ALL TO ${acct}`);
     }
     return { server: version };
-  });
+  }, admin);
 }
 
 /** Lock the user, kill its connections, drop it. Idempotent: a user that is gone is fine. */
@@ -205,6 +236,8 @@ export function validateMysqlTarget(target: TargetConfig): { path: string; expec
   if (auth !== undefined && !['mysql_native_password', 'caching_sha2_password', 'mysql_clear_password'].includes(String(auth))) {
     return { path: 'options.clientAuth', expected: 'mysql_native_password, caching_sha2_password or mysql_clear_password' };
   }
+  const plain = target.options['allowPlain'];
+  if (plain !== undefined && typeof plain !== 'boolean') return { path: 'options.allowPlain', expected: 'true or false (accept clients without TLS)' };
   const tls = target.options['tls'];
   if (tls !== undefined && typeof tls !== 'boolean') {
     const o = tls as Record<string, unknown>;

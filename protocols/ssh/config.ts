@@ -1,5 +1,4 @@
 /** The ssh target section: credentials.mode and what each mode needs. */
-import { createHash } from 'node:crypto';
 import type { TargetConfig, RoleConfig } from '../types.js';
 
 export type SshMode = 'ephemeral-account' | 'certificate' | 'checkout';
@@ -79,11 +78,4 @@ export function validateSshTarget(t: TargetConfig): { path: string; expected: st
     if (!isRef(c.password)) return { path: 'credentials.password', expected: 'a secret reference (the starting password)' };
   }
   return null;
-}
-
-/** Host key check for both the admin and the session connection when options.hostKeyFingerprint is set. */
-export function hostVerifierFor(target: TargetConfig): ((key: Buffer) => boolean) | undefined {
-  const pinned = typeof target.options.hostKeyFingerprint === 'string' ? target.options.hostKeyFingerprint : null;
-  if (!pinned) return undefined;
-  return (key: Buffer) => 'SHA256:' + createHash('sha256').update(key).digest('base64').replace(/=+$/, '') === pinned;
 }

@@ -17,6 +17,7 @@ import { refuseIfLocked, identityLock } from './guards.js';
 import type { CallerResult } from '../../auth/lifecycle.js';
 import { lockMatches } from '../sessions.js';
 import type { LockRecord, SessionRecord, GrantRecord } from '../store/types.js';
+import { CLIENT_FILES } from '../../protocols/types.js';
 
 export interface Authed extends HttpRequest { principal: Principal }
 
@@ -259,6 +260,17 @@ export function mountApi(gw: Gateway): void {
     if (!mod?.checkTarget) return ok({ ok: false, detail: `the ${t.protocol} module cannot check targets` });
     try { return ok(await mod.checkTarget(gw.ctx(mod.name), t)); } catch (e) { return ok({ ok: false, detail: (e as Error).message }); }
   } });
+  add({ method: 'POST', path: '/api/v1/targets/{name}/repin', summary: "Trust a target's new SSH host key after a legitimate rotation (SOC)", auth: 'soc', body: { fingerprint: 'SHA256:... the key must be (optional)' }, handler: async (req) => {
+    const b = parse(z.object({ fingerprint: z.string().regex(/^SHA256:[A-Za-z0-9+/]{43}$/, 'a host key fingerprint as "SHA256:..." (ssh-keygen -lf)').optional() }), req);
+    const t = gw.config.targets.find((x) => x.name === req.params['name']);
+    if (!t) throw new HttpError(404, 'no such target');
+    const mod = gw.modules.get(t.protocol);
+    if (!mod?.repinTarget) throw new HttpError(409, `${t.protocol} targets have no pinned identity to renew`);
+    const r = await mod.repinTarget(gw.ctx(mod.name), t, { fingerprint: b.fingerprint });
+    await gw.audit.append(req.principal.sub, r.ok ? 'target.repinned' : 'target.repin_failed', t.name, { target: t.name, previous: r.previous, pinned: r.pinned, detail: r.detail });
+    if (!r.ok) throw new HttpError(409, r.detail, { previous: r.previous });
+    return ok(r);
+  } });
 
   // ---- requests
   add({ method: 'POST', path: '/api/v1/requests', summary: 'Request access to a target', body: { target: 'string', role: 'string', duration: 'duration (e.g. 2h) or seconds', reason: 'string' }, handler: async (req) => {
@@ -356,11 +368,13 @@ export function mountApi(gw: Gateway): void {
     const addr = gw.listenerAddress(target.protocol);
     const host = gw.publicHost;
     const port = addr?.port ?? 0;
-    const commands = mod?.clientCommands && addr
-      ? mod.clientCommands({ protocol: target.protocol, host, port, username: target.name, secret: secret.reveal(), target, caUrl: `${gw.publicUrl}/api/v1/ca.pem` })
-      : {};
-    const info = { protocol: target.protocol, host, port, username: target.name, secret: secret.reveal(), target, caUrl: `${gw.publicUrl}/api/v1/ca.pem` };
-    const native = mod?.nativeClient && addr ? mod.nativeClient(info) : null;
+    const info = {
+      protocol: target.protocol, host, port, username: target.name, secret: secret.reveal(), target,
+      caUrl: `${gw.publicUrl}/api/v1/ca.pem`, gatewayUrl: gw.publicUrl, certSha256: gw.tlsCertSha256(),
+    };
+    // Printed commands fetch the CA / known_hosts into these files themselves; `tollgate connect` fills in the placeholders.
+    const commands = mod?.clientCommands && addr ? mod.clientCommands({ ...info, files: { ca: 'tollgate-ca.pem', knownHosts: 'tollgate_known_hosts' } }) : {};
+    const native = mod?.nativeClient && addr ? mod.nativeClient({ ...info, files: { ...CLIENT_FILES } }) : null;
     return ok({
       id: record.id, username: target.name, secret: secret.reveal(), host, port, protocol: target.protocol,
       reusable: record.reusable, expiresAt: new Date(record.expiresAt).toISOString(), commands, native,

@@ -3,11 +3,13 @@
  * sshpass, ephemeral accounts minted per session.
  */
 import t from 'tap';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { ManualClock } from '../../policies/clock.js';
 import { startTestGateway, type TestGateway } from '../support/gateway.js';
-import { haveSshd, startTestSshd, runClient, Terminal, until, usersWithPrefix, userExists, type TestSshd } from '../support/sshd.js';
+import { haveSshd, startTestSshd, runClient, runCmd, Terminal, until, usersWithPrefix, userExists, type TestSshd } from '../support/sshd.js';
 
 // Unique per run: parallel runs of this file (several engineers, CI) never share accounts.
 const PREFIX = `t${Math.random().toString(36).slice(2, 6).padEnd(4, '0')}-`;
@@ -61,9 +63,15 @@ t.teardown(async () => {
 t.test('ephemeral account: id -un, groups, account deleted at the end', { skip: !haveSshd && 'needs root and sshd' }, async (t) => {
   const grant = await gw.grant('alice', 'web01', 'admin');
   const s = await gw.secret('alice', grant.id);
-  t.match(s.commands['ssh (sshpass)'] ?? '', /^sshpass -p \S+ ssh -p \d+ /, 'client command offered');
-  const r = await runClient(s.secret, 'ssh', ['-p', String(port), `${s.username}@127.0.0.1`, 'id -un; id -Gn; echo HOME=$HOME']);
+  const printed = s.commands['ssh (sshpass)'] ?? '';
+  t.match(printed, /^curl -fsS \S+\/api\/v1\/ssh\/known_hosts -o tollgate_known_hosts && sshpass -p \S+ ssh -p \d+ -o UserKnownHostsFile=tollgate_known_hosts -o StrictHostKeyChecking=yes /,
+    'the printed command checks the gateway host key against known_hosts from the API');
+  // As pasted (in an empty directory, no other known_hosts): ssh checks the gateway's key strictly.
+  const cwd = mkdtempSync(join(tmpdir(), 'tg-ssh-cmd-'));
+  t.teardown(() => rmSync(cwd, { recursive: true, force: true }));
+  const r = await runCmd('sh', ['-c', `${printed} 'id -un; id -Gn; echo HOME=$HOME'`], { cwd, env: { ...process.env, HOME: cwd } });
   t.equal(r.code, 0, r.stderr);
+  t.match(readFileSync(join(cwd, 'tollgate_known_hosts'), 'utf8'), new RegExp(`^\\[127\\.0\\.0\\.1\\]:${port} ssh-ed25519 AAAA\\S+\\n$`), 'known_hosts from the API names the gateway key');
   const [user, groups] = r.stdout.split('\n');
   t.match(user, acctOnly('alice'), 'logged in as the minted account');
   t.match(groups, /\bsudo\b/, 'the admin role adds the sudo group');

@@ -144,8 +144,9 @@ t.test('target validation, client commands, messages', async (t) => {
   t.equal(validateSshTarget({ ...base, credentials: { ...base.credentials, mode: 'certificate' }, roles: [{ name: 'r', login: 'deploy' }] }), null);
   t.match(validateSshTarget({ ...base, credentials: { ...base.credentials, mode: 'checkout', account: 'svc' } }), { path: 'credentials.password' });
   t.match(validateSshTarget({ ...base, credentials: { ...base.credentials, trustedCaFile: 'relative/path' } }), { path: 'credentials.trustedCaFile' });
-  const cmds = sshModule.clientCommands!({ protocol: 'ssh', host: 'gw.example', port: 2222, username: 'web01:admin', secret: "it's", target: base, caUrl: '' });
-  t.equal(cmds['ssh (sshpass)'], `sshpass -p 'it'\\''s' ssh -p 2222 -o StrictHostKeyChecking=accept-new web01:admin@gw.example`);
+  const cmds = sshModule.clientCommands!({ protocol: 'ssh', host: 'gw.example', port: 2222, username: 'web01:admin', secret: "it's", target: base,
+    caUrl: '', gatewayUrl: 'https://gw.example', certSha256: '', files: { ca: 'ca.pem', knownHosts: 'kh' } });
+  t.equal(cmds['ssh (sshpass)'], `curl -fsS https://gw.example/api/v1/ssh/known_hosts -o kh && sshpass -p 'it'\\''s' ssh -p 2222 -o UserKnownHostsFile=kh -o StrictHostKeyChecking=yes web01:admin@gw.example`);
   t.match(cmds['scp (sshpass)'], /scp -P 2222 /);
   t.match(cmds['sftp (sshpass)'], /sftp -P 2222 /);
   t.equal(tollgate('Tollgate: x'), 'Tollgate: x');
