@@ -88,7 +88,7 @@ export async function startTestGateway(opts: {
   const gw = await created.start().catch(async (e: unknown) => {
     // A gateway that cannot start (a test of bad config) leaves nothing behind either.
     await created.stop().catch(() => undefined);
-    rmSync(dataDir, { recursive: true, force: true });
+    if (!opts.dataDir) rmSync(dataDir, { recursive: true, force: true });
     throw e;
   });
   const tokens: Record<string, string> = {};
