@@ -194,15 +194,16 @@ t.test('refusals: clear message, nothing created on the target', { skip: !haveSs
   const again = await runClient(s.secret, 'ssh', ['-p', String(port), `${s.username}@127.0.0.1`, 'true']);
   t.not(again.code, 0);
   t.match(again.stderr, /Tollgate: .*(used|already)/i, 'reused secret refused with a reason');
-  // A locked identity.
+  // A locked identity (secrets are issued before the lock: a locked identity gets none from the API).
   const s2 = await gw.secret('alice', grant.id);
+  const s3 = await gw.secret('alice', grant.id);
   const lock = await gw.api('carol', 'POST', '/api/v1/locks', { scope: 'identity', value: 'alice', reason: 'incident 42' });
   t.ok(lock.status === 201 || lock.status === 200, `lock created (${lock.status})`);
+  t.teardown(async () => { if (lock.body?.id) await gw.api('carol', 'DELETE', `/api/v1/locks/${lock.body.id}`); });
   const locked = await runClient(s2.secret, 'ssh', ['-p', String(port), `${s2.username}@127.0.0.1`, 'true']);
   t.not(locked.code, 0);
   t.match(locked.stderr, /Tollgate: .*(lock|incident 42)/i, 'lock refusal says why');
   // An expired secret (ManualClock moves past the secret's lifetime).
-  const s3 = await gw.secret('alice', grant.id);
   clock.advance(11 * 60_000);
   const expired = await runClient(s3.secret, 'ssh', ['-p', String(port), `${s3.username}@127.0.0.1`, 'true']);
   t.not(expired.code, 0);
@@ -212,8 +213,6 @@ t.test('refusals: clear message, nothing created on the target', { skip: !haveSs
   t.not(unknown.code, 0);
   t.match(unknown.stderr, /Tollgate: /);
   t.same(usersWithPrefix(PREFIX), before, 'no account created by any refusal');
-  const lockId = lock.body?.id;
-  if (lockId) await gw.api('carol', 'DELETE', `/api/v1/locks/${lockId}`);
 });
 
 t.test('bad input: garbage at the port, a target that is down; the gateway keeps serving', { skip: !haveSshd && 'needs root and sshd' }, async (t) => {
