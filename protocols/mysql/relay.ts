@@ -74,8 +74,9 @@ export class MysqlRelay {
     });
     client.onChunkEnd = this.flush;
     upstream.onChunkEnd = this.flush;
-    client.setHandler((p) => this.fromClient(p));
-    upstream.setHandler((p) => this.fromServer(p));
+    // Guarded: a throw while inspecting ends this session only (logged, audited), never the gateway.
+    client.setHandler(session.guard((p) => this.fromClient(p)));
+    upstream.setHandler(session.guard((p) => this.fromServer(p)));
   }
 
   /** Send an ERR to the client numbered as the answer to its current or next command. */

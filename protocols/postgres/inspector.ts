@@ -73,8 +73,9 @@ export class PgRelay {
     s.onWarning((message) => {
       if (!this.closed) this.client.write(encodeNotice({ severity: 'WARNING', code: '01000', message }));
     });
-    this.client.on('data', (chunk: Buffer) => this.fromClient(chunk));
-    this.upstream.on('data', (chunk: Buffer) => this.fromUpstream(chunk));
+    // Guarded: a throw while inspecting ends this session only (logged, audited), never the gateway.
+    this.client.on('data', s.guard((chunk: Buffer) => this.fromClient(chunk)));
+    this.upstream.on('data', s.guard((chunk: Buffer) => this.fromUpstream(chunk)));
     this.client.on('error', (e) => s.log.debug({ err: e.message }, 'postgres client socket error'));
     this.upstream.on('error', (e) => s.log.debug({ err: e.message }, 'postgres upstream socket error'));
     this.client.on('close', () => this.close({ code: 'client_exit', message: this.clientExiting ? 'the client ended the session' : 'the client disconnected' }));
