@@ -40,6 +40,8 @@ export function parseSize(v: number | string): number {
   return Number(m[1]) * SIZE_UNITS[m[2] as keyof typeof SIZE_UNITS];
 }
 
+const DEFAULT_SESSION_BUFFER = 128 * 1024 * 1024;
+
 const size = z.union([z.number().int().positive(), z.string().regex(SIZE_RE, 'a size such as 64MiB, 512KiB or a number of bytes')])
   .transform(parseSize);
 
@@ -191,9 +193,12 @@ const configSchema = z.object({
   notify: z.object({ command: z.array(z.string()).optional() }).strict().default({}),
   /** Per-session budgets: a session that exceeds one ends with reason resource_limit. */
   limits: z.object({
-    /** Bytes one session's inspectors may hold at once (partial messages, out-of-order SFTP data, request tracking). */
-    sessionBufferBytes: size.default(64 * 1024 * 1024),
-  }).strict().default({ sessionBufferBytes: 64 * 1024 * 1024 }),
+    /**
+     * Bytes one session's inspectors may hold at once: partial messages (PostgreSQL, MySQL), out-of-order
+     * SFTP data, request tracking. The default fits a 64 MiB message each way (the client-message limit).
+     */
+    sessionBufferBytes: size.default(DEFAULT_SESSION_BUFFER),
+  }).strict().default({ sessionBufferBytes: DEFAULT_SESSION_BUFFER }),
 }).strict();
 
 export type RawConfig = z.infer<typeof configSchema>;

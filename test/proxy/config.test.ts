@@ -63,7 +63,7 @@ t.test('the base config is valid', async (t) => {
   t.equal(outcome(base()), null);
   const cfg = validateConfig(base(), 'gw.yaml', modules);
   t.equal(cfg.limits.sessionBufferBytes, 64 * 1024 * 1024, 'sizes are parsed');
-  t.equal(validateConfig({}, 'gw.yaml', modules).limits.sessionBufferBytes, 64 * 1024 * 1024, 'default budget');
+  t.equal(validateConfig({}, 'gw.yaml', modules).limits.sessionBufferBytes, 128 * 1024 * 1024, 'default budget');
 });
 
 const hostile: unknown[] = [
