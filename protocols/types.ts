@@ -91,7 +91,7 @@ export type AuthOutcome =
   | { ok: false; code: RefusalCode; reason: string };
 
 export interface EndReason {
-  code: 'client_exit' | 'killed' | 'locked' | 'expired' | 'revoked' | 'forbidden' | 'target_closed' | 'target_error' | 'error' | 'gateway_shutdown';
+  code: 'client_exit' | 'killed' | 'locked' | 'expired' | 'revoked' | 'forbidden' | 'target_closed' | 'target_error' | 'error' | 'resource_limit' | 'gateway_shutdown';
   /** A sentence a person understands; shown to the client where the protocol allows. */
   message: string;
 }
@@ -132,6 +132,18 @@ export interface LiveSession {
   /** Called before the grant ends (message to show, ms left). */
   onWarning(handler: (message: string, msLeft: number) => void): void;
   addBytes(up: number, down: number): void;
+  /**
+   * Bytes this session's inspectors start (+) or stop (-) holding (partial messages, out-of-order
+   * pieces, request tracking). Above limits.sessionBufferBytes the gateway ends the session with
+   * `resource_limit` (onTerminate runs); returns false from then on.
+   */
+  holdBytes(delta: number): boolean;
+  /**
+   * Wrap an event handler of this session (socket or channel data, timers): it runs in the
+   * session's scope, and a throw from it, or from asynchronous work it started, is logged and
+   * audited and ends only this session (code `error`) instead of the gateway process.
+   */
+  guard<A extends unknown[]>(handler: (...args: A) => void): (...args: A) => void;
   /** An audit event about this session (action like 'ssh.exec', 'sftp.upload'). */
   audit(action: string, data: Record<string, unknown>): void;
   /** Report the end. Idempotent; resolves after leases are revoked and recordings sealed. */

@@ -103,7 +103,9 @@ export function buildCli(): Command {
       (await import('./profiling.js')).installProfilingSignal();
       const config = loadConfigFile(o.config, await moduleMap());
       const { Gateway } = await import('./gateway.js');
-      const gw = await new Gateway({ config }).start();
+      const gw = new Gateway({ config });
+      (await import('./safety.js')).protectGateway(gw);
+      await gw.start();
       process.stdout.write(`Tollgate is running at ${gw.publicUrl}\n`);
       const stop = async () => { await gw.stop(); process.exit(0); };
       process.once('SIGINT', stop);
@@ -117,7 +119,8 @@ export function buildCli(): Command {
     .action(async (o: { dir: string; port: string; installDeps?: boolean }) => {
       (await import('./profiling.js')).installProfilingSignal();
       const { runDemo } = await import('./demo.js');
-      await runDemo({ dir: o.dir, httpPort: Number(o.port), installDeps: !!o.installDeps });
+      const { protectGateway } = await import('./safety.js');
+      await runDemo({ dir: o.dir, httpPort: Number(o.port), installDeps: !!o.installDeps, onGateway: protectGateway });
     });
 
   program.command('login').description('sign in through your IdP (device flow) and keep an API token for the CLI')

@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync, existsSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { parseDocument } from 'yaml';
+import { parseDocument, visit, isMap, isPair, isScalar, isSeq, type Document } from 'yaml';
 import { z } from 'zod';
 import { Secret } from '../auth/secret.js';
 import type { ProtocolModule } from '../protocols/types.js';
@@ -31,6 +31,22 @@ export function parseDuration(v: number | string): number {
   const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
   return Math.round(n * unit);
 }
+
+const SIZE_UNITS = { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 } as const;
+const SIZE_RE = /^(\d+)\s*(B|KiB|MiB|GiB)$/;
+
+/** A size in bytes: a number, or a string such as 64MiB, 512KiB, 1GiB. */
+export function parseSize(v: number | string): number {
+  if (typeof v === 'number') return v;
+  const m = SIZE_RE.exec(v.trim());
+  if (!m) throw new Error(`not a size: ${v}`);
+  return Number(m[1]) * SIZE_UNITS[m[2] as keyof typeof SIZE_UNITS];
+}
+
+const DEFAULT_SESSION_BUFFER = 128 * 1024 * 1024;
+
+const size = z.union([z.number().int().positive(), z.string().regex(SIZE_RE, 'a size such as 64MiB, 512KiB or a number of bytes')])
+  .transform(parseSize);
 
 export const secretRefSchema = z.union([
   z.object({ env: z.string().min(1) }).strict(),
@@ -221,6 +237,14 @@ const configSchema = z.object({
   }).strict().prefault({}),
   /** Notification hook for `alert` rules and break-glass (argv; event JSON on stdin). */
   notify: z.object({ command: z.array(z.string()).optional() }).strict().default({}),
+  /** Per-session budgets: a session that exceeds one ends with reason resource_limit. */
+  limits: z.object({
+    /**
+     * Bytes one session's inspectors may hold at once: partial messages (PostgreSQL, MySQL), out-of-order
+     * SFTP data, request tracking. The default fits a 64 MiB message each way (the client-message limit).
+     */
+    sessionBufferBytes: size.default(DEFAULT_SESSION_BUFFER),
+  }).strict().default({ sessionBufferBytes: DEFAULT_SESSION_BUFFER }),
 }).strict();
 
 export type RawConfig = z.infer<typeof configSchema>;
@@ -233,7 +257,7 @@ export interface GatewayConfig extends RawConfig {
 
 function describeIssue(issue: z.core.$ZodIssue): string {
   if (issue.code === 'invalid_type') return `expected ${issue.expected}`;
-  if (issue.code === 'unrecognized_keys') return `unknown key(s) ${issue.keys.join(', ')}`;
+  if (issue.code === 'unrecognized_keys') return `unknown key(s) ${issue.keys.map((k) => (/^[\w.-]+$/.test(k) ? k : JSON.stringify(k))).join(', ')}`;
   if (issue.code === 'invalid_value') return `expected one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`;
   return issue.message;
 }
@@ -270,7 +294,13 @@ export function validateConfig(raw: unknown, file: string, modules: ReadonlyMap<
       if (roleNames.has(r.name)) throw new ConfigError(file, `targets[${i}].roles[${j}].name`, `a unique role name`);
       roleNames.add(r.name);
     });
-    const v = mod.validateTarget?.(t);
+    let v: { path: string; expected: string } | null | undefined;
+    try {
+      v = mod.validateTarget?.(t);
+    } catch (e) {
+      // A module's validator tripped over a value of an unexpected type: still a config error, never a stack trace.
+      throw new ConfigError(file, `targets[${i}]`, `a valid ${t.protocol} target (${(e as Error)?.message ?? 'invalid value'})`);
+    }
     if (v) throw new ConfigError(file, `targets[${i}].${v.path}`, v.expected);
   });
   const baseDir = file === '<inline>' ? process.cwd() : dirname(resolve(file));
@@ -285,7 +315,72 @@ export function loadConfigFile(file: string, modules: ReadonlyMap<string, Protoc
     const e = doc.errors[0]!;
     throw new ConfigError(abs, `line ${e.linePos?.[0]?.line ?? '?'}`, `valid YAML (${e.message.split('\n')[0]})`);
   }
-  return validateConfig(doc.toJS(), abs, modules);
+  return validateConfig(documentValue(doc, abs), abs, modules);
+}
+
+/** The document as plain data; aliases that resolve to nothing, blow up or contain themselves are config errors. */
+function documentValue(doc: Document, file: string): unknown {
+  let unresolved: { path: string; source: string } | null = null;
+  visit(doc, {
+    Alias(_key, node, ancestors) {
+      if (node.resolve(doc)) return undefined;
+      unresolved = { path: yamlPath(ancestors, node), source: node.source };
+      return visit.BREAK;
+    },
+  });
+  const u = unresolved as { path: string; source: string } | null;
+  if (u) throw new ConfigError(file, u.path, `an alias to an anchor defined before it (*${u.source} has no &${u.source} earlier in the file)`);
+  let value: unknown;
+  try {
+    value = doc.toJS();
+  } catch (e) {
+    throw new ConfigError(file, '', `valid YAML (${String((e as Error)?.message ?? e).split('\n')[0]})`);
+  }
+  const cycle = cyclePath(value);
+  if (cycle !== null) throw new ConfigError(file, cycle, 'a value that does not contain itself (an alias inside its own anchor)');
+  return value;
+}
+
+/** The key path of a node from the ancestors yaml's visit() reports. */
+function yamlPath(ancestors: readonly unknown[], node: unknown): string {
+  const path: PropertyKey[] = [];
+  for (let i = 0; i < ancestors.length; i++) {
+    const a = ancestors[i];
+    const next = ancestors[i + 1] ?? node;
+    if (isSeq(a)) path.push(a.items.indexOf(next as never));
+    else if (isPair(a) && a.value === next) path.push(isScalar(a.key) ? String(a.key.value) : '?');
+    else if (isMap(a) || isPair(a)) continue;
+  }
+  return formatPath(path);
+}
+
+/** The key path of the first value that contains itself, or null. Iterative and linear in the values (shared ones are walked once). */
+function cyclePath(root: unknown): string | null {
+  interface Frame { v: object; key: PropertyKey; entries: [PropertyKey, unknown][]; next: number }
+  const onPath = new Set<object>();
+  const done = new Set<object>();
+  const stack: Frame[] = [];
+  const enter = (v: unknown, key: PropertyKey): string | null => {
+    if (!v || typeof v !== 'object' || done.has(v)) return null;
+    if (onPath.has(v)) return formatPath([...stack.slice(1).map((f) => f.key), key]);
+    onPath.add(v);
+    const entries: [PropertyKey, unknown][] = Array.isArray(v) ? v.map((x, i) => [i, x]) : v instanceof Map ? [...v.entries()] : Object.entries(v);
+    stack.push({ v, key, entries, next: 0 });
+    return null;
+  };
+  let hit = enter(root, '');
+  while (hit === null && stack.length) {
+    const top = stack[stack.length - 1]!;
+    if (top.next < top.entries.length) {
+      const [k, x] = top.entries[top.next++]!;
+      hit = enter(x, k);
+    } else {
+      stack.pop();
+      onPath.delete(top.v);
+      done.add(top.v);
+    }
+  }
+  return hit;
 }
 
 /** Resolve a secret reference. Errors name the key path but never the value. */

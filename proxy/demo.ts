@@ -46,7 +46,7 @@ export async function freePort(preferred: number, host = '127.0.0.1'): Promise<n
   return (await tryPort(preferred)) ?? (await tryPort(0))!;
 }
 
-export async function runDemo(opts: { dir: string; httpPort: number; installDeps?: boolean }): Promise<void> {
+export async function runDemo(opts: { dir: string; httpPort: number; installDeps?: boolean; onGateway?: (gw: Gateway) => void }): Promise<void> {
   const dir = resolve(opts.dir);
   // Traversable: demo servers run as their own users (postgres, mysql) under dir/targets.
   mkdirSync(join(dir, 'targets'), { recursive: true, mode: 0o755 });
@@ -80,7 +80,9 @@ export async function runDemo(opts: { dir: string; httpPort: number; installDeps
 
   // The gateway comes up first (its /healthz answers while the demo servers are still being set up);
   // the demo targets join its configuration once their servers run.
-  const gw = await new Gateway({ config, log }).start();
+  const gw = new Gateway({ config, log });
+  opts.onGateway?.(gw);
+  await gw.start();
   let stopping = false;
   const stop = async () => {
     if (stopping) return;

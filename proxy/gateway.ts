@@ -137,7 +137,7 @@ export class Gateway {
 
     const ruleCache = new Map<string, ReturnType<typeof compileRules>>();
     this.sessions = new SessionManager({
-      store: this.store, clock: this.clock, log: this.log.child({ c: 'sessions' }), audit: this.audit, gatewayId: cfg.gateway.id,
+      store: this.store, clock: this.clock, log: this.log.child({ c: 'sessions' }), audit: this.audit, gatewayId: cfg.gateway.id, limits: cfg.limits,
       expiryWarningMs: parseDuration(cfg.gateway.expiryWarning),
       openRecording: (id, meta) => this.recorder.open(id, meta),
       live: this.recorder.live,

@@ -15,7 +15,6 @@ export const LEASE_KIND = 'mysql-user';
 /** MySQL limits user names to 32 characters (MariaDB allows more; we stay within both). */
 export const MAX_USER_LEN = 32;
 
-const PRIVS = /^[A-Za-z][A-Za-z _]*(\([A-Za-z0-9_, `]*\))?(\s*,\s*[A-Za-z][A-Za-z _]*(\([A-Za-z0-9_, `]*\))?)*$/;
 const IDENT = '(`(?:[^`]|``)+`|[A-Za-z0-9_$]+|\\*)';
 const OBJECT = new RegExp(`^((TABLE|FUNCTION|PROCEDURE)\\s+)?${IDENT}(\\.${IDENT})?$`, 'i');
 const ROLE_NAME = /^[^\0]{1,64}$/; // any name: quoted with quoteId
@@ -24,15 +23,56 @@ const HOST = /^[A-Za-z0-9_.%:-]{1,60}$/;
 
 export interface AdminCredential { user: string; password: Secret }
 
-/** A grant like "SELECT, INSERT ON shop.*" split into privileges and object; null when it is not one. */
+/** A grant like "SELECT, INSERT ON shop.*" split into privileges and object; null when it is not one. Linear in the input. */
 export function parseGrant(g: string): { privs: string; object: string } | null {
-  const m = /^\s*(.+?)\s+ON\s+(.+?)\s*$/i.exec(g);
-  if (!m) return null;
-  const privs = m[1]!.trim();
-  const object = m[2]!.trim();
-  if (!PRIVS.test(privs) || !OBJECT.test(object)) return null;
+  const s = g.trim();
+  // Privileges before the first " ON ", the object after it.
+  const on = /\sON\s/i.exec(s);
+  if (!on) return null;
+  const privs = s.slice(0, on.index).trim();
+  const object = s.slice(on.index + on[0].length).trim();
+  if (LINE_BREAK.test(privs) || LINE_BREAK.test(object)) return null;
+  if (!privileges(privs) || !OBJECT.test(object)) return null;
   if (/\bGRANT\s+OPTION\b|\bWITH\b/i.test(privs)) return null;
   return { privs, object };
+}
+
+const LINE_BREAK = /[\n\r\u2028\u2029]/;
+const isLetter = (c: number) => (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a);
+const isDigit = (c: number) => c >= 0x30 && c <= 0x39;
+const isBlank = (c: number) => /\s/.test(String.fromCharCode(c));
+
+/**
+ * A privilege list: `NAME [(columns)]` separated by commas, where NAME is a letter then letters,
+ * spaces and underscores, and columns are letters, digits, _ , space and backquotes. One pass.
+ */
+function privileges(p: string): boolean {
+  const n = p.length;
+  let i = 0;
+  for (;;) {
+    if (i >= n || !isLetter(p.charCodeAt(i))) return false;
+    i++;
+    while (i < n) {
+      const c = p.charCodeAt(i);
+      if (!(isLetter(c) || c === 0x20 || c === 0x5f)) break;
+      i++;
+    }
+    if (p.charCodeAt(i) === 0x28) { // (
+      i++;
+      while (i < n) {
+        const c = p.charCodeAt(i);
+        if (!(isLetter(c) || isDigit(c) || c === 0x5f || c === 0x2c || c === 0x20 || c === 0x60)) break;
+        i++;
+      }
+      if (p.charCodeAt(i) !== 0x29) return false; // )
+      i++;
+    }
+    if (i === n) return true;
+    while (i < n && isBlank(p.charCodeAt(i))) i++;
+    if (p.charCodeAt(i) !== 0x2c) return false; // ,
+    i++;
+    while (i < n && isBlank(p.charCodeAt(i))) i++;
+  }
 }
 
 export function roleGrants(role: RoleConfig): string[] {

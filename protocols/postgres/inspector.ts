@@ -59,6 +59,8 @@ export class PgRelay {
   private clientExiting = false;
   /** After a denied Parse, the server skips to Sync; so do the records. */
   private discarding = false;
+  /** Bytes of partial messages both splitters hold, as last reported to the session's buffer budget. */
+  private held = 0;
 
   constructor(private readonly o: RelayOptions) {
     this.client = o.client;
@@ -73,8 +75,9 @@ export class PgRelay {
     s.onWarning((message) => {
       if (!this.closed) this.client.write(encodeNotice({ severity: 'WARNING', code: '01000', message }));
     });
-    this.client.on('data', (chunk: Buffer) => this.fromClient(chunk));
-    this.upstream.on('data', (chunk: Buffer) => this.fromUpstream(chunk));
+    // Guarded: a throw while inspecting ends this session only (logged, audited), never the gateway.
+    this.client.on('data', s.guard((chunk: Buffer) => this.fromClient(chunk)));
+    this.upstream.on('data', s.guard((chunk: Buffer) => this.fromUpstream(chunk)));
     this.client.on('error', (e) => s.log.debug({ err: e.message }, 'postgres client socket error'));
     this.upstream.on('error', (e) => s.log.debug({ err: e.message }, 'postgres upstream socket error'));
     this.client.on('close', () => this.close({ code: 'client_exit', message: this.clientExiting ? 'the client ended the session' : 'the client disconnected' }));
@@ -95,7 +98,8 @@ export class PgRelay {
   /** Gateway-initiated end (kill, lock, expiry, revoke, forbidden statement): FATAL to the client, close both sides. */
   terminate(reason: EndReason): void {
     if (this.closed) return;
-    const code = reason.code === 'expired' ? '57P05' : '57P01';
+    // 53400 configuration_limit_exceeded: the session went over limits.sessionBufferBytes.
+    const code = reason.code === 'expired' ? '57P05' : reason.code === 'resource_limit' ? '53400' : '57P01';
     this.client.write(encodeError({ severity: 'FATAL', code, message: reason.message || 'terminating connection by Tollgate' }));
     void this.close(reason);
   }
@@ -103,6 +107,8 @@ export class PgRelay {
   private close(reason: EndReason): Promise<void> {
     if (this.closed) return Promise.resolve();
     this.closed = true;
+    this.session.holdBytes(-this.held);
+    this.held = 0;
     for (const p of this.pending) p.h.finish({ error: `session ended: ${reason.message}` });
     this.pending = [];
     if (!this.upstream.destroyed) {
@@ -140,6 +146,7 @@ export class PgRelay {
     } catch (e) {
       return this.violation(e as Error);
     }
+    if (!this.account()) return;
     const out: Buffer[] = [];
     let up = 0;
     for (const f of frames) {
@@ -155,6 +162,14 @@ export class PgRelay {
     }
     this.session.addBytes(chunk.length, 0);
     if (out.length) this.pipe(this.upstream, this.client, out.length === 1 ? out[0]! : Buffer.concat(out, up));
+  }
+
+  /** Report what the splitters hold to the session's buffer budget; false once the session is over it (it is being ended). */
+  private account(): boolean {
+    const now = this.clientSplit.pending + this.upSplit.pending;
+    const ok = this.session.holdBytes(now - this.held);
+    this.held = now;
+    return ok;
   }
 
   private violation(e: Error): void {
@@ -304,6 +319,7 @@ export class PgRelay {
       void this.close({ code: 'target_error', message });
       return;
     }
+    if (!this.account()) return;
     const out: Buffer[] = [];
     let down = 0;
     for (const f of frames) {

@@ -66,6 +66,11 @@ export function validateSshTarget(t: TargetConfig): { path: string; expected: st
     return { path: 'options.hostKeyFingerprint', expected: 'the target host key fingerprint as "SHA256:..." (ssh-keygen -lf)' };
   }
   for (const [i, r] of t.roles.entries()) {
+    for (const k of ['groups', 'principals'] as const) {
+      const v = r[k];
+      if (v !== undefined && !(Array.isArray(v) && v.every((x) => typeof x === 'string'))) return { path: `roles[${i}].${k}`, expected: k === 'groups' ? 'a list of Linux group names' : 'a list of Linux user names' };
+    }
+    if (r.login !== undefined && typeof r.login !== 'string') return { path: `roles[${i}].login`, expected: 'a Linux user name' };
     for (const g of roleGroups(r)) if (!NAME_RE.test(g)) return { path: `roles[${i}].groups`, expected: 'Linux group names' };
     if (c.mode === 'certificate') {
       const ps = rolePrincipals(r);
