@@ -19,7 +19,7 @@ if (!db) {
   const connect = async () => {
     const g = await tg.grant('alice', 'app-db', 'read');
     const s = await tg.secret('alice', g.id);
-    const c = await mysql.createConnection({ host, port, user: 'app-db', password: s.secret, database: 'shop' });
+    const c = await mysql.createConnection({ host, port, user: 'app-db', password: s.secret, database: 'shop', ssl: { ca: tg.gw.tls.ca } });
     c.on('error', () => {});
     return { c, grantId: g.id };
   };
