@@ -7,8 +7,8 @@
 import t from 'tap';
 import { ManualClock } from '../../policies/clock.js';
 import { startTestGateway } from '../support/gateway.js';
+import { waitFor } from '../support/pg.js';
 import { FakeTarget, fakeModule, fakeConnect } from '../support/fake-module.js';
-import { openSqliteStore } from '../../proxy/store/sqlite.js';
 
 const target = (name = 'box', risk = 'low') => ({ name, protocol: 'fake', address: 'in-memory', risk, roles: [{ name: 'user' }, { name: 'admin' }] });
 
@@ -106,7 +106,7 @@ t.test('kill, lock and revoke end live sessions and revoke their leases', async 
   const r = await tg.api('alice', 'POST', `/api/v1/grants/${g.id}/revoke`, { reason: 'done' });
   t.equal(r.status, 200);
   t.equal(r.body.state, 'revoked');
-  await new Promise((res) => setTimeout(res, 50));
+  await waitFor(() => c4.ended.length > 0 && ft.accounts.size === 0, 10_000, 'the session ended and its lease revoked');
   t.equal(c4.ended[0]?.code, 'revoked');
   t.equal(ft.accounts.size, 0);
   const s5 = await tg.api('alice', 'POST', `/api/v1/grants/${g.id}/secret`, {});
@@ -128,7 +128,7 @@ t.test('expiry warns, then ends the session at the grant end (injected clock)', 
   t.equal(c.warnings.length, 1, 'warned before the end');
   t.match(c.warnings[0], /ends in \d+ seconds/);
   clock.advance(60_000);
-  await new Promise((res) => setTimeout(res, 50));
+  await waitFor(() => c.ended.length > 0 && ft.accounts.size === 0, 10_000, 'the session ended and its lease revoked');
   t.equal(c.ended[0]?.code, 'expired');
   t.equal(ft.accounts.size, 0);
   t.equal((await tg.store.getGrant(g.id))!.state, 'expired');
@@ -172,7 +172,7 @@ t.test('the reaper revokes leases left by a crashed gateway', async (t) => {
   t.notOk(ft.accounts.has(c.account), 'account removed by the reaper');
   const rec = await tg.store.getSession(sessionId);
   t.match(rec!.endReason, /gateway_restart/);
-  const store2 = await openSqliteStore(`${tg.dataDir}/tollgate.db`);
+  const store2 = await tg.openStore();
   t.equal((await store2.listLeases({ state: ['pending', 'active', 'revoking'] })).length, 0, 'no live lease left in the store');
   await store2.close();
 });
