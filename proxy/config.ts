@@ -162,7 +162,7 @@ const configSchema = z.object({
       /** Connections each gateway keeps to the database. */
       poolSize: z.number().int().min(2).max(200).default(10),
     }).strict(),
-  ]).default({ kind: 'sqlite' }),
+  ], { error: 'expected one of "sqlite", "postgres"' }).default({ kind: 'sqlite' }),
   idp: z.object({
     issuer: z.string().url().optional(),
     clientId: z.string().default('tollgate'),

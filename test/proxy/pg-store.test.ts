@@ -48,6 +48,8 @@ if (!havePostgres) {
     const opened = logA.find((l) => l.includes('store opened'));
     t.match(opened, /postgres postgres:\/\/tollgate_store:<secret>@127\.0\.0\.1:\d+\/tg_store_/);
     t.notOk(logA.some((l) => l.includes(password)), 'no log line holds the password');
+    const other = await startTestGateway({ ...common, gateway: { id: 'gw-c' } }).then(async (g) => { await g.close(); return null; }, (e: Error) => e);
+    t.match(other?.message, /gateway\.key: the key file .* is missing, but this store was used with a gateway key/, 'a third gateway with a key of its own is refused');
   });
 
   t.test('request on A, approvals on A and B, secret from B, psql session through A', async (t) => {

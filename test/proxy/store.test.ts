@@ -6,7 +6,7 @@
  */
 import t, { type Test } from 'tap';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -15,7 +15,7 @@ import { gatewayKey } from '../../auth/keys.js';
 import { ManualClock } from '../../policies/clock.js';
 import { JitEngine } from '../../policies/engine.js';
 import { AUDIT_KEY_LABEL, AuditLog } from '../../proxy/audit.js';
-import { ConfigError } from '../../proxy/config.js';
+import { ConfigError, validateConfig } from '../../proxy/config.js';
 import { openStore, type StoreConfig } from '../../proxy/store/index.js';
 import { openPostgresStore } from '../../proxy/store/postgres.js';
 import { migrations, tables } from '../../proxy/store/schema.js';
@@ -24,7 +24,7 @@ import type { SqlStore } from '../../proxy/store/sql.js';
 import type {
   ConnectionSecretRecord, GrantRecord, LeaseRecord, QueryLogRecord, RequestRecord, SessionRecord, Store,
 } from '../../proxy/store/types.js';
-import { testDatabase, waitFor } from '../support/pg.js';
+import { requireServerTls, startTestCluster, testDatabase, waitFor } from '../support/pg.js';
 import { config, target, who, MIN, HOUR, MONDAY_10_UTC } from '../policies/helpers.js';
 
 type Kind = 'sqlite' | 'postgres';
@@ -511,4 +511,31 @@ t.test('postgres: nodes starting together migrate once; a tx handle refuses call
   await stores[1]!.transaction(async (tx) => { leaked = tx; await tx.setKv('x', '1'); });
   await t.rejects(leaked!.getKv('x'), /transaction has ended/);
   t.equal(await stores[2]!.getKv('x'), '1');
+});
+
+t.test('postgres: TLS to the store from the URL (sslmode=verify-full, sslrootcert)', async (t) => {
+  const c = await startTestCluster(t, 'tls-store');
+  const cert = await requireServerTls(c);
+  const db = await testDatabase('tg_store_tls', c);
+  const certFile = join(c.dir, 'store-ca.pem');
+  writeFileSync(certFile, cert);
+  const plain = await openPostgresStore({ url: new Secret(db.url) }).then(async (s) => { await s.close(); return null; }, (e: Error) => e);
+  t.match(plain?.message, /pg_hba\.conf rejects connection .* no encryption/, 'the server refuses a connection without TLS');
+  const s = await openPostgresStore({ url: new Secret(`${db.url}?sslmode=verify-full&sslrootcert=${encodeURIComponent(certFile)}`) });
+  t.teardown(() => s.close());
+  const r = await (s as unknown as SqlStore).query('SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()', []);
+  t.equal(r.rows[0]?.['ssl'], true, 'the store connection is TLS');
+  await s.setKv('k', 'v');
+  t.equal(await s.getKv('k'), 'v');
+});
+
+t.test('store config errors name the key and what was expected', async (t) => {
+  const check = (store: unknown) => { try { validateConfig({ store }, 'gw.yaml', new Map()); return 'ok'; } catch (e) { return (e as Error).message; } };
+  t.equal(check({ kind: 'mysql' }), 'gw.yaml: store.kind: expected one of "sqlite", "postgres"');
+  t.match(check({ kind: 'postgres' }), /^gw\.yaml: store\.url: a secret reference/);
+  t.match(check({ kind: 'postgres', url: 'postgres://u:pw@h/db' }), /^gw\.yaml: store\.url: a secret reference/, 'an inline URL is refused: it holds a password');
+  t.match(check({ kind: 'postgres', url: { env: 'X' }, poolSize: 1 }), /^gw\.yaml: store\.poolSize: /);
+  t.equal(check({ kind: 'sqlite', url: { env: 'X' } }), 'gw.yaml: store: unknown key(s) url');
+  t.equal(check({ kind: 'postgres', url: { env: 'X' } }), 'ok');
+  t.equal(check(undefined), 'ok', 'SQLite by default');
 });

@@ -109,7 +109,7 @@ export function sharedStoreCluster(): Promise<TestCluster> {
 /** The role test stores connect as: it owns its databases and is no superuser. */
 const STORE_ROLE = 'tollgate_store';
 const STORE_PASSWORD = randomBytes(18).toString('base64url');
-let roleMade: Promise<void> | null = null;
+const rolesMade = new WeakMap<TestCluster, Promise<void>>();
 
 export interface TestDatabase {
   name: string;
@@ -124,8 +124,8 @@ export async function testDatabase(name = `tg_store_${randomBytes(6).toString('h
   const cl = c ?? await sharedStoreCluster();
   const su = await cl.su();
   try {
-    roleMade ??= su.query(`CREATE ROLE ${STORE_ROLE} LOGIN PASSWORD ${pg.escapeLiteral(STORE_PASSWORD)}`).then(() => undefined);
-    await roleMade;
+    if (!rolesMade.has(cl)) rolesMade.set(cl, su.query(`CREATE ROLE ${STORE_ROLE} LOGIN PASSWORD ${pg.escapeLiteral(STORE_PASSWORD)}`).then(() => undefined));
+    await rolesMade.get(cl);
     const exists = (await su.query('SELECT 1 FROM pg_database WHERE datname = $1', [name])).rowCount;
     if (!exists) await su.query(`CREATE DATABASE ${pg.escapeIdentifier(name)} OWNER ${STORE_ROLE}`);
   } finally {
