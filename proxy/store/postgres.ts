@@ -26,6 +26,8 @@ const RETRYABLE = new Set(['40001', '40P01']);
 /** A query-log batch the database refused is tried again after this long; at most this many rows wait. */
 const QUERY_RETRY_MS = 1_000;
 const QUERY_BACKLOG_MAX = 100 * QUERY_FLUSH_ROWS;
+/** The database ends a session idle inside a transaction this long. */
+const IDLE_IN_TX_MS = 60_000;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -260,6 +262,8 @@ export async function openPostgresStore(o: PgStoreOptions): Promise<PgStore> {
     pool = new pg.Pool({
       connectionString: url, max: o.poolSize ?? 10, application_name: o.applicationName ?? 'tollgate',
       connectionTimeoutMillis: 10_000, idleTimeoutMillis: 30_000, types,
+      // A transaction left open by a stuck process must not hold its locks (the audit lock) for ever.
+      idle_in_transaction_session_timeout: IDLE_IN_TX_MS,
     });
     pool.on('error', (e) => o.log?.error({ err: e.message }, 'PostgreSQL store: an idle connection failed'));
     const store = new PgStore(pool, o.log);

@@ -58,13 +58,14 @@ export function numCond(column: string, op: '>=' | '<=' | '>', v: number | undef
 export class Table<T extends object> {
   readonly cols: string[];
   readonly insertSql: string;
+  private readonly updateCols: string[];
   private readonly updateSql: string;
   private readonly getSql: string;
   constructor(private readonly db: SqlStore, readonly spec: TableSpec) {
     this.cols = Object.keys(spec.columns);
     this.insertSql = `INSERT INTO ${spec.name} (${this.cols.map(ident).join(',')}) VALUES (${this.cols.map(() => '?').join(',')})`;
-    const upd = this.cols.filter((c) => c !== spec.pk);
-    this.updateSql = `UPDATE ${spec.name} SET ${upd.map((c) => `${ident(c)}=?`).join(',')} WHERE ${ident(spec.pk)}=?`;
+    this.updateCols = this.cols.filter((c) => c !== spec.pk);
+    this.updateSql = `UPDATE ${spec.name} SET ${this.updateCols.map((c) => `${ident(c)}=?`).join(',')} WHERE ${ident(spec.pk)}=?`;
     this.getSql = `SELECT * FROM ${spec.name} WHERE ${ident(spec.pk)}=?`;
   }
   private enc(col: string, v: unknown): unknown {
@@ -82,8 +83,7 @@ export class Table<T extends object> {
   }
   async insert(rec: T): Promise<void> { await this.db.query(this.insertSql, this.params(rec)); }
   async update(rec: T): Promise<void> {
-    const upd = this.cols.filter((c) => c !== this.spec.pk);
-    await this.db.query(this.updateSql, [...upd.map((c) => this.enc(c, (rec as Row)[c])), this.enc(this.spec.pk, (rec as Row)[this.spec.pk])]);
+    await this.db.query(this.updateSql, [...this.updateCols.map((c) => this.enc(c, (rec as Row)[c])), this.enc(this.spec.pk, (rec as Row)[this.spec.pk])]);
   }
   /** Insert, or update the existing row except for the `keep` columns (one statement; its parameters are params(rec)). */
   upsertSql(keep: string[] = []): string {

@@ -507,6 +507,8 @@ t.test('postgres: nodes starting together migrate once; a tx handle refuses call
   t.teardown(async () => { for (const s of stores) await s.close(); });
   const v = await stores[0]!.query('SELECT version FROM schema_migrations ORDER BY version', []);
   t.same(v.rows.map((r) => Number(r['version'])), pgMigrations.map((m) => m.version), 'each version applied once, in order');
+  const idle = await stores[0]!.query('SHOW idle_in_transaction_session_timeout', []);
+  t.equal(idle.rows[0]?.['idle_in_transaction_session_timeout'], '1min', 'a stuck open transaction cannot hold the audit lock for ever');
   let leaked: Store | null = null;
   await stores[1]!.transaction(async (tx) => { leaked = tx; await tx.setKv('x', '1'); });
   await t.rejects(leaked!.getKv('x'), /transaction has ended/);
