@@ -16,7 +16,7 @@ import type { Principal } from '../auth/types.js';
 import type { ProtocolContext, ProtocolListener, ProtocolModule, TlsMaterial } from '../protocols/types.js';
 import { moduleMap } from '../protocols/index.js';
 import type { Store } from './store/types.js';
-import { describeStore, openStore } from './store/index.js';
+import { openStore } from './store/index.js';
 import { AUDIT_KEY_LABEL, AuditLog } from './audit.js';
 import { Access, BrowserApprovals } from './access.js';
 import { SessionManager } from './sessions.js';
@@ -86,7 +86,6 @@ export class Gateway {
     mkdirSync(this.dataDir, { recursive: true, mode: 0o700 });
     const cfg = this.config;
     this.store = await openStore(cfg, { dataDir: this.dataDir, log: this.log.child({ c: 'store' }) });
-    this.log.info({ store: describeStore(cfg, this.dataDir) }, 'store opened');
     await this.openKeyAndAudit();
 
     const httpCfg = cfg.listeners.http ?? { host: '127.0.0.1', port: 8080 };

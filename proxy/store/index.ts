@@ -27,23 +27,21 @@ export function sqlitePathOf(cfg: StoreConfig, dataDir: string): string | null {
   return cfg.store.path ? resolve(cfg.baseDir, cfg.store.path) : join(dataDir, 'tollgate.db');
 }
 
-/** The store as logs and errors may show it: the SQLite path, or the PostgreSQL URL without its password. */
-export function describeStore(cfg: StoreConfig, dataDir: string): string {
-  if (cfg.store.kind === 'sqlite') return `sqlite ${sqlitePathOf(cfg, dataDir)}`;
-  try { return `postgres ${describePgUrl(resolveSecret(cfg.store.url, cfg, 'store.url').reveal())}`; } catch { return 'postgres (URL not resolvable)'; }
-}
-
-/** Open (and migrate) the configured store. Errors are ConfigErrors naming store.path or store.url. */
+/** Open (and migrate) the configured store and log where it is (a PostgreSQL URL without its password). Errors are ConfigErrors naming store.path or store.url. */
 export async function openStore(cfg: StoreConfig, o: OpenStoreOptions): Promise<Store> {
   const sc = cfg.store;
   if (sc.kind === 'sqlite') {
     const path = sqlitePathOf(cfg, o.dataDir)!;
     if (o.mustExist && !existsSync(path)) throw new ConfigError(cfg.file, 'store.path', `an existing SQLite store (no file at ${path})`);
-    return openSqliteStore(path);
+    const store = await openSqliteStore(path);
+    o.log?.info({ store: `sqlite ${path}` }, 'store opened');
+    return store;
   }
   const url = resolveSecret(sc.url, cfg, 'store.url');
   try {
-    return await openPostgresStore({ url, poolSize: sc.poolSize, applicationName: `tollgate/${cfg.gateway.id}`, log: o.log });
+    const store = await openPostgresStore({ url, poolSize: sc.poolSize, applicationName: `tollgate/${cfg.gateway.id}`, log: o.log });
+    o.log?.info({ store: `postgres ${describePgUrl(url.reveal())}` }, 'store opened');
+    return store;
   } catch (e) {
     if (e instanceof PgStoreError) {
       throw new ConfigError(cfg.file, 'store.url', e.reason === 'url' ? e.message : `a PostgreSQL database the gateway can reach and migrate (${e.message})`);
