@@ -290,7 +290,9 @@ export class JitEngine {
 
   /**
    * Check, then apply in a transaction that re-reads and re-checks (another gateway may have acted).
-   * The first check runs outside the transaction so that ordinary refusals never open one.
+   * The first check runs outside the transaction so that ordinary refusals never open one. This
+   * relies on Store.transaction: serializable, and on PostgreSQL possibly run again, so check and
+   * apply only use `tx` and change nothing outside it.
    */
   private decide<C, R>(check: (tx: Store) => Promise<C>, apply: (tx: Store, checked: C) => Promise<R>): Promise<R> {
     return this.exclusive(async () => {
