@@ -99,8 +99,9 @@ export class ApiTokens {
     const now = this.clock.now();
     if (record.revokedAt !== null || now >= record.expiresAt) return null;
     if (record.lastUsedAt === null || now - record.lastUsedAt >= 60_000) {
+      // Only while it is unrevoked, and only that column: a revoke committed meanwhile stays.
+      if (!await this.store.claim('tokens', record.id, { revokedAt: null }, { lastUsedAt: now })) return null;
       record.lastUsedAt = now;
-      await this.store.updateApiToken(record);
     }
     return { record };
   }
@@ -113,9 +114,7 @@ export class ApiTokens {
   async revoke(identity: string, id: string): Promise<boolean> {
     const record = (await this.store.listApiTokens(identity)).find((r) => r.id === id);
     if (!record || record.revokedAt !== null) return false;
-    record.revokedAt = this.clock.now();
-    await this.store.updateApiToken(record);
-    return true;
+    return !!await this.store.claim('tokens', record.id, { revokedAt: null }, { revokedAt: this.clock.now() });
   }
 }
 
@@ -161,18 +160,15 @@ export class WebSessions {
   async markMfa(cookieValue: string | Secret, mfaAt: number): Promise<WebSessionRecord | null> {
     const record = await this.verify(cookieValue);
     if (!record) return null;
-    record.mfaAt = mfaAt;
-    await this.store.updateWebSession(record);
-    return record;
+    // Only on a session still signed in: a sign-out committed meanwhile stays.
+    return this.store.claim('webSessions', record.id, { revokedAt: null }, { mfaAt });
   }
 
   /** Sign out. False when the cookie matches no live session. */
   async revoke(cookieValue: string | Secret): Promise<boolean> {
     const record = await this.verify(cookieValue);
     if (!record) return false;
-    record.revokedAt = this.clock.now();
-    await this.store.updateWebSession(record);
-    return true;
+    return !!await this.store.claim('webSessions', record.id, { revokedAt: null }, { revokedAt: this.clock.now() });
   }
 }
 

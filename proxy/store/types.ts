@@ -247,6 +247,8 @@ export interface ClaimableRecords {
   leases: LeaseRecord;
   sessions: SessionRecord;
   locks: LockRecord;
+  tokens: ApiTokenRecord;
+  webSessions: WebSessionRecord;
 }
 
 /** What the audit log computes from the chain's last event, inside the store's audit lock. */

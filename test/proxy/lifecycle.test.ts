@@ -49,6 +49,23 @@ t.test('a session mints under a lease and revokes it on normal end', async (t) =
   t.equal(ft.accounts.size, 0, 'refusal created nothing');
 });
 
+t.test('marking a grant used never undoes a revoke that landed meanwhile (another gateway, another request)', async (t) => {
+  const { ft, tg, ctx } = await setup(t);
+  const g = await tg.grant('alice', 'box', 'user');
+  const s = await tg.secret('alice', g.id);
+  const store = tg.gw.store as unknown as { insertSession: (r: unknown) => Promise<void> };
+  const insert = store.insertSession.bind(store);
+  // The session has read the grant (active) and is being stored when the revoke commits.
+  store.insertSession = async (r) => {
+    await insert(r);
+    t.equal((await tg.api('bob', 'POST', `/api/v1/grants/${g.id}/revoke`, { reason: 'race' })).status, 200);
+  };
+  const c = await fakeConnect(ctx, ft, s.username, s.secret);
+  store.insertSession = insert;
+  t.match(await tg.store.getGrant(g.id), { state: 'revoked', used: true, endReason: 'race' }, 'still revoked; only its used flag was set');
+  if (c.ok) await c.session.end({ code: 'client_exit', message: 'bye' });
+});
+
 t.test('a reusable secret serves several connections, each its own session', async (t) => {
   const { ft, tg, ctx } = await setup(t);
   const g = await tg.grant('alice', 'box', 'user');
