@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { WebSocket } from 'undici';
 import { startTestGateway, type TestGateway } from '../support/gateway.js';
+import { waitFor } from '../support/pg.js';
 import { startUpstream, raw, rawBytes, signInApp, pattern, sha256, setCookies, type Upstream } from './support.js';
 import { onlyHttp } from './support.js';
 
@@ -212,7 +213,8 @@ t.test('HTTP apps through the gateway', async (t) => {
     t.equal(up.seen.length, before, 'nothing reached the app');
     const g = await raw(port, { method: 'GET', path: '/admin/users', host, headers: { cookie: alice.cookie } });
     t.equal(g.status, 200, 'GET is allowed');
-    const audit = await tg.store.listAudit({ action: 'session.rule.deny' });
+    // Rule hits are audited without holding up the request: wait for the writes to land.
+    const audit = await waitFor(async () => { const l = await tg.store.listAudit({ action: 'session.rule.deny' }); return l.length >= 4 ? l : null; }, 10_000, 'the denials audited');
     t.ok(audit.length >= 4, 'denials audited');
   });
 
