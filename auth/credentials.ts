@@ -107,8 +107,9 @@ export class ApiTokens {
     const now = this.clock.now();
     if (record.revokedAt !== null || now >= record.expiresAt) return null;
     if (record.lastUsedAt === null || now - record.lastUsedAt >= 60_000) {
+      // Only while it is unrevoked, and only that column: a revoke committed meanwhile stays.
+      if (!await this.store.claim('tokens', record.id, { revokedAt: null }, { lastUsedAt: now })) return null;
       record.lastUsedAt = now;
-      await this.store.updateApiToken(record);
     }
     return { record };
   }
@@ -121,9 +122,7 @@ export class ApiTokens {
   async revoke(identity: string, id: string): Promise<boolean> {
     const record = typeof id === 'string' && id ? await this.store.getApiToken(id) : null;
     if (!record || record.identity !== identity || record.revokedAt !== null) return false;
-    record.revokedAt = this.clock.now();
-    await this.store.updateApiToken(record);
-    return true;
+    return !!await this.store.claim('tokens', record.id, { revokedAt: null }, { revokedAt: this.clock.now() });
   }
 
   /** What a token is now; `linkFailed`: its IdP link failed re-validation. */
@@ -177,18 +176,15 @@ export class WebSessions {
   async markMfa(cookieValue: string | Secret, mfaAt: number): Promise<WebSessionRecord | null> {
     const record = await this.verify(cookieValue);
     if (!record) return null;
-    record.mfaAt = mfaAt;
-    await this.store.updateWebSession(record);
-    return record;
+    // Only on a session still signed in: a sign-out committed meanwhile stays.
+    return this.store.claim('webSessions', record.id, { revokedAt: null }, { mfaAt });
   }
 
   /** Sign out. False when the cookie matches no live session. */
   async revoke(cookieValue: string | Secret): Promise<boolean> {
     const record = await this.verify(cookieValue);
     if (!record) return false;
-    record.revokedAt = this.clock.now();
-    await this.store.updateWebSession(record);
-    return true;
+    return !!await this.store.claim('webSessions', record.id, { revokedAt: null }, { revokedAt: this.clock.now() });
   }
 }
 

@@ -291,7 +291,9 @@ export class JitEngine {
 
   /**
    * Check, then apply in a transaction that re-reads and re-checks (another gateway may have acted).
-   * The first check runs outside the transaction so that ordinary refusals never open one.
+   * The first check runs outside the transaction so that ordinary refusals never open one. This
+   * relies on Store.transaction: serializable, and on PostgreSQL possibly run again, so check and
+   * apply only use `tx` and change nothing outside it.
    */
   private decide<C, R>(check: (tx: Store) => Promise<C>, apply: (tx: Store, checked: C) => Promise<R>): Promise<R> {
     return this.exclusive(async () => {
@@ -731,13 +733,23 @@ export class JitEngine {
     return r;
   }
 
-  /** A stage deadline passed: escalate once when the policy says so, else the request expires. */
+  /**
+   * A stage deadline passed: escalate once when the policy says so, else the request expires.
+   * Every gateway on the store arms this timer; the one whose claim of the due deadline matches
+   * acts (inside the transaction, so a failure leaves the deadline to fire again), the others
+   * re-arm from what the winner wrote.
+   */
   private async onStageTimeout(requestId: string): Promise<void> {
     const out = await this.exclusive(() => this.store.transaction(async (tx) => {
-      const r = await tx.getRequest(requestId);
-      if (!r || r.state !== 'pending' || r.stageDeadline === null) return null;
+      const seen = await tx.getRequest(requestId);
+      if (!seen || seen.state !== 'pending' || seen.stageDeadline === null) return null;
       const now = this.clock.now();
-      if (r.stageDeadline > now) return { r, action: 'rearm' as const };
+      if (seen.stageDeadline > now) return { r: seen, action: 'rearm' as const };
+      const r = await tx.claim('requests', requestId, { state: 'pending', stageDeadline: seen.stageDeadline }, { stageDeadline: null });
+      if (!r) {
+        const after = await tx.getRequest(requestId);
+        return after ? { r: after, action: 'rearm' as const } : null;
+      }
       const pol = this.policyByName(r.policy);
       const escalateTo = pol?.escalateTo ?? [];
       const timeoutMs = pol ? toMs(pol.approvalTimeout) : null;
@@ -777,18 +789,15 @@ export class JitEngine {
 
   /* ----------------------------------------------------------------- grants */
 
+  /** A grant reached its end: the one gateway whose claim (active → expired) matches audits it and ends its sessions. */
   private async onGrantDue(grantId: string): Promise<void> {
     const out = await this.exclusive(() => this.store.transaction(async (tx) => {
-      const g = await tx.getGrant(grantId);
-      if (!g || g.state !== 'active') return null;
+      const seen = await tx.getGrant(grantId);
+      if (!seen || seen.state !== 'active') return null;
       const now = this.clock.now();
-      if (g.expiresAt > now) return { g, expired: false };
-      g.state = 'expired';
-      g.endedAt = now;
-      g.endedBy = 'system';
-      g.endReason = 'expired';
-      await tx.updateGrant(g);
-      return { g, expired: true };
+      if (seen.expiresAt > now) return { g: seen, expired: false };
+      const g = await tx.claim('grants', grantId, { state: 'active', expiresAt: seen.expiresAt }, { state: 'expired', endedAt: now, endedBy: 'system', endReason: 'expired' });
+      return g ? { g, expired: true } : null;
     }));
     if (!out) return;
     if (!out.expired) { this.armGrant(out.g); return; }

@@ -409,17 +409,13 @@ export function buildCli(): Command {
   return program;
 }
 
-/** Open the sqlite store of a config directly; audit() builds the keyed audit log (reads, never creates, the gateway key). */
+/** Open the store of a config directly (SQLite file or PostgreSQL); audit() builds the keyed audit log (reads, never creates, the gateway key). */
 async function withStore<T>(configFile: string, fn: (store: import('./store/types.js').Store, audit: () => Promise<import('./audit.js').AuditLog>) => Promise<T>): Promise<T> {
   const cfg = loadConfigFile(configFile, await moduleMap());
-  const { openSqliteStore } = await import('./store/sqlite.js');
+  const { openStore } = await import('./store/index.js');
   const { dataDirOf, gatewayKeySource, checkpointFileOf } = await import('./config.js');
-  const { resolve: res } = await import('node:path');
-  if (cfg.store.kind !== 'sqlite') throw new CliError('only the sqlite store can be read directly');
   const dataDir = dataDirOf(cfg);
-  const path = cfg.store.path ? res(cfg.baseDir, cfg.store.path) : join(dataDir, 'tollgate.db');
-  if (!existsSync(path)) throw new CliError(`no store at ${path}`);
-  const store = await openSqliteStore(path);
+  const store = await openStore(cfg, { dataDir, mustExist: true });
   const audit = async () => {
     const { AuditLog, AUDIT_KEY_LABEL } = await import('./audit.js');
     const { gatewayKey, loadGatewayKeyBytes, KeyError } = await import('../auth/keys.js');

@@ -191,10 +191,17 @@ const configSchema = z.object({
     metricsToken: secretRefSchema.optional(),
   }).strict().prefault({}),
   listeners: z.record(z.string(), listenerSchema).default({ http: { host: '127.0.0.1', port: 8080 } }),
-  store: z.union([
+  /** SQLite (one machine; the file defaults to <dataDir>/tollgate.db) or PostgreSQL (several gateways on one database). */
+  store: z.discriminatedUnion('kind', [
     z.object({ kind: z.literal('sqlite'), path: z.string().optional() }).strict(),
-    z.object({ kind: z.literal('postgres'), url: secretRefSchema }).strict(),
-  ]).default({ kind: 'sqlite' }),
+    z.object({
+      kind: z.literal('postgres'),
+      /** postgres://user:password@host:5432/database[?sslmode=…]: a secret reference, never printed with its password. */
+      url: secretRefSchema,
+      /** Connections each gateway keeps to the database. */
+      poolSize: z.number().int().min(2).max(200).default(10),
+    }).strict(),
+  ], { error: 'expected one of "sqlite", "postgres"' }).default({ kind: 'sqlite' }),
   idp: z.object({
     issuer: z.string().url().optional(),
     clientId: z.string().default('tollgate'),

@@ -18,7 +18,7 @@ import type { Principal } from '../auth/types.js';
 import type { PreauthLimits, ProtocolContext, ProtocolListener, ProtocolModule, TlsMaterial } from '../protocols/types.js';
 import { moduleMap } from '../protocols/index.js';
 import type { Store } from './store/types.js';
-import { openSqliteStore } from './store/sqlite.js';
+import { openStore } from './store/index.js';
 import { AUDIT_KEY_LABEL, AuditLog } from './audit.js';
 import { Access, BrowserApprovals } from './access.js';
 import { SessionManager } from './sessions.js';
@@ -95,9 +95,7 @@ export class Gateway {
   async start(): Promise<this> {
     mkdirSync(this.dataDir, { recursive: true, mode: 0o700 });
     const cfg = this.config;
-    this.store = cfg.store.kind === 'sqlite'
-      ? await openSqliteStore(cfg.store.path ? resolve(this.config.baseDir, cfg.store.path) : join(this.dataDir, 'tollgate.db'))
-      : (() => { throw new Error(`${cfg.file}: store.kind: the PostgreSQL store is not implemented yet; use sqlite`); })();
+    this.store = await openStore(cfg, { dataDir: this.dataDir, log: this.log.child({ c: 'store' }) });
     await this.openKeyAndAudit();
 
     const httpCfg = cfg.listeners.http ?? { host: '127.0.0.1', port: 8080 };

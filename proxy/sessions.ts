@@ -257,7 +257,9 @@ export class SessionManager {
       gatewayId: this.deps.gatewayId,
     };
     await this.deps.store.insertSession(s.record);
-    if (!grant.used) await this.deps.store.updateGrant({ ...grant, used: true });
+    // Only the flag: writing back the whole grant read above would undo a revoke or expiry that
+    // committed meanwhile (on another gateway, or another request of this one).
+    if (!grant.used) await this.deps.store.claim('grants', grant.id, { used: false }, { used: true });
     s.recording = this.deps.openRecording(s.id, { identity: s.identity, target: auth.target.name, role: auth.role.name, protocol: meta.protocol, startedAt: s.startedAt });
     this.live.set(s.id, s);
     s.arm();

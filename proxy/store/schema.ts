@@ -1,6 +1,9 @@
 /**
- * Versioned schema. Each migration is plain SQL that a PostgreSQL store can mirror; a new version
- * is appended, never edited. Column specs map record fields (camelCase) to columns (snake_case).
+ * The schema, shared by every store: `tables` maps record fields (camelCase) to columns
+ * (snake_case) and is what the generic statements of store/sql.ts are built from. `migrations` is
+ * the SQLite dialect; schema-postgres.ts holds the PostgreSQL twin of every version (the store
+ * contract test fails until both have the same versions and the same columns). A new version is
+ * appended to both, never edited.
  */
 export type ColumnKind = 'text' | 'int' | 'json' | 'bool';
 export interface TableSpec { name: string; pk: string; columns: Record<string, ColumnKind> }
@@ -73,9 +76,14 @@ export const tables = {
       id: 'text', scope: 'text', value: 'text', reason: 'text', createdBy: 'text', createdAt: 'int', expiresAt: 'int', removedAt: 'int', removedBy: 'text',
     },
   },
+  kv: { name: 'kv', pk: 'key', columns: { key: 'text', value: 'text' } },
 } satisfies Record<string, TableSpec>;
 
-export const migrations: { version: number; sql: string }[] = [
+/** One schema version in one SQL dialect. */
+export interface Migration { version: number; sql: string }
+
+/** The SQLite dialect (INTEGER epochs and booleans, JSON as TEXT). */
+export const migrations: Migration[] = [
   {
     version: 1,
     sql: `

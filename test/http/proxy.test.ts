@@ -10,6 +10,7 @@ import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startTestGateway, type TestGateway } from '../support/gateway.js';
+import { waitFor } from '../support/pg.js';
 import { startUpstream, raw, rawBytes, signInApp, pattern, sha256, setCookies, appWs, type Upstream } from './support.js';
 import { onlyHttp } from './support.js';
 
@@ -287,7 +288,8 @@ t.test('HTTP apps through the gateway', async (t) => {
     t.equal((await raw(port, { method: 'DELETE', path: '/administrator', host, headers: { cookie: alice.cookie } })).status, 404, '/administrator is not under /admin/*');
     t.equal((await raw(port, { method: 'PUT', path: '/Exact/x', host, headers: { cookie: alice.cookie }, body: 'x' })).status, 403, 'caseSensitive rule: exact case denied');
     t.equal((await raw(port, { method: 'PUT', path: '/exact/x', host, headers: { cookie: alice.cookie }, body: 'x' })).status, 404, 'caseSensitive rule: other case passes');
-    const audit = await tg.store.listAudit({ action: 'session.rule.deny' });
+    // Rule hits are audited without holding up the request: wait for the writes to land.
+    const audit = await waitFor(async () => { const l = await tg.store.listAudit({ action: 'session.rule.deny' }); return l.length >= variants.length ? l : null; }, 10_000, 'the denials audited');
     t.ok(audit.length >= variants.length, 'denials audited');
   });
 

@@ -1,9 +1,11 @@
 /**
- * Start a real gateway in-process for end-to-end tests: SQLite in a temp dir, real listeners on
- * free loopback ports, real protocol modules. Users alice (engineers, oncall), bob and dave
+ * Start a real gateway in-process for end-to-end tests: SQLite in a temp dir (or, with
+ * TOLLGATE_TEST_STORE=postgres or `store: 'postgres'`, a database of its own on a PostgreSQL
+ * cluster started for the test process), real listeners on free loopback ports, real protocol modules. Users alice (engineers, oncall), bob and dave
  * (approvers), carol (soc) exist as identities with API tokens (test setup writes them to the
  * store; the OIDC flows themselves are tested in test/auth and test/proxy/signin).
  */
+import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,7 +16,18 @@ import { moduleMap } from '../../protocols/index.js';
 import type { ProtocolModule } from '../../protocols/types.js';
 import { validateConfig, type PolicyConfig, type TargetConfig } from '../../proxy/config.js';
 import { Gateway } from '../../proxy/gateway.js';
+import { openStore } from '../../proxy/store/index.js';
 import type { GrantRecord, Store } from '../../proxy/store/types.js';
+import { testDatabase } from './pg.js';
+
+export type TestStoreKind = 'sqlite' | 'postgres';
+
+/** The store kind test gateways use unless a test says otherwise: TOLLGATE_TEST_STORE (sqlite | postgres), default sqlite. */
+export function testStoreKind(): TestStoreKind {
+  const v = process.env['TOLLGATE_TEST_STORE'] ?? 'sqlite';
+  if (v !== 'sqlite' && v !== 'postgres') throw new Error(`TOLLGATE_TEST_STORE: expected sqlite or postgres, got ${JSON.stringify(v)}`);
+  return v;
+}
 
 export const TEST_USERS: Record<string, string[]> = {
   alice: ['engineers', 'oncall'],
@@ -36,6 +49,11 @@ export interface TestGateway {
   /** The gateway key file (0600, made on first start in the temp data dir, outside the store). */
   keyFile: string;
   store: Store;
+  storeKind: TestStoreKind;
+  /** The PostgreSQL URL of its store (postgres only): start another gateway on the same database with `storeUrl`. */
+  storeUrl: string | null;
+  /** Another handle on the same store (as another gateway would open it); the caller closes it. */
+  openStore(): Promise<Store>;
   listener(name: string): { host: string; port: number };
   token(user: string): string;
   api(user: string | null, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }>;
@@ -65,8 +83,18 @@ export async function startTestGateway(opts: {
   logSink?: (line: string) => void;
   /** Use this data directory (e.g. to restart on one); the caller removes it. Default: a new temp dir, removed by close(). */
   dataDir?: string;
+  /** Which store (default: testStoreKind()). Tests that read the SQLite file itself say 'sqlite'. */
+  store?: TestStoreKind;
+  /** Use this PostgreSQL database (several gateways on one store); the caller drops it. */
+  storeUrl?: string;
 }): Promise<TestGateway> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'tg-gw-'));
+  const storeKind: TestStoreKind = opts.storeUrl ? 'postgres' : opts.store ?? testStoreKind();
+  // A database per data dir, so a restart on the same data dir finds its store again.
+  const db = storeKind === 'postgres' && !opts.storeUrl
+    ? await testDatabase(`tg_gw_${createHash('sha256').update(dataDir).digest('hex').slice(0, 16)}`)
+    : null;
+  const storeUrl = opts.storeUrl ?? db?.url ?? null;
   const modules = opts.modules ?? moduleMap();
   const listeners: Record<string, Record<string, unknown>> = { http: { host: '127.0.0.1', port: opts.http?.port ?? 0, ...(opts.http?.tls ? { tls: opts.http.tls } : {}) } };
   for (const l of opts.listeners ?? []) listeners[l] = { host: '127.0.0.1', port: 0 };
@@ -74,7 +102,7 @@ export async function startTestGateway(opts: {
   const config = validateConfig({
     gateway: { dataDir, id: 'test', logLevel: 'silent', expiryWarning: opts.expiryWarning ?? '60s', reaperInterval: '1h', ...(opts.gateway ?? {}) },
     listeners,
-    store: { kind: 'sqlite' },
+    store: storeUrl ? { kind: 'postgres', url: { value: storeUrl } } : { kind: 'sqlite' },
     targets: opts.targets,
     policies: opts.policies ?? DEFAULT_POLICIES,
     breakGlass: opts.breakGlass ?? { groups: ['oncall'], maxDuration: '1h' },
@@ -88,7 +116,7 @@ export async function startTestGateway(opts: {
   const gw = await created.start().catch(async (e: unknown) => {
     // A gateway that cannot start (a test of bad config) leaves nothing behind either.
     await created.stop().catch(() => undefined);
-    if (!opts.dataDir) rmSync(dataDir, { recursive: true, force: true });
+    if (!opts.dataDir) { await db?.drop(); rmSync(dataDir, { recursive: true, force: true }); }
     throw e;
   });
   const tokens: Record<string, string> = {};
@@ -111,6 +139,8 @@ export async function startTestGateway(opts: {
   };
   const tg: TestGateway = {
     gw, url, dataDir, keyFile: (opts.gateway?.['key'] as { file?: string } | undefined)?.file ?? join(dataDir, 'gateway.key'), store: gw.store,
+    storeKind, storeUrl,
+    openStore: () => openStore(config, { dataDir, mustExist: true }),
     listener(name) {
       const a = gw.listenerAddress(name);
       if (!a) throw new Error(`no listener ${name}`);
@@ -152,7 +182,7 @@ export async function startTestGateway(opts: {
     },
     async close() {
       await gw.stop();
-      if (!opts.dataDir) rmSync(dataDir, { recursive: true, force: true });
+      if (!opts.dataDir) { await db?.drop(); rmSync(dataDir, { recursive: true, force: true }); }
     },
   };
   return tg;
