@@ -76,7 +76,7 @@ export type AuthOutcome =
   | { ok: false; code: RefusalCode; reason: string };
 
 export interface EndReason {
-  code: 'client_exit' | 'killed' | 'locked' | 'expired' | 'revoked' | 'forbidden' | 'target_closed' | 'target_error' | 'error' | 'gateway_shutdown';
+  code: 'client_exit' | 'killed' | 'locked' | 'expired' | 'revoked' | 'forbidden' | 'target_closed' | 'target_error' | 'error' | 'resource_limit' | 'gateway_shutdown';
   /** A sentence a person understands; shown to the client where the protocol allows. */
   message: string;
 }
