@@ -3,12 +3,16 @@
  * the shared framebuffer model (recorder/screen) as NDJSON with PNG keyframes; keystrokes as text
  * with modifiers; mouse clicks; clipboard and drive redirection messages as events. Nothing here
  * ever throws into the relay for a picture it cannot decode: it counts and reports it instead.
+ * Work is bounded by the desktop: a bitmap larger than the desktop is not decoded, and an update
+ * whose bitmaps cover more than MAX_UPDATE_SCREENS desktops throws ResourceLimitError, which ends
+ * the session as resource_limit.
  */
 import type { Clock, TimerHandle } from '../../policies/clock.js';
 import type { EventRecorder, SessionRecording } from '../../recorder/types.js';
 import { ScreenWriter } from '../../recorder/screen/index.js';
 import { validSize } from '../../recorder/screen/framebuffer.js';
-import { decodeBitmap, parseBitmapUpdate } from './bitmap.js';
+import { ResourceLimitError } from '../bounded.js';
+import { BitmapScratch, decodeBitmap, parseBitmapUpdate } from './bitmap.js';
 import { bitmapDesktop, type CapabilitySet } from './capabilities.js';
 import { ChannelAssembler, parseClipboard, parseDeviceListAnnounce, parseRdpdr, parseChannelChunk } from './channels.js';
 import { KeyTranslator } from './keys.js';
@@ -18,6 +22,10 @@ import {
 } from './pdu.js';
 
 const KEY_FLUSH_MS = 1000;
+/** A bitmap update may cover at most this many desktops (sum of its bitmaps' areas). */
+export const MAX_UPDATE_SCREENS = 4;
+/** Bitmaps may be padded past the desktop's edge up to one 64-pixel tile. */
+const TILE_PAD = 64;
 
 export class RdpRecorder {
   private screen: ScreenWriter | null = null;
@@ -30,6 +38,7 @@ export class RdpRecorder {
   private assemblers = new Map<string, ChannelAssembler>();
   private refused = new Set<string>();
   private lastButtons = 0;
+  private scratch = new BitmapScratch();
   undecoded = 0;
   decoded = 0;
   bpp = 0;
@@ -83,22 +92,38 @@ export class RdpRecorder {
 
   private bitmaps(data: Buffer): void {
     if (!this.screen || this.closed) return;
+    const screen = this.screen;
+    const { width: dw, height: dh } = screen.fb;
+    let area = 0;
     try {
       for (const r of parseBitmapUpdate(data)) {
-        const px = decodeBitmap(r);
+        if (r.width > dw + TILE_PAD || r.height > dh + TILE_PAD) {
+          this.refusedBitmap(`a ${r.width}x${r.height} bitmap is larger than the ${dw}x${dh} desktop`);
+          continue;
+        }
+        area += r.width * r.height;
+        if (area > MAX_UPDATE_SCREENS * dw * dh) {
+          throw new ResourceLimitError(`a bitmap update covers more than ${MAX_UPDATE_SCREENS} times the ${dw}x${dh} desktop`);
+        }
+        const px = decodeBitmap(r, this.scratch);
         if (!px) { this.undecoded++; continue; }
         this.decoded++;
         this.bpp = r.bpp;
         const w = r.right - r.left + 1;
         const h = r.bottom - r.top + 1;
-        if (w === r.width && h === r.height) this.screen.putRect(r.left, r.top, r.width, r.height, px);
-        else this.screen.putRect(r.left, r.top, Math.min(w, r.width), Math.min(h, r.height), crop(px, r.width, Math.min(w, r.width), Math.min(h, r.height)));
+        if (w === r.width && h === r.height) screen.putRect(r.left, r.top, r.width, r.height, px);
+        else screen.putRect(r.left, r.top, Math.min(w, r.width), Math.min(h, r.height), crop(px, r.width, Math.min(w, r.width), Math.min(h, r.height)));
       }
-      this.screen.endUpdate();
+      screen.endUpdate();
     } catch (e) {
-      this.undecoded++;
-      if (this.undecoded < 5) this.log.warn({ err: (e as Error).message }, 'rdp: bitmap update not recorded');
+      if (e instanceof ResourceLimitError) throw e;
+      this.refusedBitmap((e as Error).message);
     }
+  }
+
+  private refusedBitmap(why: string): void {
+    this.undecoded++;
+    if (this.undecoded < 5) this.log.warn({ err: why }, 'rdp: bitmap update not recorded');
   }
 
   input(events: InputEvent[]): void {
