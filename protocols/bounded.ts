@@ -90,7 +90,7 @@ export class ResourceLimitError extends Error {
 }
 
 /** Longest a relay parses or decodes in one event-loop turn before it lets other sessions run. */
-export const SLICE_MS = 8;
+export const SLICE_MS = 4;
 
 /**
  * Runs a relay's parse/decode work in slices of at most SLICE_MS per event-loop turn. When a slice

@@ -48,6 +48,14 @@ export class RdpRecorder {
     this.events = recording.events();
   }
 
+  /** The screen recording's PNG backlog is full: stop feeding updates until whenReady() calls back. */
+  get busy(): boolean { return !!this.screen?.busy && !this.closed; }
+
+  whenReady(cb: () => void): void {
+    if (this.screen && !this.closed) this.screen.whenReady(cb);
+    else cb();
+  }
+
   /** Client capabilities (before the gateway strips them): the colour depth the screen will use. */
   capabilities(sets: CapabilitySet[]): void {
     const d = bitmapDesktop(sets);

@@ -124,9 +124,16 @@ export class RdpRelay {
   /** Forward queued frames of one direction while more() allows; returns whether frames are left. */
   private drain(fromClient: boolean, more: () => boolean): boolean {
     const q = fromClient ? this.fromC : this.fromU;
+    const rec = this.o.recorder;
     try {
       while (q.length && !this.done) {
         if (!more()) return true;
+        if (!fromClient && rec.busy) {
+          // The recording's PNG backlog is full: read the target again once it has drained.
+          this.upump.hold('recorder');
+          rec.whenReady(() => this.upump.release('recorder'));
+          return true;
+        }
         this.forward(q.next()!, fromClient);
       }
     } catch (e) {

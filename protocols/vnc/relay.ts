@@ -198,12 +198,20 @@ export class VncRelay {
 
   private parseServer(more: () => boolean): boolean {
     if (this.done) return false;
+    const writer = this.o.writer;
+    let left: boolean;
     try {
-      return this.stream.run(() => !this.done && more());
+      left = this.stream.run(() => !this.done && more() && !writer?.busy);
     } catch (e) {
       this.protocolError('server', e);
       return false;
     }
+    if (writer?.busy && !this.done) {
+      // The recording's PNG backlog is full: read the server again once it has drained.
+      this.pump.hold('recorder');
+      writer.whenReady(() => this.pump.release('recorder'));
+    }
+    return left;
   }
 
   private serverMessage(m: ServerMessage, raw: Buffer | null): void {

@@ -165,7 +165,7 @@ export class ServerStream {
   run(more: () => boolean = () => true): boolean {
     try {
       for (;;) {
-        if (!more()) return this.buffered > 0;
+        if (!more()) return this.buffered > 0 || this.rectsLeft === 0;
         if (!this.step()) return false;
       }
     } finally {
@@ -197,6 +197,11 @@ export class ServerStream {
 
   /** One unit of work; false when more input is needed first. */
   private step(): boolean {
+    if (this.rectsLeft === 0) {
+      // The end of an update (the recorder encodes what changed) is a step of its own.
+      this.endUpdate();
+      return true;
+    }
     if (this.rect) {
       switch (this.rect.k) {
         case 'raw': return this.rawStep(this.rect);
@@ -221,7 +226,6 @@ export class ServerStream {
         this.rectsTotal = h.readUInt16BE(2);
         this.rectsLeft = this.rectsTotal;
         this.area = 0;
-        if (this.rectsLeft === 0) this.endUpdate();
         return true;
       }
       case 1: {
@@ -265,7 +269,7 @@ export class ServerStream {
 
   private rectDone(): void {
     this.rect = null;
-    if (--this.rectsLeft === 0) this.endUpdate();
+    this.rectsLeft--;
   }
 
   private rectHeader(): boolean {

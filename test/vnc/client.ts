@@ -5,7 +5,9 @@ import { spawn, spawnSync } from 'node:child_process';
 import type { Duplex } from 'node:stream';
 import { ByteReader } from '../../protocols/vnc/reader.js';
 import { vncAuthResponse } from '../../protocols/vnc/des.js';
-import { parseServerInitHead, type ServerInit } from '../../protocols/vnc/handshake.js';
+import { encodeServerInit, parseServerInitHead, type ServerInit } from '../../protocols/vnc/handshake.js';
+import { parseClientMessage, type ClientMessage } from '../../protocols/vnc/client-messages.js';
+import type { PixelFormat } from '../../protocols/vnc/pixel.js';
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -92,4 +94,53 @@ export function run(cmd: string, args: string[], env: Record<string, string> = {
 
 export function have(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+}
+
+export const PF32: PixelFormat = { bpp: 32, depth: 24, bigEndian: false, trueColour: true, redMax: 255, greenMax: 255, blueMax: 255, redShift: 16, greenShift: 8, blueShift: 0 };
+
+/**
+ * A fake VNC server (the hostile target of the tests): accepts any VNC-auth response, sends a
+ * ServerInit of the given size, then hands the socket to onClient; the client's messages are
+ * collected in `received`. close() also drops open connections.
+ */
+export async function fakeServer(onClient: (sock: net.Socket, received: ClientMessage[]) => void, size = { width: 64, height: 48 }) {
+  const received: ClientMessage[] = [];
+  const open = new Set<net.Socket>();
+  const server = net.createServer((sock) => {
+    open.add(sock);
+    sock.on('close', () => open.delete(sock));
+    sock.on('error', () => {});
+    let buf = Buffer.alloc(0);
+    let stage = 0;
+    sock.write('RFB 003.008\n');
+    sock.on('data', (c) => {
+      buf = Buffer.concat([buf, c]);
+      for (;;) {
+        if (stage === 0 && buf.length >= 12) { buf = buf.subarray(12); sock.write(Buffer.from([1, 2])); stage = 1; continue; }
+        if (stage === 1 && buf.length >= 1) { buf = buf.subarray(1); sock.write(Buffer.alloc(16, 7)); stage = 2; continue; }
+        if (stage === 2 && buf.length >= 16) { buf = buf.subarray(16); sock.write(Buffer.alloc(4)); stage = 3; continue; }
+        if (stage === 3 && buf.length >= 1) {
+          buf = buf.subarray(1);
+          sock.write(encodeServerInit({ ...size, pf: PF32, name: 'fake' }));
+          stage = 4;
+          onClient(sock, received);
+          continue;
+        }
+        if (stage === 4) {
+          const m = buf.length ? parseClientMessage(buf) : null;
+          if (!m) break;
+          received.push(m.msg);
+          buf = buf.subarray(m.length);
+          continue;
+        }
+        break;
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    received,
+    close: () => new Promise<void>((r) => { for (const s of open) s.destroy(); server.close(() => r()); }),
+  };
 }
