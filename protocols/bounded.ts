@@ -10,6 +10,8 @@ export class ByteQueue {
   /** Offset into chunks[head] of the first unread byte. */
   private off = 0;
   private total = 0;
+  /** Bytes copied so far (a unit spanning chunks is copied once per peek or take): a work count. */
+  copied = 0;
 
   get length(): number { return this.total; }
 
@@ -26,6 +28,7 @@ export class ByteQueue {
     if (!first) return Buffer.alloc(0);
     if (first.length - this.off >= n) return first.subarray(this.off, this.off + n);
     const out = Buffer.allocUnsafe(n);
+    this.copied += n;
     let got = 0;
     for (let i = this.head, o = this.off; got < n; i++, o = 0) {
       const c = this.chunks[i]!;
@@ -34,15 +37,6 @@ export class ByteQueue {
       got += k;
     }
     return out;
-  }
-
-  /** The byte at index i (i < length). */
-  at(i: number): number {
-    for (let k = this.head, o = this.off; ; k++, o = 0) {
-      const c = this.chunks[k]!;
-      if (i < c.length - o) return c[o + i]!;
-      i -= c.length - o;
-    }
   }
 
   /** Remove and return the first n bytes (a view when they lie in one chunk, else a copy). */

@@ -87,6 +87,29 @@ function bytesPerPixel(bpp: number): number {
   }
 }
 
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+const luts: Record<number, Uint32Array> = {};
+
+/**
+ * Converts pixel values to RGBA a 32-bit word at a time (15/16 bpp through a 64K-entry table),
+ * which keeps a full-desktop bitmap to a few milliseconds; big-endian hosts take putRgba.
+ */
+function rgbaWords(out: Uint8Array, bpp: number): ((i: number, v: number) => void) | null {
+  if (!LITTLE_ENDIAN || out.byteOffset % 4) return null;
+  const o32 = new Uint32Array(out.buffer, out.byteOffset, out.length >> 2);
+  if (bpp === 15 || bpp === 16) {
+    let t = luts[bpp];
+    if (!t) {
+      t = luts[bpp] = new Uint32Array(65536);
+      const one = new Uint8Array(t.buffer);
+      for (let v = 0; v < 65536; v++) putRgba(one, v * 4, v, bpp);
+    }
+    const lut = t;
+    return (i, v) => { o32[i] = lut[v & 0xffff]!; };
+  }
+  return (i, v) => { o32[i] = (((v >> 16) & 0xff) | (v & 0xff00) | ((v & 0xff) << 16) | 0xff000000) >>> 0; };
+}
+
 /** A pixel value (as read little-endian) to RGBA at out[o]. */
 function putRgba(out: Uint8Array, o: number, v: number, bpp: number): void {
   if (bpp === 16) {
@@ -119,12 +142,13 @@ export function decodeRaw(d: Buffer, w: number, h: number, bpp: number, scratch:
   const stride = (w * bytes + 3) & ~3;
   need(d, 0, stride * h, 'uncompressed bitmap');
   const out = scratch.bytes(0, w * h * 4);
+  const depth = bpp === 32 ? 24 : bpp;
+  const put = rgbaWords(out, depth) ?? ((i: number, v: number) => putRgba(out, i * 4, v, depth));
   for (let y = 0; y < h; y++) {
     const src = (h - 1 - y) * stride;
     for (let x = 0; x < w; x++) {
       const s = src + x * bytes;
-      const v = bytes === 2 ? d.readUInt16LE(s) : bytes === 3 ? d[s]! | (d[s + 1]! << 8) | (d[s + 2]! << 16) : d[s]! | (d[s + 1]! << 8) | (d[s + 2]! << 16);
-      putRgba(out, (y * w + x) * 4, v, bpp === 32 ? 24 : bpp);
+      put(y * w + x, bytes === 2 ? d[s]! | (d[s + 1]! << 8) : d[s]! | (d[s + 1]! << 8) | (d[s + 2]! << 16));
     }
   }
   return out;
@@ -219,9 +243,10 @@ export function decodeInterleaved(src: Buffer, w: number, h: number, bpp: number
     }
   }
   const out = scratch.bytes(0, total * 4);
+  const put = rgbaWords(out, bpp) ?? ((i: number, v: number) => putRgba(out, i * 4, v, bpp));
   for (let y = 0; y < h; y++) {
     const srow = (h - 1 - y) * w;
-    for (let x = 0; x < w; x++) putRgba(out, (y * w + x) * 4, px[srow + x]!, bpp);
+    for (let x = 0; x < w; x++) put(y * w + x, px[srow + x]!);
   }
   return out;
 }

@@ -5,14 +5,14 @@
  * ever throws into the relay for a picture it cannot decode: it counts and reports it instead.
  * Work is bounded by the desktop: a bitmap larger than the desktop is not decoded, and an update
  * whose bitmaps cover more than MAX_UPDATE_SCREENS desktops throws ResourceLimitError, which ends
- * the session as resource_limit.
+ * the session as resource_limit. Decoding is done one bitmap per step() for the relay to schedule.
  */
 import type { Clock, TimerHandle } from '../../policies/clock.js';
 import type { EventRecorder, SessionRecording } from '../../recorder/types.js';
 import { ScreenWriter } from '../../recorder/screen/index.js';
 import { validSize } from '../../recorder/screen/framebuffer.js';
 import { ResourceLimitError } from '../bounded.js';
-import { BitmapScratch, decodeBitmap, parseBitmapUpdate } from './bitmap.js';
+import { BitmapScratch, decodeBitmap, parseBitmapUpdate, type BitmapRect } from './bitmap.js';
 import { bitmapDesktop, type CapabilitySet } from './capabilities.js';
 import { ChannelAssembler, parseClipboard, parseDeviceListAnnounce, parseRdpdr, parseChannelChunk } from './channels.js';
 import { KeyTranslator } from './keys.js';
@@ -39,6 +39,8 @@ export class RdpRecorder {
   private refused = new Set<string>();
   private lastButtons = 0;
   private scratch = new BitmapScratch();
+  /** Bitmap updates checked and waiting to be decoded (at most one PDU's: the relay decodes before it reads on). */
+  private work: { rects: BitmapRect[]; next: number }[] = [];
   undecoded = 0;
   decoded = 0;
   bpp = 0;
@@ -98,35 +100,66 @@ export class RdpRecorder {
     }
   }
 
+  /**
+   * A bitmap update is checked now (its structure; its bitmaps against the desktop) and decoded
+   * later, one bitmap per step(), so the relay can yield between them: a PDU of a few hundred
+   * bytes may stand for several desktops of pixels.
+   */
   private bitmaps(data: Buffer): void {
     if (!this.screen || this.closed) return;
-    const screen = this.screen;
-    const { width: dw, height: dh } = screen.fb;
-    let area = 0;
+    const { width: dw, height: dh } = this.screen.fb;
+    let rects: BitmapRect[];
     try {
-      for (const r of parseBitmapUpdate(data)) {
-        if (r.width > dw + TILE_PAD || r.height > dh + TILE_PAD) {
-          this.refusedBitmap(`a ${r.width}x${r.height} bitmap is larger than the ${dw}x${dh} desktop`);
-          continue;
-        }
-        area += r.width * r.height;
-        if (area > MAX_UPDATE_SCREENS * dw * dh) {
-          throw new ResourceLimitError(`a bitmap update covers more than ${MAX_UPDATE_SCREENS} times the ${dw}x${dh} desktop`);
-        }
-        const px = decodeBitmap(r, this.scratch);
-        if (!px) { this.undecoded++; continue; }
-        this.decoded++;
-        this.bpp = r.bpp;
-        const w = r.right - r.left + 1;
-        const h = r.bottom - r.top + 1;
-        if (w === r.width && h === r.height) screen.putRect(r.left, r.top, r.width, r.height, px);
-        else screen.putRect(r.left, r.top, Math.min(w, r.width), Math.min(h, r.height), crop(px, r.width, Math.min(w, r.width), Math.min(h, r.height)));
-      }
-      screen.endUpdate();
+      rects = parseBitmapUpdate(data);
     } catch (e) {
-      if (e instanceof ResourceLimitError) throw e;
       this.refusedBitmap((e as Error).message);
+      return;
     }
+    let area = 0;
+    const kept: BitmapRect[] = [];
+    for (const r of rects) {
+      if (r.width > dw + TILE_PAD || r.height > dh + TILE_PAD) {
+        this.refusedBitmap(`a ${r.width}x${r.height} bitmap is larger than the ${dw}x${dh} desktop`);
+        continue;
+      }
+      area += r.width * r.height;
+      if (area > MAX_UPDATE_SCREENS * dw * dh) {
+        throw new ResourceLimitError(`a bitmap update covers more than ${MAX_UPDATE_SCREENS} times the ${dw}x${dh} desktop`);
+      }
+      kept.push(r);
+    }
+    this.work.push({ rects: kept, next: 0 });
+  }
+
+  /** Bitmaps are waiting to be decoded (step() does one). */
+  get hasWork(): boolean { return this.work.length > 0; }
+
+  /** Decode one waiting bitmap into the screen, or end an update whose bitmaps are all done. */
+  step(): void {
+    const u = this.work[0];
+    if (!u) return;
+    const screen = this.screen;
+    if (!screen || this.closed) { this.work = []; return; }
+    const r = u.rects[u.next++];
+    if (!r) {
+      this.work.shift();
+      screen.endUpdate();
+      return;
+    }
+    let px: Uint8Array | null;
+    try {
+      px = decodeBitmap(r, this.scratch);
+    } catch (e) {
+      this.refusedBitmap((e as Error).message);
+      return;
+    }
+    if (!px) { this.undecoded++; return; }
+    this.decoded++;
+    this.bpp = r.bpp;
+    const w = r.right - r.left + 1;
+    const h = r.bottom - r.top + 1;
+    if (w === r.width && h === r.height) screen.putRect(r.left, r.top, r.width, r.height, px);
+    else screen.putRect(r.left, r.top, Math.min(w, r.width), Math.min(h, r.height), crop(px, r.width, Math.min(w, r.width), Math.min(h, r.height)));
   }
 
   private refusedBitmap(why: string): void {
@@ -217,6 +250,7 @@ export class RdpRecorder {
 
   close(): void {
     if (this.closed) return;
+    while (this.work.length) this.step();
     this.flushKeys();
     this.closed = true;
     this.screen?.close();

@@ -121,19 +121,28 @@ export class RdpRelay {
     (fromClient ? this.cpump : this.upump).kick();
   }
 
-  /** Forward queued frames of one direction while more() allows; returns whether frames are left. */
+  /**
+   * Forward queued frames of one direction while more() allows; returns whether work is left. From
+   * the target, the recorder decodes a frame's bitmaps (one per step) before the next frame is read.
+   */
   private drain(fromClient: boolean, more: () => boolean): boolean {
     const q = fromClient ? this.fromC : this.fromU;
     const rec = this.o.recorder;
     try {
-      while (q.length && !this.done) {
-        if (!more()) return true;
-        if (!fromClient && rec.busy) {
-          // The recording's PNG backlog is full: read the target again once it has drained.
-          this.upump.hold('recorder');
-          rec.whenReady(() => this.upump.release('recorder'));
-          return true;
+      while (!this.done) {
+        if (!fromClient && rec.hasWork) {
+          if (!more()) return true;
+          if (rec.busy) {
+            // The recording's PNG backlog is full: carry on once it has drained.
+            this.upump.hold('recorder');
+            rec.whenReady(() => this.upump.release('recorder'));
+            return true;
+          }
+          rec.step();
+          continue;
         }
+        if (!q.length) return false;
+        if (!more()) return true;
         this.forward(q.next()!, fromClient);
       }
     } catch (e) {

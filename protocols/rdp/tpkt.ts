@@ -72,21 +72,30 @@ export function parseFrame(raw: Buffer): Frame {
 /** Splits a byte stream into frames; keeps at most one partial frame buffered (as a chunk list, so a frame arriving in tiny pieces costs linear time). */
 export class FrameSplitter {
   private q = new ByteQueue();
+  /** Length of the frame being waited for (0: its header is not complete yet). */
+  private need = 0;
 
   push(chunk: Buffer): Frame[] {
     this.q.push(chunk);
+    if (this.q.length < this.need) return [];
     const out: Frame[] = [];
     for (;;) {
       const len = frameLength(this.q.peek(Math.min(this.q.length, 4)));
+      this.need = len;
       if (!len || this.q.length < len) break;
       out.push(parseFrame(Buffer.from(this.q.take(len))));
+      this.need = 0;
     }
     return out;
   }
 
   get buffered(): number { return this.q.length; }
 
+  /** Bytes copied while framing (tests check it stays linear in the input). */
+  get copied(): number { return this.q.copied; }
+
   take(): Buffer {
+    this.need = 0;
     return this.q.drain();
   }
 }

@@ -40,6 +40,8 @@ export interface RelayOptions {
 
 export class VncRelay {
   private cq = new ByteQueue();
+  /** Length of the viewer message being waited for (0: its header is not complete yet). */
+  private cneed = 0;
   private stream: ServerStream;
   private pump: SlicedPump;
   private done = false;
@@ -106,10 +108,13 @@ export class VncRelay {
     if (this.done) return;
     const q = this.cq;
     q.push(chunk);
+    if (q.length < this.cneed) return;
     try {
       for (;;) {
         const len = clientMessageLength(q.peek(Math.min(q.length, 8)));
+        this.cneed = len;
         if (!len || q.length < len) break;
+        this.cneed = 0;
         const raw = q.take(len);
         this.clientMessage(parseClientMessage(raw)!.msg, raw);
         if (this.done) return;

@@ -2,22 +2,31 @@
  * PNG encoding off the event loop: one worker thread for the process encodes large screen images
  * (keyframes, big damaged rectangles) with the same pngjs options as encodePng, so one session's
  * full-screen frames never stall the other sessions; the thread runs at a lower priority (nice 10
- * on Linux) than the event loop. Pixels are transferred, not copied. A caller
+ * on Linux, when running as root) than the event loop. Pixels are transferred, not copied. A caller
  * that must finish now (a recording being closed) can wait for a job synchronously (waitFor).
  * If the worker cannot start or dies, jobs fail (png null) and callers encode on the main thread.
  */
 import { MessageChannel, receiveMessageOnPort, Worker, type MessagePort } from 'node:worker_threads';
 import { createRequire } from 'node:module';
+import { getPriority, setPriority } from 'node:os';
 import { pngOptions } from './png.js';
 
 /** Plain CommonJS run by the worker (no TypeScript loader there): it needs only pngjs. */
 const SOURCE = `
 const { workerData } = require('node:worker_threads');
-// Background work: on Linux this thread (its id from /proc/thread-self) yields to the event loop.
-try { require('node:os').setPriority(Number(require('node:fs').readlinkSync('/proc/thread-self').split('/').pop()), 10); } catch {}
+// Background work: on Linux this thread (its id from /proc/thread-self) yields to the event loop,
+// when the process may raise it again (root) while someone waits for a result.
+let tid = 0;
+try {
+  if (process.getuid() === 0) {
+    tid = Number(require('node:fs').readlinkSync('/proc/thread-self').split('/').pop());
+    require('node:os').setPriority(tid, 10);
+  }
+} catch { tid = 0; }
 const { PNG } = require(workerData.pngjs);
 const { port, signal } = workerData;
 const count = new Int32Array(signal);
+port.postMessage({ tid });
 port.on('message', ({ id, width, height, data }) => {
   let reply;
   try {
@@ -33,8 +42,8 @@ port.on('message', ({ id, width, height, data }) => {
 });
 `;
 
-/** Longest a synchronous wait for one job may take before it is given up. */
-const SYNC_WAIT_MS = 10_000;
+/** Longest a synchronous wait for one job may take before it is given up (then the main thread encodes). */
+const SYNC_WAIT_MS = 2_000;
 
 export interface PngJob {
   done: boolean;
@@ -42,7 +51,7 @@ export interface PngJob {
   png: string | null;
 }
 
-type Reply = { id: number; png?: string };
+type Reply = { id?: number; png?: string; tid?: number };
 
 class PngWorker {
   private worker: Worker | null = null;
@@ -51,6 +60,8 @@ class PngWorker {
   private broken = false;
   private next = 1;
   private waiting = new Map<number, { job: PngJob; then: () => void }>();
+  /** The worker thread's Linux thread id (0: unknown), to raise its priority while someone waits for it. */
+  private tid = 0;
 
   private start(): MessagePort | null {
     if (this.port || this.broken) return this.port;
@@ -83,9 +94,10 @@ class PngWorker {
   }
 
   private finish(m: Reply): void {
-    const w = this.waiting.get(m.id);
+    if (m.tid !== undefined) { this.tid = m.tid; return; }
+    const w = this.waiting.get(m.id!);
     if (!w) return;
-    this.waiting.delete(m.id);
+    this.waiting.delete(m.id!);
     w.job.done = true;
     w.job.png = m.png ?? null;
     w.then();
@@ -107,15 +119,29 @@ class PngWorker {
     return job;
   }
 
-  /** Block until job is done (the worker keeps running; its replies are taken in order). */
+  /**
+   * Block until job is done (its replies are taken in order). Meanwhile the worker runs at the
+   * event loop's priority: the caller is waiting for it, so it is no longer background work.
+   */
   waitFor(job: PngJob): void {
-    const until = Date.now() + SYNC_WAIT_MS;
-    while (!job.done && this.port && Date.now() < until) {
-      const seen = Atomics.load(this.count, 0);
-      const m = receiveMessageOnPort(this.port);
-      if (m) { this.finish(m.message as Reply); continue; }
-      Atomics.wait(this.count, 0, seen, 50);
+    if (job.done || !this.port) return;
+    const urgent = this.priority(getPriority());
+    try {
+      const until = Date.now() + SYNC_WAIT_MS;
+      while (!job.done && this.port && Date.now() < until) {
+        const seen = Atomics.load(this.count, 0);
+        const m = receiveMessageOnPort(this.port);
+        if (m) { this.finish(m.message as Reply); continue; }
+        Atomics.wait(this.count, 0, seen, 50);
+      }
+    } finally {
+      if (urgent) this.priority(10);
     }
+  }
+
+  private priority(p: number): boolean {
+    if (!this.tid) return false;
+    try { setPriority(this.tid, p); return true; } catch { return false; }
   }
 }
 

@@ -18,7 +18,8 @@
  * process's PNG worker thread, so a session's full-screen frames never stall the event loop that
  * every session shares; lines keep their order (a line waits for the images before it). `busy`
  * says the backlog is full: the protocol stops reading its source until whenReady() calls back.
- * close() finishes synchronously (it waits for the worker's last results). Should the worker
+ * close() finishes synchronously (it waits for the worker's last results, then encodes the final
+ * keyframe itself). Should the worker
  * fail, the image is encoded on the main thread from the frame as it is then.
  */
 import type { Clock } from '../../policies/clock.js';
@@ -217,12 +218,13 @@ export class ScreenWriter {
   /** Write a final keyframe (the frame at the end) and stop; everything queued is written now, in order. */
   close(): void {
     if (this.closed) return;
-    this.keyframe();
     this.closing = true;
     for (const l of this.queue.splice(0)) {
       if (l.img && !l.img.job.done) pngWorker.waitFor(l.img.job);
       this.writeLine(l);
     }
+    const { width: w, height: h } = this.fb;
+    this.write('keyframe', { w, h, png: encodePng(w, h, this.fb.data).toString('base64') });
     this.closed = true;
     for (const cb of this.readyWaiters.splice(0)) cb();
   }

@@ -9,7 +9,7 @@ import { ResourceLimitError } from '../../protocols/bounded.js';
 import { ProtocolError } from '../../protocols/vnc/reader.js';
 import { ServerStream, ServerStreamState, zrleRectMax, type ScreenSink, type ServerMessage } from '../../protocols/vnc/server-messages.js';
 import { Framebuffer } from '../../recorder/screen/index.js';
-import { PF32 } from './client.js';
+import { hextileScreen as screenOf, PF32, rfbRect as rectHead } from './client.js';
 
 const W = 1920;
 const H = 1080;
@@ -35,24 +35,7 @@ function head(type: number, rects: number): Buffer {
   const b = Buffer.alloc(4); b[0] = type; b.writeUInt16BE(rects, 2);
   return b;
 }
-function rectHead(x: number, y: number, w: number, h: number, enc: number): Buffer {
-  const b = Buffer.alloc(12);
-  b.writeUInt16BE(x, 0); b.writeUInt16BE(y, 2); b.writeUInt16BE(w, 4); b.writeUInt16BE(h, 6); b.writeInt32BE(enc, 8);
-  return b;
-}
-
-/** A full-screen Hextile rectangle of raw tiles (1025 bytes each). */
-function hextileScreen(seed: number): Buffer {
-  const parts: Buffer[] = [rectHead(0, 0, W, H, 5)];
-  for (let ty = 0; ty < H; ty += 16) {
-    for (let tx = 0; tx < W; tx += 16) {
-      const tile = Buffer.alloc(1 + 16 * Math.min(16, H - ty) * 4, (tx + ty + seed) & 255);
-      tile[0] = 1;
-      parts.push(tile);
-    }
-  }
-  return Buffer.concat(parts);
-}
+const hextileScreen = (seed: number) => screenOf(W, H, seed);
 
 function feed(s: ServerStream, msg: Buffer, chunk: number): void {
   for (let i = 0; i < msg.length; i += chunk) {

@@ -8,6 +8,7 @@ import { vncAuthResponse } from '../../protocols/vnc/des.js';
 import { encodeServerInit, parseServerInitHead, type ServerInit } from '../../protocols/vnc/handshake.js';
 import { parseClientMessage, type ClientMessage } from '../../protocols/vnc/client-messages.js';
 import type { PixelFormat } from '../../protocols/vnc/pixel.js';
+import { Deflate } from 'pako';
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -143,4 +144,59 @@ export async function fakeServer(onClient: (sock: net.Socket, received: ClientMe
     received,
     close: () => new Promise<void>((r) => { for (const s of open) s.destroy(); server.close(() => r()); }),
   };
+}
+
+/** A FramebufferUpdate header for n rectangles. */
+export function rfbUpdate(n: number): Buffer {
+  const b = Buffer.alloc(4); b.writeUInt16BE(n, 2);
+  return b;
+}
+
+/** A rectangle header (with ZRLE's length when given). */
+export function rfbRect(x: number, y: number, w: number, h: number, enc: number, zrleLength?: number): Buffer {
+  const b = Buffer.alloc(zrleLength === undefined ? 12 : 16);
+  b.writeUInt16BE(x, 0); b.writeUInt16BE(y, 2); b.writeUInt16BE(w, 4); b.writeUInt16BE(h, 6); b.writeInt32BE(enc, 8);
+  if (zrleLength !== undefined) b.writeUInt32BE(zrleLength, 12);
+  return b;
+}
+
+/** A w×h Hextile rectangle at 0,0 of raw tiles (32 bpp), each tile one byte value. */
+export function hextileScreen(w: number, h: number, seed: number): Buffer {
+  const parts: Buffer[] = [rfbRect(0, 0, w, h, 5)];
+  for (let ty = 0; ty < h; ty += 16) {
+    for (let tx = 0; tx < w; tx += 16) {
+      const tile = Buffer.alloc(1 + Math.min(16, w - tx) * Math.min(16, h - ty) * 4, (tx * 7 + ty * 3 + seed) & 255);
+      tile[0] = 1;
+      parts.push(tile);
+    }
+  }
+  return Buffer.concat(parts);
+}
+
+/** Full-screen ZRLE updates on one zlib stream, each tile one solid colour (a few dozen bytes for millions of pixels). */
+export class ZrleFills {
+  private z = new Deflate({ level: 9 });
+  constructor(private w: number, private h: number) {}
+  update(colour: number): Buffer {
+    const tiles = Math.ceil(this.w / 64) * Math.ceil(this.h / 64);
+    const raw = Buffer.alloc(tiles * 4);
+    for (let i = 0; i < tiles; i++) { raw[i * 4] = 1; raw[i * 4 + 1] = colour; raw[i * 4 + 2] = 255 - colour; raw[i * 4 + 3] = i & 255; }
+    const out: Uint8Array[] = [];
+    this.z.onData = (c: Uint8Array) => { out.push(c); };
+    this.z.push(raw, 2);
+    const data = Buffer.concat(out);
+    return Buffer.concat([rfbUpdate(1), rfbRect(0, 0, this.w, this.h, 16, data.length), data]);
+  }
+}
+
+/** Write in pieces, waiting for drain (the peer's backpressure) between them; stops when the socket closes. */
+export async function writeAll(sock: Duplex & { destroyed: boolean }, b: Buffer, piece = 65536): Promise<void> {
+  for (let i = 0; i < b.length && !sock.destroyed; i += piece) {
+    if (sock.write(b.subarray(i, i + piece))) continue;
+    await new Promise<void>((r) => {
+      const done = () => { sock.off('drain', done); sock.off('close', done); r(); };
+      sock.on('drain', done);
+      sock.on('close', done);
+    });
+  }
 }
