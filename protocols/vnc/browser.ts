@@ -182,19 +182,8 @@ async function openViewer(ws: uWS.WebSocket<WsData>): Promise<void> {
     let timer: ReturnType<typeof setTimeout> | null = null;
     const client = new Duplex({
       read() { /* input is pushed from WebSocket messages */ },
-      write(chunk: Buffer, _enc, cb) {
-        // Each write is one whole server message (the relay forwards message by message).
-        const type = chunk[0];
-        if (type === 0) {
-          if (behind && ws.getBufferedAmount() < BEHIND_BYTES / 8) { behind = false; writer?.keyframe(); }
-          timer ??= setTimeout(() => { timer = null; if (!client.destroyed) client.push(encodeUpdateRequest(true, 0, 0, state.width, state.height)); }, UPDATE_INTERVAL_MS);
-        } else if (type === 3 && chunk.length >= 8) {
-          sendJson({ type: 'clipboard', text: chunk.subarray(8).toString('latin1').slice(0, 65536) });
-        } else if (type === 2) {
-          sendJson({ type: 'bell' });
-        }
-        cb();
-      },
+      // The browser gets the screen through the recorder's tee and messages through onServerMessage below.
+      write(_chunk: Buffer, _enc, cb) { cb(); },
       destroy(err, cb) {
         if (timer) clearTimeout(timer);
         close('the session ended');
@@ -211,6 +200,16 @@ async function openViewer(ws: uWS.WebSocket<WsData>): Promise<void> {
     new VncRelay({
       ctx, session: s, client, upstream: up.socket, state, writer, clipboard: clipboardOf(auth.role), viewOnly: viewOnlyOf(auth.role),
       clientRest: Buffer.alloc(0), upstreamRest: up.rest,
+      onServerMessage: (m) => {
+        if (m.type === 'FramebufferUpdate') {
+          if (behind && ws.getBufferedAmount() < BEHIND_BYTES / 8) { behind = false; writer?.keyframe(); }
+          timer ??= setTimeout(() => { timer = null; if (!client.destroyed) client.push(encodeUpdateRequest(true, 0, 0, state.width, state.height)); }, UPDATE_INTERVAL_MS);
+        } else if (m.type === 'ServerCutText') {
+          sendJson({ type: 'clipboard', text: m.text.toString('latin1').slice(0, 65536) });
+        } else if (m.type === 'Bell') {
+          sendJson({ type: 'bell' });
+        }
+      },
     }).start();
   } catch (e) {
     const reason = e instanceof Refusal ? e.message : e instanceof UpstreamError ? `Tollgate: ${e.message}` : `Tollgate: gateway error: ${(e as Error).message}`;
