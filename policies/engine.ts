@@ -1,9 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import type { Principal } from '../auth/types.js';
-import { parseDuration } from '../proxy/config.js';
-import type { CommandRuleConfig, GatewayConfig, HoursConfig, PolicyConfig, Risk, TargetConfig } from '../proxy/config.js';
+import { parseDuration } from './config.js';
+import type { Actor, BreakGlassConfig, CommandRuleConfig, HoursConfig, PolicyConfig, PolicyTarget, Risk } from './config.js';
 import type {
   ApprovalRecord, ApprovalStage, BreakGlassReviewRecord, GrantRecord, RequestRecord, Store,
 } from '../proxy/store/types.js';
@@ -32,20 +31,20 @@ export class PolicyError extends Error {
   }
 }
 
-export interface JitEngineConfig {
-  targets: TargetConfig[];
+export interface JitEngineConfig<T extends PolicyTarget = PolicyTarget> {
+  targets: T[];
   policies: PolicyConfig[];
   /** reviewers: groups whose members close break-glass reviews (the gateway adds its SOC groups). */
-  breakGlass: Pick<GatewayConfig['breakGlass'], 'groups' | 'maxDuration'> & { reviewers?: string[] };
-  idp: Pick<GatewayConfig['idp'], 'mfaMaxAge'>;
+  breakGlass: Pick<BreakGlassConfig, 'groups' | 'maxDuration'> & { reviewers?: string[] };
+  idp: { mfaMaxAge?: number | string };
 }
 
 export type AuditFn = (actor: string, action: string, subject: string | null, data: Record<string, unknown>) => Promise<void>;
 
-export interface JitEngineOptions {
+export interface JitEngineOptions<T extends PolicyTarget = PolicyTarget> {
   store: Store;
   clock: Clock;
-  config: JitEngineConfig;
+  config: JitEngineConfig<T>;
   audit: AuditFn;
   notify?: (event: { kind: string; [k: string]: unknown }) => void;
   onGrantEnded?: (grant: GrantRecord, reason: 'expired' | 'revoked') => void;
@@ -54,8 +53,8 @@ export interface JitEngineOptions {
   sweepMs?: number;
 }
 
-export interface Eligibility {
-  target: TargetConfig;
+export interface Eligibility<T extends PolicyTarget = PolicyTarget> {
+  target: T;
   roles: string[];
   risk: Risk;
   /** null: the policy sets no limit beyond the engine's sanity cap. */
@@ -181,10 +180,10 @@ export function validatePolicies(policies: PolicyConfig[]): { path: string; expe
   return null;
 }
 
-export class JitEngine {
+export class JitEngine<T extends PolicyTarget = PolicyTarget> {
   private readonly store: Store;
   private readonly clock: Clock;
-  private readonly cfg: JitEngineConfig;
+  private readonly cfg: JitEngineConfig<T>;
   private readonly auditFn: AuditFn;
   private readonly notifyFn?: JitEngineOptions['notify'];
   private readonly onGrantEnded?: JitEngineOptions['onGrantEnded'];
@@ -201,7 +200,7 @@ export class JitEngine {
   /** Decisions are serialized in-process; store.transaction (with re-reads) guards other gateways. */
   private chain: Promise<unknown> = Promise.resolve();
 
-  constructor(opts: JitEngineOptions) {
+  constructor(opts: JitEngineOptions<T>) {
     this.store = opts.store;
     this.clock = opts.clock;
     this.cfg = opts.config;
@@ -353,7 +352,7 @@ export class JitEngine {
 
   /* ----------------------------------------------------------------- config lookups */
 
-  private target(name: string): TargetConfig | undefined {
+  private target(name: string): T | undefined {
     return this.cfg.targets.find((t) => t.name === name);
   }
 
@@ -361,12 +360,12 @@ export class JitEngine {
     return (p.targets ?? ['*']).some((g) => globMatch(g, target)) && (p.roles ?? ['*']).some((g) => globMatch(g, role));
   }
 
-  private isRequester(p: PolicyConfig, who: Principal): boolean {
+  private isRequester(p: PolicyConfig, who: Actor): boolean {
     return (p.requesters ?? []).some((g) => g === '*' || who.groups.includes(g));
   }
 
   /** The first policy in config order that matches the target/role and lets the principal ask. */
-  private policyFor(who: Principal, target: string, role: string): PolicyConfig | undefined {
+  private policyFor(who: Actor, target: string, role: string): PolicyConfig | undefined {
     return this.cfg.policies.find((p) => this.policyMatches(p, target, role) && this.isRequester(p, who));
   }
 
@@ -385,7 +384,7 @@ export class JitEngine {
     return s;
   }
 
-  private mfaFresh(p: Principal): boolean {
+  private mfaFresh(p: Actor): boolean {
     if (p.mfaAt === null || p.mfaAt === undefined) return false;
     const age = this.clock.now() - p.mfaAt;
     return age <= this.mfaMaxAgeMs && age >= -60_000;
@@ -424,10 +423,10 @@ export class JitEngine {
 
   /* ----------------------------------------------------------------- queries */
 
-  eligible(p: Principal): Eligibility[] {
-    const out: Eligibility[] = [];
+  eligible(p: Actor): Eligibility<T>[] {
+    const out: Eligibility<T>[] = [];
     for (const t of this.cfg.targets) {
-      const byPolicy = new Map<string, Eligibility>();
+      const byPolicy = new Map<string, Eligibility<T>>();
       for (const r of t.roles) {
         const pol = this.policyFor(p, t.name, r.name);
         if (!pol) continue;
@@ -470,7 +469,7 @@ export class JitEngine {
     return live[0] ?? null;
   }
 
-  canApprove(p: Principal, r: RequestRecord, approvals?: ApprovalRecord[]): boolean {
+  canApprove(p: Actor, r: RequestRecord, approvals?: ApprovalRecord[]): boolean {
     if (r.state !== 'pending' || p.sub === r.requester) return false;
     const stage = r.stages[r.currentStage];
     if (!stage) return false;
@@ -479,7 +478,7 @@ export class JitEngine {
     return true;
   }
 
-  async pendingFor(p: Principal): Promise<RequestRecord[]> {
+  async pendingFor(p: Actor): Promise<RequestRecord[]> {
     const pending = await this.store.listRequests({ state: 'pending' });
     const out: RequestRecord[] = [];
     for (const r of pending) {
@@ -492,7 +491,7 @@ export class JitEngine {
 
   /* ----------------------------------------------------------------- requests */
 
-  private resolveTargetRole(body: { target: string; role?: string }): { target: TargetConfig; role: string } {
+  private resolveTargetRole(body: { target: string; role?: string }): { target: T; role: string } {
     const target = this.target(body.target);
     if (!target) throw new PolicyError('invalid', `target: no target named ${quote(body.target)}`, 'target');
     let role = body.role;
@@ -506,7 +505,7 @@ export class JitEngine {
     return { target, role };
   }
 
-  async createRequest(p: Principal, body: unknown): Promise<RequestRecord> {
+  async createRequest(p: Actor, body: unknown): Promise<RequestRecord> {
     const parsed = requestBody.safeParse(body);
     if (!parsed.success) {
       const { field, message } = fieldOf(parsed.error);
@@ -607,7 +606,7 @@ export class JitEngine {
     return r;
   }
 
-  async approve(p: Principal, requestId: string, comment?: string): Promise<RequestRecord> {
+  async approve(p: Actor, requestId: string, comment?: string): Promise<RequestRecord> {
     const note = typeof comment === 'string' && comment.trim() ? comment.trim().slice(0, 2000) : null;
     const check = async (tx: Store) => {
       const r = await this.mustGetRequest(tx, requestId);
@@ -675,14 +674,14 @@ export class JitEngine {
     throw new PolicyError('conflict', 'the time to decide on this stage has run out; the request is being escalated or expired');
   }
 
-  private assertStageMember(p: Principal, r: RequestRecord): void {
+  private assertStageMember(p: Actor, r: RequestRecord): void {
     const stage = r.stages[r.currentStage]!;
     if (!stage.groups.some((g) => p.groups.includes(g))) {
       throw new PolicyError('not_approver', `you are not an approver for this request (stage ${r.currentStage + 1} needs a member of ${stage.groups.join(', ')})`);
     }
   }
 
-  async deny(p: Principal, requestId: string, comment?: string): Promise<RequestRecord> {
+  async deny(p: Actor, requestId: string, comment?: string): Promise<RequestRecord> {
     const note = typeof comment === 'string' && comment.trim() ? comment.trim().slice(0, 2000) : null;
     const check = async (tx: Store) => {
       const r = await this.mustGetRequest(tx, requestId);
@@ -709,7 +708,7 @@ export class JitEngine {
     return r;
   }
 
-  async cancel(p: Principal, requestId: string): Promise<RequestRecord> {
+  async cancel(p: Actor, requestId: string): Promise<RequestRecord> {
     const check = async (tx: Store) => {
       const r = await this.mustGetRequest(tx, requestId);
       if (r.requester !== p.sub) throw new PolicyError('not_eligible', 'only the requester can cancel a request');
@@ -796,7 +795,7 @@ export class JitEngine {
     this.grantEnded(out.g, 'expired');
   }
 
-  async revokeGrant(actor: Principal, grantId: string, reason: string): Promise<GrantRecord> {
+  async revokeGrant(actor: Actor, grantId: string, reason: string): Promise<GrantRecord> {
     const why = typeof reason === 'string' && reason.trim() ? reason.trim().slice(0, 2000) : `revoked by ${actor.sub}`;
     const check = async (tx: Store) => {
       const g = typeof grantId === 'string' && grantId ? await tx.getGrant(grantId) : null;
@@ -820,7 +819,7 @@ export class JitEngine {
     return g;
   }
 
-  private mayRevoke(actor: Principal, g: GrantRecord): boolean {
+  private mayRevoke(actor: Actor, g: GrantRecord): boolean {
     if (actor.via === 'system' && actor.sub === 'system') return true;
     if (actor.sub === g.identity) return true;
     const groups = this.approverGroups();
@@ -829,7 +828,7 @@ export class JitEngine {
 
   /* ----------------------------------------------------------------- break-glass */
 
-  async breakGlass(p: Principal, body: unknown): Promise<GrantRecord> {
+  async breakGlass(p: Actor, body: unknown): Promise<GrantRecord> {
     const allowed = this.cfg.breakGlass?.groups ?? [];
     if (!p.groups.some((g) => allowed.includes(g))) {
       throw new PolicyError('not_eligible', 'break-glass access is only for members of the break-glass groups');
@@ -883,7 +882,7 @@ export class JitEngine {
    * person who used break-glass nor by any member of a break-glass group, only by the reviewer
    * groups (breakGlass.reviewers; the gateway adds its SOC groups).
    */
-  reviewRefusal(p: Principal, rv: Pick<BreakGlassReviewRecord, 'identity'>): PolicyError | null {
+  reviewRefusal(p: Actor, rv: Pick<BreakGlassReviewRecord, 'identity'>): PolicyError | null {
     if (rv.identity === p.sub) return new PolicyError('self_approval', 'someone other than the person who used break-glass must close its review');
     const bgGroups = this.cfg.breakGlass?.groups ?? [];
     const inBreakGlass = p.groups.filter((g) => bgGroups.includes(g));
@@ -898,12 +897,12 @@ export class JitEngine {
   }
 
   /** Whether `p` is in a group that reviews break-glass use. */
-  isReviewer(p: Principal): boolean {
+  isReviewer(p: Actor): boolean {
     const reviewers = this.cfg.breakGlass?.reviewers ?? [];
     return p.groups.some((g) => reviewers.includes(g));
   }
 
-  async closeReview(p: Principal, reviewId: string, comment: string): Promise<BreakGlassReviewRecord> {
+  async closeReview(p: Actor, reviewId: string, comment: string): Promise<BreakGlassReviewRecord> {
     const note = typeof comment === 'string' ? comment.trim() : '';
     const check = async (tx: Store) => {
       const rv = typeof reviewId === 'string' && reviewId ? await tx.getReview(reviewId) : null;

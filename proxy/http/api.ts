@@ -5,7 +5,7 @@ import type { Gateway } from '../gateway.js';
 import type { Principal } from '../../auth/types.js';
 import { HttpError, type HttpReply, type HttpRequest, type Handler } from './server.js';
 import { openApiDocument, type ApiRoute } from './openapi.js';
-import { parseDuration } from '../config.js';
+import { parseDuration } from '../../policies/config.js';
 import { timingSafeEqual } from 'node:crypto';
 import { mountAuthRoutes } from './auth-routes.js';
 import { isUnsafeMethod } from './web-security.js';

@@ -6,7 +6,7 @@ import type { Principal } from '../../auth/types.js';
 import { identityLock, lockedMessage } from './guards.js';
 import type { ApiRoute } from './openapi.js';
 import { HttpError, type HttpReply, type HttpRequest } from './server.js';
-import { parseDuration } from '../config.js';
+import { parseDuration } from '../../policies/config.js';
 import type { Authed } from './api.js';
 import { SignInError } from '../../auth/oidc.js';
 import { sourceOf } from '../../protocols/net.js';

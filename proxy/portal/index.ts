@@ -9,7 +9,7 @@ import type { HttpReply, HttpRequest } from '../http/server.js';
 import { PAGES, html, shell, messagePage, type Roles } from './shell.js';
 import { computeHealth } from './dashboard.js';
 import { strictCookieBounce } from '../http/web-security.js';
-import { parseDuration } from '../config.js';
+import { parseDuration } from '../../policies/config.js';
 
 /**
  * The portal and SOC console: server-rendered HTML shells (one per page) with small vanilla JS

@@ -12,7 +12,9 @@ import pino from 'pino';
 import type { Clock } from '../../policies/clock.js';
 import { moduleMap } from '../../protocols/index.js';
 import type { ProtocolModule } from '../../protocols/types.js';
-import { validateConfig, type PolicyConfig, type TargetConfig } from '../../proxy/config.js';
+import { validateConfig } from '../../proxy/config.js';
+import type { TargetConfig } from '../../protocols/config.js';
+import type { PolicyConfig } from '../../policies/config.js';
 import { Gateway } from '../../proxy/gateway.js';
 import type { GrantRecord, Store } from '../../proxy/store/types.js';
 
