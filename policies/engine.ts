@@ -17,17 +17,11 @@ import { compileRules, globMatch, RuleCompileError } from './rules.js';
 export type PolicyErrorCode =
   | 'invalid' | 'not_eligible' | 'self_approval' | 'not_approver' | 'mfa_required' | 'outside_hours' | 'not_found' | 'conflict';
 
-const STATUS: Record<PolicyErrorCode, number> = {
-  invalid: 400, not_eligible: 403, self_approval: 403, not_approver: 403, mfa_required: 403, outside_hours: 403,
-  not_found: 404, conflict: 409,
-};
-
+/** A refusal by the policy: a code saying what kind (each front maps it to its own protocol: the API to an HTTP status), a message for the person, the field at fault. */
 export class PolicyError extends Error {
-  readonly status: number;
   constructor(readonly code: PolicyErrorCode, message: string, readonly field?: string) {
     super(message);
     this.name = 'PolicyError';
-    this.status = STATUS[code];
   }
 }
 
@@ -382,6 +376,12 @@ export class JitEngine<T extends PolicyTarget = PolicyTarget> {
       for (const g of p.escalateTo ?? []) s.add(g);
     }
     return s;
+  }
+
+  /** Whether `p` approves anything under some policy (approvers, stage groups or escalation groups). */
+  isApprover(p: Actor): boolean {
+    const groups = this.approverGroups();
+    return p.groups.some((g) => groups.has(g));
   }
 
   private mfaFresh(p: Actor): boolean {

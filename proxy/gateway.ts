@@ -31,6 +31,10 @@ import { WebSecurity } from './http/web-security.js';
 import { mountApi } from './http/api.js';
 import { mountPortal } from './portal/index.js';
 import { runNotify } from './notify.js';
+import { Locks } from './locks.js';
+import { SshKeys } from './keys.js';
+import { KillSwitch } from './kill.js';
+import { GatewayRoles } from './roles.js';
 import { PendingLimit } from './limits.js';
 import { DEFAULT_PREAUTH } from '../protocols/net.js';
 import type { ListenerConfig } from './config.js';
@@ -58,6 +62,11 @@ export class Gateway {
   sessions!: SessionManager;
   access!: Access;
   approvals!: BrowserApprovals;
+  /** Services the API, the portal and the CLI (through the API) share. */
+  locks!: Locks;
+  keys!: SshKeys;
+  kill!: KillSwitch;
+  roles!: GatewayRoles;
   key!: GatewayKey;
   tokens!: ApiTokens;
   webSessions!: WebSessions;
@@ -197,6 +206,10 @@ export class Gateway {
       notify: (e) => this.notify(e),
     });
     this.approvals = new BrowserApprovals(this.clock, () => this.publicUrl, this.access);
+    this.locks = new Locks({ store: this.store, clock: this.clock, audit: this.audit, sessions: this.sessions });
+    this.keys = new SshKeys({ store: this.store, clock: this.clock, audit: this.audit, key: this.key });
+    this.kill = new KillSwitch({ store: this.store, audit: this.audit, sessions: this.sessions });
+    this.roles = new GatewayRoles(cfg.gateway.socGroups, this.engine);
     this.pendingSignIns = new PendingLimit('sign-ins waiting for approval', cfg.gateway.maxPendingSignIns, cfg.gateway.maxPendingSignInsPerSource);
 
     // HTTP front first: its port is the public URL unless configured.
