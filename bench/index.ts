@@ -18,8 +18,8 @@ const SCENARIOS: Record<string, () => Promise<Scenario>> = {
   kill: async () => (await import('./kill.js')).scenario,
   scale: async () => (await import('./scale.js')).scenario,
   http: async () => wrapExternal('http', 'keep-alive GETs through Tollgate vs nginx vs direct', './http.js'),
-  vnc: async () => wrapExternal('vnc', 'screen updates through Tollgate vs direct', './vnc.js'),
-  rdp: async () => wrapExternal('rdp', 'session setup and updates through Tollgate vs direct', './rdp.js'),
+  vnc: async () => (await import('./vnc.js')).scenario,
+  rdp: async () => (await import('./rdp.js')).scenario,
 };
 
 /** Scenarios written by protocol modules export run({ smoke }) and manage their own servers. */
