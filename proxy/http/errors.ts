@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { PolicyError, type PolicyErrorCode } from '../../policies/engine.js';
+import { PolicyError, type PolicyErrorCode } from '../../policies/errors.js';
 import { RefusedError, type RefusalCode } from '../errors.js';
 import { HttpError, type HttpReply, type HttpRequest } from './server.js';
 
