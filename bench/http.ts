@@ -13,10 +13,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { chromium } from 'playwright-core';
 import { profileNodeArgs } from './profile.js';
-import { freePort } from '../protocols/net.js';
+import { execFileP, freePort, median, tollgateBin } from './harness.js';
 
-const execFileP = promisify(execFile);
-const tollgateBin = join(import.meta.dirname, '..', 'proxy', 'bin', 'tollgate.js');
 
 /** One result row, as bench/index.ts prints it (scenario is filled in there). */
 export interface HttpBenchRow {
@@ -27,13 +25,6 @@ export interface HttpBenchRow {
   unit: string;
   better: 'higher' | 'lower';
   note?: string;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  if (!s.length) return NaN;
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 const UPSTREAM_JS = `

@@ -1,5 +1,4 @@
-import type { CommandRuleConfig } from '../proxy/config.js';
-import type { RuleDecision } from '../protocols/types.js';
+import type { CommandRuleConfig } from './config.js';
 
 /**
  * Command rules: what a session may type. A rule matches when every condition it names matches
@@ -11,6 +10,14 @@ import type { RuleDecision } from '../protocols/types.js';
  * unless the rule says `caseSensitive: true`, ignores a trailing slash, and `/admin/*` also matches
  * `/admin` itself.
  */
+
+/** What a rule check says about one command, statement or request. */
+export interface RuleDecision {
+  action: 'allow' | 'deny' | 'kill' | 'alert';
+  /** What to show the person (deny/kill). */
+  message: string;
+  rule?: CommandRuleConfig;
+}
 
 export class RuleCompileError extends Error {
   constructor(readonly index: number, readonly field: string, detail: string) {

@@ -16,10 +16,13 @@ import type { Clock } from '../policies/clock.js';
 import type { Secret } from '../auth/secret.js';
 import type { Principal } from '../auth/types.js';
 import type { GrantRecord, LeaseRecord } from '../proxy/store/types.js';
-import type { TargetConfig, RoleConfig, SecretRef, CommandRuleConfig } from '../proxy/config.js';
+import type { SecretRef } from '../auth/secret.js';
+import type { TargetConfig, RoleConfig } from './config.js';
+import type { CommandRuleConfig } from '../policies/config.js';
+import type { RuleDecision } from '../policies/rules.js';
 import type { SessionRecording } from '../recorder/types.js';
 
-export type { TargetConfig, RoleConfig, SecretRef, CommandRuleConfig };
+export type { TargetConfig, RoleConfig, SecretRef, CommandRuleConfig, RuleDecision };
 
 export interface ListenerAddress {
   host: string;
@@ -94,13 +97,6 @@ export interface EndReason {
   code: 'client_exit' | 'killed' | 'locked' | 'expired' | 'revoked' | 'forbidden' | 'target_closed' | 'target_error' | 'error' | 'resource_limit' | 'gateway_shutdown';
   /** A sentence a person understands; shown to the client where the protocol allows. */
   message: string;
-}
-
-export interface RuleDecision {
-  action: 'allow' | 'deny' | 'kill' | 'alert';
-  /** What to show the person (deny/kill). */
-  message: string;
-  rule?: CommandRuleConfig;
 }
 
 export interface LeaseResult<T> {

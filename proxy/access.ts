@@ -4,7 +4,7 @@ import type { Clock } from '../policies/clock.js';
 import type { AuthOutcome, AuthRequest, RefusalCode, SecretCandidate } from '../protocols/types.js';
 import type { CredentialRef, Principal } from '../auth/types.js';
 import type { ConsumeResult } from '../auth/credentials.js';
-import type { TargetConfig } from './config.js';
+import type { TargetConfig } from '../protocols/config.js';
 import type { AuditLog } from './audit.js';
 import { lockMatches } from './sessions.js';
 import { FailureThrottle, type ThrottleOptions } from './limits.js';

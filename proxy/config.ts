@@ -3,16 +3,26 @@ import { readFileSync, existsSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parseDocument, visit, isMap, isPair, isScalar, isSeq, type Document } from 'yaml';
 import { z } from 'zod';
-import { Secret } from '../auth/secret.js';
+import { Secret, secretRefSchema, type SecretRef } from '../auth/secret.js';
 import type { ProtocolModule } from '../protocols/types.js';
+import { targetSchema } from '../protocols/config.js';
+import { breakGlassSchema, durationSchema, policySchema } from '../policies/config.js';
 import type { KeySource } from '../auth/keys.js';
 
 /**
- * One YAML file configures a gateway: listeners, IdP, store, targets, policies.
+ * One YAML file configures a gateway: listeners, IdP, store, targets, policies. Each folder owns
+ * its part of the schema (targets: protocols/config.ts; policies, rules, hours, break-glass and
+ * durations: policies/config.ts; secret references: auth/secret.ts); this file composes them.
  * Secrets may be `{env: NAME}`, `{file: PATH}` (relative to the config file), `{value: "..."}` or
  * `{command: [argv...]}` (its stdout, e.g. a KMS or vault client); they are resolved into Secret
  * objects that never print.
  */
+
+/**
+ * Re-exported for protocol modules that import it from here today (protocols/postgres/config.ts);
+ * new code imports it from auth/secret.ts.
+ */
+export { isSecretRef } from '../auth/secret.js';
 
 export class ConfigError extends Error {
   constructor(readonly file: string, readonly path: string, readonly expected: string) {
@@ -21,16 +31,7 @@ export class ConfigError extends Error {
   }
 }
 
-const duration = z.union([z.number().nonnegative(), z.string().regex(/^\d+(\.\d+)?\s*(ms|s|m|h|d)$/, 'a duration such as 90s, 30m, 8h or 1d')]);
-
-export function parseDuration(v: number | string): number {
-  if (typeof v === 'number') return v * 1000; // numbers are seconds
-  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$/.exec(v.trim());
-  if (!m) throw new Error(`not a duration: ${v}`);
-  const n = Number(m[1]);
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
-  return Math.round(n * unit);
-}
+const duration = durationSchema;
 
 const SIZE_UNITS = { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 } as const;
 const SIZE_RE = /^(\d+)\s*(B|KiB|MiB|GiB)$/;
@@ -48,14 +49,6 @@ const DEFAULT_SESSION_BUFFER = 128 * 1024 * 1024;
 const size = z.union([z.number().int().positive(), z.string().regex(SIZE_RE, 'a size such as 64MiB, 512KiB or a number of bytes')])
   .transform(parseSize);
 
-export const secretRefSchema = z.union([
-  z.object({ env: z.string().min(1) }).strict(),
-  z.object({ file: z.string().min(1) }).strict(),
-  z.object({ value: z.string() }).strict(),
-  z.object({ command: z.array(z.string().min(1)).min(1) }).strict(),
-], { error: 'a secret reference: {env: NAME}, {file: PATH}, {value: "..."} or {command: [argv...]}' });
-export type SecretRef = z.infer<typeof secretRefSchema>;
-
 const listenerSchema = z.object({
   host: z.string().default('127.0.0.1'),
   port: z.number().int().min(0).max(65535),
@@ -68,79 +61,6 @@ const listenerSchema = z.object({
   tls: z.union([z.literal(true), z.object({ cert: secretRefSchema, key: secretRefSchema }).strict()]).optional(),
 }).strict();
 export type ListenerConfig = z.infer<typeof listenerSchema>;
-
-const roleSchema = z.object({
-  name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'a role name of letters, digits, _ . -'),
-  description: z.string().optional(),
-}).catchall(z.unknown());
-export type RoleConfig = z.infer<typeof roleSchema> & Record<string, unknown>;
-
-export const riskLevels = ['low', 'medium', 'high', 'critical'] as const;
-export type Risk = (typeof riskLevels)[number];
-
-const targetSchema = z.object({
-  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'a target name of letters, digits, _ . - (used as a login name)'),
-  protocol: z.string(),
-  address: z.string().min(1),
-  risk: z.enum(riskLevels).default('medium'),
-  description: z.string().optional(),
-  roles: z.array(roleSchema).min(1, 'at least one role'),
-  /** How credentials are minted: { mode: ..., admin: {...}, ... } - validated by the protocol module. */
-  credentials: z.record(z.string(), z.unknown()).default({}),
-  /** Protocol-specific options - validated by the protocol module. */
-  options: z.record(z.string(), z.unknown()).default({}),
-}).strict();
-export type TargetConfig = z.infer<typeof targetSchema>;
-
-const hoursSchema = z.object({
-  days: z.array(z.enum(['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'])).default(['mon', 'tue', 'wed', 'thu', 'fri']),
-  from: z.string().regex(/^\d\d:\d\d$/, 'HH:MM'),
-  to: z.string().regex(/^\d\d:\d\d$/, 'HH:MM'),
-  /** IANA time zone name. */
-  tz: z.string().default('UTC'),
-}).strict();
-export type HoursConfig = z.infer<typeof hoursSchema>;
-
-const stageSchema = z.object({ groups: z.array(z.string()).min(1), count: z.number().int().min(1).default(1) }).strict();
-
-const commandRuleSchema = z.object({
-  /** Regular expression matched against a command line or statement text. */
-  pattern: z.string().optional(),
-  /** Statement kinds (first keywords), e.g. DROP, TRUNCATE, "ALTER SYSTEM", "COPY PROGRAM". */
-  kinds: z.array(z.string()).optional(),
-  /** HTTP only: methods and a path glob. */
-  methods: z.array(z.string()).optional(),
-  path: z.string().optional(),
-  /** HTTP only: match the path case-sensitively (default: case-insensitive). */
-  caseSensitive: z.boolean().optional(),
-  action: z.enum(['deny', 'kill', 'alert']),
-  message: z.string().optional(),
-  roles: z.array(z.string()).optional(),
-}).strict();
-export type CommandRuleConfig = z.infer<typeof commandRuleSchema>;
-
-const policySchema = z.object({
-  name: z.string(),
-  /** Glob patterns over target names and roles. */
-  targets: z.array(z.string()).default(['*']),
-  roles: z.array(z.string()).default(['*']),
-  /** Groups that may request access (eligibility). */
-  requesters: z.array(z.string()).default([]),
-  /** Approver groups for medium/high risk (and the default stages for critical). */
-  approvers: z.array(z.string()).default([]),
-  /** Explicit stages; overrides the plan derived from risk. */
-  stages: z.array(stageSchema).optional(),
-  /** Force an approval mode instead of the one derived from risk. */
-  approval: z.enum(['auto', 'one', 'two', 'stages']).optional(),
-  mfa: z.boolean().optional(),
-  maxDuration: duration.optional(),
-  hours: hoursSchema.optional(),
-  approvalTimeout: duration.optional(),
-  onTimeout: z.enum(['escalate', 'deny']).default('deny'),
-  escalateTo: z.array(z.string()).default([]),
-  rules: z.array(commandRuleSchema).default([]),
-}).strict();
-export type PolicyConfig = z.infer<typeof policySchema>;
 
 const devUserSchema = z.object({
   name: z.string().regex(/^[a-z0-9_.-]+$/),
@@ -224,14 +144,7 @@ const configSchema = z.object({
   recordings: z.object({ dir: z.string().optional() }).strict().default({}),
   targets: z.array(targetSchema).default([]),
   policies: z.array(policySchema).default([]),
-  breakGlass: z.object({
-    groups: z.array(z.string()).default([]),
-    maxDuration: duration.default('1h'),
-    /** Groups (besides gateway.socGroups) whose members close break-glass reviews; never a member of `groups`. */
-    reviewers: z.array(z.string()).default(['security']),
-    /** Command run (argv) with the alert JSON on stdin; alerts are always audit events too. */
-    alertCommand: z.array(z.string()).optional(),
-  }).strict().prefault({}),
+  breakGlass: breakGlassSchema.prefault({}),
   audit: z.object({
     /** How often a signed checkpoint of the audit head is written (only when there are new events); one more on shutdown. */
     checkpointInterval: duration.default('60s'),
@@ -420,16 +333,6 @@ function runSecretCommand(argv: string[], cfg: Pick<GatewayConfig, 'file' | 'bas
     const last = String(err.stderr ?? '').trim().split('\n').pop()?.slice(0, 200);
     throw new ConfigError(cfg.file, path, `the command ${argv[0]} to print the secret (${why}${last ? `: ${last}` : ''})`);
   }
-}
-
-/** Resolve a secret reference found at any depth under a protocol section (e.g. credentials.admin.password). */
-export function isSecretRef(v: unknown): v is SecretRef {
-  if (!v || typeof v !== 'object') return false;
-  const keys = Object.keys(v);
-  if (keys.length !== 1) return false;
-  const x = (v as Record<string, unknown>)[keys[0]!];
-  if (keys[0] === 'command') return Array.isArray(x) && x.length > 0 && x.every((a) => typeof a === 'string' && a.length > 0);
-  return ['env', 'file', 'value'].includes(keys[0]!) && typeof x === 'string';
 }
 
 /** The data directory of a config (relative paths are relative to the config file). */

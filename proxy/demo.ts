@@ -4,7 +4,10 @@ import { join, resolve } from 'node:path';
 import pino from 'pino';
 import { moduleMap } from '../protocols/index.js';
 import type { DemoTargets, ProtocolModule } from '../protocols/types.js';
-import { isSecretRef, resolveSecret, validateConfig, type PolicyConfig, type TargetConfig } from './config.js';
+import { resolveSecret, validateConfig } from './config.js';
+import { isSecretRef } from '../auth/secret.js';
+import type { TargetConfig } from '../protocols/config.js';
+import type { PolicyConfig } from '../policies/config.js';
 import { Gateway } from './gateway.js';
 import { appUrls } from '../protocols/http/routing.js';
 

@@ -7,6 +7,8 @@ import type { Clock } from '../policies/clock.js';
 import { SystemClock } from '../policies/clock.js';
 import { JitEngine } from '../policies/engine.js';
 import { compileRules } from '../policies/rules.js';
+import { parseDuration } from '../policies/config.js';
+import type { TargetConfig } from '../protocols/config.js';
 import { createRecorder } from '../recorder/index.js';
 import type { Recorder } from '../recorder/index.js';
 import { forgetStoredKey, gatewayKey, KeyError, loadGatewayKeyBytes, type GatewayKey } from '../auth/keys.js';
@@ -23,12 +25,16 @@ import { AUDIT_KEY_LABEL, AuditLog } from './audit.js';
 import { Access, BrowserApprovals } from './access.js';
 import { SessionManager } from './sessions.js';
 import { ensureTlsMaterial } from './tls.js';
-import { checkpointFileOf, ConfigError, dataDirOf, gatewayKeySource, parseDuration, resolveSecret, type GatewayConfig } from './config.js';
+import { checkpointFileOf, ConfigError, dataDirOf, gatewayKeySource, resolveSecret, type GatewayConfig } from './config.js';
 import { HttpFront, frontTls } from './http/server.js';
 import { WebSecurity } from './http/web-security.js';
 import { mountApi } from './http/api.js';
 import { mountPortal } from './portal/index.js';
 import { runNotify } from './notify.js';
+import { Locks } from './locks.js';
+import { SshKeys } from './keys.js';
+import { KillSwitch } from './kill.js';
+import { GatewayRoles } from './roles.js';
 import { PendingLimit } from './limits.js';
 import { DEFAULT_PREAUTH } from '../protocols/net.js';
 import type { ListenerConfig } from './config.js';
@@ -51,11 +57,16 @@ export class Gateway {
   readonly dataDir: string;
   store!: Store;
   audit!: AuditLog;
-  engine!: JitEngine;
+  engine!: JitEngine<TargetConfig>;
   recorder!: Recorder;
   sessions!: SessionManager;
   access!: Access;
   approvals!: BrowserApprovals;
+  /** Services the API, the portal and the CLI (through the API) share. */
+  locks!: Locks;
+  keys!: SshKeys;
+  kill!: KillSwitch;
+  roles!: GatewayRoles;
   key!: GatewayKey;
   tokens!: ApiTokens;
   webSessions!: WebSessions;
@@ -193,6 +204,10 @@ export class Gateway {
       notify: (e) => this.notify(e),
     });
     this.approvals = new BrowserApprovals(this.clock, () => this.publicUrl, this.access);
+    this.locks = new Locks({ store: this.store, clock: this.clock, audit: this.audit, sessions: this.sessions });
+    this.keys = new SshKeys({ store: this.store, clock: this.clock, audit: this.audit, key: this.key });
+    this.kill = new KillSwitch({ store: this.store, audit: this.audit, sessions: this.sessions });
+    this.roles = new GatewayRoles(cfg.gateway.socGroups, this.engine);
     this.pendingSignIns = new PendingLimit('sign-ins waiting for approval', cfg.gateway.maxPendingSignIns, cfg.gateway.maxPendingSignInsPerSource);
 
     // HTTP front first: its port is the public URL unless configured.

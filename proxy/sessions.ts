@@ -7,7 +7,8 @@ import type {
 } from '../protocols/types.js';
 import type { SessionRecording, LiveBus } from '../recorder/types.js';
 import type { Principal } from '../auth/types.js';
-import type { TargetConfig, RoleConfig, CommandRuleConfig } from './config.js';
+import type { TargetConfig, RoleConfig } from '../protocols/config.js';
+import type { CommandRuleConfig } from '../policies/config.js';
 import type { AuditLog } from './audit.js';
 import { redactStatement } from '../recorder/index.js';
 import { runInSession, describeError } from './safety.js';

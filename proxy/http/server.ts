@@ -7,6 +7,9 @@ import type { HttpMount, TlsMaterial } from '../../protocols/types.js';
 import type { GatewayConfig } from '../config.js';
 import { resolveSecret } from '../config.js';
 import { isGatewayCookie, type WebSecurity } from './web-security.js';
+import { HttpError, type HttpReply, type HttpRequest } from './messages.js';
+
+export { HttpError, type HttpReply, type HttpRequest };
 
 /**
  * The HTTP front on uWebSockets.js: a tiny router over buffered requests (REST API, portal, auth
@@ -15,29 +18,6 @@ import { isGatewayCookie, type WebSecurity } from './web-security.js';
  * upgrade from a foreign Origin. Header and cookie maps have no prototype: a header called
  * `constructor` or `__proto__` is an ordinary header.
  */
-
-export interface HttpRequest {
-  method: string;
-  path: string;
-  query: URLSearchParams;
-  headers: Record<string, string>;
-  params: Record<string, string>;
-  remote: string;
-  body: Buffer;
-  /** Parsed JSON body; throws HttpError(400) naming the problem. */
-  json<T = unknown>(): T;
-  cookie(name: string): string | undefined;
-}
-
-export interface HttpReply {
-  status: number;
-  headers?: Record<string, string | string[]>;
-  body?: string | Buffer | object | null;
-}
-
-export class HttpError extends Error {
-  constructor(readonly status: number, message: string, readonly extra: Record<string, unknown> = {}) { super(message); }
-}
 
 export type Handler = (req: HttpRequest) => Promise<HttpReply> | HttpReply;
 

@@ -1,5 +1,5 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { HttpError, type HttpReply, type HttpRequest } from './server.js';
+import { HttpError, type HttpReply, type HttpRequest } from './messages.js';
 
 /**
  * What keeps other origins out of the gateway's own origin (portal, API, sign-in pages):

@@ -1,14 +1,15 @@
 import type { Principal } from '../../auth/types.js';
 import type { HttpReply } from '../http/server.js';
-import { escapeHtml } from '../http/auth-routes.js';
+import { escapeHtml } from '../http/html.js';
+import type { Roles } from '../roles.js';
+
+export type { Roles };
 
 /**
  * The server-rendered HTML shell of every portal page: landmarks, navigation for the signed-in
  * person's roles, a live region for messages, and one small script module per page. No inline
  * script or style anywhere, so the CSP can forbid both.
  */
-
-export interface Roles { soc: boolean; approver: boolean }
 
 export interface PageDef {
   key: string;

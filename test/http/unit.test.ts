@@ -195,6 +195,10 @@ t.test('target validation', async (t) => {
   t.equal(validateTarget(target({ name: 'a_b', options: { host: 'ab' } })), null);
   t.match(validateTarget(target({ options: { idleTimeout: 'soon' } })), { path: 'options.idleTimeout' });
   t.match(validateTarget(target({ options: { unknown: 1 } })), { path: 'options' });
+  // Secret references are the gateway's one kind (auth/secret.ts), {command} included.
+  t.equal(validateTarget(target({ credentials: { mode: 'bearer', token: { command: ['/usr/local/bin/print-token'] } } })), null, 'a {command} token');
+  t.match(validateTarget(target({ credentials: { mode: 'bearer', token: { command: [] } } })), { path: 'credentials.token' }, 'an empty argv is refused');
+  t.equal(appConfig(target({ options: { cookieTtl: '1d' } })).cookieTtlMs, 86_400_000, 'durations in days');
   const a = appConfig(target({ options: { idleTimeout: '2m', timeout: 5 } }));
   t.equal(a.idleMs, 120_000);
   t.equal(a.timeoutMs, 5000);

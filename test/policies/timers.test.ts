@@ -1,6 +1,6 @@
 import t from 'tap';
 import { inHours } from '../../policies/engine.js';
-import type { HoursConfig } from '../../proxy/config.js';
+import type { HoursConfig } from '../../policies/config.js';
 import type { GrantRecord } from '../../proxy/store/types.js';
 import { harness, target, who, rejectsPolicy, MIN, HOUR, MONDAY_10_UTC } from './helpers.js';
 

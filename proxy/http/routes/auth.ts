@@ -1,16 +1,17 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { isIP } from 'node:net';
 import { z } from 'zod';
-import type { Gateway } from '../gateway.js';
-import type { Principal } from '../../auth/types.js';
-import { identityLock, lockedMessage } from './guards.js';
-import type { ApiRoute } from './openapi.js';
-import { HttpError, type HttpReply, type HttpRequest } from './server.js';
-import { parseDuration } from '../config.js';
-import type { Authed } from './api.js';
-import { SignInError } from '../../auth/oidc.js';
-import { sourceOf } from '../../protocols/net.js';
-import { continuePage, strictCookieBounce } from './web-security.js';
+import type { Principal } from '../../../auth/types.js';
+import { SignInError } from '../../../auth/oidc.js';
+import { parseDuration } from '../../../policies/config.js';
+import { sourceOf } from '../../../protocols/net.js';
+import { lockedMessage } from '../../locks.js';
+import { principalOf } from '../callers.js';
+import { escapeHtml, page } from '../html.js';
+import { HttpError, type HttpReply, type HttpRequest } from '../server.js';
+import type { ApiServices } from '../services.js';
+import { continuePage, strictCookieBounce } from '../web-security.js';
+import type { AddRoute } from './route.js';
 
 /**
  * Browser sign-in (OIDC code flow), the CLI's device flow, sign-out, and the approval page of a
@@ -20,71 +21,53 @@ import { continuePage, strictCookieBounce } from './web-security.js';
  * is sent on the first page too. Forms carry the web session's CSRF token.
  */
 
-type Add = (r: ApiRoute & { handler: (req: Authed) => Promise<HttpReply> | HttpReply }) => void;
-
-export function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
-}
-
-export function page(title: string, body: string, status = 200): HttpReply {
-  return {
-    status,
-    headers: {
-      'content-type': 'text/html; charset=utf-8',
-      'content-security-policy': "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self'; frame-ancestors 'none'",
-      'cache-control': 'no-store',
-    },
-    body: `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>${escapeHtml(title)} · Tollgate</title>
-<style>body{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem;color:#1b1f24}h1{font-size:1.4rem}button{font-size:1rem;padding:.5rem 1rem;margin-right:.5rem}.err{color:#a40000}</style></head>
-<body><main>${body}</main></body></html>`,
-  };
-}
-
-
 /** Only same-origin paths are allowed as return targets (no open redirect). */
 function safeReturn(v: string | null | undefined): string {
   if (!v || !v.startsWith('/') || v.startsWith('//') || v.includes('\\')) return '/';
   return v;
 }
 
-export function mountAuthRoutes(gw: Gateway, add: Add): void {
+type AuthDeps = Pick<ApiServices, 'oidc' | 'http' | 'callers' | 'publicUrl' | 'log' | 'audit' | 'store' | 'clock' | 'locks' | 'config'
+  | 'links' | 'webSessions' | 'tokens' | 'key' | 'approvals' | 'engine'>;
+
+export function mountAuthRoutes(add: AddRoute, s: AuthDeps): void {
   const needOidc = () => {
-    if (!gw.oidc) throw new HttpError(503, 'no identity provider is configured on this gateway');
-    return gw.oidc;
+    if (!s.oidc) throw new HttpError(503, 'no identity provider is configured on this gateway');
+    return s.oidc;
   };
 
   add({ method: 'GET', path: '/auth/login', summary: 'Browser sign-in: redirect to the IdP (?returnTo=/path&mfa=1 for step-up)', auth: false, handler: async (req) => {
     const { url, state } = await needOidc().beginLogin({ returnTo: safeReturn(req.query.get('returnTo')), mfa: req.query.get('mfa') === '1' });
-    const sec = gw.http.security;
+    const sec = s.http.security;
     return { status: 302, headers: { location: url, 'set-cookie': sec.setCookie(sec.stateCookie, state, 600, 'Lax'), 'cache-control': 'no-store' } };
   } });
 
   add({ method: 'GET', path: '/auth/callback', summary: 'OIDC redirect target', auth: false, handler: async (req) => {
-    const sec = gw.http.security;
+    const sec = s.http.security;
     const state = req.cookie(sec.stateCookie);
     if (!state) return page('Sign-in failed', '<h1>Sign-in failed</h1><p class="err">The sign-in took too long or cookies are blocked. <a href="/auth/login">Try again</a>.</p>', 400);
-    const url = new URL(`${gw.publicUrl}${req.path}?${req.query.toString()}`);
+    const url = new URL(`${s.publicUrl}${req.path}?${req.query.toString()}`);
     let claims;
     try {
       claims = await needOidc().finishLogin(url, state);
     } catch (e) {
-      gw.log.warn({ err: (e as Error).message }, 'OIDC callback refused');
-      await gw.audit.append('anonymous', 'signin.failed', null, { reason: (e as Error).message.slice(0, 300), clientAddr: req.remote });
+      s.log.warn({ err: (e as Error).message }, 'OIDC callback refused');
+      await s.audit.append('anonymous', 'signin.failed', null, { reason: (e as Error).message.slice(0, 300), clientAddr: req.remote });
       return page('Sign-in failed', `<h1>Sign-in failed</h1><p class="err">${escapeHtml((e as Error).message)}</p><p><a href="/auth/login">Try again</a></p>`, 400);
     }
-    const now = gw.clock.now();
-    const prev = await gw.store.getIdentity(claims.sub);
-    await gw.store.upsertIdentity({ sub: claims.sub, email: claims.email ?? null, name: claims.name ?? null, groups: claims.groups, firstSeen: prev?.firstSeen ?? now, lastSeen: now });
-    const lock = await identityLock(gw, claims.sub);
+    const now = s.clock.now();
+    const prev = await s.store.getIdentity(claims.sub);
+    await s.store.upsertIdentity({ sub: claims.sub, email: claims.email ?? null, name: claims.name ?? null, groups: claims.groups, firstSeen: prev?.firstSeen ?? now, lastSeen: now });
+    const lock = await s.locks.identityLock(claims.sub);
     if (lock) {
-      await gw.audit.append(claims.sub, 'signin.refused', lock.id, { via: 'oidc', code: 'locked', clientAddr: req.remote });
+      await s.audit.append(claims.sub, 'signin.refused', lock.id, { via: 'oidc', code: 'locked', clientAddr: req.remote });
       return page('Sign-in refused', `<h1>Sign-in refused</h1><p class="err">${escapeHtml(lockedMessage(claims.sub, lock))}.</p>`, 403);
     }
-    const ttl = parseDuration(gw.config.gateway.webSessionTtl);
+    const ttl = parseDuration(s.config.gateway.webSessionTtl);
     // The IdP's tokens from this sign-in re-validate the session (and tokens made from it) later.
-    const link = await gw.links.create(claims.sub, claims.idp, now + ttl);
-    const { cookie: value, record } = await gw.webSessions.create(claims.sub, claims.mfa ? claims.authTime : null, ttl, link?.id ?? null);
-    await gw.audit.append(claims.sub, 'signin', record.id, { via: 'oidc', mfa: claims.mfa, groups: claims.groups, clientAddr: req.remote, link: link?.id ?? null });
+    const link = await s.links.create(claims.sub, claims.idp, now + ttl);
+    const { cookie: value, record } = await s.webSessions.create(claims.sub, claims.mfa ? claims.authTime : null, ttl, link?.id ?? null);
+    await s.audit.append(claims.sub, 'signin', record.id, { via: 'oidc', mfa: claims.mfa, groups: claims.groups, clientAddr: req.remote, link: link?.id ?? null });
     // Not a redirect: a redirect chain that started on the IdP is cross-site, and the browser would
     // not send the new Strict cookie to the page. A gateway page moving on is same-origin.
     const next = continuePage(safeReturn(claims.returnTo));
@@ -95,11 +78,11 @@ export function mountAuthRoutes(gw: Gateway, add: Add): void {
   } });
 
   add({ method: 'POST', path: '/auth/logout', summary: 'End the browser session (the portal\'s form, with its CSRF token)', auth: false, handler: async (req) => {
-    const sec = gw.http.security;
+    const sec = s.http.security;
     const c = req.cookie(sec.sessionCookie);
     if (c) {
       sec.requireForm(req, c, new URLSearchParams(req.body.toString('utf8')));
-      await gw.webSessions.revoke(c);
+      await s.webSessions.revoke(c);
     }
     return { status: 303, headers: { location: '/', 'set-cookie': sec.setCookie(sec.sessionCookie, '', 0, 'Strict') } };
   } });
@@ -122,19 +105,19 @@ export function mountAuthRoutes(gw: Gateway, add: Add): void {
     if (r.status === 'pending') return { status: 202, body: { status: 'pending' } };
     if (r.status !== 'done') return { status: 400, body: { status: r.status, error: r.status, message: r.message } };
     const c = r.claims;
-    const now = gw.clock.now();
-    const prev = await gw.store.getIdentity(c.sub);
-    await gw.store.upsertIdentity({ sub: c.sub, email: c.email ?? null, name: c.name ?? null, groups: c.groups, firstSeen: prev?.firstSeen ?? now, lastSeen: now });
-    const lock = await identityLock(gw, c.sub);
+    const now = s.clock.now();
+    const prev = await s.store.getIdentity(c.sub);
+    await s.store.upsertIdentity({ sub: c.sub, email: c.email ?? null, name: c.name ?? null, groups: c.groups, firstSeen: prev?.firstSeen ?? now, lastSeen: now });
+    const lock = await s.locks.identityLock(c.sub);
     if (lock) {
-      await gw.audit.append(c.sub, 'signin.refused', lock.id, { via: 'device', code: 'locked' });
+      await s.audit.append(c.sub, 'signin.refused', lock.id, { via: 'device', code: 'locked' });
       return { status: 403, body: { status: 'denied', error: 'forbidden', code: 'locked', message: lockedMessage(c.sub, lock) } };
     }
-    const ttl = Math.min(12 * 3_600_000, gw.tokens.maxTtlMs);
+    const ttl = Math.min(12 * 3_600_000, s.tokens.maxTtlMs);
     // The device sign-in's refresh token re-validates this token (and tokens made with it) later.
-    const link = await gw.links.create(c.sub, c.idp, now + ttl);
-    const { token, record } = await gw.tokens.create(c.sub, b.data.name ?? 'tollgate login', ttl, c.mfa ? c.authTime : null, link?.id ?? null);
-    await gw.audit.append(c.sub, 'signin', record.id, { via: 'device', mfa: c.mfa, groups: c.groups, link: link?.id ?? null });
+    const link = await s.links.create(c.sub, c.idp, now + ttl);
+    const { token, record } = await s.tokens.create(c.sub, b.data.name ?? 'tollgate login', ttl, c.mfa ? c.authTime : null, link?.id ?? null);
+    await s.audit.append(c.sub, 'signin', record.id, { via: 'device', mfa: c.mfa, groups: c.groups, link: link?.id ?? null });
     return { status: 200, body: { status: 'done', token: token.reveal(), identity: c.sub, groups: c.groups, expiresAt: new Date(record.expiresAt).toISOString() } };
   } });
 
@@ -142,20 +125,19 @@ export function mountAuthRoutes(gw: Gateway, add: Add): void {
   // The page says exactly what is approved (client address, target, role, the identity the session
   // will run as); the approval belongs to the first identity that opens it, and only an explicit
   // POST from the gateway's own origin with this page's CSRF token decides it.
-  const csrfKey = gw.key.deriveKey('approve-login-csrf');
+  const csrfKey = s.key.deriveKey('approve-login-csrf');
   const csrfFor = (id: string, p: Principal) => createHmac('sha256', csrfKey)
     .update(`${id}\u0000${p.sub}\u0000${p.credential ? `${p.credential.kind}:${p.credential.id}` : p.via}`).digest('base64url');
   const sameOrigin = (req: HttpRequest): boolean => {
     const site = req.headers['sec-fetch-site'];
     if (site !== undefined && site !== 'same-origin') return false;
     const origin = req.headers['origin'];
-    return origin === undefined || origin === new URL(gw.publicUrl).origin;
+    return origin === undefined || origin === new URL(s.publicUrl).origin;
   };
   const approvalPage = async (req: HttpRequest): Promise<HttpReply> => {
-    const { principalOf } = await import('./api.js');
-    const sec = gw.http.security;
+    const sec = s.http.security;
     const cookie = req.cookie(sec.sessionCookie);
-    const p = await principalOf(gw, req);
+    const p = await principalOf(s, req);
     if (!p) return strictCookieBounce(req, !!cookie) ?? { status: 302, headers: { location: `/auth/login?returnTo=${encodeURIComponent(req.path)}`, 'cache-control': 'no-store' } };
     const id = req.params['id']!;
     const notFound = () => page('Sign-in request', '<h1>Sign-in request not found</h1><p>It was already decided or has expired.</p>', 404);
@@ -166,7 +148,7 @@ export function mountAuthRoutes(gw: Gateway, add: Add): void {
       const token = Buffer.from(form.get('csrf') ?? '');
       const expected = Buffer.from(csrfFor(id, p));
       if (!sameOrigin(req) || token.length !== expected.length || !timingSafeEqual(token, expected)) {
-        await gw.audit.append(p.sub, 'approval.refused', null, { code: 'csrf', clientAddr: req.remote, origin: req.headers['origin'] ?? null });
+        await s.audit.append(p.sub, 'approval.refused', null, { code: 'csrf', clientAddr: req.remote, origin: req.headers['origin'] ?? null });
         return page('Sign-in request', '<h1>Not approved</h1><p class="err">This form did not come from the approval page on this gateway. Open the link again and decide there.</p>', 403);
       }
       const decision = form.get('decision');
@@ -174,25 +156,25 @@ export function mountAuthRoutes(gw: Gateway, add: Add): void {
       if (decision === 'approve' && form.get('confirm') !== 'yes') {
         return page('Sign-in request', '<h1>Not approved</h1><p class="err">Tick the box to confirm that you started this sign-in yourself, or choose Deny.</p>', 400);
       }
-      const d = await gw.approvals.decide(id, p, decision === 'approve');
+      const d = await s.approvals.decide(id, p, decision === 'approve');
       if (!d.ok) return d.code === 'gone' ? notFound() : other();
       const out = d.outcome;
-      await gw.audit.append(p.sub, decision === 'approve' ? 'approval.approved' : 'approval.denied', null, { ok: out.ok, clientAddr: req.remote });
+      await s.audit.append(p.sub, decision === 'approve' ? 'approval.approved' : 'approval.denied', null, { ok: out.ok, clientAddr: req.remote });
       const msg = out.ok
         ? `Approved: the client is signing in to ${escapeHtml(out.auth.target.name)} as ${escapeHtml(out.auth.role.name)}, as ${escapeHtml(out.auth.principal.sub)}.`
         : escapeHtml(out.reason);
       return page('Sign-in request', `<h1>${out.ok ? 'Approved' : 'Not approved'}</h1><p>${msg}</p><p>You can close this page.</p>`);
     }
-    const o = gw.approvals.open(id, p.sub);
+    const o = s.approvals.open(id, p.sub);
     if (!o.ok) return o.code === 'gone' ? notFound() : other();
     const { req: ask, createdAt, expiresAt } = o.pending;
     const at = ask.username.indexOf(':');
     const targetName = at < 0 ? ask.username : ask.username.slice(0, at);
     const askedRole = at < 0 ? '' : ask.username.slice(at + 1);
-    const target = gw.config.targets.find((t) => t.name === targetName);
-    const grant = target ? await gw.engine.activeGrant(p.sub, target.name, askedRole || undefined) : null;
+    const target = s.config.targets.find((t) => t.name === targetName);
+    const grant = target ? await s.engine.activeGrant(p.sub, target.name, askedRole || undefined) : null;
     const role = askedRole || grant?.role || '';
-    const now = gw.clock.now();
+    const now = s.clock.now();
     const clientHost = hostOf(ask.clientAddr);
     const browserHost = hostOf(req.remote);
     const elsewhere = clientHost && browserHost && clientHost !== browserHost;
@@ -214,8 +196,8 @@ ${elsewhere ? `<p class="err" id="elsewhere">The client connects from ${escapeHt
 <button name="decision" value="approve">Approve as ${escapeHtml(p.sub)}</button><button name="decision" value="deny" formnovalidate>Deny</button>
 </form>`);
   };
-  gw.http.route('GET', '/approve-login/:id', approvalPage);
-  gw.http.route('POST', '/approve-login/:id', approvalPage);
+  s.http.route('GET', '/approve-login/:id', approvalPage);
+  s.http.route('POST', '/approve-login/:id', approvalPage);
 }
 
 /** The IP part of "ip:port" or a bare IP (IPv4-mapped IPv6 as IPv4); '' when it is neither. */
