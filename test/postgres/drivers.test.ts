@@ -155,6 +155,15 @@ if (!havePostgres) {
           }
         });
         t.match({ n, sum, batches, last }, { n: 1000, sum: 500500, batches: 10, last: md5('1000') }, '1,000 rows in 10 batches of 100');
+        // A cursor left after two batches: its log entry ends with the 200 rows read.
+        let early = 0;
+        await sql.begin(async (tx) => {
+          for await (const rows of tx`SELECT g FROM generate_series(1, 5000) AS g -- read early`.cursor(100)) {
+            early += rows.length;
+            if (early >= 200) break;
+          }
+        });
+        t.equal(early, 200);
         const e = await sql`SELECT 1/0`.then(() => null, (err: Error & { code?: string }) => err);
         t.equal(e?.code, '22012');
         t.equal((await sql`SELECT 41 + 1 AS v`)[0]!['v'], 42);
@@ -171,6 +180,9 @@ if (!havePostgres) {
     });
     checkLog(t, log, { prepared: PREPARED, params: 1 });
     t.equal(log.filter((q) => BIG.test(q.statement)).length, 1, 'the cursor is one statement in the log, not one per batch');
+    const early = log.filter((q) => /-- read early/.test(q.statement));
+    t.equal(early.length, 1, 'a cursor closed early: one entry');
+    t.match(early[0], { rows: 200, error: null }, 'with the rows read');
   });
 
   t.test('psycopg2 (Python): PREPARE/EXECUTE, a named cursor, an error, transactions', async (t) => {
@@ -203,6 +215,45 @@ if (!havePostgres) {
     t.ok(steps['done'], 'finished');
     checkLog(t, log, { prepared: PREPARED, params: 1 });
     t.equal(log.filter((q) => BIG.test(q.statement)).length, 1, 'the fetch-size portal is one statement in the log');
+  });
+
+  t.test('the backend pid a driver sees is the server backend\'s, as when connected directly', async (t) => {
+    // Drivers match NotificationResponse pids against BackendKeyData's to skip their own
+    // notifications, and show it to correlate with pg_stat_activity and the server log.
+    const s = await secretFor('prod-db', 'read', true);
+    const a = await connect('prod-db', s.secret);
+    const b = await connect('prod-db', s.secret);
+    const pidOf = async (c: pg.Client) => (await c.query('SELECT pg_backend_pid() AS p')).rows[0].p as number;
+    const processID = (c: pg.Client) => (c as unknown as { processID: number }).processID;
+    t.equal(processID(a.c), await pidOf(a.c), 'node-postgres processID = pg_backend_pid()');
+    t.not(processID(a.c), processID(b.c), 'each session its own');
+    await a.c.query('LISTEN drivers_chan');
+    await a.c.query("NOTIFY drivers_chan, 'self'");
+    await b.c.query("NOTIFY drivers_chan, 'other'");
+    await waitFor(() => a.notifications.length >= 2 || null, 5000, 'both notifications');
+    const self = a.notifications.find((n) => n.payload === 'self')!;
+    const other = a.notifications.find((n) => n.payload === 'other')!;
+    t.equal(self.processId, processID(a.c), 'a notification from oneself carries one\'s own pid');
+    t.equal(other.processId, processID(b.c), 'and one from another session that session\'s pid');
+    // Cancel still goes through the gateway's mapping with the client-facing key.
+    const q = a.c.query('SELECT pg_sleep(30)').then(() => null, (e: Error & { code?: string }) => e);
+    await new Promise((r) => setTimeout(r, 300));
+    const canceller = new pg.Client({ host, port, user: 'x', password: 'x', ssl: false });
+    (canceller as unknown as { cancel(c: unknown, q: unknown): void }).cancel(a.c, (a.c as unknown as { activeQuery: unknown }).activeQuery);
+    t.equal((await q)?.code, '57014', 'cancel still works');
+    if (existsSync(PYTHON)) {
+      const py = await runClient(PYTHON, ['-c', [
+        'import os, psycopg2',
+        'c = psycopg2.connect(os.environ["TG_DSN"]); cur = c.cursor(); cur.execute("SELECT pg_backend_pid()")',
+        'print(c.get_backend_pid(), cur.fetchone()[0])',
+      ].join('\n')], { env: { TG_DSN: `host=${host} port=${port} user=prod-db dbname=app password=${s.secret} sslmode=require` } });
+      const [libpq, server] = py.stdout.trim().split(' ');
+      t.equal(libpq, server, `psycopg2 get_backend_pid() (PQbackendPID) = pg_backend_pid(): ${py.stderr}`);
+    } else {
+      t.fail(`${PYTHON} is required`);
+    }
+    await a.c.end();
+    await b.c.end();
   });
 
   t.test('bad input from a driver: ErrorResponse 08P01, the gateway keeps serving other sessions', async (t) => {
