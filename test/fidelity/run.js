@@ -14,7 +14,8 @@ const report = join(dir, 'summary.jsonl');
 const files = process.argv.slice(2);
 const targets = files.length ? files : readdirSync(join(root, 'test', 'fidelity'), { recursive: true })
   .map(String).filter((f) => f.endsWith('.test.ts')).sort().map((f) => join('test', 'fidelity', f));
-const child = spawn(process.execPath, [join(root, 'test', 'run.js'), ...targets], {
+// The full PostgreSQL run takes minutes on a busy 2-core machine: more than tap's default file timeout.
+const child = spawn(process.execPath, [join(root, 'test', 'run.js'), '--timeout=3600', ...targets], {
   cwd: root,
   stdio: 'inherit',
   env: { ...process.env, TOLLGATE_FIDELITY: process.env.TOLLGATE_FIDELITY || 'full', TOLLGATE_FIDELITY_REPORT: report },
