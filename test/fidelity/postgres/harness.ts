@@ -63,10 +63,18 @@ export const EXTENDED_RULES: Rule[] = [
   { pattern: /%oid\d+/, renumber: 'oid', why: 'tables and types the case created get new OIDs in every run' },
 ];
 
+export interface Endpoint { host: string; port: number; user: string; password: string; database: string; ca?: string }
+
 export interface Fidelity {
   pgc: TestCluster;
   tg: TestGateway;
   dataRoot: string;
+  /** Where a run connects: the server as the direct role, or the gateway (TLS, `ca`) with a fresh single-use secret. */
+  endpoint(via: Via, role?: 'fid' | 'tampered'): Promise<Endpoint>;
+  /** Drop and re-create the scratch database from the template. */
+  freshDb(): Promise<void>;
+  /** After a gateway run: wait until the minted role is gone. */
+  settle(via: Via): Promise<void>;
   /** Run one case with psql (pg_regress's way); the output with stderr interleaved, not normalised. */
   psql(caseFile: string, via: Via, opts?: RunOptions): Promise<string>;
   /** Run a case's statements through the extended protocol; a transcript of every backend message. */
@@ -161,18 +169,19 @@ export async function startFidelity(t: Teardown): Promise<Fidelity> {
     const left = await pgc.noSessionRoles(30_000);
     if (left.length) throw new Error(`session roles left after the run: ${left.join(', ')}`);
   };
-  const conninfo = async (via: Via, role = 'fid') => via === 'direct'
-    ? { info: `host=${cluster.host} port=${cluster.port} user=${DIRECT_ROLE} dbname=${SCRATCH_DB} sslmode=disable`, password: directPassword }
-    : { info: `host=${gw.host} port=${gw.port} user=fid-db:${role} dbname=${SCRATCH_DB} sslmode=require`, password: await secret(role) };
+  const endpoint = async (via: Via, role = 'fid'): Promise<Endpoint> => via === 'direct'
+    ? { host: cluster.host, port: cluster.port, user: DIRECT_ROLE, password: directPassword, database: SCRATCH_DB }
+    : { host: gw.host, port: gw.port, user: `fid-db:${role}`, password: await secret(role), database: SCRATCH_DB, ca: tg.gw.tls.ca };
 
   return {
-    pgc, tg, dataRoot,
+    pgc, tg, dataRoot, endpoint, freshDb, settle,
     async psql(caseFile, via, { timeoutMs = 180_000, role = 'fid' } = {}) {
       await freshDb();
-      const c = await conninfo(via, role);
+      const e = await endpoint(via, role);
+      const info = `host=${e.host} port=${e.port} user=${e.user} dbname=${e.database} sslmode=${e.ca ? 'require' : 'disable'}`;
       try {
-        const r = await spawnPsql(['-X', '-a', '-q', '-d', c.info, '-v', 'HIDE_TABLEAM=on', '-v', 'HIDE_TOAST_COMPRESSION=on'],
-          { ...baseEnv, PGPASSWORD: c.password }, caseFile, join(work, `${via}.out`), timeoutMs);
+        const r = await spawnPsql(['-X', '-a', '-q', '-d', info, '-v', 'HIDE_TABLEAM=on', '-v', 'HIDE_TOAST_COMPRESSION=on'],
+          { ...baseEnv, PGPASSWORD: e.password }, caseFile, join(work, `${via}.out`), timeoutMs);
         return r.output;
       } finally {
         await settle(via);
@@ -182,14 +191,22 @@ export async function startFidelity(t: Teardown): Promise<Fidelity> {
       await freshDb();
       // pg_regress's time zone and date style, as start-up options (psql sends them as parameters).
       const options = '-c TimeZone=PST8PDT -c DateStyle=Postgres,MDY';
-      const c = via === 'direct'
-        ? new pg.Client({ host: cluster.host, port: cluster.port, user: DIRECT_ROLE, password: directPassword, database: SCRATCH_DB, options })
-        : new pg.Client({ host: gw.host, port: gw.port, user: `fid-db:${role}`, password: await secret(role), database: SCRATCH_DB, options, ssl: { ca: tg.gw.tls.ca } });
+      const { ca, ...e } = await endpoint(via, role);
+      const c = new pg.Client({ ...e, options, ssl: ca ? { ca } : false });
       c.on('error', () => { /* the transcript shows the server's last words; the run stops there */ });
       let ended = false;
       c.on('end', () => { ended = true; });
       const out: string[] = [];
       const until = Date.now() + timeoutMs;
+      // The start-up as the client sees it: authentication steps, every ParameterStatus, notices,
+      // the transaction status (BackendKeyData's values and SASL payloads differ by nature).
+      out.push('#start-up');
+      const con = (c as unknown as { connection: PgConnection }).connection;
+      const startup = (m: BackendMessage) => {
+        out.push(describeMessage(m));
+        if (m.name === 'readyForQuery') con.removeListener('message', startup);
+      };
+      con.on('message', startup);
       try {
         await c.connect();
         for (const st of statements) {
