@@ -10,6 +10,7 @@
  * gateway runs log in with a connection secret and the gateway mints `tg_alice_xxxxxx`.
  */
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { chmodSync, closeSync, cpSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -114,7 +115,7 @@ export async function startFidelity(t: Teardown): Promise<Fidelity> {
   t.teardown(() => rmSync(dataRoot, { recursive: true, force: true }));
   chmodSync(dataRoot, 0o755);
   cpSync(join(SQL_DIR, 'data'), join(dataRoot, 'data'), { recursive: true });
-  const directPassword = `direct-${Math.random().toString(36).slice(2)}`;
+  const directPassword = randomBytes(18).toString('base64url');
   await suExec(pgc, [
     // Nothing may change the template's statistics between two runs of a case (plans, row order).
     'ALTER SYSTEM SET autovacuum = off',
