@@ -68,6 +68,9 @@ export function validateTarget(t: TargetConfig): { path: string; expected: strin
   if (!c.success) return firstIssue('credentials', c.error);
   const o = optionsSchema.safeParse(t.options ?? {});
   if (!o.success) return firstIssue('options', o.error);
+  if (o.data.encrypt === 'strict' && o.data.trustServerCertificate) {
+    return { path: 'options.trustServerCertificate', expected: 'false with encrypt: strict (TDS 8.0 verifies the server certificate: give its CA in ca)' };
+  }
   try { parseAddress(t.address); } catch { return { path: 'address', expected: 'host:port of the SQL Server (default port 1433)' }; }
   for (let j = 0; j < t.roles.length; j++) {
     const { name: _n, description: _d, ...rest } = t.roles[j]! as Record<string, unknown>;
