@@ -157,7 +157,8 @@ async function startSession(ctx: ProtocolContext, session: LiveSession, auth: Au
   const role = roleOf(auth.role);
   const opts = optionsOf(target);
   const fail = async (reason: EndReason, toClient: string) => {
-    conn.write(errorMessage({ number: ERR.TARGET, class: FATAL, message: `Tollgate: ${toClient}` }, packetSize));
+    const message = /^Tollgate\b/.test(toClient) ? toClient : `Tollgate: ${toClient}`;
+    conn.write(errorMessage({ number: early ? ERR.SESSION_ENDED : ERR.TARGET, class: FATAL, message }, packetSize));
     conn.end();
     await session.end(reason);
   };
@@ -180,6 +181,8 @@ async function startSession(ctx: ProtocolContext, session: LiveSession, auth: Au
       return { credential: pw };
     });
   } catch (e) {
+    // Ended while the login was being made (the teardown may have dropped it under our feet): say why it ended.
+    if (early) return fail(early, (early as EndReason).message);
     session.log.error({ err: (e as Error).message }, 'could not create the session login');
     return fail({ code: 'target_error', message: `could not create the session login: ${(e as Error).message}` }, `could not create a login on ${target.name} for this session; see the gateway log`);
   }

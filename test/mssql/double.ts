@@ -188,6 +188,8 @@ export class TdsDouble {
   /** database -> user -> { login, roles } */
   users = new Map<string, Map<string, { login: string; roles: Set<string> }>>();
   sessions = new Map<number, DoubleSession>();
+  /** Every login that succeeded, with how its TLS ran. */
+  connections: { login: string; spid: number; strict: boolean; database: string }[] = [];
   /** Called (and awaited) before each statement runs. */
   onStatement: ((s: DoubleStatement) => void | Promise<void>) | null = null;
   failOn: DoubleOptions['failOn'] = null;
@@ -274,6 +276,7 @@ export class TdsDouble {
       return fail(916, `The server principal "${user}" is not able to access the database "${database}" under the current security context.`);
     }
     const spid = this.nextSpid++;
+    this.connections.push({ login: user, spid, strict, database });
     const sess: DoubleSession = { spid, login: user, database, sock: raw, packetSize, pending: null };
     const utf8 = login.features.some((f) => f.id === FEATURE.UTF8_SUPPORT);
     const tokens = Buffer.concat([
