@@ -220,7 +220,7 @@ export class TdsDouble {
       d.sockets.add(s);
       s.on('close', () => d.sockets.delete(s));
       s.on('error', () => {});
-      d.handle(s).catch(() => s.destroy());
+      d.handle(s).catch((e) => { if (process.env['TG_DOUBLE_DEBUG']) console.error('double handle:', e); s.destroy(); });
     });
     await new Promise<void>((r) => d.server.listen(0, d.host, r));
     d.port = (d.server.address() as net.AddressInfo).port;
@@ -305,7 +305,7 @@ export class TdsDouble {
           continue;
         }
         const m = asm.push(packet);
-        if (m) chain = chain.then(() => this.request(sess, sock, m.type, m.payload)).catch(() => { sock.destroy(); });
+        if (m) chain = chain.then(() => this.request(sess, sock, m.type, m.payload)).catch((e) => { if (process.env['TG_DOUBLE_DEBUG']) console.error('double:', e); sock.destroy(); });
       }
     };
     sock.on('data', onData);
@@ -319,7 +319,13 @@ export class TdsDouble {
 
   private async attention(sess: DoubleSession, sock: Duplex): Promise<void> {
     this.statements.push({ spid: sess.spid, login: sess.login, kind: 'attention', text: '', database: sess.database });
-    if (sess.pending) { clearTimeout(sess.pending); sess.pending = null; }
+    // The interrupted request's answer ends first; the acknowledgement is a message of its own
+    // (tedious, for one, reads them as two messages).
+    if (sess.pending) {
+      clearTimeout(sess.pending);
+      sess.pending = null;
+      this.send(sess, sock, encodeDone(DONE.ERROR));
+    }
     this.send(sess, sock, encodeDone(DONE.ATTN));
   }
 

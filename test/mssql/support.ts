@@ -4,10 +4,14 @@
  * ERROR tokens of an idle session, malformed packets).
  */
 import tedious from 'tedious';
+import net from 'node:net';
+import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { TdsDouble, type DoubleOptions } from './double.js';
 import { run, sleep, waitFor, type RunResult } from '../support/mariadb.js';
-import { TDS } from '../../protocols/mssql/login7.js';
+import { TDS, buildLogin7, type Login7Fields } from '../../protocols/mssql/login7.js';
+import { TdsConn } from '../../protocols/mssql/conn.js';
+import { ENCRYPT, buildPrelogin, parsePrelogin, type Prelogin } from '../../protocols/mssql/prelogin.js';
 import { PKT, PacketReader, encodeMessage, isEom } from '../../protocols/mssql/packets.js';
 import { ResponseTracker, type ServerMessage } from '../../protocols/mssql/tokens.js';
 import { loginUpstream } from '../../protocols/mssql/upstream.js';
@@ -157,4 +161,44 @@ export class RawClient {
   }
 
   close(): void { this.sock.destroy(); }
+}
+
+/**
+ * A hand-made login: a PRELOGIN of the test's choosing (e.g. MARS requested, or no encryption),
+ * TLS inside PRELOGIN when the gateway asks for it (and tls is not false), then a LOGIN7; returns
+ * the first response message's errors, or 'closed' when the gateway closed first.
+ */
+export async function customLogin(host: string, port: number, o: {
+  prelogin: Prelogin; tls?: boolean;
+  /** Without a login the client waits after TLS (for the login grace time to run out). */
+  login?: Login7Fields;
+  /** Change the LOGIN7 bytes before they go (flags the builder never sets). */
+  mutate?: (login7: Buffer) => void;
+  onTls?: () => void;
+}): Promise<{ encryption: number | undefined; errors: ServerMessage[] } | 'closed'> {
+  const raw = await new Promise<net.Socket>((res, rej) => { const s = net.connect({ host, port }, () => res(s)); s.once('error', rej); });
+  const conn = new TdsConn(raw, 65535);
+  try {
+    conn.write(encodeMessage(PKT.PRELOGIN, buildPrelogin(o.prelogin)));
+    const pl = await conn.message(65536);
+    const encryption = parsePrelogin(pl.payload).encryption;
+    if (o.tls !== false && (encryption === ENCRYPT.ON || encryption === ENCRYPT.REQ)) {
+      await conn.startTls(true, 'client', (t) => tls.connect({ socket: t, rejectUnauthorized: false, maxVersion: 'TLSv1.2' }));
+      o.onTls?.();
+    }
+    if (o.login) {
+      const l7 = buildLogin7(o.login);
+      o.mutate?.(l7);
+      conn.write(encodeMessage(PKT.LOGIN7, l7));
+    }
+    const m = await conn.message(1 << 20);
+    const errors: ServerMessage[] = [];
+    const tr = new ResponseTracker({ onError: (e) => errors.push(e) });
+    tr.feed(m.payload);
+    return { encryption, errors };
+  } catch {
+    return 'closed';
+  } finally {
+    conn.destroy();
+  }
 }
