@@ -192,6 +192,8 @@ export interface TrackerEvents {
   onDone?(token: number, status: number, rows: number): void;
   /** A RETURNVALUE with an integer value (sp_prepare's handle). */
   onReturnInt?(ordinal: number, value: number): void;
+  /** A ROW or NBCROW token passed. */
+  onRow?(): void;
 }
 
 /** The reasons the tracker stops following a response (then it only counts bytes until the message ends). */
@@ -219,6 +221,7 @@ function* tokenStream(state: { boundary: boolean }, ev: TrackerEvents): Reader<n
       case TOKEN.ROW:
         if (!columns) throw new LostTrack('a row without column metadata');
         for (const c of columns) yield* skipValue(c, true);
+        ev.onRow?.();
         break;
       case TOKEN.NBCROW: {
         if (!columns) throw new LostTrack('a row without column metadata');
@@ -228,6 +231,7 @@ function* tokenStream(state: { boundary: boolean }, ev: TrackerEvents): Reader<n
           if (copy[i >> 3]! & (1 << (i & 7))) continue;
           yield* skipValue(columns[i]!, true);
         }
+        ev.onRow?.();
         break;
       }
       case TOKEN.DONE: case TOKEN.DONEPROC: case TOKEN.DONEINPROC: {

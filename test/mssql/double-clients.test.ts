@@ -137,6 +137,15 @@ t.test('tedious: sp_executesql with parameters, callProcedure, prepare/execute, 
     c.execute(prepared, { id: 1 });
   });
   t.equal(exec, 1, 'prepared statement executed');
+  // Bulk load: an INSERT BULK batch (checked and recorded), then the rows stream through.
+  const loaded = await new Promise<number>((resolve, reject) => {
+    const bulk = c.newBulkLoad('orders_copy', (err, rowCount) => (err ? reject(err) : resolve(rowCount ?? -1)));
+    bulk.addColumn('id', tedious.TYPES.Int, { nullable: false });
+    bulk.addColumn('customer', tedious.TYPES.NVarChar, { length: 50, nullable: true });
+    c.execBulkLoad(bulk, [{ id: 1, customer: 'Zoë' }, { id: 2, customer: null }, { id: 3, customer: 'x'.repeat(50) }]);
+  });
+  t.equal(loaded, 3, 'bulk load: the server counted the three rows that went through');
+  t.ok(d.sessionStatements().some((x) => x.kind === 'bulk' && x.text === '3 rows'));
   await new Promise<void>((resolve, reject) => c.beginTransaction((err) => (err ? reject(err) : resolve())));
   await new Promise<void>((resolve, reject) => c.commitTransaction((err) => (err ? reject(err) : resolve())));
   c.close();
@@ -148,6 +157,7 @@ t.test('tedious: sp_executesql with parameters, callProcedure, prepare/execute, 
   t.ok(q.some((x) => x.statement === 'EXEC dbo.get_orders' && x.params === 1 && x.rows === 3), 'callProcedure recorded');
   t.ok(q.filter((x) => x.statement === 'SELECT * FROM orders WHERE id = @id').length >= 3, 'sp_prepare and sp_execute recorded with the statement text (the handle mapped back)');
   t.ok(q.some((x) => x.statement === 'BEGIN TRANSACTION' && x.kind === 'BEGIN'), 'a Transaction Manager request recorded');
+  t.ok(q.some((x) => /^insert bulk orders_copy/i.test(x.statement) && x.kind === 'INSERT'), 'the INSERT BULK batch recorded');
   t.ok(q.some((x) => x.statement === 'COMMIT TRANSACTION'));
   t.ok(d.sessionStatements().some((x) => x.kind === 'rpc' && x.proc === 'sp_execute'), 'the double got sp_execute');
 

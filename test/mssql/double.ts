@@ -25,12 +25,12 @@ import { FEATURE, parseLogin7 } from '../../protocols/mssql/login7.js';
 import { MAX_PACKET, MessageAssembler, PKT, PacketReader, clampPacketSize, encodeMessage, type Packet } from '../../protocols/mssql/packets.js';
 import { ENCRYPT, buildPrelogin, parsePrelogin } from '../../protocols/mssql/prelogin.js';
 import { parseRpc, parseSqlBatch, PROC_ID, baseProcName } from '../../protocols/mssql/requests.js';
-import { DONE, ENV, TOKEN, encodeDone, encodeEnvChange, encodeEnvChangeBytes, encodeError, encodeInfo, encodeLoginAck } from '../../protocols/mssql/tokens.js';
+import { DONE, ENV, TOKEN, ResponseTracker, encodeDone, encodeEnvChange, encodeEnvChangeBytes, encodeError, encodeInfo, encodeLoginAck } from '../../protocols/mssql/tokens.js';
 
 export interface DoubleStatement {
   spid: number;
   login: string;
-  kind: 'batch' | 'rpc' | 'attention';
+  kind: 'batch' | 'rpc' | 'attention' | 'bulk';
   /** Batch text, or the statement of sp_executesql / sp_prepare..., or the procedure name. */
   text: string;
   proc?: string;
@@ -373,6 +373,16 @@ export class TdsDouble {
         out.push(Buffer.from([TOKEN.RETURNSTATUS, 0, 0, 0, 0]), encodeDone(status, 0, TOKEN.DONEPROC));
       }
       this.send(sess, sock, Buffer.concat(out));
+      return;
+    }
+    if (type === PKT.BULK_LOAD) {
+      // Bulk-load data is a token stream of its own (COLMETADATA, ROWs, DONE): count its rows.
+      let rows = 0;
+      const tr = new ResponseTracker({ onRow: () => { rows++; } });
+      tr.feed(payload);
+      tr.end();
+      this.statements.push({ spid: sess.spid, login: sess.login, kind: 'bulk', text: `${rows} rows`, database: sess.database });
+      this.send(sess, sock, encodeDone(tr.lost ? DONE.ERROR : DONE.COUNT, rows));
       return;
     }
     if (type === PKT.TRANSACTION_MANAGER) {
