@@ -171,7 +171,18 @@ export class TdsRelay {
   private fromClient(chunk: Buffer): void {
     if (this.closed) return;
     this.clientReader.push(chunk);
-    this.drainClient();
+    this.guarded(() => this.drainClient());
+  }
+
+  /** A fault of the gateway's own ends this session, never the process. */
+  private guarded(fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      this.session.log.error({ err: (e as Error).message }, 'mssql relay failed');
+      this.tellClient({ number: ERR.UNSUPPORTED, class: FATAL, message: 'Tollgate: internal error; the session is closed' });
+      this.finish({ code: 'error', message: `relay error: ${(e as Error).message}` });
+    }
   }
 
   private drainClient(): void {
@@ -217,11 +228,13 @@ export class TdsRelay {
   }
 
   private attention(p: Packet): void {
-    this.session.audit('mssql.cancel', {});
     // A request still being held: the server never saw it.
     if (!this.request.empty) this.request.reset();
     if (this.inflight || (!this.lastLocal && !this.queued)) {
-      if (this.inflight) this.inflight.attention = true;
+      if (this.inflight && !this.inflight.attention) {
+        this.inflight.attention = true;
+        this.session.audit('mssql.cancel', {}); // once per cancelled request: a client cannot flood the audit log with ATTENTIONs
+      }
       this.toUpstream(p.raw);
       return;
     }
@@ -306,6 +319,10 @@ export class TdsRelay {
   private fromUpstream(chunk: Buffer): void {
     if (this.closed) return;
     this.upReader.push(chunk);
+    this.guarded(() => this.drainUpstream());
+  }
+
+  private drainUpstream(): void {
     for (;;) {
       let p: Packet | null;
       try {

@@ -23,8 +23,18 @@ import { DONE, ResponseTracker, type ServerMessage } from '../../protocols/mssql
 
 const d = await startDouble(t);
 const clock = new ManualClock(Date.now());
+// Working hours for hours-db: the two hours from the current one (UTC).
+const hour = new Date(clock.now()).getUTCHours();
+const hh = (h: number) => `${String(h % 24).padStart(2, '0')}:00`;
 const policies = [{
   ...DEFAULT_POLICIES[0],
+  name: 'hours',
+  targets: ['hours-db'],
+  maxDuration: '8h',
+  hours: { days: ['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'], from: hh(hour), to: hh(hour + 2), tz: 'UTC' },
+}, {
+  ...DEFAULT_POLICIES[0],
+  targets: ['sales-db'],
   rules: [
     { kinds: ['DROP', 'TRUNCATE'], action: 'deny', message: 'blocked by Tollgate policy: no DROP or TRUNCATE here' },
     { kinds: ['EXECUTE'], pattern: 'xp_cmdshell', action: 'deny' },
@@ -32,7 +42,7 @@ const policies = [{
   ],
 }];
 const tg: TestGateway = await startTestGateway({
-  targets: [doubleTarget(d)], policies, listeners: ['mssql'], clock, expiryWarning: '2s',
+  targets: [doubleTarget(d), doubleTarget(d, { name: 'hours-db' })], policies, listeners: ['mssql'], clock, expiryWarning: '2s',
   listenerOptions: { mssql: { loginTimeout: '5s', maxStartupsPerSource: 4 } },
   gateway: { maxFailures: 3, failureWindow: '1m', failureCooldown: '1m' },
 });
@@ -332,3 +342,14 @@ t.test('throttled after repeated wrong secrets: refused before the secret is loo
   await noLoginsLeft();
 });
 
+t.test('outside working hours a login is refused with the reason', async (t) => {
+  const g = await tg.grant('alice', 'hours-db', 'read', '8h');
+  const s = await tg.secret('alice', g.id, { reusable: true });
+  const c = await tediousConnect(host, port, 'hours-db', s.secret);
+  c.close();
+  await tediousEnded(c);
+  await noLoginsLeft();
+  clock.advance(2 * 3600_000 + 10 * 60_000);
+  const later = await tg.secret('alice', g.id);
+  await t.rejects(tediousConnect(host, port, 'hours-db', later.secret), { code: 'ELOGIN', message: /Login failed for user 'hours-db'\. Tollgate: hours-db may only be used within its working hours/ });
+});
