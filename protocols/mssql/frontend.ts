@@ -7,7 +7,7 @@
 import type net from 'node:net';
 import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
-import type { Authorized, EndReason, ListenerAddress, LiveSession, ProtocolContext, ProtocolListener, RefusalCode } from '../types.js';
+import type { Authorized, EndReason, ListenerAddress, LiveSession, ProtocolContext, ProtocolListener } from '../types.js';
 import { formatAddr, listenTcp, type Preauth } from '../net.js';
 import { ConnClosedError, TdsConn } from './conn.js';
 import { optionsOf, parseAddress, roleOf } from './config.js';
@@ -29,12 +29,6 @@ class Refusal extends Error {
     super(message);
     this.name = 'Refusal';
   }
-}
-
-function refusalReason(code: RefusalCode, reason: string): string {
-  return code === 'throttled' || code === 'locked' || code === 'outside_hours' || code === 'no_grant' || code === 'grant_expired'
-    ? reason
-    : reason || 'Tollgate: the connection secret is wrong, used or expired.';
 }
 
 /** The gateway's TLS contexts: TLS 1.2 at most inside PRELOGIN packets (as SQL Server), any version for strict. */
@@ -122,7 +116,7 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, preauth: 
     preauth.signedIn();
     if (!outcome.ok) {
       log.info({ user: login.userName.slice(0, 100), code: outcome.code }, 'mssql login refused');
-      throw new Refusal(loginFailed(login.userName, refusalReason(outcome.code, outcome.reason), packetSize), outcome.reason);
+      throw new Refusal(loginFailed(login.userName, outcome.reason || 'Tollgate: the connection secret is wrong, used or expired.', packetSize), outcome.reason);
     }
     if (outcome.auth.target.protocol !== 'mssql') throw refusal(`target ${outcome.auth.target.name} is not a SQL Server target`);
     session = await ctx.openSession(outcome.auth, { protocol: 'mssql', clientAddr }).catch((e: Error) => {
