@@ -10,7 +10,7 @@ import type { Duplex } from 'node:stream';
 import type { Clock } from '../../policies/clock.js';
 import { ConnClosedError, TdsConn } from './conn.js';
 import { FEATURE, TDS, buildLogin7, type Login7, type Login7Fields } from './login7.js';
-import { DEFAULT_PACKET_SIZE, PKT, ProtocolError, encodeMessage, MAX_PACKET, type Packet } from './packets.js';
+import { DEFAULT_PACKET_SIZE, PKT, ProtocolError, clampPacketSize, encodeMessage, MAX_PACKET, type Packet } from './packets.js';
 import { ENCRYPT, buildPrelogin, parsePrelogin } from './prelogin.js';
 import { ENV, ResponseTracker, type LoginAck, type ServerMessage } from './tokens.js';
 
@@ -52,7 +52,7 @@ const PASSED_FEATURES = new Set<number>([FEATURE.UTF8_SUPPORT]);
 export function upstreamLoginFields(client: Login7, user: string, password: string, database: string, serverName: string): Login7Fields {
   return {
     tdsVersion: upstreamVersion(client.tdsVersion),
-    packetSize: client.packetSize || DEFAULT_PACKET_SIZE,
+    packetSize: clampPacketSize(client.packetSize),
     clientProgVer: client.clientProgVer,
     clientPid: client.clientPid,
     optionFlags1: client.optionFlags1,
