@@ -222,7 +222,7 @@ t.test('target validation and client commands', async (t) => {
   t.match(validateTarget({ ...base, options: { encrypt: 'optional' } }), { path: 'options.encrypt' });
   t.match(validateTarget({ ...base, options: { trustServerCertificate: true, encrypt: 'strict' } }), { path: 'options.trustServerCertificate' }, 'strict verifies the certificate');
   t.match(validateTarget({ ...base, address: 'a:b:c' }), { path: 'address' });
-  const cmds = mssqlClientCommands({ protocol: 'mssql', host: 'gw', port: 1433, username: 'sales-db', secret: 'S3cr;et', target: base, caUrl: '' });
+  const cmds = mssqlClientCommands({ protocol: 'mssql', host: 'gw', port: 1433, username: 'sales-db', secret: 'S3cr;et', target: base, caUrl: '', gatewayUrl: 'https://gw', certSha256: 'aa:bb', files: { ca: 'tollgate-ca.pem', knownHosts: 'tollgate_known_hosts' } });
   t.equal(cmds['sqlcmd'], "sqlcmd -S gw,1433 -U sales-db -P 'S3cr;et' -N -C -d sales");
   t.equal(cmds['tsql'], "tsql -H gw -p 1433 -U sales-db -P 'S3cr;et' -D sales");
   t.equal(cmds['ADO.NET'], 'Server=gw,1433;User ID=sales-db;Password={S3cr;et};Encrypt=True;TrustServerCertificate=True;Database=sales');
