@@ -1,7 +1,7 @@
 /** The postgres target's own config sections (credentials, options, role grants), validated here. */
 import { z } from 'zod';
 import type { TargetConfig, RoleConfig } from '../types.js';
-import { isSecretRef } from '../../proxy/config.js';
+import { isSecretRef } from '../../auth/secret.js';
 
 const roleName = z.string().min(1).max(63).refine((s) => !s.includes('\0'), 'no NUL bytes');
 
