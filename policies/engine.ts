@@ -460,6 +460,11 @@ export class JitEngine {
     return this.cfg.policies.filter((p) => this.policyMatches(p, target, role)).flatMap((p) => p.rules ?? []);
   }
 
+  /** Whether a policy covering the target and role turns strict rules on (`strictRules: true`). */
+  strictRulesFor(target: string, role: string): boolean {
+    return this.cfg.policies.some((p) => p.strictRules === true && this.policyMatches(p, target, role));
+  }
+
   async activeGrant(sub: string, target: string, role?: string): Promise<GrantRecord | null> {
     const now = this.clock.now();
     const grants = await this.store.listGrants({ identity: sub, state: 'active', target });

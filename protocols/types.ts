@@ -13,6 +13,7 @@
  */
 import type { Logger } from 'pino';
 import type { Clock } from '../policies/clock.js';
+import type { ShellReading, Uncertainty } from '../policies/shell.js';
 import type { Secret } from '../auth/secret.js';
 import type { Principal } from '../auth/types.js';
 import type { GrantRecord, LeaseRecord } from '../proxy/store/types.js';
@@ -101,6 +102,23 @@ export interface RuleDecision {
   /** What to show the person (deny/kill). */
   message: string;
   rule?: CommandRuleConfig;
+  /** What in the text the gateway could not read, when a rule of the role could apply to it ("$(…)", "eval of $x"). */
+  uncertain?: string[];
+  /** The decision comes from strict rules (an uncertain text treated like a match of the strictest rule). */
+  strict?: boolean;
+}
+
+/** What a protocol tells session.check about a text besides the text itself. */
+export interface RuleCheckOptions {
+  /** Statement kind (SQL), or 'shell' (a line typed in a terminal) / 'exec' (an SSH exec command). */
+  kind?: string;
+  channel?: string;
+  method?: string;
+  path?: string;
+  /** SSH: the shell reading of the text, when the protocol made it (e.g. across continuation lines). */
+  shell?: ShellReading;
+  /** What the protocol itself could not follow (editing keys, a PREPARE from a variable). */
+  uncertain?: Uncertainty[];
 }
 
 export interface LeaseResult<T> {
@@ -126,7 +144,9 @@ export interface LiveSession {
    */
   lease<T>(kind: string, data: Record<string, unknown>, create: (leaseId: string) => Promise<LeaseResult<T>>): Promise<T>;
   /** Check a command line / statement / request against the session's rules. Deny/kill/alert are audited here; on 'kill' the proxy terminates the session right after. */
-  check(text: string, opts?: { kind?: string; channel?: string; method?: string; path?: string }): RuleDecision;
+  check(text: string, opts?: RuleCheckOptions): RuleDecision;
+  /** The command rules of the session's role (config order), e.g. to enforce them in the target too. */
+  readonly commandRules: readonly CommandRuleConfig[];
   /** Called once when the gateway ends the session (kill, lock, expiry, revoke, forbidden). The module must close both sides and then call end(). */
   onTerminate(handler: (reason: EndReason) => void): void;
   /** Called before the grant ends (message to show, ms left). */
