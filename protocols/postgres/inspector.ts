@@ -19,6 +19,8 @@ import {
   decodeParse, decodeQuery, decodeTarget, encodeError, encodeNotice, rowsFromTag, type ErrorSpec, type Frame,
 } from './framing.js';
 import { kindOf, splitStatements } from './sql.js';
+import { refusedInDatabase } from './enforce.js';
+import { redactStatement } from '../../recorder/index.js';
 
 /** Largest client message relayed (PostgreSQL allows up to 1 GB; a gateway keeps its buffers bounded). */
 export const MAX_CLIENT_MESSAGE = 64 * 1024 * 1024;
@@ -48,7 +50,7 @@ export class PgRelay {
   private readonly statements = new Map<string, Prepared>();
   private readonly portals = new Map<string, Prepared>();
   /** Recorded statements waiting for their CommandComplete / ErrorResponse, in order. */
-  private pending: { h: StatementHandle; seq: number }[] = [];
+  private pending: { h: StatementHandle; seq: number; text: string }[] = [];
   /** Marker words of denied statements whose server error must be rewritten. */
   private denied: { marker: string; error: ErrorSpec; seq: number }[] = [];
   /** How many ReadyForQuery-producing messages (Query, Sync, FunctionCall) the client sent / the server answered. */
@@ -207,6 +209,7 @@ export class PgRelay {
         for (const c of checked) {
           this.pending.push({
             seq: this.clientSeq,
+            text: c.stmt,
             h: this.session.recording.queries().statement({
               statement: c.stmt, kind: c.kind, params: 0, decision: c.decision.action === 'alert' ? 'alert' : 'allow',
             }),
@@ -248,6 +251,7 @@ export class PgRelay {
         const p = this.portals.get(e.portal);
         this.pending.push({
           seq: this.clientSeq,
+          text: p?.text ?? '(unknown portal)',
           h: this.session.recording.queries().statement({
             statement: p?.text ?? '(unknown portal)', kind: p?.kind ?? null, params: p?.params ?? 0, decision: p?.alert ? 'alert' : 'allow',
           }),
@@ -357,7 +361,16 @@ export class PgRelay {
           this.denied.splice(i, 1);
           return encodeError(d.error);
         }
-        this.current()?.finish({ error: fields ? `${fields.code}: ${fields.message}` : 'error' });
+        const inDb = fields ? refusedInDatabase(fields) : null;
+        const text = this.pending[0] && this.pending[0].seq <= this.serverSeq ? this.pending[0].text : null;
+        const h = this.current();
+        if (inDb) {
+          // The server's event trigger refused DDL the statement ran (a DO block, EXECUTE, a function).
+          h?.finish({ error: `${fields!.code}: refused in the database server: ${inDb.tag}: ${inDb.message}` });
+          this.session.audit('postgres.refused_in_database', { tag: inDb.tag, message: inDb.message, statement: text === null ? null : redactStatement(text).slice(0, 500) });
+          return f.raw;
+        }
+        h?.finish({ error: fields ? `${fields.code}: ${fields.message}` : 'error' });
         return f.raw;
       }
       case 'Z': {
