@@ -437,7 +437,7 @@ function mysqlLiterals(s: string, escapes: boolean): string | null {
 export function sqlReading(sql: string, depth = 0): { texts: string[]; uncertain: Uncertainty[] } {
   const texts: string[] = [];
   const uncertain: Uncertainty[] = [];
-  if (!/PREPARE|EXECUTE|DO/i.test(sql)) return { texts, uncertain };
+  if (!/\b(PREPARE|EXECUTE|DO)\b/i.test(sql)) return { texts, uncertain };
   for (const code of splitCode(sql, 'pg')) {
     if (PG_DO.test(code)) uncertain.push({ what: 'a DO block', scope: 'command' });
   }
