@@ -193,6 +193,7 @@ export class ResponseTracker {
     this.cacheMetadata = !!opts.cacheMetadata;
     this.cursor = !!opts.cursor;
     this.st = shape === 'fetch' ? 'rows' : 'first';
+    if (shape === 'fetch') this.sawResultSet = true; // rows of the result set a cursor holds
     if (shape === 'none') this.st = 'done';
   }
 

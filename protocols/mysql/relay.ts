@@ -292,6 +292,11 @@ export class MysqlRelay {
       if (id === LAST_PREPARED && this.lastPrepared !== null) id = this.lastPrepared;
       const st = this.prepared.get(id);
       record = this.queries.statement({ statement: st?.text ?? `(unknown prepared statement ${id})`, kind: st?.kind ?? null, params: st?.params ?? 0, decision: 'allow' });
+    } else if (cmd === COM.STMT_FETCH) {
+      // rows of a cursor a COM_STMT_EXECUTE opened: logged as a FETCH of that statement, with its rows
+      const id = new Cursor(p.payload.subarray(1)).u32('statement id');
+      const st = this.prepared.get(id);
+      record = this.queries.statement({ statement: st?.text ?? `(unknown prepared statement ${id})`, kind: 'FETCH', params: 0, decision: 'allow' });
     } else if (cmd === COM.STMT_CLOSE) {
       const id = new Cursor(p.payload.subarray(1)).u32('statement id');
       this.prepared.delete(id);

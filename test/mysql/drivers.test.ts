@@ -167,12 +167,11 @@ if (!db) {
       { what: 'COM_STMT_CLOSE without a statement id', send: (c) => c.send(Buffer.from([COM.STMT_CLOSE])), code: 1158, message: /^Tollgate: malformed command/ },
       { what: 'an empty packet', send: (c) => c.send(Buffer.alloc(0)), code: 1158, message: /^Tollgate: empty command packet$/ },
       { what: 'COM_STMT_FETCH of a statement that does not exist', send: (c) => c.send(Buffer.from([COM.STMT_FETCH, 9, 0, 0, 0, 1, 0, 0, 0])), code: 'server' },
-      { what: 'a second command before the first is answered', send: (c) => c.sendRaw(Buffer.concat([frame0(comQuery('SELECT SLEEP(0.2)')), frame0(comQuery('SELECT 1'))])), code: 'pipelined' },
+      { what: 'a second command before the first is answered', send: () => {}, code: 'pipelined' },
     ];
     for (const k of cases) {
       const c = await RawClient.connect({ host, port, user: 'drv-raw', password: secret, database: 'drv' });
-      c.send(comQuery('SELECT 41 + 1'));
-      const first = await c.drain(500);
+      const first = await c.ask(comQuery('SELECT 41 + 1'));
       t.ok(first.length >= 3, `${k.what}: logged in, a query answered (${first.map(describe).join(', ')})`);
       k.send(c);
       if (typeof k.code === 'number') {
@@ -181,16 +180,16 @@ if (!db) {
         const e = parseErr(p!.payload);
         t.equal(e.code, k.code, `${k.what}: ERR ${k.code}`);
         t.match(e.message, k.message!);
-        t.equal(await c.next(2000), null, `${k.what}: then the gateway closes`);
+        t.ok(await c.waitClosed(), `${k.what}: then the gateway closes`);
       } else if (k.code === 'server') {
         const p = await c.next(5000);
         t.equal(p?.payload[0], 0xff, `${k.what}: the server's ERR (${p && parseErr(p.payload).message})`);
-        c.send(comQuery('SELECT 2'));
-        t.ok((await c.drain(500)).length >= 3 && !c.closed, `${k.what}: the session goes on`);
+        t.ok((await c.ask(comQuery('SELECT 2'))).length >= 3 && !c.closed, `${k.what}: the session goes on`);
       } else {
-        // the gateway serialises a pipelining client: both answered, in order
-        const answers = await c.drain(1500);
-        t.ok(answers.length >= 6 && !c.closed, `${k.what}: both answered in order, the session goes on (${answers.map(describe).join(', ')})`);
+        // the gateway serialises a pipelining client: each answered, in order
+        const answers = await c.exchange(comQuery("SELECT SLEEP(0.2), 'first'"), comQuery("SELECT 'second'"));
+        t.same(answers.map((a) => a.some((p) => p.payload.includes(Buffer.from(a === answers[0] ? 'first' : 'second')))), [true, true], `${k.what}: both answered in order, the session goes on`);
+        t.notOk(c.closed);
       }
       c.close();
       const [[row]] = await bystander.query('SELECT COUNT(*) AS n FROM items') as unknown as [[{ n: number }]];
@@ -208,11 +207,4 @@ if (!db) {
     await fresh.end();
     await noUsersLeft();
   });
-}
-
-/** A frame with sequence id 0 (a command), for pipelining test bytes. */
-function frame0(payload: Buffer): Buffer {
-  const h = Buffer.alloc(4);
-  h.writeUIntLE(payload.length, 0, 3);
-  return Buffer.concat([h, payload]);
 }

@@ -6,7 +6,7 @@
  */
 import { connect } from 'node:net';
 import { PacketConn } from '../../protocols/mysql/conn.js';
-import { CAP, buildHandshakeResponse, nativeToken, parseGreeting, type Greeting, type Packet } from '../../protocols/mysql/packets.js';
+import { CAP, buildHandshakeResponse, frame, nativeToken, parseErr, parseGreeting, type Greeting, type Packet } from '../../protocols/mysql/packets.js';
 
 export const BASE_CAPS =
   CAP.LONG_FLAG | CAP.PROTOCOL_41 | CAP.SECURE_CONNECTION | CAP.TRANSACTIONS | CAP.MULTI_STATEMENTS |
@@ -50,7 +50,8 @@ export class RawClient {
       if (b[0] === 0x00) return new RawClient(conn, greeting, caps, extCaps, b);
       if (b[0] === 0xff) {
         conn.destroy();
-        throw new Error(`login refused: ${b.readUInt16LE(1)} ${b.subarray(3).toString('utf8')}`);
+        const e = parseErr(b);
+        throw new Error(`login refused: ${e.code} (${e.state}) ${e.message}`);
       }
       if (b[0] === 0xfe) {
         const end = b.indexOf(0, 1);
@@ -83,14 +84,38 @@ export class RawClient {
     }
   }
 
-  /** Every packet until none arrives for quietMs: for probing what a server sends, without interpreting it. */
-  async drain(quietMs = 500): Promise<Packet[]> {
-    const out: Packet[] = [];
+  /**
+   * Send commands back to back, then COM_PING, and collect each command's answer: every answer
+   * starts with sequence id 1, and the ping's OK (the answer after the last) marks the end - no
+   * waiting for silence. Each command must have an answer (not COM_STMT_CLOSE / SEND_LONG_DATA)
+   * of fewer than 256 packets. Stops early when the connection closes.
+   */
+  async exchange(...payloads: Buffer[]): Promise<Packet[][]> {
+    this.sendRaw(Buffer.concat([...payloads, Buffer.from([0x0e])].map((p) => frame(p, 0).bytes)));
+    const answers: Packet[][] = [];
+    const until = Date.now() + 30_000;
     for (;;) {
-      const p = await this.next(quietMs);
-      if (!p) return out;
-      out.push(p);
+      const p = await this.next(Math.max(1, until - Date.now()));
+      if (!p) return answers;
+      if (p.seq === 1) {
+        if (answers.length === payloads.length) return answers; // the ping's OK
+        answers.push([]);
+      }
+      if (!answers.length) throw new Error(`a packet before any answer (${describe(p)})`);
+      answers.at(-1)!.push(p);
     }
+  }
+
+  /** One command's answer (see exchange). */
+  async ask(payload: Buffer): Promise<Packet[]> {
+    return (await this.exchange(payload))[0] ?? [];
+  }
+
+  /** Resolves true once the connection is closed, false if it is still open after ms. */
+  async waitClosed(ms = 15_000): Promise<boolean> {
+    const until = Date.now() + ms;
+    while (!this.conn.closed && Date.now() < until) await this.next(Math.min(200, until - Date.now()));
+    return this.conn.closed;
   }
 
   get closed(): boolean { return this.conn.closed; }
