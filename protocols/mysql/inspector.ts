@@ -294,6 +294,8 @@ export class ResponseTracker {
         if (--this.remaining === 0) this.st = this.deprecateEof ? 'rows' : 'colsEof';
         return { done: false };
       case 'colsEof': {
+        // the server may fail after sending the metadata (e.g. while materialising a cursor)
+        if (isErr(p)) return this.fail(p);
         if (!isEofLike(p, false)) throw new ProtocolError(`expected EOF after column definitions, got 0x${p[0]!.toString(16)}`, 0);
         const { status } = parseEof(p);
         if (this.cursor && status & STATUS.CURSOR_EXISTS && !(status & STATUS.MORE_RESULTS_EXISTS)) {

@@ -39,6 +39,7 @@ if (!db) {
   const drivers = ['cli', 'mysql2', 'mariadb', 'pymysql', 'jdbc', 'raw'];
   const targets = drivers.map((d) => ({
     ...db.target, name: `drv-${d}`,
+    options: { allowPlain: true }, // the raw client speaks no TLS; the drivers' TLS is tested in e2e.test.ts
     roles: [{ name: 'rw', grants: ['SELECT, INSERT, UPDATE, DELETE ON drv.*'], database: 'drv' }],
   }));
   const tg: TestGateway = await startTestGateway({ targets, policies: DEFAULT_POLICIES, listeners: ['mysql'] });

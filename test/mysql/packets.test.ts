@@ -195,6 +195,10 @@ t.test('response tracker: the shapes MariaDB sends for procedures, cursors and c
   // a prepared CALL executed with a cursor asked for: the server sends the result sets (MORE_RESULTS_EXISTS)
   tr = new ResponseTracker('resultset', { deprecateEof: false, cursor: true });
   t.same([Buffer.from([1]), col, eof(more), row, eof(more), buildOk({ status: 0x22 })].map((p) => tr.feed(p).done), [false, false, false, false, false, true]);
+  // a cursor whose query fails after the metadata went out (bytes as MariaDB 10.11 sends them)
+  tr = new ResponseTracker('resultset', { deprecateEof: false, cursor: true });
+  t.same([Buffer.from([1]), col, buildErr({ code: 1012, state: 'HY000' }, 'Raising a system error')].map((p) => tr.feed(p).done), [false, false, true]);
+  t.match(tr.error, /^1012/);
   // MARIADB_CLIENT_CACHE_METADATA: the column count carries a "metadata follows" byte
   tr = new ResponseTracker('resultset', { deprecateEof: false, cacheMetadata: true });
   t.same([Buffer.from([2, 1]), col, col, eof(0x22), row, eof(0x22)].map((p) => tr.feed(p).done), [false, false, false, false, false, true], 'with metadata');

@@ -96,9 +96,10 @@ if (!db) {
   await relay.start();
   t.teardown(() => relay.close());
   const roles = [{ name: 'rw', grants: ['SELECT, INSERT, DELETE ON wire.*'], database: 'wire' }];
+  // allowPlain: the raw client speaks no TLS
   const targets = [
-    { ...db.target, name: 'wire-db', roles },
-    { ...db.target, name: 'tamper-db', address: `127.0.0.1:${relay.port}`, roles },
+    { ...db.target, name: 'wire-db', roles, options: { allowPlain: true } },
+    { ...db.target, name: 'tamper-db', address: `127.0.0.1:${relay.port}`, roles, options: { allowPlain: true } },
   ];
   const logs: string[] = [];
   const tg: TestGateway = await startTestGateway({ targets, policies: DEFAULT_POLICIES, listeners: ['mysql'], logSink: (l) => logs.push(l) });

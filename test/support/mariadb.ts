@@ -27,10 +27,10 @@ export interface TestMariadb extends MariadbServer {
   sessionConnections(): Promise<number>;
 }
 
-export async function startTestMariadb(t: Teardown, opts: { tls?: boolean } = {}): Promise<TestMariadb | null> {
+export async function startTestMariadb(t: Teardown, opts: { tls?: boolean; extraArgs?: string[] } = {}): Promise<TestMariadb | null> {
   const dir = mkdtempSync(join(tmpdir(), 'tg-my-'));
   let tlsCa: string | null = null;
-  const extraArgs: string[] = [];
+  const extraArgs: string[] = [...(opts.extraArgs ?? [])];
   if (opts.tls) {
     // A server certificate from a private CA (the gateway's helper, in a directory of its own).
     const m = ensureTlsMaterial(join(dir, 'server-tls'), ['127.0.0.1']);

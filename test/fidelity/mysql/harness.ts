@@ -81,8 +81,17 @@ function spawnCollect(cmd: string, args: string[], opts: { cwd: string; env: Rec
   });
 }
 
+/**
+ * The server settings of mysql-test-run's default my.cnf (include/default_mysqld.cnf) that change
+ * what cases print, so the cases run as they do upstream.
+ */
+export const MTR_SERVER_ARGS = [
+  '--character-set-server=latin1', '--default-storage-engine=myisam', '--max-heap-table-size=1M', '--sort-buffer-size=256K',
+  '--key-buffer-size=1M', '--use-stat-tables=preferably', '--histogram-type=json_hb', '--log-bin-trust-function-creators=1',
+];
+
 export async function startMysqlFidelity(t: Teardown): Promise<MysqlFidelity> {
-  const db = await startTestMariadb(t);
+  const db = await startTestMariadb(t, { extraArgs: MTR_SERVER_ARGS });
   if (!db) throw new Error('MariaDB is required (apt-get install mariadb-server mariadb-client)');
   const directPassword = `direct-${Math.random().toString(36).slice(2)}`;
   await db.admin('CREATE DATABASE mtr');
@@ -93,6 +102,8 @@ export async function startMysqlFidelity(t: Teardown): Promise<MysqlFidelity> {
 
   const target = {
     ...db.target, name: 'fid-db', description: 'MariaDB mysql-test cases',
+    // plain TCP on both sides, as the direct runs (with the TLS-required listener this must be said)
+    options: { allowPlain: true },
     roles: [
       { name: 'fid', description: 'Everything in the scratch database', grants: GRANTS, database: SCRATCH_DB },
       { name: 'tampered', description: 'As fid, with a deny rule (the suite must notice)', grants: GRANTS, database: SCRATCH_DB },
