@@ -2,8 +2,9 @@
  * What the gateway's greeting tells a client about "the server": the greeting goes out before the
  * client names its target, yet drivers choose behaviour from it (MariaDB or MySQL dialect of the
  * binary protocol, pipelining, MariaDB's extended capabilities). So the gateway learns each MySQL
- * target's own greeting - at listener start with the admin credential, then at every upstream
- * login - and greets with what all known targets have in common:
+ * target's own greeting - with the admin credential at listener start and whenever a connection
+ * finds a target not known yet (ensure), then at every upstream login - and greets with what all
+ * known targets have in common:
  *   - every known target is MariaDB: its version ("5.5.5-<lowest version>-MariaDB...-Tollgate") and
  *     the extended capabilities all of them have (of those the gateway relays);
  *   - every known target is MySQL: the lowest MySQL version, no extended capabilities;
@@ -40,6 +41,27 @@ function lower(a: string, b: string): string {
 
 export class Flavours {
   private facts = new Map<string, ServerFacts>();
+  private attempts = new Map<string, { at: number; done: Promise<void> }>();
+
+  /**
+   * Learn each of these targets not known yet with learn() (which calls this.learn on the
+   * greeting), at most once per retryMs per target; resolves when the attempts under way ended.
+   * A target configured later is learnt by the first connection after it appears; one that cannot
+   * be reached costs a connection the wait at most once per retryMs.
+   */
+  async ensure(targets: readonly string[], learn: (target: string) => Promise<void>, now: number, retryMs = 30_000): Promise<void> {
+    const waits: Promise<void>[] = [];
+    for (const t of targets) {
+      if (this.facts.has(t)) continue;
+      let a = this.attempts.get(t);
+      if (!a || now - a.at >= retryMs) {
+        a = { at: now, done: learn(t).catch(() => {}) };
+        this.attempts.set(t, a);
+      }
+      waits.push(a.done);
+    }
+    await Promise.all(waits);
+  }
 
   learn(target: string, g: Pick<Greeting, 'serverVersion' | 'caps' | 'extCaps'>): void {
     this.facts.set(target, { version: g.serverVersion.slice(0, 100), caps: g.caps, extCaps: g.extCaps });

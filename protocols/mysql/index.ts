@@ -85,33 +85,37 @@ const liveConnections = new Map<number, { sub: string; target: string; thread: n
 const PROBE_TIMEOUT_MS = 5_000;
 
 /**
- * Log in to each MySQL target with its admin credential to learn its greeting (a complete login
- * and COM_QUIT: a bare TCP probe would count as a handshake error on the server). Never throws.
+ * Log in to a MySQL target with its admin credential to learn its greeting (a complete login and
+ * COM_QUIT: a bare TCP probe would count as a handshake error on the server).
  */
-async function learnTargets(ctx: ProtocolContext, flavours: Flavours, log: Logger): Promise<void> {
-  await Promise.all(mysqlTargets(ctx).map(async (target) => {
-    try {
-      const admin = adminCredential(ctx, target);
-      const up = await loginUpstream({
-        address: parseAddress(target.address), user: admin.user, password: admin.password.reveal(), database: null,
-        clientCaps: GATEWAY_CAPS, charset: 45, maxPacket: 16 * 1024 * 1024, allowLocalFiles: false,
-        tls: upstreamTls(target), clock: ctx.clock, timeoutMs: PROBE_TIMEOUT_MS,
-        onGreeting: (g) => flavours.learn(target.name, g),
-      });
-      up.conn.send(Buffer.from([COM.QUIT]), 0);
-      up.conn.end();
-    } catch (e) {
-      const known = flavours.known(target.name);
-      if (!known) log.info({ target: target.name, err: (e as Error).message }, 'could not learn the MySQL target\'s version (the greeting stays generic until a session reaches it)');
-    }
-  }));
+async function learnTarget(ctx: ProtocolContext, flavours: Flavours, log: Logger, name: string): Promise<void> {
+  const target = ctx.target(name);
+  if (!target) return;
+  try {
+    const admin = adminCredential(ctx, target);
+    const up = await loginUpstream({
+      address: parseAddress(target.address), user: admin.user, password: admin.password.reveal(), database: null,
+      clientCaps: GATEWAY_CAPS, charset: 45, maxPacket: 16 * 1024 * 1024, allowLocalFiles: false,
+      tls: upstreamTls(target), clock: ctx.clock, timeoutMs: PROBE_TIMEOUT_MS,
+      onGreeting: (g) => flavours.learn(target.name, g),
+    });
+    up.conn.send(Buffer.from([COM.QUIT]), 0);
+    up.conn.end();
+  } catch (e) {
+    if (!flavours.known(target.name)) log.info({ target: target.name, err: (e as Error).message }, 'could not learn the MySQL target\'s version (the greeting stays generic until it is reached)');
+  }
+}
+
+/** Learn the MySQL targets not known yet (see Flavours.ensure). */
+function learnTargets(ctx: ProtocolContext, flavours: Flavours, log: Logger): Promise<void> {
+  return flavours.ensure(mysqlTargets(ctx).map((t) => t.name), (name) => learnTarget(ctx, flavours, log, name), ctx.clock.now());
 }
 
 function mysqlTargets(ctx: ProtocolContext): TargetConfig[] {
   return ctx.targets().filter((t) => t.protocol === 'mysql');
 }
 
-async function handleConnection(ctx: ProtocolContext, sock: Socket, preauth: Preauth, log: Logger, flavours: Flavours, learnt: Promise<void>): Promise<void> {
+async function handleConnection(ctx: ProtocolContext, sock: Socket, preauth: Preauth, log: Logger, flavours: Flavours): Promise<void> {
   const clientAddr = formatAddr(sock.remoteAddress, sock.remotePort);
   const client = new PacketConn(sock, MAX_HANDSHAKE_PACKET);
   const refuse = (spec: ErrSpec, message: string) => {
@@ -123,7 +127,7 @@ async function handleConnection(ctx: ProtocolContext, sock: Socket, preauth: Pre
   let hello;
   let offer: GreetingOffer;
   try {
-    await learnt;
+    await learnTargets(ctx, flavours, log);
     offer = flavours.offer(mysqlTargets(ctx).map((t) => t.name));
     hello = await serverHandshake(ctx, client, clientAddr, offer);
   } catch (e) {
@@ -256,8 +260,8 @@ export const mysqlModule: ProtocolModule = {
   async listen(ctx: ProtocolContext, address: ListenerAddress): Promise<ProtocolListener> {
     const log = ctx.log.child({ protocol: 'mysql' });
     const flavours = new Flavours();
-    const learnt = learnTargets(ctx, flavours, log);
-    const listener = await listenTcp(address, log, 'mysql', (sock, preauth) => handleConnection(ctx, sock, preauth, log, flavours, learnt), {
+    void learnTargets(ctx, flavours, log); // ready before the first client, usually
+    const listener = await listenTcp(address, log, 'mysql', (sock, preauth) => handleConnection(ctx, sock, preauth, log, flavours), {
       clock: ctx.clock,
       // Over the caps: an ERR packet instead of the greeting, as a MySQL server with too many connections sends.
       refuse: (sock, message) => sock.end(frame(buildErr(ER.CON_COUNT, message, false), 0).bytes),

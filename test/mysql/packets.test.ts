@@ -254,6 +254,21 @@ t.test('greeting offer: learnt from the targets', async (t) => {
   t.same(f.offer(['a', 'b', 'c']), { version: '8.0.0-Tollgate', caps: GATEWAY_CAPS & ~CAP.SESSION_TRACK, extCaps: 0 }, 'mixed: generic, format flags all have');
   t.same(f.offer(['c']), { version: '8.0.36-Tollgate', caps: GATEWAY_CAPS & ~CAP.SESSION_TRACK, extCaps: 0 }, 'MySQL: its version');
   t.same(versionNumbers('5.5.5-10.11.19-MariaDB'), [10, 11, 19]);
+
+  // learning: each unknown target once; an unreachable one again only after the retry time
+  const g = new Flavours();
+  const tried: string[] = [];
+  const learn = async (name: string) => {
+    tried.push(name);
+    if (name === 'up') g.learn(name, { serverVersion: '5.5.5-10.11.19-MariaDB', caps: 0x81fff7fe, extCaps: 0x1c });
+    else throw new Error('unreachable');
+  };
+  await Promise.all([g.ensure(['up', 'down'], learn, 0), g.ensure(['up', 'down'], learn, 0)]);
+  t.same(tried, ['up', 'down'], 'concurrent connections share one attempt per target');
+  await g.ensure(['up', 'down'], learn, 10_000);
+  t.same(tried, ['up', 'down'], 'known: not again; unreachable: not before the retry time');
+  await g.ensure(['up', 'down', 'new'], learn, 40_000);
+  t.same(tried, ['up', 'down', 'down', 'new'], 'after the retry time, and a target configured later');
 });
 
 t.test('quoting, names, grants, addresses', async (t) => {
