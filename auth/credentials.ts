@@ -12,7 +12,7 @@ import type {
   ApiTokenRecord, ConnectionSecretRecord, GrantRecord, IdentityRecord, Store, WebSessionRecord,
 } from '../proxy/store/types.js';
 import { Secret } from './secret.js';
-import type { Principal } from './types.js';
+import { credentialTag, type CredentialRef, type Principal } from './types.js';
 
 export const API_TOKEN_PREFIX = 'tg_pat_';
 /** URL-safe and unambiguous when read aloud or copied by hand: no 0/O/o, 1/l/I. */
@@ -64,12 +64,19 @@ export function principalFrom(identity: IdentityRecord, via: Principal['via'], m
 // ---------------------------------------------------------------------------------------------
 // API tokens
 
-export class ApiTokens {
-  constructor(private readonly store: Store, private readonly clock: Clock) {}
+export type TokenState = 'active' | 'expired' | 'revoked' | 'suspended';
 
-  /** A new token for `identity`; the plaintext is only in the returned Secret. */
-  async create(identity: string, name: string, ttlMs: number, mfaAt: number | null): Promise<{ token: Secret; record: ApiTokenRecord }> {
+export class ApiTokens {
+  /** maxTtlMs: the longest lifetime any token may have (gateway.maxTokenTtl). */
+  constructor(private readonly store: Store, private readonly clock: Clock, readonly maxTtlMs = 30 * 86_400_000) {}
+
+  /**
+   * A new token for `identity`; the plaintext is only in the returned Secret. linkId ties it to an
+   * IdP sign-in it is re-validated with (null: an operator-made token, not tied to the IdP).
+   */
+  async create(identity: string, name: string, ttlMs: number, mfaAt: number | null, linkId: string | null = null): Promise<{ token: Secret; record: ApiTokenRecord }> {
     checkTtl(ttlMs, 'token');
+    if (ttlMs > this.maxTtlMs) throw new RangeError(`token lifetime must be at most ${Math.floor(this.maxTtlMs / 1000)}s (gateway.maxTokenTtl)`);
     const clean = String(name ?? '').trim();
     if (!clean || clean.length > 100 || /[\p{Cc}]/u.test(clean)) throw new RangeError('token name must be 1..100 printable characters');
     const token = new Secret(API_TOKEN_PREFIX + randomBytes(32).toString('base64url'));
@@ -84,6 +91,7 @@ export class ApiTokens {
       lastUsedAt: null,
       revokedAt: null,
       mfaAt,
+      linkId,
     };
     await this.store.insertApiToken(record);
     return { token, record };
@@ -99,8 +107,9 @@ export class ApiTokens {
     const now = this.clock.now();
     if (record.revokedAt !== null || now >= record.expiresAt) return null;
     if (record.lastUsedAt === null || now - record.lastUsedAt >= 60_000) {
+      // Only while it is unrevoked, and only that column: a revoke committed meanwhile stays.
+      if (!await this.store.claim('tokens', record.id, { revokedAt: null }, { lastUsedAt: now })) return null;
       record.lastUsedAt = now;
-      await this.store.updateApiToken(record);
     }
     return { record };
   }
@@ -111,11 +120,16 @@ export class ApiTokens {
 
   /** Revoke one of `identity`'s tokens. False when it has no such token (or it was already revoked). */
   async revoke(identity: string, id: string): Promise<boolean> {
-    const record = (await this.store.listApiTokens(identity)).find((r) => r.id === id);
-    if (!record || record.revokedAt !== null) return false;
-    record.revokedAt = this.clock.now();
-    await this.store.updateApiToken(record);
-    return true;
+    const record = typeof id === 'string' && id ? await this.store.getApiToken(id) : null;
+    if (!record || record.identity !== identity || record.revokedAt !== null) return false;
+    return !!await this.store.claim('tokens', record.id, { revokedAt: null }, { revokedAt: this.clock.now() });
+  }
+
+  /** What a token is now; `linkFailed`: its IdP link failed re-validation. */
+  state(record: ApiTokenRecord, linkFailed: boolean): TokenState {
+    if (record.revokedAt !== null) return 'revoked';
+    if (this.clock.now() >= record.expiresAt) return 'expired';
+    return linkFailed ? 'suspended' : 'active';
   }
 }
 
@@ -125,7 +139,7 @@ export class ApiTokens {
 export class WebSessions {
   constructor(private readonly store: Store, private readonly clock: Clock) {}
 
-  async create(identity: string, mfaAt: number | null, ttlMs: number): Promise<{ cookie: Secret; record: WebSessionRecord }> {
+  async create(identity: string, mfaAt: number | null, ttlMs: number, linkId: string | null = null): Promise<{ cookie: Secret; record: WebSessionRecord }> {
     checkTtl(ttlMs, 'session');
     const cookie = new Secret(randomBytes(32).toString('base64url'));
     const now = this.clock.now();
@@ -137,6 +151,7 @@ export class WebSessions {
       expiresAt: now + ttlMs,
       mfaAt,
       revokedAt: null,
+      linkId,
     };
     await this.store.insertWebSession(record);
     return { cookie, record };
@@ -161,18 +176,15 @@ export class WebSessions {
   async markMfa(cookieValue: string | Secret, mfaAt: number): Promise<WebSessionRecord | null> {
     const record = await this.verify(cookieValue);
     if (!record) return null;
-    record.mfaAt = mfaAt;
-    await this.store.updateWebSession(record);
-    return record;
+    // Only on a session still signed in: a sign-out committed meanwhile stays.
+    return this.store.claim('webSessions', record.id, { revokedAt: null }, { mfaAt });
   }
 
   /** Sign out. False when the cookie matches no live session. */
   async revoke(cookieValue: string | Secret): Promise<boolean> {
     const record = await this.verify(cookieValue);
     if (!record) return false;
-    record.revokedAt = this.clock.now();
-    await this.store.updateWebSession(record);
-    return true;
+    return !!await this.store.claim('webSessions', record.id, { revokedAt: null }, { revokedAt: this.clock.now() });
   }
 }
 
@@ -189,6 +201,10 @@ export interface IssueSecretOptions {
   /** From ProtocolModule.secretVerifiers (never the secret itself); a function gets the new secret. */
   verifiers: Record<string, string> | ((secret: Secret) => Record<string, string>);
   length?: number;
+  /** The credential asking: the secret dies with it (revoked token, failed IdP link) and never outlives notAfter. */
+  issuedBy?: CredentialRef;
+  /** Epoch ms the secret must not outlive (the issuing token's expiry). */
+  notAfter?: number;
 }
 
 export interface SecretBinding {
@@ -200,11 +216,12 @@ export interface SecretBinding {
 
 export type ConsumeResult =
   | { ok: true; record: ConnectionSecretRecord }
-  | { ok: false; code: 'bad_secret' | 'secret_used' | 'secret_expired'; reason: string };
+  | { ok: false; code: 'bad_secret' | 'secret_used' | 'secret_expired' | 'secret_revoked'; reason: string };
 
 const BAD: ConsumeResult = { ok: false, code: 'bad_secret', reason: 'the connection secret is not valid for this target' };
 const USED: ConsumeResult = { ok: false, code: 'secret_used', reason: 'the connection secret was already used; ask for a new one' };
 const EXPIRED: ConsumeResult = { ok: false, code: 'secret_expired', reason: 'the connection secret has expired; ask for a new one' };
+const REVOKED: ConsumeResult = { ok: false, code: 'secret_revoked', reason: 'the API token or sign-in that issued this connection secret was revoked or ended; ask for a new one' };
 
 export class ConnectionSecrets {
   constructor(private readonly store: Store, private readonly clock: Clock) {}
@@ -224,11 +241,13 @@ export class ConnectionSecrets {
       protocol: o.protocol,
       reusable: o.reusable,
       createdAt: now,
-      // Never outlive the grant.
-      expiresAt: Math.min(now + o.ttlMs, o.grant.expiresAt),
+      // Never outlive the grant (nor the credential that asked for it).
+      expiresAt: Math.min(now + o.ttlMs, o.grant.expiresAt, o.notAfter ?? Infinity),
       usedAt: null,
       uses: 0,
       verifiers: { ...(typeof o.verifiers === 'function' ? o.verifiers(secret) : o.verifiers) },
+      issuedBy: o.issuedBy ? credentialTag(o.issuedBy) : null,
+      linkId: o.issuedBy?.linkId ?? null,
     };
     await this.store.insertConnectionSecret(record);
     return { secret, record };
@@ -247,9 +266,24 @@ export class ConnectionSecrets {
     const now = this.clock.now();
     if (now >= record.expiresAt) return EXPIRED;
     if (!record.reusable && record.uses > 0) return USED;
+    if (!(await this.issuerLive(record))) return REVOKED;
     const updated = await this.store.useConnectionSecret(record.id, now);
     if (!updated) return now >= record.expiresAt ? EXPIRED : USED;
     return { ok: true, record: updated };
+  }
+
+  /** Whether the credential that asked for this secret still stands (token not revoked, IdP link not failed). */
+  private async issuerLive(r: ConnectionSecretRecord): Promise<boolean> {
+    if (r.linkId) {
+      const link = await this.store.getIdpLink(r.linkId);
+      if (!link || link.state !== 'ok') return false;
+    }
+    const m = /^token:(.+)$/.exec(r.issuedBy ?? '');
+    if (m) {
+      const token = await this.store.getApiToken(m[1]!);
+      if (!token || token.revokedAt !== null) return false;
+    }
+    return true;
   }
 
   /** Check a typed secret for a target and count its use (single-use unless reusable). */

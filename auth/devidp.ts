@@ -8,6 +8,10 @@
  * MFA: a user with a TOTP secret who types a valid code signs in with amr ["pwd","otp","mfa"] and
  * acr "mfa"; otherwise amr ["pwd"] and acr "pwd". When acr_values asks for "mfa", the sign-in page
  * requires the code. prompt=login and max_age force a fresh sign-in (step-up).
+ *
+ * Refresh tokens are issued to clients allowed the refresh_token grant (the gateway re-validates
+ * sign-ins with them). setDisabled() and setGroups() change a user at runtime, as an admin would at a
+ * real IdP: a disabled user cannot sign in, and refresh and userinfo are refused for them.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -55,6 +59,10 @@ export interface DevIdpOptions {
 
 export interface DevIdp {
   issuer: string;
+  /** Disable (or enable again) a user: sign-in, refresh and userinfo are refused while disabled. */
+  setDisabled(name: string, disabled: boolean): void;
+  /** Replace a user's groups; seen by the next sign-in, refresh or userinfo. */
+  setGroups(name: string, groups: string[]): void;
   close(): Promise<void>;
 }
 
@@ -183,7 +191,13 @@ export async function startDevIdp(opts: DevIdpOptions): Promise<DevIdp> {
   const log = opts.log.child({ component: 'devidp' });
   const clock = opts.clock ?? new SystemClock();
   const mfaAcr = opts.mfaAcr ?? 'mfa';
-  const users = new Map(opts.users.map((u) => [u.name, u]));
+  const users = new Map(opts.users.map((u) => [u.name, { ...u, groups: [...u.groups] }]));
+  const disabled = new Set<string>();
+  const userOf = (name: string) => {
+    const u = users.get(name);
+    if (!u) throw new Error(`dev IdP: no user named ${JSON.stringify(name)}`);
+    return u;
+  };
   // Last TOTP step used per user: a code is good once.
   const lastStep = new Map<string, number>();
 
@@ -246,7 +260,16 @@ export async function startDevIdp(opts: DevIdpOptions): Promise<DevIdp> {
     acrValues: ['pwd', mfaAcr],
     conformIdTokenClaims: false,
     pkce: { required: () => true },
-    ttl: { AccessToken: 600, AuthorizationCode: 60, DeviceCode: 600, IdToken: 600, Interaction: 900, Session: 12 * 3600, Grant: 12 * 3600 },
+    ttl: {
+      AccessToken: 600, AuthorizationCode: 60, DeviceCode: 600, IdToken: 600, Interaction: 900, Session: 12 * 3600,
+      // Long enough for the gateway's longest API token (re-validated with the refresh token).
+      Grant: 31 * 86_400, RefreshToken: 31 * 86_400,
+    },
+    // The gateway is the only client: it gets a refresh token whenever its grant types allow one,
+    // and the refresh token does not die with the browser's IdP session (a step-up sign-in in the
+    // same browser must not end the gateway's earlier sign-ins).
+    issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+    expiresWithSession: async () => false,
     features: {
       devInteractions: { enabled: false },
       revocation: { enabled: true },
@@ -286,7 +309,7 @@ ${form}
     },
     findAccount: async (_ctx, sub) => {
       const u = users.get(sub);
-      if (!u) return undefined;
+      if (!u || disabled.has(u.name)) return undefined;
       return {
         accountId: u.name,
         claims: async () => ({
@@ -370,6 +393,10 @@ ${form}
       log.info({ user: login || null, client: clientId }, 'dev IdP: wrong user name or password');
       return again('Wrong user name or password.');
     }
+    if (disabled.has(user.name)) {
+      log.info({ user: user.name, client: clientId }, 'dev IdP: sign-in of a disabled user refused');
+      return again('This account is disabled.', 403);
+    }
     let mfa = false;
     if (otp) {
       if (!user.totp) return again('No authenticator is set up for this user; leave the authenticator code empty.');
@@ -418,6 +445,15 @@ ${form}
   log.info({ issuer, users: opts.users.length, clients: opts.clients.map((c) => c.client_id) }, 'dev IdP listening');
   return {
     issuer,
+    setDisabled(name, off) {
+      userOf(name);
+      if (off) disabled.add(name); else disabled.delete(name);
+      log.info({ user: name, disabled: off }, 'dev IdP: user changed');
+    },
+    setGroups(name, groups) {
+      userOf(name).groups = groups.filter((g) => typeof g === 'string');
+      log.info({ user: name, groups }, 'dev IdP: groups changed');
+    },
     close: () => new Promise<void>((resolve) => {
       server.close(() => resolve());
       server.closeAllConnections();

@@ -11,7 +11,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import * as client from 'openid-client';
 import type { Logger } from 'pino';
-import type { Secret } from './secret.js';
+import { Secret } from './secret.js';
 import type { Clock } from '../policies/clock.js';
 import { SystemClock } from '../policies/clock.js';
 import { ephemeralKey, type GatewayKey } from './keys.js';
@@ -29,7 +29,26 @@ export interface Claims {
   /** How the IdP says the person signed in (for the audit log), when it says so. */
   acr?: string;
   amr?: string[];
+  /** What the IdP issued with this sign-in, to re-validate it later (never logged: Secrets). */
+  idp?: IdpTokens;
 }
+
+/** IdP tokens kept to re-validate a sign-in: the refresh token (preferred) or an access token for userinfo. */
+export interface IdpTokens {
+  refresh: Secret | null;
+  access: Secret | null;
+  /** When the access token stops working (epoch ms), when the IdP said. */
+  accessExpiresAt: number | null;
+}
+
+/**
+ * The IdP's answer when the gateway re-checks a sign-in. refused: it said no (user disabled, refresh
+ * token revoked or expired); unverifiable: there is nothing left to ask it with; unavailable: it
+ * could not be asked (network, server error): try again later, the credential stays as it is.
+ */
+export type Revalidation =
+  | { ok: true; email: string | null; name: string | null; groups: string[] | null; tokens: IdpTokens }
+  | { ok: false; kind: 'refused' | 'unverifiable' | 'unavailable'; message: string };
 
 export interface OidcOptions {
   issuer: string;
@@ -89,6 +108,8 @@ export interface Oidc {
   /** `source`: who asks (the caller's address as the gateway counts it), for the per-source bound. */
   startDevice(opts?: { mfa?: boolean; source?: string }): Promise<DeviceStart>;
   pollDevice(handle: string): Promise<DevicePoll>;
+  /** Ask the IdP again about `sub` with the tokens of an earlier sign-in (refresh grant, else userinfo). */
+  revalidate(sub: string, tokens: IdpTokens): Promise<Revalidation>;
 }
 
 /** A sign-in failure with a sentence a person understands (no tokens or secrets in it). */
@@ -164,16 +185,27 @@ export async function createOidc(opts: OidcOptions): Promise<Oidc> {
   const scope = opts.scopes.includes('openid') ? opts.scopes.join(' ') : ['openid', ...opts.scopes].join(' ');
   const devices = new Map<string, DeviceEntry>();
 
+  /** The groups claim as a list; null when the claim is absent. */
+  function groupsOf(c: Record<string, unknown>): string[] | null {
+    const raw = c[opts.groupsClaim];
+    if (Array.isArray(raw)) return raw.filter((g): g is string => typeof g === 'string');
+    return typeof raw === 'string' ? [raw] : null;
+  }
+  const str = (v: unknown): string | null => (typeof v === 'string' && v ? v : null);
+
+  function idpTokens(t: client.TokenEndpointResponse, previous?: IdpTokens): IdpTokens {
+    const refresh = typeof t.refresh_token === 'string' && t.refresh_token ? new Secret(t.refresh_token) : previous?.refresh ?? null;
+    const access = typeof t.access_token === 'string' && t.access_token ? new Secret(t.access_token) : null;
+    const accessExpiresAt = access && typeof t.expires_in === 'number' ? clock.now() + t.expires_in * 1000 : null;
+    return { refresh, access, accessExpiresAt };
+  }
+
   function toClaims(c: client.IDToken | undefined, wantedMfa: boolean, returnTo?: string): Claims {
     if (!c || typeof c.sub !== 'string' || !c.sub) throw new SignInError('the IdP returned no ID token subject', 'no_id_token');
-    const rawGroups = (c as Record<string, unknown>)[opts.groupsClaim];
-    const groups = Array.isArray(rawGroups)
-      ? rawGroups.filter((g): g is string => typeof g === 'string')
-      : typeof rawGroups === 'string' ? [rawGroups] : [];
+    const groups = groupsOf(c as Record<string, unknown>) ?? [];
     const amr = Array.isArray(c.amr) ? c.amr.map(String) : [];
     const mfa = amr.includes('mfa') || amr.includes('otp') || (typeof c.acr === 'string' && c.acr === opts.mfaAcr);
     if (wantedMfa && !mfa) throw new SignInError('multi-factor sign-in was required but the IdP did not perform it', 'mfa_required');
-    const str = (v: unknown): string | null => (typeof v === 'string' && v ? v : null);
     const authTime = typeof c.auth_time === 'number' ? c.auth_time * 1000 : clock.now();
     return {
       sub: c.sub,
@@ -244,8 +276,8 @@ export async function createOidc(opts: OidcOptions): Promise<Oidc> {
         }
         throw new SignInError(`sign-in failed: ${msg}`);
       }
-      const claims = toClaims(tokens.claims(), st.m, st.r);
-      log.info({ sub: claims.sub, mfa: claims.mfa }, 'signed in');
+      const claims = { ...toClaims(tokens.claims(), st.m, st.r), idp: idpTokens(tokens) };
+      log.info({ sub: claims.sub, mfa: claims.mfa, refreshToken: !!claims.idp.refresh }, 'signed in');
       return claims;
     },
 
@@ -313,8 +345,8 @@ export async function createOidc(opts: OidcOptions): Promise<Oidc> {
       try {
         const tokens = await client.genericGrantRequest(config, DEVICE_GRANT, { device_code: d.response.device_code });
         devices.delete(handle);
-        const claims = toClaims(tokens.claims(), d.mfa);
-        log.info({ sub: claims.sub, mfa: claims.mfa }, 'signed in (device)');
+        const claims = { ...toClaims(tokens.claims(), d.mfa), idp: idpTokens(tokens) };
+        log.info({ sub: claims.sub, mfa: claims.mfa, refreshToken: !!claims.idp.refresh }, 'signed in (device)');
         return { status: 'done', claims };
       } catch (err) {
         if (err instanceof client.ResponseBodyError) {
@@ -339,6 +371,61 @@ export async function createOidc(opts: OidcOptions): Promise<Oidc> {
       } finally {
         d.inFlight = false;
       }
+    },
+
+    async revalidate(sub: string, t: IdpTokens): Promise<Revalidation> {
+      const unavailable = (err: unknown): Revalidation => {
+        log.warn({ sub, error: describe(err) }, 're-validation: the IdP could not be asked');
+        return { ok: false, kind: 'unavailable', message: `the identity provider could not be reached to re-check ${sub}; try again shortly` };
+      };
+      const fromUserinfo = async (access: Secret, tokens: IdpTokens): Promise<Revalidation> => {
+        let info: client.UserInfoResponse;
+        try {
+          info = await client.fetchUserInfo(config, access.reveal(), sub);
+        } catch (err) {
+          if (err instanceof client.WWWAuthenticateChallengeError || (err instanceof client.ResponseBodyError && err.status === 401)) {
+            return { ok: false, kind: t.refresh ? 'refused' : 'unverifiable', message: t.refresh
+              ? `the identity provider no longer accepts the sign-in of ${sub}`
+              : `the identity provider's access token for ${sub} expired and it issued no refresh token; sign in again` };
+          }
+          if (err instanceof client.ClientError && err.code === 'OAUTH_JSON_ATTRIBUTE_COMPARISON_FAILED') {
+            return { ok: false, kind: 'refused', message: `the identity provider answered for another subject than ${sub}` };
+          }
+          return unavailable(err);
+        }
+        return { ok: true, email: str(info.email), name: str(info.name) ?? str(info.preferred_username), groups: groupsOf(info as Record<string, unknown>), tokens };
+      };
+      if (t.refresh) {
+        let res: Awaited<ReturnType<typeof client.refreshTokenGrant>>;
+        try {
+          res = await client.refreshTokenGrant(config, t.refresh.reveal());
+        } catch (err) {
+          if (err instanceof client.ResponseBodyError && ['invalid_grant', 'unauthorized_client', 'access_denied'].includes(err.error)) {
+            log.info({ sub, error: describe(err) }, 're-validation: refresh refused');
+            return { ok: false, kind: 'refused', message: `the identity provider refused to renew the sign-in of ${sub} (${err.error_description ?? err.error})` };
+          }
+          return unavailable(err);
+        }
+        const tokens = idpTokens(res, t);
+        const c = res.claims();
+        if (c) {
+          if (c.sub !== sub) return { ok: false, kind: 'refused', message: `the identity provider answered for another subject than ${sub}` };
+          const groups = groupsOf(c as Record<string, unknown>);
+          if (groups !== null || !tokens.access || !config.serverMetadata().userinfo_endpoint) {
+            return { ok: true, email: str(c.email), name: str(c.name) ?? str(c.preferred_username), groups, tokens };
+          }
+        }
+        if (tokens.access && config.serverMetadata().userinfo_endpoint) return fromUserinfo(tokens.access, tokens);
+        // Renewed, so the person is still there; the IdP just did not say anything about groups.
+        return { ok: true, email: null, name: null, groups: null, tokens };
+      }
+      if (t.access && config.serverMetadata().userinfo_endpoint) {
+        if (t.accessExpiresAt !== null && clock.now() >= t.accessExpiresAt) {
+          return { ok: false, kind: 'unverifiable', message: `the identity provider's access token for ${sub} expired and it issued no refresh token; sign in again` };
+        }
+        return fromUserinfo(t.access, t);
+      }
+      return { ok: false, kind: 'unverifiable', message: `the identity provider issued nothing to re-check the sign-in of ${sub} with; sign in again` };
     },
   };
 }

@@ -1,4 +1,5 @@
 import { inspect } from 'node:util';
+import { z } from 'zod';
 
 /**
  * A value that must never reach a log, a recording or an error message.
@@ -18,4 +19,27 @@ export class Secret {
     for (let i = 0; i < o.length; i++) diff |= o.charCodeAt(i) ^ this.#value.charCodeAt(i);
     return diff === 0;
   }
+}
+
+/**
+ * How configuration names a secret without holding it: `{env: NAME}`, `{file: PATH}` (relative to
+ * the config file), `{value: "..."}` or `{command: [argv...]}` (its stdout, e.g. a KMS or vault
+ * client). proxy/config.ts resolves one into a Secret.
+ */
+export const secretRefSchema = z.union([
+  z.object({ env: z.string().min(1) }).strict(),
+  z.object({ file: z.string().min(1) }).strict(),
+  z.object({ value: z.string() }).strict(),
+  z.object({ command: z.array(z.string().min(1)).min(1) }).strict(),
+], { error: 'a secret reference: {env: NAME}, {file: PATH}, {value: "..."} or {command: [argv...]}' });
+export type SecretRef = z.infer<typeof secretRefSchema>;
+
+/** Whether a value found at any depth under a protocol section (e.g. credentials.admin.password) is a secret reference. */
+export function isSecretRef(v: unknown): v is SecretRef {
+  if (!v || typeof v !== 'object') return false;
+  const keys = Object.keys(v);
+  if (keys.length !== 1) return false;
+  const x = (v as Record<string, unknown>)[keys[0]!];
+  if (keys[0] === 'command') return Array.isArray(x) && x.length > 0 && x.every((a) => typeof a === 'string' && a.length > 0);
+  return ['env', 'file', 'value'].includes(keys[0]!) && typeof x === 'string';
 }

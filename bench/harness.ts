@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { freePort } from '../protocols/net.js';
+import type { HotFunction } from './profile.js';
 
 export { freePort };
 
@@ -29,6 +30,22 @@ export interface BenchRow {
   /** Higher is better (throughput) or lower is better (latency, time). */
   better: 'higher' | 'lower';
   note?: string;
+}
+
+/** One run as bench/index.ts writes it (bench/results/latest.json) and bench/report.ts renders it. */
+export interface BenchResult {
+  at: string;
+  machine: { cpus: string; cores: number; memoryGiB: number; kernel: string; node: string };
+  /** 1-minute load average when the run started and when it ended (other work on the machine). */
+  load?: { start: number; end: number };
+  smoke: boolean;
+  rows: BenchRow[];
+  gateway: Record<string, { cpuMs: number; peakRssMiB: number }>;
+  errors: Record<string, string>;
+  /** Scenarios re-run after the full run (--merge), with when. */
+  rerun?: Record<string, string>;
+  /** With --profile: self time per function in the gateway, per scenario. */
+  profiles?: Record<string, { dir: string; files: number; totalMs: number; functions: HotFunction[] }>;
 }
 
 export interface BenchOptions {

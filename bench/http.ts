@@ -13,10 +13,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { chromium } from 'playwright-core';
 import { profileNodeArgs } from './profile.js';
-import { freePort } from '../protocols/net.js';
+import { execFileP, freePort, median, tollgateBin } from './harness.js';
 
-const execFileP = promisify(execFile);
-const tollgateBin = join(import.meta.dirname, '..', 'proxy', 'bin', 'tollgate.js');
 
 /** One result row, as bench/index.ts prints it (scenario is filled in there). */
 export interface HttpBenchRow {
@@ -27,13 +25,6 @@ export interface HttpBenchRow {
   unit: string;
   better: 'higher' | 'lower';
   note?: string;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  if (!s.length) return NaN;
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 const UPSTREAM_JS = `
@@ -122,8 +113,8 @@ async function wrk(url: string, headers: Record<string, string>, seconds: number
   return parseWrk(stdout);
 }
 
-/** Sign in through the gateway's OIDC login in Chromium, get an auto-approved grant, and the app cookie. */
-async function signIn(gatewayUrl: string, appPath: string, password: string): Promise<string> {
+/** Sign in through the gateway's OIDC login in Chromium, get an auto-approved grant, and the app cookie (on the app's own origin). */
+async function signIn(gatewayUrl: string, appUrl: string, password: string): Promise<string> {
   const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
   try {
     const ctx = await browser.newContext();
@@ -138,11 +129,12 @@ async function signIn(gatewayUrl: string, appPath: string, password: string): Pr
     await page.fill('#password', password);
     await page.click('button:has-text("Sign in")');
     await page.waitForURL(`${gatewayUrl}/api/v1/me`);
-    const r = await page.request.post(`${gatewayUrl}/api/v1/requests`, { data: { target: 'app', role: 'user', duration: '4h', reason: 'benchmark' } });
+    // A cookie-authenticated change must say it comes from the gateway's own origin (CSRF gate).
+    const r = await page.request.post(`${gatewayUrl}/api/v1/requests`, { data: { target: 'app', role: 'user', duration: '4h', reason: 'benchmark' }, headers: { origin: gatewayUrl } });
     if (r.status() !== 201) throw new Error(`request failed: ${r.status()} ${await r.text()}`);
     const req = await r.json() as { state: string };
     if (req.state !== 'approved') throw new Error(`request not auto-approved: ${req.state}`);
-    const res = await page.goto(`${gatewayUrl}${appPath}`);
+    const res = await page.goto(appUrl);
     if (res?.status() !== 200) throw new Error(`app through Tollgate answered ${res?.status()}`);
     const c = (await ctx.cookies()).find((x) => x.name === 'tg_app_app');
     if (!c) throw new Error('no app cookie after sign-in');
@@ -204,7 +196,9 @@ http {
     gateway = start(process.execPath, [...profileNodeArgs(), tollgateBin, 'serve', '--config', join(dir, 'tollgate.yaml')]);
     const gwUrl = `http://127.0.0.1:${gwPort}`;
     await waitHttp(`${gwUrl}/healthz`, gateway, undefined, 600);
-    const cookie = await signIn(gwUrl, '/apps/app/small', password);
+    // The app lives on its own origin, app.localhost (Chromium resolves it; wrk gets its Host header).
+    const appHost = `app.localhost:${gwPort}`;
+    const cookie = await signIn(gwUrl, `http://${appHost}/small`, password);
     log('signed in through the dev IdP; grant auto-approved');
 
     const seconds = opts.smoke ? 1 : 10;
@@ -214,7 +208,7 @@ http {
     const tools: { tool: HttpBenchRow['tool']; base: string; headers: Record<string, string>; pid: number }[] = [
       { tool: 'direct', base: `http://127.0.0.1:${upPort}`, headers: {}, pid: upstream.child.pid! },
       { tool: 'nginx', base: `http://127.0.0.1:${ngPort}`, headers: {}, pid: nginx.child.pid! },
-      { tool: 'tollgate', base: `${gwUrl}/apps/app`, headers: { cookie }, pid: gateway.child.pid! },
+      { tool: 'tollgate', base: gwUrl, headers: { cookie, Host: appHost }, pid: gateway.child.pid! },
     ];
     const rows: HttpBenchRow[] = [];
     // TOLLGATE_BENCH_CASES=<regex> runs only the matching cases (profiling one load at a time).

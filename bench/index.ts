@@ -7,8 +7,10 @@ import { mkdirSync, writeFileSync, existsSync, readFileSync } from 'node:fs';
 import { cpus, totalmem, release, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { writeFileSync as wf } from 'node:fs';
-import { root, startDemoGateway, type BenchRow, type DemoGateway, type Scenario } from './harness.js';
-import { DemoProfiler, renderHot, summarizeProfiles, type HotFunction } from './profile.js';
+import { root, startDemoGateway, type BenchResult, type BenchRow, type DemoGateway, type Scenario } from './harness.js';
+
+export type { BenchResult };
+import { DemoProfiler, renderHot, summarizeProfiles } from './profile.js';
 
 const SCENARIOS: Record<string, () => Promise<Scenario>> = {
   postgres: async () => (await import('./postgres.js')).scenario,
@@ -18,8 +20,8 @@ const SCENARIOS: Record<string, () => Promise<Scenario>> = {
   kill: async () => (await import('./kill.js')).scenario,
   scale: async () => (await import('./scale.js')).scenario,
   http: async () => wrapExternal('http', 'keep-alive GETs through Tollgate vs nginx vs direct', './http.js'),
-  vnc: async () => wrapExternal('vnc', 'screen updates through Tollgate vs direct', './vnc.js'),
-  rdp: async () => wrapExternal('rdp', 'session setup and updates through Tollgate vs direct', './rdp.js'),
+  vnc: async () => (await import('./vnc.js')).scenario,
+  rdp: async () => (await import('./rdp.js')).scenario,
 };
 
 /** Scenarios written by protocol modules export run({ smoke }) and manage their own servers. */
@@ -37,20 +39,6 @@ async function wrapExternal(name: string, describe: string, path: string): Promi
 
 export const scenarioNames = Object.keys(SCENARIOS);
 
-export interface BenchResult {
-  at: string;
-  machine: { cpus: string; cores: number; memoryGiB: number; kernel: string; node: string };
-  /** 1-minute load average when the run started and when it ended (other work on the machine). */
-  load?: { start: number; end: number };
-  smoke: boolean;
-  rows: BenchRow[];
-  gateway: Record<string, { cpuMs: number; peakRssMiB: number }>;
-  errors: Record<string, string>;
-  /** Scenarios re-run after the full run (--merge), with when. */
-  rerun?: Record<string, string>;
-  /** With --profile: self time per function in the gateway, per scenario. */
-  profiles?: Record<string, { dir: string; files: number; totalMs: number; functions: HotFunction[] }>;
-}
 
 function ratioTable(rows: BenchRow[]): string {
   const lines: string[] = [];

@@ -1,12 +1,18 @@
 /**
  * sysbench oltp_read_only and oltp_point_select through Tollgate vs direct MariaDB. Tables are
  * prepared directly as the admin in the demo's `shop` database; through Tollgate every sysbench
- * connection is its own session with its own minted user (a reusable connection secret).
+ * connection is its own session with its own minted user (a reusable connection secret), over
+ * TLS, which the gateway requires from clients.
  */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { execFileP, median, splitAddress, type BenchRow, type Scenario } from './harness.js';
 
-async function sysbench(test: string, c: { host: string; port: number; user: string; password: string }, extra: string[]): Promise<{ tps: number; p95: number }> {
-  const { stdout } = await execFileP('sysbench', [test, `--mysql-host=${c.host}`, `--mysql-port=${c.port}`, `--mysql-user=${c.user}`, `--mysql-password=${c.password}`, '--mysql-db=shop', '--tables=2', '--table-size=10000', ...extra], { maxBuffer: 8 * 1024 * 1024, timeout: 300_000 });
+/** tlsDir: run over TLS (--mysql-ssl=on), with cacert.pem and a throwaway client key pair in that directory (sysbench 1.0 reads them from its cwd). */
+async function sysbench(test: string, c: { host: string; port: number; user: string; password: string; tlsDir?: string }, extra: string[]): Promise<{ tps: number; p95: number }> {
+  const tls = c.tlsDir ? ['--mysql-ssl=on'] : [];
+  const { stdout } = await execFileP('sysbench', [test, `--mysql-host=${c.host}`, `--mysql-port=${c.port}`, `--mysql-user=${c.user}`, `--mysql-password=${c.password}`, ...tls, '--mysql-db=shop', '--tables=2', '--table-size=10000', ...extra], { maxBuffer: 8 * 1024 * 1024, timeout: 300_000, cwd: c.tlsDir });
   const tps = Number(/transactions:\s+\d+\s+\(([\d.]+) per sec/.exec(stdout)?.[1]);
   const p95 = Number(/95th percentile:\s+([\d.]+)/.exec(stdout)?.[1]);
   if (!Number.isFinite(tps)) throw new Error(`sysbench printed no transactions: ${stdout.slice(-600)}`);
@@ -27,7 +33,11 @@ export const scenario: Scenario = {
     await execFileP('sysbench', ['oltp_read_only', `--mysql-host=${up.host}`, `--mysql-port=${up.port}`, `--mysql-user=${direct.user}`, `--mysql-password=${direct.password}`, '--mysql-db=shop', '--tables=2', '--table-size=10000', 'prepare'], { timeout: 300_000 });
     const grantId = await demo.grant('alice', target.name, 'read');
     const s = await demo.secret('alice', grantId, true);
-    const through = { host: s.host, port: s.port, user: s.username, password: s.secret };
+    // The gateway requires TLS from clients (as for PostgreSQL): the Tollgate leg pays for it, the direct one does not.
+    const tlsDir = mkdtempSync(join(tmpdir(), 'tg-bench-sysbench-'));
+    writeFileSync(join(tlsDir, 'cacert.pem'), await (await fetch(`${demo.url}/api/v1/ca.pem`)).text());
+    await execFileP('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(tlsDir, 'client-key.pem'), '-out', join(tlsDir, 'client-cert.pem'), '-subj', '/CN=sysbench', '-days', '1']);
+    const through = { host: s.host, port: s.port, user: s.username, password: s.secret, tlsDir };
     const seconds = opts.smoke ? 1 : 5;
     const rounds = opts.smoke ? 1 : 3;
     const rows: BenchRow[] = [];
@@ -49,6 +59,7 @@ export const scenario: Scenario = {
       }
     } finally {
       await demo.api('alice', 'POST', `/api/v1/grants/${grantId}/revoke`, { reason: 'bench done' }).catch(() => undefined);
+      rmSync(tlsDir, { recursive: true, force: true });
     }
     return rows;
   },

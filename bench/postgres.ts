@@ -11,7 +11,6 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileP, freePort, median, splitAddress, type BenchRow, type Scenario } from './harness.js';
-import { ensureTlsMaterial } from '../proxy/tls.js';
 
 interface Endpoint { tool: string; host: string; port: number; user: string; password: string; sslmode: string }
 
@@ -35,9 +34,9 @@ async function startPgBouncer(upstream: { host: string; port: number }, user: st
   let tls = '';
   if (opts.tls) {
     // TLS towards the clients, as Tollgate's client leg has: the same kind of certificate (RSA 2048).
-    const m = ensureTlsMaterial(dir, ['127.0.0.1']);
-    writeFileSync(join(dir, 'client-tls.key'), m.key.reveal(), { mode: 0o644 });
-    writeFileSync(join(dir, 'client-tls.pem'), m.cert, { mode: 0o644 });
+    await execFileP('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1',
+      '-keyout', join(dir, 'client-tls.key'), '-out', join(dir, 'client-tls.pem')]);
+    chmodSync(join(dir, 'client-tls.key'), 0o644);
     tls = `client_tls_sslmode = require\nclient_tls_key_file = ${join(dir, 'client-tls.key')}\nclient_tls_cert_file = ${join(dir, 'client-tls.pem')}\n`;
   }
   writeFileSync(ini, `[databases]\n${db} = host=${upstream.host} port=${upstream.port} dbname=${db}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = ${port}\nauth_type = trust\nauth_file = ${users}\npool_mode = session\nmax_client_conn = 200\ndefault_pool_size = 80\nunix_socket_dir =\nlogfile = ${join(dir, 'pgbouncer.log')}\npidfile = ${join(dir, 'pgbouncer.pid')}\n${tls}`, { mode: 0o644 });

@@ -1,11 +1,23 @@
-import type { CommandRuleConfig } from '../proxy/config.js';
-import type { RuleDecision } from '../protocols/types.js';
+import type { CommandRuleConfig } from './config.js';
 
 /**
  * Command rules: what a session may type. A rule matches when every condition it names matches
  * (pattern AND kinds AND methods AND path). Among matching rules the strongest action wins
  * (kill > deny > alert); between equals, the first in config order.
+ *
+ * HTTP paths: the protocol module hands over the normalized path (decoded, dot segments and `;`
+ * parameters gone, see protocols/http/routing.ts rulePath). A path glob matches case-insensitively
+ * unless the rule says `caseSensitive: true`, ignores a trailing slash, and `/admin/*` also matches
+ * `/admin` itself.
  */
+
+/** What a rule check says about one command, statement or request. */
+export interface RuleDecision {
+  action: 'allow' | 'deny' | 'kill' | 'alert';
+  /** What to show the person (deny/kill). */
+  message: string;
+  rule?: CommandRuleConfig;
+}
 
 export class RuleCompileError extends Error {
   constructor(readonly index: number, readonly field: string, detail: string) {
@@ -24,6 +36,22 @@ export interface CompiledRules {
 export function globToRegExp(glob: string, flags = ''): RegExp {
   const body = glob.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\/]/g, '\\$&')).join('.*');
   return new RegExp(`^${body}$`, flags);
+}
+
+/** An HTTP path glob: `/x/*` also matches `/x`; a trailing slash on the glob is ignored. */
+export function pathGlobToRegExp(glob: string, caseSensitive = false): RegExp {
+  const flags = caseSensitive ? '' : 'i';
+  const trimmed = glob.length > 1 ? glob.replace(/\/+$/, '') : glob;
+  if (trimmed.endsWith('/*')) {
+    const parent = globToRegExp(trimmed.slice(0, -2), flags).source.slice(1, -1);
+    return new RegExp(`^${parent}(?:/.*)?$`, flags);
+  }
+  return globToRegExp(trimmed, flags);
+}
+
+/** A trailing slash never changes what a path rule sees. */
+function trimPath(p: string): string {
+  return p.length > 1 && p.endsWith('/') ? p.replace(/\/+$/, '') || '/' : p;
 }
 
 export function globMatch(glob: string, value: string): boolean {
@@ -74,7 +102,7 @@ export function compileRules(rules: CommandRuleConfig[], role: string): Compiled
         if (best && PRIORITY[c.rule.action] <= PRIORITY[best.rule.action]) continue;
         if (c.pattern && !c.pattern.test(text)) continue;
         if (c.methods && !(opts.method && c.methods.has(opts.method.toUpperCase()))) continue;
-        if (c.path && !(opts.path !== undefined && c.path.test(opts.path))) continue;
+        if (c.path && !(opts.path !== undefined && c.path.test(trimPath(opts.path)))) continue;
         if (c.kinds) {
           const have = textKinds();
           const hit = c.kinds.some((want) => have.some((h) => want.every((w, k) => h[k] === w)));
@@ -109,7 +137,7 @@ function compileOne(rule: CommandRuleConfig, i: number): Compiled {
     if (bad >= 0) throw new RuleCompileError(i, `kinds[${bad}]`, 'a statement kind such as DROP or "ALTER SYSTEM"');
   }
   const methods = rule.methods ? new Set(rule.methods.map((m) => m.trim().toUpperCase())) : null;
-  const path = rule.path !== undefined ? globToRegExp(rule.path) : null;
+  const path = rule.path !== undefined ? pathGlobToRegExp(rule.path, rule.caseSensitive === true) : null;
   if (!pattern && !kinds && !methods && !path) {
     throw new RuleCompileError(i, 'pattern', 'a rule needs a pattern, kinds, methods or path');
   }

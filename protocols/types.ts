@@ -16,10 +16,13 @@ import type { Clock } from '../policies/clock.js';
 import type { Secret } from '../auth/secret.js';
 import type { Principal } from '../auth/types.js';
 import type { GrantRecord, LeaseRecord } from '../proxy/store/types.js';
-import type { TargetConfig, RoleConfig, SecretRef, CommandRuleConfig } from '../proxy/config.js';
+import type { SecretRef } from '../auth/secret.js';
+import type { TargetConfig, RoleConfig } from './config.js';
+import type { CommandRuleConfig } from '../policies/config.js';
+import type { RuleDecision } from '../policies/rules.js';
 import type { SessionRecording } from '../recorder/types.js';
 
-export type { TargetConfig, RoleConfig, SecretRef, CommandRuleConfig };
+export type { TargetConfig, RoleConfig, SecretRef, CommandRuleConfig, RuleDecision };
 
 export interface ListenerAddress {
   host: string;
@@ -91,16 +94,9 @@ export type AuthOutcome =
   | { ok: false; code: RefusalCode; reason: string };
 
 export interface EndReason {
-  code: 'client_exit' | 'killed' | 'locked' | 'expired' | 'revoked' | 'forbidden' | 'target_closed' | 'target_error' | 'error' | 'gateway_shutdown';
+  code: 'client_exit' | 'killed' | 'locked' | 'expired' | 'revoked' | 'forbidden' | 'target_closed' | 'target_error' | 'error' | 'resource_limit' | 'gateway_shutdown';
   /** A sentence a person understands; shown to the client where the protocol allows. */
   message: string;
-}
-
-export interface RuleDecision {
-  action: 'allow' | 'deny' | 'kill' | 'alert';
-  /** What to show the person (deny/kill). */
-  message: string;
-  rule?: CommandRuleConfig;
 }
 
 export interface LeaseResult<T> {
@@ -132,6 +128,18 @@ export interface LiveSession {
   /** Called before the grant ends (message to show, ms left). */
   onWarning(handler: (message: string, msLeft: number) => void): void;
   addBytes(up: number, down: number): void;
+  /**
+   * Bytes this session's inspectors start (+) or stop (-) holding (partial messages, out-of-order
+   * pieces, request tracking). Above limits.sessionBufferBytes the gateway ends the session with
+   * `resource_limit` (onTerminate runs); returns false from then on.
+   */
+  holdBytes(delta: number): boolean;
+  /**
+   * Wrap an event handler of this session (socket or channel data, timers): it runs in the
+   * session's scope, and a throw from it, or from asynchronous work it started, is logged and
+   * audited and ends only this session (code `error`) instead of the gateway process.
+   */
+  guard<A extends unknown[]>(handler: (...args: A) => void): (...args: A) => void;
   /** An audit event about this session (action like 'ssh.exec', 'sftp.upload'). */
   audit(action: string, data: Record<string, unknown>): void;
   /** Report the end. Idempotent; resolves after leases are revoked and recordings sealed. */
@@ -179,6 +187,10 @@ export interface ProtocolContext {
    */
   seal(value: unknown, ttlMs: number): string;
   unseal<T = unknown>(sealed: string): T | null;
+  /** Small persistent state of this module in the store, keys private to the module (e.g. pinned SSH host keys). */
+  readonly kv: { get(key: string): Promise<string | null>; set(key: string, value: string): Promise<void> };
+  /** An audit event by the gateway itself (actor "system"); alert: also notify (a possible attack). */
+  audit(action: string, subject: string | null, data: Record<string, unknown>, opts?: { alert?: boolean }): Promise<void>;
 }
 
 /**
@@ -189,8 +201,24 @@ export interface ProtocolContext {
 export interface HttpMount {
   raw(hook: (res: import('uWebSockets.js').HttpResponse, req: import('uWebSockets.js').HttpRequest) => boolean): void;
   readonly app: import('uWebSockets.js').TemplatedApp;
-  /** The cookie name of gateway web sessions. */
+  /** The cookie name of gateway web sessions (`__Host-tg_session` when the front is TLS). */
   readonly sessionCookie: string;
+  /** Whether cookies get Secure and the `__Host-` prefix (the front is TLS, or gateway.secureCookies). */
+  readonly secureCookies: boolean;
+  /** gateway.appsDomain: HTTP apps live at <app>.<appsDomain> (null: under the gateway host or localhost). */
+  readonly appsDomain: string | null;
+  /** Cookie names reserved for the gateway (tg_*): an app may never set one. */
+  isGatewayCookie(name: string): boolean;
+  /**
+   * Null when a cookie-authenticated change (or, websocket: true, an upgrade) comes from the gateway's
+   * own origin (Origin / Sec-Fetch-Site against publicUrl); otherwise why not.
+   */
+  foreignOrigin(header: (name: string) => string | undefined, websocket?: boolean): string | null;
+  /** The CSRF token of a web session, for HTML forms the gateway serves; checkCsrf verifies one. */
+  csrfToken(sessionCookie: string): string;
+  checkCsrf(sessionCookie: string, token: string | null | undefined): boolean;
+  /** Call the gateway's REST API in-process as the web session behind this cookie value (JSON body). */
+  api(method: string, path: string, sessionCookie: string, body?: unknown): Promise<{ status: number; body: unknown }>;
 }
 
 export interface ClientCommandInfo {
@@ -201,9 +229,27 @@ export interface ClientCommandInfo {
   username: string;
   secret: string;
   target: TargetConfig;
-  /** Path to the gateway CA file as served by the API (for clients that pin it). */
+  /** URL of the gateway CA as served by the API (for clients that pin it). */
   caUrl: string;
+  /** The gateway's public base URL (other files a command downloads, e.g. /api/v1/ssh/known_hosts). */
+  gatewayUrl: string;
+  /** SHA-256 of the gateway's TLS certificate, lower-case hex pairs joined by ':' (clients that pin the certificate). */
+  certSha256: string;
+  /**
+   * Where a command finds the gateway's CA and SSH known_hosts. In clientCommands: file names the
+   * printed command downloads itself (from caUrl and gatewayUrl); in nativeClient: CLIENT_FILES
+   * placeholders that `tollgate connect` replaces with files it fetched.
+   */
+  files: { ca: string; knownHosts: string };
 }
+
+/** Placeholders in NativeClient argv/env that `tollgate connect` replaces with the path of a file it fetched from the gateway. */
+export const CLIENT_FILES = {
+  /** GET /api/v1/ca.pem */
+  ca: '{{tollgate-ca}}',
+  /** GET /api/v1/ssh/known_hosts */
+  knownHosts: '{{tollgate-known-hosts}}',
+} as const;
 
 export interface NativeClient { argv: string[]; env: Record<string, string>; askpass?: boolean }
 
@@ -218,6 +264,11 @@ export interface ProtocolModule {
   listen?(ctx: ProtocolContext, address: ListenerAddress): Promise<ProtocolListener>;
   /** Dial the target with its admin credential: "reachable, credentials work". */
   checkTarget?(ctx: ProtocolContext, target: TargetConfig): Promise<{ ok: boolean; detail: string }>;
+  /**
+   * After a legitimate change of the target's identity (an SSH host key rotation): dial it with the
+   * admin credential and pin what it presents now (when given, it must be `fingerprint`). The caller audits.
+   */
+  repinTarget?(ctx: ProtocolContext, target: TargetConfig, opts: { fingerprint?: string }): Promise<{ ok: boolean; detail: string; previous: string | null; pinned: string | null }>;
   /** Revoke a lease from its stored data alone (teardown, failed mint, and the reaper after a crash). Must be idempotent. */
   revokeLease?(ctx: ProtocolContext, target: TargetConfig, lease: LeaseRecord): Promise<void>;
   /** Revoke what the grant left behind when it ends (e.g. rotate a checked-out password). */

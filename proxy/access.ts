@@ -2,8 +2,9 @@ import { randomUUID } from 'node:crypto';
 import type { Store, GrantRecord, IdentityRecord, ConnectionSecretRecord } from './store/types.js';
 import type { Clock } from '../policies/clock.js';
 import type { AuthOutcome, AuthRequest, RefusalCode, SecretCandidate } from '../protocols/types.js';
-import type { Principal } from '../auth/types.js';
-import type { TargetConfig } from './config.js';
+import type { CredentialRef, Principal } from '../auth/types.js';
+import type { ConsumeResult } from '../auth/credentials.js';
+import type { TargetConfig } from '../protocols/config.js';
 import type { AuditLog } from './audit.js';
 import { lockMatches } from './sessions.js';
 import { FailureThrottle, type ThrottleOptions } from './limits.js';
@@ -11,10 +12,8 @@ import { sourceOf } from '../protocols/net.js';
 
 /** What access needs from auth/'s ConnectionSecrets. */
 export interface SecretVerifier {
-  consume(secret: string, opts: { target: string; role?: string; protocol: string }): Promise<
-    { ok: true; record: ConnectionSecretRecord } | { ok: false; code: 'bad_secret' | 'secret_used' | 'secret_expired'; reason: string }>;
-  consumeById(id: string, opts: { target: string; role?: string; protocol: string }): Promise<
-    { ok: true; record: ConnectionSecretRecord } | { ok: false; code: 'bad_secret' | 'secret_used' | 'secret_expired'; reason: string }>;
+  consume(secret: string, opts: { target: string; role?: string; protocol: string }): Promise<ConsumeResult>;
+  consumeById(id: string, opts: { target: string; role?: string; protocol: string }): Promise<ConsumeResult>;
   pending(opts: { target: string; role?: string; protocol: string }): Promise<SecretCandidate[]>;
 }
 
@@ -30,6 +29,16 @@ export interface AccessDeps {
   throttle?: ThrottleOptions;
   /** The alert when a source address starts a cooldown. */
   notify?(event: Record<string, unknown>): void;
+  /** Why the IdP's latest word on an identity is a refusal (registered keys then stop working), or null. */
+  idpRefusal?(sub: string): Promise<string | null>;
+  /** Why the credential behind an out-of-band principal no longer stands (revoked token, failed IdP sign-in), or null. */
+  credentialEnded?(c: CredentialRef): Promise<string | null>;
+}
+
+/** The credential recorded on a connection secret ('token:<id>', 'web:<id>'), as a reference. */
+function issuerOf(r: ConnectionSecretRecord): CredentialRef | undefined {
+  const m = /^(token|web):(.+)$/.exec(r.issuedBy ?? '');
+  return m ? { kind: m[1] as 'token' | 'web', id: m[2]!, linkId: r.linkId ?? null } : undefined;
 }
 
 /** Refusals that say "this secret (or name) was wrong": what guessing produces, and what is throttled. */
@@ -124,22 +133,31 @@ export class Access {
           ? 'Tollgate: this connection secret was already used; get a fresh one (tollgate connect, or the portal).'
           : res.code === 'secret_expired'
             ? 'Tollgate: this connection secret has expired; get a fresh one.'
-            : `Tollgate: wrong connection secret for ${target.name}.`;
-        return this.refuse(req, res.code, msg);
+            : res.code === 'secret_revoked'
+              ? 'Tollgate: the API token or sign-in that issued this connection secret was revoked or has ended; sign in again and get a fresh one.'
+              : `Tollgate: wrong connection secret for ${target.name}.`;
+        return this.refuse(req, res.code === 'secret_revoked' ? 'secret_expired' : res.code, msg);
       }
       secretId = res.record.id;
       const identity = await this.deps.store.getIdentity(res.record.identity);
       if (!identity) return this.refuse(req, 'bad_secret', 'Tollgate: the identity behind this secret is unknown.');
-      principal = principalFromIdentity(identity, 'secret');
+      principal = { ...principalFromIdentity(identity, 'secret'), credential: issuerOf(res.record) };
       grant = await this.deps.store.getGrant(res.record.grantId);
     } else if (req.publicKeyFingerprint) {
       const keys = await this.deps.store.listPublicKeys({ fingerprint: req.publicKeyFingerprint });
       if (!keys.length) return this.refuse(req, 'bad_key', 'Tollgate: this public key is not registered with Tollgate.');
       const identity = await this.deps.store.getIdentity(keys[0]!.identity);
       if (!identity) return this.refuse(req, 'bad_key', 'Tollgate: the identity behind this key is unknown.');
-      principal = principalFromIdentity(identity, 'secret');
+      const refusal = await this.deps.idpRefusal?.(identity.sub);
+      if (refusal) {
+        return this.refuse(req, 'denied', `Tollgate: the identity provider no longer confirms ${identity.sub} (${refusal}); sign in again before using a key.`, identity.sub);
+      }
+      principal = { ...principalFromIdentity(identity, 'secret'), credential: { kind: 'key', id: keys[0]!.id, linkId: null } };
       grant = await this.deps.activeGrant(identity.sub, target.name, askedRole);
     } else if (req.principal) {
+      // Established elsewhere (browser approval, an app's hand-off): it stands only while its credential does.
+      const ended = req.principal.credential ? await this.deps.credentialEnded?.(req.principal.credential) : null;
+      if (ended) return this.refuse(req, 'denied', `Tollgate: the sign-in of ${req.principal.sub} has ended (${ended}); sign in again.`, req.principal.sub);
       principal = req.principal;
       grant = await this.deps.activeGrant(principal.sub, target.name, askedRole);
     } else {
@@ -176,16 +194,32 @@ function guessing(req: AuthRequest): boolean {
   return !req.principal && !req.publicKeyFingerprint;
 }
 
-/** Pending browser approvals of native logins (SSH keyboard-interactive). */
+export interface PendingApproval {
+  req: Omit<AuthRequest, 'secret' | 'principal'>;
+  createdAt: number;
+  expiresAt: number;
+  /** The identity that opened it first: only it may decide, and the session runs as it. */
+  boundTo: string | null;
+}
+
+export type ApprovalRefusal = { ok: false; code: 'gone' | 'other_identity'; reason: string };
+export type ApprovalDecision = { ok: true; outcome: AuthOutcome } | ApprovalRefusal;
+
+/**
+ * Pending browser approvals of native logins (SSH keyboard-interactive). The SSH user name names
+ * a target, not a person, so an approval is bound to the first signed-in identity that opens its
+ * page; only that identity may approve or deny it, and the session runs as that identity.
+ */
 export class BrowserApprovals {
-  private pending = new Map<string, { req: Omit<AuthRequest, 'secret' | 'principal'>; resolve: (o: AuthOutcome) => void; expiresAt: number }>();
+  private pending = new Map<string, PendingApproval & { resolve: (o: AuthOutcome) => void }>();
   constructor(private clock: Clock, private publicUrl: () => string, private access: Access) {}
 
   begin(req: Omit<AuthRequest, 'secret' | 'principal'>) {
     const id = randomUUID();
     let resolveFn!: (o: AuthOutcome) => void;
     const done = new Promise<AuthOutcome>((r) => { resolveFn = r; });
-    this.pending.set(id, { req, resolve: resolveFn, expiresAt: this.clock.now() + 10 * 60_000 });
+    const now = this.clock.now();
+    this.pending.set(id, { req, resolve: resolveFn, createdAt: now, expiresAt: now + 10 * 60_000, boundTo: null });
     const url = `${this.publicUrl()}/approve-login/${id}`;
     return {
       url,
@@ -201,20 +235,38 @@ export class BrowserApprovals {
     };
   }
 
-  describe(id: string) {
+  private live(id: string) {
     const p = this.pending.get(id);
-    return p && p.expiresAt > this.clock.now() ? p.req : null;
+    if (p && p.expiresAt <= this.clock.now()) {
+      this.pending.delete(id);
+      p.resolve({ ok: false, code: 'denied', reason: 'Tollgate: the sign-in was not approved in time.' });
+      return undefined;
+    }
+    return p;
   }
 
-  /** The signed-in person approved (or denied) in the browser. */
-  async decide(id: string, principal: Principal, approve: boolean): Promise<AuthOutcome | null> {
-    const p = this.pending.get(id);
-    if (!p) return null;
+  /** `sub` opens the approval: the first identity to do so owns it. */
+  open(id: string, sub: string): ApprovalRefusal | { ok: true; pending: PendingApproval } {
+    const p = this.live(id);
+    if (!p) return { ok: false, code: 'gone', reason: 'This sign-in request was already decided or has expired.' };
+    p.boundTo ??= sub;
+    if (p.boundTo !== sub) return { ok: false, code: 'other_identity', reason: 'This sign-in request was opened by another identity; only that identity can decide it.' };
+    return { ok: true, pending: { req: p.req, createdAt: p.createdAt, expiresAt: p.expiresAt, boundTo: p.boundTo } };
+  }
+
+  /** The signed-in person approved (or denied) in the browser. Only the identity it is bound to may. */
+  async decide(id: string, principal: Principal, approve: boolean): Promise<ApprovalDecision> {
+    const opened = this.open(id, principal.sub);
+    if (!opened.ok) return opened;
+    const p = this.pending.get(id)!;
     this.pending.delete(id);
-    const outcome: AuthOutcome = approve
+    let outcome: AuthOutcome = approve
       ? await this.access.authenticate({ ...p.req, principal })
       : { ok: false, code: 'denied', reason: `Tollgate: ${principal.sub} declined this sign-in.` };
+    if (outcome.ok && outcome.auth.principal.sub !== p.boundTo) {
+      outcome = { ok: false, code: 'denied', reason: 'Tollgate: the approval does not match the identity the session would run as.' };
+    }
     p.resolve(outcome);
-    return outcome;
+    return { ok: true, outcome };
   }
 }

@@ -11,6 +11,8 @@ export const AUDIT_KEY_LABEL = 'audit';
 /** The `type` of a checkpoint line (file, command/syslog); lines of other types are ignored in external copies. */
 export const CHECKPOINT_TYPE = 'tollgate.audit.checkpoint';
 const HEAD_KV = 'audit.head';
+/** Events per store transaction at most. */
+const MAX_BATCH = 500;
 
 /** JSON with object keys sorted at every depth, so the hash does not depend on key order. */
 export function canonicalJson(v: unknown): string {
@@ -58,6 +60,11 @@ export interface AuditLogOptions {
 }
 
 type Failure = Extract<AuditVerifyResult, { ok: false }>;
+type Draft = Pick<AuditEventRecord, 'at' | 'actor' | 'action' | 'subject' | 'data'>;
+interface Pending { draft: Draft; resolve: (e: AuditEventRecord) => void; reject: (e: unknown) => void }
+
+/** PostgreSQL text cannot hold U+0000: clean it before hashing, so the stored row is what was hashed. */
+const clean = (s: string) => (s.includes('\u0000') ? s.replaceAll('\u0000', '\uFFFD') : s);
 const fail = (check: AuditCheck, count: number, brokenAt: number, detail: string): Failure => ({ ok: false, check, count, brokenAt, detail });
 
 /**
@@ -65,10 +72,16 @@ const fail = (check: AuditCheck, count: number, brokenAt: number, detail: string
  * audit key, the head (seq, hash, HMAC) is kept apart from the rows, and signed checkpoints of the
  * head go outside the store. Someone with write access to the store alone can neither rewrite
  * history (no key for the HMACs) nor cut its end undetected (the head, then the checkpoints).
- * Appends are serialized in-process.
+ *
+ * Appending is one store operation (Store.appendAudit): under the store's audit lock the last event
+ * is read and the next ones are chained onto it, so gateways sharing a store grow one chain. Events
+ * appended while a write is under way queue up and go in the next batch: one transaction, however
+ * many events arrive meanwhile.
  */
 export class AuditLog {
   private tail: Promise<unknown> = Promise.resolve();
+  private pending: Pending[] = [];
+  private flushScheduled = false;
   private listeners = new Set<(e: AuditEventRecord) => void>();
   private closed = false;
   private readonly key: Buffer;
@@ -105,31 +118,62 @@ export class AuditLog {
 
   /** Wait for every pending append, then refuse new ones (the store is about to close). */
   async close(): Promise<void> {
+    while (this.flushScheduled || this.pending.length) await this.tail;
     await this.tail;
     this.closed = true;
   }
 
+  /** Queue one event; it is written with whatever else is queued by then, in one store operation. */
   append(actor: string, action: string, subject: string | null, data: Record<string, unknown> = {}): Promise<AuditEventRecord> {
-    const p = this.serial(async () => {
-      if (this.closed) throw new Error(`audit log closed; event ${action} not written`);
-      const last = await this.store.lastAudit();
-      const base = { seq: (last?.seq ?? 0) + 1, at: this.clock.now(), actor, action, subject, data: scrub(JSON.parse(JSON.stringify(data)) as Record<string, unknown>) };
-      const prevHash = last?.hash ?? GENESIS;
-      const hash = eventHash(prevHash, base);
-      const rec: AuditEventRecord = { ...base, prevHash, hash, mac: this.mac('event', base.seq, hash) };
-      await this.store.appendAudit(rec);
-      // The head is kept apart from the rows, so deleting the newest rows is caught too.
-      await this.store.setKv(HEAD_KV, this.headValue(rec.seq, rec.hash));
-      if (this.firstCheckpointDue) {
-        this.firstCheckpointDue = false;
-        try { this.writeCheckpoint(rec); } catch (e) { this.onError(e); }
+    const p = new Promise<AuditEventRecord>((resolve, reject) => {
+      if (this.closed) { reject(new Error(`audit log closed; event ${action} not written`)); return; }
+      const draft: Draft = {
+        at: this.clock.now(), actor: clean(actor), action: clean(action), subject: subject === null ? null : clean(subject),
+        data: scrub(JSON.parse(JSON.stringify(data)) as Record<string, unknown>),
+      };
+      this.pending.push({ draft, resolve, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        void this.serial(() => this.flush());
       }
-      for (const l of this.listeners) { try { l(rec); } catch { /* listeners must not break auditing */ } }
-      return rec;
     });
     // Callers that do not await (fire-and-forget events) still get failures logged, never an unhandled rejection.
     p.catch((e) => this.onError(e));
     return p;
+  }
+
+  /** Write the queue in batches until it is empty; each batch commits (or fails) as one. */
+  private async flush(): Promise<void> {
+    for (;;) {
+      const batch = this.pending.splice(0, MAX_BATCH);
+      if (!batch.length) { this.flushScheduled = false; return; }
+      let written: AuditEventRecord[];
+      try {
+        written = await this.store.appendAudit((last) => {
+          let prev = last;
+          const events = batch.map(({ draft }) => {
+            const base = { seq: (prev?.seq ?? 0) + 1, ...draft };
+            const prevHash = prev?.hash ?? GENESIS;
+            const hash = eventHash(prevHash, base);
+            prev = { ...base, prevHash, hash, mac: this.mac('event', base.seq, hash) };
+            return prev;
+          });
+          // The head is kept apart from the rows, so deleting the newest rows is caught too.
+          return { events, head: { key: HEAD_KV, value: this.headValue(prev!.seq, prev!.hash) } };
+        });
+      } catch (e) {
+        for (const b of batch) b.reject(e);
+        continue;
+      }
+      if (this.firstCheckpointDue) {
+        this.firstCheckpointDue = false;
+        try { this.writeCheckpoint(written[written.length - 1]!); } catch (e) { this.onError(e); }
+      }
+      written.forEach((rec, i) => {
+        for (const l of this.listeners) { try { l(rec); } catch { /* listeners must not break auditing */ } }
+        batch[i]!.resolve(rec);
+      });
+    }
   }
 
   onEvent(fn: (e: AuditEventRecord) => void): () => void {

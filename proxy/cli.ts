@@ -1,10 +1,11 @@
 import { Command, Option } from 'commander';
 import { spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync, existsSync, createWriteStream, chmodSync } from 'node:fs';
-import { homedir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { mkdirSync, readFileSync, writeFileSync, existsSync, createWriteStream, chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { homedir, tmpdir } from 'node:os';
+import { basename, dirname, join } from 'node:path';
 import { WebSocket } from 'undici';
 import { loadConfigFile, ConfigError } from './config.js';
+import { CLIENT_FILES } from '../protocols/types.js';
 
 /** Protocol modules load only for the commands that need them (the CLI stays quick). */
 async function moduleMap() {
@@ -36,6 +37,16 @@ function endpoint(g: GlobalOpts): { url: string; token?: string } {
   const url = (g.url ?? process.env['TOLLGATE_URL'] ?? c.url ?? 'http://127.0.0.1:8080').replace(/\/$/, '');
   const token = g.token ?? process.env['TOLLGATE_TOKEN'] ?? c.token;
   return { url, token };
+}
+
+/** A file the gateway serves (its CA, its SSH known_hosts) as text. */
+async function download(g: GlobalOpts, path: string): Promise<string> {
+  const { url } = endpoint(g);
+  let res: Response;
+  try { res = await fetch(url + path); } catch (e) { throw new CliError(`cannot reach the gateway at ${url}: ${(e as Error).message}`); }
+  const text = await res.text();
+  if (!res.ok) throw new CliError(`cannot fetch ${path} from the gateway: ${res.status} ${text.slice(0, 200)}`);
+  return text;
 }
 
 async function api(g: GlobalOpts, method: string, path: string, body?: unknown): Promise<any> {
@@ -92,7 +103,9 @@ export function buildCli(): Command {
       (await import('./profiling.js')).installProfilingSignal();
       const config = loadConfigFile(o.config, await moduleMap());
       const { Gateway } = await import('./gateway.js');
-      const gw = await new Gateway({ config }).start();
+      const gw = new Gateway({ config });
+      (await import('./safety.js')).protectGateway(gw);
+      await gw.start();
       process.stdout.write(`Tollgate is running at ${gw.publicUrl}\n`);
       const stop = async () => { await gw.stop(); process.exit(0); };
       process.once('SIGINT', stop);
@@ -106,7 +119,8 @@ export function buildCli(): Command {
     .action(async (o: { dir: string; port: string; installDeps?: boolean }) => {
       (await import('./profiling.js')).installProfilingSignal();
       const { runDemo } = await import('./demo.js');
-      await runDemo({ dir: o.dir, httpPort: Number(o.port), installDeps: !!o.installDeps });
+      const { protectGateway } = await import('./safety.js');
+      await runDemo({ dir: o.dir, httpPort: Number(o.port), installDeps: !!o.installDeps, onGateway: protectGateway });
     });
 
   program.command('login').description('sign in through your IdP (device flow) and keep an API token for the CLI')
@@ -143,6 +157,13 @@ export function buildCli(): Command {
       const r = await api(g(), 'POST', `/api/v1/targets/${encodeURIComponent(name)}/check`, {});
       out(g(), r, () => process.stdout.write(`${name}: ${r.ok ? 'OK' : 'FAILED'} — ${r.detail}\n`));
       if (!r.ok) process.exitCode = 2;
+    });
+
+  targets.command('repin').description("trust a target's new SSH host key after a legitimate rotation (SOC; audited)").argument('<name>')
+    .option('--fingerprint <SHA256:...>', 'only if the target now presents this key (compare with ssh-keygen -lf on the target)')
+    .action(async (name: string, o: { fingerprint?: string }) => {
+      const r = await api(g(), 'POST', `/api/v1/targets/${encodeURIComponent(name)}/repin`, o.fingerprint ? { fingerprint: o.fingerprint } : {});
+      out(g(), r, () => process.stdout.write(`${r.detail}\n`));
     });
 
   program.command('request').description('request access: tollgate request <target> --role R --duration 2h --reason "..."')
@@ -211,17 +232,34 @@ export function buildCli(): Command {
         for (const [k, v] of Object.entries(s.commands)) process.stdout.write(`${k}: ${v}\n`);
         return;
       }
-      if (native.askpass) {
-        // A private helper types the one-time secret for ssh; the secret stays in this process's environment.
-        const { mkdtempSync, writeFileSync: wf2 } = await import('node:fs');
-        const { tmpdir } = await import('node:os');
-        const dir = mkdtempSync(join(tmpdir(), 'tollgate-askpass-'));
-        const helper = join(dir, 'askpass');
-        wf2(helper, '#!/bin/sh\nprintf "%s\\n" "$TOLLGATE_SECRET"\n', { mode: 0o700 });
-        Object.assign(native.env, { SSH_ASKPASS: helper, SSH_ASKPASS_REQUIRE: 'force', DISPLAY: process.env['DISPLAY'] ?? ':0', TOLLGATE_SECRET: s.secret });
+      // A private directory for what the client needs from the gateway: its CA, its SSH host key, the askpass helper.
+      const { mkdtempSync, rmSync } = await import('node:fs');
+      const { tmpdir } = await import('node:os');
+      const dir = mkdtempSync(join(tmpdir(), 'tollgate-connect-'));
+      try {
+        const files: [string, string, string][] = [[CLIENT_FILES.ca, '/api/v1/ca.pem', 'ca.pem'], [CLIENT_FILES.knownHosts, '/api/v1/ssh/known_hosts', 'known_hosts']];
+        for (const [placeholder, path, name] of files) {
+          if (!native.argv.some((a) => a.includes(placeholder)) && !Object.values(native.env).some((v) => v.includes(placeholder))) continue;
+          const body = await download(g(), path);
+          const file = join(dir, name);
+          writeFileSync(file, body, { mode: 0o600 });
+          native.argv = native.argv.map((a) => a.split(placeholder).join(file));
+          for (const [k, v] of Object.entries(native.env)) native.env[k] = v.split(placeholder).join(file);
+        }
+        if (native.askpass) {
+          // A private helper types the one-time secret for ssh; the secret stays in this process's environment.
+          const helper = join(dir, 'askpass');
+          writeFileSync(helper, '#!/bin/sh\nprintf "%s\\n" "$TOLLGATE_SECRET"\n', { mode: 0o700 });
+          Object.assign(native.env, { SSH_ASKPASS: helper, SSH_ASKPASS_REQUIRE: 'force', DISPLAY: process.env['DISPLAY'] ?? ':0', TOLLGATE_SECRET: s.secret });
+        }
+        const child = spawn(native.argv[0]!, native.argv.slice(1), { stdio: 'inherit', env: { ...process.env, ...native.env } });
+        await new Promise<void>((resolve) => {
+          child.on('error', (e) => { process.stderr.write(`tollgate: cannot run ${native.argv[0]}: ${e.message}\n`); process.exitCode = 127; resolve(); });
+          child.on('close', (code) => { process.exitCode = code ?? 1; resolve(); });
+        });
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
       }
-      const child = spawn(native.argv[0]!, native.argv.slice(1), { stdio: 'inherit', env: { ...process.env, ...native.env } });
-      await new Promise<void>((resolve) => child.on('close', (code) => { process.exitCode = code ?? 1; resolve(); }));
     });
 
   program.command('sessions').description('sessions (SOC sees all)')
@@ -235,6 +273,59 @@ export function buildCli(): Command {
     .action(async (id: string, o: { reason: string }) => {
       const r = await api(g(), 'POST', `/api/v1/sessions/${encodeURIComponent(id)}/kill`, { reason: o.reason });
       out(g(), r, () => process.stdout.write(`session ${r.id} terminated\n`));
+    });
+
+  const keys = program.command('keys').description('your registered SSH public keys (keys add <pubkey-file> registers one)')
+    .action(async () => {
+      const list = await api(g(), 'GET', '/api/v1/keys');
+      out(g(), list, () => table(list.map((k: any) => ({ ...k, created: new Date(k.createdAt).toISOString() })), ['id', 'name', 'fingerprint', 'created']));
+    });
+  keys.command('add').description('register an SSH public key; proves you hold its private key by signing a gateway challenge with ssh-keygen -Y sign')
+    .argument('<pubkey-file>', 'the public key, e.g. ~/.ssh/id_ed25519.pub')
+    .option('-n, --name <name>', 'a name for the key (default: its comment)')
+    .option('-i, --identity-file <file>', 'the private key to sign with (default: the public key file without .pub, else ssh-agent)')
+    .action(async (file: string, o: { name?: string; identityFile?: string }) => {
+      let line: string;
+      try { line = readFileSync(file, 'utf8').split(/\r?\n/).find((l) => l.trim() && !l.startsWith('#'))?.trim() ?? ''; } catch (e) {
+        throw new CliError(`cannot read ${file}: ${(e as Error).message}`);
+      }
+      if (!line) throw new CliError(`${file} holds no public key`);
+      const name = o.name ?? (line.split(/\s+/).slice(2).join(' ') || basename(file));
+      const ch = await api(g(), 'POST', '/api/v1/keys/challenge', { publicKey: line });
+      // Without a private key file next to it, ssh-keygen signs with the key held by ssh-agent.
+      const signer = o.identityFile ?? (file.endsWith('.pub') && existsSync(file.slice(0, -4)) ? file.slice(0, -4) : file);
+      const tmp = mkdtempSync(join(tmpdir(), 'tollgate-key-'));
+      try {
+        const msg = join(tmp, 'challenge');
+        writeFileSync(msg, ch.challenge, { mode: 0o600 });
+        const code = await new Promise<number>((resolve, reject) => {
+          const child = spawn('ssh-keygen', ['-Y', 'sign', '-n', ch.namespace, '-f', signer, msg], { stdio: ['inherit', 'ignore', 'inherit'] });
+          child.on('error', (e) => reject(new CliError(`cannot run ssh-keygen: ${e.message}`)));
+          child.on('close', (c) => resolve(c ?? 1));
+        });
+        if (code !== 0 || !existsSync(`${msg}.sig`)) throw new CliError(`ssh-keygen could not sign the challenge with ${signer} (exit ${code})`);
+        const r = await api(g(), 'POST', '/api/v1/keys', { publicKey: line, name, challenge: ch.challenge, signature: readFileSync(`${msg}.sig`, 'utf8') });
+        out(g(), r, () => process.stdout.write(`registered ${r.fingerprint} as "${r.name}" (id ${r.id})\n`));
+      } finally {
+        rmSync(tmp, { recursive: true, force: true });
+      }
+    });
+  keys.command('remove').description('remove a registered key').argument('<id>')
+    .action(async (id: string) => {
+      await api(g(), 'DELETE', `/api/v1/keys/${encodeURIComponent(id)}`);
+      process.stdout.write(`key ${id} removed\n`);
+    });
+
+  const tokens = program.command('tokens').description('your API tokens: state (active, expired, revoked, suspended by the IdP) and last use')
+    .action(async () => {
+      const list = await api(g(), 'GET', '/api/v1/tokens');
+      const when = (v: number | null) => (v ? new Date(v).toISOString() : '-');
+      out(g(), list, () => table(list.map((x: any) => ({ ...x, name: `${x.name}${x.current ? ' (this one)' : ''}`, expires: when(x.expiresAt), lastUsed: when(x.lastUsedAt), why: x.suspendedReason ?? '' })), ['id', 'name', 'state', 'expires', 'lastUsed', 'why']));
+    });
+  tokens.command('revoke').description('revoke a token: its connection secrets stop working, its live sessions end').argument('<id>')
+    .action(async (id: string) => {
+      const r = await api(g(), 'DELETE', `/api/v1/tokens/${encodeURIComponent(id)}`);
+      out(g(), r, () => process.stdout.write(`token ${id} revoked; ${r.sessionsEnded} live session(s) ended\n`));
     });
 
   program.command('lock').description('lock an identity, a target or a grant: ends live sessions and refuses new ones')
@@ -318,17 +409,13 @@ export function buildCli(): Command {
   return program;
 }
 
-/** Open the sqlite store of a config directly; audit() builds the keyed audit log (reads, never creates, the gateway key). */
+/** Open the store of a config directly (SQLite file or PostgreSQL); audit() builds the keyed audit log (reads, never creates, the gateway key). */
 async function withStore<T>(configFile: string, fn: (store: import('./store/types.js').Store, audit: () => Promise<import('./audit.js').AuditLog>) => Promise<T>): Promise<T> {
   const cfg = loadConfigFile(configFile, await moduleMap());
-  const { openSqliteStore } = await import('./store/sqlite.js');
+  const { openStore } = await import('./store/index.js');
   const { dataDirOf, gatewayKeySource, checkpointFileOf } = await import('./config.js');
-  const { resolve: res } = await import('node:path');
-  if (cfg.store.kind !== 'sqlite') throw new CliError('only the sqlite store can be read directly');
   const dataDir = dataDirOf(cfg);
-  const path = cfg.store.path ? res(cfg.baseDir, cfg.store.path) : join(dataDir, 'tollgate.db');
-  if (!existsSync(path)) throw new CliError(`no store at ${path}`);
-  const store = await openSqliteStore(path);
+  const store = await openStore(cfg, { dataDir, mustExist: true });
   const audit = async () => {
     const { AuditLog, AUDIT_KEY_LABEL } = await import('./audit.js');
     const { gatewayKey, loadGatewayKeyBytes, KeyError } = await import('../auth/keys.js');

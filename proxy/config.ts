@@ -1,14 +1,18 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync, existsSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { parseDocument } from 'yaml';
+import { parseDocument, visit, isMap, isPair, isScalar, isSeq, type Document } from 'yaml';
 import { z } from 'zod';
-import { Secret } from '../auth/secret.js';
+import { Secret, secretRefSchema, type SecretRef } from '../auth/secret.js';
 import type { ProtocolModule } from '../protocols/types.js';
+import { targetSchema } from '../protocols/config.js';
+import { breakGlassSchema, durationSchema, policySchema } from '../policies/config.js';
 import type { KeySource } from '../auth/keys.js';
 
 /**
- * One YAML file configures a gateway: listeners, IdP, store, targets, policies.
+ * One YAML file configures a gateway: listeners, IdP, store, targets, policies. Each folder owns
+ * its part of the schema (targets: protocols/config.ts; policies, rules, hours, break-glass and
+ * durations: policies/config.ts; secret references: auth/secret.ts); this file composes them.
  * Secrets may be `{env: NAME}`, `{file: PATH}` (relative to the config file), `{value: "..."}` or
  * `{command: [argv...]}` (its stdout, e.g. a KMS or vault client); they are resolved into Secret
  * objects that never print.
@@ -21,24 +25,23 @@ export class ConfigError extends Error {
   }
 }
 
-const duration = z.union([z.number().nonnegative(), z.string().regex(/^\d+(\.\d+)?\s*(ms|s|m|h|d)$/, 'a duration such as 90s, 30m, 8h or 1d')]);
+const duration = durationSchema;
 
-export function parseDuration(v: number | string): number {
-  if (typeof v === 'number') return v * 1000; // numbers are seconds
-  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$/.exec(v.trim());
-  if (!m) throw new Error(`not a duration: ${v}`);
-  const n = Number(m[1]);
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
-  return Math.round(n * unit);
+const SIZE_UNITS = { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 } as const;
+const SIZE_RE = /^(\d+)\s*(B|KiB|MiB|GiB)$/;
+
+/** A size in bytes: a number, or a string such as 64MiB, 512KiB, 1GiB. */
+export function parseSize(v: number | string): number {
+  if (typeof v === 'number') return v;
+  const m = SIZE_RE.exec(v.trim());
+  if (!m) throw new Error(`not a size: ${v}`);
+  return Number(m[1]) * SIZE_UNITS[m[2] as keyof typeof SIZE_UNITS];
 }
 
-export const secretRefSchema = z.union([
-  z.object({ env: z.string().min(1) }).strict(),
-  z.object({ file: z.string().min(1) }).strict(),
-  z.object({ value: z.string() }).strict(),
-  z.object({ command: z.array(z.string().min(1)).min(1) }).strict(),
-], { error: 'a secret reference: {env: NAME}, {file: PATH}, {value: "..."} or {command: [argv...]}' });
-export type SecretRef = z.infer<typeof secretRefSchema>;
+const DEFAULT_SESSION_BUFFER = 128 * 1024 * 1024;
+
+const size = z.union([z.number().int().positive(), z.string().regex(SIZE_RE, 'a size such as 64MiB, 512KiB or a number of bytes')])
+  .transform(parseSize);
 
 const listenerSchema = z.object({
   host: z.string().default('127.0.0.1'),
@@ -48,79 +51,10 @@ const listenerSchema = z.object({
   /** Unauthenticated connections at once, in total and from one source address; beyond, new ones are refused. Not on http. */
   maxStartups: z.number().int().min(1).optional(),
   maxStartupsPerSource: z.number().int().min(1).optional(),
+  /** HTTP front only: terminate TLS here, with this certificate and key or (true) the gateway's own TLS material. */
+  tls: z.union([z.literal(true), z.object({ cert: secretRefSchema, key: secretRefSchema }).strict()]).optional(),
 }).strict();
 export type ListenerConfig = z.infer<typeof listenerSchema>;
-
-const roleSchema = z.object({
-  name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'a role name of letters, digits, _ . -'),
-  description: z.string().optional(),
-}).catchall(z.unknown());
-export type RoleConfig = z.infer<typeof roleSchema> & Record<string, unknown>;
-
-export const riskLevels = ['low', 'medium', 'high', 'critical'] as const;
-export type Risk = (typeof riskLevels)[number];
-
-const targetSchema = z.object({
-  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'a target name of letters, digits, _ . - (used as a login name)'),
-  protocol: z.string(),
-  address: z.string().min(1),
-  risk: z.enum(riskLevels).default('medium'),
-  description: z.string().optional(),
-  roles: z.array(roleSchema).min(1, 'at least one role'),
-  /** How credentials are minted: { mode: ..., admin: {...}, ... } - validated by the protocol module. */
-  credentials: z.record(z.string(), z.unknown()).default({}),
-  /** Protocol-specific options - validated by the protocol module. */
-  options: z.record(z.string(), z.unknown()).default({}),
-}).strict();
-export type TargetConfig = z.infer<typeof targetSchema>;
-
-const hoursSchema = z.object({
-  days: z.array(z.enum(['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'])).default(['mon', 'tue', 'wed', 'thu', 'fri']),
-  from: z.string().regex(/^\d\d:\d\d$/, 'HH:MM'),
-  to: z.string().regex(/^\d\d:\d\d$/, 'HH:MM'),
-  /** IANA time zone name. */
-  tz: z.string().default('UTC'),
-}).strict();
-export type HoursConfig = z.infer<typeof hoursSchema>;
-
-const stageSchema = z.object({ groups: z.array(z.string()).min(1), count: z.number().int().min(1).default(1) }).strict();
-
-const commandRuleSchema = z.object({
-  /** Regular expression matched against a command line or statement text. */
-  pattern: z.string().optional(),
-  /** Statement kinds (first keywords), e.g. DROP, TRUNCATE, "ALTER SYSTEM", "COPY PROGRAM". */
-  kinds: z.array(z.string()).optional(),
-  /** HTTP only: methods and a path glob. */
-  methods: z.array(z.string()).optional(),
-  path: z.string().optional(),
-  action: z.enum(['deny', 'kill', 'alert']),
-  message: z.string().optional(),
-  roles: z.array(z.string()).optional(),
-}).strict();
-export type CommandRuleConfig = z.infer<typeof commandRuleSchema>;
-
-const policySchema = z.object({
-  name: z.string(),
-  /** Glob patterns over target names and roles. */
-  targets: z.array(z.string()).default(['*']),
-  roles: z.array(z.string()).default(['*']),
-  /** Groups that may request access (eligibility). */
-  requesters: z.array(z.string()).default([]),
-  /** Approver groups for medium/high risk (and the default stages for critical). */
-  approvers: z.array(z.string()).default([]),
-  /** Explicit stages; overrides the plan derived from risk. */
-  stages: z.array(stageSchema).optional(),
-  /** Force an approval mode instead of the one derived from risk. */
-  approval: z.enum(['auto', 'one', 'two', 'stages']).optional(),
-  mfa: z.boolean().optional(),
-  maxDuration: duration.optional(),
-  hours: hoursSchema.optional(),
-  approvalTimeout: duration.optional(),
-  onTimeout: z.enum(['escalate', 'deny']).default('deny'),
-  escalateTo: z.array(z.string()).default([]),
-  rules: z.array(commandRuleSchema).default([]),
-}).strict();
-export type PolicyConfig = z.infer<typeof policySchema>;
 
 const devUserSchema = z.object({
   name: z.string().regex(/^[a-z0-9_.-]+$/),
@@ -145,6 +79,8 @@ const configSchema = z.object({
     expiryWarning: duration.default('60s'),
     secretTtl: duration.default('10m'),
     webSessionTtl: duration.default('12h'),
+    /** Longest lifetime an API token may have (POST /api/v1/tokens, device sign-in). */
+    maxTokenTtl: duration.default('30d'),
     reaperInterval: duration.default('60s'),
     /** Groups that run the SOC console: see every session, watch, kill, lock, read the audit log. */
     socGroups: z.array(z.string()).default(['soc']),
@@ -163,12 +99,23 @@ const configSchema = z.object({
     /** Device sign-ins (CLI) and SSH browser approvals waiting for a person: at most this many at once, and per source address. */
     maxPendingSignIns: z.number().int().min(1).default(100),
     maxPendingSignInsPerSource: z.number().int().min(1).default(10),
+    /** HTTP apps are served at <app>.<appsDomain> (default: <app>.<gateway host>, <app>.localhost for an IP). */
+    appsDomain: z.string().regex(/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]*[a-z0-9])?$/, 'a lower-case DNS name such as apps.example.com').optional(),
+    /** When set, GET /metrics needs "Authorization: Bearer <this>". */
+    metricsToken: secretRefSchema.optional(),
   }).strict().prefault({}),
   listeners: z.record(z.string(), listenerSchema).default({ http: { host: '127.0.0.1', port: 8080 } }),
-  store: z.union([
+  /** SQLite (one machine; the file defaults to <dataDir>/tollgate.db) or PostgreSQL (several gateways on one database). */
+  store: z.discriminatedUnion('kind', [
     z.object({ kind: z.literal('sqlite'), path: z.string().optional() }).strict(),
-    z.object({ kind: z.literal('postgres'), url: secretRefSchema }).strict(),
-  ]).default({ kind: 'sqlite' }),
+    z.object({
+      kind: z.literal('postgres'),
+      /** postgres://user:password@host:5432/database[?sslmode=…]: a secret reference, never printed with its password. */
+      url: secretRefSchema,
+      /** Connections each gateway keeps to the database. */
+      poolSize: z.number().int().min(2).max(200).default(10),
+    }).strict(),
+  ], { error: 'expected one of "sqlite", "postgres"' }).default({ kind: 'sqlite' }),
   idp: z.object({
     issuer: z.string().url().optional(),
     clientId: z.string().default('tollgate'),
@@ -179,6 +126,8 @@ const configSchema = z.object({
     mfaAcr: z.string().default('mfa'),
     /** How recent an MFA must be for critical requests. */
     mfaMaxAge: duration.default('15m'),
+    /** How often groups are re-checked with the IdP (refresh token or userinfo) for web sessions and API tokens. */
+    revalidate: duration.default('15m'),
     /** The built-in dev IdP (oidc-provider). When present, issuer defaults to it. */
     dev: z.object({
       host: z.string().default('127.0.0.1'),
@@ -189,12 +138,7 @@ const configSchema = z.object({
   recordings: z.object({ dir: z.string().optional() }).strict().default({}),
   targets: z.array(targetSchema).default([]),
   policies: z.array(policySchema).default([]),
-  breakGlass: z.object({
-    groups: z.array(z.string()).default([]),
-    maxDuration: duration.default('1h'),
-    /** Command run (argv) with the alert JSON on stdin; alerts are always audit events too. */
-    alertCommand: z.array(z.string()).optional(),
-  }).strict().prefault({}),
+  breakGlass: breakGlassSchema.prefault({}),
   audit: z.object({
     /** How often a signed checkpoint of the audit head is written (only when there are new events); one more on shutdown. */
     checkpointInterval: duration.default('60s'),
@@ -207,6 +151,14 @@ const configSchema = z.object({
   }).strict().prefault({}),
   /** Notification hook for `alert` rules and break-glass (argv; event JSON on stdin). */
   notify: z.object({ command: z.array(z.string()).optional() }).strict().default({}),
+  /** Per-session budgets: a session that exceeds one ends with reason resource_limit. */
+  limits: z.object({
+    /**
+     * Bytes one session's inspectors may hold at once: partial messages (PostgreSQL, MySQL), out-of-order
+     * SFTP data, request tracking. The default fits a 64 MiB message each way (the client-message limit).
+     */
+    sessionBufferBytes: size.default(DEFAULT_SESSION_BUFFER),
+  }).strict().default({ sessionBufferBytes: DEFAULT_SESSION_BUFFER }),
 }).strict();
 
 export type RawConfig = z.infer<typeof configSchema>;
@@ -219,7 +171,7 @@ export interface GatewayConfig extends RawConfig {
 
 function describeIssue(issue: z.core.$ZodIssue): string {
   if (issue.code === 'invalid_type') return `expected ${issue.expected}`;
-  if (issue.code === 'unrecognized_keys') return `unknown key(s) ${issue.keys.join(', ')}`;
+  if (issue.code === 'unrecognized_keys') return `unknown key(s) ${issue.keys.map((k) => (/^[\w.-]+$/.test(k) ? k : JSON.stringify(k))).join(', ')}`;
   if (issue.code === 'invalid_value') return `expected one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`;
   return issue.message;
 }
@@ -242,6 +194,9 @@ export function validateConfig(raw: unknown, file: string, modules: ReadonlyMap<
     // uWebSockets.js accepts HTTP connections without telling the gateway: there is nothing to count.
     if (cfg.listeners['http']?.[key] !== undefined) throw new ConfigError(file, `listeners.http.${key}`, 'not set: the http listener bounds request bodies and their time (loginTimeout), not connections');
   }
+  for (const [name, l] of Object.entries(cfg.listeners)) {
+    if (l.tls !== undefined && name !== 'http') throw new ConfigError(file, `listeners.${name}.tls`, 'nothing: only the http listener terminates TLS this way (protocol listeners use gateway.tls)');
+  }
   const names = new Set<string>();
   cfg.targets.forEach((t, i) => {
     if (names.has(t.name)) throw new ConfigError(file, `targets[${i}].name`, `a unique target name ("${t.name}" is used twice)`);
@@ -253,7 +208,13 @@ export function validateConfig(raw: unknown, file: string, modules: ReadonlyMap<
       if (roleNames.has(r.name)) throw new ConfigError(file, `targets[${i}].roles[${j}].name`, `a unique role name`);
       roleNames.add(r.name);
     });
-    const v = mod.validateTarget?.(t);
+    let v: { path: string; expected: string } | null | undefined;
+    try {
+      v = mod.validateTarget?.(t);
+    } catch (e) {
+      // A module's validator tripped over a value of an unexpected type: still a config error, never a stack trace.
+      throw new ConfigError(file, `targets[${i}]`, `a valid ${t.protocol} target (${(e as Error)?.message ?? 'invalid value'})`);
+    }
     if (v) throw new ConfigError(file, `targets[${i}].${v.path}`, v.expected);
   });
   const baseDir = file === '<inline>' ? process.cwd() : dirname(resolve(file));
@@ -268,7 +229,72 @@ export function loadConfigFile(file: string, modules: ReadonlyMap<string, Protoc
     const e = doc.errors[0]!;
     throw new ConfigError(abs, `line ${e.linePos?.[0]?.line ?? '?'}`, `valid YAML (${e.message.split('\n')[0]})`);
   }
-  return validateConfig(doc.toJS(), abs, modules);
+  return validateConfig(documentValue(doc, abs), abs, modules);
+}
+
+/** The document as plain data; aliases that resolve to nothing, blow up or contain themselves are config errors. */
+function documentValue(doc: Document, file: string): unknown {
+  let unresolved: { path: string; source: string } | null = null;
+  visit(doc, {
+    Alias(_key, node, ancestors) {
+      if (node.resolve(doc)) return undefined;
+      unresolved = { path: yamlPath(ancestors, node), source: node.source };
+      return visit.BREAK;
+    },
+  });
+  const u = unresolved as { path: string; source: string } | null;
+  if (u) throw new ConfigError(file, u.path, `an alias to an anchor defined before it (*${u.source} has no &${u.source} earlier in the file)`);
+  let value: unknown;
+  try {
+    value = doc.toJS();
+  } catch (e) {
+    throw new ConfigError(file, '', `valid YAML (${String((e as Error)?.message ?? e).split('\n')[0]})`);
+  }
+  const cycle = cyclePath(value);
+  if (cycle !== null) throw new ConfigError(file, cycle, 'a value that does not contain itself (an alias inside its own anchor)');
+  return value;
+}
+
+/** The key path of a node from the ancestors yaml's visit() reports. */
+function yamlPath(ancestors: readonly unknown[], node: unknown): string {
+  const path: PropertyKey[] = [];
+  for (let i = 0; i < ancestors.length; i++) {
+    const a = ancestors[i];
+    const next = ancestors[i + 1] ?? node;
+    if (isSeq(a)) path.push(a.items.indexOf(next as never));
+    else if (isPair(a) && a.value === next) path.push(isScalar(a.key) ? String(a.key.value) : '?');
+    else if (isMap(a) || isPair(a)) continue;
+  }
+  return formatPath(path);
+}
+
+/** The key path of the first value that contains itself, or null. Iterative and linear in the values (shared ones are walked once). */
+function cyclePath(root: unknown): string | null {
+  interface Frame { v: object; key: PropertyKey; entries: [PropertyKey, unknown][]; next: number }
+  const onPath = new Set<object>();
+  const done = new Set<object>();
+  const stack: Frame[] = [];
+  const enter = (v: unknown, key: PropertyKey): string | null => {
+    if (!v || typeof v !== 'object' || done.has(v)) return null;
+    if (onPath.has(v)) return formatPath([...stack.slice(1).map((f) => f.key), key]);
+    onPath.add(v);
+    const entries: [PropertyKey, unknown][] = Array.isArray(v) ? v.map((x, i) => [i, x]) : v instanceof Map ? [...v.entries()] : Object.entries(v);
+    stack.push({ v, key, entries, next: 0 });
+    return null;
+  };
+  let hit = enter(root, '');
+  while (hit === null && stack.length) {
+    const top = stack[stack.length - 1]!;
+    if (top.next < top.entries.length) {
+      const [k, x] = top.entries[top.next++]!;
+      hit = enter(x, k);
+    } else {
+      stack.pop();
+      onPath.delete(top.v);
+      done.add(top.v);
+    }
+  }
+  return hit;
 }
 
 /** Resolve a secret reference. Errors name the key path but never the value. */
@@ -301,16 +327,6 @@ function runSecretCommand(argv: string[], cfg: Pick<GatewayConfig, 'file' | 'bas
     const last = String(err.stderr ?? '').trim().split('\n').pop()?.slice(0, 200);
     throw new ConfigError(cfg.file, path, `the command ${argv[0]} to print the secret (${why}${last ? `: ${last}` : ''})`);
   }
-}
-
-/** Resolve a secret reference found at any depth under a protocol section (e.g. credentials.admin.password). */
-export function isSecretRef(v: unknown): v is SecretRef {
-  if (!v || typeof v !== 'object') return false;
-  const keys = Object.keys(v);
-  if (keys.length !== 1) return false;
-  const x = (v as Record<string, unknown>)[keys[0]!];
-  if (keys[0] === 'command') return Array.isArray(x) && x.length > 0 && x.every((a) => typeof a === 'string' && a.length > 0);
-  return ['env', 'file', 'value'].includes(keys[0]!) && typeof x === 'string';
 }
 
 /** The data directory of a config (relative paths are relative to the config file). */

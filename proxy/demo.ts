@@ -4,8 +4,12 @@ import { join, resolve } from 'node:path';
 import pino from 'pino';
 import { moduleMap } from '../protocols/index.js';
 import type { DemoTargets, ProtocolModule } from '../protocols/types.js';
-import { isSecretRef, resolveSecret, validateConfig, type PolicyConfig, type TargetConfig } from './config.js';
+import { resolveSecret, validateConfig } from './config.js';
+import { isSecretRef } from '../auth/secret.js';
+import type { TargetConfig } from '../protocols/config.js';
+import type { PolicyConfig } from '../policies/config.js';
 import { Gateway } from './gateway.js';
+import { appUrls } from '../protocols/http/routing.js';
 
 /** Demo users: name, groups. Passwords are "<name>-demo" (documented in the README; demo only). */
 export const DEMO_USERS = [
@@ -45,7 +49,7 @@ export async function freePort(preferred: number, host = '127.0.0.1'): Promise<n
   return (await tryPort(preferred)) ?? (await tryPort(0))!;
 }
 
-export async function runDemo(opts: { dir: string; httpPort: number; installDeps?: boolean }): Promise<void> {
+export async function runDemo(opts: { dir: string; httpPort: number; installDeps?: boolean; onGateway?: (gw: Gateway) => void }): Promise<void> {
   const dir = resolve(opts.dir);
   // Traversable: demo servers run as their own users (postgres, mysql) under dir/targets.
   mkdirSync(join(dir, 'targets'), { recursive: true, mode: 0o755 });
@@ -79,7 +83,9 @@ export async function runDemo(opts: { dir: string; httpPort: number; installDeps
 
   // The gateway comes up first (its /healthz answers while the demo servers are still being set up);
   // the demo targets join its configuration once their servers run.
-  const gw = await new Gateway({ config, log }).start();
+  const gw = new Gateway({ config, log });
+  opts.onGateway?.(gw);
+  await gw.start();
   let stopping = false;
   const stop = async () => {
     if (stopping) return;
@@ -151,7 +157,7 @@ Tollgate demo is running at ${gw.publicUrl}   (health: ${gw.publicUrl}/healthz)
   tokens and target addresses: ${demoFile}
   gateway key: ${join(gw.dataDir, 'gateway.key')} (0600, made on first start; seals stored secrets and keys the audit log)
   targets:  ${config.targets.map((t) => `${t.name} (${t.protocol}, ${t.risk})`).join(', ') || '(none: install openssh-server / postgresql / mariadb-server)'}
-
+${appUrls(config.targets, gw.publicUrl, config.gateway.appsDomain).map(([name, url]) => `  app:      ${name} at ${url}/   (its own origin; *.localhost is this machine in Chromium and Firefox)\n`).join('')}
 Try:
   export TOLLGATE_URL=${gw.publicUrl}
   TOLLGATE_TOKEN=$(node -p "require('${demoFile}').users.alice.token") npx tollgate request ${config.targets[0]?.name ?? '<target>'} --role ${config.targets[0]?.roles[0]?.name ?? '<role>'} --reason "demo"

@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import { existsSync, mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import pino, { type Logger } from 'pino';
@@ -6,27 +7,34 @@ import type { Clock } from '../policies/clock.js';
 import { SystemClock } from '../policies/clock.js';
 import { JitEngine } from '../policies/engine.js';
 import { compileRules } from '../policies/rules.js';
+import { parseDuration } from '../policies/config.js';
+import type { TargetConfig } from '../protocols/config.js';
 import { createRecorder } from '../recorder/index.js';
 import type { Recorder } from '../recorder/index.js';
 import { forgetStoredKey, gatewayKey, KeyError, loadGatewayKeyBytes, type GatewayKey } from '../auth/keys.js';
 import { ApiTokens, WebSessions, ConnectionSecrets } from '../auth/credentials.js';
+import { IdpLinks, Callers } from '../auth/lifecycle.js';
 import { startDevIdp, type DevIdp } from '../auth/devidp.js';
 import { createOidc, type Oidc } from '../auth/oidc.js';
 import type { Principal } from '../auth/types.js';
 import type { PreauthLimits, ProtocolContext, ProtocolListener, ProtocolModule, TlsMaterial } from '../protocols/types.js';
 import { moduleMap } from '../protocols/index.js';
 import type { Store } from './store/types.js';
-import { openSqliteStore } from './store/sqlite.js';
+import { openStore } from './store/index.js';
 import { AUDIT_KEY_LABEL, AuditLog } from './audit.js';
 import { Access, BrowserApprovals } from './access.js';
 import { SessionManager } from './sessions.js';
 import { ensureTlsMaterial } from './tls.js';
-import { checkpointFileOf, ConfigError, dataDirOf, gatewayKeySource, parseDuration, resolveSecret, type GatewayConfig } from './config.js';
-import { HttpFront } from './http/server.js';
+import { checkpointFileOf, ConfigError, dataDirOf, gatewayKeySource, resolveSecret, type GatewayConfig } from './config.js';
+import { HttpFront, frontTls } from './http/server.js';
+import { WebSecurity } from './http/web-security.js';
 import { mountApi } from './http/api.js';
 import { mountPortal } from './portal/index.js';
-import { SESSION_COOKIE } from './http/auth-routes.js';
 import { runNotify } from './notify.js';
+import { Locks } from './locks.js';
+import { SshKeys } from './keys.js';
+import { KillSwitch } from './kill.js';
+import { GatewayRoles } from './roles.js';
 import { PendingLimit } from './limits.js';
 import { DEFAULT_PREAUTH } from '../protocols/net.js';
 import type { ListenerConfig } from './config.js';
@@ -49,15 +57,23 @@ export class Gateway {
   readonly dataDir: string;
   store!: Store;
   audit!: AuditLog;
-  engine!: JitEngine;
+  engine!: JitEngine<TargetConfig>;
   recorder!: Recorder;
   sessions!: SessionManager;
   access!: Access;
   approvals!: BrowserApprovals;
+  /** Services the API, the portal and the CLI (through the API) share. */
+  locks!: Locks;
+  keys!: SshKeys;
+  kill!: KillSwitch;
+  roles!: GatewayRoles;
   key!: GatewayKey;
   tokens!: ApiTokens;
   webSessions!: WebSessions;
   secrets!: ConnectionSecrets;
+  /** IdP re-validation of sign-ins (auth/lifecycle.ts) and who is calling over HTTP. */
+  links!: IdpLinks;
+  callers!: Callers;
   oidc: Oidc | null = null;
   devIdp: DevIdp | null = null;
   tls!: TlsMaterial;
@@ -90,9 +106,7 @@ export class Gateway {
   async start(): Promise<this> {
     mkdirSync(this.dataDir, { recursive: true, mode: 0o700 });
     const cfg = this.config;
-    this.store = cfg.store.kind === 'sqlite'
-      ? await openSqliteStore(cfg.store.path ? resolve(this.config.baseDir, cfg.store.path) : join(this.dataDir, 'tollgate.db'))
-      : (() => { throw new Error(`${cfg.file}: store.kind: the PostgreSQL store is not implemented yet; use sqlite`); })();
+    this.store = await openStore(cfg, { dataDir: this.dataDir, log: this.log.child({ c: 'store' }) });
     await this.openKeyAndAudit();
 
     const httpCfg = cfg.listeners.http ?? { host: '127.0.0.1', port: 8080 };
@@ -105,7 +119,7 @@ export class Gateway {
       }
       : ensureTlsMaterial(this.dataDir, [this.publicHost]);
 
-    this.tokens = new ApiTokens(this.store, this.clock);
+    this.tokens = new ApiTokens(this.store, this.clock, parseDuration(cfg.gateway.maxTokenTtl));
     this.webSessions = new WebSessions(this.store, this.clock);
     this.secrets = new ConnectionSecrets(this.store, this.clock);
 
@@ -115,7 +129,8 @@ export class Gateway {
     this.engine = new JitEngine({
       store: this.store,
       clock: this.clock,
-      config: { targets: cfg.targets, policies: cfg.policies, breakGlass: cfg.breakGlass, idp: cfg.idp },
+      // Break-glass reviews are closed by the SOC or the configured reviewer groups.
+      config: { targets: cfg.targets, policies: cfg.policies, breakGlass: { ...cfg.breakGlass, reviewers: [...cfg.breakGlass.reviewers, ...cfg.gateway.socGroups] }, idp: cfg.idp },
       audit: async (actor, action, subject, data) => { await this.audit.append(actor, action, subject, data); },
       notify: (e) => this.notify(e),
       onGrantEnded: (grant, why) => {
@@ -131,7 +146,7 @@ export class Gateway {
 
     const ruleCache = new Map<string, ReturnType<typeof compileRules>>();
     this.sessions = new SessionManager({
-      store: this.store, clock: this.clock, log: this.log.child({ c: 'sessions' }), audit: this.audit, gatewayId: cfg.gateway.id,
+      store: this.store, clock: this.clock, log: this.log.child({ c: 'sessions' }), audit: this.audit, gatewayId: cfg.gateway.id, limits: cfg.limits,
       expiryWarningMs: parseDuration(cfg.gateway.expiryWarning),
       openRecording: (id, meta) => this.recorder.open(id, meta),
       live: this.recorder.live,
@@ -150,8 +165,34 @@ export class Gateway {
         ended: (p) => { this.sessionsActive.dec({ protocol: p }); },
       },
     });
+    this.links = new IdpLinks({
+      store: this.store, clock: this.clock, key: this.key, oidc: () => this.oidc, intervalMs: parseDuration(cfg.idp.revalidate),
+      audit: (actor, action, subject, data) => this.audit.append(actor, action, subject, data).then(() => undefined),
+      log: this.log.child({ c: 'lifecycle' }),
+      onFailed: async (link) => {
+        // Sessions opened through the failed sign-in end; with a refusal, so do those opened with a registered key.
+        const refused = link.failKind === 'refused' && (await this.links.refusal(link.identity)) !== null;
+        await this.sessions.terminateWhere(
+          (s) => s.principal.credential?.linkId === link.id || (refused && s.identity === link.identity && s.principal.credential?.kind === 'key'),
+          { code: 'revoked', message: `Tollgate: the sign-in of ${link.identity} ended (${link.failReason ?? 'refused by the identity provider'}); the session is closed.` },
+        );
+      },
+    });
+    this.callers = new Callers(this.store, this.tokens, this.webSessions, this.links);
     this.access = new Access({
       store: this.store, clock: this.clock, audit: this.audit, secrets: this.secrets,
+      idpRefusal: (sub) => this.links.refusal(sub),
+      credentialEnded: async (c) => {
+        if (c.linkId) {
+          const link = await this.links.get(c.linkId);
+          if (!link || link.state !== 'ok') return link?.failReason ?? 'the sign-in is unknown';
+        }
+        if (c.kind === 'token') {
+          const token = await this.store.getApiToken(c.id);
+          if (!token || token.revokedAt !== null) return 'the API token was revoked';
+        }
+        return null;
+      },
       target: (n) => cfg.targets.find((t) => t.name === n),
       withinHours: (t, r, at, grant) => this.engine.withinHours(t, r, at, grant),
       activeGrant: (sub, t, r) => this.engine.activeGrant(sub, t, r),
@@ -163,20 +204,26 @@ export class Gateway {
       notify: (e) => this.notify(e),
     });
     this.approvals = new BrowserApprovals(this.clock, () => this.publicUrl, this.access);
+    this.locks = new Locks({ store: this.store, clock: this.clock, audit: this.audit, sessions: this.sessions });
+    this.keys = new SshKeys({ store: this.store, clock: this.clock, audit: this.audit, key: this.key });
+    this.kill = new KillSwitch({ store: this.store, audit: this.audit, sessions: this.sessions });
+    this.roles = new GatewayRoles(cfg.gateway.socGroups, this.engine);
     this.pendingSignIns = new PendingLimit('sign-ins waiting for approval', cfg.gateway.maxPendingSignIns, cfg.gateway.maxPendingSignInsPerSource);
 
     // HTTP front first: its port is the public URL unless configured.
-    this.http = new HttpFront(this.log.child({ c: 'http' }), (e) => ({ status: 500, body: { error: 'internal', message: (e as Error).message } }));
+    const webSecurity = new WebSecurity(() => this.publicUrl, cfg.gateway.secureCookies, this.key.deriveKey('web-csrf'));
+    this.http = new HttpFront(this.log.child({ c: 'http' }), (e) => ({ status: 500, body: { error: 'internal', message: (e as Error).message } }),
+      webSecurity, frontTls(cfg, this.tls, this.dataDir));
     this.http.bodyTimeoutMs = preauthOf(httpCfg).loginTimeoutMs;
     mountApi(this);
     mountPortal(this);
-    for (const mod of this.modules.values()) {
-      mod.mountHttp?.(this.ctx(mod.name), { raw: (hook) => this.http.raw(hook), app: this.http.uws, sessionCookie: SESSION_COOKIE });
-    }
+    for (const mod of this.modules.values()) mod.mountHttp?.(this.ctx(mod.name), this.http.mount(cfg.gateway.appsDomain ?? null));
     const port = await this.http.start(httpCfg.host, httpCfg.port);
-    this.publicUrl = (cfg.gateway.publicUrl ?? `http://${this.publicHost.includes(':') ? `[${this.publicHost}]` : this.publicHost}:${port}`).replace(/\/$/, '');
+    const scheme = this.http.tls ? 'https' : 'http';
+    this.publicUrl = (cfg.gateway.publicUrl ?? `${scheme}://${this.publicHost.includes(':') ? `[${this.publicHost}]` : this.publicHost}:${port}`).replace(/\/$/, '');
 
     await this.startIdp();
+    this.links.start();
     await this.engine.start();
     const reaped = await this.sessions.reap();
     if (reaped.leases || reaped.sessions || reaped.failed) this.log.warn(reaped, 'reaper cleaned up after an earlier run');
@@ -264,7 +311,7 @@ export class Gateway {
         })),
         clients: [{
           client_id: idp.clientId, client_secret: secret.reveal(), redirect_uris: [redirectUri],
-          grant_types: ['authorization_code', 'urn:ietf:params:oauth:grant-type:device_code'],
+          grant_types: ['authorization_code', 'urn:ietf:params:oauth:grant-type:device_code', 'refresh_token'],
         }],
         log: this.log.child({ c: 'dev-idp' }),
       });
@@ -329,15 +376,30 @@ export class Gateway {
       },
       openSession: (auth, meta) => this.sessions.open(auth, meta),
       webPrincipal: async (cookie) => {
-        const s = await this.webSessions.verify(cookie);
-        return s ? this.principalOf(s.identity, 'web', s.mfaAt) : null;
+        const r = await this.callers.fromCookie(cookie);
+        return r.ok ? r.principal : null;
       },
       seal: (value, ttlMs) => this.key.seal(value, ttlMs),
       unseal: (sealed) => this.key.unseal(sealed),
+      kv: {
+        get: (key) => this.store.getKv(`protocol:${protocol}:${key}`),
+        set: (key, value) => this.store.setKv(`protocol:${protocol}:${key}`, value),
+      },
+      audit: async (action, subject, data, opts) => {
+        await this.audit.append('system', action, subject, data);
+        if (opts?.alert) this.notify({ kind: 'alert', action, subject, protocol, ...data });
+      },
     };
     mkdirSync(c.dataDir, { recursive: true, mode: 0o700 });
     this.ctxCache.set(protocol, c);
     return c;
+  }
+
+  private certSha256: { pem: string; sha256: string } | null = null;
+  /** SHA-256 of the gateway's TLS certificate (the leaf, first in tls.cert) as lower-case hex pairs joined by ':' (clients pin it). */
+  tlsCertSha256(): string {
+    if (this.certSha256?.pem !== this.tls.cert) this.certSha256 = { pem: this.tls.cert, sha256: new X509Certificate(this.tls.cert).fingerprint256.toLowerCase() };
+    return this.certSha256.sha256;
   }
 
   /** Principal for an identity sub from the store (system actions, tests). */
@@ -352,6 +414,8 @@ export class Gateway {
     if (this.reaperTimer) clearInterval(this.reaperTimer);
     if (this.checkpointTimer) clearInterval(this.checkpointTimer);
     this.engine?.stop();
+    this.links?.stop();
+    await this.links?.idle();
     await this.sessions?.terminateWhere(() => true, { code: 'gateway_shutdown', message: 'Tollgate: the gateway is shutting down.' });
     for (const l of this.listeners.values()) await l.close().catch(() => undefined);
     await this.recorder?.closeAll().catch(() => undefined);

@@ -7,9 +7,11 @@ import type {
 } from '../protocols/types.js';
 import type { SessionRecording, LiveBus } from '../recorder/types.js';
 import type { Principal } from '../auth/types.js';
-import type { TargetConfig, RoleConfig, CommandRuleConfig } from './config.js';
+import type { TargetConfig, RoleConfig } from '../protocols/config.js';
+import type { CommandRuleConfig } from '../policies/config.js';
 import type { AuditLog } from './audit.js';
 import { redactStatement } from '../recorder/index.js';
+import { runInSession, describeError } from './safety.js';
 
 export interface RuleChecker { check(text: string, opts?: { kind?: string; method?: string; path?: string }): RuleDecision }
 
@@ -28,6 +30,8 @@ export interface SessionDeps {
   target(name: string): TargetConfig | undefined;
   notify(event: Record<string, unknown>): void;
   metrics?: { started(protocol: string): void; ended(protocol: string, code: string): void };
+  /** Per-session budgets (config `limits`). */
+  limits: { sessionBufferBytes: number };
 }
 
 /** How long a protocol module gets to close both sides after "end now" before the proxy ends it anyway. */
@@ -58,6 +62,8 @@ class Session implements LiveSession {
   private bytesUp = 0;
   private bytesDown = 0;
   private lastFlush = 0;
+  private held = 0;
+  private overBudget = false;
   ended = false;
 
   constructor(private mgr: SessionManager, private deps: SessionDeps, readonly principal: Principal, readonly grant: GrantRecord,
@@ -128,6 +134,31 @@ class Session implements LiveSession {
   }
 
   bytes() { return { up: this.bytesUp, down: this.bytesDown }; }
+
+  holdBytes(delta: number): boolean {
+    this.held = Math.max(0, this.held + delta);
+    if (this.overBudget) return false;
+    const limit = this.deps.limits.sessionBufferBytes;
+    if (this.held <= limit) return true;
+    this.overBudget = true;
+    this.log.warn({ held: this.held, limit }, 'session exceeded its buffer budget');
+    this.audit('session.resource_limit', { budget: 'sessionBufferBytes', held: this.held, limit });
+    this.terminate({ code: 'resource_limit', message: `Tollgate: the session needed more than ${limit} bytes of gateway memory (limits.sessionBufferBytes); it was ended.` });
+    return false;
+  }
+
+  guard<A extends unknown[]>(handler: (...args: A) => void): (...args: A) => void {
+    return (...args: A) => {
+      try { runInSession(this, () => handler(...args)); } catch (e) { this.fail(e, 'handler'); }
+    };
+  }
+
+  /** An internal error in this session's handlers: log, audit, end this session only. */
+  fail(err: unknown, origin: string): void {
+    this.log.error({ err, origin }, 'internal error in the session; ending it');
+    this.audit('session.error', { origin, error: describeError(err) });
+    this.terminate({ code: 'error', message: 'Tollgate: an internal error ended this session (the gateway keeps running).' });
+  }
 
   audit(action: string, data: Record<string, unknown>): void {
     void this.deps.audit.append(this.identity, action, this.id, { target: this.target.name, ...data });
@@ -227,7 +258,9 @@ export class SessionManager {
       gatewayId: this.deps.gatewayId,
     };
     await this.deps.store.insertSession(s.record);
-    if (!grant.used) await this.deps.store.updateGrant({ ...grant, used: true });
+    // Only the flag: writing back the whole grant read above would undo a revoke or expiry that
+    // committed meanwhile (on another gateway, or another request of this one).
+    if (!grant.used) await this.deps.store.claim('grants', grant.id, { used: false }, { used: true });
     s.recording = this.deps.openRecording(s.id, { identity: s.identity, target: auth.target.name, role: auth.role.name, protocol: meta.protocol, startedAt: s.startedAt });
     this.live.set(s.id, s);
     s.arm();

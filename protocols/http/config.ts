@@ -1,15 +1,8 @@
 /** Target configuration of an HTTP app: upstream base URL, injected credential, routing and timeouts. */
 import { z } from 'zod';
 import type { TargetConfig } from '../types.js';
-
-const secretRef = z.union([
-  z.object({ env: z.string().min(1) }).strict(),
-  z.object({ file: z.string().min(1) }).strict(),
-  z.object({ value: z.string() }).strict(),
-]);
-
-const durationRe = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$/;
-const duration = z.union([z.number().nonnegative(), z.string().regex(durationRe, 'a duration such as 90s, 30m, 8h')]);
+import { secretRefSchema as secretRef } from '../../auth/secret.js';
+import { durationSchema as duration, parseDuration } from '../../policies/config.js';
 
 const argv = z.array(z.string().min(1)).min(1, 'an argv list such as ["/usr/local/bin/mint-token"]');
 
@@ -67,12 +60,6 @@ export interface AppConfig {
   connections: number;
 }
 
-export function durationMs(v: number | string): number {
-  if (typeof v === 'number') return v * 1000;
-  const m = durationRe.exec(v.trim())!;
-  return Math.round(Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'ms']);
-}
-
 function upstreamUrl(address: string): URL | null {
   try {
     const u = new URL(address);
@@ -91,7 +78,7 @@ export function validateTarget(t: TargetConfig): { path: string; expected: strin
   }
   if (c.data.mode === 'bearer' && !c.data.token && !c.data.mintCommand) return { path: 'credentials', expected: 'token (a secret reference) or mintCommand' };
   if (c.data.mode === 'basic' && !(c.data.username && c.data.password) && !c.data.mintCommand) return { path: 'credentials', expected: 'username and password, or mintCommand' };
-  if (c.data.mode === 'jwt' && durationMs(c.data.ttl) > 300_000) return { path: 'credentials.ttl', expected: 'at most 5m' };
+  if (c.data.mode === 'jwt' && parseDuration(c.data.ttl) > 300_000) return { path: 'credentials.ttl', expected: 'at most 5m' };
   const o = optionsSchema.safeParse(t.options);
   if (!o.success) {
     const i = o.error.issues[0]!;
@@ -114,9 +101,9 @@ export function appConfig(t: TargetConfig): AppConfig {
     upstream: upstreamUrl(t.address)!,
     label: o.host ?? t.name.toLowerCase(),
     credentials,
-    idleMs: durationMs(o.idleTimeout),
-    cookieTtlMs: durationMs(o.cookieTtl),
-    timeoutMs: durationMs(o.timeout),
+    idleMs: parseDuration(o.idleTimeout),
+    cookieTtlMs: parseDuration(o.cookieTtl),
+    timeoutMs: parseDuration(o.timeout),
     connections: o.connections,
   };
 }

@@ -8,7 +8,8 @@ import { Secret } from '../../auth/secret.js';
 import type { LiveSession, ProtocolContext, TargetConfig } from '../types.js';
 import type { LeaseRecord } from '../../proxy/store/types.js';
 import type { AppConfig } from './config.js';
-import { appConfig, durationMs } from './config.js';
+import { appConfig } from './config.js';
+import { parseDuration } from '../../policies/config.js';
 import { signAssertion, type AssertionKey } from './assertion.js';
 
 export const LEASE_KIND = 'http-token';
@@ -121,7 +122,7 @@ export class SessionCredential {
     if (cr.mode !== 'jwt') return Promise.resolve();
     const now = this.ctx.clock.now();
     // Never beyond the grant's end.
-    const ttl = Math.max(1000, Math.min(durationMs(cr.ttl), this.session.grant.expiresAt - now));
+    const ttl = Math.max(1000, Math.min(parseDuration(cr.ttl), this.session.grant.expiresAt - now));
     this.signing = signAssertion(this.key, {
       issuer: this.ctx.publicUrl, app: this.app.target.name, principal: this.session.principal, grantId: this.session.grant.id,
       sessionId: this.session.id, role: this.session.role.name, now, ttlMs: ttl,

@@ -55,7 +55,7 @@ grant <code>${esc(String(p['grant'] ?? ''))}</code>, session <code>${esc(String(
   return {
     targets: [{
       name: 'wiki', protocol: 'http', address: `http://127.0.0.1:${port}`, risk: 'low',
-      description: 'Demo web app behind the identity-aware proxy (open it from the portal, or /apps/wiki/)',
+      description: 'Demo web app behind the identity-aware proxy, on its own origin: http://wiki.localhost:<gateway port>/',
       roles: [{ name: 'reader' }, { name: 'editor' }],
       credentials: { mode: 'jwt' }, options: {},
     }],

@@ -1,6 +1,7 @@
 /**
- * HTTP apps: an identity-aware reverse proxy on the gateway's HTTP front. Browsers reach an app at
- * `<app>.<gateway host>` (or `/apps/<app>/` on the gateway host); the gateway signs them in, checks
+ * HTTP apps: an identity-aware reverse proxy on the gateway's HTTP front. Browsers reach an app only
+ * on its own origin, `<app>.<gateway host>` (`<app>.<appsDomain>`, or `<app>.localhost` for a gateway
+ * on an IP); `/apps/<app>/` on the gateway host just redirects there. The gateway signs them in, checks
  * the grant, injects a credential (signed identity assertion, bearer or basic), records every
  * request and enforces the session's rules. Registered in protocols/index.ts.
  *

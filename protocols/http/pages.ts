@@ -36,12 +36,18 @@ export function noGrantPage(opts: { identity: string; app: string; reason: strin
 <p><a class="button" id="request" href="${esc(form)}">Request access</a> <a class="button" href="${esc(portal)}">Open the portal</a></p>`);
 }
 
-export function requestFormPage(opts: { identity: string; app: string; roles: string[]; returnUrl: string | null }): Page {
+/** Re-open a gateway page from the gateway's own origin at once (Refresh header, no script). */
+export function continuePage(path: string): Page {
+  return htmlPage(200, 'Continuing', `<p><a href="${esc(path)}">Continue to Tollgate</a></p>`, { refresh: `0; url=${path}` });
+}
+
+export function requestFormPage(opts: { identity: string; app: string; roles: string[]; csrf: string }): Page {
   const roles = opts.roles.map((r) => `<option value="${esc(r)}">${esc(r)}</option>`).join('');
   return htmlPage(200, `Request access to ${opts.app}`, `<h1>Request access to ${esc(opts.app)}</h1>
 <p>Signed in as <b>${esc(opts.identity)}</b>.</p>
 <form method="post" action="/apps/_request">
 <input type="hidden" name="app" value="${esc(opts.app)}">
+<input type="hidden" name="csrf" value="${esc(opts.csrf)}">
 <label>Role<select name="role">${roles}</select></label>
 <label>For how long<input name="duration" value="1h" pattern="\\d+(\\.\\d+)?\\s*(m|h|d)" required></label>
 <label>Reason<textarea name="reason" required maxlength="2000" rows="3"></textarea></label>

@@ -1,8 +1,13 @@
 /**
- * Which app a request is for: host-based (`<label>.<gateway host>` or `<label>.localhost`) or
- * path-based on the gateway host (`/apps/<name>/...`, prefix stripped upstream). Pure functions.
+ * Which app a request is for, and where apps live. Every app has its own origin,
+ * `<label>.<apps parent>`: the parent is `gateway.appsDomain` when configured, else the gateway's
+ * host name, or `localhost` when the gateway is reached by IP address (browsers resolve
+ * `*.localhost` to loopback). No app byte is served on the gateway's origin: `/apps/<name>/...`
+ * there only points at the app's origin. Pure functions.
  */
-import type { AppConfig } from './config.js';
+import { isIP } from 'node:net';
+import type { TargetConfig } from '../types.js';
+import { appConfig, type AppConfig } from './config.js';
 
 export const APPS_PREFIX = '/apps/';
 export const CALLBACK_PATH = '/.tollgate/callback';
@@ -13,11 +18,32 @@ export interface GatewayOrigin {
   hostname: string;
   /** Port of the public URL as written in URLs ('' for the default). */
   port: string;
+  /** The domain app hosts are one label under. */
+  appsParent: string;
 }
 
-export function gatewayOrigin(publicUrl: string): GatewayOrigin {
+export function gatewayOrigin(publicUrl: string, appsDomain?: string | null): GatewayOrigin {
   const u = new URL(publicUrl);
-  return { proto: u.protocol === 'https:' ? 'https' : 'http', hostname: u.hostname.toLowerCase(), port: u.port };
+  const hostname = u.hostname.toLowerCase();
+  const bare = hostname.replace(/^\[|\]$/g, '');
+  const appsParent = appsDomain ? appsDomain.toLowerCase().replace(/^\.|\.$/g, '') : isIP(bare) ? 'localhost' : hostname;
+  return { proto: u.protocol === 'https:' ? 'https' : 'http', hostname, port: u.port, appsParent };
+}
+
+/** The host name of an app (no port). */
+export function appHost(app: Pick<AppConfig, 'label'>, g: GatewayOrigin): string {
+  return `${app.label}.${g.appsParent}`;
+}
+
+/** The app's origin, e.g. https://wiki.tollgate.example.com or http://wiki.localhost:8080. */
+export function appOrigin(app: Pick<AppConfig, 'label'>, g: GatewayOrigin): string {
+  return `${g.proto}://${appHost(app, g)}${g.port ? `:${g.port}` : ''}`;
+}
+
+/** Each HTTP app target's URL (for the demo's output): [name, origin]. */
+export function appUrls(targets: TargetConfig[], publicUrl: string, appsDomain?: string | null): [string, string][] {
+  const g = gatewayOrigin(publicUrl, appsDomain);
+  return targets.filter((t) => t.protocol === 'http').map((t) => [t.name, appOrigin(appConfig(t), g)]);
 }
 
 /** Split a Host header into host name and port; null when malformed. */
@@ -30,12 +56,8 @@ export function parseHost(host: string): { hostname: string; port: string } | nu
 
 export interface AppRoute {
   app: AppConfig;
-  /** Host-based or path-based. */
-  mode: 'host' | 'path';
-  /** The app's base URL as the browser sees it: origin (host mode) or origin + /apps/<name> (path mode). */
+  /** The app's origin as the browser addressed it (scheme and Host header). */
   base: string;
-  /** The stripped prefix ('' in host mode). */
-  prefix: string;
   /** Path (percent-encoded, dot segments resolved) and query to send upstream, relative to the upstream base. */
   rest: string;
 }
@@ -43,6 +65,8 @@ export interface AppRoute {
 export type Resolution =
   | { kind: 'gateway' }
   | { kind: 'app'; route: AppRoute }
+  /** `/apps/<name>/...` on the gateway's origin: the same page on the app's own origin. */
+  | { kind: 'elsewhere'; app: AppConfig; location: string }
   | { kind: 'unknown_app'; name: string }
   | { kind: 'bad_request'; reason: string };
 
@@ -57,9 +81,31 @@ export function normalizePath(raw: string): string | null {
   } catch { return null; }
 }
 
-/** The decoded path used for rule checks: percent-decoded, repeated slashes collapsed. Null when undecodable. */
+const MAX_DECODE_ROUNDS = 3;
+
+/**
+ * The path rules are matched on, normalized the way the most lenient app server would read it:
+ * percent-decoded (repeatedly, so %252e is a dot too), backslashes as slashes, `;` parameters cut
+ * from every segment (`/admin;jsessionid=x/users` is /admin/users), empty segments dropped
+ * (`//admin//users`), `.` and `..` resolved after decoding (`/x%2f..%2fadmin`). Case is kept (the
+ * rule decides). Null when undecodable or when decoding yields control characters.
+ */
 export function rulePath(pathname: string): string | null {
-  try { return decodeURIComponent(pathname).replace(/\/{2,}/g, '/'); } catch { return null; }
+  let p = pathname;
+  for (let i = 0; /%[0-9a-fA-F]{2}/.test(p); i++) {
+    if (i === MAX_DECODE_ROUNDS) return null;
+    try { p = decodeURIComponent(p); } catch { return null; }
+  }
+  if (/[\0-\x1f\x7f]/.test(p)) return null;
+  const out: string[] = [];
+  for (const raw of p.replace(/\\/g, '/').split('/')) {
+    const semi = raw.indexOf(';');
+    const seg = semi < 0 ? raw : raw.slice(0, semi);
+    if (seg === '' || seg === '.') continue;
+    if (seg === '..') { out.pop(); continue; }
+    out.push(seg);
+  }
+  return `/${out.join('/')}`;
 }
 
 export function resolveRequest(opts: {
@@ -74,16 +120,16 @@ export function resolveRequest(opts: {
   if (!h) return { kind: 'bad_request', reason: 'the Host header is missing or malformed' };
   const g = opts.gateway;
   const q = opts.query ? `?${opts.query}` : '';
-  for (const parent of new Set([g.hostname, 'localhost'])) {
-    const suffix = `.${parent}`;
-    if (!h.hostname.endsWith(suffix)) continue;
+  const suffix = `.${g.appsParent}`;
+  if (h.hostname !== g.hostname && h.hostname.endsWith(suffix)) {
     const label = h.hostname.slice(0, -suffix.length);
-    if (!label || label.includes('.')) continue;
-    const app = opts.byLabel.get(label);
-    if (!app) return { kind: 'unknown_app', name: label };
-    const path = normalizePath(opts.url);
-    if (path === null) return { kind: 'bad_request', reason: 'the request path is malformed' };
-    return { kind: 'app', route: { app, mode: 'host', base: `${g.proto}://${opts.host}`, prefix: '', rest: path + q } };
+    if (label && !label.includes('.')) {
+      const app = opts.byLabel.get(label);
+      if (!app) return { kind: 'unknown_app', name: label };
+      const path = normalizePath(opts.url);
+      if (path === null) return { kind: 'bad_request', reason: 'the request path is malformed' };
+      return { kind: 'app', route: { app, base: `${g.proto}://${opts.host}`, rest: path + q } };
+    }
   }
   if (!opts.url.startsWith(APPS_PREFIX)) return { kind: 'gateway' };
   const after = opts.url.slice(APPS_PREFIX.length);
@@ -94,28 +140,14 @@ export function resolveRequest(opts: {
   try { decodedName = decodeURIComponent(name); } catch { return { kind: 'bad_request', reason: 'the app name is malformed' }; }
   const app = opts.byName.get(decodedName);
   if (!app) return { kind: 'unknown_app', name: decodedName };
-  const restRaw = slash < 0 ? '/' : after.slice(slash);
-  const path = normalizePath(restRaw);
+  const path = normalizePath(slash < 0 ? '/' : after.slice(slash));
   if (path === null) return { kind: 'bad_request', reason: 'the request path is malformed' };
-  const prefix = `${APPS_PREFIX}${encodeURIComponent(app.target.name)}`;
-  return { kind: 'app', route: { app, mode: 'path', base: `${g.proto}://${opts.host}${prefix}`, prefix, rest: path + q } };
-}
-
-/** The origins (and base URLs) an app may be reached at, for validating return URLs. */
-export function appBases(app: AppConfig, g: GatewayOrigin): string[] {
-  const port = g.port ? `:${g.port}` : '';
-  const ip = /^[\d.]+$|^\[/.test(g.hostname);
-  const out = new Set<string>([
-    ...(ip ? [] : [`${g.proto}://${app.label}.${g.hostname}${port}`]),
-    `${g.proto}://${app.label}.localhost${port}`,
-    `${g.proto}://${g.hostname}${port}${APPS_PREFIX}${encodeURIComponent(app.target.name)}`,
-  ]);
-  return [...out];
+  return { kind: 'elsewhere', app, location: appOrigin(app, g) + path + q };
 }
 
 /**
- * A return URL is accepted only when it is an absolute http(s) URL under one of the app's bases
- * (same origin, and under /apps/<name>/ in path mode): no open redirect. Returns the base it matched.
+ * A return URL is accepted only when it is an absolute http(s) URL on the app's own origin: no open
+ * redirect. Returns the origin it matched.
  */
 export function checkReturn(ret: string | null, bases: string[]): { url: string; base: string } | null {
   if (!ret || ret.length > 4096 || /[\s\0\\]/.test(ret)) return null;
@@ -125,10 +157,7 @@ export function checkReturn(ret: string | null, bases: string[]): { url: string;
   for (const base of bases) {
     let b: URL;
     try { b = new URL(base); } catch { continue; }
-    if (u.origin !== b.origin) continue;
-    const bp = b.pathname === '/' ? '' : b.pathname;
-    if (bp && u.pathname !== bp && !u.pathname.startsWith(`${bp}/`)) continue;
-    return { url: u.href, base };
+    if (u.origin === b.origin) return { url: u.href, base: b.origin };
   }
   return null;
 }

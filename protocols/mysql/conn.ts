@@ -163,6 +163,11 @@ export class PacketConn {
     return this.sock.write(bytes);
   }
 
+  /** Bytes received and not yet delivered as packets (partial packets, packets waiting for a handler). */
+  get buffered(): number {
+    return this.reader.buffered;
+  }
+
   /** Largest logical packet accepted from the peer (small during the handshake). */
   setMaxPacket(n: number) {
     this.reader.maxPacket = n;

@@ -41,6 +41,19 @@ export function rsaKey(): { publicPem: string; privateKey: KeyObject } {
   return rsa;
 }
 
+/** MySQL's ER_SECURE_TRANSPORT_REQUIRED (what require_secure_transport answers). */
+export const SECURE_TRANSPORT_REQUIRED: ErrSpec = { code: 3159, state: 'HY000' };
+
+/** Plain (non-TLS) connections are for targets with options.allowPlain: true only. */
+function allowsPlain(ctx: ProtocolContext, username: string): boolean {
+  return ctx.target(username.split(':')[0] ?? '')?.options?.['allowPlain'] === true;
+}
+
+function tlsRequired(username: string): string {
+  const who = username ? ` for '${username.slice(0, 64).replace(/[^\x20-\x7e]/g, '?')}'` : '';
+  return `Tollgate: TLS is required${who}: connect with TLS (mariadb: --ssl, the default; not --skip-ssl; mysql 8: --ssl-mode=REQUIRED or VERIFY_IDENTITY)`;
+}
+
 export interface ClientHello {
   response: HandshakeResponse;
   /** The sequence id the next packet to the client must carry. */
@@ -83,6 +96,9 @@ export async function serverHandshake(ctx: ProtocolContext, conn: PacketConn, cl
 
   let p = await conn.read();
   let resp = parseHandshakeResponse(p.payload);
+  // A client that does not ask for TLS sent its HandshakeResponse (user name, scramble) in clear:
+  // refuse it before any authentication step unless its target allows plain connections.
+  if (!resp.sslRequest && tlsAvailable && !allowsPlain(ctx, resp.user)) throw new Refusal(SECURE_TRANSPORT_REQUIRED, tlsRequired(resp.user));
   if (resp.sslRequest) {
     if (!tlsAvailable) throw new Refusal(ER.HANDSHAKE, 'Tollgate: TLS is not configured on this gateway');
     await conn.upgrade((raw) => new TLSSocket(raw, {

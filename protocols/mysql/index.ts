@@ -12,7 +12,8 @@
  *         userHost: '10.0.0.%'          # host part of session users (default '%')
  *       options:
  *         clientAuth: caching_sha2_password   # default mysql_native_password (challenge-response)
- *         tls: { ca: "-----BEGIN CERTIFICATE-----..." }   # gateway -> server TLS (or true: unverified)
+ *         tls: { ca: "-----BEGIN CERTIFICATE-----..." }   # gateway -> server TLS, admin connection too (or true: unverified)
+ *         allowPlain: false                   # true: accept clients that do not ask for TLS (default: ERROR 3159, TLS is required)
  *       roles:
  *         - { name: read, grants: ["SELECT ON shop.*"], database: shop }
  *         - { name: ops, roles: [shop_operator], allowLoadDataLocal: true }
@@ -32,10 +33,10 @@ import type { Secret } from '../../auth/secret.js';
 import { PacketConn, ConnClosedError } from './conn.js';
 import { CAP, COM, ER, GATEWAY_CAPS, ProtocolError, buildErr, frame, nativeVerifier, tg, type ErrSpec } from './packets.js';
 import { serverHandshake, Refusal } from './handshake.js';
-import { loginUpstream, parseAddress, UpstreamError, type UpstreamTls } from './upstream.js';
+import { loginUpstream, parseAddress, UpstreamError, upstreamTls } from './upstream.js';
 import { Flavours, type GreetingOffer } from './flavour.js';
 import {
-  LEASE_KIND, adminConnect, adminCredential, createSessionUser, killThread, dropSessionUser, randomPassword, sessionUserName, userHost, validateMysqlTarget,
+  LEASE_KIND, adminConnect, adminCredential, killThread, dropSessionUser, mintSessionUser, sessionUserName, userHost, validateMysqlTarget,
 } from './provisioner.js';
 import { MysqlRelay } from './relay.js';
 import { startMariadbDemo } from './demo.js';
@@ -58,20 +59,6 @@ function refusalSpec(code: RefusalCode): ErrSpec {
     default:
       return ER.ACCESS_DENIED;
   }
-}
-
-function upstreamTls(target: TargetConfig): UpstreamTls | null {
-  const t = target.options['tls'];
-  if (t === true) return { rejectUnauthorized: false };
-  if (t && typeof t === 'object') {
-    const o = t as Record<string, unknown>;
-    return {
-      ca: typeof o['ca'] === 'string' ? o['ca'] : undefined,
-      servername: typeof o['servername'] === 'string' ? o['servername'] : undefined,
-      rejectUnauthorized: typeof o['rejectUnauthorized'] === 'boolean' ? o['rejectUnauthorized'] : undefined,
-    };
-  }
-  return null;
 }
 
 function shellQuote(s: string): string {
@@ -177,11 +164,7 @@ async function handleConnection(ctx: ProtocolContext, sock: Socket, preauth: Pre
   const host = userHost(target);
   let password: string;
   try {
-    password = await session.lease<string>(LEASE_KIND, { user, host }, async () => {
-      const pw = randomPassword();
-      const { server } = await createSessionUser(ctx, target, role, user, host, pw);
-      return { credential: pw, data: { server } };
-    });
+    password = await mintSessionUser(ctx, session, target, role, user, host);
   } catch (e) {
     session.log.error({ err: (e as Error).message }, 'could not create the session user');
     return fail('target_error', `could not create the session user: ${(e as Error).message}`, 'could not create a database user for this session; see the gateway log');
@@ -304,16 +287,25 @@ export const mysqlModule: ProtocolModule = {
     const h = shellQuote(info.host);
     const u = shellQuote(info.username);
     const pw = shellQuote(info.secret);
+    const ca = shellQuote(info.files.ca);
     const auth = info.target.options['clientAuth'];
     // The gateway switches the client to the target's method itself; cleartext needs the client's consent.
     const clear = auth === 'mysql_clear_password' ? ' --enable-cleartext-plugin' : '';
     const db = info.target.roles.map((r) => r['database']).find((d) => typeof d === 'string') as string | undefined;
+    // The client checks the gateway's certificate (the CA from the API) and its host name.
+    const fetch = `curl -fsS ${shellQuote(info.caUrl)} -o ${ca} &&`;
+    const verify = `--ssl-ca=${ca} --ssl-verify-server-cert`;
+    // sysbench 1.0 (--mysql-ssl=on) reads cacert.pem and a client key pair from the current directory;
+    // the gateway asks for no client certificate, so a throwaway pair does.
+    const sysbenchFiles = `mkdir -p tollgate-sysbench && cd tollgate-sysbench && curl -fsS ${shellQuote(info.caUrl)} -o cacert.pem && { [ -f client-key.pem ] || `
+      + 'openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout client-key.pem -out client-cert.pem -subj /CN=sysbench -days 30 2>/dev/null; } &&';
+    const plain = info.target.options['allowPlain'] === true;
     return {
-      mariadb: `mariadb -h ${h} -P ${info.port} -u ${u} -p${pw} --ssl${clear}`,
-      mysql: `mysql -h ${h} -P ${info.port} -u ${u} -p${pw} --ssl${clear}`,
-      'mysql (MySQL 8 client)': `mysql -h ${h} -P ${info.port} -u ${u} -p${pw} --ssl-mode=REQUIRED${clear}`,
-      mysql2: `mysql://${encodeURIComponent(info.username)}:${encodeURIComponent(info.secret)}@${info.host}:${info.port}/${db ? encodeURIComponent(db) : ''}`,
-      sysbench: `sysbench oltp_read_only --mysql-host=${h} --mysql-port=${info.port} --mysql-user=${u} --mysql-password=${pw}${db ? ` --mysql-db=${shellQuote(db)}` : ''} --time=60 run   # needs a reusable secret`,
+      mariadb: `${fetch} mariadb -h ${h} -P ${info.port} -u ${u} -p${pw} ${verify}${clear}`,
+      mysql: `${fetch} mysql -h ${h} -P ${info.port} -u ${u} -p${pw} ${verify}${clear}`,
+      'mysql (MySQL 8 client)': `${fetch} mysql -h ${h} -P ${info.port} -u ${u} -p${pw} --ssl-mode=VERIFY_IDENTITY --ssl-ca=${ca}${clear}`,
+      'mysql2 (Node.js; add ssl: { ca } from the gateway CA)': `mysql://${encodeURIComponent(info.username)}:${encodeURIComponent(info.secret)}@${info.host}:${info.port}/${db ? encodeURIComponent(db) : ''}`,
+      sysbench: `${plain ? '' : `${sysbenchFiles} `}sysbench oltp_read_only --mysql-host=${h} --mysql-port=${info.port} --mysql-user=${u} --mysql-password=${pw}${db ? ` --mysql-db=${shellQuote(db)}` : ''}${plain ? '' : ' --mysql-ssl=on'} --time=60 run   # needs a reusable secret`,
     };
   },
 

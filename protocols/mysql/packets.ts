@@ -3,6 +3,7 @@
  * Every parser bounds-checks and throws ProtocolError on malformed input.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { ChunkQueue } from '../chunks.js';
 
 export class ProtocolError extends Error {
   /** Where in the packet's payload parsing stopped, when known (for logs: never the payload itself). */
@@ -160,9 +161,8 @@ export interface Packet {
  * than maxPacket (the caller answers with an ERR and closes).
  */
 export class PacketReader {
-  /** Received chunks not yet consumed; joined lazily (a big packet arriving in small chunks is copied once). */
-  private chunks: Buffer[] = [];
-  private chunksLen = 0;
+  /** Received bytes not yet consumed; a big packet arriving in small chunks is joined once. */
+  private readonly q = new ChunkQueue();
   private frames: Buffer[] = [];
   private parts: Buffer[] = [];
   private partsLen = 0;
@@ -170,32 +170,12 @@ export class PacketReader {
   constructor(public maxPacket = 64 * 1024 * 1024) {}
 
   push(chunk: Buffer): void {
-    if (!chunk.length) return;
-    this.chunks.push(chunk);
-    this.chunksLen += chunk.length;
-  }
-
-  /** The first n buffered bytes as one buffer (n <= chunksLen). */
-  private peek(n: number): Buffer {
-    if (this.chunks[0]!.length < n) {
-      const joined = Buffer.concat(this.chunks, this.chunksLen);
-      this.chunks = [joined];
-    }
-    return this.chunks[0]!.subarray(0, n);
-  }
-
-  private consume(n: number): void {
-    const first = this.chunks[0]!;
-    if (first.length === n) this.chunks.shift();
-    else this.chunks[0] = first.subarray(n);
-    this.chunksLen -= n;
+    this.q.push(chunk);
   }
 
   /** Bytes received but not yet part of a returned packet (e.g. a TLS ClientHello after SSLRequest). */
   takeRest(): Buffer {
-    const pending = Buffer.concat([...this.frames, ...this.chunks]);
-    this.chunks = [];
-    this.chunksLen = 0;
+    const pending = Buffer.concat([...this.frames, this.q.drain()]);
     this.frames = [];
     this.parts = [];
     this.partsLen = 0;
@@ -204,19 +184,18 @@ export class PacketReader {
   }
 
   get buffered(): number {
-    return this.chunksLen + this.partsLen;
+    return this.q.length + this.partsLen;
   }
 
   next(): Packet | null {
     for (;;) {
-      if (this.chunksLen < 4) return null;
-      const head = this.peek(4);
+      if (this.q.length < 4) return null;
+      const head = this.q.peek(4);
       const len = head.readUIntLE(0, 3);
       const seq = head[3]!;
       if (this.partsLen + len > this.maxPacket) throw new ProtocolError(`packet larger than ${this.maxPacket} bytes`);
-      if (this.chunksLen < 4 + len) return null;
-      const frameBytes = this.peek(4 + len); // a view: socket chunks are never reused
-      this.consume(4 + len);
+      if (this.q.length < 4 + len) return null;
+      const frameBytes = this.q.take(4 + len); // a view: socket chunks are never reused
       if (this.firstSeq < 0) this.firstSeq = seq;
       this.frames.push(frameBytes);
       this.parts.push(frameBytes.subarray(4));

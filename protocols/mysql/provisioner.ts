@@ -5,16 +5,16 @@
  */
 import { randomBytes } from 'node:crypto';
 import mysql from 'mysql2/promise';
-import type { ProtocolContext, TargetConfig, RoleConfig } from '../types.js';
+import type { ProtocolContext, TargetConfig, RoleConfig, LiveSession } from '../types.js';
 import type { Secret } from '../../auth/secret.js';
-import { parseAddress } from './upstream.js';
+import { connect as netConnect } from 'node:net';
+import { parseAddress, upstreamTls, verifiesServer } from './upstream.js';
 
 export const LEASE_KIND = 'mysql-user';
 
 /** MySQL limits user names to 32 characters (MariaDB allows more; we stay within both). */
 export const MAX_USER_LEN = 32;
 
-const PRIVS = /^[A-Za-z][A-Za-z _]*(\([A-Za-z0-9_, `]*\))?(\s*,\s*[A-Za-z][A-Za-z _]*(\([A-Za-z0-9_, `]*\))?)*$/;
 const IDENT = '(`(?:[^`]|``)+`|[A-Za-z0-9_$]+|\\*)';
 const OBJECT = new RegExp(`^((TABLE|FUNCTION|PROCEDURE)\\s+)?${IDENT}(\\.${IDENT})?$`, 'i');
 const ROLE_NAME = /^[^\0]{1,64}$/; // any name: quoted with quoteId
@@ -23,15 +23,56 @@ const HOST = /^[A-Za-z0-9_.%:-]{1,60}$/;
 
 export interface AdminCredential { user: string; password: Secret }
 
-/** A grant like "SELECT, INSERT ON shop.*" split into privileges and object; null when it is not one. */
+/** A grant like "SELECT, INSERT ON shop.*" split into privileges and object; null when it is not one. Linear in the input. */
 export function parseGrant(g: string): { privs: string; object: string } | null {
-  const m = /^\s*(.+?)\s+ON\s+(.+?)\s*$/i.exec(g);
-  if (!m) return null;
-  const privs = m[1]!.trim();
-  const object = m[2]!.trim();
-  if (!PRIVS.test(privs) || !OBJECT.test(object)) return null;
+  const s = g.trim();
+  // Privileges before the first " ON ", the object after it.
+  const on = /\sON\s/i.exec(s);
+  if (!on) return null;
+  const privs = s.slice(0, on.index).trim();
+  const object = s.slice(on.index + on[0].length).trim();
+  if (LINE_BREAK.test(privs) || LINE_BREAK.test(object)) return null;
+  if (!privileges(privs) || !OBJECT.test(object)) return null;
   if (/\bGRANT\s+OPTION\b|\bWITH\b/i.test(privs)) return null;
   return { privs, object };
+}
+
+const LINE_BREAK = /[\n\r\u2028\u2029]/;
+const isLetter = (c: number) => (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a);
+const isDigit = (c: number) => c >= 0x30 && c <= 0x39;
+const isBlank = (c: number) => /\s/.test(String.fromCharCode(c));
+
+/**
+ * A privilege list: `NAME [(columns)]` separated by commas, where NAME is a letter then letters,
+ * spaces and underscores, and columns are letters, digits, _ , space and backquotes. One pass.
+ */
+function privileges(p: string): boolean {
+  const n = p.length;
+  let i = 0;
+  for (;;) {
+    if (i >= n || !isLetter(p.charCodeAt(i))) return false;
+    i++;
+    while (i < n) {
+      const c = p.charCodeAt(i);
+      if (!(isLetter(c) || c === 0x20 || c === 0x5f)) break;
+      i++;
+    }
+    if (p.charCodeAt(i) === 0x28) { // (
+      i++;
+      while (i < n) {
+        const c = p.charCodeAt(i);
+        if (!(isLetter(c) || isDigit(c) || c === 0x5f || c === 0x2c || c === 0x20 || c === 0x60)) break;
+        i++;
+      }
+      if (p.charCodeAt(i) !== 0x29) return false; // )
+      i++;
+    }
+    if (i === n) return true;
+    while (i < n && isBlank(p.charCodeAt(i))) i++;
+    if (p.charCodeAt(i) !== 0x2c) return false; // ,
+    i++;
+    while (i < n && isBlank(p.charCodeAt(i))) i++;
+  }
 }
 
 export function roleGrants(role: RoleConfig): string[] {
@@ -83,20 +124,31 @@ export function userHost(target: TargetConfig): string {
   return typeof h === 'string' ? h : '%';
 }
 
+/**
+ * The admin connection, over TLS whenever the target has options.tls (the same settings as the
+ * session login), so CREATE USER … IDENTIFIED BY never crosses the network in clear there.
+ */
 export async function adminConnect(ctx: ProtocolContext, target: TargetConfig): Promise<mysql.Connection> {
   const cred = adminCredential(ctx, target);
   const addr = parseAddress(target.address);
+  const tls = upstreamTls(target);
+  const verify = !!tls && verifiesServer(tls);
+  // mysql2 checks the name it dials: to check options.tls.servername, dial the address under that name.
+  const named = tls?.servername && tls.servername !== addr.host ? tls.servername : null;
   return mysql.createConnection({
-    host: addr.host,
+    host: named ?? addr.host,
     port: addr.port,
+    ...(named ? { stream: () => netConnect({ host: addr.host, port: addr.port }) } : {}),
     user: cred.user,
     password: cred.password.reveal(),
     connectTimeout: 10_000,
     multipleStatements: false,
+    ...(tls ? { ssl: { ca: tls.ca, rejectUnauthorized: verify, verifyIdentity: verify } } : {}),
   });
 }
 
-async function withAdmin<T>(ctx: ProtocolContext, target: TargetConfig, fn: (c: mysql.Connection) => Promise<T>): Promise<T> {
+async function withAdmin<T>(ctx: ProtocolContext, target: TargetConfig, fn: (c: mysql.Connection) => Promise<T>, open?: mysql.Connection): Promise<T> {
+  if (open) return fn(open);
   const c = await adminConnect(ctx, target);
   try {
     return await fn(c);
@@ -111,20 +163,39 @@ async function withAdmin<T>(ctx: ProtocolContext, target: TargetConfig, fn: (c: 
  */
 function cleanError(e: unknown, password: string): Error {
   const err = e as { errno?: number; sqlState?: string; message?: string };
-  const msg = String(err.message ?? e).split(password).join('<secret>');
+  const text = String(err.message ?? e);
+  const msg = password ? text.split(password).join('<secret>') : text;
   return new Error(err.errno ? `${err.errno} (${err.sqlState ?? 'HY000'}): ${msg}` : msg);
 }
 
-/** Create the session user and grant the role; on failure the caller's lease revocation drops it. */
-export async function createSessionUser(ctx: ProtocolContext, target: TargetConfig, role: RoleConfig, user: string, host: string, password: string): Promise<{ server: string }> {
+/** Create the session user and grant the role (on `admin` when given); on failure the caller's lease revocation drops it. */
+export async function createSessionUser(ctx: ProtocolContext, target: TargetConfig, role: RoleConfig, user: string, host: string, password: string, admin?: mysql.Connection): Promise<{ server: string }> {
   try {
-    return await createSessionUserRaw(ctx, target, role, user, host, password);
+    return await createSessionUserRaw(ctx, target, role, user, host, password, admin);
   } catch (e) {
     throw cleanError(e, password);
   }
 }
 
-async function createSessionUserRaw(ctx: ProtocolContext, target: TargetConfig, role: RoleConfig, user: string, host: string, password: string): Promise<{ server: string }> {
+/**
+ * Mint the session's user under a lease. The admin connection (TLS and the server's certificate
+ * checked when options.tls says so) is open before the lease is stored: a server that is not who
+ * it should be leaves no lease behind, only the refusal.
+ */
+export async function mintSessionUser(ctx: ProtocolContext, session: LiveSession, target: TargetConfig, role: RoleConfig, user: string, host: string): Promise<string> {
+  const admin = await adminConnect(ctx, target).catch((e: unknown) => { throw cleanError(e, ''); });
+  try {
+    return await session.lease<string>(LEASE_KIND, { user, host }, async () => {
+      const pw = randomPassword();
+      const { server } = await createSessionUser(ctx, target, role, user, host, pw, admin);
+      return { credential: pw, data: { server } };
+    });
+  } finally {
+    await admin.end().catch(() => admin.destroy());
+  }
+}
+
+async function createSessionUserRaw(ctx: ProtocolContext, target: TargetConfig, role: RoleConfig, user: string, host: string, password: string, admin?: mysql.Connection): Promise<{ server: string }> {
   return withAdmin(ctx, target, async (c) => {
     const [rows] = await c.query('SELECT VERSION() AS v');
     const version = String((rows as { v: string }[])[0]?.v ?? '');
@@ -144,7 +215,7 @@ async function createSessionUserRaw(ctx: ProtocolContext, target: TargetConfig, 
       else await c.query(`SET DEFAULT ROLE ALL TO ${acct}`);
     }
     return { server: version };
-  });
+  }, admin);
 }
 
 /** Lock the user, kill its connections, drop it. Idempotent: a user that is gone is fine. */
@@ -205,6 +276,8 @@ export function validateMysqlTarget(target: TargetConfig): { path: string; expec
   if (auth !== undefined && !['mysql_native_password', 'caching_sha2_password', 'mysql_clear_password'].includes(String(auth))) {
     return { path: 'options.clientAuth', expected: 'mysql_native_password, caching_sha2_password or mysql_clear_password' };
   }
+  const plain = target.options['allowPlain'];
+  if (plain !== undefined && typeof plain !== 'boolean') return { path: 'options.allowPlain', expected: 'true or false (accept clients without TLS)' };
   const tls = target.options['tls'];
   if (tls !== undefined && typeof tls !== 'boolean') {
     const o = tls as Record<string, unknown>;

@@ -88,8 +88,9 @@ export class MysqlRelay {
     });
     client.onChunkEnd = this.flush;
     upstream.onChunkEnd = this.flush;
-    client.setHandler((p) => this.fromClient(p));
-    upstream.setHandler((p) => this.fromServer(p));
+    // Guarded: a throw while inspecting ends this session only (logged, audited), never the gateway.
+    client.setHandler(session.guard((p) => this.fromClient(p)));
+    upstream.setHandler(session.guard((p) => this.fromServer(p)));
   }
 
   /** Send an ERR to the client numbered as the answer to its current or next command. */
@@ -152,7 +153,20 @@ export class MysqlRelay {
     for (const c of this.corked.splice(0)) c.sock.uncork();
     this.flushBytes();
     if (this.afterWrite.length) for (const f of this.afterWrite.splice(0)) f();
+    this.account();
   };
+
+  /** Bytes both connections hold, as last reported to the session's buffer budget. */
+  private held = 0;
+
+  /** Report what the packet readers hold to the session's buffer budget (over it, the session ends: resource_limit). */
+  private account() {
+    if (this.ending) return;
+    const now = this.o.client.buffered + this.o.upstream.buffered;
+    const delta = now - this.held;
+    this.held = now;
+    if (delta) this.o.session.holdBytes(delta);
+  }
 
   private flushBytes() {
     if (this.pendingUp || this.pendingDown) this.o.session.addBytes(this.pendingUp, this.pendingDown);

@@ -7,6 +7,7 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { constants, publicEncrypt } from 'node:crypto';
 import type { Clock } from '../../policies/clock.js';
+import type { TargetConfig } from '../types.js';
 import { PacketConn } from './conn.js';
 import {
   CAP, FORMAT_CAPS, GATEWAY_CAPS, GATEWAY_EXT_CAPS, buildHandshakeResponse, buildSslRequest, nativeToken, parseErr, parseGreeting,
@@ -31,6 +32,30 @@ export function parseAddress(address: string, defaultPort = 3306): Address {
 }
 
 export interface UpstreamTls { ca?: string; servername?: string; rejectUnauthorized?: boolean }
+
+/**
+ * TLS to the server from the target's options.tls, for the session login and the admin connection
+ * alike: true = encrypted, not verified; { ca } = the chain and the host name (servername, else the
+ * address's host) are verified. null: no TLS.
+ */
+export function upstreamTls(target: TargetConfig): UpstreamTls | null {
+  const t = target.options['tls'];
+  if (t === true) return { rejectUnauthorized: false };
+  if (t && typeof t === 'object') {
+    const o = t as Record<string, unknown>;
+    return {
+      ca: typeof o['ca'] === 'string' ? o['ca'] : undefined,
+      servername: typeof o['servername'] === 'string' ? o['servername'] : undefined,
+      rejectUnauthorized: typeof o['rejectUnauthorized'] === 'boolean' ? o['rejectUnauthorized'] : undefined,
+    };
+  }
+  return null;
+}
+
+/** Whether the server's certificate is checked (chain and name): with a CA unless turned off. */
+export function verifiesServer(t: UpstreamTls): boolean {
+  return t.rejectUnauthorized ?? !!t.ca;
+}
 
 export interface UpstreamLogin {
   address: Address;
@@ -117,7 +142,7 @@ export async function loginUpstream(o: UpstreamLogin): Promise<UpstreamSession> 
         host: o.address.host,
         ca: tlsOpts.ca,
         servername: tlsOpts.servername ?? (/^[\d.:]+$/.test(o.address.host) ? undefined : o.address.host),
-        rejectUnauthorized: tlsOpts.rejectUnauthorized ?? !!tlsOpts.ca,
+        rejectUnauthorized: verifiesServer(tlsOpts),
       }), 'secureConnect');
     }
     const secure = conn.encrypted;

@@ -1,7 +1,7 @@
 /** The postgres target's own config sections (credentials, options, role grants), validated here. */
 import { z } from 'zod';
 import type { TargetConfig, RoleConfig } from '../types.js';
-import { isSecretRef } from '../../proxy/config.js';
+import { isSecretRef } from '../../auth/secret.js';
 
 const roleName = z.string().min(1).max(63).refine((s) => !s.includes('\0'), 'no NUL bytes');
 
@@ -22,9 +22,13 @@ export const optionsSchema = z.object({
   allowPlain: z.boolean().default(false),
   /** How clients prove the connection secret: SCRAM (default) or cleartext (only over TLS / allowPlain). */
   clientAuth: z.enum(['scram-sha-256', 'password']).default('scram-sha-256'),
-  /** TLS to the database server: disable, require (encrypted, certificate not checked) or verify-full (upstreamCa + host name). */
+  /**
+   * TLS to the database server: disable (the default), require (encrypted; with upstreamCa the
+   * certificate chain is verified, without it nothing is) or verify-full (upstreamCa + the host name
+   * of `address` must be in the certificate).
+   */
   upstreamTls: z.enum(['disable', 'require', 'verify-full']).default('disable'),
-  /** PEM of the CA that signed the database server's certificate (verify-full). */
+  /** PEM of the CA that signed the database server's certificate (require: chain check; verify-full: needed). */
   upstreamCa: z.custom<unknown>((v) => v === undefined || isSecretRef(v), 'a reference to the CA PEM: {file: PATH}, {env: NAME} or {value: "..."}').optional(),
   /** Upstream connect and login timeout in seconds. */
   connectTimeout: z.number().positive().default(10),

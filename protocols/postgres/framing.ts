@@ -7,6 +7,7 @@
  * The relay frames messages and forwards their bytes untouched; only the messages that policy,
  * audit and cancel mapping need are decoded here.
  */
+import { ChunkQueue } from '../chunks.js';
 
 export const PROTOCOL_3 = 196608; // 3.0
 export const SSL_REQUEST = 80877103;
@@ -52,8 +53,7 @@ const EMPTY = Buffer.alloc(0);
  * protocol violation (so a hostile peer cannot make the relay buffer gigabytes).
  */
 export class FrameSplitter {
-  private chunks: Buffer[] = [];
-  private total = 0;
+  private readonly q = new ChunkQueue();
   private streamLeft = 0;
   private streamType = '';
 
@@ -61,21 +61,18 @@ export class FrameSplitter {
 
   /** Feed bytes; returns every complete frame (and pieces of streamed ones). Throws ProtocolViolation on a bad length. */
   push(chunk: Buffer): Frame[] {
-    if (chunk.length) {
-      this.chunks.push(chunk);
-      this.total += chunk.length;
-    }
+    this.q.push(chunk);
     const out: Frame[] = [];
     for (;;) {
       if (this.streamLeft > 0) {
-        if (this.total === 0) break;
-        const piece = this.take(Math.min(this.streamLeft, this.total));
+        if (this.q.length === 0) break;
+        const piece = this.q.take(Math.min(this.streamLeft, this.q.length));
         this.streamLeft -= piece.length;
         out.push({ type: this.streamType, body: EMPTY, raw: piece, partial: true });
         continue;
       }
-      if (this.total < 5) break;
-      const head = this.peek(5);
+      if (this.q.length < 5) break;
+      const head = this.q.peek(5);
       const type = String.fromCharCode(head[0]!);
       const len = head.readUInt32BE(1);
       if (len < 4) throw new ProtocolViolation(`invalid message length ${len}`);
@@ -87,42 +84,19 @@ export class FrameSplitter {
         this.streamLeft = 1 + len;
         continue;
       }
-      if (this.total < 1 + len) break;
-      const raw = this.take(1 + len);
+      if (this.q.length < 1 + len) break;
+      const raw = this.q.take(1 + len);
       out.push({ type, body: raw.subarray(5), raw });
     }
     return out;
   }
 
-  private peek(n: number): Buffer {
-    if (this.chunks[0]!.length < n) this.chunks = [Buffer.concat(this.chunks)];
-    return this.chunks[0]!.subarray(0, n);
-  }
-
-  private take(n: number): Buffer {
-    this.total -= n;
-    const first = this.chunks[0]!;
-    if (first.length === n) { this.chunks.shift(); return first; }
-    if (first.length > n) { this.chunks[0] = first.subarray(n); return first.subarray(0, n); }
-    const parts: Buffer[] = [];
-    let need = n;
-    while (need > 0) {
-      const c = this.chunks[0]!;
-      if (c.length <= need) { parts.push(c); this.chunks.shift(); need -= c.length; }
-      else { parts.push(c.subarray(0, need)); this.chunks[0] = c.subarray(need); need = 0; }
-    }
-    return Buffer.concat(parts, n);
-  }
-
   /** Bytes held waiting for the rest of a frame. */
-  get pending(): number { return this.total; }
+  get pending(): number { return this.q.length; }
 
   /** Take the unframed rest (e.g. after switching protocol phases). */
   drain(): Buffer {
-    const b = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
-    this.chunks = [];
-    this.total = 0;
-    return b;
+    return this.q.drain();
   }
 }
 
@@ -393,6 +367,10 @@ export function encodeBackendKey(pid: number, key: number): Buffer {
   b.writeUInt32BE(pid >>> 0, 0);
   b.writeUInt32BE(key >>> 0, 4);
   return msg('K', b);
+}
+/** 'v' NegotiateProtocolVersion: the newest protocol version supported (as PostgreSQL sends it, e.g. 196608 = 3.0) and the `_pq_.` options not understood. */
+export function encodeNegotiateProtocolVersion(newest: number, options: string[]): Buffer {
+  return msg('v', Buffer.concat([int32(newest), int32(options.length), ...options.map(cstr)]));
 }
 export function encodeReadyForQuery(status: string): Buffer { return msg('Z', Buffer.from(status.slice(0, 1), 'latin1')); }
 export function encodeParameterStatus(name: string, value: string): Buffer {

@@ -13,7 +13,8 @@ import type {
 } from '../types.js';
 import {
   FrameSplitter, ProtocolViolation, readStartup, decodePassword, decodeSaslInitial, encodeAuthCleartext, encodeAuthOk,
-  encodeAuthSasl, encodeAuthSaslContinue, encodeAuthSaslFinal, encodeBackendKey, encodeError, encodeReadyForQuery,
+  encodeAuthSasl, encodeAuthSaslContinue, encodeAuthSaslFinal, encodeBackendKey, encodeError, encodeNegotiateProtocolVersion, encodeReadyForQuery,
+  PROTOCOL_3,
   type ErrorSpec, type Frame, type StartupPacket,
 } from './framing.js';
 import { CancelRegistry } from './cancel.js';
@@ -186,6 +187,7 @@ async function handleConnection(
       input.attach(sock);
     }
     let params: Record<string, string> | null = null;
+    let version = PROTOCOL_3;
     while (!params) {
       const p = await input.startup();
       if (p.kind === 'ssl') {
@@ -212,8 +214,13 @@ async function handleConnection(
         return;
       } else {
         params = p.params;
+        version = p.version;
       }
     }
+    // As PostgreSQL 15 answers: a newer 3.x minor version or `_pq_.` protocol options get
+    // NegotiateProtocolVersion (3.0, the options not understood), and the session goes on in 3.0.
+    const pqOptions = Object.keys(params).filter((k) => k.startsWith('_pq_.'));
+    if ((version & 0xffff) !== 0 || pqOptions.length) sock.write(encodeNegotiateProtocolVersion(PROTOCOL_3, pqOptions));
 
     const username = params.user ?? '';
     if (!username) throw fatal('28000', 'no user name given: connect with user=<target> or user=<target>:<role>');
@@ -363,7 +370,7 @@ async function startSession(
   const { host, port } = parseAddress(target.address);
   const forwarded: Record<string, string> = {};
   for (const [k, v] of Object.entries(params)) {
-    if (k === 'user' || k === 'database' || k === 'replication') continue;
+    if (k === 'user' || k === 'database' || k === 'replication' || k.startsWith('_pq_.')) continue;
     forwarded[k] = v;
   }
   const up = await dialUpstream({

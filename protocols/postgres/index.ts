@@ -53,10 +53,14 @@ export const postgresModule: ProtocolModule = {
     let db = 'postgres';
     try { db = credentialsOf(info.target).database; } catch { /* keep default */ }
     const base = `host=${conninfoValue(info.host)} port=${info.port} user=${conninfoValue(info.username)} dbname=${conninfoValue(db)}`;
+    // The client checks the gateway's certificate against its CA and host name (libpq's verify-full).
+    const ca = info.files.ca;
+    const verify = `sslmode=verify-full sslrootcert=${conninfoValue(ca)}`;
+    const fetch = `curl -fsS ${sh(info.caUrl)} -o ${sh(ca)} &&`;
     return {
-      psql: `psql ${sh(`${base} password=${conninfoValue(info.secret)} sslmode=require`)}`,
-      'psql (PGPASSWORD)': `PGPASSWORD=${sh(info.secret)} psql ${sh(`${base} sslmode=require`)}`,
-      pgbench: `PGPASSWORD=${sh(info.secret)} PGSSLMODE=require pgbench -h ${sh(info.host)} -p ${info.port} -U ${sh(info.username)} ${sh(db)}`,
+      psql: `${fetch} psql ${sh(`${base} password=${conninfoValue(info.secret)} ${verify}`)}`,
+      'psql (PGPASSWORD)': `${fetch} PGPASSWORD=${sh(info.secret)} psql ${sh(`${base} ${verify}`)}`,
+      pgbench: `${fetch} PGPASSWORD=${sh(info.secret)} PGSSLMODE=verify-full PGSSLROOTCERT=${sh(ca)} pgbench -h ${sh(info.host)} -p ${info.port} -U ${sh(info.username)} ${sh(db)}`,
     };
   },
 

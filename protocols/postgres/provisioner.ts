@@ -5,6 +5,7 @@
  * dependencies) and the role is dropped. Revocation works from the stored lease data alone.
  */
 import { randomBytes } from 'node:crypto';
+import tls from 'node:tls';
 import pg from 'pg';
 import type { ProtocolContext, TargetConfig } from '../types.js';
 import { credentialsOf, optionsOf, parseAddress, type PgCredentials } from './config.js';
@@ -21,11 +22,24 @@ export function sessionRoleName(sub: string): string {
   return `tg_${base}_${randomBytes(4).toString('hex').slice(0, 6)}`;
 }
 
+export interface UpstreamTls { mode: 'disable' | 'require' | 'verify-full'; ca?: string }
+
 /** TLS settings towards the database server, from the target's options. */
-export function upstreamTlsOf(ctx: ProtocolContext, target: TargetConfig): { mode: 'disable' | 'require' | 'verify-full'; ca?: string } {
+export function upstreamTlsOf(ctx: ProtocolContext, target: TargetConfig): UpstreamTls {
   const o = optionsOf(target);
   const ca = o.upstreamCa !== undefined ? ctx.resolveSecret(o.upstreamCa, `targets.${target.name}.options.upstreamCa`).reveal() : undefined;
   return { mode: o.upstreamTls, ca };
+}
+
+/**
+ * What the TLS client checks, for the admin connection (node-postgres) and the session's own dial
+ * alike: `require` encrypts and, with upstreamCa, verifies the certificate chain (libpq's verify-ca);
+ * `verify-full` also checks that the certificate names the host of the target's address. null: no TLS.
+ */
+export function tlsClientOptions(t: UpstreamTls): tls.ConnectionOptions | null {
+  if (t.mode === 'disable') return null;
+  if (t.mode === 'require') return t.ca ? { rejectUnauthorized: true, ca: t.ca, checkServerIdentity: () => undefined } : { rejectUnauthorized: false };
+  return { rejectUnauthorized: true, ca: t.ca, checkServerIdentity: tls.checkServerIdentity };
 }
 
 export async function adminClient(ctx: ProtocolContext, target: TargetConfig, database?: string): Promise<pg.Client> {
@@ -36,17 +50,11 @@ export async function adminClient(ctx: ProtocolContext, target: TargetConfig, da
     host, port, user: cred.admin.user, password: password.reveal(), database: database ?? cred.database,
     connectionTimeoutMillis: optionsOf(target).connectTimeout * 1000,
     application_name: 'tollgate',
-    ssl: sslOption(upstreamTlsOf(ctx, target)),
+    ssl: tlsClientOptions(upstreamTlsOf(ctx, target)) ?? false,
   });
   client.on('error', () => { /* reported through the failing query */ });
   await client.connect();
   return client;
-}
-
-function sslOption(t: { mode: string; ca?: string }): pg.ClientConfig['ssl'] {
-  if (t.mode === 'disable') return false;
-  if (t.mode === 'require') return { rejectUnauthorized: false };
-  return { rejectUnauthorized: true, ca: t.ca };
 }
 
 export interface SessionRole { user: string; password: string }

@@ -12,6 +12,7 @@ import {
 } from './framing.js';
 import { ScramClient, SCRAM } from './scram.js';
 import { createHash } from 'node:crypto';
+import { tlsClientOptions, type UpstreamTls } from './provisioner.js';
 
 /** The server refused (its ErrorResponse is forwarded to the client as is). */
 export class UpstreamError extends Error {
@@ -44,8 +45,8 @@ export interface DialOptions {
   params: Record<string, string>;
   timeoutMs: number;
   clock: Clock;
-  /** TLS to the database server: disable (default), require (encrypted, unverified), verify-full (CA + host name). */
-  tls?: { mode: 'disable' | 'require' | 'verify-full'; ca?: string };
+  /** TLS to the database server: disable (default), require (encrypted; the chain verified when a CA is given), verify-full (CA + host name). */
+  tls?: UpstreamTls;
 }
 
 /** Where a cancel for this upstream backend must go. */
@@ -86,8 +87,7 @@ function openTransport(o: DialOptions): Promise<net.Socket> {
         if (d.length === 1 && d[0] === 0x53) {
           raw.pause();
           const t = tls.connect({
-            socket: raw, servername: net.isIP(o.host) ? undefined : o.host, ca: o.tls?.ca || undefined,
-            rejectUnauthorized: mode === 'verify-full', minVersion: 'TLSv1.2',
+            ...tlsClientOptions(o.tls!), socket: raw, host: o.host, servername: net.isIP(o.host) ? undefined : o.host, minVersion: 'TLSv1.2',
           });
           current = t;
           t.once('secureConnect', () => ok(t));

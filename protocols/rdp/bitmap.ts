@@ -4,6 +4,11 @@
  * planar (MS-RDPEGDI 2.2.2.5.1, 32 bpp, without colour loss / chroma subsampling). Output is RGBA,
  * top-down. Every read is bounds-checked; undecodable input returns null or throws
  * RdpProtocolError, never writes out of range.
+ *
+ * Allocation follows the data: before any buffer is sized from a rectangle's width and height,
+ * the bytes that arrived must be able to cover it (RLE_PIXELS_PER_BYTE, PLANAR_PIXELS_PER_BYTE),
+ * so a 28-byte PDU claiming a 4096x4096 picture costs nothing. Buffers come from a BitmapScratch
+ * the recorder reuses for the whole session.
  */
 import { RdpProtocolError, need } from './errors.js';
 
@@ -17,6 +22,34 @@ export interface BitmapRect {
 }
 
 const MAX_RECT_PIXELS = 4096 * 4096;
+/** Most pixels one byte of interleaved RLE can stand for (a 3-byte MEGA_MEGA order runs 65535). */
+export const RLE_PIXELS_PER_BYTE = 21845;
+/** Most pixels one planar RLE control byte covers (a run of 47). */
+export const PLANAR_PIXELS_PER_BYTE = 47;
+
+/** Reusable decode buffers (grown on demand, never shrunk): one per session. */
+export class BitmapScratch {
+  private u8: Uint8Array[] = [];
+  private u32 = new Uint32Array(0);
+
+  /** n bytes in slot k (0: RGBA output, 1..4: planar planes); contents are stale. */
+  bytes(k: number, n: number): Uint8Array {
+    if ((this.u8[k]?.length ?? -1) < n) this.u8[k] = new Uint8Array(n);
+    return this.u8[k]!.subarray(0, n);
+  }
+
+  /** n 32-bit pixel values, zeroed. */
+  pixels(n: number): Uint32Array {
+    if (this.u32.length < n) this.u32 = new Uint32Array(n);
+    const v = this.u32.subarray(0, n);
+    v.fill(0);
+    return v;
+  }
+}
+
+/** Fresh buffers each call (tests and one-off decodes). */
+const fresh = { bytes: (_k: number, n: number) => new Uint8Array(n), pixels: (n: number) => new Uint32Array(n) };
+type Scratch = Pick<BitmapScratch, 'bytes' | 'pixels'>;
 
 /** The rectangles of a bitmap update (body starts with updateType = 1). */
 export function parseBitmapUpdate(p: Buffer): BitmapRect[] {
@@ -54,6 +87,29 @@ function bytesPerPixel(bpp: number): number {
   }
 }
 
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+const luts: Record<number, Uint32Array> = {};
+
+/**
+ * Converts pixel values to RGBA a 32-bit word at a time (15/16 bpp through a 64K-entry table),
+ * which keeps a full-desktop bitmap to a few milliseconds; big-endian hosts take putRgba.
+ */
+function rgbaWords(out: Uint8Array, bpp: number): ((i: number, v: number) => void) | null {
+  if (!LITTLE_ENDIAN || out.byteOffset % 4) return null;
+  const o32 = new Uint32Array(out.buffer, out.byteOffset, out.length >> 2);
+  if (bpp === 15 || bpp === 16) {
+    let t = luts[bpp];
+    if (!t) {
+      t = luts[bpp] = new Uint32Array(65536);
+      const one = new Uint8Array(t.buffer);
+      for (let v = 0; v < 65536; v++) putRgba(one, v * 4, v, bpp);
+    }
+    const lut = t;
+    return (i, v) => { o32[i] = lut[v & 0xffff]!; };
+  }
+  return (i, v) => { o32[i] = (((v >> 16) & 0xff) | (v & 0xff00) | ((v & 0xff) << 16) | 0xff000000) >>> 0; };
+}
+
 /** A pixel value (as read little-endian) to RGBA at out[o]. */
 function putRgba(out: Uint8Array, o: number, v: number, bpp: number): void {
   if (bpp === 16) {
@@ -68,37 +124,42 @@ function putRgba(out: Uint8Array, o: number, v: number, bpp: number): void {
   out[o + 3] = 255;
 }
 
-/** Decode one rectangle to width*height RGBA (top-down); null when the encoding is not supported. */
-export function decodeBitmap(r: BitmapRect): Uint8Array | null {
+/**
+ * Decode one rectangle to width*height RGBA (top-down); null when the encoding is not supported.
+ * With a scratch, the result lives in it (valid until its next use).
+ */
+export function decodeBitmap(r: BitmapRect, scratch: Scratch = fresh): Uint8Array | null {
   if (r.width === 0 || r.height === 0 || r.width * r.height > MAX_RECT_PIXELS) return null;
   const bpp = bytesPerPixel(r.bpp);
   if (!bpp) return null;
-  if (!(r.flags & BITMAP_COMPRESSION)) return decodeRaw(r.data, r.width, r.height, r.bpp);
-  if (r.bpp === 32) return decodePlanar(r.data, r.width, r.height);
-  return decodeInterleaved(r.data, r.width, r.height, r.bpp);
+  if (!(r.flags & BITMAP_COMPRESSION)) return decodeRaw(r.data, r.width, r.height, r.bpp, scratch);
+  if (r.bpp === 32) return decodePlanar(r.data, r.width, r.height, scratch);
+  return decodeInterleaved(r.data, r.width, r.height, r.bpp, scratch);
 }
 
-export function decodeRaw(d: Buffer, w: number, h: number, bpp: number): Uint8Array {
+export function decodeRaw(d: Buffer, w: number, h: number, bpp: number, scratch: Scratch = fresh): Uint8Array {
   const bytes = bytesPerPixel(bpp);
   const stride = (w * bytes + 3) & ~3;
   need(d, 0, stride * h, 'uncompressed bitmap');
-  const out = new Uint8Array(w * h * 4);
+  const out = scratch.bytes(0, w * h * 4);
+  const depth = bpp === 32 ? 24 : bpp;
+  const put = rgbaWords(out, depth) ?? ((i: number, v: number) => putRgba(out, i * 4, v, depth));
   for (let y = 0; y < h; y++) {
     const src = (h - 1 - y) * stride;
     for (let x = 0; x < w; x++) {
       const s = src + x * bytes;
-      const v = bytes === 2 ? d.readUInt16LE(s) : bytes === 3 ? d[s]! | (d[s + 1]! << 8) | (d[s + 2]! << 16) : d[s]! | (d[s + 1]! << 8) | (d[s + 2]! << 16);
-      putRgba(out, (y * w + x) * 4, v, bpp === 32 ? 24 : bpp);
+      put(y * w + x, bytes === 2 ? d[s]! | (d[s + 1]! << 8) : d[s]! | (d[s + 1]! << 8) | (d[s + 2]! << 16));
     }
   }
   return out;
 }
 
 /** Interleaved RLE: decodes to pixel values bottom-up, then flips to RGBA. */
-export function decodeInterleaved(src: Buffer, w: number, h: number, bpp: number): Uint8Array {
+export function decodeInterleaved(src: Buffer, w: number, h: number, bpp: number, scratch: Scratch = fresh): Uint8Array {
   const bytes = bytesPerPixel(bpp);
   const total = w * h;
-  const px = new Uint32Array(total);
+  if (total > src.length * RLE_PIXELS_PER_BYTE) throw new RdpProtocolError(`RLE data of ${src.length} bytes cannot cover ${w}x${h}`);
+  const px = scratch.pixels(total);
   const white = bpp === 15 ? 0x7fff : bpp === 16 ? 0xffff : 0xffffff;
   let fg = white;
   let i = 0; // source offset
@@ -181,10 +242,11 @@ export function decodeInterleaved(src: Buffer, w: number, h: number, bpp: number
       case 0xfe: room(1); px[o++] = 0; break;
     }
   }
-  const out = new Uint8Array(total * 4);
+  const out = scratch.bytes(0, total * 4);
+  const put = rgbaWords(out, bpp) ?? ((i: number, v: number) => putRgba(out, i * 4, v, bpp));
   for (let y = 0; y < h; y++) {
     const srow = (h - 1 - y) * w;
-    for (let x = 0; x < w; x++) putRgba(out, (y * w + x) * 4, px[srow + x]!, bpp);
+    for (let x = 0; x < w; x++) put(y * w + x, px[srow + x]!);
   }
   return out;
 }
@@ -226,7 +288,7 @@ function planarPlane(src: Buffer, off: number, w: number, h: number, rle: boolea
   return i - off;
 }
 
-export function decodePlanar(src: Buffer, w: number, h: number): Uint8Array | null {
+export function decodePlanar(src: Buffer, w: number, h: number, scratch: Scratch = fresh): Uint8Array | null {
   need(src, 0, 1, 'planar header');
   const hdr = src[0]!;
   const cll = hdr & 0x7;
@@ -234,16 +296,19 @@ export function decodePlanar(src: Buffer, w: number, h: number): Uint8Array | nu
   const rle = (hdr & 0x10) !== 0;
   const noAlpha = (hdr & 0x20) !== 0;
   if (cll || cs) return null;
+  const n = noAlpha ? 3 : 4;
+  // Each plane needs w*h raw bytes, or at least one control byte per 47 pixels of every row.
+  const least = 1 + n * h * (rle ? Math.ceil(w / PLANAR_PIXELS_PER_BYTE) : w);
+  if (src.length < least) throw new RdpProtocolError(`planar data of ${src.length} bytes cannot cover ${w}x${h}`);
   let off = 1;
   const planes: Uint8Array[] = [];
-  const n = noAlpha ? 3 : 4;
   for (let k = 0; k < n; k++) {
-    const p = new Uint8Array(w * h);
+    const p = scratch.bytes(1 + k, w * h);
     off += planarPlane(src, off, w, h, rle, p);
     planes.push(p);
   }
   const [r, g, b] = noAlpha ? planes : planes.slice(1);
-  const out = new Uint8Array(w * h * 4);
+  const out = scratch.bytes(0, w * h * 4);
   for (let y = 0; y < h; y++) {
     const srow = (h - 1 - y) * w;
     for (let x = 0; x < w; x++) {

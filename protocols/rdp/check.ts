@@ -1,10 +1,10 @@
-/** "Reachable": X.224 negotiation (TLS, or NLA when allowed) and TLS with the target; local-account mode also needs root here, sam-file a writable SAM file. */
+/** "Reachable": X.224 negotiation (TLS, or NLA when allowed) and TLS with the target (verified with options.ca); local-account mode also needs root here, sam-file a writable SAM file. */
 import { accessSync, constants } from 'node:fs';
 import { dirname } from 'node:path';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { ProtocolContext, TargetConfig } from '../types.js';
-import { credentialsOf, optionsOf, parseAddress } from './config.js';
+import { credentialsOf, optionsOf, parseAddress, targetTlsOptions } from './config.js';
 import { FrameReader } from './reader.js';
 import { encodeTpkt } from './tpkt.js';
 import { encodeConnectionRequest, parseConnectionConfirm, PROTOCOL_HYBRID, PROTOCOL_SSL } from './x224.js';
@@ -29,8 +29,9 @@ export async function checkTarget(ctx: ProtocolContext, target: TargetConfig): P
     }
     const security = neg.selectedProtocol === PROTOCOL_HYBRID ? 'NLA' : 'TLS';
     r.detach();
-    const t = tls.connect({ socket: sock, rejectUnauthorized: false });
-    await new Promise<void>((res, rej) => { t.once('secureConnect', res); t.once('error', rej); });
+    const t = tls.connect({ ...targetTlsOptions(host, opts.ca), socket: sock });
+    await new Promise<void>((res, rej) => { t.once('secureConnect', res); t.once('error', rej); })
+      .catch((e: Error) => { throw new Error(`TLS with the RDP server failed: ${e.message}`); });
     t.destroy();
     const cred = credentialsOf(target);
     if (cred.mode === 'sam-file') {

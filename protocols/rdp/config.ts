@@ -1,4 +1,6 @@
 /** RDP target configuration: address, how the session credential is minted, options, per-role channels. */
+import net from 'node:net';
+import type tls from 'node:tls';
 import type { RoleConfig, TargetConfig } from '../types.js';
 
 export const NAME_RE = /^[a-z_][a-z0-9_-]{0,30}$/;
@@ -7,7 +9,7 @@ export const KNOWN_CHANNELS = ['cliprdr', 'rdpdr', 'rdpsnd', 'drdynvc', 'rail', 
 export interface RdpOptions {
   /** Seconds to wait for the target to answer. */
   connectTimeout: number;
-  /** Verify the target's TLS certificate against this CA (PEM); without it the target's certificate is not verified. */
+  /** Verify the target's TLS certificate against this CA (PEM), and that it names the host of `address`; without it the target's certificate is not verified. */
   ca: string | null;
   /** Offer NLA (CredSSP/NTLMv2) to the target besides TLS (default true); the target picks. */
   nla: boolean;
@@ -49,6 +51,11 @@ export function optionsOf(target: TargetConfig): RdpOptions {
     ca: typeof o.ca === 'string' ? o.ca : null,
     nla: o.nla !== false,
   };
+}
+
+/** TLS towards the target (session and check alike): with a CA the chain and the host name are checked. */
+export function targetTlsOptions(host: string, ca: string | null): tls.ConnectionOptions {
+  return { host, servername: net.isIP(host) ? undefined : host, rejectUnauthorized: ca !== null, ...(ca ? { ca } : {}) };
 }
 
 /** Linux groups the session account joins for this role (group elevation per role). */

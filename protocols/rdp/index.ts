@@ -14,6 +14,14 @@ function sh(v: string): string {
   return /^[A-Za-z0-9_.:\/@+=-]+$/.test(v) ? v : `'${v.replace(/'/g, `'\\''`)}'`;
 }
 
+/**
+ * xfreerdp accepts exactly the gateway's certificate (its SHA-256) and nothing else: no prompt, no
+ * trust on first use, no fallback to the certificate store.
+ */
+function certPin(info: ClientCommandInfo): string {
+  return `/cert:deny,fingerprint:sha256:${info.certSha256}`;
+}
+
 export const rdpModule: ProtocolModule = {
   name: 'rdp',
   defaultPort: 3389,
@@ -34,9 +42,10 @@ export const rdpModule: ProtocolModule = {
 
   clientCommands(info: ClientCommandInfo) {
     const v = `${info.host}:${info.port}`;
+    const pin = certPin(info);
     return {
-      xfreerdp: `xfreerdp /v:${sh(v)} /sec:tls /u:${sh(info.username)} /p:${sh(info.secret)} /cert:tofu`,
-      'xfreerdp (NLA)': `xfreerdp /v:${sh(v)} /sec:nla /u:${sh(info.username)} /p:${sh(info.secret)} /cert:tofu`,
+      xfreerdp: `xfreerdp /v:${sh(v)} /sec:tls /u:${sh(info.username)} /p:${sh(info.secret)} ${pin}`,
+      'xfreerdp (NLA)': `xfreerdp /v:${sh(v)} /sec:nla /u:${sh(info.username)} /p:${sh(info.secret)} ${pin}`,
       'mstsc (.rdp file)': [
         `full address:s:${v}`, `username:s:${info.username}`, 'authentication level:i:0', 'enablecredsspsupport:i:0',
         'prompt for credentials:i:0', 'negotiate security layer:i:1',
@@ -45,7 +54,7 @@ export const rdpModule: ProtocolModule = {
   },
 
   nativeClient(info) {
-    return { argv: ['xfreerdp', `/v:${info.host}:${info.port}`, '/sec:tls', `/u:${info.username}`, `/p:${info.secret}`, '/cert:tofu'], env: {} };
+    return { argv: ['xfreerdp', `/v:${info.host}:${info.port}`, '/sec:tls', `/u:${info.username}`, `/p:${info.secret}`, certPin(info)], env: {} };
   },
 
   demo,

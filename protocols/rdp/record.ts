@@ -3,12 +3,16 @@
  * the shared framebuffer model (recorder/screen) as NDJSON with PNG keyframes; keystrokes as text
  * with modifiers; mouse clicks; clipboard and drive redirection messages as events. Nothing here
  * ever throws into the relay for a picture it cannot decode: it counts and reports it instead.
+ * Work is bounded by the desktop: a bitmap larger than the desktop is not decoded, and an update
+ * whose bitmaps cover more than MAX_UPDATE_SCREENS desktops throws ResourceLimitError, which ends
+ * the session as resource_limit. Decoding is done one bitmap per step() for the relay to schedule.
  */
 import type { Clock, TimerHandle } from '../../policies/clock.js';
 import type { EventRecorder, SessionRecording } from '../../recorder/types.js';
 import { ScreenWriter } from '../../recorder/screen/index.js';
 import { validSize } from '../../recorder/screen/framebuffer.js';
-import { decodeBitmap, parseBitmapUpdate } from './bitmap.js';
+import { ResourceLimitError } from '../bounded.js';
+import { BitmapScratch, decodeBitmap, parseBitmapUpdate, type BitmapRect } from './bitmap.js';
 import { bitmapDesktop, type CapabilitySet } from './capabilities.js';
 import { ChannelAssembler, parseClipboard, parseDeviceListAnnounce, parseRdpdr, parseChannelChunk } from './channels.js';
 import { KeyTranslator } from './keys.js';
@@ -18,6 +22,10 @@ import {
 } from './pdu.js';
 
 const KEY_FLUSH_MS = 1000;
+/** A bitmap update may cover at most this many desktops (sum of its bitmaps' areas). */
+export const MAX_UPDATE_SCREENS = 4;
+/** Bitmaps may be padded past the desktop's edge up to one 64-pixel tile. */
+const TILE_PAD = 64;
 
 export class RdpRecorder {
   private screen: ScreenWriter | null = null;
@@ -30,6 +38,9 @@ export class RdpRecorder {
   private assemblers = new Map<string, ChannelAssembler>();
   private refused = new Set<string>();
   private lastButtons = 0;
+  private scratch = new BitmapScratch();
+  /** Bitmap updates checked and waiting to be decoded (at most one PDU's: the relay decodes before it reads on). */
+  private work: { rects: BitmapRect[]; next: number }[] = [];
   undecoded = 0;
   decoded = 0;
   bpp = 0;
@@ -37,6 +48,14 @@ export class RdpRecorder {
 
   constructor(private recording: SessionRecording, private clock: Clock, private log: { warn(o: object, m: string): void }) {
     this.events = recording.events();
+  }
+
+  /** The screen recording's PNG backlog is full: stop feeding updates until whenReady() calls back. */
+  get busy(): boolean { return !!this.screen?.busy && !this.closed; }
+
+  whenReady(cb: () => void): void {
+    if (this.screen && !this.closed) this.screen.whenReady(cb);
+    else cb();
   }
 
   /** Client capabilities (before the gateway strips them): the colour depth the screen will use. */
@@ -81,24 +100,71 @@ export class RdpRecorder {
     }
   }
 
+  /**
+   * A bitmap update is checked now (its structure; its bitmaps against the desktop) and decoded
+   * later, one bitmap per step(), so the relay can yield between them: a PDU of a few hundred
+   * bytes may stand for several desktops of pixels.
+   */
   private bitmaps(data: Buffer): void {
     if (!this.screen || this.closed) return;
+    const { width: dw, height: dh } = this.screen.fb;
+    let rects: BitmapRect[];
     try {
-      for (const r of parseBitmapUpdate(data)) {
-        const px = decodeBitmap(r);
-        if (!px) { this.undecoded++; continue; }
-        this.decoded++;
-        this.bpp = r.bpp;
-        const w = r.right - r.left + 1;
-        const h = r.bottom - r.top + 1;
-        if (w === r.width && h === r.height) this.screen.putRect(r.left, r.top, r.width, r.height, px);
-        else this.screen.putRect(r.left, r.top, Math.min(w, r.width), Math.min(h, r.height), crop(px, r.width, Math.min(w, r.width), Math.min(h, r.height)));
-      }
-      this.screen.endUpdate();
+      rects = parseBitmapUpdate(data);
     } catch (e) {
-      this.undecoded++;
-      if (this.undecoded < 5) this.log.warn({ err: (e as Error).message }, 'rdp: bitmap update not recorded');
+      this.refusedBitmap((e as Error).message);
+      return;
     }
+    let area = 0;
+    const kept: BitmapRect[] = [];
+    for (const r of rects) {
+      if (r.width > dw + TILE_PAD || r.height > dh + TILE_PAD) {
+        this.refusedBitmap(`a ${r.width}x${r.height} bitmap is larger than the ${dw}x${dh} desktop`);
+        continue;
+      }
+      area += r.width * r.height;
+      if (area > MAX_UPDATE_SCREENS * dw * dh) {
+        throw new ResourceLimitError(`a bitmap update covers more than ${MAX_UPDATE_SCREENS} times the ${dw}x${dh} desktop`);
+      }
+      kept.push(r);
+    }
+    this.work.push({ rects: kept, next: 0 });
+  }
+
+  /** Bitmaps are waiting to be decoded (step() does one). */
+  get hasWork(): boolean { return this.work.length > 0; }
+
+  /** Decode one waiting bitmap into the screen, or end an update whose bitmaps are all done. */
+  step(): void {
+    const u = this.work[0];
+    if (!u) return;
+    const screen = this.screen;
+    if (!screen || this.closed) { this.work = []; return; }
+    const r = u.rects[u.next++];
+    if (!r) {
+      this.work.shift();
+      screen.endUpdate();
+      return;
+    }
+    let px: Uint8Array | null;
+    try {
+      px = decodeBitmap(r, this.scratch);
+    } catch (e) {
+      this.refusedBitmap((e as Error).message);
+      return;
+    }
+    if (!px) { this.undecoded++; return; }
+    this.decoded++;
+    this.bpp = r.bpp;
+    const w = r.right - r.left + 1;
+    const h = r.bottom - r.top + 1;
+    if (w === r.width && h === r.height) screen.putRect(r.left, r.top, r.width, r.height, px);
+    else screen.putRect(r.left, r.top, Math.min(w, r.width), Math.min(h, r.height), crop(px, r.width, Math.min(w, r.width), Math.min(h, r.height)));
+  }
+
+  private refusedBitmap(why: string): void {
+    this.undecoded++;
+    if (this.undecoded < 5) this.log.warn({ err: why }, 'rdp: bitmap update not recorded');
   }
 
   input(events: InputEvent[]): void {
@@ -184,6 +250,7 @@ export class RdpRecorder {
 
   close(): void {
     if (this.closed) return;
+    while (this.work.length) this.step();
     this.flushKeys();
     this.closed = true;
     this.screen?.close();

@@ -4,9 +4,12 @@
  * numbering may differ from the target's), the client's Confirm Active (no orders, codecs or
  * surface commands, so the target sends bitmaps), and refused virtual channels (dropped). It feeds
  * the recorder with server updates, client input and channel messages. Malformed PDUs end the
- * session cleanly.
+ * session cleanly; a target whose updates exceed the recorder's budget ends it as resource_limit.
+ * Each direction is processed in slices of bounded time per event-loop turn (SlicedPump), so one
+ * expensive stream of bitmaps never stalls the other sessions.
  */
 import type { Duplex } from 'node:stream';
+import { ResourceLimitError, SlicedPump } from '../bounded.js';
 import { stripClientCapabilities } from './capabilities.js';
 import { RdpProtocolError } from './errors.js';
 import { encodeDomainPdu, parseDomainPdu } from './mcs.js';
@@ -32,6 +35,23 @@ export interface ChannelMap {
   upstreamUser: number;
 }
 
+type EndCode = 'client_exit' | 'target_closed' | 'error' | 'resource_limit';
+
+/** Frames waiting to be forwarded, in order (an index, not shift(): a chunk can hold thousands). */
+class FrameQueue {
+  private items: Frame[] = [];
+  private head = 0;
+  push(fs: Frame[]): void { for (const f of fs) this.items.push(f); }
+  next(): Frame | undefined {
+    const f = this.items[this.head];
+    if (!f) return undefined;
+    this.items[this.head++] = undefined as unknown as Frame;
+    if (this.head === this.items.length) { this.items = []; this.head = 0; }
+    return f;
+  }
+  get length(): number { return this.items.length - this.head; }
+}
+
 export interface RelayOptions {
   client: Duplex;
   upstream: Duplex;
@@ -42,7 +62,7 @@ export interface RelayOptions {
   upstreamRest: Buffer;
   clientRest: Buffer;
   onBytes(up: number, down: number): void;
-  onEnd(code: 'client_exit' | 'target_closed' | 'error', message: string): void;
+  onEnd(code: EndCode, message: string): void;
   onConfirmActive?(changed: string[]): void;
 }
 
@@ -61,8 +81,18 @@ export class RdpRelay {
   private licensing = true;
   private c2u = new FrameSplitter();
   private u2c = new FrameSplitter();
+  private fromC = new FrameQueue();
+  private fromU = new FrameQueue();
+  private cpump: SlicedPump;
+  private upump: SlicedPump;
 
-  constructor(private o: RelayOptions) {}
+  constructor(private o: RelayOptions) {
+    this.cpump = new SlicedPump(o.client, (more) => this.drain(true, more));
+    this.upump = new SlicedPump(o.upstream, (more) => this.drain(false, more));
+  }
+
+  /** Slices that ran out of time and yielded to other sessions (both directions). */
+  get deferrals(): number { return this.cpump.deferrals + this.upump.deferrals; }
 
   start(): void {
     const { client, upstream } = this.o;
@@ -72,33 +102,71 @@ export class RdpRelay {
     upstream.on('close', () => this.finish('target_closed', 'the RDP target closed the connection'));
     client.on('error', () => this.finish('client_exit', 'the RDP client connection failed'));
     upstream.on('error', (e: Error) => this.finish('target_closed', `the RDP target connection failed: ${e.message}`));
-    for (const f of this.o.upstreamFrames) this.forward(f, false);
-    if (this.o.upstreamRest.length) this.pump(this.o.upstreamRest, false);
-    if (this.o.clientRest.length) this.pump(this.o.clientRest, true);
     client.resume();
     upstream.resume();
+    this.fromU.push(this.o.upstreamFrames);
+    if (this.o.upstreamRest.length) this.pump(this.o.upstreamRest, false);
+    else this.upump.kick();
+    if (this.o.clientRest.length) this.pump(this.o.clientRest, true);
   }
 
   private pump(chunk: Buffer, fromClient: boolean): void {
     if (this.done) return;
     try {
-      const frames = (fromClient ? this.c2u : this.u2c).push(chunk);
-      for (const f of frames) this.forward(f, fromClient);
+      (fromClient ? this.fromC : this.fromU).push((fromClient ? this.c2u : this.u2c).push(chunk));
     } catch (e) {
-      const msg = e instanceof RdpProtocolError ? e.message : `gateway error: ${(e as Error).message}`;
-      this.finish('error', `${fromClient ? 'client' : 'target'} sent a malformed PDU: ${msg}`);
+      this.failed(e, fromClient);
+      return;
     }
+    (fromClient ? this.cpump : this.upump).kick();
+  }
+
+  /**
+   * Forward queued frames of one direction while more() allows; returns whether work is left. From
+   * the target, the recorder decodes a frame's bitmaps (one per step) before the next frame is read.
+   */
+  private drain(fromClient: boolean, more: () => boolean): boolean {
+    const q = fromClient ? this.fromC : this.fromU;
+    const rec = this.o.recorder;
+    try {
+      while (!this.done) {
+        if (!fromClient && rec.hasWork) {
+          if (!more()) return true;
+          if (rec.busy) {
+            // The recording's PNG backlog is full: carry on once it has drained.
+            this.upump.hold('recorder');
+            rec.whenReady(() => this.upump.release('recorder'));
+            return true;
+          }
+          rec.step();
+          continue;
+        }
+        if (!q.length) return false;
+        if (!more()) return true;
+        this.forward(q.next()!, fromClient);
+      }
+    } catch (e) {
+      this.failed(e, fromClient);
+    }
+    return false;
+  }
+
+  private failed(e: unknown, fromClient: boolean): void {
+    const side = fromClient ? 'client' : 'target';
+    if (e instanceof ResourceLimitError) { this.finish('resource_limit', `the RDP ${side} exceeded a limit: ${e.message}`); return; }
+    const msg = e instanceof RdpProtocolError ? e.message : `gateway error: ${(e as Error).message}`;
+    this.finish('error', `${side} sent a malformed PDU: ${msg}`);
   }
 
   private forward(f: Frame, fromClient: boolean): void {
     const out = fromClient ? this.fromClient(f) : this.fromUpstream(f);
     if (!out) return;
     const dst = fromClient ? this.o.upstream : this.o.client;
-    const src = fromClient ? this.o.client : this.o.upstream;
+    const pump = fromClient ? this.cpump : this.upump;
     if (fromClient) this.o.onBytes(out.length, 0); else this.o.onBytes(0, out.length);
-    if (!dst.write(out)) {
-      src.pause();
-      dst.once('drain', () => { if (!this.done) src.resume(); });
+    if (!dst.write(out) && !pump.held('backpressure')) {
+      pump.hold('backpressure');
+      dst.once('drain', () => { if (!this.done) pump.release('backpressure'); });
     }
   }
 
@@ -173,6 +241,8 @@ export class RdpRelay {
   close(finalToClient?: Buffer): void {
     if (this.done) return;
     this.done = true;
+    this.cpump.stop();
+    this.upump.stop();
     const { client, upstream } = this.o;
     if (finalToClient && !client.destroyed) client.write(finalToClient);
     upstream.destroy();
@@ -180,7 +250,7 @@ export class RdpRelay {
     setTimeout(() => client.destroy(), 50).unref();
   }
 
-  private finish(code: 'client_exit' | 'target_closed' | 'error', message: string): void {
+  private finish(code: EndCode, message: string): void {
     if (this.done) return;
     this.close();
     this.o.onEnd(code, message);

@@ -4,6 +4,7 @@
  * or, with the top bit set, fifteen bits over two bytes). Both kinds share one stream after the
  * connection sequence, so the splitter tells them apart by the first byte.
  */
+import { ByteQueue } from '../bounded.js';
 import { RdpProtocolError } from './errors.js';
 
 export const TPKT_VERSION = 3;
@@ -68,27 +69,33 @@ export function parseFrame(raw: Buffer): Frame {
   return { kind: 'fastpath', raw, header: raw[0]!, payload: raw.subarray(hdrLen) };
 }
 
-/** Splits a byte stream into frames; keeps at most one partial frame buffered. */
+/** Splits a byte stream into frames; keeps at most one partial frame buffered (as a chunk list, so a frame arriving in tiny pieces costs linear time). */
 export class FrameSplitter {
-  private buf: Buffer = Buffer.alloc(0);
+  private q = new ByteQueue();
+  /** Length of the frame being waited for (0: its header is not complete yet). */
+  private need = 0;
 
   push(chunk: Buffer): Frame[] {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+    this.q.push(chunk);
+    if (this.q.length < this.need) return [];
     const out: Frame[] = [];
     for (;;) {
-      const len = frameLength(this.buf);
-      if (!len || this.buf.length < len) break;
-      out.push(parseFrame(Buffer.from(this.buf.subarray(0, len))));
-      this.buf = this.buf.subarray(len);
+      const len = frameLength(this.q.peek(Math.min(this.q.length, 4)));
+      this.need = len;
+      if (!len || this.q.length < len) break;
+      out.push(parseFrame(Buffer.from(this.q.take(len))));
+      this.need = 0;
     }
     return out;
   }
 
-  get buffered(): number { return this.buf.length; }
+  get buffered(): number { return this.q.length; }
+
+  /** Bytes copied while framing (tests check it stays linear in the input). */
+  get copied(): number { return this.q.copied; }
 
   take(): Buffer {
-    const b = this.buf;
-    this.buf = Buffer.alloc(0);
-    return b;
+    this.need = 0;
+    return this.q.drain();
   }
 }

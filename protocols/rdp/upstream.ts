@@ -8,6 +8,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { Clock } from '../../policies/clock.js';
 import { RdpProtocolError } from './errors.js';
+import { targetTlsOptions } from './config.js';
 import {
   CS_CORE, CS_NET, encodeClientNetwork, encodeConferenceCreateRequest, parseConferenceCreateResponse, patchClientCore,
   readServerNetwork, SC_NET, type Block, type ChannelDef,
@@ -34,6 +35,7 @@ export interface UpstreamPlan {
   port: number;
   timeoutMs: number;
   clock: Clock;
+  /** The target's CA: its certificate chain and host name are checked; null = not verified. */
   ca: string | null;
   /** MCS Connect-Initial head (domain parameters) from the client, verbatim. */
   mcsHead: Buffer;
@@ -94,10 +96,7 @@ export async function dialUpstream(plan: UpstreamPlan, signal: { aborted: boolea
       throw new UpstreamError(`the target selected security protocol ${selected}, not ${plan.nla ? 'TLS or NLA' : 'TLS'}`);
     }
     reader.detach();
-    const t = tls.connect({
-      socket: raw, servername: net.isIP(plan.host) ? undefined : plan.host,
-      rejectUnauthorized: plan.ca !== null, ...(plan.ca ? { ca: plan.ca, checkServerIdentity: () => undefined } : {}),
-    });
+    const t = tls.connect({ ...targetTlsOptions(plan.host, plan.ca), socket: raw });
     sock = t;
     await new Promise<void>((res, rej) => {
       t.once('secureConnect', () => { t.off('error', rej); res(); });

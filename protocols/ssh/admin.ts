@@ -1,25 +1,24 @@
 /** The admin connection: one ssh2 client with the target's admin credential, commands run over exec. */
 import ssh2 from 'ssh2';
 import type { ProtocolContext, TargetConfig } from '../types.js';
-import { adminOf, parseAddress, hostVerifierFor } from './config.js';
+import { adminOf, parseAddress } from './config.js';
+import { expectedHostKey, hostKeyCheck, HostKeyCheck } from './hostkeys.js';
 
 const { Client } = ssh2;
 
 export interface ExecResult { code: number | null; stdout: string; stderr: string }
 
-export function connectOptions(ctx: ProtocolContext, target: TargetConfig): ssh2.ConnectConfig {
+export function connectOptions(ctx: ProtocolContext, target: TargetConfig, check: HostKeyCheck): ssh2.ConnectConfig {
   const { host, port } = parseAddress(target.address);
   const admin = adminOf(target);
-  const opts: ssh2.ConnectConfig = { host, port, username: admin.username, readyTimeout: 10_000, keepaliveInterval: 0 };
-  const verify = hostVerifierFor(target);
-  if (verify) opts.hostVerifier = verify;
+  const opts: ssh2.ConnectConfig = { host, port, username: admin.username, readyTimeout: 10_000, keepaliveInterval: 0, hostVerifier: check.verifier };
   if (admin.privateKey) opts.privateKey = ctx.resolveSecret(admin.privateKey, `targets.${target.name}.credentials.admin.privateKey`).reveal();
   if (admin.password) opts.password = ctx.resolveSecret(admin.password, `targets.${target.name}.credentials.admin.password`).reveal();
   return opts;
 }
 
-/** Dial with the admin credential. Errors name the target, never the credential. */
-export function dialAdmin(ctx: ProtocolContext, target: TargetConfig): Promise<ssh2.Client> {
+/** Log in with the admin credential under a host key check. Errors name the target, never the credential. */
+export function connectAdmin(ctx: ProtocolContext, target: TargetConfig, check: HostKeyCheck): Promise<ssh2.Client> {
   return new Promise((resolve, reject) => {
     const c = new Client();
     let done = false;
@@ -28,12 +27,39 @@ export function dialAdmin(ctx: ProtocolContext, target: TargetConfig): Promise<s
       if (done) return;
       done = true;
       c.end();
-      const why = e.level === 'client-authentication' ? 'the admin credential was refused'
-        : /host key|hostVerifier|Host denied/i.test(e.message) ? 'the target host key does not match options.hostKeyFingerprint' : e.message;
-      reject(new Error(`admin connection to ${target.name} (${target.address}) failed: ${why}`));
+      void check.refused().then((hk) => {
+        const why = hk ? hk.message : e.level === 'client-authentication' ? 'the admin credential was refused' : e.message;
+        reject(hk ?? new Error(`admin connection to ${target.name} (${target.address}) failed: ${why}`));
+      });
     });
-    try { c.connect(connectOptions(ctx, target)); } catch (e) { done = true; reject(new Error(`admin connection to ${target.name}: ${(e as Error).message}`)); }
+    try { c.connect(connectOptions(ctx, target, check)); } catch (e) { done = true; reject(new Error(`admin connection to ${target.name}: ${(e as Error).message}`)); }
   });
+}
+
+/** Dial with the admin credential; the target's host key must match its pin (pinned now when it has none). */
+export async function dialAdmin(ctx: ProtocolContext, target: TargetConfig): Promise<ssh2.Client> {
+  const check = await hostKeyCheck(ctx, target, { tofu: true, via: 'admin connection' });
+  const c = await connectAdmin(ctx, target, check);
+  try {
+    await check.afterLogin();
+  } catch (e) {
+    c.end();
+    throw e;
+  }
+  return c;
+}
+
+/**
+ * The host key check for a session connection: the configured or pinned key, pinned first through
+ * an admin connection when the target has none (session connections never trust a new key).
+ */
+export async function sessionHostKey(ctx: ProtocolContext, target: TargetConfig): Promise<HostKeyCheck> {
+  let expected = await expectedHostKey(ctx, target);
+  if (!expected) {
+    (await dialAdmin(ctx, target)).end();
+    expected = await expectedHostKey(ctx, target);
+  }
+  return new HostKeyCheck(ctx, target, expected, false, 'session connection');
 }
 
 export function exec(c: ssh2.Client, command: string, stdin?: string, timeoutMs = 30_000): Promise<ExecResult> {
@@ -54,16 +80,16 @@ export function exec(c: ssh2.Client, command: string, stdin?: string, timeoutMs 
 }
 
 /**
- * Run a POSIX sh script as the admin (with sudo -n when the admin is not root). The script travels
+ * Run a POSIX sh script as the admin (with sudo -n when the admin is not root), on `conn` when given. The script travels
  * on stdin of `sh -s`, so nothing it holds (a password in a here-document) sits on a command line.
  */
-export async function runScript(ctx: ProtocolContext, target: TargetConfig, script: string): Promise<ExecResult> {
+export async function runScript(ctx: ProtocolContext, target: TargetConfig, script: string, conn?: ssh2.Client): Promise<ExecResult> {
   const admin = adminOf(target);
   const sudo = admin.sudo ?? admin.username !== 'root';
-  const c = await dialAdmin(ctx, target);
+  const c = conn ?? await dialAdmin(ctx, target);
   try {
     return await exec(c, sudo ? 'sudo -n sh -s' : 'sh -s', `${script}\n`, 60_000);
   } finally {
-    c.end();
+    if (!conn) c.end();
   }
 }

@@ -194,9 +194,9 @@ export class SshBroker {
         for (const l of lines) {
           const decision = session.check(l.line, { kind: 'shell', channel: name });
           if (l.uncertain) {
-            // Known limit (cursor movement, history, completion): say so next to the recording.
-            session.log.info({ channel: name }, 'ssh: line used editing keys the gateway does not follow; checked the text it could reconstruct');
-            this.events?.event('shell.line-unverified', { channel: name, reconstructed: l.line });
+            // Known limit (cursor movement, history, completion, a line longer than the editor keeps): say so next to the recording.
+            session.log.info({ channel: name, truncated: l.truncated }, 'ssh: line used editing keys the gateway does not follow (or was too long); checked the text it could reconstruct');
+            this.events?.event('shell.line-unverified', { channel: name, reconstructed: l.line, ...(l.truncated ? { truncated: true } : {}) });
           }
           if (decision.action === 'deny' || decision.action === 'kill') {
             forward(chunk.subarray(start, l.at));
@@ -254,12 +254,16 @@ export class SshBroker {
   private async runSftp(ch: OpenChannel): Promise<void> {
     const up = await this.upstreamOr(ch);
     if (!up) return;
+    const session = this.session!;
     up.subsys('sftp', (err, upCh) => {
       if (err) { this.closeChannel(ch, `Tollgate: the target refused sftp: ${err.message}`); return; }
       ch.upstream = upCh;
       const insp = new SftpInspector((t) => this.transfer('sftp', t), (op, data) => { this.events?.event(op, data); this.session?.audit(op, data); });
-      ch.finish = () => insp.finish();
-      this.relay(ch, upCh, (chunk, forward) => { insp.feedClient(chunk); forward(chunk); return true; }, (chunk) => insp.feedServer(chunk));
+      // What the inspector holds counts against the session's buffer budget (over it, the session ends: resource_limit).
+      let held = 0;
+      const account = () => { const now = insp.held; const ok = session.holdBytes(now - held); held = now; return ok; };
+      ch.finish = () => { insp.finish(); account(); };
+      this.relay(ch, upCh, (chunk, forward) => { insp.feedClient(chunk); forward(chunk); return account(); }, (chunk) => { insp.feedServer(chunk); account(); });
     });
   }
 
@@ -288,18 +292,19 @@ export class SshBroker {
       session.addBytes(b.length, 0);
       if (!upCh.write(b)) { down.pause(); upCh.once('drain', () => down.resume()); }
     };
-    down.on('data', (chunk: Buffer) => {
+    // Guarded: a throw while inspecting ends this session only (logged, audited), never the gateway.
+    down.on('data', session.guard((chunk: Buffer) => {
       if (stopped) return;
       if (!onInput(chunk, forward)) { stopped = true; down.pause(); }
-    });
+    }));
     const toClient = (target: NodeJS.WritableStream, chunk: Buffer) => {
       onOutput?.(chunk);
       ch.cast?.output(chunk);
       session.addBytes(0, chunk.length);
       if (!target.write(chunk)) { upCh.pause(); target.once('drain', () => upCh.resume()); }
     };
-    upCh.on('data', (chunk: Buffer) => toClient(down, chunk));
-    upCh.stderr.on('data', (chunk: Buffer) => toClient(down.stderr, chunk));
+    upCh.on('data', session.guard((chunk: Buffer) => toClient(down, chunk)));
+    upCh.stderr.on('data', session.guard((chunk: Buffer) => toClient(down.stderr, chunk)));
     upCh.on('exit', (code: number | null, signal?: string, dumped?: boolean, desc?: string) => {
       try {
         if (typeof code === 'number') down.exit(code);

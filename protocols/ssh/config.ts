@@ -1,5 +1,4 @@
 /** The ssh target section: credentials.mode and what each mode needs. */
-import { createHash } from 'node:crypto';
 import type { TargetConfig, RoleConfig } from '../types.js';
 
 export type SshMode = 'ephemeral-account' | 'certificate' | 'checkout';
@@ -67,6 +66,11 @@ export function validateSshTarget(t: TargetConfig): { path: string; expected: st
     return { path: 'options.hostKeyFingerprint', expected: 'the target host key fingerprint as "SHA256:..." (ssh-keygen -lf)' };
   }
   for (const [i, r] of t.roles.entries()) {
+    for (const k of ['groups', 'principals'] as const) {
+      const v = r[k];
+      if (v !== undefined && !(Array.isArray(v) && v.every((x) => typeof x === 'string'))) return { path: `roles[${i}].${k}`, expected: k === 'groups' ? 'a list of Linux group names' : 'a list of Linux user names' };
+    }
+    if (r.login !== undefined && typeof r.login !== 'string') return { path: `roles[${i}].login`, expected: 'a Linux user name' };
     for (const g of roleGroups(r)) if (!NAME_RE.test(g)) return { path: `roles[${i}].groups`, expected: 'Linux group names' };
     if (c.mode === 'certificate') {
       const ps = rolePrincipals(r);
@@ -79,11 +83,4 @@ export function validateSshTarget(t: TargetConfig): { path: string; expected: st
     if (!isRef(c.password)) return { path: 'credentials.password', expected: 'a secret reference (the starting password)' };
   }
   return null;
-}
-
-/** Host key check for both the admin and the session connection when options.hostKeyFingerprint is set. */
-export function hostVerifierFor(target: TargetConfig): ((key: Buffer) => boolean) | undefined {
-  const pinned = typeof target.options.hostKeyFingerprint === 'string' ? target.options.hostKeyFingerprint : null;
-  if (!pinned) return undefined;
-  return (key: Buffer) => 'SHA256:' + createHash('sha256').update(key).digest('base64').replace(/=+$/, '') === pinned;
 }

@@ -1,13 +1,17 @@
 /** Dial the target as the minted credential. */
 import ssh2 from 'ssh2';
 import type { TargetConfig } from '../types.js';
-import { parseAddress, hostVerifierFor } from './config.js';
+import { parseAddress } from './config.js';
 import { patchCertPublickey, ForwardingAgent, type StreamOpener } from './cert-agent.js';
 import type { UpstreamCredential } from './provisioners/types.js';
 
 const { Client } = ssh2;
 
-/** forwardAgent: set when the role allows agent forwarding (opens a channel back to the person's agent). */
+/**
+ * The target must present the host key the credential's provisioner checked (cred.hostKey); a
+ * session connection never trusts a new key. forwardAgent: set when the role allows agent
+ * forwarding (opens a channel back to the person's agent).
+ */
 export function dialUpstream(target: TargetConfig, cred: UpstreamCredential, forwardAgent?: StreamOpener, timeoutMs = 15_000): Promise<ssh2.Client> {
   const { host, port } = parseAddress(target.address);
   return new Promise((resolve, reject) => {
@@ -22,12 +26,13 @@ export function dialUpstream(target: TargetConfig, cred: UpstreamCredential, for
       if (settled) return;
       settled = true;
       c.end();
-      const why = e.level === 'client-authentication' ? `the target refused the session credential for ${cred.username}` : e.message;
-      reject(new Error(`could not reach ${target.name} (${target.address}): ${why}`));
+      void cred.hostKey.refused().then((hk) => {
+        if (hk) return reject(hk);
+        const why = e.level === 'client-authentication' ? `the target refused the session credential for ${cred.username}` : e.message;
+        reject(new Error(`could not reach ${target.name} (${target.address}): ${why}`));
+      });
     });
-    const opts: ssh2.ConnectConfig = { host, port, username: cred.username, readyTimeout: timeoutMs };
-    const verify = hostVerifierFor(target);
-    if (verify) opts.hostVerifier = verify;
+    const opts: ssh2.ConnectConfig = { host, port, username: cred.username, readyTimeout: timeoutMs, hostVerifier: cred.hostKey.verifier };
     if (cred.password) opts.password = cred.password.reveal();
     if (cred.privateKey) opts.privateKey = cred.privateKey.reveal();
     if (cred.agent) {

@@ -4,8 +4,9 @@
  *   /vnc/watch?session=ID        the SOC's live view from the current frame, terminate / lock
  *   /vnc/replay?recording=ID     replay of a screen recording with a seek bar (keyframe index)
  *   /vnc/ws?target=T&role=R      the viewer's WebSocket: screen lines (as recorded) down, input up
- * The WebSocket is checked like a native login: the gateway web session cookie, then the same
- * grant/lock/hours checks (ctx.authenticate with the principal). Behind it the gateway is the RFB
+ * The WebSocket is checked like a native login: the gateway's own origin (a page of another origin,
+ * an HTTP app say, cannot open it with the person's cookie), the gateway web session cookie, then
+ * the same grant/lock/hours checks (ctx.authenticate with the principal). Behind it the gateway is the RFB
  * client: it asks for updates, and the relay applies the role's view-only and clipboard rules.
  */
 import { readFileSync } from 'node:fs';
@@ -111,11 +112,13 @@ export function mountBrowser(ctx: ProtocolContext, front: HttpMount): void {
       const cookie = cookieValue(req.getHeader('cookie'), front.sessionCookie);
       const q = query(req.getQuery() ?? '');
       const clientAddr = Buffer.from(res.getRemoteAddressAsText()).toString() || 'browser';
+      const foreign = front.foreignOrigin((h) => req.getHeader(h) || undefined, true);
       let aborted = false;
       res.onAborted(() => { aborted = true; });
       const refuse = (status: string, msg: string) => {
         if (!aborted) res.cork(() => { res.writeStatus(status).writeHeader('content-type', 'text/plain; charset=utf-8').end(msg); });
       };
+      if (foreign) { refuse('403 Forbidden', `Tollgate: WebSocket refused: ${foreign}`); return; }
       void (async () => {
         const principal = cookie ? await ctx.webPrincipal(cookie) : null;
         if (!principal) return refuse('401 Unauthorized', 'Tollgate: sign in first');
@@ -179,19 +182,8 @@ async function openViewer(ws: uWS.WebSocket<WsData>): Promise<void> {
     let timer: ReturnType<typeof setTimeout> | null = null;
     const client = new Duplex({
       read() { /* input is pushed from WebSocket messages */ },
-      write(chunk: Buffer, _enc, cb) {
-        // Each write is one whole server message (the relay forwards message by message).
-        const type = chunk[0];
-        if (type === 0) {
-          if (behind && ws.getBufferedAmount() < BEHIND_BYTES / 8) { behind = false; writer?.keyframe(); }
-          timer ??= setTimeout(() => { timer = null; if (!client.destroyed) client.push(encodeUpdateRequest(true, 0, 0, state.width, state.height)); }, UPDATE_INTERVAL_MS);
-        } else if (type === 3 && chunk.length >= 8) {
-          sendJson({ type: 'clipboard', text: chunk.subarray(8).toString('latin1').slice(0, 65536) });
-        } else if (type === 2) {
-          sendJson({ type: 'bell' });
-        }
-        cb();
-      },
+      // The browser gets the screen through the recorder's tee and messages through onServerMessage below.
+      write(_chunk: Buffer, _enc, cb) { cb(); },
       destroy(err, cb) {
         if (timer) clearTimeout(timer);
         close('the session ended');
@@ -208,6 +200,16 @@ async function openViewer(ws: uWS.WebSocket<WsData>): Promise<void> {
     new VncRelay({
       ctx, session: s, client, upstream: up.socket, state, writer, clipboard: clipboardOf(auth.role), viewOnly: viewOnlyOf(auth.role),
       clientRest: Buffer.alloc(0), upstreamRest: up.rest,
+      onServerMessage: (m) => {
+        if (m.type === 'FramebufferUpdate') {
+          if (behind && ws.getBufferedAmount() < BEHIND_BYTES / 8) { behind = false; writer?.keyframe(); }
+          timer ??= setTimeout(() => { timer = null; if (!client.destroyed) client.push(encodeUpdateRequest(true, 0, 0, state.width, state.height)); }, UPDATE_INTERVAL_MS);
+        } else if (m.type === 'ServerCutText') {
+          sendJson({ type: 'clipboard', text: m.text.toString('latin1').slice(0, 65536) });
+        } else if (m.type === 'Bell') {
+          sendJson({ type: 'bell' });
+        }
+      },
     }).start();
   } catch (e) {
     const reason = e instanceof Refusal ? e.message : e instanceof UpstreamError ? `Tollgate: ${e.message}` : `Tollgate: gateway error: ${(e as Error).message}`;

@@ -20,48 +20,63 @@ export type ClientMessage =
   | { type: 'PointerEvent'; mask: number; x: number; y: number }
   | { type: 'ClientCutText'; text: Buffer };
 
+/**
+ * Total length of the message starting at buf[off] as far as its first bytes tell (at most 8 are
+ * needed), or 0 when more of its header must arrive first. Throws ProtocolError on garbage.
+ */
+export function clientMessageLength(buf: Buffer, off = 0, maxCutText = MAX_CUT_TEXT): number {
+  const avail = buf.length - off;
+  if (avail < 1) return 0;
+  const type = buf[off]!;
+  switch (type) {
+    case 0: return 20;
+    case 2: {
+      if (avail < 4) return 0;
+      const n = buf.readUInt16BE(off + 2);
+      if (n > MAX_ENCODINGS) throw new ProtocolError(`SetEncodings with ${n} encodings`);
+      return 4 + 4 * n;
+    }
+    case 3: return 10;
+    case 4: return 8;
+    case 5: return 6;
+    case 6: {
+      if (avail < 8) return 0;
+      const len = buf.readUInt32BE(off + 4);
+      if (len > maxCutText) throw new ProtocolError(`ClientCutText of ${len} bytes is too long (at most ${maxCutText})`);
+      return 8 + len;
+    }
+    default:
+      throw new ProtocolError(`unknown client message type ${type}`);
+  }
+}
+
 /** One message at buf[off], or null when more bytes are needed. Throws ProtocolError on garbage. */
 export function parseClientMessage(buf: Buffer, off = 0, maxCutText = MAX_CUT_TEXT): { msg: ClientMessage; length: number } | null {
-  const avail = buf.length - off;
-  if (avail < 1) return null;
+  const length = clientMessageLength(buf, off, maxCutText);
+  if (!length || buf.length - off < length) return null;
   const type = buf[off]!;
   switch (type) {
     case 0:
-      if (avail < 20) return null;
-      return { msg: { type: 'SetPixelFormat', pf: parsePixelFormat(buf, off + 4) }, length: 20 };
+      return { msg: { type: 'SetPixelFormat', pf: parsePixelFormat(buf, off + 4) }, length };
     case 2: {
-      if (avail < 4) return null;
-      const n = buf.readUInt16BE(off + 2);
-      if (n > MAX_ENCODINGS) throw new ProtocolError(`SetEncodings with ${n} encodings`);
-      if (avail < 4 + 4 * n) return null;
       const encodings: number[] = [];
-      for (let i = 0; i < n; i++) encodings.push(buf.readInt32BE(off + 4 + 4 * i));
-      return { msg: { type: 'SetEncodings', encodings }, length: 4 + 4 * n };
+      for (let i = 0; i < (length - 4) / 4; i++) encodings.push(buf.readInt32BE(off + 4 + 4 * i));
+      return { msg: { type: 'SetEncodings', encodings }, length };
     }
     case 3:
-      if (avail < 10) return null;
       return {
         msg: {
           type: 'FramebufferUpdateRequest', incremental: buf[off + 1]! !== 0,
           x: buf.readUInt16BE(off + 2), y: buf.readUInt16BE(off + 4), w: buf.readUInt16BE(off + 6), h: buf.readUInt16BE(off + 8),
         },
-        length: 10,
+        length,
       };
     case 4:
-      if (avail < 8) return null;
-      return { msg: { type: 'KeyEvent', down: buf[off + 1]! !== 0, key: buf.readUInt32BE(off + 4) }, length: 8 };
+      return { msg: { type: 'KeyEvent', down: buf[off + 1]! !== 0, key: buf.readUInt32BE(off + 4) }, length };
     case 5:
-      if (avail < 6) return null;
-      return { msg: { type: 'PointerEvent', mask: buf[off + 1]!, x: buf.readUInt16BE(off + 2), y: buf.readUInt16BE(off + 4) }, length: 6 };
-    case 6: {
-      if (avail < 8) return null;
-      const len = buf.readUInt32BE(off + 4);
-      if (len > maxCutText) throw new ProtocolError(`ClientCutText of ${len} bytes is too long (at most ${maxCutText})`);
-      if (avail < 8 + len) return null;
-      return { msg: { type: 'ClientCutText', text: Buffer.from(buf.subarray(off + 8, off + 8 + len)) }, length: 8 + len };
-    }
-    default:
-      throw new ProtocolError(`unknown client message type ${type}`);
+      return { msg: { type: 'PointerEvent', mask: buf[off + 1]!, x: buf.readUInt16BE(off + 2), y: buf.readUInt16BE(off + 4) }, length };
+    default: // 6
+      return { msg: { type: 'ClientCutText', text: Buffer.from(buf.subarray(off + 8, off + length)) }, length };
   }
 }
 

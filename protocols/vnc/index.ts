@@ -62,7 +62,7 @@ export const vncModule: ProtocolModule = {
   clientCommands(info: ClientCommandInfo) {
     const env = `VNC_USERNAME=${sh(info.username)} VNC_PASSWORD=${sh(info.secret)}`;
     const cmds: Record<string, string> = {
-      vncviewer: `curl -fsS ${sh(info.caUrl)} -o tollgate-ca.pem && ${env} vncviewer -SecurityTypes X509Plain -X509CA tollgate-ca.pem ${sh(`${info.host}::${info.port}`)}`,
+      vncviewer: `curl -fsS ${sh(info.caUrl)} -o ${sh(info.files.ca)} && ${env} vncviewer -SecurityTypes X509Plain -X509CA ${sh(info.files.ca)} ${sh(`${info.host}::${info.port}`)}`,
     };
     if (optionsOf(info.target).classicAuth && info.secret.length <= 8) {
       cmds['vncviewer (classic VNC auth, weak)'] = `vncviewer -SecurityTypes VncAuth ${sh(`${info.host}::${info.port}`)}  # password: ${info.secret}`;
@@ -72,7 +72,7 @@ export const vncModule: ProtocolModule = {
 
   nativeClient(info) {
     return {
-      argv: ['vncviewer', '-SecurityTypes', 'X509Plain', `${info.host}::${info.port}`],
+      argv: ['vncviewer', '-SecurityTypes', 'X509Plain', '-X509CA', info.files.ca, `${info.host}::${info.port}`],
       env: { VNC_USERNAME: info.username, VNC_PASSWORD: info.secret },
     };
   },

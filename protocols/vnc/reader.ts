@@ -1,5 +1,6 @@
 /** Reads exact byte counts from a socket during the handshakes (before the relay takes over). */
 import type { Duplex } from 'node:stream';
+import { ByteQueue } from '../bounded.js';
 
 export class ProtocolError extends Error {
   constructor(message: string) {
@@ -9,13 +10,13 @@ export class ProtocolError extends Error {
 }
 
 export class ByteReader {
-  private buf: Buffer = Buffer.alloc(0);
+  private q = new ByteQueue();
   private waiter: (() => void) | null = null;
   private sock: Duplex | null = null;
   private ended = false;
   private readonly onData = (c: Buffer) => {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, c]) : c;
-    if (this.buf.length > 1 << 20) this.sock?.pause();
+    this.q.push(c);
+    if (this.q.length > 1 << 20) this.sock?.pause();
     this.wake();
   };
   private readonly onEnd = () => { this.ended = true; this.wake(); };
@@ -48,17 +49,15 @@ export class ByteReader {
     w?.();
   }
 
-  get buffered(): number { return this.buf.length; }
+  get buffered(): number { return this.q.length; }
 
   async read(n: number): Promise<Buffer> {
-    while (this.buf.length < n) {
+    while (this.q.length < n) {
       if (this.ended) throw new ProtocolError(`${this.what} closed the connection`);
       this.sock?.resume();
       await new Promise<void>((res) => { this.waiter = res; });
     }
-    const out = Buffer.from(this.buf.subarray(0, n));
-    this.buf = this.buf.subarray(n);
-    return out;
+    return Buffer.from(this.q.take(n));
   }
 
   async u8(): Promise<number> { return (await this.read(1))[0]!; }
@@ -73,8 +72,6 @@ export class ByteReader {
 
   /** Whatever arrived beyond what was read. */
   take(): Buffer {
-    const b = this.buf;
-    this.buf = Buffer.alloc(0);
-    return b;
+    return this.q.drain();
   }
 }

@@ -1,21 +1,27 @@
 /**
  * The relay after both handshakes: every message is parsed in both directions; SetEncodings is cut
  * down to what the recorder decodes, view-only roles lose input, clipboard follows the role,
- * FramebufferUpdates are applied to the screen model (recorded with PNG keyframes), keystrokes,
- * clicks and clipboard are logged. A protocol error on either side closes both cleanly.
+ * FramebufferUpdates stream through the screen model (recorded with PNG keyframes) piece by piece,
+ * keystrokes, clicks and clipboard are logged. A protocol error on either side closes both
+ * cleanly; a server that exceeds a budget (buffered bytes, ZRLE inflation, area per update) ends
+ * the session as resource_limit. Server input is parsed in slices of bounded time per event-loop
+ * turn (SlicedPump), so an expensive stream never stalls the other sessions.
  */
 import type { Duplex } from 'node:stream';
 import type { EndReason, LiveSession, ProtocolContext } from '../types.js';
 import type { ScreenWriter } from '../../recorder/screen/index.js';
 import type { TimerHandle } from '../../policies/clock.js';
-import { encodeSetEncodings, filterEncodings, parseClientMessage, type ClientMessage } from './client-messages.js';
-import { decodeServerMessage, measureServerMessage, type ServerStreamState } from './server-messages.js';
+import { ByteQueue, ResourceLimitError, SlicedPump } from '../bounded.js';
+import { clientMessageLength, encodeSetEncodings, filterEncodings, parseClientMessage, type ClientMessage } from './client-messages.js';
+import { ServerStream, type ServerMessage, type ServerStreamState } from './server-messages.js';
 import { ProtocolError } from './reader.js';
 import { KeyLog } from './keysym.js';
 import type { Clipboard } from './config.js';
 
 const MAX_CLIPBOARD_LOG = 4096;
 const KEY_FLUSH_MS = 2000;
+/** Most server bytes held unparsed (a cursor or cut text in progress is the legitimate maximum). */
+export const MAX_SERVER_BUFFERED = 8 << 20;
 
 export interface RelayOptions {
   ctx: ProtocolContext;
@@ -28,13 +34,16 @@ export interface RelayOptions {
   viewOnly: boolean;
   clientRest: Buffer;
   upstreamRest: Buffer;
+  /** Each server message once it has passed (ServerCutText only when the role lets it through). */
+  onServerMessage?: (m: ServerMessage) => void;
 }
 
 export class VncRelay {
-  private cbuf: Buffer = Buffer.alloc(0);
-  private schunks: Buffer[] = [];
-  private stotal = 0;
-  private sneed = 1;
+  private cq = new ByteQueue();
+  /** Length of the viewer message being waited for (0: its header is not complete yet). */
+  private cneed = 0;
+  private stream: ServerStream;
+  private pump: SlicedPump;
   private done = false;
   private keys = new KeyLog();
   private keyText = '';
@@ -42,7 +51,16 @@ export class VncRelay {
   private buttons = 0;
   private pointer = { x: 0, y: 0 };
 
-  constructor(private o: RelayOptions) {}
+  constructor(private o: RelayOptions) {
+    this.stream = new ServerStream(o.state, o.writer, {
+      forward: (b) => this.toClient(b),
+      message: (m, raw) => this.serverMessage(m, raw),
+    });
+    this.pump = new SlicedPump(o.upstream, (more) => this.parseServer(more));
+  }
+
+  /** Slices of server parsing that ran out of time and yielded to other sessions. */
+  get deferrals(): number { return this.pump.deferrals; }
 
   start(): void {
     const { client, upstream, session } = this.o;
@@ -53,15 +71,21 @@ export class VncRelay {
     upstream.on('close', () => this.finish({ code: 'target_closed', message: 'the VNC server closed the connection' }));
     client.on('error', (e) => session.log.debug({ err: e.message }, 'vnc client socket error'));
     upstream.on('error', (e) => session.log.debug({ err: e.message }, 'vnc server socket error'));
-    client.on('drain', () => upstream.resume());
+    client.on('drain', () => this.pump.release('viewer backpressure'));
     upstream.on('drain', () => client.resume());
-    if (this.o.clientRest.length) this.fromClient(this.o.clientRest);
-    if (this.o.upstreamRest.length) this.fromServer(this.o.upstreamRest);
     client.resume();
     upstream.resume();
+    if (this.o.clientRest.length) this.fromClient(this.o.clientRest);
+    if (this.o.upstreamRest.length) this.fromServer(this.o.upstreamRest);
   }
 
   private protocolError(side: 'viewer' | 'server', e: unknown): void {
+    if (e instanceof ResourceLimitError) {
+      this.o.session.log.warn({ side, err: e.message }, 'vnc resource limit; closing the session');
+      this.o.session.audit('vnc.resource_limit', { side, error: e.message.slice(0, 300) });
+      this.finish({ code: 'resource_limit', message: `the VNC ${side} exceeded a limit: ${e.message}` });
+      return;
+    }
     const msg = e instanceof ProtocolError ? e.message : `internal error: ${(e as Error)?.message}`;
     this.o.session.log.warn({ side, err: msg }, 'vnc protocol error; closing the session');
     this.o.session.audit('vnc.protocol_error', { side, error: msg.slice(0, 300) });
@@ -77,27 +101,27 @@ export class VncRelay {
   private toClient(b: Buffer): void {
     if (this.done) return;
     this.o.session.addBytes(0, b.length);
-    if (!this.o.client.write(b)) this.o.upstream.pause();
+    if (!this.o.client.write(b)) this.pump.hold('viewer backpressure');
   }
 
   private fromClient(chunk: Buffer): void {
     if (this.done) return;
-    this.cbuf = this.cbuf.length ? Buffer.concat([this.cbuf, chunk]) : chunk;
-    let off = 0;
+    const q = this.cq;
+    q.push(chunk);
+    if (q.length < this.cneed) return;
     try {
       for (;;) {
-        const r = parseClientMessage(this.cbuf, off);
-        if (!r) break;
-        const raw = this.cbuf.subarray(off, off + r.length);
-        off += r.length;
-        this.clientMessage(r.msg, raw);
+        const len = clientMessageLength(q.peek(Math.min(q.length, 8)));
+        this.cneed = len;
+        if (!len || q.length < len) break;
+        this.cneed = 0;
+        const raw = q.take(len);
+        this.clientMessage(parseClientMessage(raw)!.msg, raw);
         if (this.done) return;
       }
     } catch (e) {
       this.protocolError('viewer', e);
-      return;
     }
-    this.cbuf = off ? Buffer.from(this.cbuf.subarray(off)) : this.cbuf;
   }
 
   private clientMessage(m: ClientMessage, raw: Buffer): void {
@@ -169,46 +193,49 @@ export class VncRelay {
 
   private fromServer(chunk: Buffer): void {
     if (this.done) return;
-    this.schunks.push(chunk);
-    this.stotal += chunk.length;
-    if (this.stotal < this.sneed) return;
-    let buf = this.schunks.length === 1 ? this.schunks[0]! : Buffer.concat(this.schunks, this.stotal);
-    this.schunks = [];
-    this.stotal = 0;
-    let off = 0;
-    try {
-      for (;;) {
-        if (off >= buf.length) { this.sneed = 1; break; }
-        const m = measureServerMessage(buf, off, this.o.state);
-        if (m.length === null) { this.sneed = m.need - off; break; }
-        const raw = buf.subarray(off, off + m.length);
-        off += m.length;
-        const msg = decodeServerMessage(raw, this.o.state, this.o.writer);
-        if (msg.type === 'ServerCutText') {
-          const allowed = this.o.clipboard === 'both' || this.o.clipboard === 'to-client';
-          this.clipboardEvent('to-client', msg.text, allowed);
-          if (!allowed) continue;
-        } else if (msg.type === 'Bell') {
-          this.o.writer?.input({ kind: 'bell' });
-        }
-        this.toClient(raw);
-        if (this.done) return;
-      }
-    } catch (e) {
-      this.protocolError('server', e);
+    this.stream.push(chunk);
+    if (this.stream.buffered > MAX_SERVER_BUFFERED) {
+      this.protocolError('server', new ResourceLimitError(`more than ${MAX_SERVER_BUFFERED} bytes buffered`));
       return;
     }
-    if (off < buf.length) {
-      buf = buf.subarray(off);
-      this.schunks = [buf];
-      this.stotal = buf.length;
+    this.pump.kick();
+  }
+
+  private parseServer(more: () => boolean): boolean {
+    if (this.done) return false;
+    const writer = this.o.writer;
+    let left: boolean;
+    try {
+      left = this.stream.run(() => !this.done && more() && !writer?.busy);
+    } catch (e) {
+      this.protocolError('server', e);
+      return false;
     }
+    if (writer?.busy && !this.done) {
+      // The recording's PNG backlog is full: read the server again once it has drained.
+      this.pump.hold('recorder');
+      writer.whenReady(() => this.pump.release('recorder'));
+    }
+    return left;
+  }
+
+  private serverMessage(m: ServerMessage, raw: Buffer | null): void {
+    if (m.type === 'ServerCutText') {
+      const allowed = this.o.clipboard === 'both' || this.o.clipboard === 'to-client';
+      this.clipboardEvent('to-client', m.text, allowed);
+      if (!allowed) return;
+      this.toClient(raw!);
+    } else if (m.type === 'Bell') {
+      this.o.writer?.input({ kind: 'bell' });
+    }
+    this.o.onServerMessage?.(m);
   }
 
   /** Close both sides now and end the session (idempotent). */
   finish(reason: EndReason): void {
     if (this.done) return;
     this.done = true;
+    this.pump.stop();
     this.flushKeys();
     this.o.client.destroy();
     this.o.upstream.destroy();

@@ -17,6 +17,8 @@ const TEST = [
   ...DEMO, 'sshpass', 'sudo', 'chromium', 'postgresql-client', 'sysbench', 'tigervnc-standalone-server', 'tigervnc-viewer', 'xdotool', 'x11-apps', 'nginx', 'wrk', 'asciinema', 'openssl', 'xrdp', 'xorgxrdp', 'freerdp2-x11', 'imagemagick', 'tigervnc-tools', 'vncsnapshot', 'pgbouncer', 'freerdp2-shadow-x11', 'winpr-utils',
   // database wire fidelity: MariaDB's own mysql-test suite, and real drivers (Python, JDBC)
   'mariadb-test', 'python3-psycopg2', 'python3-pymysql', 'default-jdk-headless', 'libpostgresql-jdbc-java', 'libmariadb-java',
+  // SQL Server (TDS) clients: FreeTDS tsql and pymssql
+  'freetds-bin', 'python3-pymssql',
 ];
 const BENCH = [...TEST, 'nginx', 'wrk', 'pgbouncer'];
 const wanted = { demo: DEMO, test: TEST, bench: BENCH }[mode] ?? DEMO;

@@ -1,34 +1,23 @@
 import { STATUS_CODES } from 'node:http';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import uWS from 'uWebSockets.js';
 import type { Logger } from 'pino';
+import type { HttpMount, TlsMaterial } from '../../protocols/types.js';
+import type { GatewayConfig } from '../config.js';
+import { resolveSecret } from '../config.js';
+import { isGatewayCookie, type WebSecurity } from './web-security.js';
+import { HttpError, type HttpReply, type HttpRequest } from './messages.js';
+
+export { HttpError, type HttpReply, type HttpRequest };
 
 /**
  * The HTTP front on uWebSockets.js: a tiny router over buffered requests (REST API, portal, auth
  * pages), raw hooks for streaming handlers (the HTTP app proxy), and WebSocket routes (live view).
+ * With `listeners.http.tls` it terminates TLS itself (uWS SSLApp). Every WebSocket route refuses an
+ * upgrade from a foreign Origin. Header and cookie maps have no prototype: a header called
+ * `constructor` or `__proto__` is an ordinary header.
  */
-
-export interface HttpRequest {
-  method: string;
-  path: string;
-  query: URLSearchParams;
-  headers: Record<string, string>;
-  params: Record<string, string>;
-  remote: string;
-  body: Buffer;
-  /** Parsed JSON body; throws HttpError(400) naming the problem. */
-  json<T = unknown>(): T;
-  cookie(name: string): string | undefined;
-}
-
-export interface HttpReply {
-  status: number;
-  headers?: Record<string, string | string[]>;
-  body?: string | Buffer | object | null;
-}
-
-export class HttpError extends Error {
-  constructor(readonly status: number, message: string, readonly extra: Record<string, unknown> = {}) { super(message); }
-}
 
 export type Handler = (req: HttpRequest) => Promise<HttpReply> | HttpReply;
 
@@ -51,22 +40,60 @@ export const PREAUTH_MAX_BODY = 8 * 1024;
 
 export function statusLine(code: number): string { return `${code} ${STATUS_CODES[code] ?? 'Unknown'}`; }
 
-function parseCookies(h: string | undefined): Record<string, string> {
-  const out: Record<string, string> = {};
+/**
+ * Cookies by name. A name sent twice (a cookie tossed in from a parent domain next to the
+ * gateway's own) is ambiguous and reads as absent, so it can never choose the session.
+ */
+function parseCookies(h: string | undefined): Map<string, string | null> {
+  const out = new Map<string, string | null>();
   if (!h) return out;
   for (const part of h.split(';')) {
     const i = part.indexOf('=');
     if (i < 0) continue;
     const k = part.slice(0, i).trim();
-    if (k && !(k in out)) {
-      try { out[k] = decodeURIComponent(part.slice(i + 1).trim()); } catch { out[k] = part.slice(i + 1).trim(); }
-    }
+    if (!k) continue;
+    if (out.has(k)) { out.set(k, null); continue; }
+    const v = part.slice(i + 1).trim();
+    try { out.set(k, decodeURIComponent(v)); } catch { out.set(k, v); }
   }
   return out;
 }
 
+/** A null-prototype header map from uWS (repeated headers comma-joined). */
+function headersOf(req: uWS.HttpRequest): Record<string, string> {
+  const headers = Object.create(null) as Record<string, string>;
+  req.forEach((k, v) => { headers[k] = Object.hasOwn(headers, k) ? `${headers[k]}, ${v}` : v; });
+  return headers;
+}
+
+export interface FrontTls { certFile: string; keyFile: string; /** Temporary copies written from env/value references (removed once loaded). */ temp: string | null }
+
+/**
+ * The certificate and key files for `listeners.http.tls` (uWS reads files only): file references
+ * are used in place; `true` (the gateway's own TLS material) and env/value references are written to
+ * a private temporary directory that is removed as soon as uWS has loaded them.
+ */
+export function frontTls(cfg: GatewayConfig, gatewayTls: TlsMaterial, dataDir: string): FrontTls | null {
+  const t = cfg.listeners['http']?.tls;
+  if (!t) return null;
+  let temp: string | null = null;
+  const write = (name: string, pem: string) => {
+    temp ??= mkdtempSync(join(dataDir, '.front-tls-'));
+    const f = join(temp, name);
+    writeFileSync(f, pem, { mode: 0o600 });
+    return f;
+  };
+  if (t === true) return { certFile: write('cert.pem', gatewayTls.cert), keyFile: write('key.pem', gatewayTls.key.reveal()), temp };
+  const file = (ref: typeof t.cert, path: string, name: string) => ('file' in ref
+    ? (resolveSecret(ref, cfg, path), resolve(cfg.baseDir, ref.file))
+    : write(name, resolveSecret(ref, cfg, path).reveal()));
+  const certFile = file(t.cert, 'listeners.http.tls.cert', 'cert.pem');
+  const keyFile = file(t.key, 'listeners.http.tls.key', 'key.pem');
+  return { certFile, keyFile, temp };
+}
+
 export function buildRequest(base: Pick<HttpRequest, 'method' | 'path' | 'query' | 'headers' | 'remote'>, body: Buffer, params: Record<string, string>): HttpRequest {
-  let cookies: Record<string, string> | null = null;
+  let cookies: Map<string, string | null> | null = null;
   let parsed: unknown;
   let done = false;
   return {
@@ -82,7 +109,7 @@ export function buildRequest(base: Pick<HttpRequest, 'method' | 'path' | 'query'
       }
       return parsed as T;
     },
-    cookie(name: string) { cookies ??= parseCookies(base.headers['cookie']); return cookies[name]; },
+    cookie(name: string) { cookies ??= parseCookies(base.headers['cookie']); return cookies.get(name) ?? undefined; },
   };
 }
 
@@ -100,9 +127,56 @@ export class HttpFront {
    * of requests without one are capped at PREAUTH_MAX_BODY. Unset: every request may send MAX_BODY.
    */
   signedIn: ((req: HttpRequest) => boolean | Promise<boolean>) | null = null;
+  readonly tls: boolean;
 
-  constructor(private log: Logger, public onError: (e: unknown, req: HttpRequest) => HttpReply) {
-    this.app = uWS.App();
+  constructor(private log: Logger, public onError: (e: unknown, req: HttpRequest) => HttpReply, readonly security: WebSecurity, tls: FrontTls | null = null) {
+    this.tls = !!tls;
+    if (tls) {
+      try {
+        this.app = uWS.SSLApp({ cert_file_name: tls.certFile, key_file_name: tls.keyFile });
+      } catch (e) {
+        throw new Error(`listeners.http.tls: cannot start TLS with that certificate and key (${(e as Error).message}); both must be PEM, the key unencrypted`);
+      } finally {
+        if (tls.temp) rmSync(tls.temp, { recursive: true, force: true });
+      }
+    } else {
+      this.app = uWS.App();
+    }
+  }
+
+  /** What protocol modules get to mount their HTTP parts (app proxy, browser viewers). */
+  mount(appsDomain: string | null): HttpMount {
+    const front = this;
+    const sec = this.security;
+    return {
+      raw: (hook) => { this.raw(hook); },
+      app: this.app,
+      get sessionCookie() { return sec.sessionCookie; },
+      get secureCookies() { return sec.secure; },
+      appsDomain,
+      isGatewayCookie,
+      foreignOrigin: (header, websocket) => sec.foreignOrigin(header, websocket),
+      csrfToken: (c) => sec.csrfToken(c),
+      checkCsrf: (c, token) => sec.checkCsrf(c, token),
+      async api(method, path, sessionCookie, body) {
+        const r = await front.inject(method, path, {
+          cookie: `${sec.sessionCookie}=${encodeURIComponent(sessionCookie)}`, origin: sec.origin, 'content-type': 'application/json',
+        }, Buffer.from(JSON.stringify(body ?? {})));
+        return { status: r.status, body: Buffer.isBuffer(r.body) || typeof r.body === 'string' ? String(r.body) : r.body ?? null };
+      },
+    };
+  }
+
+  /** Run a buffered route in-process, as if the request had come over the listener. */
+  async inject(method: string, path: string, headers: Record<string, string>, body: Buffer): Promise<HttpReply> {
+    const h = Object.assign(Object.create(null) as Record<string, string>, headers);
+    const u = new URL(path, 'http://inject');
+    const snap = buildRequest({ method, path: u.pathname, query: u.searchParams, headers: h, remote: 'gateway' }, body, {});
+    const m = this.match(method, snap.path);
+    if (!m) return { status: 404, body: { error: 'not_found', message: `no route for ${method} ${snap.path}` } };
+    if ('allowed' in m) return { status: 405, body: { error: 'method_not_allowed', message: `${method} is not allowed here` } };
+    const full = buildRequest(snap, body, decodeParams(m.params));
+    try { return await m.route.handler(full); } catch (e) { return this.onError(e, full); }
   }
 
   route(method: string, pattern: string, handler: Handler): this {
@@ -128,7 +202,12 @@ export class HttpFront {
         // params for ws patterns: use the pattern's :names
         const pparts = pattern.split('/').filter(Boolean);
         const uparts = snap.path.split('/').filter(Boolean);
-        pparts.forEach((p, i) => { if (p.startsWith(':')) snap.params[p.slice(1)] = decodeURIComponent(uparts[i] ?? ''); });
+        pparts.forEach((p, i) => { if (p.startsWith(':')) snap.params[p.slice(1)] = decodeParam(uparts[i] ?? ''); });
+        const foreign = this.security.foreignOrigin((h) => snap.headers[h], true);
+        if (foreign) {
+          res.cork(() => this.write(res, { status: 403, body: { error: 'cross_origin', message: `WebSocket refused: ${foreign}` } }));
+          return;
+        }
         route.upgrade(snap).then((r) => {
           if (aborted) return;
           res.cork(() => {
@@ -151,8 +230,7 @@ export class HttpFront {
   }
 
   private snapshot(req: uWS.HttpRequest, body: Buffer, remote = ''): HttpRequest {
-    const headers: Record<string, string> = {};
-    req.forEach((k, v) => { headers[k] = headers[k] ? `${headers[k]}, ${v}` : v; });
+    const headers = headersOf(req);
     let path = req.getUrl();
     try { path = decodeURI(path); } catch { /* keep raw */ }
     return buildRequest({ method: req.getMethod().toUpperCase(), path, query: new URLSearchParams(req.getQuery() ?? ''), headers, remote }, body, {});
@@ -184,7 +262,7 @@ export class HttpFront {
     if (reply.body === undefined || reply.body === null) body = '';
     else if (Buffer.isBuffer(reply.body) || typeof reply.body === 'string') body = reply.body;
     else { body = JSON.stringify(reply.body); type = 'application/json; charset=utf-8'; }
-    const headers: Record<string, string | string[]> = { ...(type ? { 'content-type': type } : {}), ...reply.headers };
+    const headers: Record<string, string | string[]> = Object.assign(Object.create(null), type ? { 'content-type': type } : {}, reply.headers);
     for (const [k, v] of Object.entries(headers)) {
       for (const one of Array.isArray(v) ? v : [v]) res.writeHeader(k, one);
     }
@@ -265,8 +343,7 @@ export class HttpFront {
       if ('allowed' in m) return respond({ status: 405, headers: { allow: m.allowed.join(', ') }, body: { error: 'method_not_allowed', message: `${method} is not allowed here` } });
       const chunks: Buffer[] = [];
       const run = () => {
-        const params = Object.fromEntries(Object.entries(m.params).map(([k, v]) => { try { return [k, decodeURIComponent(v)]; } catch { return [k, v]; } }));
-        const full = buildRequest(snapReq, Buffer.concat(chunks), params);
+        const full = buildRequest(snapReq, Buffer.concat(chunks), decodeParams(m.params));
         Promise.resolve().then(() => m.route.handler(full)).then(respond, (e) => respond(this.onError(e, full)));
       };
       if (method === 'GET' || method === 'HEAD' || (method === 'DELETE' && !snapReq.headers['content-length'])) { run(); return; }
@@ -274,7 +351,7 @@ export class HttpFront {
     });
     return new Promise((resolve, reject) => {
       this.app.listen(host, port, (s) => {
-        if (!s) return reject(new Error(`cannot listen on ${host}:${port}`));
+        if (!s) return reject(new Error(`cannot listen on ${host}:${port}${this.tls ? ' (TLS)' : ''}`));
         this.listenSocket = s;
         this.port = uWS.us_socket_local_port(s);
         resolve(this.port);
@@ -290,4 +367,14 @@ export class HttpFront {
   }
 
   get uws(): uWS.TemplatedApp { return this.app; }
+}
+
+function decodeParam(v: string): string {
+  try { return decodeURIComponent(v); } catch { return v; }
+}
+
+function decodeParams(params: Record<string, string>): Record<string, string> {
+  const out = Object.create(null) as Record<string, string>;
+  for (const [k, v] of Object.entries(params)) out[k] = decodeParam(v);
+  return out;
 }

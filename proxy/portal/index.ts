@@ -2,13 +2,14 @@ import { readFileSync, existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Gateway } from '../gateway.js';
 import type { Principal } from '../../auth/types.js';
-import { principalOf } from '../http/api.js';
+import { principalOf } from '../http/callers.js';
 import type { HttpReply, HttpRequest } from '../http/server.js';
+import type { ApiServices } from '../http/services.js';
 import { PAGES, html, shell, messagePage, type Roles } from './shell.js';
 import { computeHealth } from './dashboard.js';
-import { parseDuration } from '../config.js';
+import { strictCookieBounce } from '../http/web-security.js';
+import { parseDuration } from '../../policies/config.js';
 
 /**
  * The portal and SOC console: server-rendered HTML shells (one per page) with small vanilla JS
@@ -30,15 +31,6 @@ function assetTable(): Map<string, { path: string; type: string }> {
   m.set('player.js', { path: join(PLAYER_DIR, 'asciinema-player.min.js'), type: TYPES['js']! });
   m.set('player.css', { path: join(PLAYER_DIR, 'asciinema-player.css'), type: TYPES['css']! });
   return m;
-}
-
-export function rolesOf(gw: Gateway, p: Principal | null): Roles {
-  if (!p) return { soc: false, approver: false };
-  const soc = p.groups.some((g) => gw.config.gateway.socGroups.includes(g));
-  const approver = gw.config.policies.some((pol) => pol.approvers.some((g) => p.groups.includes(g))
-    || (pol.stages ?? []).some((s) => s.groups.some((g) => p.groups.includes(g)))
-    || pol.escalateTo.some((g) => p.groups.includes(g)));
-  return { soc, approver };
 }
 
 const PAGE_BODIES: Record<string, string> = {
@@ -104,49 +96,62 @@ const PAGE_BODIES: Record<string, string> = {
 <section aria-labelledby="h-standing"><h2 id="h-standing">Standing privileges</h2><div id="standing"></div></section>`,
 };
 
-export function mountPortal(gw: Gateway): void {
+/** What the portal's pages and its two read-only API routes use. */
+export type PortalServices = Pick<ApiServices, 'http' | 'callers' | 'roles' | 'oidc' | 'publicUrl' | 'log' | 'store' | 'clock' | 'sessions' | 'config'>;
+
+export function mountPortal(s: PortalServices): void {
   const assets = assetTable();
-  const wsOrigin = () => gw.publicUrl.replace(/^http/, 'ws');
+  const wsOrigin = () => s.publicUrl.replace(/^http/, 'ws');
   const reply = (status: number, body: string): HttpReply => html(status, body, wsOrigin());
 
   const loginRedirect = (req: HttpRequest): HttpReply => {
+    const bounce = strictCookieBounce(req, req.cookie(s.http.security.sessionCookie) !== undefined);
+    if (bounce) return bounce;
     const q = req.query.toString();
     const back = `${req.path}${q ? `?${q}` : ''}`;
-    if (!gw.oidc) {
+    if (!s.oidc) {
       return reply(503, messagePage('Sign-in unavailable', 'No identity provider is configured on this gateway, so the portal cannot sign you in. API tokens still work for the CLI.', null, { soc: false, approver: false }, ''));
     }
     return { status: 302, headers: { location: `/auth/login?returnTo=${encodeURIComponent(back)}`, 'cache-control': 'no-store' } };
   };
 
+  /** The sign-out form's CSRF token for the web session of this request ('' for API tokens). */
+  const csrfOf = (req: HttpRequest): string => {
+    const c = req.cookie(s.http.security.sessionCookie);
+    return c ? s.http.security.csrfToken(c) : '';
+  };
+
   /** A page route: signed in, allowed, rendered; errors become an HTML error page. */
-  const pageRoute = (key: string, render: (req: HttpRequest, p: Principal, roles: Roles) => Promise<HttpReply> | HttpReply) => async (req: HttpRequest): Promise<HttpReply> => {
+  const pageRoute = (key: string, render: (req: HttpRequest, p: Principal, roles: Roles, csrf: string) => Promise<HttpReply> | HttpReply) => async (req: HttpRequest): Promise<HttpReply> => {
     let p: Principal | null = null;
     let roles: Roles = { soc: false, approver: false };
+    const csrf = csrfOf(req);
+    const links = '<p><a href="/portal/access">Back to My access</a></p>';
     try {
-      p = await principalOf(gw, req);
+      p = await principalOf(s, req);
       if (!p) return loginRedirect(req);
-      roles = rolesOf(gw, p);
+      roles = s.roles.of(p);
       const def = PAGES.find((x) => x.key === key)!;
-      if (!def.allowed(roles)) return reply(403, messagePage(`${def.title}: not allowed`, `You are signed in as ${p.sub}. ${def.forbidden}`, p, roles));
-      return await render(req, p, roles);
+      if (!def.allowed(roles)) return reply(403, messagePage(`${def.title}: not allowed`, `You are signed in as ${p.sub}. ${def.forbidden}`, p, roles, links, csrf));
+      return await render(req, p, roles, csrf);
     } catch (e) {
-      gw.log.error({ err: e, path: req.path }, 'portal page failed');
-      return reply(500, messagePage('Something went wrong', 'The page could not be built. The error is in the gateway log; try again in a moment.', p, roles));
+      s.log.error({ err: e, path: req.path }, 'portal page failed');
+      return reply(500, messagePage('Something went wrong', 'The page could not be built. The error is in the gateway log; try again in a moment.', p, roles, links, csrf));
     }
   };
 
-  const simple = (key: string, extra: { css?: string[]; scripts?: string[] } = {}) => pageRoute(key, (_req, p, roles) => {
+  const simple = (key: string, extra: { css?: string[]; scripts?: string[] } = {}) => pageRoute(key, (_req, p, roles, csrf) => {
     const def = PAGES.find((x) => x.key === key)!;
-    return reply(200, shell({ title: def.title, active: key, principal: p, roles, script: `${key}.js`, body: PAGE_BODIES[key]!, ...extra }));
+    return reply(200, shell({ title: def.title, active: key, principal: p, roles, csrf, script: `${key}.js`, body: PAGE_BODIES[key]!, ...extra }));
   });
 
-  const http = gw.http;
+  const http = s.http;
   http.route('GET', '/', (req) => ({ status: 302, headers: { location: `/portal/access${req.query.toString() ? `?${req.query.toString()}` : ''}` } }));
   http.route('GET', '/portal', () => ({ status: 302, headers: { location: '/portal/access' } }));
   for (const key of ['access', 'approvals', 'sessions', 'recordings', 'audit', 'dashboard']) http.route('GET', `/portal/${key}`, simple(key));
 
-  http.route('GET', '/portal/sessions/:id', pageRoute('sessions', (req, p, roles) => reply(200, shell({
-    title: 'Watch session', active: 'sessions', principal: p, roles, script: 'watch.js',
+  http.route('GET', '/portal/sessions/:id', pageRoute('sessions', (req, p, roles, csrf) => reply(200, shell({
+    title: 'Watch session', active: 'sessions', principal: p, roles, csrf, script: 'watch.js',
     css: ['/portal/assets/player.css'], scripts: ['/portal/assets/player.js'], data: { session: req.params['id']! },
     body: `<p><a href="/portal/sessions">← All live sessions</a></p>
 <dl id="meta" class="meta" aria-busy="true"></dl>
@@ -161,8 +166,8 @@ export function mountPortal(gw: Gateway): void {
 <section aria-labelledby="h-events" id="events-section" hidden><h2 id="h-events">Events</h2><ul id="events" class="events"></ul></section>`,
   }))));
 
-  http.route('GET', '/portal/recordings/:id', pageRoute('recordings', (req, p, roles) => reply(200, shell({
-    title: 'Recording', active: 'recordings', principal: p, roles, script: 'replay.js',
+  http.route('GET', '/portal/recordings/:id', pageRoute('recordings', (req, p, roles, csrf) => reply(200, shell({
+    title: 'Recording', active: 'recordings', principal: p, roles, csrf, script: 'replay.js',
     css: ['/portal/assets/player.css'], scripts: ['/portal/assets/player.js'], data: { session: req.params['id']! },
     body: `<p><a href="/portal/recordings">← All recordings</a></p>
 <dl id="meta" class="meta" aria-busy="true"></dl>
@@ -177,34 +182,34 @@ export function mountPortal(gw: Gateway): void {
 
   // Read-only API for the portal's own figures.
   http.route('GET', '/api/v1/portal/dashboard', async (req) => {
-    const p = await principalOf(gw, req);
+    const p = await principalOf(s, req);
     if (!p) return { status: 401, body: { error: 'unauthenticated', message: 'sign in first' } };
-    const r = rolesOf(gw, p);
+    const r = s.roles.of(p);
     if (!r.soc && !r.approver) return { status: 403, body: { error: 'forbidden', message: `${p.sub} is neither in a SOC group nor an approver` } };
     const days = Math.min(Math.max(Number(req.query.get('days') ?? 14) || 14, 1), 90);
-    return { status: 200, body: await computeHealth(gw.store, gw.clock.now(), (id) => !!gw.sessions.get(id), { days, gatewayId: gw.config.gateway.id }) };
+    return { status: 200, body: await computeHealth(s.store, s.clock.now(), (id) => !!s.sessions.get(id), { days, gatewayId: s.config.gateway.id }) };
   });
 
   // Whether the signed-in person may use break-glass, and on what.
   http.route('GET', '/api/v1/portal/breakglass', async (req) => {
-    const p = await principalOf(gw, req);
+    const p = await principalOf(s, req);
     if (!p) return { status: 401, body: { error: 'unauthenticated', message: 'sign in first' } };
-    const bg = gw.config.breakGlass;
+    const bg = s.config.breakGlass;
     const eligible = p.groups.some((g) => bg.groups.includes(g));
     return {
       status: 200,
       body: {
         eligible,
         maxDurationMs: parseDuration(bg.maxDuration),
-        targets: eligible ? gw.config.targets.map((t) => ({ name: t.name, protocol: t.protocol, risk: t.risk, roles: t.roles.map((r) => r.name) })) : [],
+        targets: eligible ? s.config.targets.map((t) => ({ name: t.name, protocol: t.protocol, risk: t.risk, roles: t.roles.map((r) => r.name) })) : [],
       },
     };
   });
 
   // Anything else under /portal: a page, not JSON.
   http.route('GET', '/portal/*', async (req) => {
-    const p = await principalOf(gw, req).catch(() => null);
-    return reply(404, messagePage('Page not found', `There is no portal page at ${req.path}.`, p, rolesOf(gw, p)));
+    const p = await principalOf(s, req).catch(() => null);
+    return reply(404, messagePage('Page not found', `There is no portal page at ${req.path}.`, p, s.roles.of(p), undefined, csrfOf(req)));
   });
 }
 

@@ -1,14 +1,15 @@
 import type { Principal } from '../../auth/types.js';
 import type { HttpReply } from '../http/server.js';
-import { escapeHtml } from '../http/auth-routes.js';
+import { escapeHtml } from '../http/html.js';
+import type { Roles } from '../roles.js';
+
+export type { Roles };
 
 /**
  * The server-rendered HTML shell of every portal page: landmarks, navigation for the signed-in
  * person's roles, a live region for messages, and one small script module per page. No inline
  * script or style anywhere, so the CSP can forbid both.
  */
-
-export interface Roles { soc: boolean; approver: boolean }
 
 export interface PageDef {
   key: string;
@@ -71,13 +72,15 @@ export function shell(opts: {
   /** data-* attributes on <main> for the page script. */
   data?: Record<string, string>;
   body: string;
+  /** The web session's CSRF token for the sign-out form. */
+  csrf?: string;
 }): string {
   const nav = opts.principal
     ? PAGES.filter((p) => p.allowed(opts.roles)).map((p) => `<li><a href="${p.href}"${p.key === opts.active ? ' aria-current="page"' : ''}>${escapeHtml(p.title)}</a></li>`).join('')
     : '';
   const who = opts.principal
     ? `<div class="who"><span>Signed in as <strong>${escapeHtml(opts.principal.sub)}</strong>${opts.roles.soc ? ' <span class="tag">SOC</span>' : ''}${opts.roles.approver ? ' <span class="tag">approver</span>' : ''}</span>
-<form method="post" action="/auth/logout"><button type="submit" class="link">Sign out</button></form></div>`
+<form method="post" action="/auth/logout"><input type="hidden" name="csrf" value="${escapeHtml(opts.csrf ?? '')}"><button type="submit" class="link">Sign out</button></form></div>`
     : '';
   const data = Object.entries(opts.data ?? {}).map(([k, v]) => ` data-${k}="${escapeHtml(v)}"`).join('');
   const css = ['/portal/assets/portal.css', ...(opts.css ?? [])].map((h) => `<link rel="stylesheet" href="${h}">`).join('');
@@ -91,6 +94,6 @@ export function shell(opts: {
 ${opts.body}</main></body></html>`;
 }
 
-export function messagePage(title: string, message: string, principal: Principal | null, roles: Roles, links = '<p><a href="/portal/access">Back to My access</a></p>'): string {
-  return shell({ title, active: '', principal, roles, body: `<p class="notice" role="alert">${escapeHtml(message)}</p>${links}` });
+export function messagePage(title: string, message: string, principal: Principal | null, roles: Roles, links = '<p><a href="/portal/access">Back to My access</a></p>', csrf?: string): string {
+  return shell({ title, active: '', principal, roles, csrf, body: `<p class="notice" role="alert">${escapeHtml(message)}</p>${links}` });
 }

@@ -1,6 +1,9 @@
 /**
- * Versioned schema. Each migration is plain SQL that a PostgreSQL store can mirror; a new version
- * is appended, never edited. Column specs map record fields (camelCase) to columns (snake_case).
+ * The schema, shared by every store: `tables` maps record fields (camelCase) to columns
+ * (snake_case) and is what the generic statements of store/sql.ts are built from. `migrations` is
+ * the SQLite dialect; schema-postgres.ts holds the PostgreSQL twin of every version (the store
+ * contract test fails until both have the same versions and the same columns). A new version is
+ * appended to both, never edited.
  */
 export type ColumnKind = 'text' | 'int' | 'json' | 'bool';
 export interface TableSpec { name: string; pk: string; columns: Record<string, ColumnKind> }
@@ -29,15 +32,21 @@ export const tables = {
   secrets: {
     name: 'connection_secrets', pk: 'id', columns: {
       id: 'text', hash: 'text', grantId: 'text', identity: 'text', target: 'text', role: 'text', protocol: 'text', reusable: 'bool',
-      createdAt: 'int', expiresAt: 'int', usedAt: 'int', uses: 'int', verifiers: 'json',
+      createdAt: 'int', expiresAt: 'int', usedAt: 'int', uses: 'int', verifiers: 'json', issuedBy: 'text', linkId: 'text',
     },
   },
   tokens: {
     name: 'api_tokens', pk: 'id', columns: {
-      id: 'text', hash: 'text', identity: 'text', name: 'text', createdAt: 'int', expiresAt: 'int', lastUsedAt: 'int', revokedAt: 'int', mfaAt: 'int',
+      id: 'text', hash: 'text', identity: 'text', name: 'text', createdAt: 'int', expiresAt: 'int', lastUsedAt: 'int', revokedAt: 'int', mfaAt: 'int', linkId: 'text',
     },
   },
-  webSessions: { name: 'web_sessions', pk: 'id', columns: { id: 'text', hash: 'text', identity: 'text', createdAt: 'int', expiresAt: 'int', mfaAt: 'int', revokedAt: 'int' } },
+  webSessions: { name: 'web_sessions', pk: 'id', columns: { id: 'text', hash: 'text', identity: 'text', createdAt: 'int', expiresAt: 'int', mfaAt: 'int', revokedAt: 'int', linkId: 'text' } },
+  idpLinks: {
+    name: 'idp_links', pk: 'id', columns: {
+      id: 'text', identity: 'text', refreshSealed: 'text', accessSealed: 'text', accessExpiresAt: 'int', createdAt: 'int', validatedAt: 'int',
+      expiresAt: 'int', state: 'text', failedAt: 'int', failKind: 'text', failReason: 'text',
+    },
+  },
   publicKeys: { name: 'public_keys', pk: 'id', columns: { id: 'text', identity: 'text', publicKey: 'text', fingerprint: 'text', name: 'text', createdAt: 'int' } },
   leases: {
     name: 'leases', pk: 'id', columns: {
@@ -67,9 +76,14 @@ export const tables = {
       id: 'text', scope: 'text', value: 'text', reason: 'text', createdBy: 'text', createdAt: 'int', expiresAt: 'int', removedAt: 'int', removedBy: 'text',
     },
   },
+  kv: { name: 'kv', pk: 'key', columns: { key: 'text', value: 'text' } },
 } satisfies Record<string, TableSpec>;
 
-export const migrations: { version: number; sql: string }[] = [
+/** One schema version in one SQL dialect. */
+export interface Migration { version: number; sql: string }
+
+/** The SQLite dialect (INTEGER epochs and booleans, JSON as TEXT). */
+export const migrations: Migration[] = [
   {
     version: 1,
     sql: `
@@ -122,6 +136,21 @@ CREATE INDEX audit_action ON audit_events(action);
 CREATE TABLE locks (id TEXT PRIMARY KEY, scope TEXT NOT NULL, value TEXT NOT NULL, reason TEXT NOT NULL, created_by TEXT NOT NULL,
   created_at INTEGER NOT NULL, expires_at INTEGER, removed_at INTEGER, removed_by TEXT);
 CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+`,
+  },
+  {
+    // Identity lifecycle: IdP links (sealed refresh tokens) for re-validation; which credential issued a secret.
+    version: 2,
+    sql: `
+CREATE TABLE idp_links (id TEXT PRIMARY KEY, identity TEXT NOT NULL, refresh_sealed TEXT, access_sealed TEXT, access_expires_at INTEGER,
+  created_at INTEGER NOT NULL, validated_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, state TEXT NOT NULL, failed_at INTEGER,
+  fail_kind TEXT, fail_reason TEXT);
+CREATE INDEX idp_links_due ON idp_links(state, validated_at);
+CREATE INDEX idp_links_identity ON idp_links(identity);
+ALTER TABLE api_tokens ADD COLUMN link_id TEXT;
+ALTER TABLE web_sessions ADD COLUMN link_id TEXT;
+ALTER TABLE connection_secrets ADD COLUMN issued_by TEXT;
+ALTER TABLE connection_secrets ADD COLUMN link_id TEXT;
 `,
   },
   {

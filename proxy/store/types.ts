@@ -1,7 +1,9 @@
 /**
- * The one store interface. SQLite (better-sqlite3) is the embedded default; a PostgreSQL store for
- * several gateways implements the same interface. Everything is async and speaks plain records:
- * times are epoch milliseconds, ids are strings, JSON-ish payloads are objects.
+ * The one store interface. SQLite (better-sqlite3) is the embedded default; PostgreSQL (node-postgres)
+ * serves several gateways on one database. Both implement every method once, in store/sql.ts, over
+ * the same table specs (store/schema.ts); only transactions, the audit append, the query-log flush
+ * and migrations differ per dialect. Everything is async and speaks plain records: times are epoch
+ * milliseconds, ids are strings, JSON-ish payloads are objects.
  */
 
 export type RequestState = 'pending' | 'approved' | 'denied' | 'expired' | 'cancelled';
@@ -113,6 +115,10 @@ export interface ConnectionSecretRecord {
    * Produced by ProtocolModule.secretVerifiers; never the secret.
    */
   verifiers: Record<string, string>;
+  /** The credential that asked for it ('token:<id>' or 'web:<id>'); null when issued by the gateway itself. */
+  issuedBy?: string | null;
+  /** The IdP link of that credential: the secret stops working when the link fails re-validation. */
+  linkId?: string | null;
 }
 
 export interface ApiTokenRecord {
@@ -127,6 +133,8 @@ export interface ApiTokenRecord {
   revokedAt: number | null;
   /** When the identity last proved MFA for the sign-in that created this token (null: never). */
   mfaAt: number | null;
+  /** The IdP sign-in this token is re-validated with (null: created by the operator, not tied to the IdP). */
+  linkId?: string | null;
 }
 
 export interface WebSessionRecord {
@@ -138,6 +146,32 @@ export interface WebSessionRecord {
   expiresAt: number;
   mfaAt: number | null;
   revokedAt: number | null;
+  /** The IdP sign-in this session is re-validated with (null: made by the gateway itself, e.g. tests). */
+  linkId?: string | null;
+}
+
+/**
+ * One sign-in at the IdP that credentials (a web session, the API tokens made from it, a device
+ * sign-in's token) are re-validated with. Its IdP tokens are stored only sealed with the gateway key.
+ */
+export interface IdpLinkRecord {
+  id: string;
+  identity: string;
+  /** The IdP's refresh token, sealed (AES-256-GCM with the gateway key); null when none was issued. */
+  refreshSealed: string | null;
+  /** The IdP's access token, sealed, for userinfo when there is no refresh token. */
+  accessSealed: string | null;
+  accessExpiresAt: number | null;
+  createdAt: number;
+  /** Last time the IdP confirmed the identity and its groups. */
+  validatedAt: number;
+  /** Latest expiry among the credentials that depend on it: nothing to re-validate afterwards. */
+  expiresAt: number;
+  state: 'ok' | 'failed';
+  failedAt: number | null;
+  /** 'refused': the IdP said no (user disabled, refresh refused); 'unverifiable': nothing left to ask it with. */
+  failKind: 'refused' | 'unverifiable' | null;
+  failReason: string | null;
 }
 
 export interface PublicKeyRecord {
@@ -237,12 +271,57 @@ export interface LockRecord {
 
 export interface Page { limit?: number; offset?: number }
 
+/** The records `claim` can change, by table (the keys of `tables` in store/schema.ts). */
+export interface ClaimableRecords {
+  requests: RequestRecord;
+  grants: GrantRecord;
+  reviews: BreakGlassReviewRecord;
+  leases: LeaseRecord;
+  sessions: SessionRecord;
+  locks: LockRecord;
+  tokens: ApiTokenRecord;
+  webSessions: WebSessionRecord;
+}
+
+/** What the audit log computes from the chain's last event, inside the store's audit lock. */
+export interface AuditBatch {
+  /** The new events, in order: seq, prevHash, hash and mac already set from `last`. */
+  events: AuditEventRecord[];
+  /** A KV value written in the same transaction (the signed head of the chain). */
+  head?: { key: string; value: string };
+}
+
 export interface Store {
   readonly kind: string;
   migrate(): Promise<void>;
   close(): Promise<void>;
-  /** Run fn atomically (all writes or none). */
+  /**
+   * Run fn atomically: all of its writes or none. Calls made through `tx` run in the transaction; a
+   * transaction() inside fn joins it. The policy workflow relies on this to decide once: it reads a
+   * request or grant, re-checks it inside the transaction and writes the outcome, so two decisions
+   * on the same request (another approver, a timer, another gateway) never both apply.
+   *
+   * - SQLite: one writer at a time (`BEGIN IMMEDIATE`, so other processes on the file wait too).
+   *   Transactions take turns in-process, and every call from outside fn's async context waits until
+   *   it has committed or rolled back; calls from inside it (through `tx` or the store) run in it.
+   *   fn runs once.
+   * - PostgreSQL: SERIALIZABLE on one pooled connection, so concurrent transactions on any node
+   *   behave as if run one after the other. When the database aborts one (serialization failure or
+   *   deadlock, SQLSTATE 40001 / 40P01) it is rolled back and fn runs again from the start, a few
+   *   times with a short backoff: fn must have no effect outside `tx` (re-read, re-check, write).
+   *   Calls on the store itself, not `tx`, run meanwhile on other pool connections, outside it.
+   *
+   * Do not append audit events inside fn: appendAudit is its own transaction.
+   */
   transaction<T>(fn: (tx: Store) => Promise<T>): Promise<T>;
+  /**
+   * Compare and set one row, atomically: `UPDATE <table> SET <set> WHERE pk = id AND <expect>`
+   * (`null` in expect means IS NULL). Returns the updated record, or null when the row is gone or
+   * no longer matches. This is how a timer fires once cluster-wide: every gateway arms it, each one
+   * claims it when due (e.g. clears a request's `stageDeadline` where it still has the due value)
+   * and only the one whose claim matched goes on; inside a transaction the claim rolls back with it.
+   */
+  claim<K extends keyof ClaimableRecords>(table: K, id: string, expect: Partial<ClaimableRecords[K]>, set: Partial<ClaimableRecords[K]>): Promise<ClaimableRecords[K] | null>;
 
   upsertIdentity(rec: IdentityRecord): Promise<void>;
   getIdentity(sub: string): Promise<IdentityRecord | null>;
@@ -275,7 +354,14 @@ export interface Store {
   insertApiToken(rec: ApiTokenRecord): Promise<void>;
   getApiTokenByHash(hash: string): Promise<ApiTokenRecord | null>;
   listApiTokens(identity: string): Promise<ApiTokenRecord[]>;
+  getApiToken(id: string): Promise<ApiTokenRecord | null>;
   updateApiToken(rec: ApiTokenRecord): Promise<void>;
+
+  insertIdpLink(rec: IdpLinkRecord): Promise<void>;
+  updateIdpLink(rec: IdpLinkRecord): Promise<void>;
+  getIdpLink(id: string): Promise<IdpLinkRecord | null>;
+  /** validatedBefore: last validated before this time; liveAt: still has credentials at this time. */
+  listIdpLinks(filter: { identity?: string; state?: IdpLinkRecord['state']; validatedBefore?: number; liveAt?: number }): Promise<IdpLinkRecord[]>;
 
   insertWebSession(rec: WebSessionRecord): Promise<void>;
   getWebSessionByHash(hash: string): Promise<WebSessionRecord | null>;
@@ -300,11 +386,18 @@ export interface Store {
   getRecording(id: string): Promise<RecordingRecord | null>;
   listRecordings(filter?: { sessionId?: string }): Promise<RecordingRecord[]>;
 
+  /** Queue one query-log row: rows are written in batches (every 25 ms or 500 rows); listQueries and close flush first. */
   insertQuery(rec: QueryLogRecord): Promise<void>;
   listQueries(sessionId: string, page?: Page): Promise<QueryLogRecord[]>;
 
-  /** Append one audit event computed by the audit log (seq is assigned by the caller). */
-  appendAudit(rec: AuditEventRecord): Promise<void>;
+  /**
+   * Append audit events as one operation: under a lock that every connection and gateway shares
+   * (SQLite: the database write lock; PostgreSQL: a transaction advisory lock, read committed), read
+   * the chain's last event, call build(last) — synchronous, no side effects, it may run again — and
+   * insert what it returns, with its head KV value, in the same transaction. So seq and prevHash are
+   * assigned atomically and the chain never forks, whoever appends. Returns the inserted events.
+   */
+  appendAudit(build: (last: AuditEventRecord | null) => AuditBatch): Promise<AuditEventRecord[]>;
   /** Key an event written before the audit log had a key (only where mac is still empty; once, when the key moves out of the store). */
   setAuditMac(seq: number, mac: string): Promise<void>;
   lastAudit(): Promise<AuditEventRecord | null>;

@@ -1,10 +1,15 @@
 /** PNG encode/decode of RGBA pixels (pngjs), tuned for speed over size when recording. */
 import { PNG } from 'pngjs';
 
+/** pngjs options: fast (recording) or small (artifacts). The PNG worker uses the fast ones too. */
+export function pngOptions(fast = true): { deflateLevel: number; filterType: number } {
+  return { deflateLevel: fast ? 1 : 6, filterType: fast ? 1 : -1 };
+}
+
 export function encodePng(width: number, height: number, rgba: Uint8Array, opts: { fast?: boolean } = {}): Buffer {
   const png = new PNG({ width, height, colorType: 6, inputHasAlpha: true });
   png.data = Buffer.from(rgba.buffer, rgba.byteOffset, width * height * 4);
-  return PNG.sync.write(png, { deflateLevel: opts.fast === false ? 6 : 1, filterType: opts.fast === false ? -1 : 1 });
+  return PNG.sync.write(png, pngOptions(opts.fast !== false));
 }
 
 export function decodePng(buf: Buffer): { width: number; height: number; rgba: Uint8Array } {

@@ -112,6 +112,31 @@ t.test('web sessions: create, verify, step-up, expiry, sign-out', async (t) => {
   t.equal(await sessions.verify(s2.cookie), null, 'expired');
 });
 
+t.test('a revoke or sign-out that commits while a token or web session is in use stays (no lost update)', async (t) => {
+  const plain = new ApiTokens(store, clock);
+  const { token, record } = await plain.create('alice', 'racing', 3_600_000, null);
+  plaintexts.push(token.reveal());
+  const cookies = new WebSessions(store, clock);
+  const web = await cookies.create('alice', null, 3_600_000);
+  plaintexts.push(web.cookie.reveal());
+  // Another request (or gateway) revokes right after this one has read the record.
+  const racing = new Proxy(store, {
+    get(target, prop, receiver) {
+      if (prop === 'getApiTokenByHash') {
+        return async (h: string) => { const r = await target.getApiTokenByHash(h); await plain.revoke('alice', record.id); return r; };
+      }
+      if (prop === 'getWebSessionByHash') {
+        return async (h: string) => { const r = await target.getWebSessionByHash(h); if (r && r.revokedAt === null) await cookies.revoke(web.cookie); return r; };
+      }
+      return Reflect.get(target, prop, receiver);
+    },
+  });
+  t.equal(await new ApiTokens(racing, clock).verify(token), null, 'the token revoked meanwhile is refused');
+  t.ok((await plain.list('alice')).find((r) => r.id === record.id)?.revokedAt, 'and stays revoked');
+  t.equal(await new WebSessions(racing, clock).markMfa(web.cookie, clock.now()), null, 'no step-up on a session signed out meanwhile');
+  t.equal(await cookies.verify(web.cookie), null, 'it stays signed out');
+});
+
 t.test('connection secrets: single use, reusable until expiry, never past the grant, bound to target', async (t) => {
   const secrets = new ConnectionSecrets(store, clock);
   const g = grant();

@@ -44,6 +44,8 @@ t.test('HTTP app in the browser', async (t) => {
     t.equal(c?.httpOnly, true);
     t.equal(c?.sameSite, 'Lax');
     t.notOk(cookies.find((x) => x.name === 'tg_session'), 'the gateway cookie stays on the gateway host');
+    const gwCookie = (await ctx.cookies(tg.url)).find((x) => x.name === 'tg_session');
+    t.equal(gwCookie?.sameSite, 'Strict', 'the gateway session cookie is SameSite=Strict');
   });
 
   await t.test('no grant: 403 page, and its request form files a request', async (t) => {
@@ -53,8 +55,21 @@ t.test('HTTP app in the browser', async (t) => {
     t.equal(await page.textContent('#app'), 'echo');
     t.match(await page.textContent('#reason') ?? '', /no active grant/);
     t.equal(up.seen.length, 0, 'nothing reached the app');
+    const signins = async () => (await tg.store.listAudit({ action: 'signin' })).length;
+    const before = await signins();
+    // From the app (another site: echo.localhost vs 127.0.0.1) the Strict cookie is not sent; the
+    // gateway re-opens its page from its own origin instead of a second trip to the IdP.
+    await page.click('a:has-text("Open the portal")');
+    await page.waitForURL(`${tg.url}/portal/access?request=echo`);
+    await page.waitForSelector('#rq-target option[value="echo"]', { state: 'attached' });
+    t.equal(await signins(), before, 'the portal link from the app: signed in, no new sign-in');
+    await page.goBack();
+    await page.waitForURL(`${app}/whoami?from=browser`);
     await page.click('#request');
     await page.waitForURL(`${tg.url}/apps/_request?app=echo`);
+    await page.waitForSelector('textarea[name="reason"]');
+    t.equal(await signins(), before, 'no new sign-in for the request form');
+    t.match(await page.textContent('main'), /Signed in as alice/);
     await page.fill('textarea[name="reason"]', 'browser test');
     await page.click('#submit');
     await page.waitForSelector('#request-id');

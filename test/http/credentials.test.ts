@@ -10,10 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { decodeJwt } from 'jose';
-import { WebSocket } from 'undici';
 import { ManualClock } from '../../policies/clock.js';
 import { startTestGateway } from '../support/gateway.js';
-import { raw, signInApp, startUpstream } from './support.js';
+import { appWs, raw, signInApp, startUpstream } from './support.js';
 import { onlyHttp } from './support.js';
 
 const HOOK = `
@@ -53,10 +52,10 @@ t.test('credentials and session lifetime', async (t) => {
   t.teardown(() => tg.close());
   const port = Number(new URL(tg.url).port);
   const get = (app: string, cookie: string, headers: Record<string, string> = {}) =>
-    raw(port, { path: `/apps/${app}/headers`, headers: { cookie, ...headers } });
+    raw(port, { path: '/headers', host: `${app}.localhost:${port}`, headers: { cookie, ...headers } });
 
   await t.test('bearer token minted per session by the hook, revoked at the end', async (t) => {
-    const s = await signInApp(tg, 'alice', 'tok', `${tg.url}/apps/tok/headers`);
+    const s = await signInApp(tg, 'alice', 'tok', `http://tok.localhost:${port}/headers`);
     const grant = await tg.grant('alice', 'tok', 'user');
     const r = await get('tok', s.cookie, { authorization: 'Bearer forged-by-client' });
     t.equal(r.status, 200);
@@ -84,7 +83,7 @@ t.test('credentials and session lifetime', async (t) => {
   });
 
   await t.test('a failing mint hook gives a clear error and leaves no session', async (t) => {
-    const s = await signInApp(tg, 'alice', 'broken', `${tg.url}/apps/broken/headers`);
+    const s = await signInApp(tg, 'alice', 'broken', `http://broken.localhost:${port}/headers`);
     await tg.grant('alice', 'broken', 'user');
     const r = await get('broken', s.cookie);
     t.equal(r.status, 502);
@@ -94,7 +93,7 @@ t.test('credentials and session lifetime', async (t) => {
   });
 
   await t.test('static basic credentials; the password never reaches the audit log', async (t) => {
-    const s = await signInApp(tg, 'alice', 'basic', `${tg.url}/apps/basic/headers`);
+    const s = await signInApp(tg, 'alice', 'basic', `http://basic.localhost:${port}/headers`);
     await tg.grant('alice', 'basic', 'user');
     const r = await get('basic', s.cookie, { authorization: 'Basic Zm9vOmJhcg==' });
     const h = JSON.parse(r.body.toString()).headers;
@@ -104,7 +103,7 @@ t.test('credentials and session lifetime', async (t) => {
   });
 
   await t.test('JWT in a custom header and Authorization, re-signed before expiry; idle sessions end', async (t) => {
-    const s = await signInApp(tg, 'alice', 'jwt', `${tg.url}/apps/jwt/headers`);
+    const s = await signInApp(tg, 'alice', 'jwt', `http://jwt.localhost:${port}/headers`);
     await tg.grant('alice', 'jwt', 'user', '2h');
     const h1 = JSON.parse((await get('jwt', s.cookie, { 'x-identity': 'forged' })).body.toString()).headers;
     t.equal(h1.authorization, `Bearer ${h1['x-identity']}`);
@@ -131,10 +130,10 @@ t.test('credentials and session lifetime', async (t) => {
   });
 
   await t.test('grant expiry closes an open WebSocket with the reason; open sockets keep a session from idling out', async (t) => {
-    const s = await signInApp(tg, 'erin', 'jwt', `${tg.url}/apps/jwt/headers`);
+    const s = await signInApp(tg, 'erin', 'jwt', `http://jwt.localhost:${port}/headers`);
     await tg.grant('erin', 'jwt', 'user', '30m');
     t.equal((await get('jwt', s.cookie)).status, 200);
-    const ws = new WebSocket(`ws://127.0.0.1:${port}/apps/jwt/ws`, { headers: { cookie: s.cookie } } as never);
+    const ws = appWs(`jwt.localhost:${port}`, '/ws', { headers: { cookie: s.cookie } });
     ws.binaryType = 'arraybuffer';
     await new Promise<void>((resolve, reject) => { ws.onopen = () => resolve(); ws.onerror = () => reject(new Error('ws failed')); });
     const first = await new Promise<string>((resolve) => { ws.onmessage = (ev) => resolve(String(ev.data)); });
@@ -153,7 +152,7 @@ t.test('credentials and session lifetime', async (t) => {
     t.equal((await get('jwt', s.cookie)).status, 403, 'after expiry: 403');
   });
   await t.test('kill ends the session (the next request opens a new one); a lock refuses with its reason', async (t) => {
-    const s = await signInApp(tg, 'alice', 'basic', `${tg.url}/apps/basic/headers`);
+    const s = await signInApp(tg, 'alice', 'basic', `http://basic.localhost:${port}/headers`);
     t.equal((await get('basic', s.cookie)).status, 200);
     const live = tg.gw.sessions.list().find((x) => x.target.name === 'basic' && x.principal.sub === 'alice')!;
     t.ok(live, 'live session');

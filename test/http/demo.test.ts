@@ -15,12 +15,13 @@ t.test('demo wiki behind the gateway', async (t) => {
   const tg = await startTestGateway({ modules: onlyHttp(), targets: d.targets });
   t.teardown(() => tg.close());
   const port = Number(new URL(tg.url).port);
-  const s = await signInApp(tg, 'alice', 'wiki', `${tg.url}/apps/wiki/`);
+  const host = `wiki.localhost:${port}`;
+  const s = await signInApp(tg, 'alice', 'wiki', `http://${host}/`);
   await tg.grant('alice', 'wiki', 'reader');
-  const page = await raw(port, { path: '/apps/wiki/', headers: { cookie: s.cookie } });
+  const page = await raw(port, { path: '/', host, headers: { cookie: s.cookie } });
   t.equal(page.status, 200);
   t.match(page.body.toString(), /Hello <b>alice<\/b>/);
-  const who = await raw(port, { path: '/apps/wiki/api/whoami', headers: { cookie: s.cookie } });
+  const who = await raw(port, { path: '/api/whoami', host, headers: { cookie: s.cookie } });
   t.match(JSON.parse(who.body.toString()), { verified: true, sub: 'alice', aud: 'wiki', role: 'reader' });
 });
 

@@ -9,9 +9,9 @@ import net from 'node:net';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { WebSocket } from 'undici';
 import { startTestGateway, type TestGateway } from '../support/gateway.js';
-import { startUpstream, raw, rawBytes, signInApp, pattern, sha256, setCookies, type Upstream } from './support.js';
+import { waitFor } from '../support/pg.js';
+import { startUpstream, raw, rawBytes, signInApp, pattern, sha256, setCookies, appWs, type Upstream } from './support.js';
 import { onlyHttp } from './support.js';
 
 t.test('HTTP apps through the gateway', async (t) => {
@@ -28,7 +28,10 @@ t.test('HTTP apps through the gateway', async (t) => {
     ],
     policies: [{
       name: 'test', targets: ['*'], roles: ['*'], requesters: ['engineers'], approvers: ['approvers'], onTimeout: 'deny',
-      rules: [{ methods: ['DELETE'], path: '/admin/*', action: 'deny', message: 'Tollgate: deleting under /admin is not allowed.', roles: ['user'] }],
+      rules: [
+        { methods: ['DELETE'], path: '/admin/*', action: 'deny', message: 'Tollgate: deleting under /admin is not allowed.', roles: ['user'] },
+        { methods: ['PUT'], path: '/Exact/*', caseSensitive: true, action: 'deny', message: 'Tollgate: PUT under /Exact is not allowed.', roles: ['user'] },
+      ],
     }],
   });
   t.teardown(() => tg.close());
@@ -101,14 +104,26 @@ t.test('HTTP apps through the gateway', async (t) => {
     t.equal(up.seen.length, 0, 'nothing reached the app');
   });
 
-  await t.test('the request form files a real request (same-origin POST only)', async (t) => {
+  await t.test('the request form files a real request (same-origin POST with the CSRF token only)', async (t) => {
     const form = await raw(port, { path: '/apps/_request?app=echo', headers: { cookie: alice.gatewayCookie } });
     t.equal(form.status, 200);
     t.match(form.body.toString(), /<option value="user">user<\/option>/);
-    const body = new URLSearchParams({ app: 'echo', role: 'user', duration: '30m', reason: 'debug the <echo> app' }).toString();
-    const csrf = await raw(port, { method: 'POST', path: '/apps/_request', headers: { cookie: alice.gatewayCookie, origin: 'https://evil.example', 'content-type': 'application/x-www-form-urlencoded' }, body });
-    t.equal(csrf.status, 403, 'cross-origin POST refused');
-    const sent = await raw(port, { method: 'POST', path: '/apps/_request', headers: { cookie: alice.gatewayCookie, origin: tg.url, 'content-type': 'application/x-www-form-urlencoded' }, body });
+    const token = /name="csrf" value="([^"]+)"/.exec(form.body.toString())?.[1];
+    t.ok(token, 'the form carries a CSRF token');
+    const fields = { app: 'echo', role: 'user', duration: '30m', reason: 'debug the <echo> app' };
+    const body = new URLSearchParams({ ...fields, csrf: token! }).toString();
+    const requests = async () => (await tg.store.listRequests({ requester: 'alice', limit: 100 })).length;
+    const before = await requests();
+    const post = (headers: Record<string, string>, b = body) => raw(port, { method: 'POST', path: '/apps/_request', headers: { cookie: alice.gatewayCookie, 'content-type': 'application/x-www-form-urlencoded', ...headers }, body: b });
+    t.equal((await post({ origin: 'https://evil.example' })).status, 403, 'cross-origin POST refused, even with the token');
+    t.equal((await post({ origin: `http://echo.localhost:${port}` })).status, 403, 'a POST from an app page (same site) refused');
+    t.equal((await post({ origin: tg.url, 'sec-fetch-site': 'same-site' })).status, 403, 'Sec-Fetch-Site other than same-origin refused');
+    t.equal((await post({ origin: tg.url }, new URLSearchParams(fields).toString())).status, 403, 'no CSRF token: refused');
+    t.equal((await post({ origin: tg.url }, new URLSearchParams({ ...fields, csrf: `${token!.slice(0, -2)}AA` }).toString())).status, 403, 'wrong CSRF token: refused');
+    const { cookie: bobCookie } = await tg.gw.webSessions.create('bob', null, 3_600_000);
+    t.equal((await post({ origin: tg.url, cookie: `tg_session=${encodeURIComponent(bobCookie.reveal())}` })).status, 403, 'another session\'s token: refused');
+    t.equal(await requests(), before, 'no refused form filed a request');
+    const sent = await post({ origin: tg.url });
     t.equal(sent.status, 201, sent.body.toString());
     const id = /<code id="request-id">([^<]+)<\/code>/.exec(sent.body.toString())?.[1];
     t.ok(id, 'request id shown');
@@ -167,20 +182,27 @@ t.test('HTTP apps through the gateway', async (t) => {
     t.equal(r.status, 302, 'echo\'s cookie is not a sign-in for deadapp');
   });
 
-  await t.test('path-based routing strips the prefix; redirects are rewritten', async (t) => {
-    const pa = await signInApp(tg, 'alice', 'echo', `${tg.url}/apps/echo/whoami`);
-    t.match(pa.steps[2]!.headers['set-cookie']!.join(';'), /Path=\/apps\/echo\//, 'cookie scoped to the app prefix');
-    const r = await raw(port, { path: '/apps/echo/whoami?z=2', headers: { cookie: pa.cookie } });
-    t.equal(r.status, 200);
-    const j = JSON.parse(r.body.toString());
-    t.equal(j.path, '/whoami');
-    t.equal(j.query, '?z=2');
-    t.equal(j.headers['x-forwarded-prefix'], '/apps/echo');
-    const red = await raw(port, { path: '/apps/echo/redirect', headers: { cookie: pa.cookie } });
-    t.equal(red.status, 302);
-    t.equal(red.headers.location, `${tg.url}/apps/echo/whoami?from=redirect`);
+  await t.test('no app byte on the gateway origin: /apps/<name>/ points at the app origin, never proxies', async (t) => {
+    const before = up.seen.length;
+    // Even with a valid app cookie (and the gateway cookie) presented on the gateway's host.
+    const cookie = `${alice.cookie}; ${alice.gatewayCookie}`;
+    const r = await raw(port, { path: '/apps/echo/whoami?z=2', headers: { cookie } });
+    t.equal(r.status, 302, 'GET: a redirect');
+    t.equal(r.headers.location, `http://${host}/whoami?z=2`, 'to the same page on the app origin');
+    t.equal(r.body.length, 0);
+    t.equal((await raw(port, { path: '/apps/echo', headers: { cookie } })).headers.location, `http://${host}/`);
+    t.equal((await raw(port, { path: '/apps/echo/a/../b', headers: { cookie } })).headers.location, `http://${host}/b`);
+    for (const method of ['POST', 'PUT', 'DELETE', 'PATCH']) {
+      const m = await raw(port, { method, path: '/apps/echo/upload', headers: { cookie }, body: 'x' });
+      t.equal(m.status, 404, `${method}: 404`);
+      t.match(m.body.toString(), new RegExp(`served at http://${host}/`));
+    }
+    t.equal((await raw(port, { path: '/apps/nosuch/x', headers: { cookie } })).status, 404, 'unknown app: 404');
+    const ws = await rawBytes(port, `GET /apps/echo/ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nCookie: ${cookie}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`, 1000);
+    t.match(ws, /^HTTP\/1\.1 404/, 'a WebSocket under /apps/ on the gateway origin: 404');
+    t.equal(up.seen.length, before, 'nothing reached the app');
     const hred = await raw(port, { path: '/redirect', host, headers: { cookie: alice.cookie } });
-    t.equal(hred.headers.location, `http://${host}/whoami?from=redirect`);
+    t.equal(hred.headers.location, `http://${host}/whoami?from=redirect`, 'upstream redirects are rewritten to the app origin');
   });
 
   await t.test('HEAD keeps the length without a body; OPTIONS and PATCH pass', async (t) => {
@@ -202,18 +224,73 @@ t.test('HTTP apps through the gateway', async (t) => {
     t.same(setCookies(r.headers), ['a=1; Path=/', 'b=2; Path=/']);
   });
 
-  await t.test('rules deny per role: DELETE /admin/* is 403, dot segments do not bypass', async (t) => {
+  await t.test('an app cannot set gateway cookies, nor cookies for a domain wider than its own host', async (t) => {
+    const r = await raw(port, { path: '/cookies', host, headers: { cookie: alice.cookie } });
+    t.equal(r.status, 200);
+    t.equal(r.body.toString(), 'cookies');
+    t.same(setCookies(r.headers), ['own=1; Domain=echo.localhost; Path=/', 'plain=1; Path=/; HttpOnly'],
+      'tg_session, __Host-tg_session, TG_OIDC, tg_app_other and Domain=localhost cookies dropped');
+  });
+
+  await t.test('headers named constructor, toString, __proto__ pass as ordinary headers both ways', async (t) => {
+    // (uWS itself refuses request header names with "_", so __proto__ is covered upstream-bound in unit.test.ts.)
+    const r = await rawBytes(port, `GET /headers HTTP/1.1\r\nHost: ${host}\r\nCookie: ${alice.cookie}\r\nconstructor: a\r\ntoString: c\r\nhasOwnProperty: d\r\nConnection: close\r\n\r\n`, 3000);
+    t.match(r, /^HTTP\/1\.1 200/);
+    const j = JSON.parse(r.slice(r.indexOf('\r\n\r\n') + 4));
+    t.equal(j.headers.constructor, 'a', 'constructor: a, not "function Object() { [native code] }, a"');
+    t.equal(j.headers.tostring, 'c');
+    t.equal(j.headers.hasownproperty, 'd');
+    const down = await raw(port, { path: '/protohdr', host, headers: { cookie: alice.cookie } });
+    t.equal(down.status, 200);
+    const pairs: [string, string][] = [];
+    for (let i = 0; i < down.rawHeaders.length; i += 2) pairs.push([down.rawHeaders[i]!.toLowerCase(), down.rawHeaders[i + 1]!]);
+    t.same(pairs.filter(([k]) => ['constructor', '__proto__', 'tostring'].includes(k)), [['constructor', 'a'], ['__proto__', 'b'], ['tostring', 'c']], 'the app\'s response headers reach the browser as they were');
+  });
+
+  await t.test('request headers that would speak for the gateway never reach the app', async (t) => {
+    const r = await raw(port, {
+      path: '/headers', host,
+      headers: {
+        cookie: alice.cookie,
+        'x-forwarded-server': 'evil', 'x-forwarded-port': '1', 'x-original-url': '/admin/users', 'x-original-uri': '/admin',
+        'x-rewrite-url': '/admin', 'true-client-ip': '6.6.6.6', 'x-client-ip': '6.6.6.6', 'x-http-method-override': 'GET', 'x-http-method': 'GET', 'x-method-override': 'GET',
+      },
+    });
+    t.equal(r.status, 200);
+    const h = JSON.parse(r.body.toString()).headers;
+    for (const k of ['x-forwarded-server', 'x-forwarded-port', 'x-original-url', 'x-original-uri', 'x-rewrite-url', 'true-client-ip', 'x-client-ip', 'x-http-method-override', 'x-http-method', 'x-method-override']) {
+      t.notOk(h[k], `${k} dropped`);
+    }
+    t.equal(h['x-forwarded-for'], '127.0.0.1');
+    t.match(h['x-tollgate-assertion'], /^ey/, 'the real assertion is the gateway\'s');
+  });
+
+  await t.test('rules cannot be sidestepped: case, ;params, /admin itself, encoded dots and slashes, method override', async (t) => {
     const before = up.seen.length;
-    for (const path of ['/admin/users', '/public/../admin/users', '/%2e%2e/admin/x', '//admin/x']) {
-      const r = await raw(port, { method: 'DELETE', path, host, headers: { cookie: alice.cookie } });
-      t.equal(r.status, 403, `denied: ${path}`);
+    const variants: [string, string, Record<string, string>?][] = [
+      ['DELETE', '/admin/users'], ['DELETE', '/ADMIN/users'], ['DELETE', '/Admin/Users'], ['DELETE', '/admin;jsessionid=x/users'], ['DELETE', '/admin;x'],
+      ['DELETE', '/admin'], ['DELETE', '/admin/'], ['DELETE', '/public/../admin/users'], ['DELETE', '/%2e%2e/admin/x'], ['DELETE', '/x/%2E%2E/admin/y'],
+      ['DELETE', '//admin//users'], ['DELETE', '/admin%2Fusers'], ['DELETE', '/x%2f..%2fadmin/users'], ['DELETE', '/%2561dmin/users'], ['DELETE', '/x/..%5cadmin/users'],
+      ['POST', '/admin/users', { 'x-http-method-override': 'DELETE' }], ['POST', '/admin/users', { 'x-http-method': 'delete' }],
+      ['POST', '/admin/users', { 'x-method-override': 'DELETE' }], ['POST', '/admin/users', { 'x-http-method-override': 'GET, DELETE' }],
+      ['POST', '/admin/users?_method=DELETE', {}],
+    ];
+    for (const [method, path, headers] of variants) {
+      const r = await raw(port, { method, path, host, headers: { cookie: alice.cookie, ...headers }, body: method === 'POST' ? 'x' : undefined });
+      t.equal(r.status, 403, `denied: ${method} ${path} ${JSON.stringify(headers ?? {})}`);
       t.match(r.body.toString(), /deleting under \/admin is not allowed/);
     }
     t.equal(up.seen.length, before, 'nothing reached the app');
-    const g = await raw(port, { method: 'GET', path: '/admin/users', host, headers: { cookie: alice.cookie } });
-    t.equal(g.status, 200, 'GET is allowed');
-    const audit = await tg.store.listAudit({ action: 'session.rule.deny' });
-    t.ok(audit.length >= 4, 'denials audited');
+    for (const path of ['/admin/users', '/ADMIN/users', '/administrator']) {
+      const g = await raw(port, { method: 'GET', path, host, headers: { cookie: alice.cookie } });
+      t.not(g.status, 403, `GET ${path} is allowed`);
+    }
+    t.equal((await raw(port, { method: 'DELETE', path: '/administrator', host, headers: { cookie: alice.cookie } })).status, 404, '/administrator is not under /admin/*');
+    t.equal((await raw(port, { method: 'PUT', path: '/Exact/x', host, headers: { cookie: alice.cookie }, body: 'x' })).status, 403, 'caseSensitive rule: exact case denied');
+    t.equal((await raw(port, { method: 'PUT', path: '/exact/x', host, headers: { cookie: alice.cookie }, body: 'x' })).status, 404, 'caseSensitive rule: other case passes');
+    // Rule hits are audited without holding up the request: wait for the writes to land.
+    const audit = await waitFor(async () => { const l = await tg.store.listAudit({ action: 'session.rule.deny' }); return l.length >= variants.length ? l : null; }, 10_000, 'the denials audited');
+    t.ok(audit.length >= variants.length, 'denials audited');
   });
 
   await t.test('streaming: chunked responses, 20 MiB download and upload intact', async (t) => {
@@ -237,7 +314,7 @@ t.test('HTTP apps through the gateway', async (t) => {
   });
 
   await t.test('WebSocket: echo through the gateway with the identity', async (t) => {
-    const ws = new WebSocket(`ws://127.0.0.1:${port}/apps/echo/ws`, { headers: { cookie: alice.cookie } } as never);
+    const ws = appWs(host, '/ws', { headers: { cookie: alice.cookie } });
     ws.binaryType = 'arraybuffer';
     const msgs: string[] = [];
     const opened = new Promise<void>((res, rej) => { ws.onopen = () => res(); ws.onerror = () => rej(new Error('ws error')); });
@@ -254,7 +331,7 @@ t.test('HTTP apps through the gateway', async (t) => {
     ws.close(1000, 'bye');
     t.equal(await closed, 1000);
     // The subprotocol the app picked reaches the browser.
-    const ws2 = new WebSocket(`ws://127.0.0.1:${port}/apps/echo/ws`, { protocols: ['chat.v2', 'chat.v1'], headers: { cookie: alice.cookie } } as never);
+    const ws2 = appWs(host, '/ws', { protocols: ['chat.v2', 'chat.v1'], headers: { cookie: alice.cookie } });
     await new Promise<void>((res, rej) => { ws2.onopen = () => res(); ws2.onerror = () => rej(new Error('ws error')); });
     t.equal(ws2.protocol, 'chat.v2', 'subprotocol negotiated end to end');
     const seenUp = up.seen.filter((s) => s.url === '/ws').at(-1)!;
@@ -268,6 +345,18 @@ t.test('HTTP apps through the gateway', async (t) => {
     t.match(r, /^HTTP\/1\.1 404/, 'non-app upgrade: 404');
     const noCookie = await rawBytes(port, `GET /ws HTTP/1.1\r\nHost: ${host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`, 1000);
     t.match(noCookie, /^HTTP\/1\.1 401/, 'app upgrade without sign-in: 401');
+    const upgrades = up.seen.filter((s) => s.url === '/ws').length;
+    for (const origin of [tg.url, `http://deadapp.localhost:${port}`, 'https://evil.example']) {
+      const foreign = await rawBytes(port, `GET /ws HTTP/1.1\r\nHost: ${host}\r\nOrigin: ${origin}\r\nCookie: ${alice.cookie}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`, 1000);
+      t.match(foreign, /^HTTP\/1\.1 403/, `app upgrade from ${origin}: 403`);
+    }
+    t.equal(up.seen.filter((s) => s.url === '/ws').length, upgrades, 'no cross-origin upgrade reached the app');
+    const own = appWs(host, '/ws', { headers: { cookie: alice.cookie, origin: `http://${host}` } });
+    await new Promise<void>((res, rej) => { own.onopen = () => res(); own.onerror = () => rej(new Error('ws error')); });
+    t.pass('an upgrade from the app\'s own origin opens');
+    const closed3 = new Promise<void>((r) => { own.onclose = () => r(); });
+    own.close();
+    await closed3;
   });
 
   await t.test('hostile input: malformed requests, oversized headers', async (t) => {
@@ -364,7 +453,7 @@ t.test('HTTP apps through the gateway', async (t) => {
   });
 
   await t.test('revoke: open WebSocket closed with the reason, next request 403', async (t) => {
-    const ws = new WebSocket(`ws://127.0.0.1:${port}/apps/echo/ws`, { headers: { cookie: alice.cookie } } as never);
+    const ws = appWs(host, "/ws", { headers: { cookie: alice.cookie } });
     await new Promise<void>((res, rej) => { ws.onopen = () => res(); ws.onerror = () => rej(new Error('ws error')); });
     const closed = new Promise<{ code: number; reason: string }>((r) => { ws.onclose = (ev) => r({ code: ev.code, reason: ev.reason }); });
     const sess = (await tg.store.listSessions({ state: 'active' })).find((s) => s.target === 'echo' && s.identity === 'alice')!;

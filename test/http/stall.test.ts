@@ -27,17 +27,18 @@ t.test('stalled client releases the upstream request', async (t) => {
   });
   t.teardown(() => tg.close());
   const port = Number(new URL(tg.url).port);
-  const s = await signInApp(tg, 'alice', 'big', `${tg.url}/apps/big/x`);
+  const host = `big.localhost:${port}`;
+  const s = await signInApp(tg, 'alice', 'big', `http://${host}/x`);
   await tg.grant('alice', 'big', 'user');
   const sock = net.connect(port, '127.0.0.1');
   sock.on('error', () => undefined);
   t.teardown(() => sock.destroy());
   const t0 = Date.now();
-  sock.write(`GET /apps/big/big HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nCookie: ${s.cookie}\r\n\r\n`);
+  sock.write(`GET /big HTTP/1.1\r\nHost: ${host}\r\nCookie: ${s.cookie}\r\n\r\n`);
   sock.pause();
   let served = 0;
   while (!upstreamClosedAt && Date.now() - t0 < 40_000) {
-    const r = await raw(port, { path: '/apps/big/small', headers: { cookie: s.cookie } });
+    const r = await raw(port, { path: '/small', host, headers: { cookie: s.cookie } });
     if (r.status === 200 && r.body.toString() === 'ok') served++;
     await new Promise((res) => setTimeout(res, 500));
   }

@@ -8,6 +8,7 @@ import net from 'node:net';
 import { createHash } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { createRemoteJWKSet, decodeJwt, jwtVerify } from 'jose';
+import { Agent, WebSocket } from 'undici';
 import { httpModule } from '../../protocols/http/index.js';
 
 function unverified(h: http.IncomingHttpHeaders): { ok: boolean; payload?: { sub: string } } {
@@ -110,7 +111,7 @@ export async function startUpstream(opts: { jwksUrl?: () => string; issuer?: () 
       return;
     }
     if (u.pathname === '/headers') {
-      json(200, { path: u.pathname, method: req.method, headers: req.headers });
+      json(200, { path: u.pathname, method: req.method, headers: req.headers, rawHeaders: req.rawHeaders });
       return;
     }
     if (u.pathname === '/upload') {
@@ -163,6 +164,24 @@ export async function startUpstream(opts: { jwksUrl?: () => string; issuer?: () 
       res.end();
       return;
     }
+    if (u.pathname === '/cookies') {
+      // An app trying to set (or overwrite) gateway cookies and cookies for wider domains.
+      res.writeHead(200, {
+        'content-type': 'text/plain',
+        'set-cookie': [
+          'tg_session=stolen; Path=/', '__Host-tg_session=stolen; Path=/; Secure', 'TG_OIDC=x; Path=/', 'tg_app_other=x; Path=/',
+          'wide=1; Domain=localhost; Path=/', 'dotted=1; domain=.LOCALHOST; Path=/', 'twice=1; Domain=echo.localhost; Domain=localhost',
+          'own=1; Domain=echo.localhost; Path=/', 'plain=1; Path=/; HttpOnly',
+        ],
+      });
+      res.end('cookies');
+      return;
+    }
+    if (u.pathname === '/protohdr') {
+      res.writeHead(200, ['content-type', 'text/plain', 'constructor', 'a', '__proto__', 'b', 'toString', 'c']);
+      res.end('proto');
+      return;
+    }
     if (u.pathname === '/hop') {
       res.writeHead(200, { 'content-type': 'text/plain', connection: 'x-secret-hop, keep-alive', 'x-secret-hop': 'must-not-pass', 'keep-alive': 'timeout=5', 'set-cookie': ['a=1; Path=/', 'b=2; Path=/'] });
       res.end('hop');
@@ -208,7 +227,7 @@ export async function startUpstream(opts: { jwksUrl?: () => string; issuer?: () 
   };
 }
 
-export interface RawResponse { status: number; headers: http.IncomingHttpHeaders; body: Buffer }
+export interface RawResponse { status: number; headers: http.IncomingHttpHeaders; rawHeaders: string[]; body: Buffer }
 
 /** A request to the gateway with any Host header (node:http lets us set it). */
 export function raw(port: number, opts: { method?: string; path: string; host?: string; headers?: Record<string, string | string[]>; body?: Buffer | string }): Promise<RawResponse> {
@@ -219,7 +238,7 @@ export function raw(port: number, opts: { method?: string; path: string; host?: 
     }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }));
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, rawHeaders: res.rawHeaders, body: Buffer.concat(chunks) }));
       res.on('error', reject);
     });
     req.on('error', reject);
@@ -266,6 +285,16 @@ export async function signInApp(tg: { url: string; gw: { webSessions: { create(i
   const c = setCookies(third.headers).find((x) => x.startsWith(`tg_app_${app}=`));
   if (third.status !== 302 || !c) throw new Error(`expected the app cookie, got ${third.status}`);
   return { cookie: c.split(';')[0]!, gatewayCookie, steps };
+}
+
+/** Connect every host name to 127.0.0.1 (`<app>.localhost` does not resolve in Node here; browsers resolve it themselves). */
+export const loopback = new Agent({
+  connect: { lookup: (_h: string, o: { all?: boolean }, cb: (e: Error | null, a: unknown, f?: number) => void) => (o?.all ? cb(null, [{ address: '127.0.0.1', family: 4 }]) : cb(null, '127.0.0.1', 4)) } as never,
+});
+
+/** A WebSocket to `host` (an app host with the gateway's port), connected over loopback. */
+export function appWs(host: string, path: string, opts: { protocols?: string[]; headers?: Record<string, string> } = {}): WebSocket {
+  return new WebSocket(`ws://${host}${path}`, { dispatcher: loopback, ...opts } as never);
 }
 
 /** The module registry with only the HTTP module: these tests do not depend on other protocols' state. */

@@ -4,15 +4,20 @@
  * (text + prepared statements, multi-statements, streaming a large result), statement rules (deny
  * keeps the session, kill ends it), LOAD DATA LOCAL refused unless the role allows it, recording,
  * hostile database role names, and the per-session user existing only while the session runs.
+ * Both legs are verified: clients that do not upgrade to TLS are refused (unless the target allows
+ * plain), the printed commands check the gateway's certificate, and the admin connection uses TLS
+ * whenever the target has options.tls.
  */
 import t from 'tap';
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mysql from 'mysql2/promise';
 import mysqlCore from 'mysql2';
 import { DEFAULT_POLICIES, startTestGateway, type TestGateway } from '../support/gateway.js';
 import { startTestMariadb, run, waitFor, type TestMariadb } from '../support/mariadb.js';
 import { ensureTlsMaterial } from '../../proxy/tls.js';
+import { mysqlModule } from '../../protocols/mysql/index.js';
 import { createHash, randomBytes } from 'node:crypto';
 
 const db: TestMariadb | null = await startTestMariadb(t, { tls: true });
@@ -28,8 +33,10 @@ if (!db) {
   await db.admin('CREATE TABLE shop.blobs (id INT PRIMARY KEY, b LONGBLOB)');
 
   const base = db.target;
-  const sha2 = { ...base, name: 'sha2-db', options: { clientAuth: 'caching_sha2_password' } };
+  // allowPlain: the RSA key exchange of caching_sha2_password over plain TCP stays reachable.
+  const sha2 = { ...base, name: 'sha2-db', options: { clientAuth: 'caching_sha2_password', allowPlain: true } };
   const clear = { ...base, name: 'clear-db', options: { clientAuth: 'mysql_clear_password' } };
+  const clearPlain = { ...base, name: 'clear-plain-db', options: { clientAuth: 'mysql_clear_password', allowPlain: true } };
   const extra = {
     ...base,
     name: 'extra-db',
@@ -43,6 +50,14 @@ if (!db) {
   // Gateway -> MariaDB over TLS, verified against the server's CA; and against a CA that did not issue it.
   const tlsUp = { ...base, name: 'tls-db', options: { tls: { ca: db.tlsCa! } } };
   const tlsWrongCa = { ...base, name: 'tls-wrong-ca-db', options: { tls: { ca: ensureTlsMaterial(join(db.dir, 'other-ca'), ['127.0.0.1']).ca } } };
+  // An admin that MariaDB accepts over TLS only (REQUIRE SSL): a plaintext admin connection would fail.
+  await db.admin("CREATE USER 'tlsadmin'@'127.0.0.1' IDENTIFIED BY 'tls-admin-pw' REQUIRE SSL");
+  await db.admin("GRANT ALL PRIVILEGES ON *.* TO 'tlsadmin'@'127.0.0.1' WITH GRANT OPTION");
+  const tlsAdminCred = { ...base.credentials, admin: { user: 'tlsadmin', password: { value: 'tls-admin-pw' } } };
+  const tlsAdmin = { ...base, name: 'tls-admin-db', credentials: tlsAdminCred, options: { tls: { ca: db.tlsCa! } } };
+  const tlsAdminNamed = { ...base, name: 'tls-admin-named-db', credentials: tlsAdminCred, options: { tls: { ca: db.tlsCa!, servername: 'localhost' } } };
+  const tlsAdminWrongName = { ...base, name: 'tls-admin-wrong-name-db', credentials: tlsAdminCred, options: { tls: { ca: db.tlsCa!, servername: 'db.wrong.test' } } };
+  const plainAdmin = { ...base, name: 'plain-admin-db', credentials: tlsAdminCred, options: {} };
   const policies = [{
     ...DEFAULT_POLICIES[0],
     rules: [
@@ -50,7 +65,9 @@ if (!db) {
       { pattern: 'tollgate_kill_me', action: 'kill', message: 'forbidden statement, session closed' },
     ],
   }];
-  const tg: TestGateway = await startTestGateway({ targets: [base, sha2, clear, extra, tlsUp, tlsWrongCa], policies, listeners: ['mysql'] });
+  const tg: TestGateway = await startTestGateway({
+    targets: [base, sha2, clear, clearPlain, extra, tlsUp, tlsWrongCa, tlsAdmin, tlsAdminNamed, tlsAdminWrongName, plainAdmin], policies, listeners: ['mysql'],
+  });
   t.teardown(() => tg.close());
   const { host, port } = tg.listener('mysql');
   const caFile = join(db.dir, 'gateway-ca.pem');
@@ -67,7 +84,8 @@ if (!db) {
 
   t.test('mariadb CLI over TLS: session user during the session only, statements recorded, secret single-use', async (t) => {
     const s = await secretFor('app-db', 'read');
-    t.match(s.commands['mariadb'], /^mariadb -h \S+ -P \d+ -u app-db -p\S+ --ssl/);
+    t.match(s.commands['mariadb'], /^curl -fsS \S+\/api\/v1\/ca\.pem -o tollgate-ca\.pem && mariadb -h \S+ -P \d+ -u app-db -p\S+ --ssl-ca=tollgate-ca\.pem --ssl-verify-server-cert$/,
+      'the printed command verifies the gateway certificate against its CA');
     const r = await cli('app-db', s.secret, ['--ssl-ca', caFile, '--ssl-verify-server-cert', 'shop', '-e',
       'SELECT CURRENT_USER(), (SELECT COUNT(*) FROM customers) AS n; \\s']);
     t.equal(r.code, 0, r.stderr);
@@ -94,11 +112,16 @@ if (!db) {
     t.not(again.code, 0);
     t.match(again.stderr, /ERROR 1045 \(28000\).*Tollgate: access denied/, 'reused single-use secret refused with 1045');
     const printed = await secretFor('app-db', 'read', true);
+    const cwd = mkdtempSync(join(tmpdir(), 'tg-mysql-cmd-'));
+    t.teardown(() => rmSync(cwd, { recursive: true, force: true }));
     for (const name of ['mysql', 'mariadb']) {
-      const r = await run('sh', ['-c', `${printed.commands[name]} --batch -e 'SELECT CURRENT_USER()'`]);
+      const r = await run('sh', ['-c', `cd ${cwd} && ${printed.commands[name]} --batch -e 'SELECT CURRENT_USER(); \\s'`]);
       t.equal(r.code, 0, `the printed ${name} command works: ${r.stderr}`);
       t.match(r.stdout, /tg_alice_/);
+      t.match(r.stdout, /SSL:\s+Cipher in use/, `${name}: over TLS`);
     }
+    t.equal(readFileSync(join(cwd, 'tollgate-ca.pem'), 'utf8'), tg.gw.tls.ca, 'the printed command fetched the gateway CA');
+    t.match(printed.commands['sysbench'], / sysbench oltp_read_only .* --mysql-ssl=on /, 'sysbench over TLS too');
     const wrong = await cli('app-db', 'not-the-secret', ['-e', 'SELECT 1']);
     t.match(wrong.stderr, /ERROR 1045 \(28000\)/, 'wrong secret refused with 1045');
     const unknown = await cli('no-such-db', s.secret, ['-e', 'SELECT 1']);
@@ -126,12 +149,13 @@ if (!db) {
 
     const s4 = await secretFor('clear-db', 'read', true);
     t.match(s4.commands['mariadb'], /--enable-cleartext-plugin/, 'printed command carries the cleartext flag');
-    const r4 = await run('sh', ['-c', `${s4.commands['mariadb']} --ssl-ca=${caFile} --batch -e 'SELECT 7'`]);
+    const r4 = await run('sh', ['-c', `cd ${db.dir} && ${s4.commands['mariadb']} --batch -e 'SELECT 7'`]);
     t.equal(r4.code, 0, r4.stderr);
     t.match(r4.stdout, /^7$/m, 'mysql_clear_password over TLS');
-    const r5 = await cli('clear-db', s4.secret, ['--skip-ssl', '--enable-cleartext-plugin', '-e', 'SELECT 7']);
+    const s5 = await secretFor('clear-plain-db', 'read');
+    const r5 = await cli('clear-plain-db', s5.secret, ['--skip-ssl', '--enable-cleartext-plugin', '-e', 'SELECT 7']);
     t.not(r5.code, 0);
-    t.match(r5.stderr, /ERROR 1045 \(28000\).*over TLS only/, 'no cleartext password asked for on a plain connection');
+    t.match(r5.stderr, /ERROR 1045 \(28000\).*over TLS only/, 'no cleartext password asked for on a plain connection, even where plain is allowed');
     await noUsersLeft();
   });
 
@@ -184,7 +208,7 @@ if (!db) {
 
   t.test('large result set streams through with backpressure; rows counted', async (t) => {
     const s = await secretFor('app-db', 'read');
-    const c = mysqlCore.createConnection({ host, port, user: 'app-db', password: s.secret, database: 'shop' });
+    const c = mysqlCore.createConnection({ host, port, user: 'app-db', password: s.secret, database: 'shop', ssl: { ca: tg.gw.tls.ca } });
     await new Promise<void>((resolve, reject) => c.connect((e) => (e ? reject(e) : resolve())));
     let n = 0;
     let bytes = 0;
@@ -263,14 +287,61 @@ if (!db) {
     const s2 = await secretFor('tls-wrong-ca-db', 'read');
     const r2 = await cli('tls-wrong-ca-db', s2.secret, ['shop', '-e', 'SELECT 1']);
     t.not(r2.code, 0);
-    t.match(r2.stderr, /ERROR 1105 \(HY000\).*cannot log in to tls-wrong-ca-db/, 'clear error in the client protocol');
+    t.match(r2.stderr, /ERROR 1105 \(HY000\).*could not create a database user for this session/, 'clear error in the client protocol');
+    const failed = (await tg.store.listSessions({ target: 'tls-wrong-ca-db' }))[0]!;
+    t.match(failed.endReason, /target_error: could not create the session user: .*(unable to verify|self[- ]signed|certificate)/i,
+      'the admin connection already refused the server certificate');
+    t.same(await tg.store.listLeases({ sessionId: failed.id }), [], 'so no lease was stored and nothing was created');
     await noUsersLeft();
-    t.pass('and the session user was dropped after the failed login');
+  });
+
+  t.test('a client that does not upgrade to TLS is refused before authentication, unless the target allows plain', async (t) => {
+    const s = await secretFor('app-db', 'read');
+    const refusals = async () => (await tg.store.listAudit({ action: 'access.refused' })).length;
+    const before = await refusals();
+    const plain = await cli('app-db', s.secret, ['--skip-ssl', '-e', 'SELECT 1']);
+    t.not(plain.code, 0);
+    t.match(plain.stderr, /ERROR 3159 \(HY000\).*Tollgate: TLS is required for 'app-db': connect with TLS \(mariadb: --ssl, the default; not --skip-ssl/,
+      'mariadb --skip-ssl reads that TLS is required');
+    const c = await mysql.createConnection({ host, port, user: 'app-db', password: s.secret }).then(() => null, (e: Error & { errno?: number }) => e);
+    t.match(c, { errno: 3159, message: /TLS is required/ }, 'mysql2 without ssl too');
+    const unknown = await cli('no-such-db', s.secret, ['--skip-ssl', '-e', 'SELECT 1']);
+    t.match(unknown.stderr, /ERROR 3159 .*TLS is required/, 'an unknown target learns nothing more');
+    t.same(await tg.store.listSessions({ target: 'app-db', state: 'active' }), [], 'no session');
+    t.same(await db.sessionUsers(), [], 'no session user');
+    t.equal(await refusals(), before, 'no authentication was attempted');
+    const ok = await cli('app-db', s.secret, ['--ssl-ca', caFile, '--ssl-verify-server-cert', '-e', 'SELECT 41 + 1']);
+    t.equal(ok.code, 0, `the secret was not consumed by the refusals: ${ok.stderr}`);
+    t.match(ok.stdout, /^42$/m);
+    const s2 = await secretFor('sha2-db', 'read');
+    const allowed = await cli('sha2-db', s2.secret, ['--skip-ssl', '-e', 'SELECT 43']);
+    t.equal(allowed.code, 0, `allowPlain: true lets a plain client in: ${allowed.stderr}`);
+    await noUsersLeft();
+  });
+
+  t.test('the admin connection uses TLS when the target has options.tls (an admin that MariaDB accepts over TLS only)', async (t) => {
+    const ctx = tg.gw.ctx('mysql');
+    const plainCheck = await mysqlModule.checkTarget!(ctx, ctx.target('plain-admin-db')!);
+    t.equal(plainCheck.ok, false, 'without options.tls the admin connection is plain, and this admin is refused');
+    t.match(plainCheck.detail, /Access denied/);
+    const check = await mysqlModule.checkTarget!(ctx, ctx.target('tls-admin-db')!);
+    t.equal(check.ok, true, check.detail);
+    const s = await secretFor('tls-admin-db', 'read');
+    const r = await cli('tls-admin-db', s.secret, ['--ssl-ca', caFile, 'shop', '-e', "SELECT COUNT(*) FROM customers; SHOW STATUS LIKE 'Ssl_version'"]);
+    t.equal(r.code, 0, `CREATE USER ran over the TLS admin connection: ${r.stderr}`);
+    t.match(r.stdout, /^3$/m);
+    t.match(r.stdout, /Ssl_version\tTLSv1\.[23]/);
+    await noUsersLeft();
+    t.pass('and DROP USER too (the session user is gone)');
+    t.equal((await mysqlModule.checkTarget!(ctx, ctx.target('tls-admin-named-db')!)).ok, true, 'options.tls.servername is the name checked');
+    const wrongName = await mysqlModule.checkTarget!(ctx, ctx.target('tls-admin-wrong-name-db')!);
+    t.equal(wrongName.ok, false);
+    t.match(wrongName.detail, /Hostname\/IP does not match certificate's altnames: Host: db\.wrong\.test/, 'a name the certificate does not carry is refused');
   });
 
   t.test('packets over 16 MiB (continuation frames) both ways, text and binary protocol', async (t) => {
     const s = await secretFor('extra-db', 'writer');
-    const c = await mysql.createConnection({ host, port, user: 'extra-db:writer', password: s.secret, database: 'shop' });
+    const c = await mysql.createConnection({ host, port, user: 'extra-db:writer', password: s.secret, database: 'shop', ssl: { ca: tg.gw.tls.ca } });
     const big = randomBytes(17 * 1024 * 1024 + 123);
     const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
     await c.execute('INSERT INTO blobs VALUES (?, ?)', [2, big]); // client -> gateway: a COM_STMT_EXECUTE of 17 MiB
@@ -287,8 +358,8 @@ if (!db) {
 
   t.test('KILL QUERY with the id the gateway gave (what Ctrl-C does) cancels the query; only for the same identity', async (t) => {
     const s = await secretFor('app-db', 'read', true);
-    const c1 = await mysql.createConnection({ host, port, user: 'app-db', password: s.secret });
-    const c2 = await mysql.createConnection({ host, port, user: 'app-db', password: s.secret });
+    const c1 = await mysql.createConnection({ host, port, user: 'app-db', password: s.secret, ssl: { ca: tg.gw.tls.ca } });
+    const c2 = await mysql.createConnection({ host, port, user: 'app-db', password: s.secret, ssl: { ca: tg.gw.tls.ca } });
     t.ok(c1.threadId! >= 0x40000000, 'gateway connection ids never collide with server thread ids');
     const started = Date.now();
     const slow = c1.query('SELECT SLEEP(20) AS s');
@@ -303,7 +374,7 @@ if (!db) {
     // another identity cannot reach alice's connection through the mapping
     const g = await tg.grant('erin', 'app-db', 'read');
     const es = await tg.secret('erin', g.id);
-    const ce = await mysql.createConnection({ host, port, user: 'app-db', password: es.secret });
+    const ce = await mysql.createConnection({ host, port, user: 'app-db', password: es.secret, ssl: { ca: tg.gw.tls.ca } });
     await t.rejects(ce.query(`KILL QUERY ${c1.threadId}`), { errno: 1094, message: /Unknown thread id/ }, 'not hers: the server sees an unknown thread');
     await ce.end();
 

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { compileRules, statementKind, statementKeywords, RuleCompileError, globMatch } from '../../policies/rules.js';
-import type { CommandRuleConfig } from '../../proxy/config.js';
+import type { CommandRuleConfig } from '../../policies/config.js';
 import { validatePolicies } from '../../policies/engine.js';
 import { harness, target } from './helpers.js';
 

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { inHours } from '../../policies/engine.js';
-import type { HoursConfig } from '../../proxy/config.js';
+import type { HoursConfig } from '../../policies/config.js';
 import type { GrantRecord } from '../../proxy/store/types.js';
 import { harness, target, who, rejectsPolicy, MIN, HOUR, MONDAY_10_UTC } from './helpers.js';
 
@@ -199,10 +199,10 @@ t.test('a failed expiry is retried, not forgotten', async (t) => {
   let failures = 1;
   const h = await harness(t, { targets, policies: [{ name: 'p', requesters: ['devs'] }] }, MONDAY_10_UTC, (real) => new Proxy(real, {
     get(target, prop, receiver) {
-      if (prop === 'updateGrant') {
-        return async (g: GrantRecord) => {
-          if (failures > 0) { failures--; throw new Error('disk I/O error'); }
-          return target.updateGrant(g);
+      if (prop === 'claim') {
+        return async (...args: Parameters<typeof target.claim>) => {
+          if (args[0] === 'grants' && failures > 0) { failures--; throw new Error('disk I/O error'); }
+          return target.claim(...args);
         };
       }
       return Reflect.get(target, prop, receiver);

@@ -285,10 +285,14 @@ t.test('revoke: the owner or an approver; others are refused', async (t) => {
   t.notOk(h.actions().includes('grant.expired'));
 });
 
-t.test('break-glass: immediate grant, alert, review closed by someone else', async (t) => {
+t.test('break-glass: immediate grant with a fresh MFA, alert, review closed from outside the break-glass groups', async (t) => {
   const h = await harness(t, base);
-  const oncall = who('oli', ['oncall']);
   const body = { target: 'vault', role: 'root', duration: '1h', reason: 'prod down' };
+  // No approver stands in the way, so a fresh second factor must.
+  await rejectsPolicy(t, h.engine.breakGlass(who('oli', ['oncall']), body), 'mfa_required', { status: 403, message: /break-glass access needs a fresh MFA sign-in \(within the last 15m\)/ });
+  await rejectsPolicy(t, h.engine.breakGlass(who('oli', ['oncall'], h.clock.now() - 16 * MIN), body), 'mfa_required', { status: 403 });
+  t.same(h.actions(), [], 'nothing granted or audited without MFA');
+  const oncall = who('oli', ['oncall'], h.clock.now() - 14 * MIN);
   await rejectsPolicy(t, h.engine.breakGlass(dev, body), 'not_eligible', { status: 403 });
   await rejectsPolicy(t, h.engine.breakGlass(oncall, { ...body, duration: '3h' }), 'invalid', { field: 'duration', message: /at most 2h/ });
   await rejectsPolicy(t, h.engine.breakGlass(oncall, { ...body, reason: ' ' }), 'invalid', { field: 'reason' });
@@ -313,21 +317,27 @@ t.test('break-glass: immediate grant, alert, review closed by someone else', asy
   t.ok(review);
   t.equal(review!.grantId, g.id);
   t.equal(review!.identity, 'oli');
+  const sec = who('sue', ['security']);
   await rejectsPolicy(t, h.engine.closeReview(oncall, review!.id, 'all fine'), 'self_approval', { status: 403 });
   await rejectsPolicy(t, h.engine.closeReview(outsider, review!.id, 'all fine'), 'not_approver', { status: 403 });
-  await rejectsPolicy(t, h.engine.closeReview(lead1, review!.id, '  '), 'invalid', { field: 'comment' });
-  await rejectsPolicy(t, h.engine.closeReview(lead1, 'missing', 'x'), 'not_found', { status: 404 });
-  const closed = await h.engine.closeReview(lead1, review!.id, 'checked the session recording');
+  await rejectsPolicy(t, h.engine.closeReview(lead1, review!.id, 'all fine'), 'not_approver', { status: 403, message: /only members of security can close/ });
+  // Another member of the break-glass group does not review its own kind, even when also in security.
+  await rejectsPolicy(t, h.engine.closeReview(who('ona', ['oncall']), review!.id, 'all fine'), 'self_approval', { status: 403, message: /outside the break-glass groups \(you are in oncall\)/ });
+  await rejectsPolicy(t, h.engine.closeReview(who('sam', ['security', 'oncall']), review!.id, 'all fine'), 'self_approval', { status: 403 });
+  await rejectsPolicy(t, h.engine.closeReview(sec, review!.id, '  '), 'invalid', { field: 'comment' });
+  await rejectsPolicy(t, h.engine.closeReview(sec, 'missing', 'x'), 'not_found', { status: 404 });
+  t.equal((await h.store.getReview(review!.id))?.state, 'open', 'refusals leave the review open');
+  const closed = await h.engine.closeReview(sec, review!.id, 'checked the session recording');
   t.equal(closed.state, 'closed');
-  t.equal(closed.closedBy, 'lee');
+  t.equal(closed.closedBy, 'sue');
   t.equal(closed.closedAt, h.clock.now());
-  await rejectsPolicy(t, h.engine.closeReview(lead2, review!.id, 'again'), 'conflict', { status: 409 });
+  await rejectsPolicy(t, h.engine.closeReview(who('sid', ['security']), review!.id, 'again'), 'conflict', { status: 409 });
   t.equal(h.actions().at(-1), 'breakglass.reviewed');
-  // Default duration is the break-glass maximum; another on-call member may close the next review.
-  const g2 = await h.engine.breakGlass(who('ona', ['oncall']), { target: 'medbox', role: 'admin', reason: 'again' });
+  // Default duration is the break-glass maximum.
+  const g2 = await h.engine.breakGlass(who('ona', ['oncall'], h.clock.now()), { target: 'medbox', role: 'admin', reason: 'again' });
   t.equal(g2.expiresAt - g2.startsAt, 2 * HOUR);
   const [rv2] = await h.store.listReviews({ state: 'open' });
-  t.equal((await h.engine.closeReview(oncall, rv2!.id, 'ok')).state, 'closed');
+  t.equal((await h.engine.closeReview(sec, rv2!.id, 'ok')).state, 'closed');
 });
 
 t.test('racing approvals create exactly one grant', async (t) => {

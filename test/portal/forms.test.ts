@@ -20,11 +20,14 @@ t.test('portal forms and errors', async (t) => {
     // alice (oncall) uses break-glass from her page
     const alice = await signIn(browser, tg, 'alice');
     const a = alice.page;
-    await a.waitForSelector('#bg-section:not([hidden])');
-    await a.click('#bg-section summary');
-    await a.selectOption('#bg-target', 'vault');
-    await a.fill('#bg-duration', '2h');
-    await a.fill('#bg-reason', 'prod down, <b>nobody</b> reachable');
+    const openBreakGlass = async (duration: string) => {
+      await a.waitForSelector('#bg-section:not([hidden])');
+      await a.click('#bg-section summary');
+      await a.selectOption('#bg-target', 'vault');
+      await a.fill('#bg-duration', duration);
+      await a.fill('#bg-reason', 'prod down, <b>nobody</b> reachable');
+    };
+    await openBreakGlass('2h');
     await a.click('#bg-form button[type=submit]');
     t.match(await a.textContent('#bg-error'), /Confirm/, 'the warning must be acknowledged');
     await a.check('#bg-ack');
@@ -32,6 +35,21 @@ t.test('portal forms and errors', async (t) => {
     await a.waitForFunction(() => (document.getElementById('bg-error')?.textContent ?? '') !== '');
     t.match(await a.textContent('#bg-error'), /duration: break-glass access lasts at most 1h/, 'the limit is explained');
     await a.fill('#bg-duration', '15m');
+    await a.click('#bg-form button[type=submit]');
+    // No approver stands in the way of break-glass, so a fresh second factor must: step up and back.
+    await a.waitForSelector('#bg-error a.mfa');
+    t.match(await a.textContent('#bg-error'), /break-glass access needs a fresh MFA sign-in/, 'the refusal says a fresh MFA is needed');
+    t.equal((await tg.store.listReviews()).length, 0, 'nothing granted without it');
+    await a.click('#bg-error a.mfa');
+    await a.waitForSelector('#otp');
+    await a.fill('#login', 'alice');
+    await a.fill('#password', password('alice'));
+    // The previous time step's code (still accepted): the current one stays unused for the step-up test below.
+    await a.fill('#otp', totp(new Secret(ALICE_TOTP), Date.now() - 30_000));
+    await a.click('button:has-text("Sign in")');
+    await a.waitForURL(`${tg.url}/portal/access`);
+    await openBreakGlass('15m');
+    await a.check('#bg-ack');
     await a.click('#bg-form button[type=submit]');
     await a.waitForFunction(() => /Break-glass access to vault/.test(document.getElementById('flash')?.textContent ?? ''));
     await a.waitForSelector('#grants [data-target="vault"]');
@@ -46,14 +64,8 @@ t.test('portal forms and errors', async (t) => {
     await b.waitForSelector('#reviews [data-review]');
     t.match(await b.textContent('#reviews'), /alice used break-glass/);
     t.match(await b.textContent('#reviews'), /<b>nobody<\/b>/);
-    await b.click('#reviews button:has-text("Close review")');
-    t.match(await b.textContent('#reviews .err'), /Write a comment/, 'a comment is required');
-    await b.fill('#reviews textarea', 'checked with alice: outage INC-10, justified');
-    await b.click('#reviews button:has-text("Close review")');
-    await b.waitForSelector('#reviews .empty');
-    t.match(await b.textContent('#flash'), /Review closed/);
-    const reviews = await tg.store.listReviews({ state: 'closed' });
-    t.equal(reviews[0]?.closedBy, 'bob');
+    t.equal(await b.locator('#reviews button:has-text("Close review")').isDisabled(), true, 'an approver outside the reviewer groups cannot close it');
+    t.match(await b.textContent('#reviews'), /You cannot close this review: only members of security, soc can close a break-glass review/);
     // deny with a comment
     await b.fill('#pending textarea', 'use the read replica instead');
     await b.click('#pending button:has-text("Deny")');
@@ -61,6 +73,20 @@ t.test('portal forms and errors', async (t) => {
     t.equal((await tg.store.getRequest(r.body.id))?.state, 'denied');
     await noPageErrors(t, bob.errors);
     await bob.ctx.close();
+    // dave (security) reviews it.
+    const dave = await signIn(browser, tg, 'dave', '/portal/approvals');
+    const d = dave.page;
+    await d.waitForSelector('#reviews [data-review]');
+    await d.click('#reviews button:has-text("Close review")');
+    t.match(await d.textContent('#reviews .err'), /Write a comment/, 'a comment is required');
+    await d.fill('#reviews textarea', 'checked with alice: outage INC-10, justified');
+    await d.click('#reviews button:has-text("Close review")');
+    await d.waitForSelector('#reviews .empty');
+    t.match(await d.textContent('#flash'), /Review closed/);
+    const reviews = await tg.store.listReviews({ state: 'closed' });
+    t.equal(reviews[0]?.closedBy, 'dave');
+    await noPageErrors(t, dave.errors);
+    await dave.ctx.close();
     const dash = await tg.api('carol', 'GET', '/api/v1/portal/dashboard');
     t.equal(dash.body.breakGlassThisMonth, 1, 'the dashboard counts the break-glass use');
   });

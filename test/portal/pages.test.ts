@@ -244,6 +244,8 @@ t.test('portal pages', async (t) => {
     const conn = await fakeConnect(mod.ctx!, ft, s.username, s.secret);
     t.ok(conn.ok);
     if (!conn.ok) return;
+    // Taken before the lock: while locked, alice gets no new secret at all.
+    const spare = await tg.secret('alice', g.id);
     const carol = await signIn(browser, tg, 'carol', '/portal/sessions');
     const c = carol.page;
     const row = `#sessions tr[data-session="${conn.session.id}"]`;
@@ -254,8 +256,9 @@ t.test('portal pages', async (t) => {
     t.ok(conn.ended.length, 'the live session ended with the lock');
     await c.waitForSelector('#locks table');
     t.match(await c.textContent('#locks'), /account compromise suspected/);
-    const again = await fakeConnect(mod.ctx!, ft, s.username, (await tg.secret('alice', g.id)).secret);
+    const again = await fakeConnect(mod.ctx!, ft, s.username, spare.secret);
     t.notOk(again.ok, 'new connections are refused while locked');
+    t.equal((await tg.api('alice', 'POST', `/api/v1/grants/${g.id}/secret`, {})).status, 403, 'and no new secret is issued');
     await c.click('#locks button:has-text("Remove lock on alice")');
     await c.waitForSelector('#locks .empty');
     t.equal(ft.accounts.size, 0, 'no account left behind');
@@ -287,7 +290,7 @@ t.test('portal pages', async (t) => {
       await c.goto(`${tg.url}${p}`);
       await c.waitForFunction(() => !document.querySelector('[aria-busy="true"]'), null, { timeout: 15_000 });
       const report = await c.evaluate(() => {
-        const unlabeled = [...document.querySelectorAll('input, select, textarea')].filter((e) => {
+        const unlabeled = [...document.querySelectorAll('input:not([type=hidden]), select, textarea')].filter((e) => {
           const id = e.getAttribute('id');
           return !(id && document.querySelector(`label[for="${id}"]`)) && !e.getAttribute('aria-label') && !e.closest('label');
         }).map((e) => e.outerHTML.slice(0, 80));

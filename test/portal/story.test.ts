@@ -82,12 +82,15 @@ t.test('alice requests, bob approves, alice connects with ssh, carol watches and
   await alice.ctx.close();
 
   // ... and runs it: a real ssh under a terminal
-  const m = /^sshpass -p (\S+) ssh -p (\d+) -o StrictHostKeyChecking=accept-new (\S+)@(\S+)$/.exec(copied);
+  const m = /^curl -fsS (\S+) -o tollgate_known_hosts && sshpass -p (\S+) ssh -p (\d+) -o UserKnownHostsFile=tollgate_known_hosts -o StrictHostKeyChecking=yes (\S+)@(\S+)$/.exec(copied);
   t.ok(m, `the copied command is a complete ssh command line: ${copied.replace(/-p \S+ ssh/, '-p <secret> ssh')}`);
   if (!m) return;
-  const secret = m[1]!.replace(/^'(.*)'$/, '$1');
-  // Same command; host keys go to /dev/null instead of root's known_hosts (hermetic test).
-  const term = new Terminal(secret, ['-p', m[2]!, `${m[3]}@${m[4]}`], SSH_OPTS);
+  const secret = m[2]!.replace(/^'(.*)'$/, '$1');
+  // Same command, the gateway's host key checked strictly against the known_hosts it names (in a temp file).
+  const knownHosts = join(tmpdir(), `tg-story-known-hosts-${process.pid}`);
+  writeFileSync(knownHosts, await (await fetch(m[1]!)).text());
+  t.teardown(() => rmSync(knownHosts, { force: true }));
+  const term = new Terminal(secret, ['-p', m[3]!, `${m[4]}@${m[5]}`], ['-o', `UserKnownHostsFile=${knownHosts}`, '-o', 'StrictHostKeyChecking=yes', ...SSH_OPTS.slice(4)]);
   t.teardown(() => term.kill());
   await term.waitFor(/\$ $/m, 30_000);
   term.type('echo ready-$((20+3))\r');

@@ -6,6 +6,9 @@
  */
 import t from 'tap';
 import pg from 'pg';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { havePostgres, runClient, startPgGateway, waitFor } from '../support/pg.js';
 
 if (!havePostgres) {
@@ -14,7 +17,7 @@ if (!havePostgres) {
   const { pgc, tg, host, port, caFile, connect, secretFor, settle, allQueries } = await startPgGateway(t);
   t.test('psql over TLS (SCRAM): per-session role during the session, gone after, statements recorded', async (t) => {
     const s = await secretFor('prod-db', 'read');
-    t.match(s.commands.psql, /sslmode=require/);
+    t.match(s.commands.psql, /^curl -fsS \S+\/api\/v1\/ca\.pem -o tollgate-ca\.pem && psql '.* sslmode=verify-full sslrootcert=tollgate-ca\.pem'$/, 'the printed psql verifies the gateway');
     const r = await runClient('psql', ['-X', '-A', '-t', `host=${host} port=${port} user=prod-db dbname=app password=${s.secret} sslmode=verify-full sslrootcert=${caFile}`,
       '-c', 'SELECT current_user, (SELECT count(*) FROM accounts)', '-c', 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()']);
     t.equal(r.code, 0, r.stderr);
@@ -36,13 +39,23 @@ if (!havePostgres) {
     t.match(again.stderr, /already used|wrong, already used or expired/, 'single-use secret refused with a clear message');
   });
 
-  t.test('the printed client commands work as pasted', async (t) => {
+  t.test('the printed client commands work as pasted (verify-full against the CA they fetch)', async (t) => {
+    const cwd = mkdtempSync(join(tmpdir(), 'tg-psql-cmd-'));
+    t.teardown(() => rmSync(cwd, { recursive: true, force: true }));
     for (const key of ['psql', 'psql (PGPASSWORD)']) {
       const s = await secretFor('prod-db', 'read');
-      const r = await runClient('bash', ['-c', `${s.commands[key]} -X -A -t -c 'SELECT 7 * 6'`]);
+      t.match(s.commands[key], /sslmode=verify-full sslrootcert=tollgate-ca\.pem/, key);
+      const r = await runClient('bash', ['-c', `cd ${cwd} && ${s.commands[key]} -X -A -t -c 'SELECT 7 * 6'`]);
       t.equal(r.code, 0, `${key}: ${r.stderr}`);
       t.match(r.stdout, /^42$/m, key);
     }
+    t.equal(readFileSync(join(cwd, 'tollgate-ca.pem'), 'utf8'), tg.gw.tls.ca, 'the command saved the gateway CA from the API');
+    // The same command against a host name the gateway certificate does not carry is refused by psql.
+    const s = await secretFor('prod-db', 'read');
+    const wrongHost = s.commands['psql']!.replace('host=127.0.0.1', 'host=not-the-gateway.test hostaddr=127.0.0.1');
+    const r = await runClient('bash', ['-c', `cd ${cwd} && ${wrongHost} -X -c 'SELECT 1'`]);
+    t.not(r.code, 0);
+    t.match(r.stderr, /does not match host name "not-the-gateway\.test"/, 'verify-full checks the host name');
     t.same(await pgc.noSessionRoles(), []);
   });
 

@@ -20,8 +20,11 @@ if (!havePostgres) {
   const { host, port } = tg.listener('postgres');
   const g = await tg.grant('alice', 'bench-db', 'admin');
   const s = await tg.secret('alice', g.id, { reusable: true });
-  t.match(s.commands.pgbench, /^PGPASSWORD=\S+ PGSSLMODE=require pgbench -h 127\.0\.0\.1 -p \d+ -U bench-db app$/);
-  const env = { PGPASSWORD: s.secret, PGSSLMODE: 'require' };
+  t.match(s.commands.pgbench, /^curl -fsS \S+\/api\/v1\/ca\.pem -o tollgate-ca\.pem && PGPASSWORD=\S+ PGSSLMODE=verify-full PGSSLROOTCERT=tollgate-ca\.pem pgbench -h 127\.0\.0\.1 -p \d+ -U bench-db app$/);
+  // As the printed command does: pgbench checks the gateway's certificate and host name.
+  const caFile = join(pgc.dir, 'tollgate-ca.pem');
+  writeFileSync(caFile, (await tg.api(null, 'GET', '/api/v1/ca.pem')).body);
+  const env = { PGPASSWORD: s.secret, PGSSLMODE: 'verify-full', PGSSLROOTCERT: caFile };
   const base = ['-h', host, '-p', String(port), '-U', 'bench-db'];
 
   t.test('pgbench -i through the gateway; tables survive (reassigned), role does not', async (t) => {

@@ -1,48 +1,66 @@
 /**
- * The keyed audit log against a real SQLite file: hash chain, per-event HMAC, signed head and signed
- * checkpoints outside the store. Every attack here uses only write access to the database file
- * (raw SQL on the same file the gateway uses), except where it says the attacker also has the key.
+ * The keyed audit log against a real store (a SQLite file, or a PostgreSQL database with
+ * TOLLGATE_TEST_STORE=postgres): hash chain, per-event HMAC, signed head and signed checkpoints
+ * outside the store. Every attack here uses only write access to the database (raw SQL on the
+ * store the gateway uses), except where it says the attacker also has the key.
  */
 import t from 'tap';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import pino from 'pino';
 import { SqliteStore } from '../../proxy/store/sqlite.js';
+import { openPostgresStore } from '../../proxy/store/postgres.js';
+import { Secret } from '../../auth/secret.js';
+import { testStoreKind } from '../support/gateway.js';
+import { testDatabase } from '../support/pg.js';
 import { AUDIT_KEY_LABEL, AuditLog, canonicalJson, eventHash, GENESIS } from '../../proxy/audit.js';
 import { gatewayKey } from '../../auth/keys.js';
 import { ManualClock } from '../../policies/clock.js';
-import type { AuditEventRecord } from '../../proxy/store/types.js';
+import type { AuditEventRecord, Store } from '../../proxy/store/types.js';
 
 const run = promisify(execFile);
 const bin = join(import.meta.dirname, '..', '..', 'proxy', 'bin', 'tollgate.js');
 const quiet = pino({ level: 'silent' });
 
-interface Fixture { dir: string; store: SqliteStore; log: AuditLog; gatewayRaw: Buffer; key: Buffer; file: string; clock: ManualClock }
+/** A store with raw SQL for the attacker (`?` placeholders on both dialects). */
+type RawStore = Store & { rawForTests(sql: string, ...args: unknown[]): unknown };
+interface Fixture { dir: string; store: RawStore; log: AuditLog; gatewayRaw: Buffer; key: Buffer; file: string; clock: ManualClock; storeYaml: string }
 
 async function fresh(t: { teardown(fn: () => unknown): void }, opts: { events?: number; checkpointFile?: boolean } = {}): Promise<Fixture> {
   const dir = mkdtempSync(join(tmpdir(), 'tg-audit-'));
-  const store = new SqliteStore(join(dir, 'data', 'tollgate.db'));
-  await store.migrate();
+  let store: RawStore;
+  let storeYaml = '';
+  let drop = async () => undefined as unknown;
+  if (testStoreKind() === 'postgres') {
+    const db = await testDatabase();
+    drop = () => db.drop();
+    mkdirSync(join(dir, 'data'));
+    store = await openPostgresStore({ url: new Secret(db.url) });
+    storeYaml = `store: {kind: postgres, url: {value: "${db.url}"}}\n`;
+  } else {
+    store = new SqliteStore(join(dir, 'data', 'tollgate.db'));
+    await store.migrate();
+  }
   const gatewayRaw = randomBytes(32);
   const key = gatewayKey(gatewayRaw).deriveKey(AUDIT_KEY_LABEL);
   const file = join(dir, 'data', 'audit-checkpoints.log');
   const clock = new ManualClock(1_000);
   const log = new AuditLog(store, clock, { key, checkpoints: opts.checkpointFile === false ? undefined : { file, gatewayId: 'gw1', log: quiet } });
   for (let i = 0; i < (opts.events ?? 5); i++) { clock.advance(1000); await log.append('alice', 'request.created', `r${i}`, { n: i, password: 'hunter2' }); }
-  t.teardown(async () => { await store.close(); rmSync(dir, { recursive: true, force: true }); });
-  return { dir, store, log, gatewayRaw, key, file, clock };
+  t.teardown(async () => { await store.close(); await drop(); rmSync(dir, { recursive: true, force: true }); });
+  return { dir, store, log, gatewayRaw, key, file, clock, storeYaml };
 }
 
 /** What someone with DB write access can do: rewrite rows and re-chain them with plain SHA-256. */
-function rechain(store: SqliteStore, rows: AuditEventRecord[], keepMacs: boolean): void {
+async function rechain(store: RawStore, rows: AuditEventRecord[], keepMacs: boolean): Promise<void> {
   let prev = GENESIS;
   for (const r of rows) {
     const hash = eventHash(prev, r);
-    store.rawForTests('UPDATE audit_events SET prev_hash = ?, hash = ?, mac = ? WHERE seq = ?', prev, hash, keepMacs ? r.mac : null, r.seq);
+    await store.rawForTests('UPDATE audit_events SET prev_hash = ?, hash = ?, mac = ? WHERE seq = ?', prev, hash, keepMacs ? r.mac : null, r.seq);
     prev = hash;
   }
 }
@@ -76,13 +94,13 @@ t.test('an intact chain verifies; every event is keyed; secrets are redacted bef
 
 t.test('an altered row and a deleted row are the first broken link', async (t) => {
   const a = await fresh(t);
-  a.store.rawForTests(`UPDATE audit_events SET actor = 'mallory' WHERE seq = 3`);
+  await a.store.rawForTests(`UPDATE audit_events SET actor = 'mallory' WHERE seq = 3`);
   const v = failed(await a.log.verify());
   t.equal(v.check, 'content');
   t.equal(v.brokenAt, 3);
   t.match(v.detail, /altered/);
   const b = await fresh(t);
-  b.store.rawForTests('DELETE FROM audit_events WHERE seq = 2');
+  await b.store.rawForTests('DELETE FROM audit_events WHERE seq = 2');
   const w = failed(await b.log.verify());
   t.equal(w.check, 'sequence');
   t.equal(w.brokenAt, 2);
@@ -94,8 +112,8 @@ t.test('rewrite event 1, re-chain with plain SHA-256 and fix the head: the HMAC 
     const rows = await store.listAudit({});
     rows[0]!.actor = 'nobody';
     rows[0]!.data = { n: 0, note: 'rewritten' };
-    store.rawForTests(`UPDATE audit_events SET actor = 'nobody', data = ? WHERE seq = 1`, JSON.stringify(rows[0]!.data));
-    rechain(store, rows, keepMacs);
+    await store.rawForTests(`UPDATE audit_events SET actor = 'nobody', data = ? WHERE seq = 1`, JSON.stringify(rows[0]!.data));
+    await rechain(store, rows, keepMacs);
     const last = (await store.listAudit({})).at(-1)!;
     const oldHead = (await store.getKv('audit.head'))!;
     // The attacker fixes the head: the new hash, and the old HMAC (the only one they have).
@@ -109,18 +127,18 @@ t.test('rewrite event 1, re-chain with plain SHA-256 and fix the head: the HMAC 
 
 t.test('the head: missing, forged, or behind the rows', async (t) => {
   const a = await fresh(t);
-  a.store.rawForTests('DELETE FROM audit_events WHERE seq >= 4');
-  a.store.rawForTests(`DELETE FROM kv WHERE key = 'audit.head'`);
+  await a.store.rawForTests('DELETE FROM audit_events WHERE seq >= 4');
+  await a.store.rawForTests(`DELETE FROM kv WHERE key = 'audit.head'`);
   t.equal(failed(await a.log.verify()).check, 'missing-head', 'tail cut and head deleted: a missing head is a failure');
 
   const b = await fresh(t);
-  b.store.rawForTests('DELETE FROM audit_events WHERE seq >= 4');
+  await b.store.rawForTests('DELETE FROM audit_events WHERE seq >= 4');
   const last = (await b.store.listAudit({})).at(-1)!;
   await b.store.setKv('audit.head', `${last.seq}:${last.hash}`);
   t.equal(failed(await b.log.verify()).check, 'head-hmac', 'a head without a valid HMAC is refused');
 
   const c = await fresh(t);
-  c.store.rawForTests('DELETE FROM audit_events WHERE seq = 5');
+  await c.store.rawForTests('DELETE FROM audit_events WHERE seq = 5');
   const v = failed(await c.log.verify());
   t.equal(v.check, 'head-mismatch', 'rows deleted behind the head');
   t.match(v.detail, /ends at event 4 but event 5 was written/);
@@ -131,7 +149,7 @@ t.test('tail truncation with an older head restored is caught by the checkpoint 
   const oldHead = (await f.store.getKv('audit.head'))!;
   for (let i = 0; i < 3; i++) await f.log.append('bob', 'request.approved', `r${i}`);
   await f.log.checkpoint();
-  f.store.rawForTests('DELETE FROM audit_events WHERE seq > 3');
+  await f.store.rawForTests('DELETE FROM audit_events WHERE seq > 3');
   await f.store.setKv('audit.head', oldHead);
   const v = failed(await f.log.verify());
   t.equal(v.check, 'checkpoint-beyond-end');
@@ -146,9 +164,9 @@ t.test('an insider with the key but not the checkpoints: the rewrite differs fro
   // Rewrite event 2 and re-chain with valid HMACs (made with the stolen key), head included.
   const clone = new AuditLog(f.store, f.clock, { key: f.key });
   const rows = await f.store.listAudit({});
-  f.store.rawForTests(`UPDATE audit_events SET subject = 'r-other' WHERE seq = 2`);
+  await f.store.rawForTests(`UPDATE audit_events SET subject = 'r-other' WHERE seq = 2`);
   rows[1]!.subject = 'r-other';
-  rechain(f.store, rows, false);
+  await rechain(f.store, rows, false);
   const last = (await f.store.listAudit({})).at(-1)!;
   await f.store.setKv('audit.head', `${last.seq}:${last.hash}`);
   t.same(await clone.adoptUnkeyed(), { keyed: 5 });
@@ -189,33 +207,33 @@ t.test('verification needs the key; another key fails at event 1', async (t) => 
 
 t.test('adoptUnkeyed keys an intact older chain once, and refuses a broken one', async (t) => {
   const f = await fresh(t, { checkpointFile: false });
-  f.store.rawForTests('UPDATE audit_events SET mac = NULL');
+  await f.store.rawForTests('UPDATE audit_events SET mac = NULL');
   const [s, h] = (await f.store.getKv('audit.head'))!.split(':');
   await f.store.setKv('audit.head', `${s}:${h}`);
   t.equal(failed(await f.log.verify()).check, 'hmac', 'unkeyed events do not verify');
   t.same(await f.log.adoptUnkeyed(), { keyed: 5 });
   t.ok((await f.log.verify()).ok);
   const g = await fresh(t, { checkpointFile: false });
-  g.store.rawForTests('UPDATE audit_events SET mac = NULL');
-  g.store.rawForTests(`UPDATE audit_events SET actor = 'x' WHERE seq = 2`);
+  await g.store.rawForTests('UPDATE audit_events SET mac = NULL');
+  await g.store.rawForTests(`UPDATE audit_events SET actor = 'x' WHERE seq = 2`);
   const r = await g.log.adoptUnkeyed();
   t.equal(r.keyed, 0);
   t.match('broken' in r ? r.broken : '', /event 2 was altered/);
 });
 
 t.test('`tollgate audit verify` and `audit export` read the store with the key file', async (t) => {
-  const { dir, store, gatewayRaw, log } = await fresh(t);
+  const { dir, store, gatewayRaw, log, storeYaml } = await fresh(t);
   await log.checkpoint();
   const cfg = join(dir, 'gateway.yaml');
   writeFileSync(join(dir, 'data', 'gateway.key'), `${gatewayRaw.toString('base64')}\n`, { mode: 0o600 });
-  writeFileSync(cfg, `gateway:\n  dataDir: ${join(dir, 'data')}\n  id: gw1\n`);
+  writeFileSync(cfg, `gateway:\n  dataDir: ${join(dir, 'data')}\n  id: gw1\n${storeYaml}`);
   const ok = await run(process.execPath, [bin, 'audit', 'verify', '--config', cfg]);
   t.match(ok.stdout, /audit chain OK: 5 events, head [0-9a-f]{64}, 2 signed checkpoints match/);
   const out = join(dir, 'export.ndjson');
   await run(process.execPath, [bin, 'audit', 'export', '--config', cfg, '--out', out]);
   const lines = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
   t.same(lines.map((l) => l.seq), [1, 2, 3, 4, 5]);
-  store.rawForTests(`UPDATE audit_events SET data = '{"n":99}' WHERE seq = 4`);
+  await store.rawForTests(`UPDATE audit_events SET data = '{"n":99}' WHERE seq = 4`);
   const bad = await run(process.execPath, [bin, 'audit', 'verify', '--config', cfg]).then(() => null, (e) => e as { code: number; stdout: string });
   t.equal(bad?.code, 2, 'exits 2');
   t.match(bad!.stdout, /BROKEN at event 4 \(check: content\)/);

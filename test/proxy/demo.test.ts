@@ -7,6 +7,7 @@ import { spawn, execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { request } from 'node:http';
 
 const bin = join(import.meta.dirname, '..', '..', 'proxy', 'bin', 'tollgate.js');
 
@@ -44,6 +45,17 @@ t.test('tollgate demo', async (t) => {
   const keyFile = join(dir, 'data', 'gateway.key');
   t.equal(statSync(keyFile).mode & 0o777, 0o600, 'the demo made its gateway key file (0600) in its data dir');
   t.ok(out.includes(`gateway key: ${keyFile}`), 'and says where it is');
+  const app = /app: +wiki at (http:\/\/wiki\.localhost:(\d+))\//.exec(out);
+  t.ok(app, 'the demo prints the wiki app\'s own URL');
+  if (app) {
+    t.equal(Number(app[2]), Number(new URL(demo.gatewayUrl).port), 'on the gateway\'s port');
+    // Node does not resolve *.localhost (browsers do): ask 127.0.0.1 with the app's Host header.
+    const r = await new Promise<{ status: number; location: string }>((resolve, reject) => {
+      request({ host: '127.0.0.1', port: Number(app[2]), path: '/', headers: { host: new URL(app[1]!).host } }, (res) => { res.resume(); resolve({ status: res.statusCode!, location: String(res.headers.location) }); }).on('error', reject).end();
+    });
+    t.equal(r.status, 302, 'the printed URL is the app (sign-in first)');
+    t.match(r.location, new RegExp(`^${demo.gatewayUrl}/apps/_auth\\?app=wiki&`));
+  }
   child.kill('SIGINT');
   const code = await exited;
   t.equal(code, 0, 'stops cleanly on Ctrl-C');

@@ -30,7 +30,8 @@ const fakeTarget = { name: 'box', protocol: 'fake', address: 'x', risk: 'low', r
 function fakeGateway(o: { dataDir?: string; gateway?: Record<string, unknown>; extra?: Record<string, unknown>; logSink?: (l: string) => void; policies?: Record<string, unknown>[] } = {}) {
   const ft = new FakeTarget();
   const mod = fakeModule(ft);
-  return startTestGateway({ modules: new Map([['fake', mod]]), listeners: ['fake'], targets: [fakeTarget], ...o }).then((tg) => ({ tg, ft, mod }));
+  // These tests read and tamper with the SQLite file itself (the store contract suite covers PostgreSQL).
+  return startTestGateway({ modules: new Map([['fake', mod]]), listeners: ['fake'], targets: [fakeTarget], store: 'sqlite', ...o }).then((tg) => ({ tg, ft, mod }));
 }
 
 function tempDir(t: { teardown(fn: () => unknown): void }, prefix: string): string {
@@ -301,6 +302,7 @@ t.test('periodic checkpoints through `logger` to a real UDP syslog receiver; the
 
 t.test('a copy of the store and data dir without the key file reveals no usable credential', async (t) => {
   const tg = await startTestGateway({
+    store: 'sqlite',
     targets: [
       { name: 'desk', protocol: 'vnc', address: '127.0.0.1:5999', risk: 'low', credentials: { passwordFile: '/nonexistent/vnc.passwd' }, options: { classicAuth: true }, roles: [{ name: 'user' }] },
       { name: 'win', protocol: 'rdp', address: '127.0.0.1:3399', risk: 'low', credentials: { mode: 'local-account' }, roles: [{ name: 'user' }] },

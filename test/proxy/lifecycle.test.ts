@@ -7,8 +7,8 @@
 import t from 'tap';
 import { ManualClock } from '../../policies/clock.js';
 import { startTestGateway } from '../support/gateway.js';
+import { waitFor } from '../support/pg.js';
 import { FakeTarget, fakeModule, fakeConnect } from '../support/fake-module.js';
-import { openSqliteStore } from '../../proxy/store/sqlite.js';
 
 const target = (name = 'box', risk = 'low') => ({ name, protocol: 'fake', address: 'in-memory', risk, roles: [{ name: 'user' }, { name: 'admin' }] });
 
@@ -47,6 +47,23 @@ t.test('a session mints under a lease and revokes it on normal end', async (t) =
   t.notOk(again.ok, 'single-use secret refused the second time');
   if (!again.ok) t.equal(again.code, 'secret_used');
   t.equal(ft.accounts.size, 0, 'refusal created nothing');
+});
+
+t.test('marking a grant used never undoes a revoke that landed meanwhile (another gateway, another request)', async (t) => {
+  const { ft, tg, ctx } = await setup(t);
+  const g = await tg.grant('alice', 'box', 'user');
+  const s = await tg.secret('alice', g.id);
+  const store = tg.gw.store as unknown as { insertSession: (r: unknown) => Promise<void> };
+  const insert = store.insertSession.bind(store);
+  // The session has read the grant (active) and is being stored when the revoke commits.
+  store.insertSession = async (r) => {
+    await insert(r);
+    t.equal((await tg.api('bob', 'POST', `/api/v1/grants/${g.id}/revoke`, { reason: 'race' })).status, 200);
+  };
+  const c = await fakeConnect(ctx, ft, s.username, s.secret);
+  store.insertSession = insert;
+  t.match(await tg.store.getGrant(g.id), { state: 'revoked', used: true, endReason: 'race' }, 'still revoked; only its used flag was set');
+  if (c.ok) await c.session.end({ code: 'client_exit', message: 'bye' });
 });
 
 t.test('a reusable secret serves several connections, each its own session', async (t) => {
@@ -88,12 +105,14 @@ t.test('kill, lock and revoke end live sessions and revoke their leases', async 
   t.notOk(ft.accounts.has(c1.account), 'killed session left no account');
 
   const c2 = await conn();
+  const s3 = await tg.secret('alice', g.id);
   const l = await tg.api('carol', 'POST', '/api/v1/locks', { scope: 'identity', value: 'alice', reason: 'investigation' });
   t.equal(l.status, 201);
   t.equal(l.body.sessionsEnded, 1);
   t.equal(c2.ended[0]?.code, 'locked');
   t.equal(ft.accounts.size, 0);
-  const s3 = await tg.secret('alice', g.id);
+  const noSecret = await tg.api('alice', 'POST', `/api/v1/grants/${g.id}/secret`, {});
+  t.equal(noSecret.status, 403, 'a locked identity gets no new secret');
   const refused = await fakeConnect(ctx, ft, 'box', s3.secret);
   t.notOk(refused.ok, 'locked identity refused');
   if (!refused.ok) { t.equal(refused.code, 'locked'); t.match(refused.reason, /investigation/); }
@@ -106,7 +125,7 @@ t.test('kill, lock and revoke end live sessions and revoke their leases', async 
   const r = await tg.api('alice', 'POST', `/api/v1/grants/${g.id}/revoke`, { reason: 'done' });
   t.equal(r.status, 200);
   t.equal(r.body.state, 'revoked');
-  await new Promise((res) => setTimeout(res, 50));
+  await waitFor(() => c4.ended.length > 0 && ft.accounts.size === 0, 10_000, 'the session ended and its lease revoked');
   t.equal(c4.ended[0]?.code, 'revoked');
   t.equal(ft.accounts.size, 0);
   const s5 = await tg.api('alice', 'POST', `/api/v1/grants/${g.id}/secret`, {});
@@ -128,7 +147,7 @@ t.test('expiry warns, then ends the session at the grant end (injected clock)', 
   t.equal(c.warnings.length, 1, 'warned before the end');
   t.match(c.warnings[0], /ends in \d+ seconds/);
   clock.advance(60_000);
-  await new Promise((res) => setTimeout(res, 50));
+  await waitFor(() => c.ended.length > 0 && ft.accounts.size === 0, 10_000, 'the session ended and its lease revoked');
   t.equal(c.ended[0]?.code, 'expired');
   t.equal(ft.accounts.size, 0);
   t.equal((await tg.store.getGrant(g.id))!.state, 'expired');
@@ -176,7 +195,7 @@ t.test('the reaper revokes leases left by a crashed gateway', async (t) => {
   t.notOk(ft.accounts.has(c.account), 'account removed by the reaper');
   const rec = await tg.store.getSession(sessionId);
   t.match(rec!.endReason, /gateway_restart/);
-  const store2 = await openSqliteStore(`${tg.dataDir}/tollgate.db`);
+  const store2 = await tg.openStore();
   t.equal((await store2.listLeases({ state: ['pending', 'active', 'revoking'] })).length, 0, 'no live lease left in the store');
   await store2.close();
 });

@@ -139,16 +139,32 @@ if (!havePostgres) {
     t.equal((await closedInGrace(t, raw, 'rdp raw')).length, 0, 'RDP has no room for a reason before TLS');
   });
 
+  // The caps on a gateway of their own with a long grace time: the idle sockets that fill the caps
+  // must not time out while a loaded machine starts psql or mariadb.
+  const caps = await startTestGateway({
+    targets: [pgc.target],
+    listeners: ['ssh', 'postgres', 'mysql', 'vnc', 'rdp'],
+    listenerOptions: {
+      ssh: { maxStartupsPerSource: 2 },
+      postgres: { maxStartups: 4, maxStartupsPerSource: 3 },
+      mysql: { maxStartupsPerSource: 1 },
+      vnc: { maxStartupsPerSource: 1 },
+      rdp: { maxStartupsPerSource: 1 },
+    },
+  });
+  t.teardown(() => caps.close());
+  const capPort = (p: string) => caps.listener(p).port;
+
   t.test('postgres: the caps refuse the (N+1)th unauthenticated socket per source and in total; a signed-in session keeps working', async (t) => {
-    const g = await tg.grant('alice', 'prod-db', 'read');
-    const s = await tg.secret('alice', g.id, { reusable: true });
-    const live = new pg.Client({ host: '127.0.0.1', port: port('postgres'), user: 'prod-db', password: s.secret, database: 'app', ssl: { ca: tg.gw.tls.ca } });
+    const g = await caps.grant('alice', 'prod-db', 'read');
+    const s = await caps.secret('alice', g.id, { reusable: true });
+    const live = new pg.Client({ host: '127.0.0.1', port: capPort('postgres'), user: 'prod-db', password: s.secret, database: 'app', ssl: { ca: caps.gw.tls.ca } });
     await live.connect();
     t.teardown(() => live.end().catch(() => undefined));
 
-    const idle = [await peer(port('postgres')), await peer(port('postgres')), await peer(port('postgres'))];
+    const idle = [await peer(capPort('postgres')), await peer(capPort('postgres')), await peer(capPort('postgres'))];
     await until('three unauthenticated sockets', () => idle.every((p) => !p.sock.destroyed));
-    const fourth = await peer(port('postgres'));
+    const fourth = await peer(capPort('postgres'));
     const refused = await Promise.race([fourth.closed, new Promise<null>((r) => setTimeout(() => r(null), 3000))]);
     t.ok(refused && refused.afterMs < 800, 'the 4th socket from 127.0.0.1 is refused at once, not after the grace time');
     t.match(pgErrors(refused?.bytes ?? Buffer.alloc(0))[0], { code: '53300', message: /too many unauthenticated connections from your address/ });
@@ -156,13 +172,13 @@ if (!havePostgres) {
     // Real psql is refused at once too. Recent libpq does not print the text of an error that
     // arrives in answer to its SSLRequest (it cannot be authenticated); the gateway will not spend a
     // TLS handshake on a connection it refuses, so psql says only that the server refused.
-    const r = await runClient('psql', ['-X', `host=127.0.0.1 port=${port('postgres')} user=prod-db dbname=app sslmode=require`, '-c', 'SELECT 1'], { env: { PGPASSWORD: 'x' } });
+    const r = await runClient('psql', ['-X', `host=127.0.0.1 port=${capPort('postgres')} user=prod-db dbname=app sslmode=require`, '-c', 'SELECT 1'], { env: { PGPASSWORD: 'x' } });
     t.not(r.code, 0, 'psql is refused');
     t.match(r.stderr, /too many unauthenticated connections from your address|error response during SSL exchange/, `psql: ${r.stderr.trim()}`);
 
     // Another source still gets in (total 4 of 4), a third one is over the total.
-    const other = await peer(port('postgres'), { localAddress: '127.0.0.2' });
-    const third = await peer(port('postgres'), { localAddress: '127.0.0.3' });
+    const other = await peer(capPort('postgres'), { localAddress: '127.0.0.2' });
+    const third = await peer(capPort('postgres'), { localAddress: '127.0.0.3' });
     const t3 = await Promise.race([third.closed, new Promise<null>((r) => setTimeout(() => r(null), 3000))]);
     t.match(pgErrors(t3?.bytes ?? Buffer.alloc(0))[0], { code: '53300', message: /too many connections are signing in/ }, 'over the total cap');
     t.notOk(other.sock.destroyed, '127.0.0.2 was admitted');
@@ -173,7 +189,7 @@ if (!havePostgres) {
     // Slots come back when the idle sockets go (or time out): a new sign-in works.
     for (const p of [...idle, other]) p.sock.destroy();
     await new Promise((r) => setTimeout(r, 200));
-    const again = new pg.Client({ host: '127.0.0.1', port: port('postgres'), user: 'prod-db', password: s.secret, database: 'app', ssl: { ca: tg.gw.tls.ca } });
+    const again = new pg.Client({ host: '127.0.0.1', port: capPort('postgres'), user: 'prod-db', password: s.secret, database: 'app', ssl: { ca: caps.gw.tls.ca } });
     await again.connect();
     t.equal((await again.query('SELECT 1 AS one')).rows[0].one, 1, 'a new sign-in works once slots are free');
     await again.end();
@@ -181,32 +197,32 @@ if (!havePostgres) {
   });
 
   t.test('ssh, mysql and vnc refuse over the cap in their own way; rdp just closes', async (t) => {
-    const a = [await peer(port('ssh')), await peer(port('ssh'))];
+    const a = [await peer(capPort('ssh')), await peer(capPort('ssh'))];
     await until('ssh banners', () => a.every((p) => p.bytes().length > 0));
-    const s3 = await peer(port('ssh'));
+    const s3 = await peer(capPort('ssh'));
     const sshOut = (await s3.closed).bytes.toString('latin1');
     t.match(sshOut, /^Tollgate: too many unauthenticated connections from your address; try again in a moment\.\r\n$/, 'ssh: a line before any version string, then closed');
     for (const p of a) p.sock.destroy();
 
-    const m1 = await peer(port('mysql'));
+    const m1 = await peer(capPort('mysql'));
     await until('the mysql greeting', () => m1.bytes().length > 0);
-    const mc = await runMariadb('mariadb', ['-h', '127.0.0.1', '-P', String(port('mysql')), '-u', 'prod-db', '-px', '-e', 'SELECT 1']);
+    const mc = await runMariadb('mariadb', ['-h', '127.0.0.1', '-P', String(capPort('mysql')), '-u', 'prod-db', '-px', '-e', 'SELECT 1']);
     // The mariadb client shows the ERR packet (and warns that, sent before TLS, it is unauthenticated).
     t.match(mc.stderr, /1040 - Tollgate: too many unauthenticated connections from your address/, `mariadb: ${mc.stderr.trim()}`);
     m1.sock.destroy();
 
-    const v1 = await peer(port('vnc'));
+    const v1 = await peer(capPort('vnc'));
     await until('the vnc version', () => v1.bytes().length > 0);
-    const v2 = await peer(port('vnc'), { send: Buffer.from('RFB 003.008\n', 'latin1') });
+    const v2 = await peer(capPort('vnc'), { send: Buffer.from('RFB 003.008\n', 'latin1') });
     const vb = (await v2.closed).bytes;
     t.equal(vb.subarray(0, 12).toString('latin1'), 'RFB 003.008\n');
     t.equal(vb[12], 0, 'vnc: zero security types');
     t.match(vb.subarray(17).toString('utf8'), /too many unauthenticated connections from your address/, 'vnc: the reason');
     v1.sock.destroy();
 
-    const r1 = await peer(port('rdp'));
+    const r1 = await peer(capPort('rdp'));
     await new Promise((r) => setTimeout(r, 100));
-    const r2 = await peer(port('rdp'));
+    const r2 = await peer(capPort('rdp'));
     const rc = await Promise.race([r2.closed, new Promise<null>((r) => setTimeout(() => r(null), 3000))]);
     t.ok(rc && rc.afterMs < 800 && rc.bytes.length === 0, 'rdp: closed at once');
     r1.sock.destroy();

@@ -64,7 +64,7 @@ t.test('browser and CLI sign-in through the dev IdP', async (t) => {
     const c = cookies.find((x) => x.name === 'tg_session');
     t.ok(c, 'gateway session cookie set');
     t.equal(c!.httpOnly, true);
-    t.equal(c!.sameSite, 'Lax');
+    t.equal(c!.sameSite, 'Strict', 'the web session cookie is SameSite=Strict (the OIDC state cookie stays Lax for the IdP\'s redirect)');
     t.ok(c!.expires > Date.now() / 1000, 'expiring cookie');
     const audit = await tg.store.listAudit({ action: 'signin' });
     t.equal(audit.at(-1)?.actor, 'alice');

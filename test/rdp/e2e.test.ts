@@ -6,6 +6,8 @@
  * and wrong or reused secrets leave nothing behind.
  */
 import t from 'tap';
+import { spawn } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ManualClock } from '../../policies/clock.js';
@@ -79,7 +81,7 @@ async function accountOf(sessionId: string): Promise<string> {
 t.test('xfreerdp through the gateway: minted account, keystrokes and screen recorded, kill closes the client', async (t) => {
   const grant = await tg.grant('alice', 'desk', 'user');
   const s = await tg.secret('alice', grant.id);
-  t.match(s.commands.xfreerdp, /xfreerdp \/v:.* \/sec:tls \/u:desk(:user)? \/p:/, 'the API prints an xfreerdp command line');
+  t.match(s.commands.xfreerdp, /xfreerdp \/v:.* \/sec:tls \/u:desk(:user)? \/p:\S+ \/cert:deny,fingerprint:sha256:[0-9a-f:]{95}$/, 'the API prints an xfreerdp command line');
   const c = xfreerdp(xvfb.display, [`/v:${s.host}:${s.port}`, '/sec:tls', `/u:${s.username}`, `/p:${s.secret}`, '/bpp:16']);
   t.teardown(() => c.stop());
   const live = await liveSession();
@@ -134,6 +136,41 @@ t.test('xfreerdp through the gateway: minted account, keystrokes and screen reco
   t.ok(diff.mean < 4 && diff.bad < 0.01, `last recorded frame matches the client window (mean diff ${diff.mean.toFixed(2)}, ${(diff.bad * 100).toFixed(2)}% pixels off)`);
   const nonWhite = (() => { let n = 0; for (let i = 0; i < last!.data.length; i += 4) if (last!.data[i]! < 128) n++; return n; })();
   t.ok(nonWhite > 200, 'the recorded frame shows text (dark pixels on the xterm)');
+});
+
+/** Run a printed command line as pasted (a shell parses it), on the test display. */
+function printedClient(cmd: string): { exited: Promise<number | null>; output(): string; stop(): void } {
+  const proc = spawn('sh', ['-c', `exec ${cmd} /size:800x600 /auto-reconnect-max-retries:0`], { env: { ...process.env, DISPLAY: xvfb.display }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  proc.stdout.on('data', (d) => { out += d; });
+  proc.stderr.on('data', (d) => { out += d; });
+  const exited = new Promise<number | null>((res) => proc.on('exit', (c) => res(c)));
+  return { exited, output: () => out, stop: () => { if (proc.exitCode === null) proc.kill('SIGKILL'); } };
+}
+
+t.test('the printed xfreerdp command pins the gateway certificate: it connects; with another fingerprint it refuses', async (t) => {
+  const grant = await tg.grant('alice', 'desk', 'user');
+  const s = await tg.secret('alice', grant.id);
+  const fp = new X509Certificate(tg.gw.tls.cert).fingerprint256.toLowerCase();
+  t.equal(s.commands.xfreerdp, `xfreerdp /v:${s.host}:${s.port} /sec:tls /u:desk /p:${s.secret} /cert:deny,fingerprint:sha256:${fp}`, 'pinned to the SHA-256 of the gateway certificate, no prompt, no TOFU');
+  t.match(s.commands['xfreerdp (NLA)'], `/cert:deny,fingerprint:sha256:${fp}`);
+
+  const sessionsBefore = (await tg.store.listSessions({})).length;
+  const impostor = printedClient(s.commands.xfreerdp!.replace(fp, fp.replace(/[0-9a-f]/g, '0')));
+  t.teardown(() => impostor.stop());
+  const code = await Promise.race([impostor.exited, sleep(15_000).then(() => 'still running')]);
+  t.not(code, 'still running', 'xfreerdp gives up on a certificate that is not the pinned one');
+  t.not(code, 0, impostor.output().slice(-500));
+  t.equal((await tg.store.listSessions({})).length, sessionsBefore, 'no session was opened');
+
+  const c = printedClient(s.commands.xfreerdp!);
+  t.teardown(() => c.stop());
+  const live = await liveSession();
+  t.match(await accountOf(live.id), new RegExp(`^${PREFIX}alice-[a-z0-9]{4}$`), 'the pinned client got through to the desktop');
+  const k = await tg.api('carol', 'POST', `/api/v1/sessions/${live.id}/kill`, { reason: 'test' });
+  t.equal(k.status, 200);
+  await Promise.race([c.exited, sleep(5000)]);
+  await sessionEnded(live.id);
 });
 
 t.test('expiry closes xfreerdp and removes the account', async (t) => {

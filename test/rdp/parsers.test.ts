@@ -312,7 +312,8 @@ t.test('bitmaps: raw, interleaved RLE, planar', async (t) => {
   const pn = decodePlanar(Buffer.concat([Buffer.from([0x30]), neg, neg, neg]), 4, 2)!;
   t.equal(pn[0], 3, 'odd delta codes are negative (3 -> -2)');
   t.equal(decodePlanar(Buffer.from([0x21, 0]), 1, 1), null, 'colour loss not supported: not decoded');
-  t.throws(() => decodePlanar(Buffer.from([0x30, 0xf0]), 3, 1), RdpProtocolError, 'planar run beyond the line');
+  t.throws(() => decodePlanar(Buffer.from([0x30, 0xf0, 0xf0, 0xf0]), 3, 1), /planar run overflows the scanline/, 'planar run beyond the line');
+  t.throws(() => decodePlanar(Buffer.from([0x30, 0xf0]), 3, 1), /cannot cover 3x1/, 'planar data too short for its size: refused before decoding');
 
   // A bitmap update with two rectangles, the second with a compression header.
   const rect = (x: number, data: Buffer, flags: number) => {
@@ -341,7 +342,7 @@ t.test('fuzz: mutated and random PDUs only ever raise protocol errors', async (t
     ['confirm active', encodeConfirmActive({ shareId: 1, originatorId: 1002, sourceDescriptor: Buffer.from('x'), sets: [{ type: 2, data: Buffer.alloc(24) }, { type: 3, data: Buffer.alloc(84) }] }), parseConfirmActive],
     ['fast-path input', Buffer.from([0x00, 0x1e, 0x01, 0x1e, 0x20, 0x00, 0x90, 10, 0, 20, 0]), (b) => parseFastPathInput(3 << 2, b)],
     ['fast-path output', Buffer.from([0x01, 4, 0, 1, 0, 0, 0]), (b) => parseFastPathOutput(0, b)],
-    ['bitmap update', Buffer.concat([Buffer.from([1, 0, 1, 0]), Buffer.from([0, 0, 0, 0, 3, 0, 1, 0, 4, 0, 2, 0, 16, 0, 0x01, 0x04, 4, 0]), Buffer.from([0x60 | 3, 1, 2, 0x00])]), (b) => parseBitmapUpdate(b).map(decodeBitmap)],
+    ['bitmap update', Buffer.concat([Buffer.from([1, 0, 1, 0]), Buffer.from([0, 0, 0, 0, 3, 0, 1, 0, 4, 0, 2, 0, 16, 0, 0x01, 0x04, 4, 0]), Buffer.from([0x60 | 3, 1, 2, 0x00])]), (b) => parseBitmapUpdate(b).map((r) => decodeBitmap(r))],
     ['planar', Buffer.concat([Buffer.from([0x30]), Buffer.from([0x13, 5, 0x13, 2, 0x13, 5, 0x13, 2, 0x13, 5, 0x13, 2])]), (b) => decodePlanar(b, 4, 2)],
   ];
   let runs = 0;

@@ -3,11 +3,13 @@
  * sshpass, ephemeral accounts minted per session.
  */
 import t from 'tap';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { ManualClock } from '../../policies/clock.js';
 import { startTestGateway, type TestGateway } from '../support/gateway.js';
-import { haveSshd, startTestSshd, runClient, Terminal, until, usersWithPrefix, userExists, type TestSshd } from '../support/sshd.js';
+import { haveSshd, startTestSshd, runClient, runCmd, Terminal, until, usersWithPrefix, userExists, type TestSshd } from '../support/sshd.js';
 
 // Unique per run: parallel runs of this file (several engineers, CI) never share accounts.
 const PREFIX = `t${Math.random().toString(36).slice(2, 6).padEnd(4, '0')}-`;
@@ -61,9 +63,15 @@ t.teardown(async () => {
 t.test('ephemeral account: id -un, groups, account deleted at the end', { skip: !haveSshd && 'needs root and sshd' }, async (t) => {
   const grant = await gw.grant('alice', 'web01', 'admin');
   const s = await gw.secret('alice', grant.id);
-  t.match(s.commands['ssh (sshpass)'] ?? '', /^sshpass -p \S+ ssh -p \d+ /, 'client command offered');
-  const r = await runClient(s.secret, 'ssh', ['-p', String(port), `${s.username}@127.0.0.1`, 'id -un; id -Gn; echo HOME=$HOME']);
+  const printed = s.commands['ssh (sshpass)'] ?? '';
+  t.match(printed, /^curl -fsS \S+\/api\/v1\/ssh\/known_hosts -o tollgate_known_hosts && sshpass -p \S+ ssh -p \d+ -o UserKnownHostsFile=tollgate_known_hosts -o StrictHostKeyChecking=yes /,
+    'the printed command checks the gateway host key against known_hosts from the API');
+  // As pasted (in an empty directory, no other known_hosts): ssh checks the gateway's key strictly.
+  const cwd = mkdtempSync(join(tmpdir(), 'tg-ssh-cmd-'));
+  t.teardown(() => rmSync(cwd, { recursive: true, force: true }));
+  const r = await runCmd('sh', ['-c', `${printed} 'id -un; id -Gn; echo HOME=$HOME'`], { cwd, env: { ...process.env, HOME: cwd } });
   t.equal(r.code, 0, r.stderr);
+  t.match(readFileSync(join(cwd, 'tollgate_known_hosts'), 'utf8'), new RegExp(`^\\[127\\.0\\.0\\.1\\]:${port} ssh-ed25519 AAAA\\S+\\n$`), 'known_hosts from the API names the gateway key');
   const [user, groups] = r.stdout.split('\n');
   t.match(user, acctOnly('alice'), 'logged in as the minted account');
   t.match(groups, /\bsudo\b/, 'the admin role adds the sudo group');
@@ -186,15 +194,16 @@ t.test('refusals: clear message, nothing created on the target', { skip: !haveSs
   const again = await runClient(s.secret, 'ssh', ['-p', String(port), `${s.username}@127.0.0.1`, 'true']);
   t.not(again.code, 0);
   t.match(again.stderr, /Tollgate: .*(used|already)/i, 'reused secret refused with a reason');
-  // A locked identity.
+  // A locked identity (secrets are issued before the lock: a locked identity gets none from the API).
   const s2 = await gw.secret('alice', grant.id);
+  const s3 = await gw.secret('alice', grant.id);
   const lock = await gw.api('carol', 'POST', '/api/v1/locks', { scope: 'identity', value: 'alice', reason: 'incident 42' });
   t.ok(lock.status === 201 || lock.status === 200, `lock created (${lock.status})`);
+  t.teardown(async () => { if (lock.body?.id) await gw.api('carol', 'DELETE', `/api/v1/locks/${lock.body.id}`); });
   const locked = await runClient(s2.secret, 'ssh', ['-p', String(port), `${s2.username}@127.0.0.1`, 'true']);
   t.not(locked.code, 0);
   t.match(locked.stderr, /Tollgate: .*(lock|incident 42)/i, 'lock refusal says why');
   // An expired secret (ManualClock moves past the secret's lifetime).
-  const s3 = await gw.secret('alice', grant.id);
   clock.advance(11 * 60_000);
   const expired = await runClient(s3.secret, 'ssh', ['-p', String(port), `${s3.username}@127.0.0.1`, 'true']);
   t.not(expired.code, 0);
@@ -204,8 +213,6 @@ t.test('refusals: clear message, nothing created on the target', { skip: !haveSs
   t.not(unknown.code, 0);
   t.match(unknown.stderr, /Tollgate: /);
   t.same(usersWithPrefix(PREFIX), before, 'no account created by any refusal');
-  const lockId = lock.body?.id;
-  if (lockId) await gw.api('carol', 'DELETE', `/api/v1/locks/${lockId}`);
 });
 
 t.test('bad input: garbage at the port, a target that is down; the gateway keeps serving', { skip: !haveSshd && 'needs root and sshd' }, async (t) => {

@@ -96,6 +96,35 @@ t.test('SFTP inspector hashes uploads and downloads, in any chunking and out-of-
   t.equal(trunc.broken, false, 'a malformed packet is skipped, not fatal');
 });
 
+t.test('SFTP inspector: what it holds (out-of-order data, open requests, files) is counted and given back', async (t) => {
+  const insp = new SftpInspector(() => {});
+  insp.feedClient(pkt(1, 3));
+  insp.feedServer(pkt(2, 3));
+  t.equal(insp.held, 0);
+  // A thousand OPENs the server has not answered yet: tracked, and counted.
+  for (let id = 1; id <= 1000; id++) insp.feedClient(pkt(3, id, `/tmp/f${id}`, 0x02, 0));
+  const opens = insp.held;
+  t.ok(opens >= 1000 * 128, `1,000 open requests count ${opens} bytes`);
+  for (let id = 1; id <= 999; id++) insp.feedServer(pkt(101, id, 2, 'no', ''));
+  insp.feedServer(pkt(102, 1000, Buffer.from('h')));
+  t.ok(insp.held > 0 && insp.held < 2000, `answered requests are released; one open file remains (${insp.held})`);
+  // Writes far ahead of the file's next offset wait (bounded per file), and count.
+  const before = insp.held;
+  for (let k = 0; k < 64; k++) insp.feedClient(pkt(6, 2000 + k, Buffer.from('h'), BigInt(1 << 20) + BigInt(k * 32768), Buffer.alloc(32768)));
+  t.equal(insp.held - before, 64 * 32768, 'out-of-order data is counted byte for byte');
+  // Half a packet is held too.
+  const half = pkt(6, 3000, Buffer.from('h'), 0n, Buffer.alloc(10_000));
+  insp.feedClient(half.subarray(0, 5000));
+  t.equal(insp.held - before, 64 * 32768 + 5000);
+  insp.feedClient(half.subarray(5000));
+  insp.feedClient(pkt(4, 3001, Buffer.from('h')));
+  t.equal(insp.held, 0, 'closing the file gives everything back');
+  for (let id = 1; id <= 10; id++) insp.feedClient(pkt(3, 4000 + id, `/tmp/g${id}`, 0, 0));
+  t.ok(insp.held > 0);
+  insp.finish();
+  t.equal(insp.held, 0, 'finish() forgets unanswered requests');
+});
+
 t.test('scp inspector follows the legacy protocol', async (t) => {
   t.same(scpMode('scp -t /tmp/x'), { direction: 'upload', path: '/tmp/x' });
   t.same(scpMode('scp -v -r -f -- dir'), { direction: 'download', path: 'dir' });
@@ -144,8 +173,9 @@ t.test('target validation, client commands, messages', async (t) => {
   t.equal(validateSshTarget({ ...base, credentials: { ...base.credentials, mode: 'certificate' }, roles: [{ name: 'r', login: 'deploy' }] }), null);
   t.match(validateSshTarget({ ...base, credentials: { ...base.credentials, mode: 'checkout', account: 'svc' } }), { path: 'credentials.password' });
   t.match(validateSshTarget({ ...base, credentials: { ...base.credentials, trustedCaFile: 'relative/path' } }), { path: 'credentials.trustedCaFile' });
-  const cmds = sshModule.clientCommands!({ protocol: 'ssh', host: 'gw.example', port: 2222, username: 'web01:admin', secret: "it's", target: base, caUrl: '' });
-  t.equal(cmds['ssh (sshpass)'], `sshpass -p 'it'\\''s' ssh -p 2222 -o StrictHostKeyChecking=accept-new web01:admin@gw.example`);
+  const cmds = sshModule.clientCommands!({ protocol: 'ssh', host: 'gw.example', port: 2222, username: 'web01:admin', secret: "it's", target: base,
+    caUrl: '', gatewayUrl: 'https://gw.example', certSha256: '', files: { ca: 'ca.pem', knownHosts: 'kh' } });
+  t.equal(cmds['ssh (sshpass)'], `curl -fsS https://gw.example/api/v1/ssh/known_hosts -o kh && sshpass -p 'it'\\''s' ssh -p 2222 -o UserKnownHostsFile=kh -o StrictHostKeyChecking=yes web01:admin@gw.example`);
   t.match(cmds['scp (sshpass)'], /scp -P 2222 /);
   t.match(cmds['sftp (sshpass)'], /sftp -P 2222 /);
   t.equal(tollgate('Tollgate: x'), 'Tollgate: x');

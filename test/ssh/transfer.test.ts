@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { connect } from 'node:net';
 import { startTestGateway, type TestGateway } from '../support/gateway.js';
+import { decideApproval } from '../support/signin.js';
 import { haveSshd, startTestSshd, runClient, runCmd, until, usersWithPrefix, SSH_OPTS, type TestSshd } from '../support/sshd.js';
 import { freePort } from '../../protocols/net.js';
 
@@ -198,7 +199,7 @@ t.test('sign-in with a registered public key', { skip: !haveSshd && 'needs root 
   await until(async () => (await gw.store.listSessions({ state: 'active' })).length === 0, 15_000, 'earlier sessions ended');
   const keyFile = join(work, 'erin_key');
   spawnSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', keyFile]);
-  const reg = await gw.api('erin', 'POST', '/api/v1/keys', { publicKey: readFileSync(`${keyFile}.pub`, 'utf8').trim(), name: 'laptop' });
+  const reg = await gw.registerKey('erin', keyFile, 'laptop');
   t.equal(reg.status, 201, JSON.stringify(reg.body));
   const ssh = (user: string) => runCmd('ssh', ['-i', keyFile, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null',
     '-o', 'PreferredAuthentications=publickey', '-p', String(port), `${user}@127.0.0.1`, 'id -un'], { timeoutMs: 20_000 });
@@ -230,8 +231,9 @@ t.test('keyboard-interactive: the person approves in the browser, or types the s
   p.stderr.on('data', (d) => { out += d; });
   const closed = new Promise<number | null>((r) => p.on('close', r));
   const url = await until(() => /(http:\/\/\S+\/approve-login\/[0-9a-f-]+)/.exec(out)?.[1], 15_000, 'approval URL');
-  const res = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${gw.token('alice')}`, 'content-type': 'application/x-www-form-urlencoded' }, body: 'decision=approve' });
-  t.equal(res.status, 200);
+  const res = await decideApproval(url, { authorization: `Bearer ${gw.token('alice')}` }, 'approve');
+  t.equal(res.status, 200, res.page);
+  t.match(res.opened, /<code id="client-addr">127\.0\.0\.1:\d+<\/code>/, 'the page shows the client address');
   t.equal(await closed, 0, out);
   t.match(out, acct('alice'), 'signed in through the browser approval');
   // Denied in the browser: the client reads why, nothing is created.
@@ -242,7 +244,7 @@ t.test('keyboard-interactive: the person approves in the browser, or types the s
   p2.stderr.on('data', (d) => { out2 += d; });
   const closed2 = new Promise<number | null>((r) => p2.on('close', r));
   const url2 = await until(() => /(http:\/\/\S+\/approve-login\/[0-9a-f-]+)/.exec(out2)?.[1], 15_000, 'approval URL');
-  await fetch(url2, { method: 'POST', headers: { authorization: `Bearer ${gw.token('alice')}`, 'content-type': 'application/x-www-form-urlencoded' }, body: 'decision=deny' });
+  await decideApproval(url2, { authorization: `Bearer ${gw.token('alice')}` }, 'deny');
   t.not(await closed2, 0);
   t.match(out2, /Tollgate: /, 'the refusal is shown');
   t.same(usersWithPrefix(PREFIX), before, 'nothing created');

@@ -5,7 +5,7 @@
  */
 import type { ProtocolContext, ProtocolModule, LiveSession, EndReason } from '../../protocols/types.js';
 import type { LeaseRecord } from '../../proxy/store/types.js';
-import type { TargetConfig } from '../../proxy/config.js';
+import type { TargetConfig } from '../../protocols/config.js';
 
 export class FakeTarget {
   accounts = new Set<string>();

@@ -1,19 +1,35 @@
 /**
- * Start a real gateway in-process for end-to-end tests: SQLite in a temp dir, real listeners on
- * free loopback ports, real protocol modules. Users alice (engineers, oncall), bob and dave
+ * Start a real gateway in-process for end-to-end tests: SQLite in a temp dir (or, with
+ * TOLLGATE_TEST_STORE=postgres or `store: 'postgres'`, a database of its own on a PostgreSQL
+ * cluster started for the test process), real listeners on free loopback ports, real protocol modules. Users alice (engineers, oncall), bob and dave
  * (approvers), carol (soc) exist as identities with API tokens (test setup writes them to the
  * store; the OIDC flows themselves are tested in test/auth and test/proxy/signin).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import type { Clock } from '../../policies/clock.js';
 import { moduleMap } from '../../protocols/index.js';
 import type { ProtocolModule } from '../../protocols/types.js';
-import { validateConfig, type PolicyConfig, type TargetConfig } from '../../proxy/config.js';
+import { validateConfig } from '../../proxy/config.js';
+import type { TargetConfig } from '../../protocols/config.js';
+import type { PolicyConfig } from '../../policies/config.js';
 import { Gateway } from '../../proxy/gateway.js';
+import { openStore } from '../../proxy/store/index.js';
 import type { GrantRecord, Store } from '../../proxy/store/types.js';
+import { testDatabase } from './pg.js';
+
+export type TestStoreKind = 'sqlite' | 'postgres';
+
+/** The store kind test gateways use unless a test says otherwise: TOLLGATE_TEST_STORE (sqlite | postgres), default sqlite. */
+export function testStoreKind(): TestStoreKind {
+  const v = process.env['TOLLGATE_TEST_STORE'] ?? 'sqlite';
+  if (v !== 'sqlite' && v !== 'postgres') throw new Error(`TOLLGATE_TEST_STORE: expected sqlite or postgres, got ${JSON.stringify(v)}`);
+  return v;
+}
 
 export const TEST_USERS: Record<string, string[]> = {
   alice: ['engineers', 'oncall'],
@@ -35,11 +51,18 @@ export interface TestGateway {
   /** The gateway key file (0600, made on first start in the temp data dir, outside the store). */
   keyFile: string;
   store: Store;
+  storeKind: TestStoreKind;
+  /** The PostgreSQL URL of its store (postgres only): start another gateway on the same database with `storeUrl`. */
+  storeUrl: string | null;
+  /** Another handle on the same store (as another gateway would open it); the caller closes it. */
+  openStore(): Promise<Store>;
   listener(name: string): { host: string; port: number };
   token(user: string): string;
   api(user: string | null, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }>;
   grant(user: string, target: string, role: string, duration?: string): Promise<GrantRecord>;
   secret(user: string, grantId: string, opts?: { reusable?: boolean; ttl?: string }): Promise<{ id: string; username: string; secret: string; host: string; port: number; expiresAt: string; commands: Record<string, string> }>;
+  /** Register an SSH public key for `user`, proving possession with `ssh-keygen -Y sign` as the CLI does. */
+  registerKey(user: string, privateKeyFile: string, name?: string): Promise<{ status: number; body: any }>;
   close(): Promise<void>;
 }
 
@@ -56,20 +79,32 @@ export async function startTestGateway(opts: {
   gateway?: Record<string, unknown>;
   /** More settings per listener (e.g. { ssh: { loginTimeout: '1s', maxStartupsPerSource: 3 } }). */
   listenerOptions?: Record<string, Record<string, unknown>>;
+  /** The http listener: a fixed port (for a publicUrl known before start) and TLS. */
+  http?: { port?: number; tls?: unknown };
   /** Receive the gateway's structured log lines (debug level) instead of discarding them. */
   logSink?: (line: string) => void;
   /** Use this data directory (e.g. to restart on one); the caller removes it. Default: a new temp dir, removed by close(). */
   dataDir?: string;
+  /** Which store (default: testStoreKind()). Tests that read the SQLite file itself say 'sqlite'. */
+  store?: TestStoreKind;
+  /** Use this PostgreSQL database (several gateways on one store); the caller drops it. */
+  storeUrl?: string;
 }): Promise<TestGateway> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'tg-gw-'));
+  const storeKind: TestStoreKind = opts.storeUrl ? 'postgres' : opts.store ?? testStoreKind();
+  // A database per data dir, so a restart on the same data dir finds its store again.
+  const db = storeKind === 'postgres' && !opts.storeUrl
+    ? await testDatabase(`tg_gw_${createHash('sha256').update(dataDir).digest('hex').slice(0, 16)}`)
+    : null;
+  const storeUrl = opts.storeUrl ?? db?.url ?? null;
   const modules = opts.modules ?? moduleMap();
-  const listeners: Record<string, Record<string, unknown>> = { http: { host: '127.0.0.1', port: 0 } };
+  const listeners: Record<string, Record<string, unknown>> = { http: { host: '127.0.0.1', port: opts.http?.port ?? 0, ...(opts.http?.tls ? { tls: opts.http.tls } : {}) } };
   for (const l of opts.listeners ?? []) listeners[l] = { host: '127.0.0.1', port: 0 };
   for (const [l, o] of Object.entries(opts.listenerOptions ?? {})) listeners[l] = { ...listeners[l], ...o };
   const config = validateConfig({
     gateway: { dataDir, id: 'test', logLevel: 'silent', expiryWarning: opts.expiryWarning ?? '60s', reaperInterval: '1h', ...(opts.gateway ?? {}) },
     listeners,
-    store: { kind: 'sqlite' },
+    store: storeUrl ? { kind: 'postgres', url: { value: storeUrl } } : { kind: 'sqlite' },
     targets: opts.targets,
     policies: opts.policies ?? DEFAULT_POLICIES,
     breakGlass: opts.breakGlass ?? { groups: ['oncall'], maxDuration: '1h' },
@@ -79,12 +114,18 @@ export async function startTestGateway(opts: {
   const log = sink
     ? pino({ level: 'trace' }, { write: (l: string) => sink(l) })
     : pino({ level: process.env['TOLLGATE_TEST_LOG'] ?? 'silent' });
-  const gw = await new Gateway({ config, clock: opts.clock, log, modules }).start();
+  const created = new Gateway({ config, clock: opts.clock, log, modules });
+  const gw = await created.start().catch(async (e: unknown) => {
+    // A gateway that cannot start (a test of bad config) leaves nothing behind either.
+    await created.stop().catch(() => undefined);
+    if (!opts.dataDir) { await db?.drop(); rmSync(dataDir, { recursive: true, force: true }); }
+    throw e;
+  });
   const tokens: Record<string, string> = {};
   for (const [name, groups] of Object.entries(TEST_USERS)) {
     const now = gw.clock.now();
     await gw.store.upsertIdentity({ sub: name, email: `${name}@test`, name, groups, firstSeen: now, lastSeen: now });
-    tokens[name] = (await gw.tokens.create(name, 'test', 86_400_000 * 365, now)).token.reveal();
+    tokens[name] = (await gw.tokens.create(name, 'test', gw.tokens.maxTtlMs, now)).token.reveal();
   }
   const url = gw.publicUrl;
   const api: TestGateway['api'] = async (user, method, path, body) => {
@@ -100,6 +141,8 @@ export async function startTestGateway(opts: {
   };
   const tg: TestGateway = {
     gw, url, dataDir, keyFile: (opts.gateway?.['key'] as { file?: string } | undefined)?.file ?? join(dataDir, 'gateway.key'), store: gw.store,
+    storeKind, storeUrl,
+    openStore: () => openStore(config, { dataDir, mustExist: true }),
     listener(name) {
       const a = gw.listenerAddress(name);
       if (!a) throw new Error(`no listener ${name}`);
@@ -125,9 +168,23 @@ export async function startTestGateway(opts: {
       if (r.status !== 201) throw new Error(`secret failed: ${r.status} ${JSON.stringify(r.body)}`);
       return r.body;
     },
+    async registerKey(user, keyFile, name = 'key') {
+      const publicKey = readFileSync(`${keyFile}.pub`, 'utf8').trim();
+      const ch = await api(user, 'POST', '/api/v1/keys/challenge', { publicKey });
+      if (ch.status !== 200) return ch;
+      const dir = mkdtempSync(join(tmpdir(), 'tg-keyreg-'));
+      try {
+        writeFileSync(join(dir, 'challenge'), ch.body.challenge);
+        execFileSync('ssh-keygen', ['-Y', 'sign', '-n', ch.body.namespace, '-f', keyFile, join(dir, 'challenge')], { stdio: 'pipe' });
+        const signature = readFileSync(join(dir, 'challenge.sig'), 'utf8');
+        return await api(user, 'POST', '/api/v1/keys', { publicKey, name, challenge: ch.body.challenge, signature });
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
     async close() {
       await gw.stop();
-      if (!opts.dataDir) rmSync(dataDir, { recursive: true, force: true });
+      if (!opts.dataDir) { await db?.drop(); rmSync(dataDir, { recursive: true, force: true }); }
     },
   };
   return tg;

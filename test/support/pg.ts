@@ -1,5 +1,6 @@
 /** Test helpers for the postgres module: a real PostgreSQL cluster (initdb in a temp dir, scram), cleaned up in teardown. */
 import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -91,6 +92,51 @@ export async function startTestCluster(t: Teardown, name = 'prod-db'): Promise<T
         if (!left.length || Date.now() > until) return left;
         await sleep(100);
       }
+    },
+  };
+}
+
+let shared: Promise<TestCluster> | null = null;
+/**
+ * One PostgreSQL cluster per test process for stores (not a target): started on first use, stopped
+ * by the exit hook above (pg_ctl stop, temp dir removed) when the test file ends.
+ */
+export function sharedStoreCluster(): Promise<TestCluster> {
+  shared ??= startTestCluster({ teardown: () => undefined }, 'store-db');
+  return shared;
+}
+
+/** The role test stores connect as: it owns its databases and is no superuser. */
+const STORE_ROLE = 'tollgate_store';
+const STORE_PASSWORD = randomBytes(18).toString('base64url');
+const rolesMade = new WeakMap<TestCluster, Promise<void>>();
+
+export interface TestDatabase {
+  name: string;
+  /** postgres://tollgate_store:…@127.0.0.1:port/name */
+  url: string;
+  /** Drop it (every connection to it is closed first). */
+  drop(): Promise<void>;
+}
+
+/** A fresh database on the shared store cluster (or the one given), owned by a role without superuser rights. */
+export async function testDatabase(name = `tg_store_${randomBytes(6).toString('hex')}`, c?: TestCluster): Promise<TestDatabase> {
+  const cl = c ?? await sharedStoreCluster();
+  const su = await cl.su();
+  try {
+    if (!rolesMade.has(cl)) rolesMade.set(cl, su.query(`CREATE ROLE ${STORE_ROLE} LOGIN PASSWORD ${pg.escapeLiteral(STORE_PASSWORD)}`).then(() => undefined));
+    await rolesMade.get(cl);
+    const exists = (await su.query('SELECT 1 FROM pg_database WHERE datname = $1', [name])).rowCount;
+    if (!exists) await su.query(`CREATE DATABASE ${pg.escapeIdentifier(name)} OWNER ${STORE_ROLE}`);
+  } finally {
+    await su.end();
+  }
+  return {
+    name,
+    url: `postgres://${STORE_ROLE}:${STORE_PASSWORD}@${cl.cluster.host}:${cl.cluster.port}/${name}`,
+    async drop() {
+      const s = await cl.su();
+      try { await s.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(name)} WITH (FORCE)`); } finally { await s.end(); }
     },
   };
 }

@@ -5,7 +5,10 @@ import { spawn, spawnSync } from 'node:child_process';
 import type { Duplex } from 'node:stream';
 import { ByteReader } from '../../protocols/vnc/reader.js';
 import { vncAuthResponse } from '../../protocols/vnc/des.js';
-import { parseServerInitHead, type ServerInit } from '../../protocols/vnc/handshake.js';
+import { encodeServerInit, parseServerInitHead, type ServerInit } from '../../protocols/vnc/handshake.js';
+import { parseClientMessage, type ClientMessage } from '../../protocols/vnc/client-messages.js';
+import type { PixelFormat } from '../../protocols/vnc/pixel.js';
+import { Deflate } from 'pako';
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -92,4 +95,108 @@ export function run(cmd: string, args: string[], env: Record<string, string> = {
 
 export function have(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+}
+
+export const PF32: PixelFormat = { bpp: 32, depth: 24, bigEndian: false, trueColour: true, redMax: 255, greenMax: 255, blueMax: 255, redShift: 16, greenShift: 8, blueShift: 0 };
+
+/**
+ * A fake VNC server (the hostile target of the tests): accepts any VNC-auth response, sends a
+ * ServerInit of the given size, then hands the socket to onClient; the client's messages are
+ * collected in `received`. close() also drops open connections.
+ */
+export async function fakeServer(onClient: (sock: net.Socket, received: ClientMessage[]) => void, size = { width: 64, height: 48 }) {
+  const received: ClientMessage[] = [];
+  const open = new Set<net.Socket>();
+  const server = net.createServer((sock) => {
+    open.add(sock);
+    sock.on('close', () => open.delete(sock));
+    sock.on('error', () => {});
+    let buf = Buffer.alloc(0);
+    let stage = 0;
+    sock.write('RFB 003.008\n');
+    sock.on('data', (c) => {
+      buf = Buffer.concat([buf, c]);
+      for (;;) {
+        if (stage === 0 && buf.length >= 12) { buf = buf.subarray(12); sock.write(Buffer.from([1, 2])); stage = 1; continue; }
+        if (stage === 1 && buf.length >= 1) { buf = buf.subarray(1); sock.write(Buffer.alloc(16, 7)); stage = 2; continue; }
+        if (stage === 2 && buf.length >= 16) { buf = buf.subarray(16); sock.write(Buffer.alloc(4)); stage = 3; continue; }
+        if (stage === 3 && buf.length >= 1) {
+          buf = buf.subarray(1);
+          sock.write(encodeServerInit({ ...size, pf: PF32, name: 'fake' }));
+          stage = 4;
+          onClient(sock, received);
+          continue;
+        }
+        if (stage === 4) {
+          const m = buf.length ? parseClientMessage(buf) : null;
+          if (!m) break;
+          received.push(m.msg);
+          buf = buf.subarray(m.length);
+          continue;
+        }
+        break;
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    received,
+    close: () => new Promise<void>((r) => { for (const s of open) s.destroy(); server.close(() => r()); }),
+  };
+}
+
+/** A FramebufferUpdate header for n rectangles. */
+export function rfbUpdate(n: number): Buffer {
+  const b = Buffer.alloc(4); b.writeUInt16BE(n, 2);
+  return b;
+}
+
+/** A rectangle header (with ZRLE's length when given). */
+export function rfbRect(x: number, y: number, w: number, h: number, enc: number, zrleLength?: number): Buffer {
+  const b = Buffer.alloc(zrleLength === undefined ? 12 : 16);
+  b.writeUInt16BE(x, 0); b.writeUInt16BE(y, 2); b.writeUInt16BE(w, 4); b.writeUInt16BE(h, 6); b.writeInt32BE(enc, 8);
+  if (zrleLength !== undefined) b.writeUInt32BE(zrleLength, 12);
+  return b;
+}
+
+/** A w×h Hextile rectangle at 0,0 of raw tiles (32 bpp), each tile one byte value. */
+export function hextileScreen(w: number, h: number, seed: number): Buffer {
+  const parts: Buffer[] = [rfbRect(0, 0, w, h, 5)];
+  for (let ty = 0; ty < h; ty += 16) {
+    for (let tx = 0; tx < w; tx += 16) {
+      const tile = Buffer.alloc(1 + Math.min(16, w - tx) * Math.min(16, h - ty) * 4, (tx * 7 + ty * 3 + seed) & 255);
+      tile[0] = 1;
+      parts.push(tile);
+    }
+  }
+  return Buffer.concat(parts);
+}
+
+/** Full-screen ZRLE updates on one zlib stream, each tile one solid colour (a few dozen bytes for millions of pixels). */
+export class ZrleFills {
+  private z = new Deflate({ level: 9 });
+  constructor(private w: number, private h: number) {}
+  update(colour: number): Buffer {
+    const tiles = Math.ceil(this.w / 64) * Math.ceil(this.h / 64);
+    const raw = Buffer.alloc(tiles * 4);
+    for (let i = 0; i < tiles; i++) { raw[i * 4] = 1; raw[i * 4 + 1] = colour; raw[i * 4 + 2] = 255 - colour; raw[i * 4 + 3] = i & 255; }
+    const out: Uint8Array[] = [];
+    this.z.onData = (c: Uint8Array) => { out.push(c); };
+    this.z.push(raw, 2);
+    const data = Buffer.concat(out);
+    return Buffer.concat([rfbUpdate(1), rfbRect(0, 0, this.w, this.h, 16, data.length), data]);
+  }
+}
+
+/** Write in pieces, waiting for drain (the peer's backpressure) between them; stops when the socket closes. */
+export async function writeAll(sock: Duplex & { destroyed: boolean }, b: Buffer, piece = 65536): Promise<void> {
+  for (let i = 0; i < b.length && !sock.destroyed; i += piece) {
+    if (sock.write(b.subarray(i, i + piece))) continue;
+    await new Promise<void>((r) => {
+      const done = () => { sock.off('drain', done); sock.off('close', done); r(); };
+      sock.on('drain', done);
+      sock.on('close', done);
+    });
+  }
 }

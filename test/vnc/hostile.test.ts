@@ -11,49 +11,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ManualClock } from '../../policies/clock.js';
 import { vncPasswdFile } from '../../protocols/vnc/des.js';
-import { encodeServerInit } from '../../protocols/vnc/handshake.js';
-import { encodeKeyEvent, encodePointerEvent, encodeSetEncodings, parseClientMessage, type ClientMessage } from '../../protocols/vnc/client-messages.js';
+import { encodeKeyEvent, encodePointerEvent, encodeSetEncodings } from '../../protocols/vnc/client-messages.js';
 import { encodeServerCutText } from '../../protocols/vnc/server-messages.js';
 import { startTestGateway } from '../support/gateway.js';
-import { rfbLogin, sleep, waitFor } from './client.js';
-
-const PF32 = { bpp: 32, depth: 24, bigEndian: false, trueColour: true, redMax: 255, greenMax: 255, blueMax: 255, redShift: 16, greenShift: 8, blueShift: 0 };
-
-/** A fake VNC server: accepts any VNC-auth response, then runs `script` with the client's messages. */
-async function fakeServer(onClient: (sock: net.Socket, received: ClientMessage[]) => void) {
-  const received: ClientMessage[] = [];
-  const server = net.createServer((sock) => {
-    sock.on('error', () => {});
-    let buf = Buffer.alloc(0);
-    let stage = 0;
-    sock.write('RFB 003.008\n');
-    sock.on('data', (c) => {
-      buf = Buffer.concat([buf, c]);
-      for (;;) {
-        if (stage === 0 && buf.length >= 12) { buf = buf.subarray(12); sock.write(Buffer.from([1, 2])); stage = 1; continue; }
-        if (stage === 1 && buf.length >= 1) { buf = buf.subarray(1); sock.write(Buffer.alloc(16, 7)); stage = 2; continue; }
-        if (stage === 2 && buf.length >= 16) { buf = buf.subarray(16); sock.write(Buffer.alloc(4)); stage = 3; continue; }
-        if (stage === 3 && buf.length >= 1) {
-          buf = buf.subarray(1);
-          sock.write(encodeServerInit({ width: 64, height: 48, pf: PF32, name: 'fake' }));
-          stage = 4;
-          onClient(sock, received);
-          continue;
-        }
-        if (stage === 4) {
-          const m = buf.length ? parseClientMessage(buf) : null;
-          if (!m) break;
-          received.push(m.msg);
-          buf = buf.subarray(m.length);
-          continue;
-        }
-        break;
-      }
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  return { port: (server.address() as net.AddressInfo).port, received, close: () => new Promise<void>((r) => server.close(() => r())) };
-}
+import { fakeServer, rfbLogin, sleep, waitFor } from './client.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'tg-vnch-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));

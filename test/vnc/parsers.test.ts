@@ -6,7 +6,8 @@ import { deflateSync } from 'node:zlib';
 import { Deflate } from 'pako';
 import { vncPasswdFile, readVncPasswdFile, vncAuthResponse, vncDesDecrypt, passwordKey } from '../../protocols/vnc/des.js';
 import { parseClientMessage, filterEncodings, encodeSetEncodings } from '../../protocols/vnc/client-messages.js';
-import { measureServerMessage, decodeServerMessage, ServerStreamState, type ScreenSink } from '../../protocols/vnc/server-messages.js';
+import { ServerStream, ServerStreamState, type ScreenSink, type ServerMessage } from '../../protocols/vnc/server-messages.js';
+import { ResourceLimitError } from '../../protocols/bounded.js';
 import { ProtocolError } from '../../protocols/vnc/reader.js';
 import { KeyLog } from '../../protocols/vnc/keysym.js';
 import { Framebuffer, ScreenWriter, ScreenReplay } from '../../recorder/screen/index.js';
@@ -65,6 +66,14 @@ function rectHead(x: number, y: number, w: number, h: number, enc: number): Buff
 }
 const at = (fb: Framebuffer, x: number, y: number) => Array.from(fb.data.subarray((y * fb.width + x) * 4, (y * fb.width + x) * 4 + 3));
 
+/** A parser over st/sink that records what it forwards and the messages it ends. */
+function stream(st: ServerStreamState, sink: ScreenSink | null) {
+  const forwarded: Buffer[] = [];
+  const messages: ServerMessage[] = [];
+  const s = new ServerStream(st, sink, { forward: (b) => forwarded.push(Buffer.from(b)), message: (m, raw) => { messages.push(m); if (raw) forwarded.push(raw); } });
+  return { s, forwarded, messages, feed: (b: Buffer) => { s.push(b); s.run(); } };
+}
+
 t.test('server messages: Raw, CopyRect, Hextile, ZRLE, DesktopSize decode into the model', async (t) => {
   const st = new ServerStreamState(64, 64, PF32);
   const sink = new Sink();
@@ -79,13 +88,13 @@ t.test('server messages: Raw, CopyRect, Hextile, ZRLE, DesktopSize decode into t
   const zl = Buffer.alloc(4); zl.writeUInt32BE(zdata.length, 0);
   const zr = Buffer.concat([rectHead(40, 40, 8, 8, 16), zl, zdata]);
   const msg = update([raw, copy, hex, zr]);
-  for (let cut = 0; cut < msg.length; cut++) {
-    const m = measureServerMessage(msg.subarray(0, cut), 0, st);
-    if (m.length !== null) { t.fail(`measured complete at ${cut}`); break; }
+  const p = stream(st, sink);
+  for (let i = 0; i < msg.length; i++) {
+    p.feed(msg.subarray(i, i + 1));
+    if (p.messages.length && i < msg.length - 1) { t.fail(`message ended at byte ${i}`); break; }
   }
-  const m = measureServerMessage(msg, 0, st);
-  t.equal(m.length, msg.length, 'measured length = message length');
-  decodeServerMessage(msg, st, sink);
+  t.same(p.messages, [{ type: 'FramebufferUpdate', rects: 4 }], 'one update, ended with its last byte (fed byte by byte)');
+  t.same(Buffer.concat(p.forwarded), msg, 'every byte forwarded once, in order');
   t.same(at(sink.fb, 0, 0), [255, 0, 0]);
   t.same(at(sink.fb, 1, 0), [0, 255, 0]);
   t.same(at(sink.fb, 10, 10), [255, 0, 0], 'CopyRect');
@@ -93,31 +102,30 @@ t.test('server messages: Raw, CopyRect, Hextile, ZRLE, DesktopSize decode into t
   t.same(at(sink.fb, 20, 21), [255, 255, 255], 'hextile subrect');
   t.same(at(sink.fb, 23, 21), [0, 0, 255], 'outside subrect');
   t.same(at(sink.fb, 44, 44), [255, 255, 0], 'ZRLE solid tile');
-  const resize = update([rectHead(0, 0, 100, 50, -223)]);
-  decodeServerMessage(resize, st, sink);
+  p.feed(update([rectHead(0, 0, 100, 50, -223)]));
   t.equal(st.width, 100);
   t.equal(sink.fb.width, 100);
+  t.throws(() => p.feed(update([rectHead(0, 0, 20000, 50, -223)])), /DesktopSize to 20000x50 is out of range/, 'a DesktopSize the recorder cannot hold is a protocol error');
   t.ok(deflateSync);
 });
 
 t.test('server messages: absurd rectangles, unknown encodings and garbage are ProtocolErrors', async (t) => {
   const st = new ServerStreamState(64, 64, PF32);
-  t.throws(() => measureServerMessage(update([rectHead(0, 0, 65535, 65535, 0)]), 0, st), /outside/);
-  t.throws(() => measureServerMessage(update([rectHead(0, 0, 8, 8, 7)]), 0, st), /not negotiated/);
-  t.throws(() => measureServerMessage(Buffer.from([77]), 0, st), /unknown server message/);
+  t.throws(() => stream(st, null).feed(update([rectHead(0, 0, 65535, 65535, 0)])), /outside/);
+  t.throws(() => stream(st, null).feed(update([rectHead(0, 0, 8, 8, 7)])), /not negotiated/);
+  t.throws(() => stream(st, null).feed(Buffer.from([77])), /unknown server message/);
   const zbad = Buffer.concat([rectHead(0, 0, 8, 8, 16), Buffer.from([0, 0, 0, 4]), Buffer.from('junk')]);
-  t.throws(() => decodeServerMessage(update([zbad]), st, new Sink()), ProtocolError);
+  t.throws(() => stream(st, new Sink()).feed(update([zbad])), ProtocolError);
+  t.throws(() => new ServerStreamState(65535, 65535, PF32), /out of range/, 'a ServerInit frame the recorder cannot hold is refused');
   for (let i = 0; i < 3000; i++) {
     const b = Buffer.concat([Buffer.from([i % 4]), randomBytes(1 + (i % 200))]);
-    const s2 = new ServerStreamState(64, 64, PF32);
     try {
-      const m = measureServerMessage(b, 0, s2);
-      if (m.length !== null) decodeServerMessage(b.subarray(0, m.length), s2, new Sink());
+      stream(new ServerStreamState(64, 64, PF32), new Sink()).feed(b);
     } catch (e) {
-      if (!(e instanceof ProtocolError) && !(e instanceof RangeError)) throw e;
+      if (!(e instanceof ProtocolError) && !(e instanceof ResourceLimitError)) throw e;
     }
   }
-  t.pass('random server bytes only ever give ProtocolError');
+  t.pass('random server bytes only ever give ProtocolError or ResourceLimitError');
 });
 
 t.test('keysyms to keystroke text', async (t) => {

@@ -4,7 +4,7 @@
  * the key is also appended to the target's RevokedKeys file when one is configured.
  */
 import { randomBytes } from 'node:crypto';
-import { runScript } from '../admin.js';
+import { runScript, sessionHostKey } from '../admin.js';
 import { rolePrincipals, PATH_RE } from '../config.js';
 import { loadOrCreateCa, mintSessionKey, signCertificate } from '../cert.js';
 import { CertAgent } from '../cert-agent.js';
@@ -37,6 +37,7 @@ export const certificateProvisioner: Provisioner = {
     const validBefore = Math.ceil((Date.now() + remainingMs) / 1000);
     const { key, publicLine } = mintSessionKey();
     const data = { mode: 'certificate', principals, serial: serial.toString(), keyId, validBefore, publicKey: publicLine };
+    const hostKey = await sessionHostKey(ctx, target);
     return session.lease<UpstreamCredential>(KIND, data, async () => {
       await ensureCaTrusted(ctx, target);
       const ca = loadOrCreateCa(ctx.dataDir);
@@ -46,7 +47,7 @@ export const certificateProvisioner: Provisioner = {
       const cert = signCertificate(ca.key, { publicKey: key.getPublicSSH(), serial, keyId, principals, validAfter, validBefore, extensions });
       session.log.info({ serial: serial.toString(), principals, validBefore }, 'ssh: certificate signed');
       return {
-        credential: { username: principals[0]!, agent: new CertAgent(key, cert), certificate: true },
+        credential: { username: principals[0]!, agent: new CertAgent(key, cert), certificate: true, hostKey },
         data: { certificate: `ssh-ed25519-cert-v01@openssh.com ${cert.toString('base64')}` },
       };
     });

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Secret } from '../../../auth/secret.js';
-import { runScript } from '../admin.js';
+import { runScript, sessionHostKey } from '../admin.js';
 import { NAME_RE } from '../config.js';
 import { RETRY_SH, shq, type Provisioner, type UpstreamCredential } from './types.js';
 import type { ProtocolContext, TargetConfig } from '../../types.js';
@@ -69,9 +69,10 @@ export const checkoutProvisioner: Provisioner = {
   async mint(ctx, session, target) {
     const account = String(target.credentials.account);
     if (!NAME_RE.test(account)) throw new Error('credentials.account is not a valid user name');
+    const hostKey = await sessionHostKey(ctx, target);
     return session.lease<UpstreamCredential>(KIND, { mode: 'checkout', account }, async () => {
       await (chains.get(`${target.name}/${account}`) ?? Promise.resolve()).catch(() => undefined);
-      return { credential: { username: account, password: currentPassword(ctx, target, account) } };
+      return { credential: { username: account, password: currentPassword(ctx, target, account), hostKey } };
     });
   },
   async revoke(ctx, target, lease) {

@@ -2,6 +2,7 @@ import type { ProtocolContext, TargetConfig, RoleConfig, LiveSession } from '../
 import type { LeaseRecord } from '../../../proxy/store/types.js';
 import type { Secret } from '../../../auth/secret.js';
 import type { CertAgent } from '../cert-agent.js';
+import type { HostKeyCheck } from '../hostkeys.js';
 
 /** What the upstream dial needs: never stored, never logged. */
 export interface UpstreamCredential {
@@ -11,6 +12,8 @@ export interface UpstreamCredential {
   agent?: CertAgent;
   /** Installs ssh2's certificate-aware publickey step on the upstream connection. */
   certificate?: boolean;
+  /** The host key the session connection must see (never trust-on-first-use; see hostkeys.ts). */
+  hostKey: HostKeyCheck;
 }
 
 export interface Provisioner {

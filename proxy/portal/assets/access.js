@@ -199,6 +199,9 @@ async function setupBreakGlass() {
       await Promise.all([loadGrants(), loadRequests()]);
     } catch (e) {
       err.textContent = describeError(e);
+      // Break-glass needs a fresh second factor: offer the step-up sign-in right here.
+      const mfa = mfaLink(e);
+      if (mfa) err.append(' ', mfa);
       const field = e instanceof ApiError ? e.body.field : null;
       const input = field && ev.target.querySelector(`[name="${CSS.escape(String(field))}"]`);
       if (input) { input.setAttribute('aria-invalid', 'true'); input.focus(); }

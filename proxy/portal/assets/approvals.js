@@ -58,7 +58,9 @@ async function loadReviews() {
       const comment = el('textarea', { id: cid, rows: '2', required: true, placeholder: 'What happened and whether it was justified' });
       const err = el('p', { class: 'err', role: 'alert' });
       const own = me && rv.identity === me.sub;
-      const btn = el('button', { type: 'button', class: 'primary', disabled: own }, 'Close review');
+      // The gateway says who may close it (the SOC or a reviewer group, never a break-glass member).
+      const why = own ? null : rv.closeRefusal ?? null;
+      const btn = el('button', { type: 'button', class: 'primary', disabled: own || !!why }, 'Close review');
       btn.addEventListener('click', async () => {
         if (!comment.value.trim()) { err.textContent = 'Write a comment before closing the review.'; comment.setAttribute('aria-invalid', 'true'); comment.focus(); return; }
         btn.disabled = true;
@@ -69,6 +71,7 @@ async function loadReviews() {
         el('p', {}, `Opened ${fmtTime(rv.openedAt)} · grant ${rv.grantId}`),
         el('blockquote', {}, rv.reason),
         own ? el('p', { class: 'muted' }, 'You used this break-glass yourself; someone else must close its review.') : null,
+        why ? el('p', { class: 'muted' }, `You cannot close this review: ${why}.`) : null,
         el('div', { class: 'field wide' }, el('label', { for: cid }, 'Review comment'), comment), err, btn);
     }));
   });

@@ -2,7 +2,7 @@
  * Which mysql-test cases the suite runs, in which modes, which run in `npm test`, and the
  * differences accepted with their reason.
  */
-import type { AcceptedDifference } from './common.js';
+import type { AcceptedDifference } from '../common.js';
 import type { TestMode } from './harness.js';
 
 export interface MysqltestCase { name: string; modes: TestMode[] }

@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_POLICIES, startTestGateway, type TestGateway } from '../../support/gateway.js';
 import { startTestMariadb, waitFor, type TestMariadb } from '../../support/mariadb.js';
-import { nameRule, type Rule } from './common.js';
+import { nameRule, type Rule } from '../common.js';
 
 /** Where Debian's mariadb-test package puts MariaDB's own test suite. */
 export const MYSQL_TEST_DIR = '/usr/share/mysql/mysql-test';

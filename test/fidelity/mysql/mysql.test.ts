@@ -12,7 +12,7 @@
 import t, { type Test } from 'tap';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { failed, judge, normalise, passed, reportSummary, selectCases, summarise, type Verdict } from './common.js';
+import { failed, judge, normalise, passed, reportSummary, selectCases, summarise, type Verdict } from '../common.js';
 import { ACCEPTED, FAST, MYSQLTEST_CASES } from './cases.js';
 import { DRIVER_CASES, openDriver, show } from './driver-cases.js';
 import { MYSQL_RULES, SCRATCH_DB, mysqltestTranscript, startMysqlFidelity, type TestMode, type Via } from './harness.js';

@@ -1,9 +1,4 @@
 /**
- * A verbatim copy of test/fidelity/common.ts from the PostgreSQL half of the suite (branch
- * wave2-J, commit eae404a), kept here until the two halves are merged: at merge the lead deletes
- * this file and points the MySQL files at ../common.js (one import line each).
- */
-/**
  * Shared pieces of the database wire-fidelity suite (`test/fidelity/<db>/`), for every database:
  *  - which cases run: a fast subset inside `npm test`, every case with `TOLLGATE_FIDELITY=full`
  *    (what `npm run test:fidelity` sets); `TOLLGATE_FIDELITY_CASES=a,b` narrows a run to named cases;
