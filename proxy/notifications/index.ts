@@ -193,13 +193,30 @@ export class Notifications {
 
   /* ----------------------------------------------------------------- a grant about to end */
 
+  private scanning = false;
+  private rescan = false;
+
+  /** A scan every minute (a quarter of grantExpiry when shorter); one at a time, the next armed when one fires. */
   private armScan(): void {
     if (!this.grantExpiryMs || this.stopped) return;
     const every = Math.min(60_000, Math.max(1_000, Math.floor(this.grantExpiryMs / 4)));
     this.scanTimer = this.d.clock.setTimer(every, () => {
-      this.scanTimer = null;
-      this.scanGrants().catch((e) => this.d.log.error({ err: e }, 'grant expiry scan failed')).finally(() => this.armScan());
+      this.armScan();
+      void this.runScan();
     });
+  }
+
+  private async runScan(): Promise<void> {
+    if (this.scanning) { this.rescan = true; return; }
+    this.scanning = true;
+    try {
+      do {
+        this.rescan = false;
+        await this.scanGrants().catch((e) => this.d.log.error({ err: e }, 'grant expiry scan failed'));
+      } while (this.rescan && !this.stopped);
+    } finally {
+      this.scanning = false;
+    }
   }
 
   /**
@@ -209,9 +226,10 @@ export class Notifications {
    */
   async scanGrants(): Promise<number> {
     if (!this.grantExpiryMs) return 0;
+    const grants = await this.d.store.listGrants({ state: 'active' });
     const now = this.d.clock.now();
     let queued = 0;
-    for (const g of await this.d.store.listGrants({ state: 'active' })) {
+    for (const g of grants) {
       const left = g.expiresAt - now;
       if (left <= 0 || left > this.grantExpiryMs || g.expiresAt - g.startsAt <= this.grantExpiryMs) continue;
       queued += await this.enqueue({
