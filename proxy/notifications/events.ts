@@ -1,8 +1,11 @@
 /**
  * What a notification can be about (its topic), and which workflow event becomes which topic. The
  * workflow reports through one hook (gateway.notify, JitEngineOptions.notify): an object with a
- * `kind` and the facts of the event. Kinds nobody maps here still reach the webhooks that
- * subscribe to every topic ('*'), under their own kind as topic, with a generic text.
+ * `kind` and the facts of the event, optionally `to: {identities, groups}` (who should hear about
+ * it) and `path` (the portal page a link opens). Both the kinds the engine reports today and
+ * those of the governance workflow (request.created, request.decided with a `decision`, …) map
+ * here. Kinds nobody maps still reach the webhooks that subscribe to every topic ('*'), under
+ * their own kind as topic, with a generic text.
  */
 
 export const TOPICS = [
@@ -20,21 +23,27 @@ export const TOPICS = [
   'alert',
   /** A grant ends soon (notifications.grantExpiry before its end): to its holder. */
   'grant.expiring',
+  /** A grant was extended (it keeps its id): to its holder. */
+  'grant.extended',
+  /** A checked-out account a request waited for is now the requester's: to the requester. */
+  'checkout.ready',
   /** An access review is due or overdue: to its reviewers. */
   'review.due',
+  /** Someone delegated their approvals: to the delegate. */
+  'delegation.created',
 ] as const;
 export type Topic = (typeof TOPICS)[number];
 
 /** The topic of a workflow event's kind (its own kind when none of the above). */
 export function topicOf(kind: string): string {
   switch (kind) {
-    case 'request': return 'request.pending';
+    case 'request': case 'request.created': return 'request.pending';
     case 'request.approved': case 'request.denied': case 'request.expired': return 'request.decided';
     case 'escalation': return 'request.escalated';
     case 'breakglass': return 'breakglass.used';
     case 'rule': return 'rule.triggered';
     case 'alert': case 'throttled': return 'alert';
-    case 'review.overdue': return 'review.due';
+    case 'review.overdue': case 'review.escalated': return 'review.due';
     default: return kind;
   }
 }

@@ -21,9 +21,9 @@ import { WebhookClient } from './webhook.js';
  * a failed or slow channel never holds a request, decision or session up.
  *
  * The event shape other parts emit (documented in README "Notifications"): `kind` plus facts;
- * `requestId`/`grantId` are looked up; `groups` are the groups concerned; optional `recipients`
- * (identity subs) are told as well; optional `dedupeKey` makes several gateways noticing the same
- * thing send it once.
+ * `requestId`/`grantId` are looked up; optional `to: {identities, groups}` says who hears about it
+ * (else the topic decides), `path` which portal page its link opens, `recipients` (identity subs)
+ * who is told as well, and `dedupeKey` makes several gateways noticing the same thing send it once.
  */
 
 export interface NotificationsDeps {
@@ -138,7 +138,9 @@ export class Notifications {
     const message = render(topic, { ...e, kind }, facts, this.d.publicUrl());
     const people = await this.recipients(topic, e, facts);
     const now = clock.now();
-    const key = typeof e['dedupeKey'] === 'string' ? e['dedupeKey'] : null;
+    // A grant's end is noticed by every gateway's scan (and by the engine's own warning): told once per end.
+    const key = typeof e['dedupeKey'] === 'string' ? e['dedupeKey']
+      : topic === 'grant.expiring' && typeof e['grantId'] === 'string' ? `grant.expiring:${e['grantId']}:${String(e['expiresAt'])}` : null;
     const row = (channel: string, recipient: string, id: string, payload: Record<string, unknown>): NotificationDeliveryRecord => ({
       id, channel, topic, recipient, payload, state: 'pending', attempts: 0, nextAt: now, createdAt: now, updatedAt: now, deliveredAt: null,
       lastError: null, dedupe: key ? `${key}|${channel}|${recipient}` : null, claimedBy: null, claimedUntil: null,
@@ -169,25 +171,35 @@ export class Notifications {
     return { request, grant };
   }
 
-  /** The identities a topic is for: approvers by group, the requester, the SOC, a grant's holder, reviewers. */
+  /**
+   * The identities an event is for: its `to` (identities, and members of groups) when it names
+   * them, else by topic — approvers by group, the requester, the SOC, a grant's holder, reviewers.
+   * Never the requester of a request that waits for approval, nor whoever used break-glass.
+   */
   private async recipients(topic: string, e: Record<string, unknown>, f: Facts): Promise<IdentityRecord[]> {
     const all = await this.d.store.listIdentities();
     const list = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : []);
     const inGroups = (groups: readonly string[]) => all.filter((i) => i.groups.some((g) => groups.includes(g)));
     const bySub = (subs: readonly string[]) => all.filter((i) => subs.includes(i.sub));
     const requester = typeof e['requester'] === 'string' ? e['requester'] : f.request?.requester ?? null;
+    const to = e['to'] && typeof e['to'] === 'object' ? e['to'] as Record<string, unknown> : null;
     let out: IdentityRecord[];
-    switch (topic) {
-      // Never to the requester: nobody approves their own request.
-      case 'request.pending': case 'request.escalated': out = inGroups(list(e['groups'])).filter((i) => i.sub !== requester); break;
-      case 'request.decided': out = requester ? bySub([requester]) : []; break;
-      case 'breakglass.used': out = inGroups([...this.d.breakGlassReviewers, ...this.d.socGroups]).filter((i) => i.sub !== e['identity']); break;
-      case 'rule.triggered': case 'alert': out = inGroups(this.d.socGroups); break;
-      case 'grant.expiring': out = bySub(list([e['identity'] ?? f.grant?.identity])); break;
-      case 'review.due': out = [...bySub(list(e['reviewers'])), ...inGroups(list(e['groups']))]; break;
-      default: out = [];
+    if (to) out = [...bySub(list(to['identities'])), ...inGroups(list(to['groups']))];
+    else {
+      switch (topic) {
+        case 'request.pending': case 'request.escalated': out = inGroups(list(e['groups'])); break;
+        case 'request.decided': case 'checkout.ready': out = requester ? bySub([requester]) : []; break;
+        case 'breakglass.used': out = inGroups([...this.d.breakGlassReviewers, ...this.d.socGroups]); break;
+        case 'rule.triggered': case 'alert': out = inGroups(this.d.socGroups); break;
+        case 'grant.expiring': case 'grant.extended': out = bySub(list([e['identity'] ?? f.grant?.identity])); break;
+        case 'review.due': out = inGroups([...list(e['reviewers']), ...list(e['groups'])]); break;
+        case 'delegation.created': out = bySub(list([e['delegate']])); break;
+        default: out = [];
+      }
     }
     out.push(...bySub(list(e['recipients'])));
+    if (topic === 'request.pending' || topic === 'request.escalated') out = out.filter((i) => i.sub !== requester);
+    if (topic === 'breakglass.used') out = out.filter((i) => i.sub !== e['identity']);
     return [...new Map(out.map((i) => [i.sub, i])).values()];
   }
 
@@ -234,7 +246,7 @@ export class Notifications {
       if (left <= 0 || left > this.grantExpiryMs || g.expiresAt - g.startsAt <= this.grantExpiryMs) continue;
       queued += await this.enqueue({
         kind: 'grant.expiring', grantId: g.id, identity: g.identity, target: g.target, role: g.role, expiresAt: g.expiresAt,
-        breakGlass: g.breakGlass, dedupeKey: `grant.expiring:${g.id}:${g.expiresAt}`,
+        msLeft: left, breakGlass: g.breakGlass,
       });
     }
     return queued;

@@ -43,52 +43,71 @@ export function fmtDuration(ms: number): string {
 
 const id = (v: unknown) => encodeURIComponent(str(v));
 
+/** A portal path an event asks its link to open: /portal/… only (never another origin, never a script). */
+function portalPath(v: unknown): string | null {
+  return typeof v === 'string' && /^\/portal\/[\w\-/?=&%.]*$/.test(v) ? v : null;
+}
+
 /** The channel-neutral message of an event. `base`: the gateway's public URL. */
 export function render(topic: string, e: Record<string, unknown>, f: Facts, base: string): Message {
   const r = f.request ?? null;
+  const g = f.grant ?? null;
   const who = clip(e['requester'] ?? r?.requester ?? e['identity'], 100);
-  const what = `${clip(e['target'] ?? r?.target, 100)} as ${clip(e['role'] ?? r?.role, 100)}`;
+  const what = `${clip(e['target'] ?? r?.target ?? g?.target, 100)} as ${clip(e['role'] ?? r?.role ?? g?.role, 100)}`;
+  const asked = portalPath(e['path']);
+  /** The event's own page when it names one (with its label), else the default. */
+  const link = (label: string, fallback: string): Link => ({ label, url: `${base}${asked ?? fallback}` });
+  const groups = Array.isArray(e['groups']) ? (e['groups'] as unknown[]).map((x) => clip(x, 50)) : null;
   const requestLines = (): string[] => r ? [
     `Reason: ${clip(r.reason, 500)}`,
     `Duration: ${fmtDuration(r.durationMs)} · risk ${clip(r.risk, 20)}${r.mfaRequired ? ' · needs MFA' : ''}`,
-  ] : [];
-  const approveLink = { label: 'Open the request to approve or deny', url: `${base}/portal/approvals?request=${id(e['requestId'])}` };
+  ] : e['reason'] !== undefined ? [`Reason: ${clip(e['reason'], 500)}`] : [];
+  const approveLink = () => link('Open the request to approve or deny', `/portal/approvals?request=${id(e['requestId'])}`);
+  const decideInPortal = 'Approve or deny it in the portal (sign-in and MFA as usual); the link alone decides nothing.';
   const m = (title: string, lines: string[], links: Link[], severity: Message['severity'] = 'info'): Message => ({ topic, title: clip(title, 200), lines, links, severity });
 
   switch (topic) {
     case 'request.pending': {
       const stage = typeof e['stage'] === 'number' ? e['stage'] : 0;
-      const stages = r?.stages.length ?? stage + 1;
+      const stages = r?.stages.length ?? (typeof e['stages'] === 'number' ? e['stages'] : stage + 1);
       return m(`${who} asks for ${what}`, [
         ...requestLines(),
-        `Approval stage ${stage + 1} of ${stages}${Array.isArray(e['groups']) ? ` (${(e['groups'] as unknown[]).map((g) => clip(g, 50)).join(', ')})` : ''}.`,
-        'Approve or deny it in the portal (sign-in and MFA as usual); the link alone decides nothing.',
-      ], [approveLink]);
+        `Approval stage ${stage + 1} of ${stages}${groups ? ` (${groups.join(', ')})` : ''}.`,
+        decideInPortal,
+      ], [approveLink()]);
     }
     case 'request.decided': {
+      // The engine today reports request.approved / .denied / .expired; the governance workflow reports request.decided with a decision.
       const kind = str(e['kind']);
-      const link = { label: 'Open your request', url: `${base}/portal/access?request=${id(e['requestId'])}` };
-      if (kind === 'request.approved') {
-        const g = f.grant ?? null;
+      const decision = typeof e['decision'] === 'string' ? e['decision'] : kind.replace(/^request\./, '');
+      const by = clip(e['decidedBy'] ?? r?.decidedBy, 100);
+      const mine = link('Open your request', `/portal/access?request=${id(e['requestId'])}`);
+      if (decision === 'approved') {
         return m(`Approved: ${what}`, [
-          `Your request for ${what} was approved${r?.decidedBy ? ` (last by ${clip(r.decidedBy, 100)})` : ''}.`,
+          `Your request for ${what} was approved${by ? ` (last by ${by})` : ''}.`,
           ...(g ? [`The grant lasts until ${fmtTime(g.expiresAt)}.`] : []),
-        ], [link]);
+        ], [mine]);
       }
-      if (kind === 'request.denied') {
+      if (decision === 'queued') {
+        return m(`Approved, waiting: ${what}`, [
+          `Your request for ${what} was approved; the account is checked out to ${clip(e['holder'], 100)} until ${fmtTime(e['holderEnds'])}. You are next.`,
+        ], [mine]);
+      }
+      if (decision === 'denied') {
+        const why = e['comment'] ?? r?.decisionReason;
         return m(`Denied: ${what}`, [
-          `Your request for ${what} was denied${r?.decidedBy ? ` by ${clip(r.decidedBy, 100)}` : ''}.`,
-          ...(r?.decisionReason ? [`Reason: ${clip(r.decisionReason, 500)}`] : []),
-        ], [link], 'warning');
+          `Your request for ${what} was denied${by ? ` by ${by}` : ''}.`,
+          ...(why ? [`Reason: ${clip(why, 500)}`] : []),
+        ], [mine], 'warning');
       }
-      return m(`Expired: ${what}`, [`Your request for ${what} expired: nobody decided in time.`], [link], 'warning');
+      return m(`Expired: ${what}`, [`Your request for ${what} expired: nobody decided in time.`], [mine], 'warning');
     }
     case 'request.escalated':
       return m(`Escalated: ${who} asks for ${what}`, [
         ...requestLines(),
-        `Nobody decided within the approval timeout; it now waits for ${Array.isArray(e['groups']) ? (e['groups'] as unknown[]).map((g) => clip(g, 50)).join(', ') : 'the escalation groups'}.`,
-        'Approve or deny it in the portal (sign-in and MFA as usual); the link alone decides nothing.',
-      ], [approveLink], 'warning');
+        `Nobody decided within the approval timeout; it now waits for ${groups ? groups.join(', ') : 'the escalation groups'}.`,
+        decideInPortal,
+      ], [approveLink()], 'warning');
     case 'breakglass.used':
       return m(`Break-glass: ${who} opened ${what}`, [
         `Reason: ${clip(e['reason'], 500)}`,
@@ -114,18 +133,35 @@ export function render(topic: string, e: Record<string, unknown>, f: Facts, base
         [{ label: 'Open the audit log', url: `${base}/portal/audit` }], 'warning');
     }
     case 'grant.expiring':
-      return m(`Your access to ${what} ends at ${fmtTime(e['expiresAt'])}`, [
-        'Live sessions get a warning and end then. Ask again in the portal if you need more time.',
-      ], [{ label: 'Open My access', url: `${base}/portal/access?grant=${id(e['grantId'])}` }]);
+      return m(`Your access to ${what} ends at ${fmtTime(e['expiresAt'] ?? g?.expiresAt)}`, [
+        'Live sessions get a warning and end then. Ask again (or for an extension) in the portal if you need more time.',
+      ], [link('Open My access', `/portal/access?grant=${id(e['grantId'])}`)]);
+    case 'grant.extended':
+      return m(`Extended: ${what} until ${fmtTime(e['expiresAt'] ?? g?.expiresAt)}`, [
+        `Your grant for ${what} now ends at ${fmtTime(e['expiresAt'] ?? g?.expiresAt)}${e['previousExpiresAt'] ? ` (it ended at ${fmtTime(e['previousExpiresAt'])})` : ''}; live sessions go on.`,
+      ], [link('Open My access', `/portal/access?grant=${id(e['grantId'])}`)]);
+    case 'checkout.ready':
+      return m(`Your turn: ${what}`, [
+        `The account you waited for is yours now, until ${fmtTime(e['expiresAt'] ?? g?.expiresAt)}.`,
+      ], [link('Open My access', `/portal/access?grant=${id(e['grantId'])}`)]);
     case 'review.due': {
-      const path = typeof e['path'] === 'string' && /^\/portal\/[\w\-/?=&%.]*$/.test(e['path']) ? e['path'] : '/portal/approvals';
-      return m(`Access review due: ${clip(e['name'] ?? e['policy'] ?? e['campaignId'], 100)}`, [
-        ...(e['dueAt'] !== undefined ? [`Due ${fmtTime(e['dueAt'])}${e['overdue'] ? ' (overdue)' : ''}.`] : []),
+      const overdue = e['kind'] === 'review.escalated' || e['overdue'] === true;
+      const count = typeof e['undecided'] === 'number' ? `${e['undecided']} of ${clip(e['lines'], 10)} lines still open`
+        : typeof e['lines'] === 'number' ? `${e['lines']} lines to confirm or revoke` : null;
+      return m(`Access review ${overdue ? 'overdue' : 'due'}: ${clip(e['name'] ?? e['policy'] ?? e['reviewId'] ?? e['campaignId'], 100)}`, [
+        ...(e['dueAt'] !== undefined ? [`Due ${fmtTime(e['dueAt'])}${overdue ? ' (overdue)' : ''}.`] : []),
+        ...(count ? [`${count}.`] : []),
         'Confirm or revoke each line in the portal.',
-      ], [{ label: 'Open the review', url: `${base}${path}` }], e['overdue'] ? 'warning' : 'info');
+      ], [link('Open the review', '/portal/approvals')], overdue ? 'warning' : 'info');
     }
+    case 'delegation.created':
+      return m(`${clip(e['delegator'], 100)} delegated their approvals to you`, [
+        `From ${fmtTime(e['startsAt'])} to ${fmtTime(e['endsAt'])}.`,
+        ...(e['reason'] ? [`Reason: ${clip(e['reason'], 500)}`] : []),
+        'You cannot approve your own requests; decisions you make show both names.',
+      ], [link('Open delegations', '/portal/approvals')]);
     default:
-      return m(`Tollgate: ${clip(e['kind'], 100)}`, factLines(e, ['kind']), []);
+      return m(`Tollgate: ${clip(e['kind'], 100)}`, factLines(e, ['kind', 'to', 'path']), asked ? [link('Open in the portal', asked)] : []);
   }
 }
 

@@ -189,26 +189,60 @@ t.test('forbidden commands: the SOC is told; kill links the recording, alert the
 });
 
 t.test('a review due: its reviewers (by identity and group) get one email, however often it is reported', async (t) => {
+  // The governance workflow's shape: who hears about it (`to`) and the portal page its link opens (`path`).
   const event = {
-    kind: 'review.due', campaignId: 'c1', name: 'Quarterly prod access', reviewers: ['dave'], groups: ['soc'],
-    dueAt: Date.UTC(2026, 11, 1, 9, 0), path: '/portal/reviews?campaign=c1', dedupeKey: 'review.due:c1:1',
+    kind: 'review.due', to: { identities: ['dave'], groups: ['soc'] }, path: '/portal/access-reviews?review=c1',
+    reviewId: 'c1', policy: 'prod-access', dueAt: Date.UTC(2026, 11, 1, 9, 0), lines: 12, reviewers: ['soc'], dedupeKey: 'review.due:c1:1',
   };
   tg.gw.notify(event);
   tg.gw.notify(event); // another gateway noticing the same
   for (const who of ['dave', 'carol']) {
     const m = await waitMail(`${who}@test`, /review due/);
-    t.equal(m.subject, '[Tollgate] Access review due: Quarterly prod access');
+    t.equal(m.subject, '[Tollgate] Access review due: prod-access');
     t.match(m.text, 'Due 2026-12-01 09:00 UTC.');
-    t.match(m.text, `Open the review: ${url}/portal/reviews?campaign=c1`);
+    t.match(m.text, '12 lines to confirm or revoke.');
+    t.match(m.text, `Open the review: ${url}/portal/access-reviews?review=c1`);
   }
   await tg.gw.notifications.idle();
   t.equal(mailsTo('dave@test', /review due/).length, 1, 'one email per reviewer (the dedupe key)');
   t.equal(hookBodies('review.due').length, 1, 'one webhook delivery');
+  t.same(mailsTo('bob@test', /review due/), [], 'nobody else');
 
-  tg.gw.notify({ kind: 'review.due', campaignId: 'c2', name: 'Odd link', reviewers: ['dave'], path: '//evil.example/phish' });
-  const odd = await waitMail('dave@test', /Odd link/);
+  tg.gw.notify({ kind: 'review.escalated', to: { identities: [], groups: ['security'] }, path: '//evil.example/phish', reviewId: 'c2', policy: 'odd-link', dueAt: Date.UTC(2026, 11, 1), undecided: 3, lines: 12 });
+  const odd = await waitMail('dave@test', /overdue: odd-link/);
+  t.equal(odd.subject, '[Tollgate] Access review overdue: odd-link');
+  t.match(odd.text, '3 of 12 lines still open.');
   t.match(odd.text, `Open the review: ${url}/portal/approvals`, 'a path outside the portal is not linked');
   t.notMatch(odd.text, /evil/);
+});
+
+t.test("the governance workflow's notices: its recipients (delegates too), decisions, extensions, check-outs, delegations", async (t) => {
+  const r = await tg.api('alice', 'POST', '/api/v1/requests', { target: 'box', role: 'user', duration: '1h', reason: 'delegated' });
+  // A request waiting for approvers and for erin, bob's delegate (the engine lists delegates in `to.identities`); never its requester.
+  tg.gw.notify({ kind: 'request.created', to: { identities: ['erin', 'alice'], groups: ['approvers'] }, path: `/portal/approvals?request=${r.body.id}`, requestId: r.body.id, requester: 'alice', target: 'box', role: 'user', stage: 0, stages: 1, groups: ['approvers'] });
+  const forDelegate = await waitMail('erin@test', /alice asks for box/);
+  t.match(forDelegate.text, `${url}/portal/approvals?request=${r.body.id}`);
+  t.equal(mailsTo('alice@test', /alice asks for box/).length, 0, 'not the requester, even when listed');
+
+  tg.gw.notify({ kind: 'request.decided', to: { identities: ['alice'], groups: [] }, path: '/portal/access', requestId: r.body.id, requester: 'alice', target: 'box', role: 'user', decision: 'queued', holder: 'erin', holderEnds: Date.UTC(2026, 11, 1, 10, 0) });
+  const queued = await waitMail('alice@test', /waiting/);
+  t.equal(queued.subject, '[Tollgate] Approved, waiting: box as user');
+  t.match(queued.text, 'the account is checked out to erin until 2026-12-01 10:00 UTC. You are next.');
+  t.match(queued.text, `Open your request: ${url}/portal/access`);
+
+  tg.gw.notify({ kind: 'request.decided', to: { identities: ['alice'], groups: [] }, path: '/portal/access', requestId: r.body.id, requester: 'alice', target: 'box', role: 'user', decision: 'denied', decidedBy: 'dave', comment: 'ticket first' });
+  const denied = await waitMail('alice@test', /Denied/);
+  t.match(denied.text, 'was denied by dave.');
+  t.match(denied.text, 'Reason: ticket first');
+
+  tg.gw.notify({ kind: 'grant.extended', to: { identities: ['alice'], groups: [] }, path: '/portal/access', grantId: 'g1', identity: 'alice', target: 'box', role: 'user', expiresAt: Date.UTC(2026, 11, 1, 12, 0), previousExpiresAt: Date.UTC(2026, 11, 1, 11, 0) });
+  t.equal((await waitMail('alice@test', /Extended/)).subject, '[Tollgate] Extended: box as user until 2026-12-01 12:00 UTC');
+  tg.gw.notify({ kind: 'checkout.ready', to: { identities: ['alice'], groups: [] }, path: '/portal/access', grantId: 'g2', requester: 'alice', target: 'box', role: 'user', expiresAt: Date.UTC(2026, 11, 1, 13, 0) });
+  t.match((await waitMail('alice@test', /Your turn/)).text, 'The account you waited for is yours now, until 2026-12-01 13:00 UTC.');
+  tg.gw.notify({ kind: 'delegation.created', to: { identities: ['erin'], groups: [] }, path: '/portal/delegations', delegator: 'bob', delegate: 'erin', startsAt: Date.UTC(2026, 11, 1), endsAt: Date.UTC(2026, 11, 8), reason: 'holiday' });
+  const d = await waitMail('erin@test', /delegated/);
+  t.equal(d.subject, '[Tollgate] bob delegated their approvals to you');
+  t.match(d.text, `Open delegations: ${url}/portal/delegations`);
 });
 
 t.test('nothing in the queue holds a secret; the dashboard view has no body', async (t) => {
