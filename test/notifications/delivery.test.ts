@@ -260,4 +260,8 @@ t.test('nothing in the queue holds a secret; the dashboard view has no body', as
   t.ok(st.body.counts.delivered >= rows.length);
   t.same(st.body.channels.map((c: { channel: string }) => c.channel), ['webhook:soc-json', 'webhook:chat', 'email']);
   t.equal((await tg.api('bob', 'GET', '/api/v1/notifications')).status, 403, 'SOC only');
+  const doc = (await tg.api(null, 'GET', '/api/v1/openapi.json')).body;
+  t.match(doc.paths['/api/v1/notifications'].get.summary, /failed or are being retried/, 'documented in the OpenAPI document');
+  t.match(doc.paths['/api/v1/notifications/deliveries/{id}/retry'].post.summary, /again/);
+  t.match(doc.paths['/api/v1/siem'].get.summary, /acknowledged/);
 });
