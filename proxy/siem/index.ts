@@ -141,6 +141,7 @@ export class Siem {
   async stop(drainMs = 3_000): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    if (!this.streams.length) return;
     const head = (await this.d.store.lastAudit().catch(() => null))?.seq ?? 0;
     await Promise.all(this.streams.map((s) => s.stop(head, drainMs)));
     await this.client.close();

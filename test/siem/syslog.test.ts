@@ -74,6 +74,7 @@ if (!haveRsyslog) {
     let err = '';
     child.stderr!.on('data', (d) => { err += d; });
     const exited = new Promise<NodeJS.Signals | null>((r) => child.once('exit', (_c, sig) => r(sig)));
+    t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL'); });
     await new Promise<void>((resolve, reject) => { child.once('message', () => resolve()); child.once('exit', () => reject(new Error(`the child died: ${err}`))); });
     await rs.waitFor(() => from('gw-crash').length >= 60, 30_000, 'the stream to start');
     child.kill('SIGKILL');

@@ -5,6 +5,9 @@
  */
 import { startTestGateway } from './gateway.js';
 
+// The parent gone (a test that failed before killing it): go too.
+process.on('disconnect', () => process.exit(1));
+
 const tg = await startTestGateway({ targets: [], store: 'sqlite', dataDir: process.argv[2]!, extra: { siem: JSON.parse(process.env['TG_SIEM_CONFIG']!) } });
 let i = 0;
 const burst = () => {
