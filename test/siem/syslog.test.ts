@@ -3,10 +3,13 @@
  * as rsyslog parses them, octet-counted; a gateway killed (SIGKILL) mid-stream and started again
  * on its data dir resumes from the acknowledged sequence, and rsyslog ends up with every event, in
  * order (an event after a crash may come twice: at least once, documented); a clean stop sends
- * what is left first; a receiver whose certificate the configured CA did not sign gets nothing.
+ * what is left first; a connection cut in the middle of a batch gets the batch sent again (the
+ * receiver has some events twice, still in order); a receiver whose certificate the configured CA
+ * did not sign gets nothing.
  */
 import t, { type Test } from 'tap';
 import { fork } from 'node:child_process';
+import net from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -115,6 +118,45 @@ if (!haveRsyslog) {
     const lines = from('gw-drain');
     checkStream(t, lines, lines.length ? Math.max(...lines.map((l) => l.event!.seq)) : 1);
     t.equal(lines[lines.length - 1]!.msgId, 'gateway.stopped', 'the last event before the stop is there');
+  });
+
+  t.test('a connection cut in the middle of a batch: not acknowledged, sent again whole; rsyslog has repeats, in order, no gap', async (t) => {
+    // A TCP relay in front of rsyslog that resets the first connection carrying more than 40 KB (a network
+    // failure in the middle of a batch: TLS records of 16 KB before the cut reach rsyslog whole).
+    let conns = 0;
+    let cut = false;
+    const relay = net.createServer((c) => {
+      conns++;
+      const up = net.connect(rs.port, '127.0.0.1');
+      let bytes = 0;
+      c.on('data', (d: Buffer) => {
+        bytes += d.length;
+        // rsyslog reads what came before the cut (then the stream ends); the gateway's side is reset.
+        if (!cut && bytes > 40_000) { cut = true; up.end(d.subarray(0, 40_000 - (bytes - d.length))); c.resetAndDestroy(); return; }
+        up.write(d);
+      });
+      up.on('data', (d) => c.write(d));
+      c.on('end', () => up.end());
+      up.on('end', () => c.end());
+      for (const s of [c, up]) s.on('error', () => { c.destroy(); up.destroy(); });
+    });
+    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', () => r()));
+    t.teardown(() => new Promise<void>((r) => relay.close(() => r())));
+    const port = (relay.address() as net.AddressInfo).port;
+    const cfg = siem('gw-cut');
+    cfg.syslog[0] = { ...cfg.syslog[0]!, port, batch: 200 };
+    const tg = await startTestGateway({ targets: [], extra: { siem: cfg } });
+    t.teardown(() => tg.close());
+    for (let i = 0; i < 300; i++) void tg.gw.audit.append('alice', 'test.cut', null, { i, pad: 'x'.repeat(400) });
+    await tg.gw.audit.append('alice', 'test.cut', null, { last: true });
+    const head = (await tg.store.lastAudit())!.seq;
+    t.ok(await tg.gw.siem.caughtUp(head, 30_000), 'acknowledged to the head in the end');
+    await new Promise((r) => setTimeout(r, 300));
+    t.ok(cut && conns >= 2, `the cut batch went again over a new connection (${conns} connections)`);
+    const lines = from('gw-cut').filter((l) => l.event && l.event.seq <= head);
+    const { duplicates } = checkStream(t, lines, head);
+    t.ok(duplicates > 0, `what arrived before the cut came again (${duplicates} repeats): at least once, not at most once`);
+    t.match((await tg.store.listAudit({ action: 'siem.failing' }))[0]?.data, { error: /ECONNRESET|closed/ }, 'the failure is audited');
   });
 
   t.test('a receiver the configured CA did not sign gets nothing; the failure shows and is audited', async (t) => {
