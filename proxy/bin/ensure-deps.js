@@ -22,6 +22,8 @@ const TEST = [
   // SIEM push: Debian's rsyslog (with its TLS driver) receives the audit stream in tests
   'rsyslog',
   'rsyslog-gnutls',
+  // directory accounts: a Samba AD domain controller and LDAP/SMB clients for the tests
+  'samba', 'samba-ad-dc', 'samba-ad-provision', 'winbind', 'ldap-utils', 'smbclient', 'krb5-user',
 ];
 const BENCH = [...TEST, 'nginx', 'wrk', 'pgbouncer'];
 const wanted = { demo: DEMO, test: TEST, bench: BENCH }[mode] ?? DEMO;
@@ -58,6 +60,7 @@ async function debian() {
   for (const svc of [
     'ssh', 'postgresql', 'mariadb', 'nginx', 'pgbouncer', 'xrdp', 'xrdp-sesman',
     'rsyslog',
+    'samba-ad-dc', 'smbd', 'nmbd', 'winbind',
   ]) {
     spawnSync('systemctl', ['disable', '--now', svc], { stdio: 'ignore' });
     spawnSync('service', [svc, 'stop'], { stdio: 'ignore' });
