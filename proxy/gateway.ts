@@ -246,7 +246,9 @@ export class Gateway {
       if (name === 'http') continue;
       const mod = this.modules.get(name);
       if (!mod?.listen) throw new Error(`${cfg.file}: listeners.${name}: no protocol module "${name}" can listen (known: ${[...this.modules.keys()].join(', ')})`);
-      this.listeners.set(name, await mod.listen(this.ctx(name), { host: addr.host, port: addr.port, preauth: preauthOf(addr) }));
+      // The module's refuse goes with the address: its front door refuses every connection it will not serve with it.
+      const refuse = mod.refuse ? mod.refuse.bind(mod) : undefined;
+      this.listeners.set(name, await mod.listen(this.ctx(name), { host: addr.host, port: addr.port, preauth: preauthOf(addr), refuse }));
     }
     await this.audit.append('system', 'gateway.started', cfg.gateway.id, {
       listeners: Object.fromEntries([...this.listeners].map(([n, l]) => [n, `${l.host}:${l.port}`]).concat([['http', `${httpCfg.host}:${port}`]])),
@@ -352,45 +354,57 @@ export class Gateway {
     let c = this.ctxCache.get(protocol);
     if (c) return c;
     const gw = this;
+    const dataDir = join(this.dataDir, protocol);
     c = {
       log: this.log.child({ protocol }),
       clock: this.clock,
-      get tls() { return gw.tls; },
-      dataDir: join(this.dataDir, protocol),
-      get publicHost() { return gw.publicHost; },
-      get publicUrl() { return gw.publicUrl; },
-      target: (n) => this.config.targets.find((t) => t.name === n),
-      targets: () => this.config.targets,
-      resolveSecret: (ref, path) => resolveSecret(ref as never, this.config, path),
-      pendingSecrets: (u, p, addr) => this.access.pendingSecrets(u, p, addr),
-      deriveKey: (label) => this.key.deriveKey(`protocol:${protocol}:${label}`),
-      authenticate: async (req) => {
-        const out = await this.access.authenticate(req);
-        if (!out.ok) this.accessRefused.inc({ protocol: req.protocol, code: out.code });
-        return out;
+      config: {
+        get tls() { return gw.tls; },
+        dataDir,
+        get publicHost() { return gw.publicHost; },
+        get publicUrl() { return gw.publicUrl; },
+        target: (n) => this.config.targets.find((t) => t.name === n),
+        targets: () => this.config.targets,
+        resolveSecret: (ref, path) => resolveSecret(ref as never, this.config, path),
       },
-      beginBrowserApproval: (req) => {
-        const release = this.pendingSignIns.acquire(req.clientAddr); // throws TooManyPending
-        const a = this.approvals.begin(req);
-        return { url: a.url, wait: (ms) => a.wait(ms).finally(release), cancel: () => { a.cancel(); release(); } };
+      access: {
+        pendingSecrets: (u, p, addr) => this.access.pendingSecrets(u, p, addr),
+        authenticate: async (req) => {
+          const out = await this.access.authenticate(req);
+          if (!out.ok) this.accessRefused.inc({ protocol: req.protocol, code: out.code });
+          return out;
+        },
+        beginBrowserApproval: (req) => {
+          const release = this.pendingSignIns.acquire(req.clientAddr); // throws TooManyPending
+          const a = this.approvals.begin(req);
+          return { url: a.url, wait: (ms) => a.wait(ms).finally(release), cancel: () => { a.cancel(); release(); } };
+        },
+        webPrincipal: async (cookie) => {
+          const r = await this.callers.fromCookie(cookie);
+          return r.ok ? r.principal : null;
+        },
       },
-      openSession: (auth, meta) => this.sessions.open(auth, meta),
-      webPrincipal: async (cookie) => {
-        const r = await this.callers.fromCookie(cookie);
-        return r.ok ? r.principal : null;
+      crypto: {
+        seal: (value, ttlMs) => this.key.seal(value, ttlMs),
+        unseal: (sealed) => this.key.unseal(sealed),
+        deriveKey: (label) => this.key.deriveKey(`protocol:${protocol}:${label}`),
       },
-      seal: (value, ttlMs) => this.key.seal(value, ttlMs),
-      unseal: (sealed) => this.key.unseal(sealed),
-      kv: {
-        get: (key) => this.store.getKv(`protocol:${protocol}:${key}`),
-        set: (key, value) => this.store.setKv(`protocol:${protocol}:${key}`, value),
+      sessions: {
+        open: (auth, meta) => this.sessions.open(auth, meta),
+        withSession: (auth, meta, fn) => this.sessions.withSession(auth, meta, fn),
       },
-      audit: async (action, subject, data, opts) => {
-        await this.audit.append('system', action, subject, data);
-        if (opts?.alert) this.notify({ kind: 'alert', action, subject, protocol, ...data });
+      state: {
+        kv: {
+          get: (key) => this.store.getKv(`protocol:${protocol}:${key}`),
+          set: (key, value) => this.store.setKv(`protocol:${protocol}:${key}`, value),
+        },
+        audit: async (action, subject, data, opts) => {
+          await this.audit.append('system', action, subject, data);
+          if (opts?.alert) this.notify({ kind: 'alert', action, subject, protocol, ...data });
+        },
       },
     };
-    mkdirSync(c.dataDir, { recursive: true, mode: 0o700 });
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     this.ctxCache.set(protocol, c);
     return c;
   }
@@ -415,6 +429,7 @@ export class Gateway {
     if (this.checkpointTimer) clearInterval(this.checkpointTimer);
     this.engine?.stop();
     this.links?.stop();
+    this.sessions?.stop();
     await this.links?.idle();
     await this.sessions?.terminateWhere(() => true, { code: 'gateway_shutdown', message: 'Tollgate: the gateway is shutting down.' });
     for (const l of this.listeners.values()) await l.close().catch(() => undefined);

@@ -17,16 +17,16 @@ import {
   type ErrorSpec, type Frame, type StartupPacket,
 } from './framing.js';
 import { CancelRegistry } from './cancel.js';
-import { credentialsOf, grantsOf, optionsOf, optionsSchema, parseAddress, type PgOptions } from './config.js';
+import { credentialsOf, grantsOf, optionsOf, optionsSchema, DEFAULT_PORT, type PgOptions } from './config.js';
 import { PgRelay } from './inspector.js';
 import { LEASE_KIND, createSessionRole, dropSessionRole, sessionRoleName, upstreamTlsOf, type SessionRole } from './provisioner.js';
 import { SCRAM, SCRAM_PLUS, ScramError, ScramServer, parseVerifier, SCRAM_ITERATIONS, tlsServerEndPoint } from './scram.js';
 import { UpstreamError, dialUpstream, sendCancel } from './upstream.js';
-import { lazySecureContext, listenTcp, type Preauth } from '../net.js';
+import { parseAddress, lazySecureContext, listenTcp, type Preauth } from '../net.js';
 
 /** The per-target SCRAM salt: the same for every secret of a target, so one server-first fits all. */
 export function scramSalt(ctx: ProtocolContext, targetName: string): Buffer {
-  return ctx.deriveKey(`pg-scram:${targetName}`).subarray(0, 16);
+  return ctx.crypto.deriveKey(`pg-scram:${targetName}`).subarray(0, 16);
 }
 
 const MAX_AUTH_MESSAGE = 10_000;
@@ -43,7 +43,7 @@ const fatal = (code: string, message: string, hint?: string) => new Refusal({ se
 function refusalSqlstate(code: RefusalCode): string {
   switch (code) {
     case 'bad_secret': case 'secret_used': case 'secret_expired': return '28P01';
-    case 'throttled': return '53300'; // too_many_connections: what PostgreSQL says when it will not take this connection now
+    case 'throttled': case 'busy': return '53300'; // too_many_connections: what PostgreSQL says when it will not take this connection now
     default: return '28000';
   }
 }
@@ -143,13 +143,19 @@ export interface PgListenerDeps {
 export async function listenPostgres(ctx: ProtocolContext, address: ListenerAddress, cancels = new CancelRegistry()): Promise<ProtocolListener> {
   let cbData: Buffer | null | undefined;
   const tlsContext = lazySecureContext(ctx);
-  const channelBinding = () => (cbData === undefined ? (cbData = tlsServerEndPoint(ctx.tls.cert)) : cbData);
+  const channelBinding = () => (cbData === undefined ? (cbData = tlsServerEndPoint(ctx.config.tls.cert)) : cbData);
   return listenTcp(address, ctx.log, 'postgres', (sock, preauth) => handleConnection(ctx, sock, preauth, cancels, tlsContext, channelBinding), {
     clock: ctx.clock,
-    // Over the caps: an ErrorResponse straight away, no TLS handshake spent on it (recent libpq then
-    // prints only "server sent an error response during SSL exchange"; plain clients show the text).
-    refuse: (sock, message) => sendFatal(sock, { severity: 'FATAL', code: '53300', message }),
   });
+}
+
+/**
+ * A refusal before the start-up (ProtocolModule.refuse): an ErrorResponse straight away, no TLS
+ * handshake spent on it (recent libpq then prints only "server sent an error response during SSL
+ * exchange"; plain clients show the text).
+ */
+export function refusePostgres(sock: Duplex, code: RefusalCode, message: string): void {
+  sendFatal(sock, { severity: 'FATAL', code: refusalSqlstate(code), message });
 }
 
 async function handleConnection(
@@ -221,7 +227,7 @@ async function handleConnection(
       throw fatal('28000', 'replication connections are not supported through Tollgate');
     }
     const targetName = username.split(':')[0]!;
-    const target = ctx.target(targetName);
+    const target = ctx.config.target(targetName);
     const pgTarget = target && target.protocol === 'postgres' ? target : undefined;
     const parsed = optionsSchema.safeParse(pgTarget?.options ?? {});
     const opts: PgOptions = parsed.success ? parsed.data : optionsSchema.parse({});
@@ -238,7 +244,7 @@ async function handleConnection(
       const f = await input.frame();
       if (f.type !== 'p') throw fatal('08P01', `protocol violation: expected a password message, got '${f.type}'`);
       const secret = new Secret(decodePassword(f.body));
-      outcome = await ctx.authenticate({ protocol: 'postgres', username, clientAddr, secret });
+      outcome = await ctx.access.authenticate({ protocol: 'postgres', username, clientAddr, secret });
     }
     if (!outcome.ok) {
       log.info({ user: username, code: outcome.code }, 'postgres login refused');
@@ -249,7 +255,7 @@ async function handleConnection(
 
     // ---- session, lease, upstream ----
     preauth.signedIn(); // from here on the lease and dial have their own time limits
-    session = await ctx.openSession(auth, { protocol: 'postgres', clientAddr });
+    session = await ctx.sessions.open(auth, { protocol: 'postgres', clientAddr });
     await startSession(ctx, session, auth, sock, input, params, cancels);
   } catch (e) {
     preauth.signedIn(); // ending now: the ErrorResponse below says why, the grace timer has nothing to add
@@ -283,7 +289,7 @@ function replay(raw: net.Socket, pre: Buffer): Duplex {
   return d;
 }
 
-function sendFatal(sock: net.Socket, spec: ErrorSpec): void {
+function sendFatal(sock: Duplex, spec: ErrorSpec): void {
   if (sock.destroyed || sock.writableEnded) return;
   sock.end(encodeError(spec));
   setTimeout(() => sock.destroy(), 1000).unref();
@@ -305,7 +311,7 @@ async function scramLogin(
   const f2 = await input.frame();
   if (f2.type !== 'p') throw fatal('08P01', `protocol violation: expected SASLResponse, got '${f2.type}'`);
   server.clientFinal(f2.body.toString('utf8'));
-  const candidates = await ctx.pendingSecrets(username, 'postgres', clientAddr);
+  const candidates = await ctx.access.pendingSecrets(username, 'postgres', clientAddr);
   let matched: { id: string; verifier: NonNullable<ReturnType<typeof parseVerifier>> } | null = null;
   for (const c of candidates) {
     const v = parseVerifier(c.verifiers['scram-sha-256'] ?? '');
@@ -313,7 +319,7 @@ async function scramLogin(
   }
   if (!matched) {
     // Let the gateway audit the refusal the same way as a wrong typed secret.
-    const o = await ctx.authenticate({ protocol: 'postgres', username, clientAddr, secret: new Secret('') });
+    const o = await ctx.access.authenticate({ protocol: 'postgres', username, clientAddr, secret: new Secret('') });
     return o.ok ? { ok: false, code: 'bad_secret', reason: 'wrong connection secret' } : {
       ok: false,
       code: o.code === 'bad_secret' || o.code === 'secret_used' || o.code === 'secret_expired' ? 'bad_secret' : o.code,
@@ -322,7 +328,7 @@ async function scramLogin(
         : o.reason,
     };
   }
-  const outcome = await ctx.authenticate({ protocol: 'postgres', username, clientAddr, provenSecretId: matched.id });
+  const outcome = await ctx.access.authenticate({ protocol: 'postgres', username, clientAddr, provenSecretId: matched.id });
   if (outcome.ok) sock.write(encodeAuthSaslFinal(server.serverFinal(matched.verifier)));
   return outcome;
 }
@@ -360,7 +366,7 @@ async function startSession(
     await dropSessionRole(ctx, target, roleName).catch((e) => session.log.error({ err: (e as Error).message }, 'could not drop the session role'));
     throw fatal('57P01', 'the session was ended while it was starting');
   }
-  const { host, port } = parseAddress(target.address);
+  const { host, port } = parseAddress(target.address, DEFAULT_PORT);
   const forwarded: Record<string, string> = {};
   for (const [k, v] of Object.entries(params)) {
     if (k === 'user' || k === 'database' || k === 'replication') continue;

@@ -64,7 +64,7 @@ export class SshBroker {
   async start(): Promise<void> {
     const { target, role } = this.auth;
     try {
-      this.session = await this.ctx.openSession(this.auth, { protocol: 'ssh', clientAddr: this.clientAddr });
+      this.session = await this.ctx.sessions.open(this.auth, { protocol: 'ssh', clientAddr: this.clientAddr });
     } catch (e) {
       this.failure = tollgate((e as Error).message);
       this.resolveReady(false);

@@ -6,7 +6,7 @@
  *   /vnc/ws?target=T&role=R      the viewer's WebSocket: screen lines (as recorded) down, input up
  * The WebSocket is checked like a native login: the gateway's own origin (a page of another origin,
  * an HTTP app say, cannot open it with the person's cookie), the gateway web session cookie, then
- * the same grant/lock/hours checks (ctx.authenticate with the principal). Behind it the gateway is the RFB
+ * the same grant/lock/hours checks (ctx.access.authenticate with the principal). Behind it the gateway is the RFB
  * client: it asks for updates, and the relay applies the role's view-only and clipboard rules.
  */
 import { readFileSync } from 'node:fs';
@@ -120,11 +120,11 @@ export function mountBrowser(ctx: ProtocolContext, front: HttpMount): void {
       };
       if (foreign) { refuse('403 Forbidden', `Tollgate: WebSocket refused: ${foreign}`); return; }
       void (async () => {
-        const principal = cookie ? await ctx.webPrincipal(cookie) : null;
+        const principal = cookie ? await ctx.access.webPrincipal(cookie) : null;
         if (!principal) return refuse('401 Unauthorized', 'Tollgate: sign in first');
         const target = q.get('target') ?? '';
         const role = q.get('role') ?? '';
-        const outcome = await ctx.authenticate({ protocol: 'vnc', username: role ? `${target}:${role}` : target, clientAddr, principal });
+        const outcome = await ctx.access.authenticate({ protocol: 'vnc', username: role ? `${target}:${role}` : target, clientAddr, principal });
         if (!outcome.ok) return refuse('403 Forbidden', outcome.reason);
         if (outcome.auth.target.protocol !== 'vnc') return refuse('400 Bad Request', `Tollgate: ${target} is not a VNC target`);
         if (aborted) return;

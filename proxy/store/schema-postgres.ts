@@ -86,4 +86,12 @@ ALTER TABLE connection_secrets ADD COLUMN link_id TEXT;
     version: 3,
     sql: `ALTER TABLE audit_events ADD COLUMN mac TEXT;`,
   },
+  {
+    // Revokes that failed stay visible and are retried with backoff (standing privileges).
+    version: 13,
+    sql: `
+ALTER TABLE leases ADD COLUMN attempts BIGINT;
+ALTER TABLE leases ADD COLUMN retry_at BIGINT;
+`,
+  },
 ];

@@ -68,7 +68,7 @@ const grant = (id: string, over: Partial<GrantRecord> = {}): GrantRecord => ({
 });
 const secret = (id: string, over: Partial<ConnectionSecretRecord> = {}): ConnectionSecretRecord => ({
   id, hash: `h-${id}`, grantId: 'g1', identity: 'alice', target: 'web01', role: 'user', protocol: 'ssh', reusable: false, createdAt: 0,
-  expiresAt: 500, usedAt: null, uses: 0, verifiers: { scram: 'v' }, ...over,
+  expiresAt: 500, usedAt: null, uses: 0, verifiers: { scram: 'v' }, issuedBy: null, linkId: null, ...over,
 });
 const request = (id: string, over: Partial<RequestRecord> = {}): RequestRecord => ({
   id, requester: 'alice', target: 'web01', role: 'user', durationMs: 3_600_000, reason: 'why', state: 'pending', risk: 'medium', policy: 'p',
@@ -81,7 +81,7 @@ const session = (id: string, over: Partial<SessionRecord> = {}): SessionRecord =
 });
 const lease = (id: string, over: Partial<LeaseRecord> = {}): LeaseRecord => ({
   id, sessionId: 's1', grantId: 'g1', target: 'web01', kind: 'linux-account', state: 'active', data: { user: 'tg_x', nested: { n: 1 } },
-  createdAt: 0, activatedAt: null, revokedAt: null, error: null, ...over,
+  createdAt: 0, activatedAt: null, revokedAt: null, error: null, attempts: null, retryAt: null, ...over,
 });
 const query = (sessionId: string, n: number, over: Partial<QueryLogRecord> = {}): QueryLogRecord => ({
   sessionId, at: n, statement: `select ${n}`, kind: 'SELECT', params: 0, durationMs: 1, rows: 1, error: null, decision: 'allow', ...over,
