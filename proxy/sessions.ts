@@ -301,7 +301,8 @@ export class SessionManager {
   async withSession(auth: Authorized, meta: SessionMeta, fn: (session: LiveSession) => Promise<EndReason | void>): Promise<void> {
     const s = await this.open(auth, meta) as Session;
     const client = meta.client;
-    const dropped = () => s.terminate({ code: 'client_exit', message: 'the client disconnected' });
+    // A turn later, so the module's own close handling (which knows more) can end the session first.
+    const dropped = () => { setImmediate(() => s.terminate({ code: 'client_exit', message: 'the client disconnected' })); };
     client?.once('close', dropped);
     if ((client as { destroyed?: boolean } | undefined)?.destroyed) dropped();
     let reason: EndReason | void;

@@ -8,8 +8,9 @@ import net from 'node:net';
 import { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { Secret } from '../../auth/secret.js';
-import type {
-  AuthOutcome, Authorized, LiveSession, ProtocolContext, ProtocolListener, ListenerAddress, RefusalCode,
+import {
+  SessionEndedError,
+  type AuthOutcome, type Authorized, type LiveSession, type ProtocolContext, type ProtocolListener, type ListenerAddress, type RefusalCode,
 } from '../types.js';
 import {
   FrameSplitter, ProtocolViolation, readStartup, decodePassword, decodeSaslInitial, encodeAuthCleartext, encodeAuthOk,
@@ -19,10 +20,11 @@ import {
 import { CancelRegistry } from './cancel.js';
 import { credentialsOf, grantsOf, optionsOf, optionsSchema, DEFAULT_PORT, type PgOptions } from './config.js';
 import { PgRelay } from './inspector.js';
-import { LEASE_KIND, createSessionRole, dropSessionRole, sessionRoleName, upstreamTlsOf, type SessionRole } from './provisioner.js';
+import { LEASE_KIND, createSessionRole, sessionRoleName, upstreamTlsOf, type SessionRole } from './provisioner.js';
 import { SCRAM, SCRAM_PLUS, ScramError, ScramServer, parseVerifier, SCRAM_ITERATIONS, tlsServerEndPoint } from './scram.js';
 import { UpstreamError, dialUpstream, sendCancel } from './upstream.js';
 import { parseAddress, lazySecureContext, listenTcp, type Preauth } from '../net.js';
+import { SocketReader } from '../reader.js';
 
 /** The per-target SCRAM salt: the same for every secret of a target, so one server-first fits all. */
 export function scramSalt(ctx: ProtocolContext, targetName: string): Buffer {
@@ -48,91 +50,42 @@ function refusalSqlstate(code: RefusalCode): string {
   }
 }
 
-/** Buffers a socket's bytes and hands out start-up packets and typed frames on demand. */
-class Incoming {
-  private buf: Buffer = Buffer.alloc(0);
-  private waiter: (() => void) | null = null;
-  private sock: net.Socket | null = null;
-  private ended = false;
-  private readonly onData = (c: Buffer) => {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, c]) : c;
-    if (this.buf.length > 4 * MAX_AUTH_MESSAGE) this.sock?.pause();
-    this.wake();
-  };
-  private readonly onEnd = () => { this.ended = true; this.wake(); };
-
-  attach(sock: net.Socket): void {
-    this.sock = sock;
-    this.ended = false;
-    sock.on('data', this.onData);
-    sock.on('end', this.onEnd);
-    sock.on('close', this.onEnd);
-  }
-
-  detach(): void {
-    if (!this.sock) return;
-    this.sock.off('data', this.onData);
-    this.sock.off('end', this.onEnd);
-    this.sock.off('close', this.onEnd);
-    this.sock.pause();
-    this.sock = null;
-  }
-
-  private wake(): void {
-    const w = this.waiter;
-    this.waiter = null;
-    w?.();
-  }
-
-  private async more(): Promise<void> {
-    if (this.ended) throw new ProtocolViolation('the client closed the connection');
-    this.sock?.resume();
-    await new Promise<void>((res) => { this.waiter = res; });
+/** The client's bytes during start-up and authentication (the shared socket reader): start-up packets and typed frames on demand. */
+class Incoming extends SocketReader {
+  constructor() {
+    super({ closed: () => new ProtocolViolation('the client closed the connection'), highWater: 4 * MAX_AUTH_MESSAGE });
   }
 
   /** The first byte without consuming it. */
-  async first(): Promise<number> {
-    while (!this.buf.length) await this.more();
-    return this.buf[0]!;
+  first(): Promise<number> {
+    return this.until(() => (this.q.length ? this.q.peek(1)[0]! : null));
   }
 
-  async startup(): Promise<StartupPacket> {
-    for (;;) {
-      const r = readStartup(this.buf);
-      if (r) {
-        this.buf = this.buf.subarray(r.used);
-        return r.packet;
-      }
-      await this.more();
-    }
+  startup(): Promise<StartupPacket> {
+    return this.until(() => {
+      if (this.q.length < 4) return null;
+      // Only the bytes the packet says it has (readStartup refuses a bad length from the first four).
+      const r = readStartup(this.q.peek(Math.min(this.q.length, Math.max(4, this.q.peek(4).readUInt32BE(0)))));
+      if (!r) return null;
+      this.q.skip(r.used);
+      return r.packet;
+    });
   }
 
-  async frame(): Promise<Frame> {
-    const sp = new FrameSplitter(MAX_AUTH_MESSAGE);
-    for (;;) {
-      if (this.buf.length >= 5) {
-        const len = this.buf.readUInt32BE(1);
-        if (len < 4 || len > MAX_AUTH_MESSAGE) sp.push(this.buf.subarray(0, 5)); // throws the violation
-        if (this.buf.length >= 1 + len) {
-          const raw = Buffer.from(this.buf.subarray(0, 1 + len));
-          this.buf = this.buf.subarray(1 + len);
-          return { type: String.fromCharCode(raw[0]!), body: raw.subarray(5), raw };
-        }
-      }
-      await this.more();
-    }
+  frame(): Promise<Frame> {
+    return this.until(() => {
+      if (this.q.length < 5) return null;
+      const head = this.q.peek(5);
+      const len = head.readUInt32BE(1);
+      if (len < 4 || len > MAX_AUTH_MESSAGE) new FrameSplitter(MAX_AUTH_MESSAGE).push(head); // throws the violation
+      if (this.q.length < 1 + len) return null;
+      const raw = Buffer.from(this.q.take(1 + len));
+      return { type: String.fromCharCode(raw[0]!), body: raw.subarray(5), raw };
+    });
   }
-
-  get buffered(): number { return this.buf.length; }
 
   /** The client closed its side (seen while attached). */
-  get clientGone(): boolean { return this.ended; }
-
-  take(): Buffer {
-    const b = this.buf;
-    this.buf = Buffer.alloc(0);
-    return b;
-  }
+  get clientGone(): boolean { return this.peerClosed; }
 }
 
 export interface PgListenerDeps {
@@ -354,17 +307,13 @@ async function startSession(
       credential: await createSessionRole(ctx, target, roleName, grants, validUntil),
     }));
   } catch (e) {
+    // Ended (kill, lock, client gone) while the role was being created: the proxy revoked it once made.
+    if (e instanceof SessionEndedError) throw fatal('57P01', 'the session was ended while it was starting');
     const err = e as Error & { code?: string };
     if (err.code && /^E[A-Z]+$/.test(err.code) || /timeout/i.test(err.message)) {
       throw new UpstreamError(null, `Tollgate cannot reach the database server of ${target.name} (${err.code ?? err.message})`);
     }
     throw fatal(err.code && /^[0-9A-Z]{5}$/.test(err.code) ? err.code : 'XX000', `Tollgate could not create the session role on ${target.name}: ${err.message}`);
-  }
-  if (session.ended) {
-    // Ended (kill, lock) while the role was being created: the teardown may have run before the
-    // role existed, so drop it here too (idempotent).
-    await dropSessionRole(ctx, target, roleName).catch((e) => session.log.error({ err: (e as Error).message }, 'could not drop the session role'));
-    throw fatal('57P01', 'the session was ended while it was starting');
   }
   const { host, port } = parseAddress(target.address, DEFAULT_PORT);
   const forwarded: Record<string, string> = {};

@@ -157,7 +157,6 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, preauth: 
   const log = ctx.log.child({ protocol: 'rdp', client: clientAddr });
   let sock: net.Socket = raw;
   preauth.onTimeout(() => { sock.destroy(); raw.destroy(); });
-  let session: LiveSession | null = null;
   const hangUp = () => {
     if (!sock.destroyed) {
       sock.end(disconnectFrame());
@@ -215,16 +214,25 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, preauth: 
       hangUp();
       return;
     }
-    session = await ctx.sessions.open(outcome.auth, { protocol: 'rdp', clientAddr });
-    await startSession(ctx, session, outcome.auth, t, reader, hello);
+    // withSession ends the session on every path: the relay's end, a failure while starting, the client leaving.
+    await ctx.sessions.withSession(outcome.auth, { protocol: 'rdp', clientAddr, client: raw }, async (session) => {
+      try {
+        await startSession(ctx, session, outcome.auth, t, reader, hello);
+        return await session.ending;
+      } catch (e) {
+        loginEnded(e);
+        return { code: e instanceof UpstreamError ? 'target_error' : 'error', message: (e as Error).message };
+      }
+    });
   } catch (e) {
+    loginEnded(e);
+  }
+
+  function loginEnded(e: unknown): void {
     preauth.signedIn(); // ending now
     const quiet = (e instanceof RdpProtocolError || e instanceof NlaError) && /closed the connection/.test(e.message);
     if (!quiet) log.info({ err: (e as Error).message }, 'rdp connection ended during login');
     hangUp();
-    if (session && !session.ended) {
-      await session.end({ code: e instanceof UpstreamError ? 'target_error' : 'error', message: (e as Error).message });
-    }
   }
 }
 

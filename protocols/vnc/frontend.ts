@@ -10,7 +10,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { Secret } from '../../auth/secret.js';
-import type { AuthOutcome, Authorized, LiveSession, ListenerAddress, ProtocolContext, ProtocolListener, RefusalCode } from '../types.js';
+import { SessionEndedError, type AuthOutcome, type EndReason, type LiveSession, type ListenerAddress, type ProtocolContext, type ProtocolListener, type RefusalCode } from '../types.js';
 import { ScreenWriter } from '../../recorder/screen/index.js';
 import { ByteReader, ProtocolError } from './reader.js';
 import {
@@ -62,13 +62,11 @@ async function classicMatch(ctx: ProtocolContext, challenge: Buffer, response: B
 }
 
 /**
- * After authentication: open the session, mint and install the session password under a lease,
- * dial the VNC server and read its ServerInit (the upstream socket is left paused).
+ * In the session: mint and install the session password under a lease, dial the VNC server and
+ * read its ServerInit (the upstream socket is left paused).
  */
-export async function startUpstream(ctx: ProtocolContext, auth: Authorized, clientAddr: string, onSession: (s: LiveSession) => void): Promise<{ session: LiveSession; up: Upstream }> {
-  const s = await ctx.sessions.open(auth, { protocol: 'vnc', clientAddr });
-  onSession(s);
-  const target = auth.target;
+export async function startUpstream(ctx: ProtocolContext, s: LiveSession): Promise<Upstream> {
+  const target = s.target;
   const cred = credentialsOf(target);
   const opts = optionsOf(target);
   const { host, port } = parseAddress(target.address, DEFAULT_PORT);
@@ -78,7 +76,6 @@ export async function startUpstream(ctx: ProtocolContext, auth: Authorized, clie
       await installPassword(cred, p);
       return { credential: p };
     });
-    if (s.ended) throw new Refusal('Tollgate: the session was ended while it was starting');
     return dialUpstream({ host, port, password, timeoutMs: opts.connectTimeout * 1000, clock: ctx.clock });
   });
   if (s.ended) {
@@ -86,7 +83,17 @@ export async function startUpstream(ctx: ProtocolContext, auth: Authorized, clie
     throw new Refusal('Tollgate: the session was ended while it was starting');
   }
   up.socket.pause();
-  return { session: s, up };
+  return up;
+}
+
+/** The reason a viewer is told, and the session's end, for an error while the session starts. */
+export function startFailure(e: unknown): EndReason {
+  const message = e instanceof Refusal ? e.message
+    : e instanceof SessionEndedError ? `Tollgate: ${e.message}`
+    : e instanceof UpstreamError ? `Tollgate: ${e.message}`
+    : e instanceof ProtocolError ? `Tollgate: protocol error: ${e.message}`
+    : `Tollgate: gateway error: ${(e as Error).message}`;
+  return { code: e instanceof UpstreamError ? 'target_error' : 'error', message };
 }
 
 /** A screen writer for the session's recording (null frame sizes refuse the session). */
@@ -103,7 +110,6 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, preauth: 
   const reader = new ByteReader(raw, 'the viewer');
   let minor = 8;
   let stage: 'version' | 'security' | 'result' | 'done' = 'version';
-  let session: LiveSession | null = null;
   let upstreamSock: net.Socket | null = null;
   const refuse = (reason: string) => {
     if (stage === 'version') return;
@@ -186,48 +192,53 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, preauth: 
     const auth = outcome.auth;
     if (auth.target.protocol !== 'vnc') throw new Refusal(`Tollgate: target ${auth.target.name} is not a VNC target`);
 
-    // ---- session, minted password, upstream ----
-    const started = await startUpstream(ctx, auth, clientAddr, (x) => { session = x; });
-    const s = started.session;
-    const target = auth.target;
-    const up = started.up;
-    upstreamSock = up.socket;
+    // ---- session, minted password, upstream: withSession ends it on every path ----
+    await ctx.sessions.withSession(auth, { protocol: 'vnc', clientAddr, client: raw }, async (s) => {
+      try {
+        const up = await startUpstream(ctx, s);
+        upstreamSock = up.socket;
+        const target = auth.target;
 
-    // ---- tell the viewer, read ClientInit, send ServerInit ----
-    sock.write(encodeSecurityResult(minor, true));
-    await reader.u8(); // shared flag: the gateway always connects shared
-    stage = 'done';
-    const state = new ServerStreamState(up.init.width, up.init.height, up.init.pf);
-    let writer: ScreenWriter | null = null;
-    try {
-      writer = screenWriterFor(ctx, s, up.init.width, up.init.height);
-    } catch (e) {
-      log.warn({ err: (e as Error).message }, 'vnc screen recording unavailable for this frame size');
-      throw new Refusal(`Tollgate: the desktop size ${up.init.width}x${up.init.height} cannot be recorded`);
-    }
-    sock.write(encodeServerInit({ ...up.init, name: `${target.name} via Tollgate` }));
-    reader.detach();
-    const role = auth.role;
-    s.audit('vnc.connect', { width: up.init.width, height: up.init.height, name: up.init.name.slice(0, 200), clipboard: clipboardOf(role), viewOnly: viewOnlyOf(role) });
-    s.log.info({ width: up.init.width, height: up.init.height }, 'vnc session started');
-    new VncRelay({
-      ctx, session: s, client: sock, upstream: up.socket, state, writer, clipboard: clipboardOf(role), viewOnly: viewOnlyOf(role),
-      clientRest: reader.take(), upstreamRest: up.rest,
-    }).start();
+        // ---- tell the viewer, read ClientInit, send ServerInit ----
+        sock.write(encodeSecurityResult(minor, true));
+        await reader.u8(); // shared flag: the gateway always connects shared
+        stage = 'done';
+        const state = new ServerStreamState(up.init.width, up.init.height, up.init.pf);
+        let writer: ScreenWriter | null = null;
+        try {
+          writer = screenWriterFor(ctx, s, up.init.width, up.init.height);
+        } catch (e) {
+          log.warn({ err: (e as Error).message }, 'vnc screen recording unavailable for this frame size');
+          throw new Refusal(`Tollgate: the desktop size ${up.init.width}x${up.init.height} cannot be recorded`);
+        }
+        sock.write(encodeServerInit({ ...up.init, name: `${target.name} via Tollgate` }));
+        reader.detach();
+        const role = auth.role;
+        s.audit('vnc.connect', { width: up.init.width, height: up.init.height, name: up.init.name.slice(0, 200), clipboard: clipboardOf(role), viewOnly: viewOnlyOf(role) });
+        s.log.info({ width: up.init.width, height: up.init.height }, 'vnc session started');
+        new VncRelay({
+          ctx, session: s, client: sock, upstream: up.socket, state, writer, clipboard: clipboardOf(role), viewOnly: viewOnlyOf(role),
+          clientRest: reader.take(), upstreamRest: up.rest,
+        }).start();
+        return await s.ending;
+      } catch (e) {
+        const end = startFailure(e);
+        loginFailed(e, end.message);
+        return end;
+      }
+    });
   } catch (e) {
-    preauth.signedIn(); // ending now: the refusal below says why
-    const reason = e instanceof Refusal ? e.message
-      : e instanceof UpstreamError ? `Tollgate: ${e.message}`
-      : e instanceof ProtocolError ? `Tollgate: protocol error: ${e.message}`
-      : `Tollgate: gateway error: ${(e as Error).message}`;
+    loginFailed(e, startFailure(e).message);
+  }
+
+  /** Tell the viewer where RFB has room for it, close the upstream. */
+  function loginFailed(e: unknown, reason: string): void {
+    preauth.signedIn(); // ending now: the refusal says why
     if (!(e instanceof Refusal) && !(e instanceof ProtocolError && /closed the connection/.test(e.message))) {
       log.warn({ err: (e as Error).message }, 'vnc login failed');
     }
     upstreamSock?.destroy();
-    if (stage === 'done') raw.destroy();
-    else if (stage === 'version') raw.destroy();
+    if (stage === 'done' || stage === 'version') raw.destroy();
     else refuse(reason);
-    const started = session as LiveSession | null;
-    if (started && !started.ended) await started.end({ code: e instanceof UpstreamError ? 'target_error' : 'error', message: reason });
   }
 }

@@ -14,9 +14,11 @@ if (!havePostgres) {
   // The provisioner only needs resolveSecret from the context; everything else is the real server.
   const ctx = {
     log: quietLog,
-    resolveSecret(ref: unknown) {
-      const r = ref as { file?: string; value?: string };
-      return new Secret(r.file ? readFileSync(r.file, 'utf8').trim() : r.value!);
+    config: {
+      resolveSecret(ref: unknown) {
+        const r = ref as { file?: string; value?: string };
+        return new Secret(r.file ? readFileSync(r.file, 'utf8').trim() : r.value!);
+      },
     },
   } as unknown as ProtocolContext;
 
