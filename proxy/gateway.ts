@@ -22,6 +22,7 @@ import { moduleMap } from '../protocols/index.js';
 import type { Store } from './store/types.js';
 import { openStore } from './store/index.js';
 import { AUDIT_KEY_LABEL, AuditLog } from './audit.js';
+import { fromModule } from './audit-events.js';
 import { Access, BrowserApprovals } from './access.js';
 import { SessionManager } from './sessions.js';
 import { ensureTlsMaterial } from './tls.js';
@@ -131,7 +132,7 @@ export class Gateway {
       clock: this.clock,
       // Break-glass reviews are closed by the SOC or the configured reviewer groups.
       config: { targets: cfg.targets, policies: cfg.policies, breakGlass: { ...cfg.breakGlass, reviewers: [...cfg.breakGlass.reviewers, ...cfg.gateway.socGroups] }, idp: cfg.idp },
-      audit: async (actor, action, subject, data) => { await this.audit.append(actor, action, subject, data); },
+      audit: async (actor, action, subject, data) => { await this.audit.append(actor, fromModule(action), subject, data); },
       notify: (e) => this.notify(e),
       onGrantEnded: (grant, why) => {
         void this.sessions.grantEnded(grant, why);
@@ -167,7 +168,7 @@ export class Gateway {
     });
     this.links = new IdpLinks({
       store: this.store, clock: this.clock, key: this.key, oidc: () => this.oidc, intervalMs: parseDuration(cfg.idp.revalidate),
-      audit: (actor, action, subject, data) => this.audit.append(actor, action, subject, data).then(() => undefined),
+      audit: (actor, action, subject, data) => this.audit.append(actor, fromModule(action), subject, data).then(() => undefined),
       log: this.log.child({ c: 'lifecycle' }),
       onFailed: async (link) => {
         // Sessions opened through the failed sign-in end; with a refusal, so do those opened with a registered key.
@@ -399,7 +400,7 @@ export class Gateway {
           set: (key, value) => this.store.setKv(`protocol:${protocol}:${key}`, value),
         },
         audit: async (action, subject, data, opts) => {
-          await this.audit.append('system', action, subject, data);
+          await this.audit.append('system', fromModule(action), subject, data);
           if (opts?.alert) this.notify({ kind: 'alert', action, subject, protocol, ...data });
         },
       },

@@ -12,6 +12,7 @@ import type { TargetConfig, RoleConfig } from '../protocols/config.js';
 import type { CommandRuleConfig } from '../policies/config.js';
 import type { AuditLog } from './audit.js';
 import { redactStatement } from '../recorder/index.js';
+import { fromModule } from './audit-events.js';
 import { runInSession, describeError } from './safety.js';
 
 export interface RuleChecker { check(text: string, opts?: { kind?: string; method?: string; path?: string }): RuleDecision }
@@ -194,7 +195,7 @@ class Session implements LiveSession {
   }
 
   audit(action: string, data: Record<string, unknown>): void {
-    void this.deps.audit.append(this.identity, action, this.id, { target: this.target.name, ...data });
+    void this.deps.audit.append(this.identity, fromModule(action), this.id, { target: this.target.name, ...data });
   }
 
   arm(): void {
