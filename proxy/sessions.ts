@@ -101,10 +101,7 @@ class Session implements LiveSession {
       id: randomUUID(), sessionId: this.id, grantId: this.grant.id, target: this.target.name, kind, state: 'pending',
       data, createdAt: this.deps.clock.now(), activatedAt: null, revokedAt: null, error: null, attempts: 0, retryAt: null,
     };
-    // Stored BEFORE anything exists on the target: a crash from here on is found by the reaper.
-    await this.deps.store.insertLease(rec);
-    this.leases.push(rec);
-    await this.deps.audit.append(this.identity, 'lease.created', rec.id, { session: this.id, target: this.target.name, kind, data });
+    // Teardown waits for the whole of it, from storing the lease to knowing what exists.
     const minted = this.mint(rec, create);
     this.minting.add(minted);
     void minted.then(() => this.minting.delete(minted), () => this.minting.delete(minted));
@@ -112,6 +109,15 @@ class Session implements LiveSession {
   }
 
   private async mint<T>(rec: LeaseRecord, create: (leaseId: string) => Promise<LeaseResult<T>>): Promise<T> {
+    // Stored BEFORE anything exists on the target: a crash from here on is found by the reaper.
+    await this.deps.store.insertLease(rec);
+    this.leases.push(rec);
+    await this.deps.audit.append(this.identity, 'lease.created', rec.id, { session: this.id, target: this.target.name, kind: rec.kind, data: rec.data });
+    if (this.ended || this.terminating) {
+      // Ended while the lease was being stored: nothing is made; the stored lease is revoked (nothing there).
+      await this.mgr.revokeLease(rec).catch(() => undefined);
+      throw new SessionEndedError();
+    }
     let res: LeaseResult<T>;
     try {
       res = await create(rec.id);

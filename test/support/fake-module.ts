@@ -23,6 +23,8 @@ export class FakeTarget {
   accounts = new Set<string>();
   revokeCalls: string[] = [];
   failMint = false;
+  /** The next mint fails (once). */
+  failNextMint = false;
   /** Revokes throw, as when the target cannot be reached. */
   failRevoke = false;
   /** Revokes resolve without confirming: a module bug the proxy must not take for a revoke. */
@@ -96,10 +98,10 @@ async function serve(ctx: ProtocolContext, target: FakeTarget, sock: net.Socket,
   try {
     await ctx.sessions.withSession(out.auth, { protocol: 'fake', clientAddr, client: sock }, async (session) => {
       const bye = (r: EndReason) => { if (!sock.destroyed) sock.end(line('END', r.code, r.message)); };
-      session.onTerminate(bye);
+      session.onTerminate((r) => { bye(r); void session.end(r); });
       const account = `tg-${out.auth.principal.sub}-${Math.random().toString(36).slice(2, 6)}`;
       await session.lease(FAKE_LEASE_KIND, { account }, async () => {
-        if (target.failMint) throw new Error('target refused');
+        if (target.failMint || target.failNextMint) { target.failNextMint = false; throw new Error('target refused'); }
         target.accounts.add(account);
         return { credential: account };
       });
