@@ -1,6 +1,7 @@
 /** The registry of protocol modules. Adding a protocol adds a folder and one line here. */
 import type { ProtocolModule } from './types.js';
 import { httpModule } from './http/index.js';
+import { mssqlModule } from './mssql/index.js';
 import { mysqlModule } from './mysql/index.js';
 import { postgresModule } from './postgres/index.js';
 import { rdpModule } from './rdp/index.js';
@@ -9,6 +10,7 @@ import { vncModule } from './vnc/index.js';
 
 export const protocolModules: ProtocolModule[] = [
   httpModule,
+  mssqlModule,
   mysqlModule,
   postgresModule,
   rdpModule,

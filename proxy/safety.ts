@@ -11,7 +11,7 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Logger } from 'pino';
-import type { Gateway } from './gateway.js';
+import type { AuditLog } from './audit.js';
 
 export interface ScopedSession {
   readonly id: string;
@@ -83,11 +83,13 @@ export function installSafetyNet(opts: SafetyNetOptions): () => void {
 }
 
 /** The safety net of a gateway process: its log, and `gateway.crashed` in its audit log before exiting. */
-export function protectGateway(gw: Gateway): () => void {
+export interface ProtectedGateway { log: Logger; audit?: AuditLog; config: { gateway: { id: string } } }
+
+export function protectGateway(gw: ProtectedGateway): () => void {
   return installSafetyNet({
     log: gw.log,
     auditCrash: async (data) => {
-      const audit = gw.audit as Gateway['audit'] | undefined; // set once start() opened the store
+      const audit = gw.audit as AuditLog | undefined; // set once start() opened the store
       if (audit) await audit.append('system', 'gateway.crashed', gw.config.gateway.id, data);
     },
   });

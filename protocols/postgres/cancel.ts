@@ -1,6 +1,8 @@
 /**
- * CancelRequest mapping: each client gets the gateway's own BackendKeyData; a cancel arriving with
- * that key on a new connection is sent upstream with the real backend's pid and secret.
+ * CancelRequest mapping: each client gets BackendKeyData with the server backend's own pid (what
+ * pg_backend_pid() and NotificationResponse say, as when connected directly) and a secret key of
+ * the gateway's; a cancel arriving with that pair on a new connection is sent upstream with the
+ * real backend's pid and secret. The upstream secret never reaches the client.
  */
 import { randomBytes } from 'node:crypto';
 import type { UpstreamKey } from './upstream.js';
@@ -13,14 +15,17 @@ export interface CancelEntry {
 export class CancelRegistry {
   private readonly map = new Map<string, CancelEntry>();
 
-  /** A fresh client-facing key for an upstream backend; call the returned release() at session end. */
+  /**
+   * A fresh client-facing key for an upstream backend: its pid (a random one when it has none)
+   * and a random secret key. Call the returned release() at session end.
+   */
   register(entry: CancelEntry): { pid: number; key: number; release(): void } {
     let pid = 0;
     let key = 0;
     let id = '';
     do {
       const r = randomBytes(8);
-      pid = (r.readUInt32BE(0) & 0x3fffffff) || 1; // positive, like a real pid
+      pid = entry.upstream.pid > 0 ? entry.upstream.pid >>> 0 : (r.readUInt32BE(0) & 0x3fffffff) || 1; // positive, like a real pid
       key = r.readUInt32BE(4);
       id = `${pid}:${key}`;
     } while (this.map.has(id));

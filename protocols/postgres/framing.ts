@@ -368,6 +368,10 @@ export function encodeBackendKey(pid: number, key: number): Buffer {
   b.writeUInt32BE(key >>> 0, 4);
   return msg('K', b);
 }
+/** 'v' NegotiateProtocolVersion: the newest protocol version supported (as PostgreSQL sends it, e.g. 196608 = 3.0) and the `_pq_.` options not understood. */
+export function encodeNegotiateProtocolVersion(newest: number, options: string[]): Buffer {
+  return msg('v', Buffer.concat([int32(newest), int32(options.length), ...options.map(cstr)]));
+}
 export function encodeReadyForQuery(status: string): Buffer { return msg('Z', Buffer.from(status.slice(0, 1), 'latin1')); }
 export function encodeParameterStatus(name: string, value: string): Buffer {
   return msg('S', Buffer.concat([cstr(name), cstr(value)]));

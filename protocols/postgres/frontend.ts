@@ -14,13 +14,15 @@ import {
 } from '../types.js';
 import {
   FrameSplitter, ProtocolViolation, readStartup, decodePassword, decodeSaslInitial, encodeAuthCleartext, encodeAuthOk,
-  encodeAuthSasl, encodeAuthSaslContinue, encodeAuthSaslFinal, encodeBackendKey, encodeError, encodeReadyForQuery,
+  encodeAuthSasl, encodeAuthSaslContinue, encodeAuthSaslFinal, encodeBackendKey, encodeError, encodeNegotiateProtocolVersion, encodeReadyForQuery,
+  PROTOCOL_3,
   type ErrorSpec, type Frame, type StartupPacket,
 } from './framing.js';
 import { CancelRegistry } from './cancel.js';
 import { credentialsOf, grantsOf, optionsOf, optionsSchema, DEFAULT_PORT, type PgOptions } from './config.js';
 import { PgRelay } from './inspector.js';
-import { LEASE_KIND, createSessionRole, sessionRoleName, upstreamTlsOf, type SessionRole } from './provisioner.js';
+import { databaseRules, ensureEventTrigger, roleNote } from './enforce.js';
+import { LEASE_KIND, adminClient, createSessionRole, sessionRoleName, upstreamTlsOf, type SessionRole } from './provisioner.js';
 import { SCRAM, SCRAM_PLUS, ScramError, ScramServer, parseVerifier, SCRAM_ITERATIONS, tlsServerEndPoint } from './scram.js';
 import { UpstreamError, dialUpstream, sendCancel } from './upstream.js';
 import { parseAddress, lazySecureContext, listenTcp, type Preauth } from '../net.js';
@@ -145,6 +147,7 @@ async function handleConnection(
       input.attach(sock);
     }
     let params: Record<string, string> | null = null;
+    let version = PROTOCOL_3;
     while (!params) {
       const p = await input.startup();
       if (p.kind === 'ssl') {
@@ -171,8 +174,13 @@ async function handleConnection(
         return;
       } else {
         params = p.params;
+        version = p.version;
       }
     }
+    // As PostgreSQL 15 answers: a newer 3.x minor version or `_pq_.` protocol options get
+    // NegotiateProtocolVersion (3.0, the options not understood), and the session goes on in 3.0.
+    const pqOptions = Object.keys(params).filter((k) => k.startsWith('_pq_.'));
+    if ((version & 0xffff) !== 0 || pqOptions.length) sock.write(encodeNegotiateProtocolVersion(PROTOCOL_3, pqOptions));
 
     const username = params.user ?? '';
     if (!username) throw fatal('28000', 'no user name given: connect with user=<target> or user=<target>:<role>');
@@ -301,10 +309,27 @@ async function startSession(
   // VALID UNTIL is judged by the database server's own clock: translate the grant's remaining time.
   const remaining = Math.max(0, auth.grant.expiresAt - ctx.clock.now());
   const validUntil = new Date(Date.now() + remaining + 60_000);
+  // DDL kinds the rules deny are refused by the server too (event trigger, before the role exists).
+  const inDatabase = opts.enforceInDatabase === 'off' ? [] : databaseRules(session.commandRules);
+  let enforced = false;
+  if (inDatabase.length) {
+    try {
+      const admin = await adminClient(ctx, target, database);
+      try { await ensureEventTrigger(admin); } finally { await admin.end().catch(() => {}); }
+      enforced = true;
+    } catch (e) {
+      const reason = (e as Error).message;
+      session.audit('postgres.enforcement', { database, inDatabase: false, kinds: inDatabase.map((r) => r.k), reason });
+      session.log.warn({ database, err: reason }, 'postgres: could not install the event trigger; statement rules are checked by the gateway only');
+      if (opts.enforceInDatabase === 'required') {
+        throw fatal('42501', `Tollgate could not enforce the statement rules in database ${database} (${reason}); the target requires it`);
+      }
+    }
+  }
   let role: SessionRole;
   try {
     role = await session.lease<SessionRole>(LEASE_KIND, { role: roleName, database }, async () => ({
-      credential: await createSessionRole(ctx, target, roleName, grants, validUntil),
+      credential: await createSessionRole(ctx, target, roleName, grants, validUntil, enforced ? roleNote(inDatabase) : undefined),
     }));
   } catch (e) {
     // Ended (kill, lock, client gone) while the role was being created: the proxy revoked it once made.
@@ -318,7 +343,7 @@ async function startSession(
   const { host, port } = parseAddress(target.address, DEFAULT_PORT);
   const forwarded: Record<string, string> = {};
   for (const [k, v] of Object.entries(params)) {
-    if (k === 'user' || k === 'database' || k === 'replication') continue;
+    if (k === 'user' || k === 'database' || k === 'replication' || k.startsWith('_pq_.')) continue;
     forwarded[k] = v;
   }
   const up = await dialUpstream({
@@ -337,6 +362,12 @@ async function startSession(
   const rest = input.take();
   sock.write(Buffer.concat([encodeAuthOk(), ...up.parameterFrames, ...up.noticeFrames, encodeBackendKey(ck.pid, ck.key), encodeReadyForQuery(up.status)]));
   session.audit('postgres.connect', { database, role: roleName, grants });
+  if (enforced) session.audit('postgres.enforcement', { database, inDatabase: true, kinds: inDatabase.map((r) => r.k) });
+  const copyProgram = session.commandRules.some((r) => (r.action === 'deny' || r.action === 'kill') && r.kinds?.some((k) => /^\s*COPY(\s+PROGRAM)?\s*$/i.test(k)));
+  if (copyProgram && role.serverPrograms) {
+    // COPY … PROGRAM inside a function or DO block is stopped only by the missing privilege.
+    session.audit('postgres.enforcement', { database, warning: 'the role\'s grants include pg_execute_server_program: COPY … PROGRAM run through a function or DO block is not refused by the server' });
+  }
   session.log.info({ database, role: roleName }, 'postgres session started');
   new PgRelay({ client: sock, upstream: up.socket, session, clientRest: rest, upstreamRest: up.rest, status: up.status, onClose: ck.release }).start();
 }

@@ -19,6 +19,8 @@ import {
   decodeParse, decodeQuery, decodeTarget, encodeError, encodeNotice, rowsFromTag, type ErrorSpec, type Frame,
 } from './framing.js';
 import { kindOf, splitStatements } from './sql.js';
+import { refusedInDatabase } from './enforce.js';
+import { redactStatement } from '../../recorder/index.js';
 
 /** Largest client message relayed (PostgreSQL allows up to 1 GB; a gateway keeps its buffers bounded). */
 export const MAX_CLIENT_MESSAGE = 64 * 1024 * 1024;
@@ -26,6 +28,12 @@ const MAX_BACKEND_MESSAGE = 1 << 30;
 const STREAM_THRESHOLD = 256 * 1024;
 
 interface Prepared { text: string; kind: string | null; params: number; alert: boolean }
+
+/** A portal's recorded run, open while the portal is suspended (Execute with a row limit). */
+interface Running { h: StatementHandle; rows: number }
+
+/** A recorded statement waiting for the server's answer; portal runs know their row limit. */
+interface Pending { h: StatementHandle; seq: number; text: string; portal?: string; maxRows?: number }
 
 export interface RelayOptions {
   client: Socket;
@@ -47,8 +55,13 @@ export class PgRelay {
   private readonly upSplit = new FrameSplitter(MAX_BACKEND_MESSAGE, { types: 'Dd', threshold: STREAM_THRESHOLD, maxLength: MAX_BACKEND_MESSAGE });
   private readonly statements = new Map<string, Prepared>();
   private readonly portals = new Map<string, Prepared>();
+  /**
+   * Portals suspended after an Execute with a row limit (cursors, fetch sizes): the next Execute
+   * continues the same log entry, so a portal read in batches is one statement with all its rows.
+   */
+  private readonly running = new Map<string, Running>();
   /** Recorded statements waiting for their CommandComplete / ErrorResponse, in order. */
-  private pending: { h: StatementHandle; seq: number }[] = [];
+  private pending: Pending[] = [];
   /** Marker words of denied statements whose server error must be rewritten. */
   private denied: { marker: string; error: ErrorSpec; seq: number }[] = [];
   /** How many ReadyForQuery-producing messages (Query, Sync, FunctionCall) the client sent / the server answered. */
@@ -111,6 +124,8 @@ export class PgRelay {
     this.held = 0;
     for (const p of this.pending) p.h.finish({ error: `session ended: ${reason.message}` });
     this.pending = [];
+    for (const r of this.running.values()) r.h.finish({ rows: r.rows });
+    this.running.clear();
     if (!this.upstream.destroyed) {
       this.upstream.end(serialize.end());
       this.upstream.destroySoon?.();
@@ -207,6 +222,7 @@ export class PgRelay {
         for (const c of checked) {
           this.pending.push({
             seq: this.clientSeq,
+            text: c.stmt,
             h: this.session.recording.queries().statement({
               statement: c.stmt, kind: c.kind, params: 0, decision: c.decision.action === 'alert' ? 'alert' : 'allow',
             }),
@@ -238,6 +254,7 @@ export class PgRelay {
         const b = decodeBind(f.body);
         if (this.discarding) return f.raw;
         const st = this.statements.get(b.statement);
+        this.portalGone(b.portal);
         this.portals.set(b.portal, { text: st?.text ?? '(unknown prepared statement)', kind: st?.kind ?? null, params: b.params, alert: st?.alert ?? false });
         if (this.portals.size > 10_000) this.portals.delete(this.portals.keys().next().value!);
         return f.raw;
@@ -246,18 +263,16 @@ export class PgRelay {
         const e = decodeExecute(f.body);
         if (this.discarding) return f.raw;
         const p = this.portals.get(e.portal);
-        this.pending.push({
-          seq: this.clientSeq,
-          h: this.session.recording.queries().statement({
-            statement: p?.text ?? '(unknown portal)', kind: p?.kind ?? null, params: p?.params ?? 0, decision: p?.alert ? 'alert' : 'allow',
-          }),
+        const h = this.running.get(e.portal)?.h ?? this.session.recording.queries().statement({
+          statement: p?.text ?? '(unknown portal)', kind: p?.kind ?? null, params: p?.params ?? 0, decision: p?.alert ? 'alert' : 'allow',
         });
+        this.pending.push({ seq: this.clientSeq, h, text: p?.text ?? '(unknown portal)', portal: e.portal, maxRows: e.maxRows });
         return f.raw;
       }
       case 'C': {
         const c = decodeTarget(f.body);
         if (c.which === 'S') this.statements.delete(c.name);
-        else this.portals.delete(c.name);
+        else { this.portals.delete(c.name); this.portalGone(c.name); }
         return f.raw;
       }
       case 'D': decodeTarget(f.body); return f.raw;
@@ -332,9 +347,41 @@ export class PgRelay {
   }
 
   /** The oldest recorded statement of the request the server is answering now. */
-  private current(): StatementHandle | undefined {
-    if (this.pending[0] && this.pending[0].seq <= this.serverSeq) return this.pending.shift()!.h;
+  private current(): Pending | undefined {
+    if (this.pending[0] && this.pending[0].seq <= this.serverSeq) return this.pending.shift()!;
     return undefined;
+  }
+
+  /**
+   * The server answered a statement: CommandComplete's count is the last batch's only, so a
+   * portal that was suspended adds the rows of its earlier batches (each exactly its row limit).
+   */
+  private answered(p: Pending | undefined, result: { rows?: number | null; error?: string }): void {
+    if (!p) return;
+    const r = p.portal !== undefined ? this.running.get(p.portal) : undefined;
+    if (r && r.h === p.h) {
+      this.running.delete(p.portal!);
+      p.h.finish(result.error !== undefined ? { error: result.error } : { rows: r.rows + (result.rows ?? 0) });
+      return;
+    }
+    p.h.finish(result);
+  }
+
+  /** PortalSuspended: exactly maxRows rows were sent; the entry stays open for the next Execute. */
+  private suspended(p: Pending | undefined): void {
+    if (!p) return;
+    if (p.portal === undefined || !p.maxRows) { p.h.finish({ rows: null }); return; }
+    const r = this.running.get(p.portal);
+    if (r && r.h === p.h) r.rows += p.maxRows;
+    else this.running.set(p.portal, { h: p.h, rows: p.maxRows });
+  }
+
+  /** A portal closed, re-bound or dropped at the end of its transaction: a suspended run ends with the rows read. */
+  private portalGone(name: string): void {
+    const r = this.running.get(name);
+    if (!r) return;
+    this.running.delete(name);
+    r.h.finish({ rows: r.rows });
   }
 
   private upstreamFrame(f: Frame): Buffer {
@@ -342,11 +389,14 @@ export class PgRelay {
     switch (f.type) {
       case 'C': {
         const tag = safe(() => decodeCommandComplete(f.body), '');
-        this.current()?.finish({ rows: rowsFromTag(tag) });
+        this.answered(this.current(), { rows: rowsFromTag(tag) });
         return f.raw;
       }
-      case 'I': case 's':
-        this.current()?.finish({ rows: null });
+      case 'I':
+        this.answered(this.current(), { rows: null });
+        return f.raw;
+      case 's':
+        this.suspended(this.current());
         return f.raw;
       case 'E': {
         const fields = safe(() => decodeErrorFields(f.body), null);
@@ -357,17 +407,29 @@ export class PgRelay {
           this.denied.splice(i, 1);
           return encodeError(d.error);
         }
-        this.current()?.finish({ error: fields ? `${fields.code}: ${fields.message}` : 'error' });
+        const inDb = fields ? refusedInDatabase(fields) : null;
+        const text = this.pending[0] && this.pending[0].seq <= this.serverSeq ? this.pending[0].text : null;
+        if (inDb) {
+          // The server's event trigger refused DDL the statement ran (a DO block, EXECUTE, a function).
+          this.answered(this.current(), { error: `${fields!.code}: refused in the database server: ${inDb.tag}: ${inDb.message}` });
+          this.session.audit('postgres.refused_in_database', { tag: inDb.tag, message: inDb.message, statement: text === null ? null : redactStatement(text).slice(0, 500) });
+          return f.raw;
+        }
+        this.answered(this.current(), { error: fields ? `${fields.code}: ${fields.message}` : 'error' });
         return f.raw;
       }
       case 'Z': {
         this.status = String.fromCharCode(f.body[0] ?? 73);
         const seq = this.serverSeq++;
         while (this.pending.length && this.pending[0]!.seq <= seq) {
-          this.pending.shift()!.h.finish({ error: 'not executed: an earlier statement in the same request failed' });
+          this.answered(this.pending.shift(), { error: 'not executed: an earlier statement in the same request failed' });
         }
         this.denied = this.denied.filter((d) => d.seq > seq);
-        if (this.status === 'I') this.portals.clear();
+        if (this.status === 'I') {
+          // Outside a transaction block no portal survives (named ones end with their transaction).
+          this.portals.clear();
+          for (const name of [...this.running.keys()]) this.portalGone(name);
+        }
         return f.raw;
       }
       default:

@@ -145,6 +145,17 @@ function contract(kind: Kind) {
     await s.updateApiToken({ id: 't1', hash: 'th', identity: 'alice', name: 'ci', createdAt: 1, expiresAt: 9, lastUsedAt: 4, revokedAt: 5, mfaAt: 3 });
     t.match(await s.getApiTokenByHash('th'), { lastUsedAt: 4, revokedAt: 5 });
     t.equal((await s.listApiTokens('alice')).length, 1);
+    t.match(await s.getApiToken('t1'), { id: 't1', revokedAt: 5 }, 'token by id');
+    t.equal(await s.getApiToken('nope'), null);
+    const link = { id: 'L1', identity: 'alice', refreshSealed: 'v1.sealed', accessSealed: null, accessExpiresAt: null, createdAt: 1, validatedAt: 10, expiresAt: 100, state: 'ok' as const, failedAt: null, failKind: null, failReason: null };
+    await s.insertIdpLink(link);
+    await s.insertIdpLink({ ...link, id: 'L2', identity: 'bob', validatedAt: 50, expiresAt: 20 });
+    t.same(await s.getIdpLink('L1'), link, 'IdP link round-trips');
+    t.same((await s.listIdpLinks({ validatedBefore: 11 })).map((l) => l.id), ['L1'], 'links validated before a time');
+    t.same((await s.listIdpLinks({ liveAt: 30 })).map((l) => l.id), ['L1'], 'links still live at a time');
+    t.same((await s.listIdpLinks({ identity: 'bob' })).map((l) => l.id), ['L2']);
+    await s.updateIdpLink({ ...link, state: 'failed', failedAt: 12, failKind: 'refused', failReason: 'user disabled' });
+    t.same((await s.listIdpLinks({ state: 'failed' })).map((l) => l.id), ['L1'], 'failed links by state');
     await s.insertWebSession({ id: 'w1', hash: 'wh', identity: 'alice', createdAt: 1, expiresAt: 9, mfaAt: null, revokedAt: null });
     await s.updateWebSession({ id: 'w1', hash: 'wh', identity: 'alice', createdAt: 1, expiresAt: 9, mfaAt: 2, revokedAt: null });
     t.match(await s.getWebSessionByHash('wh'), { mfaAt: 2 });
