@@ -169,9 +169,13 @@ t.test('a mint that fails half-way, or a session killed while minting, leaves no
   const attempt = tediousConnect(host, port, 'sales-db', s2.secret);
   attempt.catch(() => {});
   const live = await waitFor(async () => (await tg.api('carol', 'GET', '/api/v1/sessions?state=active&target=sales-db')).body[0] as { id: string } | undefined, 10_000, 'a live session');
-  t.equal((await tg.api('carol', 'POST', `/api/v1/sessions/${live.id}/kill`, { reason: 'stop' })).status, 200);
+  // The kill answers once the session has ended, and so once the mint in flight finished and was revoked.
+  const killed = tg.api('carol', 'POST', `/api/v1/sessions/${live.id}/kill`, { reason: 'stop' });
+  await waitFor(async () => (await tg.store.listAudit({ action: 'session.kill', subject: live.id })).length > 0, 10_000, 'the kill to land');
   release();
   d.onStatement = null;
+  t.equal((await killed).status, 200);
+  t.same((await tg.store.listLeases({ grantId: s2.grant.id })).map((l) => l.state), ['revoked'], 'by the kill\'s answer the login made meanwhile is revoked');
   await t.rejects(attempt, { message: /terminated by carol: stop/ }, 'the client hears why');
   await noLoginsLeft();
   t.pass('the login made after the kill was dropped too');
