@@ -155,7 +155,7 @@ export function buildCli(): Command {
   targets.command('check').description('dial a target with its admin credential: reachable, credentials work (SOC)').argument('<name>')
     .action(async (name: string) => {
       const r = await api(g(), 'POST', `/api/v1/targets/${encodeURIComponent(name)}/check`, {});
-      out(g(), r, () => process.stdout.write(`${name}: ${r.ok ? 'OK' : 'FAILED'} — ${r.detail}\n`));
+      out(g(), r, () => process.stdout.write(`${name}: ${r.ok ? 'OK' : `FAILED at ${r.stage ?? 'check'}`} — ${r.detail}\n`));
       if (!r.ok) process.exitCode = 2;
     });
 

@@ -22,6 +22,7 @@ import { moduleMap } from '../protocols/index.js';
 import type { Store } from './store/types.js';
 import { openStore } from './store/index.js';
 import { AUDIT_KEY_LABEL, AuditLog } from './audit.js';
+import { fromModule } from './audit-events.js';
 import { Access, BrowserApprovals } from './access.js';
 import { SessionManager } from './sessions.js';
 import { ensureTlsMaterial } from './tls.js';
@@ -129,7 +130,7 @@ export class Gateway {
     this.secrets = new ConnectionSecrets(this.store, this.clock);
 
     this.setupMetrics();
-    const auditAs = (action: string, subject: string | null, data: Record<string, unknown>) => this.audit.append('system', action, subject, data).then(() => undefined);
+    const auditAs = (action: string, subject: string | null, data: Record<string, unknown>) => this.audit.append('system', fromModule(action), subject, data).then(() => undefined);
     this.notifications = new Notifications({
       store: this.store, clock: this.clock, log: this.log.child({ c: 'notifications' }), gatewayId: cfg.gateway.id, config: cfg.notifications, configFile: cfg.file,
       publicUrl: () => this.publicUrl, socGroups: cfg.gateway.socGroups, breakGlassReviewers: cfg.breakGlass.reviewers,
@@ -147,7 +148,7 @@ export class Gateway {
       clock: this.clock,
       // Break-glass reviews are closed by the SOC or the configured reviewer groups.
       config: { targets: cfg.targets, policies: cfg.policies, breakGlass: { ...cfg.breakGlass, reviewers: [...cfg.breakGlass.reviewers, ...cfg.gateway.socGroups] }, idp: cfg.idp },
-      audit: async (actor, action, subject, data) => { await this.audit.append(actor, action, subject, data); },
+      audit: async (actor, action, subject, data) => { await this.audit.append(actor, fromModule(action), subject, data); },
       notify: (e) => this.notify(e),
       onGrantEnded: (grant, why) => {
         void this.sessions.grantEnded(grant, why);
@@ -183,7 +184,7 @@ export class Gateway {
     });
     this.links = new IdpLinks({
       store: this.store, clock: this.clock, key: this.key, oidc: () => this.oidc, intervalMs: parseDuration(cfg.idp.revalidate),
-      audit: (actor, action, subject, data) => this.audit.append(actor, action, subject, data).then(() => undefined),
+      audit: (actor, action, subject, data) => this.audit.append(actor, fromModule(action), subject, data).then(() => undefined),
       log: this.log.child({ c: 'lifecycle' }),
       onFailed: async (link) => {
         // Sessions opened through the failed sign-in end; with a refusal, so do those opened with a registered key.
@@ -264,7 +265,9 @@ export class Gateway {
       if (name === 'http') continue;
       const mod = this.modules.get(name);
       if (!mod?.listen) throw new Error(`${cfg.file}: listeners.${name}: no protocol module "${name}" can listen (known: ${[...this.modules.keys()].join(', ')})`);
-      this.listeners.set(name, await mod.listen(this.ctx(name), { host: addr.host, port: addr.port, preauth: preauthOf(addr) }));
+      // The module's refuse goes with the address: its front door refuses every connection it will not serve with it.
+      const refuse = mod.refuse ? mod.refuse.bind(mod) : undefined;
+      this.listeners.set(name, await mod.listen(this.ctx(name), { host: addr.host, port: addr.port, preauth: preauthOf(addr), refuse }));
     }
     await this.audit.append('system', 'gateway.started', cfg.gateway.id, {
       listeners: Object.fromEntries([...this.listeners].map(([n, l]) => [n, `${l.host}:${l.port}`]).concat([['http', `${httpCfg.host}:${port}`]])),
@@ -371,45 +374,57 @@ export class Gateway {
     let c = this.ctxCache.get(protocol);
     if (c) return c;
     const gw = this;
+    const dataDir = join(this.dataDir, protocol);
     c = {
       log: this.log.child({ protocol }),
       clock: this.clock,
-      get tls() { return gw.tls; },
-      dataDir: join(this.dataDir, protocol),
-      get publicHost() { return gw.publicHost; },
-      get publicUrl() { return gw.publicUrl; },
-      target: (n) => this.config.targets.find((t) => t.name === n),
-      targets: () => this.config.targets,
-      resolveSecret: (ref, path) => resolveSecret(ref as never, this.config, path),
-      pendingSecrets: (u, p, addr) => this.access.pendingSecrets(u, p, addr),
-      deriveKey: (label) => this.key.deriveKey(`protocol:${protocol}:${label}`),
-      authenticate: async (req) => {
-        const out = await this.access.authenticate(req);
-        if (!out.ok) this.accessRefused.inc({ protocol: req.protocol, code: out.code });
-        return out;
+      config: {
+        get tls() { return gw.tls; },
+        dataDir,
+        get publicHost() { return gw.publicHost; },
+        get publicUrl() { return gw.publicUrl; },
+        target: (n) => this.config.targets.find((t) => t.name === n),
+        targets: () => this.config.targets,
+        resolveSecret: (ref, path) => resolveSecret(ref as never, this.config, path),
       },
-      beginBrowserApproval: (req) => {
-        const release = this.pendingSignIns.acquire(req.clientAddr); // throws TooManyPending
-        const a = this.approvals.begin(req);
-        return { url: a.url, wait: (ms) => a.wait(ms).finally(release), cancel: () => { a.cancel(); release(); } };
+      access: {
+        pendingSecrets: (u, p, addr) => this.access.pendingSecrets(u, p, addr),
+        authenticate: async (req) => {
+          const out = await this.access.authenticate(req);
+          if (!out.ok) this.accessRefused.inc({ protocol: req.protocol, code: out.code });
+          return out;
+        },
+        beginBrowserApproval: (req) => {
+          const release = this.pendingSignIns.acquire(req.clientAddr); // throws TooManyPending
+          const a = this.approvals.begin(req);
+          return { url: a.url, wait: (ms) => a.wait(ms).finally(release), cancel: () => { a.cancel(); release(); } };
+        },
+        webPrincipal: async (cookie) => {
+          const r = await this.callers.fromCookie(cookie);
+          return r.ok ? r.principal : null;
+        },
       },
-      openSession: (auth, meta) => this.sessions.open(auth, meta),
-      webPrincipal: async (cookie) => {
-        const r = await this.callers.fromCookie(cookie);
-        return r.ok ? r.principal : null;
+      crypto: {
+        seal: (value, ttlMs) => this.key.seal(value, ttlMs),
+        unseal: (sealed) => this.key.unseal(sealed),
+        deriveKey: (label) => this.key.deriveKey(`protocol:${protocol}:${label}`),
       },
-      seal: (value, ttlMs) => this.key.seal(value, ttlMs),
-      unseal: (sealed) => this.key.unseal(sealed),
-      kv: {
-        get: (key) => this.store.getKv(`protocol:${protocol}:${key}`),
-        set: (key, value) => this.store.setKv(`protocol:${protocol}:${key}`, value),
+      sessions: {
+        open: (auth, meta) => this.sessions.open(auth, meta),
+        withSession: (auth, meta, fn) => this.sessions.withSession(auth, meta, fn),
       },
-      audit: async (action, subject, data, opts) => {
-        await this.audit.append('system', action, subject, data);
-        if (opts?.alert) this.notify({ kind: 'alert', action, subject, protocol, ...data });
+      state: {
+        kv: {
+          get: (key) => this.store.getKv(`protocol:${protocol}:${key}`),
+          set: (key, value) => this.store.setKv(`protocol:${protocol}:${key}`, value),
+        },
+        audit: async (action, subject, data, opts) => {
+          await this.audit.append('system', fromModule(action), subject, data);
+          if (opts?.alert) this.notify({ kind: 'alert', action, subject, protocol, ...data });
+        },
       },
     };
-    mkdirSync(c.dataDir, { recursive: true, mode: 0o700 });
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     this.ctxCache.set(protocol, c);
     return c;
   }
@@ -434,6 +449,7 @@ export class Gateway {
     if (this.checkpointTimer) clearInterval(this.checkpointTimer);
     this.engine?.stop();
     this.links?.stop();
+    this.sessions?.stop();
     await this.links?.idle();
     await this.sessions?.terminateWhere(() => true, { code: 'gateway_shutdown', message: 'Tollgate: the gateway is shutting down.' });
     for (const l of this.listeners.values()) await l.close().catch(() => undefined);

@@ -2,8 +2,9 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Clock, TimerHandle } from '../policies/clock.js';
 import type { Store, LeaseRecord, SessionRecord, GrantRecord, LockRecord } from './store/types.js';
-import type {
-  Authorized, EndReason, LeaseResult, LiveSession, ProtocolContext, ProtocolModule, RuleCheckOptions, RuleDecision,
+import {
+  leaseKindOf, revokeWithModule, SessionEndedError,
+  type Authorized, type EndReason, type LeaseResult, type LiveSession, type ProtocolContext, type ProtocolModule, type RuleCheckOptions, type RuleDecision, type SessionMeta,
 } from '../protocols/types.js';
 import type { SessionRecording, LiveBus } from '../recorder/types.js';
 import type { Principal } from '../auth/types.js';
@@ -11,6 +12,7 @@ import type { TargetConfig, RoleConfig } from '../protocols/config.js';
 import type { CommandRuleConfig } from '../policies/config.js';
 import type { AuditLog } from './audit.js';
 import { redactStatement } from '../recorder/index.js';
+import { fromModule } from './audit-events.js';
 import { runInSession, describeError } from './safety.js';
 
 export interface RuleChecker {
@@ -36,10 +38,20 @@ export interface SessionDeps {
   metrics?: { started(protocol: string): void; ended(protocol: string, code: string): void };
   /** Per-session budgets (config `limits`). */
   limits: { sessionBufferBytes: number };
+  /** When a failed revoke is tried again: first after firstMs, then twice as long each time, at most maxMs (tests shorten it). */
+  revokeRetry?: { firstMs: number; maxMs: number };
 }
 
 /** How long a protocol module gets to close both sides after "end now" before the proxy ends it anyway. */
 const FORCE_END_MS = 5000;
+/** How long a session's teardown waits for a mint still running before it revokes anyway (the mint then revokes what it made). */
+const MINT_WAIT_MS = 30_000;
+export const DEFAULT_REVOKE_RETRY = { firstMs: 10_000, maxMs: 3_600_000 };
+
+/** The delay before revoke attempt n+1 after n failed ones: doubling from firstMs, capped at maxMs. */
+export function revokeBackoff(failedAttempts: number, r: { firstMs: number; maxMs: number } = DEFAULT_REVOKE_RETRY): number {
+  return Math.min(r.maxMs, r.firstMs * 2 ** Math.max(0, Math.min(30, failedAttempts - 1)));
+}
 
 export function lockMatches(lock: Pick<LockRecord, 'scope' | 'value'>, s: { identity: string; target: string; grantId: string }): boolean {
   return (lock.scope === 'identity' && lock.value === s.identity)
@@ -54,6 +66,8 @@ class Session implements LiveSession {
   recording!: SessionRecording;
   record!: SessionRecord;
   private leases: LeaseRecord[] = [];
+  /** Mints whose create() still runs: teardown waits for them, so nothing is created after the revoke. */
+  private minting = new Set<Promise<unknown>>();
   private terminateHandlers: ((r: EndReason) => void)[] = [];
   private warningHandlers: ((m: string, ms: number) => void)[] = [];
   private timers: TimerHandle[] = [];
@@ -61,6 +75,8 @@ class Session implements LiveSession {
   private doneResolve!: () => void;
   /** Resolves when teardown (lease revocation, sealing, audit) has completed. */
   readonly done: Promise<void> = new Promise<void>((r) => { this.doneResolve = r; });
+  private endingResolve!: (r: EndReason) => void;
+  readonly ending: Promise<EndReason> = new Promise<EndReason>((r) => { this.endingResolve = r; });
   private terminating: EndReason | null = null;
   private rules: RuleChecker;
   private bytesUp = 0;
@@ -82,27 +98,51 @@ class Session implements LiveSession {
   get commandRules(): readonly CommandRuleConfig[] { return this.rules.list ?? []; }
 
   async lease<T>(kind: string, data: Record<string, unknown>, create: (leaseId: string) => Promise<LeaseResult<T>>): Promise<T> {
-    if (this.ended || this.terminating) throw new Error(`session is ending: ${this.terminating?.message ?? 'ended'}`);
+    if (this.ended || this.terminating) throw new SessionEndedError(`the session is ending: ${this.terminating?.message ?? 'ended'}`);
+    // Only a kind the module declared, with its revoke: nothing is minted that nobody can revoke.
+    const mod = this.deps.module(this.protocol);
+    if (!mod) throw new Error(`no protocol module "${this.protocol}" is loaded`);
+    leaseKindOf(mod, kind);
     const rec: LeaseRecord = {
       id: randomUUID(), sessionId: this.id, grantId: this.grant.id, target: this.target.name, kind, state: 'pending',
-      data, createdAt: this.deps.clock.now(), activatedAt: null, revokedAt: null, error: null,
+      data, createdAt: this.deps.clock.now(), activatedAt: null, revokedAt: null, error: null, attempts: 0, retryAt: null,
     };
+    // Teardown waits for the whole of it, from storing the lease to knowing what exists.
+    const minted = this.mint(rec, create);
+    this.minting.add(minted);
+    void minted.then(() => this.minting.delete(minted), () => this.minting.delete(minted));
+    return minted;
+  }
+
+  private async mint<T>(rec: LeaseRecord, create: (leaseId: string) => Promise<LeaseResult<T>>): Promise<T> {
     // Stored BEFORE anything exists on the target: a crash from here on is found by the reaper.
     await this.deps.store.insertLease(rec);
     this.leases.push(rec);
-    await this.deps.audit.append(this.identity, 'lease.created', rec.id, { session: this.id, target: this.target.name, kind, data });
+    await this.deps.audit.append(this.identity, 'lease.created', rec.id, { session: this.id, target: this.target.name, kind: rec.kind, data: rec.data });
+    if (this.ended || this.terminating) {
+      // Ended while the lease was being stored: nothing is made; the stored lease is revoked (nothing there).
+      await this.mgr.revokeLease(rec).catch(() => undefined);
+      throw new SessionEndedError();
+    }
+    let res: LeaseResult<T>;
     try {
-      const res = await create(rec.id);
-      rec.data = { ...rec.data, ...(res.data ?? {}) };
-      rec.state = 'active';
-      rec.activatedAt = this.deps.clock.now();
-      await this.deps.store.updateLease(rec);
-      return res.credential;
+      res = await create(rec.id);
     } catch (e) {
-      rec.error = (e as Error).message;
+      void this.deps.audit.append(this.identity, 'lease.mint_failed', rec.id, { session: this.id, target: this.target.name, kind: rec.kind, error: (e as Error).message });
+      // Whatever the failed create left behind goes too.
       await this.mgr.revokeLease(rec).catch(() => undefined);
       throw e;
     }
+    rec.data = { ...rec.data, ...(res.data ?? {}) };
+    if (this.ended || this.terminating) {
+      // Ended (kill, lock, client gone) while the credential was being made: it exists now, so revoke it now.
+      await this.mgr.revokeLease(rec).catch(() => undefined);
+      throw new SessionEndedError();
+    }
+    rec.state = 'active';
+    rec.activatedAt = this.deps.clock.now();
+    await this.deps.store.updateLease(rec);
+    return res.credential;
   }
 
   check(text: string, opts: RuleCheckOptions = {}): RuleDecision {
@@ -180,7 +220,7 @@ class Session implements LiveSession {
   }
 
   audit(action: string, data: Record<string, unknown>): void {
-    void this.deps.audit.append(this.identity, action, this.id, { target: this.target.name, ...data });
+    void this.deps.audit.append(this.identity, fromModule(action), this.id, { target: this.target.name, ...data });
   }
 
   arm(): void {
@@ -214,6 +254,7 @@ class Session implements LiveSession {
     // The gateway's reason wins over what the module saw (e.g. "client closed" after a kill).
     const final = this.terminating ?? reason;
     this.ended = true;
+    this.endingResolve(final);
     this.endPromise = this.finish(final)
       .catch((e) => { this.log.error({ err: e }, 'session teardown failed'); })
       .finally(() => this.doneResolve());
@@ -224,8 +265,17 @@ class Session implements LiveSession {
     for (const t of this.timers) t.cancel();
     this.timers = [];
     const errors: string[] = [];
+    // A credential still being made is revoked by its own mint once made (the session has ended).
+    if (this.minting.size) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.allSettled([...this.minting]),
+        new Promise<void>((r) => { timer = setTimeout(r, MINT_WAIT_MS); timer.unref(); }),
+      ]);
+      clearTimeout(timer);
+    }
     for (const l of [...this.leases].reverse()) {
-      if (l.state === 'revoked' || l.state === 'failed') continue;
+      if (l.state === 'revoked') continue;
       try { await this.mgr.revokeLease(l); } catch (e) { errors.push((e as Error).message); }
     }
     try { await this.recording.close(); } catch (e) { errors.push(`recording: ${(e as Error).message}`); }
@@ -254,6 +304,11 @@ class Session implements LiveSession {
 
 export class SessionManager {
   private live = new Map<string, Session>();
+  /** Revokes running now, by lease id (one at a time per lease; the reaper leaves these alone). */
+  private revoking = new Map<string, Promise<void>>();
+  /** Retries of failed revokes, by lease id. */
+  private retries = new Map<string, TimerHandle>();
+  private stopped = false;
   constructor(private deps: SessionDeps) {}
 
   list(): Session[] { return [...this.live.values()]; }
@@ -264,7 +319,31 @@ export class SessionManager {
     return this.deps.store.listLocks({ active: true, at: this.deps.clock.now() });
   }
 
-  async open(auth: Authorized, meta: { protocol: string; clientAddr: string }): Promise<LiveSession> {
+  /**
+   * Open a session, run fn, end the session on every path (see SessionsFacet.withSession): fn's
+   * EndReason or client_exit when it returns, `error` when it throws (rethrown), client_exit when
+   * meta.client closes first (onTerminate handlers run, so the module closes the other side).
+   */
+  async withSession(auth: Authorized, meta: SessionMeta, fn: (session: LiveSession) => Promise<EndReason | void>): Promise<void> {
+    const s = await this.open(auth, meta) as Session;
+    const client = meta.client;
+    // A turn later, so the module's own close handling (which knows more) can end the session first.
+    const dropped = () => { setImmediate(() => s.terminate({ code: 'client_exit', message: 'the client disconnected' })); };
+    client?.once('close', dropped);
+    if ((client as { destroyed?: boolean } | undefined)?.destroyed) dropped();
+    let reason: EndReason | void;
+    try {
+      reason = await fn(s);
+    } catch (e) {
+      await s.end({ code: 'error', message: e instanceof SessionEndedError ? e.message : `the session failed: ${(e as Error).message}` });
+      throw e;
+    } finally {
+      client?.off('close', dropped);
+    }
+    await s.end(reason ?? { code: 'client_exit', message: 'the session finished' });
+  }
+
+  async open(auth: Authorized, meta: SessionMeta): Promise<LiveSession> {
     const now = this.deps.clock.now();
     const grant = await this.deps.store.getGrant(auth.grant.id);
     if (!grant || grant.state !== 'active' || grant.expiresAt <= now) throw new Error('the grant is no longer active');
@@ -318,33 +397,92 @@ export class SessionManager {
       : { code: 'revoked', message: `Tollgate: your grant for ${grant.target} was revoked${grant.endReason ? `: ${grant.endReason}` : ''}.` });
   }
 
-  /** Revoke one lease through its protocol module (idempotent). */
-  async revokeLease(l: LeaseRecord): Promise<void> {
-    const target = this.deps.target(l.target);
+  /**
+   * Revoke one lease through the revoke of the kind that minted it; one at a time per lease (a
+   * second call waits for the first, then tries again). The lease is marked revoked only when that
+   * revoke confirmed. Otherwise it stays a standing privilege: the error and attempt count are
+   * stored, the first failure alerts, and it is tried again with backoff (here, and by any
+   * gateway's reaper). Throws the revoke's error.
+   */
+  revokeLease(l: LeaseRecord): Promise<void> {
+    const before = this.revoking.get(l.id) ?? Promise.resolve();
+    const run = before.catch(() => undefined).then(() => this.revokeOnce(l));
+    this.revoking.set(l.id, run);
+    const forget = () => { if (this.revoking.get(l.id) === run) this.revoking.delete(l.id); };
+    run.then(forget, forget);
+    return run;
+  }
+
+  private async revokeOnce(l: LeaseRecord): Promise<void> {
+    this.retries.get(l.id)?.cancel();
+    this.retries.delete(l.id);
     l.state = 'revoking';
+    l.attempts = (l.attempts ?? 0) + 1;
     await this.deps.store.updateLease(l);
+    let detail: string;
     try {
-      const session = l.sessionId ? await this.deps.store.getSession(l.sessionId) : null;
-      const mod = this.deps.module(session?.protocol ?? target?.protocol ?? '');
+      const target = this.deps.target(l.target);
       if (!target) throw new Error(`target ${l.target} is no longer configured`);
-      if (mod?.revokeLease) await mod.revokeLease(this.deps.ctx(mod.name), target, l);
-      l.state = 'revoked';
-      l.revokedAt = this.deps.clock.now();
-      l.error = null;
-      await this.deps.store.updateLease(l);
-      await this.deps.audit.append('system', 'lease.revoked', l.id, { session: l.sessionId, target: l.target, kind: l.kind, data: l.data });
+      const session = l.sessionId ? await this.deps.store.getSession(l.sessionId) : null;
+      const protocol = session?.protocol ?? target.protocol;
+      const mod = this.deps.module(protocol);
+      if (!mod) throw new Error(`no protocol module "${protocol}" is loaded`);
+      // Only the kind's own revoke, and only its explicit confirmation, makes the lease revoked.
+      detail = String((await revokeWithModule(mod, this.deps.ctx(mod.name), target, l)).detail ?? '');
     } catch (e) {
+      const failed = l.attempts;
       l.error = (e as Error).message;
+      l.retryAt = this.deps.clock.now() + revokeBackoff(failed, this.deps.revokeRetry);
       await this.deps.store.updateLease(l);
-      await this.deps.audit.append('system', 'lease.revoke_failed', l.id, { session: l.sessionId, target: l.target, kind: l.kind, error: l.error });
+      await this.deps.audit.append('system', 'lease.revoke_failed', l.id, {
+        session: l.sessionId, target: l.target, kind: l.kind, error: l.error, attempts: failed, retryAt: l.retryAt,
+      });
+      if (failed === 1) {
+        this.deps.notify({ kind: 'standing_privilege', lease: l.id, target: l.target, leaseKind: l.kind, session: l.sessionId, error: l.error });
+      }
+      this.scheduleRetry(l);
       throw e;
     }
+    l.state = 'revoked';
+    l.revokedAt = this.deps.clock.now();
+    l.error = null;
+    l.retryAt = null;
+    await this.deps.store.updateLease(l);
+    await this.deps.audit.append('system', 'lease.revoked', l.id, { session: l.sessionId, target: l.target, kind: l.kind, data: l.data, detail, attempts: l.attempts });
+  }
+
+  /** Try a failed revoke again when its backoff is over (unless it is revoked meanwhile, or the gateway stops). */
+  private scheduleRetry(l: LeaseRecord): void {
+    if (this.stopped || this.retries.has(l.id) || l.retryAt === null || l.retryAt === undefined) return;
+    const timer = this.deps.clock.setTimer(Math.max(0, l.retryAt - this.deps.clock.now()), () => {
+      if (this.retries.get(l.id) !== timer) return;
+      this.retries.delete(l.id);
+      void (async () => {
+        const now = await this.deps.store.getLease(l.id);
+        if (!now || now.state === 'revoked' || this.stopped) return;
+        if (now.sessionId && this.live.has(now.sessionId)) return;
+        await this.revokeLease(now);
+      })().catch((e) => this.deps.log.warn({ err: (e as Error).message, lease: l.id }, 'revoke retry failed'));
+    });
+    this.retries.set(l.id, timer);
+  }
+
+  /** Standing privileges now (see standingPrivileges), as this gateway sees them. */
+  standing(): Promise<LeaseRecord[]> {
+    return standingPrivileges(this.deps.store, (id) => this.live.has(id), this.deps.gatewayId);
+  }
+
+  /** No more retries (the gateway stops; the next start's reaper takes over). */
+  stop(): void {
+    this.stopped = true;
+    for (const t of this.retries.values()) t.cancel();
+    this.retries.clear();
   }
 
   /**
    * The reaper: every lease without a live session in this gateway is revoked (after a crash, a
-   * failed teardown, or a session another gateway instance lost). Sessions this gateway owned but no
-   * longer runs are marked ended.
+   * failed teardown, or a session another gateway instance lost); one whose revoke failed is tried
+   * again once its backoff is over. Sessions this gateway owned but no longer runs are marked ended.
    */
   async reap(): Promise<{ leases: number; sessions: number; failed: number }> {
     let leases = 0;
@@ -360,8 +498,12 @@ export class SessionManager {
       await this.deps.audit.append('system', 'session.ended', s.id, { target: s.target, reason: 'gateway_restart', message: s.endReason });
       sessions++;
     }
+    const now = this.deps.clock.now();
     for (const l of await this.deps.store.listLeases({ state: ['pending', 'active', 'revoking'] })) {
       if (l.sessionId && liveIds.has(l.sessionId)) continue;
+      if (this.revoking.has(l.id)) continue;
+      // A failed revoke waits for its backoff (a retry is scheduled for it here, whichever gateway failed it).
+      if (l.retryAt && l.retryAt > now) { this.scheduleRetry(l); continue; }
       if (l.sessionId) {
         const s = await this.deps.store.getSession(l.sessionId);
         // Another gateway's live session: not ours to reap.
@@ -371,6 +513,26 @@ export class SessionManager {
     }
     return { leases, sessions, failed };
   }
+}
+
+/**
+ * Standing privileges: leases not revoked whose session is not running (on this gateway, or
+ * active on another gateway of the same store): a revoke that failed and waits for its retry, or
+ * one the reaper has not reached yet. Nobody should hold any; the dashboard and
+ * GET /api/v1/leases?standing=1 show them with their last error and attempts.
+ */
+export async function standingPrivileges(store: Store, isLive: (sessionId: string) => boolean, gatewayId?: string): Promise<LeaseRecord[]> {
+  const leases = await store.listLeases({ state: ['pending', 'active', 'revoking'] });
+  const out: LeaseRecord[] = [];
+  for (const l of leases) {
+    if (l.sessionId && isLive(l.sessionId)) continue;
+    if (l.sessionId && gatewayId !== undefined) {
+      const s = await store.getSession(l.sessionId);
+      if (s && s.state === 'active' && s.gatewayId !== gatewayId) continue;
+    }
+    out.push(l);
+  }
+  return out;
 }
 
 export type { Session };

@@ -87,6 +87,14 @@ ALTER TABLE connection_secrets ADD COLUMN link_id TEXT;
     sql: `ALTER TABLE audit_events ADD COLUMN mac TEXT;`,
   },
   {
+    // Revokes that failed stay visible and are retried with backoff (standing privileges).
+    version: 13,
+    sql: `
+ALTER TABLE leases ADD COLUMN attempts BIGINT;
+ALTER TABLE leases ADD COLUMN retry_at BIGINT;
+`,
+  },
+  {
     // Notifications: the delivery queue with retries (proxy/notifications); SIEM push: each sink's acknowledged seq (proxy/siem).
     version: 17,
     sql: `

@@ -51,7 +51,7 @@ export const tables = {
   leases: {
     name: 'leases', pk: 'id', columns: {
       id: 'text', sessionId: 'text', grantId: 'text', target: 'text', kind: 'text', state: 'text', data: 'json', createdAt: 'int',
-      activatedAt: 'int', revokedAt: 'int', error: 'text',
+      activatedAt: 'int', revokedAt: 'int', error: 'text', attempts: 'int', retryAt: 'int',
     },
   },
   sessions: {
@@ -168,6 +168,14 @@ ALTER TABLE connection_secrets ADD COLUMN link_id TEXT;
     // Keyed audit: each event's HMAC under the audit key (the key itself lives outside the store).
     version: 3,
     sql: `ALTER TABLE audit_events ADD COLUMN mac TEXT;`,
+  },
+  {
+    // Revokes that failed stay visible and are retried with backoff (standing privileges).
+    version: 13,
+    sql: `
+ALTER TABLE leases ADD COLUMN attempts INTEGER;
+ALTER TABLE leases ADD COLUMN retry_at INTEGER;
+`,
   },
   {
     // Notifications: the delivery queue with retries (proxy/notifications); SIEM push: each sink's acknowledged seq (proxy/siem).

@@ -288,12 +288,13 @@ export abstract class SqlStore implements Store {
   protected static readonly LAST_AUDIT_SQL = 'SELECT * FROM audit_events ORDER BY seq DESC LIMIT 1';
   async setAuditMac(seq: number, mac: string) { await this.query('UPDATE audit_events SET mac = ? WHERE seq = ? AND mac IS NULL', [mac, seq]); }
   async lastAudit() { return this.t.audit.row((await this.query(SqlStore.LAST_AUDIT_SQL, [])).rows[0]) as AuditEventRecord | null; }
-  async listAudit(f: { actor?: string; action?: string; subject?: string; since?: number; until?: number; afterSeq?: number } & Page = {}) {
+  async listAudit(f: { actor?: string; action?: string | string[]; subject?: string; since?: number; until?: number; afterSeq?: number } & Page = {}) {
     const extra = [...numCond('at', '>=', f.since), ...numCond('at', '<=', f.until), ...numCond('seq', '>', f.afterSeq)];
-    const prefix = f.action?.endsWith('*') ? f.action.slice(0, -1) : undefined;
+    // One name with a trailing * is a prefix; several names (a name and its old aliases) match any of them.
+    const prefix = typeof f.action === 'string' && f.action.endsWith('*') ? f.action.slice(0, -1) : undefined;
     // A prefix match that means the same on both dialects (LIKE differs in case and escapes).
     if (prefix) extra.push(['substr(action, 1, ?) = ?', [prefix.length, prefix]]);
-    return this.t.audit.list({ actor: f.actor, action: f.action?.endsWith('*') ? undefined : f.action, subject: f.subject }, { order: 'seq', page: f, extra }) as Promise<AuditEventRecord[]>;
+    return this.t.audit.list({ actor: f.actor, action: prefix !== undefined ? undefined : f.action, subject: f.subject }, { order: 'seq', page: f, extra }) as Promise<AuditEventRecord[]>;
   }
 
   async insertLock(rec: LockRecord) { await this.t.locks.insert(rec); }

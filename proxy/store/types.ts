@@ -197,7 +197,12 @@ export interface LeaseRecord {
   createdAt: number;
   activatedAt: number | null;
   revokedAt: number | null;
+  /** The last revoke's (or mint's) error; null once revoked. */
   error: string | null;
+  /** Revokes tried so far (null or absent: none). */
+  attempts?: number | null;
+  /** When a failed revoke is tried again (backoff); null when none is due. */
+  retryAt?: number | null;
 }
 
 export interface SessionRecord {
@@ -449,7 +454,7 @@ export interface Store {
   /** Key an event written before the audit log had a key (only where mac is still empty; once, when the key moves out of the store). */
   setAuditMac(seq: number, mac: string): Promise<void>;
   lastAudit(): Promise<AuditEventRecord | null>;
-  listAudit(filter?: { actor?: string; action?: string; subject?: string; since?: number; until?: number; afterSeq?: number } & Page): Promise<AuditEventRecord[]>;
+  listAudit(filter?: { actor?: string; action?: string | string[]; subject?: string; since?: number; until?: number; afterSeq?: number } & Page): Promise<AuditEventRecord[]>;
 
   insertLock(rec: LockRecord): Promise<void>;
   updateLock(rec: LockRecord): Promise<void>;

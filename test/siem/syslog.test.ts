@@ -8,6 +8,7 @@
  * did not sign gets nothing.
  */
 import t, { type Test } from 'tap';
+import { fromModule } from '../../proxy/audit-events.js';
 import { fork } from 'node:child_process';
 import net from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -90,7 +91,7 @@ if (!haveRsyslog) {
     const restarted = (await tg.store.listAudit({ action: 'gateway.started' })).pop()!;
     const beforeRestart = restarted.seq - 1;
     t.ok(atKill[atKill.length - 1]!.event!.seq < beforeRestart, `mid-stream: rsyslog had ${atKill.length} lines (to seq ${atKill[atKill.length - 1]!.event!.seq}) of ${beforeRestart} events when the gateway died`);
-    for (let i = 0; i < 30; i++) await tg.gw.audit.append('bob', 'test.after', `a${i}`, { i });
+    for (let i = 0; i < 30; i++) await tg.gw.audit.append('bob', fromModule('test.after'), `a${i}`, { i });
     const head = (await tg.store.lastAudit())!.seq;
     t.ok(await tg.gw.siem.caughtUp(head, 60_000), 'the sink acknowledged the head');
     await new Promise((r) => setTimeout(r, 300));
@@ -112,7 +113,7 @@ if (!haveRsyslog) {
     const tg = await startTestGateway({ targets: [], extra: { siem: siem('gw-drain') } });
     let closed = false;
     t.teardown(() => (closed ? undefined : tg.close()));
-    for (let i = 0; i < 200; i++) void tg.gw.audit.append('alice', 'test.drain', null, { i });
+    for (let i = 0; i < 200; i++) void tg.gw.audit.append('alice', fromModule('test.drain'), null, { i });
     await tg.close();
     closed = true;
     const lines = from('gw-drain');
@@ -147,8 +148,8 @@ if (!haveRsyslog) {
     cfg.syslog[0] = { ...cfg.syslog[0]!, port, batch: 200 };
     const tg = await startTestGateway({ targets: [], extra: { siem: cfg } });
     t.teardown(() => tg.close());
-    for (let i = 0; i < 300; i++) void tg.gw.audit.append('alice', 'test.cut', null, { i, pad: 'x'.repeat(400) });
-    await tg.gw.audit.append('alice', 'test.cut', null, { last: true });
+    for (let i = 0; i < 300; i++) void tg.gw.audit.append('alice', fromModule('test.cut'), null, { i, pad: 'x'.repeat(400) });
+    await tg.gw.audit.append('alice', fromModule('test.cut'), null, { last: true });
     const head = (await tg.store.lastAudit())!.seq;
     t.ok(await tg.gw.siem.caughtUp(head, 30_000), 'acknowledged to the head in the end');
     await new Promise((r) => setTimeout(r, 300));

@@ -4,6 +4,7 @@
  * acknowledged sequence; a sink added with `from: now` starts at the end of the log.
  */
 import t from 'tap';
+import { fromModule } from '../../proxy/audit-events.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,7 +31,7 @@ t.test('batches in order, signed; refused ones are sent again; a restart resumes
   const refused: Received[] = [];
   hook.answer = (r) => { taken.push(r); return 200; };
   const first = await startTestGateway({ targets: [], dataDir, extra: { siem: siem() } });
-  for (let i = 0; i < 25; i++) await first.gw.audit.append('alice', 'test.one', null, { i });
+  for (let i = 0; i < 25; i++) await first.gw.audit.append('alice', fromModule('test.one'), null, { i });
   t.ok(await first.gw.siem.caughtUp(undefined, 15_000));
   const sent = bodies();
   t.same(sent, taken, 'all taken');
@@ -42,7 +43,7 @@ t.test('batches in order, signed; refused ones are sent again; a restart resumes
 
   // The receiver refuses for a while: the same batch comes again until it is taken.
   hook.answer = (r) => { refused.push(r); return 503; };
-  await first.gw.audit.append('alice', 'test.refused', null, {});
+  await first.gw.audit.append('alice', fromModule('test.refused'), null, {});
   await hook.waitFor(() => refused.length >= 3, 10_000, 'retries');
   t.same([...new Set(refused.map((r) => seqsOf([r])[0]))], [head1 + 1], 'each retry starts again right after the acknowledged seq (with what was appended meanwhile, e.g. siem.failing)');
   const st = (await first.api('carol', 'GET', '/api/v1/siem')).body[0];
@@ -56,7 +57,7 @@ t.test('batches in order, signed; refused ones are sent again; a restart resumes
   const second = await startTestGateway({ targets: [], dataDir, extra: { siem: siem([{ name: 'late', url: `http://127.0.0.1:${hook.port}/late`, secret: { value: KEY }, from: 'now' }]) } });
   t.teardown(() => second.close());
   const startedAt = (await second.store.listAudit({ action: 'gateway.started' })).pop()!.seq;
-  for (let i = 0; i < 5; i++) await second.gw.audit.append('bob', 'test.two', null, { i });
+  for (let i = 0; i < 5; i++) await second.gw.audit.append('bob', fromModule('test.two'), null, { i });
   const head2 = (await second.store.lastAudit())!.seq;
   t.ok(await second.gw.siem.caughtUp(head2, 15_000));
   const seqs = seqsOf(taken.filter((r) => r.path === '/hook/s3cr3t-path'));

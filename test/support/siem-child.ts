@@ -4,6 +4,7 @@
  * stream sends them, until the parent kills it (SIGKILL: a crash mid-stream).
  */
 import { startTestGateway } from './gateway.js';
+import { fromModule } from '../../proxy/audit-events.js';
 
 // The parent gone (a test that failed before killing it): go too.
 process.on('disconnect', () => process.exit(1));
@@ -11,7 +12,7 @@ process.on('disconnect', () => process.exit(1));
 const tg = await startTestGateway({ targets: [], store: 'sqlite', dataDir: process.argv[2]!, extra: { siem: JSON.parse(process.env['TG_SIEM_CONFIG']!) } });
 let i = 0;
 const burst = () => {
-  for (let k = 0; k < 50; k++) void tg.gw.audit.append('alice', 'test.burst', `e${i}`, { i: i++, text: 'héllo "quoted" ]' });
+  for (let k = 0; k < 50; k++) void tg.gw.audit.append('alice', fromModule('test.burst'), `e${i}`, { i: i++, text: 'héllo "quoted" ]' });
   setTimeout(burst, 20);
 };
 burst();

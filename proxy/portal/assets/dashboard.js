@@ -54,7 +54,8 @@ await load($('figures'), async () => {
     chart('Average privilege time', s.avgPrivilegeMs, fmtDuration));
   const st = h.standingPrivileges.leases;
   fill($('standing'), st.length
-    ? table('Standing privileges', ['Lease', 'Target', 'Kind', 'State', 'Since'], st.map((l) => el('tr', {}, el('td', {}, el('code', {}, l.id)), el('td', {}, l.target), el('td', {}, l.kind), el('td', {}, l.state), el('td', {}, fmtTime(l.createdAt)))))
+    ? table('Standing privileges', ['Lease', 'Target', 'Kind', 'State', 'Since', 'Revoke'], st.map((l) => el('tr', {}, el('td', {}, el('code', {}, l.id)), el('td', {}, l.target), el('td', {}, l.kind), el('td', {}, l.state), el('td', {}, fmtTime(l.createdAt)),
+      el('td', {}, l.attempts ? `failed ${l.attempts}×: ${l.error ?? ''}${l.retryAt ? ` — next try ${fmtTime(l.retryAt)}` : ''}` : 'not tried yet'))))
     : empty('None: no minted credential exists outside a live session.'));
 });
 
