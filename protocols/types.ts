@@ -29,6 +29,8 @@ export interface ListenerAddress {
   port: number;
   /** What an unauthenticated peer may cost this listener (listeners.<p>.loginTimeout, maxStartups, maxStartupsPerSource); defaults when absent. */
   preauth?: PreauthLimits;
+  /** When it aborts (the gateway drains), the listener stops accepting; connections already open go on. */
+  drain?: AbortSignal;
 }
 
 export interface PreauthLimits {
@@ -94,7 +96,11 @@ export type AuthOutcome =
   | { ok: false; code: RefusalCode; reason: string };
 
 export interface EndReason {
-  code: 'client_exit' | 'killed' | 'locked' | 'expired' | 'revoked' | 'forbidden' | 'target_closed' | 'target_error' | 'error' | 'resource_limit' | 'gateway_shutdown';
+  code: 'client_exit' | 'killed' | 'locked' | 'expired' | 'revoked' | 'forbidden' | 'target_closed' | 'target_error' | 'error' | 'resource_limit' | 'gateway_shutdown'
+    /** Ended by a surviving node: the node that held it went silent (gateway.nodeTimeout). */
+    | 'gateway_lost'
+    /** Its node could not reach the store for gateway.storeLossTimeout (fail closed). */
+    | 'store_lost';
   /** A sentence a person understands; shown to the client where the protocol allows. */
   message: string;
 }
