@@ -173,7 +173,7 @@ export interface Haproxy {
 /**
  * haproxy in the foreground (-db) with a generated config: one frontend per listener name,
  * round-robin over the nodes, each node checked with GET /readyz on its HTTP port every 200 ms
- * (down after 2 failures, up after 2 successes). http is balanced per request; the rest per TCP connection.
+ * (down after 3 failures, up after 2 successes). http is balanced per request; the rest per TCP connection.
  */
 export async function startHaproxy(t: Teardown, dir: string, nodes: { id: string; ports: Record<string, number> }[], names: string[]): Promise<Haproxy> {
   mkdirSync(dir, { recursive: true });
@@ -181,7 +181,7 @@ export async function startHaproxy(t: Teardown, dir: string, nodes: { id: string
   for (const n of names) ports[n] = await freePort();
   const lines = [
     'global', '  maxconn 500', '  log stderr format raw local0 info', `  stats socket ${join(dir, 'stats.sock')} mode 600 level user`,
-    'defaults', '  log global', '  option log-health-checks', '  timeout connect 2s', '  timeout client 5m', '  timeout server 5m', '  timeout check 1s', '  retries 2', '  option redispatch',
+    'defaults', '  log global', '  option log-health-checks', '  timeout connect 2s', '  timeout client 5m', '  timeout server 5m', '  timeout check 2s', '  retries 2', '  option redispatch',
   ];
   for (const name of names) {
     const mode = name === 'http' ? 'http' : 'tcp';
@@ -189,7 +189,7 @@ export async function startHaproxy(t: Teardown, dir: string, nodes: { id: string
     lines.push(`backend be_${name}`, `  mode ${mode}`, '  balance roundrobin', '  option httpchk',
       // HTTP/1.1 with a Host header: uWebSockets.js does not answer HTTP/1.0 requests (haproxy's default check).
       '  http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host localhost', '  http-check expect status 200',
-      '  default-server inter 200ms fall 2 rise 2');
+      '  default-server inter 200ms fall 3 rise 2');
     for (const n of nodes) lines.push(`  server ${n.id.replace(/\W/g, '_')} 127.0.0.1:${n.ports[name]} check port ${n.ports['http']}`);
   }
   const cfg = join(dir, 'haproxy.cfg');
