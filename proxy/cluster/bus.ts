@@ -71,6 +71,8 @@ export interface ControlBusOptions {
   apply(msg: ControlMessage, e: ControlEventRecord): void | Promise<void>;
   /** Catch-up period (default 1 s). */
   pollMs?: number;
+  /** How long a hole in the seq is waited for before the watermark moves past it (default 10 s). */
+  gapMs?: number;
 }
 
 export class ControlBus {
@@ -85,7 +87,7 @@ export class ControlBus {
   private closed = false;
   /** Other processes on this machine (workers.ts): told about each event this node stores. */
   private ipc: ((e: ControlEventRecord) => void) | null = null;
-  /** Counters for /metrics and tests: events applied, by how they arrived. */
+  /** Counters (tests, diagnostics): events applied, by how they arrived. */
   readonly stats = { published: 0, applied: 0, viaNotify: 0, viaIpc: 0, viaCatchUp: 0, skippedHoles: 0, listenErrors: 0 };
   /** Whether the LISTEN connection is up (PostgreSQL). */
   listening = false;
@@ -111,6 +113,9 @@ export class ControlBus {
     }, PRUNE_EVERY_MS);
     this.prune.unref();
   }
+
+  /** Every seq up to this one has been handled (or given up as a hole). */
+  get handledUpTo(): number { return this.watermark; }
 
   /** Workers on one machine: `send` tells the others of each event this process stores. */
   attachIpc(send: (e: ControlEventRecord) => void): void { this.ipc = send; }
@@ -205,7 +210,7 @@ export class ControlBus {
       const next = this.watermark + 1;
       if (this.seen.delete(next)) { this.watermark = next; continue; }
       const since = this.holes.get(next);
-      if (since === undefined || now - since < GAP_MS || !this.seen.size) break;
+      if (since === undefined || now - since < (this.o.gapMs ?? GAP_MS) || !this.seen.size) break;
       this.holes.delete(next);
       this.stats.skippedHoles++;
       this.watermark = next;
