@@ -114,8 +114,9 @@ export function buildCli(): Command {
       process.stdout.write(`Tollgate is running at ${gw.publicUrl}\n`);
       // SIGTERM drains (/readyz fails, listeners stop accepting, sessions are warned and get gateway.drainTimeout); Ctrl-C stops now.
       const stop = workers.shutdownOnce(gw);
-      process.once('SIGINT', () => { void stop(false); });
-      process.once('SIGTERM', () => { void stop(true); });
+      // on, not once: a second signal while draining is ignored instead of killing the process mid-drain.
+      process.on('SIGINT', () => { void stop(false); });
+      process.on('SIGTERM', () => { void stop(true); });
     });
 
   program.command('demo').description('start a demo gateway: SQLite, the dev IdP, demo users and real demo targets')

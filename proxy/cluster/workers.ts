@@ -99,8 +99,9 @@ export async function runPrimary(config: GatewayConfig, log: Logger = pino({ lev
       cluster.on('exit', check);
       check();
     };
-    process.once('SIGTERM', () => shutdown('drain'));
-    process.once('SIGINT', () => shutdown('stop'));
+    // on, not once: a second signal while draining must not kill the primary (its default action) and orphan the drain.
+    process.on('SIGTERM', () => shutdown('drain'));
+    process.on('SIGINT', () => shutdown('stop'));
   });
 
   try {

@@ -123,9 +123,31 @@ if (!havePostgres) {
     await settled();
   });
 
-  t.test('SIGTERM drains and stops the primary and its workers', async (t) => {
+  t.test('SIGTERM drains (readyz 503, new connections refused, live session warned, ended as gateway_shutdown after drainTimeout) and stops the primary and its workers', async (t) => {
     const pids = (await store.listNodes()).filter((n) => n.state === 'up').map((n) => n.pid!);
-    t.equal(await node.stop(), 0, 'the primary exits 0');
+    const s = await secret(true);
+    const live = psql(s.secret, 'SELECT pg_sleep(60)');
+    const session = await waitFor(async () => (await store.listSessions({ state: 'active', grantId: s.grantId }))[0], 15_000, 'a live session');
+    await waitFor(async () => (await runningStatements(pgc, 'pg_sleep')) >= 1, 15_000, 'its statement to run');
+    const t0 = performance.now();
+    node.signal('SIGTERM');
+    const readyz = await waitFor(async () => {
+      const r = await fetch(`${node.url}/readyz`).catch(() => null);
+      return r && r.status === 503 ? await r.json() : null;
+    }, 5_000, '/readyz to fail');
+    t.match(readyz, { ready: false, checks: { draining: true } }, `/readyz says draining ${(performance.now() - t0).toFixed(0)} ms after SIGTERM`);
+    node.signal('SIGTERM'); // a second SIGTERM (an impatient operator) does not cut the drain short
+    // The listeners stop accepting while the live session goes on.
+    await waitFor(async () => (await psql(s.secret, 'SELECT 1')).code !== 0, 5_000, 'a new connection to be refused');
+    t.equal((await store.getSession(session.id))?.state, 'active', 'the live session goes on meanwhile');
+    const r = await live;
+    const took = performance.now() - t0;
+    t.ok(took >= 1_500 && took < 15_000, `the live session ended ${took.toFixed(0)} ms after SIGTERM (drainTimeout 2 s)`);
+    t.match(r.stderr, /shutting down; your session ends in \d+ seconds?/, `psql got the drain warning: ${r.stderr.trim()}`);
+    const rec = await waitFor(async () => { const x = await store.getSession(session.id); return x?.state === 'ended' ? x : null; }, 10_000, 'the session record to say ended');
+    t.match(rec.endReason, /^gateway_shutdown/);
+    t.same((await store.listSessions({ grantId: s.grantId })).map((x) => x.id), [session.id], 'no session was opened while draining');
+    t.equal(await Promise.race([node.exited, new Promise((r) => setTimeout(() => r('still running'), 20_000))]), 0, 'the primary exits 0');
     for (const pid of pids) t.throws(() => process.kill(pid, 0), `worker ${pid} is gone`);
     t.match((await store.listNodes()).map((n) => n.state), ['stopped', 'stopped']);
   });
