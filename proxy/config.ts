@@ -19,12 +19,6 @@ import { clusterGatewayFields } from './cluster/config.js';
  * objects that never print.
  */
 
-/**
- * Re-exported for protocol modules that import it from here today (protocols/postgres/config.ts);
- * new code imports it from auth/secret.ts.
- */
-export { isSecretRef } from '../auth/secret.js';
-
 export class ConfigError extends Error {
   constructor(readonly file: string, readonly path: string, readonly expected: string) {
     super(`${file}: ${path || '(top level)'}: ${expected}`);

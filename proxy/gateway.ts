@@ -184,7 +184,7 @@ export class Gateway {
       rules: (target, role) => {
         const k = `${target}\u0000${role}`;
         let r = ruleCache.get(k);
-        if (!r) { r = compileRules(this.engine.rulesFor(target, role), role); ruleCache.set(k, r); }
+        if (!r) { r = compileRules(this.engine.rulesFor(target, role), role, { strict: this.engine.strictRulesFor(target, role) }); ruleCache.set(k, r); }
         return r;
       },
       module: (p) => this.modules.get(p),
