@@ -42,6 +42,8 @@ import { GatewayRoles } from './roles.js';
 import { PendingLimit } from './limits.js';
 import { DEFAULT_PREAUTH } from '../protocols/net.js';
 import type { ListenerConfig } from './config.js';
+import { Notifications } from './notifications/index.js';
+import { Siem } from './siem/index.js';
 
 export interface GatewayOptions {
   config: GatewayConfig;
@@ -91,6 +93,9 @@ export class Gateway {
   publicUrl = '';
   publicHost = '127.0.0.1';
   readonly metrics = new Registry();
+  /** Webhooks and email for the workflow's events (proxy/notifications) and the audit stream to SIEMs (proxy/siem). */
+  notifications!: Notifications;
+  siem!: Siem;
   /** Device sign-ins and browser approvals waiting for a person (gateway.maxPendingSignIns). */
   pendingSignIns!: PendingLimit;
   /** This process in the node registry, on its sessions and audit events: gateway.id (worker n: <id>/w<n>). */
@@ -151,6 +156,17 @@ export class Gateway {
     this.secrets = new ConnectionSecrets(this.store, this.clock);
 
     this.setupMetrics();
+    const auditAs = (action: string, subject: string | null, data: Record<string, unknown>) => this.audit.append('system', action, subject, data).then(() => undefined);
+    this.notifications = new Notifications({
+      store: this.store, clock: this.clock, log: this.log.child({ c: 'notifications' }), gatewayId: this.nodeId, config: cfg.notifications, configFile: cfg.file,
+      publicUrl: () => this.publicUrl, socGroups: cfg.gateway.socGroups, breakGlassReviewers: cfg.breakGlass.reviewers,
+      resolveSecret: (ref, path) => resolveSecret(ref, cfg, path), audit: auditAs,
+    });
+    this.siem = new Siem({
+      store: this.store, clock: this.clock, log: this.log.child({ c: 'siem' }), gatewayId: this.nodeId, config: cfg.siem,
+      resolveSecret: (ref, path) => resolveSecret(ref, cfg, path), audit: auditAs,
+    });
+    if (this.siem.enabled) this.audit.onEvent(() => this.siem.wake());
     this.recorder = createRecorder({ store: this.store, dir: recordingsDirOf(cfg, this.dataDir), clock: this.clock, log: this.log.child({ c: 'recorder' }) });
 
     this.engine = new JitEngine({
@@ -272,6 +288,9 @@ export class Gateway {
       // A listeners-only worker: worker 0 serves the HTTP front, the IdP and the policy timers.
       this.publicUrl = this.worker?.publicUrl ?? cfg.gateway.publicUrl ?? '';
     }
+    // Every process (each worker too) runs the delivery queue and the SIEM stream: both claim their work in the store.
+    await this.notifications.start();
+    await this.siem.start();
     const reaped = await this.sessions.reap();
     if (reaped.leases || reaped.sessions || reaped.failed) this.log.warn(reaped, 'reaper cleaned up after an earlier run');
     // Recordings a crash left open are sealed (what was flushed, at most the last second is lost).
@@ -442,6 +461,7 @@ export class Gateway {
     void this.audit.append('system', 'notify', null, event);
     const cmd = event['kind'] === 'breakglass' && this.config.breakGlass.alertCommand ? this.config.breakGlass.alertCommand : this.config.notify.command;
     if (cmd?.length) runNotify(cmd, event, this.log);
+    this.notifications?.publish(event);
   }
 
   /** The protocol context for one module (cached). */
@@ -526,6 +546,9 @@ export class Gateway {
     this.http?.close();
     await this.devIdp?.close().catch(() => undefined);
     await this.audit?.append('system', 'gateway.stopped', this.nodeId, {}).catch(() => undefined);
+    await this.notifications?.stop().catch((e) => this.log.error({ err: e }, 'notifications did not stop cleanly'));
+    // The stream sends what is left, up to gateway.stopped, for a few seconds; the rest goes after the next start.
+    await this.siem?.stop().catch((e) => this.log.error({ err: e }, 'SIEM stream did not stop cleanly'));
     await this.audit?.checkpoint().catch((e) => this.log.error({ err: e }, 'audit checkpoint failed'));
     await this.audit?.close();
     await this.store?.close();
