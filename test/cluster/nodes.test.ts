@@ -205,6 +205,9 @@ if (!havePostgres || !haveSshd || !haveHaproxy) {
     const done = await waitFor(async () => { const x = await store.getRequest(r.body.id); return x?.state === 'expired' ? x : null; }, 20_000, 'the request to time out twice');
     t.equal(done.escalations, 1);
     t.equal((await store.listAudit({ action: 'request.escalated', subject: r.body.id })).length, 1, 'one escalation, not one per node');
+    // The expiry's audit event is appended after the state change commits: wait for it, then give a second node time to double it.
+    await waitFor(async () => (await store.listAudit({ action: 'request.expired', subject: r.body.id })).length > 0, 10_000, 'the expiry audit event');
+    await new Promise((res) => setTimeout(res, 1_500));
     t.equal((await store.listAudit({ action: 'request.expired', subject: r.body.id })).length, 1, 'one expiry');
   });
 
