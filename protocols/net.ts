@@ -261,6 +261,8 @@ export async function listenTcp(
     server.once('error', rej);
     server.listen(address.port, address.host, () => { server.off('error', rej); res(); });
   });
+  // Draining: refuse new connections (the load balancer sends them elsewhere); open ones go on.
+  address.drain?.addEventListener('abort', () => server.close(), { once: true });
   return {
     host: address.host,
     port: (server.address() as net.AddressInfo).port,

@@ -36,6 +36,8 @@ export interface ListenerAddress {
   preauth?: PreauthLimits;
   /** The module's own refuse (ProtocolModule.refuse), handed to its front door by the gateway: every connection the front door refuses gets it. */
   refuse?(sock: Duplex, code: RefusalCode, message: string): void;
+  /** When it aborts (the gateway drains), the listener stops accepting; connections already open go on. */
+  drain?: AbortSignal;
 }
 
 export interface PreauthLimits {
@@ -113,7 +115,11 @@ export type AuthOutcome =
   | { ok: false; code: RefusalCode; reason: string };
 
 export interface EndReason {
-  code: 'client_exit' | 'killed' | 'locked' | 'expired' | 'revoked' | 'forbidden' | 'target_closed' | 'target_error' | 'error' | 'resource_limit' | 'gateway_shutdown';
+  code: 'client_exit' | 'killed' | 'locked' | 'expired' | 'revoked' | 'forbidden' | 'target_closed' | 'target_error' | 'error' | 'resource_limit' | 'gateway_shutdown'
+    /** Ended by a surviving node: the node that held it went silent (gateway.nodeTimeout). */
+    | 'gateway_lost'
+    /** Its node could not reach the store for gateway.storeLossTimeout (fail closed). */
+    | 'store_lost';
   /** A sentence a person understands; shown to the client where the protocol allows. */
   message: string;
 }

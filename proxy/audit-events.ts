@@ -21,6 +21,10 @@ export const AUDIT_EVENTS = {
   'gateway.crashed': { meaning: 'An error no session owned reached the process; it exits (a supervisor restarts it, the reaper cleans up).' },
   'gateway.key.created': { meaning: 'The gateway key file was created on first start.' },
   'gateway.key.moved': { meaning: 'A gateway key an older version kept in the store was moved out of it (its earlier events keyed).' },
+  'gateway.draining': { meaning: 'The gateway began draining (SIGTERM): /readyz fails, new sessions are refused, live ones get a warning and end after drainTimeout.' },
+  'gateway.lost': { meaning: 'A node stopped heartbeating beyond nodeTimeout: a surviving node claimed it, ended its sessions and revoked their leases.' },
+  'gateway.store_lost': { meaning: 'This node cannot reach the store: it refuses new sessions (and ends live ones after storeLossTimeout).' },
+  'gateway.store_back': { meaning: 'This node reaches the store again.' },
   'notify': { meaning: 'An alert was sent to the notify command; data.kind says which (rule, breakglass, alert, standing_privilege).' },
 
   // ---- people signing in and their credentials

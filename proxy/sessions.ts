@@ -40,6 +40,10 @@ export interface SessionDeps {
   limits: { sessionBufferBytes: number };
   /** When a failed revoke is tried again: first after firstMs, then twice as long each time, at most maxMs (tests shorten it). */
   revokeRetry?: { firstMs: number; maxMs: number };
+  /** Why no new session may start on this node now (draining, the store is lost), or null. */
+  admit?(): string | null;
+  /** The store is known to be unreachable: teardown skips store writes it would wait for and revokes on the target directly. */
+  storeLost?(): boolean;
 }
 
 /** How long a protocol module gets to close both sides after "end now" before the proxy ends it anyway. */
@@ -57,6 +61,18 @@ export function lockMatches(lock: Pick<LockRecord, 'scope' | 'value'>, s: { iden
   return (lock.scope === 'identity' && lock.value === s.identity)
     || (lock.scope === 'target' && lock.value === s.target)
     || (lock.scope === 'grant' && lock.value === s.grantId);
+}
+
+/** What a session a lock ends is told. */
+export function lockEndReason(lock: Pick<LockRecord, 'scope' | 'value' | 'reason'>): EndReason {
+  return { code: 'locked', message: `Tollgate: access locked (${lock.scope} ${lock.value}): ${lock.reason}` };
+}
+
+/** What a session whose grant ended is told. */
+export function grantEndReason(grant: Pick<GrantRecord, 'target' | 'endReason'>, why: 'expired' | 'revoked'): EndReason {
+  return why === 'expired'
+    ? { code: 'expired', message: `Tollgate: your grant for ${grant.target} expired; the session is closed.` }
+    : { code: 'revoked', message: `Tollgate: your grant for ${grant.target} was revoked${grant.endReason ? `: ${grant.endReason}` : ''}.` };
 }
 
 class Session implements LiveSession {
@@ -180,6 +196,11 @@ class Session implements LiveSession {
   }
   onWarning(handler: (message: string, msLeft: number) => void): void { this.warningHandlers.push(handler); }
 
+  /** Show the client a warning the way the expiry warning is shown (drain: the gateway is stopping). */
+  warn(message: string, msLeft: number): void {
+    for (const h of this.warningHandlers) { try { h(message, msLeft); } catch (e) { this.log.warn({ err: e }, 'warning handler failed'); } }
+  }
+
   addBytes(up: number, down: number): void {
     this.bytesUp += up;
     this.bytesDown += down;
@@ -229,8 +250,7 @@ class Session implements LiveSession {
     if (warnAt > 0) {
       this.timers.push(this.deps.clock.setTimer(warnAt, () => {
         const ms = this.grant.expiresAt - this.deps.clock.now();
-        const msg = `Tollgate: your access to ${this.target.name} ends in ${Math.max(1, Math.round(ms / 1000))} seconds (grant ${this.grant.id}).`;
-        for (const h of this.warningHandlers) { try { h(msg, ms); } catch (e) { this.log.warn({ err: e }, 'warning handler failed'); } }
+        this.warn(`Tollgate: your access to ${this.target.name} ends in ${Math.max(1, Math.round(ms / 1000))} seconds (grant ${this.grant.id}).`, ms);
         this.audit('session.warned', { msLeft: ms });
       }));
     }
@@ -289,16 +309,20 @@ class Session implements LiveSession {
     this.record.endReason = `${reason.code}: ${reason.message}`;
     this.record.bytesUp = this.bytesUp;
     this.record.bytesDown = this.bytesDown;
-    await this.deps.store.updateSession(this.record).catch((e) => errors.push((e as Error).message));
-    await this.deps.audit.append(this.identity, 'session.ended', this.id, {
-      target: this.target.name, protocol: this.protocol, reason: reason.code, message: reason.message,
-      durationMs: this.record.endedAt - this.startedAt, bytesUp: this.bytesUp, bytesDown: this.bytesDown, recordings: seals,
-      ...(errors.length ? { teardownErrors: errors } : {}),
-    });
-    this.deps.live.end(this.id);
-    this.deps.metrics?.ended(this.protocol, reason.code);
-    this.mgr.forget(this);
-    this.log.info({ reason: reason.code, errors: errors.length }, 'session ended');
+    try {
+      await this.deps.store.updateSession(this.record).catch((e) => errors.push((e as Error).message));
+      await this.deps.audit.append(this.identity, 'session.ended', this.id, {
+        target: this.target.name, protocol: this.protocol, reason: reason.code, message: reason.message,
+        durationMs: this.record.endedAt - this.startedAt, bytesUp: this.bytesUp, bytesDown: this.bytesDown, recordings: seals,
+        ...(errors.length ? { teardownErrors: errors } : {}),
+      });
+    } finally {
+      // Without the store (lost) the session still leaves this node; the reaper records what is missing.
+      this.deps.live.end(this.id);
+      this.deps.metrics?.ended(this.protocol, reason.code);
+      this.mgr.forget(this);
+      this.log.info({ reason: reason.code, errors: errors.length }, 'session ended');
+    }
   }
 }
 
@@ -344,6 +368,8 @@ export class SessionManager {
   }
 
   async open(auth: Authorized, meta: SessionMeta): Promise<LiveSession> {
+    const refused = this.deps.admit?.();
+    if (refused) throw new Error(refused);
     const now = this.deps.clock.now();
     const grant = await this.deps.store.getGrant(auth.grant.id);
     if (!grant || grant.state !== 'active' || grant.expiresAt <= now) throw new Error('the grant is no longer active');
@@ -369,6 +395,11 @@ export class SessionManager {
     return s;
   }
 
+  /** Warn every live session (drain), the way the expiry warning reaches each client. */
+  warnAll(message: string, msLeft: number): void {
+    for (const s of this.list()) s.warn(message, msLeft);
+  }
+
   /** End every live session matching pred; resolves when all have ended. */
   async terminateWhere(pred: (s: Session) => boolean, reason: EndReason): Promise<number> {
     const hit = this.list().filter(pred);
@@ -385,16 +416,11 @@ export class SessionManager {
   }
 
   async applyLock(lock: LockRecord): Promise<number> {
-    return this.terminateWhere(
-      (s) => lockMatches(lock, { identity: s.identity, target: s.target.name, grantId: s.grant.id }),
-      { code: 'locked', message: `Tollgate: access locked (${lock.scope} ${lock.value}): ${lock.reason}` },
-    );
+    return this.terminateWhere((s) => lockMatches(lock, { identity: s.identity, target: s.target.name, grantId: s.grant.id }), lockEndReason(lock));
   }
 
   async grantEnded(grant: GrantRecord, why: 'expired' | 'revoked'): Promise<number> {
-    return this.terminateWhere((s) => s.grant.id === grant.id, why === 'expired'
-      ? { code: 'expired', message: `Tollgate: your grant for ${grant.target} expired; the session is closed.` }
-      : { code: 'revoked', message: `Tollgate: your grant for ${grant.target} was revoked${grant.endReason ? `: ${grant.endReason}` : ''}.` });
+    return this.terminateWhere((s) => s.grant.id === grant.id, grantEndReason(grant, why));
   }
 
   /**
@@ -418,7 +444,9 @@ export class SessionManager {
     this.retries.delete(l.id);
     l.state = 'revoking';
     l.attempts = (l.attempts ?? 0) + 1;
-    await this.deps.store.updateLease(l);
+    // Without the store the lease is revoked on the target all the same (fail closed); the reaper
+    // records it once the store is back (a revocation may run twice; the provisioners allow it).
+    if (!this.deps.storeLost?.()) await this.deps.store.updateLease(l);
     let detail: string;
     try {
       const target = this.deps.target(l.target);

@@ -15,6 +15,8 @@ const mode = process.argv[2] ?? 'demo';
 const DEMO = ['openssh-server', 'openssh-client', 'postgresql', 'mariadb-server', 'mariadb-client', 'xvfb', 'x11vnc', 'xterm', 'procps'];
 const TEST = [
   ...DEMO, 'sshpass', 'sudo', 'chromium', 'postgresql-client', 'sysbench', 'tigervnc-standalone-server', 'tigervnc-viewer', 'xdotool', 'x11-apps', 'nginx', 'wrk', 'asciinema', 'openssl', 'xrdp', 'xorgxrdp', 'freerdp2-x11', 'imagemagick', 'tigervnc-tools', 'vncsnapshot', 'pgbouncer', 'freerdp2-shadow-x11', 'winpr-utils',
+  // several gateways: a real load balancer in front of two nodes (test/cluster)
+  'haproxy',
   // database wire fidelity: MariaDB's own mysql-test suite, and real drivers (Python, JDBC)
   'mariadb-test', 'python3-psycopg2', 'python3-pymysql', 'default-jdk-headless', 'libpostgresql-jdbc-java', 'libmariadb-java',
   // SQL Server (TDS) clients: FreeTDS tsql and pymssql
@@ -60,6 +62,7 @@ async function debian() {
   for (const svc of [
     'ssh', 'postgresql', 'mariadb', 'nginx', 'pgbouncer', 'xrdp', 'xrdp-sesman',
     'rsyslog',
+    'haproxy',
     'samba-ad-dc', 'smbd', 'nmbd', 'winbind',
   ]) {
     spawnSync('systemctl', ['disable', '--now', svc], { stdio: 'ignore' });

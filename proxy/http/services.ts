@@ -19,6 +19,7 @@ import type { SshKeys } from '../keys.js';
 import type { KillSwitch } from '../kill.js';
 import type { GatewayRoles } from '../roles.js';
 import type { HttpFront } from './server.js';
+import type { Cluster, Readiness } from '../cluster/index.js';
 import type { Notifications } from '../notifications/index.js';
 import type { Siem } from '../siem/index.js';
 
@@ -54,6 +55,10 @@ export interface ApiServices {
   readonly keys: SshKeys;
   readonly kill: KillSwitch;
   readonly roles: GatewayRoles;
+  /** Several nodes: live views of other nodes' sessions (the internal channel). */
+  readonly cluster: Cluster;
+  /** What /readyz answers. */
+  readiness(): Promise<Readiness>;
   readonly notifications: Notifications;
   readonly siem: Siem;
   /** The protocol context of a module (target checks, connection secret verifiers). */

@@ -95,6 +95,16 @@ ALTER TABLE leases ADD COLUMN retry_at BIGINT;
 `,
   },
   {
+    // Several nodes (issue 17): the node registry and the control bus's catch-up log.
+    version: 14,
+    sql: `
+CREATE TABLE nodes (id TEXT PRIMARY KEY, incarnation TEXT NOT NULL, host TEXT, pid BIGINT, internal_addr TEXT, state TEXT NOT NULL,
+  started_at BIGINT NOT NULL, heartbeat_at BIGINT NOT NULL, lost_at BIGINT, lost_by TEXT);
+CREATE TABLE control_events (seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, at BIGINT NOT NULL, origin TEXT NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL);
+CREATE INDEX control_events_at ON control_events(at);
+`,
+  },
+  {
     // Notifications: the delivery queue with retries (proxy/notifications); SIEM push: each sink's acknowledged seq (proxy/siem).
     version: 17,
     sql: `

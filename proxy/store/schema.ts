@@ -77,6 +77,13 @@ export const tables = {
     },
   },
   kv: { name: 'kv', pk: 'key', columns: { key: 'text', value: 'text' } },
+  nodes: {
+    name: 'nodes', pk: 'id', columns: {
+      id: 'text', incarnation: 'text', host: 'text', pid: 'int', internalAddr: 'text', state: 'text', startedAt: 'int', heartbeatAt: 'int',
+      lostAt: 'int', lostBy: 'text',
+    },
+  },
+  controlEvents: { name: 'control_events', pk: 'seq', columns: { seq: 'int', at: 'int', origin: 'text', kind: 'text', data: 'json' } },
   deliveries: {
     name: 'notification_deliveries', pk: 'id', columns: {
       id: 'text', channel: 'text', topic: 'text', recipient: 'text', payload: 'json', state: 'text', attempts: 'int', nextAt: 'int',
@@ -175,6 +182,17 @@ ALTER TABLE connection_secrets ADD COLUMN link_id TEXT;
     sql: `
 ALTER TABLE leases ADD COLUMN attempts INTEGER;
 ALTER TABLE leases ADD COLUMN retry_at INTEGER;
+`,
+  },
+  {
+    // Several nodes (issue 17): the node registry (heartbeats, who reaped a lost node) and the
+    // control bus's catch-up log (kill, lock, revoke, grant end), read from the last seen seq.
+    version: 14,
+    sql: `
+CREATE TABLE nodes (id TEXT PRIMARY KEY, incarnation TEXT NOT NULL, host TEXT, pid INTEGER, internal_addr TEXT, state TEXT NOT NULL,
+  started_at INTEGER NOT NULL, heartbeat_at INTEGER NOT NULL, lost_at INTEGER, lost_by TEXT);
+CREATE TABLE control_events (seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, origin TEXT NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL);
+CREATE INDEX control_events_at ON control_events(at);
 `,
   },
   {

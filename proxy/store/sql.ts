@@ -11,7 +11,7 @@
 import type {
   Store, IdentityRecord, RequestRecord, ApprovalRecord, GrantRecord, BreakGlassReviewRecord, ConnectionSecretRecord,
   ApiTokenRecord, WebSessionRecord, IdpLinkRecord, PublicKeyRecord, LeaseRecord, SessionRecord, RecordingRecord, QueryLogRecord,
-  AuditEventRecord, AuditBatch, LockRecord, Page, ClaimableRecords, NotificationDeliveryRecord, DeliveryState, SiemCursorRecord,
+  AuditEventRecord, AuditBatch, LockRecord, Page, ClaimableRecords, NodeRecord, ControlEventRecord, NotificationDeliveryRecord, DeliveryState, SiemCursorRecord,
 } from './types.js';
 import { tables, type ColumnKind, type TableSpec } from './schema.js';
 
@@ -306,6 +306,30 @@ export abstract class SqlStore implements Store {
       extra.push(['removed_at IS NULL AND (expires_at IS NULL OR expires_at > ?)', [at]]);
     }
     return this.t.locks.list({}, { order: 'created_at', extra }) as Promise<LockRecord[]>;
+  }
+
+  async upsertNode(rec: NodeRecord) { await this.t.nodes.upsert(rec); }
+  async getNode(id: string) { return this.t.nodes.get(id) as Promise<NodeRecord | null>; }
+  async listNodes() { return this.t.nodes.list({}, { order: 'id' }) as Promise<NodeRecord[]>; }
+
+  /** The INSERT of a control event, returning the row (PostgreSQL wraps it to NOTIFY too). */
+  protected static readonly CONTROL_INSERT_SQL = 'INSERT INTO control_events (at, origin, kind, data) VALUES (?, ?, ?, ?) RETURNING *';
+  protected controlParams(e: Omit<ControlEventRecord, 'seq'>): unknown[] {
+    const c = tables.controlEvents.columns;
+    return [this.encode(c.at, e.at), this.encode(c.origin, e.origin), this.encode(c.kind, e.kind), this.encode(c.data, e.data)];
+  }
+  async appendControlEvent(e: Omit<ControlEventRecord, 'seq'>) {
+    return this.t.controlEvents.row((await this.query(SqlStore.CONTROL_INSERT_SQL, this.controlParams(e))).rows[0]) as ControlEventRecord;
+  }
+  async listControlEvents(afterSeq: number, limit = 1000) {
+    return this.t.controlEvents.list({}, { order: 'seq', page: { limit }, extra: numCond('seq', '>', afterSeq) }) as Promise<ControlEventRecord[]>;
+  }
+  async lastControlSeq() {
+    const r = (await this.query('SELECT MAX(seq) AS m FROM control_events', [])).rows[0];
+    return Number(r?.['m'] ?? 0);
+  }
+  async pruneControlEvents(before: number) {
+    return (await this.query('DELETE FROM control_events WHERE at < ?', [filterInt(before, '<=') ?? 0])).changes;
   }
 
   /** ON CONFLICT DO NOTHING: a second row with the same dedupe key (or id) is dropped, on both dialects. */

@@ -274,6 +274,44 @@ export interface LockRecord {
   removedBy: string | null;
 }
 
+/**
+ * One gateway process in the node registry (several nodes and worker processes on one store). It
+ * heartbeats while it runs; a survivor that sees it silent for gateway.nodeTimeout claims it
+ * ('lost'), ends its sessions and revokes their leases.
+ */
+export interface NodeRecord {
+  /** gateway.id (worker processes: <id>/w<n>). */
+  id: string;
+  /** Random per start: a node that finds another incarnation (or 'lost') in its row was declared lost meanwhile. */
+  incarnation: string;
+  host: string | null;
+  pid: number | null;
+  /** host:port of its internal listener (mutual TLS), where other nodes stream its live sessions from; null: none. */
+  internalAddr: string | null;
+  state: NodeState;
+  startedAt: number;
+  /** The node's own wall clock at its last heartbeat (survivors judge silence by their own clock: an unchanged value). */
+  heartbeatAt: number;
+  lostAt: number | null;
+  /** The node that claimed it lost and reaped it. */
+  lostBy: string | null;
+}
+
+export type NodeState = 'up' | 'draining' | 'stopped' | 'lost';
+
+/** One control-bus message (kill, lock, revoke, grant end), kept so a node that missed the wake-up catches up. */
+export interface ControlEventRecord {
+  seq: number;
+  at: number;
+  /** The node that published it (it has applied it already). */
+  origin: string;
+  kind: string;
+  data: Record<string, unknown>;
+}
+
+/** A LISTEN connection of the PostgreSQL store (the control bus's wake-up). */
+export interface StoreSubscription { close(): Promise<void> }
+
 export type DeliveryState = 'pending' | 'sending' | 'delivered' | 'failed';
 
 /** One notification on its way to one recipient over one channel (the retry queue, proxy/notifications). */
@@ -332,6 +370,7 @@ export interface ClaimableRecords {
   locks: LockRecord;
   tokens: ApiTokenRecord;
   webSessions: WebSessionRecord;
+  nodes: NodeRecord;
   deliveries: NotificationDeliveryRecord;
   siemCursors: SiemCursorRecord;
 }
@@ -459,6 +498,29 @@ export interface Store {
   insertLock(rec: LockRecord): Promise<void>;
   updateLock(rec: LockRecord): Promise<void>;
   listLocks(filter?: { active?: boolean; at?: number }): Promise<LockRecord[]>;
+
+  /** The node registry: a node's row is written whole at its start; heartbeats and the lost claim go through claim('nodes', …). */
+  upsertNode(rec: NodeRecord): Promise<void>;
+  getNode(id: string): Promise<NodeRecord | null>;
+  listNodes(): Promise<NodeRecord[]>;
+
+  /**
+   * Append a control-bus event (its seq comes from the store). PostgreSQL also sends it as a
+   * NOTIFY on CONTROL_CHANNEL in the same statement (delivered at commit).
+   */
+  appendControlEvent(e: Omit<ControlEventRecord, 'seq'>): Promise<ControlEventRecord>;
+  /** Events after seq, oldest first. */
+  listControlEvents(afterSeq: number, limit?: number): Promise<ControlEventRecord[]>;
+  /** The highest seq so far (0: none). */
+  lastControlSeq(): Promise<number>;
+  /** Forget events older than `before` (ms); how many. */
+  pruneControlEvents(before: number): Promise<number>;
+  /**
+   * PostgreSQL only: LISTEN on CONTROL_CHANNEL on a connection of its own. onPayload gets each
+   * NOTIFY payload; onConnect runs after every (re)connect (the bus catches up then). Reconnects by
+   * itself until closed.
+   */
+  listenControl?(handlers: { onPayload(payload: string): void; onConnect(): void; onError?(e: Error): void }): StoreSubscription;
 
   /** Queue a notification delivery; false when one with the same dedupe key exists already (nothing written). */
   enqueueDelivery(rec: NotificationDeliveryRecord): Promise<boolean>;
