@@ -230,7 +230,12 @@ export function validateConfig(raw: unknown, file: string, modules: ReadonlyMap<
 export function loadConfigFile(file: string, modules: ReadonlyMap<string, ProtocolModule>): GatewayConfig {
   const abs = resolve(file);
   if (!existsSync(abs)) throw new ConfigError(abs, '', 'the file to exist');
-  const doc = parseDocument(readFileSync(abs, 'utf8'));
+  return parseConfigText(readFileSync(abs, 'utf8'), abs, modules);
+}
+
+/** Parse and validate YAML text as if read from `abs` (relative paths resolve against its directory). */
+export function parseConfigText(text: string, abs: string, modules: ReadonlyMap<string, ProtocolModule>): GatewayConfig {
+  const doc = parseDocument(text);
   if (doc.errors.length) {
     const e = doc.errors[0]!;
     throw new ConfigError(abs, `line ${e.linePos?.[0]?.line ?? '?'}`, `valid YAML (${e.message.split('\n')[0]})`);
