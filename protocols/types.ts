@@ -94,7 +94,9 @@ export type AuthOutcome =
   | { ok: false; code: RefusalCode; reason: string };
 
 export interface EndReason {
-  code: 'client_exit' | 'killed' | 'locked' | 'expired' | 'revoked' | 'forbidden' | 'target_closed' | 'target_error' | 'error' | 'resource_limit' | 'gateway_shutdown';
+  code: 'client_exit' | 'killed' | 'locked' | 'expired' | 'revoked' | 'forbidden' | 'target_closed' | 'target_error' | 'error' | 'resource_limit' | 'gateway_shutdown'
+    /** Fail-closed: the session's recording cannot be written (recordings.onFailure), or the gateway's store cannot. */
+    | 'recording_failed' | 'store_unavailable';
   /** A sentence a person understands; shown to the client where the protocol allows. */
   message: string;
 }

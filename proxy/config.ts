@@ -141,7 +141,15 @@ const configSchema = z.object({
       users: z.array(devUserSchema).default([]),
     }).strict().optional(),
   }).strict().prefault({}),
-  recordings: z.object({ dir: z.string().optional() }).strict().default({}),
+  recordings: z.object({
+    dir: z.string().optional(),
+    /**
+     * When a recording cannot be written (disk full, directory gone, I/O error): refuse (default) new
+     * sessions and end the session whose recording failed; terminate: also end every other live
+     * session at once; continue: let sessions run unrecorded (audited and alerted all the same).
+     */
+    onFailure: z.enum(['refuse', 'terminate', 'continue']).default('refuse'),
+  }).strict().default({ onFailure: 'refuse' }),
   targets: z.array(targetSchema).default([]),
   policies: z.array(policySchema).default([]),
   breakGlass: breakGlassSchema.prefault({}),

@@ -32,7 +32,15 @@ export interface SessionDeps {
   metrics?: { started(protocol: string): void; ended(protocol: string, code: string): void };
   /** Per-session budgets (config `limits`). */
   limits: { sessionBufferBytes: number };
+  /**
+   * Whether a new session may open now: null, or why not (recordings or the store cannot be
+   * written, see proxy/failsafe.ts). Asked before anything is written for the session.
+   */
+  admission?: () => Promise<string | null>;
 }
+
+/** Why the reaper ends a session this gateway no longer runs (and marks its recordings). */
+export const GATEWAY_CRASH = 'gateway_crash';
 
 /** How long a protocol module gets to close both sides after "end now" before the proxy ends it anyway. */
 const FORCE_END_MS = 5000;
@@ -220,7 +228,11 @@ class Session implements LiveSession {
     this.record.endReason = `${reason.code}: ${reason.message}`;
     this.record.bytesUp = this.bytesUp;
     this.record.bytesDown = this.bytesDown;
-    await this.deps.store.updateSession(this.record).catch((e) => errors.push((e as Error).message));
+    await this.deps.store.updateSession(this.record).catch((e) => {
+      errors.push((e as Error).message);
+      // Written when the store takes writes again (SessionManager.flushUnrecorded), not reaped as a crash.
+      this.mgr.unrecorded.set(this.record.id, this.record);
+    });
     await this.deps.audit.append(this.identity, 'session.ended', this.id, {
       target: this.target.name, protocol: this.protocol, reason: reason.code, message: reason.message,
       durationMs: this.record.endedAt - this.startedAt, bytesUp: this.bytesUp, bytesDown: this.bytesDown, recordings: seals,
@@ -235,7 +247,22 @@ class Session implements LiveSession {
 
 export class SessionManager {
   private live = new Map<string, Session>();
+  /** Sessions that ended while their final record could not be written (the store was unavailable). */
+  readonly unrecorded = new Map<string, SessionRecord>();
   constructor(private deps: SessionDeps) {}
+
+  /** Write the final records of sessions that ended while the store was unavailable; returns how many are still unwritten. */
+  async flushUnrecorded(): Promise<number> {
+    for (const [id, rec] of [...this.unrecorded]) {
+      try {
+        await this.deps.store.updateSession(rec);
+        this.unrecorded.delete(id);
+      } catch (e) {
+        this.deps.log.warn({ err: (e as Error).message, session: id }, 'final session record still cannot be written');
+      }
+    }
+    return this.unrecorded.size;
+  }
 
   list(): Session[] { return [...this.live.values()]; }
   get(id: string): Session | undefined { return this.live.get(id); }
@@ -246,6 +273,8 @@ export class SessionManager {
   }
 
   async open(auth: Authorized, meta: { protocol: string; clientAddr: string }): Promise<LiveSession> {
+    const refused = await this.deps.admission?.();
+    if (refused) throw new Error(refused);
     const now = this.deps.clock.now();
     const grant = await this.deps.store.getGrant(auth.grant.id);
     if (!grant || grant.state !== 'active' || grant.expiresAt <= now) throw new Error('the grant is no longer active');
@@ -303,23 +332,27 @@ export class SessionManager {
   async revokeLease(l: LeaseRecord): Promise<void> {
     const target = this.deps.target(l.target);
     l.state = 'revoking';
-    await this.deps.store.updateLease(l);
+    // A store that cannot take the write must not keep the account alive: revoke on the target
+    // anyway; the lease row stays unrevoked and the reaper revokes it again (idempotent) once the
+    // store is back.
+    await this.deps.store.updateLease(l).catch((e) => this.deps.log.error({ err: (e as Error).message, lease: l.id }, 'lease state cannot be stored; revoking it anyway'));
     try {
-      const session = l.sessionId ? await this.deps.store.getSession(l.sessionId) : null;
+      const session = l.sessionId ? await this.deps.store.getSession(l.sessionId).catch(() => null) : null;
       const mod = this.deps.module(session?.protocol ?? target?.protocol ?? '');
       if (!target) throw new Error(`target ${l.target} is no longer configured`);
       if (mod?.revokeLease) await mod.revokeLease(this.deps.ctx(mod.name), target, l);
       l.state = 'revoked';
       l.revokedAt = this.deps.clock.now();
       l.error = null;
-      await this.deps.store.updateLease(l);
-      await this.deps.audit.append('system', 'lease.revoked', l.id, { session: l.sessionId, target: l.target, kind: l.kind, data: l.data });
     } catch (e) {
       l.error = (e as Error).message;
-      await this.deps.store.updateLease(l);
-      await this.deps.audit.append('system', 'lease.revoke_failed', l.id, { session: l.sessionId, target: l.target, kind: l.kind, error: l.error });
+      await this.deps.store.updateLease(l).catch(() => undefined);
+      await this.deps.audit.append('system', 'lease.revoke_failed', l.id, { session: l.sessionId, target: l.target, kind: l.kind, error: l.error }).catch(() => undefined);
       throw e;
     }
+    // Gone on the target: a failure to record it (store unavailable) leaves the row for the reaper.
+    await this.deps.store.updateLease(l);
+    await this.deps.audit.append('system', 'lease.revoked', l.id, { session: l.sessionId, target: l.target, kind: l.kind, data: l.data });
   }
 
   /**
@@ -334,11 +367,13 @@ export class SessionManager {
     const liveIds = new Set(this.live.keys());
     for (const s of await this.deps.store.listSessions({ state: 'active' })) {
       if (s.gatewayId !== this.deps.gatewayId || liveIds.has(s.id)) continue;
+      // A clean stop ends every session (gateway_shutdown): one still active here was cut by a crash
+      // (or by a store that could not record its end).
       s.state = 'ended';
       s.endedAt = this.deps.clock.now();
-      s.endReason = 'gateway_restart: the gateway stopped while the session ran';
+      s.endReason = `${GATEWAY_CRASH}: the gateway stopped without ending the session (crash, kill or lost store)`;
       await this.deps.store.updateSession(s);
-      await this.deps.audit.append('system', 'session.ended', s.id, { target: s.target, reason: 'gateway_restart', message: s.endReason });
+      await this.deps.audit.append('system', 'session.ended', s.id, { target: s.target, protocol: s.protocol, reason: GATEWAY_CRASH, message: s.endReason });
       sessions++;
     }
     for (const l of await this.deps.store.listLeases({ state: ['pending', 'active', 'revoking'] })) {

@@ -86,4 +86,8 @@ ALTER TABLE connection_secrets ADD COLUMN link_id TEXT;
     version: 3,
     sql: `ALTER TABLE audit_events ADD COLUMN mac TEXT;`,
   },
+  {
+    version: 15,
+    sql: `ALTER TABLE recordings ADD COLUMN cut TEXT;`,
+  },
 ];

@@ -62,7 +62,7 @@ export const tables = {
   },
   recordings: {
     name: 'recordings', pk: 'id', columns: {
-      id: 'text', sessionId: 'text', kind: 'text', path: 'text', state: 'text', sha256: 'text', bytes: 'int', createdAt: 'int', sealedAt: 'int',
+      id: 'text', sessionId: 'text', kind: 'text', path: 'text', state: 'text', sha256: 'text', bytes: 'int', createdAt: 'int', sealedAt: 'int', cut: 'text',
     },
   },
   queries: {
@@ -157,5 +157,10 @@ ALTER TABLE connection_secrets ADD COLUMN link_id TEXT;
     // Keyed audit: each event's HMAC under the audit key (the key itself lives outside the store).
     version: 3,
     sql: `ALTER TABLE audit_events ADD COLUMN mac TEXT;`,
+  },
+  {
+    // Recordings cut short: by a gateway crash (sealed at the next start) or a failed write.
+    version: 15,
+    sql: `ALTER TABLE recordings ADD COLUMN cut TEXT;`,
   },
 ];
