@@ -237,6 +237,9 @@ class Session implements LiveSession {
       target: this.target.name, protocol: this.protocol, reason: reason.code, message: reason.message,
       durationMs: this.record.endedAt - this.startedAt, bytesUp: this.bytesUp, bytesDown: this.bytesDown, recordings: seals,
       ...(errors.length ? { teardownErrors: errors } : {}),
+    }).catch((e) => {
+      // A store that cannot take it holds the event and writes it when it is back (AuditLog retainOn): the session still ends here.
+      this.log.error({ err: (e as Error).message }, 'session end cannot be audited now');
     });
     this.deps.live.end(this.id);
     this.deps.metrics?.ended(this.protocol, reason.code);

@@ -19,7 +19,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import pino from 'pino';
 import { moduleMap } from '../../protocols/index.js';
-import { freePort } from '../../protocols/net.js';
+import { createServer } from 'node:net';
 import { loadConfigFile } from '../../proxy/config.js';
 import { Gateway } from '../../proxy/gateway.js';
 import { replayCast } from '../../recorder/index.js';
@@ -33,6 +33,22 @@ const ROUNDS = Number(process.env['TOLLGATE_CRASH_ROUNDS'] ?? 5);
 const FLUSH_SLACK_MS = 2000;
 
 if (!haveSshd || !havePostgres) throw new Error('the crash test needs sshd (as root) and PostgreSQL');
+
+/**
+ * A free port below the kernel's ephemeral range (32768+): the gateway listens on the same ports
+ * after each restart, and while it is down no outgoing connection on the machine can take them
+ * as its source port (which one from freePort() could: EADDRINUSE at the restart).
+ */
+async function stablePort(): Promise<number> {
+  for (let i = 0; i < 200; i++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const free = await new Promise<boolean>((r) => {
+      const srv = createServer().once('error', () => r(false)).listen(port, '127.0.0.1', () => srv.close(() => r(true)));
+    });
+    if (free) return port;
+  }
+  throw new Error('no free port below 32000');
+}
 
 interface Serve { proc: ChildProcess; url: string; exit: Promise<number | null>; output: () => string }
 
@@ -61,7 +77,7 @@ t.test('SIGKILL mid-session, restart: leases revoked, sessions ended gateway_cra
   const sshd = await startTestSshd(t, { eph: 'crash-box', cert: 'crash-box-cert', pw: 'crash-box-pw' });
   const box = { ...sshd.targets[0]!, credentials: { ...(sshd.targets[0]!.credentials as Record<string, unknown>), prefix } };
   const pgc = await startTestCluster(t, 'crash-db');
-  const [http, sshPort, pgPort] = [await freePort(), await freePort(), await freePort()];
+  const [http, sshPort, pgPort] = [await stablePort(), await stablePort(), await stablePort()];
   const cfg = join(dir, 'gateway.yaml');
   // JSON is YAML: the config file `tollgate serve` reads.
   writeFileSync(cfg, JSON.stringify({
@@ -145,8 +161,8 @@ t.test('SIGKILL mid-session, restart: leases revoked, sessions ended gateway_cra
     const live = (await api('carol', 'GET', '/api/v1/sessions?state=active')).body as { id: string; protocol: string }[];
     t.equal(live.length, 2, `round ${round}: two live sessions`);
 
-    // ---- kill -9, at a different moment each round (0.1 – 1.6 s into the sessions).
-    await sleep(100 + ((round * 397) % 1500));
+    // ---- kill -9, at a different moment each round (2.5 – 4 s into the sessions: some output is due in the recordings).
+    await sleep(2500 + ((round * 397) % 1500));
     const killedAt = Date.now();
     gw.proc.kill('SIGKILL');
     await gw.exit;
@@ -185,14 +201,16 @@ t.test('SIGKILL mid-session, restart: leases revoked, sessions ended gateway_cra
       };
       if (l.protocol === 'ssh') {
         const cast = replayCast(await fileOf('cast'));
-        const text = cast.events.filter((e) => e[1] === 'o').map((e) => e[2]).join('');
+        const text = cast.events.filter((e) => e.type === 'o').map((e) => e.data).join('');
         const due = ticks.filter((x) => x.at < killedAt - FLUSH_SLACK_MS);
         const missing = due.filter((x) => !text.includes(`tick-${round}-${x.n}\n`) && !text.includes(`tick-${round}-${x.n}\r\n`));
+        t.ok(due.length > 0, `round ${round}: ticks were due in the cast`);
         t.same(missing.map((x) => x.n), [], `round ${round}: the cast holds every tick the client saw up to the last flush (${due.length} of ${ticks.length})`);
       } else {
         const nd = await fileOf('queries');
         const due = done.filter((x) => x.at < killedAt - FLUSH_SLACK_MS);
         const missing = due.filter((x) => !nd.includes(x.sql));
+        t.ok(due.length > 0, `round ${round}: statements were due in the recording`);
         t.same(missing.map((x) => x.sql), [], `round ${round}: the query recording holds every statement done up to the last flush (${due.length} of ${done.length})`);
       }
     }
