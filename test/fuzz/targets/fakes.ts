@@ -46,7 +46,7 @@ export function fakeSession(budget = 16 * 1024 * 1024): FakeSession {
   };
   const s: FakeSession = {
     id: 'fuzz', principal: { sub: 'fuzz', email: null, name: null, groups: [], mfaAt: null, via: 'token' } as never,
-    grant: { id: 'g' } as never, target: { name: 't' } as never, role: { name: 'user' } as never, startedAt: 0,
+    grant: { id: 'g' } as never, target: { name: 't' } as never, role: { name: 'user' } as never, startedAt: 0, commandRules: [],
     recording, log: silent, ended: false, endedWith: null, terminatedWith: null, statementsOpen: 0, held: 0, budget,
     lease: async () => { throw new Error('no leases in the fuzzer'); },
     check: (text, opts) => rules.check(text, opts),

@@ -65,8 +65,10 @@ const SHAPES: ResponseShape[] = ['resultset', 'prepare', 'fetch', 'single', 'fie
 function serverPackets(input: Buffer): void {
   const r = new PacketReader(1 << 20);
   let n = 0;
-  const dep = (inputSeed(input) & 1) === 1;
-  let tracker = new ResponseTracker(SHAPES[inputSeed(input) % SHAPES.length]!, dep);
+  const seed = inputSeed(input);
+  // Every option the tracker takes, from the input's seed.
+  const dep = { deprecateEof: (seed & 1) === 1, cacheMetadata: (seed & 2) === 2, cursor: (seed & 4) === 4 };
+  let tracker = new ResponseTracker(SHAPES[seed % SHAPES.length]!, dep);
   for (const c of chunks(input)) {
     r.push(c);
     for (let p = r.next(); p; p = r.next()) {
