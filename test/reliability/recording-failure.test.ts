@@ -124,3 +124,25 @@ t.test('onFailure continue: the session runs on unrecorded and new sessions open
   await term.exited();
   disk.free();
 });
+
+t.test('onFailure terminate: one recording failing ends every live session, the idle one too', async (t) => {
+  const { tg, disk, open, tryOnce } = await setup(t, 'terminate');
+  const a = await open();
+  const b = await open();
+  for (const x of [a, b]) { x.term.type('echo hello-$((6*7))\n'); await x.term.waitFor(/hello-42/); }
+  disk.fill();
+  // Only a writes: b's recording has nothing to write and cannot fail by itself.
+  a.term.type('head -c 300000 /dev/zero | tr "\\0" x; echo\n');
+  t.not(await a.term.exited(30_000), 0, 'the session whose recording failed is ended');
+  t.not(await b.term.exited(30_000), 0, 'the idle session is ended too');
+  t.match(b.term.out, /every session was ended \(recordings.onFailure: terminate\)/, 'and told why');
+  const reasons = await until(async () => {
+    const e = await tg.store.listAudit({ action: 'session.ended' });
+    return e.length === 2 ? e.map((x) => x.data['reason']) : null;
+  }, 10_000, 'both session ends');
+  t.same(reasons, ['recording_failed', 'recording_failed'], 'both audited as ended recording_failed');
+  await until(async () => (await tg.store.listLeases({ state: ['pending', 'active', 'revoking'] })).length === 0, 10_000, 'leases revoked');
+  const refused = await tryOnce();
+  t.not(refused.code, 0, 'new sessions are refused');
+  disk.free();
+});
