@@ -1,6 +1,6 @@
 /**
- * Crash recovery, for real: `tollgate serve` runs as a child process from a config file; live ssh
- * and PostgreSQL sessions run through it (a minted account and a minted role on the real targets);
+ * Crash recovery, for real: `tollgate serve` runs as a child process from a config file; live ssh,
+ * PostgreSQL and MySQL sessions run through it (a minted account, role and user on the real targets);
  * the process is killed with SIGKILL mid-session, ROUNDS times in a row with different timing, and
  * restarted on the same data. After each restart: every lease the crash left is revoked on the
  * target (the account and the role are gone) by the time the restarted gateway listens (its
@@ -17,6 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import mysql from 'mysql2/promise';
 import pino from 'pino';
 import { moduleMap } from '../../protocols/index.js';
 import { createServer } from 'node:net';
@@ -25,6 +26,7 @@ import { Gateway } from '../../proxy/gateway.js';
 import { replayCast } from '../../recorder/index.js';
 import { DEFAULT_POLICIES, TEST_USERS } from '../support/gateway.js';
 import { havePostgres, startTestCluster, sleep } from '../support/pg.js';
+import { startTestMariadb } from '../support/mariadb.js';
 import { haveSshd, SSH_OPTS, startTestSshd, usersWithPrefix } from '../support/sshd.js';
 
 const root = join(import.meta.dirname, '..', '..');
@@ -77,13 +79,15 @@ t.test('SIGKILL mid-session, restart: leases revoked, sessions ended gateway_cra
   const sshd = await startTestSshd(t, { eph: 'crash-box', cert: 'crash-box-cert', pw: 'crash-box-pw' });
   const box = { ...sshd.targets[0]!, credentials: { ...(sshd.targets[0]!.credentials as Record<string, unknown>), prefix } };
   const pgc = await startTestCluster(t, 'crash-db');
-  const [http, sshPort, pgPort] = [await stablePort(), await stablePort(), await stablePort()];
+  const my = await startTestMariadb(t);
+  if (!my) throw new Error('the crash test needs MariaDB');
+  const [http, sshPort, pgPort, myPort] = [await stablePort(), await stablePort(), await stablePort(), await stablePort()];
   const cfg = join(dir, 'gateway.yaml');
   // JSON is YAML: the config file `tollgate serve` reads.
   writeFileSync(cfg, JSON.stringify({
     gateway: { dataDir: join(dir, 'data'), id: 'crash', logLevel: 'error', reaperInterval: '1h' },
-    listeners: { http: { host: '127.0.0.1', port: http }, ssh: { host: '127.0.0.1', port: sshPort }, postgres: { host: '127.0.0.1', port: pgPort } },
-    targets: [box, pgc.target],
+    listeners: { http: { host: '127.0.0.1', port: http }, ssh: { host: '127.0.0.1', port: sshPort }, postgres: { host: '127.0.0.1', port: pgPort }, mysql: { host: '127.0.0.1', port: myPort } },
+    targets: [box, pgc.target, { ...my.target, name: 'crash-my' }],
     policies: DEFAULT_POLICIES,
   }, null, 2));
 
@@ -115,7 +119,7 @@ t.test('SIGKILL mid-session, restart: leases revoked, sessions ended gateway_cra
     if (!req.grantId) throw new Error(`not approved: ${JSON.stringify(req)}`);
     return req.grantId as string;
   };
-  const grants = { ssh: await grant('crash-box', 'user'), pg: await grant('crash-db', 'read') };
+  const grants = { ssh: await grant('crash-box', 'user'), pg: await grant('crash-db', 'read'), my: await grant('crash-my', 'read') };
   const secret = async (g: string) => {
     const r = await api('alice', 'POST', `/api/v1/grants/${g}/secret`, {});
     if (r.status !== 201) throw new Error(`secret: ${r.status} ${JSON.stringify(r.body)}`);
@@ -151,15 +155,27 @@ t.test('SIGKILL mid-session, restart: leases revoked, sessions ended gateway_cra
         await sleep(50);
       }
     })();
+    const ms = await secret(grants.my);
+    const myc = await mysql.createConnection({ host: '127.0.0.1', port: myPort, user: ms.username, password: ms.secret, database: 'shop', ssl: { ca } });
+    myc.on('error', () => undefined);
+    const myDone: { sql: string; at: number }[] = [];
+    const myLoop = (async () => {
+      for (let n = 1; n < 100_000; n++) {
+        const sql = `SELECT 'm-${round}-${n}' AS tag`;
+        try { await myc.query(sql); } catch { return; }
+        myDone.push({ sql, at: Date.now() });
+        await sleep(50);
+      }
+    })();
 
     // Both sessions live, their account and role exist on the targets.
     const deadline = Date.now() + 20_000;
-    while (!(ticks.length >= 3 && done.length >= 3 && usersWithPrefix(prefix).length === 1 && (await pgc.sessionRoles()).length === 1)) {
-      if (Date.now() > deadline) throw new Error(`round ${round}: sessions did not start (ssh: ${sshOut.slice(-300)}; pg: ${done.length}; users ${usersWithPrefix(prefix)}; roles ${await pgc.sessionRoles()})\n${gw.output()}`);
+    while (!(ticks.length >= 3 && done.length >= 3 && myDone.length >= 3 && usersWithPrefix(prefix).length === 1 && (await pgc.sessionRoles()).length === 1 && (await my.sessionUsers()).length === 1)) {
+      if (Date.now() > deadline) throw new Error(`round ${round}: sessions did not start (ssh: ${sshOut.slice(-300)}; pg: ${done.length}; users ${usersWithPrefix(prefix)}; roles ${await pgc.sessionRoles()}; mysql: ${myDone.length}, users ${await my.sessionUsers()})\n${gw.output()}`);
       await sleep(50);
     }
     const live = (await api('carol', 'GET', '/api/v1/sessions?state=active')).body as { id: string; protocol: string }[];
-    t.equal(live.length, 2, `round ${round}: two live sessions`);
+    t.equal(live.length, 3, `round ${round}: three live sessions`);
 
     // ---- kill -9, at a different moment each round (2.5 – 4 s into the sessions: some output is due in the recordings).
     await sleep(2500 + ((round * 397) % 1500));
@@ -168,9 +184,12 @@ t.test('SIGKILL mid-session, restart: leases revoked, sessions ended gateway_cra
     await gw.exit;
     await Promise.race([sshClosed, sleep(10_000)]);
     await pgLoop;
+    await myLoop;
     await client.end().catch(() => undefined);
+    myc.destroy();
     t.equal(usersWithPrefix(prefix).length, 1, `round ${round}: the crash left the minted account behind`);
     t.equal((await pgc.sessionRoles()).length, 1, `round ${round}: the crash left the minted role behind`);
+    t.equal((await my.sessionUsers()).length, 1, `round ${round}: the crash left the minted MySQL user behind`);
 
     // ---- restart: the reaper runs before the listeners open; the leases are gone within 10 s of that.
     const restartedAt = Date.now();
@@ -179,11 +198,11 @@ t.test('SIGKILL mid-session, restart: leases revoked, sessions ended gateway_cra
     startMs.push(readyAt - restartedAt);
     let gone = false;
     while (!gone && Date.now() - readyAt < 10_000) {
-      gone = usersWithPrefix(prefix).length === 0 && (await pgc.sessionRoles()).length === 0;
+      gone = usersWithPrefix(prefix).length === 0 && (await pgc.sessionRoles()).length === 0 && (await my.sessionUsers()).length === 0;
       if (!gone) await sleep(100);
     }
     revokeMs.push(Date.now() - readyAt);
-    t.ok(gone, `round ${round}: the account and the role are gone within 10 s of the restart (${Date.now() - readyAt} ms after it listened, ${readyAt - restartedAt} ms to start)`);
+    t.ok(gone, `round ${round}: the account, the role and the MySQL user are gone within 10 s of the restart (${Date.now() - readyAt} ms after it listened, ${readyAt - restartedAt} ms to start)`);
 
     for (const l of live) {
       const r = (await api('carol', 'GET', `/api/v1/sessions/${l.id}`)).body;
@@ -208,10 +227,11 @@ t.test('SIGKILL mid-session, restart: leases revoked, sessions ended gateway_cra
         t.same(missing.map((x) => x.n), [], `round ${round}: the cast holds every tick the client saw up to the last flush (${due.length} of ${ticks.length})`);
       } else {
         const nd = await fileOf('queries');
-        const due = done.filter((x) => x.at < killedAt - FLUSH_SLACK_MS);
+        const ran = l.protocol === 'mysql' ? myDone : done;
+        const due = ran.filter((x) => x.at < killedAt - FLUSH_SLACK_MS);
         const missing = due.filter((x) => !nd.includes(x.sql));
         t.ok(due.length > 0, `round ${round}: statements were due in the recording`);
-        t.same(missing.map((x) => x.sql), [], `round ${round}: the query recording holds every statement done up to the last flush (${due.length} of ${done.length})`);
+        t.same(missing.map((x) => x.sql), [], `round ${round}: the query recording holds every statement done up to the last flush (${due.length} of ${ran.length}, ${l.protocol})`);
       }
     }
     for (const l of live) {
