@@ -1,6 +1,7 @@
 /**
- * Crash recovery, for real: `tollgate serve` runs as a child process from a config file; live ssh,
- * PostgreSQL and MySQL sessions run through it (a minted account, role and user on the real targets);
+ * Crash recovery, for real: `tollgate serve` runs as a child process from a config file; live ssh
+ * shell, sftp, PostgreSQL and MySQL sessions run through it (minted accounts, a role and a user on
+ * the real targets);
  * the process is killed with SIGKILL mid-session, ROUNDS times in a row with different timing, and
  * restarted on the same data. After each restart: every lease the crash left is revoked on the
  * target (the account and the role are gone) by the time the restarted gateway listens (its
@@ -12,7 +13,7 @@
  */
 import t from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -126,6 +127,12 @@ t.test('SIGKILL mid-session, restart: leases revoked, sessions ended gateway_cra
     return r.body as { username: string; secret: string };
   };
 
+  // SFTP uploads land here on the target (the same machine): each put's file appearing is what the client saw done.
+  const dest = mkdtempSync(join(tmpdir(), 'tg-crash-sftp-'));
+  chmodSync(dest, 0o1777);
+  t.teardown(() => rmSync(dest, { recursive: true, force: true }));
+  const upFile = join(dir, 'up.txt');
+  writeFileSync(upFile, 'crash test upload\n');
   const revokeMs: number[] = [];
   const startMs: number[] = [];
   for (let round = 1; round <= ROUNDS; round++) {
@@ -141,6 +148,23 @@ t.test('SIGKILL mid-session, restart: leases revoked, sessions ended gateway_cra
     });
     ssh.stderr!.resume();
     const sshClosed = new Promise<void>((r) => ssh.on('close', () => r()));
+
+    const fs = await secret(grants.ssh);
+    const sftp = spawn('sshpass', ['-p', fs.secret, 'sftp', ...SSH_OPTS, '-P', String(sshPort), `${fs.username}@127.0.0.1`], { stdio: ['pipe', 'ignore', 'ignore'] });
+    sftp.stdin!.on('error', () => undefined);
+    const sftpClosed = new Promise<void>((r) => sftp.on('close', () => r()));
+    const puts: { path: string; at: number }[] = [];
+    let sftpOn = true;
+    const sftpLoop = (async () => {
+      for (let n = 1; sftpOn && n < 100_000; n++) {
+        const path = `${dest}/r${round}-${n}.txt`;
+        sftp.stdin!.write(`put ${upFile} ${path}\n`);
+        const until = Date.now() + 5000;
+        while (sftpOn && !existsSync(path) && Date.now() < until) await sleep(20);
+        if (!existsSync(path)) return;
+        puts.push({ path, at: Date.now() });
+      }
+    })();
 
     const ps = await secret(grants.pg);
     const client = new pg.Client({ host: '127.0.0.1', port: pgPort, user: ps.username, password: ps.secret, database: 'app', ssl: { ca } });
@@ -170,24 +194,26 @@ t.test('SIGKILL mid-session, restart: leases revoked, sessions ended gateway_cra
 
     // Both sessions live, their account and role exist on the targets.
     const deadline = Date.now() + 20_000;
-    while (!(ticks.length >= 3 && done.length >= 3 && myDone.length >= 3 && usersWithPrefix(prefix).length === 1 && (await pgc.sessionRoles()).length === 1 && (await my.sessionUsers()).length === 1)) {
+    while (!(ticks.length >= 3 && done.length >= 3 && myDone.length >= 3 && puts.length >= 3 && usersWithPrefix(prefix).length === 2 && (await pgc.sessionRoles()).length === 1 && (await my.sessionUsers()).length === 1)) {
       if (Date.now() > deadline) throw new Error(`round ${round}: sessions did not start (ssh: ${sshOut.slice(-300)}; pg: ${done.length}; users ${usersWithPrefix(prefix)}; roles ${await pgc.sessionRoles()}; mysql: ${myDone.length}, users ${await my.sessionUsers()})\n${gw.output()}`);
       await sleep(50);
     }
     const live = (await api('carol', 'GET', '/api/v1/sessions?state=active')).body as { id: string; protocol: string }[];
-    t.equal(live.length, 3, `round ${round}: three live sessions`);
+    t.equal(live.length, 4, `round ${round}: four live sessions (shell, sftp, PostgreSQL, MySQL)`);
 
     // ---- kill -9, at a different moment each round (2.5 – 4 s into the sessions: some output is due in the recordings).
     await sleep(2500 + ((round * 397) % 1500));
     const killedAt = Date.now();
     gw.proc.kill('SIGKILL');
     await gw.exit;
-    await Promise.race([sshClosed, sleep(10_000)]);
+    await Promise.race([Promise.all([sshClosed, sftpClosed]), sleep(10_000)]);
+    sftpOn = false;
+    await sftpLoop;
     await pgLoop;
     await myLoop;
     await client.end().catch(() => undefined);
     myc.destroy();
-    t.equal(usersWithPrefix(prefix).length, 1, `round ${round}: the crash left the minted account behind`);
+    t.equal(usersWithPrefix(prefix).length, 2, `round ${round}: the crash left the minted accounts (shell, sftp) behind`);
     t.equal((await pgc.sessionRoles()).length, 1, `round ${round}: the crash left the minted role behind`);
     t.equal((await my.sessionUsers()).length, 1, `round ${round}: the crash left the minted MySQL user behind`);
 
@@ -218,7 +244,14 @@ t.test('SIGKILL mid-session, restart: leases revoked, sessions ended gateway_cra
         const res = await fetch(`${gw.url}/api/v1/recordings/${rec.id}`, { headers: { authorization: `Bearer ${tokens['carol']}` } });
         return res.text();
       };
-      if (l.protocol === 'ssh') {
+      const kinds = r.recordings.map((x: { kind: string }) => x.kind);
+      if (l.protocol === 'ssh' && !kinds.includes('cast')) {
+        const events = await fileOf('events');
+        const due = puts.filter((x) => x.at < killedAt - FLUSH_SLACK_MS);
+        const missing = due.filter((x) => !events.includes(JSON.stringify(x.path)));
+        t.ok(due.length > 0, `round ${round}: uploads were due in the sftp events`);
+        t.same(missing.map((x) => x.path), [], `round ${round}: the sftp events hold every upload done up to the last flush (${due.length} of ${puts.length})`);
+      } else if (l.protocol === 'ssh') {
         const cast = replayCast(await fileOf('cast'));
         const text = cast.events.filter((e) => e.type === 'o').map((e) => e.data).join('');
         const due = ticks.filter((x) => x.at < killedAt - FLUSH_SLACK_MS);
