@@ -108,8 +108,11 @@ export class ApiTokens {
     if (record.revokedAt !== null || now >= record.expiresAt) return null;
     if (record.lastUsedAt === null || now - record.lastUsedAt >= 60_000) {
       // Only while it is unrevoked, and only that column: a revoke committed meanwhile stays.
-      if (!await this.store.claim('tokens', record.id, { revokedAt: null }, { lastUsedAt: now })) return null;
-      record.lastUsedAt = now;
+      // A store that cannot take the write (disk full, read-only) leaves the token valid as just read:
+      // read-only use (the SOC dashboard showing the failure) goes on; the gateway refuses new sessions.
+      const claimed = await this.store.claim('tokens', record.id, { revokedAt: null }, { lastUsedAt: now }).then((r) => r ?? 'revoked', () => 'unwritable' as const);
+      if (claimed === 'revoked') return null;
+      if (claimed !== 'unwritable') record.lastUsedAt = now;
     }
     return { record };
   }

@@ -119,7 +119,9 @@ export interface EndReason {
     /** Ended by a surviving node: the node that held it went silent (gateway.nodeTimeout). */
     | 'gateway_lost'
     /** Its node could not reach the store for gateway.storeLossTimeout (fail closed). */
-    | 'store_lost';
+    | 'store_lost'
+    /** Fail-closed: the session's recording cannot be written (recordings.onFailure), or the gateway's store cannot. */
+    | 'recording_failed' | 'store_unavailable';
   /** A sentence a person understands; shown to the client where the protocol allows. */
   message: string;
 }

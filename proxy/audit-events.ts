@@ -25,6 +25,11 @@ export const AUDIT_EVENTS = {
   'gateway.lost': { meaning: 'A node stopped heartbeating beyond nodeTimeout: a surviving node claimed it, ended its sessions and revoked their leases.' },
   'gateway.store_lost': { meaning: 'This node cannot reach the store: it refuses new sessions (and ends live ones after storeLossTimeout).' },
   'gateway.store_back': { meaning: 'This node reaches the store again.' },
+  'recording.write_failed': { meaning: "A session's recording could not be written (disk full, I/O error); recordings.onFailure decides what follows." },
+  'recording.failing': { meaning: 'Recordings cannot be written: new sessions are refused (refuse, terminate) or run unrecorded (continue).' },
+  'recording.recovered': { meaning: 'Recordings can be written again (after how long).' },
+  'store.failing': { meaning: 'The store cannot take writes: new sessions are refused and live ones end (fail closed); events are held.' },
+  'store.recovered': { meaning: 'The store takes writes again: held events, session ends and seals are written, the reaper ran.' },
   'notify': { meaning: 'An alert was sent to the notify command; data.kind says which (rule, breakglass, alert, standing_privilege).' },
 
   // ---- people signing in and their credentials

@@ -58,7 +58,18 @@ export interface AuditLogOptions {
   onError?: (e: unknown) => void;
   /** Where signed checkpoints go: an append-only file and/or a command (the line on stdin, e.g. `logger` to syslog). */
   checkpoints?: { file?: string | null; command?: string[] | null; gatewayId: string; log: Logger };
+  /**
+   * Whether a failed write means the store is unavailable (disk full, read-only, connection lost).
+   * Such events are kept, in order, and written when the store takes writes again (resume(), or a
+   * retry every few seconds); their callers still see the failure at once.
+   */
+  retainOn?: (e: unknown) => boolean;
 }
+
+/** Events kept while the store is unavailable, at most (older ones beyond are dropped, loudly). */
+const MAX_HELD = 100_000;
+const RETRY_MS = 2000;
+const noop = () => undefined;
 
 type Failure = Extract<AuditVerifyResult, { ok: false }>;
 type Draft = Pick<AuditEventRecord, 'at' | 'actor' | 'action' | 'subject' | 'data'>;
@@ -90,6 +101,9 @@ export class AuditLog {
   private lastCheckpointSeq = 0;
   /** The checkpoint file does not exist yet: the first event writes one at once. */
   private firstCheckpointDue: boolean;
+  /** Events are held because the store is unavailable (see retainOn). */
+  private stalled = false;
+  private retryTimer: NodeJS.Timeout | null = null;
 
   constructor(private store: Store, private clock: Clock, private opts: AuditLogOptions) {
     if (opts.key.length !== 32) throw new Error('the audit key must be 32 bytes');
@@ -119,9 +133,42 @@ export class AuditLog {
 
   /** Wait for every pending append, then refuse new ones (the store is about to close). */
   async close(): Promise<void> {
-    while (this.flushScheduled || this.pending.length) await this.tail;
+    if (this.retryTimer) clearInterval(this.retryTimer);
+    this.retryTimer = null;
+    if (this.stalled) await this.serial(() => this.flush());
+    while ((this.flushScheduled || this.pending.length) && !this.stalled) await this.tail;
     await this.tail;
+    if (this.stalled && this.pending.length) {
+      this.onError(new Error(`the store was unavailable at shutdown: ${this.pending.length} audit events could not be written`));
+      this.pending = [];
+    }
     this.closed = true;
+  }
+
+  /** Events held while the store was unavailable (written by resume()). */
+  get held(): number { return this.stalled ? this.pending.length : 0; }
+
+  /** The store takes writes again: write what was held now. Resolves when the queue is written (or fails again). */
+  resume(): Promise<void> {
+    if (!this.stalled || this.flushScheduled) return this.tail.then(noop);
+    this.flushScheduled = true;
+    return this.serial(() => this.flush());
+  }
+
+  private hold(batch: Pending[], e: unknown): void {
+    // Kept in order ahead of anything queued since; the callers learn of the failure now.
+    const all = [...batch, ...this.pending];
+    for (const b of all) b.reject(e);
+    this.pending = all.map((b) => ({ draft: b.draft, resolve: noop, reject: noop }));
+    if (this.pending.length > MAX_HELD) {
+      const lost = this.pending.splice(0, this.pending.length - MAX_HELD);
+      this.onError(new Error(`the store is unavailable: ${lost.length} held audit events dropped (more than ${MAX_HELD})`));
+    }
+    if (!this.stalled) this.onError(e);
+    this.stalled = true;
+    this.flushScheduled = false;
+    this.retryTimer ??= setInterval(() => { void this.resume(); }, RETRY_MS);
+    this.retryTimer.unref();
   }
 
   /** Queue one event; it is written with whatever else is queued by then, in one store operation. */
@@ -163,8 +210,14 @@ export class AuditLog {
           return { events, head: { key: HEAD_KV, value: this.headValue(prev!.seq, prev!.hash) } };
         });
       } catch (e) {
+        if (this.opts.retainOn?.(e)) { this.hold(batch, e); return; }
         for (const b of batch) b.reject(e);
         continue;
+      }
+      if (this.stalled) {
+        this.stalled = false;
+        if (this.retryTimer) clearInterval(this.retryTimer);
+        this.retryTimer = null;
       }
       if (this.firstCheckpointDue) {
         this.firstCheckpointDue = false;

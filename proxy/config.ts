@@ -140,7 +140,15 @@ const configSchema = z.object({
     }).strict().optional(),
   }).strict().prefault({}),
   /** recordings.dir: the older name of gateway.recordingsDir (either may be set, not both). */
-  recordings: z.object({ dir: z.string().optional() }).strict().default({}),
+  recordings: z.object({
+    dir: z.string().optional(),
+    /**
+     * When a recording cannot be written (disk full, directory gone, I/O error): refuse (default) new
+     * sessions and end the session whose recording failed; terminate: also end every other live
+     * session at once; continue: let sessions run unrecorded (audited and alerted all the same).
+     */
+    onFailure: z.enum(['refuse', 'terminate', 'continue']).default('refuse'),
+  }).strict().default({ onFailure: 'refuse' }),
   targets: z.array(targetSchema).default([]),
   policies: z.array(policySchema).default([]),
   breakGlass: breakGlassSchema.prefault({}),
@@ -238,7 +246,12 @@ export function validateConfig(raw: unknown, file: string, modules: ReadonlyMap<
 export function loadConfigFile(file: string, modules: ReadonlyMap<string, ProtocolModule>): GatewayConfig {
   const abs = resolve(file);
   if (!existsSync(abs)) throw new ConfigError(abs, '', 'the file to exist');
-  const doc = parseDocument(readFileSync(abs, 'utf8'));
+  return parseConfigText(readFileSync(abs, 'utf8'), abs, modules);
+}
+
+/** Parse and validate YAML text as if read from `abs` (relative paths resolve against its directory). */
+export function parseConfigText(text: string, abs: string, modules: ReadonlyMap<string, ProtocolModule>): GatewayConfig {
+  const doc = parseDocument(text);
   if (doc.errors.length) {
     const e = doc.errors[0]!;
     throw new ConfigError(abs, `line ${e.linePos?.[0]?.line ?? '?'}`, `valid YAML (${e.message.split('\n')[0]})`);

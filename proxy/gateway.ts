@@ -42,6 +42,8 @@ import { KillSwitch } from './kill.js';
 import { GatewayRoles } from './roles.js';
 import { PendingLimit } from './limits.js';
 import { DEFAULT_PREAUTH } from '../protocols/net.js';
+import { FailSafe, storeUnavailable, watchStore } from './failsafe.js';
+import type { RecordingFailure } from '../recorder/index.js';
 import type { ListenerConfig } from './config.js';
 import { Notifications } from './notifications/index.js';
 import { Siem } from './siem/index.js';
@@ -61,6 +63,12 @@ export interface GatewayOptions {
 }
 
 export const DEV_CLIENT_SECRET_LABEL = 'dev-idp-client-secret';
+
+/**
+ * What a client is told while recordings or the store cannot be written (before sign-in too, so it
+ * names no detail of the gateway's state; the audit log and the alert have the cause).
+ */
+export const FAIL_CLOSED = 'Tollgate: the gateway cannot record or audit sessions right now; new sessions are refused until it can (try again later).';
 
 export class Gateway {
   readonly config: GatewayConfig;
@@ -108,6 +116,9 @@ export class Gateway {
   private readonly drainSignal = new AbortController();
   private started = false;
   private ca!: CaMaterial;
+  /** Fail-closed guards: session recordings (recordings.onFailure) and the store. */
+  recordingGuard!: FailSafe;
+  storeGuard!: FailSafe;
   private listeners = new Map<string, ProtocolListener>();
   private ctxCache = new Map<string, ProtocolContext>();
   private reaperTimer: NodeJS.Timeout | null = null;
@@ -136,7 +147,9 @@ export class Gateway {
   async start(): Promise<this> {
     mkdirSync(this.dataDir, { recursive: true, mode: 0o700 });
     const cfg = this.config;
-    this.store = await openStore(cfg, { dataDir: this.dataDir, log: this.log.child({ c: 'store' }) });
+    const rawStore = await openStore(cfg, { dataDir: this.dataDir, log: this.log.child({ c: 'store' }) });
+    this.store = watchStore(rawStore, (code, message) => this.storeGuard?.failed(code, message));
+    this.setupFailSafes(rawStore);
     await this.openKeyAndAudit();
 
     const httpCfg = cfg.listeners.http ?? { host: '127.0.0.1', port: 8080 };
@@ -168,7 +181,10 @@ export class Gateway {
       resolveSecret: (ref, path) => resolveSecret(ref, cfg, path), audit: auditAs,
     });
     if (this.siem.enabled) this.audit.onEvent(() => this.siem.wake());
-    this.recorder = createRecorder({ store: this.store, dir: recordingsDirOf(cfg, this.dataDir), clock: this.clock, log: this.log.child({ c: 'recorder' }) });
+    this.recorder = createRecorder({
+      store: this.store, dir: recordingsDirOf(cfg, this.dataDir), clock: this.clock,
+      log: this.log.child({ c: 'recorder' }), onFailure: (f) => this.recordingFailed(f),
+    });
 
     this.engine = new JitEngine({
       store: this.store,
@@ -212,6 +228,7 @@ export class Gateway {
         started: (p) => { this.sessionsActive.inc({ protocol: p }); this.sessionsTotal.inc({ protocol: p }); },
         ended: (p) => { this.sessionsActive.dec({ protocol: p }); },
       },
+      admission: () => this.admission(),
     });
     this.links = new IdpLinks({
       store: this.store, clock: this.clock, key: this.key, oidc: () => this.oidc, intervalMs: parseDuration(cfg.idp.revalidate),
@@ -295,10 +312,7 @@ export class Gateway {
     const reaped = await this.sessions.reap();
     if (reaped.leases || reaped.sessions || reaped.failed) this.log.warn(reaped, 'reaper cleaned up after an earlier run');
     // Recordings a crash left open are sealed (what was flushed, at most the last second is lost).
-    const orphans = await this.recorder.sealOrphans(async (id) => {
-      const s = await this.store.getSession(id);
-      return !!this.sessions.get(id) || (!!s && s.state === 'active' && s.gatewayId !== cfg.gateway.id);
-    });
+    const orphans = await this.recorder.sealOrphans((id) => this.liveAnywhere(id), { cut: 'gateway_crash' });
     if (orphans.sealed || orphans.missing) this.log.warn(orphans, 'sealed recordings left open by an earlier run');
     // In the registry before the first session: survivors then know whose sessions are whose.
     await this.cluster.start();
@@ -397,6 +411,8 @@ export class Gateway {
     this.audit = new AuditLog(this.store, this.clock, {
       key: this.key.deriveKey(AUDIT_KEY_LABEL),
       onError: (e) => this.log.error({ err: e }, 'audit append failed'),
+      // Events written while the store is unavailable are held and written when it is back.
+      retainOn: (e) => storeUnavailable(e) !== null,
       checkpoints: { file: checkpointFile, command: cfg.audit.checkpoints.command, gatewayId: this.nodeId, log: this.log.child({ c: 'audit' }) },
     });
     if (k.created) {
@@ -447,7 +463,87 @@ export class Gateway {
     });
   }
 
+  /** Whether a session runs here, or on another gateway of the same store. */
+  private async liveAnywhere(id: string): Promise<boolean> {
+    if (this.sessions.get(id)) return true;
+    const s = await this.store.getSession(id);
+    return !!s && s.state === 'active' && s.gatewayId !== this.config.gateway.id;
+  }
+
+  private setupFailSafes(rawStore: Store): void {
+    const log = this.log.child({ c: 'failsafe' });
+    const now = () => this.clock.now();
+    const mode = this.config.recordings.onFailure;
+    this.recordingGuard = new FailSafe({
+      name: 'recordings', retryMs: 1000, now, log,
+      probe: () => this.recorder.probe(),
+      onFail: async (st) => {
+        this.failing?.set({ guard: 'recordings' }, 1);
+        void this.audit.append('system', 'recording.failing', this.nodeId, { code: st.code, message: st.message, onFailure: mode }).catch(() => undefined);
+        this.notify({ kind: 'recording_failed', code: st.code, message: st.message, onFailure: mode });
+        if (mode === 'terminate') {
+          await this.sessions.terminateWhere(() => true, { code: 'recording_failed', message: `Tollgate: session recordings cannot be written (${st.code}); every session was ended (recordings.onFailure: terminate).` });
+        }
+      },
+      onRecover: async (downMs) => {
+        this.failing?.set({ guard: 'recordings' }, 0);
+        void this.audit.append('system', 'recording.recovered', this.nodeId, { downMs }).catch(() => undefined);
+        this.notify({ kind: 'recording_recovered', downMs });
+      },
+    });
+    this.storeGuard = new FailSafe({
+      name: 'store', retryMs: 1000, now, log,
+      probe: async () => {
+        try {
+          await rawStore.setKv(`gateway:${this.config.gateway.id}:store-probe`, String(now()));
+          return { ok: true };
+        } catch (e) {
+          const u = storeUnavailable(e);
+          return { ok: false, code: u?.code ?? 'EIO', message: u?.message ?? (e as Error).message };
+        }
+      },
+      onFail: async (st) => {
+        this.failing?.set({ guard: 'store' }, 1);
+        void this.audit?.append('system', 'store.failing', this.nodeId, { code: st.code, message: st.message }).catch(() => undefined);
+        this.notify({ kind: 'store_failed', code: st.code, message: st.message });
+        // What happens now cannot be audited: end every session (their leases are revoked on the targets).
+        await this.sessions?.terminateWhere(() => true, { code: 'store_unavailable', message: `Tollgate: the gateway cannot write its audit store (${st.code}); the session was ended (fail-closed).` });
+      },
+      onRecover: async (downMs) => {
+        this.failing?.set({ guard: 'store' }, 0);
+        // In order: the audit events held meanwhile, session ends and seals that could not be written, then the reaper.
+        await this.audit.resume();
+        await this.sessions.flushUnrecorded();
+        await this.recorder.reindex();
+        const reaped = await this.sessions.reap();
+        const sealed = await this.recorder.sealOrphans((id) => this.liveAnywhere(id));
+        await this.audit.append('system', 'store.recovered', this.nodeId, { downMs, reaped, sealed }).catch(() => undefined);
+        this.notify({ kind: 'store_recovered', downMs });
+      },
+    });
+  }
+
+  /** A recording file failed: audit it, and unless recordings.onFailure is continue, end that session and refuse new ones. */
+  private recordingFailed(f: RecordingFailure): void {
+    const mode = this.config.recordings.onFailure;
+    void this.audit.append('system', 'recording.write_failed', f.sessionId, { recording: f.recordingId, kind: f.kind, code: f.code, message: f.message, onFailure: mode }).catch(() => undefined);
+    this.recordingGuard.failed(f.code, f.message);
+    if (mode === 'continue') return;
+    // Not from inside the write that failed (a relay's data handler): end the session right after.
+    setImmediate(() => this.sessions.get(f.sessionId)?.terminate({
+      code: 'recording_failed', message: `Tollgate: this session's recording cannot be written (${f.code}); the session was ended (recordings.onFailure: ${mode}).`,
+    }));
+  }
+
+  /** Null when new sessions may open; else the refusal every protocol shows. */
+  async admission(): Promise<string | null> {
+    if (!(await this.storeGuard.check()).ok) return FAIL_CLOSED;
+    if (this.config.recordings.onFailure !== 'continue' && !(await this.recordingGuard.check()).ok) return FAIL_CLOSED;
+    return null;
+  }
+
   private sessionsActive!: Gauge;
+  private failing!: Gauge;
   private sessionsTotal!: Counter;
   accessRefused!: Counter;
   httpRequests!: Counter;
@@ -458,6 +554,7 @@ export class Gateway {
     this.sessionsTotal = new Counter({ name: 'tollgate_sessions_total', help: 'Sessions started', labelNames: ['protocol'], registers: [this.metrics] });
     this.accessRefused = new Counter({ name: 'tollgate_access_refused_total', help: 'Refused connection attempts', labelNames: ['protocol', 'code'], registers: [this.metrics] });
     this.httpRequests = new Counter({ name: 'tollgate_api_requests_total', help: 'API requests', labelNames: ['status'], registers: [this.metrics] });
+    this.failing = new Gauge({ name: 'tollgate_failing', help: 'A fail-closed guard is failing (1): new sessions are refused', labelNames: ['guard'], registers: [this.metrics] });
   }
 
   notify(event: Record<string, unknown>): void {
@@ -494,7 +591,18 @@ export class Gateway {
             this.accessRefused.inc({ protocol: req.protocol, code: 'unavailable' });
             return { ok: false, code: 'denied', reason: unavailable };
           }
-          const out = await this.access.authenticate(req);
+          // Fail closed before a secret is consumed: nothing can be recorded or audited now.
+          const refused = await this.admission();
+          let out: Awaited<ReturnType<Access['authenticate']>>;
+          if (refused) out = { ok: false, code: 'denied', reason: refused };
+          else {
+            try {
+              out = await this.access.authenticate(req);
+            } catch (e) {
+              if (!storeUnavailable(e)) throw e;
+              out = { ok: false, code: 'denied', reason: FAIL_CLOSED };
+            }
+          }
           if (!out.ok) this.accessRefused.inc({ protocol: req.protocol, code: out.code });
           return out;
         },
@@ -551,6 +659,8 @@ export class Gateway {
     this.stopped = true;
     if (this.reaperTimer) clearInterval(this.reaperTimer);
     if (this.checkpointTimer) clearInterval(this.checkpointTimer);
+    this.recordingGuard?.stop();
+    this.storeGuard?.stop();
     this.engine?.stop();
     this.links?.stop();
     this.sessions?.stop();

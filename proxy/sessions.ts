@@ -44,7 +44,15 @@ export interface SessionDeps {
   admit?(): string | null;
   /** The store is known to be unreachable: teardown skips store writes it would wait for and revokes on the target directly. */
   storeLost?(): boolean;
+  /**
+   * Whether a new session may open now: null, or why not (recordings or the store cannot be
+   * written, see proxy/failsafe.ts). Asked before anything is written for the session.
+   */
+  admission?: () => Promise<string | null>;
 }
+
+/** Why the reaper ends a session this gateway no longer runs (and marks its recordings). */
+export const GATEWAY_CRASH = 'gateway_crash';
 
 /** How long a protocol module gets to close both sides after "end now" before the proxy ends it anyway. */
 const FORCE_END_MS = 5000;
@@ -309,12 +317,19 @@ class Session implements LiveSession {
     this.record.endReason = `${reason.code}: ${reason.message}`;
     this.record.bytesUp = this.bytesUp;
     this.record.bytesDown = this.bytesDown;
+    await this.deps.store.updateSession(this.record).catch((e) => {
+      errors.push((e as Error).message);
+      // Written when the store takes writes again (SessionManager.flushUnrecorded), not reaped as a crash.
+      this.mgr.unrecorded.set(this.record.id, this.record);
+    });
     try {
-      await this.deps.store.updateSession(this.record).catch((e) => errors.push((e as Error).message));
       await this.deps.audit.append(this.identity, 'session.ended', this.id, {
         target: this.target.name, protocol: this.protocol, reason: reason.code, message: reason.message,
         durationMs: this.record.endedAt - this.startedAt, bytesUp: this.bytesUp, bytesDown: this.bytesDown, recordings: seals,
         ...(errors.length ? { teardownErrors: errors } : {}),
+      }).catch((e) => {
+        // A store that cannot take it holds the event and writes it when it is back (AuditLog retainOn): the session still ends here.
+        this.log.error({ err: (e as Error).message }, 'session end cannot be audited now');
       });
     } finally {
       // Without the store (lost) the session still leaves this node; the reaper records what is missing.
@@ -333,7 +348,22 @@ export class SessionManager {
   /** Retries of failed revokes, by lease id. */
   private retries = new Map<string, TimerHandle>();
   private stopped = false;
+  /** Sessions that ended while their final record could not be written (the store was unavailable). */
+  readonly unrecorded = new Map<string, SessionRecord>();
   constructor(private deps: SessionDeps) {}
+
+  /** Write the final records of sessions that ended while the store was unavailable; returns how many are still unwritten. */
+  async flushUnrecorded(): Promise<number> {
+    for (const [id, rec] of [...this.unrecorded]) {
+      try {
+        await this.deps.store.updateSession(rec);
+        this.unrecorded.delete(id);
+      } catch (e) {
+        this.deps.log.warn({ err: (e as Error).message, session: id }, 'final session record still cannot be written');
+      }
+    }
+    return this.unrecorded.size;
+  }
 
   list(): Session[] { return [...this.live.values()]; }
   get(id: string): Session | undefined { return this.live.get(id); }
@@ -369,6 +399,10 @@ export class SessionManager {
 
   async open(auth: Authorized, meta: SessionMeta): Promise<LiveSession> {
     const refused = this.deps.admit?.();
+    if (!refused) {
+      const unavailable = await this.deps.admission?.();
+      if (unavailable) throw new Error(unavailable);
+    }
     if (refused) throw new Error(refused);
     const now = this.deps.clock.now();
     const grant = await this.deps.store.getGrant(auth.grant.id);
@@ -444,14 +478,16 @@ export class SessionManager {
     this.retries.delete(l.id);
     l.state = 'revoking';
     l.attempts = (l.attempts ?? 0) + 1;
-    // Without the store the lease is revoked on the target all the same (fail closed); the reaper
-    // records it once the store is back (a revocation may run twice; the provisioners allow it).
-    if (!this.deps.storeLost?.()) await this.deps.store.updateLease(l);
+    // Without the store the lease is revoked on the target all the same (fail closed); the lease row
+    // stays unrevoked and the reaper revokes it again (idempotent) once the store is back.
+    if (!this.deps.storeLost?.()) {
+      await this.deps.store.updateLease(l).catch((e) => this.deps.log.error({ err: (e as Error).message, lease: l.id }, 'lease state cannot be stored; revoking it anyway'));
+    }
     let detail: string;
     try {
       const target = this.deps.target(l.target);
       if (!target) throw new Error(`target ${l.target} is no longer configured`);
-      const session = l.sessionId ? await this.deps.store.getSession(l.sessionId) : null;
+      const session = l.sessionId ? await this.deps.store.getSession(l.sessionId).catch(() => null) : null;
       const protocol = session?.protocol ?? target.protocol;
       const mod = this.deps.module(protocol);
       if (!mod) throw new Error(`no protocol module "${protocol}" is loaded`);
@@ -461,10 +497,10 @@ export class SessionManager {
       const failed = l.attempts;
       l.error = (e as Error).message;
       l.retryAt = this.deps.clock.now() + revokeBackoff(failed, this.deps.revokeRetry);
-      await this.deps.store.updateLease(l);
+      await this.deps.store.updateLease(l).catch(() => undefined);
       await this.deps.audit.append('system', 'lease.revoke_failed', l.id, {
         session: l.sessionId, target: l.target, kind: l.kind, error: l.error, attempts: failed, retryAt: l.retryAt,
-      });
+      }).catch(() => undefined);
       if (failed === 1) {
         this.deps.notify({ kind: 'standing_privilege', lease: l.id, target: l.target, leaseKind: l.kind, session: l.sessionId, error: l.error });
       }
@@ -475,6 +511,7 @@ export class SessionManager {
     l.revokedAt = this.deps.clock.now();
     l.error = null;
     l.retryAt = null;
+    // Gone on the target: a failure to record it (store unavailable) leaves the row for the reaper.
     await this.deps.store.updateLease(l);
     await this.deps.audit.append('system', 'lease.revoked', l.id, { session: l.sessionId, target: l.target, kind: l.kind, data: l.data, detail, attempts: l.attempts });
   }
@@ -519,11 +556,13 @@ export class SessionManager {
     const liveIds = new Set(this.live.keys());
     for (const s of await this.deps.store.listSessions({ state: 'active' })) {
       if (s.gatewayId !== this.deps.gatewayId || liveIds.has(s.id)) continue;
+      // A clean stop ends every session (gateway_shutdown): one still active here was cut by a crash
+      // (or by a store that could not record its end).
       s.state = 'ended';
       s.endedAt = this.deps.clock.now();
-      s.endReason = 'gateway_restart: the gateway stopped while the session ran';
+      s.endReason = `${GATEWAY_CRASH}: the gateway stopped without ending the session (crash, kill or lost store)`;
       await this.deps.store.updateSession(s);
-      await this.deps.audit.append('system', 'session.ended', s.id, { target: s.target, reason: 'gateway_restart', message: s.endReason });
+      await this.deps.audit.append('system', 'session.ended', s.id, { target: s.target, protocol: s.protocol, reason: GATEWAY_CRASH, message: s.endReason });
       sessions++;
     }
     const now = this.deps.clock.now();

@@ -100,6 +100,8 @@ export class CastWriter implements CastRecorder {
     }
     this.header = header;
     sink.appendLine(JSON.stringify(header));
+    // On disk at once: a crash in the first second still leaves a valid (if empty) cast.
+    sink.flush();
     // Watchers learn the terminal size from the header as a resize frame.
     publish('r', `${header.width}x${header.height}`);
   }

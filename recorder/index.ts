@@ -14,8 +14,8 @@
  * Files: <dir>/<yyyy>/<mm>/<sessionId>/{<name>.cast, queries.ndjson, events.ndjson, screen.ndjson};
  * RecordingRecord.path is the file's absolute path (read()/verify() refuse paths outside dir).
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { closeSync, createReadStream, fsyncSync, mkdirSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { chmod, stat } from 'node:fs/promises';
 import { isAbsolute, relative, resolve } from 'node:path';
 import type { Logger } from 'pino';
@@ -24,6 +24,9 @@ import type { RecordingRecord, Store } from '../proxy/store/types.js';
 import type { LiveBus, SessionRecording } from './types.js';
 import { createLiveBus, MemoryLiveBus } from './live.js';
 import { Session, type SessionMeta } from './session.js';
+import type { RecordingFailure } from './sink.js';
+
+export type { RecordingFailure } from './sink.js';
 
 export type * from './types.js';
 export { replayCast, verifyCastText, castTime, type CastHeader, type CastEvent, type CastCheck } from './cast.js';
@@ -59,7 +62,14 @@ export interface Recorder {
    * which sessions are another gateway's). Files outside dir are left alone; missing files are
    * counted. Call at start-up, before new sessions.
    */
-  sealOrphans(isLive?: (sessionId: string) => boolean | Promise<boolean>): Promise<{ sealed: number; missing: number; skipped: number }>;
+  sealOrphans(isLive?: (sessionId: string) => boolean | Promise<boolean>, opts?: { cut?: string }): Promise<{ sealed: number; missing: number; skipped: number }>;
+  /**
+   * Can a recording be written now? Creates, writes, syncs and removes a small file in the
+   * recordings directory (synchronously; a few system calls). Never throws.
+   */
+  probe(): { ok: true } | { ok: false; code: string; message: string };
+  /** Store the seals that could not be stored when their recordings were sealed; returns how many are still unstored. */
+  reindex(): Promise<number>;
 }
 
 /** Parse an NDJSON recording (queries, events, screen); a last line torn by a crash is dropped. */
@@ -80,12 +90,13 @@ export function parseNdjson(text: string): Record<string, unknown>[] {
   return out;
 }
 
-export function createRecorder(opts: { store: Store; dir: string; clock: Clock; log: Logger; live?: MemoryLiveBus }): Recorder {
+export function createRecorder(opts: { store: Store; dir: string; clock: Clock; log: Logger; live?: MemoryLiveBus; onFailure?: (f: RecordingFailure) => void }): Recorder {
   const root = resolve(opts.dir);
   const log = opts.log;
   const live = opts.live ?? createLiveBus(log);
   const open = new Map<string, Session>();
-  const ctx = { store: opts.store, clock: opts.clock, log, root, live };
+  const unindexed = new Map<string, RecordingRecord>();
+  const ctx = { store: opts.store, clock: opts.clock, log, root, live, onFailure: opts.onFailure, unindexed };
 
   async function locate(recordingId: string): Promise<{ rec: RecordingRecord | null; path: string | null }> {
     const rec = typeof recordingId === 'string' && recordingId ? await opts.store.getRecording(recordingId) : null;
@@ -166,7 +177,38 @@ export function createRecorder(opts: { store: Store; dir: string; clock: Clock; 
     async closeAll() {
       await Promise.allSettled(Array.from(open.values()).map((s) => s.close()));
     },
-    async sealOrphans(isLive) {
+    async reindex() {
+      for (const [id, rec] of [...unindexed]) {
+        try {
+          if (await opts.store.getRecording(id)) await opts.store.updateRecording(rec);
+          else await opts.store.insertRecording(rec);
+          unindexed.delete(id);
+        } catch (err) {
+          log.warn({ recordingId: id, err: (err as Error).message }, 'recording seal still cannot be stored');
+        }
+      }
+      return unindexed.size;
+    },
+    probe() {
+      const file = resolve(root, `.probe-${randomBytes(6).toString('hex')}`);
+      let fd: number | null = null;
+      try {
+        mkdirSync(root, { recursive: true, mode: 0o750 });
+        fd = openSync(file, 'wx', 0o600);
+        // As much as a busy second of a session's recording: a nearly full disk fails here too.
+        const block = Buffer.alloc(64 * 1024, 0x20);
+        writeSync(fd, block, 0, block.length);
+        fsyncSync(fd);
+        return { ok: true };
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+        return { ok: false, code, message: `recordings cannot be written in ${root} (${code})` };
+      } finally {
+        if (fd !== null) try { closeSync(fd); } catch { /* gone */ }
+        try { unlinkSync(file); } catch { /* never created */ }
+      }
+    },
+    async sealOrphans(isLive, sealOpts = {}) {
       const result = { sealed: 0, missing: 0, skipped: 0 };
       for (const rec of await opts.store.listRecordings()) {
         if (rec.state !== 'open') continue;
@@ -190,7 +232,7 @@ export function createRecorder(opts: { store: Store; dir: string; clock: Clock; 
         }
         await chmod(path, 0o440).catch(() => undefined);
         try {
-          await opts.store.updateRecording({ ...rec, state: 'sealed', sha256: h.sha256, bytes: h.bytes, sealedAt: opts.clock.now() });
+          await opts.store.updateRecording({ ...rec, state: 'sealed', sha256: h.sha256, bytes: h.bytes, sealedAt: opts.clock.now(), cut: rec.cut ?? sealOpts.cut ?? null });
         } catch (err) {
           log.error({ recordingId: rec.id, err: (err as Error)?.message }, 'recovered recording seal cannot be stored');
           continue;

@@ -222,6 +222,7 @@ export class Session implements SessionRecording {
     const width = Number.isInteger(opts?.width) && opts.width > 0 ? opts.width : 0;
     const height = Number.isInteger(opts?.height) && opts.height > 0 ? opts.height : 0;
     write('header', { version: 1, width, height, timestamp: Math.floor(this.ctx.clock.now() / 1000) });
+    sink.flush(); // on disk at once, as a cast's header
     return {
       write,
       close: () => { this.track(sink.seal()); },

@@ -24,6 +24,28 @@ export interface SinkContext {
   log: Logger;
   /** The recordings root (absolute). */
   root: string;
+  /** A recording file cannot be created or written (disk full, directory or file gone, I/O error). */
+  onFailure?: (f: RecordingFailure) => void;
+  /** Sealed recordings whose index row could not be written (the store was unavailable): Recorder.reindex() retries. */
+  unindexed?: Map<string, RecordingRecord>;
+}
+
+export interface RecordingFailure {
+  sessionId: string;
+  /** Null when the file could not even be created. */
+  recordingId: string | null;
+  kind: RecordingKind;
+  /** errno code (ENOSPC, EROFS, ENOENT, EIO…) or a short description. */
+  code: string;
+  message: string;
+}
+
+function failure(ctx: SinkContext, f: RecordingFailure): void {
+  try { ctx.onFailure?.(f); } catch (e) { ctx.log.error({ err: (e as Error).message }, 'recording failure handler threw'); }
+}
+
+function codeOf(err: unknown): string {
+  return (err as NodeJS.ErrnoException)?.code ?? 'EIO';
 }
 
 /**
@@ -54,6 +76,7 @@ export class FileSink {
   private broken = false;
   private sealing: Promise<void> | null = null;
   private inserted: Promise<void>;
+  private indexed = false;
 
   /**
    * Creates the file (exclusively) in dirAbs under a name derived from baseName; returns null and
@@ -64,6 +87,7 @@ export class FileSink {
       fs.mkdirSync(dirAbs, { recursive: true, mode: 0o750 });
     } catch (err) {
       ctx.log.error({ sessionId, kind, err: (err as Error).message }, 'recording directory cannot be created');
+      failure(ctx, { sessionId, recordingId: null, kind, code: codeOf(err), message: `the recording directory cannot be created (${codeOf(err)})` });
       return null;
     }
     for (let i = 1; i < 1000; i++) {
@@ -77,6 +101,7 @@ export class FileSink {
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'EEXIST') continue;
         ctx.log.error({ sessionId, kind, err: (err as Error).message }, 'recording file cannot be created');
+        failure(ctx, { sessionId, recordingId: null, kind, code: codeOf(err), message: `the recording file cannot be created (${codeOf(err)})` });
         return null;
       }
     }
@@ -97,8 +122,9 @@ export class FileSink {
       bytes: 0,
       createdAt: ctx.clock.now(),
       sealedAt: null,
+      cut: null,
     };
-    this.inserted = callStore(() => ctx.store.insertRecording({ ...this.record }), (err) => {
+    this.inserted = callStore(() => ctx.store.insertRecording({ ...this.record }).then(() => { this.indexed = true; }), (err) => {
       ctx.log.error({ sessionId, recordingId: this.record.id, err }, 'recording cannot be indexed');
     });
   }
@@ -133,11 +159,20 @@ export class FileSink {
       while (off < buf.length) off += fs.writeSync(this.fd, buf, off, buf.length - off);
       this.hash.update(buf);
       this.written += buf.length;
+      // The directory (or the file) was removed under us: the bytes would go to an unlinked inode.
+      if (fs.fstatSync(this.fd).nlink === 0) throw Object.assign(new Error('the recording file was removed'), { code: 'ENOENT' });
     } catch (err) {
-      // Disk full or similar: keep the session alive, say so loudly, and seal what was written.
+      // Disk full, file gone or similar: say so loudly, seal what was written, let the gateway decide (recordings.onFailure).
       this.broken = true;
+      this.record.cut = 'write_failed';
       this.ctx.log.error({ sessionId: this.record.sessionId, recordingId: this.record.id, err: (err as Error).message }, 'recording write failed; later data is lost');
+      failure(this.ctx, { sessionId: this.record.sessionId, recordingId: this.record.id, kind: this.record.kind as RecordingKind, code: codeOf(err), message: `a recording write failed (${codeOf(err)}: ${(err as Error).message})` });
     }
+  }
+
+  /** A write failed: this file no longer records what happens. */
+  get failed(): boolean {
+    return this.broken;
   }
 
   /** Flush, fsync, close, make read-only and record the SHA-256. Idempotent; never throws. */
@@ -153,6 +188,11 @@ export class FileSink {
     if (fd !== null) {
       try { await fsyncP(fd); } catch (err) {
         this.ctx.log.warn({ recordingId: this.record.id, err: (err as Error).message }, 'recording fsync failed');
+        if (!this.broken) {
+          this.broken = true;
+          this.record.cut = 'write_failed';
+          failure(this.ctx, { sessionId: this.record.sessionId, recordingId: this.record.id, kind: this.record.kind as RecordingKind, code: codeOf(err), message: `the recording could not be synced to disk (${codeOf(err)})` });
+        }
       }
       try { await closeP(fd); } catch { /* already closed */ }
       try { await chmodP(this.path, 0o440); } catch { /* best effort */ }
@@ -167,9 +207,11 @@ export class FileSink {
     Object.assign(this.record, sealed);
     await this.inserted;
     try {
-      await this.ctx.store.updateRecording({ ...sealed });
+      if (this.indexed) await this.ctx.store.updateRecording({ ...sealed });
+      else await this.ctx.store.insertRecording({ ...sealed });
     } catch (err) {
       this.ctx.log.error({ recordingId: this.record.id, err: (err as Error)?.message }, 'recording seal cannot be stored');
+      this.ctx.unindexed?.set(sealed.id, { ...sealed });
     }
   }
 }

@@ -8,6 +8,7 @@ import type { HttpReply, HttpRequest } from '../http/server.js';
 import type { ApiServices } from '../http/services.js';
 import { PAGES, html, shell, messagePage, type Roles } from './shell.js';
 import { computeHealth } from './dashboard.js';
+import type { FailSafe } from '../failsafe.js';
 import { strictCookieBounce } from '../http/web-security.js';
 import { parseDuration } from '../../policies/config.js';
 
@@ -100,7 +101,9 @@ const PAGE_BODIES: Record<string, string> = {
 };
 
 /** What the portal's pages and its two read-only API routes use. */
-export type PortalServices = Pick<ApiServices, 'http' | 'callers' | 'roles' | 'oidc' | 'publicUrl' | 'log' | 'store' | 'clock' | 'sessions' | 'config'>;
+export type PortalServices = Pick<ApiServices, 'http' | 'callers' | 'roles' | 'oidc' | 'publicUrl' | 'log' | 'store' | 'clock' | 'sessions' | 'config'>
+  /** The fail-closed guards (recordings, store), for the dashboard. */
+  & { recordingGuard?: Pick<FailSafe, 'state'>; storeGuard?: Pick<FailSafe, 'state'> };
 
 export function mountPortal(s: PortalServices): void {
   const assets = assetTable();
@@ -190,7 +193,12 @@ export function mountPortal(s: PortalServices): void {
     const r = s.roles.of(p);
     if (!r.soc && !r.approver) return { status: 403, body: { error: 'forbidden', message: `${p.sub} is neither in a SOC group nor an approver` } };
     const days = Math.min(Math.max(Number(req.query.get('days') ?? 14) || 14, 1), 90);
-    return { status: 200, body: await computeHealth(s.store, s.clock.now(), (id) => !!s.sessions.get(id), { days, gatewayId: s.config.gateway.id }) };
+    const health = await computeHealth(s.store, s.clock.now(), (id) => !!s.sessions.get(id), { days, gatewayId: s.config.gateway.id });
+    const failsafe = {
+      recordings: { onFailure: s.config.recordings.onFailure, ...(s.recordingGuard?.state ?? { ok: true }) },
+      store: s.storeGuard?.state ?? { ok: true },
+    };
+    return { status: 200, body: { ...health, failsafe } };
   });
 
   // Whether the signed-in person may use break-glass, and on what.

@@ -105,6 +105,10 @@ CREATE INDEX control_events_at ON control_events(at);
 `,
   },
   {
+    version: 15,
+    sql: `ALTER TABLE recordings ADD COLUMN cut TEXT;`,
+  },
+  {
     // Notifications: the delivery queue with retries (proxy/notifications); SIEM push: each sink's acknowledged seq (proxy/siem).
     version: 17,
     sql: `

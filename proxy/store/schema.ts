@@ -62,7 +62,7 @@ export const tables = {
   },
   recordings: {
     name: 'recordings', pk: 'id', columns: {
-      id: 'text', sessionId: 'text', kind: 'text', path: 'text', state: 'text', sha256: 'text', bytes: 'int', createdAt: 'int', sealedAt: 'int',
+      id: 'text', sessionId: 'text', kind: 'text', path: 'text', state: 'text', sha256: 'text', bytes: 'int', createdAt: 'int', sealedAt: 'int', cut: 'text',
     },
   },
   queries: {
@@ -194,6 +194,11 @@ CREATE TABLE nodes (id TEXT PRIMARY KEY, incarnation TEXT NOT NULL, host TEXT, p
 CREATE TABLE control_events (seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, origin TEXT NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL);
 CREATE INDEX control_events_at ON control_events(at);
 `,
+  },
+  {
+    // Recordings cut short: by a gateway crash (sealed at the next start) or a failed write.
+    version: 15,
+    sql: `ALTER TABLE recordings ADD COLUMN cut TEXT;`,
   },
   {
     // Notifications: the delivery queue with retries (proxy/notifications); SIEM push: each sink's acknowledged seq (proxy/siem).

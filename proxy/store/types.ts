@@ -234,6 +234,12 @@ export interface RecordingRecord {
   bytes: number;
   createdAt: number;
   sealedAt: number | null;
+  /**
+   * Why the recording stops before its session did, when it does: 'gateway_crash' (sealed at the next
+   * start as it was on disk, at most the last flush interval lost), 'write_failed' (the disk refused a
+   * write; what was written before is sealed). Null or absent: complete.
+   */
+  cut?: string | null;
 }
 
 export interface QueryLogRecord {

@@ -231,6 +231,8 @@ t.test('portal pages', async (t) => {
     await c.waitForSelector('.figure');
     const figs = await c.textContent('#figures');
     t.match(figs, /Standing privileges remaining\s*/);
+    t.match(figs, /Writing\s*Session recordings\s*on failure: refuse/, 'the recording fail-safe is shown');
+    t.match(figs, /Writing\s*Audit store/);
     t.match(figs, /1 of 1 sessions under an approved request/);
     t.equal(await c.locator('.chart svg rect').count(), 4 * 14, 'four charts of 14 days');
     await noPageErrors(t, carol.errors);

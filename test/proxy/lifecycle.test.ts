@@ -201,7 +201,7 @@ t.test('the reaper revokes leases left by a crashed gateway', async (t) => {
   t.equal(r.leases, 1, 'its lease revoked');
   t.notOk(ft.accounts.has(c.account), 'account removed by the reaper');
   const rec = await tg.store.getSession(sessionId);
-  t.match(rec!.endReason, /gateway_restart/);
+  t.match(rec!.endReason, /gateway_crash/);
   const store2 = await tg.openStore();
   t.equal((await store2.listLeases({ state: ['pending', 'active', 'revoking'] })).length, 0, 'no live lease left in the store');
   await store2.close();

@@ -8,20 +8,13 @@ import { deflateSync, constants as zc } from 'node:zlib';
 import { ResourceLimitError } from '../../protocols/bounded.js';
 import { ProtocolError } from '../../protocols/vnc/reader.js';
 import { ServerStream, ServerStreamState, zrleRectMax, type ScreenSink, type ServerMessage } from '../../protocols/vnc/server-messages.js';
-import { Framebuffer } from '../../recorder/screen/index.js';
-import { hextileScreen as screenOf, PF32, rfbRect as rectHead } from './client.js';
+import { FramebufferSink, hextileScreen as screenOf, PF32, rfbRect as rectHead } from './client.js';
 
 const W = 1920;
 const H = 1080;
 
-class FbSink implements ScreenSink {
-  fb = new Framebuffer(W, H);
-  putRect(x: number, y: number, w: number, h: number, rgba: Uint8Array) { this.fb.putRect(x, y, w, h, rgba); }
-  fillRect(x: number, y: number, w: number, h: number, r: number, g: number, b: number) { this.fb.fillRect(x, y, w, h, r, g, b); }
-  copyRect(sx: number, sy: number, x: number, y: number, w: number, h: number) { this.fb.copyRect(sx, sy, x, y, w, h); }
-  resize(w: number, h: number) { this.fb.resize(w, h); }
-  cursor() {}
-  endUpdate() {}
+class FbSink extends FramebufferSink {
+  constructor() { super(W, H); }
 }
 
 function parser(sink: ScreenSink | null = new FbSink()) {

@@ -8,6 +8,8 @@ import { vncAuthResponse } from '../../protocols/vnc/des.js';
 import { encodeServerInit, parseServerInitHead, type ServerInit } from '../../protocols/vnc/handshake.js';
 import { parseClientMessage, type ClientMessage } from '../../protocols/vnc/client-messages.js';
 import type { PixelFormat } from '../../protocols/vnc/pixel.js';
+import type { ScreenSink } from '../../protocols/vnc/server-messages.js';
+import { Framebuffer } from '../../recorder/screen/framebuffer.js';
 import { Deflate } from 'pako';
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -144,6 +146,18 @@ export async function fakeServer(onClient: (sock: net.Socket, received: ClientMe
     received,
     close: () => new Promise<void>((r) => { for (const s of open) s.destroy(); server.close(() => r()); }),
   };
+}
+
+/** A ScreenSink onto a Framebuffer (what the recorder's model does with decoded updates). */
+export class FramebufferSink implements ScreenSink {
+  fb: Framebuffer;
+  constructor(width: number, height: number) { this.fb = new Framebuffer(width, height); }
+  putRect(x: number, y: number, w: number, h: number, rgba: Uint8Array) { this.fb.putRect(x, y, w, h, rgba); }
+  fillRect(x: number, y: number, w: number, h: number, r: number, g: number, b: number) { this.fb.fillRect(x, y, w, h, r, g, b); }
+  copyRect(sx: number, sy: number, x: number, y: number, w: number, h: number) { this.fb.copyRect(sx, sy, x, y, w, h); }
+  resize(w: number, h: number) { this.fb.resize(w, h); }
+  cursor() {}
+  endUpdate() {}
 }
 
 /** A FramebufferUpdate header for n rectangles. */

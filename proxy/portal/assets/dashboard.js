@@ -38,7 +38,12 @@ await load($('figures'), async () => {
   const h = await api('GET', '/api/v1/portal/dashboard');
   $('asof').textContent = `As of ${fmtTime(h.at)}.`;
   const pct = h.jitShare.ratio === null ? '—' : `${Math.round(h.jitShare.ratio * 100)}%`;
+  const rec = h.failsafe?.recordings ?? { ok: true };
+  const store = h.failsafe?.store ?? { ok: true };
+  const failing = (st, then = 'new sessions are refused') => `failing since ${fmtTime(st.since)} (${st.code}): ${then}`;
   fill($('figures'),
+    figure('Session recordings', rec.ok ? 'Writing' : 'FAILING', rec.ok ? `on failure: ${rec.onFailure}` : failing(rec, rec.onFailure === 'continue' ? 'sessions run unrecorded (on failure: continue)' : 'new sessions are refused'), rec.ok ? 'ok' : 'bad'),
+    figure('Audit store', store.ok ? 'Writing' : 'FAILING', store.ok ? 'audit events and session records are stored' : failing(store), store.ok ? 'ok' : 'bad'),
     figure('Standing privileges remaining', String(h.standingPrivileges.count), 'minted credentials with no live session', h.standingPrivileges.count ? 'bad' : 'ok'),
     figure('Privileged access through JIT', pct, `${h.jitShare.jit} of ${h.jitShare.total} sessions under an approved request`),
     figure('Average privilege active time', fmtDuration(h.avgPrivilegeMs), 'per session'),
