@@ -136,7 +136,7 @@ export function keepHomeScript(account: string, groups: string[], kh: KeepHome, 
     'chmod 700 "$h"',
     // As the account's uid: keep the keys of the identity's live accounts, add this one.
     'printf \'%s\\n\' "$key" | setpriv --reuid="$uid" --regid="$uid" --clear-groups env HOME="$h" sh -c \'',
-    '  umask 077; cd "$HOME" || exit 1',
+    '  umask 077; cd "$HOME" || { echo "the kept home $HOME cannot be reached by its account: every directory above it must be searchable (x) by others" >&2; exit 1; }',
     '  if [ -z "$1" ]; then find . -xdev -type f -perm /6000 -exec chmod ug-s {} + 2>/dev/null || true; fi',
     '  if [ -L .ssh ]; then rm -f .ssh; fi',
     '  mkdir -p .ssh; chmod 700 .ssh',
