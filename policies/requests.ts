@@ -63,6 +63,13 @@ export abstract class PolicyRequests<T extends PolicyTarget = PolicyTarget> exte
     return out.sort((a, b) => a.createdAt - b.createdAt);
   }
 
+  /** Whom `p` would decide this pending request for: null (themselves), a delegator's sub, or undefined (nobody). */
+  async decidesFor(p: Actor, r: RequestRecord): Promise<string | null | undefined> {
+    const stage = r.stages[r.currentStage];
+    if (r.state !== 'pending' || !stage || r.requester === p.sub) return undefined;
+    return (await this.actingFor(p, r, stage, await this.store.listApprovals(r.id)))?.onBehalfOf;
+  }
+
   /* ----------------------------------------------------------------- requests */
 
   protected resolveTargetRole(body: { target: string; role?: string }): { target: T; role: string } {

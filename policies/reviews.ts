@@ -222,6 +222,11 @@ export abstract class PolicyReviews<T extends PolicyTarget = PolicyTarget> exten
     return rv;
   }
 
+  /** Whether `p` is in a reviewer or escalation group of a configured review schedule. */
+  isScheduledReviewer(p: Actor): boolean {
+    return (this.cfg.reviews ?? []).some((r) => p.groups.some((g) => r.reviewers.includes(g) || r.escalateTo.includes(g)));
+  }
+
   /** Whether `p` decides lines of this review: its reviewer groups, and once escalated its escalation groups. */
   isReviewerOf(p: Actor, rv: AccessReviewRecord): boolean {
     const groups = [...rv.reviewers, ...(rv.escalatedAt !== null ? rv.escalateTo : [])];

@@ -4,7 +4,7 @@ import type { ApiServices } from '../services.js';
 import { ok, parse, type AddRoute, type Authed } from './route.js';
 
 /** Access reviews (recertification): start one (SOC), see and decide its lines (its reviewers), export the results; exclusions. */
-export function mountAccessReviewRoutes(add: AddRoute, s: Pick<ApiServices, 'engine' | 'roles'>): void {
+export function mountAccessReviewRoutes(add: AddRoute, s: Pick<ApiServices, 'engine' | 'roles' | 'config'>): void {
   /** A review the caller may see: its reviewers (and, once escalated, its escalation groups) and the SOC. */
   const visible = async (req: Authed) => {
     const v = await s.engine.reviewView(req.params['id']!);
@@ -26,6 +26,10 @@ export function mountAccessReviewRoutes(add: AddRoute, s: Pick<ApiServices, 'eng
     body: { policy: 'policy name', reviewers: 'reviewer groups (optional: the schedule\'s, else the policy\'s approvers)', dueIn: 'duration (optional, default 14d)' },
     handler: async (req) => ok(await s.engine.startReview(req.principal, req.json()), 201),
   });
+  add({ method: 'GET', path: '/api/v1/access-reviews/policies', summary: 'Policies a review can be started for, with their schedules (SOC)', auth: 'soc', handler: () => ok(s.config.policies.map((p) => {
+    const sch = s.config.reviews.find((r) => r.policy === p.name);
+    return { name: p.name, approvers: p.approvers ?? [], schedule: sch ? { every: sch.every, reviewers: sch.reviewers, dueIn: sch.dueIn, escalateTo: sch.escalateTo } : null };
+  })) });
   add({ method: 'GET', path: '/api/v1/access-reviews/{id}', summary: 'An access review with its lines', handler: async (req) => {
     const v = await visible(req);
     return ok({ ...v, mayDecide: s.engine.isReviewerOf(req.principal, v) });

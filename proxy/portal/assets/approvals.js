@@ -31,9 +31,10 @@ async function loadPending() {
         }
       };
       const stages = r.stages || [];
-      const prior = (r.approvals || []).filter((a) => a.decision === 'approve').map((a) => `${a.approver} (stage ${a.stage + 1})`);
-      const card = el('article', { class: 'card', 'data-request': r.id },
-        el('h3', {}, `${r.requester} → ${r.target} `, el('span', { class: 'muted' }, `as ${r.role}`), ' ', badge(`${r.risk} risk`, r.risk === 'critical' || r.risk === 'high' ? 'bad' : r.risk === 'medium' ? 'warn' : 'ok')),
+      const prior = (r.approvals || []).filter((a) => a.decision === 'approve').map((a) => `${a.approver}${a.onBehalfOf ? ` for ${a.onBehalfOf}` : ''} (stage ${a.stage + 1})`);
+      const card = el('article', { class: 'card', 'data-request': r.id, id: `request-${r.id}` },
+        el('h3', {}, `${r.requester} → ${r.target} `, el('span', { class: 'muted' }, `as ${r.role}`), ' ', badge(`${r.risk} risk`, r.risk === 'critical' || r.risk === 'high' ? 'bad' : r.risk === 'medium' ? 'warn' : 'ok'), r.extendsGrant ? badge('extension', 'warn') : null),
+        r.decidingFor ? el('p', { class: 'notice delegated' }, `You decide this for ${r.decidingFor} (their delegation to you); the decision shows both names.`) : null,
         el('p', {}, `For ${fmtDuration(r.durationMs)} · filed ${fmtTime(r.createdAt)} · stage ${Math.min(r.currentStage + 1, stages.length)} of ${stages.length}`,
           r.stageDeadline ? ` · decide before ${fmtTime(r.stageDeadline)}` : '', r.mfaRequired ? ' · needs MFA' : ''),
         el('blockquote', {}, r.reason),
@@ -79,4 +80,10 @@ async function loadReviews() {
 
 try { me = await api('GET', '/api/v1/me'); } catch (e) { flash(describeError(e), 'bad'); }
 await Promise.all([loadPending(), loadReviews()]);
+// A link from a notification (?request=<id>) opens the page at that request; the link alone decides nothing.
+const linked = new URLSearchParams(location.search).get('request');
+if (linked) {
+  const card = document.getElementById(`request-${linked}`);
+  if (card) { card.classList.add('linked'); card.scrollIntoView({ block: 'center' }); card.querySelector('textarea')?.focus(); } else flash('The request from your link is no longer waiting for you (decided, expired, or not yours to decide).', 'warn');
+}
 setInterval(() => { if (!document.hidden && !document.activeElement?.matches('textarea')) void loadPending(); }, 15000);
