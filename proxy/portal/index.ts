@@ -96,7 +96,10 @@ const PAGE_BODIES: Record<string, string> = {
 <section aria-labelledby="h-charts"><h2 id="h-charts">Last 14 days</h2><div id="charts" class="charts"></div></section>
 <section aria-labelledby="h-standing"><h2 id="h-standing">Standing privileges</h2><div id="standing"></div></section>
 <section aria-labelledby="h-open-reviews"><h2 id="h-open-reviews">Open access reviews</h2><div id="open-reviews" aria-busy="true">Loading…</div></section>
-<section aria-labelledby="h-checkouts"><h2 id="h-checkouts">Checked-out accounts</h2><div id="checkouts" aria-busy="true">Loading…</div></section>`,
+<section aria-labelledby="h-checkouts"><h2 id="h-checkouts">Checked-out accounts</h2><div id="checkouts" aria-busy="true">Loading…</div></section>
+<section aria-labelledby="h-delivery" id="delivery-section" hidden><h2 id="h-delivery">Notifications and SIEM</h2>
+<p class="muted">Notifications that failed or are being retried, and how far each SIEM sink has received the audit log.</p>
+<h3>Notifications</h3><div id="deliveries" aria-live="polite"></div><h3>SIEM push</h3><div id="siem"></div></section>`,
   'access-reviews': `
 <section aria-labelledby="h-reviews"><h2 id="h-reviews">Reviews</h2><p class="muted">Each line is an access someone holds: confirm it, or revoke it (the eligibility is excluded in Tollgate and their live grants end; their identity provider groups stay as they are).</p><div id="reviews" class="list" aria-busy="true">Loading…</div></section>
 <section aria-labelledby="h-review" id="review-section" hidden><h2 id="h-review">Review</h2><div id="review"></div></section>

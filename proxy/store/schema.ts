@@ -101,6 +101,17 @@ export const tables = {
       lineId: 'text', removedAt: 'int', removedBy: 'text',
     },
   },
+  deliveries: {
+    name: 'notification_deliveries', pk: 'id', columns: {
+      id: 'text', channel: 'text', topic: 'text', recipient: 'text', payload: 'json', state: 'text', attempts: 'int', nextAt: 'int',
+      createdAt: 'int', updatedAt: 'int', deliveredAt: 'int', lastError: 'text', dedupe: 'text', claimedBy: 'text', claimedUntil: 'int',
+    },
+  },
+  siemCursors: {
+    name: 'siem_cursors', pk: 'sink', columns: {
+      sink: 'text', seq: 'int', holder: 'text', heldUntil: 'int', updatedAt: 'int', ackAt: 'int', failures: 'int', lastError: 'text', lastErrorAt: 'int',
+    },
+  },
 } satisfies Record<string, TableSpec>;
 
 /** One schema version in one SQL dialect. */
@@ -204,6 +215,18 @@ CREATE INDEX access_review_lines_review ON access_review_lines(review_id);
 CREATE TABLE exclusions (id TEXT PRIMARY KEY, identity TEXT NOT NULL, scope TEXT NOT NULL, policy TEXT, reason TEXT NOT NULL, created_at INTEGER NOT NULL,
   created_by TEXT NOT NULL, review_id TEXT, line_id TEXT, removed_at INTEGER, removed_by TEXT);
 CREATE INDEX exclusions_identity ON exclusions(identity);
+`,
+  },
+  {
+    // Notifications: the delivery queue with retries (proxy/notifications); SIEM push: each sink's acknowledged seq (proxy/siem).
+    version: 17,
+    sql: `
+CREATE TABLE notification_deliveries (id TEXT PRIMARY KEY, channel TEXT NOT NULL, topic TEXT NOT NULL, recipient TEXT NOT NULL, payload TEXT NOT NULL,
+  state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+  delivered_at INTEGER, last_error TEXT, dedupe TEXT UNIQUE, claimed_by TEXT, claimed_until INTEGER);
+CREATE INDEX notification_deliveries_due ON notification_deliveries(state, next_at);
+CREATE TABLE siem_cursors (sink TEXT PRIMARY KEY, seq INTEGER NOT NULL, holder TEXT, held_until INTEGER, updated_at INTEGER NOT NULL,
+  ack_at INTEGER, failures INTEGER NOT NULL DEFAULT 0, last_error TEXT, last_error_at INTEGER);
 `,
   },
 ];

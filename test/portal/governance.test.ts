@@ -85,7 +85,7 @@ t.test('governance pages', async (t) => {
     const b = bob.page;
     await b.waitForSelector(`#pending [data-request="${r.body.id}"].linked`);
     t.match(await b.textContent(`#pending [data-request="${r.body.id}"]`), /You decide this for dave \(their delegation to you\)/, 'the card says for whom');
-    t.equal(await b.evaluate(() => document.activeElement?.tagName), 'TEXTAREA', 'the link opens the request, ready for a comment (it decides nothing itself)');
+    t.equal(await b.getAttribute(`#pending [data-request="${r.body.id}"]`, 'aria-current'), 'true', 'the link marks the request (it decides nothing itself)');
     t.equal((await tg.store.getRequest(r.body.id))?.state, 'pending');
     await b.click(`#pending [data-request="${r.body.id}"] button:has-text("Approve")`);
     await b.waitForSelector('#pending .empty');

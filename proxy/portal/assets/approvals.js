@@ -32,7 +32,7 @@ async function loadPending() {
       };
       const stages = r.stages || [];
       const prior = (r.approvals || []).filter((a) => a.decision === 'approve').map((a) => `${a.approver}${a.onBehalfOf ? ` for ${a.onBehalfOf}` : ''} (stage ${a.stage + 1})`);
-      const card = el('article', { class: 'card', 'data-request': r.id, id: `request-${r.id}` },
+      const card = el('article', { class: 'card', 'data-request': r.id },
         el('h3', {}, `${r.requester} → ${r.target} `, el('span', { class: 'muted' }, `as ${r.role}`), ' ', badge(`${r.risk} risk`, r.risk === 'critical' || r.risk === 'high' ? 'bad' : r.risk === 'medium' ? 'warn' : 'ok'), r.extendsGrant ? badge('extension', 'warn') : null),
         r.decidingFor ? el('p', { class: 'notice delegated' }, `You decide this for ${r.decidingFor} (their delegation to you); the decision shows both names.`) : null,
         el('p', {}, `For ${fmtDuration(r.durationMs)} · filed ${fmtTime(r.createdAt)} · stage ${Math.min(r.currentStage + 1, stages.length)} of ${stages.length}`,
@@ -78,12 +78,29 @@ async function loadReviews() {
   });
 }
 
+/**
+ * A notification's link (?request=<id> or ?review=<id>) points at one card: it is marked and
+ * scrolled to. Nothing is decided by opening the page; the buttons still have to be pressed.
+ */
+function showLinked() {
+  const q = new URLSearchParams(location.search);
+  for (const [param, attr, gone] of [
+    ['request', 'data-request', 'That request no longer waits for you: it was decided, expired or cancelled, or it is not yours to approve.'],
+    ['review', 'data-review', 'That break-glass review is closed, or not yours to close.'],
+  ]) {
+    const id = q.get(param);
+    if (!id) continue;
+    const card = [...document.querySelectorAll(`[${attr}]`)].find((c) => c.getAttribute(attr) === id);
+    if (!card) { flash(gone, 'warn'); continue; }
+    card.classList.add('linked');
+    card.setAttribute('aria-current', 'true');
+    const h = card.querySelector('h3');
+    if (h) { h.setAttribute('tabindex', '-1'); h.focus({ preventScroll: true }); }
+    card.scrollIntoView({ block: 'center' });
+  }
+}
+
 try { me = await api('GET', '/api/v1/me'); } catch (e) { flash(describeError(e), 'bad'); }
 await Promise.all([loadPending(), loadReviews()]);
-// A link from a notification (?request=<id>) opens the page at that request; the link alone decides nothing.
-const linked = new URLSearchParams(location.search).get('request');
-if (linked) {
-  const card = document.getElementById(`request-${linked}`);
-  if (card) { card.classList.add('linked'); card.scrollIntoView({ block: 'center' }); card.querySelector('textarea')?.focus(); } else flash('The request from your link is no longer waiting for you (decided, expired, or not yours to decide).', 'warn');
-}
+showLinked();
 setInterval(() => { if (!document.hidden && !document.activeElement?.matches('textarea')) void loadPending(); }, 15000);
