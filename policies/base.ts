@@ -6,8 +6,9 @@
  * engine.ts is the whole.
  */
 import type { Logger } from 'pino';
-import type { Actor, BreakGlassConfig, CommandRuleConfig, PolicyConfig, PolicyTarget, Risk } from './config.js';
+import type { Actor, BreakGlassConfig, CommandRuleConfig, PolicyConfig, PolicyTarget, ReviewScheduleConfig, Risk } from './config.js';
 import type { ApprovalStage, GrantRecord, Store } from '../proxy/store/types.js';
+import type { Notice } from './notices.js';
 import type { Clock } from './clock.js';
 import { compileRules, globMatch, RuleCompileError } from './rules.js';
 import { fmtDuration, hhmm, inHours, toMs } from './hours.js';
@@ -18,7 +19,21 @@ export interface JitEngineConfig<T extends PolicyTarget = PolicyTarget> {
   /** reviewers: groups whose members close break-glass reviews (the gateway adds its SOC groups). */
   breakGlass: Pick<BreakGlassConfig, 'groups' | 'maxDuration'> & { reviewers?: string[] };
   idp: { mfaMaxAge?: number | string };
+  /** Access review schedules (config `reviews`). */
+  reviews?: ReviewScheduleConfig[];
+  /** Groups an overdue access review escalates to when its schedule names none (the gateway's SOC groups). */
+  socGroups?: string[];
 }
+
+/** An exclusively held account: targets whose credential is one shared account give the same key. */
+export interface CheckoutAccount {
+  key: string;
+  /** A request while another identity holds it: refused (with the holder and expected end) or queued. */
+  whenHeld: 'refuse' | 'queue';
+}
+
+/** A policy's working hours close soon (phase closing) or now (closed): its live sessions are warned, then end. */
+export interface WindowEvent { policy: string; phase: 'closing' | 'closed'; closesAt: number }
 
 export type AuditFn = (actor: string, action: string, subject: string | null, data: Record<string, unknown>) => Promise<void>;
 
@@ -29,10 +44,21 @@ export interface JitEngineOptions<T extends PolicyTarget = PolicyTarget> {
   audit: AuditFn;
   notify?: (event: { kind: string; [k: string]: unknown }) => void;
   onGrantEnded?: (grant: GrantRecord, reason: 'expired' | 'revoked') => void;
+  /** A grant's end moved later (an approved extension): live sessions under it keep running, to the new end. */
+  onGrantExtended?: (grant: GrantRecord) => void;
+  /** Working hours of a policy close: warn (expiryWarningMs before) and end its live sessions. */
+  onWindow?: (event: WindowEvent) => void;
+  /** Whether grants on this target hold one shared account alone (SSH checkout); null: not exclusive. */
+  checkoutAccount?: (target: string) => CheckoutAccount | null;
+  /** How long before a grant's end (and a working-hours window's close) to warn. Default 60s. */
+  expiryWarningMs?: number;
   log?: Logger;
   /** How often to look for requests and grants filed by other gateways on the same store (0: never). Default 60s. */
   sweepMs?: number;
 }
+
+/** Policies an identity is excluded from, and whether from break-glass (access reviews). */
+export interface Exclusions { policies: ReadonlySet<string>; breakGlass: boolean }
 
 export interface Eligibility<T extends PolicyTarget = PolicyTarget> {
   target: T;
@@ -77,6 +103,10 @@ export abstract class PolicyBase<T extends PolicyTarget = PolicyTarget> {
   protected readonly auditFn: AuditFn;
   protected readonly notifyFn?: JitEngineOptions['notify'];
   protected readonly onGrantEnded?: JitEngineOptions['onGrantEnded'];
+  protected readonly onGrantExtendedFn?: JitEngineOptions['onGrantExtended'];
+  protected readonly onWindowFn?: JitEngineOptions['onWindow'];
+  protected readonly checkoutFn?: JitEngineOptions['checkoutAccount'];
+  protected readonly warnMs: number;
   protected readonly log?: Logger;
   protected readonly mfaMaxAgeMs: number;
   protected readonly bgMaxMs: number;
@@ -90,6 +120,10 @@ export abstract class PolicyBase<T extends PolicyTarget = PolicyTarget> {
     this.auditFn = opts.audit;
     this.notifyFn = opts.notify;
     this.onGrantEnded = opts.onGrantEnded;
+    this.onGrantExtendedFn = opts.onGrantExtended;
+    this.onWindowFn = opts.onWindow;
+    this.checkoutFn = opts.checkoutAccount;
+    this.warnMs = opts.expiryWarningMs ?? 60_000;
     this.log = opts.log;
     const problem = validatePolicies(opts.config.policies);
     if (problem) throw new Error(`invalid policy configuration: ${problem.path}: ${problem.expected}`);
@@ -120,9 +154,16 @@ export abstract class PolicyBase<T extends PolicyTarget = PolicyTarget> {
     await this.auditFn(actor, action, subject, data);
   }
 
-  protected notify(event: { kind: string; [k: string]: unknown }): void {
+  protected notify(event: Notice): void {
     try { this.notifyFn?.(event); } catch (e) {
       this.log?.warn({ err: e instanceof Error ? e.message : String(e), kind: event.kind }, 'notify hook failed');
+    }
+  }
+
+  /** Run a hook; a throw is logged, never passed on to the workflow. */
+  protected hook(what: string, fn: () => void): void {
+    try { fn(); } catch (e) {
+      this.log?.warn({ err: e instanceof Error ? e.message : String(e) }, `${what} hook failed`);
     }
   }
 
@@ -142,13 +183,25 @@ export abstract class PolicyBase<T extends PolicyTarget = PolicyTarget> {
     return (p.targets ?? ['*']).some((g) => globMatch(g, target)) && (p.roles ?? ['*']).some((g) => globMatch(g, role));
   }
 
-  protected isRequester(p: PolicyConfig, who: Actor): boolean {
+  protected isRequester(p: PolicyConfig, who: Pick<Actor, 'groups'>): boolean {
     return (p.requesters ?? []).some((g) => g === '*' || who.groups.includes(g));
   }
 
-  /** The first policy in config order that matches the target/role and lets the principal ask. */
-  protected policyFor(who: Actor, target: string, role: string): PolicyConfig | undefined {
-    return this.cfg.policies.find((p) => this.policyMatches(p, target, role) && this.isRequester(p, who));
+  /**
+   * The first policy in config order that matches the target/role and lets the principal ask;
+   * policies the identity is excluded from (an access review revoked the eligibility) are skipped.
+   */
+  protected policyFor(who: Actor, target: string, role: string, excluded?: Exclusions): PolicyConfig | undefined {
+    return this.cfg.policies.find((p) => this.policyMatches(p, target, role) && this.isRequester(p, who) && !excluded?.policies.has(p.name));
+  }
+
+  /** What access reviews took away from an identity, whatever its IdP groups say. */
+  protected async exclusionsOf(sub: string, tx: Store = this.store): Promise<Exclusions> {
+    const rows = await tx.listExclusions({ identity: sub, active: true });
+    return {
+      policies: new Set(rows.filter((x) => x.scope === 'policy' && x.policy).map((x) => x.policy!)),
+      breakGlass: rows.some((x) => x.scope === 'breakglass'),
+    };
   }
 
   protected policyByName(name: string): PolicyConfig | undefined {
@@ -211,12 +264,17 @@ export abstract class PolicyBase<T extends PolicyTarget = PolicyTarget> {
 
   /* ----------------------------------------------------------------- queries */
 
-  eligible(p: Actor): Eligibility<T>[] {
+  /** What `p` may request now: eligible(), less what access reviews excluded. */
+  async eligibility(p: Actor): Promise<Eligibility<T>[]> {
+    return this.eligible(p, await this.exclusionsOf(p.sub));
+  }
+
+  eligible(p: Actor, excluded?: Exclusions): Eligibility<T>[] {
     const out: Eligibility<T>[] = [];
     for (const t of this.cfg.targets) {
       const byPolicy = new Map<string, Eligibility<T>>();
       for (const r of t.roles) {
-        const pol = this.policyFor(p, t.name, r.name);
+        const pol = this.policyFor(p, t.name, r.name, excluded);
         if (!pol) continue;
         let e = byPolicy.get(pol.name);
         if (!e) {
@@ -241,6 +299,31 @@ export abstract class PolicyBase<T extends PolicyTarget = PolicyTarget> {
     if (!pol?.hours) return true;
     return inHours(pol.hours, at ?? this.clock.now());
   }
+
+  /** The policy whose working hours apply to the target and role (the first that covers them), if it has hours. */
+  hoursPolicy(target: string, role: string): PolicyConfig | undefined {
+    const pol = this.cfg.policies.find((p) => this.policyMatches(p, target, role));
+    return pol?.hours ? pol : undefined;
+  }
+
+  /**
+   * Whether connecting under this grant needs a fresh MFA: the target is critical, or sets
+   * options.mfaAtConnect, or the grant's policy (its request's) sets mfaAtConnect.
+   */
+  async connectMfaNeeded(grant: Pick<GrantRecord, 'target' | 'role' | 'requestId'>): Promise<boolean> {
+    const t = this.target(grant.target);
+    if (!t) return false;
+    if (t.risk === 'critical' || t.options?.['mfaAtConnect'] === true) return true;
+    const r = grant.requestId ? await this.store.getRequest(grant.requestId) : null;
+    const pol = r ? this.policyByName(r.policy) : this.cfg.policies.find((p) => this.policyMatches(p, grant.target, grant.role));
+    return pol?.mfaAtConnect === true;
+  }
+
+  /** How long an MFA counts as fresh (idp.mfaMaxAge). */
+  get mfaMaxAge(): number { return this.mfaMaxAgeMs; }
+
+  /** Whether `p` proved MFA within idp.mfaMaxAge. */
+  hasFreshMfa(p: Actor): boolean { return this.mfaFresh(p); }
 
   /** Command rules of every policy that covers the target and role, in config order. */
   rulesFor(target: string, role: string): CommandRuleConfig[] {

@@ -2,9 +2,10 @@
 import { randomUUID } from 'node:crypto';
 import type { Actor, PolicyTarget } from './config.js';
 import type { BreakGlassReviewRecord, GrantRecord, RequestRecord, Store } from '../proxy/store/types.js';
-import { PolicyError } from './errors.js';
+import { invalidBody, PolicyError } from './errors.js';
 import { fmtDuration, parseRequestedDuration } from './hours.js';
-import { breakGlassBody, fieldOf, PolicyRequests } from './requests.js';
+import { portalPath, recipients } from './notices.js';
+import { breakGlassBody, PolicyRequests } from './requests.js';
 
 export abstract class PolicyBreakGlass<T extends PolicyTarget = PolicyTarget> extends PolicyRequests<T> {
   /* ----------------------------------------------------------------- break-glass */
@@ -14,10 +15,12 @@ export abstract class PolicyBreakGlass<T extends PolicyTarget = PolicyTarget> ex
     if (!p.groups.some((g) => allowed.includes(g))) {
       throw new PolicyError('not_eligible', 'break-glass access is only for members of the break-glass groups');
     }
+    if ((await this.exclusionsOf(p.sub)).breakGlass) {
+      throw new PolicyError('not_eligible', 'an access review removed your break-glass access; ask the SOC if you need it back');
+    }
     const parsed = breakGlassBody.safeParse(body);
     if (!parsed.success) {
-      const { field, message } = fieldOf(parsed.error);
-      throw new PolicyError('invalid', `${field}: ${message}`, field);
+      throw invalidBody(parsed.error);
     }
     const b = parsed.data;
     const { target, role } = this.resolveTargetRole(b);
@@ -52,8 +55,8 @@ export abstract class PolicyBreakGlass<T extends PolicyTarget = PolicyTarget> ex
     await this.audit(p.sub, 'grant.created', grant.id, this.grantData(grant));
     this.armGrant(grant);
     this.notify({
-      kind: 'breakglass', identity: p.sub, target: target.name, role, reason, grantId: grant.id, reviewId: review.id,
-      expiresAt: grant.expiresAt,
+      kind: 'breakglass', to: recipients([], this.cfg.breakGlass?.reviewers ?? []), path: portalPath.breakGlassReviews(),
+      identity: p.sub, target: target.name, role, reason, grantId: grant.id, reviewId: review.id, expiresAt: grant.expiresAt,
     });
     return grant;
   }

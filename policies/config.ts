@@ -65,6 +65,8 @@ export const policySchema = z.object({
   /** Force an approval mode instead of the one derived from risk. */
   approval: z.enum(['auto', 'one', 'two', 'stages']).optional(),
   mfa: z.boolean().optional(),
+  /** A connection secret (or a sign-in by key or browser) under this policy needs an MFA fresher than idp.mfaMaxAge. */
+  mfaAtConnect: z.boolean().optional(),
   maxDuration: durationSchema.optional(),
   hours: hoursSchema.optional(),
   approvalTimeout: durationSchema.optional(),
@@ -86,11 +88,27 @@ export const breakGlassSchema = z.object({
 }).strict();
 export type BreakGlassConfig = z.infer<typeof breakGlassSchema>;
 
+/**
+ * An access review schedule (recertification): every `every`, the policy's eligibilities, the
+ * break-glass group members and its grants longer than a day are put to `reviewers`; a review not
+ * finished within `dueIn` escalates to `escalateTo` (default: the SOC groups).
+ */
+export const reviewScheduleSchema = z.object({
+  policy: z.string().min(1),
+  every: durationSchema,
+  reviewers: z.array(z.string().min(1)).min(1, 'at least one reviewer group'),
+  dueIn: durationSchema.default('14d'),
+  escalateTo: z.array(z.string().min(1)).default([]),
+}).strict();
+export type ReviewScheduleConfig = z.infer<typeof reviewScheduleSchema>;
+
 /** What policies need to know about a target (protocols/config.ts TargetConfig is one). */
 export interface PolicyTarget {
   name: string;
   risk: Risk;
   roles: { name: string }[];
+  /** options.mfaAtConnect: true makes connecting need a fresh MFA (critical targets always do). */
+  options?: Record<string, unknown>;
 }
 
 /** Who asks, approves or reviews, as policies see them (auth/types.ts Principal is one). */

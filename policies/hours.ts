@@ -64,3 +64,50 @@ export function inHours(h: HoursConfig, at: number): boolean {
 export function describeHours(h: HoursConfig): string {
   return `${(h.days ?? ['mon', 'tue', 'wed', 'thu', 'fri']).join(',')} ${h.from}-${h.to} ${h.tz ?? 'UTC'}`;
 }
+
+const MINUTE = 60_000;
+
+/**
+ * When the working-hours window that contains `at` closes (or, when `at` is outside the hours, the
+ * next window to open): the first minute at or after `at` that is outside the hours, found by
+ * jumping to each candidate local time (the window's `to`, or midnight for whole days) and, where a
+ * daylight-saving change made the jump overshoot, by searching back to the minute. null: the
+ * window never closes (every day, all day).
+ */
+export function nextWindowEnd(h: HoursConfig, at: number): number | null {
+  let t = Math.ceil(at / MINUTE) * MINUTE;
+  // Outside the hours now: move to the next window's opening first.
+  for (let i = 0; i < 16 && !inHours(h, t); i++) t = jumpToNextFlip(h, t, false);
+  if (!inHours(h, t)) return null;
+  for (let i = 0; i < 16; i++) {
+    const next = jumpToNextFlip(h, t, true);
+    if (!inHours(h, next)) return firstOut(h, t, next);
+    t = next;
+  }
+  return null;
+}
+
+/** The next candidate minute where `inHours` may change from `inside` (local `to`/`from`, or midnight for whole days), by local arithmetic. */
+function jumpToNextFlip(h: HoursConfig, t: number, inside: boolean): number {
+  const { minutes } = localTime(t, h.tz ?? 'UTC');
+  const from = hhmm(h.from);
+  const to = hhmm(h.to);
+  const mark = from === to ? 0 : inside ? to : from;
+  const delta = (mark - minutes + 2 * 24 * 60) % (24 * 60) || 24 * 60;
+  return t + delta * MINUTE;
+}
+
+/** The first minute in (lo, hi] outside the hours, given lo inside and hi outside (binary search). */
+function firstOut(h: HoursConfig, lo: number, hi: number): number {
+  // The jump lands on the local mark unless a clock change lies in between: then search.
+  const { minutes } = localTime(hi, h.tz ?? 'UTC');
+  const mark = hhmm(h.from) === hhmm(h.to) ? 0 : hhmm(h.to) % (24 * 60);
+  if (minutes === mark && inHours(h, hi - MINUTE)) return hi;
+  let a = lo;
+  let b = hi;
+  while (b - a > MINUTE) {
+    const mid = a + Math.floor((b - a) / 2 / MINUTE) * MINUTE;
+    if (inHours(h, mid)) a = mid; else b = mid;
+  }
+  return b;
+}

@@ -15,6 +15,8 @@ const RETRY_MS = 5_000;
 export abstract class PolicyTimers<T extends PolicyTarget = PolicyTarget> extends PolicyBase<T> {
   protected readonly requestTimers = new Map<string, TimerHandle>();
   protected readonly grantTimers = new Map<string, TimerHandle>();
+  /** The "grant.expiring" notice per active grant (expiryWarningMs before its end). */
+  protected readonly warnTimers = new Map<string, TimerHandle>();
   protected readonly inflight = new Set<Promise<void>>();
   protected readonly retries = new Set<TimerHandle>();
   protected readonly sweepMs: number;
@@ -30,6 +32,8 @@ export abstract class PolicyTimers<T extends PolicyTarget = PolicyTarget> extend
   protected abstract onStageTimeout(requestId: string): Promise<void>;
   /** A grant reached its end (grants.ts). */
   protected abstract onGrantDue(grantId: string): Promise<void>;
+  /** A grant ends in expiryWarningMs: tell its holder, once (grants.ts). */
+  protected abstract onGrantWarn(grantId: string): Promise<void>;
 
   /* ----------------------------------------------------------------- lifecycle */
 
@@ -87,6 +91,8 @@ export abstract class PolicyTimers<T extends PolicyTarget = PolicyTarget> extend
     this.sweepTimer = null;
     for (const t of this.requestTimers.values()) t.cancel();
     for (const t of this.grantTimers.values()) t.cancel();
+    for (const t of this.warnTimers.values()) t.cancel();
+    this.warnTimers.clear();
     for (const t of this.retries) t.cancel();
     this.retries.clear();
     this.requestTimers.clear();
@@ -131,5 +137,26 @@ export abstract class PolicyTimers<T extends PolicyTarget = PolicyTarget> extend
       if (this.running) this.runTimerWork(`grant ${g.id} expiry`, () => this.onGrantDue(g.id), () => this.armGrant(g));
     });
     this.grantTimers.set(g.id, h);
+    this.armGrantWarning(g);
+  }
+
+  /** The expiry notice, unless it went out for this end already or the grant is shorter than the warning. */
+  protected armGrantWarning(g: GrantRecord): void {
+    this.warnTimers.get(g.id)?.cancel();
+    this.warnTimers.delete(g.id);
+    const warnAt = g.expiresAt - this.warnMs;
+    if (!this.running || g.state !== 'active' || (g.notifiedFor ?? null) === g.expiresAt || warnAt < g.startsAt || g.expiresAt <= this.clock.now()) return;
+    const h = this.clock.setTimer(Math.max(0, warnAt - this.clock.now()), () => {
+      this.warnTimers.delete(g.id);
+      if (this.running) this.runTimerWork(`grant ${g.id} warning`, () => this.onGrantWarn(g.id), () => this.armGrantWarning(g));
+    });
+    this.warnTimers.set(g.id, h);
+  }
+
+  protected disarmGrant(id: string): void {
+    this.grantTimers.get(id)?.cancel();
+    this.grantTimers.delete(id);
+    this.warnTimers.get(id)?.cancel();
+    this.warnTimers.delete(id);
   }
 }

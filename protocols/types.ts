@@ -65,7 +65,9 @@ export type RefusalCode =
   /** Too many failed secret attempts from the client's address: refused before any secret is looked at. */
   | 'throttled'
   /** Too many connections are signing in (the listener's pre-authentication caps): try again in a moment. */
-  | 'busy';
+  | 'busy'
+  /** The target needs an MFA at connect time (mfaAtConnect) and none fresh enough came with the sign-in. */
+  | 'mfa_required';
 
 /**
  * What `tollgate targets check` says: reachable and the admin credential works, or the first
@@ -93,6 +95,11 @@ export interface AuthRequest {
    * SCRAM, mysql_native_password), chosen among ctx.access.pendingSecrets(...). It is consumed like a typed secret.
    */
   provenSecretId?: string;
+  /**
+   * An authenticator (TOTP) code the client typed, for targets that need MFA at connect time
+   * (SSH keyboard-interactive after a public key). Checked against the identity's authenticator.
+   */
+  mfaCode?: Secret;
 }
 
 /** A pending connection secret as a challenge-response protocol sees it: only its verifiers. */
@@ -420,6 +427,12 @@ export interface ProtocolModule {
   repinTarget?(ctx: ProtocolContext, target: TargetConfig, opts: { fingerprint?: string }): Promise<{ ok: boolean; detail: string; previous: string | null; pinned: string | null }>;
   /** Revoke what the grant left behind when it ends (e.g. rotate a checked-out password). */
   onGrantEnd?(ctx: ProtocolContext, target: TargetConfig, grant: GrantRecord): Promise<void>;
+  /**
+   * When a grant on this target holds one shared account (SSH checkout): the account's key (targets
+   * with the same key share it) and whether a request while someone else holds it is refused or
+   * queued. The policy engine then lets one identity hold it at a time. null/absent: not exclusive.
+   */
+  checkoutAccount?(target: TargetConfig): { key: string; whenHeld: 'refuse' | 'queue' } | null;
   /** Ready-to-paste native client command lines for a connection secret. */
   clientCommands?(info: ClientCommandInfo): Record<string, string>;
   /**

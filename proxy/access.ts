@@ -3,6 +3,8 @@ import type { Store, GrantRecord, IdentityRecord, ConnectionSecretRecord } from 
 import type { Clock } from '../policies/clock.js';
 import type { AuthOutcome, AuthRequest, RefusalCode, SecretCandidate } from '../protocols/types.js';
 import type { CredentialRef, Principal } from '../auth/types.js';
+import type { Secret } from '../auth/secret.js';
+import { codeRefusal, type CodeCheck } from '../auth/mfa.js';
 import type { ConsumeResult } from '../auth/credentials.js';
 import type { TargetConfig } from '../protocols/config.js';
 import type { AuditLog } from './audit.js';
@@ -33,6 +35,12 @@ export interface AccessDeps {
   idpRefusal?(sub: string): Promise<string | null>;
   /** Why the credential behind an out-of-band principal no longer stands (revoked token, failed IdP sign-in), or null. */
   credentialEnded?(c: CredentialRef): Promise<string | null>;
+  /** MFA at connect time (mfaAtConnect, critical targets): whether a grant needs it, freshness, authenticator codes. */
+  connectMfa?: {
+    needed(grant: GrantRecord): Promise<boolean>;
+    fresh(p: Principal): boolean;
+    verify(sub: string, code: Secret): Promise<CodeCheck>;
+  };
 }
 
 /** The credential recorded on a connection secret ('token:<id>', 'web:<id>'), as a reference. */
@@ -180,10 +188,23 @@ export class Access {
     if (!this.deps.withinHours(target.name, role.name, now, grant)) {
       return this.refuse(req, 'outside_hours', `Tollgate: ${target.name} may only be used within its working hours.`, actor);
     }
+    // A connection secret for such a target was only issued with a fresh MFA (and lives no longer
+    // than it); a key or a browser sign-in must bring one now: the web session's, or a typed code.
+    let mfa: 'sign-in' | 'code' | null = null;
+    if (!req.secret && !req.provenSecretId && this.deps.connectMfa && await this.deps.connectMfa.needed(grant)) {
+      if (this.deps.connectMfa.fresh(principal)) mfa = 'sign-in';
+      else if (req.mfaCode) {
+        const r = await this.deps.connectMfa.verify(actor, req.mfaCode);
+        if (r !== 'ok') return this.refuse(req, 'mfa_required', `Tollgate: ${target.name} needs MFA to connect, and ${codeRefusal(r)}.`, actor);
+        mfa = 'code';
+      } else {
+        return this.refuse(req, 'mfa_required', `Tollgate: ${target.name} needs MFA to connect: type your authenticator code, or sign in again with MFA.`, actor);
+      }
+    }
     await this.deps.audit.append(actor, 'access.allowed', grant.id, {
       protocol: req.protocol, target: target.name, role: role.name, clientAddr: req.clientAddr,
       via: req.secret ? 'secret' : req.provenSecretId ? 'secret-proof' : req.publicKeyFingerprint ? 'public-key' : 'browser',
-      secretId: secretId ?? null,
+      secretId: secretId ?? null, ...(mfa ? { mfa } : {}),
     });
     return { ok: true, auth: { principal, grant, target, role, secretId } };
   }

@@ -49,6 +49,35 @@ async function download(g: GlobalOpts, path: string): Promise<string> {
   return text;
 }
 
+/** A refusal the gateway answered, with its error code (e.g. mfa_required). */
+class ApiRefusal extends CliError {
+  constructor(message: string, readonly status: number, readonly code: string | undefined) { super(message); }
+}
+
+/** One line from the terminal (or standard input when it is not one), after a prompt on stderr. */
+async function ask(question: string): Promise<string> {
+  const { createInterface } = await import('node:readline/promises');
+  const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: process.stdin.isTTY === true });
+  try { return (await rl.question(question)).trim(); } finally { rl.close(); }
+}
+
+/**
+ * Ask for a connection secret; when the target needs MFA at connect time and the sign-in has no
+ * fresh MFA, prompt for the authenticator code (or use --mfa-code) and ask again.
+ */
+async function issueSecret(g: GlobalOpts, grantId: string, body: Record<string, unknown>, mfaCode?: string): Promise<any> {
+  const path = `/api/v1/grants/${encodeURIComponent(grantId)}/secret`;
+  try {
+    return await api(g, 'POST', path, mfaCode ? { ...body, mfaCode } : body);
+  } catch (e) {
+    if (!(e instanceof ApiRefusal) || e.code !== 'mfa_required' || mfaCode) throw e;
+    process.stderr.write(`${e.message.replace(/^403: /, '')}\n`);
+    const code = await ask('Authenticator code: ');
+    if (!code) throw new CliError('no authenticator code given');
+    return api(g, 'POST', path, { ...body, mfaCode: code });
+  }
+}
+
 async function api(g: GlobalOpts, method: string, path: string, body?: unknown): Promise<any> {
   const { url, token } = endpoint(g);
   let res: Response;
@@ -66,7 +95,7 @@ async function api(g: GlobalOpts, method: string, path: string, body?: unknown):
   try { data = text ? JSON.parse(text) : null; } catch { /* text */ }
   if (!res.ok) {
     if (res.status === 401) throw new CliError(`not signed in (or the token expired): run \`tollgate login --url ${url}\`${data?.message ? ` (${data.message})` : ''}`);
-    throw new CliError(`${res.status}: ${data?.message ?? text}`);
+    throw new ApiRefusal(`${res.status}: ${data?.message ?? text}`, res.status, typeof data?.error === 'string' ? data.error : undefined);
   }
   return data;
 }
@@ -216,10 +245,96 @@ export function buildCli(): Command {
       out(g(), r, () => process.stdout.write(`grant ${r.id}: ${r.state}\n`));
     });
 
-  program.command('secret').description('a one-time connection secret for a grant, with ready commands')
+  program.command('extend').description('ask for more time on your grant: the same policy as a new request; the grant keeps its id and live sessions continue')
+    .argument('<grant>')
+    .requiredOption('-d, --duration <duration>', 'how much longer (e.g. 30m, 1h)')
+    .requiredOption('--reason <reason>', 'why you need longer')
+    .action(async (id: string, o: { duration: string; reason: string }) => {
+      const r = await api(g(), 'POST', `/api/v1/grants/${encodeURIComponent(id)}/extend`, { duration: o.duration, reason: o.reason });
+      out(g(), r, () => process.stdout.write(r.state === 'approved'
+        ? `grant ${r.grant.id} extended: now ends ${new Date(r.grant.expiresAt).toISOString()} (request ${r.id})\n`
+        : `extension request ${r.id}: ${r.state} — waiting for stage ${r.currentStage + 1} of ${r.stages.length}\n`));
+    });
+
+  program.command('checkin').description('check a checked-out account in before your grant ends: its password rotates, the next in the queue gets it')
+    .argument('<grant>')
+    .action(async (id: string) => {
+      const r = await api(g(), 'POST', `/api/v1/grants/${encodeURIComponent(id)}/checkin`, {});
+      out(g(), r, () => process.stdout.write(`grant ${r.id}: checked in (${r.target}); the password is rotated\n`));
+    });
+
+  program.command('checkouts').description('checked-out accounts: who holds each, until when, and who waits')
+    .action(async () => {
+      const list = await api(g(), 'GET', '/api/v1/checkouts');
+      out(g(), list, () => table(list.map((c: any) => ({
+        targets: c.targets.join(','), holder: c.holder?.identity ?? '(free)', until: c.holder ? new Date(c.holder.expiresAt).toISOString() : '-',
+        queue: c.queue.map((q: any) => q.requester).join(',') || '-', whenHeld: c.whenHeld,
+      })), ['targets', 'holder', 'until', 'queue', 'whenHeld']));
+    });
+
+  const delegations = program.command('delegations').description('delegations of approvals you gave or received (delegations revoke <id> ends one)')
+    .option('--all', 'every delegation (SOC)')
+    .action(async (o: { all?: boolean }) => {
+      const list = await api(g(), 'GET', `/api/v1/delegations${o.all ? '?scope=all' : ''}`);
+      out(g(), list, () => table(list.map((d: any) => ({ ...d, from: new Date(d.startsAt).toISOString(), until: new Date(d.endsAt).toISOString(), state: d.revokedAt ? 'ended' : 'active' })), ['id', 'delegator', 'delegate', 'from', 'until', 'state', 'reason']));
+    });
+  delegations.command('revoke').description('end a delegation early').argument('<id>')
+    .action(async (id: string) => {
+      const r = await api(g(), 'POST', `/api/v1/delegations/${encodeURIComponent(id)}/revoke`, {});
+      out(g(), r, () => process.stdout.write(`delegation ${r.id} ended\n`));
+    });
+
+  program.command('delegate').description('delegate your approvals to another approver for a time window (e.g. a holiday)')
+    .argument('<identity>', 'the approver who decides for you meanwhile')
+    .option('--from <time>', 'start (ISO date-time; default now)')
+    .option('--until <time>', 'end (ISO date-time)')
+    .option('-d, --duration <duration>', 'or how long from the start (e.g. 7d)')
+    .requiredOption('--reason <reason>', 'why (e.g. holiday)')
+    .action(async (identity: string, o: { from?: string; until?: string; duration?: string; reason: string }) => {
+      const r = await api(g(), 'POST', '/api/v1/delegations', { delegate: identity, from: o.from, until: o.until, duration: o.duration, reason: o.reason });
+      out(g(), r, () => process.stdout.write(`delegation ${r.id}: ${r.delegate} decides for ${r.delegator} from ${new Date(r.startsAt).toISOString()} until ${new Date(r.endsAt).toISOString()}\n`));
+    });
+
+  const reviews = program.command('access-reviews').description('access reviews (recertification) you decide; subcommands start, show, confirm, revoke, export')
+    .option('--state <state>', 'open or completed')
+    .action(async (o: { state?: string }) => {
+      const list = await api(g(), 'GET', `/api/v1/access-reviews${o.state ? `?state=${encodeURIComponent(o.state)}` : ''}`);
+      out(g(), list, () => table(list.map((r: any) => ({ ...r, due: new Date(r.dueAt).toISOString(), decided: `${r.counts.decided}/${r.counts.total}`, escalated: r.escalatedAt ? 'yes' : '' })), ['id', 'policy', 'state', 'due', 'decided', 'escalated']));
+    });
+  reviews.command('start').description('start an access review of a policy now (SOC)').argument('<policy>')
+    .option('--reviewers <groups>', 'comma-separated reviewer groups').option('--due-in <duration>', 'how long the reviewers have (default 14d)')
+    .action(async (policy: string, o: { reviewers?: string; dueIn?: string }) => {
+      const r = await api(g(), 'POST', '/api/v1/access-reviews', { policy, reviewers: o.reviewers?.split(',').map((x) => x.trim()).filter(Boolean), dueIn: o.dueIn });
+      out(g(), r, () => process.stdout.write(`access review ${r.id} of ${r.policy}: ${r.counts.total} line(s), due ${new Date(r.dueAt).toISOString()}\n`));
+    });
+  reviews.command('show').description('the lines of an access review').argument('<review>')
+    .action(async (id: string) => {
+      const r = await api(g(), 'GET', `/api/v1/access-reviews/${encodeURIComponent(id)}`);
+      out(g(), r, () => table(r.lines.map((l: any) => ({ ...l, what: l.kind === 'grant' ? `${l.detail.target} as ${l.detail.role} until ${new Date(l.detail.expiresAt).toISOString()}` : (l.detail.groups ?? []).join(','), decision: l.decision ?? '-' })), ['id', 'kind', 'identity', 'what', 'decision', 'decidedBy']));
+    });
+  for (const decision of ['confirm', 'revoke'] as const) {
+    reviews.command(decision).description(decision === 'confirm' ? 'confirm a line: the access stays' : 'revoke a line: the eligibility is excluded, its live grants end').argument('<review>').argument('<line>')
+      .option('-m, --comment <comment>', decision === 'revoke' ? 'why (required)' : 'comment')
+      .action(async (id: string, line: string, o: { comment?: string }) => {
+        const r = await api(g(), 'POST', `/api/v1/access-reviews/${encodeURIComponent(id)}/lines/${encodeURIComponent(line)}/decide`, { decision, comment: o.comment });
+        out(g(), r, () => process.stdout.write(`line ${r.id} (${r.kind} of ${r.identity}): ${r.decision}\n`));
+      });
+  }
+  reviews.command('export').description('write the results as CSV (default) or JSON').argument('<review>')
+    .option('--format <format>', 'csv or json', 'csv').option('-o, --out <file>', 'output file (default: stdout)')
+    .action(async (id: string, o: { format: string; out?: string }) => {
+      const { url, token } = endpoint(g());
+      const res = await fetch(`${url}/api/v1/access-reviews/${encodeURIComponent(id)}/export?format=${encodeURIComponent(o.format)}`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
+      const text = await res.text();
+      if (!res.ok) throw new CliError(`${res.status}: ${text.slice(0, 300)}`);
+      if (o.out) writeFileSync(o.out, text); else process.stdout.write(text);
+    });
+
+  program.command('secret').description('a one-time connection secret for a grant, with ready commands (asks for your authenticator code when the target needs MFA at connect)')
     .argument('<grant>').option('--reusable', 'valid for many connections until it expires')
-    .action(async (id: string, o: { reusable?: boolean }) => {
-      const r = await api(g(), 'POST', `/api/v1/grants/${encodeURIComponent(id)}/secret`, { reusable: !!o.reusable });
+    .option('--mfa-code <code>', 'authenticator code for targets that need MFA at connect (default: asked for when needed)')
+    .action(async (id: string, o: { reusable?: boolean; mfaCode?: string }) => {
+      const r = await issueSecret(g(), id, { reusable: !!o.reusable }, o.mfaCode);
       out(g(), r, () => {
         process.stdout.write(`user: ${r.username}\nsecret: ${r.secret}\nexpires: ${r.expiresAt}\n`);
         for (const [k, v] of Object.entries(r.commands)) process.stdout.write(`${k}: ${v}\n`);
@@ -228,11 +343,12 @@ export function buildCli(): Command {
 
   program.command('connect').description('connect to a target with your active grant (runs the native client)')
     .argument('<target>').option('-r, --role <role>', 'role, when you hold several')
-    .action(async (target: string, o: { role?: string }) => {
+    .option('--mfa-code <code>', 'authenticator code for targets that need MFA at connect (default: asked for when needed)')
+    .action(async (target: string, o: { role?: string; mfaCode?: string }) => {
       const grants = (await api(g(), 'GET', '/api/v1/grants?state=active')) as any[];
       const grant = grants.find((x) => x.target === target && x.active && (!o.role || x.role === o.role));
       if (!grant) throw new CliError(`no active grant for ${target}; request one: tollgate request ${target} --role <role> --reason "..."`);
-      const s = await api(g(), 'POST', `/api/v1/grants/${grant.id}/secret`, {});
+      const s = await issueSecret(g(), grant.id, {}, o.mfaCode);
       const native = s.native as { argv: string[]; env: Record<string, string>; askpass?: boolean } | null;
       if (!native) {
         process.stdout.write(`No native client to run for ${s.protocol}; use one of:\n`);

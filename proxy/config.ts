@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { Secret, secretRefSchema, type SecretRef } from '../auth/secret.js';
 import type { ProtocolModule } from '../protocols/types.js';
 import { targetSchema } from '../protocols/config.js';
-import { breakGlassSchema, durationSchema, policySchema } from '../policies/config.js';
+import { breakGlassSchema, durationSchema, parseDuration, policySchema, reviewScheduleSchema } from '../policies/config.js';
 import type { KeySource } from '../auth/keys.js';
 import { clusterGatewayFields } from './cluster/config.js';
 import { checkNotifications, notificationsSchema } from './notifications/config.js';
@@ -152,6 +152,8 @@ const configSchema = z.object({
   targets: z.array(targetSchema).default([]),
   policies: z.array(policySchema).default([]),
   breakGlass: breakGlassSchema.prefault({}),
+  /** Access review schedules (recertification) per policy. */
+  reviews: z.array(reviewScheduleSchema).default([]),
   audit: z.object({
     /** How often a signed checkpoint of the audit head is written (only when there are new events); one more on shutdown. */
     checkpointInterval: duration.default('60s'),
@@ -238,6 +240,19 @@ export function validateConfig(raw: unknown, file: string, modules: ReadonlyMap<
       throw new ConfigError(file, `targets[${i}]`, `a valid ${t.protocol} target (${(e as Error)?.message ?? 'invalid value'})`);
     }
     if (v) throw new ConfigError(file, `targets[${i}].${v.path}`, v.expected);
+    if (t.options['mfaAtConnect'] !== undefined && typeof t.options['mfaAtConnect'] !== 'boolean') {
+      throw new ConfigError(file, `targets[${i}].options.mfaAtConnect`, 'true or false');
+    }
+  });
+  const reviewed = new Set<string>();
+  cfg.reviews.forEach((r, i) => {
+    if (!cfg.policies.some((p) => p.name === r.policy)) {
+      throw new ConfigError(file, `reviews[${i}].policy`, `the name of a policy (one of ${cfg.policies.map((p) => JSON.stringify(p.name)).join(', ') || 'none configured'})`);
+    }
+    if (reviewed.has(r.policy)) throw new ConfigError(file, `reviews[${i}].policy`, `one schedule per policy ("${r.policy}" has two)`);
+    reviewed.add(r.policy);
+    if (parseDuration(r.every) < 3_600_000) throw new ConfigError(file, `reviews[${i}].every`, 'a duration of at least 1h (such as 90d)');
+    if (parseDuration(r.dueIn) <= 0) throw new ConfigError(file, `reviews[${i}].dueIn`, 'a duration of more than zero');
   });
   const baseDir = file === '<inline>' ? process.cwd() : dirname(resolve(file));
   return { ...cfg, file, baseDir };

@@ -5,7 +5,7 @@ import pino, { type Logger } from 'pino';
 import { Registry, Gauge, Counter, collectDefaultMetrics } from 'prom-client';
 import type { Clock } from '../policies/clock.js';
 import { SystemClock } from '../policies/clock.js';
-import { JitEngine } from '../policies/engine.js';
+import { JitEngine, type WindowEvent } from '../policies/engine.js';
 import { compileRules } from '../policies/rules.js';
 import { parseDuration } from '../policies/config.js';
 import type { TargetConfig } from '../protocols/config.js';
@@ -14,6 +14,9 @@ import type { Recorder } from '../recorder/index.js';
 import { forgetStoredKey, gatewayKey, KeyError, loadGatewayKeyBytes, type GatewayKey } from '../auth/keys.js';
 import { ApiTokens, WebSessions, ConnectionSecrets } from '../auth/credentials.js';
 import { IdpLinks, Callers } from '../auth/lifecycle.js';
+import { TotpFactors } from '../auth/mfa.js';
+import type { Secret } from '../auth/secret.js';
+import { describeHours } from '../policies/hours.js';
 import { startDevIdp, type DevIdp } from '../auth/devidp.js';
 import { createOidc, type Oidc } from '../auth/oidc.js';
 import type { Principal } from '../auth/types.js';
@@ -24,7 +27,7 @@ import { openStore } from './store/index.js';
 import { AUDIT_KEY_LABEL, AuditLog } from './audit.js';
 import { fromModule } from './audit-events.js';
 import { Access, BrowserApprovals } from './access.js';
-import { SessionManager, grantEndReason, lockEndReason } from './sessions.js';
+import { SessionManager, grantEndReason, lockEndReason, type Session } from './sessions.js';
 import { ensureCa, ensureTlsMaterial, type CaMaterial } from './tls.js';
 import { checkpointFileOf, ConfigError, dataDirOf, gatewayKeySource, recordingsDirOf, resolveSecret, type GatewayConfig } from './config.js';
 import { Cluster, type Readiness } from './cluster/index.js';
@@ -92,6 +95,8 @@ export class Gateway {
   tokens!: ApiTokens;
   webSessions!: WebSessions;
   secrets!: ConnectionSecrets;
+  /** Authenticator codes the gateway checks itself (MFA at connect time). */
+  mfa!: TotpFactors;
   /** IdP re-validation of sign-ins (auth/lifecycle.ts) and who is calling over HTTP. */
   links!: IdpLinks;
   callers!: Callers;
@@ -168,6 +173,9 @@ export class Gateway {
     this.tokens = new ApiTokens(this.store, this.clock, parseDuration(cfg.gateway.maxTokenTtl));
     this.webSessions = new WebSessions(this.store, this.clock);
     this.secrets = new ConnectionSecrets(this.store, this.clock);
+    const totpSecrets = new Map<string, Secret>();
+    cfg.idp.dev?.users.forEach((u, i) => { if (u.totp) totpSecrets.set(u.name, resolveSecret(u.totp, cfg, `idp.dev.users[${i}].totp`)); });
+    this.mfa = new TotpFactors(this.store, this.clock, totpSecrets);
 
     this.setupMetrics();
     const auditAs = (action: string, subject: string | null, data: Record<string, unknown>) => this.audit.append('system', fromModule(action), subject, data).then(() => undefined);
@@ -190,10 +198,20 @@ export class Gateway {
       store: this.store,
       clock: this.clock,
       // Break-glass reviews are closed by the SOC or the configured reviewer groups.
-      config: { targets: cfg.targets, policies: cfg.policies, breakGlass: { ...cfg.breakGlass, reviewers: [...cfg.breakGlass.reviewers, ...cfg.gateway.socGroups] }, idp: cfg.idp },
+      config: {
+        targets: cfg.targets, policies: cfg.policies, breakGlass: { ...cfg.breakGlass, reviewers: [...cfg.breakGlass.reviewers, ...cfg.gateway.socGroups] }, idp: cfg.idp,
+        reviews: cfg.reviews, socGroups: cfg.gateway.socGroups,
+      },
       audit: async (actor, action, subject, data) => { await this.audit.append(actor, fromModule(action), subject, data); },
       notify: (e) => this.notify(e),
       sweepMs: parseDuration(cfg.gateway.timerSweep),
+      expiryWarningMs: parseDuration(cfg.gateway.expiryWarning),
+      checkoutAccount: (name) => {
+        const t = cfg.targets.find((x) => x.name === name);
+        return (t && this.modules.get(t.protocol)?.checkoutAccount?.(t)) ?? null;
+      },
+      onGrantExtended: (grant) => { this.sessions.grantExtended(grant); },
+      onWindow: (e) => this.windowEvent(e),
       onGrantEnded: (grant, why) => {
         // Every node's sessions under the grant end (the control bus); here at once.
         void this.cluster.end({ grant: grant.id }, grantEndReason(grant, why)).catch((e: Error) => this.log.error({ err: e.message, grant: grant.id }, 'ending the sessions of a grant on the other nodes failed'));
@@ -260,6 +278,11 @@ export class Gateway {
       },
       target: (n) => cfg.targets.find((t) => t.name === n),
       withinHours: (t, r, at, grant) => this.engine.withinHours(t, r, at, grant),
+      connectMfa: {
+        needed: (grant) => this.engine.connectMfaNeeded(grant),
+        fresh: (p) => this.engine.hasFreshMfa(p),
+        verify: (sub, code) => this.mfa.verify(sub, code),
+      },
       activeGrant: (sub, t, r) => this.engine.activeGrant(sub, t, r),
       throttle: {
         maxFailures: cfg.gateway.maxFailures,
@@ -555,6 +578,22 @@ export class Gateway {
     this.accessRefused = new Counter({ name: 'tollgate_access_refused_total', help: 'Refused connection attempts', labelNames: ['protocol', 'code'], registers: [this.metrics] });
     this.httpRequests = new Counter({ name: 'tollgate_api_requests_total', help: 'API requests', labelNames: ['status'], registers: [this.metrics] });
     this.failing = new Gauge({ name: 'tollgate_failing', help: 'A fail-closed guard is failing (1): new sessions are refused', labelNames: ['guard'], registers: [this.metrics] });
+  }
+
+  /** A policy's working hours close: warn its live sessions, then end them (break-glass sessions go on). */
+  private windowEvent(e: WindowEvent): void {
+    const pol = this.config.policies.find((p) => p.name === e.policy);
+    const under = (s: Session) => !s.grant.breakGlass && this.engine.hoursPolicy(s.target.name, s.role.name)?.name === e.policy;
+    const hours = pol?.hours ? describeHours(pol.hours) : e.policy;
+    if (e.phase === 'closing') {
+      const ms = Math.max(0, e.closesAt - this.clock.now());
+      this.sessions.warnWhere(under, (s) => `Tollgate: the working hours for ${s.target.name} (${hours}) end in ${Math.max(1, Math.round(ms / 1000))} seconds; the session will be closed then.`, ms);
+      return;
+    }
+    void this.sessions.terminateWhere(under, { code: 'expired', message: `Tollgate: the working hours for this access (${hours}) are over; the session is closed.` }).then((n) => {
+      if (n) return this.audit.append('system', 'policy.hours_closed', e.policy, { policy: e.policy, sessionsEnded: n, closesAt: e.closesAt });
+      return undefined;
+    }).catch((err) => this.log.error({ err, policy: e.policy }, 'ending sessions at the close of working hours failed'));
   }
 
   notify(event: Record<string, unknown>): void {

@@ -204,11 +204,6 @@ class Session implements LiveSession {
   }
   onWarning(handler: (message: string, msLeft: number) => void): void { this.warningHandlers.push(handler); }
 
-  /** Show the client a warning the way the expiry warning is shown (drain: the gateway is stopping). */
-  warn(message: string, msLeft: number): void {
-    for (const h of this.warningHandlers) { try { h(message, msLeft); } catch (e) { this.log.warn({ err: e }, 'warning handler failed'); } }
-  }
-
   addBytes(up: number, down: number): void {
     this.bytesUp += up;
     this.bytesDown += down;
@@ -252,19 +247,44 @@ class Session implements LiveSession {
     void this.deps.audit.append(this.identity, fromModule(action), this.id, { target: this.target.name, ...data });
   }
 
+  /** Tell the client (where its protocol can) that access ends soon (expiry, working hours, a draining gateway). */
+  warn(message: string, msLeft: number): void {
+    if (this.ended || this.terminating) return;
+    for (const h of this.warningHandlers) { try { h(message, msLeft); } catch (e) { this.log.warn({ err: e }, 'warning handler failed'); } }
+    this.audit('session.warned', { msLeft, message });
+  }
+
+  /**
+   * The expiry warning and the end, from the grant's end. At the end the grant is read again: an
+   * extension approved meanwhile (here or on another gateway) moves the timers instead.
+   */
   arm(): void {
+    for (const t of this.timers) t.cancel();
+    this.timers = [];
     const left = this.grant.expiresAt - this.deps.clock.now();
     const warnAt = left - this.deps.expiryWarningMs;
     if (warnAt > 0) {
       this.timers.push(this.deps.clock.setTimer(warnAt, () => {
         const ms = this.grant.expiresAt - this.deps.clock.now();
         this.warn(`Tollgate: your access to ${this.target.name} ends in ${Math.max(1, Math.round(ms / 1000))} seconds (grant ${this.grant.id}).`, ms);
-        this.audit('session.warned', { msLeft: ms });
       }));
     }
+    const expired = () => this.terminate({ code: 'expired', message: `Tollgate: your grant for ${this.target.name} expired; the session is closed.` });
     this.timers.push(this.deps.clock.setTimer(Math.max(0, left), () => {
-      this.terminate({ code: 'expired', message: `Tollgate: your grant for ${this.target.name} expired; the session is closed.` });
+      this.deps.store.getGrant(this.grant.id).then((g) => {
+        if (g && g.state === 'active' && g.expiresAt > this.deps.clock.now() && g.expiresAt > this.grant.expiresAt) this.extendTo(g.expiresAt);
+        else expired();
+      }, expired);
     }));
+  }
+
+  /** The grant now ends later (an approved extension): the session goes on to the new end. */
+  extendTo(expiresAt: number): void {
+    if (this.ended || this.terminating || expiresAt <= this.grant.expiresAt) return;
+    const from = this.grant.expiresAt;
+    this.grant.expiresAt = expiresAt;
+    this.arm();
+    this.audit('session.extended', { grant: this.grant.id, from, to: expiresAt });
   }
 
   /** The gateway ends the session: tell the module; end it ourselves if the module does not. */
@@ -451,6 +471,20 @@ export class SessionManager {
 
   async applyLock(lock: LockRecord): Promise<number> {
     return this.terminateWhere((s) => lockMatches(lock, { identity: s.identity, target: s.target.name, grantId: s.grant.id }), lockEndReason(lock));
+  }
+
+  /** A grant's end moved later: its live sessions here continue to the new end. */
+  grantExtended(grant: GrantRecord): number {
+    const hit = this.list().filter((s) => s.grant.id === grant.id);
+    for (const s of hit) s.extendTo(grant.expiresAt);
+    return hit.length;
+  }
+
+  /** Warn every live session matching pred (e.g. working hours closing). */
+  warnWhere(pred: (s: Session) => boolean, message: (s: Session) => string, msLeft: number): number {
+    const hit = this.list().filter(pred);
+    for (const s of hit) s.warn(message(s), msLeft);
+    return hit.length;
   }
 
   async grantEnded(grant: GrantRecord, why: 'expired' | 'revoked'): Promise<number> {

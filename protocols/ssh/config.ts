@@ -79,6 +79,26 @@ export function validateSshTarget(t: TargetConfig): { path: string; expected: st
   if (c.mode === 'checkout') {
     if (typeof c.account !== 'string' || !NAME_RE.test(c.account)) return { path: 'credentials.account', expected: 'a Linux user name' };
     if (!isRef(c.password)) return { path: 'credentials.password', expected: 'a secret reference (the starting password)' };
+    if (c.whenHeld !== undefined && c.whenHeld !== 'refuse' && c.whenHeld !== 'queue') return { path: 'credentials.whenHeld', expected: 'one of "refuse", "queue"' };
+  } else if (c.whenHeld !== undefined) {
+    return { path: 'credentials.whenHeld', expected: 'nothing: only checkout accounts are held by one identity at a time' };
+  }
+  const o = t.options;
+  if (o.keepHome !== undefined) {
+    if (typeof o.keepHome !== 'boolean') return { path: 'options.keepHome', expected: 'true or false' };
+    if (o.keepHome && c.mode !== 'ephemeral-account') return { path: 'options.keepHome', expected: 'only with credentials.mode ephemeral-account (the other modes log in to an existing account)' };
+  }
+  if (o.keepHomeDir !== undefined && (typeof o.keepHomeDir !== 'string' || !PATH_RE.test(o.keepHomeDir) || /(^|\/)\.\.?(\/|$)/.test(o.keepHomeDir) || o.keepHomeDir === '/')) {
+    return { path: 'options.keepHomeDir', expected: 'an absolute directory path such as /home/tollgate' };
+  }
+  if (o.keepHomeUidBase !== undefined && !(Number.isInteger(o.keepHomeUidBase) && (o.keepHomeUidBase as number) >= 1000 && (o.keepHomeUidBase as number) <= 2_000_000_000)) {
+    return { path: 'options.keepHomeUidBase', expected: 'a whole number between 1000 and 2000000000 (the first uid for kept homes)' };
   }
   return null;
+}
+
+/** The account a checkout target's grants hold alone, and what a second request meets. */
+export function checkoutAccountOf(t: TargetConfig): { key: string; whenHeld: 'refuse' | 'queue' } | null {
+  if (t.credentials.mode !== 'checkout' || typeof t.credentials.account !== 'string') return null;
+  return { key: `ssh:${t.address}:${t.credentials.account}`, whenHeld: t.credentials.whenHeld === 'queue' ? 'queue' : 'refuse' };
 }

@@ -58,6 +58,8 @@ export async function listenSsh(ctx: ProtocolContext, address: ListenerAddress):
     const sock = (client as unknown as { _sock?: Socket })._sock;
     const preauth = sock && preauths.get(sock);
     let authorized: Authorized | null = null;
+    /** A registered key that proved the identity, for a target that wants an authenticator code too (mfaAtConnect). */
+    let keyAwaitingCode: string | null = null;
     let failures = 0;
     let refused = false;
     let authStarted = false;
@@ -76,6 +78,8 @@ export async function listenSsh(ctx: ProtocolContext, address: ListenerAddress):
       sendBanner(client, text);
       failures++;
       if (outcome.code === 'bad_secret' && failures < MAX_FAILURES) { actx.reject(); return; }
+      // A wrong authenticator code after the key: the client may type another (keyboard-interactive only).
+      if (outcome.code === 'mfa_required' && keyAwaitingCode && failures < MAX_FAILURES) { actx.reject(['keyboard-interactive'], true); return; }
       refused = true;
       actx.reject([]);
       disconnectWith(client, outcome.code === 'unknown_target' ? DISCONNECT.ILLEGAL_USER_NAME : DISCONNECT.NO_MORE_AUTH_METHODS_AVAILABLE, text);
@@ -105,14 +109,29 @@ export async function listenSsh(ctx: ProtocolContext, address: ListenerAddress):
             actx.reject();
             return;
           }
-          void guard(ctx.access.authenticate({ ...base, publicKeyFingerprint: fingerprintOf(key.data) }).then((o) => {
+          const fingerprint = fingerprintOf(key.data);
+          void guard(ctx.access.authenticate({ ...base, publicKeyFingerprint: fingerprint }).then((o) => {
             // An unregistered key is not a refusal: the client goes on with its other keys and methods.
             if (!o.ok && o.code === 'bad_key') { actx.reject(); return; }
+            // The key proved who it is, and the target wants an authenticator code as well: ask for it next.
+            if (!o.ok && o.code === 'mfa_required') {
+              keyAwaitingCode = fingerprint;
+              actx.reject(['keyboard-interactive'], true);
+              return;
+            }
             finish(actx, o);
           }));
           return;
         }
         case 'keyboard-interactive': {
+          if (keyAwaitingCode) {
+            const fingerprint = keyAwaitingCode;
+            const target = actx.username.split(':')[0] ?? actx.username;
+            actx.prompt!([{ prompt: 'Authenticator code: ', echo: true }], 'Tollgate', `${target} needs MFA to connect: type the code your authenticator app shows.`, (answers) => {
+              void guard(ctx.access.authenticate({ ...base, publicKeyFingerprint: fingerprint, mfaCode: new Secret((answers[0] ?? '').trim()) }).then((o) => finish(actx, o)));
+            });
+            return;
+          }
           let approval: ReturnType<ProtocolContext['access']['beginBrowserApproval']>;
           try {
             approval = ctx.access.beginBrowserApproval(base);

@@ -4,7 +4,7 @@
  */
 import type { ListenerAddress, ProtocolContext, ProtocolModule } from '../types.js';
 import { sshNativeClient, knownHostsOptions } from './native.js';
-import { validateSshTarget, modeOf } from './config.js';
+import { validateSshTarget, modeOf, checkoutAccountOf } from './config.js';
 import { listenSsh } from './frontend.js';
 import { connectAdmin, dialAdmin, exec } from './admin.js';
 import { expectedHostKey, HostKeyChanged, HostKeyCheck, readPin, replacePin } from './hostkeys.js';
@@ -108,6 +108,8 @@ export const sshModule: ProtocolModule = {
       await rotate(ctx, target, target.credentials.account);
     }
   },
+
+  checkoutAccount: checkoutAccountOf,
 
   nativeClient: sshNativeClient,
 

@@ -5,7 +5,9 @@ import { openApiDocument, type ApiRoute } from './openapi.js';
 import { HttpError, type Handler } from './server.js';
 import type { ApiServices } from './services.js';
 import { isUnsafeMethod } from './web-security.js';
+import { mountAccessReviewRoutes } from './routes/access-reviews.js';
 import { mountAuditRoutes } from './routes/audit.js';
+import { mountDelegationRoutes } from './routes/delegations.js';
 import { mountAuthRoutes } from './routes/auth.js';
 import { mountGrantRoutes } from './routes/grants.js';
 import { mountHealthRoutes } from './routes/health.js';
@@ -66,6 +68,8 @@ export function mountApi(s: ApiServices): void {
   mountTargetRoutes(add, s);
   mountRequestRoutes(add, s);
   mountGrantRoutes(add, s);
+  mountDelegationRoutes(add, s);
+  mountAccessReviewRoutes(add, s);
   mountSessionRoutes(add, s);
   mountLeaseRoutes(add, s);
   mountLockRoutes(add, s);

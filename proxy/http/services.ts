@@ -7,6 +7,7 @@ import type { GatewayKey } from '../../auth/keys.js';
 import type { ApiTokens, ConnectionSecrets, WebSessions } from '../../auth/credentials.js';
 import type { Callers, IdpLinks } from '../../auth/lifecycle.js';
 import type { Oidc } from '../../auth/oidc.js';
+import type { TotpFactors } from '../../auth/mfa.js';
 import type { ProtocolContext, ProtocolModule, TlsMaterial } from '../../protocols/types.js';
 import type { TargetConfig } from '../../protocols/config.js';
 import type { GatewayConfig } from '../config.js';
@@ -41,6 +42,8 @@ export interface ApiServices {
   readonly tokens: ApiTokens;
   readonly webSessions: WebSessions;
   readonly secrets: ConnectionSecrets;
+  /** Authenticator codes the gateway checks itself (MFA at connect time). */
+  readonly mfa: TotpFactors;
   readonly links: IdpLinks;
   readonly callers: Callers;
   readonly approvals: BrowserApprovals;

@@ -26,7 +26,7 @@ const TYPES: Record<string, string> = { js: 'text/javascript; charset=utf-8', cs
 
 function assetTable(): Map<string, { path: string; type: string }> {
   const m = new Map<string, { path: string; type: string }>();
-  for (const name of ['portal.css', 'common.js', 'access.js', 'approvals.js', 'sessions.js', 'watch.js', 'recordings.js', 'replay.js', 'audit.js', 'dashboard.js', 'live-driver.js', 'screen-view.js']) {
+  for (const name of ['portal.css', 'common.js', 'access.js', 'approvals.js', 'sessions.js', 'watch.js', 'recordings.js', 'replay.js', 'audit.js', 'dashboard.js', 'live-driver.js', 'screen-view.js', 'access-reviews.js', 'delegations.js', 'checkouts.js']) {
     m.set(name, { path: join(ASSET_DIR, name), type: TYPES[name.split('.').pop()!]! });
   }
   m.set('player.js', { path: join(PLAYER_DIR, 'asciinema-player.min.js'), type: TYPES['js']! });
@@ -60,6 +60,7 @@ const PAGE_BODIES: Record<string, string> = {
   <button type="submit" class="danger">Use break-glass</button>
 </form></details></section>
 <section aria-labelledby="h-requests"><h2 id="h-requests">My requests</h2><div id="requests" class="list" aria-busy="true">Loading…</div></section>
+<section aria-labelledby="h-checkouts" id="checkouts-section" hidden><h2 id="h-checkouts">Checked-out accounts</h2><p class="muted">Shared accounts one person holds at a time: who holds each, until when, and who waits.</p><div id="checkouts" aria-busy="true">Loading…</div></section>
 <section aria-labelledby="h-mysessions"><h2 id="h-mysessions">My recent sessions</h2><div id="mysessions" class="list" aria-busy="true">Loading…</div></section>`,
   approvals: `
 <section aria-labelledby="h-pending"><h2 id="h-pending">Waiting for you</h2><div id="pending" class="list" aria-busy="true">Loading…</div></section>
@@ -95,9 +96,34 @@ const PAGE_BODIES: Record<string, string> = {
 <div id="figures" class="figures" aria-busy="true">Loading…</div>
 <section aria-labelledby="h-charts"><h2 id="h-charts">Last 14 days</h2><div id="charts" class="charts"></div></section>
 <section aria-labelledby="h-standing"><h2 id="h-standing">Standing privileges</h2><div id="standing"></div></section>
+<section aria-labelledby="h-open-reviews"><h2 id="h-open-reviews">Open access reviews</h2><div id="open-reviews" aria-busy="true">Loading…</div></section>
+<section aria-labelledby="h-checkouts"><h2 id="h-checkouts">Checked-out accounts</h2><div id="checkouts" aria-busy="true">Loading…</div></section>
 <section aria-labelledby="h-delivery" id="delivery-section" hidden><h2 id="h-delivery">Notifications and SIEM</h2>
 <p class="muted">Notifications that failed or are being retried, and how far each SIEM sink has received the audit log.</p>
 <h3>Notifications</h3><div id="deliveries" aria-live="polite"></div><h3>SIEM push</h3><div id="siem"></div></section>`,
+  'access-reviews': `
+<section aria-labelledby="h-reviews"><h2 id="h-reviews">Reviews</h2><p class="muted">Each line is an access someone holds: confirm it, or revoke it (the eligibility is excluded in Tollgate and their live grants end; their identity provider groups stay as they are).</p><div id="reviews" class="list" aria-busy="true">Loading…</div></section>
+<section aria-labelledby="h-review" id="review-section" hidden><h2 id="h-review">Review</h2><div id="review"></div></section>
+<section aria-labelledby="h-start" id="start-section" hidden><h2 id="h-start">Start a review</h2>
+<form id="start-form" class="form" novalidate>
+  <div class="field"><label for="st-policy">Policy</label><select id="st-policy" name="policy" required></select></div>
+  <div class="field"><label for="st-reviewers">Reviewer groups</label><input id="st-reviewers" name="reviewers" aria-describedby="st-reviewers-help" autocomplete="off"><small id="st-reviewers-help">Comma-separated; empty: the schedule's, else the policy's approvers.</small></div>
+  <div class="field"><label for="st-due">Due in</label><input id="st-due" name="dueIn" value="14d" required></div>
+  <p id="st-error" class="err" role="alert"></p>
+  <button type="submit" class="primary">Start the review</button>
+</form></section>`,
+  delegations: `
+<section aria-labelledby="h-mine"><h2 id="h-mine">Delegations</h2><div id="delegations" class="list" aria-busy="true">Loading…</div></section>
+<section aria-labelledby="h-new"><h2 id="h-new">Delegate my approvals</h2>
+<p class="muted">While it lasts, the other approver decides what you could decide; each decision shows both names. Nobody decides their own request.</p>
+<form id="delegate-form" class="form" novalidate>
+  <div class="field"><label for="dl-delegate">To (identity)</label><input id="dl-delegate" name="delegate" required autocomplete="off"></div>
+  <div class="field"><label for="dl-from">From</label><input id="dl-from" name="from" type="datetime-local" aria-describedby="dl-from-help"><small id="dl-from-help">Empty: now.</small></div>
+  <div class="field"><label for="dl-until">Until</label><input id="dl-until" name="until" type="datetime-local" required></div>
+  <div class="field wide"><label for="dl-reason">Reason</label><input id="dl-reason" name="reason" required placeholder="Holiday, parental leave…"></div>
+  <p id="dl-error" class="err" role="alert"></p>
+  <button type="submit" class="primary">Delegate</button>
+</form></section>`,
 };
 
 /** What the portal's pages and its two read-only API routes use. */
@@ -116,7 +142,7 @@ export function mountPortal(s: PortalServices): void {
     const q = req.query.toString();
     const back = `${req.path}${q ? `?${q}` : ''}`;
     if (!s.oidc) {
-      return reply(503, messagePage('Sign-in unavailable', 'No identity provider is configured on this gateway, so the portal cannot sign you in. API tokens still work for the CLI.', null, { soc: false, approver: false }, ''));
+      return reply(503, messagePage('Sign-in unavailable', 'No identity provider is configured on this gateway, so the portal cannot sign you in. API tokens still work for the CLI.', null, { soc: false, approver: false, reviewer: false }, ''));
     }
     return { status: 302, headers: { location: `/auth/login?returnTo=${encodeURIComponent(back)}`, 'cache-control': 'no-store' } };
   };
@@ -130,7 +156,7 @@ export function mountPortal(s: PortalServices): void {
   /** A page route: signed in, allowed, rendered; errors become an HTML error page. */
   const pageRoute = (key: string, render: (req: HttpRequest, p: Principal, roles: Roles, csrf: string) => Promise<HttpReply> | HttpReply) => async (req: HttpRequest): Promise<HttpReply> => {
     let p: Principal | null = null;
-    let roles: Roles = { soc: false, approver: false };
+    let roles: Roles = { soc: false, approver: false, reviewer: false };
     const csrf = csrfOf(req);
     const links = '<p><a href="/portal/access">Back to My access</a></p>';
     try {
@@ -154,7 +180,7 @@ export function mountPortal(s: PortalServices): void {
   const http = s.http;
   http.route('GET', '/', (req) => ({ status: 302, headers: { location: `/portal/access${req.query.toString() ? `?${req.query.toString()}` : ''}` } }));
   http.route('GET', '/portal', () => ({ status: 302, headers: { location: '/portal/access' } }));
-  for (const key of ['access', 'approvals', 'sessions', 'recordings', 'audit', 'dashboard']) http.route('GET', `/portal/${key}`, simple(key));
+  for (const key of ['access', 'approvals', 'sessions', 'recordings', 'audit', 'dashboard', 'access-reviews', 'delegations']) http.route('GET', `/portal/${key}`, simple(key));
 
   http.route('GET', '/portal/sessions/:id', pageRoute('sessions', (req, p, roles, csrf) => reply(200, shell({
     title: 'Watch session', active: 'sessions', principal: p, roles, csrf, script: 'watch.js',

@@ -28,6 +28,8 @@ export const PAGES: PageDef[] = [
   { key: 'recordings', title: 'Recordings', href: '/portal/recordings', allowed: (r) => r.soc, forbidden: 'Recordings are only visible to the SOC.' },
   { key: 'audit', title: 'Audit', href: '/portal/audit', allowed: (r) => r.soc, forbidden: 'The audit log is only visible to the SOC.' },
   { key: 'dashboard', title: 'Dashboard', href: '/portal/dashboard', allowed: (r) => r.soc || r.approver, forbidden: 'The JIT health dashboard is for the SOC and approvers.' },
+  { key: 'access-reviews', title: 'Access reviews', href: '/portal/access-reviews', allowed: (r) => r.soc || r.approver || r.reviewer, forbidden: 'Access reviews are decided by their reviewer groups and started by the SOC.' },
+  { key: 'delegations', title: 'Delegations', href: '/portal/delegations', allowed: (r) => r.approver || r.soc, forbidden: 'Only approvers delegate their approvals.' },
 ];
 
 export function csp(wsOrigin: string): string {

@@ -109,6 +109,30 @@ CREATE INDEX control_events_at ON control_events(at);
     sql: `ALTER TABLE recordings ADD COLUMN cut TEXT;`,
   },
   {
+    // Governance (issue 20): delegations of approvals, access reviews (campaigns, their lines, the
+    // exclusions a revoked line leaves), who an approval was made for, grant extensions, and the
+    // expiry notice already sent for a grant's end.
+    version: 16,
+    sql: `
+ALTER TABLE approvals ADD COLUMN on_behalf_of TEXT;
+ALTER TABLE requests ADD COLUMN extends_grant TEXT;
+ALTER TABLE grants ADD COLUMN notified_for BIGINT;
+CREATE TABLE delegations (id TEXT PRIMARY KEY, delegator TEXT NOT NULL, delegate TEXT NOT NULL, starts_at BIGINT NOT NULL, ends_at BIGINT NOT NULL,
+  reason TEXT NOT NULL, created_at BIGINT NOT NULL, created_by TEXT NOT NULL, revoked_at BIGINT, revoked_by TEXT);
+CREATE INDEX delegations_delegate ON delegations(delegate, ends_at);
+CREATE INDEX delegations_delegator ON delegations(delegator, ends_at);
+CREATE TABLE access_reviews (id TEXT PRIMARY KEY, policy TEXT NOT NULL, state TEXT NOT NULL, reviewers TEXT NOT NULL, escalate_to TEXT NOT NULL,
+  created_at BIGINT NOT NULL, created_by TEXT NOT NULL, due_at BIGINT NOT NULL, escalated_at BIGINT, completed_at BIGINT, scheduled BOOLEAN NOT NULL);
+CREATE INDEX access_reviews_state ON access_reviews(state, due_at);
+CREATE TABLE access_review_lines (id TEXT PRIMARY KEY, review_id TEXT NOT NULL REFERENCES access_reviews(id), kind TEXT NOT NULL, identity TEXT NOT NULL,
+  policy TEXT NOT NULL, grant_id TEXT, detail TEXT NOT NULL, decision TEXT, decided_by TEXT, decided_at BIGINT, comment TEXT, exclusion_id TEXT);
+CREATE INDEX access_review_lines_review ON access_review_lines(review_id);
+CREATE TABLE exclusions (id TEXT PRIMARY KEY, identity TEXT NOT NULL, scope TEXT NOT NULL, policy TEXT, reason TEXT NOT NULL, created_at BIGINT NOT NULL,
+  created_by TEXT NOT NULL, review_id TEXT, line_id TEXT, removed_at BIGINT, removed_by TEXT);
+CREATE INDEX exclusions_identity ON exclusions(identity);
+`,
+  },
+  {
     // Notifications: the delivery queue with retries (proxy/notifications); SIEM push: each sink's acknowledged seq (proxy/siem).
     version: 17,
     sql: `

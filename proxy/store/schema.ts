@@ -14,14 +14,14 @@ export const tables = {
     name: 'requests', pk: 'id', columns: {
       id: 'text', requester: 'text', target: 'text', role: 'text', durationMs: 'int', reason: 'text', state: 'text', risk: 'text',
       policy: 'text', stages: 'json', currentStage: 'int', stageDeadline: 'int', escalations: 'int', mfaRequired: 'bool',
-      breakGlass: 'bool', createdAt: 'int', decidedAt: 'int', decidedBy: 'text', decisionReason: 'text', grantId: 'text',
+      breakGlass: 'bool', createdAt: 'int', decidedAt: 'int', decidedBy: 'text', decisionReason: 'text', grantId: 'text', extendsGrant: 'text',
     },
   },
-  approvals: { name: 'approvals', pk: 'id', columns: { id: 'text', requestId: 'text', stage: 'int', approver: 'text', decision: 'text', comment: 'text', at: 'int' } },
+  approvals: { name: 'approvals', pk: 'id', columns: { id: 'text', requestId: 'text', stage: 'int', approver: 'text', decision: 'text', comment: 'text', at: 'int', onBehalfOf: 'text' } },
   grants: {
     name: 'grants', pk: 'id', columns: {
       id: 'text', requestId: 'text', identity: 'text', target: 'text', role: 'text', state: 'text', startsAt: 'int', expiresAt: 'int',
-      breakGlass: 'bool', createdAt: 'int', endedAt: 'int', endedBy: 'text', endReason: 'text', used: 'bool',
+      breakGlass: 'bool', createdAt: 'int', endedAt: 'int', endedBy: 'text', endReason: 'text', used: 'bool', notifiedFor: 'int',
     },
   },
   reviews: {
@@ -84,6 +84,30 @@ export const tables = {
     },
   },
   controlEvents: { name: 'control_events', pk: 'seq', columns: { seq: 'int', at: 'int', origin: 'text', kind: 'text', data: 'json' } },
+  delegations: {
+    name: 'delegations', pk: 'id', columns: {
+      id: 'text', delegator: 'text', delegate: 'text', startsAt: 'int', endsAt: 'int', reason: 'text', createdAt: 'int', createdBy: 'text',
+      revokedAt: 'int', revokedBy: 'text',
+    },
+  },
+  accessReviews: {
+    name: 'access_reviews', pk: 'id', columns: {
+      id: 'text', policy: 'text', state: 'text', reviewers: 'json', escalateTo: 'json', createdAt: 'int', createdBy: 'text', dueAt: 'int',
+      escalatedAt: 'int', completedAt: 'int', scheduled: 'bool',
+    },
+  },
+  reviewLines: {
+    name: 'access_review_lines', pk: 'id', columns: {
+      id: 'text', reviewId: 'text', kind: 'text', identity: 'text', policy: 'text', grantId: 'text', detail: 'json', decision: 'text',
+      decidedBy: 'text', decidedAt: 'int', comment: 'text', exclusionId: 'text',
+    },
+  },
+  exclusions: {
+    name: 'exclusions', pk: 'id', columns: {
+      id: 'text', identity: 'text', scope: 'text', policy: 'text', reason: 'text', createdAt: 'int', createdBy: 'text', reviewId: 'text',
+      lineId: 'text', removedAt: 'int', removedBy: 'text',
+    },
+  },
   deliveries: {
     name: 'notification_deliveries', pk: 'id', columns: {
       id: 'text', channel: 'text', topic: 'text', recipient: 'text', payload: 'json', state: 'text', attempts: 'int', nextAt: 'int',
@@ -199,6 +223,30 @@ CREATE INDEX control_events_at ON control_events(at);
     // Recordings cut short: by a gateway crash (sealed at the next start) or a failed write.
     version: 15,
     sql: `ALTER TABLE recordings ADD COLUMN cut TEXT;`,
+  },
+  {
+    // Governance (issue 20): delegations of approvals, access reviews (campaigns, their lines, the
+    // exclusions a revoked line leaves), who an approval was made for, grant extensions, and the
+    // expiry notice already sent for a grant's end.
+    version: 16,
+    sql: `
+ALTER TABLE approvals ADD COLUMN on_behalf_of TEXT;
+ALTER TABLE requests ADD COLUMN extends_grant TEXT;
+ALTER TABLE grants ADD COLUMN notified_for INTEGER;
+CREATE TABLE delegations (id TEXT PRIMARY KEY, delegator TEXT NOT NULL, delegate TEXT NOT NULL, starts_at INTEGER NOT NULL, ends_at INTEGER NOT NULL,
+  reason TEXT NOT NULL, created_at INTEGER NOT NULL, created_by TEXT NOT NULL, revoked_at INTEGER, revoked_by TEXT);
+CREATE INDEX delegations_delegate ON delegations(delegate, ends_at);
+CREATE INDEX delegations_delegator ON delegations(delegator, ends_at);
+CREATE TABLE access_reviews (id TEXT PRIMARY KEY, policy TEXT NOT NULL, state TEXT NOT NULL, reviewers TEXT NOT NULL, escalate_to TEXT NOT NULL,
+  created_at INTEGER NOT NULL, created_by TEXT NOT NULL, due_at INTEGER NOT NULL, escalated_at INTEGER, completed_at INTEGER, scheduled INTEGER NOT NULL);
+CREATE INDEX access_reviews_state ON access_reviews(state, due_at);
+CREATE TABLE access_review_lines (id TEXT PRIMARY KEY, review_id TEXT NOT NULL REFERENCES access_reviews(id), kind TEXT NOT NULL, identity TEXT NOT NULL,
+  policy TEXT NOT NULL, grant_id TEXT, detail TEXT NOT NULL, decision TEXT, decided_by TEXT, decided_at INTEGER, comment TEXT, exclusion_id TEXT);
+CREATE INDEX access_review_lines_review ON access_review_lines(review_id);
+CREATE TABLE exclusions (id TEXT PRIMARY KEY, identity TEXT NOT NULL, scope TEXT NOT NULL, policy TEXT, reason TEXT NOT NULL, created_at INTEGER NOT NULL,
+  created_by TEXT NOT NULL, review_id TEXT, line_id TEXT, removed_at INTEGER, removed_by TEXT);
+CREATE INDEX exclusions_identity ON exclusions(identity);
+`,
   },
   {
     // Notifications: the delivery queue with retries (proxy/notifications); SIEM push: each sink's acknowledged seq (proxy/siem).

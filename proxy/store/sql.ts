@@ -11,7 +11,8 @@
 import type {
   Store, IdentityRecord, RequestRecord, ApprovalRecord, GrantRecord, BreakGlassReviewRecord, ConnectionSecretRecord,
   ApiTokenRecord, WebSessionRecord, IdpLinkRecord, PublicKeyRecord, LeaseRecord, SessionRecord, RecordingRecord, QueryLogRecord,
-  AuditEventRecord, AuditBatch, LockRecord, Page, ClaimableRecords, NodeRecord, ControlEventRecord, NotificationDeliveryRecord, DeliveryState, SiemCursorRecord,
+  AuditEventRecord, AuditBatch, LockRecord, Page, ClaimableRecords, NodeRecord, ControlEventRecord, DelegationRecord, AccessReviewRecord, ReviewLineRecord,
+  ExclusionRecord, NotificationDeliveryRecord, DeliveryState, SiemCursorRecord,
 } from './types.js';
 import { tables, type ColumnKind, type TableSpec } from './schema.js';
 
@@ -330,6 +331,33 @@ export abstract class SqlStore implements Store {
   }
   async pruneControlEvents(before: number) {
     return (await this.query('DELETE FROM control_events WHERE at < ?', [filterInt(before, '<=') ?? 0])).changes;
+  }
+
+  async insertDelegation(rec: DelegationRecord) { await this.t.delegations.insert(rec); }
+  async getDelegation(id: string) { return this.t.delegations.get(id) as Promise<DelegationRecord | null>; }
+  async listDelegations(f: { delegator?: string; delegate?: string; activeAt?: number; endsAfter?: number } = {}) {
+    const extra: Extra[] = [];
+    if (f.activeAt !== undefined) extra.push(['revoked_at IS NULL', []], ...numCond('starts_at', '<=', f.activeAt), ...numCond('ends_at', '>', f.activeAt));
+    if (f.endsAfter !== undefined) extra.push(['revoked_at IS NULL', []], ...numCond('ends_at', '>', f.endsAfter));
+    return this.t.delegations.list({ delegator: f.delegator, delegate: f.delegate }, { order: 'starts_at, id', extra }) as Promise<DelegationRecord[]>;
+  }
+
+  async insertAccessReview(rec: AccessReviewRecord) { await this.t.accessReviews.insert(rec); }
+  async updateAccessReview(rec: AccessReviewRecord) { await this.t.accessReviews.update(rec); }
+  async getAccessReview(id: string) { return this.t.accessReviews.get(id) as Promise<AccessReviewRecord | null>; }
+  async listAccessReviews(f: { policy?: string; state?: AccessReviewRecord['state'] } & Page = {}) {
+    return this.t.accessReviews.list({ policy: f.policy, state: f.state }, { order: 'created_at DESC, id', page: f }) as Promise<AccessReviewRecord[]>;
+  }
+  async insertReviewLine(rec: ReviewLineRecord) { await this.t.reviewLines.insert(rec); }
+  async updateReviewLine(rec: ReviewLineRecord) { await this.t.reviewLines.update(rec); }
+  async getReviewLine(id: string) { return this.t.reviewLines.get(id) as Promise<ReviewLineRecord | null>; }
+  async listReviewLines(reviewId: string) { return this.t.reviewLines.list({ reviewId }, { order: 'kind, identity, id' }) as Promise<ReviewLineRecord[]>; }
+
+  async insertExclusion(rec: ExclusionRecord) { await this.t.exclusions.insert(rec); }
+  async updateExclusion(rec: ExclusionRecord) { await this.t.exclusions.update(rec); }
+  async getExclusion(id: string) { return this.t.exclusions.get(id) as Promise<ExclusionRecord | null>; }
+  async listExclusions(f: { identity?: string; active?: boolean } = {}) {
+    return this.t.exclusions.list({ identity: f.identity }, { order: 'created_at, id', extra: f.active ? [['removed_at IS NULL', []]] : [] }) as Promise<ExclusionRecord[]>;
   }
 
   /** ON CONFLICT DO NOTHING: a second row with the same dedupe key (or id) is dropped, on both dialects. */

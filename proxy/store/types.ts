@@ -6,7 +6,8 @@
  * milliseconds, ids are strings, JSON-ish payloads are objects.
  */
 
-export type RequestState = 'pending' | 'approved' | 'denied' | 'expired' | 'cancelled';
+/** queued: approved, waiting for an exclusively checked-out account to be checked in (then approved, with its grant). */
+export type RequestState = 'pending' | 'approved' | 'queued' | 'denied' | 'expired' | 'cancelled';
 export type GrantState = 'active' | 'expired' | 'revoked';
 export type LeaseState = 'pending' | 'active' | 'revoking' | 'revoked' | 'failed';
 export type SessionState = 'starting' | 'active' | 'ended';
@@ -36,6 +37,8 @@ export interface ApprovalRecord {
   decision: 'approve' | 'deny';
   comment: string | null;
   at: number;
+  /** A delegate's decision: whose approval it stands for (the approver is the delegate). */
+  onBehalfOf?: string | null;
 }
 
 export interface RequestRecord {
@@ -63,6 +66,8 @@ export interface RequestRecord {
   decidedBy: string | null;
   decisionReason: string | null;
   grantId: string | null;
+  /** An extension: the grant it lengthens once approved (the grant keeps its id). */
+  extendsGrant?: string | null;
 }
 
 export interface GrantRecord {
@@ -81,6 +86,8 @@ export interface GrantRecord {
   endReason: string | null;
   /** Whether any session ever ran under this grant (expired-unused grants are a health figure). */
   used: boolean;
+  /** The end (expiresAt) the "grant.expiring" notice was sent for; an extension moves the end, and the notice comes again. */
+  notifiedFor?: number | null;
 }
 
 export interface BreakGlassReviewRecord {
@@ -317,6 +324,77 @@ export interface ControlEventRecord {
 
 /** A LISTEN connection of the PostgreSQL store (the control bus's wake-up). */
 export interface StoreSubscription { close(): Promise<void> }
+/** An approver's approvals handed to another approver for a time window. */
+export interface DelegationRecord {
+  id: string;
+  delegator: string;
+  delegate: string;
+  startsAt: number;
+  endsAt: number;
+  reason: string;
+  createdAt: number;
+  createdBy: string;
+  revokedAt: number | null;
+  revokedBy: string | null;
+}
+
+/** An access review (recertification campaign) of one policy. */
+export interface AccessReviewRecord {
+  id: string;
+  policy: string;
+  /** open: lines wait for a decision; completed: every line is decided. */
+  state: 'open' | 'completed';
+  /** Groups whose members decide its lines. */
+  reviewers: string[];
+  /** Groups that become reviewers too when it is overdue. */
+  escalateTo: string[];
+  createdAt: number;
+  /** 'system' for a scheduled review, else who started it. */
+  createdBy: string;
+  dueAt: number;
+  escalatedAt: number | null;
+  completedAt: number | null;
+  scheduled: boolean;
+}
+
+export type ReviewLineKind = 'eligibility' | 'breakglass' | 'grant';
+
+/** One line of an access review: an eligibility, a break-glass group member, or a grant longer than a day. */
+export interface ReviewLineRecord {
+  id: string;
+  reviewId: string;
+  kind: ReviewLineKind;
+  identity: string;
+  /** The policy (break-glass lines: 'break-glass'). */
+  policy: string;
+  grantId: string | null;
+  /** What the reviewer sees: groups, targets, roles, the grant's times. */
+  detail: Record<string, unknown>;
+  decision: 'confirm' | 'revoke' | null;
+  decidedBy: string | null;
+  decidedAt: number | null;
+  comment: string | null;
+  /** The exclusion a revoked eligibility or break-glass line made. */
+  exclusionId: string | null;
+}
+
+/**
+ * A Tollgate-side exclusion: the identity is no longer eligible under a policy (scope 'policy') or
+ * for break-glass (scope 'breakglass'), whatever the IdP's groups say.
+ */
+export interface ExclusionRecord {
+  id: string;
+  identity: string;
+  scope: 'policy' | 'breakglass';
+  policy: string | null;
+  reason: string;
+  createdAt: number;
+  createdBy: string;
+  reviewId: string | null;
+  lineId: string | null;
+  removedAt: number | null;
+  removedBy: string | null;
+}
 
 export type DeliveryState = 'pending' | 'sending' | 'delivered' | 'failed';
 
@@ -377,6 +455,10 @@ export interface ClaimableRecords {
   tokens: ApiTokenRecord;
   webSessions: WebSessionRecord;
   nodes: NodeRecord;
+  delegations: DelegationRecord;
+  accessReviews: AccessReviewRecord;
+  reviewLines: ReviewLineRecord;
+  exclusions: ExclusionRecord;
   deliveries: NotificationDeliveryRecord;
   siemCursors: SiemCursorRecord;
 }
@@ -527,6 +609,24 @@ export interface Store {
    * itself until closed.
    */
   listenControl?(handlers: { onPayload(payload: string): void; onConnect(): void; onError?(e: Error): void }): StoreSubscription;
+  insertDelegation(rec: DelegationRecord): Promise<void>;
+  getDelegation(id: string): Promise<DelegationRecord | null>;
+  /** activeAt: not revoked and the window contains this time; endsAfter: not revoked and not over by then. */
+  listDelegations(filter?: { delegator?: string; delegate?: string; activeAt?: number; endsAfter?: number }): Promise<DelegationRecord[]>;
+
+  insertAccessReview(rec: AccessReviewRecord): Promise<void>;
+  updateAccessReview(rec: AccessReviewRecord): Promise<void>;
+  getAccessReview(id: string): Promise<AccessReviewRecord | null>;
+  listAccessReviews(filter?: { policy?: string; state?: AccessReviewRecord['state'] } & Page): Promise<AccessReviewRecord[]>;
+  insertReviewLine(rec: ReviewLineRecord): Promise<void>;
+  updateReviewLine(rec: ReviewLineRecord): Promise<void>;
+  getReviewLine(id: string): Promise<ReviewLineRecord | null>;
+  listReviewLines(reviewId: string): Promise<ReviewLineRecord[]>;
+
+  insertExclusion(rec: ExclusionRecord): Promise<void>;
+  updateExclusion(rec: ExclusionRecord): Promise<void>;
+  getExclusion(id: string): Promise<ExclusionRecord | null>;
+  listExclusions(filter?: { identity?: string; active?: boolean }): Promise<ExclusionRecord[]>;
 
   /** Queue a notification delivery; false when one with the same dedupe key exists already (nothing written). */
   enqueueDelivery(rec: NotificationDeliveryRecord): Promise<boolean>;

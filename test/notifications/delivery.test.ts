@@ -138,9 +138,9 @@ t.test('a new request: its approvers get an email and the webhooks a signed JSON
   t.equal(ok.subject, '[Tollgate] Approved: box as user');
   t.match(ok.text, 'Your request for box as user was approved (last by bob).');
   t.match(ok.text, /The grant lasts until \d{4}-\d\d-\d\d \d\d:\d\d UTC\./);
-  t.match(ok.text, `Open your request: ${url}/portal/access?request=${id}`);
+  t.match(ok.text, `Open your request: ${url}/portal/access\n`, 'the page the workflow\'s notice names (My access)');
   t.same(mailsTo('bob@test', /Approved/), [], 'the decision goes to the requester only');
-  t.match(hookBodies('request.decided').map((x) => x.body), [{ kind: 'request.approved', event: { requestId: id } }]);
+  t.match(hookBodies('request.decided').map((x) => x.body), [{ kind: 'request.decided', event: { requestId: id, decision: 'approved', to: { identities: ['alice'] } } }]);
   t.equal(slack.requests.length, 1, 'the Slack hook is subscribed to request.pending and rule.triggered only');
 });
 

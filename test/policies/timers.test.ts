@@ -95,7 +95,7 @@ t.test('escalation replaces the stage groups once, then auto-denies', async (t) 
   t.equal(e?.stageDeadline, MONDAY_10_UTC + 2 * HOUR);
   t.same(h.actions(), ['request.created', 'request.escalated']);
   t.same(h.audits[1]!.data.to, ['security']);
-  const note = h.notes.find((n) => n.kind === 'escalation');
+  const note = h.notes.find((n) => n.kind === 'request.escalated');
   t.ok(note, 'escalation notified');
   t.same(note?.groups, ['security']);
   await rejectsPolicy(t, h.engine.approve(lead, r.id), 'not_approver');
@@ -201,7 +201,7 @@ t.test('a failed expiry is retried, not forgotten', async (t) => {
     get(target, prop, receiver) {
       if (prop === 'claim') {
         return async (...args: Parameters<typeof target.claim>) => {
-          if (args[0] === 'grants' && failures > 0) { failures--; throw new Error('disk I/O error'); }
+          if (args[0] === 'grants' && 'state' in args[3] && failures > 0) { failures--; throw new Error('disk I/O error'); }
           return target.claim(...args);
         };
       }

@@ -153,7 +153,7 @@ t.test('a deny at any stage denies the request', async (t) => {
   t.same(await h.store.listGrants({ identity: 'dana' }), []);
   await rejectsPolicy(t, h.engine.approve(who('sam2', ['security'], now), r.id), 'conflict');
   t.equal(h.actions().at(-1), 'request.denied');
-  t.equal(h.notes.at(-1)?.kind, 'request.denied');
+  t.match(h.notes.at(-1), { kind: 'request.decided', decision: 'denied', to: { identities: ['dana'], groups: [] }, path: '/portal/access' });
 });
 
 t.test('policy overrides: explicit stages, approval mode, mfa flag', async (t) => {
@@ -374,18 +374,19 @@ t.test('a policy without approvers cannot take requests that need approval', asy
   });
   await rejectsPolicy(t, h.engine.createRequest(dev, { target: 'm', duration: '1h', reason: 'x' }), 'not_eligible', { message: /names no approvers/ });
   t.equal((await h.engine.createRequest(dev, { target: 'l', duration: '1h', reason: 'x' })).state, 'approved', 'low risk needs none');
-  t.same(h.notes.filter((n) => n.kind === 'request'), []);
+  t.same(h.notes.filter((n) => n.kind === 'request.created'), []);
 });
 
 t.test('approvers are told when a stage waits for them', async (t) => {
   const h = await harness(t, base);
   const now = h.clock.now();
   const r = await h.engine.createRequest(who('dana', ['devs'], now), { target: 'vault', role: 'root', duration: '10m', reason: 'x' });
-  t.same(h.notes.map((n) => [n.kind, n.stage, n.groups]), [['request', 0, ['leads']]]);
+  t.same(h.notes.map((n) => [n.kind, n.stage, n.groups]), [['request.created', 0, ['leads']]]);
+  t.match(h.notes[0], { to: { groups: ['leads'], identities: [] }, path: `/portal/approvals?request=${r.id}`, requester: 'dana', reason: 'x' }, 'to the stage groups, with a link to the request');
   await h.engine.approve(who('lee', ['leads'], now), r.id);
-  t.same(h.notes.map((n) => [n.kind, n.stage, n.groups]), [['request', 0, ['leads']], ['request', 1, ['security']]]);
+  t.same(h.notes.map((n) => [n.kind, n.stage, n.groups]), [['request.created', 0, ['leads']], ['request.created', 1, ['security']]]);
   await h.engine.approve(who('sam', ['security'], now), r.id);
-  t.equal(h.notes.at(-1)?.kind, 'request.approved');
+  t.match(h.notes.at(-1), { kind: 'request.decided', decision: 'approved', to: { identities: ['dana'] }, decidedBy: 'sam' });
   t.equal(h.notes.at(-1)?.grantId, (await h.store.getRequest(r.id))?.grantId);
 });
 

@@ -28,6 +28,7 @@ const SOURCES = ['proxy', 'protocols', 'policies', 'auth', 'recorder'];
  * hands its caller's action on) produce nothing themselves.
  */
 const DYNAMIC: Record<string, string[]> = {
+  'policies/grants.ts action': ['grant.revoked', 'grant.checked_in'], // endGrant(…, action): revoke and check-in
   'proxy/sessions.ts `session.rule.${d.action}`': ['session.rule.deny', 'session.rule.kill', 'session.rule.alert'],
   'protocols/ssh/broker.ts `${protocol}.${t.direction}`': ['sftp.upload', 'sftp.download', 'scp.upload', 'scp.download'],
 };

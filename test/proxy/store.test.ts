@@ -65,7 +65,7 @@ async function fixture(t: Test, kind: Kind): Promise<Fixture> {
 
 const grant = (id: string, over: Partial<GrantRecord> = {}): GrantRecord => ({
   id, requestId: null, identity: 'alice', target: 'web01', role: 'user', state: 'active', startsAt: 0, expiresAt: 1000, breakGlass: false,
-  createdAt: 0, endedAt: null, endedBy: null, endReason: null, used: false, ...over,
+  createdAt: 0, endedAt: null, endedBy: null, endReason: null, used: false, notifiedFor: null, ...over,
 });
 const secret = (id: string, over: Partial<ConnectionSecretRecord> = {}): ConnectionSecretRecord => ({
   id, hash: `h-${id}`, grantId: 'g1', identity: 'alice', target: 'web01', role: 'user', protocol: 'ssh', reusable: false, createdAt: 0,
@@ -74,7 +74,7 @@ const secret = (id: string, over: Partial<ConnectionSecretRecord> = {}): Connect
 const request = (id: string, over: Partial<RequestRecord> = {}): RequestRecord => ({
   id, requester: 'alice', target: 'web01', role: 'user', durationMs: 3_600_000, reason: 'why', state: 'pending', risk: 'medium', policy: 'p',
   stages: [{ groups: ['leads'], count: 1 }], currentStage: 0, stageDeadline: 5000, escalations: 0, mfaRequired: false, breakGlass: false,
-  createdAt: 0, decidedAt: null, decidedBy: null, decisionReason: null, grantId: null, ...over,
+  createdAt: 0, decidedAt: null, decidedBy: null, decisionReason: null, grantId: null, extendsGrant: null, ...over,
 });
 const session = (id: string, over: Partial<SessionRecord> = {}): SessionRecord => ({
   id, grantId: 'g1', identity: 'alice', target: 'web01', role: 'user', protocol: 'ssh', clientAddr: '127.0.0.1', state: 'active',
@@ -110,6 +110,61 @@ async function columnsOf(store: Store, kind: Kind, table: string): Promise<Recor
 }
 
 function contract(kind: Kind) {
+  t.test(`${kind}: governance records round-trip: delegations, access reviews and their lines, exclusions, who an approval was for`, async (t) => {
+    const { store: s } = await fixture(t, kind);
+    const d = { id: 'd1', delegator: 'bob', delegate: 'dave', startsAt: 100, endsAt: 200, reason: 'holiday', createdAt: 90, createdBy: 'bob', revokedAt: null, revokedBy: null };
+    await s.insertDelegation(d);
+    await s.insertDelegation({ ...d, id: 'd2', delegate: 'erin', startsAt: 150, endsAt: 300 });
+    await s.insertDelegation({ ...d, id: 'd3', delegator: 'lee', startsAt: 100, endsAt: 400, revokedAt: 120, revokedBy: 'lee' });
+    t.same(await s.getDelegation('d1'), d, 'a delegation round-trips');
+    t.same((await s.listDelegations({ activeAt: 160 })).map((x) => x.id), ['d1', 'd2'], 'active at a time: in its window and not revoked');
+    t.same((await s.listDelegations({ activeAt: 120 })).map((x) => x.id), ['d1'], 'not before its start');
+    t.same((await s.listDelegations({ activeAt: 200 })).map((x) => x.id), ['d2'], 'over at its end');
+    t.same((await s.listDelegations({ delegate: 'dave', endsAfter: 50 })).map((x) => x.id), ['d1'], 'by delegate, not over');
+    t.same((await s.listDelegations({ delegator: 'lee' })).map((x) => x.id), ['d3'], 'by delegator, revoked too without a time');
+    t.same((await s.listDelegations({ activeAt: Number.NaN })), [], 'a time that is no number matches nothing');
+    t.match(await s.claim('delegations', 'd1', { revokedAt: null }, { revokedAt: 170, revokedBy: 'bob' }), { revokedAt: 170 });
+    t.equal(await s.claim('delegations', 'd1', { revokedAt: null }, { revokedAt: 171, revokedBy: 'x' }), null, 'ended once');
+
+    const rv = { id: 'v1', policy: 'eng', state: 'open' as const, reviewers: ['leads'], escalateTo: ['soc'], createdAt: 1, createdBy: 'system', dueAt: 50, escalatedAt: null, completedAt: null, scheduled: true };
+    await s.insertAccessReview(rv);
+    await s.insertAccessReview({ ...rv, id: 'v2', policy: 'ops', createdAt: 2, scheduled: false, state: 'completed', completedAt: 9 });
+    t.same(await s.getAccessReview('v1'), rv, 'an access review with its groups (JSON) and flag');
+    t.same((await s.listAccessReviews({ state: 'open' })).map((x) => x.id), ['v1']);
+    t.same((await s.listAccessReviews({ policy: 'ops' })).map((x) => x.id), ['v2']);
+    t.same((await s.listAccessReviews()).map((x) => x.id), ['v2', 'v1'], 'newest first');
+    await s.updateAccessReview({ ...rv, escalatedAt: 60 });
+    t.match(await s.getAccessReview('v1'), { escalatedAt: 60 });
+    const line = { id: 'l1', reviewId: 'v1', kind: 'eligibility' as const, identity: 'alice', policy: 'eng', grantId: null, detail: { groups: ['engineers'], targets: ['*'] }, decision: null, decidedBy: null, decidedAt: null, comment: null, exclusionId: null };
+    await s.insertReviewLine(line);
+    await s.insertReviewLine({ ...line, id: 'l2', kind: 'grant', identity: 'erin', grantId: 'g9', detail: { target: 'web01' } });
+    t.same(await s.getReviewLine('l1'), line, 'a line round-trips');
+    t.same((await s.listReviewLines('v1')).map((x) => x.id), ['l1', 'l2']);
+    t.match(await s.claim('reviewLines', 'l1', { decision: null }, { decision: 'revoke', decidedBy: 'lee', decidedAt: 5, comment: 'left', exclusionId: 'x1' }), { decision: 'revoke', exclusionId: 'x1' });
+    t.equal(await s.claim('reviewLines', 'l1', { decision: null }, { decision: 'confirm', decidedBy: 'lou', decidedAt: 6, comment: null, exclusionId: null }), null, 'decided once');
+    await s.updateReviewLine({ ...line, id: 'l2', kind: 'grant', identity: 'erin', grantId: 'g9', detail: { target: 'web01' }, decision: 'confirm', decidedBy: 'lee', decidedAt: 7 });
+    t.match(await s.getReviewLine('l2'), { decision: 'confirm' });
+    await t.rejects(s.insertReviewLine({ ...line, id: 'l3', reviewId: 'nope' }), 'a line belongs to a review');
+
+    const ex = { id: 'x1', identity: 'alice', scope: 'policy' as const, policy: 'eng', reason: 'left the team', createdAt: 5, createdBy: 'lee', reviewId: 'v1', lineId: 'l1', removedAt: null, removedBy: null };
+    await s.insertExclusion(ex);
+    await s.insertExclusion({ ...ex, id: 'x2', scope: 'breakglass', policy: null, removedAt: 8, removedBy: 'carol' });
+    t.same(await s.getExclusion('x1'), ex);
+    t.same((await s.listExclusions({ identity: 'alice', active: true })).map((x) => x.id), ['x1'], 'lifted exclusions are not active');
+    t.same((await s.listExclusions({ identity: 'alice' })).map((x) => x.id), ['x1', 'x2']);
+    t.same(await s.listExclusions({ identity: 'bob' }), []);
+    await s.updateExclusion({ ...ex, removedAt: 9, removedBy: 'carol' });
+    t.same(await s.listExclusions({ active: true }), []);
+
+    await s.insertRequest(request('r1', { extendsGrant: 'g1', state: 'queued' }));
+    t.match(await s.getRequest('r1'), { extendsGrant: 'g1', state: 'queued' }, 'an extension request, queued');
+    await s.insertApproval({ id: 'a1', requestId: 'r1', stage: 0, approver: 'dave', decision: 'approve', comment: null, at: 1, onBehalfOf: 'bob' });
+    t.match(await s.listApprovals('r1'), [{ approver: 'dave', onBehalfOf: 'bob' }], 'a delegate\'s approval names whom it stands for');
+    await s.insertGrant(grant('g1', { notifiedFor: 1000 }));
+    t.equal((await s.getGrant('g1'))?.notifiedFor, 1000);
+    t.match(await s.claim('grants', 'g1', { expiresAt: 1000, notifiedFor: 1000 }, { expiresAt: 2000 }), { expiresAt: 2000, notifiedFor: 1000 });
+  });
+
   t.test(`${kind}: every record round-trips; upserts keep what they must`, async (t) => {
     const { store: s } = await fixture(t, kind);
     await s.upsertIdentity({ sub: 'alice', email: 'a@x', name: 'Alice', groups: ['engineers'], firstSeen: 1, lastSeen: 1 });

@@ -18,11 +18,15 @@ export function mountRequestRoutes(add: AddRoute, s: Pick<ApiServices, 'store' |
     const r = await s.engine.createRequest(req.principal, req.json());
     return ok(await requestView(s, r.id), 201);
   } });
-  add({ method: 'GET', path: '/api/v1/requests', summary: 'Requests: mine (default), ?scope=approvable (I can act on), ?scope=all (SOC)', handler: async (req) => {
+  add({ method: 'GET', path: '/api/v1/requests', summary: 'Requests: mine (default), ?scope=approvable (I can act on, with decidingFor: the delegator I decide for), ?scope=all (SOC)', handler: async (req) => {
     const scope = req.query.get('scope') ?? 'mine';
     const state = req.query.get('state') as never ?? undefined;
     let list;
-    if (scope === 'approvable') list = await s.engine.pendingFor(req.principal);
+    if (scope === 'approvable') {
+      // Each with whom I would decide it for (a delegator's name when I decide as their delegate).
+      const mine = await s.engine.pendingFor(req.principal);
+      return ok(await Promise.all(mine.map(async (r) => ({ ...(await requestView(s, r.id)), decidingFor: (await s.engine.decidesFor(req.principal, r)) ?? null }))));
+    }
     else if (scope === 'all') {
       if (!s.roles.isSoc(req.principal) && !s.roles.isApprover(req.principal)) throw new HttpError(403, 'only approvers and the SOC see all requests');
       list = await s.store.listRequests({ state, limit: 500 });

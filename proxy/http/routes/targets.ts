@@ -12,8 +12,8 @@ export function mountTargetRoutes(add: AddRoute, s: Pick<ApiServices, 'config' |
     if (!t) throw new HttpError(404, 'no such target');
     return t;
   };
-  add({ method: 'GET', path: '/api/v1/targets', summary: 'Targets I may request (all targets for the SOC)', handler: (req) => {
-    const el = s.engine.eligible(req.principal);
+  add({ method: 'GET', path: '/api/v1/targets', summary: 'Targets I may request (all targets for the SOC)', handler: async (req) => {
+    const el = await s.engine.eligibility(req.principal);
     const list = el.map((e) => ({ name: e.target.name, protocol: e.target.protocol, risk: e.risk, description: e.target.description ?? null, roles: e.roles, maxDurationMs: e.maxDurationMs, policy: e.policy }));
     if (s.roles.isSoc(req.principal) && req.query.get('all') === '1') {
       return ok(s.config.targets.map((t) => ({ name: t.name, protocol: t.protocol, risk: t.risk, description: t.description ?? null, roles: t.roles.map((r) => r.name), eligible: list.some((x) => x.name === t.name) })));

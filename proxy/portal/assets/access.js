@@ -1,21 +1,22 @@
 // My access: active grants with connection commands, the request form, eligible targets,
 // my requests with their approval progress, my recent sessions.
 import { api, el, fill, empty, load, flash, describeError, fmtTime, fmtDuration, badge, startCountdowns, table, ApiError, mfaLink } from './common.js';
+import { showCheckouts } from './checkouts.js';
 
 const $ = (id) => document.getElementById(id);
 const DRAFT = 'tollgate-request-draft';
 let targets = [];
 
 function stateBadge(state) {
-  const kind = { approved: 'ok', active: 'ok', pending: 'warn', denied: 'bad', revoked: 'bad', expired: '', cancelled: '' }[state] ?? '';
+  const kind = { approved: 'ok', active: 'ok', pending: 'warn', queued: 'warn', denied: 'bad', revoked: 'bad', expired: '', cancelled: '' }[state] ?? '';
   return badge(state, kind);
 }
 
-async function showSecret(grant, box, button) {
+async function showSecret(grant, box, button, mfaCode) {
   button.disabled = true;
   box.replaceChildren(el('p', {}, 'Minting a connection secret…'));
   try {
-    const s = await api('POST', `/api/v1/grants/${encodeURIComponent(grant.id)}/secret`, {});
+    const s = await api('POST', `/api/v1/grants/${encodeURIComponent(grant.id)}/secret`, mfaCode ? { mfaCode } : {});
     const cmds = Object.entries(s.commands || {});
     const rows = cmds.length
       ? cmds.map(([client, line]) => {
@@ -43,26 +44,75 @@ async function showSecret(grant, box, button) {
     );
   } catch (e) {
     box.replaceChildren(el('p', { class: 'err', role: 'alert' }, describeError(e)));
+    // MFA at connect: type the authenticator code here, or sign in again with MFA.
+    if (e instanceof ApiError && e.body.error === 'mfa_required') {
+      const id = `mfa-${grant.id}`;
+      const input = el('input', { id, name: 'mfaCode', inputmode: 'numeric', autocomplete: 'one-time-code', pattern: '[0-9]{6}', maxlength: '8', size: '8' });
+      const form = el('form', { class: 'inline mfa-code' }, el('label', { for: id }, 'Authenticator code'), input, el('button', { type: 'submit', class: 'primary' }, 'Get the command'));
+      form.addEventListener('submit', (ev) => { ev.preventDefault(); if (input.value.trim()) void showSecret(grant, box, button, input.value.trim()); });
+      box.append(form, el('p', {}, 'Or: ', mfaLink(e)));
+      input.focus();
+    }
   } finally {
     button.disabled = false;
     button.textContent = 'Get a new connection command';
   }
 }
 
+/** More time on a grant: the same policy as a new request (approvers may have to agree); the grant keeps running meanwhile. */
+function extendForm(g) {
+  const dId = `ext-d-${g.id}`;
+  const rId = `ext-r-${g.id}`;
+  const err = el('p', { class: 'err', role: 'alert' });
+  const duration = el('input', { id: dId, name: 'duration', value: '1h', size: '6', required: true });
+  const reason = el('input', { id: rId, name: 'reason', required: true, placeholder: 'Why you need longer' });
+  const form = el('form', { class: 'form extend', novalidate: true },
+    el('div', { class: 'field' }, el('label', { for: dId }, 'Extend by'), duration),
+    el('div', { class: 'field wide' }, el('label', { for: rId }, 'Reason'), reason),
+    err, el('button', { type: 'submit' }, `Extend ${g.target}`));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    err.textContent = '';
+    const button = form.querySelector('button');
+    button.disabled = true;
+    try {
+      const r = await api('POST', `/api/v1/grants/${encodeURIComponent(g.id)}/extend`, { duration: duration.value.trim(), reason: reason.value.trim() });
+      flash(r.state === 'approved' ? `Extended: ${g.target} is yours until ${fmtTime(r.grant.expiresAt)}.` : `Extension requested; it waits for stage ${r.currentStage + 1} of ${r.stages.length}. Your access goes on meanwhile.`);
+      await Promise.all([loadGrants(), loadRequests()]);
+    } catch (e) {
+      err.textContent = describeError(e);
+      const mfa = mfaLink(e);
+      if (mfa) err.append(' ', mfa);
+      const field = e.body?.field;
+      if (field === 'duration' || field === 'reason') (field === 'duration' ? duration : reason).setAttribute('aria-invalid', 'true');
+      button.disabled = false;
+    }
+  });
+  return el('details', { class: 'extend' }, el('summary', {}, 'Need longer?'), form);
+}
+
 async function loadGrants() {
   const box = $('grants');
   await load(box, async () => {
-    const grants = (await api('GET', '/api/v1/grants?state=active')).filter((g) => g.active);
+    const [all, checkouts] = await Promise.all([api('GET', '/api/v1/grants?state=active'), api('GET', '/api/v1/checkouts').catch(() => [])]);
+    const grants = all.filter((g) => g.active);
+    const held = new Set(checkouts.map((c) => c.holder?.grantId).filter(Boolean));
     if (!grants.length) return fill(box, empty('No active grants. Request access below; once approved it shows up here with its connection command.'));
     fill(box, grants.map((g) => {
       const out = el('div', { class: 'secret-box', 'aria-live': 'polite' });
       const btn = el('button', { type: 'button', class: 'primary' }, 'Get connection command');
       btn.addEventListener('click', () => showSecret(g, out, btn));
+      // A checked-out account: hand it back early (its password rotates, the next in line gets it).
+      const checkin = held.has(g.id) ? el('button', { type: 'button' }, `Check in ${g.target}`) : null;
+      checkin?.addEventListener('click', async () => {
+        checkin.disabled = true;
+        try { await api('POST', `/api/v1/grants/${encodeURIComponent(g.id)}/checkin`, {}); flash(`${g.target} is checked in; its password was rotated.`); await Promise.all([loadGrants(), showCheckouts($('checkouts'), $('checkouts-section'))]); } catch (e) { flash(describeError(e), 'bad'); checkin.disabled = false; }
+      });
       return el('article', { class: 'card', 'data-grant': g.id, 'data-target': g.target },
-        el('h3', {}, `${g.target} `, el('span', { class: 'muted' }, `as ${g.role}`), g.breakGlass ? badge('break-glass', 'bad') : null),
+        el('h3', {}, `${g.target} `, el('span', { class: 'muted' }, `as ${g.role}`), g.breakGlass ? badge('break-glass', 'bad') : null, held.has(g.id) ? badge('checked out to you', 'warn') : null),
         el('p', {}, badge(g.protocol ?? 'unknown'), ' ', el('span', { 'data-until': String(Date.now() + g.msLeft) }, `${fmtDuration(g.msLeft)} left`),
           el('span', { class: 'muted' }, ` · until ${fmtTime(g.expiresAt)}`)),
-        btn, out);
+        el('div', { class: 'actions' }, btn, checkin), out, g.breakGlass ? null : extendForm(g));
     }));
   });
 }
@@ -126,7 +176,7 @@ async function loadRequests() {
     const reqs = await api('GET', '/api/v1/requests');
     const states = new Map(reqs.map((r) => [r.id, r.state]));
     // Only a request seen pending on this page and approved since is news (not break-glass, not old ones).
-    const approvedNow = lastStates ? reqs.find((r) => r.state === 'approved' && lastStates.get(r.id) === 'pending') : null;
+    const approvedNow = lastStates ? reqs.find((r) => r.state === 'approved' && ['pending', 'queued'].includes(lastStates.get(r.id))) : null;
     if (approvedNow) {
       flash(`Approved: your access to ${approvedNow.target} is ready under Active grants.`);
       void loadGrants();
@@ -134,8 +184,8 @@ async function loadRequests() {
     lastStates = states;
     if (!reqs.length) return fill(box, empty('You have not requested anything yet.'));
     fill(box, reqs.map((r) => {
-      const approvals = (r.approvals || []).map((a) => el('li', {}, `${a.decision === 'approve' ? 'Approved' : 'Denied'} by ${a.approver} at ${fmtTime(a.at)}${a.comment ? `: “${a.comment}”` : ''}`));
-      const cancel = r.state === 'pending' ? el('button', { type: 'button' }, 'Cancel request') : null;
+      const approvals = (r.approvals || []).map((a) => el('li', {}, `${a.decision === 'approve' ? 'Approved' : 'Denied'} by ${a.approver}${a.onBehalfOf ? ` for ${a.onBehalfOf} (delegated)` : ''} at ${fmtTime(a.at)}${a.comment ? `: “${a.comment}”` : ''}`));
+      const cancel = r.state === 'pending' || r.state === 'queued' ? el('button', { type: 'button' }, 'Cancel request') : null;
       cancel?.addEventListener('click', async () => {
         cancel.disabled = true;
         try { await api('POST', `/api/v1/requests/${encodeURIComponent(r.id)}/cancel`, {}); flash('Request cancelled.'); await loadRequests(); } catch (e) { flash(describeError(e), 'bad'); cancel.disabled = false; }
@@ -143,7 +193,7 @@ async function loadRequests() {
       const steps = (r.stages || []).map((s, i) => el('li', { class: i < r.currentStage ? 'done' : i === r.currentStage && r.state === 'pending' ? 'current' : '' },
         `Stage ${i + 1}: ${s.count} approval${s.count > 1 ? 's' : ''} from ${s.groups.join(' or ')}`));
       return el('article', { class: 'card', 'data-request': r.id },
-        el('h3', {}, `${r.target} as ${r.role} `, stateBadge(r.state)),
+        el('h3', {}, `${r.extendsGrant ? 'More time on ' : ''}${r.target} as ${r.role} `, stateBadge(r.state)),
         el('p', {}, `${fmtDuration(r.durationMs)} · filed ${fmtTime(r.createdAt)} · `, el('span', { class: 'progress' }, progress(r)), r.mfaRequired ? ' · MFA required' : ''),
         el('p', { class: 'muted' }, `Reason: ${r.reason}`),
         steps.length ? el('ol', { class: 'stages', 'aria-label': 'Approval stages' }, steps) : null,
@@ -223,7 +273,9 @@ $('request-form').addEventListener('submit', async (ev) => {
   button.disabled = true;
   try {
     const r = await api('POST', '/api/v1/requests', body);
-    flash(r.state === 'approved' ? `Access to ${r.target} approved: your grant is listed under Active grants.` : `Request for ${r.target} filed; waiting for approval (${progress(r)}).`);
+    flash(r.state === 'approved' ? `Access to ${r.target} approved: your grant is listed under Active grants.`
+      : r.state === 'queued' ? `Approved, and queued: ${r.target} is checked out by someone else; you get it when they check it in.`
+        : `Request for ${r.target} filed; waiting for approval (${progress(r)}).`);
     $('rq-reason').value = '';
     await Promise.all([loadRequests(), loadGrants()]);
   } catch (e) {
@@ -242,6 +294,6 @@ $('request-form').addEventListener('submit', async (ev) => {
 });
 
 startCountdowns();
-await Promise.all([loadGrants(), loadTargets(), loadRequests(), loadMySessions(), setupBreakGlass()]);
+await Promise.all([loadGrants(), loadTargets(), loadRequests(), loadMySessions(), setupBreakGlass(), showCheckouts($('checkouts'), $('checkouts-section'))]);
 // Keep approval progress and new grants fresh while the page is open.
-setInterval(() => { if (!document.hidden && lastStates && [...lastStates.values()].includes('pending')) void loadRequests(); }, 5000);
+setInterval(() => { if (!document.hidden && lastStates && [...lastStates.values()].some((st) => st === 'pending' || st === 'queued')) void loadRequests(); }, 5000);

@@ -31,9 +31,10 @@ async function loadPending() {
         }
       };
       const stages = r.stages || [];
-      const prior = (r.approvals || []).filter((a) => a.decision === 'approve').map((a) => `${a.approver} (stage ${a.stage + 1})`);
+      const prior = (r.approvals || []).filter((a) => a.decision === 'approve').map((a) => `${a.approver}${a.onBehalfOf ? ` for ${a.onBehalfOf}` : ''} (stage ${a.stage + 1})`);
       const card = el('article', { class: 'card', 'data-request': r.id },
-        el('h3', {}, `${r.requester} → ${r.target} `, el('span', { class: 'muted' }, `as ${r.role}`), ' ', badge(`${r.risk} risk`, r.risk === 'critical' || r.risk === 'high' ? 'bad' : r.risk === 'medium' ? 'warn' : 'ok')),
+        el('h3', {}, `${r.requester} → ${r.target} `, el('span', { class: 'muted' }, `as ${r.role}`), ' ', badge(`${r.risk} risk`, r.risk === 'critical' || r.risk === 'high' ? 'bad' : r.risk === 'medium' ? 'warn' : 'ok'), r.extendsGrant ? badge('extension', 'warn') : null),
+        r.decidingFor ? el('p', { class: 'notice delegated' }, `You decide this for ${r.decidingFor} (their delegation to you); the decision shows both names.`) : null,
         el('p', {}, `For ${fmtDuration(r.durationMs)} · filed ${fmtTime(r.createdAt)} · stage ${Math.min(r.currentStage + 1, stages.length)} of ${stages.length}`,
           r.stageDeadline ? ` · decide before ${fmtTime(r.stageDeadline)}` : '', r.mfaRequired ? ' · needs MFA' : ''),
         el('blockquote', {}, r.reason),

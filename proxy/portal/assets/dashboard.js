@@ -1,5 +1,6 @@
 // Dashboard: JIT health figures and small SVG charts over the last days, from /api/v1/portal/dashboard.
 import { api, el, fill, empty, load, fmtDuration, fmtTime, table, badge, flash, describeError } from './common.js';
+import { showCheckouts } from './checkouts.js';
 
 const $ = (id) => document.getElementById(id);
 const SVG = 'http://www.w3.org/2000/svg';
@@ -63,6 +64,19 @@ await load($('figures'), async () => {
       el('td', {}, l.attempts ? `failed ${l.attempts}×: ${l.error ?? ''}${l.retryAt ? ` — next try ${fmtTime(l.retryAt)}` : ''}` : 'not tried yet'))))
     : empty('None: no minted credential exists outside a live session.'));
 });
+
+// Open access reviews (the SOC sees every one; approvers the ones they decide) and who holds the checked-out accounts.
+await Promise.all([
+  load($('open-reviews'), async () => {
+    const list = await api('GET', '/api/v1/access-reviews?state=open');
+    fill($('open-reviews'), list.length
+      ? table('Open access reviews', ['Policy', 'Due', 'Decided', ''], list.map((r) => el('tr', { 'data-review': r.id },
+        el('td', {}, r.policy), el('td', {}, fmtTime(r.dueAt), r.escalatedAt ? ' ' : null, r.escalatedAt ? badge('overdue', 'bad') : null),
+        el('td', {}, `${r.counts.decided} of ${r.counts.total}`), el('td', {}, el('a', { href: `/portal/access-reviews?review=${encodeURIComponent(r.id)}` }, `Open the ${r.policy} review`)))))
+      : empty('No access review is open.'));
+  }),
+  showCheckouts($('checkouts')),
+]);
 
 // Delivery visibility (SOC only: it names recipients and receivers' errors).
 async function loadDelivery() {
