@@ -2,6 +2,7 @@
 import type { ClientCommandInfo, ProtocolModule } from '../types.js';
 import { validateTarget } from './config.js';
 import { demo } from './demo.js';
+import { mountBrowser } from './browser.js';
 import { deleteAccount, LEASE_KIND, listenRdp, NT_VERIFIER, rotateSamPassword, SAM_LEASE_KIND } from './frontend.js';
 import { ntHash } from './nlmp.js';
 
@@ -27,6 +28,7 @@ export const rdpModule: ProtocolModule = {
   defaultPort: 3389,
   validateTarget,
   listen: listenRdp,
+  mountHttp: (ctx, front) => mountBrowser(ctx, front),
   checkTarget,
 
   async revokeLease(ctx, target, lease) {

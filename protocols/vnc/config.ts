@@ -1,5 +1,6 @@
 /** VNC target configuration: address, how the session password is installed, options, role fields. */
 import type { RoleConfig, TargetConfig } from '../types.js';
+import { CLIPBOARD_RULES } from '../desktop.js';
 
 export interface VncCredentials {
   /** A VNC password file the gateway rewrites itself (x11vnc -rfbauth, TigerVNC PasswordFile). */
@@ -17,7 +18,8 @@ export interface VncOptions {
   connectTimeout: number;
 }
 
-export type Clipboard = 'both' | 'to-client' | 'to-server' | 'none';
+export type { Clipboard } from '../desktop.js';
+export { clipboardOf } from '../desktop.js';
 
 export function parseAddress(address: string): { host: string; port: number } {
   const m = /^\[?([^\]]+?)\]?(?::(\d+))?$/.exec(address.trim());
@@ -43,11 +45,6 @@ export function optionsOf(t: TargetConfig): VncOptions {
   };
 }
 
-export function clipboardOf(r: RoleConfig): Clipboard {
-  const c = r.clipboard;
-  return c === 'to-client' || c === 'to-server' || c === 'none' ? c : c === undefined || c === 'both' ? 'both' : 'none';
-}
-
 export function viewOnlyOf(r: RoleConfig): boolean {
   return r.viewOnly === true;
 }
@@ -70,7 +67,7 @@ export function validateTarget(t: TargetConfig): { path: string; expected: strin
     if (o[k] !== undefined && (typeof o[k] !== 'number' || !((o[k] as number) > 0))) return { path: `options.${k}`, expected: 'a positive number of seconds' };
   }
   for (const [i, r] of t.roles.entries()) {
-    if (r.clipboard !== undefined && !['both', 'to-client', 'to-server', 'none'].includes(r.clipboard as string)) {
+    if (r.clipboard !== undefined && !(CLIPBOARD_RULES as string[]).includes(r.clipboard as string)) {
       return { path: `roles[${i}].clipboard`, expected: 'both, to-client, to-server or none' };
     }
     if (r.viewOnly !== undefined && typeof r.viewOnly !== 'boolean') return { path: `roles[${i}].viewOnly`, expected: 'true or false' };

@@ -19,6 +19,8 @@ const TEST = [
   'mariadb-test', 'python3-psycopg2', 'python3-pymysql', 'default-jdk-headless', 'libpostgresql-jdbc-java', 'libmariadb-java',
   // SQL Server (TDS) clients: FreeTDS tsql and pymssql
   'freetds-bin', 'python3-pymssql',
+  // desktop clipboard tests: the X clipboard on both sides of a VNC / RDP session
+  'xclip',
 ];
 const BENCH = [...TEST, 'nginx', 'wrk', 'pgbouncer'];
 const wanted = { demo: DEMO, test: TEST, bench: BENCH }[mode] ?? DEMO;

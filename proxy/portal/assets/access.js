@@ -4,6 +4,8 @@ import { api, el, fill, empty, load, flash, describeError, fmtTime, fmtDuration,
 
 const $ = (id) => document.getElementById(id);
 const DRAFT = 'tollgate-request-draft';
+/** Protocols with a desktop the browser can open (/vnc/view, /rdp/view). */
+const DESKTOPS = new Set(['vnc', 'rdp']);
 let targets = [];
 
 function stateBadge(state) {
@@ -58,11 +60,15 @@ async function loadGrants() {
       const out = el('div', { class: 'secret-box', 'aria-live': 'polite' });
       const btn = el('button', { type: 'button', class: 'primary' }, 'Get connection command');
       btn.addEventListener('click', () => showSecret(g, out, btn));
+      // Desktops also open in the browser, in a new tab (the gateway checks the grant again there).
+      const open = DESKTOPS.has(g.protocol)
+        ? el('a', { class: 'button open', href: `/${g.protocol}/view?${new URLSearchParams({ target: g.target, role: g.role })}`, target: '_blank', rel: 'noopener', 'aria-label': `Open ${g.target} as ${g.role} in the browser (new tab)` }, 'Open')
+        : null;
       return el('article', { class: 'card', 'data-grant': g.id, 'data-target': g.target },
         el('h3', {}, `${g.target} `, el('span', { class: 'muted' }, `as ${g.role}`), g.breakGlass ? badge('break-glass', 'bad') : null),
         el('p', {}, badge(g.protocol ?? 'unknown'), ' ', el('span', { 'data-until': String(Date.now() + g.msLeft) }, `${fmtDuration(g.msLeft)} left`),
           el('span', { class: 'muted' }, ` · until ${fmtTime(g.expiresAt)}`)),
-        btn, out);
+        el('p', { class: 'actions' }, btn, open ? ' ' : null, open), out);
     }));
   });
 }
