@@ -47,7 +47,8 @@ function page(target: string, role: string): string {
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>${esc(title)}</title><style>
 body{font:14px system-ui,sans-serif;margin:0;background:#1b1d21;color:#e8e8e8}header{padding:6px 12px;display:flex;gap:10px;align-items:center;flex-wrap:wrap}
-h1{font-size:15px;margin:0}main{padding:0 12px 12px}canvas{outline:none}canvas:focus{outline:2px solid #9ad}#status{color:#9ad}#status.bad{color:#ffb0b0}
+h1{font-size:15px;margin:0}main{padding:0 12px 12px}canvas{outline:none}canvas:focus{outline:2px solid #9ad}#status.bad{color:#ffb0b0}
+#status{color:#9ad;flex:1 0 100%;order:9;white-space:nowrap;overflow:hidden;text-overflow:ellipsis;min-height:1.3em}
 button,textarea{font:inherit}textarea{vertical-align:middle}
 </style></head><body data-target="${esc(target)}" data-role="${esc(role)}"><header><h1>${esc(title)}</h1><span id="status" role="status">connecting…</span>
 <label for="clip">Clipboard</label><textarea id="clip" rows="1" cols="28"></textarea><button id="clip-send" type="button" disabled>Send to the desktop</button>
@@ -140,7 +141,8 @@ async function openDesktop(ws: uWS.WebSocket<WsData>): Promise<void> {
         desktop: (w, h, bpp) => { sendJson({ type: 'desktop', width: w, height: h, bpp }); },
         clipboard: (text) => { sendJson({ type: 'clipboard', text: text.slice(0, MAX_CLIPBOARD_TEXT) }); },
         problem: (message) => { ending = `Tollgate: ${message}`; sendJson({ type: 'problem', message }); },
-        closed: () => close(ending),
+        // After the relay's last lines (the final banner and keyframe) have gone to the page.
+        closed: () => { setImmediate(() => close(ending)); },
       },
     );
     d.client = client;

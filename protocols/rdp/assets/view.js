@@ -15,6 +15,7 @@ const view = new ScreenView(canvas, { onError: (m) => console.warn(`screen: ${m}
 
 function status(text, bad = false) {
   statusEl.textContent = text;
+  statusEl.title = text; // the line is cut to the window's width; the whole text on hover
   statusEl.className = bad ? 'bad' : '';
 }
 
