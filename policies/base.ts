@@ -246,4 +246,9 @@ export abstract class PolicyBase<T extends PolicyTarget = PolicyTarget> {
   rulesFor(target: string, role: string): CommandRuleConfig[] {
     return this.cfg.policies.filter((p) => this.policyMatches(p, target, role)).flatMap((p) => p.rules ?? []);
   }
+  /** Whether a policy covering the target and role turns strict rules on (`strictRules: true`). */
+  strictRulesFor(target: string, role: string): boolean {
+    return this.cfg.policies.some((p) => p.strictRules === true && this.policyMatches(p, target, role));
+  }
+
 }

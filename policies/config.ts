@@ -34,8 +34,10 @@ export type HoursConfig = z.infer<typeof hoursSchema>;
 const stageSchema = z.object({ groups: z.array(z.string()).min(1), count: z.number().int().min(1).default(1) }).strict();
 
 export const commandRuleSchema = z.object({
-  /** Regular expression matched against a command line or statement text. */
+  /** Regular expression matched against a command line or statement text (raw and normalized, see policies/rules.ts). */
   pattern: z.string().optional(),
+  /** SSH: command names (basenames) matched exactly against the commands the shell runs, e.g. [shutdown, reboot]. */
+  commands: z.array(z.string()).optional(),
   /** Statement kinds (first keywords), e.g. DROP, TRUNCATE, "ALTER SYSTEM", "COPY PROGRAM". */
   kinds: z.array(z.string()).optional(),
   /** HTTP only: methods and a path glob. */
@@ -69,6 +71,8 @@ export const policySchema = z.object({
   onTimeout: z.enum(['escalate', 'deny']).default('deny'),
   escalateTo: z.array(z.string()).default([]),
   rules: z.array(commandRuleSchema).default([]),
+  /** Strict rules: a line or statement the gateway cannot read is treated like a match of the strictest rule that could apply. */
+  strictRules: z.boolean().optional(),
 }).strict();
 export type PolicyConfig = z.infer<typeof policySchema>;
 

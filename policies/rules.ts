@@ -1,9 +1,22 @@
 import type { CommandRuleConfig } from './config.js';
+import { readShell, type ShellReading, type Uncertainty } from './shell.js';
 
 /**
  * Command rules: what a session may type. A rule matches when every condition it names matches
- * (pattern AND kinds AND methods AND path). Among matching rules the strongest action wins
- * (kill > deny > alert); between equals, the first in config order.
+ * (pattern AND commands AND kinds AND methods AND path). Among matching rules the strongest action
+ * wins (kill > deny > alert); between equals, the first in config order.
+ *
+ * Shell text (kind 'shell' or 'exec', see ./shell.ts): `pattern` matches the raw text OR the
+ * normalized text of any simple command (its words after quote removal joined by one space, and
+ * each command the wrappers run with its arguments); `commands` matches a command name (basename)
+ * the shell runs. SQL text: `kinds` and `pattern` also see the statement text of
+ * `PREPARE … FROM '…'` and `EXECUTE IMMEDIATE '…'`.
+ *
+ * Uncertain text (what the gateway cannot read: $x, $(…), eval of a variable, a DO block, PREPARE
+ * from a variable…): when a rule of the role could apply to it, the decision carries `uncertain`;
+ * with strict rules (`strictRules: true` on a policy) it is treated like a match of the strictest
+ * such rule, with a message that says why. `commands` rules only care about uncertainty that can
+ * change which command runs (scope 'command'), pattern rules about any.
  *
  * HTTP paths: the protocol module hands over the normalized path (decoded, dot segments and `;`
  * parameters gone, see protocols/http/routing.ts rulePath). A path glob matches case-insensitively
@@ -17,6 +30,23 @@ export interface RuleDecision {
   /** What to show the person (deny/kill). */
   message: string;
   rule?: CommandRuleConfig;
+  /** What in the text the gateway could not read, when a rule of the role could apply to it ("$(…)", "eval of $x"). */
+  uncertain?: string[];
+  /** The decision comes from strict rules (an uncertain text treated like a match of the strictest rule). */
+  strict?: boolean;
+}
+
+/** What a protocol tells session.check about a text besides the text itself. */
+export interface RuleCheckOptions {
+  /** Statement kind (SQL), or 'shell' (a line typed in a terminal) / 'exec' (an SSH exec command). */
+  kind?: string;
+  channel?: string;
+  method?: string;
+  path?: string;
+  /** SSH: the shell reading of the text, when the protocol made it (e.g. across continuation lines). */
+  shell?: ShellReading;
+  /** What the protocol itself could not follow (editing keys, a PREPARE from a variable). */
+  uncertain?: Uncertainty[];
 }
 
 export class RuleCompileError extends Error {
@@ -27,9 +57,12 @@ export class RuleCompileError extends Error {
 }
 
 export interface CompiledRules {
-  check(text: string, opts?: { kind?: string; method?: string; path?: string }): RuleDecision;
+  check(text: string, opts?: RuleCheckOptions): RuleDecision;
   /** How many rules apply to the role the set was compiled for. */
   readonly size: number;
+  /** The rules that apply to the role, in config order. */
+  readonly list: readonly CommandRuleConfig[];
+  readonly strict: boolean;
 }
 
 /** `*` matches any run of characters; everything else is literal. */
@@ -66,6 +99,7 @@ interface Compiled {
   rule: CommandRuleConfig;
   order: number;
   pattern: RegExp | null;
+  commands: Set<string> | null;
   kinds: string[][] | null;
   methods: Set<string> | null;
   path: RegExp | null;
@@ -76,7 +110,27 @@ function words(kind: string): string[] {
   return kind.trim().toUpperCase().split(/\s+/).filter(Boolean);
 }
 
-export function compileRules(rules: CommandRuleConfig[], role: string): CompiledRules {
+const isShell = (opts: RuleCheckOptions) => opts.shell !== undefined || opts.kind === 'shell' || opts.kind === 'exec';
+const isHttp = (opts: RuleCheckOptions) => opts.method !== undefined || opts.path !== undefined;
+
+/** Whether a rule could match a text the gateway cannot fully read, given what it cannot read. */
+function couldApply(c: Compiled, shell: boolean, uncertain: Uncertainty[]): boolean {
+  if (c.methods || c.path) return false;
+  if (c.pattern) return true;
+  if (shell) return !!c.commands && uncertain.some((u) => u.scope === 'command');
+  return !!c.kinds;
+}
+
+/** "$(…), ${x} and eval of $y": what was not readable, for a message. */
+function listOf(u: string[]): string {
+  const w = u.slice(0, 3);
+  const more = u.length > 3 ? ` and ${u.length - 3} more` : '';
+  if (w.length === 1) return w[0]! + more;
+  return `${w.slice(0, -1).join(', ')}${more ? ', ' : ' and '}${w[w.length - 1]}${more}`;
+}
+
+export function compileRules(rules: CommandRuleConfig[], role: string, opts: { strict?: boolean } = {}): CompiledRules {
+  const strict = opts.strict === true;
   const compiled: Compiled[] = [];
   rules.forEach((rule, i) => {
     if (rule.roles && rule.roles.length && !rule.roles.some((g) => globMatch(g, role))) return;
@@ -86,13 +140,24 @@ export function compileRules(rules: CommandRuleConfig[], role: string): Compiled
   rules.forEach((rule, i) => {
     if (rule.roles && rule.roles.length && !rule.roles.some((g) => globMatch(g, role))) compileOne(rule, i);
   });
+  const needsShell = compiled.some((c) => c.pattern || c.commands);
   return {
     size: compiled.length,
+    list: compiled.map((c) => c.rule),
+    strict,
     check(text, opts = {}) {
+      const shell = isShell(opts);
+      const reading: ShellReading | null = shell && needsShell ? opts.shell ?? readShell(text, { interactive: opts.kind === 'shell' }) : null;
+      const uncertain: Uncertainty[] = [...(reading?.uncertain ?? []), ...(opts.uncertain ?? [])];
+      // SQL: the text of PREPARE … FROM '…' / EXECUTE IMMEDIATE '…' is checked like a query.
+      const sql = !shell && !isHttp(opts) && compiled.length ? sqlReading(text) : null;
+      if (sql) uncertain.push(...sql.uncertain);
+      const texts = [text, ...(reading ? reading.commands.flatMap((c) => c.texts) : []), ...(sql?.texts ?? [])];
       let kindsOfText: string[][] | null = null;
       const textKinds = () => {
         if (!kindsOfText) {
           kindsOfText = statementKeywords(text);
+          for (const inner of sql?.texts ?? []) kindsOfText.push(...statementKeywords(inner));
           if (opts.kind) kindsOfText.push(words(opts.kind));
         }
         return kindsOfText;
@@ -100,7 +165,8 @@ export function compileRules(rules: CommandRuleConfig[], role: string): Compiled
       let best: Compiled | null = null;
       for (const c of compiled) {
         if (best && PRIORITY[c.rule.action] <= PRIORITY[best.rule.action]) continue;
-        if (c.pattern && !c.pattern.test(text)) continue;
+        if (c.pattern && !texts.some((t) => c.pattern!.test(t))) continue;
+        if (c.commands && !(reading && reading.commands.some((cmd) => cmd.commands.some((n) => c.commands!.has(n))))) continue;
         if (c.methods && !(opts.method && c.methods.has(opts.method.toUpperCase()))) continue;
         if (c.path && !(opts.path !== undefined && c.path.test(trimPath(opts.path)))) continue;
         if (c.kinds) {
@@ -110,11 +176,27 @@ export function compileRules(rules: CommandRuleConfig[], role: string): Compiled
         }
         best = c;
       }
-      if (!best) return { action: 'allow', message: '' };
+      // What could not be read matters only where a rule of this role could apply to it.
+      const relevant = uncertain.length ? compiled.filter((c) => couldApply(c, shell, uncertain)) : [];
+      const what = relevant.length ? [...new Set(uncertain.map((u) => u.what))] : [];
+      if (strict && relevant.length) {
+        const strictest = relevant.reduce((a, b) => (PRIORITY[b.rule.action] > PRIORITY[a.rule.action] ? b : a));
+        if (!best || PRIORITY[strictest.rule.action] > PRIORITY[best.rule.action]) {
+          return {
+            action: strictest.rule.action,
+            message: `Tollgate: this ${shell ? 'line' : 'statement'} uses ${listOf(what)} which the gateway cannot check; strict rules are on for this role`,
+            rule: strictest.rule,
+            uncertain: what,
+            strict: true,
+          };
+        }
+      }
+      if (!best) return what.length ? { action: 'allow', message: '', uncertain: what } : { action: 'allow', message: '' };
       return {
         action: best.rule.action,
         message: best.rule.message ?? `Blocked by Tollgate policy: ${best.label}`,
         rule: best.rule,
+        ...(what.length ? { uncertain: what } : {}),
       };
     },
   };
@@ -130,6 +212,13 @@ function compileOne(rule: CommandRuleConfig, i: number): Compiled {
       throw new RuleCompileError(i, 'pattern', `not a valid regular expression (${(e as Error).message})`);
     }
   }
+  let commands: Set<string> | null = null;
+  if (rule.commands) {
+    if (!rule.commands.length) throw new RuleCompileError(i, 'commands', 'at least one command name');
+    const bad = rule.commands.findIndex((c) => !/^[^\s/]+$/.test(c));
+    if (bad >= 0) throw new RuleCompileError(i, `commands[${bad}]`, 'a command name such as shutdown (matched against the basename of the command the shell runs; no spaces or slashes)');
+    commands = new Set(rule.commands);
+  }
   let kinds: string[][] | null = null;
   if (rule.kinds) {
     kinds = rule.kinds.map(words);
@@ -138,12 +227,13 @@ function compileOne(rule: CommandRuleConfig, i: number): Compiled {
   }
   const methods = rule.methods ? new Set(rule.methods.map((m) => m.trim().toUpperCase())) : null;
   const path = rule.path !== undefined ? pathGlobToRegExp(rule.path, rule.caseSensitive === true) : null;
-  if (!pattern && !kinds && !methods && !path) {
-    throw new RuleCompileError(i, 'pattern', 'a rule needs a pattern, kinds, methods or path');
+  if (!pattern && !commands && !kinds && !methods && !path) {
+    throw new RuleCompileError(i, 'pattern', 'a rule needs a pattern, commands, kinds, methods or path');
   }
   const label = rule.pattern
-    ?? (rule.kinds ? rule.kinds.join(', ') : `${rule.methods ? rule.methods.join('|') + ' ' : ''}${rule.path ?? '*'}`);
-  return { rule, order: i, pattern, kinds, methods, path, label };
+    ?? (rule.commands ? rule.commands.join(', ')
+      : rule.kinds ? rule.kinds.join(', ') : `${rule.methods ? rule.methods.join('|') + ' ' : ''}${rule.path ?? '*'}`);
+  return { rule, order: i, pattern, commands, kinds, methods, path, label };
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -158,8 +248,8 @@ function compileOne(rule: CommandRuleConfig, i: number): Compiled {
  */
 type Dialect = 'pg' | 'mysql';
 
-/** The code of each statement (strings and comments blanked), split on `;`. */
-function splitCode(sql: string, dialect: Dialect): string[] {
+/** The code of each statement (strings and comments blanked, or strings kept with `keepStrings`), split on `;`. */
+function splitCode(sql: string, dialect: Dialect, keepStrings = false): string[] {
   const out: string[] = [];
   let cur = '';
   let i = 0;
@@ -206,6 +296,7 @@ function splitCode(sql: string, dialect: Dialect): string[] {
     }
     if (c === '*' && d === '/' && dialect === 'mysql') { i += 2; cur += ' '; continue; }
     if (c === "'" || c === '"' || c === '`') {
+      const from = i;
       i++;
       while (i < n) {
         if (dialect === 'mysql' && sql[i] === '\\' && c !== '`') { i += 2; continue; }
@@ -216,7 +307,7 @@ function splitCode(sql: string, dialect: Dialect): string[] {
         i++;
       }
       i++;
-      cur += ' _ ';
+      cur += keepStrings ? sql.slice(from, i) : ' _ ';
       continue;
     }
     if (c === '$' && dialect === 'pg') {
@@ -224,8 +315,9 @@ function splitCode(sql: string, dialect: Dialect): string[] {
       if (m && !(i > 0 && /[A-Za-z0-9_]/.test(sql[i - 1]!))) {
         const tag = m[0];
         const end = sql.indexOf(tag, i + tag.length);
+        const from = i;
         i = end < 0 ? n : end + tag.length;
-        cur += ' _ ';
+        cur += keepStrings ? sql.slice(from, i) : ' _ ';
         continue;
       }
     }
@@ -310,4 +402,87 @@ export function statementKind(sql: string): string | null {
     return k[0]!;
   }
   return null;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Statements that run the text of a string                                                   */
+/* ------------------------------------------------------------------------------------------ */
+
+const RUNS_TEXT = /^[\s(]*(?:PREPARE\s+(?:`(?:[^`]|``)+`|[A-Za-z0-9_$]+)\s+FROM|EXECUTE\s+IMMEDIATE)\s+/i;
+const PG_DO = /^[\s(]*DO\s+(?:LANGUAGE\s+\S+\s+)?_/i;
+
+/**
+ * MySQL string literals one after another ('a' 'b' is 'ab'), optionally after a character set
+ * introducer (_utf8mb4'…', N'…'), decoded with backslash escapes (`escapes`) or without them
+ * (NO_BACKSLASH_ESCAPES). null when the text is anything else (a variable, CONCAT(…), 0x…).
+ */
+function mysqlLiterals(s: string, escapes: boolean): string | null {
+  let i = 0;
+  let out = '';
+  let any = false;
+  const n = s.length;
+  for (;;) {
+    while (i < n && /\s/.test(s[i]!)) i++;
+    if (i >= n) return any ? out : null;
+    const intro = /^(?:_[A-Za-z0-9]+|[Nn])\s*(?=['"])/.exec(s.slice(i, i + 40));
+    if (intro) i += intro[0].length;
+    const q = s[i];
+    if (q !== "'" && q !== '"') return null;
+    i++;
+    let closed = false;
+    while (i < n) {
+      const c = s[i]!;
+      if (escapes && c === '\\' && i + 1 < n) {
+        const e = s[i + 1]!;
+        const map: Record<string, string> = { n: '\n', t: '\t', r: '\r', b: '\b', '0': '\0', Z: '\x1a', '%': '\\%', _: '\\_' };
+        out += map[e] ?? e;
+        i += 2;
+        continue;
+      }
+      if (c === q) {
+        if (s[i + 1] === q) { out += q; i += 2; continue; }
+        i++;
+        closed = true;
+        break;
+      }
+      out += c;
+      i++;
+    }
+    if (!closed) return null;
+    any = true;
+  }
+}
+
+/**
+ * What a SQL text runs beyond its own statements: the texts of PREPARE … FROM '…' and EXECUTE
+ * IMMEDIATE '…' (MySQL/MariaDB; both decodings of backslashes), and what the gateway cannot read:
+ * those statements with a variable or an expression, PostgreSQL DO blocks.
+ */
+export function sqlReading(sql: string, depth = 0): { texts: string[]; uncertain: Uncertainty[] } {
+  const texts: string[] = [];
+  const uncertain: Uncertainty[] = [];
+  if (!/\b(PREPARE|EXECUTE|DO)\b/i.test(sql)) return { texts, uncertain };
+  for (const code of splitCode(sql, 'pg')) {
+    if (PG_DO.test(code)) uncertain.push({ what: 'a DO block', scope: 'command' });
+  }
+  for (const stmt of splitCode(sql, 'mysql', true)) {
+    const m = RUNS_TEXT.exec(stmt);
+    if (!m) continue;
+    const rest = stmt.slice(m[0].length).replace(/\s+/g, ' ').trim();
+    const head = m[0].trim().replace(/\s+/g, ' ').replace(/^\(+/, '');
+    const decoded = [...new Set([mysqlLiterals(rest, true), mysqlLiterals(rest, false)].filter((x): x is string => x !== null))];
+    if (!decoded.length) {
+      uncertain.push({ what: `${head} ${rest.length > 30 ? `${rest.slice(0, 29)}…` : rest}`, scope: 'command' });
+      continue;
+    }
+    for (const d of decoded) {
+      texts.push(d);
+      if (depth < 4) {
+        const inner = sqlReading(d, depth + 1);
+        texts.push(...inner.texts);
+        uncertain.push(...inner.uncertain);
+      }
+    }
+  }
+  return { texts, uncertain };
 }

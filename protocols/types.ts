@@ -13,16 +13,17 @@
  */
 import type { Logger } from 'pino';
 import type { Clock } from '../policies/clock.js';
+import type { ShellReading, Uncertainty } from '../policies/shell.js';
 import type { Secret } from '../auth/secret.js';
 import type { Principal } from '../auth/types.js';
 import type { GrantRecord, LeaseRecord } from '../proxy/store/types.js';
 import type { SecretRef } from '../auth/secret.js';
 import type { TargetConfig, RoleConfig } from './config.js';
 import type { CommandRuleConfig } from '../policies/config.js';
-import type { RuleDecision } from '../policies/rules.js';
+import type { RuleCheckOptions, RuleDecision } from '../policies/rules.js';
 import type { SessionRecording } from '../recorder/types.js';
 
-export type { TargetConfig, RoleConfig, SecretRef, CommandRuleConfig, RuleDecision };
+export type { TargetConfig, RoleConfig, SecretRef, CommandRuleConfig, RuleDecision, RuleCheckOptions };
 
 export interface ListenerAddress {
   host: string;
@@ -122,7 +123,9 @@ export interface LiveSession {
    */
   lease<T>(kind: string, data: Record<string, unknown>, create: (leaseId: string) => Promise<LeaseResult<T>>): Promise<T>;
   /** Check a command line / statement / request against the session's rules. Deny/kill/alert are audited here; on 'kill' the proxy terminates the session right after. */
-  check(text: string, opts?: { kind?: string; channel?: string; method?: string; path?: string }): RuleDecision;
+  check(text: string, opts?: RuleCheckOptions): RuleDecision;
+  /** The command rules of the session's role (config order), e.g. to enforce them in the target too. */
+  readonly commandRules: readonly CommandRuleConfig[];
   /** Called once when the gateway ends the session (kill, lock, expiry, revoke, forbidden). The module must close both sides and then call end(). */
   onTerminate(handler: (reason: EndReason) => void): void;
   /** Called before the grant ends (message to show, ms left). */

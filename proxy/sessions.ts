@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { Clock, TimerHandle } from '../policies/clock.js';
 import type { Store, LeaseRecord, SessionRecord, GrantRecord, LockRecord } from './store/types.js';
 import type {
-  Authorized, EndReason, LeaseResult, LiveSession, ProtocolContext, ProtocolModule, RuleDecision,
+  Authorized, EndReason, LeaseResult, LiveSession, ProtocolContext, ProtocolModule, RuleCheckOptions, RuleDecision,
 } from '../protocols/types.js';
 import type { SessionRecording, LiveBus } from '../recorder/types.js';
 import type { Principal } from '../auth/types.js';
@@ -13,7 +13,11 @@ import type { AuditLog } from './audit.js';
 import { redactStatement } from '../recorder/index.js';
 import { runInSession, describeError } from './safety.js';
 
-export interface RuleChecker { check(text: string, opts?: { kind?: string; method?: string; path?: string }): RuleDecision }
+export interface RuleChecker {
+  check(text: string, opts?: RuleCheckOptions): RuleDecision;
+  /** The rules of the role, in config order. */
+  readonly list?: readonly CommandRuleConfig[];
+}
 
 export interface SessionDeps {
   store: Store;
@@ -75,6 +79,8 @@ class Session implements LiveSession {
 
   get identity(): string { return this.principal.sub; }
 
+  get commandRules(): readonly CommandRuleConfig[] { return this.rules.list ?? []; }
+
   async lease<T>(kind: string, data: Record<string, unknown>, create: (leaseId: string) => Promise<LeaseResult<T>>): Promise<T> {
     if (this.ended || this.terminating) throw new Error(`session is ending: ${this.terminating?.message ?? 'ended'}`);
     const rec: LeaseRecord = {
@@ -99,15 +105,28 @@ class Session implements LiveSession {
     }
   }
 
-  check(text: string, opts: { kind?: string; channel?: string; method?: string; path?: string } = {}): RuleDecision {
+  check(text: string, opts: RuleCheckOptions = {}): RuleDecision {
     const d = this.rules.check(text, opts);
-    if (d.action === 'allow') return d;
+    if (d.action === 'allow' && !d.uncertain) return d;
     // Redacted as in the query log (no PASSWORD '…' literals in the audit log or alerts), then shortened.
     const redacted = redactStatement(text);
     const shown = redacted.length > 500 ? `${redacted.slice(0, 500)}…` : redacted;
-    void this.deps.audit.append(this.identity, `session.rule.${d.action}`, this.id, {
-      target: this.target.name, text: shown, kind: opts.kind ?? null, pattern: d.rule?.pattern ?? null, kinds: d.rule?.kinds ?? null,
-    });
+    if (d.strict || d.action === 'allow') {
+      // A text the gateway cannot read. A terminal line may be a password typed at a prompt, so
+      // only its recording holds the line; the audit event says what could not be read.
+      const line = opts.kind === 'shell';
+      void this.deps.audit.append(this.identity, 'session.rule.uncertain', this.id, {
+        target: this.target.name, kind: opts.kind ?? null, ...(opts.channel ? { channel: opts.channel } : {}),
+        uncertain: d.uncertain ?? [], strict: d.strict === true, action: d.action,
+        ...(line ? { commands: [...new Set((opts.shell?.commands ?? []).flatMap((c) => c.commands))].slice(0, 20) } : { text: shown }),
+      });
+      if (d.action === 'allow') return d;
+    } else {
+      void this.deps.audit.append(this.identity, `session.rule.${d.action}`, this.id, {
+        target: this.target.name, text: shown, kind: opts.kind ?? null, pattern: d.rule?.pattern ?? null, kinds: d.rule?.kinds ?? null,
+        ...(d.rule?.commands ? { commands: d.rule.commands } : {}), ...(d.uncertain ? { uncertain: d.uncertain } : {}),
+      });
+    }
     if (d.action === 'alert' || d.action === 'kill') {
       this.deps.notify({ kind: 'rule', action: d.action, session: this.id, identity: this.identity, target: this.target.name, text: shown });
     }

@@ -1,7 +1,7 @@
 /** The mssql target's own config sections (credentials, options, roles), validated here. */
 import { z } from 'zod';
 import type { ProtocolContext, TargetConfig, RoleConfig } from '../types.js';
-import { isSecretRef } from '../../proxy/config.js';
+import { isSecretRef } from '../../auth/secret.js';
 
 /** sysname: 1 to 128 characters, no NUL (quoted with QUOTENAME rules wherever it is used). */
 const sysname = z.string().min(1).max(128).refine((s) => !s.includes('\0'), 'no NUL characters');

@@ -12,6 +12,7 @@ import { TLSSocket } from 'node:tls';
 import type { ProtocolContext, AuthOutcome } from '../types.js';
 import { Secret } from '../../auth/secret.js';
 import type { PacketConn } from './conn.js';
+import type { GreetingOffer } from './flavour.js';
 import {
   CAP, ER, GATEWAY_CAPS, STATUS, buildAuthMoreData, buildAuthSwitch, buildErr, buildGreeting, checkNativeToken,
   makeNonce, parseHandshakeResponse, xor, ProtocolError, type ErrSpec, type HandshakeResponse,
@@ -71,18 +72,23 @@ function stripNul(b: Buffer): string {
   return (end >= 0 ? b.subarray(0, end) : b).toString('utf8');
 }
 
-/** Run the handshake; throws Refusal (send it as ERR), ProtocolError or a connection error. */
-export async function serverHandshake(ctx: ProtocolContext, conn: PacketConn, clientAddr: string): Promise<ClientHello> {
+/**
+ * Run the handshake; throws Refusal (send it as ERR), ProtocolError or a connection error.
+ * offer: the version and capabilities to greet with (what the targets behind this listener have).
+ */
+export async function serverHandshake(ctx: ProtocolContext, conn: PacketConn, clientAddr: string, offer?: GreetingOffer): Promise<ClientHello> {
   const nonce = makeNonce();
   const connectionId = nextConnectionId;
   nextConnectionId = nextConnectionId >= 0x7ffffff0 ? 0x40000000 : nextConnectionId + 1;
   const tlsAvailable = !!(ctx.tls?.cert && ctx.tls?.key);
-  const caps = tlsAvailable ? GATEWAY_CAPS : GATEWAY_CAPS & ~CAP.SSL;
+  const offered = offer?.caps ?? GATEWAY_CAPS;
+  const caps = tlsAvailable ? offered | CAP.SSL : offered & ~CAP.SSL;
   conn.send(buildGreeting({
-    serverVersion: SERVER_VERSION,
+    serverVersion: offer?.version ?? SERVER_VERSION,
     connectionId,
     nonce,
     caps,
+    extCaps: offer?.extCaps ?? 0,
     charset: 45,
     status: STATUS.AUTOCOMMIT,
     authPlugin: NATIVE,

@@ -31,11 +31,12 @@ import type {
 import type { LeaseRecord } from '../../proxy/store/types.js';
 import type { Secret } from '../../auth/secret.js';
 import { PacketConn, ConnClosedError } from './conn.js';
-import { CAP, ER, ProtocolError, buildErr, frame, nativeVerifier, tg, type ErrSpec } from './packets.js';
+import { CAP, COM, ER, GATEWAY_CAPS, ProtocolError, buildErr, frame, nativeVerifier, tg, type ErrSpec } from './packets.js';
 import { serverHandshake, Refusal } from './handshake.js';
 import { loginUpstream, parseAddress, UpstreamError, upstreamTls } from './upstream.js';
+import { Flavours, type GreetingOffer } from './flavour.js';
 import {
-  adminConnect, killThread, dropSessionUser, mintSessionUser, sessionUserName, userHost, validateMysqlTarget,
+  LEASE_KIND, adminConnect, adminCredential, killThread, dropSessionUser, mintSessionUser, sessionUserName, userHost, validateMysqlTarget,
 } from './provisioner.js';
 import { MysqlRelay } from './relay.js';
 import { startMariadbDemo } from './demo.js';
@@ -67,7 +68,41 @@ function shellQuote(s: string): string {
 /** Gateway connection id -> who holds it and the server thread behind it (for KILL QUERY / Ctrl-C). */
 const liveConnections = new Map<number, { sub: string; target: string; thread: number }>();
 
-async function handleConnection(ctx: ProtocolContext, sock: Socket, preauth: Preauth, log: Logger): Promise<void> {
+/** How long the greeting may wait, at listener start, to learn what the targets are. */
+const PROBE_TIMEOUT_MS = 5_000;
+
+/**
+ * Log in to a MySQL target with its admin credential to learn its greeting (a complete login and
+ * COM_QUIT: a bare TCP probe would count as a handshake error on the server).
+ */
+async function learnTarget(ctx: ProtocolContext, flavours: Flavours, log: Logger, name: string): Promise<void> {
+  const target = ctx.target(name);
+  if (!target) return;
+  try {
+    const admin = adminCredential(ctx, target);
+    const up = await loginUpstream({
+      address: parseAddress(target.address), user: admin.user, password: admin.password.reveal(), database: null,
+      clientCaps: GATEWAY_CAPS, charset: 45, maxPacket: 16 * 1024 * 1024, allowLocalFiles: false,
+      tls: upstreamTls(target), clock: ctx.clock, timeoutMs: PROBE_TIMEOUT_MS,
+      onGreeting: (g) => flavours.learn(target.name, g),
+    });
+    up.conn.send(Buffer.from([COM.QUIT]), 0);
+    up.conn.end();
+  } catch (e) {
+    if (!flavours.known(target.name)) log.info({ target: target.name, err: (e as Error).message }, 'could not learn the MySQL target\'s version (the greeting stays generic until it is reached)');
+  }
+}
+
+/** Learn the MySQL targets not known yet (see Flavours.ensure). */
+function learnTargets(ctx: ProtocolContext, flavours: Flavours, log: Logger): Promise<void> {
+  return flavours.ensure(mysqlTargets(ctx).map((t) => t.name), (name) => learnTarget(ctx, flavours, log, name), ctx.clock.now());
+}
+
+function mysqlTargets(ctx: ProtocolContext): TargetConfig[] {
+  return ctx.targets().filter((t) => t.protocol === 'mysql');
+}
+
+async function handleConnection(ctx: ProtocolContext, sock: Socket, preauth: Preauth, log: Logger, flavours: Flavours): Promise<void> {
   const clientAddr = formatAddr(sock.remoteAddress, sock.remotePort);
   const client = new PacketConn(sock, MAX_HANDSHAKE_PACKET);
   const refuse = (spec: ErrSpec, message: string) => {
@@ -77,8 +112,11 @@ async function handleConnection(ctx: ProtocolContext, sock: Socket, preauth: Pre
   preauth.onTimeout((message) => refuse(ER.HANDSHAKE, message));
 
   let hello;
+  let offer: GreetingOffer;
   try {
-    hello = await serverHandshake(ctx, client, clientAddr);
+    await learnTargets(ctx, flavours, log);
+    offer = flavours.offer(mysqlTargets(ctx).map((t) => t.name));
+    hello = await serverHandshake(ctx, client, clientAddr, offer);
   } catch (e) {
     preauth.signedIn(); // ending now: the ERR below says why
     if (e instanceof Refusal) {
@@ -145,6 +183,9 @@ async function handleConnection(ctx: ProtocolContext, sock: Socket, preauth: Pre
       password,
       database: response.database || roleDb,
       clientCaps: response.caps,
+      clientExtCaps: response.extCaps & offer.extCaps,
+      attrs: response.attrsRaw,
+      onGreeting: (g) => flavours.learn(target.name, g),
       charset: response.charset,
       maxPacket: response.maxPacket || MAX_CLIENT_PACKET,
       allowLocalFiles: role['allowLoadDataLocal'] === true && !!(response.caps & CAP.LOCAL_FILES),
@@ -185,6 +226,7 @@ async function handleConnection(ctx: ProtocolContext, sock: Socket, preauth: Pre
     client,
     upstream: up.conn,
     clientCaps: response.caps,
+    extCaps: up.extCaps,
     allowLoadDataLocal: role['allowLoadDataLocal'] === true,
   });
   relay.start();
@@ -200,7 +242,9 @@ export const mysqlModule: ProtocolModule = {
 
   async listen(ctx: ProtocolContext, address: ListenerAddress): Promise<ProtocolListener> {
     const log = ctx.log.child({ protocol: 'mysql' });
-    const listener = await listenTcp(address, log, 'mysql', (sock, preauth) => handleConnection(ctx, sock, preauth, log), {
+    const flavours = new Flavours();
+    void learnTargets(ctx, flavours, log); // ready before the first client, usually
+    const listener = await listenTcp(address, log, 'mysql', (sock, preauth) => handleConnection(ctx, sock, preauth, log, flavours), {
       clock: ctx.clock,
       // Over the caps: an ERR packet instead of the greeting, as a MySQL server with too many connections sends.
       refuse: (sock, message) => sock.end(frame(buildErr(ER.CON_COUNT, message, false), 0).bytes),

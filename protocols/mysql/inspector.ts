@@ -110,6 +110,8 @@ export function responseShape(command: number): ResponseShape | undefined {
   switch (command) {
     case COM.QUERY:
     case COM.STMT_EXECUTE:
+    case COM.STMT_BULK_EXECUTE: // OK or ERR (result sets only with BULK_UNIT_RESULTS, not offered)
+    case COM.PROCESS_INFO: // a result set, like SHOW PROCESSLIST
       return 'resultset';
     case COM.STMT_PREPARE:
       return 'prepare';
@@ -122,14 +124,13 @@ export function responseShape(command: number): ResponseShape | undefined {
       return 'none';
     case COM.INIT_DB:
     case COM.PING:
-    case COM.STATISTICS:
+    case COM.STATISTICS: // a bare string packet
     case COM.PROCESS_KILL:
     case COM.REFRESH:
     case COM.STMT_RESET:
-    case COM.SET_OPTION:
+    case COM.SET_OPTION: // EOF or ERR
     case COM.RESET_CONNECTION:
     case COM.DEBUG:
-    case COM.PROCESS_INFO:
       return 'single';
     default:
       return undefined;
@@ -142,32 +143,67 @@ export interface TrackResult {
   localInfile?: boolean;
 }
 
+export interface TrackerOptions {
+  /** CLIENT_DEPRECATE_EOF: no EOF after column definitions; a 0xFE-headed OK ends a result set. */
+  deprecateEof: boolean;
+  /** MARIADB_CLIENT_CACHE_METADATA: a column count is followed by a "metadata follows" byte. */
+  cacheMetadata?: boolean;
+  /** A COM_STMT_EXECUTE that asked for a cursor: the server may answer with the metadata only. */
+  cursor?: boolean;
+}
+
+type TrackerState = 'first' | 'cols' | 'colsEof' | 'rows' | 'prepParams' | 'prepParamsEof' | 'prepCols' | 'prepColsEof' | 'done' | 'infile';
+
 /**
  * Follows one command's response. feed() every server packet payload in order; it says when the
- * response is complete. Counts result rows (or affected rows) and keeps the first error.
+ * response is complete. Counts result rows (or affected rows) and keeps the first error. What it
+ * follows, per shape:
+ *   - result sets (COM_QUERY, COM_STMT_EXECUTE): OK | ERR | LOCAL INFILE request | column count
+ *     [metadata-follows byte] column definitions [EOF] rows (text or binary) EOF/OK-0xFE | ERR,
+ *     chained while the status says SERVER_MORE_RESULTS_EXISTS (multi-statements, CALL with its
+ *     result sets and final OK or SIGNALed ERR); with a cursor, the metadata alone;
+ *   - COM_STMT_PREPARE: OK(id, columns, params) then parameter and column definitions [EOFs];
+ *   - COM_STMT_FETCH: rows then EOF/OK-0xFE (LAST_ROW_SENT or CURSOR_EXISTS) or ERR.
+ * Status flags are only believed where they mean something: SERVER_STATUS_CURSOR_EXISTS is also
+ * set while a stored procedure has a cursor open, so it ends a response only after a cursor was
+ * asked for and without MORE_RESULTS_EXISTS.
  */
 export class ResponseTracker {
   rows = 0;
   affected = 0;
+  /** The last insert id of the last OK (64-bit unsigned). */
+  insertId = 0n;
+  warnings = 0;
   error: string | null = null;
   /** For COM_STMT_PREPARE: the statement id and parameter count the server assigned. */
   stmtId: number | null = null;
   params = 0;
   sawResultSet = false;
-  private state: 'first' | 'cols' | 'colsEof' | 'rows' | 'prepParams' | 'prepParamsEof' | 'prepCols' | 'prepColsEof' | 'done' | 'infile';
+  /** Packets fed so far (the one that could not be followed is packet number `packets`). */
+  packets = 0;
+  private st: TrackerState;
   private remaining = 0;
   private prepCols = 0;
+  private readonly deprecateEof: boolean;
+  private readonly cacheMetadata: boolean;
+  private readonly cursor: boolean;
 
-  constructor(private shape: ResponseShape, private deprecateEof: boolean) {
-    this.state = shape === 'fetch' ? 'rows' : 'first';
-    if (shape === 'none') this.state = 'done';
+  constructor(private shape: ResponseShape, opts: TrackerOptions) {
+    this.deprecateEof = opts.deprecateEof;
+    this.cacheMetadata = !!opts.cacheMetadata;
+    this.cursor = !!opts.cursor;
+    this.st = shape === 'fetch' ? 'rows' : 'first';
+    if (shape === 'fetch') this.sawResultSet = true; // rows of the result set a cursor holds
+    if (shape === 'none') this.st = 'done';
   }
 
-  get done(): boolean { return this.state === 'done'; }
+  get done(): boolean { return this.st === 'done'; }
+  /** Where in the response the tracker is (for logs). */
+  get state(): string { return this.st; }
 
   /** After the client finished sending a LOCAL INFILE file, the server answers with OK/ERR. */
   infileSent(): void {
-    if (this.state === 'infile') this.state = 'first';
+    if (this.st === 'infile') this.st = 'first';
   }
 
   private fail(p: Buffer): TrackResult {
@@ -177,36 +213,46 @@ export class ResponseTracker {
     } catch {
       this.error ??= 'malformed error packet';
     }
-    this.state = 'done';
+    this.st = 'done';
+    return { done: true };
+  }
+
+  private finishOrChain(status: number, warnings: number): TrackResult {
+    this.warnings += warnings;
+    if (status & STATUS.MORE_RESULTS_EXISTS && this.shape === 'resultset') {
+      this.st = 'first';
+      return { done: false };
+    }
+    this.st = 'done';
     return { done: true };
   }
 
   private endOfSet(p: Buffer): TrackResult {
-    const status = this.deprecateEof ? parseOk(p).status : parseEof(p).status;
-    if (status & STATUS.MORE_RESULTS_EXISTS && this.shape === 'resultset') {
-      this.state = 'first';
-      return { done: false };
+    if (this.deprecateEof) {
+      const ok = parseOk(p);
+      return this.finishOrChain(ok.status, ok.warnings);
     }
-    this.state = 'done';
-    return { done: true };
+    const eof = parseEof(p);
+    return this.finishOrChain(eof.status, eof.warnings);
   }
 
   feed(p: Buffer): TrackResult {
-    switch (this.state) {
+    this.packets++;
+    if (p.length === 0) throw new ProtocolError('empty response packet', 0);
+    switch (this.st) {
       case 'done':
-        throw new ProtocolError('server sent a packet after the response ended');
+        throw new ProtocolError('server sent a packet after the response ended', 0);
       case 'infile':
-        throw new ProtocolError('server sent a packet while the client was sending a file');
+        throw new ProtocolError('server sent a packet while the client was sending a file', 0);
       case 'first': {
-        if (p.length === 0) throw new ProtocolError('empty response packet');
         if (isErr(p)) return this.fail(p);
-        if (this.shape === 'single' ) { this.state = 'done'; return { done: true }; }
+        if (this.shape === 'single') { this.st = 'done'; return { done: true }; }
         if (this.shape === 'fieldlist') {
-          if (isEofLike(p, this.deprecateEof)) { this.state = 'done'; return { done: true }; }
+          if (isEofLike(p, this.deprecateEof)) { this.st = 'done'; return { done: true }; }
           return { done: false }; // a column definition
         }
         if (this.shape === 'prepare') {
-          if (p[0] !== 0x00) throw new ProtocolError('unexpected answer to COM_STMT_PREPARE');
+          if (p[0] !== 0x00) throw new ProtocolError('unexpected answer to COM_STMT_PREPARE', 0);
           const c = new Cursor(p);
           c.u8();
           this.stmtId = c.u32('statement id');
@@ -216,32 +262,48 @@ export class ResponseTracker {
         }
         if (p[0] === 0x00) {
           const ok = parseOk(p);
-          this.affected += ok.affectedRows;
-          if (ok.status & STATUS.MORE_RESULTS_EXISTS) return { done: false };
-          this.state = 'done';
-          return { done: true };
+          this.affected += Number(ok.affectedRows);
+          this.insertId = ok.insertId;
+          return this.finishOrChain(ok.status, ok.warnings);
         }
         if (p[0] === 0xfb) {
-          this.state = 'infile';
+          this.st = 'infile';
           return { done: false, localInfile: true };
         }
         const c = new Cursor(p);
         const cols = c.lenenc('column count');
-        if (cols === 0) throw new ProtocolError('result set without columns');
+        if (cols === 0) throw new ProtocolError('result set without columns', 0);
+        let metadata = true;
+        if (this.cacheMetadata) {
+          const follows = c.u8('metadata follows');
+          if (follows > 1) throw new ProtocolError(`invalid metadata-follows flag ${follows}`, c.off - 1);
+          metadata = follows === 1;
+        }
         this.sawResultSet = true;
+        if (!metadata) {
+          // the client has the column definitions of this statement already
+          this.st = this.deprecateEof ? 'rows' : 'colsEof';
+          return { done: false };
+        }
         this.remaining = cols;
-        this.state = 'cols';
+        this.st = 'cols';
         return { done: false };
       }
       case 'cols':
         if (isErr(p)) return this.fail(p);
-        if (--this.remaining === 0) this.state = this.deprecateEof ? 'rows' : 'colsEof';
+        if (--this.remaining === 0) this.st = this.deprecateEof ? 'rows' : 'colsEof';
         return { done: false };
       case 'colsEof': {
-        if (!isEofLike(p, false)) throw new ProtocolError('expected EOF after column definitions');
+        // the server may fail after sending the metadata (e.g. while materialising a cursor)
+        if (isErr(p)) return this.fail(p);
+        if (!isEofLike(p, false)) throw new ProtocolError(`expected EOF after column definitions, got 0x${p[0]!.toString(16)}`, 0);
         const { status } = parseEof(p);
-        if (status & STATUS.CURSOR_EXISTS) { this.state = 'done'; return { done: true }; }
-        this.state = 'rows';
+        if (this.cursor && status & STATUS.CURSOR_EXISTS && !(status & STATUS.MORE_RESULTS_EXISTS)) {
+          // a cursor was opened: the rows come with COM_STMT_FETCH
+          this.st = 'done';
+          return { done: true };
+        }
+        this.st = 'rows';
         return { done: false };
       }
       case 'rows':
@@ -251,23 +313,23 @@ export class ResponseTracker {
         return { done: false };
       case 'prepParams':
         if (--this.remaining === 0) {
-          if (!this.deprecateEof) { this.state = 'prepParamsEof'; return { done: false }; }
+          if (!this.deprecateEof) { this.st = 'prepParamsEof'; return { done: false }; }
           return this.prepColumns();
         }
         return { done: false };
       case 'prepParamsEof':
-        if (!isEofLike(p, false)) throw new ProtocolError('expected EOF after parameter definitions');
+        if (!isEofLike(p, false)) throw new ProtocolError('expected EOF after parameter definitions', 0);
         return this.prepColumns();
       case 'prepCols':
         if (--this.remaining === 0) {
-          if (!this.deprecateEof) { this.state = 'prepColsEof'; return { done: false }; }
-          this.state = 'done';
+          if (!this.deprecateEof) { this.st = 'prepColsEof'; return { done: false }; }
+          this.st = 'done';
           return { done: true };
         }
         return { done: false };
       case 'prepColsEof':
-        if (!isEofLike(p, false)) throw new ProtocolError('expected EOF after column definitions');
-        this.state = 'done';
+        if (!isEofLike(p, false)) throw new ProtocolError('expected EOF after column definitions', 0);
+        this.st = 'done';
         return { done: true };
     }
   }
@@ -275,7 +337,7 @@ export class ResponseTracker {
   private afterPrepHeader(): TrackResult {
     if (this.params > 0) {
       this.remaining = this.params;
-      this.state = 'prepParams';
+      this.st = 'prepParams';
       return { done: false };
     }
     return this.prepColumns();
@@ -284,10 +346,10 @@ export class ResponseTracker {
   private prepColumns(): TrackResult {
     if (this.prepCols > 0) {
       this.remaining = this.prepCols;
-      this.state = 'prepCols';
+      this.st = 'prepCols';
       return { done: false };
     }
-    this.state = 'done';
+    this.st = 'done';
     return { done: true };
   }
 }

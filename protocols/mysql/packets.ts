@@ -6,9 +6,12 @@ import { createHash, randomBytes } from 'node:crypto';
 import { ChunkQueue } from '../chunks.js';
 
 export class ProtocolError extends Error {
-  constructor(message: string) {
+  /** Where in the packet's payload parsing stopped, when known (for logs: never the payload itself). */
+  readonly offset?: number;
+  constructor(message: string, offset?: number) {
     super(message);
     this.name = 'ProtocolError';
+    if (offset !== undefined) this.offset = offset;
   }
 }
 
@@ -40,6 +43,28 @@ export const CAP = {
   SESSION_TRACK: 0x800000,
   DEPRECATE_EOF: 0x1000000,
 } as const;
+
+/**
+ * MariaDB's extended capability flags (bits 32..63 of the capabilities, as a 32-bit number). A
+ * MariaDB server leaves CLIENT_MYSQL (LONG_PASSWORD) unset in its greeting and puts them in the
+ * last 4 reserved bytes; a client that leaves CLIENT_MYSQL unset answers in the last 4 filler bytes.
+ */
+export const MARIADB_CAP = {
+  PROGRESS: 0x1,
+  COM_MULTI: 0x2,
+  STMT_BULK_OPERATIONS: 0x4,
+  EXTENDED_METADATA: 0x8,
+  CACHE_METADATA: 0x10,
+  BULK_UNIT_RESULTS: 0x20,
+} as const;
+
+/**
+ * The extended flags the gateway relays: extended column metadata (type names, format=json),
+ * metadata caching for prepared statements (followed by the inspector) and COM_STMT_BULK_EXECUTE
+ * (recorded like an execution). Not PROGRESS: its reports are ERR-shaped packets in the middle of
+ * a response (clients simply get no progress reports); not BULK_UNIT_RESULTS (MariaDB 11.5+).
+ */
+export const GATEWAY_EXT_CAPS = MARIADB_CAP.STMT_BULK_OPERATIONS | MARIADB_CAP.EXTENDED_METADATA | MARIADB_CAP.CACHE_METADATA;
 
 /** What the gateway offers clients and knows how to relay. */
 export const GATEWAY_CAPS =
@@ -94,6 +119,12 @@ export const COM = {
   RESET_CONNECTION: 0x1f,
   STMT_BULK_EXECUTE: 0xfa,
 } as const;
+
+const COM_NAMES = new Map<number, string>(Object.entries(COM).map(([k, v]) => [v, `COM_${k}`]));
+/** COM_QUERY, COM_STMT_EXECUTE... for logs and messages. */
+export function commandName(cmd: number): string {
+  return COM_NAMES.get(cmd) ?? `command 0x${cmd.toString(16)}`;
+}
 
 /** Error codes and SQLSTATEs the gateway sends. */
 export const ER = {
@@ -217,7 +248,7 @@ export class Cursor {
   constructor(readonly buf: Buffer) {}
   get left(): number { return this.buf.length - this.off; }
   need(n: number, what: string): void {
-    if (n < 0 || this.off + n > this.buf.length) throw new ProtocolError(`truncated packet (${what})`);
+    if (n < 0 || this.off + n > this.buf.length) throw new ProtocolError(`truncated packet (${what})`, this.off);
   }
   u8(what = 'u8'): number { this.need(1, what); return this.buf[this.off++]!; }
   u16(what = 'u16'): number { this.need(2, what); const v = this.buf.readUInt16LE(this.off); this.off += 2; return v; }
@@ -236,19 +267,27 @@ export class Cursor {
     this.off = end + 1;
     return b;
   }
-  lenenc(what = 'length-encoded integer'): number {
+  /** A length-encoded integer, any value up to 2^64 - 1 (e.g. affected rows, last insert id). */
+  lenencBig(what = 'length-encoded integer'): bigint {
+    const at = this.off;
     const first = this.u8(what);
-    if (first < 0xfb) return first;
-    if (first === 0xfc) return this.u16(what);
-    if (first === 0xfd) return this.u24(what);
+    if (first < 0xfb) return BigInt(first);
+    if (first === 0xfc) return BigInt(this.u16(what));
+    if (first === 0xfd) return BigInt(this.u24(what));
     if (first === 0xfe) {
       this.need(8, what);
       const v = this.buf.readBigUInt64LE(this.off);
       this.off += 8;
-      if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new ProtocolError(`${what} too large`);
-      return Number(v);
+      return v;
     }
-    throw new ProtocolError(`invalid ${what} (0x${first.toString(16)})`);
+    throw new ProtocolError(`invalid ${what} (0x${first.toString(16)})`, at);
+  }
+  /** A length-encoded count or length: a number (a length beyond 2^53 cannot be real). */
+  lenenc(what = 'length-encoded integer'): number {
+    const at = this.off;
+    const v = this.lenencBig(what);
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new ProtocolError(`${what} out of range`, at);
+    return Number(v);
   }
   lenencBytes(what = 'length-encoded string'): Buffer {
     const n = this.lenenc(what);
@@ -256,7 +295,9 @@ export class Cursor {
   }
 }
 
-export function lenencInt(n: number): Buffer {
+export function lenencInt(v: number | bigint): Buffer {
+  if (typeof v === 'bigint' && v > BigInt(0xffffff)) { const b = Buffer.alloc(9); b[0] = 0xfe; b.writeBigUInt64LE(v, 1); return b; }
+  const n = Number(v);
   if (n < 0xfb) return Buffer.from([n]);
   if (n <= 0xffff) { const b = Buffer.alloc(3); b[0] = 0xfc; b.writeUInt16LE(n, 1); return b; }
   if (n <= 0xffffff) { const b = Buffer.alloc(4); b[0] = 0xfd; b.writeUIntLE(n, 1, 3); return b; }
@@ -277,13 +318,16 @@ export interface Greeting {
   connectionId: number;
   nonce: Buffer;
   caps: number;
+  /** MariaDB's extended capabilities (MARIADB_CAP); 0 from a MySQL server (CLIENT_MYSQL set). */
+  extCaps: number;
   charset: number;
   status: number;
   authPlugin: string;
 }
 
-export function buildGreeting(g: Greeting): Buffer {
-  const caps = g.caps >>> 0;
+export function buildGreeting(g: Omit<Greeting, 'extCaps'> & { extCaps?: number }): Buffer {
+  // Extended capabilities are announced the MariaDB way: CLIENT_MYSQL unset, flags in the reserved bytes.
+  const caps = (g.extCaps ? g.caps & ~CAP.LONG_PASSWORD : g.caps) >>> 0;
   const head = Buffer.alloc(1 + 0);
   head[0] = 0x0a;
   const fixed = Buffer.alloc(4 + 8 + 1 + 2 + 1 + 2 + 2 + 1 + 10);
@@ -296,7 +340,8 @@ export function buildGreeting(g: Greeting): Buffer {
   fixed.writeUInt16LE(g.status, o); o += 2;
   fixed.writeUInt16LE(caps >>> 16, o); o += 2;
   fixed[o++] = g.nonce.length + 1;
-  // 10 reserved bytes stay zero
+  // 10 reserved bytes: zero, except MariaDB's extended capabilities in the last 4
+  if (g.extCaps) fixed.writeUInt32LE(g.extCaps >>> 0, o + 6);
   return Buffer.concat([
     head,
     Buffer.from(g.serverVersion + '\0', 'utf8'),
@@ -323,6 +368,7 @@ export function parseGreeting(payload: Buffer): Greeting {
   let charset = 0;
   let status = 0;
   let authLen = 0;
+  let extCaps = 0;
   let nonce: Buffer = n1;
   let authPlugin = 'mysql_native_password';
   if (c.left > 0) {
@@ -330,7 +376,8 @@ export function parseGreeting(payload: Buffer): Greeting {
     status = c.u16('status');
     caps = (caps | (c.u16('capabilities') << 16)) >>> 0;
     authLen = c.u8('auth data length');
-    c.bytes(10, 'reserved');
+    const reserved = c.bytes(10, 'reserved');
+    if (!(caps & CAP.LONG_PASSWORD)) extCaps = reserved.readUInt32LE(6);
     if (caps & CAP.SECURE_CONNECTION) {
       const n2len = Math.max(13, authLen - 8);
       const n2 = c.bytes(Math.min(n2len, c.left), 'nonce part 2');
@@ -338,11 +385,13 @@ export function parseGreeting(payload: Buffer): Greeting {
     }
     if (caps & CAP.PLUGIN_AUTH && c.left > 0) authPlugin = c.cstr('auth plugin', true).toString('latin1');
   }
-  return { serverVersion, connectionId, nonce, caps, charset, status, authPlugin };
+  return { serverVersion, connectionId, nonce, caps, extCaps, charset, status, authPlugin };
 }
 
 export interface HandshakeResponse {
   caps: number;
+  /** MariaDB extended capabilities the client asked for (0 when it left CLIENT_MYSQL set). */
+  extCaps: number;
   maxPacket: number;
   charset: number;
   /** Only the SSLRequest fields were present (32-byte payload with CLIENT_SSL). */
@@ -352,6 +401,8 @@ export interface HandshakeResponse {
   database: string | null;
   authPlugin: string | null;
   attrs: Record<string, string>;
+  /** The connection attributes exactly as sent (without their length prefix), to pass on upstream. */
+  attrsRaw: Buffer | null;
 }
 
 export function parseHandshakeResponse(payload: Buffer): HandshakeResponse {
@@ -360,10 +411,11 @@ export function parseHandshakeResponse(payload: Buffer): HandshakeResponse {
   if (!(caps & CAP.PROTOCOL_41)) throw new ProtocolError('client does not speak protocol 4.1');
   const maxPacket = c.u32('max packet size');
   const charset = c.u8('charset');
-  c.bytes(23, 'filler');
+  const filler = c.bytes(23, 'filler');
+  const extCaps = caps & CAP.LONG_PASSWORD ? 0 : filler.readUInt32LE(19);
   if (c.left === 0) {
     if (!(caps & CAP.SSL)) throw new ProtocolError('handshake response without user name');
-    return { caps, maxPacket, charset, sslRequest: true, user: '', authResponse: Buffer.alloc(0), database: null, authPlugin: null, attrs: {} };
+    return { caps, extCaps, maxPacket, charset, sslRequest: true, user: '', authResponse: Buffer.alloc(0), database: null, authPlugin: null, attrs: {}, attrsRaw: null };
   }
   const user = c.cstr('user name').toString('utf8');
   let authResponse: Buffer;
@@ -375,9 +427,11 @@ export function parseHandshakeResponse(payload: Buffer): HandshakeResponse {
   let authPlugin: string | null = null;
   if (caps & CAP.PLUGIN_AUTH && c.left > 0) authPlugin = c.cstr('auth plugin', true).toString('latin1');
   const attrs: Record<string, string> = {};
+  let attrsRaw: Buffer | null = null;
   if (caps & CAP.CONNECT_ATTRS && c.left > 0) {
     const total = c.lenenc('attributes length');
-    const a = new Cursor(c.bytes(total, 'attributes'));
+    attrsRaw = c.bytes(total, 'attributes');
+    const a = new Cursor(attrsRaw);
     let n = 0;
     while (a.left > 0 && n++ < 64) {
       const k = a.lenencBytes('attribute name').toString('utf8');
@@ -385,30 +439,38 @@ export function parseHandshakeResponse(payload: Buffer): HandshakeResponse {
       attrs[k.slice(0, 64)] = v.slice(0, 256);
     }
   }
-  return { caps, maxPacket, charset, sslRequest: false, user, authResponse, database, authPlugin, attrs };
+  return { caps, extCaps, maxPacket, charset, sslRequest: false, user, authResponse, database, authPlugin, attrs, attrsRaw };
 }
 
 export function buildHandshakeResponse(r: {
   caps: number; maxPacket: number; charset: number; user: string; authResponse: Buffer;
   database: string | null; authPlugin: string;
+  /** MariaDB extended capabilities (CLIENT_MYSQL is then left unset). */
+  extCaps?: number;
+  /** Connection attributes (the body after the length prefix), sent when caps has CONNECT_ATTRS. */
+  attrs?: Buffer | null;
 }): Buffer {
   const head = Buffer.alloc(32);
-  head.writeUInt32LE(r.caps >>> 0, 0);
+  const ext = r.extCaps ?? 0;
+  head.writeUInt32LE((ext ? r.caps & ~CAP.LONG_PASSWORD : r.caps) >>> 0, 0);
   head.writeUInt32LE(r.maxPacket >>> 0, 4);
   head[8] = r.charset;
+  if (ext) head.writeUInt32LE(ext >>> 0, 28);
   const parts: Buffer[] = [head, Buffer.from(r.user + '\0', 'utf8')];
   if (r.caps & CAP.PLUGIN_AUTH_LENENC_CLIENT_DATA) parts.push(lenencInt(r.authResponse.length), r.authResponse);
   else parts.push(Buffer.from([r.authResponse.length]), r.authResponse);
   if (r.caps & CAP.CONNECT_WITH_DB) parts.push(Buffer.from((r.database ?? '') + '\0', 'utf8'));
   if (r.caps & CAP.PLUGIN_AUTH) parts.push(Buffer.from(r.authPlugin + '\0', 'latin1'));
+  if (r.caps & CAP.CONNECT_ATTRS) parts.push(lenencInt(r.attrs?.length ?? 0), r.attrs ?? Buffer.alloc(0));
   return Buffer.concat(parts);
 }
 
-export function buildSslRequest(caps: number, maxPacket: number, charset: number): Buffer {
+export function buildSslRequest(caps: number, maxPacket: number, charset: number, extCaps = 0): Buffer {
   const b = Buffer.alloc(32);
-  b.writeUInt32LE(caps >>> 0, 0);
+  b.writeUInt32LE((extCaps ? caps & ~CAP.LONG_PASSWORD : caps) >>> 0, 0);
   b.writeUInt32LE(maxPacket >>> 0, 4);
   b[8] = charset;
+  if (extCaps) b.writeUInt32LE(extCaps >>> 0, 28);
   return b;
 }
 
@@ -428,7 +490,7 @@ export function buildErr(spec: ErrSpec, message: string, withState = true): Buff
   return Buffer.concat([h, Buffer.from(withState ? '#' + spec.state : '', 'latin1'), Buffer.from(message.slice(0, 1000), 'utf8')]);
 }
 
-export function buildOk(opts: { affectedRows?: number; insertId?: number; status?: number; warnings?: number; sessionTrack?: boolean } = {}): Buffer {
+export function buildOk(opts: { affectedRows?: number | bigint; insertId?: number | bigint; status?: number; warnings?: number; sessionTrack?: boolean } = {}): Buffer {
   const parts: Buffer[] = [Buffer.from([0x00]), lenencInt(opts.affectedRows ?? 0), lenencInt(opts.insertId ?? 0)];
   const sw = Buffer.alloc(4);
   sw.writeUInt16LE(opts.status ?? STATUS.AUTOCOMMIT, 0);
@@ -460,14 +522,19 @@ export function parseErr(payload: Buffer): ErrInfo {
   return { code, state, message: c.rest().toString('utf8') };
 }
 
-export interface OkInfo { affectedRows: number; insertId: number; status: number; warnings: number }
+/** Affected rows and the last insert id are 64-bit unsigned: BigInt, exact up to 2^64 - 1. */
+export interface OkInfo { affectedRows: bigint; insertId: bigint; status: number; warnings: number }
 
-/** OK packet (0x00) or, with DEPRECATE_EOF, the 0xFE-headed OK that ends a result set. */
+/**
+ * OK packet (0x00) or, with DEPRECATE_EOF, the 0xFE-headed OK that ends a result set. What follows
+ * the warnings (the info text and, with CLIENT_SESSION_TRACK, the session state changes) is the
+ * client's business and not read here.
+ */
 export function parseOk(payload: Buffer): OkInfo {
   const c = new Cursor(payload);
   c.u8('header');
-  const affectedRows = c.lenenc('affected rows');
-  const insertId = c.lenenc('insert id');
+  const affectedRows = c.lenencBig('affected rows');
+  const insertId = c.lenencBig('insert id');
   const status = c.left >= 2 ? c.u16('status') : 0;
   const warnings = c.left >= 2 ? c.u16('warnings') : 0;
   return { affectedRows, insertId, status, warnings };

@@ -9,6 +9,7 @@ import type { ProtocolContext, TargetConfig, RoleConfig, LiveSession } from '../
 import type { Secret } from '../../auth/secret.js';
 import { connect as netConnect } from 'node:net';
 import { parseAddress, upstreamTls, verifiesServer } from './upstream.js';
+import { reduceGrant, withheldPrivileges } from './privileges.js';
 
 export const LEASE_KIND = 'mysql-user';
 
@@ -168,10 +169,16 @@ function cleanError(e: unknown, password: string): Error {
   return new Error(err.errno ? `${err.errno} (${err.sqlState ?? 'HY000'}): ${msg}` : msg);
 }
 
-/** Create the session user and grant the role (on `admin` when given); on failure the caller's lease revocation drops it. */
-export async function createSessionUser(ctx: ProtocolContext, target: TargetConfig, role: RoleConfig, user: string, host: string, password: string, admin?: mysql.Connection): Promise<{ server: string }> {
+/** What the session user did not get because the rules deny the statements that need it. */
+export interface Withheld { privileges: string[]; grants: { grant: string; withheld: string[] }[]; notReduced: string[] }
+
+/**
+ * Create the session user and grant the role (on `admin` when given), without the privileges in
+ * `withhold` (see ./privileges.ts); on failure the caller's lease revocation drops it.
+ */
+export async function createSessionUser(ctx: ProtocolContext, target: TargetConfig, role: RoleConfig, user: string, host: string, password: string, admin?: mysql.Connection, withhold: string[] = []): Promise<{ server: string; withheld: Withheld }> {
   try {
-    return await createSessionUserRaw(ctx, target, role, user, host, password, admin);
+    return await createSessionUserRaw(ctx, target, role, user, host, password, admin, withhold);
   } catch (e) {
     throw cleanError(e, password);
   }
@@ -184,10 +191,12 @@ export async function createSessionUser(ctx: ProtocolContext, target: TargetConf
  */
 export async function mintSessionUser(ctx: ProtocolContext, session: LiveSession, target: TargetConfig, role: RoleConfig, user: string, host: string): Promise<string> {
   const admin = await adminConnect(ctx, target).catch((e: unknown) => { throw cleanError(e, ''); });
+  const withhold = withheldPrivileges(session.commandRules);
   try {
     return await session.lease<string>(LEASE_KIND, { user, host }, async () => {
       const pw = randomPassword();
-      const { server } = await createSessionUser(ctx, target, role, user, host, pw, admin);
+      const { server, withheld } = await createSessionUser(ctx, target, role, user, host, pw, admin, withhold);
+      if (withhold.length) session.audit('mysql.privileges', { ...withheld });
       return { credential: pw, data: { server } };
     });
   } finally {
@@ -195,7 +204,7 @@ export async function mintSessionUser(ctx: ProtocolContext, session: LiveSession
   }
 }
 
-async function createSessionUserRaw(ctx: ProtocolContext, target: TargetConfig, role: RoleConfig, user: string, host: string, password: string, admin?: mysql.Connection): Promise<{ server: string }> {
+async function createSessionUserRaw(ctx: ProtocolContext, target: TargetConfig, role: RoleConfig, user: string, host: string, password: string, admin: mysql.Connection | undefined, withhold: string[]): Promise<{ server: string; withheld: Withheld }> {
   return withAdmin(ctx, target, async (c) => {
     const [rows] = await c.query('SELECT VERSION() AS v');
     const version = String((rows as { v: string }[])[0]?.v ?? '');
@@ -203,18 +212,24 @@ async function createSessionUserRaw(ctx: ProtocolContext, target: TargetConfig, 
     const acct = account(user, host);
     // MySQL 8 defaults to caching_sha2_password; both are handled by our upstream login.
     await c.query(`CREATE USER ${acct} IDENTIFIED BY ${quoteLiteral(password)}`);
+    const withheld: Withheld = { privileges: withhold, grants: [], notReduced: [] };
     for (const g of roleGrants(role)) {
       const parsed = parseGrant(g);
       if (!parsed) throw new Error(`role ${role.name}: not a grant: ${g}`);
-      await c.query(`GRANT ${parsed.privs} ON ${parsed.object} TO ${acct}`);
+      // Privileges the rules deny are never granted (ALL: revoked on the same object right after).
+      const r = reduceGrant(parsed.privs, parsed.object, withhold);
+      if (r.privs) await c.query(`GRANT ${r.privs} ON ${parsed.object} TO ${acct}`);
+      for (const p of r.revoke) await c.query(`REVOKE ${p} ON ${parsed.object} FROM ${acct}`);
+      if (r.withheld.length) withheld.grants.push({ grant: g, withheld: r.withheld });
     }
     const roles = roleRoles(role);
+    if (withhold.length) withheld.notReduced = roles;
     for (const r of roles) await c.query(`GRANT ${quoteId(r)} TO ${acct}`);
     if (roles.length) {
       if (mariadb) await c.query(`SET DEFAULT ROLE ${quoteId(roles[0]!)} FOR ${acct}`);
       else await c.query(`SET DEFAULT ROLE ALL TO ${acct}`);
     }
-    return { server: version };
+    return { server: version, withheld };
   }, admin);
 }
 

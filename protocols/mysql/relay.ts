@@ -8,11 +8,18 @@
 import type { LiveSession, EndReason, RuleDecision } from '../types.js';
 import type { StatementHandle, QueryRecorder } from '../../recorder/types.js';
 import type { PacketConn } from './conn.js';
-import { COM, CAP, Cursor, ER, ProtocolError, buildErr, buildOk, tg, type Packet, type ErrSpec } from './packets.js';
-import { ResponseTracker, isLoadLocal, responseShape, splitSql, kindOf } from './inspector.js';
+import { COM, CAP, MARIADB_CAP, Cursor, ER, ProtocolError, buildErr, buildOk, commandName, tg, type Packet, type ErrSpec } from './packets.js';
+import { ResponseTracker, isLoadLocal, responseShape, splitSql, kindOf, type TrackerOptions } from './inspector.js';
+
+/** COM_STMT_EXECUTE / COM_STMT_BULK_EXECUTE with this statement id mean the statement prepared last (MariaDB). */
+const LAST_PREPARED = 0xffffffff;
+/** COM_STMT_EXECUTE flags asking for a cursor (read-only, for update, scrollable). */
+const CURSOR_FLAGS = 0x07;
 
 interface Pending {
   tracker: ResponseTracker;
+  /** The command being answered (for logs). */
+  command: number;
   record: StatementHandle | null;
   /** For COM_STMT_PREPARE: the statement to remember under the id the server assigns. */
   prepare?: { text: string; kind: string };
@@ -37,6 +44,8 @@ export interface RelayOptions {
   client: PacketConn;
   upstream: PacketConn;
   clientCaps: number;
+  /** MariaDB extended capabilities negotiated on both legs (the same on each). */
+  extCaps?: number;
   allowLoadDataLocal: boolean;
 }
 
@@ -44,14 +53,19 @@ export class MysqlRelay {
   private pending: Pending | null = null;
   private infile = false;
   private prepared = new Map<number, { text: string; kind: string; params: number }>();
+  /** The id of the statement prepared last (what statement id -1 names). */
+  private lastPrepared: number | null = null;
   private queries: QueryRecorder;
   private ending = false;
-  private readonly deprecateEof: boolean;
+  private readonly tracking: TrackerOptions;
   private lastClientSeq = 0;
 
   constructor(private o: RelayOptions) {
     this.queries = o.session.recording.queries();
-    this.deprecateEof = !!(o.clientCaps & CAP.DEPRECATE_EOF);
+    this.tracking = {
+      deprecateEof: !!(o.clientCaps & CAP.DEPRECATE_EOF),
+      cacheMetadata: !!((o.extCaps ?? 0) & MARIADB_CAP.CACHE_METADATA),
+    };
   }
 
   start() {
@@ -253,6 +267,10 @@ export class MysqlRelay {
       return;
     }
     if (cmd === COM.CHANGE_USER) {
+      // Never another account on this connection: the session user is the grant's, minted for it.
+      // The connection stays as it was (the same user, database and session state).
+      const asked = new Cursor(p.payload.subarray(1)).cstr('user name', true).toString('utf8').slice(0, 100);
+      session.audit('mysql.change_user_refused', { user: asked });
       this.o.client.send(buildErr(ER.UNKNOWN_COM, 'Tollgate: COM_CHANGE_USER is not supported through the gateway; connect again with a new connection secret'), p.lastSeq + 1);
       return;
     }
@@ -263,6 +281,7 @@ export class MysqlRelay {
     }
     let record: StatementHandle | null = null;
     let prepare: Pending['prepare'];
+    let cursor = false;
     if (cmd === COM.QUERY || cmd === COM.STMT_PREPARE) {
       const text = p.payload.subarray(1).toString('utf8');
       const stmts = splitSql(text);
@@ -280,12 +299,22 @@ export class MysqlRelay {
       if (cmd === COM.STMT_PREPARE) prepare = { text, kind };
       const kill = cmd === COM.QUERY && stmts.length === 1 ? /^KILL\s+(?:(QUERY|CONNECTION)\s+)?(\d{1,10})$/i.exec(stmts[0]!.text) : null;
       if (kill && this.o.killGatewayConnection) return this.gatewayKill(p, Number(kill[2]), kill[1]?.toUpperCase() === 'QUERY', record);
-    } else if (cmd === COM.STMT_EXECUTE) {
-      const id = new Cursor(p.payload.subarray(1)).u32('statement id');
+    } else if (cmd === COM.STMT_EXECUTE || cmd === COM.STMT_BULK_EXECUTE) {
+      const c = new Cursor(p.payload.subarray(1));
+      let id = c.u32('statement id');
+      if (cmd === COM.STMT_EXECUTE && c.left > 0) cursor = (c.u8('flags') & CURSOR_FLAGS) !== 0;
+      if (id === LAST_PREPARED && this.lastPrepared !== null) id = this.lastPrepared;
       const st = this.prepared.get(id);
       record = this.queries.statement({ statement: st?.text ?? `(unknown prepared statement ${id})`, kind: st?.kind ?? null, params: st?.params ?? 0, decision: 'allow' });
+    } else if (cmd === COM.STMT_FETCH) {
+      // rows of a cursor a COM_STMT_EXECUTE opened: logged as a FETCH of that statement, with its rows
+      const id = new Cursor(p.payload.subarray(1)).u32('statement id');
+      const st = this.prepared.get(id);
+      record = this.queries.statement({ statement: st?.text ?? `(unknown prepared statement ${id})`, kind: 'FETCH', params: 0, decision: 'allow' });
     } else if (cmd === COM.STMT_CLOSE) {
-      this.prepared.delete(new Cursor(p.payload.subarray(1)).u32('statement id'));
+      const id = new Cursor(p.payload.subarray(1)).u32('statement id');
+      this.prepared.delete(id);
+      if (id === this.lastPrepared) this.lastPrepared = null;
     } else if (cmd === COM.INIT_DB) {
       const db = p.payload.subarray(1).toString('utf8');
       const text = `USE \`${db.replace(/`/g, '``')}\``;
@@ -303,18 +332,19 @@ export class MysqlRelay {
       // old clients list columns this way; harmless metadata
     } else if (cmd === COM.RESET_CONNECTION) {
       this.prepared.clear();
+      this.lastPrepared = null;
     }
-    const tracker = new ResponseTracker(shape, this.deprecateEof);
+    const tracker = new ResponseTracker(shape, { ...this.tracking, cursor });
     this.forwardUp(p);
     if (tracker.done) return; // no response expected (STMT_CLOSE, SEND_LONG_DATA)
-    this.pending = { tracker, record, prepare, seq: p.lastSeq };
+    this.pending = { tracker, command: cmd, record, prepare, seq: p.lastSeq };
     this.o.client.pause();
     void session;
   }
 
   /** KILL of a gateway connection id: done by the gateway on the mapped server thread, or forwarded. */
   private gatewayKill(p: Packet, id: number, queryOnly: boolean, record: StatementHandle | null) {
-    this.pending = { tracker: new ResponseTracker('single', this.deprecateEof), record, seq: p.lastSeq };
+    this.pending = { tracker: new ResponseTracker('single', this.tracking), command: COM.QUERY, record, seq: p.lastSeq };
     this.o.client.pause();
     this.o.killGatewayConnection!(id, queryOnly).then((handled) => {
       if (this.ending) return;
@@ -336,6 +366,27 @@ export class MysqlRelay {
     });
   }
 
+  /**
+   * The server sent something the inspector cannot follow: the client is told in its own protocol
+   * (an ERR naming the gateway), the session ends as an error, and the log says where - command,
+   * tracker state, packet number, header byte, length and offset - never the bytes themselves.
+   */
+  private cannotFollow(cur: Pending, p: Packet, e: Error) {
+    const where = {
+      command: commandName(cur.command),
+      state: cur.tracker.state,
+      packet: cur.tracker.packets,
+      header: p.payload.length ? `0x${p.payload[0]!.toString(16).padStart(2, '0')}` : 'none',
+      length: p.payload.length,
+      offset: e instanceof ProtocolError ? e.offset ?? null : null,
+    };
+    this.o.session.log.warn({ ...where, err: e.message }, 'could not follow the server response');
+    this.o.session.audit('mysql.unfollowable_response', where);
+    const at = `packet ${where.packet} (header ${where.header}, ${where.length} bytes${where.offset !== null ? `, offset ${where.offset}` : ''})`;
+    this.sendErr(ER.UNKNOWN, tg(`the gateway could not follow the database's answer to ${where.command} at ${at}: ${e.message}; the session ends`));
+    this.finish({ code: 'error', message: `could not follow the database's answer to ${where.command}: ${e.message}` });
+  }
+
   private fromServer(p: Packet) {
     if (this.ending) return;
     const cur = this.pending;
@@ -350,8 +401,7 @@ export class MysqlRelay {
     try {
       r = cur.tracker.feed(p.payload);
     } catch (e) {
-      this.o.session.log.warn({ err: (e as Error).message }, 'could not follow the server response');
-      this.finish({ code: 'target_error', message: `unexpected answer from the database: ${(e as Error).message}` });
+      this.cannotFollow(cur, p, e as Error);
       return;
     }
     if (r.localInfile && !this.o.allowLoadDataLocal) {
@@ -371,6 +421,7 @@ export class MysqlRelay {
     this.pending = null;
     if (cur.prepare && t.stmtId !== null && !t.error) {
       this.prepared.set(t.stmtId, { text: cur.prepare.text, kind: cur.prepare.kind, params: t.params });
+      this.lastPrepared = t.stmtId;
     }
     const { prepare, record } = cur;
     const result = { rows: t.sawResultSet ? t.rows : t.affected, error: t.error };

@@ -10,7 +10,7 @@ import type { Clock } from '../../policies/clock.js';
 import type { TargetConfig } from '../types.js';
 import { PacketConn } from './conn.js';
 import {
-  CAP, FORMAT_CAPS, GATEWAY_CAPS, buildHandshakeResponse, buildSslRequest, nativeToken, parseErr, parseGreeting,
+  CAP, FORMAT_CAPS, GATEWAY_CAPS, GATEWAY_EXT_CAPS, buildHandshakeResponse, buildSslRequest, nativeToken, parseErr, parseGreeting,
   sha2Token, xor, ProtocolError, type ErrInfo, type Greeting,
 } from './packets.js';
 
@@ -64,6 +64,12 @@ export interface UpstreamLogin {
   database: string | null;
   /** Capability flags the client negotiated with the gateway. */
   clientCaps: number;
+  /** MariaDB extended capability flags the client negotiated with the gateway. */
+  clientExtCaps?: number;
+  /** The client's connection attributes, passed on as they came (program name, driver version...). */
+  attrs?: Buffer | null;
+  /** Told the target's greeting as soon as it arrives (also when the login then fails). */
+  onGreeting?: (g: Greeting) => void;
   charset: number;
   maxPacket: number;
   allowLocalFiles: boolean;
@@ -78,6 +84,8 @@ export interface UpstreamSession {
   /** The server's final OK payload (forwarded to the client). */
   ok: Buffer;
   caps: number;
+  /** MariaDB extended capabilities in use on this connection (the client's, all of which the server has). */
+  extCaps: number;
 }
 
 function dial(addr: Address, clock: Clock, timeoutMs: number): Promise<Socket> {
@@ -99,10 +107,15 @@ export async function loginUpstream(o: UpstreamLogin): Promise<UpstreamSession> 
   try {
     const g0 = await conn.read();
     const greeting = parseGreeting(g0.payload);
+    o.onGreeting?.(greeting);
     const server = greeting.caps;
     if (!(server & CAP.PROTOCOL_41) || !(server & CAP.SECURE_CONNECTION)) throw new UpstreamError('the target speaks a pre-4.1 protocol');
-    let caps = (o.clientCaps & GATEWAY_CAPS & server) | CAP.PROTOCOL_41 | CAP.SECURE_CONNECTION | CAP.LONG_PASSWORD;
-    caps &= ~(CAP.SSL | CAP.CONNECT_ATTRS | CAP.COMPRESS);
+    // What the client chose passes on unchanged where the server has it; the gateway sets only
+    // what it must: its own TLS, authentication, the database, LOCAL INFILE by role, no compression.
+    let caps = (o.clientCaps & GATEWAY_CAPS & server) | CAP.PROTOCOL_41 | CAP.SECURE_CONNECTION;
+    caps &= ~(CAP.SSL | CAP.COMPRESS);
+    if (o.attrs && server & CAP.CONNECT_ATTRS) caps |= CAP.CONNECT_ATTRS;
+    else caps &= ~CAP.CONNECT_ATTRS;
     if (server & CAP.PLUGIN_AUTH) caps |= CAP.PLUGIN_AUTH;
     if (server & CAP.PLUGIN_AUTH_LENENC_CLIENT_DATA) caps |= CAP.PLUGIN_AUTH_LENENC_CLIENT_DATA;
     if (!o.allowLocalFiles) caps &= ~CAP.LOCAL_FILES;
@@ -111,11 +124,18 @@ export async function loginUpstream(o: UpstreamLogin): Promise<UpstreamSession> 
     if ((caps & FORMAT_CAPS) !== (o.clientCaps & FORMAT_CAPS)) {
       throw new UpstreamError(`the target does not support the client's protocol options (capabilities 0x${((o.clientCaps & FORMAT_CAPS) >>> 0).toString(16)})`);
     }
+    // MariaDB's extensions change packet shapes (column definitions, result set headers, bulk
+    // commands): the server must have every one the client chose.
+    const extCaps = (o.clientExtCaps ?? 0) & GATEWAY_EXT_CAPS;
+    if ((extCaps & greeting.extCaps) !== extCaps) {
+      throw new UpstreamError(`the target does not support the MariaDB protocol extensions the client chose (0x${(extCaps >>> 0).toString(16)}, the target has 0x${(greeting.extCaps >>> 0).toString(16)}); connect again`);
+    }
+    if (!extCaps) caps |= CAP.LONG_PASSWORD; // CLIENT_MYSQL: no extended flags follow
     let seq = 1;
     if (o.tls) {
       if (!(server & CAP.SSL)) throw new UpstreamError('the target does not offer TLS');
       caps |= CAP.SSL;
-      seq = conn.send(buildSslRequest(caps, o.maxPacket, o.charset), seq);
+      seq = conn.send(buildSslRequest(caps, o.maxPacket, o.charset, extCaps), seq);
       const tlsOpts = o.tls;
       await conn.upgrade((s) => tlsConnect({
         socket: s,
@@ -131,7 +151,7 @@ export async function loginUpstream(o: UpstreamLogin): Promise<UpstreamSession> 
     const token = (pl: string, n: Buffer) => (pl === 'caching_sha2_password' ? sha2Token(o.password, n) : nativeToken(o.password, n));
     seq = conn.send(buildHandshakeResponse({
       caps, maxPacket: o.maxPacket, charset: o.charset, user: o.user, authResponse: token(plugin, nonce),
-      database: o.database, authPlugin: plugin,
+      database: o.database, authPlugin: plugin, extCaps, attrs: o.attrs,
     }), seq);
     for (let round = 0; round < 6; round++) {
       const p = await conn.read();
@@ -140,7 +160,7 @@ export async function loginUpstream(o: UpstreamLogin): Promise<UpstreamSession> 
       if (b.length === 0) throw new ProtocolError('empty packet from the target during login');
       if (b[0] === 0x00) {
         timer.cancel();
-        return { conn, greeting, ok: b, caps };
+        return { conn, greeting, ok: b, caps, extCaps };
       }
       if (b[0] === 0xff) {
         const e = parseErr(b);

@@ -1,7 +1,7 @@
 /** The postgres target's own config sections (credentials, options, role grants), validated here. */
 import { z } from 'zod';
 import type { TargetConfig, RoleConfig } from '../types.js';
-import { isSecretRef } from '../../proxy/config.js';
+import { isSecretRef } from '../../auth/secret.js';
 
 const roleName = z.string().min(1).max(63).refine((s) => !s.includes('\0'), 'no NUL bytes');
 
@@ -32,6 +32,13 @@ export const optionsSchema = z.object({
   upstreamCa: z.custom<unknown>((v) => v === undefined || isSecretRef(v), 'a reference to the CA PEM: {file: PATH}, {env: NAME} or {value: "..."}').optional(),
   /** Upstream connect and login timeout in seconds. */
   connectTimeout: z.number().positive().default(10),
+  /**
+   * Statement rules enforced by the server too (an event trigger the admin installs, see enforce.ts):
+   * auto (the default: installed when the role's rules deny DDL kinds; if the admin cannot, the
+   * session goes on with the gateway's checks and the audit says so), required (no session
+   * without it), off.
+   */
+  enforceInDatabase: z.enum(['auto', 'required', 'off']).default('auto'),
 });
 
 export const roleGrantsSchema = z.array(roleName).default([]);

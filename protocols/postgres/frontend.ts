@@ -20,7 +20,8 @@ import {
 import { CancelRegistry } from './cancel.js';
 import { credentialsOf, grantsOf, optionsOf, optionsSchema, parseAddress, type PgOptions } from './config.js';
 import { PgRelay } from './inspector.js';
-import { LEASE_KIND, createSessionRole, dropSessionRole, sessionRoleName, upstreamTlsOf, type SessionRole } from './provisioner.js';
+import { databaseRules, ensureEventTrigger, roleNote } from './enforce.js';
+import { LEASE_KIND, adminClient, createSessionRole, dropSessionRole, sessionRoleName, upstreamTlsOf, type SessionRole } from './provisioner.js';
 import { SCRAM, SCRAM_PLUS, ScramError, ScramServer, parseVerifier, SCRAM_ITERATIONS, tlsServerEndPoint } from './scram.js';
 import { UpstreamError, dialUpstream, sendCancel } from './upstream.js';
 import { lazySecureContext, listenTcp, type Preauth } from '../net.js';
@@ -349,10 +350,27 @@ async function startSession(
   // VALID UNTIL is judged by the database server's own clock: translate the grant's remaining time.
   const remaining = Math.max(0, auth.grant.expiresAt - ctx.clock.now());
   const validUntil = new Date(Date.now() + remaining + 60_000);
+  // DDL kinds the rules deny are refused by the server too (event trigger, before the role exists).
+  const inDatabase = opts.enforceInDatabase === 'off' ? [] : databaseRules(session.commandRules);
+  let enforced = false;
+  if (inDatabase.length) {
+    try {
+      const admin = await adminClient(ctx, target, database);
+      try { await ensureEventTrigger(admin); } finally { await admin.end().catch(() => {}); }
+      enforced = true;
+    } catch (e) {
+      const reason = (e as Error).message;
+      session.audit('postgres.enforcement', { database, inDatabase: false, kinds: inDatabase.map((r) => r.k), reason });
+      session.log.warn({ database, err: reason }, 'postgres: could not install the event trigger; statement rules are checked by the gateway only');
+      if (opts.enforceInDatabase === 'required') {
+        throw fatal('42501', `Tollgate could not enforce the statement rules in database ${database} (${reason}); the target requires it`);
+      }
+    }
+  }
   let role: SessionRole;
   try {
     role = await session.lease<SessionRole>(LEASE_KIND, { role: roleName, database }, async () => ({
-      credential: await createSessionRole(ctx, target, roleName, grants, validUntil),
+      credential: await createSessionRole(ctx, target, roleName, grants, validUntil, enforced ? roleNote(inDatabase) : undefined),
     }));
   } catch (e) {
     const err = e as Error & { code?: string };
@@ -389,6 +407,12 @@ async function startSession(
   const rest = input.take();
   sock.write(Buffer.concat([encodeAuthOk(), ...up.parameterFrames, ...up.noticeFrames, encodeBackendKey(ck.pid, ck.key), encodeReadyForQuery(up.status)]));
   session.audit('postgres.connect', { database, role: roleName, grants });
+  if (enforced) session.audit('postgres.enforcement', { database, inDatabase: true, kinds: inDatabase.map((r) => r.k) });
+  const copyProgram = session.commandRules.some((r) => (r.action === 'deny' || r.action === 'kill') && r.kinds?.some((k) => /^\s*COPY(\s+PROGRAM)?\s*$/i.test(k)));
+  if (copyProgram && role.serverPrograms) {
+    // COPY … PROGRAM inside a function or DO block is stopped only by the missing privilege.
+    session.audit('postgres.enforcement', { database, warning: 'the role\'s grants include pg_execute_server_program: COPY … PROGRAM run through a function or DO block is not refused by the server' });
+  }
   session.log.info({ database, role: roleName }, 'postgres session started');
   new PgRelay({ client: sock, upstream: up.socket, session, clientRest: rest, upstreamRest: up.rest, status: up.status, onClose: ck.release }).start();
 }

@@ -19,6 +19,8 @@ import {
   decodeParse, decodeQuery, decodeTarget, encodeError, encodeNotice, rowsFromTag, type ErrorSpec, type Frame,
 } from './framing.js';
 import { kindOf, splitStatements } from './sql.js';
+import { refusedInDatabase } from './enforce.js';
+import { redactStatement } from '../../recorder/index.js';
 
 /** Largest client message relayed (PostgreSQL allows up to 1 GB; a gateway keeps its buffers bounded). */
 export const MAX_CLIENT_MESSAGE = 64 * 1024 * 1024;
@@ -31,7 +33,7 @@ interface Prepared { text: string; kind: string | null; params: number; alert: b
 interface Running { h: StatementHandle; rows: number }
 
 /** A recorded statement waiting for the server's answer; portal runs know their row limit. */
-interface Pending { h: StatementHandle; seq: number; portal?: string; maxRows?: number }
+interface Pending { h: StatementHandle; seq: number; text: string; portal?: string; maxRows?: number }
 
 export interface RelayOptions {
   client: Socket;
@@ -220,6 +222,7 @@ export class PgRelay {
         for (const c of checked) {
           this.pending.push({
             seq: this.clientSeq,
+            text: c.stmt,
             h: this.session.recording.queries().statement({
               statement: c.stmt, kind: c.kind, params: 0, decision: c.decision.action === 'alert' ? 'alert' : 'allow',
             }),
@@ -263,7 +266,7 @@ export class PgRelay {
         const h = this.running.get(e.portal)?.h ?? this.session.recording.queries().statement({
           statement: p?.text ?? '(unknown portal)', kind: p?.kind ?? null, params: p?.params ?? 0, decision: p?.alert ? 'alert' : 'allow',
         });
-        this.pending.push({ seq: this.clientSeq, h, portal: e.portal, maxRows: e.maxRows });
+        this.pending.push({ seq: this.clientSeq, h, text: p?.text ?? '(unknown portal)', portal: e.portal, maxRows: e.maxRows });
         return f.raw;
       }
       case 'C': {
@@ -403,6 +406,14 @@ export class PgRelay {
           const d = this.denied[i]!;
           this.denied.splice(i, 1);
           return encodeError(d.error);
+        }
+        const inDb = fields ? refusedInDatabase(fields) : null;
+        const text = this.pending[0] && this.pending[0].seq <= this.serverSeq ? this.pending[0].text : null;
+        if (inDb) {
+          // The server's event trigger refused DDL the statement ran (a DO block, EXECUTE, a function).
+          this.answered(this.current(), { error: `${fields!.code}: refused in the database server: ${inDb.tag}: ${inDb.message}` });
+          this.session.audit('postgres.refused_in_database', { tag: inDb.tag, message: inDb.message, statement: text === null ? null : redactStatement(text).slice(0, 500) });
+          return f.raw;
         }
         this.answered(this.current(), { error: fields ? `${fields.code}: ${fields.message}` : 'error' });
         return f.raw;

@@ -57,13 +57,20 @@ export async function adminClient(ctx: ProtocolContext, target: TargetConfig, da
   return client;
 }
 
-export interface SessionRole { user: string; password: string }
+export interface SessionRole {
+  user: string;
+  password: string;
+  /** Server-side privileges that would undo a rule the server cannot enforce (e.g. COPY … PROGRAM via pg_execute_server_program). */
+  serverPrograms: boolean;
+}
 
 /**
  * Create the role. validUntil is an absolute time on the database server's clock.
  * The password is sent as a SCRAM verifier, so the cleartext never reaches the server's logs.
+ * `note`: the role comment that carries the session's rules for the event trigger (./enforce.ts),
+ * set before the role can log in.
  */
-export async function createSessionRole(ctx: ProtocolContext, target: TargetConfig, roleName: string, grants: string[], validUntil: Date): Promise<SessionRole> {
+export async function createSessionRole(ctx: ProtocolContext, target: TargetConfig, roleName: string, grants: string[], validUntil: Date, note?: string): Promise<SessionRole> {
   const password = randomBytes(24).toString('base64url');
   const verifier = makeVerifier(password, randomBytes(16)).split(':');
   const stored = `SCRAM-SHA-256$${verifier[0]}:${verifier[1]}$${verifier[2]}:${verifier[3]}`;
@@ -71,10 +78,12 @@ export async function createSessionRole(ctx: ProtocolContext, target: TargetConf
   try {
     await client.query(`CREATE ROLE ${ident(roleName)} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD ${literal(stored)} VALID UNTIL ${literal(validUntil.toISOString())}`);
     for (const g of grants) await client.query(`GRANT ${ident(g)} TO ${ident(roleName)}`);
+    if (note) await client.query(`COMMENT ON ROLE ${ident(roleName)} IS ${literal(note)}`);
+    const priv = await client.query("SELECT pg_has_role($1, 'pg_execute_server_program', 'USAGE') AS p", [roleName]);
+    return { user: roleName, password, serverPrograms: priv.rows[0]?.p === true };
   } finally {
     await client.end().catch(() => {});
   }
-  return { user: roleName, password };
 }
 
 /** Terminate, drop/reassign owned, drop. Idempotent: a role that no longer exists is fine. */

@@ -9,6 +9,7 @@ import { redactStatement } from '../../recorder/index.js';
 import { provisionerFor } from './provisioners/index.js';
 import { dialUpstream } from './upstream.js';
 import { LineEditor } from './inspector/line-editor.js';
+import { ShellLines } from './inspector/shell-lines.js';
 import { SftpInspector, type FileTransfer } from './inspector/sftp.js';
 import { ScpInspector, scpMode } from './inspector/scp.js';
 import { disconnectWith, DISCONNECT, printable, tollgate, openAgentChannel } from './wire.js';
@@ -187,12 +188,16 @@ export class SshBroker {
       ch.upstream = upCh;
       ch.cast = session.recording.cast({ width: pty?.cols ?? 80, height: pty?.rows ?? 24, name, title: `${this.auth.target.name} (${this.auth.role.name})`, env: pty ? { TERM: pty.term } : {} });
       const editor = new LineEditor();
+      const shellLines = new ShellLines();
       this.relay(ch, upCh, (chunk, forward) => {
         ch.cast?.input(chunk);
         const lines = editor.feed(chunk);
         let start = 0;
         for (const l of lines) {
-          const decision = session.check(l.line, { kind: 'shell', channel: name });
+          // Read as the shell will: with the continuation lines before it, quotes removed, wrappers seen through.
+          const sl = shellLines.read(l);
+          const decision = session.check(sl.text, { kind: 'shell', channel: name, shell: sl.shell, uncertain: sl.uncertain });
+          if (decision.uncertain) this.events?.event('shell.line-uncertain', { channel: name, line: sl.text, uncertain: decision.uncertain, strict: decision.strict === true });
           if (l.uncertain) {
             // Known limit (cursor movement, history, completion, a line longer than the editor keeps): say so next to the recording.
             session.log.info({ channel: name, truncated: l.truncated }, 'ssh: line used editing keys the gateway does not follow (or was too long); checked the text it could reconstruct');
@@ -210,6 +215,7 @@ export class SshBroker {
             forward(Buffer.from([0x05, 0x15]));
             start = l.end;
           } else {
+            sl.accept();
             forward(chunk.subarray(start, l.end));
             start = l.end;
           }

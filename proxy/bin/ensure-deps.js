@@ -21,6 +21,11 @@ const TEST = [
   'freetds-bin', 'python3-pymssql',
   // desktop clipboard tests: the X clipboard on both sides of a VNC / RDP session
   'xclip',
+  // SIEM push: Debian's rsyslog (with its TLS driver) receives the audit stream in tests
+  'rsyslog',
+  'rsyslog-gnutls',
+  // directory accounts: a Samba AD domain controller and LDAP/SMB clients for the tests
+  'samba', 'samba-ad-dc', 'samba-ad-provision', 'winbind', 'ldap-utils', 'smbclient', 'krb5-user',
 ];
 const BENCH = [...TEST, 'nginx', 'wrk', 'pgbouncer'];
 const wanted = { demo: DEMO, test: TEST, bench: BENCH }[mode] ?? DEMO;
@@ -54,7 +59,11 @@ async function debian() {
   await run('apt-get', ['update', '-q'], { env, quiet: true });
   await run('apt-get', ['install', '-y', '-q', '--no-install-recommends', ...missing], { env, quiet: true });
   // Debian starts these services on install; Tollgate runs its own instances in temp dirs.
-  for (const svc of ['ssh', 'postgresql', 'mariadb', 'nginx', 'pgbouncer', 'xrdp', 'xrdp-sesman']) {
+  for (const svc of [
+    'ssh', 'postgresql', 'mariadb', 'nginx', 'pgbouncer', 'xrdp', 'xrdp-sesman',
+    'rsyslog',
+    'samba-ad-dc', 'smbd', 'nmbd', 'winbind',
+  ]) {
     spawnSync('systemctl', ['disable', '--now', svc], { stdio: 'ignore' });
     spawnSync('service', [svc, 'stop'], { stdio: 'ignore' });
   }

@@ -10,8 +10,9 @@ import { dirname, join } from 'node:path';
 import {
   PacketReader, frame, parseHandshakeResponse, buildHandshakeResponse, buildGreeting, parseGreeting, buildErr, parseErr,
   buildOk, parseOk, nativeToken, nativeVerifier, checkNativeToken, sha2Token, makeNonce, lenencInt, Cursor, CAP, GATEWAY_CAPS,
-  ProtocolError, MAX_PAYLOAD, tg,
+  ProtocolError, MAX_PAYLOAD, MARIADB_CAP, tg,
 } from '../../protocols/mysql/packets.js';
+import { Flavours, versionNumbers } from '../../protocols/mysql/flavour.js';
 import { splitSql, isLoadLocal, ResponseTracker, kindOf } from '../../protocols/mysql/inspector.js';
 import { quoteId, quoteLiteral, sessionUserName, parseGrant, SESSION_USER, validateMysqlTarget } from '../../protocols/mysql/provisioner.js';
 import { parseAddress } from '../../protocols/mysql/upstream.js';
@@ -84,11 +85,18 @@ t.test('ERR/OK packets', async (t) => {
   t.equal(tg('Tollgate: x'), 'Tollgate: x', 'no doubled prefix');
   t.equal(tg('x'), 'Tollgate: x');
   const ok = parseOk(buildOk({ affectedRows: 70000, insertId: 3, status: 0x0a }));
-  t.same(ok, { affectedRows: 70000, insertId: 3, status: 0x0a, warnings: 0 });
+  t.same(ok, { affectedRows: 70000n, insertId: 3n, status: 0x0a, warnings: 0 });
   for (const n of [0, 250, 251, 65535, 65536, 16777215, 16777216, 2 ** 40]) {
     t.equal(new Cursor(lenencInt(n)).lenenc(), n, `lenenc ${n}`);
   }
   t.throws(() => new Cursor(Buffer.from([0xff])).lenenc(), ProtocolError);
+  // 64-bit values: a BIGINT UNSIGNED AUTO_INCREMENT near 2^64 (what used to end the session)
+  for (const v of [2n ** 53n + 1n, 2n ** 63n, 2n ** 64n - 2n, 2n ** 64n - 1n]) {
+    t.equal(new Cursor(lenencInt(v)).lenencBig(), v, `lenenc ${v}`);
+    t.equal(parseOk(buildOk({ affectedRows: 1, insertId: v })).insertId, v, `OK with insert id ${v}`);
+  }
+  t.throws(() => new Cursor(lenencInt(2n ** 60n)).lenenc('column count'), { name: 'ProtocolError', message: /column count out of range/, offset: 0 }, 'a count beyond 2^53 is refused as such');
+  t.throws(() => new Cursor(Buffer.from([0x00, 0xfc, 0x01])).bytes(9), { name: 'ProtocolError', offset: 0 }, 'truncation says where');
 });
 
 t.test('SQL splitting and kinds', async (t) => {
@@ -120,23 +128,23 @@ t.test('response tracker follows real response shapes', async (t) => {
   const eof = (status: number) => { const b = Buffer.alloc(5); b[0] = 0xfe; b.writeUInt16LE(status, 3); return b; };
   const okEnd = (status: number) => { const b = buildOk({ status }); b[0] = 0xfe; return b; };
   // legacy EOF, two result sets (multi-statement)
-  let tr = new ResponseTracker('resultset', false);
+  let tr = new ResponseTracker('resultset', { deprecateEof: false });
   const seq1 = [Buffer.from([1]), col, eof(0x08 | 0x02), row, row, eof(0x08 | 0x02), Buffer.from([1]), col, eof(2), row, eof(2)];
   const done1 = seq1.map((p) => tr.feed(p).done);
   t.same(done1, [false, false, false, false, false, false, false, false, false, false, true]);
   t.equal(tr.rows, 3);
   // DEPRECATE_EOF
-  tr = new ResponseTracker('resultset', true);
+  tr = new ResponseTracker('resultset', { deprecateEof: true });
   t.same([Buffer.from([2]), col, col, row, row, okEnd(2)].map((p) => tr.feed(p).done), [false, false, false, false, false, true]);
   t.equal(tr.rows, 2);
   // OK then error in a multi-statement
-  tr = new ResponseTracker('resultset', true);
+  tr = new ResponseTracker('resultset', { deprecateEof: true });
   t.notOk(tr.feed(buildOk({ affectedRows: 2, status: 0x0a })).done);
   t.ok(tr.feed(buildErr({ code: 1146, state: '42S02' }, "Table 'x' doesn't exist")).done);
   t.equal(tr.affected, 2);
   t.match(tr.error, /1146/);
   // LOCAL INFILE request
-  tr = new ResponseTracker('resultset', true);
+  tr = new ResponseTracker('resultset', { deprecateEof: true });
   t.ok(tr.feed(Buffer.from([0xfb, 0x2f])).localInfile);
   tr.infileSent();
   t.ok(tr.feed(buildOk({ affectedRows: 3 })).done);
@@ -145,21 +153,122 @@ t.test('response tracker follows real response shapes', async (t) => {
   prep.writeUInt32LE(9, 1);
   prep.writeUInt16LE(1, 5);
   prep.writeUInt16LE(2, 7);
-  tr = new ResponseTracker('prepare', false);
+  tr = new ResponseTracker('prepare', { deprecateEof: false });
   t.same([prep, col, col, eof(2), col, eof(2)].map((p) => tr.feed(p).done), [false, false, false, false, false, true]);
   t.equal(tr.stmtId, 9);
   t.equal(tr.params, 2);
-  tr = new ResponseTracker('prepare', true);
+  tr = new ResponseTracker('prepare', { deprecateEof: true });
   t.same([prep, col, col, col].map((p) => tr.feed(p).done), [false, false, false, true]);
   // cursor opened by COM_STMT_EXECUTE: no rows until FETCH
-  tr = new ResponseTracker('resultset', false);
+  tr = new ResponseTracker('resultset', { deprecateEof: false, cursor: true });
   t.same([Buffer.from([1]), col, eof(0x40 | 2)].map((p) => tr.feed(p).done), [false, false, true]);
-  tr = new ResponseTracker('fetch', false);
+  tr = new ResponseTracker('fetch', { deprecateEof: false });
   t.same([Buffer.from([0, 0, 1]), eof(0x80 | 2)].map((p) => tr.feed(p).done), [false, true]);
-  t.equal(new ResponseTracker('none', false).done, true);
-  tr = new ResponseTracker('single', false);
+  t.equal(new ResponseTracker('none', { deprecateEof: false }).done, true);
+  tr = new ResponseTracker('single', { deprecateEof: false });
   t.ok(tr.feed(buildOk()).done);
   t.throws(() => tr.feed(buildOk()), ProtocolError, 'a packet after the end is a protocol error');
+});
+
+t.test('response tracker: the shapes MariaDB sends for procedures, cursors and cached metadata', async (t) => {
+  const col = Buffer.concat([Buffer.from([3]), Buffer.from('def'), Buffer.alloc(20)]);
+  const row = Buffer.from([1, 0x31]);
+  const eof = (status: number) => { const b = Buffer.alloc(5); b[0] = 0xfe; b.writeUInt16LE(status, 3); return b; };
+  const okEnd = (status: number) => { const b = buildOk({ status }); b[0] = 0xfe; return b; };
+  // CALL of a procedure looping over a cursor, SELECTing each row (bytes as MariaDB 10.11 sends them):
+  // SERVER_STATUS_CURSOR_EXISTS (0x40) is set while the procedure's cursor is open - it is not a
+  // COM_STMT_EXECUTE cursor, rows follow.
+  const more = 0x40 | 0x20 | 0x08 | 0x02;
+  for (const dep of [false, true]) {
+    const tr = new ResponseTracker('resultset', { deprecateEof: dep });
+    const one = dep ? [Buffer.from([1]), col, row, okEnd(more)] : [Buffer.from([1]), col, eof(more), row, eof(more)];
+    const seq = [...one, ...one, ...one, buildOk({ status: 0x22 })];
+    const done = seq.map((p) => tr.feed(p).done);
+    t.same(done, [...seq.slice(1).map(() => false), true], `cursor loop procedure followed to its final OK (DEPRECATE_EOF ${dep})`);
+    t.equal(tr.rows, 3);
+    t.equal(tr.error, null);
+  }
+  // a procedure that SELECTs with a cursor open, then SIGNALs
+  let tr = new ResponseTracker('resultset', { deprecateEof: false });
+  t.same([Buffer.from([1]), col, eof(more), row, eof(more), buildErr({ code: 1644, state: '45000' }, 'boom')].map((p) => tr.feed(p).done), [false, false, false, false, false, true]);
+  t.match(tr.error, /^1644 \(45000\): boom$/);
+  // a prepared CALL executed with a cursor asked for: the server sends the result sets (MORE_RESULTS_EXISTS)
+  tr = new ResponseTracker('resultset', { deprecateEof: false, cursor: true });
+  t.same([Buffer.from([1]), col, eof(more), row, eof(more), buildOk({ status: 0x22 })].map((p) => tr.feed(p).done), [false, false, false, false, false, true]);
+  // a cursor whose query fails after the metadata went out (bytes as MariaDB 10.11 sends them)
+  tr = new ResponseTracker('resultset', { deprecateEof: false, cursor: true });
+  t.same([Buffer.from([1]), col, buildErr({ code: 1012, state: 'HY000' }, 'Raising a system error')].map((p) => tr.feed(p).done), [false, false, true]);
+  t.match(tr.error, /^1012/);
+  // MARIADB_CLIENT_CACHE_METADATA: the column count carries a "metadata follows" byte
+  tr = new ResponseTracker('resultset', { deprecateEof: false, cacheMetadata: true });
+  t.same([Buffer.from([2, 1]), col, col, eof(0x22), row, eof(0x22)].map((p) => tr.feed(p).done), [false, false, false, false, false, true], 'with metadata');
+  tr = new ResponseTracker('resultset', { deprecateEof: false, cacheMetadata: true });
+  t.same([Buffer.from([2, 0]), eof(0x22), row, eof(0x22)].map((p) => tr.feed(p).done), [false, false, false, true], 'metadata skipped, EOF kept (no DEPRECATE_EOF)');
+  tr = new ResponseTracker('resultset', { deprecateEof: true, cacheMetadata: true });
+  t.same([Buffer.from([2, 0]), row, okEnd(0x22)].map((p) => tr.feed(p).done), [false, false, true], 'metadata skipped (DEPRECATE_EOF)');
+  tr = new ResponseTracker('resultset', { deprecateEof: false, cacheMetadata: true, cursor: true });
+  t.same([Buffer.from([2, 0]), eof(0x62)].map((p) => tr.feed(p).done), [false, true], 'cursor opened with cached metadata');
+  t.throws(() => new ResponseTracker('resultset', { deprecateEof: false, cacheMetadata: true }).feed(Buffer.from([2, 7])), { name: 'ProtocolError', offset: 1 });
+  // an OK whose last insert id is above 2^53, with session state tracking after it
+  tr = new ResponseTracker('resultset', { deprecateEof: true });
+  const big = Buffer.concat([buildOk({ affectedRows: 1, insertId: 2n ** 64n - 2n, status: 0x4002 }), Buffer.from([0, 5, 0, 3, 2, 1, 0x61])]);
+  t.ok(tr.feed(big).done);
+  t.equal(tr.insertId, 2n ** 64n - 2n);
+  t.equal(tr.affected, 1);
+  // where a failure is: packet number and offset
+  tr = new ResponseTracker('resultset', { deprecateEof: true });
+  t.throws(() => tr.feed(Buffer.from([0x00, 0xfc, 0x01])), { name: 'ProtocolError', offset: 2 });
+  t.equal(tr.packets, 1);
+  t.equal(tr.state, 'first');
+});
+
+t.test('MariaDB extended capabilities: greeting and handshake response carry them the MariaDB way', async (t) => {
+  const nonce = makeNonce();
+  const ext = MARIADB_CAP.EXTENDED_METADATA | MARIADB_CAP.CACHE_METADATA;
+  const gb = buildGreeting({ serverVersion: '5.5.5-10.11.19-MariaDB-Tollgate', connectionId: 7, nonce, caps: GATEWAY_CAPS, extCaps: ext, charset: 45, status: 2, authPlugin: 'mysql_native_password' });
+  const g = parseGreeting(gb);
+  t.equal(g.extCaps, ext);
+  t.equal(g.caps & CAP.LONG_PASSWORD, 0, 'CLIENT_MYSQL left unset');
+  t.equal(parseGreeting(buildGreeting({ ...g, extCaps: 0 })).extCaps, 0, 'none without them');
+  // mysql2 reads them as MariaDB servers send them
+  const resp = buildHandshakeResponse({ caps: GATEWAY_CAPS, maxPacket: 1 << 24, charset: 45, user: 'app-db', authResponse: Buffer.alloc(20, 1), database: 'shop', authPlugin: 'mysql_native_password', extCaps: ext, attrs: Buffer.from([3, 0x5f, 0x6f, 0x73, 1, 0x78]) });
+  const r = parseHandshakeResponse(resp);
+  t.equal(r.extCaps, ext);
+  t.equal(r.caps & CAP.LONG_PASSWORD, 0);
+  t.same(r.attrs, { _os: 'x' });
+  t.ok(r.attrsRaw!.equals(Buffer.from([3, 0x5f, 0x6f, 0x73, 1, 0x78])), 'attributes kept as sent, to pass on');
+  // a client that keeps CLIENT_MYSQL set has no extended flags, whatever its filler holds
+  const mysqlStyle = buildHandshakeResponse({ caps: GATEWAY_CAPS | CAP.LONG_PASSWORD, maxPacket: 1 << 24, charset: 45, user: 'u', authResponse: Buffer.alloc(0), database: null, authPlugin: 'mysql_native_password' });
+  mysqlStyle.writeUInt32LE(0xffffffff, 28);
+  t.equal(parseHandshakeResponse(mysqlStyle).extCaps, 0);
+});
+
+t.test('greeting offer: learnt from the targets', async (t) => {
+  const f = new Flavours();
+  t.same(f.offer(['a', 'b']), { version: '8.0.0-Tollgate', caps: GATEWAY_CAPS, extCaps: 0 }, 'nothing known: generic');
+  f.learn('a', { serverVersion: '5.5.5-10.11.19-MariaDB-0+deb12u1', caps: 0x81fff7fe, extCaps: 0x1c | 0x1 });
+  t.same(f.offer(['a', 'b']), { version: '5.5.5-10.11.19-MariaDB-0+deb12u1-Tollgate', caps: GATEWAY_CAPS, extCaps: 0x1c }, 'MariaDB: its version, the extensions the gateway relays');
+  f.learn('b', { serverVersion: '5.5.5-10.6.2-MariaDB', caps: 0x81fff7fe, extCaps: 0x4 });
+  t.same(f.offer(['a', 'b']), { version: '5.5.5-10.6.2-MariaDB-Tollgate', caps: GATEWAY_CAPS, extCaps: 0x4 }, 'two MariaDB: the lower version, the common extensions');
+  f.learn('c', { serverVersion: '8.0.36', caps: GATEWAY_CAPS & ~CAP.SESSION_TRACK, extCaps: 0 });
+  t.same(f.offer(['a', 'b', 'c']), { version: '8.0.0-Tollgate', caps: GATEWAY_CAPS & ~CAP.SESSION_TRACK, extCaps: 0 }, 'mixed: generic, format flags all have');
+  t.same(f.offer(['c']), { version: '8.0.36-Tollgate', caps: GATEWAY_CAPS & ~CAP.SESSION_TRACK, extCaps: 0 }, 'MySQL: its version');
+  t.same(versionNumbers('5.5.5-10.11.19-MariaDB'), [10, 11, 19]);
+
+  // learning: each unknown target once; an unreachable one again only after the retry time
+  const g = new Flavours();
+  const tried: string[] = [];
+  const learn = async (name: string) => {
+    tried.push(name);
+    if (name === 'up') g.learn(name, { serverVersion: '5.5.5-10.11.19-MariaDB', caps: 0x81fff7fe, extCaps: 0x1c });
+    else throw new Error('unreachable');
+  };
+  await Promise.all([g.ensure(['up', 'down'], learn, 0), g.ensure(['up', 'down'], learn, 0)]);
+  t.same(tried, ['up', 'down'], 'concurrent connections share one attempt per target');
+  await g.ensure(['up', 'down'], learn, 10_000);
+  t.same(tried, ['up', 'down'], 'known: not again; unreachable: not before the retry time');
+  await g.ensure(['up', 'down', 'new'], learn, 40_000);
+  t.same(tried, ['up', 'down', 'down', 'new'], 'after the retry time, and a target configured later');
 });
 
 t.test('quoting, names, grants, addresses', async (t) => {
@@ -197,7 +306,7 @@ t.test('fuzz: parsers and tracker only throw ProtocolError on junk', async (t) =
     if (b.length > 4 && i % 3 === 0) b.writeUInt32LE((CAP.PROTOCOL_41 | (rnd() << 1)) >>> 0, 0);
     for (const f of [
       () => parseHandshakeResponse(b), () => parseGreeting(b), () => parseErr(b), () => parseOk(b),
-      () => { const tr = new ResponseTracker((['resultset', 'prepare', 'fetch', 'fieldlist', 'single'] as const)[i % 5], i % 2 === 0); tr.feed(b); tr.feed(b); },
+      () => { const tr = new ResponseTracker((['resultset', 'prepare', 'fetch', 'fieldlist', 'single'] as const)[i % 5], { deprecateEof: i % 2 === 0, cacheMetadata: i % 4 < 2, cursor: i % 8 < 4 }); tr.feed(b); tr.feed(b); },
       () => { const r = new PacketReader(1000); r.push(b); while (r.next()); },
     ]) {
       try { f(); } catch (e) { if (!(e instanceof ProtocolError)) unexpected++; }

@@ -135,7 +135,7 @@ t.test('bad rules fail to compile with a clear error', async (t) => {
   t.match((err as Error).message, /^rules\[1\]\.pattern: not a valid regular expression/);
   t.equal((err as RuleCompileError).index, 1);
   t.throws(() => compileRules([{ pattern: '[z-a]', action: 'deny', roles: ['other'] }], 'ops'), RuleCompileError, 'also when the rule is for another role');
-  t.throws(() => compileRules([{ action: 'deny' }], 'ops'), /rules\[0\]\.pattern: a rule needs a pattern, kinds, methods or path/);
+  t.throws(() => compileRules([{ action: 'deny' }], 'ops'), /rules\[0\]\.pattern: a rule needs a pattern, commands, kinds, methods or path/);
   t.throws(() => compileRules([{ pattern: '', action: 'deny' }], 'ops'), /empty pattern/);
   t.throws(() => compileRules([{ kinds: ['  '], action: 'deny' }], 'ops'), /rules\[0\]\.kinds\[0\]/);
   t.equal(compileRules([], 'ops').check('anything').action, 'allow');

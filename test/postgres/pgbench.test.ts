@@ -20,12 +20,15 @@ if (!havePostgres) {
   const { host, port } = tg.listener('postgres');
   const g = await tg.grant('alice', 'bench-db', 'admin');
   const s = await tg.secret('alice', g.id, { reusable: true });
-  t.match(s.commands.pgbench, /^curl -fsS \S+\/api\/v1\/ca\.pem -o tollgate-ca\.pem && PGPASSWORD=\S+ PGSSLMODE=verify-full PGSSLROOTCERT=tollgate-ca\.pem pgbench -h 127\.0\.0\.1 -p \d+ -U bench-db app$/);
   // As the printed command does: pgbench checks the gateway's certificate and host name.
   const caFile = join(pgc.dir, 'tollgate-ca.pem');
   writeFileSync(caFile, (await tg.api(null, 'GET', '/api/v1/ca.pem')).body);
   const env = { PGPASSWORD: s.secret, PGSSLMODE: 'verify-full', PGSSLROOTCERT: caFile };
   const base = ['-h', host, '-p', String(port), '-U', 'bench-db'];
+
+  t.test('the printed pgbench command verifies the gateway', async (t) => {
+    t.match(s.commands.pgbench, /^curl -fsS \S+\/api\/v1\/ca\.pem -o tollgate-ca\.pem && PGPASSWORD=\S+ PGSSLMODE=verify-full PGSSLROOTCERT=tollgate-ca\.pem pgbench -h 127\.0\.0\.1 -p \d+ -U bench-db app$/);
+  });
 
   t.test('pgbench -i through the gateway; tables survive (reassigned), role does not', async (t) => {
     const r = await runClient('pgbench', ['-i', '-s', '1', ...base, 'app'], { env, timeoutMs: 60_000 });

@@ -27,10 +27,10 @@ export interface TestMariadb extends MariadbServer {
   sessionConnections(): Promise<number>;
 }
 
-export async function startTestMariadb(t: Teardown, opts: { tls?: boolean } = {}): Promise<TestMariadb | null> {
+export async function startTestMariadb(t: Teardown, opts: { tls?: boolean; extraArgs?: string[] } = {}): Promise<TestMariadb | null> {
   const dir = mkdtempSync(join(tmpdir(), 'tg-my-'));
   let tlsCa: string | null = null;
-  const extraArgs: string[] = [];
+  const extraArgs: string[] = [...(opts.extraArgs ?? [])];
   if (opts.tls) {
     // A server certificate from a private CA (the gateway's helper, in a directory of its own).
     const m = ensureTlsMaterial(join(dir, 'server-tls'), ['127.0.0.1']);
@@ -81,9 +81,9 @@ export async function waitFor<T>(fn: () => Promise<T | null | undefined | false>
 export interface RunResult { code: number | null; stdout: string; stderr: string }
 
 /** Run a client without blocking the event loop (the gateway runs in this process). */
-export function run(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number; cwd?: string; onSpawn?: (p: ReturnType<typeof spawn>) => void } = {}): Promise<RunResult> {
+export function run(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number; cwd?: string; env?: Record<string, string>; onSpawn?: (p: ReturnType<typeof spawn>) => void } = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const p = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], cwd: opts.cwd });
+    const p = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], cwd: opts.cwd, env: opts.env ? { ...process.env, ...opts.env } : process.env });
     let stdout = '';
     let stderr = '';
     p.stdout.on('data', (d) => { stdout += d; });

@@ -26,6 +26,8 @@ export interface SubmittedLine {
   at: number;
   /** Offset just after the Enter (after the \n of a \r\n pair). */
   end: number;
+  /** Ctrl-C was pressed since the previous line: the shell dropped what it had (continuation lines too). */
+  interrupted: boolean;
 }
 
 /** What JavaScript's \s matches: the word separators of Ctrl-W. */
@@ -44,6 +46,7 @@ export class LineEditor {
   /** Characters of this line were dropped (it was longer than the editor keeps). */
   private lost = false;
   private uncertain = false;
+  private interrupted = false;
   private esc: 'none' | 'esc' | 'csi' | 'ss3' = 'none';
   private csi = '';
   private readonly utf8 = new StringDecoder('utf8');
@@ -109,14 +112,15 @@ export class LineEditor {
             const at = i;
             // \r\n from some terminals: the \n is part of the same Enter.
             if (b === 0x0d && chunk[i + 1] === 0x0a) i++;
-            out.push({ line: this.current, uncertain: this.uncertain, truncated: this.isTruncated, at, end: i + 1 });
+            out.push({ line: this.current, uncertain: this.uncertain, truncated: this.isTruncated, at, end: i + 1, interrupted: this.interrupted });
+            this.interrupted = false;
           }
           this.reset();
           continue;
         case 0x7f: case 0x08: this.flushUtf8(); if (this.len > 0) this.len--; continue;
         case 0x15: this.dropUtf8(); this.len = 0; this.lost = false; continue; // Ctrl-U
         case 0x17: this.flushUtf8(); this.killWord(); continue; // Ctrl-W
-        case 0x03: this.dropUtf8(); this.reset(); continue; // Ctrl-C
+        case 0x03: this.dropUtf8(); this.reset(); this.interrupted = true; continue; // Ctrl-C
         case 0x1b: this.flushUtf8(); this.esc = 'esc'; continue;
         case 0x09: this.uncertain = true; continue; // Tab completion
         default:
