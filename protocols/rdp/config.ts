@@ -3,6 +3,8 @@ import net from 'node:net';
 import type tls from 'node:tls';
 import type { RoleConfig, TargetConfig } from '../types.js';
 import { parseAddress } from '../net.js';
+import { clipboardAllows, clipboardOf, CLIPBOARD_RULES } from '../desktop.js';
+import type { ClipboardRules } from './cliprdr.js';
 
 export const NAME_RE = /^[a-z_][a-z0-9_-]{0,30}$/;
 export const KNOWN_CHANNELS = ['cliprdr', 'rdpdr', 'rdpsnd', 'drdynvc', 'rail', 'rail_wi', 'rail_ri', 'encomsp', 'remdesk'] as const;
@@ -64,6 +66,15 @@ export function roleChannels(role: RoleConfig): Set<string> {
   return new Set(['cliprdr', 'rdpsnd', 'drdynvc']);
 }
 
+/**
+ * The role's clipboard rules on the cliprdr channel: `clipboard` (both, to-client, to-server,
+ * none; default both) and `fileTransfer` (file copy through the clipboard; default false).
+ */
+export function clipboardRules(role: RoleConfig): ClipboardRules {
+  const c = clipboardOf(role);
+  return { toServer: clipboardAllows(c, 'to-server'), toClient: clipboardAllows(c, 'to-client'), files: role.fileTransfer === true };
+}
+
 export function validateTarget(target: TargetConfig): { path: string; expected: string } | null {
   try { parseAddress(target.address, DEFAULT_PORT); } catch { return { path: 'address', expected: 'host:port of the RDP server' }; }
   const c = target.credentials as Record<string, unknown>;
@@ -87,6 +98,10 @@ export function validateTarget(target: TargetConfig): { path: string; expected: 
     if (r.channels !== undefined && (!Array.isArray(r.channels) || !r.channels.every((ch) => typeof ch === 'string' && /^[a-z_]{1,7}$/i.test(ch)))) {
       return { path: `roles[${i}].channels`, expected: `a list of virtual channel names such as ${KNOWN_CHANNELS.join(', ')}` };
     }
+    if (r.clipboard !== undefined && !(CLIPBOARD_RULES as string[]).includes(r.clipboard as string)) {
+      return { path: `roles[${i}].clipboard`, expected: 'both, to-client, to-server or none' };
+    }
+    if (r.fileTransfer !== undefined && typeof r.fileTransfer !== 'boolean') return { path: `roles[${i}].fileTransfer`, expected: 'true or false' };
   }
   return null;
 }

@@ -10,7 +10,8 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import type { Authorized, ListenerAddress, LiveSession, ProtocolContext, ProtocolListener } from '../types.js';
-import { credentialsOf, optionsOf, DEFAULT_PORT, roleChannels } from './config.js';
+import type { SessionRecording } from '../../recorder/types.js';
+import { clipboardRules, credentialsOf, optionsOf, DEFAULT_PORT, roleChannels } from './config.js';
 import { RdpProtocolError } from './errors.js';
 import {
   CS_CORE, CS_MCS_MSGCHANNEL, CS_MULTITRANSPORT, CS_NET, encodeConferenceCreateResponse, encodeServerCore, encodeServerNetwork,
@@ -42,7 +43,7 @@ const NLA_IDENTITY = { computer: 'TOLLGATE', domain: 'TOLLGATE', dnsComputer: 't
 
 /** MCS user id the gateway gives the client (Windows and xrdp use the same). */
 export const CLIENT_USER_ID = 1007;
-const FIRST_CHANNEL_ID = 1004;
+export const FIRST_CHANNEL_ID = 1004;
 
 function mcsFrame(pdu: Buffer): Buffer { return encodeTpkt(encodeData(pdu)); }
 
@@ -66,7 +67,7 @@ export function refuseRdp(sock: Duplex): void {
   setTimeout(() => sock.destroy(), 500).unref();
 }
 
-interface ClientHello {
+export interface ClientHello {
   requestedProtocols: number;
   mcsHead: Buffer;
   blocks: Block[];
@@ -217,7 +218,7 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, preauth: 
     // withSession ends the session on every path: the relay's end, a failure while starting, the client leaving.
     await ctx.sessions.withSession(outcome.auth, { protocol: 'rdp', clientAddr, client: raw }, async (session) => {
       try {
-        await startSession(ctx, session, outcome.auth, t, reader, hello);
+        await startSession(ctx, session, outcome.auth, t, () => reader.detach(), hello);
         return await session.ending;
       } catch (e) {
         loginEnded(e);
@@ -236,23 +237,32 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, preauth: 
   }
 }
 
-async function startSession(ctx: ProtocolContext, session: LiveSession, auth: Authorized, client: tls.TLSSocket, reader: FrameReader, hello: ClientHello): Promise<void> {
+/**
+ * After authentication: mint the credential, connect to the target with the client's hello (the
+ * native client's, or the browser client's), and relay. takeEarly: what the client sent after its
+ * Client Info. recording: where the screen goes (the browser client tees it to its page).
+ */
+export async function startSession(
+  ctx: ProtocolContext, session: LiveSession, auth: Authorized, client: Duplex, takeEarly: () => { frames: Frame[]; rest: Buffer }, hello: ClientHello,
+  extra: { recording?: SessionRecording } = {},
+): Promise<RdpRecorder> {
   const target = auth.target;
   const { host, port } = parseAddress(target.address, DEFAULT_PORT);
   const opts = optionsOf(target);
   const allowed = roleChannels(auth.role);
-  const recorder = new RdpRecorder(session.recording, ctx.clock, session.log);
+  const recorder = new RdpRecorder(extra.recording ?? session.recording, ctx.clock, session.log, (action, data) => session.audit(action, data));
   const signal = { aborted: false };
   let relay: RdpRelay | null = null;
   let pendingEnd: { code: string; message: string } | null = null;
   session.onTerminate((reason) => {
     signal.aborted = true;
     pendingEnd = reason;
-    if (relay) relay.close(disconnectFrame());
+    if (relay) relay.close(disconnectFrame(), reason.message);
     else { client.end(disconnectFrame()); setTimeout(() => client.destroy(), 50).unref(); }
     recorder.close();
     void session.end(reason);
   });
+  session.onWarning((message) => relay?.banner(message, 'warning'));
   const kept = hello.channels.map((c, i) => ({ c, id: FIRST_CHANNEL_ID + i })).filter(({ c }) => allowed.has(c.name));
   const refused = hello.channels.filter((c) => !allowed.has(c.name)).map((c) => c.name);
   const credMode = credentialsOf(target);
@@ -285,7 +295,8 @@ async function startSession(ctx: ProtocolContext, session: LiveSession, auth: Au
   };
   hello.channels.forEach((c, i) => { map.up.set(FIRST_CHANNEL_ID + i, null); map.names.set(FIRST_CHANNEL_ID + i, c.name); });
   kept.forEach(({ id }, k) => { map.up.set(id, up.channelIds[k]!); map.down.set(up.channelIds[k]!, id); });
-  const early = reader.detach();
+  const early = takeEarly();
+  for (const name of refused) session.audit('rdp.channel_refused', { channel: name });
   session.audit('rdp.connect', { account: cred.username, security: up.selectedProtocol === PROTOCOL_SSL ? 'tls' : 'nla', channels: kept.map(({ c }) => c.name), refusedChannels: refused });
   session.log.info({ account: cred.username, refused }, 'rdp session started');
   relay = new RdpRelay({
@@ -294,14 +305,22 @@ async function startSession(ctx: ProtocolContext, session: LiveSession, auth: Au
     clientRest: Buffer.concat([...early.frames.map((f) => f.raw), early.rest]),
     onBytes: (u, d) => session.addBytes(u, d),
     onConfirmActive: (changed) => { if (changed.length) session.audit('rdp.capabilities_stripped', { stripped: changed }); },
+    clipboard: clipboardRules(auth.role),
+    onClipboard: (e) => {
+      recorder.clipboard(e);
+      const summary = { message: e.message, direction: e.direction, bytes: e.bytes };
+      if (e.files) session.audit(e.allowed ? 'rdp.file_transfer' : 'rdp.file_transfer_refused', summary);
+      else if (!e.allowed) session.audit('rdp.clipboard_refused', summary);
+    },
     onEnd: (code, message) => {
       recorder.close();
       if (recorder.undecoded) session.log.info({ undecoded: recorder.undecoded, decoded: recorder.decoded }, 'rdp: some screen updates were not recorded');
       void session.end({ code, message });
     },
   });
-  if (pendingEnd) { relay.close(disconnectFrame()); return; }
+  if (pendingEnd) { relay.close(disconnectFrame()); return recorder; }
   relay.start();
+  return recorder;
 }
 
 export { deleteAccount, LEASE_KIND, rotateSamPassword, SAM_LEASE_KIND };

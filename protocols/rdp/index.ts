@@ -2,6 +2,7 @@
 import type { ClientCommandInfo, ProtocolModule } from '../types.js';
 import { validateTarget } from './config.js';
 import { demo } from './demo.js';
+import { mountBrowser } from './browser.js';
 import { deleteAccount, LEASE_KIND, listenRdp, NT_VERIFIER, refuseRdp, rotateSamPassword, SAM_LEASE_KIND } from './frontend.js';
 import { ntHash } from './nlmp.js';
 
@@ -25,6 +26,7 @@ export const rdpModule: ProtocolModule = {
   validateTarget,
   listen: listenRdp,
   refuse: refuseRdp,
+  mountHttp: (ctx, front) => mountBrowser(ctx, front),
   checkTarget,
 
   leaseKinds: {

@@ -40,7 +40,7 @@ function berLength(n: number): Buffer {
   return Buffer.from([0x82, n >> 8, n & 0xff]);
 }
 
-function berTlv(tag: number, value: Buffer): Buffer {
+export function berTlv(tag: number, value: Buffer): Buffer {
   const t = tag > 0xff ? Buffer.from([tag >> 8, tag & 0xff]) : Buffer.from([tag]);
   return Buffer.concat([t, berLength(value.length), value]);
 }
@@ -86,7 +86,7 @@ export function parseConnectResponse(p: Buffer): ConnectResponse {
   return { result: p[res.valueStart]!, userData: Buffer.from(p.subarray(ud.valueStart, ud.end)) };
 }
 
-function berInt(n: number): Buffer {
+export function berInt(n: number): Buffer {
   if (n < 0x80) return berTlv(0x02, Buffer.from([n]));
   if (n < 0x8000) return berTlv(0x02, Buffer.from([n >> 8, n & 0xff]));
   return berTlv(0x02, Buffer.from([(n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff]));

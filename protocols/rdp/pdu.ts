@@ -40,6 +40,16 @@ export function encodeShareControl(pduType: number, pduSource: number, body: Buf
   return Buffer.concat([h, body]);
 }
 
+/** A share data header (STREAM_LOW, uncompressed) and its body. */
+export function encodeShareData(shareId: number, pduType2: number, body: Buffer): Buffer {
+  const h = Buffer.alloc(12);
+  h.writeUInt32LE(shareId >>> 0, 0);
+  h[5] = 1; // STREAM_LOW
+  h.writeUInt16LE(body.length + 4, 6);
+  h[8] = pduType2;
+  return Buffer.concat([h, body]);
+}
+
 export interface ShareData { shareId: number; streamId: number; pduType2: number; compressedType: number; body: Buffer }
 
 export function parseShareData(body: Buffer): ShareData {

@@ -14,7 +14,8 @@ import { validSize } from '../../recorder/screen/framebuffer.js';
 import { ResourceLimitError } from '../bounded.js';
 import { BitmapScratch, decodeBitmap, parseBitmapUpdate, type BitmapRect } from './bitmap.js';
 import { bitmapDesktop, type CapabilitySet } from './capabilities.js';
-import { ChannelAssembler, parseClipboard, parseDeviceListAnnounce, parseRdpdr, parseChannelChunk } from './channels.js';
+import { ChannelAssembler, parseDeviceListAnnounce, parseRdpdr, parseChannelChunk } from './channels.js';
+import type { ClipboardEvent } from './cliprdr.js';
 import { KeyTranslator } from './keys.js';
 import {
   FASTPATH_FRAGMENT_FIRST, FASTPATH_FRAGMENT_LAST, FASTPATH_FRAGMENT_NEXT, FASTPATH_FRAGMENT_SINGLE, FASTPATH_UPDATETYPE_BITMAP,
@@ -46,7 +47,7 @@ export class RdpRecorder {
   bpp = 0;
   closed = false;
 
-  constructor(private recording: SessionRecording, private clock: Clock, private log: { warn(o: object, m: string): void }) {
+  constructor(private recording: SessionRecording, private clock: Clock, private log: { warn(o: object, m: string): void }, private audit?: (action: string, data: Record<string, unknown>) => void) {
     this.events = recording.events();
   }
 
@@ -206,9 +207,30 @@ export class RdpRecorder {
     this.events.event('rdp.channel_refused', { channel: name });
   }
 
-  /** A static virtual channel chunk in either direction. */
+  /** A fast-path update arrives in fragments and not all of them are in yet. */
+  get fragmenting(): boolean { return this.fragments.length > 0; }
+
+  /** An event of the session (a banner drawn, say) in the event log. */
+  note(type: string, data: Record<string, unknown>): void {
+    if (!this.closed) this.events.event(type, data);
+  }
+
+  /** A full frame in the screen recording now (a live viewer that fell behind catches up from it). */
+  keyframe(): void {
+    if (!this.closed) this.screen?.keyframe();
+  }
+
+  /** A clipboard message as the relay's filter saw it: the event log and the screen timeline. */
+  clipboard(e: ClipboardEvent): void {
+    if (this.closed) return;
+    const data: Record<string, unknown> = { ...e };
+    this.events.event('rdp.clipboard', data);
+    this.screen?.input({ kind: 'clipboard', ...data });
+  }
+
+  /** A static virtual channel chunk in either direction (drive redirection is logged). */
   channel(name: string, data: Buffer, fromClient: boolean): void {
-    if (this.closed || (name !== 'cliprdr' && name !== 'rdpdr')) return;
+    if (this.closed || name !== 'rdpdr') return;
     const key = `${name}:${fromClient ? 'c' : 's'}`;
     let a = this.assemblers.get(key);
     if (!a) this.assemblers.set(key, a = new ChannelAssembler(64 * 1024));
@@ -217,32 +239,26 @@ export class RdpRecorder {
     if (!msg) return;
     const direction = fromClient ? 'client_to_target' : 'target_to_client';
     try {
-      if (name === 'cliprdr') {
-        const c = parseClipboard(msg.head);
-        if (c.type === 'format_list' || c.type === 'format_data_response' || c.type === 'file_contents_response') {
-          const data: Record<string, unknown> = { message: c.type, direction, bytes: c.dataLen };
-          this.events.event('rdp.clipboard', data);
-          this.screen?.input({ kind: 'clipboard', ...data });
-        }
-      } else {
-        const r = parseRdpdr(msg.head);
-        if (r.packet === 'device_list_announce') {
-          const devices = parseDeviceListAnnounce(r.body);
-          this.events.event('rdp.devices', { direction, count: devices.length, names: devices.map((d) => d.name) });
-          for (const d of devices) this.events.event('rdp.device', { direction, type: d.type, name: d.name, drive: d.type === 8 });
-        } else if (r.packet === 'device_iorequest' && r.body.length >= 20) {
-          // DR_DEVICE_IOREQUEST: DeviceId, FileId, CompletionId, MajorFunction, MinorFunction.
-          const major = r.body.readUInt32LE(12);
-          const names: Record<number, string> = { 0: 'create', 2: 'close', 3: 'read', 4: 'write', 0x12: 'set_information' };
-          if (names[major] && major !== 2) {
-            const extra: Record<string, unknown> = {};
-            if ((major === 3 || major === 4) && r.body.length >= 24) extra.length = r.body.readUInt32LE(20);
-            if (major === 0 && r.body.length >= 52) {
-              const pathLen = r.body.readUInt32LE(48);
-              if (pathLen <= 1024 && r.body.length >= 52 + pathLen) extra.path = r.body.subarray(52, 52 + pathLen).toString('utf16le').replace(/\0+$/, '');
-            }
-            this.events.event('rdp.drive', { op: names[major], device: r.body.readUInt32LE(0), ...extra });
+      const r = parseRdpdr(msg.head);
+      if (r.packet === 'device_list_announce') {
+        const devices = parseDeviceListAnnounce(r.body);
+        this.events.event('rdp.devices', { direction, count: devices.length, names: devices.map((d) => d.name) });
+        for (const d of devices) this.events.event('rdp.device', { direction, type: d.type, name: d.name, drive: d.type === 8 });
+        // Drive redirection where the role allows it: audited, with what the client shares.
+        const drives = devices.filter((d) => d.type === 8).map((d) => d.name);
+        if (drives.length) this.audit?.('rdp.drive_redirection', { drives });
+      } else if (r.packet === 'device_iorequest' && r.body.length >= 20) {
+        // DR_DEVICE_IOREQUEST: DeviceId, FileId, CompletionId, MajorFunction, MinorFunction.
+        const major = r.body.readUInt32LE(12);
+        const names: Record<number, string> = { 0: 'create', 2: 'close', 3: 'read', 4: 'write', 0x12: 'set_information' };
+        if (names[major] && major !== 2) {
+          const extra: Record<string, unknown> = {};
+          if ((major === 3 || major === 4) && r.body.length >= 24) extra.length = r.body.readUInt32LE(20);
+          if (major === 0 && r.body.length >= 52) {
+            const pathLen = r.body.readUInt32LE(48);
+            if (pathLen <= 1024 && r.body.length >= 52 + pathLen) extra.path = r.body.subarray(52, 52 + pathLen).toString('utf16le').replace(/\0+$/, '');
           }
+          this.events.event('rdp.drive', { op: names[major], device: r.body.readUInt32LE(0), ...extra });
         }
       }
     } catch { /* a channel message the recorder cannot read is relayed anyway */ }

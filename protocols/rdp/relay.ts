@@ -9,15 +9,19 @@
  * expensive stream of bitmaps never stalls the other sessions.
  */
 import type { Duplex } from 'node:stream';
+import type { BannerKind } from '../banner.js';
 import { ResourceLimitError, SlicedPump } from '../bounded.js';
-import { stripClientCapabilities } from './capabilities.js';
+import { bannerPdus, type BannerTarget } from './banner.js';
+import { bitmapBpp, bitmapDesktop, stripClientCapabilities } from './capabilities.js';
+import { ClipboardFilter, type ClipboardEvent, type ClipboardRules } from './cliprdr.js';
 import { RdpProtocolError } from './errors.js';
 import { encodeDomainPdu, parseDomainPdu } from './mcs.js';
 import {
   encodeConfirmActive, encodeShareControl, parseConfirmActive, parseDemandActive, parseFastPathInput, parseFastPathOutput,
-  parseShareControl, parseShareData, parseSlowPathInput, PDUTYPE_CONFIRMACTIVE, PDUTYPE_DATA, PDUTYPE_DEMANDACTIVE,
+  parseShareControl, parseShareData, parseSlowPathInput, PDUTYPE_CONFIRMACTIVE, PDUTYPE_DATA, PDUTYPE_DEACTIVATEALL, PDUTYPE_DEMANDACTIVE,
   PDUTYPE2_INPUT, PDUTYPE2_UPDATE,
 } from './pdu.js';
+import type { DomainMessage } from './mcs.js';
 import type { RdpRecorder } from './record.js';
 import { SEC_LICENSE_PKT } from './security.js';
 import { encodeTpkt, FrameSplitter, type Frame } from './tpkt.js';
@@ -64,7 +68,14 @@ export interface RelayOptions {
   onBytes(up: number, down: number): void;
   onEnd(code: EndCode, message: string): void;
   onConfirmActive?(changed: string[]): void;
+  /** The role's clipboard rules, enforced on the cliprdr channel whatever the client sends. */
+  clipboard: ClipboardRules;
+  /** What the clipboard filter saw and decided (for the event log and the audit). */
+  onClipboard?(e: ClipboardEvent): void;
 }
+
+/** The MCS initiator of target PDUs when none was seen yet (the server's channel, 1002). */
+const SERVER_INITIATOR = 1002;
 
 /**
  * A PDU that starts with a basic security header carrying the licensing flag, followed by a
@@ -85,10 +96,18 @@ export class RdpRelay {
   private fromU = new FrameQueue();
   private cpump: SlicedPump;
   private upump: SlicedPump;
+  private clip: ClipboardFilter;
+  /** Learnt from the target's Demand Active: where a gateway banner goes and in what colour depth. */
+  private screen: Omit<BannerTarget, 'ioChannel'> | null = null;
+  /** The target sends screen updates (the client has finished its connection sequence). */
+  private screenReady = false;
+  private serverInitiator = SERVER_INITIATOR;
+  private pendingBanner: { text: string; kind: BannerKind } | null = null;
 
   constructor(private o: RelayOptions) {
     this.cpump = new SlicedPump(o.client, (more) => this.drain(true, more));
     this.upump = new SlicedPump(o.upstream, (more) => this.drain(false, more));
+    this.clip = new ClipboardFilter(o.clipboard, (e) => o.onClipboard?.(e));
   }
 
   /** Slices that ran out of time and yielded to other sessions (both directions). */
@@ -160,7 +179,10 @@ export class RdpRelay {
 
   private forward(f: Frame, fromClient: boolean): void {
     const out = fromClient ? this.fromClient(f) : this.fromUpstream(f);
-    if (!out) return;
+    if (!out) {
+      if (!fromClient) this.drawBanner();
+      return;
+    }
     const dst = fromClient ? this.o.upstream : this.o.client;
     const pump = fromClient ? this.cpump : this.upump;
     if (fromClient) this.o.onBytes(out.length, 0); else this.o.onBytes(0, out.length);
@@ -168,6 +190,8 @@ export class RdpRelay {
       pump.hold('backpressure');
       dst.once('drain', () => { if (!this.done) pump.release('backpressure'); });
     }
+    // A banner waiting for the target's first screen update (or the end of a fragmented one) goes right after it.
+    if (!fromClient) this.drawBanner();
   }
 
   private fromClient(f: Frame): Buffer | null {
@@ -187,6 +211,7 @@ export class RdpRelay {
       rec.refusedChannel(map.names.get(m.channelId) ?? String(m.channelId));
       return null;
     }
+    if (map.names.get(m.channelId) === 'cliprdr') return this.clipboard(true, m, up);
     let data = m.data;
     if (m.channelId === map.clientIo && !(this.licensing && isLicensing(data))) {
       const sc = parseShareControl(data);
@@ -211,6 +236,7 @@ export class RdpRelay {
     const rec = this.o.recorder;
     if (f.kind === 'fastpath') {
       rec.fastPath(parseFastPathOutput(f.header, f.payload));
+      if (!this.licensing) this.screenReady = true;
       return f.raw;
     }
     const mcs = parseData(f.payload);
@@ -221,15 +247,23 @@ export class RdpRelay {
     const down = m.channelId === map.upstreamUser ? map.clientUser : map.down.get(m.channelId);
     if (down === undefined) throw new RdpProtocolError(`target sent data on unknown channel ${m.channelId}`);
     if (down === map.clientIo && !(this.licensing && isLicensing(m.data))) {
+      this.serverInitiator = m.initiator;
       const sc = parseShareControl(m.data);
       if (sc.pduType === PDUTYPE_DEMANDACTIVE) {
         this.licensing = false;
-        rec.demandActive(parseDemandActive(sc.body).sets);
-      }
-      else if (sc.pduType === PDUTYPE_DATA) {
+        const da = parseDemandActive(sc.body);
+        rec.demandActive(da.sets);
+        const size = bitmapDesktop(da.sets);
+        this.screen = { shareId: da.shareId, pduSource: sc.pduSource, initiator: m.initiator, bpp: bitmapBpp(da.sets) ?? 16, width: size?.width ?? 0, height: size?.height ?? 0 };
+        this.screenReady = false;
+      } else if (sc.pduType === PDUTYPE_DEACTIVATEALL) {
+        this.screenReady = false;
+      } else if (sc.pduType === PDUTYPE_DATA) {
         const sd = parseShareData(sc.body);
-        if (sd.pduType2 === PDUTYPE2_UPDATE && sd.compressedType === 0) rec.slowPathUpdate(sd.body);
+        if (sd.pduType2 === PDUTYPE2_UPDATE && sd.compressedType === 0) { rec.slowPathUpdate(sd.body); this.screenReady = true; }
       }
+    } else if (down !== map.clientUser && map.names.get(down) === 'cliprdr') {
+      return this.clipboard(false, m, down);
     } else if (down !== map.clientUser) {
       rec.channel(map.names.get(down) ?? String(down), m.data, false);
     }
@@ -237,17 +271,77 @@ export class RdpRelay {
     return encodeTpkt(encodeData(encodeDomainPdu({ ...m, initiator: m.initiator === map.upstreamUser ? map.clientUser : m.initiator, channelId: down })));
   }
 
-  /** Close both sides (idempotent). */
-  close(finalToClient?: Buffer): void {
+  /**
+   * The clipboard channel goes through the filter: what it lets through is forwarded (re-chunked
+   * when it rewrote a message), what it answers itself goes back to the sender.
+   */
+  private clipboard(fromClient: boolean, m: Extract<DomainMessage, { type: 'sendData' }>, to: number): Buffer | null {
+    const map = this.o.map;
+    const r = this.clip.push(fromClient, m.data);
+    const mcs = (indication: boolean, initiator: number, channelId: number, data: Buffer) =>
+      encodeTpkt(encodeData(encodeDomainPdu({ type: 'sendData', indication, initiator, channelId, flags: m.flags, data })));
+    if (r.reply.length) {
+      const back = Buffer.concat(r.reply.map((d) => (fromClient ? mcs(true, this.serverInitiator, m.channelId, d) : mcs(false, map.upstreamUser, m.channelId, d))));
+      const dst = fromClient ? this.o.client : this.o.upstream;
+      if (fromClient) this.o.onBytes(0, back.length); else this.o.onBytes(back.length, 0);
+      if (!dst.destroyed) dst.write(back);
+    }
+    if (!r.forward.length) return null;
+    const initiator = fromClient ? map.upstreamUser : m.initiator === map.upstreamUser ? map.clientUser : m.initiator;
+    return Buffer.concat(r.forward.map((d) => mcs(!fromClient, initiator, to, d)));
+  }
+
+  /**
+   * Draw a banner across the top of the client's screen (and into the recording) as soon as the
+   * target sends screen updates and no fast-path update is half-way: bitmap updates in the
+   * session's colour depth. It stays until the desktop draws over it.
+   */
+  banner(text: string, kind: BannerKind): void {
     if (this.done) return;
+    this.pendingBanner = { text, kind };
+    this.drawBanner();
+  }
+
+  /** The banner's frames (already given to the recorder), or null when it cannot be drawn now. */
+  private bannerFrames(text: string, kind: BannerKind): Buffer[] | null {
+    const rec = this.o.recorder;
+    if (!this.screen || !this.screenReady || rec.fragmenting) return null;
+    const size = rec.frame ?? this.screen;
+    const b = bannerPdus({ ...this.screen, width: size.width, height: size.height, ioChannel: this.o.map.clientIo }, text, kind);
+    if (!b) return null;
+    for (const u of b.updates) rec.slowPathUpdate(u);
+    rec.note('rdp.banner', { kind, text });
+    return b.frames;
+  }
+
+  private drawBanner(): void {
+    const p = this.pendingBanner;
+    if (!p || this.done) return;
+    const frames = this.bannerFrames(p.text, p.kind);
+    if (!frames) return;
+    this.pendingBanner = null;
+    const out = Buffer.concat(frames);
+    this.o.onBytes(0, out.length);
+    this.o.client.write(out);
+    this.upump.kick();
+  }
+
+  /**
+   * Close both sides (idempotent). lastBanner: the gateway ends the session, and the client (and
+   * the recording) gets this reason drawn on the screen before finalToClient.
+   */
+  close(finalToClient?: Buffer, lastBanner?: string): void {
+    if (this.done) return;
+    const last = lastBanner ? this.bannerFrames(lastBanner, 'ended') : null;
     this.done = true;
     this.cpump.stop();
     this.upump.stop();
     const { client, upstream } = this.o;
-    if (finalToClient && !client.destroyed) client.write(finalToClient);
+    const final = Buffer.concat([...(last ?? []), ...(finalToClient ? [finalToClient] : [])]);
+    if (final.length && !client.destroyed) client.write(final);
     upstream.destroy();
     client.end();
-    setTimeout(() => client.destroy(), 50).unref();
+    setTimeout(() => client.destroy(), last ? 250 : 50).unref();
   }
 
   private finish(code: EndCode, message: string): void {

@@ -16,19 +16,17 @@ import { Duplex } from 'node:stream';
 import type uWS from 'uWebSockets.js';
 import type { HttpMount, LiveSession, ProtocolContext } from '../types.js';
 import type { ScreenWriter } from '../../recorder/screen/index.js';
-import { encodeKeyEvent, encodePointerEvent, encodeSetEncodings, encodeUpdateRequest, ENC } from './client-messages.js';
+import { encodeClientCutText, encodeKeyEvent, encodePointerEvent, encodeSetEncodings, encodeUpdateRequest, ENC, MAX_CUT_TEXT } from './client-messages.js';
 import { clipboardOf, viewOnlyOf } from './config.js';
 import { screenWriterFor, startFailure, startUpstream } from './frontend.js';
 import { ServerStreamState } from './server-messages.js';
 import { VncRelay } from './relay.js';
-import { cookieValue, escapeHtml as esc } from '../web.js';
+import { escapeHtml as esc, intIn, sendPage, viewerMessage, viewerSender, viewerUpgrade } from '../web.js';
 
 const ASSET = readFileSync(join(import.meta.dirname, 'assets', 'screen.js'), 'utf8');
-const CSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 /** Buffered WebSocket bytes above which screen lines are skipped (a keyframe catches the viewer up). */
 const BEHIND_BYTES = 8 << 20;
 const UPDATE_INTERVAL_MS = 40;
-
 
 function page(mode: string, title: string, attrs: Record<string, string>, body: string): string {
   const data = Object.entries(attrs).map(([k, v]) => ` data-${k}="${esc(v)}"`).join('');
@@ -43,17 +41,9 @@ input[type=range]{width:min(600px,90vw)}
 <script type="module" src="/vnc/screen.js"></script></body></html>`;
 }
 
-function send(res: uWS.HttpResponse, status: string, type: string, body: string): void {
-  res.cork(() => {
-    res.writeStatus(status).writeHeader('content-type', type).writeHeader('cache-control', 'no-store')
-      .writeHeader('content-security-policy', CSP).writeHeader('x-content-type-options', 'nosniff').end(body);
-  });
-}
-
 function query(q: string): URLSearchParams {
   return new URLSearchParams(q ?? '');
 }
-
 
 interface WsData {
   ctx: ProtocolContext;
@@ -72,23 +62,24 @@ export function mountBrowser(ctx: ProtocolContext, front: HttpMount): void {
     if (!url.startsWith('/vnc/')) return false;
     const q = query(req.getQuery() ?? '');
     if (url === '/vnc/screen.js') {
-      send(res, '200 OK', 'text/javascript; charset=utf-8', ASSET);
+      sendPage(res, '200 OK', 'text/javascript; charset=utf-8', ASSET);
     } else if (url === '/vnc/view') {
       const target = q.get('target') ?? '';
       const role = q.get('role') ?? '';
-      send(res, '200 OK', 'text/html; charset=utf-8', page('view', `${target}${role ? ` (${role})` : ''} — Tollgate VNC`, { target, role }, ''));
+      sendPage(res, '200 OK', 'text/html; charset=utf-8', page('view', `${target}${role ? ` (${role})` : ''} — Tollgate VNC`, { target, role },
+        '<label for="clip">Clipboard</label><textarea id="clip" rows="1" cols="30"></textarea><button id="clip-send" type="button">Send to the desktop</button>'));
     } else if (url === '/vnc/watch') {
       const id = q.get('session') ?? '';
-      send(res, '200 OK', 'text/html; charset=utf-8', page('watch', 'Live VNC session — Tollgate', { session: id },
+      sendPage(res, '200 OK', 'text/html; charset=utf-8', page('watch', 'Live VNC session — Tollgate', { session: id },
         '<label>Reason <input id="reason" value="terminated from the live view"></label><button id="kill" type="button">Terminate</button><button id="lock" type="button">Lock identity</button>'));
     } else if (url === '/vnc/replay') {
       const id = q.get('recording') ?? '';
-      send(res, '200 OK', 'text/html; charset=utf-8', page('replay', 'VNC recording — Tollgate', { recording: id },
+      sendPage(res, '200 OK', 'text/html; charset=utf-8', page('replay', 'VNC recording — Tollgate', { recording: id },
         '<button id="play" type="button">Play</button><input id="seek" type="range" min="0" max="0" step="0.01" value="0" aria-label="seek"><span id="time">0.0 s</span>'));
     } else if (url === '/vnc/ws') {
       return false; // the WebSocket route below
     } else {
-      send(res, '404 Not Found', 'text/plain; charset=utf-8', 'Tollgate: no such VNC page');
+      sendPage(res, '404 Not Found', 'text/plain; charset=utf-8', 'Tollgate: no such VNC page');
     }
     return true;
   });
@@ -98,43 +89,19 @@ export function mountBrowser(ctx: ProtocolContext, front: HttpMount): void {
     maxPayloadLength: 64 * 1024,
     maxBackpressure: 64 << 20,
     idleTimeout: 0,
-    upgrade: (res, req, context) => {
-      const key = req.getHeader('sec-websocket-key');
-      const proto = req.getHeader('sec-websocket-protocol');
-      const ext = req.getHeader('sec-websocket-extensions');
-      const cookie = cookieValue(req.getHeader('cookie'), front.sessionCookie);
-      const q = query(req.getQuery() ?? '');
-      const clientAddr = Buffer.from(res.getRemoteAddressAsText()).toString() || 'browser';
-      const foreign = front.foreignOrigin((h) => req.getHeader(h) || undefined, true);
-      let aborted = false;
-      res.onAborted(() => { aborted = true; });
-      const refuse = (status: string, msg: string) => {
-        if (!aborted) res.cork(() => { res.writeStatus(status).writeHeader('content-type', 'text/plain; charset=utf-8').end(msg); });
-      };
-      if (foreign) { refuse('403 Forbidden', `Tollgate: WebSocket refused: ${foreign}`); return; }
-      void (async () => {
-        const principal = cookie ? await ctx.access.webPrincipal(cookie) : null;
-        if (!principal) return refuse('401 Unauthorized', 'Tollgate: sign in first');
-        const target = q.get('target') ?? '';
-        const role = q.get('role') ?? '';
-        const outcome = await ctx.access.authenticate({ protocol: 'vnc', username: role ? `${target}:${role}` : target, clientAddr, principal });
-        if (!outcome.ok) return refuse('403 Forbidden', outcome.reason);
-        if (outcome.auth.target.protocol !== 'vnc') return refuse('400 Bad Request', `Tollgate: ${target} is not a VNC target`);
-        if (aborted) return;
-        res.cork(() => res.upgrade<WsData>({ ctx, auth: outcome.auth, clientAddr, closed: false, gone: new EventEmitter() }, key, proto, ext, context));
-      })().catch((e) => refuse('500 Internal Server Error', `Tollgate: ${(e as Error).message}`));
-    },
+    upgrade: viewerUpgrade<WsData>(ctx, front, 'vnc', (auth, clientAddr) => ({ ctx, auth, clientAddr, closed: false, gone: new EventEmitter() })),
     open: (ws) => { void openViewer(ws); },
     message: (ws, msg) => {
       const d = ws.getUserData();
-      if (!d.client) return;
-      let m: { type?: unknown; down?: unknown; keysym?: unknown; mask?: unknown; x?: unknown; y?: unknown };
-      try { m = JSON.parse(Buffer.from(msg).toString('utf8')); } catch { return; }
-      const n = (v: unknown, max: number) => (typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= max ? v : null);
-      if (m.type === 'key' && typeof m.down === 'boolean' && n(m.keysym, 0x7fffffff) !== null) {
+      const m = viewerMessage(msg);
+      if (!d.client || !m) return;
+      if (m.type === 'key' && typeof m.down === 'boolean' && intIn(m.keysym, 0x7fffffff) !== null) {
         d.client.push(encodeKeyEvent(m.down, m.keysym as number));
-      } else if (m.type === 'pointer' && n(m.mask, 255) !== null && n(m.x, 65535) !== null && n(m.y, 65535) !== null) {
+      } else if (m.type === 'pointer' && intIn(m.mask, 255) !== null && intIn(m.x, 65535) !== null && intIn(m.y, 65535) !== null) {
         d.client.push(encodePointerEvent(m.mask as number, m.x as number, m.y as number));
+      } else if (m.type === 'clipboard' && typeof m.text === 'string' && m.text.length <= MAX_CUT_TEXT) {
+        // RFB cut text is Latin-1; the relay applies the role's clipboard rule (and audits a refusal).
+        d.client.push(encodeClientCutText(Buffer.from(m.text.replace(/[^\x00-\xff]/g, '?'), 'latin1')));
       }
     },
     close: (ws) => {
@@ -149,16 +116,7 @@ export function mountBrowser(ctx: ProtocolContext, front: HttpMount): void {
 async function openViewer(ws: uWS.WebSocket<WsData>): Promise<void> {
   const d = ws.getUserData();
   const { ctx, auth } = d;
-  const sendJson = (o: unknown): boolean => {
-    if (d.closed) return false;
-    try { ws.send(JSON.stringify(o), false); return true; } catch { return false; }
-  };
-  const close = (msg: string) => {
-    if (d.closed) return;
-    sendJson({ type: 'end', message: msg });
-    d.closed = true;
-    try { ws.end(1000, msg.slice(0, 120)); } catch { /* gone */ }
-  };
+  const { send: sendJson, close } = viewerSender(ws as uWS.WebSocket<unknown>, d);
   if (d.closed) return;
   await ctx.sessions.withSession(auth, { protocol: 'vnc', clientAddr: d.clientAddr, client: d.gone }, async (s) => {
     try {
@@ -172,6 +130,9 @@ async function openViewer(ws: uWS.WebSocket<WsData>): Promise<void> {
         sendJson({ type, ...data });
       };
       writer = screenWriterFor(ctx, s, up.init.width, up.init.height, tee);
+      // The gateway's reason (kill, lock, expiry) is what the browser is told when the relay closes.
+      let ending = 'the session ended';
+      s.onTerminate((r) => { ending = r.message; });
       let timer: ReturnType<typeof setTimeout> | null = null;
       const client = new Duplex({
         read() { /* input is pushed from WebSocket messages */ },
@@ -179,7 +140,7 @@ async function openViewer(ws: uWS.WebSocket<WsData>): Promise<void> {
         write(_chunk: Buffer, _enc, cb) { cb(); },
         destroy(err, cb) {
           if (timer) clearTimeout(timer);
-          close('the session ended');
+          close(ending);
           cb(err);
         },
       });

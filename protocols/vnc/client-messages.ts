@@ -109,6 +109,13 @@ export function encodePointerEvent(mask: number, x: number, y: number): Buffer {
   return b;
 }
 
+export function encodeClientCutText(text: Buffer): Buffer {
+  const b = Buffer.alloc(8);
+  b[0] = 6;
+  b.writeUInt32BE(text.length, 4);
+  return Buffer.concat([b, text]);
+}
+
 /** Keep only the encodings the recorder decodes, in the client's order; Raw is always there. */
 export function filterEncodings(list: number[]): number[] {
   const out: number[] = [];

@@ -1,6 +1,7 @@
 /** VNC target configuration: address, how the session password is installed, options, role fields. */
 import type { RoleConfig, TargetConfig } from '../types.js';
 import { parseAddress } from '../net.js';
+import { CLIPBOARD_RULES } from '../desktop.js';
 
 export interface VncCredentials {
   /** A VNC password file the gateway rewrites itself (x11vnc -rfbauth, TigerVNC PasswordFile). */
@@ -18,7 +19,8 @@ export interface VncOptions {
   connectTimeout: number;
 }
 
-export type Clipboard = 'both' | 'to-client' | 'to-server' | 'none';
+export type { Clipboard } from '../desktop.js';
+export { clipboardOf } from '../desktop.js';
 
 export const DEFAULT_PORT = 5900;
 
@@ -37,11 +39,6 @@ export function optionsOf(t: TargetConfig): VncOptions {
     keyframeInterval: typeof o.keyframeInterval === 'number' && o.keyframeInterval > 0 ? o.keyframeInterval : 10,
     connectTimeout: typeof o.connectTimeout === 'number' && o.connectTimeout > 0 ? o.connectTimeout : 10,
   };
-}
-
-export function clipboardOf(r: RoleConfig): Clipboard {
-  const c = r.clipboard;
-  return c === 'to-client' || c === 'to-server' || c === 'none' ? c : c === undefined || c === 'both' ? 'both' : 'none';
 }
 
 export function viewOnlyOf(r: RoleConfig): boolean {
@@ -66,7 +63,7 @@ export function validateTarget(t: TargetConfig): { path: string; expected: strin
     if (o[k] !== undefined && (typeof o[k] !== 'number' || !((o[k] as number) > 0))) return { path: `options.${k}`, expected: 'a positive number of seconds' };
   }
   for (const [i, r] of t.roles.entries()) {
-    if (r.clipboard !== undefined && !['both', 'to-client', 'to-server', 'none'].includes(r.clipboard as string)) {
+    if (r.clipboard !== undefined && !(CLIPBOARD_RULES as string[]).includes(r.clipboard as string)) {
       return { path: `roles[${i}].clipboard`, expected: 'both, to-client, to-server or none' };
     }
     if (r.viewOnly !== undefined && typeof r.viewOnly !== 'boolean') return { path: `roles[${i}].viewOnly`, expected: 'true or false' };

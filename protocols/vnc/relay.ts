@@ -18,9 +18,16 @@ import { ServerStream, type ServerMessage, type ServerStreamState } from './serv
 import { ProtocolError } from './reader.js';
 import { KeyLog } from './keysym.js';
 import type { Clipboard } from './config.js';
+import { clipboardAllows } from '../desktop.js';
+import type { BannerKind } from '../banner.js';
+import { bannerUpdate } from './banner.js';
 
 const MAX_CLIPBOARD_LOG = 4096;
 const KEY_FLUSH_MS = 2000;
+/** How long an ending session waits for the server stream to reach a message boundary for its last banner. */
+const LAST_BANNER_WAIT_MS = 500;
+/** How long the viewer gets to read the last banner before its connection is dropped. */
+const LAST_BANNER_LINGER_MS = 250;
 /** Most server bytes held unparsed (a cursor or cut text in progress is the legitimate maximum). */
 export const MAX_SERVER_BUFFERED = 8 << 20;
 
@@ -51,6 +58,10 @@ export class VncRelay {
   private keyTimer: TimerHandle | null = null;
   private buttons = 0;
   private pointer = { x: 0, y: 0 };
+  /** A banner waiting for the server stream's next message boundary. */
+  private pendingBanner: { text: string; kind: BannerKind } | null = null;
+  /** The gateway is ending the session: finish once the last banner is out. */
+  private ending: EndReason | null = null;
 
   constructor(private o: RelayOptions) {
     this.stream = new ServerStream(o.state, o.writer, {
@@ -65,7 +76,8 @@ export class VncRelay {
 
   start(): void {
     const { client, upstream, session } = this.o;
-    session.onTerminate((reason) => this.finish(reason));
+    session.onTerminate((reason) => this.terminate(reason));
+    session.onWarning((message) => this.banner(message, 'warning'));
     client.on('data', (c: Buffer) => this.fromClient(c));
     upstream.on('data', (c: Buffer) => this.fromServer(c));
     client.on('close', () => this.finish({ code: 'client_exit', message: 'the viewer disconnected' }));
@@ -168,7 +180,7 @@ export class VncRelay {
         return;
       }
       case 'ClientCutText': {
-        const allowed = this.o.clipboard === 'both' || this.o.clipboard === 'to-server';
+        const allowed = clipboardAllows(this.o.clipboard, 'to-server');
         this.clipboardEvent('to-server', m.text, allowed);
         if (allowed) this.toServer(raw);
         return;
@@ -222,7 +234,7 @@ export class VncRelay {
 
   private serverMessage(m: ServerMessage, raw: Buffer | null): void {
     if (m.type === 'ServerCutText') {
-      const allowed = this.o.clipboard === 'both' || this.o.clipboard === 'to-client';
+      const allowed = clipboardAllows(this.o.clipboard, 'to-client');
       this.clipboardEvent('to-client', m.text, allowed);
       if (!allowed) return;
       this.toClient(raw!);
@@ -230,15 +242,59 @@ export class VncRelay {
       this.o.writer?.input({ kind: 'bell' });
     }
     this.o.onServerMessage?.(m);
+    this.drawBanner();
+    if (this.ending && !this.pendingBanner) this.finish(this.ending, true);
   }
 
-  /** Close both sides now and end the session (idempotent). */
-  finish(reason: EndReason): void {
+  /**
+   * Draw a banner across the top of the viewer's screen (and into the recording) at the server
+   * stream's next message boundary: a Raw rectangle in the viewer's pixel format. It stays until
+   * the desktop draws over it.
+   */
+  banner(text: string, kind: BannerKind): void {
+    if (this.done) return;
+    this.pendingBanner = { text, kind };
+    this.drawBanner();
+  }
+
+  private drawBanner(): void {
+    const b = this.pendingBanner;
+    if (!b || this.done || !this.stream.idle) return;
+    this.pendingBanner = null;
+    const st = this.o.state;
+    const u = bannerUpdate(st.pf, st.colourMap, st.width, st.height, b.text, b.kind);
+    this.toClient(u.message);
+    this.o.writer?.putRect(u.x, u.y, u.w, u.h, u.shown);
+    this.o.writer?.endUpdate();
+    this.o.session.recording.events().event('vnc.banner', { kind: b.kind, text: b.text });
+  }
+
+  /** The gateway ends the session: the reason as a last banner, then close. */
+  private terminate(reason: EndReason): void {
+    if (this.done || this.ending) return;
+    this.banner(reason.message, 'ended');
+    if (!this.pendingBanner) { this.finish(reason, true); return; }
+    // In the middle of a server message: let it reach its end, briefly.
+    this.ending = reason;
+    setTimeout(() => this.finish(reason, false), LAST_BANNER_WAIT_MS).unref();
+  }
+
+  /**
+   * Close both sides and end the session (idempotent). linger: the viewer's connection is ended
+   * (what was written still reaches it) and dropped shortly after, not at once.
+   */
+  finish(reason: EndReason, linger = false): void {
     if (this.done) return;
     this.done = true;
     this.pump.stop();
     this.flushKeys();
-    this.o.client.destroy();
+    if (linger) {
+      const client = this.o.client;
+      client.end();
+      setTimeout(() => client.destroy(), LAST_BANNER_LINGER_MS).unref();
+    } else {
+      this.o.client.destroy();
+    }
     this.o.upstream.destroy();
     try { this.o.writer?.close(); } catch (e) { this.o.session.log.warn({ err: (e as Error).message }, 'vnc final keyframe failed'); }
     void this.o.session.end(reason);

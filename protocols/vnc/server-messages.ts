@@ -159,6 +159,12 @@ export class ServerStream {
 
   push(b: Buffer): void { this.q.push(b); }
 
+  /**
+   * Between two server messages: everything accepted so far has been forwarded and ends on a
+   * message boundary, so the gateway may put a message of its own into the viewer's stream here.
+   */
+  get idle(): boolean { return this.rectsLeft === -1 && this.rect === null && this.fwd.length === 0; }
+
   /** Bytes waiting to be parsed (the ZRLE rectangle being decoded included). */
   get buffered(): number { return this.q.length + (this.rect?.k === 'zrle' ? this.rect.zq.length : 0); }
 

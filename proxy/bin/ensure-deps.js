@@ -21,6 +21,8 @@ const TEST = [
   'mariadb-test', 'python3-psycopg2', 'python3-pymysql', 'default-jdk-headless', 'libpostgresql-jdbc-java', 'libmariadb-java',
   // SQL Server (TDS) clients: FreeTDS tsql and pymssql
   'freetds-bin', 'python3-pymssql',
+  // desktop clipboard tests: the X clipboard on both sides of a VNC / RDP session
+  'xclip',
   // SIEM push: Debian's rsyslog (with its TLS driver) receives the audit stream in tests
   'rsyslog',
   'rsyslog-gnutls',

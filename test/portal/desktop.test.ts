@@ -7,10 +7,11 @@
  * seeks the screen recording, and its frames are compared with the recorder's own replay.
  * Then the same for RDP, more briefly: xrdp with an xterm session behind the gateway, xfreerdp
  * under Xvfb typing, the canvas compared with xfreerdp's window, Terminate closing xfreerdp.
+ * alice opens her VNC grant and her RDP grant with Open in My access (a new tab) and types into
+ * each desktop from the browser: the commands run on the desktop (the RDP one as the minted account).
  */
 import t from 'tap';
 import { mkdtempSync, readFileSync, rmSync, existsSync, mkdirSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Page } from 'playwright-core';
@@ -20,39 +21,8 @@ import { startDesktop, type VncDesktop } from '../../protocols/vnc/demo.js';
 import { encodeKeyEvent, encodePointerEvent, encodeSetEncodings, encodeUpdateRequest } from '../../protocols/vnc/client-messages.js';
 import { have, rfbLogin, run, sleep, waitFor } from '../vnc/client.js';
 import { clientWindow, haveRdpTools, key, mintedAccounts, pixelDiff, screenshot, startXvfb, typeText, withXrdp, xfreerdp } from '../rdp/support.js';
-import { ARTIFACTS, launchChromium, noPageErrors, shot, signIn, startPortalGateway } from './helpers.js';
-
-const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
-
-interface Pixels { width: number; height: number; rgba: Uint8Array }
-
-/** Share of pixels whose colour differs by more than `tolerance` (sum over R, G, B). */
-function differing(a: Pixels, b: Pixels, tolerance: number): number {
-  if (a.width !== b.width || a.height !== b.height) return 1;
-  let n = 0;
-  for (let i = 0; i < a.rgba.length; i += 4) {
-    const d = Math.abs(a.rgba[i]! - b.rgba[i]!) + Math.abs(a.rgba[i + 1]! - b.rgba[i + 1]!) + Math.abs(a.rgba[i + 2]! - b.rgba[i + 2]!);
-    if (d > tolerance) n++;
-  }
-  return n / (a.width * a.height);
-}
-
-/** The canvas's own pixels (not the scaled on-screen picture), through a lossless PNG. */
-async function canvasPixels(page: Page, selector: string): Promise<Pixels> {
-  const url = await page.evaluate((sel) => (document.querySelector(sel) as HTMLCanvasElement).toDataURL('image/png'), selector);
-  const img = decodePng(Buffer.from(url.slice(url.indexOf(',') + 1), 'base64'));
-  return { width: img.width, height: img.height, rgba: img.rgba };
-}
-
-async function axeViolations(page: Page): Promise<string[]> {
-  // Evaluated through the DevTools protocol, so the page's CSP (no inline script) stays on.
-  await page.evaluate(AXE);
-  return page.evaluate(async () => {
-    const axe = (window as unknown as { axe: { run(ctx: Document, o: object): Promise<{ violations: { id: string; nodes: { target: string[] }[] }[] }> } }).axe;
-    const r = await axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } });
-    return r.violations.map((v) => `${v.id}: ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', ')}`);
-  });
-}
+import { bannerHeight, bannerOff, below } from '../support/banner.js';
+import { ARTIFACTS, axeViolations, canvasPixels, differing, launchChromium, noPageErrors, shot, signIn, startPortalGateway, type Pixels } from './helpers.js';
 
 /** Whether the page fits a phone's width (390 px) without sideways scrolling; the viewport is put back. */
 async function phoneFits(page: Page): Promise<boolean> {
@@ -196,8 +166,12 @@ if (missing.length || !existsSync('/usr/bin/chromium')) {
     const last = await at(max);
     const lastDiff = differing(last, asRecorded(max), 0);
     t.equal(lastDiff, 0, 'the replayed last frame is the recording\'s last frame, pixel for pixel');
-    const vsServer = differing(last, await serverShot('portal-replay-server.png'), 24);
-    t.ok(vsServer < 0.005, `and it shows the server's screen (${(vsServer * 100).toFixed(3)}% pixels differ)`);
+    // The gateway drew the kill's reason across the top as the last frame; below it, the server's screen.
+    const endMessage = 'Tollgate: session terminated by carol: desktop demo over.';
+    t.equal(bannerOff(last, endMessage, 'ended'), 0, 'the last frame carries the reason as a banner');
+    const cut = bannerHeight(last.width, last.height, endMessage);
+    const vsServer = differing(below(last, cut), below(await serverShot('portal-replay-server.png'), cut), 24);
+    t.ok(vsServer < 0.005, `and below it the server's screen (${(vsServer * 100).toFixed(3)}% pixels differ)`);
     // Just before alice typed: after the first keyframe, before the command's output.
     const firstKey = replay.inputs().find((l) => l.kind === 'key')!.t;
     const mid = Math.max(replay.index[0]!.t, firstKey - 0.05);
@@ -298,6 +272,36 @@ if (missing.length || !existsSync('/usr/bin/chromium')) {
     await carol.ctx.close();
   });
 
+  t.test('alice clicks Open on her VNC grant in My access and works in the desktop in a new tab', async (t) => {
+    const grant = (await tg.store.listGrants({ identity: 'alice', state: 'active' })).find((g) => g.target === 'desk') ?? await tg.grant('alice', 'desk', 'operator');
+    const alice = await signIn(browser, tg, 'alice', '/portal/access', { width: 1000, height: 800 });
+    const card = alice.page.locator(`article[data-grant="${grant.id}"]`);
+    const open = card.locator('a:has-text("Open")');
+    await open.waitFor({ timeout: 10_000 });
+    t.equal(await open.getAttribute('target'), '_blank', 'Open starts the desktop in a new tab');
+    t.ok(await card.locator('button:has-text("Get connection command")').isVisible(), 'next to the native-client command');
+    const [tab] = await Promise.all([alice.ctx.waitForEvent('page'), open.click()]);
+    const tabErrors: string[] = [];
+    tab.on('pageerror', (e) => tabErrors.push(`pageerror: ${e.message}`));
+    await tab.waitForFunction(() => document.body.dataset.session && Number(document.body.dataset.frames ?? 0) >= 1, null, { timeout: 15_000 });
+    t.match(tab.url(), /\/vnc\/view\?target=desk&role=operator$/, `the tab is the VNC viewer for the grant (${tab.url()})`);
+    const live = (await tg.store.getSession(String(await tab.getAttribute('body', 'data-session'))))!;
+    t.equal(live.identity, 'alice', 'the session is alice\'s');
+    t.equal(live.grantId, grant.id, 'on that grant');
+    await tab.click('#screen', { position: { x: 200, y: 150 } });
+    const marker = `open${Date.now() % 100000}`;
+    await tab.keyboard.type(`echo ${marker} > ${marker}.txt`, { delay: 20 });
+    await tab.keyboard.press('Enter');
+    await waitFor(() => existsSync(join(shellDir, `${marker}.txt`)), 10_000, 'the command typed in the browser to run in the xterm');
+    t.equal(readFileSync(join(shellDir, `${marker}.txt`), 'utf8').trim(), marker, 'keys typed in the tab ran on the desktop');
+    noPageErrors(t, tabErrors);
+    await tab.close();
+    await waitFor(async () => (await tg.store.getSession(live.id))?.state === 'ended', 10_000, 'the session to end with the tab');
+    t.match((await tg.store.getSession(live.id))!.endReason, /^client_exit/, 'closing the tab ends the session');
+    noPageErrors(t, alice.errors);
+    await alice.ctx.close();
+  });
+
   t.test('carol watches an RDP session (xrdp, xfreerdp) live on the portal and terminates it', async (t) => {
     const rdpMissing = haveRdpTools();
     if (rdpMissing) { t.fail(`RDP parts missing: ${rdpMissing} (node proxy/bin/ensure-deps.js test)`); return; }
@@ -364,5 +368,35 @@ if (missing.length || !existsSync('/usr/bin/chromium')) {
     t.equal(liveEnd, 0, 'the live canvas ends on the RDP recording\'s last frame, pixel for pixel');
     noPageErrors(t, carol.errors);
     await carol.ctx.close();
+
+    // alice opens the same grant from My access: the desktop in the browser, in a new tab.
+    const alice = await signIn(browser, rtg, 'alice', '/portal/access', { width: 1000, height: 800 });
+    const open = alice.page.locator(`article[data-grant="${grant.id}"] a:has-text("Open")`);
+    await open.waitFor({ timeout: 10_000 });
+    const [tab] = await Promise.all([alice.ctx.waitForEvent('page'), open.click()]);
+    const tabErrors: string[] = [];
+    tab.on('pageerror', (e) => tabErrors.push(`pageerror: ${e.message}`));
+    t.match(tab.url(), /\/rdp\/view\?target=rdesk&role=user$/, `the tab is the RDP desktop for the grant (${tab.url()})`);
+    await tab.waitForFunction(() => document.body.dataset.desktop && Number(document.getElementById('screen')?.dataset.frames ?? 0) >= 1, null, { timeout: 20_000 });
+    const mine = (await rtg.store.getSession(String(await tab.getAttribute('body', 'data-session'))))!;
+    t.equal(mine.grantId, grant.id, 'a session on alice\'s grant');
+    const account = String((await waitFor(async () => (await rtg.store.listAudit({ action: 'rdp.connect', subject: mine.id }))[0], 10_000, 'rdp.connect')).data.account);
+    await sleep(3000); // the xterm starts inside the session
+    // Typed until the xterm has it (under load it may map a moment later and miss the first keys).
+    const typed = () => existsSync(`/home/${account}/open.txt`) && readFileSync(`/home/${account}/open.txt`, 'utf8').trim() !== '';
+    for (let attempt = 0; attempt < 3 && !typed(); attempt++) {
+      await tab.click('#screen', { position: { x: 150, y: 120 } });
+      for (const k of ['i', 'd', ' ', '-', 'u', 'n', ' ']) await tab.keyboard.press(k === ' ' ? 'Space' : k === '-' ? 'Minus' : `Key${k.toUpperCase()}`);
+      await tab.keyboard.down('Shift'); await tab.keyboard.press('Period'); await tab.keyboard.up('Shift');
+      for (const k of ' open.txt') await tab.keyboard.press(k === ' ' ? 'Space' : k === '.' ? 'Period' : `Key${k.toUpperCase()}`);
+      await tab.keyboard.press('Enter');
+      await waitFor(typed, 8_000, 'open.txt in the minted account\'s home').catch(() => false);
+    }
+    t.equal(readFileSync(`/home/${account}/open.txt`, 'utf8').trim(), account, '`id -un` typed in the tab ran as the minted account');
+    noPageErrors(t, tabErrors);
+    await tab.close();
+    await waitFor(async () => (await rtg.store.getSession(mine.id))?.state === 'ended', 15_000, 'the browser RDP session to end with the tab');
+    noPageErrors(t, alice.errors);
+    await alice.ctx.close();
   });
 }

@@ -3,8 +3,10 @@
  * flow in headless Chromium), a sign-in helper, and screenshots for the README.
  */
 import type tap from 'tap';
-import { mkdirSync, copyFileSync } from 'node:fs';
+import { mkdirSync, copyFileSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
+import { decodePng } from '../../recorder/screen/index.js';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import type { ProtocolModule } from '../../protocols/types.js';
 import { moduleMap } from '../../protocols/index.js';
@@ -95,4 +97,39 @@ export async function startFakePortal(t: { teardown(fn: () => unknown): void }) 
   const browser = await launchChromium();
   t.teardown(() => browser.close());
   return { ft, mod, tg, browser };
+}
+
+const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+
+export interface Pixels { width: number; height: number; rgba: Uint8Array }
+
+/** Share of pixels whose colour differs by more than `tolerance` (sum over R, G, B). */
+export function differing(a: Pixels, b: Pixels, tolerance: number): number {
+  if (a.width !== b.width || a.height !== b.height) return 1;
+  let n = 0;
+  for (let i = 0; i < a.rgba.length; i += 4) {
+    const d = Math.abs(a.rgba[i]! - b.rgba[i]!) + Math.abs(a.rgba[i + 1]! - b.rgba[i + 1]!) + Math.abs(a.rgba[i + 2]! - b.rgba[i + 2]!);
+    if (d > tolerance) n++;
+  }
+  return n / (a.width * a.height);
+}
+
+/** The canvas's own pixels (not the scaled on-screen picture), through a lossless PNG. */
+export async function canvasPixels(page: Page, selector: string): Promise<Pixels> {
+  const url = await page.evaluate((sel) => (document.querySelector(sel) as HTMLCanvasElement).toDataURL('image/png'), selector);
+  const img = decodePng(Buffer.from(url.slice(url.indexOf(',') + 1), 'base64'));
+  return { width: img.width, height: img.height, rgba: img.rgba };
+}
+
+/** axe-core's WCAG 2.1 A/AA violations on the page (impact at least minImpact). */
+export async function axeViolations(page: Page, minImpact: 'minor' | 'moderate' | 'serious' | 'critical' = 'minor'): Promise<string[]> {
+  // Evaluated through the DevTools protocol, so the page's CSP (no inline script) stays on.
+  await page.evaluate(AXE);
+  const order = ['minor', 'moderate', 'serious', 'critical'];
+  const found = await page.evaluate(async () => {
+    const axe = (window as unknown as { axe: { run(ctx: Document, o: object): Promise<{ violations: { id: string; impact: string; nodes: { target: string[] }[] }[] }> } }).axe;
+    const r = await axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } });
+    return r.violations.map((v) => ({ impact: v.impact, text: `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', ')}` }));
+  });
+  return found.filter((v) => order.indexOf(v.impact) >= order.indexOf(minImpact)).map((v) => v.text);
 }

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { ManualClock } from '../../policies/clock.js';
 import { encodePng, ScreenReplay } from '../../recorder/screen/index.js';
 import { startTestGateway, type TestGateway } from '../support/gateway.js';
+import { bannerHeight, bannerOff, below } from '../support/banner.js';
 import {
   clientWindow, haveRdpTools, key, mintedAccounts, pixelDiff, screenshot, sleep, startXvfb, typeText, userExists, waitFor, withXrdp,
   xfreerdp, type Display,
@@ -132,8 +133,12 @@ t.test('xfreerdp through the gateway: minted account, keystrokes and screen reco
   writeFileSync(join(artifacts, 'recording-last-frame.png'), encodePng(last!.width, last!.height, last!.data, { fast: false }));
   t.equal(`${last!.width}x${last!.height}`, '800x600', 'recorded desktop size');
   t.equal(`${shot.width}x${shot.height}`, '800x600', 'client window size');
-  const diff = pixelDiff(shot, last!);
-  t.ok(diff.mean < 4 && diff.bad < 0.01, `last recorded frame matches the client window (mean diff ${diff.mean.toFixed(2)}, ${(diff.bad * 100).toFixed(2)}% pixels off)`);
+  // The kill's reason is the last frame's banner; below it, the desktop as the client showed it.
+  const reason = 'Tollgate: session terminated by carol: test.';
+  t.equal(bannerOff(last!, reason, 'ended'), 0, 'the last recorded frame carries the reason as a banner');
+  const cut = bannerHeight(800, 600, reason);
+  const diff = pixelDiff(below(shot, cut), below(last!, cut));
+  t.ok(diff.mean < 4 && diff.bad < 0.01, `below it, the last recorded frame matches the client window (mean diff ${diff.mean.toFixed(2)}, ${(diff.bad * 100).toFixed(2)}% pixels off)`);
   const nonWhite = (() => { let n = 0; for (let i = 0; i < last!.data.length; i += 4) if (last!.data[i]! < 128) n++; return n; })();
   t.ok(nonWhite > 200, 'the recorded frame shows text (dark pixels on the xterm)');
 });
@@ -173,7 +178,7 @@ t.test('the printed xfreerdp command pins the gateway certificate: it connects; 
   await sessionEnded(live.id);
 });
 
-t.test('expiry closes xfreerdp and removes the account', async (t) => {
+t.test('before expiry a warning banner is drawn on xfreerdp\'s screen and recorded; expiry closes xfreerdp with the reason as the last frame and removes the account', async (t) => {
   const grant = await tg.grant('alice', 'desk', 'user', '10m');
   const s = await tg.secret('alice', grant.id);
   const c = xfreerdp(xvfb.display, [`/v:${s.host}:${s.port}`, '/sec:tls', `/u:${s.username}`, `/p:${s.secret}`, '/bpp:32', '/network:lan']);
@@ -186,9 +191,21 @@ t.test('expiry closes xfreerdp and removes the account', async (t) => {
   typeText(xvfb.display, 'echo 32 bits');
   key(xvfb.display, 'Return');
   await sleep(2000);
-  const shot = screenshot(xvfb.display, win, join(artifacts, 'client-window-32bpp.png'));
+  const clean = screenshot(xvfb.display, win, join(artifacts, 'client-window-32bpp-before-warning.png'));
+  // The grant's expiryWarning (60 s): the gateway draws the warning into the screen stream itself.
+  clock.advance(9 * 60_000 + 5_000);
+  const warned = await waitFor('the session.warned audit', async () => (await tg.store.listAudit({ action: 'session.warned', subject: live.id }))[0]);
+  const warning = `Tollgate: your access to desk ends in ${Math.max(1, Math.round(Number(warned.data.msLeft) / 1000))} seconds (grant ${grant.id}).`;
+  t.ok(bannerOff(clean, warning, 'warning') > 0.5, 'no banner on the screen before the warning');
+  let onScreen = 1;
+  let shot = clean;
+  for (const until = Date.now() + 10_000; Date.now() < until && onScreen > 0.005; await sleep(250)) {
+    shot = screenshot(xvfb.display, win, join(artifacts, 'client-window-32bpp.png'));
+    onScreen = bannerOff(shot, warning, 'warning');
+  }
+  t.ok(onScreen <= 0.005, `xfreerdp shows the warning banner (${(onScreen * 100).toFixed(2)}% of its pixels off)`);
   const at = Date.now();
-  clock.advance(11 * 60_000);
+  clock.advance(2 * 60_000);
   const code = await Promise.race([c.exited, sleep(5000).then(() => 'still running')]);
   t.not(code, 'still running', 'xfreerdp exits at expiry');
   t.ok(Date.now() - at < 2000, `closed ${Date.now() - at} ms after expiry`);
@@ -200,8 +217,19 @@ t.test('expiry closes xfreerdp and removes the account', async (t) => {
   const last = new ScreenReplay(lines).frameAt();
   t.ok(last, 'the 32 bpp session (planar bitmaps) replays');
   writeFileSync(join(artifacts, 'recording-last-frame-32bpp.png'), encodePng(last!.width, last!.height, last!.data, { fast: false }));
-  const diff = pixelDiff(shot, last!);
-  t.ok(diff.mean < 4 && diff.bad < 0.01, `32 bpp: last recorded frame matches the client window (mean diff ${diff.mean.toFixed(2)}, ${(diff.bad * 100).toFixed(2)}% pixels off)`);
+  const reason = 'Tollgate: your grant for desk expired; the session is closed.';
+  t.equal(bannerOff(last!, reason, 'ended'), 0, 'the last recorded frame says the grant expired');
+  const events = (await tg.store.listRecordings({ sessionId: live.id })).find((r) => r.kind === 'events')!;
+  const banners = readFileSync(events.path.startsWith('/') ? events.path : join(tg.dataDir, events.path), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)).filter((e) => e.type === 'rdp.banner');
+  t.same(banners.map((b) => [b.kind, b.text]), [['warning', warning], ['ended', reason]], 'both banners are in the event log');
+  // The warning's bitmaps are decoded (and recorded) once the relay runs again: the frame just before expiry.
+  const endT = lines[lines.length - 1].t;
+  const atWarning = new ScreenReplay(lines).frameAt(Math.max(...lines.filter((l) => l.t < endT).map((l) => l.t)))!;
+  writeFileSync(join(artifacts, 'recording-warning-32bpp.png'), encodePng(atWarning.width, atWarning.height, atWarning.data, { fast: false }));
+  t.equal(bannerOff(atWarning, warning, 'warning'), 0, 'the recording shows the warning banner before expiry, pixel for pixel');
+  const cut = bannerHeight(800, 600, reason);
+  const diff = pixelDiff(below(shot, cut), below(last!, cut));
+  t.ok(diff.mean < 4 && diff.bad < 0.01, `32 bpp: below the banner, the last recorded frame matches the client window (mean diff ${diff.mean.toFixed(2)}, ${(diff.bad * 100).toFixed(2)}% pixels off)`);
 });
 
 t.test('wrong and reused secrets are refused before any account or upstream connection', async (t) => {
@@ -254,6 +282,7 @@ t.test('a client asking for RemoteFX and GFX still gets plain bitmaps: the gatew
   const lines = readFileSync(rec!.path.startsWith('/') ? rec!.path : join(tg.dataDir, rec!.path), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
   const last = new ScreenReplay(lines).frameAt();
   writeFileSync(join(artifacts, 'recording-last-frame-rfx.png'), encodePng(last!.width, last!.height, last!.data, { fast: false }));
-  const diff = pixelDiff(shot, last!);
+  const cut = bannerHeight(800, 600, 'Tollgate: session terminated by carol: test.');
+  const diff = pixelDiff(below(shot, cut), below(last!, cut));
   t.ok(diff.mean < 4 && diff.bad < 0.01, `the recording still matches the client window (mean diff ${diff.mean.toFixed(2)}, ${(diff.bad * 100).toFixed(2)}% pixels off)`);
 });

@@ -19,6 +19,7 @@ import { dialUpstream } from '../../protocols/vnc/upstream.js';
 import { encodeSetEncodings, encodeUpdateRequest } from '../../protocols/vnc/client-messages.js';
 import { startTestGateway, type TestGateway } from '../support/gateway.js';
 import { have, rfbLogin, run, sleep, waitFor } from './client.js';
+import { bannerHeight, bannerOff, below } from '../support/banner.js';
 
 const ARTIFACTS = join(import.meta.dirname, '..', 'artifacts', 'vnc');
 // A fresh clone has no artifacts folder (it is not tracked): make it here, not in some other test file.
@@ -150,6 +151,61 @@ if (missing.length) {
     const after = await dialUpstream({ host: '127.0.0.1', port: desktop.port, password: minted, timeoutMs: 5000, clock: new ManualClock(0) }).then(
       (u) => { u.socket.destroy(); return 'opened'; }, (e: Error) => e.message);
     t.match(after, /refused/, `the minted password no longer opens the server: ${after}`);
+  });
+
+  t.test('TigerVNC\'s vncviewer: a warning banner on its screen and in the recording before expiry, the reason as the last frame', async (t) => {
+    const s = await secretFor('operator', '10m');
+    const viewerX = await startXvfb('1024x768x24');
+    const home = join(dir, 'banner-home');
+    mkdirSync(home, { recursive: true });
+    const viewer = spawn('vncviewer', ['-SecurityTypes', 'X509Plain', '-X509CA', caFile, '-geometry', '+0+0', `127.0.0.1::${port}`],
+      { env: { ...process.env, DISPLAY: viewerX.display, HOME: home, VNC_USERNAME: 'desk', VNC_PASSWORD: s.secret }, stdio: 'ignore' });
+    t.teardown(() => { viewer.kill('SIGKILL'); viewerX.proc.kill('SIGTERM'); });
+    const live = await waitFor(async () => (await tg.store.listSessions({ state: 'active' }))[0], 15_000, 'a live session');
+    const win = (await waitFor(async () => (await run('xdotool', ['search', '--name', 'via Tollgate'], { DISPLAY: viewerX.display })).out.trim().split('\n')[0], 15_000, 'the viewer window'))!;
+    const viewerShot = async (name: string) => {
+      const file = join(ARTIFACTS, name);
+      const r = await run('import', ['-window', win, file], { DISPLAY: viewerX.display });
+      if (r.code !== 0) throw new Error(`import failed: ${r.err}`);
+      return decodePng(readFileSync(file));
+    };
+    await sleep(1500); // the first full update is in
+    // expiryWarning is 2 s on this gateway.
+    clock.advance(10 * 60_000 - 1500);
+    const warned = await waitFor(async () => (await tg.store.listAudit({ action: 'session.warned', subject: live.id }))[0], 5000, 'the warning');
+    const warning = `Tollgate: your access to desk ends in ${Math.max(1, Math.round(Number(warned.data.msLeft) / 1000))} seconds (grant ${s.grant.id}).`;
+    let off = 1;
+    for (const until = Date.now() + 10_000; Date.now() < until && off > 0.005; await sleep(250)) {
+      off = bannerOff(await viewerShot('vncviewer-warning.png'), warning, 'warning', { width: 800, height: 600 });
+    }
+    t.ok(off <= 0.005, `vncviewer shows the warning banner across the top of the desktop (${(off * 100).toFixed(2)}% of its pixels off)`);
+    // Below it, the desktop as the server has it.
+    const cut = bannerHeight(800, 600, warning);
+    let rest = 1;
+    for (const until = Date.now() + 10_000; Date.now() < until && rest > 0.005; await sleep(300)) {
+      const a = below(await viewerShot('vncviewer-warning.png'), cut);
+      const b = below(await serverShot('server-warning.png'), cut);
+      let n = 0;
+      for (let y = 0; y < Math.min(a.height, b.height); y++) {
+        for (let x = 0; x < 800; x++) {
+          const i = (y * a.width + x) * 4, j = (y * b.width + x) * 4;
+          if (Math.abs(a.rgba[i]! - b.rgba[j]!) + Math.abs(a.rgba[i + 1]! - b.rgba[j + 1]!) + Math.abs(a.rgba[i + 2]! - b.rgba[j + 2]!) > 24) n++;
+        }
+      }
+      rest = n / (800 * (600 - cut));
+    }
+    t.ok(rest <= 0.005, `below the banner the viewer shows the server's screen (${(rest * 100).toFixed(2)}% pixels differ)`);
+    clock.advance(10_000);
+    await settle();
+    t.match((await tg.store.getSession(live.id))!.endReason, /^expired/);
+    const lines = await recordingLines(live.id, 'screen');
+    const replay = new ScreenReplay(lines);
+    const endT = lines[lines.length - 1]!.t as number;
+    const before = replay.frameAt(Math.max(...lines.filter((l) => (l.t as number) < endT).map((l) => l.t as number)))!;
+    t.equal(bannerOff(before, warning, 'warning'), 0, 'the recording shows the warning before expiry, pixel for pixel');
+    t.equal(bannerOff(replay.frameAt()!, 'Tollgate: your grant for desk expired; the session is closed.', 'ended'), 0, 'and its last frame the reason');
+    const banners = (await recordingLines(live.id, 'events')).filter((e) => e.type === 'vnc.banner').map((e) => e.kind);
+    t.same(banners, ['warning', 'ended'], 'both banners are in the event log');
   });
 
   t.test('vncsnapshot with classic VNC auth (8-character secret)', async (t) => {

@@ -106,6 +106,8 @@ function viewer() {
       info = m;
       body.dataset.session = m.session;
       status(`connected to ${m.name}${m.viewOnly ? ' (view only)' : ''}`);
+      // Clipboard towards the desktop only where the role allows it.
+      document.getElementById('clip-send').disabled = m.viewOnly || !(m.clipboard === 'both' || m.clipboard === 'to-server');
       screen.apply(m);
     } else if (m.type === 'end') {
       status(m.message, true);
@@ -114,6 +116,8 @@ function viewer() {
       status(m.message, true);
       logEvent(`warning: ${m.message}`);
     } else if (m.type === 'clipboard') {
+      // The desktop copied text (the role lets it reach the browser): it fills the clipboard box.
+      document.getElementById('clip').value = m.text;
       logEvent(`remote clipboard: ${JSON.stringify(m.text.slice(0, 80))}`);
     } else {
       screen.apply(m);
@@ -122,6 +126,12 @@ function viewer() {
   ws.onclose = () => { if (!body.dataset.ended) { status('disconnected', true); body.dataset.ended = 'true'; } };
   ws.onerror = () => status('the gateway refused the connection (sign in, check the grant)', true);
   const send = (o) => { if (ws.readyState === 1 && info && !info.viewOnly) ws.send(JSON.stringify(o)); };
+  // The clipboard box's text goes to the desktop's clipboard (when the role allows it, the gateway lets it through).
+  document.getElementById('clip-send').addEventListener('click', () => {
+    const text = document.getElementById('clip').value;
+    send({ type: 'clipboard', text });
+    logEvent(`clipboard sent: ${JSON.stringify(text.slice(0, 80))}`);
+  });
   canvas.addEventListener('keydown', (e) => { const k = keysym(e); if (k !== null) { e.preventDefault(); send({ type: 'key', down: true, keysym: k }); } });
   canvas.addEventListener('keyup', (e) => { const k = keysym(e); if (k !== null) { e.preventDefault(); send({ type: 'key', down: false, keysym: k }); } });
   let mask = 0;

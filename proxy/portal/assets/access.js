@@ -5,6 +5,8 @@ import { showCheckouts } from './checkouts.js';
 
 const $ = (id) => document.getElementById(id);
 const DRAFT = 'tollgate-request-draft';
+/** Protocols with a desktop the browser can open (/vnc/view, /rdp/view). */
+const DESKTOPS = new Set(['vnc', 'rdp']);
 let targets = [];
 
 function stateBadge(state) {
@@ -108,11 +110,15 @@ async function loadGrants() {
         checkin.disabled = true;
         try { await api('POST', `/api/v1/grants/${encodeURIComponent(g.id)}/checkin`, {}); flash(`${g.target} is checked in; its password was rotated.`); await Promise.all([loadGrants(), showCheckouts($('checkouts'), $('checkouts-section'))]); } catch (e) { flash(describeError(e), 'bad'); checkin.disabled = false; }
       });
+      // Desktops also open in the browser, in a new tab (the gateway checks the grant again there).
+      const open = DESKTOPS.has(g.protocol)
+        ? el('a', { class: 'button open', href: `/${g.protocol}/view?${new URLSearchParams({ target: g.target, role: g.role })}`, target: '_blank', rel: 'noopener', 'aria-label': `Open ${g.target} as ${g.role} in the browser (new tab)` }, 'Open')
+        : null;
       return el('article', { class: 'card', 'data-grant': g.id, 'data-target': g.target },
         el('h3', {}, `${g.target} `, el('span', { class: 'muted' }, `as ${g.role}`), g.breakGlass ? badge('break-glass', 'bad') : null, held.has(g.id) ? badge('checked out to you', 'warn') : null),
         el('p', {}, badge(g.protocol ?? 'unknown'), ' ', el('span', { 'data-until': String(Date.now() + g.msLeft) }, `${fmtDuration(g.msLeft)} left`),
           el('span', { class: 'muted' }, ` · until ${fmtTime(g.expiresAt)}`)),
-        el('div', { class: 'actions' }, btn, checkin), out, g.breakGlass ? null : extendForm(g));
+        el('div', { class: 'actions' }, btn, open ? ' ' : null, open, checkin), out, g.breakGlass ? null : extendForm(g));
     }));
   });
 }

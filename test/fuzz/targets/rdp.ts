@@ -114,6 +114,7 @@ async function relay(input: Buffer): Promise<void> {
   const recorder = new RdpRecorder(session.recording, new ManualClock(0), { warn() {} });
   const r = new RdpRelay({
     client: client as never, upstream: upstream as never, recorder, upstreamFrames: [], upstreamRest: Buffer.alloc(0), clientRest: Buffer.alloc(0),
+    clipboard: { toServer: true, toClient: true, files: true },
     map: {
       up: new Map<number, number | null>([[IO, IO], [1004, 1004], [1005, 1005], [1006, null], [USER, USER]]),
       down: new Map([[IO, IO], [1004, 1004], [1005, 1005]]),
