@@ -142,6 +142,12 @@ export const AUDIT_EVENTS = {
   'notification.retried': { meaning: 'A SOC analyst queued a failed notification again.' },
   'siem.failing': { meaning: 'A SIEM sink stopped acknowledging the audit stream (its last error); events wait at its cursor.' },
   'siem.recovered': { meaning: 'A SIEM sink acknowledges the audit stream again after failing.' },
+  'rdp.browser': { meaning: 'An RDP session was opened from the portal: the gateway is the RDP client (size, keyboard layout, clipboard).' },
+  'rdp.channel_refused': { meaning: "A virtual channel the role does not allow was refused (drive redirection without rdpdr in the role's channels, say)." },
+  'rdp.clipboard_refused': { meaning: "Clipboard data was dropped on the cliprdr channel: the role does not allow that direction." },
+  'rdp.file_transfer': { meaning: 'A file was copied through the RDP clipboard (fileTransfer: true): direction and name.' },
+  'rdp.file_transfer_refused': { meaning: 'A file copy through the RDP clipboard was refused (the role has no fileTransfer).' },
+  'rdp.drive_redirection': { meaning: 'The client shares drives with the desktop (rdpdr allowed by the role): which.' },
   'rdp.capabilities_stripped': { meaning: 'Capabilities the recorder cannot follow were removed from the client\'s Confirm Active.' },
 } as const satisfies Record<string, AuditEventSpec>;
 

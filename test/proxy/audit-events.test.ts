@@ -33,6 +33,7 @@ const DYNAMIC: Record<string, string[]> = {
   'protocols/ssh/broker.ts `${protocol}.${t.direction}`': ['sftp.upload', 'sftp.download', 'scp.upload', 'scp.download'],
 };
 const PASS_THROUGH = new Set([
+  'protocols/rdp/frontend.ts action', // the RDP recorder's audit callback (its names are literals in record.ts)
   'proxy/sessions.ts fromModule(action)', // LiveSession.audit(action, data)
   "proxy/gateway.ts fromModule(action)", // the engine's, the IdP links' and ctx.state.audit's callbacks
   'protocols/ssh/broker.ts op', // the SFTP inspector's operations (scanned below as onOp('…'))
