@@ -37,6 +37,12 @@ export function accountName(identity: string): string {
   return `tg-${who}-${suffix}`;
 }
 
+/** A group reference a role may name: a DN that parses, or a cn (no control characters, at most 256). */
+export function validDirectoryGroup(g: unknown): g is string {
+  if (typeof g !== 'string' || g.length === 0 || g.length > 256 || /[\u0000-\u001f\u007f]/.test(g)) return false;
+  return g.includes('=') ? isDn(g) : true;
+}
+
 function directoryOf(ctx: DirectoryLeaseContext): Directory {
   if (!ctx.directory) throw new Error('no directory is configured (the `directory` section)');
   return ctx.directory;

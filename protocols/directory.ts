@@ -15,7 +15,7 @@ import {
 } from 'ldapts';
 import { z } from 'zod';
 import { secretRefSchema, Secret } from '../auth/secret.js';
-import { durationSchema } from '../policies/config.js';
+import { durationSchema, parseDuration } from '../policies/config.js';
 import { eq, isChildOf, isDn, rdn, sameDn, splitDn } from './ldap-escape.js';
 
 const dnString = z.string().refine(isDn, 'a distinguished name such as CN=Users,DC=example,DC=com');
@@ -38,8 +38,6 @@ export const directorySchema = z.object({
   personAttribute: z.enum(['mail', 'userPrincipalName']).default('mail'),
   /** TLS to the directory: the CA that issued its certificate and the name it must carry (default: the URL's host). */
   tls: z.object({ ca: secretRefSchema.optional(), servername: z.string().min(1).optional(), verify: z.boolean().default(true) }).strict().prefault({}),
-  /** Rotate the bind account's password this often (stored in the vault, see README). */
-  rotate: durationSchema.optional(),
   /** ldap flavour: gidNumber of minted posixAccounts. */
   gidNumber: z.number().int().min(0).default(100),
   timeout: durationSchema.default('10s'),
@@ -114,7 +112,7 @@ export class Directory {
   readonly upnSuffix: string;
   constructor(
     readonly config: DirectoryConfig,
-    /** The bind credential now: the vault's, else the configured reference. */
+    /** The bind credential now (the configured secret reference, resolved at each bind). */
     readonly bindCredential: () => Promise<DirectoryBind>,
     private readonly tlsOptions: tls.ConnectionOptions,
     private readonly timeoutMs: number,
@@ -347,4 +345,19 @@ export class DirectoryConnection {
     return one(e['userPassword']) !== undefined;
   }
 
+}
+
+/**
+ * The Directory of a `directory` section. `resolve` turns a secret reference into its value (the
+ * gateway's resolveSecret); the bind password is resolved at each bind, so a changed file or
+ * environment variable is picked up without a restart.
+ */
+export function openDirectory(c: DirectoryConfig, resolve: (ref: unknown, path: string) => Secret): Directory {
+  const host = /^ldaps?:\/\/\[?([^\]/:]+)/.exec(c.url)?.[1] ?? '';
+  const tlsOptions: tls.ConnectionOptions = {
+    rejectUnauthorized: c.tls.verify,
+    servername: c.tls.servername ?? (/^[\d.]+$|:/.test(host) ? undefined : host),
+    ...(c.tls.ca ? { ca: resolve(c.tls.ca, 'directory.tls.ca').reveal() } : {}),
+  };
+  return new Directory(c, async () => ({ dn: c.bind.dn, password: resolve(c.bind.password, 'directory.bind.password') }), tlsOptions, parseDuration(c.timeout));
 }

@@ -8,6 +8,7 @@ import { SystemClock } from '../policies/clock.js';
 import { JitEngine } from '../policies/engine.js';
 import { compileRules } from '../policies/rules.js';
 import { parseDuration } from '../policies/config.js';
+import { openDirectory, type Directory } from '../protocols/directory.js';
 import type { TargetConfig } from '../protocols/config.js';
 import { createRecorder } from '../recorder/index.js';
 import type { Recorder } from '../recorder/index.js';
@@ -347,6 +348,17 @@ export class Gateway {
     if (cmd?.length) runNotify(cmd, event, this.log);
   }
 
+  private directoryCache: { config: GatewayConfig['directory']; dir: Directory | null } | null = null;
+  /** The Directory of the current `directory` section (rebuilt when a config reload changes it). */
+  directory(): Directory | null {
+    const c = this.config.directory;
+    const cached = this.directoryCache;
+    if (cached && cached.config === c) return cached.dir;
+    const dir = c ? openDirectory(c, (ref, path) => resolveSecret(ref as never, this.config, path)) : null;
+    this.directoryCache = { config: c, dir };
+    return dir;
+  }
+
   /** The protocol context for one module (cached). */
   ctx(protocol: string): ProtocolContext {
     let c = this.ctxCache.get(protocol);
@@ -389,6 +401,7 @@ export class Gateway {
         await this.audit.append('system', action, subject, data);
         if (opts?.alert) this.notify({ kind: 'alert', action, subject, protocol, ...data });
       },
+      get directory() { return gw.directory(); },
     };
     mkdirSync(c.dataDir, { recursive: true, mode: 0o700 });
     this.ctxCache.set(protocol, c);

@@ -2,6 +2,7 @@
 import net from 'node:net';
 import type tls from 'node:tls';
 import type { RoleConfig, TargetConfig } from '../types.js';
+import { validDirectoryGroup } from '../directory-leases.js';
 
 export const NAME_RE = /^[a-z_][a-z0-9_-]{0,30}$/;
 export const KNOWN_CHANNELS = ['cliprdr', 'rdpdr', 'rdpsnd', 'drdynvc', 'rail', 'rail_wi', 'rail_ri', 'encomsp', 'remdesk'] as const;
@@ -19,10 +20,12 @@ export interface RdpOptions {
  * 'local-account': an ephemeral Linux account on this host (xrdp on the gateway's machine or a shared host).
  * 'sam-file': an existing account whose NT hash lives in a winpr SAM file (FreeRDP servers): a
  * password is minted for the session and replaced by an unknown one afterwards (rotation).
+ * 'directory-account': a domain account minted in the gateway's `directory` for the session, deleted afterwards.
  */
 export type RdpCredentials =
   | { mode: 'local-account'; prefix: string }
-  | { mode: 'sam-file'; path: string; user: string; domain: string };
+  | { mode: 'sam-file'; path: string; user: string; domain: string }
+  | { mode: 'directory-account' };
 
 /** Account and domain names that fit a SAM file line (no ':' or line breaks). */
 export const SAM_NAME_RE = /^[A-Za-z0-9._$-]{1,64}$/;
@@ -40,6 +43,7 @@ export function credentialsOf(target: TargetConfig): RdpCredentials {
   if (c.mode === 'sam-file') {
     return { mode: 'sam-file', path: String(c.path ?? ''), user: String(c.user ?? ''), domain: typeof c.domain === 'string' ? c.domain : '' };
   }
+  if (c.mode === 'directory-account') return { mode: 'directory-account' };
   const prefix = typeof c.prefix === 'string' ? c.prefix : 'tg-';
   return { mode: 'local-account', prefix };
 }
@@ -63,6 +67,11 @@ export function roleGroups(role: RoleConfig): string[] {
   return Array.isArray(role.groups) ? role.groups.filter((g): g is string => typeof g === 'string') : [];
 }
 
+/** Directory groups (cn or DN) the minted domain account joins for this role (directory-account mode). */
+export function roleDirectoryGroups(role: RoleConfig): string[] {
+  return Array.isArray(role.directoryGroups) ? role.directoryGroups.filter((g): g is string => typeof g === 'string') : [];
+}
+
 /** Virtual channels this role may use; default: all but drive redirection. */
 export function roleChannels(role: RoleConfig): Set<string> {
   if (Array.isArray(role.channels)) return new Set(role.channels.filter((c): c is string => typeof c === 'string').map((c) => c.toLowerCase()));
@@ -72,7 +81,9 @@ export function roleChannels(role: RoleConfig): Set<string> {
 export function validateTarget(target: TargetConfig): { path: string; expected: string } | null {
   try { parseAddress(target.address); } catch { return { path: 'address', expected: 'host:port of the RDP server' }; }
   const c = target.credentials as Record<string, unknown>;
-  if (c.mode !== undefined && c.mode !== 'local-account' && c.mode !== 'sam-file') return { path: 'credentials.mode', expected: '"local-account" or "sam-file"' };
+  if (c.mode !== undefined && c.mode !== 'local-account' && c.mode !== 'sam-file' && c.mode !== 'directory-account') {
+    return { path: 'credentials.mode', expected: '"local-account", "sam-file" or "directory-account"' };
+  }
   if (c.mode === 'sam-file') {
     if (typeof c.path !== 'string' || !c.path.startsWith('/') || /[\0\n]/.test(c.path)) return { path: 'credentials.path', expected: 'the absolute path of the winpr SAM file' };
     if (typeof c.user !== 'string' || !SAM_NAME_RE.test(c.user)) return { path: 'credentials.user', expected: 'the account name in the SAM file (letters, digits, . _ $ -)' };
@@ -88,6 +99,9 @@ export function validateTarget(target: TargetConfig): { path: string; expected: 
   for (const [i, r] of target.roles.entries()) {
     if (r.groups !== undefined && (!Array.isArray(r.groups) || !r.groups.every((g) => typeof g === 'string' && NAME_RE.test(g)))) {
       return { path: `roles[${i}].groups`, expected: 'a list of Linux group names' };
+    }
+    if (r.directoryGroups !== undefined && (!Array.isArray(r.directoryGroups) || !r.directoryGroups.every(validDirectoryGroup))) {
+      return { path: `roles[${i}].directoryGroups`, expected: 'a list of directory groups (a cn such as rdp-admins, or a DN)' };
     }
     if (r.channels !== undefined && (!Array.isArray(r.channels) || !r.channels.every((ch) => typeof ch === 'string' && /^[a-z_]{1,7}$/i.test(ch)))) {
       return { path: `roles[${i}].channels`, expected: `a list of virtual channel names such as ${KNOWN_CHANNELS.join(', ')}` };

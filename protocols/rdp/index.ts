@@ -8,6 +8,7 @@ import { ntHash } from './nlmp.js';
 /** How long the sealed NT hash of a connection secret stays usable (secrets expire well before). */
 const NT_SEAL_MS = 31 * 86_400_000;
 import { checkTarget } from './check.js';
+import { ACCOUNT_KIND, revokeAccount } from '../directory-leases.js';
 
 /** Quote for a POSIX shell. */
 function sh(v: string): string {
@@ -32,6 +33,7 @@ export const rdpModule: ProtocolModule = {
   async revokeLease(ctx, target, lease) {
     if (lease.kind === LEASE_KIND) await deleteAccount(ctx, target, lease);
     else if (lease.kind === SAM_LEASE_KIND) await rotateSamPassword(ctx, target, lease);
+    else if (lease.kind === ACCOUNT_KIND) await revokeAccount(ctx, lease);
   },
 
   secretVerifiers(ctx, _target, secret) {
