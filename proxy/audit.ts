@@ -27,7 +27,7 @@ export function eventHash(prevHash: string, e: Omit<AuditEventRecord, 'hash' | '
 }
 
 /** Strip anything that looks like a secret before it reaches the append-only log. */
-function scrub(data: Record<string, unknown>): Record<string, unknown> {
+export function scrub(data: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(data)) {
     if (/pass(word)?|secret|token|private.?key|cookie/i.test(k) && typeof v === 'string') out[k] = '<redacted>';

@@ -9,6 +9,8 @@ import { targetSchema } from '../protocols/config.js';
 import { directorySchema } from '../protocols/directory.js';
 import { breakGlassSchema, durationSchema, policySchema } from '../policies/config.js';
 import type { KeySource } from '../auth/keys.js';
+import { checkNotifications, notificationsSchema } from './notifications/config.js';
+import { checkSiem, siemSchema } from './siem/config.js';
 
 /**
  * One YAML file configures a gateway: listeners, IdP, store, targets, policies. Each folder owns
@@ -154,6 +156,10 @@ const configSchema = z.object({
   }).strict().prefault({}),
   /** Notification hook for `alert` rules and break-glass (argv; event JSON on stdin). */
   notify: z.object({ command: z.array(z.string()).optional() }).strict().default({}),
+  /** Webhooks and email for the workflow's events, with retries (proxy/notifications/config.ts). */
+  notifications: notificationsSchema,
+  /** The audit stream pushed to syslog (RFC 5424 over TLS) and webhooks (proxy/siem/config.ts). */
+  siem: siemSchema,
   /** Per-session budgets: a session that exceeds one ends with reason resource_limit. */
   limits: z.object({
     /**
@@ -200,6 +206,8 @@ export function validateConfig(raw: unknown, file: string, modules: ReadonlyMap<
   for (const [name, l] of Object.entries(cfg.listeners)) {
     if (l.tls !== undefined && name !== 'http') throw new ConfigError(file, `listeners.${name}.tls`, 'nothing: only the http listener terminates TLS this way (protocol listeners use gateway.tls)');
   }
+  const section = checkNotifications(cfg.notifications) ?? checkSiem(cfg.siem);
+  if (section) throw new ConfigError(file, section.path, section.expected);
   const names = new Set<string>();
   cfg.targets.forEach((t, i) => {
     if (names.has(t.name)) throw new ConfigError(file, `targets[${i}].name`, `a unique target name ("${t.name}" is used twice)`);

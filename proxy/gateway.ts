@@ -39,6 +39,8 @@ import { GatewayRoles } from './roles.js';
 import { PendingLimit } from './limits.js';
 import { DEFAULT_PREAUTH } from '../protocols/net.js';
 import type { ListenerConfig } from './config.js';
+import { Notifications } from './notifications/index.js';
+import { Siem } from './siem/index.js';
 
 export interface GatewayOptions {
   config: GatewayConfig;
@@ -82,6 +84,9 @@ export class Gateway {
   publicUrl = '';
   publicHost = '127.0.0.1';
   readonly metrics = new Registry();
+  /** Webhooks and email for the workflow's events (proxy/notifications) and the audit stream to SIEMs (proxy/siem). */
+  notifications!: Notifications;
+  siem!: Siem;
   /** Device sign-ins and browser approvals waiting for a person (gateway.maxPendingSignIns). */
   pendingSignIns!: PendingLimit;
   private listeners = new Map<string, ProtocolListener>();
@@ -125,6 +130,17 @@ export class Gateway {
     this.secrets = new ConnectionSecrets(this.store, this.clock);
 
     this.setupMetrics();
+    const auditAs = (action: string, subject: string | null, data: Record<string, unknown>) => this.audit.append('system', action, subject, data).then(() => undefined);
+    this.notifications = new Notifications({
+      store: this.store, clock: this.clock, log: this.log.child({ c: 'notifications' }), gatewayId: cfg.gateway.id, config: cfg.notifications, configFile: cfg.file,
+      publicUrl: () => this.publicUrl, socGroups: cfg.gateway.socGroups, breakGlassReviewers: cfg.breakGlass.reviewers,
+      resolveSecret: (ref, path) => resolveSecret(ref, cfg, path), audit: auditAs,
+    });
+    this.siem = new Siem({
+      store: this.store, clock: this.clock, log: this.log.child({ c: 'siem' }), gatewayId: cfg.gateway.id, config: cfg.siem,
+      resolveSecret: (ref, path) => resolveSecret(ref, cfg, path), audit: auditAs,
+    });
+    if (this.siem.enabled) this.audit.onEvent(() => this.siem.wake());
     this.recorder = createRecorder({ store: this.store, dir: cfg.recordings.dir ? resolve(cfg.baseDir, cfg.recordings.dir) : join(this.dataDir, 'recordings'), clock: this.clock, log: this.log.child({ c: 'recorder' }) });
 
     this.engine = new JitEngine({
@@ -225,6 +241,8 @@ export class Gateway {
 
     await this.startIdp();
     this.links.start();
+    await this.notifications.start();
+    await this.siem.start();
     await this.engine.start();
     const reaped = await this.sessions.reap();
     if (reaped.leases || reaped.sessions || reaped.failed) this.log.warn(reaped, 'reaper cleaned up after an earlier run');
@@ -346,6 +364,7 @@ export class Gateway {
     void this.audit.append('system', 'notify', null, event);
     const cmd = event['kind'] === 'breakglass' && this.config.breakGlass.alertCommand ? this.config.breakGlass.alertCommand : this.config.notify.command;
     if (cmd?.length) runNotify(cmd, event, this.log);
+    this.notifications?.publish(event);
   }
 
   private directoryCache: { config: GatewayConfig['directory']; dir: Directory | null } | null = null;
@@ -435,6 +454,9 @@ export class Gateway {
     this.http?.close();
     await this.devIdp?.close().catch(() => undefined);
     await this.audit?.append('system', 'gateway.stopped', this.config.gateway.id, {}).catch(() => undefined);
+    await this.notifications?.stop().catch((e) => this.log.error({ err: e }, 'notifications did not stop cleanly'));
+    // The stream sends what is left, up to gateway.stopped, for a few seconds; the rest goes after the next start.
+    await this.siem?.stop().catch((e) => this.log.error({ err: e }, 'SIEM stream did not stop cleanly'));
     await this.audit?.checkpoint().catch((e) => this.log.error({ err: e }, 'audit checkpoint failed'));
     await this.audit?.close();
     await this.store?.close();

@@ -19,6 +19,9 @@ const TEST = [
   'mariadb-test', 'python3-psycopg2', 'python3-pymysql', 'default-jdk-headless', 'libpostgresql-jdbc-java', 'libmariadb-java',
   // SQL Server (TDS) clients: FreeTDS tsql and pymssql
   'freetds-bin', 'python3-pymssql',
+  // SIEM push: Debian's rsyslog (with its TLS driver) receives the audit stream in tests
+  'rsyslog',
+  'rsyslog-gnutls',
   // directory accounts: a Samba AD domain controller and LDAP/SMB clients for the tests
   'samba', 'samba-ad-dc', 'samba-ad-provision', 'winbind', 'ldap-utils', 'smbclient', 'krb5-user',
 ];
@@ -54,7 +57,11 @@ async function debian() {
   await run('apt-get', ['update', '-q'], { env, quiet: true });
   await run('apt-get', ['install', '-y', '-q', '--no-install-recommends', ...missing], { env, quiet: true });
   // Debian starts these services on install; Tollgate runs its own instances in temp dirs.
-  for (const svc of ['ssh', 'postgresql', 'mariadb', 'nginx', 'pgbouncer', 'xrdp', 'xrdp-sesman', 'samba-ad-dc', 'smbd', 'nmbd', 'winbind']) {
+  for (const svc of [
+    'ssh', 'postgresql', 'mariadb', 'nginx', 'pgbouncer', 'xrdp', 'xrdp-sesman',
+    'rsyslog',
+    'samba-ad-dc', 'smbd', 'nmbd', 'winbind',
+  ]) {
     spawnSync('systemctl', ['disable', '--now', svc], { stdio: 'ignore' });
     spawnSync('service', [svc, 'stop'], { stdio: 'ignore' });
   }

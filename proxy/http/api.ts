@@ -12,6 +12,7 @@ import { mountHealthRoutes } from './routes/health.js';
 import { mountKeyRoutes } from './routes/keys.js';
 import { mountLive } from './routes/live.js';
 import { mountLockRoutes } from './routes/locks.js';
+import { mountNotificationRoutes } from './routes/notifications.js';
 import { mountRequestRoutes } from './routes/requests.js';
 import { mountSessionRoutes } from './routes/sessions.js';
 import { mountTargetRoutes } from './routes/targets.js';
@@ -67,6 +68,7 @@ export function mountApi(s: ApiServices): void {
   mountSessionRoutes(add, s);
   mountLockRoutes(add, s);
   mountAuditRoutes(add, s);
+  mountNotificationRoutes(add, s);
   mountAuthRoutes(add, s);
   mountLive(s);
 

@@ -77,6 +77,17 @@ export const tables = {
     },
   },
   kv: { name: 'kv', pk: 'key', columns: { key: 'text', value: 'text' } },
+  deliveries: {
+    name: 'notification_deliveries', pk: 'id', columns: {
+      id: 'text', channel: 'text', topic: 'text', recipient: 'text', payload: 'json', state: 'text', attempts: 'int', nextAt: 'int',
+      createdAt: 'int', updatedAt: 'int', deliveredAt: 'int', lastError: 'text', dedupe: 'text', claimedBy: 'text', claimedUntil: 'int',
+    },
+  },
+  siemCursors: {
+    name: 'siem_cursors', pk: 'sink', columns: {
+      sink: 'text', seq: 'int', holder: 'text', heldUntil: 'int', updatedAt: 'int', ackAt: 'int', failures: 'int', lastError: 'text', lastErrorAt: 'int',
+    },
+  },
 } satisfies Record<string, TableSpec>;
 
 /** One schema version in one SQL dialect. */
@@ -157,5 +168,17 @@ ALTER TABLE connection_secrets ADD COLUMN link_id TEXT;
     // Keyed audit: each event's HMAC under the audit key (the key itself lives outside the store).
     version: 3,
     sql: `ALTER TABLE audit_events ADD COLUMN mac TEXT;`,
+  },
+  {
+    // Notifications: the delivery queue with retries (proxy/notifications); SIEM push: each sink's acknowledged seq (proxy/siem).
+    version: 17,
+    sql: `
+CREATE TABLE notification_deliveries (id TEXT PRIMARY KEY, channel TEXT NOT NULL, topic TEXT NOT NULL, recipient TEXT NOT NULL, payload TEXT NOT NULL,
+  state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+  delivered_at INTEGER, last_error TEXT, dedupe TEXT UNIQUE, claimed_by TEXT, claimed_until INTEGER);
+CREATE INDEX notification_deliveries_due ON notification_deliveries(state, next_at);
+CREATE TABLE siem_cursors (sink TEXT PRIMARY KEY, seq INTEGER NOT NULL, holder TEXT, held_until INTEGER, updated_at INTEGER NOT NULL,
+  ack_at INTEGER, failures INTEGER NOT NULL DEFAULT 0, last_error TEXT, last_error_at INTEGER);
+`,
   },
 ];

@@ -11,7 +11,7 @@
 import type {
   Store, IdentityRecord, RequestRecord, ApprovalRecord, GrantRecord, BreakGlassReviewRecord, ConnectionSecretRecord,
   ApiTokenRecord, WebSessionRecord, IdpLinkRecord, PublicKeyRecord, LeaseRecord, SessionRecord, RecordingRecord, QueryLogRecord,
-  AuditEventRecord, AuditBatch, LockRecord, Page, ClaimableRecords,
+  AuditEventRecord, AuditBatch, LockRecord, Page, ClaimableRecords, NotificationDeliveryRecord, DeliveryState, SiemCursorRecord,
 } from './types.js';
 import { tables, type ColumnKind, type TableSpec } from './schema.js';
 
@@ -306,6 +306,32 @@ export abstract class SqlStore implements Store {
     }
     return this.t.locks.list({}, { order: 'created_at', extra }) as Promise<LockRecord[]>;
   }
+
+  /** ON CONFLICT DO NOTHING: a second row with the same dedupe key (or id) is dropped, on both dialects. */
+  async enqueueDelivery(rec: NotificationDeliveryRecord) {
+    return (await this.query(`${this.t.deliveries.insertSql} ON CONFLICT DO NOTHING`, this.t.deliveries.params(rec))).changes > 0;
+  }
+  async getDelivery(id: string) { return this.t.deliveries.get(id) as Promise<NotificationDeliveryRecord | null>; }
+  async listDeliveries(f: { state?: DeliveryState[]; dueAt?: number; failing?: boolean; claimedBefore?: number; recent?: boolean } & Page = {}) {
+    const extra = [...numCond('next_at', '<=', f.dueAt), ...numCond('claimed_until', '<=', f.claimedBefore)];
+    if (f.failing) extra.push(['attempts > 0', []]);
+    return this.t.deliveries.list({ state: f.state }, { order: f.recent ? 'updated_at DESC, id' : 'next_at, created_at, id', page: f, extra }) as Promise<NotificationDeliveryRecord[]>;
+  }
+  async countDeliveries() {
+    const out: Record<DeliveryState, number> = { pending: 0, sending: 0, delivered: 0, failed: 0 };
+    for (const r of (await this.query('SELECT state, COUNT(*) AS n FROM notification_deliveries GROUP BY state', [])).rows) {
+      if (String(r['state']) in out) out[String(r['state']) as DeliveryState] = Number(r['n']);
+    }
+    return out;
+  }
+  async deleteDeliveries(f: { state: DeliveryState; before: number }) {
+    const cond = numCond('updated_at', '<=', f.before - 1)[0]!;
+    return (await this.query(`DELETE FROM notification_deliveries WHERE state = ? AND ${cond[0]}`, [f.state, ...cond[1]])).changes;
+  }
+
+  async ensureSiemCursor(rec: SiemCursorRecord) { await this.query(`${this.t.siemCursors.insertSql} ON CONFLICT DO NOTHING`, this.t.siemCursors.params(rec)); }
+  async getSiemCursor(sink: string) { return this.t.siemCursors.get(sink) as Promise<SiemCursorRecord | null>; }
+  async listSiemCursors() { return this.t.siemCursors.list({}, { order: 'sink' }) as Promise<SiemCursorRecord[]>; }
 
   async getKv(key: string) { return ((await this.t.kv.get(key)) as { value: string } | null)?.value ?? null; }
   async setKv(key: string, value: string) { await this.t.kv.upsert({ key, value }); }

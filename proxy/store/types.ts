@@ -269,6 +269,52 @@ export interface LockRecord {
   removedBy: string | null;
 }
 
+export type DeliveryState = 'pending' | 'sending' | 'delivered' | 'failed';
+
+/** One notification on its way to one recipient over one channel (the retry queue, proxy/notifications). */
+export interface NotificationDeliveryRecord {
+  id: string;
+  /** 'email' or 'webhook:<name>'. */
+  channel: string;
+  /** What it is about (proxy/notifications/events.ts): request.pending, grant.expiring, … */
+  topic: string;
+  /** An email address, or the webhook's name. */
+  recipient: string;
+  /** What is sent: subject and texts, or the JSON body. Never a secret (keys and passwords come from the config at send time). */
+  payload: Record<string, unknown>;
+  state: DeliveryState;
+  /** Attempts made so far. */
+  attempts: number;
+  /** When the next attempt is due (pending). */
+  nextAt: number;
+  createdAt: number;
+  updatedAt: number;
+  deliveredAt: number | null;
+  lastError: string | null;
+  /** The same key is enqueued once, whichever gateway notices first (null: no such key). */
+  dedupe: string | null;
+  /** The gateway sending it now, and until when its claim holds (a crash mid-send: another takes over afterwards). */
+  claimedBy: string | null;
+  claimedUntil: number | null;
+}
+
+/** How far one SIEM sink has acknowledged the audit stream, and which gateway streams to it now. */
+export interface SiemCursorRecord {
+  sink: string;
+  /** The last audit seq the sink acknowledged (0: none yet). */
+  seq: number;
+  /** The gateway streaming to it, and until when that holds unless renewed. */
+  holder: string | null;
+  heldUntil: number | null;
+  updatedAt: number;
+  /** When the sink last acknowledged a batch. */
+  ackAt: number | null;
+  /** Failed attempts in a row, and the last failure. */
+  failures: number;
+  lastError: string | null;
+  lastErrorAt: number | null;
+}
+
 export interface Page { limit?: number; offset?: number }
 
 /** The records `claim` can change, by table (the keys of `tables` in store/schema.ts). */
@@ -281,6 +327,8 @@ export interface ClaimableRecords {
   locks: LockRecord;
   tokens: ApiTokenRecord;
   webSessions: WebSessionRecord;
+  deliveries: NotificationDeliveryRecord;
+  siemCursors: SiemCursorRecord;
 }
 
 /** What the audit log computes from the chain's last event, inside the store's audit lock. */
@@ -406,6 +454,24 @@ export interface Store {
   insertLock(rec: LockRecord): Promise<void>;
   updateLock(rec: LockRecord): Promise<void>;
   listLocks(filter?: { active?: boolean; at?: number }): Promise<LockRecord[]>;
+
+  /** Queue a notification delivery; false when one with the same dedupe key exists already (nothing written). */
+  enqueueDelivery(rec: NotificationDeliveryRecord): Promise<boolean>;
+  getDelivery(id: string): Promise<NotificationDeliveryRecord | null>;
+  /**
+   * Deliveries, due first (by nextAt) or, with `recent`, last changed first. dueAt: pending ones due
+   * by then; failing: tried at least once and not delivered; claimedBefore: claims that ran out by then.
+   */
+  listDeliveries(filter?: { state?: DeliveryState[]; dueAt?: number; failing?: boolean; claimedBefore?: number; recent?: boolean } & Page): Promise<NotificationDeliveryRecord[]>;
+  /** How many deliveries are in each state. */
+  countDeliveries(): Promise<Record<DeliveryState, number>>;
+  /** Delete deliveries in a state last changed before `before` (retention); how many went. */
+  deleteDeliveries(filter: { state: DeliveryState; before: number }): Promise<number>;
+
+  /** Create a SIEM sink's cursor unless it exists (its first position). */
+  ensureSiemCursor(rec: SiemCursorRecord): Promise<void>;
+  getSiemCursor(sink: string): Promise<SiemCursorRecord | null>;
+  listSiemCursors(): Promise<SiemCursorRecord[]>;
 
   /** Small key/value space for gateway state (CA keys references, instance ids). */
   getKv(key: string): Promise<string | null>;
