@@ -46,6 +46,21 @@ if (why) {
   const members = () => dc.tool(['group', 'listmembers', GROUP]).split('\n').map((l) => l.trim()).filter(Boolean);
   const minted = () => dc.tool(['user', 'list']).split('\n').map((l) => l.trim()).filter((l) => l.startsWith('tg-'));
 
+  /** An RDP client through the gateway at `port` with a connection secret; `info()` waits for the login the target saw. */
+  const connect = async (port: number, username: string, secret: string) => {
+    const before = infos.length;
+    const c = await login(port, username, secret);
+    c.sock.on('error', () => {});
+    c.sock.resume();
+    return { sock: c.sock, info: () => waitFor('the target to see the login', () => infos[before], 60_000), seen: () => infos.length > before };
+  };
+  /** A grant and a secret for user on target (role admin), then connect. */
+  const session = async (user: string, target: string) => {
+    const grant = await tg.grant(user, target, 'admin');
+    const s = await tg.secret(user, grant.id);
+    return { grant, ...(await connect(tg.listener('rdp').port, s.username, s.secret)) };
+  };
+
   t.before(async () => {
     dc = await startSambaDc();
     dc.tool(['group', 'add', GROUP]);
@@ -59,13 +74,9 @@ if (why) {
   });
 
   t.test('the session logs in with a minted domain account that works while it lives and is gone afterwards', async (t) => {
-    const before = infos.length;
-    const grant = await tg.grant('alice', 'win', 'admin');
-    const s = await tg.secret('alice', grant.id);
-    const c = await login(tg.listener('rdp').port, s.username, s.secret);
-    c.sock.on('error', () => {});
-    c.sock.resume();
-    const info = await waitFor('the target to see the login', () => infos[before], 60_000);
+    const c = await session('alice', 'win');
+    const grant = c.grant;
+    const info = await c.info();
     const user = info.userName;
     const pw = info.password.reveal();
     t.match(user, MINTED_NAME_RE, `a minted name (${user})`);
@@ -95,13 +106,9 @@ if (why) {
   t.test('a hostile identity name reaches neither a DN nor a filter unescaped', async (t) => {
     const now = Date.now();
     await tg.store.upsertIdentity({ sub: 'erin', email: 'erin@test', name: 'E,CN=Domain Admins)(*\\', groups: ['engineers'], firstSeen: now, lastSeen: now });
-    const before = infos.length;
-    const grant = await tg.grant('erin', 'win', 'admin');
-    const s = await tg.secret('erin', grant.id);
-    const c = await login(tg.listener('rdp').port, s.username, s.secret);
-    c.sock.on('error', () => {});
-    c.sock.resume();
-    const info = await waitFor('the target to see the login', () => infos[before], 60_000);
+    const c = await session('erin', 'win');
+    const grant = c.grant;
+    const info = await c.info();
     t.match(info.userName, /^tg-ecndomainad-[a-z0-9]{5}$/, 'the name keeps letters and digits only');
     const shown = dc.tool(['user', 'show', info.userName]);
     t.match(shown, new RegExp(`dn: CN=${info.userName},CN=Users,${BASE_DN}`), 'created in CN=Users');
@@ -114,15 +121,11 @@ if (why) {
 
   t.test('an unknown directory group: a clean refusal, no lease, no account', async (t) => {
     const accounts = minted();
-    const before = infos.length;
-    const grant = await tg.grant('alice', 'win-badgroup', 'admin');
-    const s = await tg.secret('alice', grant.id);
-    const c = await login(tg.listener('rdp').port, s.username, s.secret);
-    c.sock.on('error', () => {});
-    c.sock.resume();
+    const c = await session('alice', 'win-badgroup');
+    const grant = c.grant;
     await waitFor('the connection to close', () => (c.sock.destroyed || c.sock.readableEnded ? true : null), 30_000);
     await waitFor('the session to end', async () => (await tg.store.listSessions({ grantId: grant.id })).find((x) => x.state === 'ended'), 30_000);
-    t.equal(infos.length, before, 'the target never saw a login');
+    t.notOk(c.seen(), 'the target never saw a login');
     t.same((await tg.store.listLeases({ grantId: grant.id })).filter((l) => l.state !== 'revoked'), [], 'no live lease');
     t.same(minted(), accounts, 'no account created');
   });
@@ -161,11 +164,8 @@ if (why) {
       child.once('message', (m) => res(m as never));
       child.once('exit', (code) => rej(new Error(`the gateway child exited with ${code}`)));
     });
-    const before = infos.length;
-    const c = await login(ready.listeners['rdp']!.port, ready.secret.username, ready.secret.secret);
-    c.sock.on('error', () => {});
-    c.sock.resume();
-    const info = await waitFor('the target to see the login', () => infos[before], 60_000);
+    const c = await connect(ready.listeners['rdp']!.port, ready.secret.username, ready.secret.secret);
+    const info = await c.info();
     const user = info.userName;
     const pw = info.password.reveal();
     t.equal(dc.bind(user, pw).code, 0, 'the account works');
