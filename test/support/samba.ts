@@ -89,6 +89,9 @@ export async function startSambaDc(): Promise<SambaDc> {
       await exited;
       clearTimeout(timer);
     }
+    // samba starts helpers (samba-dcerpcd, rpcd_*) in their own process groups: end those of this DC (its unique dir) too.
+    const helpers = run('pgrep', ['-f', `${dir}/etc/smb.conf`]).out.split('\n').map(Number).filter((p) => p > 0 && p !== process.pid);
+    for (const pid of helpers) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
     for (let i = 0; i < 50 && await portOpen(636); i++) await new Promise((r) => setTimeout(r, 100));
     rmSync(dir, { recursive: true, force: true });
     release();
