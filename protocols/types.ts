@@ -26,6 +26,7 @@ import type { TargetConfig, RoleConfig } from './config.js';
 import type { CommandRuleConfig } from '../policies/config.js';
 import type { RuleCheckOptions, RuleDecision } from '../policies/rules.js';
 import type { SessionRecording } from '../recorder/types.js';
+import type { Directory } from './directory.js';
 
 export type { TargetConfig, RoleConfig, SecretRef, CommandRuleConfig, RuleDecision, RuleCheckOptions };
 
@@ -323,6 +324,8 @@ export interface StateFacet {
   readonly kv: { get(key: string): Promise<string | null>; set(key: string, value: string): Promise<void> };
   /** An audit event by the gateway itself (actor "system"); alert: also notify (a possible attack). */
   audit(action: string, subject: string | null, data: Record<string, unknown>, opts?: { alert?: boolean }): Promise<void>;
+  /** The configured directory (the `directory` section) for directory-account / directory-group leases; null when none. */
+  readonly directory: Directory | null;
 }
 
 /** What the gateway offers a protocol module, in facets by concern. */

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { Secret, secretRefSchema, type SecretRef } from '../auth/secret.js';
 import type { ProtocolModule } from '../protocols/types.js';
 import { targetSchema } from '../protocols/config.js';
+import { directorySchema } from '../protocols/directory.js';
 import { breakGlassSchema, durationSchema, parseDuration, policySchema, reviewScheduleSchema } from '../policies/config.js';
 import type { KeySource } from '../auth/keys.js';
 import { clusterGatewayFields } from './cluster/config.js';
@@ -150,6 +151,8 @@ const configSchema = z.object({
     onFailure: z.enum(['refuse', 'terminate', 'continue']).default('refuse'),
   }).strict().default({ onFailure: 'refuse' }),
   targets: z.array(targetSchema).default([]),
+  /** The directory (Active Directory / Samba AD, or OpenLDAP) where directory-account and directory-group leases live. */
+  directory: directorySchema.optional(),
   policies: z.array(policySchema).default([]),
   breakGlass: breakGlassSchema.prefault({}),
   /** Access review schedules (recertification) per policy. */
@@ -240,6 +243,9 @@ export function validateConfig(raw: unknown, file: string, modules: ReadonlyMap<
       throw new ConfigError(file, `targets[${i}]`, `a valid ${t.protocol} target (${(e as Error)?.message ?? 'invalid value'})`);
     }
     if (v) throw new ConfigError(file, `targets[${i}].${v.path}`, v.expected);
+    if ((t.credentials as { mode?: unknown }).mode === 'directory-account' && !cfg.directory) {
+      throw new ConfigError(file, `targets[${i}].credentials.mode`, 'a `directory` section for directory-account credentials (the directory to mint accounts in)');
+    }
     if (t.options['mfaAtConnect'] !== undefined && typeof t.options['mfaAtConnect'] !== 'boolean') {
       throw new ConfigError(file, `targets[${i}].options.mfaAtConnect`, 'true or false');
     }

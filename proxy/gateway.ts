@@ -8,6 +8,7 @@ import { SystemClock } from '../policies/clock.js';
 import { JitEngine, type WindowEvent } from '../policies/engine.js';
 import { compileRules } from '../policies/rules.js';
 import { parseDuration } from '../policies/config.js';
+import { openDirectory, type Directory } from '../protocols/directory.js';
 import type { TargetConfig } from '../protocols/config.js';
 import { createRecorder } from '../recorder/index.js';
 import type { Recorder } from '../recorder/index.js';
@@ -603,6 +604,17 @@ export class Gateway {
     this.notifications?.publish(event);
   }
 
+  private directoryCache: { config: GatewayConfig['directory']; dir: Directory | null } | null = null;
+  /** The Directory of the current `directory` section (rebuilt when a config reload changes it). */
+  directory(): Directory | null {
+    const c = this.config.directory;
+    const cached = this.directoryCache;
+    if (cached && cached.config === c) return cached.dir;
+    const dir = c ? openDirectory(c, (ref, path) => resolveSecret(ref as never, this.config, path)) : null;
+    this.directoryCache = { config: c, dir };
+    return dir;
+  }
+
   /** The protocol context for one module (cached). */
   ctx(protocol: string): ProtocolContext {
     let c = this.ctxCache.get(protocol);
@@ -673,6 +685,7 @@ export class Gateway {
           await this.audit.append('system', fromModule(action), subject, data);
           if (opts?.alert) this.notify({ kind: 'alert', action, subject, protocol, ...data });
         },
+        get directory() { return gw.directory(); },
       },
     };
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });

@@ -5,6 +5,7 @@ import type { RoleConfig, TargetConfig } from '../types.js';
 import { parseAddress } from '../net.js';
 import { clipboardAllows, clipboardOf, CLIPBOARD_RULES } from '../desktop.js';
 import type { ClipboardRules } from './cliprdr.js';
+import { validDirectoryGroup } from '../directory-leases.js';
 
 export const NAME_RE = /^[a-z_][a-z0-9_-]{0,30}$/;
 export const KNOWN_CHANNELS = ['cliprdr', 'rdpdr', 'rdpsnd', 'drdynvc', 'rail', 'rail_wi', 'rail_ri', 'encomsp', 'remdesk'] as const;
@@ -22,10 +23,12 @@ export interface RdpOptions {
  * 'local-account': an ephemeral Linux account on this host (xrdp on the gateway's machine or a shared host).
  * 'sam-file': an existing account whose NT hash lives in a winpr SAM file (FreeRDP servers): a
  * password is minted for the session and replaced by an unknown one afterwards (rotation).
+ * 'directory-account': a domain account minted in the gateway's `directory` for the session, deleted afterwards.
  */
 export type RdpCredentials =
   | { mode: 'local-account'; prefix: string }
-  | { mode: 'sam-file'; path: string; user: string; domain: string };
+  | { mode: 'sam-file'; path: string; user: string; domain: string }
+  | { mode: 'directory-account' };
 
 /** Account and domain names that fit a SAM file line (no ':' or line breaks). */
 export const SAM_NAME_RE = /^[A-Za-z0-9._$-]{1,64}$/;
@@ -37,6 +40,7 @@ export function credentialsOf(target: TargetConfig): RdpCredentials {
   if (c.mode === 'sam-file') {
     return { mode: 'sam-file', path: String(c.path ?? ''), user: String(c.user ?? ''), domain: typeof c.domain === 'string' ? c.domain : '' };
   }
+  if (c.mode === 'directory-account') return { mode: 'directory-account' };
   const prefix = typeof c.prefix === 'string' ? c.prefix : 'tg-';
   return { mode: 'local-account', prefix };
 }
@@ -60,6 +64,11 @@ export function roleGroups(role: RoleConfig): string[] {
   return Array.isArray(role.groups) ? role.groups.filter((g): g is string => typeof g === 'string') : [];
 }
 
+/** Directory groups (cn or DN) the minted domain account joins for this role (directory-account mode). */
+export function roleDirectoryGroups(role: RoleConfig): string[] {
+  return Array.isArray(role.directoryGroups) ? role.directoryGroups.filter((g): g is string => typeof g === 'string') : [];
+}
+
 /** Virtual channels this role may use; default: all but drive redirection. */
 export function roleChannels(role: RoleConfig): Set<string> {
   if (Array.isArray(role.channels)) return new Set(role.channels.filter((c): c is string => typeof c === 'string').map((c) => c.toLowerCase()));
@@ -78,7 +87,9 @@ export function clipboardRules(role: RoleConfig): ClipboardRules {
 export function validateTarget(target: TargetConfig): { path: string; expected: string } | null {
   try { parseAddress(target.address, DEFAULT_PORT); } catch { return { path: 'address', expected: 'host:port of the RDP server' }; }
   const c = target.credentials as Record<string, unknown>;
-  if (c.mode !== undefined && c.mode !== 'local-account' && c.mode !== 'sam-file') return { path: 'credentials.mode', expected: '"local-account" or "sam-file"' };
+  if (c.mode !== undefined && c.mode !== 'local-account' && c.mode !== 'sam-file' && c.mode !== 'directory-account') {
+    return { path: 'credentials.mode', expected: '"local-account", "sam-file" or "directory-account"' };
+  }
   if (c.mode === 'sam-file') {
     if (typeof c.path !== 'string' || !c.path.startsWith('/') || /[\0\n]/.test(c.path)) return { path: 'credentials.path', expected: 'the absolute path of the winpr SAM file' };
     if (typeof c.user !== 'string' || !SAM_NAME_RE.test(c.user)) return { path: 'credentials.user', expected: 'the account name in the SAM file (letters, digits, . _ $ -)' };
@@ -94,6 +105,9 @@ export function validateTarget(target: TargetConfig): { path: string; expected: 
   for (const [i, r] of target.roles.entries()) {
     if (r.groups !== undefined && (!Array.isArray(r.groups) || !r.groups.every((g) => typeof g === 'string' && NAME_RE.test(g)))) {
       return { path: `roles[${i}].groups`, expected: 'a list of Linux group names' };
+    }
+    if (r.directoryGroups !== undefined && (!Array.isArray(r.directoryGroups) || !r.directoryGroups.every(validDirectoryGroup))) {
+      return { path: `roles[${i}].directoryGroups`, expected: 'a list of directory groups (a cn such as rdp-admins, or a DN)' };
     }
     if (r.channels !== undefined && (!Array.isArray(r.channels) || !r.channels.every((ch) => typeof ch === 'string' && /^[a-z_]{1,7}$/i.test(ch)))) {
       return { path: `roles[${i}].channels`, expected: `a list of virtual channel names such as ${KNOWN_CHANNELS.join(', ')}` };

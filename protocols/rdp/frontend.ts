@@ -20,7 +20,7 @@ import {
 } from './gcc.js';
 import { parseClientInfo, rewriteClientInfo, type ClientInfo } from './info.js';
 import { encodeConnectResponse, encodeDomainPdu, MCS_GLOBAL_CHANNEL, parseConnectInitial, parseDomainPdu } from './mcs.js';
-import { deleteAccount, LEASE_KIND, mintAccount, type RdpCredential } from './provisioner.js';
+import { deleteAccount, LEASE_KIND, mintAccount, mintDirectoryAccount, type RdpCredential } from './provisioner.js';
 import { mintSamPassword, rotateSamPassword, SAM_LEASE_KIND, withSamLock } from './samfile.js';
 import { FrameReader } from './reader.js';
 import { RdpRecorder } from './record.js';
@@ -280,7 +280,10 @@ export async function startSession(
   // session's rotation cannot slip in between.
   const { cred, up } = credMode.mode === 'sam-file'
     ? await withSamLock(credMode.path, async () => { const c = await mintSamPassword(session, target); return { cred: c, up: await dial(c) }; })
-    : await (async () => { const c = await mintAccount(session, target, auth.role); return { cred: c, up: await dial(c) }; })();
+    : await (async () => {
+      const c = credMode.mode === 'directory-account' ? await mintDirectoryAccount(ctx, session, auth.role) : await mintAccount(session, target, auth.role);
+      return { cred: c, up: await dial(c) };
+    })();
   if (session.ended || signal.aborted) {
     up.socket.destroy();
     throw new RdpProtocolError('the session ended while it was starting');

@@ -10,6 +10,7 @@ import { ntHash } from './nlmp.js';
 const NT_SEAL_MS = 31 * 86_400_000;
 import { checkTarget } from './check.js';
 import { shellQuote as sh } from '../shell.js';
+import { ACCOUNT_KIND, revokeAccount } from '../directory-leases.js';
 
 
 /**
@@ -32,6 +33,7 @@ export const rdpModule: ProtocolModule = {
   leaseKinds: {
     [LEASE_KIND]: { holds: 'a Linux account on the gateway host (xrdp)', revoke: deleteAccount },
     [SAM_LEASE_KIND]: { holds: 'a per-session password in a SAM file', revoke: rotateSamPassword },
+    [ACCOUNT_KIND]: { holds: 'an account in the directory (Active Directory / Samba AD)', revoke: (ctx, _target, lease) => revokeAccount(ctx, lease) },
   },
 
   secretVerifiers(ctx, _target, secret) {

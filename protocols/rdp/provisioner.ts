@@ -10,7 +10,8 @@ import { accountName, createAccountScript, deleteAccountScript, deletedDetail, i
 import { Secret } from '../../auth/secret.js';
 import type { LiveSession, ProtocolContext, Revoked, RoleConfig, TargetConfig } from '../types.js';
 import type { LeaseRecord } from '../../proxy/store/types.js';
-import { NAME_RE, credentialsOf, roleGroups } from './config.js';
+import { NAME_RE, credentialsOf, roleDirectoryGroups, roleGroups } from './config.js';
+import { ACCOUNT_KIND, createAccount, planAccount } from '../directory-leases.js';
 
 export const LEASE_KIND = 'rdp-linux-account';
 
@@ -46,6 +47,19 @@ export async function mintAccount(session: LiveSession, target: TargetConfig, ro
     if (r.code !== 0) throw new Error(`could not create account ${account}: ${r.stderr.trim().split('\n').pop() ?? `exit ${r.code}`}`);
     session.log.info({ account, groups }, 'rdp: ephemeral account created');
     return { credential: { username: account, password: new Secret(password) } };
+  });
+}
+
+/**
+ * 'directory-account': a domain account minted in the configured directory for this session (see
+ * protocols/directory-leases.ts), in the role's directoryGroups; the upstream login (Client Info
+ * and NLA) carries DOMAIN\\account and its password. Revoked by revokeAccount from the lease alone.
+ */
+export async function mintDirectoryAccount(ctx: ProtocolContext, session: LiveSession, role: RoleConfig): Promise<RdpCredential> {
+  const data = await planAccount(ctx, session.principal.name ?? session.principal.sub, roleDirectoryGroups(role), session.grant.expiresAt);
+  return session.lease<RdpCredential>(ACCOUNT_KIND, { ...data }, async (leaseId) => {
+    const c = await createAccount(ctx, leaseId, data);
+    return { credential: { username: c.username, password: c.password, domain: c.domain } };
   });
 }
 

@@ -14,6 +14,8 @@ import {
 import { encodeConnectResponse, encodeDomainPdu, MCS_GLOBAL_CHANNEL, parseConnectInitial, parseDomainPdu } from '../../protocols/rdp/mcs.js';
 import { encodeShareControl, PDUTYPE_DEMANDACTIVE } from '../../protocols/rdp/pdu.js';
 import { FrameReader } from '../../protocols/rdp/reader.js';
+import { parseClientInfo, type ClientInfo } from '../../protocols/rdp/info.js';
+import { parseSecurityHeader } from '../../protocols/rdp/security.js';
 import { encodeFastPath, encodeTpkt } from '../../protocols/rdp/tpkt.js';
 import { encodeConnectionConfirm, encodeData, parseConnectionRequest, parseData, PROTOCOL_SSL } from '../../protocols/rdp/x224.js';
 
@@ -72,7 +74,7 @@ export function rleFill(w: number, h: number, colour: number): Buffer {
   return Buffer.concat(parts);
 }
 
-async function handshake(raw: net.Socket, cert: { cert: string; key: string }): Promise<tls.TLSSocket> {
+async function handshake(raw: net.Socket, cert: { cert: string; key: string }, onInfo?: (info: ClientInfo) => void): Promise<tls.TLSSocket> {
   const r0 = new FrameReader();
   r0.attach(raw);
   const cr = await r0.next('the X.224 Connection Request');
@@ -102,20 +104,24 @@ async function handshake(raw: net.Socket, cert: { cert: string; key: string }): 
     const m = parseDomainPdu(await data('the MCS sequence'));
     if (m.type === 'attachUserRequest') t.write(mcs(encodeDomainPdu({ type: 'attachUserConfirm', result: 0, initiator: USER })));
     else if (m.type === 'channelJoinRequest') t.write(mcs(encodeDomainPdu({ type: 'channelJoinConfirm', result: 0, initiator: USER, requested: m.channelId, channelId: m.channelId })));
-    else if (m.type === 'sendData') break; // the Client Info PDU
+    else if (m.type === 'sendData') { // the Client Info PDU
+      onInfo?.(parseClientInfo(parseSecurityHeader(m.data).body));
+      break;
+    }
   }
   r.detach();
   t.resume();
   return t;
 }
 
-export async function fakeRdpTarget(cert: { cert: string; key: string }, desktop: { width: number; height: number }, onReady: (sock: tls.TLSSocket) => void) {
+/** onInfo: the Client Info PDU the gateway logged in with (the minted credential). */
+export async function fakeRdpTarget(cert: { cert: string; key: string }, desktop: { width: number; height: number }, onReady: (sock: tls.TLSSocket) => void, onInfo?: (info: ClientInfo) => void) {
   const open = new Set<net.Socket>();
   const server = net.createServer((raw) => {
     open.add(raw);
     raw.on('close', () => open.delete(raw));
     raw.on('error', () => {});
-    handshake(raw, cert).then((t) => {
+    handshake(raw, cert, onInfo).then((t) => {
       t.write(demandActive(desktop.width, desktop.height));
       onReady(t);
     }, () => raw.destroy());
