@@ -11,7 +11,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { chromium } from 'playwright-core';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { profileNodeArgs } from './profile.js';
 import { execFileP, freePort, median, tollgateBin } from './harness.js';
 
@@ -114,21 +114,32 @@ async function wrk(url: string, headers: Record<string, string>, seconds: number
 }
 
 /** Sign in through the gateway's OIDC login in Chromium, get an auto-approved grant, and the app cookie (on the app's own origin). */
-async function signIn(gatewayUrl: string, appUrl: string, password: string): Promise<string> {
-  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
+/** Headless Chromium for the benchmarks that sign in through a gateway's dev IdP. */
+export function launchChromium(): Promise<Browser> {
+  return chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
+}
+
+/** Sign alice in through the gateway's dev IdP; the page is left on /api/v1/me with her web session. */
+export async function devIdpSignIn(browser: Browser, gatewayUrl: string, password: string): Promise<{ ctx: BrowserContext; page: Page }> {
+  const ctx = await browser.newContext();
+  const page = await ctx.newPage();
+  await page.goto(`${gatewayUrl}/auth/login?returnTo=${encodeURIComponent('/api/v1/me')}`, { timeout: 60_000 });
   try {
-    const ctx = await browser.newContext();
-    const page = await ctx.newPage();
-    await page.goto(`${gatewayUrl}/auth/login?returnTo=${encodeURIComponent('/api/v1/me')}`, { timeout: 60_000 });
-    try {
-      await page.waitForSelector('#login', { timeout: 60_000 });
-    } catch {
-      throw new Error(`no IdP sign-in page at ${page.url()}: ${(await page.textContent('body').catch(() => ''))?.slice(0, 300)}`);
-    }
-    await page.fill('#login', 'alice');
-    await page.fill('#password', password);
-    await page.click('button:has-text("Sign in")');
-    await page.waitForURL(`${gatewayUrl}/api/v1/me`);
+    await page.waitForSelector('#login', { timeout: 60_000 });
+  } catch {
+    throw new Error(`no IdP sign-in page at ${page.url()}: ${(await page.textContent('body').catch(() => ''))?.slice(0, 300)}`);
+  }
+  await page.fill('#login', 'alice');
+  await page.fill('#password', password);
+  await page.click('button:has-text("Sign in")');
+  await page.waitForURL(`${gatewayUrl}/api/v1/me`, { timeout: 60_000 });
+  return { ctx, page };
+}
+
+async function signIn(gatewayUrl: string, appUrl: string, password: string): Promise<string> {
+  const browser = await launchChromium();
+  try {
+    const { ctx, page } = await devIdpSignIn(browser, gatewayUrl, password);
     // A cookie-authenticated change must say it comes from the gateway's own origin (CSRF gate).
     const r = await page.request.post(`${gatewayUrl}/api/v1/requests`, { data: { target: 'app', role: 'user', duration: '4h', reason: 'benchmark' }, headers: { origin: gatewayUrl } });
     if (r.status() !== 201) throw new Error(`request failed: ${r.status()} ${await r.text()}`);

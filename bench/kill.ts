@@ -1,11 +1,13 @@
 /**
  * Time from the revoke / lock API call to the client's connection closing, with 1 and N live
  * sessions (PostgreSQL sessions: each holds a minted role and an upstream backend). N is bounded
- * by the demo cluster's max_connections on this machine, not by the gateway.
+ * by the demo cluster's max_connections on this machine, not by the gateway. Then the same over
+ * two nodes (kill-nodes.ts).
  */
 import type { ChildProcess } from 'node:child_process';
 import { median, type BenchRow, type Scenario } from './harness.js';
 import { spawnIdle, targetFor } from './clients.js';
+import { killAcrossNodes } from './kill-nodes.js';
 
 async function liveCount(demo: Awaited<ReturnType<Parameters<Scenario['run']>[1]>>): Promise<number> {
   return (await demo.api('carol', 'GET', '/api/v1/sessions?state=active&limit=1000')).length;
@@ -36,6 +38,8 @@ export const scenario: Scenario = {
       opts.log(`kill with ${n} sessions: ${median(samples).toFixed(1)} ms`);
       rows.push({ scenario: 'kill', case: `revoke with ${n} live session(s)`, tool: 'tollgate', metric: 'all clients closed', value: median(samples), unit: 'ms', better: 'lower' });
     }
+    // The same with the sessions spread over two gateways on one PostgreSQL store (bench/kill-nodes.ts).
+    rows.push(...await killAcrossNodes(opts, demo));
     return rows;
   },
 };

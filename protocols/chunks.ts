@@ -1,9 +1,11 @@
 /**
- * A byte queue for framers: socket chunks are kept as a list with a running length and joined only
- * when a frame (or a header) spans several of them, each byte at most once per frame. Work is
- * linear in the bytes pushed, whatever the chunk sizes (a 1 MiB message in 1-byte chunks costs
- * the same as in one chunk, plus the per-chunk bookkeeping). Small chunks are copied into shared
- * blocks as they arrive, so memory stays close to the bytes held (not one object per 1-byte chunk).
+ * The byte queue of every framer and stream parser (PostgreSQL, MySQL, SFTP, RDP, VNC, the shared
+ * socket reader): socket chunks are kept as a list with a running length, and the bytes a frame
+ * (or a header) needs are joined only when they span several chunks, each byte at most once per
+ * peek. Work is linear in the bytes pushed, whatever the chunk sizes (a 1 MiB message in 1-byte
+ * chunks costs the same as in one chunk, plus the per-chunk bookkeeping). Small chunks are copied
+ * into shared blocks as they arrive, so memory stays close to the bytes held (not one object per
+ * 1-byte chunk).
  */
 export class ChunkQueue {
   private chunks: Buffer[] = [];
@@ -13,6 +15,9 @@ export class ChunkQueue {
   /** The block small chunks are being copied into (bytes before blockUsed are written, never rewritten). */
   private block: Buffer | null = null;
   private blockUsed = 0;
+
+  /** Bytes copied to join bytes that spanned chunks (a work count the tests keep linear). */
+  copied = 0;
 
   /** Bytes held. */
   get length(): number { return this.size; }
@@ -37,20 +42,32 @@ export class ChunkQueue {
 
   /**
    * The first n bytes (n <= length) as one buffer, not consumed: a view when they sit in the first
-   * chunk; otherwise the chunks they span are joined once and kept joined.
+   * chunk; otherwise exactly those n bytes are copied once and kept joined (a later peek of them
+   * is a view). The buffer stays valid: queued bytes are never rewritten.
    */
   peek(n: number): Buffer {
     if (n > this.size) throw new RangeError(`peek(${n}) with ${this.size} bytes held`);
+    if (n === 0) return EMPTY;
     const first = this.chunks[this.head]!;
     if (first.length >= n) return first.subarray(0, n);
-    let end = this.head;
-    let have = 0;
-    while (have < n) have += this.chunks[end++]!.length;
-    const joined = Buffer.concat(this.chunks.slice(this.head, end), have);
-    this.head = end - 1;
+    const joined = Buffer.allocUnsafe(n);
+    let got = 0;
+    let i = this.head;
+    while (got < n) {
+      const c = this.chunks[i]!;
+      const k = Math.min(n - got, c.length);
+      c.copy(joined, got, 0, k);
+      got += k;
+      if (k < c.length) this.chunks[i] = c.subarray(k); // the rest of this chunk stays after the joined bytes
+      else i++;
+    }
+    this.copied += n;
+    // chunks[head, i) were used up: the joined bytes take the last of their slots.
+    for (let j = this.head; j < i - 1; j++) this.chunks[j] = EMPTY;
+    this.head = i - 1;
     this.chunks[this.head] = joined;
     this.compact();
-    return joined.subarray(0, n);
+    return joined;
   }
 
   /** Remove and return the first n bytes (n <= length): a view when they sit in one chunk. */
@@ -74,8 +91,7 @@ export class ChunkQueue {
 
   /** Everything held, as one buffer; the queue is empty afterwards. */
   drain(): Buffer {
-    const live = this.chunks.slice(this.head);
-    const out = live.length === 1 ? live[0]! : Buffer.concat(live, this.size);
+    const out = this.peek(this.size);
     this.clear();
     return out;
   }

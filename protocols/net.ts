@@ -6,7 +6,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { Clock, TimerHandle } from '../policies/clock.js';
-import type { ListenerAddress, PreauthLimits, ProtocolContext, ProtocolListener } from './types.js';
+import type { CheckStage, ListenerAddress, PreauthLimits, ProtocolContext, ProtocolListener } from './types.js';
 
 /** A port that was free a moment ago (the kernel's pick); callers that race for it retry. */
 export function freePort(host = '127.0.0.1'): Promise<number> {
@@ -33,6 +33,51 @@ export async function waitPort(host: string, port: number, timeoutMs = 10_000): 
     if (Date.now() > until) throw new Error(`nothing listens on ${host}:${port}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/**
+ * A target's `address` as host and port. Forms: `host`, `host:port`, `[v6]`, `[v6]:port`, and a
+ * bare IPv6 address (more than one ':', no brackets: it cannot carry a port, so defaultPort
+ * applies). The port, when given, is a whole number 1-65535; the host is never empty and has no
+ * spaces. Throws with a message that names the address.
+ */
+export function parseAddress(address: string, defaultPort: number): { host: string; port: number } {
+  const a = address.trim();
+  let host: string;
+  let port: string | undefined;
+  const br = /^\[([^\]]*)\](?::(\d*))?$/.exec(a);
+  if (br) {
+    [, host = '', port] = br;
+    if (!net.isIPv6(host)) throw new Error(`not a host[:port] address: ${address} (brackets hold an IPv6 address)`);
+  } else if ((a.match(/:/g) ?? []).length > 1) {
+    host = a;
+    if (!net.isIPv6(host)) throw new Error(`not a host[:port] address: ${address} (an IPv6 address with a port goes in brackets: [::1]:5432)`);
+  } else {
+    const i = a.indexOf(':');
+    host = i < 0 ? a : a.slice(0, i);
+    port = i < 0 ? undefined : a.slice(i + 1);
+  }
+  if (!host || /\s/.test(host)) throw new Error(`not a host[:port] address: ${address}`);
+  if (port === undefined) return { host, port: defaultPort };
+  const n = /^\d{1,5}$/.test(port) ? Number(port) : NaN;
+  if (!(n >= 1 && n <= 65535)) throw new Error(`bad port in ${address} (expected 1-65535)`);
+  return { host, port: n };
+}
+
+const DIAL_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENOTFOUND', 'EAI_AGAIN', 'EADDRNOTAVAIL', 'EPIPE']);
+
+/**
+ * The check stage (CheckResult) an error of a target check belongs to, from what Node and the
+ * usual clients say: no connection (dial), TLS or certificates (tls), else `fallback` (what the
+ * module was doing when it failed, usually auth).
+ */
+export function checkStageOf(err: unknown, fallback: CheckStage = 'auth'): CheckStage {
+  const e = err as { code?: unknown; message?: unknown } | null;
+  const code = typeof e?.code === 'string' ? e.code : '';
+  const msg = typeof e?.message === 'string' ? e.message : String(err);
+  if (DIAL_CODES.has(code) || /\b(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|EAI_AGAIN)\b|timed? ?out|cannot reach/i.test(msg)) return 'dial';
+  if (/^(ERR_TLS|ERR_SSL|CERT_|DEPTH_ZERO|SELF_SIGNED|UNABLE_TO_|ERR_OSSL)/.test(code) || /certificate|\bTLS\b|\bSSL\b|self[- ]signed/i.test(msg)) return 'tls';
+  return fallback;
 }
 
 /** "ip:port" for logs and audit events; IPv6 in brackets so the address can be read back. */
@@ -179,14 +224,13 @@ export class PreauthGate {
 
 export interface FrontDoorOptions {
   clock: Clock;
-  /** Refuse a connection over the caps in the protocol's own way, cheaply (default: close it). */
-  refuse?(sock: net.Socket, message: string): void;
 }
 
 /**
  * A TCP listener for a protocol's front door: every accepted socket gets TCP_NODELAY and goes to
  * `handle` with its pre-authentication state (login grace time, counted against the caps until
- * it signs in); connections over the caps are refused before any parsing. A handler that throws
+ * it signs in); connections over the caps are refused before any parsing, with the module's own
+ * refuse (address.refuse, code `busy`; without one the socket is closed). A handler that throws
  * is logged and its socket destroyed (never the process); close() stops accepting and destroys
  * the open sockets.
  */
@@ -202,8 +246,8 @@ export async function listenTcp(
     sock.setNoDelay(true);
     const admitted = gate.admit(sock);
     if ('refused' in admitted) {
-      if (opts.refuse) {
-        try { opts.refuse(sock, admitted.refused); } catch { sock.destroy(); }
+      if (address.refuse) {
+        try { address.refuse(sock, 'busy', admitted.refused); } catch { sock.destroy(); }
         setTimeout(() => sock.destroy(), 2000).unref();
       } else sock.destroy();
       return;
@@ -217,6 +261,8 @@ export async function listenTcp(
     server.once('error', rej);
     server.listen(address.port, address.host, () => { server.off('error', rej); res(); });
   });
+  // Draining: refuse new connections (the load balancer sends them elsewhere); open ones go on.
+  address.drain?.addEventListener('abort', () => server.close(), { once: true });
   return {
     host: address.host,
     port: (server.address() as net.AddressInfo).port,
@@ -231,5 +277,5 @@ export async function listenTcp(
 /** The gateway's TLS server context, made once on first use. */
 export function lazySecureContext(ctx: ProtocolContext): () => tls.SecureContext {
   let secureContext: tls.SecureContext | null = null;
-  return () => (secureContext ??= tls.createSecureContext({ cert: ctx.tls.cert, key: ctx.tls.key.reveal() }));
+  return () => (secureContext ??= tls.createSecureContext({ cert: ctx.config.tls.cert, key: ctx.config.tls.key.reveal() }));
 }

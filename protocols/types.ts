@@ -1,16 +1,20 @@
 /**
  * The one small interface between proxy/ (which owns the session lifecycle) and a protocol module
  * (which only speaks its wire format). A protocol module:
- *   - accepts and authenticates a client       -> ctx.authenticate(...)
- *   - opens a session under the grant          -> ctx.openSession(...)
- *   - mints its credential through a lease     -> session.lease(...)
+ *   - refuses a client in its own protocol     -> module.refuse(...) (the front door calls it too)
+ *   - accepts and authenticates a client       -> ctx.access.authenticate(...)
+ *   - runs a session under the grant           -> ctx.sessions.withSession(...) (or open(...) + end())
+ *   - mints its credential through a lease     -> session.lease(kind, ...), kind one of module.leaseKinds
  *   - dials the target, relays, records        -> session.recording.*
  *   - asks before letting a command through    -> session.check(...)
  *   - obeys "end now"                          -> session.onTerminate(...)
  *   - reports the end                          -> session.end(...)
- * Every ending path MUST call session.end(); the proxy then revokes leases, seals recordings and
- * audits. session.end() is idempotent.
+ * Every ending path MUST end the session (withSession does it whatever happens); the proxy then
+ * revokes leases, seals recordings and audits. session.end() is idempotent. A lease is revoked only
+ * through the revoke of the kind that minted it, and is marked revoked only when that revoke
+ * confirmed; until then it is a standing privilege (dashboard, API, alert) that the reaper retries.
  */
+import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Clock } from '../policies/clock.js';
 import type { ShellReading, Uncertainty } from '../policies/shell.js';
@@ -30,6 +34,10 @@ export interface ListenerAddress {
   port: number;
   /** What an unauthenticated peer may cost this listener (listeners.<p>.loginTimeout, maxStartups, maxStartupsPerSource); defaults when absent. */
   preauth?: PreauthLimits;
+  /** The module's own refuse (ProtocolModule.refuse), handed to its front door by the gateway: every connection the front door refuses gets it. */
+  refuse?(sock: Duplex, code: RefusalCode, message: string): void;
+  /** When it aborts (the gateway drains), the listener stops accepting; connections already open go on. */
+  drain?: AbortSignal;
 }
 
 export interface PreauthLimits {
@@ -55,7 +63,19 @@ export type RefusalCode =
   | 'unknown_target' | 'unknown_role' | 'bad_secret' | 'secret_used' | 'secret_expired'
   | 'no_grant' | 'grant_expired' | 'locked' | 'outside_hours' | 'bad_key' | 'denied'
   /** Too many failed secret attempts from the client's address: refused before any secret is looked at. */
-  | 'throttled';
+  | 'throttled'
+  /** Too many connections are signing in (the listener's pre-authentication caps): try again in a moment. */
+  | 'busy';
+
+/**
+ * What `tollgate targets check` says: reachable and the admin credential works, or the first
+ * stage that failed: `config` (the target's settings cannot be used), `dial` (no TCP connection),
+ * `tls` (handshake or certificate), `identity` (the target is not the one pinned, e.g. an SSH host
+ * key), `auth` (the admin credential is refused), `provision` (signed in, but cannot do what
+ * minting needs), `protocol` (the target answered something unexpected).
+ */
+export type CheckStage = 'config' | 'dial' | 'tls' | 'identity' | 'auth' | 'provision' | 'protocol';
+export type CheckResult = { ok: true; detail: string } | { ok: false; stage: CheckStage; detail: string };
 
 export interface AuthRequest {
   protocol: string;
@@ -70,7 +90,7 @@ export interface AuthRequest {
   principal?: Principal;
   /**
    * The id of a connection secret whose verifier the protocol checked itself (challenge-response:
-   * SCRAM, mysql_native_password), chosen among ctx.pendingSecrets(...). It is consumed like a typed secret.
+   * SCRAM, mysql_native_password), chosen among ctx.access.pendingSecrets(...). It is consumed like a typed secret.
    */
   provenSecretId?: string;
 }
@@ -95,7 +115,11 @@ export type AuthOutcome =
   | { ok: false; code: RefusalCode; reason: string };
 
 export interface EndReason {
-  code: 'client_exit' | 'killed' | 'locked' | 'expired' | 'revoked' | 'forbidden' | 'target_closed' | 'target_error' | 'error' | 'resource_limit' | 'gateway_shutdown';
+  code: 'client_exit' | 'killed' | 'locked' | 'expired' | 'revoked' | 'forbidden' | 'target_closed' | 'target_error' | 'error' | 'resource_limit' | 'gateway_shutdown'
+    /** Ended by a surviving node: the node that held it went silent (gateway.nodeTimeout). */
+    | 'gateway_lost'
+    /** Its node could not reach the store for gateway.storeLossTimeout (fail closed). */
+    | 'store_lost';
   /** A sentence a person understands; shown to the client where the protocol allows. */
   message: string;
 }
@@ -105,6 +129,63 @@ export interface LeaseResult<T> {
   credential: T;
   /** Extra revocation data learnt while creating (merged into the stored lease data). */
   data?: Record<string, unknown>;
+}
+
+/**
+ * One kind of lease a module mints (a login role, a Linux account, a certificate, a password):
+ * declared in ProtocolModule.leaseKinds, so nothing can be minted that the module cannot revoke.
+ */
+export interface LeaseKind {
+  /** What such a lease holds on the target, in a few words (dashboard, audit): "a PostgreSQL login role". */
+  readonly holds: string;
+  /**
+   * Revoke from the stored lease alone (session end, a failed mint, the reaper after a crash or for
+   * a node that died). Idempotent: a credential that is already gone, or was never created, is
+   * fine. Resolve only once the credential is gone, saying what was done; throw otherwise. The
+   * proxy marks the lease revoked only on this answer.
+   */
+  revoke(ctx: ProtocolContext, target: TargetConfig, lease: LeaseRecord): Promise<Revoked>;
+}
+
+/** A revoke's confirmation: the credential no longer works. */
+export interface Revoked {
+  revoked: true;
+  /** What was done or found, for the audit event ("role tg_alice_1a2b dropped", "account already gone"). */
+  detail: string;
+}
+
+/** A lease kind the module did not declare (minting refuses it; revoking one from the store fails, so it stays visible). */
+export class UnknownLeaseKindError extends Error {
+  constructor(readonly module: string, readonly kind: string, known: string[]) {
+    super(`the ${module} module has no lease kind "${kind}" (it declares ${known.length ? known.map((k) => `"${k}"`).join(', ') : 'none'})`);
+    this.name = 'UnknownLeaseKindError';
+  }
+}
+
+/** The declared lease kind of a module, or UnknownLeaseKindError. */
+export function leaseKindOf(mod: Pick<ProtocolModule, 'name' | 'leaseKinds'>, kind: string): LeaseKind {
+  const k = Object.hasOwn(mod.leaseKinds, kind) ? mod.leaseKinds[kind] : undefined;
+  if (!k) throw new UnknownLeaseKindError(mod.name, kind, Object.keys(mod.leaseKinds));
+  return k;
+}
+
+/**
+ * Revoke a stored lease through the module's declared kind: UnknownLeaseKindError for a kind it
+ * does not declare, and an error unless the revoke explicitly confirmed (a revoke that returns
+ * nothing has not said the credential is gone).
+ */
+export async function revokeWithModule(mod: Pick<ProtocolModule, 'name' | 'leaseKinds'>, ctx: ProtocolContext, target: TargetConfig, lease: LeaseRecord): Promise<Revoked> {
+  const confirmed = await leaseKindOf(mod, lease.kind).revoke(ctx, target, lease);
+  if ((confirmed as Revoked | undefined)?.revoked !== true) throw new Error(`the ${mod.name} revoke of ${lease.kind} did not confirm that the credential is gone`);
+  return confirmed;
+}
+
+/** session.lease() while the session is ending or ended: nothing more is minted. */
+export class SessionEndedError extends Error {
+  constructor(message = 'the session ended while it was starting') {
+    super(message);
+    this.name = 'SessionEndedError';
+  }
 }
 
 export interface LiveSession {
@@ -117,9 +198,12 @@ export interface LiveSession {
   readonly recording: SessionRecording;
   readonly log: Logger;
   /**
-   * Mint a credential under a lease. The lease (kind + data) is stored BEFORE create() runs, so a
-   * crash can never leave an unrecorded account. If create() throws, module.revokeLease() runs on
-   * the stored lease and the error is rethrown. Leases are revoked by the proxy at session end.
+   * Mint a credential under a lease. `kind` must be one of the module's leaseKinds (else
+   * UnknownLeaseKindError, before anything is stored). The lease (kind + data) is stored BEFORE
+   * create() runs, so a crash can never leave an unrecorded account. If create() throws, the kind's
+   * revoke runs on the stored lease and the error is rethrown. If the session ends while create()
+   * runs, its teardown waits for it, the fresh credential is revoked and SessionEndedError is thrown.
+   * Leases are revoked by the proxy at session end.
    */
   lease<T>(kind: string, data: Record<string, unknown>, create: (leaseId: string) => Promise<LeaseResult<T>>): Promise<T>;
   /** Check a command line / statement / request against the session's rules. Deny/kill/alert are audited here; on 'kill' the proxy terminates the session right after. */
@@ -148,52 +232,99 @@ export interface LiveSession {
   /** Report the end. Idempotent; resolves after leases are revoked and recordings sealed. */
   end(reason: EndReason): Promise<void>;
   readonly ended: boolean;
+  /** Resolves with the reason once end() was called (by the module, or by the gateway after "end now"). */
+  readonly ending: Promise<EndReason>;
 }
 
-/** What the gateway offers a protocol module. */
-export interface ProtocolContext {
-  readonly log: Logger;
-  readonly clock: Clock;
-  readonly tls: TlsMaterial;
-  readonly dataDir: string;
-  /** Public host name to print in client commands. */
-  readonly publicHost: string;
-  /** Public base URL of the HTTP front. */
-  readonly publicUrl: string;
+/** Where a session comes from. */
+export interface SessionMeta {
+  protocol: string;
+  clientAddr: string;
+  /**
+   * withSession only: the client's connection. When it closes before the session is over, the
+   * session is ended with client_exit (its onTerminate handlers run first), whatever fn is doing.
+   */
+  client?: { once(event: 'close', listener: () => void): unknown; off(event: 'close', listener: () => void): unknown };
+}
+
+/** The gateway's configuration as a module sees it. */
+export interface ConfigFacet {
   target(name: string): TargetConfig | undefined;
   targets(): TargetConfig[];
   /** Resolve a secret reference from the target's config (path is for error messages). */
   resolveSecret(ref: unknown, path: string): Secret;
+  /** Public host name to print in client commands. */
+  readonly publicHost: string;
+  /** Public base URL of the HTTP front. */
+  readonly publicUrl: string;
+  /** This module's own directory under the gateway's data directory. */
+  readonly dataDir: string;
+  /** The gateway's certificate and key, for the module's listeners. */
+  readonly tls: TlsMaterial;
+}
+
+/** Who is calling, and whether they may reach the target now. */
+export interface AccessFacet {
+  /** Check who is calling and whether they may reach the target now. Audits refusals. */
+  authenticate(req: AuthRequest): Promise<AuthOutcome>;
   /**
    * Unused, unexpired connection secrets that could match "target[:role]" for this protocol (for
    * challenge-response auth). The caller proves one with a verifier, then calls authenticate with provenSecretId.
    * None while the client's address is throttled (authenticate then says so).
    */
   pendingSecrets(username: string, protocol: string, clientAddr: string): Promise<SecretCandidate[]>;
-  /** A stable 32-byte key derived from the gateway's own key for this label (e.g. a per-target SCRAM salt). */
-  deriveKey(label: string): Buffer;
-  /** Check who is calling and whether they may reach the target now. Audits refusals. */
-  authenticate(req: AuthRequest): Promise<AuthOutcome>;
   /**
    * Start a browser approval for a client that cannot type a secret (e.g. SSH keyboard-interactive):
    * returns a URL to show; wait() resolves when the person signed in and approved, or refuses.
    * Throws (with a message for the person) when too many approvals are pending, in total or from the client's address.
    */
   beginBrowserApproval(req: Omit<AuthRequest, 'secret' | 'principal'>): { url: string; wait(timeoutMs: number): Promise<AuthOutcome>; cancel(): void };
-  /** Open a session under an authorization: re-checks locks, registers it for enforcement, opens its recording. */
-  openSession(auth: Authorized, meta: { protocol: string; clientAddr: string }): Promise<LiveSession>;
   /** The signed-in person behind a gateway web session cookie value (tg_session), or null. */
   webPrincipal(cookieValue: string): Promise<Principal | null>;
+}
+
+/** The gateway key, for what a module must keep sealed or derive. */
+export interface CryptoFacet {
   /**
    * Encrypt+authenticate a small JSON value with an expiry (AES-256-GCM with the gateway key, which lives
    * outside the store); ttlMs = Infinity seals without expiry. unseal returns null when tampered or expired.
    */
   seal(value: unknown, ttlMs: number): string;
   unseal<T = unknown>(sealed: string): T | null;
-  /** Small persistent state of this module in the store, keys private to the module (e.g. pinned SSH host keys). */
+  /** A stable 32-byte key derived from the gateway's own key for this label (e.g. a per-target SCRAM salt). */
+  deriveKey(label: string): Buffer;
+}
+
+/** Sessions under an authorization. */
+export interface SessionsFacet {
+  /** Open a session: re-checks the grant and locks, registers it for enforcement, opens its recording. The caller must end it. */
+  open(auth: Authorized, meta: SessionMeta): Promise<LiveSession>;
+  /**
+   * Open a session and run fn in it; the session is ended on every path: with the EndReason fn
+   * resolves to (or client_exit), with `error` when fn throws (the error is rethrown), and with
+   * client_exit as soon as meta.client closes. fn resolves when the session is over (e.g. `return
+   * session.ending` once the relay runs). Throws, without a session, when open() refuses.
+   */
+  withSession(auth: Authorized, meta: SessionMeta, fn: (session: LiveSession) => Promise<EndReason | void>): Promise<void>;
+}
+
+/** Small persistent state and audit events of the module itself. */
+export interface StateFacet {
+  /** Keys private to the module (e.g. pinned SSH host keys), kept in the store. */
   readonly kv: { get(key: string): Promise<string | null>; set(key: string, value: string): Promise<void> };
   /** An audit event by the gateway itself (actor "system"); alert: also notify (a possible attack). */
   audit(action: string, subject: string | null, data: Record<string, unknown>, opts?: { alert?: boolean }): Promise<void>;
+}
+
+/** What the gateway offers a protocol module, in facets by concern. */
+export interface ProtocolContext {
+  readonly log: Logger;
+  readonly clock: Clock;
+  readonly config: ConfigFacet;
+  readonly access: AccessFacet;
+  readonly crypto: CryptoFacet;
+  readonly sessions: SessionsFacet;
+  readonly state: StateFacet;
 }
 
 /**
@@ -265,15 +396,26 @@ export interface ProtocolModule {
   mountHttp?(ctx: ProtocolContext, front: HttpMount): void;
   /** Start listening (called when config.listeners[name] exists). */
   listen?(ctx: ProtocolContext, address: ListenerAddress): Promise<ProtocolListener>;
-  /** Dial the target with its admin credential: "reachable, credentials work". */
-  checkTarget?(ctx: ProtocolContext, target: TargetConfig): Promise<{ ok: boolean; detail: string }>;
+  /**
+   * Every kind of lease this module mints, each with its revoke. session.lease() refuses any other
+   * kind; a stored lease of an unknown kind is never marked revoked (it stays a standing privilege).
+   * A module that mints nothing declares {}.
+   */
+  readonly leaseKinds: Readonly<Record<string, LeaseKind>>;
+  /**
+   * Refuse a client at the very start of its connection (nothing read yet), in the protocol's own
+   * words, then close: the shared front door (protocols/net.ts listenTcp) calls it for connections
+   * over the pre-authentication caps (code `busy`), and the module may call it for its own early
+   * refusals. A protocol with no words before its handshake (RDP) just closes.
+   */
+  refuse?(sock: Duplex, code: RefusalCode, message: string): void;
+  /** Dial the target with its admin credential: "reachable, credentials work", or the stage that failed. */
+  checkTarget?(ctx: ProtocolContext, target: TargetConfig): Promise<CheckResult>;
   /**
    * After a legitimate change of the target's identity (an SSH host key rotation): dial it with the
    * admin credential and pin what it presents now (when given, it must be `fingerprint`). The caller audits.
    */
   repinTarget?(ctx: ProtocolContext, target: TargetConfig, opts: { fingerprint?: string }): Promise<{ ok: boolean; detail: string; previous: string | null; pinned: string | null }>;
-  /** Revoke a lease from its stored data alone (teardown, failed mint, and the reaper after a crash). Must be idempotent. */
-  revokeLease?(ctx: ProtocolContext, target: TargetConfig, lease: LeaseRecord): Promise<void>;
   /** Revoke what the grant left behind when it ends (e.g. rotate a checked-out password). */
   onGrantEnd?(ctx: ProtocolContext, target: TargetConfig, grant: GrantRecord): Promise<void>;
   /** Ready-to-paste native client command lines for a connection secret. */

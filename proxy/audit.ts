@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { Store, AuditEventRecord } from './store/types.js';
 import type { Clock } from '../policies/clock.js';
 import { runNotify } from './notify.js';
+import type { AuditAction } from './audit-events.js';
 
 export const GENESIS = '0'.repeat(64);
 /** The HKDF label of the audit key under the gateway key. */
@@ -27,7 +28,7 @@ export function eventHash(prevHash: string, e: Omit<AuditEventRecord, 'hash' | '
 }
 
 /** Strip anything that looks like a secret before it reaches the append-only log. */
-function scrub(data: Record<string, unknown>): Record<string, unknown> {
+export function scrub(data: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(data)) {
     if (/pass(word)?|secret|token|private.?key|cookie/i.test(k) && typeof v === 'string') out[k] = '<redacted>';
@@ -124,7 +125,7 @@ export class AuditLog {
   }
 
   /** Queue one event; it is written with whatever else is queued by then, in one store operation. */
-  append(actor: string, action: string, subject: string | null, data: Record<string, unknown> = {}): Promise<AuditEventRecord> {
+  append(actor: string, action: AuditAction, subject: string | null, data: Record<string, unknown> = {}): Promise<AuditEventRecord> {
     const p = new Promise<AuditEventRecord>((resolve, reject) => {
       if (this.closed) { reject(new Error(`audit log closed; event ${action} not written`)); return; }
       const draft: Draft = {

@@ -102,14 +102,21 @@ export function buildCli(): Command {
     .action(async (o: { config: string }) => {
       (await import('./profiling.js')).installProfilingSignal();
       const config = loadConfigFile(o.config, await moduleMap());
+      const workers = await import('./cluster/workers.js');
+      const { workerCount } = await import('./cluster/config.js');
+      // gateway.workers: N worker processes behind the same listeners (proxy/cluster/workers.ts).
+      if (workers.isWorkerProcess()) { await workers.runWorker(config); return; }
+      if (workerCount(config.gateway.workers) > 1) { await workers.runPrimary(config); process.exit(0); }
       const { Gateway } = await import('./gateway.js');
       const gw = new Gateway({ config });
       (await import('./safety.js')).protectGateway(gw);
       await gw.start();
       process.stdout.write(`Tollgate is running at ${gw.publicUrl}\n`);
-      const stop = async () => { await gw.stop(); process.exit(0); };
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
+      // SIGTERM drains (/readyz fails, listeners stop accepting, sessions are warned and get gateway.drainTimeout); Ctrl-C stops now.
+      const stop = workers.shutdownOnce(gw);
+      // on, not once: a second signal while draining is ignored instead of killing the process mid-drain.
+      process.on('SIGINT', () => { void stop(false); });
+      process.on('SIGTERM', () => { void stop(true); });
     });
 
   program.command('demo').description('start a demo gateway: SQLite, the dev IdP, demo users and real demo targets')
@@ -155,7 +162,7 @@ export function buildCli(): Command {
   targets.command('check').description('dial a target with its admin credential: reachable, credentials work (SOC)').argument('<name>')
     .action(async (name: string) => {
       const r = await api(g(), 'POST', `/api/v1/targets/${encodeURIComponent(name)}/check`, {});
-      out(g(), r, () => process.stdout.write(`${name}: ${r.ok ? 'OK' : 'FAILED'} — ${r.detail}\n`));
+      out(g(), r, () => process.stdout.write(`${name}: ${r.ok ? 'OK' : `FAILED at ${r.stage ?? 'check'}`} — ${r.detail}\n`));
       if (!r.ok) process.exitCode = 2;
     });
 

@@ -8,6 +8,9 @@ import type { ProtocolModule } from '../protocols/types.js';
 import { targetSchema } from '../protocols/config.js';
 import { breakGlassSchema, durationSchema, policySchema } from '../policies/config.js';
 import type { KeySource } from '../auth/keys.js';
+import { clusterGatewayFields } from './cluster/config.js';
+import { checkNotifications, notificationsSchema } from './notifications/config.js';
+import { checkSiem, siemSchema } from './siem/config.js';
 
 /**
  * One YAML file configures a gateway: listeners, IdP, store, targets, policies. Each folder owns
@@ -72,7 +75,6 @@ const configSchema = z.object({
     /** Host name printed in native-client commands. */
     publicHost: z.string().optional(),
     dataDir: z.string().default('.tollgate'),
-    id: z.string().default('gw1'),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     tls: z.object({ cert: secretRefSchema, key: secretRefSchema, ca: secretRefSchema.optional() }).strict().optional(),
     /** How long before a grant's end live sessions are warned. */
@@ -103,6 +105,8 @@ const configSchema = z.object({
     appsDomain: z.string().regex(/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]*[a-z0-9])?$/, 'a lower-case DNS name such as apps.example.com').optional(),
     /** When set, GET /metrics needs "Authorization: Bearer <this>". */
     metricsToken: secretRefSchema.optional(),
+    /** Several nodes and worker processes: id, nodeTimeout, storeLossTimeout, drainTimeout, workers, internal, ca, recordingsDir, timerSweep. */
+    ...clusterGatewayFields,
   }).strict().prefault({}),
   listeners: z.record(z.string(), listenerSchema).default({ http: { host: '127.0.0.1', port: 8080 } }),
   /** SQLite (one machine; the file defaults to <dataDir>/tollgate.db) or PostgreSQL (several gateways on one database). */
@@ -135,6 +139,7 @@ const configSchema = z.object({
       users: z.array(devUserSchema).default([]),
     }).strict().optional(),
   }).strict().prefault({}),
+  /** recordings.dir: the older name of gateway.recordingsDir (either may be set, not both). */
   recordings: z.object({ dir: z.string().optional() }).strict().default({}),
   targets: z.array(targetSchema).default([]),
   policies: z.array(policySchema).default([]),
@@ -151,6 +156,10 @@ const configSchema = z.object({
   }).strict().prefault({}),
   /** Notification hook for `alert` rules and break-glass (argv; event JSON on stdin). */
   notify: z.object({ command: z.array(z.string()).optional() }).strict().default({}),
+  /** Webhooks and email for the workflow's events, with retries (proxy/notifications/config.ts). */
+  notifications: notificationsSchema,
+  /** The audit stream pushed to syslog (RFC 5424 over TLS) and webhooks (proxy/siem/config.ts). */
+  siem: siemSchema,
   /** Per-session budgets: a session that exceeds one ends with reason resource_limit. */
   limits: z.object({
     /**
@@ -197,6 +206,11 @@ export function validateConfig(raw: unknown, file: string, modules: ReadonlyMap<
   for (const [name, l] of Object.entries(cfg.listeners)) {
     if (l.tls !== undefined && name !== 'http') throw new ConfigError(file, `listeners.${name}.tls`, 'nothing: only the http listener terminates TLS this way (protocol listeners use gateway.tls)');
   }
+  if (cfg.gateway.recordingsDir !== undefined && cfg.recordings.dir !== undefined) {
+    throw new ConfigError(file, 'recordings.dir', 'not set together with gateway.recordingsDir (its newer name)');
+  }
+  const section = checkNotifications(cfg.notifications) ?? checkSiem(cfg.siem);
+  if (section) throw new ConfigError(file, section.path, section.expected);
   const names = new Set<string>();
   cfg.targets.forEach((t, i) => {
     if (names.has(t.name)) throw new ConfigError(file, `targets[${i}].name`, `a unique target name ("${t.name}" is used twice)`);
@@ -341,6 +355,12 @@ export function gatewayKeySource(cfg: GatewayConfig, dataDir: string): KeySource
   if (!ref) return { kind: 'file', path: join(dataDir, 'gateway.key'), configured: false };
   if ('file' in ref) return { kind: 'file', path: resolve(cfg.baseDir, ref.file), configured: true };
   return { kind: 'secret', secret: resolveSecret(ref, cfg, 'gateway.key'), from: `gateway.key (${Object.keys(ref)[0]})` };
+}
+
+/** Where recordings are written: gateway.recordingsDir (or its older name recordings.dir), else <dataDir>/recordings. */
+export function recordingsDirOf(cfg: GatewayConfig, dataDir: string): string {
+  const d = cfg.gateway.recordingsDir ?? cfg.recordings.dir;
+  return d ? resolve(cfg.baseDir, d) : join(dataDir, 'recordings');
 }
 
 /** The checkpoint file of the audit log (null when turned off). */

@@ -22,10 +22,15 @@ import { moduleMap } from '../protocols/index.js';
 import type { Store } from './store/types.js';
 import { openStore } from './store/index.js';
 import { AUDIT_KEY_LABEL, AuditLog } from './audit.js';
+import { fromModule } from './audit-events.js';
 import { Access, BrowserApprovals } from './access.js';
-import { SessionManager } from './sessions.js';
-import { ensureTlsMaterial } from './tls.js';
-import { checkpointFileOf, ConfigError, dataDirOf, gatewayKeySource, resolveSecret, type GatewayConfig } from './config.js';
+import { SessionManager, grantEndReason, lockEndReason } from './sessions.js';
+import { ensureCa, ensureTlsMaterial, type CaMaterial } from './tls.js';
+import { checkpointFileOf, ConfigError, dataDirOf, gatewayKeySource, recordingsDirOf, resolveSecret, type GatewayConfig } from './config.js';
+import { Cluster, type Readiness } from './cluster/index.js';
+import { clusterTimings, workerCount } from './cluster/config.js';
+import { withTimeout } from './cluster/nodes.js';
+import { hostname } from 'node:os';
 import { HttpFront, frontTls } from './http/server.js';
 import { WebSecurity } from './http/web-security.js';
 import { mountApi } from './http/api.js';
@@ -38,6 +43,8 @@ import { GatewayRoles } from './roles.js';
 import { PendingLimit } from './limits.js';
 import { DEFAULT_PREAUTH } from '../protocols/net.js';
 import type { ListenerConfig } from './config.js';
+import { Notifications } from './notifications/index.js';
+import { Siem } from './siem/index.js';
 
 export interface GatewayOptions {
   config: GatewayConfig;
@@ -45,6 +52,12 @@ export interface GatewayOptions {
   log?: Logger;
   /** Replace the registry (tests). */
   modules?: Map<string, ProtocolModule>;
+  /**
+   * Worker processes (gateway.workers, proxy/cluster/workers.ts): worker n's node id is <id>/w<n>;
+   * worker 0 runs everything, the others ('listeners') only the protocol listeners, with the public
+   * URL worker 0 serves.
+   */
+  worker?: { index: number; role: 'all' | 'listeners'; publicUrl?: string };
 }
 
 export const DEV_CLIENT_SECRET_LABEL = 'dev-idp-client-secret';
@@ -81,8 +94,20 @@ export class Gateway {
   publicUrl = '';
   publicHost = '127.0.0.1';
   readonly metrics = new Registry();
+  /** Webhooks and email for the workflow's events (proxy/notifications) and the audit stream to SIEMs (proxy/siem). */
+  notifications!: Notifications;
+  siem!: Siem;
   /** Device sign-ins and browser approvals waiting for a person (gateway.maxPendingSignIns). */
   pendingSignIns!: PendingLimit;
+  /** This process in the node registry, on its sessions and audit events: gateway.id (worker n: <id>/w<n>). */
+  readonly nodeId: string;
+  /** Several nodes and workers: control bus, node registry, internal channel, drain. */
+  cluster!: Cluster;
+  private readonly worker: GatewayOptions['worker'];
+  /** Aborted when the gateway drains: the protocol listeners stop accepting. */
+  private readonly drainSignal = new AbortController();
+  private started = false;
+  private ca!: CaMaterial;
   private listeners = new Map<string, ProtocolListener>();
   private ctxCache = new Map<string, ProtocolContext>();
   private reaperTimer: NodeJS.Timeout | null = null;
@@ -95,7 +120,12 @@ export class Gateway {
     this.log = opts.log ?? pino({ level: this.config.gateway.logLevel, redact: { paths: ['*.password', '*.secret', '*.token', '*.privateKey', 'req.headers.cookie', 'req.headers.authorization'], censor: '<secret>' } });
     this.modules = opts.modules ?? moduleMap();
     this.dataDir = dataDirOf(this.config);
+    this.worker = opts.worker;
+    this.nodeId = opts.worker ? `${this.config.gateway.id}/w${opts.worker.index}` : this.config.gateway.id;
   }
+
+  /** Whether this process runs the HTTP front, the IdP, the policy timers (not a listeners-only worker). */
+  private get front(): boolean { return this.worker?.role !== 'listeners'; }
 
   listenerAddress(name: string): { host: string; port: number } | null {
     if (name === 'http') return this.http ? { host: this.config.listeners.http?.host ?? '127.0.0.1', port: this.http.port } : null;
@@ -111,30 +141,46 @@ export class Gateway {
 
     const httpCfg = cfg.listeners.http ?? { host: '127.0.0.1', port: 8080 };
     this.publicHost = cfg.gateway.publicHost ?? (httpCfg.host === '0.0.0.0' || httpCfg.host === '::' ? '127.0.0.1' : httpCfg.host);
+    this.ca = ensureCa(this.dataDir, cfg.gateway.ca ? {
+      cert: resolveSecret(cfg.gateway.ca.cert, cfg, 'gateway.ca.cert').reveal(), key: resolveSecret(cfg.gateway.ca.key, cfg, 'gateway.ca.key'),
+    } : undefined);
     this.tls = cfg.gateway.tls
       ? {
         cert: resolveSecret(cfg.gateway.tls.cert, cfg, 'gateway.tls.cert').reveal(),
         key: resolveSecret(cfg.gateway.tls.key, cfg, 'gateway.tls.key'),
         ca: cfg.gateway.tls.ca ? resolveSecret(cfg.gateway.tls.ca, cfg, 'gateway.tls.ca').reveal() : '',
       }
-      : ensureTlsMaterial(this.dataDir, [this.publicHost]);
+      : ensureTlsMaterial(this.dataDir, [this.publicHost], cfg.gateway.ca ? this.ca : undefined);
 
     this.tokens = new ApiTokens(this.store, this.clock, parseDuration(cfg.gateway.maxTokenTtl));
     this.webSessions = new WebSessions(this.store, this.clock);
     this.secrets = new ConnectionSecrets(this.store, this.clock);
 
     this.setupMetrics();
-    this.recorder = createRecorder({ store: this.store, dir: cfg.recordings.dir ? resolve(cfg.baseDir, cfg.recordings.dir) : join(this.dataDir, 'recordings'), clock: this.clock, log: this.log.child({ c: 'recorder' }) });
+    const auditAs = (action: string, subject: string | null, data: Record<string, unknown>) => this.audit.append('system', fromModule(action), subject, data).then(() => undefined);
+    this.notifications = new Notifications({
+      store: this.store, clock: this.clock, log: this.log.child({ c: 'notifications' }), gatewayId: this.nodeId, config: cfg.notifications, configFile: cfg.file,
+      publicUrl: () => this.publicUrl, socGroups: cfg.gateway.socGroups, breakGlassReviewers: cfg.breakGlass.reviewers,
+      resolveSecret: (ref, path) => resolveSecret(ref, cfg, path), audit: auditAs,
+    });
+    this.siem = new Siem({
+      store: this.store, clock: this.clock, log: this.log.child({ c: 'siem' }), gatewayId: this.nodeId, config: cfg.siem,
+      resolveSecret: (ref, path) => resolveSecret(ref, cfg, path), audit: auditAs,
+    });
+    if (this.siem.enabled) this.audit.onEvent(() => this.siem.wake());
+    this.recorder = createRecorder({ store: this.store, dir: recordingsDirOf(cfg, this.dataDir), clock: this.clock, log: this.log.child({ c: 'recorder' }) });
 
     this.engine = new JitEngine({
       store: this.store,
       clock: this.clock,
       // Break-glass reviews are closed by the SOC or the configured reviewer groups.
       config: { targets: cfg.targets, policies: cfg.policies, breakGlass: { ...cfg.breakGlass, reviewers: [...cfg.breakGlass.reviewers, ...cfg.gateway.socGroups] }, idp: cfg.idp },
-      audit: async (actor, action, subject, data) => { await this.audit.append(actor, action, subject, data); },
+      audit: async (actor, action, subject, data) => { await this.audit.append(actor, fromModule(action), subject, data); },
       notify: (e) => this.notify(e),
+      sweepMs: parseDuration(cfg.gateway.timerSweep),
       onGrantEnded: (grant, why) => {
-        void this.sessions.grantEnded(grant, why);
+        // Every node's sessions under the grant end (the control bus); here at once.
+        void this.cluster.end({ grant: grant.id }, grantEndReason(grant, why)).catch((e: Error) => this.log.error({ err: e.message, grant: grant.id }, 'ending the sessions of a grant on the other nodes failed'));
         const target = cfg.targets.find((t) => t.name === grant.target);
         const mod = target && this.modules.get(target.protocol);
         if (target && mod?.onGrantEnd) {
@@ -146,7 +192,9 @@ export class Gateway {
 
     const ruleCache = new Map<string, ReturnType<typeof compileRules>>();
     this.sessions = new SessionManager({
-      store: this.store, clock: this.clock, log: this.log.child({ c: 'sessions' }), audit: this.audit, gatewayId: cfg.gateway.id, limits: cfg.limits,
+      store: this.store, clock: this.clock, log: this.log.child({ c: 'sessions' }), audit: this.audit, gatewayId: this.nodeId, limits: cfg.limits,
+      admit: () => this.cluster?.admit() ?? null,
+      storeLost: () => this.cluster?.registry.storeLost ?? false,
       expiryWarningMs: parseDuration(cfg.gateway.expiryWarning),
       openRecording: (id, meta) => this.recorder.open(id, meta),
       live: this.recorder.live,
@@ -167,13 +215,13 @@ export class Gateway {
     });
     this.links = new IdpLinks({
       store: this.store, clock: this.clock, key: this.key, oidc: () => this.oidc, intervalMs: parseDuration(cfg.idp.revalidate),
-      audit: (actor, action, subject, data) => this.audit.append(actor, action, subject, data).then(() => undefined),
+      audit: (actor, action, subject, data) => this.audit.append(actor, fromModule(action), subject, data).then(() => undefined),
       log: this.log.child({ c: 'lifecycle' }),
       onFailed: async (link) => {
         // Sessions opened through the failed sign-in end; with a refusal, so do those opened with a registered key.
         const refused = link.failKind === 'refused' && (await this.links.refusal(link.identity)) !== null;
-        await this.sessions.terminateWhere(
-          (s) => s.principal.credential?.linkId === link.id || (refused && s.identity === link.identity && s.principal.credential?.kind === 'key'),
+        await this.cluster.end(
+          { link: link.id, ...(refused ? { keyIdentity: link.identity } : {}) },
           { code: 'revoked', message: `Tollgate: the sign-in of ${link.identity} ended (${link.failReason ?? 'refused by the identity provider'}); the session is closed.` },
         );
       },
@@ -204,27 +252,46 @@ export class Gateway {
       notify: (e) => this.notify(e),
     });
     this.approvals = new BrowserApprovals(this.clock, () => this.publicUrl, this.access);
-    this.locks = new Locks({ store: this.store, clock: this.clock, audit: this.audit, sessions: this.sessions });
+    // Locks and kills reach every node's sessions (the control bus); the lock itself is in the store.
+    this.locks = new Locks({ store: this.store, clock: this.clock, audit: this.audit, sessions: { applyLock: (lock) => this.cluster.end({ lock }, lockEndReason(lock)) } });
     this.keys = new SshKeys({ store: this.store, clock: this.clock, audit: this.audit, key: this.key });
-    this.kill = new KillSwitch({ store: this.store, audit: this.audit, sessions: this.sessions });
+    this.kill = new KillSwitch({
+      store: this.store, audit: this.audit, sessions: this.sessions,
+      end: (select, reason) => this.cluster.end(select, reason),
+      killRemote: (rec, reason) => this.cluster.killRemote(rec, reason),
+    });
     this.roles = new GatewayRoles(cfg.gateway.socGroups, this.engine);
     this.pendingSignIns = new PendingLimit('sign-ins waiting for approval', cfg.gateway.maxPendingSignIns, cfg.gateway.maxPendingSignInsPerSource);
 
-    // HTTP front first: its port is the public URL unless configured.
-    const webSecurity = new WebSecurity(() => this.publicUrl, cfg.gateway.secureCookies, this.key.deriveKey('web-csrf'));
-    this.http = new HttpFront(this.log.child({ c: 'http' }), (e) => ({ status: 500, body: { error: 'internal', message: (e as Error).message } }),
-      webSecurity, frontTls(cfg, this.tls, this.dataDir));
-    this.http.bodyTimeoutMs = preauthOf(httpCfg).loginTimeoutMs;
-    mountApi(this);
-    mountPortal(this);
-    for (const mod of this.modules.values()) mod.mountHttp?.(this.ctx(mod.name), this.http.mount(cfg.gateway.appsDomain ?? null));
-    const port = await this.http.start(httpCfg.host, httpCfg.port);
-    const scheme = this.http.tls ? 'https' : 'http';
-    this.publicUrl = (cfg.gateway.publicUrl ?? `${scheme}://${this.publicHost.includes(':') ? `[${this.publicHost}]` : this.publicHost}:${port}`).replace(/\/$/, '');
+    this.cluster = new Cluster({
+      nodeId: this.nodeId, store: this.store, sessions: this.sessions, recorder: this.recorder, audit: this.audit, clock: this.clock,
+      log: this.log.child({ c: 'cluster' }), timings: clusterTimings(cfg.gateway), dataDir: this.dataDir, ca: this.ca,
+      internal: this.internalListener(), notify: (e) => this.notify(e),
+    });
 
-    await this.startIdp();
-    this.links.start();
-    await this.engine.start();
+    let port = 0;
+    if (this.front) {
+      // HTTP front first (/healthz answers, /readyz says not yet): its port is the public URL unless configured.
+      const webSecurity = new WebSecurity(() => this.publicUrl, cfg.gateway.secureCookies, this.key.deriveKey('web-csrf'));
+      this.http = new HttpFront(this.log.child({ c: 'http' }), (e) => ({ status: 500, body: { error: 'internal', message: (e as Error).message } }),
+        webSecurity, frontTls(cfg, this.tls, this.dataDir));
+      this.http.bodyTimeoutMs = preauthOf(httpCfg).loginTimeoutMs;
+      mountApi(this);
+      mountPortal(this);
+      for (const mod of this.modules.values()) mod.mountHttp?.(this.ctx(mod.name), this.http.mount(cfg.gateway.appsDomain ?? null));
+      port = await this.http.start(httpCfg.host, httpCfg.port);
+      const scheme = this.http.tls ? 'https' : 'http';
+      this.publicUrl = (cfg.gateway.publicUrl ?? `${scheme}://${this.publicHost.includes(':') ? `[${this.publicHost}]` : this.publicHost}:${port}`).replace(/\/$/, '');
+      await this.startIdp();
+      this.links.start();
+      await this.engine.start();
+    } else {
+      // A listeners-only worker: worker 0 serves the HTTP front, the IdP and the policy timers.
+      this.publicUrl = this.worker?.publicUrl ?? cfg.gateway.publicUrl ?? '';
+    }
+    // Every process (each worker too) runs the delivery queue and the SIEM stream: both claim their work in the store.
+    await this.notifications.start();
+    await this.siem.start();
     const reaped = await this.sessions.reap();
     if (reaped.leases || reaped.sessions || reaped.failed) this.log.warn(reaped, 'reaper cleaned up after an earlier run');
     // Recordings a crash left open are sealed (what was flushed, at most the last second is lost).
@@ -233,27 +300,79 @@ export class Gateway {
       return !!this.sessions.get(id) || (!!s && s.state === 'active' && s.gatewayId !== cfg.gateway.id);
     });
     if (orphans.sealed || orphans.missing) this.log.warn(orphans, 'sealed recordings left open by an earlier run');
+    // In the registry before the first session: survivors then know whose sessions are whose.
+    await this.cluster.start();
     this.reaperTimer = setInterval(() => {
       this.sessions.reap().catch((e) => this.log.error({ err: e }, 'reaper failed'));
+      this.cluster.sweep().catch((e) => this.log.error({ err: e }, 'reaping lost nodes failed'));
     }, parseDuration(cfg.gateway.reaperInterval));
     this.reaperTimer.unref();
-    this.checkpointTimer = setInterval(() => {
-      this.audit.checkpoint().catch((e) => this.log.error({ err: e }, 'audit checkpoint failed'));
-    }, parseDuration(cfg.audit.checkpointInterval));
-    this.checkpointTimer.unref();
+    if (this.front) {
+      this.checkpointTimer = setInterval(() => {
+        this.audit.checkpoint().catch((e) => this.log.error({ err: e }, 'audit checkpoint failed'));
+      }, parseDuration(cfg.audit.checkpointInterval));
+      this.checkpointTimer.unref();
+    }
 
     for (const [name, addr] of Object.entries(cfg.listeners)) {
       if (name === 'http') continue;
       const mod = this.modules.get(name);
       if (!mod?.listen) throw new Error(`${cfg.file}: listeners.${name}: no protocol module "${name}" can listen (known: ${[...this.modules.keys()].join(', ')})`);
-      this.listeners.set(name, await mod.listen(this.ctx(name), { host: addr.host, port: addr.port, preauth: preauthOf(addr) }));
+      // The module's refuse goes with the address: its front door refuses every connection it will not serve with it.
+      const refuse = mod.refuse ? mod.refuse.bind(mod) : undefined;
+      this.listeners.set(name, await mod.listen(this.ctx(name), { host: addr.host, port: addr.port, preauth: preauthOf(addr), refuse, drain: this.drainSignal.signal }));
     }
-    await this.audit.append('system', 'gateway.started', cfg.gateway.id, {
-      listeners: Object.fromEntries([...this.listeners].map(([n, l]) => [n, `${l.host}:${l.port}`]).concat([['http', `${httpCfg.host}:${port}`]])),
+    await this.audit.append('system', 'gateway.started', this.nodeId, {
+      listeners: Object.fromEntries([...this.listeners].map(([n, l]) => [n, `${l.host}:${l.port}`]).concat(this.front ? [['http', `${httpCfg.host}:${port}`]] : [])),
       targets: cfg.targets.map((t) => t.name),
+      ...(this.cluster.internalPort !== null ? { internal: `${this.config.gateway.internal?.host ?? '127.0.0.1'}:${this.cluster.internalPort}` } : {}),
     });
-    this.log.info({ url: this.publicUrl }, 'gateway started');
+    this.started = true;
+    this.log.info({ url: this.publicUrl, node: this.nodeId }, 'gateway started');
     return this;
+  }
+
+  /**
+   * The internal listener other nodes watch this node's sessions through: configured, or by default
+   * on loopback wherever there can be another node (a PostgreSQL store, worker processes).
+   */
+  private internalListener(): { host: string; port: number; advertise: string } | null {
+    const g = this.config.gateway;
+    if (!g.internal && this.config.store.kind !== 'postgres' && workerCount(g.workers) <= 1) return null;
+    const host = g.internal?.host ?? '127.0.0.1';
+    const base = g.internal?.port ?? 0;
+    const port = base && this.worker ? base + this.worker.index : base;
+    return { host, port, advertise: g.internal?.advertise ?? (host === '0.0.0.0' || host === '::' ? hostname() : host) };
+  }
+
+  /**
+   * Ready for traffic (GET /readyz, a load balancer's health check): started, the store answers
+   * (and was not lost), the IdP is wired in when one is configured, every listener (of every worker)
+   * is up, and the gateway is not draining. /healthz answers earlier.
+   */
+  async readiness(): Promise<Readiness> {
+    const idpWanted = !!(this.config.idp.dev || this.config.idp.issuer);
+    const store = this.started && !this.cluster.registry.storeLost
+      && await withTimeout(this.store.getKv('health'), 2_000).then(() => true, () => false);
+    const checks = {
+      store,
+      idp: this.started && (!idpWanted || this.oidc !== null),
+      listeners: this.started && this.cluster.peersReady,
+      draining: this.cluster?.draining ?? false,
+    };
+    return { ready: checks.store && checks.idp && checks.listeners && !checks.draining, checks };
+  }
+
+  /**
+   * Drain (SIGTERM): /readyz fails, the protocol listeners stop accepting, live sessions get a
+   * warning like the expiry warning and gateway.drainTimeout to finish; stop() ends the rest as
+   * gateway_shutdown. Resolves when no session is left or the time is up.
+   */
+  async drain(): Promise<void> {
+    if (!this.cluster) return;
+    this.drainSignal.abort();
+    const left = await this.cluster.drain(clusterTimings(this.config.gateway).drainTimeoutMs);
+    this.log.info({ sessionsLeft: left }, 'drained');
   }
 
   /**
@@ -278,7 +397,7 @@ export class Gateway {
     this.audit = new AuditLog(this.store, this.clock, {
       key: this.key.deriveKey(AUDIT_KEY_LABEL),
       onError: (e) => this.log.error({ err: e }, 'audit append failed'),
-      checkpoints: { file: checkpointFile, command: cfg.audit.checkpoints.command, gatewayId: cfg.gateway.id, log: this.log.child({ c: 'audit' }) },
+      checkpoints: { file: checkpointFile, command: cfg.audit.checkpoints.command, gatewayId: this.nodeId, log: this.log.child({ c: 'audit' }) },
     });
     if (k.created) {
       this.log.info({ keyFile: k.from }, 'created the gateway key file; keep it (and a backup) apart from copies of the store');
@@ -345,6 +464,7 @@ export class Gateway {
     void this.audit.append('system', 'notify', null, event);
     const cmd = event['kind'] === 'breakglass' && this.config.breakGlass.alertCommand ? this.config.breakGlass.alertCommand : this.config.notify.command;
     if (cmd?.length) runNotify(cmd, event, this.log);
+    this.notifications?.publish(event);
   }
 
   /** The protocol context for one module (cached). */
@@ -352,45 +472,63 @@ export class Gateway {
     let c = this.ctxCache.get(protocol);
     if (c) return c;
     const gw = this;
+    const dataDir = join(this.dataDir, protocol);
     c = {
       log: this.log.child({ protocol }),
       clock: this.clock,
-      get tls() { return gw.tls; },
-      dataDir: join(this.dataDir, protocol),
-      get publicHost() { return gw.publicHost; },
-      get publicUrl() { return gw.publicUrl; },
-      target: (n) => this.config.targets.find((t) => t.name === n),
-      targets: () => this.config.targets,
-      resolveSecret: (ref, path) => resolveSecret(ref as never, this.config, path),
-      pendingSecrets: (u, p, addr) => this.access.pendingSecrets(u, p, addr),
-      deriveKey: (label) => this.key.deriveKey(`protocol:${protocol}:${label}`),
-      authenticate: async (req) => {
-        const out = await this.access.authenticate(req);
-        if (!out.ok) this.accessRefused.inc({ protocol: req.protocol, code: out.code });
-        return out;
+      config: {
+        get tls() { return gw.tls; },
+        dataDir,
+        get publicHost() { return gw.publicHost; },
+        get publicUrl() { return gw.publicUrl; },
+        target: (n) => this.config.targets.find((t) => t.name === n),
+        targets: () => this.config.targets,
+        resolveSecret: (ref, path) => resolveSecret(ref as never, this.config, path),
       },
-      beginBrowserApproval: (req) => {
-        const release = this.pendingSignIns.acquire(req.clientAddr); // throws TooManyPending
-        const a = this.approvals.begin(req);
-        return { url: a.url, wait: (ms) => a.wait(ms).finally(release), cancel: () => { a.cancel(); release(); } };
+      access: {
+        pendingSecrets: (u, p, addr) => this.access.pendingSecrets(u, p, addr),
+        authenticate: async (req) => {
+          // Draining or without the store: refused before any secret is looked at (so none is spent).
+          const unavailable = this.cluster?.admit();
+          if (unavailable) {
+            this.accessRefused.inc({ protocol: req.protocol, code: 'unavailable' });
+            return { ok: false, code: 'denied', reason: unavailable };
+          }
+          const out = await this.access.authenticate(req);
+          if (!out.ok) this.accessRefused.inc({ protocol: req.protocol, code: out.code });
+          return out;
+        },
+        beginBrowserApproval: (req) => {
+          const release = this.pendingSignIns.acquire(req.clientAddr); // throws TooManyPending
+          const a = this.approvals.begin(req);
+          return { url: a.url, wait: (ms) => a.wait(ms).finally(release), cancel: () => { a.cancel(); release(); } };
+        },
+        webPrincipal: async (cookie) => {
+          const r = await this.callers.fromCookie(cookie);
+          return r.ok ? r.principal : null;
+        },
       },
-      openSession: (auth, meta) => this.sessions.open(auth, meta),
-      webPrincipal: async (cookie) => {
-        const r = await this.callers.fromCookie(cookie);
-        return r.ok ? r.principal : null;
+      crypto: {
+        seal: (value, ttlMs) => this.key.seal(value, ttlMs),
+        unseal: (sealed) => this.key.unseal(sealed),
+        deriveKey: (label) => this.key.deriveKey(`protocol:${protocol}:${label}`),
       },
-      seal: (value, ttlMs) => this.key.seal(value, ttlMs),
-      unseal: (sealed) => this.key.unseal(sealed),
-      kv: {
-        get: (key) => this.store.getKv(`protocol:${protocol}:${key}`),
-        set: (key, value) => this.store.setKv(`protocol:${protocol}:${key}`, value),
+      sessions: {
+        open: (auth, meta) => this.sessions.open(auth, meta),
+        withSession: (auth, meta, fn) => this.sessions.withSession(auth, meta, fn),
       },
-      audit: async (action, subject, data, opts) => {
-        await this.audit.append('system', action, subject, data);
-        if (opts?.alert) this.notify({ kind: 'alert', action, subject, protocol, ...data });
+      state: {
+        kv: {
+          get: (key) => this.store.getKv(`protocol:${protocol}:${key}`),
+          set: (key, value) => this.store.setKv(`protocol:${protocol}:${key}`, value),
+        },
+        audit: async (action, subject, data, opts) => {
+          await this.audit.append('system', fromModule(action), subject, data);
+          if (opts?.alert) this.notify({ kind: 'alert', action, subject, protocol, ...data });
+        },
       },
     };
-    mkdirSync(c.dataDir, { recursive: true, mode: 0o700 });
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     this.ctxCache.set(protocol, c);
     return c;
   }
@@ -415,13 +553,18 @@ export class Gateway {
     if (this.checkpointTimer) clearInterval(this.checkpointTimer);
     this.engine?.stop();
     this.links?.stop();
+    this.sessions?.stop();
     await this.links?.idle();
     await this.sessions?.terminateWhere(() => true, { code: 'gateway_shutdown', message: 'Tollgate: the gateway is shutting down.' });
     for (const l of this.listeners.values()) await l.close().catch(() => undefined);
+    await this.cluster?.stop().catch(() => undefined);
     await this.recorder?.closeAll().catch(() => undefined);
     this.http?.close();
     await this.devIdp?.close().catch(() => undefined);
-    await this.audit?.append('system', 'gateway.stopped', this.config.gateway.id, {}).catch(() => undefined);
+    await this.audit?.append('system', 'gateway.stopped', this.nodeId, {}).catch(() => undefined);
+    await this.notifications?.stop().catch((e) => this.log.error({ err: e }, 'notifications did not stop cleanly'));
+    // The stream sends what is left, up to gateway.stopped, for a few seconds; the rest goes after the next start.
+    await this.siem?.stop().catch((e) => this.log.error({ err: e }, 'SIEM stream did not stop cleanly'));
     await this.audit?.checkpoint().catch((e) => this.log.error({ err: e }, 'audit checkpoint failed'));
     await this.audit?.close();
     await this.store?.close();

@@ -2,8 +2,9 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Clock, TimerHandle } from '../policies/clock.js';
 import type { Store, LeaseRecord, SessionRecord, GrantRecord, LockRecord } from './store/types.js';
-import type {
-  Authorized, EndReason, LeaseResult, LiveSession, ProtocolContext, ProtocolModule, RuleCheckOptions, RuleDecision,
+import {
+  leaseKindOf, revokeWithModule, SessionEndedError,
+  type Authorized, type EndReason, type LeaseResult, type LiveSession, type ProtocolContext, type ProtocolModule, type RuleCheckOptions, type RuleDecision, type SessionMeta,
 } from '../protocols/types.js';
 import type { SessionRecording, LiveBus } from '../recorder/types.js';
 import type { Principal } from '../auth/types.js';
@@ -11,6 +12,7 @@ import type { TargetConfig, RoleConfig } from '../protocols/config.js';
 import type { CommandRuleConfig } from '../policies/config.js';
 import type { AuditLog } from './audit.js';
 import { redactStatement } from '../recorder/index.js';
+import { fromModule } from './audit-events.js';
 import { runInSession, describeError } from './safety.js';
 
 export interface RuleChecker {
@@ -36,15 +38,41 @@ export interface SessionDeps {
   metrics?: { started(protocol: string): void; ended(protocol: string, code: string): void };
   /** Per-session budgets (config `limits`). */
   limits: { sessionBufferBytes: number };
+  /** When a failed revoke is tried again: first after firstMs, then twice as long each time, at most maxMs (tests shorten it). */
+  revokeRetry?: { firstMs: number; maxMs: number };
+  /** Why no new session may start on this node now (draining, the store is lost), or null. */
+  admit?(): string | null;
+  /** The store is known to be unreachable: teardown skips store writes it would wait for and revokes on the target directly. */
+  storeLost?(): boolean;
 }
 
 /** How long a protocol module gets to close both sides after "end now" before the proxy ends it anyway. */
 const FORCE_END_MS = 5000;
+/** How long a session's teardown waits for a mint still running before it revokes anyway (the mint then revokes what it made). */
+const MINT_WAIT_MS = 30_000;
+export const DEFAULT_REVOKE_RETRY = { firstMs: 10_000, maxMs: 3_600_000 };
+
+/** The delay before revoke attempt n+1 after n failed ones: doubling from firstMs, capped at maxMs. */
+export function revokeBackoff(failedAttempts: number, r: { firstMs: number; maxMs: number } = DEFAULT_REVOKE_RETRY): number {
+  return Math.min(r.maxMs, r.firstMs * 2 ** Math.max(0, Math.min(30, failedAttempts - 1)));
+}
 
 export function lockMatches(lock: Pick<LockRecord, 'scope' | 'value'>, s: { identity: string; target: string; grantId: string }): boolean {
   return (lock.scope === 'identity' && lock.value === s.identity)
     || (lock.scope === 'target' && lock.value === s.target)
     || (lock.scope === 'grant' && lock.value === s.grantId);
+}
+
+/** What a session a lock ends is told. */
+export function lockEndReason(lock: Pick<LockRecord, 'scope' | 'value' | 'reason'>): EndReason {
+  return { code: 'locked', message: `Tollgate: access locked (${lock.scope} ${lock.value}): ${lock.reason}` };
+}
+
+/** What a session whose grant ended is told. */
+export function grantEndReason(grant: Pick<GrantRecord, 'target' | 'endReason'>, why: 'expired' | 'revoked'): EndReason {
+  return why === 'expired'
+    ? { code: 'expired', message: `Tollgate: your grant for ${grant.target} expired; the session is closed.` }
+    : { code: 'revoked', message: `Tollgate: your grant for ${grant.target} was revoked${grant.endReason ? `: ${grant.endReason}` : ''}.` };
 }
 
 class Session implements LiveSession {
@@ -54,6 +82,8 @@ class Session implements LiveSession {
   recording!: SessionRecording;
   record!: SessionRecord;
   private leases: LeaseRecord[] = [];
+  /** Mints whose create() still runs: teardown waits for them, so nothing is created after the revoke. */
+  private minting = new Set<Promise<unknown>>();
   private terminateHandlers: ((r: EndReason) => void)[] = [];
   private warningHandlers: ((m: string, ms: number) => void)[] = [];
   private timers: TimerHandle[] = [];
@@ -61,6 +91,8 @@ class Session implements LiveSession {
   private doneResolve!: () => void;
   /** Resolves when teardown (lease revocation, sealing, audit) has completed. */
   readonly done: Promise<void> = new Promise<void>((r) => { this.doneResolve = r; });
+  private endingResolve!: (r: EndReason) => void;
+  readonly ending: Promise<EndReason> = new Promise<EndReason>((r) => { this.endingResolve = r; });
   private terminating: EndReason | null = null;
   private rules: RuleChecker;
   private bytesUp = 0;
@@ -82,27 +114,51 @@ class Session implements LiveSession {
   get commandRules(): readonly CommandRuleConfig[] { return this.rules.list ?? []; }
 
   async lease<T>(kind: string, data: Record<string, unknown>, create: (leaseId: string) => Promise<LeaseResult<T>>): Promise<T> {
-    if (this.ended || this.terminating) throw new Error(`session is ending: ${this.terminating?.message ?? 'ended'}`);
+    if (this.ended || this.terminating) throw new SessionEndedError(`the session is ending: ${this.terminating?.message ?? 'ended'}`);
+    // Only a kind the module declared, with its revoke: nothing is minted that nobody can revoke.
+    const mod = this.deps.module(this.protocol);
+    if (!mod) throw new Error(`no protocol module "${this.protocol}" is loaded`);
+    leaseKindOf(mod, kind);
     const rec: LeaseRecord = {
       id: randomUUID(), sessionId: this.id, grantId: this.grant.id, target: this.target.name, kind, state: 'pending',
-      data, createdAt: this.deps.clock.now(), activatedAt: null, revokedAt: null, error: null,
+      data, createdAt: this.deps.clock.now(), activatedAt: null, revokedAt: null, error: null, attempts: 0, retryAt: null,
     };
+    // Teardown waits for the whole of it, from storing the lease to knowing what exists.
+    const minted = this.mint(rec, create);
+    this.minting.add(minted);
+    void minted.then(() => this.minting.delete(minted), () => this.minting.delete(minted));
+    return minted;
+  }
+
+  private async mint<T>(rec: LeaseRecord, create: (leaseId: string) => Promise<LeaseResult<T>>): Promise<T> {
     // Stored BEFORE anything exists on the target: a crash from here on is found by the reaper.
     await this.deps.store.insertLease(rec);
     this.leases.push(rec);
-    await this.deps.audit.append(this.identity, 'lease.created', rec.id, { session: this.id, target: this.target.name, kind, data });
+    await this.deps.audit.append(this.identity, 'lease.created', rec.id, { session: this.id, target: this.target.name, kind: rec.kind, data: rec.data });
+    if (this.ended || this.terminating) {
+      // Ended while the lease was being stored: nothing is made; the stored lease is revoked (nothing there).
+      await this.mgr.revokeLease(rec).catch(() => undefined);
+      throw new SessionEndedError();
+    }
+    let res: LeaseResult<T>;
     try {
-      const res = await create(rec.id);
-      rec.data = { ...rec.data, ...(res.data ?? {}) };
-      rec.state = 'active';
-      rec.activatedAt = this.deps.clock.now();
-      await this.deps.store.updateLease(rec);
-      return res.credential;
+      res = await create(rec.id);
     } catch (e) {
-      rec.error = (e as Error).message;
+      void this.deps.audit.append(this.identity, 'lease.mint_failed', rec.id, { session: this.id, target: this.target.name, kind: rec.kind, error: (e as Error).message });
+      // Whatever the failed create left behind goes too.
       await this.mgr.revokeLease(rec).catch(() => undefined);
       throw e;
     }
+    rec.data = { ...rec.data, ...(res.data ?? {}) };
+    if (this.ended || this.terminating) {
+      // Ended (kill, lock, client gone) while the credential was being made: it exists now, so revoke it now.
+      await this.mgr.revokeLease(rec).catch(() => undefined);
+      throw new SessionEndedError();
+    }
+    rec.state = 'active';
+    rec.activatedAt = this.deps.clock.now();
+    await this.deps.store.updateLease(rec);
+    return res.credential;
   }
 
   check(text: string, opts: RuleCheckOptions = {}): RuleDecision {
@@ -139,6 +195,11 @@ class Session implements LiveSession {
     if (this.terminating) queueMicrotask(() => handler(this.terminating!));
   }
   onWarning(handler: (message: string, msLeft: number) => void): void { this.warningHandlers.push(handler); }
+
+  /** Show the client a warning the way the expiry warning is shown (drain: the gateway is stopping). */
+  warn(message: string, msLeft: number): void {
+    for (const h of this.warningHandlers) { try { h(message, msLeft); } catch (e) { this.log.warn({ err: e }, 'warning handler failed'); } }
+  }
 
   addBytes(up: number, down: number): void {
     this.bytesUp += up;
@@ -180,7 +241,7 @@ class Session implements LiveSession {
   }
 
   audit(action: string, data: Record<string, unknown>): void {
-    void this.deps.audit.append(this.identity, action, this.id, { target: this.target.name, ...data });
+    void this.deps.audit.append(this.identity, fromModule(action), this.id, { target: this.target.name, ...data });
   }
 
   arm(): void {
@@ -189,8 +250,7 @@ class Session implements LiveSession {
     if (warnAt > 0) {
       this.timers.push(this.deps.clock.setTimer(warnAt, () => {
         const ms = this.grant.expiresAt - this.deps.clock.now();
-        const msg = `Tollgate: your access to ${this.target.name} ends in ${Math.max(1, Math.round(ms / 1000))} seconds (grant ${this.grant.id}).`;
-        for (const h of this.warningHandlers) { try { h(msg, ms); } catch (e) { this.log.warn({ err: e }, 'warning handler failed'); } }
+        this.warn(`Tollgate: your access to ${this.target.name} ends in ${Math.max(1, Math.round(ms / 1000))} seconds (grant ${this.grant.id}).`, ms);
         this.audit('session.warned', { msLeft: ms });
       }));
     }
@@ -214,6 +274,7 @@ class Session implements LiveSession {
     // The gateway's reason wins over what the module saw (e.g. "client closed" after a kill).
     const final = this.terminating ?? reason;
     this.ended = true;
+    this.endingResolve(final);
     this.endPromise = this.finish(final)
       .catch((e) => { this.log.error({ err: e }, 'session teardown failed'); })
       .finally(() => this.doneResolve());
@@ -224,8 +285,17 @@ class Session implements LiveSession {
     for (const t of this.timers) t.cancel();
     this.timers = [];
     const errors: string[] = [];
+    // A credential still being made is revoked by its own mint once made (the session has ended).
+    if (this.minting.size) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.allSettled([...this.minting]),
+        new Promise<void>((r) => { timer = setTimeout(r, MINT_WAIT_MS); timer.unref(); }),
+      ]);
+      clearTimeout(timer);
+    }
     for (const l of [...this.leases].reverse()) {
-      if (l.state === 'revoked' || l.state === 'failed') continue;
+      if (l.state === 'revoked') continue;
       try { await this.mgr.revokeLease(l); } catch (e) { errors.push((e as Error).message); }
     }
     try { await this.recording.close(); } catch (e) { errors.push(`recording: ${(e as Error).message}`); }
@@ -239,21 +309,30 @@ class Session implements LiveSession {
     this.record.endReason = `${reason.code}: ${reason.message}`;
     this.record.bytesUp = this.bytesUp;
     this.record.bytesDown = this.bytesDown;
-    await this.deps.store.updateSession(this.record).catch((e) => errors.push((e as Error).message));
-    await this.deps.audit.append(this.identity, 'session.ended', this.id, {
-      target: this.target.name, protocol: this.protocol, reason: reason.code, message: reason.message,
-      durationMs: this.record.endedAt - this.startedAt, bytesUp: this.bytesUp, bytesDown: this.bytesDown, recordings: seals,
-      ...(errors.length ? { teardownErrors: errors } : {}),
-    });
-    this.deps.live.end(this.id);
-    this.deps.metrics?.ended(this.protocol, reason.code);
-    this.mgr.forget(this);
-    this.log.info({ reason: reason.code, errors: errors.length }, 'session ended');
+    try {
+      await this.deps.store.updateSession(this.record).catch((e) => errors.push((e as Error).message));
+      await this.deps.audit.append(this.identity, 'session.ended', this.id, {
+        target: this.target.name, protocol: this.protocol, reason: reason.code, message: reason.message,
+        durationMs: this.record.endedAt - this.startedAt, bytesUp: this.bytesUp, bytesDown: this.bytesDown, recordings: seals,
+        ...(errors.length ? { teardownErrors: errors } : {}),
+      });
+    } finally {
+      // Without the store (lost) the session still leaves this node; the reaper records what is missing.
+      this.deps.live.end(this.id);
+      this.deps.metrics?.ended(this.protocol, reason.code);
+      this.mgr.forget(this);
+      this.log.info({ reason: reason.code, errors: errors.length }, 'session ended');
+    }
   }
 }
 
 export class SessionManager {
   private live = new Map<string, Session>();
+  /** Revokes running now, by lease id (one at a time per lease; the reaper leaves these alone). */
+  private revoking = new Map<string, Promise<void>>();
+  /** Retries of failed revokes, by lease id. */
+  private retries = new Map<string, TimerHandle>();
+  private stopped = false;
   constructor(private deps: SessionDeps) {}
 
   list(): Session[] { return [...this.live.values()]; }
@@ -264,7 +343,33 @@ export class SessionManager {
     return this.deps.store.listLocks({ active: true, at: this.deps.clock.now() });
   }
 
-  async open(auth: Authorized, meta: { protocol: string; clientAddr: string }): Promise<LiveSession> {
+  /**
+   * Open a session, run fn, end the session on every path (see SessionsFacet.withSession): fn's
+   * EndReason or client_exit when it returns, `error` when it throws (rethrown), client_exit when
+   * meta.client closes first (onTerminate handlers run, so the module closes the other side).
+   */
+  async withSession(auth: Authorized, meta: SessionMeta, fn: (session: LiveSession) => Promise<EndReason | void>): Promise<void> {
+    const s = await this.open(auth, meta) as Session;
+    const client = meta.client;
+    // A turn later, so the module's own close handling (which knows more) can end the session first.
+    const dropped = () => { setImmediate(() => s.terminate({ code: 'client_exit', message: 'the client disconnected' })); };
+    client?.once('close', dropped);
+    if ((client as { destroyed?: boolean } | undefined)?.destroyed) dropped();
+    let reason: EndReason | void;
+    try {
+      reason = await fn(s);
+    } catch (e) {
+      await s.end({ code: 'error', message: e instanceof SessionEndedError ? e.message : `the session failed: ${(e as Error).message}` });
+      throw e;
+    } finally {
+      client?.off('close', dropped);
+    }
+    await s.end(reason ?? { code: 'client_exit', message: 'the session finished' });
+  }
+
+  async open(auth: Authorized, meta: SessionMeta): Promise<LiveSession> {
+    const refused = this.deps.admit?.();
+    if (refused) throw new Error(refused);
     const now = this.deps.clock.now();
     const grant = await this.deps.store.getGrant(auth.grant.id);
     if (!grant || grant.state !== 'active' || grant.expiresAt <= now) throw new Error('the grant is no longer active');
@@ -290,6 +395,11 @@ export class SessionManager {
     return s;
   }
 
+  /** Warn every live session (drain), the way the expiry warning reaches each client. */
+  warnAll(message: string, msLeft: number): void {
+    for (const s of this.list()) s.warn(message, msLeft);
+  }
+
   /** End every live session matching pred; resolves when all have ended. */
   async terminateWhere(pred: (s: Session) => boolean, reason: EndReason): Promise<number> {
     const hit = this.list().filter(pred);
@@ -306,45 +416,101 @@ export class SessionManager {
   }
 
   async applyLock(lock: LockRecord): Promise<number> {
-    return this.terminateWhere(
-      (s) => lockMatches(lock, { identity: s.identity, target: s.target.name, grantId: s.grant.id }),
-      { code: 'locked', message: `Tollgate: access locked (${lock.scope} ${lock.value}): ${lock.reason}` },
-    );
+    return this.terminateWhere((s) => lockMatches(lock, { identity: s.identity, target: s.target.name, grantId: s.grant.id }), lockEndReason(lock));
   }
 
   async grantEnded(grant: GrantRecord, why: 'expired' | 'revoked'): Promise<number> {
-    return this.terminateWhere((s) => s.grant.id === grant.id, why === 'expired'
-      ? { code: 'expired', message: `Tollgate: your grant for ${grant.target} expired; the session is closed.` }
-      : { code: 'revoked', message: `Tollgate: your grant for ${grant.target} was revoked${grant.endReason ? `: ${grant.endReason}` : ''}.` });
+    return this.terminateWhere((s) => s.grant.id === grant.id, grantEndReason(grant, why));
   }
 
-  /** Revoke one lease through its protocol module (idempotent). */
-  async revokeLease(l: LeaseRecord): Promise<void> {
-    const target = this.deps.target(l.target);
+  /**
+   * Revoke one lease through the revoke of the kind that minted it; one at a time per lease (a
+   * second call waits for the first, then tries again). The lease is marked revoked only when that
+   * revoke confirmed. Otherwise it stays a standing privilege: the error and attempt count are
+   * stored, the first failure alerts, and it is tried again with backoff (here, and by any
+   * gateway's reaper). Throws the revoke's error.
+   */
+  revokeLease(l: LeaseRecord): Promise<void> {
+    const before = this.revoking.get(l.id) ?? Promise.resolve();
+    const run = before.catch(() => undefined).then(() => this.revokeOnce(l));
+    this.revoking.set(l.id, run);
+    const forget = () => { if (this.revoking.get(l.id) === run) this.revoking.delete(l.id); };
+    run.then(forget, forget);
+    return run;
+  }
+
+  private async revokeOnce(l: LeaseRecord): Promise<void> {
+    this.retries.get(l.id)?.cancel();
+    this.retries.delete(l.id);
     l.state = 'revoking';
-    await this.deps.store.updateLease(l);
+    l.attempts = (l.attempts ?? 0) + 1;
+    // Without the store the lease is revoked on the target all the same (fail closed); the reaper
+    // records it once the store is back (a revocation may run twice; the provisioners allow it).
+    if (!this.deps.storeLost?.()) await this.deps.store.updateLease(l);
+    let detail: string;
     try {
-      const session = l.sessionId ? await this.deps.store.getSession(l.sessionId) : null;
-      const mod = this.deps.module(session?.protocol ?? target?.protocol ?? '');
+      const target = this.deps.target(l.target);
       if (!target) throw new Error(`target ${l.target} is no longer configured`);
-      if (mod?.revokeLease) await mod.revokeLease(this.deps.ctx(mod.name), target, l);
-      l.state = 'revoked';
-      l.revokedAt = this.deps.clock.now();
-      l.error = null;
-      await this.deps.store.updateLease(l);
-      await this.deps.audit.append('system', 'lease.revoked', l.id, { session: l.sessionId, target: l.target, kind: l.kind, data: l.data });
+      const session = l.sessionId ? await this.deps.store.getSession(l.sessionId) : null;
+      const protocol = session?.protocol ?? target.protocol;
+      const mod = this.deps.module(protocol);
+      if (!mod) throw new Error(`no protocol module "${protocol}" is loaded`);
+      // Only the kind's own revoke, and only its explicit confirmation, makes the lease revoked.
+      detail = String((await revokeWithModule(mod, this.deps.ctx(mod.name), target, l)).detail ?? '');
     } catch (e) {
+      const failed = l.attempts;
       l.error = (e as Error).message;
+      l.retryAt = this.deps.clock.now() + revokeBackoff(failed, this.deps.revokeRetry);
       await this.deps.store.updateLease(l);
-      await this.deps.audit.append('system', 'lease.revoke_failed', l.id, { session: l.sessionId, target: l.target, kind: l.kind, error: l.error });
+      await this.deps.audit.append('system', 'lease.revoke_failed', l.id, {
+        session: l.sessionId, target: l.target, kind: l.kind, error: l.error, attempts: failed, retryAt: l.retryAt,
+      });
+      if (failed === 1) {
+        this.deps.notify({ kind: 'standing_privilege', lease: l.id, target: l.target, leaseKind: l.kind, session: l.sessionId, error: l.error });
+      }
+      this.scheduleRetry(l);
       throw e;
     }
+    l.state = 'revoked';
+    l.revokedAt = this.deps.clock.now();
+    l.error = null;
+    l.retryAt = null;
+    await this.deps.store.updateLease(l);
+    await this.deps.audit.append('system', 'lease.revoked', l.id, { session: l.sessionId, target: l.target, kind: l.kind, data: l.data, detail, attempts: l.attempts });
+  }
+
+  /** Try a failed revoke again when its backoff is over (unless it is revoked meanwhile, or the gateway stops). */
+  private scheduleRetry(l: LeaseRecord): void {
+    if (this.stopped || this.retries.has(l.id) || l.retryAt === null || l.retryAt === undefined) return;
+    const timer = this.deps.clock.setTimer(Math.max(0, l.retryAt - this.deps.clock.now()), () => {
+      if (this.retries.get(l.id) !== timer) return;
+      this.retries.delete(l.id);
+      void (async () => {
+        const now = await this.deps.store.getLease(l.id);
+        if (!now || now.state === 'revoked' || this.stopped) return;
+        if (now.sessionId && this.live.has(now.sessionId)) return;
+        await this.revokeLease(now);
+      })().catch((e) => this.deps.log.warn({ err: (e as Error).message, lease: l.id }, 'revoke retry failed'));
+    });
+    this.retries.set(l.id, timer);
+  }
+
+  /** Standing privileges now (see standingPrivileges), as this gateway sees them. */
+  standing(): Promise<LeaseRecord[]> {
+    return standingPrivileges(this.deps.store, (id) => this.live.has(id), this.deps.gatewayId);
+  }
+
+  /** No more retries (the gateway stops; the next start's reaper takes over). */
+  stop(): void {
+    this.stopped = true;
+    for (const t of this.retries.values()) t.cancel();
+    this.retries.clear();
   }
 
   /**
    * The reaper: every lease without a live session in this gateway is revoked (after a crash, a
-   * failed teardown, or a session another gateway instance lost). Sessions this gateway owned but no
-   * longer runs are marked ended.
+   * failed teardown, or a session another gateway instance lost); one whose revoke failed is tried
+   * again once its backoff is over. Sessions this gateway owned but no longer runs are marked ended.
    */
   async reap(): Promise<{ leases: number; sessions: number; failed: number }> {
     let leases = 0;
@@ -360,8 +526,12 @@ export class SessionManager {
       await this.deps.audit.append('system', 'session.ended', s.id, { target: s.target, reason: 'gateway_restart', message: s.endReason });
       sessions++;
     }
+    const now = this.deps.clock.now();
     for (const l of await this.deps.store.listLeases({ state: ['pending', 'active', 'revoking'] })) {
       if (l.sessionId && liveIds.has(l.sessionId)) continue;
+      if (this.revoking.has(l.id)) continue;
+      // A failed revoke waits for its backoff (a retry is scheduled for it here, whichever gateway failed it).
+      if (l.retryAt && l.retryAt > now) { this.scheduleRetry(l); continue; }
       if (l.sessionId) {
         const s = await this.deps.store.getSession(l.sessionId);
         // Another gateway's live session: not ours to reap.
@@ -371,6 +541,26 @@ export class SessionManager {
     }
     return { leases, sessions, failed };
   }
+}
+
+/**
+ * Standing privileges: leases not revoked whose session is not running (on this gateway, or
+ * active on another gateway of the same store): a revoke that failed and waits for its retry, or
+ * one the reaper has not reached yet. Nobody should hold any; the dashboard and
+ * GET /api/v1/leases?standing=1 show them with their last error and attempts.
+ */
+export async function standingPrivileges(store: Store, isLive: (sessionId: string) => boolean, gatewayId?: string): Promise<LeaseRecord[]> {
+  const leases = await store.listLeases({ state: ['pending', 'active', 'revoking'] });
+  const out: LeaseRecord[] = [];
+  for (const l of leases) {
+    if (l.sessionId && isLive(l.sessionId)) continue;
+    if (l.sessionId && gatewayId !== undefined) {
+      const s = await store.getSession(l.sessionId);
+      if (s && s.state === 'active' && s.gatewayId !== gatewayId) continue;
+    }
+    out.push(l);
+  }
+  return out;
 }
 
 export type { Session };

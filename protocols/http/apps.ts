@@ -10,7 +10,7 @@ export class AppRegistry {
   get byLabel(): Map<string, AppConfig> { this.refreshApps(); return this.labels; }
   get byName(): Map<string, AppConfig> { this.refreshApps(); return this.names; }
   private refreshApps(): void {
-    const all = this.ctx.targets();
+    const all = this.ctx.config.targets();
     if (all.length === this.seenTargets.length && all.every((t, i) => t === this.seenTargets[i])) return;
     this.seenTargets = [...all];
     this.labels = new Map();
@@ -23,7 +23,7 @@ export class AppRegistry {
     }
   }
 
-  constructor(private ctx: Pick<ProtocolContext, 'targets'>) {
+  constructor(private ctx: { config: Pick<ProtocolContext['config'], 'targets'> }) {
     this.refreshApps();
   }
 }

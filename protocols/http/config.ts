@@ -77,6 +77,8 @@ export function validateTarget(t: TargetConfig): { path: string; expected: strin
     return { path: ['credentials', ...i.path].join('.'), expected: i.message };
   }
   if (c.data.mode === 'bearer' && !c.data.token && !c.data.mintCommand) return { path: 'credentials', expected: 'token (a secret reference) or mintCommand' };
+  // A minted credential must be revocable: nothing privileged outlives the session.
+  if ((c.data.mode === 'bearer' || c.data.mode === 'basic') && c.data.mintCommand && !c.data.revokeCommand) return { path: 'credentials.revokeCommand', expected: 'a revoke command (argv) with mintCommand: every minted token is revoked when its session ends' };
   if (c.data.mode === 'basic' && !(c.data.username && c.data.password) && !c.data.mintCommand) return { path: 'credentials', expected: 'username and password, or mintCommand' };
   if (c.data.mode === 'jwt' && parseDuration(c.data.ttl) > 300_000) return { path: 'credentials.ttl', expected: 'at most 5m' };
   const o = optionsSchema.safeParse(t.options);

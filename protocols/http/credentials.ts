@@ -5,7 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import { Secret } from '../../auth/secret.js';
-import type { LiveSession, ProtocolContext, TargetConfig } from '../types.js';
+import type { LiveSession, ProtocolContext, Revoked, TargetConfig } from '../types.js';
 import type { LeaseRecord } from '../../proxy/store/types.js';
 import type { AppConfig } from './config.js';
 import { appConfig } from './config.js';
@@ -102,8 +102,8 @@ export class SessionCredential {
         username = minted.username ?? username;
       } else {
         secret = cr.mode === 'bearer'
-          ? ctx.resolveSecret(cr.token, `targets.${app.target.name}.credentials.token`)
-          : ctx.resolveSecret(cr.password, `targets.${app.target.name}.credentials.password`);
+          ? ctx.config.resolveSecret(cr.token, `targets.${app.target.name}.credentials.token`)
+          : ctx.config.resolveSecret(cr.password, `targets.${app.target.name}.credentials.password`);
       }
       const value = cr.mode === 'bearer'
         ? `Bearer ${secret.reveal()}`
@@ -124,7 +124,7 @@ export class SessionCredential {
     // Never beyond the grant's end.
     const ttl = Math.max(1000, Math.min(parseDuration(cr.ttl), this.session.grant.expiresAt - now));
     this.signing = signAssertion(this.key, {
-      issuer: this.ctx.publicUrl, app: this.app.target.name, principal: this.session.principal, grantId: this.session.grant.id,
+      issuer: this.ctx.config.publicUrl, app: this.app.target.name, principal: this.session.principal, grantId: this.session.grant.id,
       sessionId: this.session.id, role: this.session.role.name, now, ttlMs: ttl,
     }).then(({ jwt, expiresAt }) => {
       this.jwt = { value: jwt, refreshAt: expiresAt - Math.min(REFRESH_BEFORE_MS, ttl / 2) };
@@ -154,11 +154,11 @@ export class SessionCredential {
 }
 
 /** Revoke a minted token from its lease data alone (teardown and the reaper). Idempotent if the hook is. */
-export async function revokeTokenLease(ctx: ProtocolContext, target: TargetConfig, lease: LeaseRecord): Promise<void> {
-  if (lease.kind !== LEASE_KIND) return;
+export async function revokeTokenLease(ctx: ProtocolContext, target: TargetConfig, lease: LeaseRecord): Promise<Revoked> {
   const app = appConfig(target);
   const cr = app.credentials;
-  if ((cr.mode !== 'bearer' && cr.mode !== 'basic') || !cr.revokeCommand) return;
+  // Config validation requires revokeCommand with mintCommand; a target changed since cannot revoke what it minted.
+  if ((cr.mode !== 'bearer' && cr.mode !== 'basic') || !cr.revokeCommand) throw new Error(`${target.name} has no credentials.revokeCommand to revoke the token minted under lease ${lease.id}`);
   const r = await runHook(cr.revokeCommand, hookEnv(target, lease.id, {
     TOLLGATE_IDENTITY: String(lease.data['identity'] ?? ''),
     TOLLGATE_GRANT: lease.grantId ?? '',
@@ -166,4 +166,5 @@ export async function revokeTokenLease(ctx: ProtocolContext, target: TargetConfi
   }));
   if (r.code !== 0) throw new Error(`the revoke command for ${target.name} exited with code ${r.code}`);
   ctx.log.info({ target: target.name, lease: lease.id }, 'minted app token revoked');
+  return { revoked: true, detail: `the revoke command for ${target.name} succeeded` };
 }

@@ -83,7 +83,7 @@ export class DataPath {
     if (!who) {
       if (method === 'GET' || method === 'HEAD') {
         const ret = route.base + route.rest;
-        redirect(res, st, `${this.ctx.publicUrl}/apps/_auth?app=${encodeURIComponent(app.target.name)}&return=${encodeURIComponent(ret)}`);
+        redirect(res, st, `${this.ctx.config.publicUrl}/apps/_auth?app=${encodeURIComponent(app.target.name)}&return=${encodeURIComponent(ret)}`);
       } else {
         writePage(res, st, errorPage(401, 'Sign in first', `Tollgate: sign in to ${app.target.name} first (open ${route.base}/ in the browser).`));
       }
@@ -122,7 +122,7 @@ export class DataPath {
         body?.destroy();
         writePage(res, st, a.code === 'error'
           ? errorPage(502, 'App credential unavailable', a.reason)
-          : noGrantPage({ identity: who.sub, app: app.target.name, reason: a.reason, publicUrl: this.ctx.publicUrl }));
+          : noGrantPage({ identity: who.sub, app: app.target.name, reason: a.reason, publicUrl: this.ctx.config.publicUrl }));
         return;
       }
       this.forward(res, st, inc, route, method, rp, a.entry, body, abort);

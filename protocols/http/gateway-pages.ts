@@ -41,7 +41,7 @@ export class GatewayPages {
       const toLogin = () => redirect(res, st, `/auth/login?returnTo=${encodeURIComponent(`/apps/_request?${inc.query}`)}`);
       if (!cookie && crossSiteNavigation(inc)) { writePage(res, st, continuePage(`/apps/_request?${inc.query}`)); return; }
       if (!cookie) { toLogin(); return; }
-      this.ctx.webPrincipal(cookie).then((p) => {
+      this.ctx.access.webPrincipal(cookie).then((p) => {
         if (!p) { toLogin(); return; }
         writePage(res, st, requestFormPage({ identity: p.sub, app: app.target.name, roles: app.target.roles.map((r) => r.name), csrf: this.front.csrfToken(cookie) }));
       }, () => writePage(res, st, errorPage(500, 'Gateway error', 'Tollgate: could not check your sign-in.')));

@@ -68,19 +68,7 @@ export function stripCookies(header: string | undefined, drop: (name: string) =>
   return kept.length ? kept.join('; ') : null;
 }
 
-/** One cookie's value from a Cookie header (first occurrence). */
-export function cookieValue(header: string | undefined, name: string): string | undefined {
-  if (!header) return undefined;
-  for (const part of header.split(';')) {
-    const i = part.indexOf('=');
-    if (i < 0) continue;
-    if (part.slice(0, i).trim() === name) {
-      const v = part.slice(i + 1).trim();
-      try { return decodeURIComponent(v); } catch { return v; }
-    }
-  }
-  return undefined;
-}
+export { cookieValue } from '../web.js';
 
 /** RFC 7239 node: IPv6 in brackets and quoted. */
 export function forwardedNode(addr: string): string {

@@ -21,8 +21,9 @@
  */
 import { request } from 'undici';
 import type { ProtocolModule } from '../types.js';
+import { checkStageOf } from '../net.js';
 import { appConfig, validateTarget } from './config.js';
-import { revokeTokenLease } from './credentials.js';
+import { LEASE_KIND, revokeTokenLease } from './credentials.js';
 import { demo } from './demo.js';
 import { mountHttpApps } from './proxy.js';
 
@@ -40,13 +41,16 @@ export const httpModule: ProtocolModule = {
     try {
       const r = await request(app.upstream.href, { method: 'GET', headersTimeout: 5000, bodyTimeout: 5000 });
       await r.body.dump();
-      return { ok: r.statusCode < 500, detail: `reachable: GET ${app.upstream.href} answered ${r.statusCode}` };
+      const detail = `reachable: GET ${app.upstream.href} answered ${r.statusCode}`;
+      return r.statusCode < 500 ? { ok: true, detail } : { ok: false, stage: 'protocol', detail };
     } catch (e) {
-      return { ok: false, detail: `cannot reach ${app.upstream.href}: ${(e as Error & { code?: string }).code ?? (e as Error).message}` };
+      return { ok: false, stage: checkStageOf(e, 'dial'), detail: `cannot reach ${app.upstream.href}: ${(e as Error & { code?: string }).code ?? (e as Error).message}` };
     }
   },
 
-  revokeLease: revokeTokenLease,
+  leaseKinds: {
+    [LEASE_KIND]: { holds: 'an app token minted by mintCommand', revoke: revokeTokenLease },
+  },
 
   demo,
 };

@@ -1,8 +1,8 @@
 /** The small HTML pages the app proxy answers with itself (errors, no grant, request form). */
 
-export function esc(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
-}
+import { escapeHtml as esc } from '../web.js';
+
+export { esc };
 
 export interface Page { status: number; headers: Record<string, string>; body: string }
 

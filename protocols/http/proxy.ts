@@ -32,7 +32,7 @@ export class HttpApps {
 
   constructor(private ctx: ProtocolContext, private front: HttpMount) {
     this.apps = new AppRegistry(ctx);
-    const keyPromise: Promise<AssertionKey> = loadOrCreateAssertionKey(ctx.dataDir);
+    const keyPromise: Promise<AssertionKey> = loadOrCreateAssertionKey(ctx.config.dataDir);
     keyPromise.catch((e) => ctx.log.error({ err: (e as Error).message }, 'cannot load the assertion key'));
     this.sessions = new AppSessions(ctx, () => keyPromise);
     const origin = () => this.origin();
@@ -44,7 +44,7 @@ export class HttpApps {
 
   /** The public origin, read lazily: publicUrl is known only once the front listens. */
   private origin(): GatewayOrigin {
-    this.gw ??= gatewayOrigin(this.ctx.publicUrl, this.front.appsDomain);
+    this.gw ??= gatewayOrigin(this.ctx.config.publicUrl, this.front.appsDomain);
     return this.gw;
   }
 

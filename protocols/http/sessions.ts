@@ -68,11 +68,11 @@ export class AppSessions {
   }
 
   private async open(k: string, principal: Principal, app: AppConfig, clientAddr: string): Promise<Acquire> {
-    const out: AuthOutcome = await this.ctx.authenticate({ protocol: 'http', username: app.target.name, clientAddr, principal });
+    const out: AuthOutcome = await this.ctx.access.authenticate({ protocol: 'http', username: app.target.name, clientAddr, principal });
     if (!out.ok) return { ok: false, code: out.code, reason: out.reason };
     let session: LiveSession;
     try {
-      session = await this.ctx.openSession(out.auth, { protocol: 'http', clientAddr });
+      session = await this.ctx.sessions.open(out.auth, { protocol: 'http', clientAddr });
     } catch (e) {
       return { ok: false, code: 'denied', reason: `Tollgate: ${(e as Error).message}` };
     }

@@ -41,7 +41,7 @@ export class AppSignIn {
     // recent results briefly (a cookie stays accepted at most COOKIE_CACHE_MS past its expiry).
     const hit = this.cookieCache.get(raw);
     if (hit) return hit.app === app.target.name ? hit : null;
-    const v = this.ctx.unseal<AppCookie>(raw);
+    const v = this.ctx.crypto.unseal<AppCookie>(raw);
     if (!v || v.k !== 'tg-app-cookie' || v.app !== app.target.name || typeof v.sub !== 'string' || !v.p || v.p.sub !== v.sub) return null;
     this.cookieCache.set(raw, v);
     return v;
@@ -59,9 +59,9 @@ export class AppSignIn {
     const toLogin = () => redirect(res, st, `/auth/login?returnTo=${encodeURIComponent(`/apps/_auth?${inc.query}`)}`);
     if (!cookie && crossSiteNavigation(inc)) { writePage(res, st, continuePage(`/apps/_auth?${inc.query}`)); return; }
     if (!cookie) { toLogin(); return; }
-    this.ctx.webPrincipal(cookie).then((p) => {
+    this.ctx.access.webPrincipal(cookie).then((p) => {
       if (!p) { toLogin(); return; }
-      const t = this.ctx.seal({ k: 'tg-app-handoff', sub: p.sub, app: app.target.name, p, n: randomUUID() } satisfies Handoff, HANDOFF_TTL_MS);
+      const t = this.ctx.crypto.seal({ k: 'tg-app-handoff', sub: p.sub, app: app.target.name, p, n: randomUUID() } satisfies Handoff, HANDOFF_TTL_MS);
       redirect(res, st, `${ret.base}${CALLBACK_PATH}?t=${encodeURIComponent(t)}&return=${encodeURIComponent(ret.url)}`);
     }, (e) => {
       this.ctx.log.error({ err: (e as Error).message }, 'web session check failed');
@@ -72,7 +72,7 @@ export class AppSignIn {
   /** App host: /.tollgate/callback?t=&return= → the app's own cookie, then back to the page. */
   callback(res: uWS.HttpResponse, st: ReqState, inc: Incoming, route: AppRoute): void {
     const q = new URLSearchParams(inc.query);
-    const h = this.ctx.unseal<Handoff>(q.get('t') ?? '');
+    const h = this.ctx.crypto.unseal<Handoff>(q.get('t') ?? '');
     if (!h || h.k !== 'tg-app-handoff' || h.app !== route.app.target.name || typeof h.n !== 'string' || !h.p || h.p.sub !== h.sub) {
       writePage(res, st, errorPage(400, 'Sign-in failed', 'Tollgate: the sign-in hand-off is invalid or expired; reload the page to try again.'));
       return;
@@ -82,7 +82,7 @@ export class AppSignIn {
     if (!ret) { writePage(res, st, errorPage(400, 'Bad request', 'Tollgate: the return address is not an address of this app.')); return; }
     this.usedHandoffs.set(h.n, true);
     const app = route.app;
-    const value = this.ctx.seal({ k: 'tg-app-cookie', sub: h.sub, app: app.target.name, p: h.p } satisfies AppCookie, app.cookieTtlMs);
+    const value = this.ctx.crypto.seal({ k: 'tg-app-cookie', sub: h.sub, app: app.target.name, p: h.p } satisfies AppCookie, app.cookieTtlMs);
     // Lax, not Strict: the hand-off arrives here from the gateway (another site in the demo), and the
     // redirect to the page must carry the cookie. Host-only (no Domain) on the app's own host.
     const secure = this.front.secureCookies ? '; Secure' : '';

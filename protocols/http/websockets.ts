@@ -115,7 +115,7 @@ export class AppWebSockets {
       if (!a.ok) {
         writePage(res, st, a.code === 'error'
           ? errorPage(502, 'App credential unavailable', a.reason)
-          : noGrantPage({ identity: who.sub, app: app.target.name, reason: a.reason, publicUrl: this.ctx.publicUrl }));
+          : noGrantPage({ identity: who.sub, app: app.target.name, reason: a.reason, publicUrl: this.ctx.config.publicUrl }));
         return;
       }
       go(a.entry);

@@ -2,6 +2,9 @@
 import { z } from 'zod';
 import type { ProtocolContext, TargetConfig, RoleConfig } from '../types.js';
 import { isSecretRef } from '../../auth/secret.js';
+import { parseAddress as parseHostPort } from '../net.js';
+
+export const DEFAULT_PORT = 1433;
 
 /** sysname: 1 to 128 characters, no NUL (quoted with QUOTENAME rules wherever it is used). */
 const sysname = z.string().min(1).max(128).refine((s) => !s.includes('\0'), 'no NUL characters');
@@ -47,15 +50,12 @@ export function roleOf(r: RoleConfig): MssqlRole {
 /** The admin login, its password resolved. */
 export function adminOf(ctx: ProtocolContext, t: TargetConfig): { user: string; password: string } {
   const c = credentialsSchema.parse(t.credentials);
-  return { user: c.admin.user, password: ctx.resolveSecret(c.admin.password, `targets.${t.name}.credentials.admin.password`).reveal() };
+  return { user: c.admin.user, password: ctx.config.resolveSecret(c.admin.password, `targets.${t.name}.credentials.admin.password`).reveal() };
 }
 
+/** The shared address rules (protocols/net.ts), plus SQL Server's own `host,port` form. */
 export function parseAddress(address: string): { host: string; port: number } {
-  const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(address) ?? /^([^:,]+)(?:[:,](\d+))?$/.exec(address);
-  if (!m) throw new Error(`not a host:port address: ${address}`);
-  const port = m[2] ? Number(m[2]) : 1433;
-  if (!(port > 0 && port < 65536)) throw new Error(`bad port in ${address}`);
-  return { host: m[1]!, port };
+  return parseHostPort(address.replace(/^([^:,[\]]+),(\d+)$/, '$1:$2'), DEFAULT_PORT);
 }
 
 function firstIssue(prefix: string, e: z.ZodError): { path: string; expected: string } {

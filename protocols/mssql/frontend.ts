@@ -36,19 +36,15 @@ function contexts(ctx: ProtocolContext): { wrapped: () => tls.SecureContext; str
   let wrapped: tls.SecureContext | null = null;
   let strict: tls.SecureContext | null = null;
   return {
-    wrapped: () => (wrapped ??= tls.createSecureContext({ cert: ctx.tls.cert, key: ctx.tls.key.reveal(), maxVersion: 'TLSv1.2' })),
-    strict: () => (strict ??= tls.createSecureContext({ cert: ctx.tls.cert, key: ctx.tls.key.reveal() })),
+    wrapped: () => (wrapped ??= tls.createSecureContext({ cert: ctx.config.tls.cert, key: ctx.config.tls.key.reveal(), maxVersion: 'TLSv1.2' })),
+    strict: () => (strict ??= tls.createSecureContext({ cert: ctx.config.tls.cert, key: ctx.config.tls.key.reveal() })),
   };
 }
 
 export async function listenMssql(ctx: ProtocolContext, address: ListenerAddress): Promise<ProtocolListener> {
   const log = ctx.log.child({ protocol: 'mssql' });
   const tlsContexts = contexts(ctx);
-  const listener = await listenTcp(address, log, 'mssql', (sock, preauth) => handleConnection(ctx, sock, preauth, tlsContexts), {
-    clock: ctx.clock,
-    // Over the caps: an ERROR instead of the PRELOGIN answer (clients report a bad PRELOGIN answer or the text).
-    refuse: (sock, message) => sock.end(errorMessage({ number: 17809, class: FATAL, message })),
-  });
+  const listener = await listenTcp(address, log, 'mssql', (sock, preauth) => handleConnection(ctx, sock, preauth, tlsContexts), { clock: ctx.clock });
   log.info({ host: address.host, port: listener.port }, 'mssql listener ready');
   return listener;
 }
@@ -112,14 +108,14 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, preauth: 
     if (login.changePassword) throw refusal('a connection secret cannot be changed at login');
     if (!login.userName) throw refusal('log in with the target name as user, e.g. -U sales-db');
 
-    const outcome = await ctx.authenticate({ protocol: 'mssql', username: login.userName, clientAddr, secret: login.password });
+    const outcome = await ctx.access.authenticate({ protocol: 'mssql', username: login.userName, clientAddr, secret: login.password });
     preauth.signedIn();
     if (!outcome.ok) {
       log.info({ user: login.userName.slice(0, 100), code: outcome.code }, 'mssql login refused');
       throw new Refusal(loginFailed(login.userName, outcome.reason || 'Tollgate: the connection secret is wrong, used or expired.', packetSize), outcome.reason);
     }
     if (outcome.auth.target.protocol !== 'mssql') throw refusal(`target ${outcome.auth.target.name} is not a SQL Server target`);
-    session = await ctx.openSession(outcome.auth, { protocol: 'mssql', clientAddr }).catch((e: Error) => {
+    session = await ctx.sessions.open(outcome.auth, { protocol: 'mssql', clientAddr }).catch((e: Error) => {
       throw new Refusal(loginFailed(login!.userName, `Tollgate: ${e.message}`, packetSize), e.message);
     });
     await startSession(ctx, session, outcome.auth, conn, login, packetSize, strict);
@@ -187,7 +183,7 @@ async function startSession(ctx: ProtocolContext, session: LiveSession, auth: Au
     return fail(gone()!, gone()!.message);
   }
   const { host, port } = parseAddress(target.address);
-  const ca = opts.ca !== undefined ? ctx.resolveSecret(opts.ca, `targets.${target.name}.options.ca`).reveal() : undefined;
+  const ca = opts.ca !== undefined ? ctx.config.resolveSecret(opts.ca, `targets.${target.name}.options.ca`).reveal() : undefined;
   let up;
   try {
     up = await loginUpstream({

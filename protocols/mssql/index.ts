@@ -10,7 +10,9 @@
  * provisioner.ts (session logins through tedious), relay.ts, config.ts, native.ts.
  */
 import type { ProtocolModule } from '../types.js';
+import { checkStageOf } from '../net.js';
 import { validateTarget } from './config.js';
+import { FATAL, errorMessage } from './errors.js';
 import { listenMssql } from './frontend.js';
 import { mssqlClientCommands, mssqlNativeClient } from './native.js';
 import { LEASE_KIND, connectAdmin, dropSessionLogin } from './provisioner.js';
@@ -20,6 +22,11 @@ export const mssqlModule: ProtocolModule = {
   defaultPort: 1433,
   validateTarget,
   listen: listenMssql,
+
+  // Before the PRELOGIN answer: an ERROR instead of it (clients report a bad PRELOGIN answer or the text).
+  refuse(sock, _code, message) {
+    sock.end(errorMessage({ number: 17809, class: FATAL, message }));
+  },
 
   async checkTarget(ctx, target) {
     try {
@@ -32,19 +39,24 @@ export const mssqlModule: ProtocolModule = {
         c.close();
       }
     } catch (e) {
-      return { ok: false, detail: `cannot log in with the admin credential: ${(e as Error).message}` };
+      return { ok: false, stage: checkStageOf(e, 'auth'), detail: `cannot log in with the admin credential: ${(e as Error).message}` };
     }
   },
 
-  async revokeLease(ctx, target, lease) {
-    if (lease.kind !== LEASE_KIND) return;
-    const login = lease.data['login'];
-    const databases = lease.data['databases'];
-    if (typeof login !== 'string' || !Array.isArray(databases) || !databases.every((d) => typeof d === 'string')) {
-      throw new Error(`lease ${lease.id}: no login and databases to revoke`);
-    }
-    const { killed } = await dropSessionLogin(ctx, target, login, databases as string[]);
-    ctx.log.info({ lease: lease.id, login, killed }, 'mssql session login dropped');
+  leaseKinds: {
+    [LEASE_KIND]: {
+      holds: 'a SQL Server login and its database users',
+      async revoke(ctx, target, lease) {
+        const login = lease.data['login'];
+        const databases = lease.data['databases'];
+        if (typeof login !== 'string' || !Array.isArray(databases) || !databases.every((d) => typeof d === 'string')) {
+          throw new Error(`lease ${lease.id}: no login and databases to revoke`);
+        }
+        const { killed } = await dropSessionLogin(ctx, target, login, databases as string[]);
+        ctx.log.info({ lease: lease.id, login, killed }, 'mssql session login dropped');
+        return { revoked: true, detail: `login [${login}] dropped with its users in ${databases.length} database(s) (${killed} session(s) killed)` };
+      },
+    },
   },
 
   clientCommands: mssqlClientCommands,

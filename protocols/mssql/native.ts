@@ -1,10 +1,7 @@
 /** Client command lines for a SQL Server target: sqlcmd, FreeTDS tsql, ADO.NET and JDBC connection strings. */
 import type { ClientCommandInfo, NativeClient } from '../types.js';
+import { shellQuote as sh } from '../shell.js';
 import { roleOf } from './config.js';
-
-function sh(v: string): string {
-  return /^[A-Za-z0-9_.:\/@%+=,-]+$/.test(v) ? v : `'${v.replace(/'/g, `'\\''`)}'`;
-}
 
 /** A value in an ADO.NET / JDBC connection string: braces when it holds a separator. */
 function csValue(v: string): string {

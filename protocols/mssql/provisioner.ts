@@ -59,7 +59,7 @@ export class SqlError extends Error {
 export function tediousConfig(ctx: ProtocolContext, target: TargetConfig, login: { user: string; password: string }, database = 'master'): tedious.ConnectionConfiguration {
   const { host, port } = parseAddress(target.address);
   const o = optionsOf(target);
-  const ca = o.ca !== undefined ? ctx.resolveSecret(o.ca, `targets.${target.name}.options.ca`).reveal() : undefined;
+  const ca = o.ca !== undefined ? ctx.config.resolveSecret(o.ca, `targets.${target.name}.options.ca`).reveal() : undefined;
   return {
     server: host,
     authentication: { type: 'default', options: { userName: login.user, password: login.password } },

@@ -46,7 +46,7 @@ export const SECURE_TRANSPORT_REQUIRED: ErrSpec = { code: 3159, state: 'HY000' }
 
 /** Plain (non-TLS) connections are for targets with options.allowPlain: true only. */
 function allowsPlain(ctx: ProtocolContext, username: string): boolean {
-  return ctx.target(username.split(':')[0] ?? '')?.options?.['allowPlain'] === true;
+  return ctx.config.target(username.split(':')[0] ?? '')?.options?.['allowPlain'] === true;
 }
 
 function tlsRequired(username: string): string {
@@ -80,7 +80,7 @@ export async function serverHandshake(ctx: ProtocolContext, conn: PacketConn, cl
   const nonce = makeNonce();
   const connectionId = nextConnectionId;
   nextConnectionId = nextConnectionId >= 0x7ffffff0 ? 0x40000000 : nextConnectionId + 1;
-  const tlsAvailable = !!(ctx.tls?.cert && ctx.tls?.key);
+  const tlsAvailable = !!(ctx.config.tls?.cert && ctx.config.tls?.key);
   const offered = offer?.caps ?? GATEWAY_CAPS;
   const caps = tlsAvailable ? offered | CAP.SSL : offered & ~CAP.SSL;
   conn.send(buildGreeting({
@@ -103,8 +103,8 @@ export async function serverHandshake(ctx: ProtocolContext, conn: PacketConn, cl
     if (!tlsAvailable) throw new Refusal(ER.HANDSHAKE, 'Tollgate: TLS is not configured on this gateway');
     await conn.upgrade((raw) => new TLSSocket(raw, {
       isServer: true,
-      cert: ctx.tls.cert,
-      key: ctx.tls.key.reveal(),
+      cert: ctx.config.tls.cert,
+      key: ctx.config.tls.key.reveal(),
     }), 'secure');
     p = await conn.read();
     resp = parseHandshakeResponse(p.payload);
@@ -119,7 +119,7 @@ export async function serverHandshake(ctx: ProtocolContext, conn: PacketConn, cl
 
   // The target may prefer caching_sha2_password (full auth) over the challenge-response default.
   const targetName = username.split(':')[0] ?? '';
-  const preferred = ctx.target(targetName)?.options?.['clientAuth'];
+  const preferred = ctx.config.target(targetName)?.options?.['clientAuth'];
   const wanted = preferred === SHA2 || preferred === CLEAR ? preferred : NATIVE;
   const known = plugin === NATIVE || plugin === SHA2 || (plugin === CLEAR && tls);
   // A client whose plugin differs from the greeting's sends no data and waits for a switch with a nonce.
@@ -139,13 +139,13 @@ export async function serverHandshake(ctx: ProtocolContext, conn: PacketConn, cl
   const base = { protocol: 'mysql', username, clientAddr };
   let outcome: AuthOutcome;
   if (plugin === NATIVE) {
-    const candidates = await ctx.pendingSecrets(username, 'mysql', clientAddr);
+    const candidates = await ctx.access.pendingSecrets(username, 'mysql', clientAddr);
     const match = candidates.find((c) => {
       const v = c.verifiers[NATIVE];
       return typeof v === 'string' && checkNativeToken(data, nonce, v);
     });
     // Without a match the proxy still decides and audits the refusal (no credential proven).
-    outcome = match ? await ctx.authenticate({ ...base, provenSecretId: match.id }) : await ctx.authenticate(base);
+    outcome = match ? await ctx.access.authenticate({ ...base, provenSecretId: match.id }) : await ctx.access.authenticate(base);
     if (!match && outcome.ok) outcome = { ok: false, code: 'bad_secret', reason: 'the connection secret is wrong, used or expired' };
   } else {
     let secret: Secret;
@@ -176,7 +176,7 @@ export async function serverHandshake(ctx: ProtocolContext, conn: PacketConn, cl
           'Tollgate: caching_sha2_password needs TLS (--ssl) or the server public key (--get-server-public-key) on this connection');
       }
     }
-    outcome = await ctx.authenticate({ ...base, secret });
+    outcome = await ctx.access.authenticate({ ...base, secret });
   }
   return { response: resp, seq, outcome, plugin, connectionId };
 }

@@ -33,14 +33,15 @@ import type { Secret } from '../../auth/secret.js';
 import { PacketConn, ConnClosedError } from './conn.js';
 import { CAP, COM, ER, GATEWAY_CAPS, ProtocolError, buildErr, frame, nativeVerifier, tg, type ErrSpec } from './packets.js';
 import { serverHandshake, Refusal } from './handshake.js';
-import { loginUpstream, parseAddress, UpstreamError, upstreamTls } from './upstream.js';
+import { loginUpstream, DEFAULT_PORT, UpstreamError, upstreamTls } from './upstream.js';
 import { Flavours, type GreetingOffer } from './flavour.js';
 import {
   LEASE_KIND, adminConnect, adminCredential, killThread, dropSessionUser, mintSessionUser, sessionUserName, userHost, validateMysqlTarget,
 } from './provisioner.js';
 import { MysqlRelay } from './relay.js';
 import { startMariadbDemo } from './demo.js';
-import { formatAddr, listenTcp, type Preauth } from '../net.js';
+import { checkStageOf, parseAddress, formatAddr, listenTcp, type Preauth } from '../net.js';
+import { shellQuote } from '../shell.js';
 
 const MAX_CLIENT_PACKET = 64 * 1024 * 1024;
 /** Before authentication nobody may make the gateway buffer much. */
@@ -56,14 +57,13 @@ function refusalSpec(code: RefusalCode): ErrSpec {
       return ER.DB_ACCESS_DENIED;
     case 'throttled':
       return ER.HOST_BLOCKED; // MySQL's own answer to an address with too many failed connections
+    case 'busy':
+      return ER.CON_COUNT; // as a MySQL server with too many connections answers
     default:
       return ER.ACCESS_DENIED;
   }
 }
 
-function shellQuote(s: string): string {
-  return /^[A-Za-z0-9_.:@%+=/-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
-}
 
 /** Gateway connection id -> who holds it and the server thread behind it (for KILL QUERY / Ctrl-C). */
 const liveConnections = new Map<number, { sub: string; target: string; thread: number }>();
@@ -76,12 +76,12 @@ const PROBE_TIMEOUT_MS = 5_000;
  * COM_QUIT: a bare TCP probe would count as a handshake error on the server).
  */
 async function learnTarget(ctx: ProtocolContext, flavours: Flavours, log: Logger, name: string): Promise<void> {
-  const target = ctx.target(name);
+  const target = ctx.config.target(name);
   if (!target) return;
   try {
     const admin = adminCredential(ctx, target);
     const up = await loginUpstream({
-      address: parseAddress(target.address), user: admin.user, password: admin.password.reveal(), database: null,
+      address: parseAddress(target.address, DEFAULT_PORT), user: admin.user, password: admin.password.reveal(), database: null,
       clientCaps: GATEWAY_CAPS, charset: 45, maxPacket: 16 * 1024 * 1024, allowLocalFiles: false,
       tls: upstreamTls(target), clock: ctx.clock, timeoutMs: PROBE_TIMEOUT_MS,
       onGreeting: (g) => flavours.learn(target.name, g),
@@ -99,7 +99,7 @@ function learnTargets(ctx: ProtocolContext, flavours: Flavours, log: Logger): Pr
 }
 
 function mysqlTargets(ctx: ProtocolContext): TargetConfig[] {
-  return ctx.targets().filter((t) => t.protocol === 'mysql');
+  return ctx.config.targets().filter((t) => t.protocol === 'mysql');
 }
 
 async function handleConnection(ctx: ProtocolContext, sock: Socket, preauth: Preauth, log: Logger, flavours: Flavours): Promise<void> {
@@ -136,7 +136,7 @@ async function handleConnection(ctx: ProtocolContext, sock: Socket, preauth: Pre
   const auth = outcome.auth;
   let session: LiveSession;
   try {
-    session = await ctx.openSession(auth, { protocol: 'mysql', clientAddr });
+    session = await ctx.sessions.open(auth, { protocol: 'mysql', clientAddr });
   } catch (e) {
     log.info({ clientAddr, err: (e as Error).message }, 'mysql session refused');
     return refuse(ER.DB_ACCESS_DENIED, tg((e as Error).message));
@@ -178,7 +178,7 @@ async function handleConnection(ctx: ProtocolContext, sock: Socket, preauth: Pre
   try {
     const roleDb = typeof role['database'] === 'string' ? (role['database'] as string) : null;
     up = await loginUpstream({
-      address: parseAddress(target.address),
+      address: parseAddress(target.address, DEFAULT_PORT),
       user,
       password,
       database: response.database || roleDb,
@@ -240,15 +240,16 @@ export const mysqlModule: ProtocolModule = {
     return validateMysqlTarget(target);
   },
 
+  // Before the greeting: an ERR packet instead of it, as a MySQL server that will not take the connection sends.
+  refuse(sock, code, message) {
+    sock.end(frame(buildErr(refusalSpec(code), message, false), 0).bytes);
+  },
+
   async listen(ctx: ProtocolContext, address: ListenerAddress): Promise<ProtocolListener> {
     const log = ctx.log.child({ protocol: 'mysql' });
     const flavours = new Flavours();
     void learnTargets(ctx, flavours, log); // ready before the first client, usually
-    const listener = await listenTcp(address, log, 'mysql', (sock, preauth) => handleConnection(ctx, sock, preauth, log, flavours), {
-      clock: ctx.clock,
-      // Over the caps: an ERR packet instead of the greeting, as a MySQL server with too many connections sends.
-      refuse: (sock, message) => sock.end(frame(buildErr(ER.CON_COUNT, message, false), 0).bytes),
-    });
+    const listener = await listenTcp(address, log, 'mysql', (sock, preauth) => handleConnection(ctx, sock, preauth, log, flavours), { clock: ctx.clock });
     log.info({ host: address.host, port: listener.port }, 'mysql listener ready');
     return listener;
   },
@@ -265,16 +266,24 @@ export const mysqlModule: ProtocolModule = {
       }
     } catch (e) {
       const err = e as { code?: string; errno?: number; message: string };
-      return { ok: false, detail: `cannot log in as admin: ${err.code ?? ''} ${err.message}`.trim() };
+      // 1045 ER_ACCESS_DENIED_ERROR, 1044 ER_DBACCESS_DENIED_ERROR, 1698 ER_ACCESS_DENIED_NO_PASSWORD_ERROR
+      const stage = err.errno === 1045 || err.errno === 1044 || err.errno === 1698 ? 'auth' : checkStageOf(e, 'auth');
+      return { ok: false, stage, detail: `cannot log in as admin: ${err.code ?? ''} ${err.message}`.trim() };
     }
   },
 
-  async revokeLease(ctx: ProtocolContext, target: TargetConfig, lease: LeaseRecord) {
-    const user = lease.data['user'];
-    const host = lease.data['host'];
-    if (typeof user !== 'string' || typeof host !== 'string') throw new Error(`lease ${lease.id}: no user/host to revoke`);
-    const { killed } = await dropSessionUser(ctx, target, user, host);
-    ctx.log.info({ lease: lease.id, user, killed }, 'mysql session user dropped');
+  leaseKinds: {
+    [LEASE_KIND]: {
+      holds: 'a MySQL/MariaDB user',
+      async revoke(ctx: ProtocolContext, target: TargetConfig, lease: LeaseRecord) {
+        const user = lease.data['user'];
+        const host = lease.data['host'];
+        if (typeof user !== 'string' || typeof host !== 'string') throw new Error(`lease ${lease.id}: no user/host to revoke`);
+        const { killed } = await dropSessionUser(ctx, target, user, host);
+        ctx.log.info({ lease: lease.id, user, killed }, 'mysql session user dropped');
+        return { revoked: true, detail: `user '${user}'@'${host}' dropped (${killed} connection(s) killed)` };
+      },
+    },
   },
 
   secretVerifiers(_ctx: ProtocolContext, _target: TargetConfig, secret: Secret) {

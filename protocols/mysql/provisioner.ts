@@ -8,7 +8,8 @@ import mysql from 'mysql2/promise';
 import type { ProtocolContext, TargetConfig, RoleConfig, LiveSession } from '../types.js';
 import type { Secret } from '../../auth/secret.js';
 import { connect as netConnect } from 'node:net';
-import { parseAddress, upstreamTls, verifiesServer } from './upstream.js';
+import { DEFAULT_PORT, upstreamTls, verifiesServer } from './upstream.js';
+import { parseAddress } from '../net.js';
 import { reduceGrant, withheldPrivileges } from './privileges.js';
 
 export const LEASE_KIND = 'mysql-user';
@@ -117,7 +118,7 @@ export function randomPassword(): string {
 export function adminCredential(ctx: ProtocolContext, target: TargetConfig): AdminCredential {
   const admin = target.credentials['admin'] as { user?: unknown; password?: unknown } | undefined;
   if (!admin || typeof admin.user !== 'string') throw new Error(`target ${target.name}: credentials.admin.user is missing`);
-  return { user: admin.user, password: ctx.resolveSecret(admin.password, `targets.${target.name}.credentials.admin.password`) };
+  return { user: admin.user, password: ctx.config.resolveSecret(admin.password, `targets.${target.name}.credentials.admin.password`) };
 }
 
 export function userHost(target: TargetConfig): string {
@@ -131,7 +132,7 @@ export function userHost(target: TargetConfig): string {
  */
 export async function adminConnect(ctx: ProtocolContext, target: TargetConfig): Promise<mysql.Connection> {
   const cred = adminCredential(ctx, target);
-  const addr = parseAddress(target.address);
+  const addr = parseAddress(target.address, DEFAULT_PORT);
   const tls = upstreamTls(target);
   const verify = !!tls && verifiesServer(tls);
   // mysql2 checks the name it dials: to check options.tls.servername, dial the address under that name.
@@ -277,7 +278,7 @@ export async function userExists(ctx: ProtocolContext, target: TargetConfig, use
 
 export function validateMysqlTarget(target: TargetConfig): { path: string; expected: string } | null {
   try {
-    parseAddress(target.address);
+    parseAddress(target.address, DEFAULT_PORT);
   } catch {
     return { path: 'address', expected: 'host:port of the MySQL/MariaDB server' };
   }

@@ -23,13 +23,7 @@ export class UpstreamError extends Error {
 
 export interface Address { host: string; port: number }
 
-export function parseAddress(address: string, defaultPort = 3306): Address {
-  const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(address) ?? /^([^:]+)(?::(\d+))?$/.exec(address);
-  if (!m) throw new Error(`not a host:port address: ${address}`);
-  const port = m[2] ? Number(m[2]) : defaultPort;
-  if (!(port > 0 && port < 65536)) throw new Error(`bad port in ${address}`);
-  return { host: m[1]!, port };
-}
+export const DEFAULT_PORT = 3306;
 
 export interface UpstreamTls { ca?: string; servername?: string; rejectUnauthorized?: boolean }
 

@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import type { TargetConfig, RoleConfig } from '../types.js';
 import { isSecretRef } from '../../auth/secret.js';
+import { parseAddress } from '../net.js';
 
 const roleName = z.string().min(1).max(63).refine((s) => !s.includes('\0'), 'no NUL bytes');
 
@@ -51,13 +52,7 @@ export function optionsOf(t: TargetConfig): PgOptions { return optionsSchema.par
 /** The upstream roles a Tollgate role maps to (role elevation): `roles[].grants`. */
 export function grantsOf(r: RoleConfig): string[] { return roleGrantsSchema.parse(r.grants); }
 
-export function parseAddress(address: string): { host: string; port: number } {
-  const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(address) ?? /^([^:]+)(?::(\d+))?$/.exec(address);
-  if (!m) throw new Error(`not a host:port address: ${address}`);
-  const port = m[2] ? Number(m[2]) : 5432;
-  if (!(port > 0 && port < 65536)) throw new Error(`bad port in ${address}`);
-  return { host: m[1]!, port };
-}
+export const DEFAULT_PORT = 5432;
 
 export function validateTarget(t: TargetConfig): { path: string; expected: string } | null {
   const c = credentialsSchema.safeParse(t.credentials);
@@ -71,7 +66,7 @@ export function validateTarget(t: TargetConfig): { path: string; expected: strin
     return { path: ['options', ...i.path.map(String)].join('.'), expected: i.message };
   }
   if (o.data.upstreamTls === 'verify-full' && o.data.upstreamCa === undefined) return { path: 'options.upstreamCa', expected: 'the CA of the database server when upstreamTls is verify-full' };
-  try { parseAddress(t.address); } catch { return { path: 'address', expected: 'host:port of the PostgreSQL server' }; }
+  try { parseAddress(t.address, DEFAULT_PORT); } catch { return { path: 'address', expected: 'host:port of the PostgreSQL server' }; }
   for (let j = 0; j < t.roles.length; j++) {
     const g = roleGrantsSchema.safeParse(t.roles[j]!.grants);
     if (!g.success) return { path: `roles[${j}].grants`, expected: 'a list of PostgreSQL role names to grant to the session role' };

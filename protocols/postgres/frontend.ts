@@ -8,8 +8,9 @@ import net from 'node:net';
 import { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { Secret } from '../../auth/secret.js';
-import type {
-  AuthOutcome, Authorized, LiveSession, ProtocolContext, ProtocolListener, ListenerAddress, RefusalCode,
+import {
+  SessionEndedError,
+  type AuthOutcome, type Authorized, type LiveSession, type ProtocolContext, type ProtocolListener, type ListenerAddress, type RefusalCode,
 } from '../types.js';
 import {
   FrameSplitter, ProtocolViolation, readStartup, decodePassword, decodeSaslInitial, encodeAuthCleartext, encodeAuthOk,
@@ -18,17 +19,18 @@ import {
   type ErrorSpec, type Frame, type StartupPacket,
 } from './framing.js';
 import { CancelRegistry } from './cancel.js';
-import { credentialsOf, grantsOf, optionsOf, optionsSchema, parseAddress, type PgOptions } from './config.js';
+import { credentialsOf, grantsOf, optionsOf, optionsSchema, DEFAULT_PORT, type PgOptions } from './config.js';
 import { PgRelay } from './inspector.js';
 import { databaseRules, ensureEventTrigger, roleNote } from './enforce.js';
-import { LEASE_KIND, adminClient, createSessionRole, dropSessionRole, sessionRoleName, upstreamTlsOf, type SessionRole } from './provisioner.js';
+import { LEASE_KIND, adminClient, createSessionRole, sessionRoleName, upstreamTlsOf, type SessionRole } from './provisioner.js';
 import { SCRAM, SCRAM_PLUS, ScramError, ScramServer, parseVerifier, SCRAM_ITERATIONS, tlsServerEndPoint } from './scram.js';
 import { UpstreamError, dialUpstream, sendCancel } from './upstream.js';
-import { lazySecureContext, listenTcp, type Preauth } from '../net.js';
+import { parseAddress, lazySecureContext, listenTcp, type Preauth } from '../net.js';
+import { SocketReader } from '../reader.js';
 
 /** The per-target SCRAM salt: the same for every secret of a target, so one server-first fits all. */
 export function scramSalt(ctx: ProtocolContext, targetName: string): Buffer {
-  return ctx.deriveKey(`pg-scram:${targetName}`).subarray(0, 16);
+  return ctx.crypto.deriveKey(`pg-scram:${targetName}`).subarray(0, 16);
 }
 
 const MAX_AUTH_MESSAGE = 10_000;
@@ -45,96 +47,47 @@ const fatal = (code: string, message: string, hint?: string) => new Refusal({ se
 function refusalSqlstate(code: RefusalCode): string {
   switch (code) {
     case 'bad_secret': case 'secret_used': case 'secret_expired': return '28P01';
-    case 'throttled': return '53300'; // too_many_connections: what PostgreSQL says when it will not take this connection now
+    case 'throttled': case 'busy': return '53300'; // too_many_connections: what PostgreSQL says when it will not take this connection now
     default: return '28000';
   }
 }
 
-/** Buffers a socket's bytes and hands out start-up packets and typed frames on demand. */
-class Incoming {
-  private buf: Buffer = Buffer.alloc(0);
-  private waiter: (() => void) | null = null;
-  private sock: net.Socket | null = null;
-  private ended = false;
-  private readonly onData = (c: Buffer) => {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, c]) : c;
-    if (this.buf.length > 4 * MAX_AUTH_MESSAGE) this.sock?.pause();
-    this.wake();
-  };
-  private readonly onEnd = () => { this.ended = true; this.wake(); };
-
-  attach(sock: net.Socket): void {
-    this.sock = sock;
-    this.ended = false;
-    sock.on('data', this.onData);
-    sock.on('end', this.onEnd);
-    sock.on('close', this.onEnd);
-  }
-
-  detach(): void {
-    if (!this.sock) return;
-    this.sock.off('data', this.onData);
-    this.sock.off('end', this.onEnd);
-    this.sock.off('close', this.onEnd);
-    this.sock.pause();
-    this.sock = null;
-  }
-
-  private wake(): void {
-    const w = this.waiter;
-    this.waiter = null;
-    w?.();
-  }
-
-  private async more(): Promise<void> {
-    if (this.ended) throw new ProtocolViolation('the client closed the connection');
-    this.sock?.resume();
-    await new Promise<void>((res) => { this.waiter = res; });
+/** The client's bytes during start-up and authentication (the shared socket reader): start-up packets and typed frames on demand. */
+class Incoming extends SocketReader {
+  constructor() {
+    super({ closed: () => new ProtocolViolation('the client closed the connection'), highWater: 4 * MAX_AUTH_MESSAGE });
   }
 
   /** The first byte without consuming it. */
-  async first(): Promise<number> {
-    while (!this.buf.length) await this.more();
-    return this.buf[0]!;
+  first(): Promise<number> {
+    return this.until(() => (this.q.length ? this.q.peek(1)[0]! : null));
   }
 
-  async startup(): Promise<StartupPacket> {
-    for (;;) {
-      const r = readStartup(this.buf);
-      if (r) {
-        this.buf = this.buf.subarray(r.used);
-        return r.packet;
-      }
-      await this.more();
-    }
+  startup(): Promise<StartupPacket> {
+    return this.until(() => {
+      if (this.q.length < 4) return null;
+      // Only the bytes the packet says it has (readStartup refuses a bad length from the first four).
+      const r = readStartup(this.q.peek(Math.min(this.q.length, Math.max(4, this.q.peek(4).readUInt32BE(0)))));
+      if (!r) return null;
+      this.q.skip(r.used);
+      return r.packet;
+    });
   }
 
-  async frame(): Promise<Frame> {
-    const sp = new FrameSplitter(MAX_AUTH_MESSAGE);
-    for (;;) {
-      if (this.buf.length >= 5) {
-        const len = this.buf.readUInt32BE(1);
-        if (len < 4 || len > MAX_AUTH_MESSAGE) sp.push(this.buf.subarray(0, 5)); // throws the violation
-        if (this.buf.length >= 1 + len) {
-          const raw = Buffer.from(this.buf.subarray(0, 1 + len));
-          this.buf = this.buf.subarray(1 + len);
-          return { type: String.fromCharCode(raw[0]!), body: raw.subarray(5), raw };
-        }
-      }
-      await this.more();
-    }
+  frame(): Promise<Frame> {
+    return this.until(() => {
+      if (this.q.length < 5) return null;
+      const head = this.q.peek(5);
+      const len = head.readUInt32BE(1);
+      if (len < 4 || len > MAX_AUTH_MESSAGE) new FrameSplitter(MAX_AUTH_MESSAGE).push(head); // throws the violation
+      if (this.q.length < 1 + len) return null;
+      const raw = Buffer.from(this.q.take(1 + len));
+      return { type: String.fromCharCode(raw[0]!), body: raw.subarray(5), raw };
+    });
   }
-
-  get buffered(): number { return this.buf.length; }
 
   /** The client closed its side (seen while attached). */
-  get clientGone(): boolean { return this.ended; }
-
-  take(): Buffer {
-    const b = this.buf;
-    this.buf = Buffer.alloc(0);
-    return b;
-  }
+  get clientGone(): boolean { return this.peerClosed; }
 }
 
 export interface PgListenerDeps {
@@ -145,13 +98,19 @@ export interface PgListenerDeps {
 export async function listenPostgres(ctx: ProtocolContext, address: ListenerAddress, cancels = new CancelRegistry()): Promise<ProtocolListener> {
   let cbData: Buffer | null | undefined;
   const tlsContext = lazySecureContext(ctx);
-  const channelBinding = () => (cbData === undefined ? (cbData = tlsServerEndPoint(ctx.tls.cert)) : cbData);
+  const channelBinding = () => (cbData === undefined ? (cbData = tlsServerEndPoint(ctx.config.tls.cert)) : cbData);
   return listenTcp(address, ctx.log, 'postgres', (sock, preauth) => handleConnection(ctx, sock, preauth, cancels, tlsContext, channelBinding), {
     clock: ctx.clock,
-    // Over the caps: an ErrorResponse straight away, no TLS handshake spent on it (recent libpq then
-    // prints only "server sent an error response during SSL exchange"; plain clients show the text).
-    refuse: (sock, message) => sendFatal(sock, { severity: 'FATAL', code: '53300', message }),
   });
+}
+
+/**
+ * A refusal before the start-up (ProtocolModule.refuse): an ErrorResponse straight away, no TLS
+ * handshake spent on it (recent libpq then prints only "server sent an error response during SSL
+ * exchange"; plain clients show the text).
+ */
+export function refusePostgres(sock: Duplex, code: RefusalCode, message: string): void {
+  sendFatal(sock, { severity: 'FATAL', code: refusalSqlstate(code), message });
 }
 
 async function handleConnection(
@@ -229,7 +188,7 @@ async function handleConnection(
       throw fatal('28000', 'replication connections are not supported through Tollgate');
     }
     const targetName = username.split(':')[0]!;
-    const target = ctx.target(targetName);
+    const target = ctx.config.target(targetName);
     const pgTarget = target && target.protocol === 'postgres' ? target : undefined;
     const parsed = optionsSchema.safeParse(pgTarget?.options ?? {});
     const opts: PgOptions = parsed.success ? parsed.data : optionsSchema.parse({});
@@ -246,7 +205,7 @@ async function handleConnection(
       const f = await input.frame();
       if (f.type !== 'p') throw fatal('08P01', `protocol violation: expected a password message, got '${f.type}'`);
       const secret = new Secret(decodePassword(f.body));
-      outcome = await ctx.authenticate({ protocol: 'postgres', username, clientAddr, secret });
+      outcome = await ctx.access.authenticate({ protocol: 'postgres', username, clientAddr, secret });
     }
     if (!outcome.ok) {
       log.info({ user: username, code: outcome.code }, 'postgres login refused');
@@ -257,7 +216,7 @@ async function handleConnection(
 
     // ---- session, lease, upstream ----
     preauth.signedIn(); // from here on the lease and dial have their own time limits
-    session = await ctx.openSession(auth, { protocol: 'postgres', clientAddr });
+    session = await ctx.sessions.open(auth, { protocol: 'postgres', clientAddr });
     await startSession(ctx, session, auth, sock, input, params, cancels);
   } catch (e) {
     preauth.signedIn(); // ending now: the ErrorResponse below says why, the grace timer has nothing to add
@@ -291,7 +250,7 @@ function replay(raw: net.Socket, pre: Buffer): Duplex {
   return d;
 }
 
-function sendFatal(sock: net.Socket, spec: ErrorSpec): void {
+function sendFatal(sock: Duplex, spec: ErrorSpec): void {
   if (sock.destroyed || sock.writableEnded) return;
   sock.end(encodeError(spec));
   setTimeout(() => sock.destroy(), 1000).unref();
@@ -313,7 +272,7 @@ async function scramLogin(
   const f2 = await input.frame();
   if (f2.type !== 'p') throw fatal('08P01', `protocol violation: expected SASLResponse, got '${f2.type}'`);
   server.clientFinal(f2.body.toString('utf8'));
-  const candidates = await ctx.pendingSecrets(username, 'postgres', clientAddr);
+  const candidates = await ctx.access.pendingSecrets(username, 'postgres', clientAddr);
   let matched: { id: string; verifier: NonNullable<ReturnType<typeof parseVerifier>> } | null = null;
   for (const c of candidates) {
     const v = parseVerifier(c.verifiers['scram-sha-256'] ?? '');
@@ -321,7 +280,7 @@ async function scramLogin(
   }
   if (!matched) {
     // Let the gateway audit the refusal the same way as a wrong typed secret.
-    const o = await ctx.authenticate({ protocol: 'postgres', username, clientAddr, secret: new Secret('') });
+    const o = await ctx.access.authenticate({ protocol: 'postgres', username, clientAddr, secret: new Secret('') });
     return o.ok ? { ok: false, code: 'bad_secret', reason: 'wrong connection secret' } : {
       ok: false,
       code: o.code === 'bad_secret' || o.code === 'secret_used' || o.code === 'secret_expired' ? 'bad_secret' : o.code,
@@ -330,7 +289,7 @@ async function scramLogin(
         : o.reason,
     };
   }
-  const outcome = await ctx.authenticate({ protocol: 'postgres', username, clientAddr, provenSecretId: matched.id });
+  const outcome = await ctx.access.authenticate({ protocol: 'postgres', username, clientAddr, provenSecretId: matched.id });
   if (outcome.ok) sock.write(encodeAuthSaslFinal(server.serverFinal(matched.verifier)));
   return outcome;
 }
@@ -373,19 +332,15 @@ async function startSession(
       credential: await createSessionRole(ctx, target, roleName, grants, validUntil, enforced ? roleNote(inDatabase) : undefined),
     }));
   } catch (e) {
+    // Ended (kill, lock, client gone) while the role was being created: the proxy revoked it once made.
+    if (e instanceof SessionEndedError) throw fatal('57P01', 'the session was ended while it was starting');
     const err = e as Error & { code?: string };
     if (err.code && /^E[A-Z]+$/.test(err.code) || /timeout/i.test(err.message)) {
       throw new UpstreamError(null, `Tollgate cannot reach the database server of ${target.name} (${err.code ?? err.message})`);
     }
     throw fatal(err.code && /^[0-9A-Z]{5}$/.test(err.code) ? err.code : 'XX000', `Tollgate could not create the session role on ${target.name}: ${err.message}`);
   }
-  if (session.ended) {
-    // Ended (kill, lock) while the role was being created: the teardown may have run before the
-    // role existed, so drop it here too (idempotent).
-    await dropSessionRole(ctx, target, roleName).catch((e) => session.log.error({ err: (e as Error).message }, 'could not drop the session role'));
-    throw fatal('57P01', 'the session was ended while it was starting');
-  }
-  const { host, port } = parseAddress(target.address);
+  const { host, port } = parseAddress(target.address, DEFAULT_PORT);
   const forwarded: Record<string, string> = {};
   for (const [k, v] of Object.entries(params)) {
     if (k === 'user' || k === 'database' || k === 'replication' || k.startsWith('_pq_.')) continue;

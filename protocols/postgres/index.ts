@@ -4,9 +4,11 @@ import { postgresNativeClient } from './native.js';
 import { CancelRegistry } from './cancel.js';
 import { validateTarget, credentialsOf } from './config.js';
 import { demo } from './demo.js';
-import { listenPostgres, scramSalt } from './frontend.js';
+import { listenPostgres, refusePostgres, scramSalt } from './frontend.js';
 import { adminClient, dropSessionRole, LEASE_KIND } from './provisioner.js';
 import { makeVerifier, SCRAM_ITERATIONS } from './scram.js';
+import { shellQuote as sh } from '../shell.js';
+import { checkStageOf } from '../net.js';
 
 const cancels = new CancelRegistry();
 
@@ -15,16 +17,13 @@ function conninfoValue(v: string): string {
   return /^[A-Za-z0-9_.:\/@+-]+$/.test(v) ? v : `'${v.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
 }
 
-/** Quote for a POSIX shell. */
-function sh(v: string): string {
-  return /^[A-Za-z0-9_.:\/@+=-]+$/.test(v) ? v : `'${v.replace(/'/g, `'\\''`)}'`;
-}
 
 export const postgresModule: ProtocolModule = {
   name: 'postgres',
   defaultPort: 5432,
   validateTarget,
   listen: (ctx, address) => listenPostgres(ctx, address, cancels),
+  refuse: refusePostgres,
 
   async checkTarget(ctx, target) {
     try {
@@ -36,15 +35,24 @@ export const postgresModule: ProtocolModule = {
         await c.end().catch(() => {});
       }
     } catch (e) {
-      return { ok: false, detail: `cannot log in with the admin credential: ${(e as Error).message}` };
+      // 28xxx: invalid authorization (wrong password, no such role, pg_hba refusal).
+      const code = (e as { code?: unknown }).code;
+      const stage = typeof code === 'string' && code.startsWith('28') ? 'auth' : checkStageOf(e, 'auth');
+      return { ok: false, stage, detail: `cannot log in with the admin credential: ${(e as Error).message}` };
     }
   },
 
-  async revokeLease(ctx, target, lease) {
-    if (lease.kind !== LEASE_KIND) return;
-    const role = lease.data.role;
-    if (typeof role !== 'string' || !role) return;
-    await dropSessionRole(ctx, target, role, credentialsOf(target));
+  leaseKinds: {
+    [LEASE_KIND]: {
+      holds: 'a PostgreSQL login role',
+      async revoke(ctx, target, lease) {
+        const role = lease.data.role;
+        // The role name is stored before the role is created: without it nobody knows what to drop.
+        if (typeof role !== 'string' || !role) throw new Error(`lease ${lease.id}: no role name to drop`);
+        await dropSessionRole(ctx, target, role, credentialsOf(target));
+        return { revoked: true, detail: `role ${role} is gone` };
+      },
+    },
   },
 
   nativeClient: postgresNativeClient,

@@ -8,8 +8,9 @@ import { randomBytes } from 'node:crypto';
 import tls from 'node:tls';
 import pg from 'pg';
 import type { ProtocolContext, TargetConfig } from '../types.js';
-import { credentialsOf, optionsOf, parseAddress, type PgCredentials } from './config.js';
+import { credentialsOf, optionsOf, DEFAULT_PORT, type PgCredentials } from './config.js';
 import { makeVerifier } from './scram.js';
+import { parseAddress } from '../net.js';
 
 export const LEASE_KIND = 'postgres-role';
 
@@ -27,7 +28,7 @@ export interface UpstreamTls { mode: 'disable' | 'require' | 'verify-full'; ca?:
 /** TLS settings towards the database server, from the target's options. */
 export function upstreamTlsOf(ctx: ProtocolContext, target: TargetConfig): UpstreamTls {
   const o = optionsOf(target);
-  const ca = o.upstreamCa !== undefined ? ctx.resolveSecret(o.upstreamCa, `targets.${target.name}.options.upstreamCa`).reveal() : undefined;
+  const ca = o.upstreamCa !== undefined ? ctx.config.resolveSecret(o.upstreamCa, `targets.${target.name}.options.upstreamCa`).reveal() : undefined;
   return { mode: o.upstreamTls, ca };
 }
 
@@ -44,8 +45,8 @@ export function tlsClientOptions(t: UpstreamTls): tls.ConnectionOptions | null {
 
 export async function adminClient(ctx: ProtocolContext, target: TargetConfig, database?: string): Promise<pg.Client> {
   const cred = credentialsOf(target);
-  const { host, port } = parseAddress(target.address);
-  const password = ctx.resolveSecret(cred.admin.password, `targets.${target.name}.credentials.admin.password`);
+  const { host, port } = parseAddress(target.address, DEFAULT_PORT);
+  const password = ctx.config.resolveSecret(cred.admin.password, `targets.${target.name}.credentials.admin.password`);
   const client = new pg.Client({
     host, port, user: cred.admin.user, password: password.reveal(), database: database ?? cred.database,
     connectionTimeoutMillis: optionsOf(target).connectTimeout * 1000,

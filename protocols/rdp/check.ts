@@ -3,14 +3,16 @@ import { accessSync, constants } from 'node:fs';
 import { dirname } from 'node:path';
 import net from 'node:net';
 import tls from 'node:tls';
-import type { ProtocolContext, TargetConfig } from '../types.js';
-import { credentialsOf, optionsOf, parseAddress, targetTlsOptions } from './config.js';
+import type { CheckResult, ProtocolContext, TargetConfig } from '../types.js';
+import { RdpProtocolError } from './errors.js';
+import { credentialsOf, optionsOf, DEFAULT_PORT, targetTlsOptions } from './config.js';
 import { FrameReader } from './reader.js';
 import { encodeTpkt } from './tpkt.js';
 import { encodeConnectionRequest, parseConnectionConfirm, PROTOCOL_HYBRID, PROTOCOL_SSL } from './x224.js';
+import { checkStageOf, parseAddress } from '../net.js';
 
-export async function checkTarget(ctx: ProtocolContext, target: TargetConfig): Promise<{ ok: boolean; detail: string }> {
-  const { host, port } = parseAddress(target.address);
+export async function checkTarget(ctx: ProtocolContext, target: TargetConfig): Promise<CheckResult> {
+  const { host, port } = parseAddress(target.address, DEFAULT_PORT);
   const opts = optionsOf(target);
   const timeoutMs = opts.connectTimeout * 1000;
   const offered = opts.nla ? PROTOCOL_SSL | PROTOCOL_HYBRID : PROTOCOL_SSL;
@@ -22,30 +24,31 @@ export async function checkTarget(ctx: ProtocolContext, target: TargetConfig): P
     r.attach(sock);
     sock.write(encodeTpkt(encodeConnectionRequest({ requestedProtocols: offered })));
     const f = await r.next('the X.224 Connection Confirm');
-    if (f.kind !== 'tpkt') return { ok: false, detail: 'not an RDP server' };
+    if (f.kind !== 'tpkt') return { ok: false, stage: 'protocol', detail: 'not an RDP server' };
     const neg = parseConnectionConfirm(f.payload).negotiation;
     if (!neg || neg.type !== 'response' || !(neg.selectedProtocol === PROTOCOL_SSL || (opts.nla && neg.selectedProtocol === PROTOCOL_HYBRID))) {
-      return { ok: false, detail: `the RDP server does not offer TLS${opts.nla ? ' or NLA' : ''} security` };
+      return { ok: false, stage: 'tls', detail: `the RDP server does not offer TLS${opts.nla ? ' or NLA' : ''} security` };
     }
     const security = neg.selectedProtocol === PROTOCOL_HYBRID ? 'NLA' : 'TLS';
     r.detach();
     const t = tls.connect({ ...targetTlsOptions(host, opts.ca), socket: sock });
-    await new Promise<void>((res, rej) => { t.once('secureConnect', res); t.once('error', rej); })
-      .catch((e: Error) => { throw new Error(`TLS with the RDP server failed: ${e.message}`); });
+    const failed = await new Promise<void>((res, rej) => { t.once('secureConnect', res); t.once('error', rej); })
+      .then(() => null, (e: Error) => `TLS with the RDP server failed: ${e.message}`);
+    if (failed) { t.destroy(); return { ok: false, stage: 'tls', detail: failed }; }
     t.destroy();
     const cred = credentialsOf(target);
     if (cred.mode === 'sam-file') {
       try { accessSync(dirname(cred.path), constants.W_OK); } catch {
-        return { ok: false, detail: `reachable (${security}), but the SAM file's directory ${dirname(cred.path)} is not writable here` };
+        return { ok: false, stage: 'provision', detail: `reachable (${security}), but the SAM file's directory ${dirname(cred.path)} is not writable here` };
       }
       return { ok: true, detail: `reachable, ${security} works; session passwords go to the SAM file ${cred.path}` };
     }
     const root = process.getuid?.() === 0;
     return root
       ? { ok: true, detail: `reachable, ${security} works; session accounts are created on this host (running as root)` }
-      : { ok: false, detail: `reachable, ${security} works, but the gateway is not root and cannot create session accounts` };
+      : { ok: false, stage: 'provision', detail: `reachable, ${security} works, but the gateway is not root and cannot create session accounts` };
   } catch (e) {
-    return { ok: false, detail: `cannot reach the RDP server at ${host}:${port}: ${(e as Error).message}` };
+    return { ok: false, stage: checkStageOf(e, e instanceof RdpProtocolError ? 'protocol' : 'dial'), detail: `cannot reach the RDP server at ${host}:${port}: ${(e as Error).message}` };
   } finally {
     timer.cancel();
     sock.destroy();

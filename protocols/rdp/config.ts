@@ -2,6 +2,7 @@
 import net from 'node:net';
 import type tls from 'node:tls';
 import type { RoleConfig, TargetConfig } from '../types.js';
+import { parseAddress } from '../net.js';
 
 export const NAME_RE = /^[a-z_][a-z0-9_-]{0,30}$/;
 export const KNOWN_CHANNELS = ['cliprdr', 'rdpdr', 'rdpsnd', 'drdynvc', 'rail', 'rail_wi', 'rail_ri', 'encomsp', 'remdesk'] as const;
@@ -27,13 +28,7 @@ export type RdpCredentials =
 /** Account and domain names that fit a SAM file line (no ':' or line breaks). */
 export const SAM_NAME_RE = /^[A-Za-z0-9._$-]{1,64}$/;
 
-export function parseAddress(address: string): { host: string; port: number } {
-  const m = /^\[?([^\]]+?)\]?(?::(\d+))?$/.exec(address.trim());
-  if (!m) throw new Error(`bad address ${address}`);
-  const port = m[2] ? Number(m[2]) : 3389;
-  if (!(port > 0 && port < 65536)) throw new Error(`bad port in ${address}`);
-  return { host: m[1]!, port };
-}
+export const DEFAULT_PORT = 3389;
 
 export function credentialsOf(target: TargetConfig): RdpCredentials {
   const c = target.credentials as Record<string, unknown>;
@@ -70,7 +65,7 @@ export function roleChannels(role: RoleConfig): Set<string> {
 }
 
 export function validateTarget(target: TargetConfig): { path: string; expected: string } | null {
-  try { parseAddress(target.address); } catch { return { path: 'address', expected: 'host:port of the RDP server' }; }
+  try { parseAddress(target.address, DEFAULT_PORT); } catch { return { path: 'address', expected: 'host:port of the RDP server' }; }
   const c = target.credentials as Record<string, unknown>;
   if (c.mode !== undefined && c.mode !== 'local-account' && c.mode !== 'sam-file') return { path: 'credentials.mode', expected: '"local-account" or "sam-file"' };
   if (c.mode === 'sam-file') {

@@ -7,9 +7,10 @@
  * Disconnect Provider Ultimatum; the proxy audits why.
  */
 import net from 'node:net';
+import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import type { Authorized, ListenerAddress, LiveSession, ProtocolContext, ProtocolListener } from '../types.js';
-import { credentialsOf, optionsOf, parseAddress, roleChannels } from './config.js';
+import { credentialsOf, optionsOf, DEFAULT_PORT, roleChannels } from './config.js';
 import { RdpProtocolError } from './errors.js';
 import {
   CS_CORE, CS_MCS_MSGCHANNEL, CS_MULTITRANSPORT, CS_NET, encodeConferenceCreateResponse, encodeServerCore, encodeServerNetwork,
@@ -32,7 +33,7 @@ import {
 import { Secret } from '../../auth/secret.js';
 import type { AuthOutcome } from '../types.js';
 import { credsspServer, NlaError } from './nla.js';
-import { lazySecureContext, listenTcp, type Preauth } from '../net.js';
+import { parseAddress, lazySecureContext, listenTcp, type Preauth } from '../net.js';
 
 /** Verifier label of a connection secret's NT hash (sealed with the gateway key): NLA from RDP clients. */
 export const NT_VERIFIER = 'rdp-nt';
@@ -52,8 +53,17 @@ export function disconnectFrame(): Buffer {
 
 export async function listenRdp(ctx: ProtocolContext, address: ListenerAddress): Promise<ProtocolListener> {
   const tlsContext = lazySecureContext(ctx);
-  // Over the caps, and when the login grace time runs out, RDP has no message before TLS: the connection is just closed.
   return listenTcp(address, ctx.log, 'rdp', (sock, preauth) => handleConnection(ctx, sock, preauth, tlsContext), { clock: ctx.clock });
+}
+
+/**
+ * A refusal before the handshake (ProtocolModule.refuse). RDP has no words before TLS (X.224's
+ * negotiation failure codes say nothing like "busy"): the connection is closed, and the client
+ * reports that it could not connect. The login grace time ends connections the same way.
+ */
+export function refuseRdp(sock: Duplex): void {
+  sock.end();
+  setTimeout(() => sock.destroy(), 500).unref();
 }
 
 interface ClientHello {
@@ -147,7 +157,6 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, preauth: 
   const log = ctx.log.child({ protocol: 'rdp', client: clientAddr });
   let sock: net.Socket = raw;
   preauth.onTimeout(() => { sock.destroy(); raw.destroy(); });
-  let session: LiveSession | null = null;
   const hangUp = () => {
     if (!sock.destroyed) {
       sock.end(disconnectFrame());
@@ -160,17 +169,17 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, preauth: 
     let nlaOutcome: AuthOutcome | null = null;
     const nla = async (t: tls.TLSSocket) => {
       await credsspServer(t, {
-        certPem: ctx.tls.cert, identity: NLA_IDENTITY, now: () => ctx.clock.now(),
-        candidates: async (user) => (await ctx.pendingSecrets(user, 'rdp', clientAddr)).flatMap((c) => {
+        certPem: ctx.config.tls.cert, identity: NLA_IDENTITY, now: () => ctx.clock.now(),
+        candidates: async (user) => (await ctx.access.pendingSecrets(user, 'rdp', clientAddr)).flatMap((c) => {
           const sealed = c.verifiers[NT_VERIFIER];
-          const v = sealed ? ctx.unseal<{ h: string }>(sealed) : null;
+          const v = sealed ? ctx.crypto.unseal<{ h: string }>(sealed) : null;
           return v && typeof v.h === 'string' && /^[0-9a-f]{32}$/.test(v.h) ? [{ id: c.id, ntHash: Buffer.from(v.h, 'hex') }] : [];
         }),
         authorize: async (m, claimed) => {
           let o: AuthOutcome = m
-            ? await ctx.authenticate({ protocol: 'rdp', username: m.user, clientAddr, provenSecretId: m.id })
+            ? await ctx.access.authenticate({ protocol: 'rdp', username: m.user, clientAddr, provenSecretId: m.id })
             // No pending secret answers the NTLM response: the proxy still decides and audits the refusal.
-            : await ctx.authenticate({ protocol: 'rdp', username: claimed, clientAddr, secret: new Secret('') });
+            : await ctx.access.authenticate({ protocol: 'rdp', username: claimed, clientAddr, secret: new Secret('') });
           if (!m && o.ok) o = { ok: false, code: 'bad_secret', reason: 'the connection secret is wrong, used or expired' };
           nlaOutcome = o;
           return o.ok && o.auth.target.protocol === 'rdp';
@@ -192,7 +201,7 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, preauth: 
         hangUp();
         return;
       }
-      outcome = await ctx.authenticate({ protocol: 'rdp', username, clientAddr, secret: hello.info.password });
+      outcome = await ctx.access.authenticate({ protocol: 'rdp', username, clientAddr, secret: hello.info.password });
     }
     if (!outcome.ok) {
       log.info({ user: username.slice(0, 64), code: outcome.code }, 'rdp login refused');
@@ -205,22 +214,31 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, preauth: 
       hangUp();
       return;
     }
-    session = await ctx.openSession(outcome.auth, { protocol: 'rdp', clientAddr });
-    await startSession(ctx, session, outcome.auth, t, reader, hello);
+    // withSession ends the session on every path: the relay's end, a failure while starting, the client leaving.
+    await ctx.sessions.withSession(outcome.auth, { protocol: 'rdp', clientAddr, client: raw }, async (session) => {
+      try {
+        await startSession(ctx, session, outcome.auth, t, reader, hello);
+        return await session.ending;
+      } catch (e) {
+        loginEnded(e);
+        return { code: e instanceof UpstreamError ? 'target_error' : 'error', message: (e as Error).message };
+      }
+    });
   } catch (e) {
+    loginEnded(e);
+  }
+
+  function loginEnded(e: unknown): void {
     preauth.signedIn(); // ending now
     const quiet = (e instanceof RdpProtocolError || e instanceof NlaError) && /closed the connection/.test(e.message);
     if (!quiet) log.info({ err: (e as Error).message }, 'rdp connection ended during login');
     hangUp();
-    if (session && !session.ended) {
-      await session.end({ code: e instanceof UpstreamError ? 'target_error' : 'error', message: (e as Error).message });
-    }
   }
 }
 
 async function startSession(ctx: ProtocolContext, session: LiveSession, auth: Authorized, client: tls.TLSSocket, reader: FrameReader, hello: ClientHello): Promise<void> {
   const target = auth.target;
-  const { host, port } = parseAddress(target.address);
+  const { host, port } = parseAddress(target.address, DEFAULT_PORT);
   const opts = optionsOf(target);
   const allowed = roleChannels(auth.role);
   const recorder = new RdpRecorder(session.recording, ctx.clock, session.log);

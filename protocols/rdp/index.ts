@@ -2,17 +2,14 @@
 import type { ClientCommandInfo, ProtocolModule } from '../types.js';
 import { validateTarget } from './config.js';
 import { demo } from './demo.js';
-import { deleteAccount, LEASE_KIND, listenRdp, NT_VERIFIER, rotateSamPassword, SAM_LEASE_KIND } from './frontend.js';
+import { deleteAccount, LEASE_KIND, listenRdp, NT_VERIFIER, refuseRdp, rotateSamPassword, SAM_LEASE_KIND } from './frontend.js';
 import { ntHash } from './nlmp.js';
 
 /** How long the sealed NT hash of a connection secret stays usable (secrets expire well before). */
 const NT_SEAL_MS = 31 * 86_400_000;
 import { checkTarget } from './check.js';
+import { shellQuote as sh } from '../shell.js';
 
-/** Quote for a POSIX shell. */
-function sh(v: string): string {
-  return /^[A-Za-z0-9_.:\/@+=-]+$/.test(v) ? v : `'${v.replace(/'/g, `'\\''`)}'`;
-}
 
 /**
  * xfreerdp accepts exactly the gateway's certificate (its SHA-256) and nothing else: no prompt, no
@@ -27,17 +24,18 @@ export const rdpModule: ProtocolModule = {
   defaultPort: 3389,
   validateTarget,
   listen: listenRdp,
+  refuse: refuseRdp,
   checkTarget,
 
-  async revokeLease(ctx, target, lease) {
-    if (lease.kind === LEASE_KIND) await deleteAccount(ctx, target, lease);
-    else if (lease.kind === SAM_LEASE_KIND) await rotateSamPassword(ctx, target, lease);
+  leaseKinds: {
+    [LEASE_KIND]: { holds: 'a Linux account on the gateway host (xrdp)', revoke: deleteAccount },
+    [SAM_LEASE_KIND]: { holds: 'a per-session password in a SAM file', revoke: rotateSamPassword },
   },
 
   secretVerifiers(ctx, _target, secret) {
     // NLA from RDP clients proves the secret with NTLMv2, which needs its NT hash (password-equivalent):
     // kept sealed with the gateway key, never plain.
-    return { [NT_VERIFIER]: ctx.seal({ h: ntHash(secret.reveal()).toString('hex') }, NT_SEAL_MS) };
+    return { [NT_VERIFIER]: ctx.crypto.seal({ h: ntHash(secret.reveal()).toString('hex') }, NT_SEAL_MS) };
   },
 
   clientCommands(info: ClientCommandInfo) {

@@ -2,13 +2,13 @@
  * 'local-account': a Linux account with a random password, minted for one session on this host
  * (where xrdp authenticates through PAM), member of the role's groups, deleted with all its
  * processes at the end. Revocation needs only the stored lease data. The account scripts and
- * names are the SSH module's (protocols/ssh/provisioners/ephemeral.ts), run here locally.
+ * names are shared with the SSH module (protocols/linux-accounts.ts), run here locally.
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { accountName, createAccountScript, deleteAccountScript, isMintedName } from '../ssh/provisioners/ephemeral.js';
+import { accountName, createAccountScript, deleteAccountScript, deletedDetail, isMintedName } from '../linux-accounts.js';
 import { Secret } from '../../auth/secret.js';
-import type { LiveSession, ProtocolContext, RoleConfig, TargetConfig } from '../types.js';
+import type { LiveSession, ProtocolContext, Revoked, RoleConfig, TargetConfig } from '../types.js';
 import type { LeaseRecord } from '../../proxy/store/types.js';
 import { NAME_RE, credentialsOf, roleGroups } from './config.js';
 
@@ -16,13 +16,15 @@ export const LEASE_KIND = 'rdp-linux-account';
 
 export interface RdpCredential { username: string; password: Secret; domain?: string }
 
-function runSh(script: string, stdin = ''): Promise<{ code: number; stderr: string }> {
+function runSh(script: string, stdin = ''): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const p = spawn('sh', ['-c', script], { stdio: ['pipe', 'ignore', 'pipe'] });
+    const p = spawn('sh', ['-c', script], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
     let stderr = '';
+    p.stdout.on('data', (d: Buffer) => { if (stdout.length < 4000) stdout += d.toString(); });
     p.stderr.on('data', (d: Buffer) => { if (stderr.length < 4000) stderr += d.toString(); });
-    p.on('error', (e) => resolve({ code: 127, stderr: e.message }));
-    p.on('close', (code) => resolve({ code: code ?? 1, stderr }));
+    p.on('error', (e) => resolve({ code: 127, stdout, stderr: e.message }));
+    p.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
     p.stdin.end(stdin);
   });
 }
@@ -47,7 +49,7 @@ export async function mintAccount(session: LiveSession, target: TargetConfig, ro
   });
 }
 
-export async function deleteAccount(ctx: ProtocolContext, target: TargetConfig, lease: LeaseRecord): Promise<void> {
+export async function deleteAccount(ctx: ProtocolContext, target: TargetConfig, lease: LeaseRecord): Promise<Revoked> {
   const account = lease.data.account;
   const c = credentialsOf(target);
   const prefix = typeof lease.data.prefix === 'string' ? lease.data.prefix : c.mode === 'local-account' ? c.prefix : 'tg-';
@@ -56,4 +58,5 @@ export async function deleteAccount(ctx: ProtocolContext, target: TargetConfig, 
   const r = await runSh(script);
   if (r.code !== 0) throw new Error(`could not delete account ${account}: ${r.stderr.trim().split('\n').pop() ?? `exit ${r.code}`}`);
   ctx.log.info({ account, target: target.name }, 'rdp: ephemeral account deleted');
+  return { revoked: true, detail: deletedDetail(account, r.stdout) };
 }

@@ -11,7 +11,7 @@ import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, w
 import { basename, dirname, isAbsolute, join } from 'node:path';
 import { Secret } from '../../auth/secret.js';
 import type { LeaseRecord } from '../../proxy/store/types.js';
-import type { LiveSession, ProtocolContext, TargetConfig } from '../types.js';
+import type { LiveSession, ProtocolContext, Revoked, TargetConfig } from '../types.js';
 import { credentialsOf, SAM_NAME_RE } from './config.js';
 import { ntHash } from './nlmp.js';
 import type { RdpCredential } from './provisioner.js';
@@ -106,9 +106,10 @@ async function writeLocked(path: string, user: string, domain: string, password:
 }
 
 /** Revocation: the account gets the hash of a random password nobody knows. Needs only the lease data. */
-export async function rotateSamPassword(ctx: ProtocolContext, target: TargetConfig | null, lease: LeaseRecord): Promise<void> {
+export async function rotateSamPassword(ctx: ProtocolContext, target: TargetConfig | null, lease: LeaseRecord): Promise<Revoked> {
   const { path, user, domain } = lease.data as Record<string, unknown>;
   if (typeof path !== 'string' || typeof user !== 'string' || typeof domain !== 'string') throw new Error(`lease ${lease.id}: incomplete SAM lease data`);
   await setSamPassword(path, user, domain, mintPassword());
   ctx.log.info({ account: user, samFile: path, target: target?.name }, 'rdp: SAM password rotated after the session');
+  return { revoked: true, detail: `the password of ${domain ? `${domain}\\` : ''}${user} in ${path} was rotated` };
 }

@@ -4,7 +4,7 @@
  * or, with the top bit set, fifteen bits over two bytes). Both kinds share one stream after the
  * connection sequence, so the splitter tells them apart by the first byte.
  */
-import { ByteQueue } from '../bounded.js';
+import { ChunkQueue } from '../chunks.js';
 import { RdpProtocolError } from './errors.js';
 
 export const TPKT_VERSION = 3;
@@ -71,7 +71,7 @@ export function parseFrame(raw: Buffer): Frame {
 
 /** Splits a byte stream into frames; keeps at most one partial frame buffered (as a chunk list, so a frame arriving in tiny pieces costs linear time). */
 export class FrameSplitter {
-  private q = new ByteQueue();
+  private q = new ChunkQueue();
   /** Length of the frame being waited for (0: its header is not complete yet). */
   private need = 0;
 

@@ -1,19 +1,20 @@
 /** The admin connection: one ssh2 client with the target's admin credential, commands run over exec. */
 import ssh2 from 'ssh2';
 import type { ProtocolContext, TargetConfig } from '../types.js';
-import { adminOf, parseAddress } from './config.js';
+import { adminOf, DEFAULT_PORT } from './config.js';
 import { expectedHostKey, hostKeyCheck, HostKeyCheck } from './hostkeys.js';
+import { parseAddress } from '../net.js';
 
 const { Client } = ssh2;
 
 export interface ExecResult { code: number | null; stdout: string; stderr: string }
 
 export function connectOptions(ctx: ProtocolContext, target: TargetConfig, check: HostKeyCheck): ssh2.ConnectConfig {
-  const { host, port } = parseAddress(target.address);
+  const { host, port } = parseAddress(target.address, DEFAULT_PORT);
   const admin = adminOf(target);
   const opts: ssh2.ConnectConfig = { host, port, username: admin.username, readyTimeout: 10_000, keepaliveInterval: 0, hostVerifier: check.verifier };
-  if (admin.privateKey) opts.privateKey = ctx.resolveSecret(admin.privateKey, `targets.${target.name}.credentials.admin.privateKey`).reveal();
-  if (admin.password) opts.password = ctx.resolveSecret(admin.password, `targets.${target.name}.credentials.admin.password`).reveal();
+  if (admin.privateKey) opts.privateKey = ctx.config.resolveSecret(admin.privateKey, `targets.${target.name}.credentials.admin.privateKey`).reveal();
+  if (admin.password) opts.password = ctx.config.resolveSecret(admin.password, `targets.${target.name}.credentials.admin.password`).reveal();
   return opts;
 }
 

@@ -65,7 +65,7 @@ export class SshBroker {
   async start(): Promise<void> {
     const { target, role } = this.auth;
     try {
-      this.session = await this.ctx.openSession(this.auth, { protocol: 'ssh', clientAddr: this.clientAddr });
+      this.session = await this.ctx.sessions.open(this.auth, { protocol: 'ssh', clientAddr: this.clientAddr });
     } catch (e) {
       this.failure = tollgate((e as Error).message);
       this.resolveReady(false);
@@ -127,12 +127,12 @@ export class SshBroker {
     s.on('signal', (acc: Accept, _rej: Reject, info: { name: string }) => { ch.upstream?.signal(info.name); acc?.(); });
     s.on('auth-agent', (acc: Accept, rej: Reject) => {
       if (this.auth.role.allowAgentForwarding !== true) {
-        this.session?.audit('ssh.agent-forward-refused', {});
+        this.session?.audit('ssh.agent_forward.refused', {});
         rej?.();
         return;
       }
       agentForward = true;
-      this.session?.audit('ssh.agent-forward', {});
+      this.session?.audit('ssh.agent_forward', {});
       acc?.();
     });
     s.on('x11', (_acc: Accept, rej: Reject) => rej?.());
@@ -336,7 +336,7 @@ export class SshBroker {
     const allowed = this.auth.role.allowPortForwarding === true;
     const where = { destIP: info.destIP, destPort: info.destPort };
     if (!allowed || this.ending) {
-      this.session?.audit('ssh.port-forward-refused', where);
+      this.session?.audit('ssh.port_forward.refused', where);
       reject?.();
       return;
     }
@@ -346,7 +346,7 @@ export class SshBroker {
         if (err || !accept) { reject?.(); return; }
         const down = accept();
         this.events?.event('port-forward', where);
-        this.session?.audit('ssh.port-forward', where);
+        this.session?.audit('ssh.port_forward', where);
         const ch: OpenChannel = { stream: down, upstream: upCh, pty: null, cast: null };
         this.channels.add(ch);
         down.on('close', () => this.channels.delete(ch));
@@ -361,7 +361,7 @@ export class SshBroker {
   private onGlobalRequest(accept: ((port?: number) => void) | undefined, reject: Reject, name: string, info: { bindAddr: string; bindPort: number }): void {
     const allowed = this.auth.role.allowPortForwarding === true;
     if (!allowed || (name !== 'tcpip-forward' && name !== 'cancel-tcpip-forward')) {
-      this.session?.audit('ssh.forward-refused', { request: name });
+      this.session?.audit('ssh.forward.refused', { request: name });
       reject?.();
       return;
     }
@@ -375,7 +375,7 @@ export class SshBroker {
       up.forwardIn(info.bindAddr, info.bindPort, (err, port) => {
         if (err) { reject?.(); return; }
         this.events?.event('remote-forward', { bindAddr: info.bindAddr, bindPort: port });
-        this.session?.audit('ssh.remote-forward', { bindAddr: info.bindAddr, bindPort: port });
+        this.session?.audit('ssh.remote_forward', { bindAddr: info.bindAddr, bindPort: port });
         accept?.(port);
       });
     });

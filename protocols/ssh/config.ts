@@ -1,11 +1,13 @@
 /** The ssh target section: credentials.mode and what each mode needs. */
 import type { TargetConfig, RoleConfig } from '../types.js';
+import { LINUX_NAME_RE } from '../linux-accounts.js';
+import { parseAddress } from '../net.js';
 
 export type SshMode = 'ephemeral-account' | 'certificate' | 'checkout';
 export const MODES: SshMode[] = ['ephemeral-account', 'certificate', 'checkout'];
 
 /** Linux user and group names we put into commands: strict, so no quoting can go wrong. */
-export const NAME_RE = /^[a-z_][a-z0-9_-]{0,31}$/;
+export const NAME_RE = LINUX_NAME_RE;
 /** Absolute paths we put into admin commands (trustedCaFile, revokedKeysFile). */
 export const PATH_RE = /^\/[A-Za-z0-9_./-]{1,255}$/;
 
@@ -17,11 +19,7 @@ export interface AdminCredential {
   sudo?: boolean;
 }
 
-export function parseAddress(address: string, defaultPort = 22): { host: string; port: number } {
-  const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(address) ?? /^([^:]+)(?::(\d+))?$/.exec(address);
-  if (!m) throw new Error(`bad address ${address}`);
-  return { host: m[1]!, port: m[2] ? Number(m[2]) : defaultPort };
-}
+export const DEFAULT_PORT = 22;
 
 export function modeOf(target: TargetConfig): SshMode {
   return target.credentials.mode as SshMode;
@@ -48,7 +46,7 @@ function isRef(v: unknown): boolean {
 }
 
 export function validateSshTarget(t: TargetConfig): { path: string; expected: string } | null {
-  try { parseAddress(t.address); } catch { return { path: 'address', expected: 'host:port' }; }
+  try { parseAddress(t.address, DEFAULT_PORT); } catch { return { path: 'address', expected: 'host:port' }; }
   const c = t.credentials;
   if (!MODES.includes(c.mode as SshMode)) return { path: 'credentials.mode', expected: `one of ${MODES.join(', ')}` };
   const admin = c.admin as AdminCredential | undefined;

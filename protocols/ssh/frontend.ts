@@ -42,7 +42,7 @@ type AuthCtx = ssh2.AuthContext & {
 };
 
 export async function listenSsh(ctx: ProtocolContext, address: ListenerAddress): Promise<ProtocolListener> {
-  const hostKey = loadOrCreateHostKey(ctx.dataDir);
+  const hostKey = loadOrCreateHostKey(ctx.config.dataDir);
   const brokers = new Set<SshBroker>();
   const conns = new Set<ssh2.Connection>();
   /** Each accepted socket's pre-authentication state, found again from the ssh2 connection built on it. */
@@ -95,7 +95,7 @@ export async function listenSsh(ctx: ProtocolContext, address: ListenerAddress):
       });
       switch (actx.method) {
         case 'password':
-          void guard(ctx.authenticate({ ...base, secret: new Secret(actx.password ?? '') }).then((o) => finish(actx, o)));
+          void guard(ctx.access.authenticate({ ...base, secret: new Secret(actx.password ?? '') }).then((o) => finish(actx, o)));
           return;
         case 'publickey': {
           const key = actx.key!;
@@ -105,7 +105,7 @@ export async function listenSsh(ctx: ProtocolContext, address: ListenerAddress):
             actx.reject();
             return;
           }
-          void guard(ctx.authenticate({ ...base, publicKeyFingerprint: fingerprintOf(key.data) }).then((o) => {
+          void guard(ctx.access.authenticate({ ...base, publicKeyFingerprint: fingerprintOf(key.data) }).then((o) => {
             // An unregistered key is not a refusal: the client goes on with its other keys and methods.
             if (!o.ok && o.code === 'bad_key') { actx.reject(); return; }
             finish(actx, o);
@@ -113,9 +113,9 @@ export async function listenSsh(ctx: ProtocolContext, address: ListenerAddress):
           return;
         }
         case 'keyboard-interactive': {
-          let approval: ReturnType<ProtocolContext['beginBrowserApproval']>;
+          let approval: ReturnType<ProtocolContext['access']['beginBrowserApproval']>;
           try {
-            approval = ctx.beginBrowserApproval(base);
+            approval = ctx.access.beginBrowserApproval(base);
           } catch (e) {
             // Too many sign-ins wait for approval: say so, and let the client go on with a password.
             sendBanner(client, tollgate((e as Error).message));
@@ -129,7 +129,7 @@ export async function listenSsh(ctx: ProtocolContext, address: ListenerAddress):
             const typed = answers[0] ?? '';
             if (typed) {
               approval.cancel();
-              void guard(ctx.authenticate({ ...base, secret: new Secret(typed) }).then((o) => finish(actx, o)));
+              void guard(ctx.access.authenticate({ ...base, secret: new Secret(typed) }).then((o) => finish(actx, o)));
             } else {
               preauth?.extend(APPROVAL_TIMEOUT_MS + 5000);
               void guard(approval.wait(APPROVAL_TIMEOUT_MS).then((o) => finish(actx, o)));
@@ -155,11 +155,7 @@ export async function listenSsh(ctx: ProtocolContext, address: ListenerAddress):
   const front = await listenTcp(address, ctx.log, 'ssh', async (sock, preauth) => {
     preauths.set(sock, preauth);
     server.injectSocket(sock);
-  }, {
-    clock: ctx.clock,
-    // Over the caps: a line before the version string (RFC 4253 allows them; ssh -v shows it), then close - as sshd's MaxStartups.
-    refuse: (sock, message) => sock.end(`${message}\r\n`),
-  });
+  }, { clock: ctx.clock });
   ctx.log.info({ host: address.host, port: front.port }, 'ssh: listening');
   return {
     host: address.host,

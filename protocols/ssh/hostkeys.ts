@@ -15,7 +15,7 @@ export interface ExpectedKey { fingerprint: string; source: 'config' | 'pin' }
 const kvKey = (target: string) => `hostkey:${target}`;
 
 export async function readPin(ctx: ProtocolContext, target: TargetConfig): Promise<HostKeyPin | null> {
-  const raw = await ctx.kv.get(kvKey(target.name));
+  const raw = await ctx.state.kv.get(kvKey(target.name));
   if (!raw) return null;
   try {
     const p = JSON.parse(raw) as HostKeyPin;
@@ -27,7 +27,7 @@ export async function readPin(ctx: ProtocolContext, target: TargetConfig): Promi
 
 async function writePin(ctx: ProtocolContext, target: TargetConfig, offered: { fingerprint: string; keyType: string }): Promise<void> {
   const pin: HostKeyPin = { ...offered, address: target.address, pinnedAt: ctx.clock.now() };
-  await ctx.kv.set(kvKey(target.name), JSON.stringify(pin));
+  await ctx.state.kv.set(kvKey(target.name), JSON.stringify(pin));
 }
 
 function configured(target: TargetConfig): string | null {
@@ -86,7 +86,7 @@ export class HostKeyCheck {
       return;
     }
     await writePin(this.ctx, this.target, this.offered);
-    await this.ctx.audit('ssh.hostkey.pinned', this.target.name, {
+    await this.ctx.state.audit('ssh.hostkey.pinned', this.target.name, {
       target: this.target.name, address: this.target.address, fingerprint: this.offered.fingerprint, keyType: this.offered.keyType, via: this.via,
     });
     this.ctx.log.info({ target: this.target.name, fingerprint: this.offered.fingerprint }, 'ssh: target host key pinned (first use)');
@@ -99,7 +99,7 @@ export class HostKeyCheck {
   }
 
   private async refusal(e: HostKeyChanged): Promise<HostKeyChanged> {
-    await this.ctx.audit('ssh.hostkey.refused', this.target.name, {
+    await this.ctx.state.audit('ssh.hostkey.refused', this.target.name, {
       target: this.target.name, address: this.target.address, expected: e.expected?.fingerprint ?? null, source: e.expected?.source ?? null,
       offered: e.offered, via: this.via,
     }, { alert: true }).catch((err) => this.ctx.log.error({ err }, 'ssh: could not audit a host key refusal'));

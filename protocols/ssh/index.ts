@@ -7,16 +7,16 @@ import { sshNativeClient, knownHostsOptions } from './native.js';
 import { validateSshTarget, modeOf } from './config.js';
 import { listenSsh } from './frontend.js';
 import { connectAdmin, dialAdmin, exec } from './admin.js';
-import { expectedHostKey, HostKeyCheck, readPin, replacePin } from './hostkeys.js';
+import { expectedHostKey, HostKeyChanged, HostKeyCheck, readPin, replacePin } from './hostkeys.js';
+import { checkStageOf } from '../net.js';
 import { KNOWN_HOSTS_PATH, knownHosts } from './known-hosts.js';
-import { provisionerByKind } from './provisioners/index.js';
+import { provisioners } from './provisioners/index.js';
+import { tollgate } from './wire.js';
 import { rotate } from './provisioners/checkout.js';
 import { ensureCaTrusted } from './provisioners/certificate.js';
 import { sshDemo } from './demo.js';
+import { shellQuote } from '../shell.js';
 
-function shellQuote(v: string): string {
-  return /^[A-Za-z0-9_.:@%+=,/-]+$/.test(v) ? v : `'${v.replace(/'/g, `'\\''`)}'`;
-}
 
 /** Where each gateway's SSH listener listens (for its known_hosts answer). */
 const listening = new WeakMap<ProtocolContext, ListenerAddress>();
@@ -26,6 +26,12 @@ export const sshModule: ProtocolModule = {
   defaultPort: 2222,
 
   validateTarget: validateSshTarget,
+
+  // One lease kind per credentials.mode, each with its provisioner's revoke.
+  leaseKinds: Object.fromEntries(provisioners.map((p) => [p.kind, p])),
+
+  // Over the caps: a line before the version string (RFC 4253 allows them; ssh -v shows it), then close - as sshd's MaxStartups.
+  refuse: (sock, _code, message) => { sock.end(`${tollgate(message)}\r\n`); },
 
   async listen(ctx, address) {
     const l = await listenSsh(ctx, address);
@@ -46,7 +52,7 @@ export const sshModule: ProtocolModule = {
           return;
         }
         res.writeStatus('200 OK').writeHeader('content-type', 'text/plain; charset=utf-8').writeHeader('x-content-type-options', 'nosniff')
-          .end(method === 'head' ? '' : knownHosts(ctx, ctx.publicHost, addr.port));
+          .end(method === 'head' ? '' : knownHosts(ctx, ctx.config.publicHost, addr.port));
       });
       return true;
     });
@@ -57,8 +63,10 @@ export const sshModule: ProtocolModule = {
       const c = await dialAdmin(ctx, target);
       try {
         const r = await exec(c, 'id -un', undefined, 10_000);
-        if (r.code !== 0) return { ok: false, detail: `reachable, but the admin account cannot run commands (exit ${r.code})` };
-        if (modeOf(target) === 'certificate') await ensureCaTrusted(ctx, target);
+        if (r.code !== 0) return { ok: false, stage: 'provision', detail: `reachable, but the admin account cannot run commands (exit ${r.code})` };
+        if (modeOf(target) === 'certificate') {
+          try { await ensureCaTrusted(ctx, target); } catch (e) { return { ok: false, stage: 'provision', detail: (e as Error).message }; }
+        }
         const key = await expectedHostKey(ctx, target);
         const hk = key ? `; host key ${key.fingerprint} (${key.source === 'config' ? 'options.hostKeyFingerprint' : 'pinned'})` : '';
         return { ok: true, detail: `reachable, admin credential works (logged in as ${r.stdout.trim()})${hk}` };
@@ -66,7 +74,8 @@ export const sshModule: ProtocolModule = {
         c.end();
       }
     } catch (e) {
-      return { ok: false, detail: (e as Error).message };
+      const stage = e instanceof HostKeyChanged ? 'identity' : /admin credential was refused/.test((e as Error).message) ? 'auth' : checkStageOf(e, 'protocol');
+      return { ok: false, stage, detail: (e as Error).message };
     }
   },
 
@@ -92,11 +101,6 @@ export const sshModule: ProtocolModule = {
     return { ok: true, detail: `${target.name}: host key ${offered.fingerprint} pinned${previous && previous !== offered.fingerprint ? ` (was ${previous})` : ''}`, previous, pinned: offered.fingerprint };
   },
 
-  async revokeLease(ctx, target, lease) {
-    const p = provisionerByKind(lease.kind);
-    if (!p) throw new Error(`ssh: unknown lease kind ${lease.kind}`);
-    await p.revoke(ctx, target, lease);
-  },
 
   async onGrantEnd(ctx, target) {
     // A checked-out password must not outlive the grant even if no session revoked it.

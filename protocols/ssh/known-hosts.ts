@@ -11,7 +11,7 @@ const publicLines = new WeakMap<ProtocolContext, string>();
 export function gatewayHostKey(ctx: ProtocolContext): string {
   let line = publicLines.get(ctx);
   if (!line) {
-    const key = ssh2.utils.parseKey(loadOrCreateHostKey(ctx.dataDir));
+    const key = ssh2.utils.parseKey(loadOrCreateHostKey(ctx.config.dataDir));
     if (key instanceof Error) throw key;
     line = `${key.type} ${key.getPublicSSH().toString('base64')}`;
     publicLines.set(ctx, line);

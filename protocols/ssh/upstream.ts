@@ -1,9 +1,10 @@
 /** Dial the target as the minted credential. */
 import ssh2 from 'ssh2';
 import type { TargetConfig } from '../types.js';
-import { parseAddress } from './config.js';
+import { DEFAULT_PORT } from './config.js';
 import { patchCertPublickey, ForwardingAgent, type StreamOpener } from './cert-agent.js';
 import type { UpstreamCredential } from './provisioners/types.js';
+import { parseAddress } from '../net.js';
 
 const { Client } = ssh2;
 
@@ -13,7 +14,7 @@ const { Client } = ssh2;
  * forwarding (opens a channel back to the person's agent).
  */
 export function dialUpstream(target: TargetConfig, cred: UpstreamCredential, forwardAgent?: StreamOpener, timeoutMs = 15_000): Promise<ssh2.Client> {
-  const { host, port } = parseAddress(target.address);
+  const { host, port } = parseAddress(target.address, DEFAULT_PORT);
   return new Promise((resolve, reject) => {
     const c = new Client();
     let settled = false;

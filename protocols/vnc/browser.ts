@@ -6,21 +6,22 @@
  *   /vnc/ws?target=T&role=R      the viewer's WebSocket: screen lines (as recorded) down, input up
  * The WebSocket is checked like a native login: the gateway's own origin (a page of another origin,
  * an HTTP app say, cannot open it with the person's cookie), the gateway web session cookie, then
- * the same grant/lock/hours checks (ctx.authenticate with the principal). Behind it the gateway is the RFB
+ * the same grant/lock/hours checks (ctx.access.authenticate with the principal). Behind it the gateway is the RFB
  * client: it asks for updates, and the relay applies the role's view-only and clipboard rules.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { EventEmitter } from 'node:events';
 import { Duplex } from 'node:stream';
 import type uWS from 'uWebSockets.js';
 import type { HttpMount, LiveSession, ProtocolContext } from '../types.js';
 import type { ScreenWriter } from '../../recorder/screen/index.js';
 import { encodeKeyEvent, encodePointerEvent, encodeSetEncodings, encodeUpdateRequest, ENC } from './client-messages.js';
 import { clipboardOf, viewOnlyOf } from './config.js';
-import { Refusal, screenWriterFor, startUpstream } from './frontend.js';
-import { UpstreamError } from './upstream.js';
+import { screenWriterFor, startFailure, startUpstream } from './frontend.js';
 import { ServerStreamState } from './server-messages.js';
 import { VncRelay } from './relay.js';
+import { cookieValue, escapeHtml as esc } from '../web.js';
 
 const ASSET = readFileSync(join(import.meta.dirname, 'assets', 'screen.js'), 'utf8');
 const CSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
@@ -28,9 +29,6 @@ const CSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inl
 const BEHIND_BYTES = 8 << 20;
 const UPDATE_INTERVAL_MS = 40;
 
-function esc(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
 
 function page(mode: string, title: string, attrs: Record<string, string>, body: string): string {
   const data = Object.entries(attrs).map(([k, v]) => ` data-${k}="${esc(v)}"`).join('');
@@ -56,19 +54,14 @@ function query(q: string): URLSearchParams {
   return new URLSearchParams(q ?? '');
 }
 
-function cookieValue(header: string, name: string): string | null {
-  for (const part of header.split(';')) {
-    const i = part.indexOf('=');
-    if (i > 0 && part.slice(0, i).trim() === name) return decodeURIComponent(part.slice(i + 1).trim());
-  }
-  return null;
-}
 
 interface WsData {
   ctx: ProtocolContext;
   auth: import('../types.js').Authorized;
   clientAddr: string;
   closed: boolean;
+  /** Emits 'close' when the browser's WebSocket closes (the session then ends, see withSession). */
+  gone: EventEmitter;
   client?: Duplex;
   session?: LiveSession;
 }
@@ -120,15 +113,15 @@ export function mountBrowser(ctx: ProtocolContext, front: HttpMount): void {
       };
       if (foreign) { refuse('403 Forbidden', `Tollgate: WebSocket refused: ${foreign}`); return; }
       void (async () => {
-        const principal = cookie ? await ctx.webPrincipal(cookie) : null;
+        const principal = cookie ? await ctx.access.webPrincipal(cookie) : null;
         if (!principal) return refuse('401 Unauthorized', 'Tollgate: sign in first');
         const target = q.get('target') ?? '';
         const role = q.get('role') ?? '';
-        const outcome = await ctx.authenticate({ protocol: 'vnc', username: role ? `${target}:${role}` : target, clientAddr, principal });
+        const outcome = await ctx.access.authenticate({ protocol: 'vnc', username: role ? `${target}:${role}` : target, clientAddr, principal });
         if (!outcome.ok) return refuse('403 Forbidden', outcome.reason);
         if (outcome.auth.target.protocol !== 'vnc') return refuse('400 Bad Request', `Tollgate: ${target} is not a VNC target`);
         if (aborted) return;
-        res.cork(() => res.upgrade<WsData>({ ctx, auth: outcome.auth, clientAddr, closed: false }, key, proto, ext, context));
+        res.cork(() => res.upgrade<WsData>({ ctx, auth: outcome.auth, clientAddr, closed: false, gone: new EventEmitter() }, key, proto, ext, context));
       })().catch((e) => refuse('500 Internal Server Error', `Tollgate: ${(e as Error).message}`));
     },
     open: (ws) => { void openViewer(ws); },
@@ -148,6 +141,7 @@ export function mountBrowser(ctx: ProtocolContext, front: HttpMount): void {
       const d = ws.getUserData();
       d.closed = true;
       d.client?.destroy();
+      d.gone.emit('close');
     },
   });
 }
@@ -165,56 +159,56 @@ async function openViewer(ws: uWS.WebSocket<WsData>): Promise<void> {
     d.closed = true;
     try { ws.end(1000, msg.slice(0, 120)); } catch { /* gone */ }
   };
-  let session: LiveSession | null = null;
-  try {
-    const started = await startUpstream(ctx, auth, d.clientAddr, (s) => { session = s; });
-    const s = started.session;
-    const up = started.up;
-    if (d.closed) { up.socket.destroy(); await s.end({ code: 'client_exit', message: 'the browser left before the session started' }); return; }
-    let behind = false;
-    let writer: ScreenWriter | null = null;
-    const tee = (type: string, data: Record<string, unknown>) => {
-      if (d.closed) return;
-      if (type !== 'keyframe' && ws.getBufferedAmount() > BEHIND_BYTES) { behind = true; return; }
-      sendJson({ type, ...data });
-    };
-    writer = screenWriterFor(ctx, s, up.init.width, up.init.height, tee);
-    let timer: ReturnType<typeof setTimeout> | null = null;
-    const client = new Duplex({
-      read() { /* input is pushed from WebSocket messages */ },
-      // The browser gets the screen through the recorder's tee and messages through onServerMessage below.
-      write(_chunk: Buffer, _enc, cb) { cb(); },
-      destroy(err, cb) {
-        if (timer) clearTimeout(timer);
-        close('the session ended');
-        cb(err);
-      },
-    });
-    d.client = client;
-    const state = new ServerStreamState(up.init.width, up.init.height, up.init.pf);
-    sendJson({ type: 'init', width: up.init.width, height: up.init.height, name: `${auth.target.name} via Tollgate`, viewOnly: viewOnlyOf(auth.role), clipboard: clipboardOf(auth.role), session: s.id });
-    client.push(encodeSetEncodings([ENC.ZRLE, ENC.Hextile, ENC.CopyRect, ENC.Raw, ENC.DesktopSize, ENC.Cursor]));
-    client.push(encodeUpdateRequest(false, 0, 0, up.init.width, up.init.height));
-    s.onWarning((message, msLeft) => { sendJson({ type: 'warning', message, msLeft }); });
-    s.audit('vnc.connect', { browser: true, width: up.init.width, height: up.init.height, clipboard: clipboardOf(auth.role), viewOnly: viewOnlyOf(auth.role) });
-    new VncRelay({
-      ctx, session: s, client, upstream: up.socket, state, writer, clipboard: clipboardOf(auth.role), viewOnly: viewOnlyOf(auth.role),
-      clientRest: Buffer.alloc(0), upstreamRest: up.rest,
-      onServerMessage: (m) => {
-        if (m.type === 'FramebufferUpdate') {
-          if (behind && ws.getBufferedAmount() < BEHIND_BYTES / 8) { behind = false; writer?.keyframe(); }
-          timer ??= setTimeout(() => { timer = null; if (!client.destroyed) client.push(encodeUpdateRequest(true, 0, 0, state.width, state.height)); }, UPDATE_INTERVAL_MS);
-        } else if (m.type === 'ServerCutText') {
-          sendJson({ type: 'clipboard', text: m.text.toString('latin1').slice(0, 65536) });
-        } else if (m.type === 'Bell') {
-          sendJson({ type: 'bell' });
-        }
-      },
-    }).start();
-  } catch (e) {
-    const reason = e instanceof Refusal ? e.message : e instanceof UpstreamError ? `Tollgate: ${e.message}` : `Tollgate: gateway error: ${(e as Error).message}`;
-    close(reason);
-    const s = session as LiveSession | null;
-    if (s && !s.ended) await s.end({ code: e instanceof UpstreamError ? 'target_error' : 'error', message: reason });
-  }
+  if (d.closed) return;
+  await ctx.sessions.withSession(auth, { protocol: 'vnc', clientAddr: d.clientAddr, client: d.gone }, async (s) => {
+    try {
+      const up = await startUpstream(ctx, s);
+      if (d.closed) { up.socket.destroy(); return { code: 'client_exit', message: 'the browser left before the session started' }; }
+      let behind = false;
+      let writer: ScreenWriter | null = null;
+      const tee = (type: string, data: Record<string, unknown>) => {
+        if (d.closed) return;
+        if (type !== 'keyframe' && ws.getBufferedAmount() > BEHIND_BYTES) { behind = true; return; }
+        sendJson({ type, ...data });
+      };
+      writer = screenWriterFor(ctx, s, up.init.width, up.init.height, tee);
+      let timer: ReturnType<typeof setTimeout> | null = null;
+      const client = new Duplex({
+        read() { /* input is pushed from WebSocket messages */ },
+        // The browser gets the screen through the recorder's tee and messages through onServerMessage below.
+        write(_chunk: Buffer, _enc, cb) { cb(); },
+        destroy(err, cb) {
+          if (timer) clearTimeout(timer);
+          close('the session ended');
+          cb(err);
+        },
+      });
+      d.client = client;
+      const state = new ServerStreamState(up.init.width, up.init.height, up.init.pf);
+      sendJson({ type: 'init', width: up.init.width, height: up.init.height, name: `${auth.target.name} via Tollgate`, viewOnly: viewOnlyOf(auth.role), clipboard: clipboardOf(auth.role), session: s.id });
+      client.push(encodeSetEncodings([ENC.ZRLE, ENC.Hextile, ENC.CopyRect, ENC.Raw, ENC.DesktopSize, ENC.Cursor]));
+      client.push(encodeUpdateRequest(false, 0, 0, up.init.width, up.init.height));
+      s.onWarning((message, msLeft) => { sendJson({ type: 'warning', message, msLeft }); });
+      s.audit('vnc.connect', { browser: true, width: up.init.width, height: up.init.height, clipboard: clipboardOf(auth.role), viewOnly: viewOnlyOf(auth.role) });
+      new VncRelay({
+        ctx, session: s, client, upstream: up.socket, state, writer, clipboard: clipboardOf(auth.role), viewOnly: viewOnlyOf(auth.role),
+        clientRest: Buffer.alloc(0), upstreamRest: up.rest,
+        onServerMessage: (m) => {
+          if (m.type === 'FramebufferUpdate') {
+            if (behind && ws.getBufferedAmount() < BEHIND_BYTES / 8) { behind = false; writer?.keyframe(); }
+            timer ??= setTimeout(() => { timer = null; if (!client.destroyed) client.push(encodeUpdateRequest(true, 0, 0, state.width, state.height)); }, UPDATE_INTERVAL_MS);
+          } else if (m.type === 'ServerCutText') {
+            sendJson({ type: 'clipboard', text: m.text.toString('latin1').slice(0, 65536) });
+          } else if (m.type === 'Bell') {
+            sendJson({ type: 'bell' });
+          }
+        },
+      }).start();
+      return await s.ending;
+    } catch (e) {
+      const end = startFailure(e);
+      close(end.message);
+      return end;
+    }
+  }).catch((e: Error) => close(startFailure(e).message));
 }

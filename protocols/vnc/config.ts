@@ -1,5 +1,6 @@
 /** VNC target configuration: address, how the session password is installed, options, role fields. */
 import type { RoleConfig, TargetConfig } from '../types.js';
+import { parseAddress } from '../net.js';
 
 export interface VncCredentials {
   /** A VNC password file the gateway rewrites itself (x11vnc -rfbauth, TigerVNC PasswordFile). */
@@ -19,12 +20,7 @@ export interface VncOptions {
 
 export type Clipboard = 'both' | 'to-client' | 'to-server' | 'none';
 
-export function parseAddress(address: string): { host: string; port: number } {
-  const m = /^\[?([^\]]+?)\]?(?::(\d+))?$/.exec(address.trim());
-  if (!m) throw new Error(`not a host[:port]: ${address}`);
-  const port = m[2] ? Number(m[2]) : 5900;
-  return { host: m[1]!, port };
-}
+export const DEFAULT_PORT = 5900;
 
 export function credentialsOf(t: TargetConfig): VncCredentials {
   const c = (t.credentials ?? {}) as Record<string, unknown>;
@@ -53,7 +49,7 @@ export function viewOnlyOf(r: RoleConfig): boolean {
 }
 
 export function validateTarget(t: TargetConfig): { path: string; expected: string } | null {
-  try { parseAddress(t.address); } catch { return { path: 'address', expected: 'host[:port] of the VNC server' }; }
+  try { parseAddress(t.address, DEFAULT_PORT); } catch { return { path: 'address', expected: 'host[:port] of the VNC server' }; }
   const c = (t.credentials ?? {}) as Record<string, unknown>;
   if (c.passwordFile !== undefined && (typeof c.passwordFile !== 'string' || !c.passwordFile.startsWith('/'))) {
     return { path: 'credentials.passwordFile', expected: 'an absolute path of the VNC server\'s password file' };

@@ -10,18 +10,18 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { Secret } from '../../auth/secret.js';
-import type { AuthOutcome, Authorized, LiveSession, ListenerAddress, ProtocolContext, ProtocolListener } from '../types.js';
+import { SessionEndedError, type AuthOutcome, type EndReason, type LiveSession, type ListenerAddress, type ProtocolContext, type ProtocolListener, type RefusalCode } from '../types.js';
 import { ScreenWriter } from '../../recorder/screen/index.js';
 import { ByteReader, ProtocolError } from './reader.js';
 import {
   encodeNegotiationFailure, encodeSecurityResult, encodeServerInit, MAX_CREDENTIAL, parseVersion, SEC, SERVER_VERSION, u32, u8, VENCRYPT,
 } from './handshake.js';
 import { vncAuthResponse } from './des.js';
-import { clipboardOf, credentialsOf, optionsOf, parseAddress, viewOnlyOf } from './config.js';
+import { clipboardOf, credentialsOf, optionsOf, DEFAULT_PORT, viewOnlyOf } from './config.js';
 import { dialUpstream, installPassword, mintPassword, UpstreamError, withTargetLock, type Upstream } from './upstream.js';
 import { ServerStreamState } from './server-messages.js';
 import { VncRelay } from './relay.js';
-import { lazySecureContext, listenTcp, type Preauth } from '../net.js';
+import { parseAddress, lazySecureContext, listenTcp, type Preauth } from '../net.js';
 
 export const LEASE_KIND = 'vnc-password';
 
@@ -29,11 +29,11 @@ export class Refusal extends Error {}
 
 export async function listenVnc(ctx: ProtocolContext, address: ListenerAddress): Promise<ProtocolListener> {
   const tlsContext = lazySecureContext(ctx);
-  return listenTcp(address, ctx.log, 'vnc', (sock, preauth) => handleConnection(ctx, sock, preauth, tlsContext), { clock: ctx.clock, refuse: refuseEarly });
+  return listenTcp(address, ctx.log, 'vnc', (sock, preauth) => handleConnection(ctx, sock, preauth, tlsContext), { clock: ctx.clock });
 }
 
-/** Over the caps: RFB's way to refuse is a security-negotiation failure with a reason, right after the versions. */
-function refuseEarly(sock: net.Socket, reason: string): void {
+/** A refusal before the handshake (ProtocolModule.refuse): RFB's way is a security-negotiation failure with a reason, right after the versions. */
+export function refuseVnc(sock: Duplex, _code: RefusalCode, reason: string): void {
   sock.write(SERVER_VERSION);
   let got = Buffer.alloc(0);
   sock.on('data', (d: Buffer) => {
@@ -48,11 +48,11 @@ function refuseEarly(sock: net.Socket, reason: string): void {
 
 /** Classic VNC auth: find the pending VNC secret (of any target that enables it) that answers the challenge. */
 async function classicMatch(ctx: ProtocolContext, challenge: Buffer, response: Buffer, clientAddr: string): Promise<{ username: string; id: string } | null> {
-  for (const t of ctx.targets()) {
+  for (const t of ctx.config.targets()) {
     if (t.protocol !== 'vnc' || !optionsOf(t).classicAuth) continue;
-    for (const c of await ctx.pendingSecrets(t.name, 'vnc', clientAddr)) {
+    for (const c of await ctx.access.pendingSecrets(t.name, 'vnc', clientAddr)) {
       const sealed = c.verifiers['vnc-des'];
-      const v = sealed ? ctx.unseal<{ k: string }>(sealed) : null;
+      const v = sealed ? ctx.crypto.unseal<{ k: string }>(sealed) : null;
       if (!v || typeof v.k !== 'string') continue;
       const expected = vncAuthResponse(v.k, challenge);
       if (expected.length === response.length && timingSafeEqual(expected, response)) return { username: t.name, id: c.id };
@@ -62,23 +62,20 @@ async function classicMatch(ctx: ProtocolContext, challenge: Buffer, response: B
 }
 
 /**
- * After authentication: open the session, mint and install the session password under a lease,
- * dial the VNC server and read its ServerInit (the upstream socket is left paused).
+ * In the session: mint and install the session password under a lease, dial the VNC server and
+ * read its ServerInit (the upstream socket is left paused).
  */
-export async function startUpstream(ctx: ProtocolContext, auth: Authorized, clientAddr: string, onSession: (s: LiveSession) => void): Promise<{ session: LiveSession; up: Upstream }> {
-  const s = await ctx.openSession(auth, { protocol: 'vnc', clientAddr });
-  onSession(s);
-  const target = auth.target;
+export async function startUpstream(ctx: ProtocolContext, s: LiveSession): Promise<Upstream> {
+  const target = s.target;
   const cred = credentialsOf(target);
   const opts = optionsOf(target);
-  const { host, port } = parseAddress(target.address);
+  const { host, port } = parseAddress(target.address, DEFAULT_PORT);
   const up = await withTargetLock(target.name, async () => {
     const password = await s.lease<Secret>(LEASE_KIND, { target: target.name }, async () => {
       const p = new Secret(mintPassword());
       await installPassword(cred, p);
       return { credential: p };
     });
-    if (s.ended) throw new Refusal('Tollgate: the session was ended while it was starting');
     return dialUpstream({ host, port, password, timeoutMs: opts.connectTimeout * 1000, clock: ctx.clock });
   });
   if (s.ended) {
@@ -86,7 +83,17 @@ export async function startUpstream(ctx: ProtocolContext, auth: Authorized, clie
     throw new Refusal('Tollgate: the session was ended while it was starting');
   }
   up.socket.pause();
-  return { session: s, up };
+  return up;
+}
+
+/** The reason a viewer is told, and the session's end, for an error while the session starts. */
+export function startFailure(e: unknown): EndReason {
+  const message = e instanceof Refusal ? e.message
+    : e instanceof SessionEndedError ? `Tollgate: ${e.message}`
+    : e instanceof UpstreamError ? `Tollgate: ${e.message}`
+    : e instanceof ProtocolError ? `Tollgate: protocol error: ${e.message}`
+    : `Tollgate: gateway error: ${(e as Error).message}`;
+  return { code: e instanceof UpstreamError ? 'target_error' : 'error', message };
 }
 
 /** A screen writer for the session's recording (null frame sizes refuse the session). */
@@ -103,7 +110,6 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, preauth: 
   const reader = new ByteReader(raw, 'the viewer');
   let minor = 8;
   let stage: 'version' | 'security' | 'result' | 'done' = 'version';
-  let session: LiveSession | null = null;
   let upstreamSock: net.Socket | null = null;
   const refuse = (reason: string) => {
     if (stage === 'version') return;
@@ -117,7 +123,7 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, preauth: 
     raw.write(SERVER_VERSION);
     minor = parseVersion(await reader.read(12));
     stage = 'security';
-    const classicTargets = ctx.targets().filter((t) => t.protocol === 'vnc' && optionsOf(t).classicAuth);
+    const classicTargets = ctx.config.targets().filter((t) => t.protocol === 'vnc' && optionsOf(t).classicAuth);
     const offered = classicTargets.length ? [SEC.VeNCrypt, SEC.VncAuth] : [SEC.VeNCrypt];
     let chosen: number;
     if (minor === 3) {
@@ -161,7 +167,7 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, preauth: 
       const username = (await reader.read(ulen)).toString('utf8');
       const secret = new Secret((await reader.read(plen)).toString('utf8'));
       if (!username) throw new Refusal('no user name given: connect with the target name (or target:role) as user name');
-      outcome = await ctx.authenticate({ protocol: 'vnc', username, clientAddr, secret });
+      outcome = await ctx.access.authenticate({ protocol: 'vnc', username, clientAddr, secret });
     } else {
       const challenge = randomBytes(16);
       raw.write(challenge);
@@ -169,13 +175,13 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, preauth: 
       const response = await reader.read(16);
       const match = await classicMatch(ctx, challenge, response, clientAddr);
       if (!match) {
-        const o = await ctx.authenticate({ protocol: 'vnc', username: classicTargets[0]!.name, clientAddr, secret: new Secret('') });
+        const o = await ctx.access.authenticate({ protocol: 'vnc', username: classicTargets[0]!.name, clientAddr, secret: new Secret('') });
         outcome = o.ok ? { ok: false, code: 'bad_secret', reason: 'wrong connection secret' } : o.code === 'throttled' ? o : {
           ok: false, code: 'bad_secret',
           reason: 'Tollgate: the connection secret is wrong, already used or expired; ask for a new one',
         };
       } else {
-        outcome = await ctx.authenticate({ protocol: 'vnc', username: match.username, clientAddr, provenSecretId: match.id });
+        outcome = await ctx.access.authenticate({ protocol: 'vnc', username: match.username, clientAddr, provenSecretId: match.id });
       }
     }
     if (!outcome.ok) {
@@ -186,48 +192,53 @@ async function handleConnection(ctx: ProtocolContext, raw: net.Socket, preauth: 
     const auth = outcome.auth;
     if (auth.target.protocol !== 'vnc') throw new Refusal(`Tollgate: target ${auth.target.name} is not a VNC target`);
 
-    // ---- session, minted password, upstream ----
-    const started = await startUpstream(ctx, auth, clientAddr, (x) => { session = x; });
-    const s = started.session;
-    const target = auth.target;
-    const up = started.up;
-    upstreamSock = up.socket;
+    // ---- session, minted password, upstream: withSession ends it on every path ----
+    await ctx.sessions.withSession(auth, { protocol: 'vnc', clientAddr, client: raw }, async (s) => {
+      try {
+        const up = await startUpstream(ctx, s);
+        upstreamSock = up.socket;
+        const target = auth.target;
 
-    // ---- tell the viewer, read ClientInit, send ServerInit ----
-    sock.write(encodeSecurityResult(minor, true));
-    await reader.u8(); // shared flag: the gateway always connects shared
-    stage = 'done';
-    const state = new ServerStreamState(up.init.width, up.init.height, up.init.pf);
-    let writer: ScreenWriter | null = null;
-    try {
-      writer = screenWriterFor(ctx, s, up.init.width, up.init.height);
-    } catch (e) {
-      log.warn({ err: (e as Error).message }, 'vnc screen recording unavailable for this frame size');
-      throw new Refusal(`Tollgate: the desktop size ${up.init.width}x${up.init.height} cannot be recorded`);
-    }
-    sock.write(encodeServerInit({ ...up.init, name: `${target.name} via Tollgate` }));
-    reader.detach();
-    const role = auth.role;
-    s.audit('vnc.connect', { width: up.init.width, height: up.init.height, name: up.init.name.slice(0, 200), clipboard: clipboardOf(role), viewOnly: viewOnlyOf(role) });
-    s.log.info({ width: up.init.width, height: up.init.height }, 'vnc session started');
-    new VncRelay({
-      ctx, session: s, client: sock, upstream: up.socket, state, writer, clipboard: clipboardOf(role), viewOnly: viewOnlyOf(role),
-      clientRest: reader.take(), upstreamRest: up.rest,
-    }).start();
+        // ---- tell the viewer, read ClientInit, send ServerInit ----
+        sock.write(encodeSecurityResult(minor, true));
+        await reader.u8(); // shared flag: the gateway always connects shared
+        stage = 'done';
+        const state = new ServerStreamState(up.init.width, up.init.height, up.init.pf);
+        let writer: ScreenWriter | null = null;
+        try {
+          writer = screenWriterFor(ctx, s, up.init.width, up.init.height);
+        } catch (e) {
+          log.warn({ err: (e as Error).message }, 'vnc screen recording unavailable for this frame size');
+          throw new Refusal(`Tollgate: the desktop size ${up.init.width}x${up.init.height} cannot be recorded`);
+        }
+        sock.write(encodeServerInit({ ...up.init, name: `${target.name} via Tollgate` }));
+        reader.detach();
+        const role = auth.role;
+        s.audit('vnc.connect', { width: up.init.width, height: up.init.height, name: up.init.name.slice(0, 200), clipboard: clipboardOf(role), viewOnly: viewOnlyOf(role) });
+        s.log.info({ width: up.init.width, height: up.init.height }, 'vnc session started');
+        new VncRelay({
+          ctx, session: s, client: sock, upstream: up.socket, state, writer, clipboard: clipboardOf(role), viewOnly: viewOnlyOf(role),
+          clientRest: reader.take(), upstreamRest: up.rest,
+        }).start();
+        return await s.ending;
+      } catch (e) {
+        const end = startFailure(e);
+        loginFailed(e, end.message);
+        return end;
+      }
+    });
   } catch (e) {
-    preauth.signedIn(); // ending now: the refusal below says why
-    const reason = e instanceof Refusal ? e.message
-      : e instanceof UpstreamError ? `Tollgate: ${e.message}`
-      : e instanceof ProtocolError ? `Tollgate: protocol error: ${e.message}`
-      : `Tollgate: gateway error: ${(e as Error).message}`;
+    loginFailed(e, startFailure(e).message);
+  }
+
+  /** Tell the viewer where RFB has room for it, close the upstream. */
+  function loginFailed(e: unknown, reason: string): void {
+    preauth.signedIn(); // ending now: the refusal says why
     if (!(e instanceof Refusal) && !(e instanceof ProtocolError && /closed the connection/.test(e.message))) {
       log.warn({ err: (e as Error).message }, 'vnc login failed');
     }
     upstreamSock?.destroy();
-    if (stage === 'done') raw.destroy();
-    else if (stage === 'version') raw.destroy();
+    if (stage === 'done' || stage === 'version') raw.destroy();
     else refuse(reason);
-    const started = session as LiveSession | null;
-    if (started && !started.ended) await started.end({ code: e instanceof UpstreamError ? 'target_error' : 'error', message: reason });
   }
 }

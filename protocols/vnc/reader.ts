@@ -1,6 +1,6 @@
-/** Reads exact byte counts from a socket during the handshakes (before the relay takes over). */
+/** Reads exact byte counts from a socket during the handshakes (before the relay takes over), on the shared socket reader. */
 import type { Duplex } from 'node:stream';
-import { ByteQueue } from '../bounded.js';
+import { SocketReader } from '../reader.js';
 
 export class ProtocolError extends Error {
   constructor(message: string) {
@@ -9,55 +9,10 @@ export class ProtocolError extends Error {
   }
 }
 
-export class ByteReader {
-  private q = new ByteQueue();
-  private waiter: (() => void) | null = null;
-  private sock: Duplex | null = null;
-  private ended = false;
-  private readonly onData = (c: Buffer) => {
-    this.q.push(c);
-    if (this.q.length > 1 << 20) this.sock?.pause();
-    this.wake();
-  };
-  private readonly onEnd = () => { this.ended = true; this.wake(); };
-
-  constructor(sock?: Duplex, private what = 'the peer') {
+export class ByteReader extends SocketReader {
+  constructor(sock?: Duplex, what = 'the peer') {
+    super({ closed: () => new ProtocolError(`${what} closed the connection`) });
     if (sock) this.attach(sock);
-  }
-
-  attach(sock: Duplex): void {
-    this.sock = sock;
-    this.ended = false;
-    sock.on('data', this.onData);
-    sock.on('end', this.onEnd);
-    sock.on('close', this.onEnd);
-    sock.resume();
-  }
-
-  detach(): void {
-    if (!this.sock) return;
-    this.sock.off('data', this.onData);
-    this.sock.off('end', this.onEnd);
-    this.sock.off('close', this.onEnd);
-    this.sock.pause();
-    this.sock = null;
-  }
-
-  private wake(): void {
-    const w = this.waiter;
-    this.waiter = null;
-    w?.();
-  }
-
-  get buffered(): number { return this.q.length; }
-
-  async read(n: number): Promise<Buffer> {
-    while (this.q.length < n) {
-      if (this.ended) throw new ProtocolError(`${this.what} closed the connection`);
-      this.sock?.resume();
-      await new Promise<void>((res) => { this.waiter = res; });
-    }
-    return Buffer.from(this.q.take(n));
   }
 
   async u8(): Promise<number> { return (await this.read(1))[0]!; }
@@ -68,10 +23,5 @@ export class ByteReader {
     const len = await this.u32();
     if (len > max) throw new ProtocolError(`${label} of ${len} bytes is too long (at most ${max})`);
     return this.read(len);
-  }
-
-  /** Whatever arrived beyond what was read. */
-  take(): Buffer {
-    return this.q.drain();
   }
 }

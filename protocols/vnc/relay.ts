@@ -11,7 +11,8 @@ import type { Duplex } from 'node:stream';
 import type { EndReason, LiveSession, ProtocolContext } from '../types.js';
 import type { ScreenWriter } from '../../recorder/screen/index.js';
 import type { TimerHandle } from '../../policies/clock.js';
-import { ByteQueue, ResourceLimitError, SlicedPump } from '../bounded.js';
+import { ResourceLimitError, SlicedPump } from '../bounded.js';
+import { ChunkQueue } from '../chunks.js';
 import { clientMessageLength, encodeSetEncodings, filterEncodings, parseClientMessage, type ClientMessage } from './client-messages.js';
 import { ServerStream, type ServerMessage, type ServerStreamState } from './server-messages.js';
 import { ProtocolError } from './reader.js';
@@ -39,7 +40,7 @@ export interface RelayOptions {
 }
 
 export class VncRelay {
-  private cq = new ByteQueue();
+  private cq = new ChunkQueue();
   /** Length of the viewer message being waited for (0: its header is not complete yet). */
   private cneed = 0;
   private stream: ServerStream;

@@ -12,7 +12,8 @@
  * budget is a ResourceLimitError. The relay turns both into a clean disconnect.
  */
 import { Inflate } from 'pako';
-import { ByteQueue, ResourceLimitError } from '../bounded.js';
+import { ResourceLimitError } from '../bounded.js';
+import { ChunkQueue } from '../chunks.js';
 import { validSize } from '../../recorder/screen/framebuffer.js';
 import { ENC, MAX_CUT_TEXT } from './client-messages.js';
 import { PixelDecoder, type PixelFormat } from './pixel.js';
@@ -128,7 +129,7 @@ type Rect =
     /** Compressed bytes still to come, inflated bytes so far and the rectangle's budget for them. */
     left: number; produced: number; budget: number;
     /** Inflated bytes not yet decoded; the length at the last incomplete try and what it asked for. */
-    zq: ByteQueue; tried: number; need: number;
+    zq: ChunkQueue; tried: number; need: number;
   };
 
 /**
@@ -136,7 +137,7 @@ type Rect =
  * arrives, run() parses and decodes what it can (while more() allows), forwarding accepted bytes.
  */
 export class ServerStream {
-  private q = new ByteQueue();
+  private q = new ChunkQueue();
   private fwd: Buffer[] = [];
   private fwdBytes = 0;
   /** Inside a FramebufferUpdate: rectangles left, their count, the area covered so far. */
@@ -352,7 +353,7 @@ export class ServerStream {
         // zlib adds at most ~1/8 (fixed Huffman codes) over incompressible data, plus headers.
         if (len > budget + (budget >> 3) + 1024) throw new ResourceLimitError(`ZRLE rectangle ${w}x${h} with ${len} compressed bytes is larger than it can need`);
         this.forward(raw);
-        this.rect = { k: 'zrle', x, y, w, h, tx: x, ty: y, left: len, produced: 0, budget, zq: new ByteQueue(), tried: 0, need: 1 };
+        this.rect = { k: 'zrle', x, y, w, h, tx: x, ty: y, left: len, produced: 0, budget, zq: new ChunkQueue(), tried: 0, need: 1 };
         if (len === 0 && !(w && h)) this.rectDone();
         return true;
       }

@@ -15,10 +15,15 @@ const mode = process.argv[2] ?? 'demo';
 const DEMO = ['openssh-server', 'openssh-client', 'postgresql', 'mariadb-server', 'mariadb-client', 'xvfb', 'x11vnc', 'xterm', 'procps'];
 const TEST = [
   ...DEMO, 'sshpass', 'sudo', 'chromium', 'postgresql-client', 'sysbench', 'tigervnc-standalone-server', 'tigervnc-viewer', 'xdotool', 'x11-apps', 'nginx', 'wrk', 'asciinema', 'openssl', 'xrdp', 'xorgxrdp', 'freerdp2-x11', 'imagemagick', 'tigervnc-tools', 'vncsnapshot', 'pgbouncer', 'freerdp2-shadow-x11', 'winpr-utils',
+  // several gateways: a real load balancer in front of two nodes (test/cluster)
+  'haproxy',
   // database wire fidelity: MariaDB's own mysql-test suite, and real drivers (Python, JDBC)
   'mariadb-test', 'python3-psycopg2', 'python3-pymysql', 'default-jdk-headless', 'libpostgresql-jdbc-java', 'libmariadb-java',
   // SQL Server (TDS) clients: FreeTDS tsql and pymssql
   'freetds-bin', 'python3-pymssql',
+  // SIEM push: Debian's rsyslog (with its TLS driver) receives the audit stream in tests
+  'rsyslog',
+  'rsyslog-gnutls',
   // directory accounts: a Samba AD domain controller and LDAP/SMB clients for the tests
   'samba', 'samba-ad-dc', 'samba-ad-provision', 'winbind', 'ldap-utils', 'smbclient', 'krb5-user',
 ];
@@ -54,7 +59,12 @@ async function debian() {
   await run('apt-get', ['update', '-q'], { env, quiet: true });
   await run('apt-get', ['install', '-y', '-q', '--no-install-recommends', ...missing], { env, quiet: true });
   // Debian starts these services on install; Tollgate runs its own instances in temp dirs.
-  for (const svc of ['ssh', 'postgresql', 'mariadb', 'nginx', 'pgbouncer', 'xrdp', 'xrdp-sesman', 'samba-ad-dc', 'smbd', 'nmbd', 'winbind']) {
+  for (const svc of [
+    'ssh', 'postgresql', 'mariadb', 'nginx', 'pgbouncer', 'xrdp', 'xrdp-sesman',
+    'rsyslog',
+    'haproxy',
+    'samba-ad-dc', 'smbd', 'nmbd', 'winbind',
+  ]) {
     spawnSync('systemctl', ['disable', '--now', svc], { stdio: 'ignore' });
     spawnSync('service', [svc, 'stop'], { stdio: 'ignore' });
   }

@@ -10,8 +10,10 @@ import { mountAuthRoutes } from './routes/auth.js';
 import { mountGrantRoutes } from './routes/grants.js';
 import { mountHealthRoutes } from './routes/health.js';
 import { mountKeyRoutes } from './routes/keys.js';
+import { mountLeaseRoutes } from './routes/leases.js';
 import { mountLive } from './routes/live.js';
 import { mountLockRoutes } from './routes/locks.js';
+import { mountNotificationRoutes } from './routes/notifications.js';
 import { mountRequestRoutes } from './routes/requests.js';
 import { mountSessionRoutes } from './routes/sessions.js';
 import { mountTargetRoutes } from './routes/targets.js';
@@ -65,8 +67,10 @@ export function mountApi(s: ApiServices): void {
   mountRequestRoutes(add, s);
   mountGrantRoutes(add, s);
   mountSessionRoutes(add, s);
+  mountLeaseRoutes(add, s);
   mountLockRoutes(add, s);
   mountAuditRoutes(add, s);
+  mountNotificationRoutes(add, s);
   mountAuthRoutes(add, s);
   mountLive(s);
 

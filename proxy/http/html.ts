@@ -1,10 +1,9 @@
 import type { HttpReply } from './server.js';
+import { escapeHtml } from '../../protocols/web.js';
 
-/** HTML escaping and the plain page of the sign-in and approval flows (the portal has its own shell). */
+/** The plain page of the sign-in and approval flows (the portal has its own shell); HTML escaping is protocols/web.ts's. */
 
-export function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
-}
+export { escapeHtml };
 
 export function page(title: string, body: string, status = 200): HttpReply {
   return {

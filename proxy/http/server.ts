@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { HttpMount, TlsMaterial } from '../../protocols/types.js';
 import type { GatewayConfig } from '../config.js';
 import { resolveSecret } from '../config.js';
+import { parseCookies } from '../../protocols/web.js';
 import { isGatewayCookie, type WebSecurity } from './web-security.js';
 import { HttpError, type HttpReply, type HttpRequest } from './messages.js';
 
@@ -40,24 +41,6 @@ export const PREAUTH_MAX_BODY = 8 * 1024;
 
 export function statusLine(code: number): string { return `${code} ${STATUS_CODES[code] ?? 'Unknown'}`; }
 
-/**
- * Cookies by name. A name sent twice (a cookie tossed in from a parent domain next to the
- * gateway's own) is ambiguous and reads as absent, so it can never choose the session.
- */
-function parseCookies(h: string | undefined): Map<string, string | null> {
-  const out = new Map<string, string | null>();
-  if (!h) return out;
-  for (const part of h.split(';')) {
-    const i = part.indexOf('=');
-    if (i < 0) continue;
-    const k = part.slice(0, i).trim();
-    if (!k) continue;
-    if (out.has(k)) { out.set(k, null); continue; }
-    const v = part.slice(i + 1).trim();
-    try { out.set(k, decodeURIComponent(v)); } catch { out.set(k, v); }
-  }
-  return out;
-}
 
 /** A null-prototype header map from uWS (repeated headers comma-joined). */
 function headersOf(req: uWS.HttpRequest): Record<string, string> {

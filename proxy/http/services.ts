@@ -19,6 +19,9 @@ import type { SshKeys } from '../keys.js';
 import type { KillSwitch } from '../kill.js';
 import type { GatewayRoles } from '../roles.js';
 import type { HttpFront } from './server.js';
+import type { Cluster, Readiness } from '../cluster/index.js';
+import type { Notifications } from '../notifications/index.js';
+import type { Siem } from '../siem/index.js';
 
 /**
  * The services the HTTP front's routes are built from. Each route module takes only the ones it
@@ -52,6 +55,12 @@ export interface ApiServices {
   readonly keys: SshKeys;
   readonly kill: KillSwitch;
   readonly roles: GatewayRoles;
+  /** Several nodes: live views of other nodes' sessions (the internal channel). */
+  readonly cluster: Cluster;
+  /** What /readyz answers. */
+  readiness(): Promise<Readiness>;
+  readonly notifications: Notifications;
+  readonly siem: Siem;
   /** The protocol context of a module (target checks, connection secret verifiers). */
   ctx(protocol: string): ProtocolContext;
   listenerAddress(name: string): { host: string; port: number } | null;

@@ -1,4 +1,5 @@
 import type { Store } from '../store/types.js';
+import { standingPrivileges } from '../sessions.js';
 
 /**
  * The JIT health figures, computed from the store alone (no counters kept elsewhere), so the
@@ -9,8 +10,11 @@ export interface DayPoint { day: string; value: number | null }
 
 export interface Health {
   at: number;
-  /** Leases still holding a privilege (pending/active/revoking) with no live session. */
-  standingPrivileges: { count: number; leases: { id: string; target: string; kind: string; state: string; sessionId: string | null; createdAt: number }[] };
+  /** Leases still holding a privilege (pending/active/revoking) with no live session: a failed revoke waits for its retry (error, attempts, retryAt). */
+  standingPrivileges: {
+    count: number;
+    leases: { id: string; target: string; kind: string; state: string; sessionId: string | null; createdAt: number; error: string | null; attempts: number; retryAt: number | null }[];
+  };
   /** Sessions that ran under a JIT-approved grant, over all sessions (break-glass is not JIT). */
   jitShare: { jit: number; total: number; ratio: number | null };
   /** Average time a session held its privilege (ended sessions, plus live ones so far). */
@@ -43,15 +47,12 @@ export function quantile(sorted: number[], q: number): number | null {
 export async function computeHealth(store: Store, now: number, isLive: (sessionId: string) => boolean, opts: { days?: number; gatewayId?: string } = {}): Promise<Health> {
   const days = opts.days ?? 14;
   const BIG = 100_000;
-  const [leases, sessions, grants, requests] = await Promise.all([
-    store.listLeases({ state: ['pending', 'active', 'revoking'] }),
+  const [standing, sessions, grants, requests] = await Promise.all([
+    standingPrivileges(store, isLive, opts.gatewayId),
     store.listSessions({ limit: BIG }),
     store.listGrants({ limit: BIG }),
     store.listRequests({ limit: BIG }),
   ]);
-
-  const elsewhere = new Set(sessions.filter((s) => s.state !== 'ended' && opts.gatewayId !== undefined && s.gatewayId !== opts.gatewayId).map((s) => s.id));
-  const standing = leases.filter((l) => !l.sessionId || !(isLive(l.sessionId) || elsewhere.has(l.sessionId)));
 
   const grantById = new Map(grants.map((g) => [g.id, g]));
   const jit = sessions.filter((s) => { const g = grantById.get(s.grantId); return g ? !g.breakGlass && !!g.requestId : false; }).length;
@@ -83,7 +84,12 @@ export async function computeHealth(store: Store, now: number, isLive: (sessionI
 
   return {
     at: now,
-    standingPrivileges: { count: standing.length, leases: standing.slice(0, 50).map((l) => ({ id: l.id, target: l.target, kind: l.kind, state: l.state, sessionId: l.sessionId, createdAt: l.createdAt })) },
+    standingPrivileges: {
+      count: standing.length,
+      leases: standing.slice(0, 50).map((l) => ({
+        id: l.id, target: l.target, kind: l.kind, state: l.state, sessionId: l.sessionId, createdAt: l.createdAt, error: l.error, attempts: l.attempts ?? 0, retryAt: l.retryAt ?? null,
+      })),
+    },
     jitShare: { jit, total: sessions.length, ratio: sessions.length ? jit / sessions.length : null },
     avgPrivilegeMs: avg(durations),
     approvalResponse: { count: sortedMs.length, medianMs: quantile(sortedMs, 0.5), p90Ms: quantile(sortedMs, 0.9) },

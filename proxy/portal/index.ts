@@ -93,7 +93,10 @@ const PAGE_BODIES: Record<string, string> = {
 <p class="muted">JIT health, computed from the store. <span id="asof"></span></p>
 <div id="figures" class="figures" aria-busy="true">Loading…</div>
 <section aria-labelledby="h-charts"><h2 id="h-charts">Last 14 days</h2><div id="charts" class="charts"></div></section>
-<section aria-labelledby="h-standing"><h2 id="h-standing">Standing privileges</h2><div id="standing"></div></section>`,
+<section aria-labelledby="h-standing"><h2 id="h-standing">Standing privileges</h2><div id="standing"></div></section>
+<section aria-labelledby="h-delivery" id="delivery-section" hidden><h2 id="h-delivery">Notifications and SIEM</h2>
+<p class="muted">Notifications that failed or are being retried, and how far each SIEM sink has received the audit log.</p>
+<h3>Notifications</h3><div id="deliveries" aria-live="polite"></div><h3>SIEM push</h3><div id="siem"></div></section>`,
 };
 
 /** What the portal's pages and its two read-only API routes use. */

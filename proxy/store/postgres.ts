@@ -11,10 +11,18 @@
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { Secret } from '../../auth/secret.js';
-import type { Store, AuditEventRecord, AuditBatch } from './types.js';
+import type { Store, AuditEventRecord, AuditBatch, ControlEventRecord, StoreSubscription } from './types.js';
 import type { ColumnKind } from './schema.js';
 import { pgMigrations } from './schema-postgres.js';
 import { QUERY_FLUSH_ROWS, SqlStore, type Row } from './sql.js';
+
+/** The NOTIFY channel of the control bus (kill, lock, revoke, grant end). */
+export const CONTROL_CHANNEL = 'tollgate_control';
+/** A NOTIFY payload stays under PostgreSQL's 8000-byte limit: larger events go as their seq only (listeners read the row). */
+const NOTIFY_MAX_DATA = 6000;
+/** The LISTEN connection reconnects after this long, doubling up to the maximum. */
+const LISTEN_RETRY_MS = 100;
+const LISTEN_RETRY_MAX_MS = 2_000;
 
 /** The first key of every Tollgate advisory lock ("Toll"); the second names the lock. */
 const LOCK_NS = 0x546f6c6c;
@@ -87,7 +95,8 @@ export class PgStore extends SqlStore {
   private flushing: Promise<void> = Promise.resolve();
   private queryRetry: NodeJS.Timeout | null = null;
 
-  constructor(private readonly pool: pg.Pool, private readonly log?: Logger, private readonly conn: pg.PoolClient | null = null, root?: PgStore) {
+  constructor(private readonly pool: pg.Pool, private readonly log?: Logger, private readonly conn: pg.PoolClient | null = null, root?: PgStore,
+    private readonly clientConfig?: pg.ClientConfig) {
     super();
     this.root = root ?? this;
   }
@@ -201,6 +210,63 @@ export class PgStore extends SqlStore {
     });
   }
 
+  /** The row and its NOTIFY in one statement: the wake-up is sent when the row commits, never before. */
+  override async appendControlEvent(e: Omit<ControlEventRecord, 'seq'>): Promise<ControlEventRecord> {
+    const sql = `WITH ins AS (${SqlStore.CONTROL_INSERT_SQL}) SELECT ins.*, pg_notify('${CONTROL_CHANNEL}', CASE WHEN length(ins.data) <= ${NOTIFY_MAX_DATA}
+      THEN json_build_object('seq', ins.seq, 'at', ins.at, 'origin', ins.origin, 'kind', ins.kind, 'data', ins.data)::text
+      ELSE json_build_object('seq', ins.seq)::text END) AS notified FROM ins`;
+    return this.t.controlEvents.row((await this.query(sql, this.controlParams(e))).rows[0]) as ControlEventRecord;
+  }
+
+  listenControl(h: { onPayload(payload: string): void; onConnect(): void; onError?(e: Error): void }): StoreSubscription {
+    const root = this.root;
+    let closed = false;
+    let client: pg.Client | null = null;
+    let timer: NodeJS.Timeout | null = null;
+    let delay = LISTEN_RETRY_MS;
+    const retry = (e: Error) => {
+      h.onError?.(e);
+      const c = client;
+      client = null;
+      c?.removeAllListeners();
+      c?.on('error', () => undefined);
+      void c?.end().catch(() => undefined);
+      if (closed || timer) return;
+      timer = setTimeout(() => { timer = null; void connect(); }, delay);
+      timer.unref();
+      delay = Math.min(delay * 2, LISTEN_RETRY_MAX_MS);
+    };
+    const connect = async () => {
+      if (closed) return;
+      const c = new pg.Client({ ...root.clientConfig, application_name: `${root.clientConfig?.application_name ?? 'tollgate'}/listen` });
+      client = c;
+      c.on('error', retry);
+      c.on('end', () => { if (!closed && client === c) retry(new Error('the LISTEN connection ended')); });
+      c.on('notification', (n) => { if (n.channel === CONTROL_CHANNEL && n.payload) h.onPayload(n.payload); });
+      try {
+        await c.connect();
+        await c.query(`LISTEN ${CONTROL_CHANNEL}`);
+        if (closed) { await c.end().catch(() => undefined); return; }
+        delay = LISTEN_RETRY_MS;
+        h.onConnect();
+      } catch (e) {
+        if (client === c) retry(e instanceof Error ? e : new Error(String(e)));
+      }
+    };
+    void connect();
+    return {
+      close: async () => {
+        closed = true;
+        if (timer) clearTimeout(timer);
+        const c = client;
+        client = null;
+        c?.removeAllListeners();
+        c?.on('error', () => undefined);
+        await c?.end().catch(() => undefined);
+      },
+    };
+  }
+
   override async insertQuery(rec: Parameters<SqlStore['insertQuery']>[0]): Promise<void> {
     return this.root === this ? super.insertQuery(rec) : this.root.insertQuery(rec);
   }
@@ -259,14 +325,14 @@ export async function openPostgresStore(o: PgStoreOptions): Promise<PgStore> {
   const password = (() => { try { return decodeURIComponent(new URL(url).password); } catch { return ''; } })();
   let pool: pg.Pool | null = null;
   try {
-    pool = new pg.Pool({
-      connectionString: url, max: o.poolSize ?? 10, application_name: o.applicationName ?? 'tollgate',
-      connectionTimeoutMillis: 10_000, idleTimeoutMillis: 30_000, types,
+    const clientConfig: pg.ClientConfig = {
+      connectionString: url, application_name: o.applicationName ?? 'tollgate', connectionTimeoutMillis: 10_000, types,
       // A transaction left open by a stuck process must not hold its locks (the audit lock) for ever.
       idle_in_transaction_session_timeout: IDLE_IN_TX_MS,
-    });
+    };
+    pool = new pg.Pool({ ...clientConfig, max: o.poolSize ?? 10, idleTimeoutMillis: 30_000 });
     pool.on('error', (e) => o.log?.error({ err: e.message }, 'PostgreSQL store: an idle connection failed'));
-    const store = new PgStore(pool, o.log);
+    const store = new PgStore(pool, o.log, null, undefined, clientConfig);
     await store.migrate();
     return store;
   } catch (e) {

@@ -86,4 +86,34 @@ ALTER TABLE connection_secrets ADD COLUMN link_id TEXT;
     version: 3,
     sql: `ALTER TABLE audit_events ADD COLUMN mac TEXT;`,
   },
+  {
+    // Revokes that failed stay visible and are retried with backoff (standing privileges).
+    version: 13,
+    sql: `
+ALTER TABLE leases ADD COLUMN attempts BIGINT;
+ALTER TABLE leases ADD COLUMN retry_at BIGINT;
+`,
+  },
+  {
+    // Several nodes (issue 17): the node registry and the control bus's catch-up log.
+    version: 14,
+    sql: `
+CREATE TABLE nodes (id TEXT PRIMARY KEY, incarnation TEXT NOT NULL, host TEXT, pid BIGINT, internal_addr TEXT, state TEXT NOT NULL,
+  started_at BIGINT NOT NULL, heartbeat_at BIGINT NOT NULL, lost_at BIGINT, lost_by TEXT);
+CREATE TABLE control_events (seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, at BIGINT NOT NULL, origin TEXT NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL);
+CREATE INDEX control_events_at ON control_events(at);
+`,
+  },
+  {
+    // Notifications: the delivery queue with retries (proxy/notifications); SIEM push: each sink's acknowledged seq (proxy/siem).
+    version: 17,
+    sql: `
+CREATE TABLE notification_deliveries (id TEXT PRIMARY KEY, channel TEXT NOT NULL, topic TEXT NOT NULL, recipient TEXT NOT NULL, payload TEXT NOT NULL,
+  state TEXT NOT NULL, attempts BIGINT NOT NULL DEFAULT 0, next_at BIGINT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL,
+  delivered_at BIGINT, last_error TEXT, dedupe TEXT UNIQUE, claimed_by TEXT, claimed_until BIGINT);
+CREATE INDEX notification_deliveries_due ON notification_deliveries(state, next_at);
+CREATE TABLE siem_cursors (sink TEXT PRIMARY KEY, seq BIGINT NOT NULL, holder TEXT, held_until BIGINT, updated_at BIGINT NOT NULL,
+  ack_at BIGINT, failures BIGINT NOT NULL DEFAULT 0, last_error TEXT, last_error_at BIGINT);
+`,
+  },
 ];

@@ -51,7 +51,7 @@ export const tables = {
   leases: {
     name: 'leases', pk: 'id', columns: {
       id: 'text', sessionId: 'text', grantId: 'text', target: 'text', kind: 'text', state: 'text', data: 'json', createdAt: 'int',
-      activatedAt: 'int', revokedAt: 'int', error: 'text',
+      activatedAt: 'int', revokedAt: 'int', error: 'text', attempts: 'int', retryAt: 'int',
     },
   },
   sessions: {
@@ -77,6 +77,24 @@ export const tables = {
     },
   },
   kv: { name: 'kv', pk: 'key', columns: { key: 'text', value: 'text' } },
+  nodes: {
+    name: 'nodes', pk: 'id', columns: {
+      id: 'text', incarnation: 'text', host: 'text', pid: 'int', internalAddr: 'text', state: 'text', startedAt: 'int', heartbeatAt: 'int',
+      lostAt: 'int', lostBy: 'text',
+    },
+  },
+  controlEvents: { name: 'control_events', pk: 'seq', columns: { seq: 'int', at: 'int', origin: 'text', kind: 'text', data: 'json' } },
+  deliveries: {
+    name: 'notification_deliveries', pk: 'id', columns: {
+      id: 'text', channel: 'text', topic: 'text', recipient: 'text', payload: 'json', state: 'text', attempts: 'int', nextAt: 'int',
+      createdAt: 'int', updatedAt: 'int', deliveredAt: 'int', lastError: 'text', dedupe: 'text', claimedBy: 'text', claimedUntil: 'int',
+    },
+  },
+  siemCursors: {
+    name: 'siem_cursors', pk: 'sink', columns: {
+      sink: 'text', seq: 'int', holder: 'text', heldUntil: 'int', updatedAt: 'int', ackAt: 'int', failures: 'int', lastError: 'text', lastErrorAt: 'int',
+    },
+  },
 } satisfies Record<string, TableSpec>;
 
 /** One schema version in one SQL dialect. */
@@ -157,5 +175,36 @@ ALTER TABLE connection_secrets ADD COLUMN link_id TEXT;
     // Keyed audit: each event's HMAC under the audit key (the key itself lives outside the store).
     version: 3,
     sql: `ALTER TABLE audit_events ADD COLUMN mac TEXT;`,
+  },
+  {
+    // Revokes that failed stay visible and are retried with backoff (standing privileges).
+    version: 13,
+    sql: `
+ALTER TABLE leases ADD COLUMN attempts INTEGER;
+ALTER TABLE leases ADD COLUMN retry_at INTEGER;
+`,
+  },
+  {
+    // Several nodes (issue 17): the node registry (heartbeats, who reaped a lost node) and the
+    // control bus's catch-up log (kill, lock, revoke, grant end), read from the last seen seq.
+    version: 14,
+    sql: `
+CREATE TABLE nodes (id TEXT PRIMARY KEY, incarnation TEXT NOT NULL, host TEXT, pid INTEGER, internal_addr TEXT, state TEXT NOT NULL,
+  started_at INTEGER NOT NULL, heartbeat_at INTEGER NOT NULL, lost_at INTEGER, lost_by TEXT);
+CREATE TABLE control_events (seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, origin TEXT NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL);
+CREATE INDEX control_events_at ON control_events(at);
+`,
+  },
+  {
+    // Notifications: the delivery queue with retries (proxy/notifications); SIEM push: each sink's acknowledged seq (proxy/siem).
+    version: 17,
+    sql: `
+CREATE TABLE notification_deliveries (id TEXT PRIMARY KEY, channel TEXT NOT NULL, topic TEXT NOT NULL, recipient TEXT NOT NULL, payload TEXT NOT NULL,
+  state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+  delivered_at INTEGER, last_error TEXT, dedupe TEXT UNIQUE, claimed_by TEXT, claimed_until INTEGER);
+CREATE INDEX notification_deliveries_due ON notification_deliveries(state, next_at);
+CREATE TABLE siem_cursors (sink TEXT PRIMARY KEY, seq INTEGER NOT NULL, holder TEXT, held_until INTEGER, updated_at INTEGER NOT NULL,
+  ack_at INTEGER, failures INTEGER NOT NULL DEFAULT 0, last_error TEXT, last_error_at INTEGER);
+`,
   },
 ];

@@ -11,7 +11,7 @@
 import type {
   Store, IdentityRecord, RequestRecord, ApprovalRecord, GrantRecord, BreakGlassReviewRecord, ConnectionSecretRecord,
   ApiTokenRecord, WebSessionRecord, IdpLinkRecord, PublicKeyRecord, LeaseRecord, SessionRecord, RecordingRecord, QueryLogRecord,
-  AuditEventRecord, AuditBatch, LockRecord, Page, ClaimableRecords,
+  AuditEventRecord, AuditBatch, LockRecord, Page, ClaimableRecords, NodeRecord, ControlEventRecord, NotificationDeliveryRecord, DeliveryState, SiemCursorRecord,
 } from './types.js';
 import { tables, type ColumnKind, type TableSpec } from './schema.js';
 
@@ -294,12 +294,13 @@ export abstract class SqlStore implements Store {
   protected static readonly LAST_AUDIT_SQL = 'SELECT * FROM audit_events ORDER BY seq DESC LIMIT 1';
   async setAuditMac(seq: number, mac: string) { await this.query('UPDATE audit_events SET mac = ? WHERE seq = ? AND mac IS NULL', [mac, seq]); }
   async lastAudit() { return this.t.audit.row((await this.query(SqlStore.LAST_AUDIT_SQL, [])).rows[0]) as AuditEventRecord | null; }
-  async listAudit(f: { actor?: string; action?: string; subject?: string; since?: number; until?: number; afterSeq?: number } & Page = {}) {
+  async listAudit(f: { actor?: string; action?: string | string[]; subject?: string; since?: number; until?: number; afterSeq?: number } & Page = {}) {
     const extra = [...numCond('at', '>=', f.since), ...numCond('at', '<=', f.until), ...numCond('seq', '>', f.afterSeq)];
-    const prefix = f.action?.endsWith('*') ? f.action.slice(0, -1) : undefined;
+    // One name with a trailing * is a prefix; several names (a name and its old aliases) match any of them.
+    const prefix = typeof f.action === 'string' && f.action.endsWith('*') ? f.action.slice(0, -1) : undefined;
     // A prefix match that means the same on both dialects (LIKE differs in case and escapes).
     if (prefix) extra.push(['substr(action, 1, ?) = ?', [prefix.length, prefix]]);
-    return this.t.audit.list({ actor: f.actor, action: f.action?.endsWith('*') ? undefined : f.action, subject: f.subject }, { order: 'seq', page: f, extra }) as Promise<AuditEventRecord[]>;
+    return this.t.audit.list({ actor: f.actor, action: prefix !== undefined ? undefined : f.action, subject: f.subject }, { order: 'seq', page: f, extra }) as Promise<AuditEventRecord[]>;
   }
 
   async insertLock(rec: LockRecord) { await this.t.locks.insert(rec); }
@@ -312,6 +313,56 @@ export abstract class SqlStore implements Store {
     }
     return this.t.locks.list({}, { order: 'created_at', extra }) as Promise<LockRecord[]>;
   }
+
+  async upsertNode(rec: NodeRecord) { await this.t.nodes.upsert(rec); }
+  async getNode(id: string) { return this.t.nodes.get(id) as Promise<NodeRecord | null>; }
+  async listNodes() { return this.t.nodes.list({}, { order: 'id' }) as Promise<NodeRecord[]>; }
+
+  /** The INSERT of a control event, returning the row (PostgreSQL wraps it to NOTIFY too). */
+  protected static readonly CONTROL_INSERT_SQL = 'INSERT INTO control_events (at, origin, kind, data) VALUES (?, ?, ?, ?) RETURNING *';
+  protected controlParams(e: Omit<ControlEventRecord, 'seq'>): unknown[] {
+    const c = tables.controlEvents.columns;
+    return [this.encode(c.at, e.at), this.encode(c.origin, e.origin), this.encode(c.kind, e.kind), this.encode(c.data, e.data)];
+  }
+  async appendControlEvent(e: Omit<ControlEventRecord, 'seq'>) {
+    return this.t.controlEvents.row((await this.query(SqlStore.CONTROL_INSERT_SQL, this.controlParams(e))).rows[0]) as ControlEventRecord;
+  }
+  async listControlEvents(afterSeq: number, limit = 1000) {
+    return this.t.controlEvents.list({}, { order: 'seq', page: { limit }, extra: numCond('seq', '>', afterSeq) }) as Promise<ControlEventRecord[]>;
+  }
+  async lastControlSeq() {
+    const r = (await this.query('SELECT MAX(seq) AS m FROM control_events', [])).rows[0];
+    return Number(r?.['m'] ?? 0);
+  }
+  async pruneControlEvents(before: number) {
+    return (await this.query('DELETE FROM control_events WHERE at < ?', [filterInt(before, '<=') ?? 0])).changes;
+  }
+
+  /** ON CONFLICT DO NOTHING: a second row with the same dedupe key (or id) is dropped, on both dialects. */
+  async enqueueDelivery(rec: NotificationDeliveryRecord) {
+    return (await this.query(`${this.t.deliveries.insertSql} ON CONFLICT DO NOTHING`, this.t.deliveries.params(rec))).changes > 0;
+  }
+  async getDelivery(id: string) { return this.t.deliveries.get(id) as Promise<NotificationDeliveryRecord | null>; }
+  async listDeliveries(f: { state?: DeliveryState[]; dueAt?: number; failing?: boolean; claimedBefore?: number; recent?: boolean } & Page = {}) {
+    const extra = [...numCond('next_at', '<=', f.dueAt), ...numCond('claimed_until', '<=', f.claimedBefore)];
+    if (f.failing) extra.push(['attempts > 0', []]);
+    return this.t.deliveries.list({ state: f.state }, { order: f.recent ? 'updated_at DESC, id' : 'next_at, created_at, id', page: f, extra }) as Promise<NotificationDeliveryRecord[]>;
+  }
+  async countDeliveries() {
+    const out: Record<DeliveryState, number> = { pending: 0, sending: 0, delivered: 0, failed: 0 };
+    for (const r of (await this.query('SELECT state, COUNT(*) AS n FROM notification_deliveries GROUP BY state', [])).rows) {
+      if (String(r['state']) in out) out[String(r['state']) as DeliveryState] = Number(r['n']);
+    }
+    return out;
+  }
+  async deleteDeliveries(f: { state: DeliveryState; before: number }) {
+    const cond = numCond('updated_at', '<=', f.before - 1)[0]!;
+    return (await this.query(`DELETE FROM notification_deliveries WHERE state = ? AND ${cond[0]}`, [f.state, ...cond[1]])).changes;
+  }
+
+  async ensureSiemCursor(rec: SiemCursorRecord) { await this.query(`${this.t.siemCursors.insertSql} ON CONFLICT DO NOTHING`, this.t.siemCursors.params(rec)); }
+  async getSiemCursor(sink: string) { return this.t.siemCursors.get(sink) as Promise<SiemCursorRecord | null>; }
+  async listSiemCursors() { return this.t.siemCursors.list({}, { order: 'sink' }) as Promise<SiemCursorRecord[]>; }
 
   async getKv(key: string) { return ((await this.t.kv.get(key)) as { value: string } | null)?.value ?? null; }
   async setKv(key: string, value: string) { await this.t.kv.upsert({ key, value }); }

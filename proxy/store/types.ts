@@ -197,7 +197,12 @@ export interface LeaseRecord {
   createdAt: number;
   activatedAt: number | null;
   revokedAt: number | null;
+  /** The last revoke's (or mint's) error; null once revoked. */
   error: string | null;
+  /** Revokes tried so far (null or absent: none). */
+  attempts?: number | null;
+  /** When a failed revoke is tried again (backoff); null when none is due. */
+  retryAt?: number | null;
 }
 
 export interface SessionRecord {
@@ -269,6 +274,90 @@ export interface LockRecord {
   removedBy: string | null;
 }
 
+/**
+ * One gateway process in the node registry (several nodes and worker processes on one store). It
+ * heartbeats while it runs; a survivor that sees it silent for gateway.nodeTimeout claims it
+ * ('lost'), ends its sessions and revokes their leases.
+ */
+export interface NodeRecord {
+  /** gateway.id (worker processes: <id>/w<n>). */
+  id: string;
+  /** Random per start: a node that finds another incarnation (or 'lost') in its row was declared lost meanwhile. */
+  incarnation: string;
+  host: string | null;
+  pid: number | null;
+  /** host:port of its internal listener (mutual TLS), where other nodes stream its live sessions from; null: none. */
+  internalAddr: string | null;
+  state: NodeState;
+  startedAt: number;
+  /** The node's own wall clock at its last heartbeat (survivors judge silence by their own clock: an unchanged value). */
+  heartbeatAt: number;
+  lostAt: number | null;
+  /** The node that claimed it lost and reaped it. */
+  lostBy: string | null;
+}
+
+export type NodeState = 'up' | 'draining' | 'stopped' | 'lost';
+
+/** One control-bus message (kill, lock, revoke, grant end), kept so a node that missed the wake-up catches up. */
+export interface ControlEventRecord {
+  seq: number;
+  at: number;
+  /** The node that published it (it has applied it already). */
+  origin: string;
+  kind: string;
+  data: Record<string, unknown>;
+}
+
+/** A LISTEN connection of the PostgreSQL store (the control bus's wake-up). */
+export interface StoreSubscription { close(): Promise<void> }
+
+export type DeliveryState = 'pending' | 'sending' | 'delivered' | 'failed';
+
+/** One notification on its way to one recipient over one channel (the retry queue, proxy/notifications). */
+export interface NotificationDeliveryRecord {
+  id: string;
+  /** 'email' or 'webhook:<name>'. */
+  channel: string;
+  /** What it is about (proxy/notifications/events.ts): request.pending, grant.expiring, … */
+  topic: string;
+  /** An email address, or the webhook's name. */
+  recipient: string;
+  /** What is sent: subject and texts, or the JSON body. Never a secret (keys and passwords come from the config at send time). */
+  payload: Record<string, unknown>;
+  state: DeliveryState;
+  /** Attempts made so far. */
+  attempts: number;
+  /** When the next attempt is due (pending). */
+  nextAt: number;
+  createdAt: number;
+  updatedAt: number;
+  deliveredAt: number | null;
+  lastError: string | null;
+  /** The same key is enqueued once, whichever gateway notices first (null: no such key). */
+  dedupe: string | null;
+  /** The gateway sending it now, and until when its claim holds (a crash mid-send: another takes over afterwards). */
+  claimedBy: string | null;
+  claimedUntil: number | null;
+}
+
+/** How far one SIEM sink has acknowledged the audit stream, and which gateway streams to it now. */
+export interface SiemCursorRecord {
+  sink: string;
+  /** The last audit seq the sink acknowledged (0: none yet). */
+  seq: number;
+  /** The gateway streaming to it, and until when that holds unless renewed. */
+  holder: string | null;
+  heldUntil: number | null;
+  updatedAt: number;
+  /** When the sink last acknowledged a batch. */
+  ackAt: number | null;
+  /** Failed attempts in a row, and the last failure. */
+  failures: number;
+  lastError: string | null;
+  lastErrorAt: number | null;
+}
+
 export interface Page { limit?: number; offset?: number }
 
 /** The records `claim` can change, by table (the keys of `tables` in store/schema.ts). */
@@ -281,6 +370,9 @@ export interface ClaimableRecords {
   locks: LockRecord;
   tokens: ApiTokenRecord;
   webSessions: WebSessionRecord;
+  nodes: NodeRecord;
+  deliveries: NotificationDeliveryRecord;
+  siemCursors: SiemCursorRecord;
 }
 
 /** What the audit log computes from the chain's last event, inside the store's audit lock. */
@@ -401,11 +493,52 @@ export interface Store {
   /** Key an event written before the audit log had a key (only where mac is still empty; once, when the key moves out of the store). */
   setAuditMac(seq: number, mac: string): Promise<void>;
   lastAudit(): Promise<AuditEventRecord | null>;
-  listAudit(filter?: { actor?: string; action?: string; subject?: string; since?: number; until?: number; afterSeq?: number } & Page): Promise<AuditEventRecord[]>;
+  listAudit(filter?: { actor?: string; action?: string | string[]; subject?: string; since?: number; until?: number; afterSeq?: number } & Page): Promise<AuditEventRecord[]>;
 
   insertLock(rec: LockRecord): Promise<void>;
   updateLock(rec: LockRecord): Promise<void>;
   listLocks(filter?: { active?: boolean; at?: number }): Promise<LockRecord[]>;
+
+  /** The node registry: a node's row is written whole at its start; heartbeats and the lost claim go through claim('nodes', …). */
+  upsertNode(rec: NodeRecord): Promise<void>;
+  getNode(id: string): Promise<NodeRecord | null>;
+  listNodes(): Promise<NodeRecord[]>;
+
+  /**
+   * Append a control-bus event (its seq comes from the store). PostgreSQL also sends it as a
+   * NOTIFY on CONTROL_CHANNEL in the same statement (delivered at commit).
+   */
+  appendControlEvent(e: Omit<ControlEventRecord, 'seq'>): Promise<ControlEventRecord>;
+  /** Events after seq, oldest first. */
+  listControlEvents(afterSeq: number, limit?: number): Promise<ControlEventRecord[]>;
+  /** The highest seq so far (0: none). */
+  lastControlSeq(): Promise<number>;
+  /** Forget events older than `before` (ms); how many. */
+  pruneControlEvents(before: number): Promise<number>;
+  /**
+   * PostgreSQL only: LISTEN on CONTROL_CHANNEL on a connection of its own. onPayload gets each
+   * NOTIFY payload; onConnect runs after every (re)connect (the bus catches up then). Reconnects by
+   * itself until closed.
+   */
+  listenControl?(handlers: { onPayload(payload: string): void; onConnect(): void; onError?(e: Error): void }): StoreSubscription;
+
+  /** Queue a notification delivery; false when one with the same dedupe key exists already (nothing written). */
+  enqueueDelivery(rec: NotificationDeliveryRecord): Promise<boolean>;
+  getDelivery(id: string): Promise<NotificationDeliveryRecord | null>;
+  /**
+   * Deliveries, due first (by nextAt) or, with `recent`, last changed first. dueAt: pending ones due
+   * by then; failing: tried at least once and not delivered; claimedBefore: claims that ran out by then.
+   */
+  listDeliveries(filter?: { state?: DeliveryState[]; dueAt?: number; failing?: boolean; claimedBefore?: number; recent?: boolean } & Page): Promise<NotificationDeliveryRecord[]>;
+  /** How many deliveries are in each state. */
+  countDeliveries(): Promise<Record<DeliveryState, number>>;
+  /** Delete deliveries in a state last changed before `before` (retention); how many went. */
+  deleteDeliveries(filter: { state: DeliveryState; before: number }): Promise<number>;
+
+  /** Create a SIEM sink's cursor unless it exists (its first position). */
+  ensureSiemCursor(rec: SiemCursorRecord): Promise<void>;
+  getSiemCursor(sink: string): Promise<SiemCursorRecord | null>;
+  listSiemCursors(): Promise<SiemCursorRecord[]>;
 
   /** Small key/value space for gateway state (CA keys references, instance ids). */
   getKv(key: string): Promise<string | null>;

@@ -14,6 +14,7 @@ import { ManualClock } from '../../policies/clock.js';
 import { startTestGateway } from '../support/gateway.js';
 import { appWs, raw, signInApp, startUpstream } from './support.js';
 import { onlyHttp } from './support.js';
+import { httpModule } from '../../protocols/http/index.js';
 
 const HOOK = `
 const fs = require('node:fs');
@@ -45,7 +46,7 @@ t.test('credentials and session lifetime', async (t) => {
     targets: [
       { name: 'tok', protocol: 'http', address: up.url, roles: [{ name: 'user' }], credentials: { mode: 'bearer', mintCommand: [process.execPath, hook, 'mint', state], revokeCommand: [process.execPath, hook, 'revoke', state] } },
       { name: 'basic', protocol: 'http', address: up.url, roles: [{ name: 'user' }], credentials: { mode: 'basic', username: 'svc', password: { value: 's3cret-basic' } } },
-      { name: 'broken', protocol: 'http', address: up.url, roles: [{ name: 'user' }], credentials: { mode: 'bearer', mintCommand: [process.execPath, hook, 'fail', state] } },
+      { name: 'broken', protocol: 'http', address: up.url, roles: [{ name: 'user' }], credentials: { mode: 'bearer', mintCommand: [process.execPath, hook, 'fail', state], revokeCommand: [process.execPath, hook, 'revoke', state] } },
       { name: 'jwt', protocol: 'http', address: up.url, roles: [{ name: 'user' }], credentials: { mode: 'jwt', header: 'X-Identity', authorization: true }, options: { idleTimeout: '10m' } },
     ],
   });
@@ -90,6 +91,14 @@ t.test('credentials and session lifetime', async (t) => {
     t.match(r.body.toString(), /could not prepare the credential for broken/);
     for (let i = 0; i < 50 && (await tg.store.listSessions({ state: 'active' })).some((x) => x.target === 'broken'); i++) await sleep(20);
     t.notOk((await tg.store.listSessions({ state: 'active' })).some((x) => x.target === 'broken'), 'no live session left');
+    const leases = await tg.store.listLeases({ target: 'broken' });
+    t.equal(leases.length, 1, 'the lease was stored before the hook ran');
+    t.equal(leases[0]!.state, 'revoked', 'and revoked by the revoke hook after the mint failed');
+  });
+
+  await t.test('a mint hook without a revoke hook is refused: a minted token must be revocable', async (t) => {
+    const bad = { name: 'x', protocol: 'http', address: up.url, risk: 'low' as const, roles: [{ name: 'user' }], credentials: { mode: 'bearer', mintCommand: [process.execPath, hook, 'mint', state] }, options: {} };
+    t.match(httpModule.validateTarget!(bad), { path: 'credentials.revokeCommand' });
   });
 
   await t.test('static basic credentials; the password never reaches the audit log', async (t) => {

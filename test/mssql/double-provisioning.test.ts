@@ -128,7 +128,7 @@ t.test('the reaper drops a crashed session\'s login from the lease alone, killin
   t.equal(d.liveSessionsOf(login), 1);
   const spid = d.connections.filter((c) => c.login === login).at(-1)!.spid;
   const g = await tg.grant('alice', 'sales-db', 'read');
-  const lease: LeaseRecord = { id: randomUUID(), sessionId: null, grantId: g.id, target: 'sales-db', kind: 'mssql-login', state: 'active', data: { login, databases: ['sales'] }, createdAt: Date.now(), activatedAt: Date.now(), revokedAt: null, error: null };
+  const lease: LeaseRecord = { id: randomUUID(), sessionId: null, grantId: g.id, target: 'sales-db', kind: 'mssql-login', state: 'active', data: { login, databases: ['sales'] }, createdAt: Date.now(), activatedAt: Date.now(), revokedAt: null, error: null, attempts: 0, retryAt: null };
   await tg.store.insertLease(lease);
   const from = d.statements.length;
   const reaped = await tg.gw.sessions.reap();
@@ -147,9 +147,9 @@ t.test('the reaper drops a crashed session\'s login from the lease alone, killin
   t.equal((await tg.store.listLeases({ target: 'sales-db' })).find((l) => l.id === lease.id)!.state, 'revoked');
   orphan.close();
   // Idempotent: revoking again finds nothing and succeeds.
-  await mssqlModule.revokeLease!(ctx, target, lease);
+  await mssqlModule.leaseKinds['mssql-login']!.revoke(ctx, target, lease);
   t.pass('a second revocation of the same lease is harmless');
-  await t.rejects(mssqlModule.revokeLease!(ctx, target, { ...lease, data: { login: 'sa', databases: [] } }), /not a session login name/, 'revocation never touches a login it did not make');
+  await t.rejects(mssqlModule.leaseKinds['mssql-login']!.revoke(ctx, target, { ...lease, data: { login: 'sa', databases: [] } }), /not a session login name/, 'revocation never touches a login it did not make');
 });
 
 t.test('a mint that fails half-way, or a session killed while minting, leaves no login behind', async (t) => {
@@ -169,9 +169,13 @@ t.test('a mint that fails half-way, or a session killed while minting, leaves no
   const attempt = tediousConnect(host, port, 'sales-db', s2.secret);
   attempt.catch(() => {});
   const live = await waitFor(async () => (await tg.api('carol', 'GET', '/api/v1/sessions?state=active&target=sales-db')).body[0] as { id: string } | undefined, 10_000, 'a live session');
-  t.equal((await tg.api('carol', 'POST', `/api/v1/sessions/${live.id}/kill`, { reason: 'stop' })).status, 200);
+  // The kill answers once the session has ended, and so once the mint in flight finished and was revoked.
+  const killed = tg.api('carol', 'POST', `/api/v1/sessions/${live.id}/kill`, { reason: 'stop' });
+  await waitFor(async () => (await tg.store.listAudit({ action: 'session.kill', subject: live.id })).length > 0, 10_000, 'the kill to land');
   release();
   d.onStatement = null;
+  t.equal((await killed).status, 200);
+  t.same((await tg.store.listLeases({ grantId: s2.grant.id })).map((l) => l.state), ['revoked'], 'by the kill\'s answer the login made meanwhile is revoked');
   await t.rejects(attempt, { message: /terminated by carol: stop/ }, 'the client hears why');
   await noLoginsLeft();
   t.pass('the login made after the kill was dropped too');

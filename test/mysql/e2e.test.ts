@@ -321,10 +321,10 @@ if (!db) {
 
   t.test('the admin connection uses TLS when the target has options.tls (an admin that MariaDB accepts over TLS only)', async (t) => {
     const ctx = tg.gw.ctx('mysql');
-    const plainCheck = await mysqlModule.checkTarget!(ctx, ctx.target('plain-admin-db')!);
+    const plainCheck = await mysqlModule.checkTarget!(ctx, ctx.config.target('plain-admin-db')!);
     t.equal(plainCheck.ok, false, 'without options.tls the admin connection is plain, and this admin is refused');
     t.match(plainCheck.detail, /Access denied/);
-    const check = await mysqlModule.checkTarget!(ctx, ctx.target('tls-admin-db')!);
+    const check = await mysqlModule.checkTarget!(ctx, ctx.config.target('tls-admin-db')!);
     t.equal(check.ok, true, check.detail);
     const s = await secretFor('tls-admin-db', 'read');
     const r = await cli('tls-admin-db', s.secret, ['--ssl-ca', caFile, 'shop', '-e', "SELECT COUNT(*) FROM customers; SHOW STATUS LIKE 'Ssl_version'"]);
@@ -333,8 +333,8 @@ if (!db) {
     t.match(r.stdout, /Ssl_version\tTLSv1\.[23]/);
     await noUsersLeft();
     t.pass('and DROP USER too (the session user is gone)');
-    t.equal((await mysqlModule.checkTarget!(ctx, ctx.target('tls-admin-named-db')!)).ok, true, 'options.tls.servername is the name checked');
-    const wrongName = await mysqlModule.checkTarget!(ctx, ctx.target('tls-admin-wrong-name-db')!);
+    t.equal((await mysqlModule.checkTarget!(ctx, ctx.config.target('tls-admin-named-db')!)).ok, true, 'options.tls.servername is the name checked');
+    const wrongName = await mysqlModule.checkTarget!(ctx, ctx.config.target('tls-admin-wrong-name-db')!);
     t.equal(wrongName.ok, false);
     t.match(wrongName.detail, /Hostname\/IP does not match certificate's altnames: Host: db\.wrong\.test/, 'a name the certificate does not carry is refused');
   });

@@ -20,6 +20,7 @@ import { loginUpstream } from '../../protocols/mysql/upstream.js';
 import { COM, GATEWAY_CAPS, CAP, parseErr, frame, PacketReader } from '../../protocols/mysql/packets.js';
 import { createSessionUser, sessionUserName, randomPassword } from '../../protocols/mysql/provisioner.js';
 import { freePort } from '../../protocols/net.js';
+import { revokeWithModule } from '../../protocols/types.js';
 
 const db: TestMariadb | null = await startTestMariadb(t);
 if (!db) {
@@ -133,7 +134,7 @@ if (!db) {
     t.equal(reaped.leases, 1);
     t.same(await db.sessionUsers(), [], 'user dropped');
     t.equal(await db.sessionConnections(), 0, 'its connection killed');
-    await mysqlModule.revokeLease!(ctx, db.target, { id: 'x', sessionId: null, grantId: g.id, target: 'app-db', kind: 'mysql-user', state: 'active', data: { user, host: '%' }, createdAt: 0, activatedAt: 0, revokedAt: null, error: null });
+    await revokeWithModule(mysqlModule, ctx, db.target, { id: 'x', sessionId: null, grantId: g.id, target: 'app-db', kind: 'mysql-user', state: 'active', data: { user, host: '%' }, createdAt: 0, activatedAt: 0, revokedAt: null, error: null });
     t.pass('revoking again is harmless (idempotent)');
     await orphan.end().catch(() => {});
   });

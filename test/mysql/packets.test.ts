@@ -15,7 +15,7 @@ import {
 import { Flavours, versionNumbers } from '../../protocols/mysql/flavour.js';
 import { splitSql, isLoadLocal, ResponseTracker, kindOf } from '../../protocols/mysql/inspector.js';
 import { quoteId, quoteLiteral, sessionUserName, parseGrant, SESSION_USER, validateMysqlTarget } from '../../protocols/mysql/provisioner.js';
-import { parseAddress } from '../../protocols/mysql/upstream.js';
+import { parseAddress } from '../../protocols/net.js';
 
 const require = createRequire(import.meta.url);
 // mysql2's own client code (not exported; loaded by path) is the reference for the scrambles.
@@ -285,9 +285,9 @@ t.test('quoting, names, grants, addresses', async (t) => {
   t.equal(parseGrant('SELECT ON shop.* TO x; DROP DATABASE shop'), null, 'injection refused');
   t.equal(parseGrant('ALL ON *.* WITH GRANT OPTION'), null);
   t.equal(parseGrant('GRANT OPTION ON *.*'), null);
-  t.same(parseAddress('db.example:3307'), { host: 'db.example', port: 3307 });
-  t.same(parseAddress('[::1]:3306'), { host: '::1', port: 3306 });
-  t.same(parseAddress('db'), { host: 'db', port: 3306 });
+  t.same(parseAddress('db.example:3307', 3306), { host: 'db.example', port: 3307 });
+  t.same(parseAddress('[::1]:3306', 3306), { host: '::1', port: 3306 });
+  t.same(parseAddress('db', 3306), { host: 'db', port: 3306 });
   const target = { name: 'x', protocol: 'mysql', address: '127.0.0.1:3306', risk: 'medium' as const, credentials: { admin: { user: 'a', password: { value: 'p' } } }, options: {}, roles: [{ name: 'r', grants: ['SELECT ON a.*'] }] };
   t.equal(validateMysqlTarget(target), null);
   t.match(validateMysqlTarget({ ...target, roles: [{ name: 'r', grants: ['SELECT ON a.*; DROP USER root'] }] }), { path: 'roles[0].grants[0]' });

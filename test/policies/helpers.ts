@@ -14,7 +14,7 @@ export const MIN = 60_000;
 export const HOUR = 3_600_000;
 
 // validateConfig only needs to know the protocol names exist; target options are not under test here.
-const modules = new Map<string, ProtocolModule>([['ssh', { name: 'ssh', defaultPort: 22 }]]);
+const modules = new Map<string, ProtocolModule>([['ssh', { name: 'ssh', defaultPort: 22, leaseKinds: {} }]]);
 
 export function target(name: string, risk: 'low' | 'medium' | 'high' | 'critical', roles: string[] = ['ops']) {
   return { name, protocol: 'ssh', address: '127.0.0.1:22', risk, roles: roles.map((r) => ({ name: r })) };

@@ -8,6 +8,7 @@ import t from 'tap';
 import { startFakePortal, signIn, password, ALICE_TOTP, noPageErrors } from './helpers.js';
 import { totp } from '../../auth/totp.js';
 import { Secret } from '../../auth/secret.js';
+import { fromModule } from '../../proxy/audit-events.js';
 
 t.test('portal forms and errors', async (t) => {
   const { tg, browser } = await startFakePortal(t);
@@ -125,7 +126,7 @@ t.test('portal forms and errors', async (t) => {
   });
 
   t.test('audit: pages of 200 with "Load more", chain still verified', async (t) => {
-    for (let i = 0; i < 250; i++) await tg.gw.audit.append('tester', 'test.bulk', `bulk-${i}`, { i });
+    for (let i = 0; i < 250; i++) await tg.gw.audit.append('tester', fromModule('test.bulk'), `bulk-${i}`, { i });
     const { ctx, page, errors } = await signIn(browser, tg, 'carol', '/portal/audit?action=test.bulk');
     await page.waitForSelector('#events table');
     t.equal(await page.locator('#events tbody tr').count(), 200, 'first page');

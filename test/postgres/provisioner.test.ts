@@ -6,6 +6,7 @@ import type { ProtocolContext, TargetConfig } from '../../protocols/types.js';
 import { createSessionRole, dropSessionRole, roleExists, sessionRoleName } from '../../protocols/postgres/provisioner.js';
 import { postgresModule } from '../../protocols/postgres/index.js';
 import { havePostgres, quietLog, startTestCluster } from '../support/pg.js';
+import { revokeWithModule } from '../../protocols/types.js';
 
 if (!havePostgres) {
   t.fail('PostgreSQL binaries are required (apt-get install postgresql)');
@@ -13,9 +14,11 @@ if (!havePostgres) {
   // The provisioner only needs resolveSecret from the context; everything else is the real server.
   const ctx = {
     log: quietLog,
-    resolveSecret(ref: unknown) {
-      const r = ref as { file?: string; value?: string };
-      return new Secret(r.file ? readFileSync(r.file, 'utf8').trim() : r.value!);
+    config: {
+      resolveSecret(ref: unknown) {
+        const r = ref as { file?: string; value?: string };
+        return new Secret(r.file ? readFileSync(r.file, 'utf8').trim() : r.value!);
+      },
     },
   } as unknown as ProtocolContext;
 
@@ -73,7 +76,7 @@ if (!havePostgres) {
     await client.connect();
     await client.query('CREATE TABLE kept_table (x int)');
     await client.end();
-    await postgresModule.revokeLease!(ctx, target, { id: 'l1', sessionId: null, grantId: 'g', target: target.name, kind: 'postgres-role', state: 'active', data: { role: name }, createdAt: 0, activatedAt: 0, revokedAt: null, error: null });
+    await revokeWithModule(postgresModule, ctx, target, { id: 'l1', sessionId: null, grantId: 'g', target: target.name, kind: 'postgres-role', state: 'active', data: { role: name }, createdAt: 0, activatedAt: 0, revokedAt: null, error: null });
     t.notOk(await roleExists(ctx, target, name));
     const app = await c.su('app');
     const r = await app.query("SELECT pg_get_userbyid(relowner) AS o FROM pg_class WHERE relname = 'kept_table'");

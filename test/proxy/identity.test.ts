@@ -102,11 +102,11 @@ t.test('a user disabled at the IdP loses web and token access at the next re-val
   const key = await tg.registerKey('alice', join(keyDir, 'k'));
   t.equal(key.status, 201, JSON.stringify(key.body));
   await tg.grant('alice', 'shop', 'user');
-  const byKey = () => ctx.authenticate({ protocol: 'fake', username: 'shop', clientAddr: '127.0.0.1:4', publicKeyFingerprint: key.body.fingerprint });
+  const byKey = () => ctx.access.authenticate({ protocol: 'fake', username: 'shop', clientAddr: '127.0.0.1:4', publicKeyFingerprint: key.body.fingerprint });
   const keyAuth = await byKey();
   t.ok(keyAuth.ok, 'the key signs alice in');
   if (!keyAuth.ok) return;
-  const keySession = await ctx.openSession(keyAuth.auth, { protocol: 'fake', clientAddr: '127.0.0.1:4' });
+  const keySession = await ctx.sessions.open(keyAuth.auth, { protocol: 'fake', clientAddr: '127.0.0.1:4' });
   const keyEnded: string[] = [];
   keySession.onTerminate((r) => { keyEnded.push(r.code); void keySession.end(r); });
 
@@ -298,7 +298,7 @@ t.test('API tokens: maximum lifetime, last use, revoking one ends its live sessi
   t.equal((await tg.api('alice', 'GET', '/api/v1/tokens')).body.find((x: any) => x.id === ci.body.id).state, 'revoked');
   // A principal established out of band through that token (an app hand-off, a browser approval) is refused too.
   const handedOff = { ...(await tg.gw.principalOf('alice', 'token'))!, credential: { kind: 'token' as const, id: ci.body.id, linkId: null } };
-  const viaApp = await ctx.authenticate({ protocol: 'fake', username: 'box', clientAddr: '127.0.0.1:3', principal: handedOff });
+  const viaApp = await ctx.access.authenticate({ protocol: 'fake', username: 'box', clientAddr: '127.0.0.1:3', principal: handedOff });
   t.notOk(viaApp.ok);
   if (!viaApp.ok) t.match(viaApp.reason, /has ended \(the API token was revoked\)/);
   const audit = await tg.store.listAudit({ action: 'token.revoked', subject: ci.body.id });
@@ -404,7 +404,7 @@ t.test('SSH keys are registered only with a proof of possession made by ssh-keyg
 
   // The registered key signs alice in (the protocol proved the key; Tollgate maps it to alice).
   await tg.grant('alice', 'box', 'user');
-  const auth = await ctx.authenticate({ protocol: 'fake', username: 'box', clientAddr: '127.0.0.1:2', publicKeyFingerprint: keys.body[0].fingerprint });
+  const auth = await ctx.access.authenticate({ protocol: 'fake', username: 'box', clientAddr: '127.0.0.1:2', publicKeyFingerprint: keys.body[0].fingerprint });
   t.ok(auth.ok, 'key sign-in works');
   if (auth.ok) {
     t.equal(auth.auth.principal.sub, 'alice');
@@ -424,7 +424,7 @@ t.test('the SSH browser-approval page shows what is approved and binds it to the
     headers: { cookie: `tg_session=${cookie}`, 'content-type': 'application/x-www-form-urlencoded', ...headers },
   });
 
-  const approval = ctx.beginBrowserApproval({ protocol: 'ssh', username: 'box:user', clientAddr: '203.0.113.9:50022' });
+  const approval = ctx.access.beginBrowserApproval({ protocol: 'ssh', username: 'box:user', clientAddr: '203.0.113.9:50022' });
   const outcome = approval.wait(60_000);
   t.match(approval.url, new RegExp(`^${tg.url}/approve-login/[0-9a-f-]{36}$`));
   const anon = await get(approval.url);
@@ -468,7 +468,7 @@ t.test('the SSH browser-approval page shows what is approved and binds it to the
   t.equal((await get(approval.url, alice)).status, 404, 'decided once');
 
   // Someone without a grant opens an approval first: it stays theirs, and approving gets nothing.
-  const second = ctx.beginBrowserApproval({ protocol: 'ssh', username: 'box', clientAddr: '127.0.0.1:40000' });
+  const second = ctx.access.beginBrowserApproval({ protocol: 'ssh', username: 'box', clientAddr: '127.0.0.1:40000' });
   const secondOutcome = second.wait(60_000);
   const bobSees = await (await get(second.url, bob)).text();
   t.match(bobSees, /you hold no active grant for it, so approving will be refused/);

@@ -9,6 +9,13 @@ import { ManualClock } from '../../policies/clock.js';
 import { startTestGateway } from '../support/gateway.js';
 import { waitFor } from '../support/pg.js';
 import { FakeTarget, fakeModule, fakeConnect } from '../support/fake-module.js';
+import { EventEmitter } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Secret } from '../../auth/secret.js';
+import { SessionEndedError, type LiveSession } from '../../protocols/types.js';
+import { DEFAULT_REVOKE_RETRY, revokeBackoff } from '../../proxy/sessions.js';
 
 const target = (name = 'box', risk = 'low') => ({ name, protocol: 'fake', address: 'in-memory', risk, roles: [{ name: 'user' }, { name: 'admin' }] });
 
@@ -198,4 +205,141 @@ t.test('the reaper revokes leases left by a crashed gateway', async (t) => {
   const store2 = await tg.openStore();
   t.equal((await store2.listLeases({ state: ['pending', 'active', 'revoking'] })).length, 0, 'no live lease left in the store');
   await store2.close();
+});
+
+t.test('a revoke that does not confirm, or of an unknown kind, never marks the lease revoked', async (t) => {
+  const { ft, tg, ctx } = await setup(t);
+  const g = await tg.grant('alice', 'box', 'user');
+  const s = await tg.secret('alice', g.id);
+  const c = await fakeConnect(ctx, ft, 'box', s.secret);
+  if (!c.ok) throw new Error(c.reason);
+  ft.silentRevoke = true;
+  await c.session.end({ code: 'client_exit', message: 'bye' });
+  const [lease] = await tg.store.listLeases({ sessionId: c.session.id });
+  t.equal(ft.revokeCalls.length, 1, 'the revoke ran');
+  t.equal(lease!.state, 'revoking', 'but it said nothing: not revoked');
+  t.match(lease!.error, /did not confirm/, 'the error says why');
+  t.equal((await tg.store.listAudit({ action: 'lease.revoked', subject: lease!.id })).length, 0, 'no lease.revoked event');
+  t.ok((await tg.gw.sessions.standing()).some((l) => l.id === lease!.id), 'a standing privilege');
+  // A store row whose kind the module no longer declares: the reaper tries, fails, keeps it.
+  const now = tg.gw.clock.now();
+  await tg.store.insertLease({ ...lease!, id: 'old-kind', kind: 'fake-account-v0', state: 'active', error: null, attempts: 0, retryAt: null, createdAt: now });
+  const r = await tg.gw.sessions.reap();
+  t.ok(r.failed >= 1);
+  const old = (await tg.store.getLease('old-kind'))!;
+  t.equal(old.state, 'revoking');
+  t.match(old.error, /no lease kind "fake-account-v0"/);
+  ft.silentRevoke = false;
+});
+
+t.test('a failed revoke is retried with growing backoff, and by the reaper of the next start', async (t) => {
+  const clock = new ManualClock(Date.now());
+  const ft = new FakeTarget();
+  const dataDir = mkdtempSync(join(tmpdir(), 'tg-retry-'));
+  t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
+  const start = () => startTestGateway({ targets: [target()] as never, listeners: ['fake'], clock, modules: new Map([['fake', fakeModule(ft)]]), dataDir, store: 'sqlite' });
+  let tg = await start();
+  const ctx = (tg.gw.modules.get('fake') as ReturnType<typeof fakeModule>).ctx!;
+  const g = await tg.grant('alice', 'box', 'user');
+  const s = await tg.secret('alice', g.id);
+  const c = await fakeConnect(ctx, ft, 'box', s.secret);
+  if (!c.ok) throw new Error(c.reason);
+  ft.failRevoke = true;
+  await c.session.end({ code: 'client_exit', message: 'bye' });
+  const id = (await tg.store.listLeases({ sessionId: c.session.id }))[0]!.id;
+  const attempts = async () => (await tg.store.getLease(id))!.attempts;
+  t.equal(await attempts(), 1);
+  clock.advance(revokeBackoff(1) - 1000);
+  t.equal(await attempts(), 1, 'nothing before the first backoff is over');
+  clock.advance(2000);
+  await waitFor(async () => (await attempts()) === 2, 5000, 'the second attempt');
+  clock.advance(revokeBackoff(2) - 1000);
+  t.equal(await attempts(), 2, 'the second backoff is longer');
+  t.equal(revokeBackoff(2), 2 * revokeBackoff(1), 'doubling');
+  t.equal(revokeBackoff(40), DEFAULT_REVOKE_RETRY.maxMs, 'capped');
+  t.equal((await tg.store.listAudit({ action: 'notify' })).filter((e) => e.data['kind'] === 'standing_privilege').length, 1, 'alerted once, on the first failure');
+  await tg.close();
+  // The next start: its reaper finds the lease due and revokes it.
+  ft.failRevoke = false;
+  clock.advance(revokeBackoff(2));
+  tg = await start();
+  t.teardown(() => tg.close());
+  const l = (await tg.store.getLease(id))!;
+  t.equal(l.state, 'revoked', 'revoked by the reaper at start-up');
+  t.equal(l.attempts, 3);
+  t.notOk(ft.accounts.has(c.account));
+});
+
+t.test('a kill while the credential is being minted: teardown waits, the fresh credential is revoked', async (t) => {
+  const { ft, tg, ctx } = await setup(t);
+  const g = await tg.grant('alice', 'box', 'user');
+  const s = await tg.secret('alice', g.id);
+  const out = await ctx.access.authenticate({ protocol: 'fake', username: 'box', clientAddr: '127.0.0.1:1', secret: new Secret(s.secret) });
+  if (!out.ok) throw new Error(out.reason);
+  const session = await ctx.sessions.open(out.auth, { protocol: 'fake', clientAddr: '127.0.0.1:1' });
+  let release!: () => void;
+  let started!: () => void;
+  const slow = new Promise<void>((r) => { release = r; });
+  const inCreate = new Promise<void>((r) => { started = r; });
+  const minting = session.lease('fake-account', { account: 'tg-slow' }, async () => {
+    started();
+    await slow;
+    ft.accounts.add('tg-slow');
+    return { credential: 'tg-slow' };
+  });
+  const rejected = t.rejects(minting, SessionEndedError, 'the mint reports that the session ended');
+  await inCreate;
+  const ended = session.end({ code: 'killed', message: 'killed while minting' });
+  let endedYet = false;
+  void ended.then(() => { endedYet = true; });
+  await new Promise((r) => setTimeout(r, 50));
+  t.notOk(endedYet, 'teardown waits for the mint in flight');
+  release();
+  await rejected;
+  await ended;
+  t.notOk(ft.accounts.has('tg-slow'), 'the account made after the kill is gone');
+  t.equal((await tg.store.listLeases({ sessionId: session.id }))[0]!.state, 'revoked');
+  // Ended before the lease was even stored: nothing is made, the lease row ends revoked.
+  const g2 = await tg.grant('alice', 'box', 'user');
+  const s2 = await tg.secret('alice', g2.id);
+  const out2 = await ctx.access.authenticate({ protocol: 'fake', username: 'box', clientAddr: '127.0.0.1:1', secret: new Secret(s2.secret) });
+  if (!out2.ok) throw new Error(out2.reason);
+  const early = await ctx.sessions.open(out2.auth, { protocol: 'fake', clientAddr: '127.0.0.1:1' });
+  let made = false;
+  const p = early.lease('fake-account', { account: 'tg-early' }, async () => { made = true; return { credential: 1 }; });
+  await Promise.all([t.rejects(p, SessionEndedError), early.end({ code: 'killed', message: 'at once' })]);
+  t.notOk(made, 'create never ran');
+  t.same((await tg.store.listLeases({ sessionId: early.id })).map((l) => l.state), ['revoked']);
+});
+
+t.test('withSession ends the session on every path', async (t) => {
+  const { ft, tg, ctx } = await setup(t);
+  const auth = async () => {
+    const g = await tg.grant('alice', 'box', 'user');
+    const s = await tg.secret('alice', g.id);
+    const out = await ctx.access.authenticate({ protocol: 'fake', username: 'box', clientAddr: '127.0.0.1:1', secret: new Secret(s.secret) });
+    if (!out.ok) throw new Error(out.reason);
+    return out.auth;
+  };
+  const mint = (s: LiveSession) => s.lease('fake-account', { account: `tg-ws-${s.id.slice(0, 4)}` }, async () => { ft.accounts.add(`tg-ws-${s.id.slice(0, 4)}`); return { credential: 1 }; });
+  let id = '';
+  await ctx.sessions.withSession(await auth(), { protocol: 'fake', clientAddr: '127.0.0.1:1' }, async (s) => { id = s.id; await mint(s); });
+  t.match((await tg.store.getSession(id))!.endReason, /^client_exit:/, 'return: ended');
+  await t.rejects(ctx.sessions.withSession(await auth(), { protocol: 'fake', clientAddr: '127.0.0.1:1' }, async (s) => { id = s.id; await mint(s); throw new Error('boom'); }), /boom/);
+  t.match((await tg.store.getSession(id))!.endReason, /^error: the session failed: boom/, 'throw: ended as error, rethrown');
+  const client = new EventEmitter();
+  let stuck!: () => void;
+  const running = ctx.sessions.withSession(await auth(), { protocol: 'fake', clientAddr: '127.0.0.1:1', client }, async (s) => {
+    id = s.id;
+    await mint(s);
+    await new Promise<void>((r) => { stuck = r; });
+  });
+  await waitFor(async () => (await tg.store.listLeases({ state: ['active'] })).length === 1, 5000, 'the mint');
+  client.emit('close');
+  await waitFor(async () => (await tg.store.getSession(id))?.state === 'ended', 5000, 'the session to end after the client closed');
+  t.match((await tg.store.getSession(id))!.endReason, /^client_exit: the client disconnected/, 'client drop: ended while fn still ran');
+  stuck();
+  await running;
+  t.equal(ft.accounts.size, 0, 'every account revoked');
+  t.equal((await tg.store.listLeases({ state: ['pending', 'active', 'revoking'] })).length, 0);
 });

@@ -13,6 +13,7 @@ import rdpModule from '../../protocols/rdp/index.js';
 import { validateTarget } from '../../protocols/rdp/config.js';
 import { ntHash } from '../../protocols/rdp/nlmp.js';
 import { replaceSamEntry, SAM_LEASE_KIND, samLine, setSamPassword } from '../../protocols/rdp/samfile.js';
+import { revokeWithModule } from '../../protocols/types.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'tg-sam-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -49,12 +50,12 @@ t.test('revocation from the stored lease data alone rotates the password', async
   t.equal(validateTarget(target), null, 'the target config is valid');
   const ctx = { log: pino({ level: 'silent' }) } as never;
   const lease = { id: 'l1', kind: SAM_LEASE_KIND, data: { path: sam, user: 'svc', domain: '' } } as never;
-  await rdpModule.revokeLease!(ctx, target, lease);
+  await revokeWithModule(rdpModule, ctx, target, lease);
   const after = readFileSync(sam, 'utf8').split('\n');
   t.not(after[0], samLine('svc', '', h('minted')), 'the minted hash is gone');
   t.match(after[0], /^svc:::[0-9a-f]{32}:::$/, 'replaced by another hash');
   t.equal(after[1], `keep:::${h('k').toString('hex')}:::`, 'other lines kept');
-  await t.rejects(rdpModule.revokeLease!(ctx, target, { id: 'l2', kind: SAM_LEASE_KIND, data: { path: sam } } as never), /incomplete SAM lease data/);
+  await t.rejects(revokeWithModule(rdpModule, ctx, target, { id: 'l2', kind: SAM_LEASE_KIND, data: { path: sam } } as never), /incomplete SAM lease data/);
   t.same(validateTarget({ ...(target as object), credentials: { mode: 'sam-file', path: 'rel', user: 'svc' } } as never)?.path, 'credentials.path');
   t.same(validateTarget({ ...(target as object), credentials: { mode: 'sam-file', path: sam, user: 'a:b' } } as never)?.path, 'credentials.user');
   t.same(validateTarget({ ...(target as object), options: { nla: 'yes' } } as never)?.path, 'options.nla');

@@ -4,7 +4,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { LineEditor } from '../../protocols/ssh/inspector/line-editor.js';
 import { SftpInspector, type FileTransfer } from '../../protocols/ssh/inspector/sftp.js';
 import { ScpInspector, scpMode } from '../../protocols/ssh/inspector/scp.js';
-import { sanitiseName, accountName, isMintedName } from '../../protocols/ssh/provisioners/ephemeral.js';
+import { sanitiseName, accountName, isMintedName } from '../../protocols/linux-accounts.js';
 import { validateSshTarget } from '../../protocols/ssh/config.js';
 import { sshModule } from '../../protocols/ssh/index.js';
 import { tollgate, printable } from '../../protocols/ssh/wire.js';

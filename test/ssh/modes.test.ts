@@ -10,6 +10,7 @@ import { startTestGateway, type TestGateway } from '../support/gateway.js';
 import { haveSshd, startTestSshd, runClient, until, usersWithPrefix, userExists, type TestSshd } from '../support/sshd.js';
 import { sshModule } from '../../protocols/ssh/index.js';
 import { loadOrCreateCa, mintSessionKey, signCertificate } from '../../protocols/ssh/cert.js';
+import { revokeWithModule } from '../../protocols/types.js';
 
 // Unique per run: parallel runs of this file (several engineers, CI) never share accounts.
 const PREFIX = `t${Math.random().toString(36).slice(2, 6).padEnd(4, '0')}-`;
@@ -43,8 +44,8 @@ t.test('certificate mode: logs in as the role principal; the certificate is vali
   t.equal(r.code, 0, r.stderr);
   t.equal(r.stdout.trim(), env.accounts.certLogin, 'id -un is the certificate principal');
   t.match(readFileSync(env.sshd.trustedCaFile, 'utf8'), /^ssh-ed25519 \S+ tollgate-ssh-ca$/m, 'the gateway installed its CA key in TrustedUserCAKeys');
-  t.ok(existsSync(join(gw.gw.ctx('ssh').dataDir, 'ssh', 'ca_ed25519')), 'the CA key lives under the data directory');
-  t.equal(statSync(join(gw.gw.ctx('ssh').dataDir, 'ssh', 'ca_ed25519')).mode & 0o777, 0o600);
+  t.ok(existsSync(join(gw.gw.ctx('ssh').config.dataDir, 'ssh', 'ca_ed25519')), 'the CA key lives under the data directory');
+  t.equal(statSync(join(gw.gw.ctx('ssh').config.dataDir, 'ssh', 'ca_ed25519')).mode & 0o777, 0o600);
   const sess = await endedSession(grant.id);
   const [lease] = await gw.store.listLeases({ sessionId: sess.id });
   t.equal(lease!.kind, 'ssh-certificate');
@@ -64,7 +65,7 @@ t.test('certificate mode: logs in as the role principal; the certificate is vali
   // What that means on the wire, with the real ssh client: a key + certificate from the same CA
   // logs in, and after revokeLease() names its key, sshd refuses it.
   const ctx = gw.gw.ctx('ssh');
-  const ca = loadOrCreateCa(ctx.dataDir);
+  const ca = loadOrCreateCa(ctx.config.dataDir);
   const { key, publicLine, privateText } = mintSessionKey();
   const now = Math.floor(Date.now() / 1000);
   const c2 = signCertificate(ca.key, { publicKey: key.getPublicSSH(), serial: 99n, keyId: 'probe', principals: [env.accounts.certLogin], validAfter: now - 60, validBefore: now + 600, extensions: ['permit-pty'] });
@@ -75,7 +76,7 @@ t.test('certificate mode: logs in as the role principal; the certificate is vali
     '-o', 'IdentitiesOnly=yes', '-p', String(env.sshd.port), `${env.accounts.certLogin}@127.0.0.1`, 'id -un'], { encoding: 'utf8', timeout: 15_000 });
   const before = probe();
   t.equal(before.stdout.trim(), env.accounts.certLogin, `OpenSSH ssh accepts a certificate we wrote (${before.stderr.trim()})`);
-  await sshModule.revokeLease!(ctx, ctx.target('web01-cert')!, { ...lease!, data: { ...lease!.data, publicKey: publicLine } });
+  await revokeWithModule(sshModule, ctx, ctx.config.target('web01-cert')!, { ...lease!, data: { ...lease!.data, publicKey: publicLine } });
   const after = probe();
   t.not(after.status, 0, 'refused once its key is revoked');
 });
@@ -94,7 +95,7 @@ t.test('checkout mode: logs in with the stored password, rotates it afterwards',
   t.equal(lease!.state, 'revoked');
   t.notOk(JSON.stringify(lease!.data).includes(env.accounts.checkoutPassword), 'no password in the lease data');
   t.not((await direct(env.accounts.checkoutPassword)).code, 0, 'the old password is dead after the session');
-  const file = join(gw.gw.ctx('ssh').dataDir, 'ssh', 'checkout', `web01-pw--${account}`);
+  const file = join(gw.gw.ctx('ssh').config.dataDir, 'ssh', 'checkout', `web01-pw--${account}`);
   t.equal(statSync(file).mode & 0o777, 0o600, 'current password kept in a 0600 file');
   const unsealed = (f: string) => gw.gw.key.unseal<{ p: string }>(readFileSync(f, 'utf8'))?.p ?? '';
   const current = unsealed(file);
@@ -142,16 +143,16 @@ t.test('revokeLease works from the stored lease alone (the reaper after a crash)
   const lease = await until(async () => (await gw.store.listLeases({ grantId: grant.id })).find((l) => l.state === 'active'), 15_000, 'active lease');
   const account = String(lease.data.account);
   t.ok(userExists(account), 'account exists while the session runs');
-  const target = gw.gw.ctx('ssh').target('web01')!;
-  await sshModule.revokeLease!(gw.gw.ctx('ssh'), target, JSON.parse(JSON.stringify(lease)));
+  const target = gw.gw.ctx('ssh').config.target('web01')!;
+  await revokeWithModule(sshModule, gw.gw.ctx('ssh'), target, JSON.parse(JSON.stringify(lease)));
   t.notOk(userExists(account), 'account and its processes gone');
-  await sshModule.revokeLease!(gw.gw.ctx('ssh'), target, JSON.parse(JSON.stringify(lease)));
+  await revokeWithModule(sshModule, gw.gw.ctx('ssh'), target, JSON.parse(JSON.stringify(lease)));
   t.pass('revoking twice is fine');
   const r = await p;
   t.not(r.code, 0, 'the session died with its account');
   // A lease naming an account the gateway did not mint is refused, never deleted.
-  await t.rejects(sshModule.revokeLease!(gw.gw.ctx('ssh'), target, { ...lease, data: { ...lease.data, account: 'root' } }), /did not mint/);
-  await t.rejects(sshModule.revokeLease!(gw.gw.ctx('ssh'), target, { ...lease, data: { ...lease.data, account: `${PREFIX}x; rm -rf /-abcd` } }), /did not mint/);
+  await t.rejects(revokeWithModule(sshModule, gw.gw.ctx('ssh'), target, { ...lease, data: { ...lease.data, account: 'root' } }), /did not mint/);
+  await t.rejects(revokeWithModule(sshModule, gw.gw.ctx('ssh'), target, { ...lease, data: { ...lease.data, account: `${PREFIX}x; rm -rf /-abcd` } }), /did not mint/);
   t.ok(userExists('root'));
 });
 
@@ -187,7 +188,7 @@ t.test('a non-root admin works through sudo -n', { skip: (!haveSshd || !existsSy
   spawnSync('chown', ['-R', `${admin}:${admin}`, `/home/${admin}/.ssh`]);
   writeFileSync(sudoers, `${admin} ALL=(root) NOPASSWD: /bin/sh, /usr/bin/sh\n`, { mode: 0o440 });
   const ctx = gw.gw.ctx('ssh');
-  const base = ctx.target('web01')!;
+  const base = ctx.config.target('web01')!;
   const target = { ...base, name: 'web01-sudo', credentials: { ...base.credentials, admin: { username: admin, privateKey: { file: keyFile } } } };
   const check = await sshModule.checkTarget!(ctx, target);
   t.equal(check.ok, true, check.detail);
@@ -206,24 +207,24 @@ t.test('a non-root admin works through sudo -n', { skip: (!haveSshd || !existsSy
   const cred = await ephemeralProvisioner.mint(ctx, fakeSession as never, target, { name: 'user' });
   t.match(cred.username, new RegExp(`^${PREFIX}alice-[a-z0-9]{4}$`));
   t.ok(userExists(cred.username), 'account created through sudo');
-  await sshModule.revokeLease!(ctx, target, leaseRec!);
+  await revokeWithModule(sshModule, ctx, target, leaseRec!);
   t.notOk(userExists(cred.username), 'account deleted through sudo');
 });
 
 t.test('checkTarget dials with the admin credential', { skip: !haveSshd && 'needs root and sshd' }, async (t) => {
   const ctx = gw.gw.ctx('ssh');
-  const ok = await sshModule.checkTarget!(ctx, ctx.target('web01')!);
+  const ok = await sshModule.checkTarget!(ctx, ctx.config.target('web01')!);
   t.same(ok.ok, true, ok.detail);
   t.match(ok.detail, /logged in as root/);
-  const bad = await sshModule.checkTarget!(ctx, { ...ctx.target('web01')!, address: '127.0.0.1:1' });
+  const bad = await sshModule.checkTarget!(ctx, { ...ctx.config.target('web01')!, address: '127.0.0.1:1' });
   t.equal(bad.ok, false);
   t.match(bad.detail, /ECONNREFUSED/);
-  const wrongKey = await sshModule.checkTarget!(ctx, { ...ctx.target('web01')!, credentials: { mode: 'ephemeral-account', admin: { username: 'root', password: { value: 'nope' } } } });
+  const wrongKey = await sshModule.checkTarget!(ctx, { ...ctx.config.target('web01')!, credentials: { mode: 'ephemeral-account', admin: { username: 'root', password: { value: 'nope' } } } });
   t.equal(wrongKey.ok, false);
   t.match(wrongKey.detail, /admin credential was refused/);
   t.notMatch(wrongKey.detail, /nope/, 'the credential never appears in the detail');
-  t.match(ctx.target('web01')!.options.hostKeyFingerprint, /^SHA256:/, 'the demo targets pin the sshd host key');
-  const impostor = await sshModule.checkTarget!(ctx, { ...ctx.target('web01')!, options: { hostKeyFingerprint: 'SHA256:' + 'A'.repeat(43) } });
+  t.match(ctx.config.target('web01')!.options.hostKeyFingerprint, /^SHA256:/, 'the demo targets pin the sshd host key');
+  const impostor = await sshModule.checkTarget!(ctx, { ...ctx.config.target('web01')!, options: { hostKeyFingerprint: 'SHA256:' + 'A'.repeat(43) } });
   t.equal(impostor.ok, false);
   t.match(impostor.detail, /host key does not match/, 'a different host key is refused before any credential is sent');
 });

@@ -131,7 +131,7 @@ t.test('port forwarding only when the role allows it', { skip: !haveSshd && 'nee
   await withForward(s1.secret, s1.username, async (local) => {
     t.equal(await readBanner(local), '', 'the user role gets no forwarded connection');
   });
-  await until(async () => (await gw.store.listAudit({ action: 'ssh.port-forward-refused' })).length > 0, 10_000, 'refusal audited');
+  await until(async () => (await gw.store.listAudit({ action: 'ssh.port_forward.refused' })).length > 0, 10_000, 'refusal audited');
   const g2 = await gw.grant('alice', 'web01', 'tunnel');
   const s2 = await gw.secret('alice', g2.id);
   t.equal(s2.username.startsWith('web01'), true);

@@ -66,6 +66,38 @@ export interface TestGateway {
   close(): Promise<void>;
 }
 
+export type Api = (user: string | null, method: string, path: string, body?: unknown) => Promise<{ status: number; body: any }>;
+
+/** The REST API at url as the test users (bearer tokens; JSON bodies). */
+export function apiOf(url: string, tokens: Record<string, string>): Api {
+  return async (user, method, path, body) => {
+    const res = await fetch(url + path, {
+      method,
+      headers: { ...(user ? { authorization: `Bearer ${tokens[user]}` } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+      body: body !== undefined ? JSON.stringify(body) : undefined,
+    });
+    const text = await res.text();
+    let parsed: unknown = text;
+    try { parsed = text ? JSON.parse(text) : null; } catch { /* text body */ }
+    return { status: res.status, body: parsed };
+  };
+}
+
+/** Request access as `user` through an API, approve it (bob, then dave where needed) and return the grant id. */
+export async function requestAndApprove(api: Api, user: string, target: string, role: string, duration = '1h'): Promise<string> {
+  const r = await api(user, 'POST', '/api/v1/requests', { target, role, duration, reason: 'test' });
+  if (r.status !== 201) throw new Error(`request failed: ${r.status} ${JSON.stringify(r.body)}`);
+  let req = r.body;
+  for (const approver of ['bob', 'dave']) {
+    if (req.state !== 'pending') break;
+    const a = await api(approver, 'POST', `/api/v1/requests/${req.id}/approve`, { comment: 'ok' });
+    if (a.status !== 200) throw new Error(`approve failed: ${a.status} ${JSON.stringify(a.body)}`);
+    req = a.body;
+  }
+  if (req.state !== 'approved' || !req.grantId) throw new Error(`request not approved: ${JSON.stringify(req)}`);
+  return req.grantId as string;
+}
+
 export async function startTestGateway(opts: {
   targets: TargetConfig[] | Record<string, unknown>[];
   policies?: PolicyConfig[] | Record<string, unknown>[];
@@ -128,17 +160,7 @@ export async function startTestGateway(opts: {
     tokens[name] = (await gw.tokens.create(name, 'test', gw.tokens.maxTtlMs, now)).token.reveal();
   }
   const url = gw.publicUrl;
-  const api: TestGateway['api'] = async (user, method, path, body) => {
-    const res = await fetch(url + path, {
-      method,
-      headers: { ...(user ? { authorization: `Bearer ${tokens[user]}` } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-      body: body !== undefined ? JSON.stringify(body) : undefined,
-    });
-    const text = await res.text();
-    let parsed: unknown = text;
-    try { parsed = text ? JSON.parse(text) : null; } catch { /* text body */ }
-    return { status: res.status, body: parsed };
-  };
+  const api = apiOf(url, tokens);
   const tg: TestGateway = {
     gw, url, dataDir, keyFile: (opts.gateway?.['key'] as { file?: string } | undefined)?.file ?? join(dataDir, 'gateway.key'), store: gw.store,
     storeKind, storeUrl,
@@ -151,17 +173,7 @@ export async function startTestGateway(opts: {
     token: (u) => tokens[u]!,
     api,
     async grant(user, target, role, duration = '1h') {
-      const r = await api(user, 'POST', '/api/v1/requests', { target, role, duration, reason: 'test' });
-      if (r.status !== 201) throw new Error(`request failed: ${r.status} ${JSON.stringify(r.body)}`);
-      let req = r.body;
-      for (const approver of ['bob', 'dave']) {
-        if (req.state !== 'pending') break;
-        const a = await api(approver, 'POST', `/api/v1/requests/${req.id}/approve`, { comment: 'ok' });
-        if (a.status !== 200) throw new Error(`approve failed: ${a.status} ${JSON.stringify(a.body)}`);
-        req = a.body;
-      }
-      if (req.state !== 'approved' || !req.grantId) throw new Error(`request not approved: ${JSON.stringify(req)}`);
-      return (await gw.store.getGrant(req.grantId))!;
+      return (await gw.store.getGrant(await requestAndApprove(api, user, target, role, duration)))!;
     },
     async secret(user, grantId, o = {}) {
       const r = await api(user, 'POST', `/api/v1/grants/${grantId}/secret`, o);

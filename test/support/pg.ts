@@ -141,6 +141,16 @@ export async function testDatabase(name = `tg_store_${randomBytes(6).toString('h
   };
 }
 
+/** How many session roles (tg_*) run a statement containing `text` on the cluster right now (a session past its start-up). */
+export async function runningStatements(c: TestCluster, text: string): Promise<number> {
+  const su = await c.su();
+  try {
+    return (await su.query("SELECT 1 FROM pg_stat_activity WHERE usename LIKE 'tg\\_%' AND strpos(query, $1) > 0 AND pid <> pg_backend_pid()", [text])).rowCount ?? 0;
+  } finally {
+    await su.end();
+  }
+}
+
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function waitFor<T>(fn: () => Promise<T | null | undefined | false> | T | null | undefined | false, timeoutMs = 10_000, what = 'condition'): Promise<T> {

@@ -49,7 +49,6 @@ interface Exception { from: string; to: string; why: string }
 const EXCEPTIONS: Exception[] = [
   { from: 'auth', to: 'policies/clock.ts', why: 'the injected Clock lives in policies/; it imports nothing (moving it touches every folder)' },
   { from: 'recorder', to: 'policies/clock.ts', why: 'the injected Clock lives in policies/; it imports nothing' },
-  { from: 'protocols/rdp', to: 'protocols/ssh/provisioners/ephemeral.ts', why: 'the RDP module mints Linux accounts with the SSH module\'s provisioner; it belongs in a shared protocols/ helper (the protocol contract work)' },
   { from: 'bench', to: 'protocols/net.ts', why: 'freePort: a stateless helper the bench needs for the anchors it starts (PgBouncer, nginx, upstream apps)' },
   { from: 'bench', to: 'protocols/vnc/client-messages.ts', why: 'no native VNC client measures updates per second: the bench\'s RFB client uses the pure RFB codec' },
   { from: 'bench', to: 'protocols/vnc/server-messages.ts', why: 'as above (the server message parser, rewritten in another branch now)' },

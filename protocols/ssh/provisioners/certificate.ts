@@ -8,7 +8,8 @@ import { runScript, sessionHostKey } from '../admin.js';
 import { rolePrincipals, PATH_RE } from '../config.js';
 import { loadOrCreateCa, mintSessionKey, signCertificate } from '../cert.js';
 import { CertAgent } from '../cert-agent.js';
-import { shq, type Provisioner, type UpstreamCredential } from './types.js';
+import { shellQuote as shq } from '../../shell.js';
+import type { Provisioner, UpstreamCredential } from './types.js';
 import type { ProtocolContext, TargetConfig } from '../../types.js';
 
 export const KIND = 'ssh-certificate';
@@ -18,13 +19,14 @@ export async function ensureCaTrusted(ctx: ProtocolContext, target: TargetConfig
   const file = target.credentials.trustedCaFile;
   if (typeof file !== 'string') return;
   if (!PATH_RE.test(file)) throw new Error('credentials.trustedCaFile must be an absolute path');
-  const { publicLine } = loadOrCreateCa(ctx.dataDir);
+  const { publicLine } = loadOrCreateCa(ctx.config.dataDir);
   const r = await runScript(ctx, target, `grep -qxF ${shq(publicLine)} ${shq(file)} 2>/dev/null || printf '%s\\n' ${shq(publicLine)} >> ${shq(file)}`);
   if (r.code !== 0) throw new Error(`could not install the CA key on ${target.name}: ${r.stderr.trim()}`);
 }
 
 export const certificateProvisioner: Provisioner = {
   kind: KIND,
+  holds: 'an SSH certificate for a session key',
   async mint(ctx, session, target, role) {
     const principals = rolePrincipals(role);
     if (!principals.length) throw new Error(`role ${role.name} has no login for certificate mode`);
@@ -40,7 +42,7 @@ export const certificateProvisioner: Provisioner = {
     const hostKey = await sessionHostKey(ctx, target);
     return session.lease<UpstreamCredential>(KIND, data, async () => {
       await ensureCaTrusted(ctx, target);
-      const ca = loadOrCreateCa(ctx.dataDir);
+      const ca = loadOrCreateCa(ctx.config.dataDir);
       const extensions = ['permit-pty', 'permit-user-rc'];
       if (role.allowPortForwarding === true) extensions.push('permit-port-forwarding');
       if (role.allowAgentForwarding === true) extensions.push('permit-agent-forwarding');
@@ -55,11 +57,19 @@ export const certificateProvisioner: Provisioner = {
   async revoke(ctx, target, lease) {
     const file = target.credentials.revokedKeysFile;
     const pub = lease.data.publicKey;
-    if (typeof file !== 'string') return; // nothing on the target to undo: the key died with the session, the certificate expires with the grant
+    // Without a revoked-keys file nothing on the target to undo: the private key lived only in this
+    // process (the session's agent) and the certificate expires with the grant.
+    if (typeof file !== 'string') return { revoked: true, detail: 'the session key lived only in the gateway; its certificate expires with the grant' };
     if (!PATH_RE.test(file)) throw new Error('credentials.revokedKeysFile must be an absolute path');
-    if (typeof pub !== 'string' || !/^ssh-ed25519 [A-Za-z0-9+/=]+$/.test(pub)) return; // lease stored before a key existed
+    if (typeof pub !== 'string' || !/^ssh-ed25519 [A-Za-z0-9+/=]+$/.test(pub)) {
+      // A lease without its key (stored by an older version): only an expired certificate is safe.
+      const until = Number(lease.data.validBefore);
+      if (Number.isFinite(until) && until * 1000 < Date.now()) return { revoked: true, detail: 'no session key recorded; the certificate has expired' };
+      throw new Error(`lease ${lease.id}: no session key recorded to put in ${file}, and its certificate has not expired yet`);
+    }
     const r = await runScript(ctx, target, `grep -qxF ${shq(pub)} ${shq(file)} 2>/dev/null || printf '%s\\n' ${shq(pub)} >> ${shq(file)}`);
     if (r.code !== 0) throw new Error(`could not revoke the session key on ${target.name}: ${r.stderr.trim()}`);
     ctx.log.info({ target: target.name, serial: lease.data.serial }, 'ssh: session key revoked');
+    return { revoked: true, detail: `session key (serial ${String(lease.data.serial)}) listed in ${file}` };
   },
 };

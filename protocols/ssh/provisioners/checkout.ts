@@ -9,26 +9,27 @@ import { join } from 'node:path';
 import { Secret } from '../../../auth/secret.js';
 import { runScript, sessionHostKey } from '../admin.js';
 import { NAME_RE } from '../config.js';
-import { RETRY_SH, shq, type Provisioner, type UpstreamCredential } from './types.js';
+import { RETRY_SH } from '../../linux-accounts.js';
+import type { Provisioner, UpstreamCredential } from './types.js';
 import type { ProtocolContext, TargetConfig } from '../../types.js';
 
 export const KIND = 'checkout-password';
 
 function file(ctx: ProtocolContext, target: TargetConfig, account: string): string {
-  const dir = join(ctx.dataDir, 'ssh', 'checkout');
+  const dir = join(ctx.config.dataDir, 'ssh', 'checkout');
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   return join(dir, `${target.name}--${account}`);
 }
 
 /** Write the password sealed (atomically through path.tmp, mode 0600). */
 function store(ctx: ProtocolContext, path: string, pw: Secret): void {
-  writeFileSync(`${path}.tmp`, ctx.seal({ p: pw.reveal() }, Infinity), { mode: 0o600 });
+  writeFileSync(`${path}.tmp`, ctx.crypto.seal({ p: pw.reveal() }, Infinity), { mode: 0o600 });
   renameSync(`${path}.tmp`, path);
 }
 
 export function currentPassword(ctx: ProtocolContext, target: TargetConfig, account: string): Secret {
   const f = file(ctx, target, account);
-  if (!existsSync(f)) return ctx.resolveSecret(target.credentials.password, `targets.${target.name}.credentials.password`);
+  if (!existsSync(f)) return ctx.config.resolveSecret(target.credentials.password, `targets.${target.name}.credentials.password`);
   const body = readFileSync(f, 'utf8');
   if (!body.startsWith('v1.')) {
     // Written plain by an older version: seal it now.
@@ -36,7 +37,7 @@ export function currentPassword(ctx: ProtocolContext, target: TargetConfig, acco
     store(ctx, f, pw);
     return pw;
   }
-  const v = ctx.unseal<{ p: string }>(body);
+  const v = ctx.crypto.unseal<{ p: string }>(body);
   if (!v || typeof v.p !== 'string') throw new Error(`the checked-out password of ${account} on ${target.name} cannot be unsealed (sealed with another gateway key?)`);
   return new Secret(v.p);
 }
@@ -66,6 +67,7 @@ export function rotate(ctx: ProtocolContext, target: TargetConfig, account: stri
 
 export const checkoutProvisioner: Provisioner = {
   kind: KIND,
+  holds: 'a checked-out account password (rotated afterwards)',
   async mint(ctx, session, target) {
     const account = String(target.credentials.account);
     if (!NAME_RE.test(account)) throw new Error('credentials.account is not a valid user name');
@@ -79,6 +81,7 @@ export const checkoutProvisioner: Provisioner = {
     const account = lease.data.account;
     if (typeof account !== 'string' || !NAME_RE.test(account)) throw new Error(`lease ${lease.id}: no account`);
     await rotate(ctx, target, account);
+    return { revoked: true, detail: `the password of ${account} was rotated` };
   },
 };
 

@@ -16,6 +16,3 @@ export function provisionerFor(target: TargetConfig): Provisioner {
   }
 }
 
-export function provisionerByKind(kind: string): Provisioner | undefined {
-  return provisioners.find((p) => p.kind === kind);
-}

@@ -8,11 +8,12 @@ import { ok, parse, type AddRoute, type Authed } from './route.js';
 
 /** Sessions (live and ended), their statements, killing one; recordings and their seals. */
 export function mountSessionRoutes(add: AddRoute, s: Pick<ApiServices, 'store' | 'sessions' | 'clock' | 'roles' | 'kill' | 'recorder'>): void {
+  // A session another node holds is live too (its record says active): it can be watched and killed from here.
   const sessionView = (r: SessionRecord) => {
     const live = s.sessions.get(r.id);
     const grantEnd = live?.grant.expiresAt ?? null;
     const bytes = live ? live.bytes() : { up: r.bytesUp, down: r.bytesDown };
-    return { ...r, live: !!live, bytesUp: bytes.up, bytesDown: bytes.down, grantExpiresAt: grantEnd, msLeft: grantEnd ? Math.max(0, grantEnd - s.clock.now()) : null };
+    return { ...r, live: !!live || r.state === 'active', bytesUp: bytes.up, bytesDown: bytes.down, grantExpiresAt: grantEnd, msLeft: grantEnd ? Math.max(0, grantEnd - s.clock.now()) : null };
   };
   const canSeeSession = (p: Principal, r: SessionRecord) => r.identity === p.sub || s.roles.isSoc(p);
   add({ method: 'GET', path: '/api/v1/sessions', summary: 'Sessions (SOC: all; others: their own). ?state=active|ended&identity=&target=&since=&until=', handler: async (req) => {
@@ -39,7 +40,7 @@ export function mountSessionRoutes(add: AddRoute, s: Pick<ApiServices, 'store' |
   add({ method: 'POST', path: '/api/v1/sessions/{id}/kill', summary: 'Terminate a live session (SOC, or its owner)', body: { reason: 'string' }, handler: async (req) => {
     const b = parse(z.object({ reason: z.string().max(2000).default('') }), req);
     const r = await s.kill.killSession(req.principal, req.params['id']!, b.reason, { soc: s.roles.isSoc(req.principal) });
-    return ok({ ok: true, id: r.id });
+    return ok({ ok: true, id: r.id, ended: r.ended });
   } });
 
   // ---- recordings

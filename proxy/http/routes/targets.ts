@@ -2,6 +2,8 @@ import { z } from 'zod';
 import { HttpError } from '../server.js';
 import type { ApiServices } from '../services.js';
 import { ok, parse, type AddRoute } from './route.js';
+import type { CheckResult } from '../../../protocols/types.js';
+import { checkStageOf } from '../../../protocols/net.js';
 
 /** Targets I may request; for the SOC, checking a target and trusting its new host key. */
 export function mountTargetRoutes(add: AddRoute, s: Pick<ApiServices, 'config' | 'engine' | 'roles' | 'modules' | 'ctx' | 'audit'>): void {
@@ -18,11 +20,13 @@ export function mountTargetRoutes(add: AddRoute, s: Pick<ApiServices, 'config' |
     }
     return ok(list);
   } });
-  add({ method: 'POST', path: '/api/v1/targets/{name}/check', summary: 'Dial a target with its admin credential (SOC)', auth: 'soc', handler: async (req) => {
+  add({ method: 'POST', path: '/api/v1/targets/{name}/check', summary: 'Dial a target with its admin credential (SOC): {ok, detail}, and when not ok the stage that failed (config, dial, tls, identity, auth, provision, protocol)', auth: 'soc', handler: async (req) => {
     const t = targetNamed(req.params['name']);
     const mod = s.modules.get(t.protocol);
-    if (!mod?.checkTarget) return ok({ ok: false, detail: `the ${t.protocol} module cannot check targets` });
-    try { return ok(await mod.checkTarget(s.ctx(mod.name), t)); } catch (e) { return ok({ ok: false, detail: (e as Error).message }); }
+    const result: CheckResult = !mod?.checkTarget
+      ? { ok: false, stage: 'config', detail: `the ${t.protocol} module cannot check targets` }
+      : await mod.checkTarget(s.ctx(mod.name), t).catch((e: Error): CheckResult => ({ ok: false, stage: checkStageOf(e, 'protocol'), detail: e.message }));
+    return ok(result);
   } });
   add({ method: 'POST', path: '/api/v1/targets/{name}/repin', summary: "Trust a target's new SSH host key after a legitimate rotation (SOC)", auth: 'soc', body: { fingerprint: 'SHA256:... the key must be (optional)' }, handler: async (req) => {
     const b = parse(z.object({ fingerprint: z.string().regex(/^SHA256:[A-Za-z0-9+/]{43}$/, 'a host key fingerprint as "SHA256:..." (ssh-keygen -lf)').optional() }), req);

@@ -77,6 +77,29 @@ async function loadReviews() {
   });
 }
 
+/**
+ * A notification's link (?request=<id> or ?review=<id>) points at one card: it is marked and
+ * scrolled to. Nothing is decided by opening the page; the buttons still have to be pressed.
+ */
+function showLinked() {
+  const q = new URLSearchParams(location.search);
+  for (const [param, attr, gone] of [
+    ['request', 'data-request', 'That request no longer waits for you: it was decided, expired or cancelled, or it is not yours to approve.'],
+    ['review', 'data-review', 'That break-glass review is closed, or not yours to close.'],
+  ]) {
+    const id = q.get(param);
+    if (!id) continue;
+    const card = [...document.querySelectorAll(`[${attr}]`)].find((c) => c.getAttribute(attr) === id);
+    if (!card) { flash(gone, 'warn'); continue; }
+    card.classList.add('linked');
+    card.setAttribute('aria-current', 'true');
+    const h = card.querySelector('h3');
+    if (h) { h.setAttribute('tabindex', '-1'); h.focus({ preventScroll: true }); }
+    card.scrollIntoView({ block: 'center' });
+  }
+}
+
 try { me = await api('GET', '/api/v1/me'); } catch (e) { flash(describeError(e), 'bad'); }
 await Promise.all([loadPending(), loadReviews()]);
+showLinked();
 setInterval(() => { if (!document.hidden && !document.activeElement?.matches('textarea')) void loadPending(); }, 15000);

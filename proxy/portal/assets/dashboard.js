@@ -1,5 +1,5 @@
 // Dashboard: JIT health figures and small SVG charts over the last days, from /api/v1/portal/dashboard.
-import { api, el, fill, empty, load, fmtDuration, fmtTime, table } from './common.js';
+import { api, el, fill, empty, load, fmtDuration, fmtTime, table, badge, flash, describeError } from './common.js';
 
 const $ = (id) => document.getElementById(id);
 const SVG = 'http://www.w3.org/2000/svg';
@@ -54,6 +54,40 @@ await load($('figures'), async () => {
     chart('Average privilege time', s.avgPrivilegeMs, fmtDuration));
   const st = h.standingPrivileges.leases;
   fill($('standing'), st.length
-    ? table('Standing privileges', ['Lease', 'Target', 'Kind', 'State', 'Since'], st.map((l) => el('tr', {}, el('td', {}, el('code', {}, l.id)), el('td', {}, l.target), el('td', {}, l.kind), el('td', {}, l.state), el('td', {}, fmtTime(l.createdAt)))))
+    ? table('Standing privileges', ['Lease', 'Target', 'Kind', 'State', 'Since', 'Revoke'], st.map((l) => el('tr', {}, el('td', {}, el('code', {}, l.id)), el('td', {}, l.target), el('td', {}, l.kind), el('td', {}, l.state), el('td', {}, fmtTime(l.createdAt)),
+      el('td', {}, l.attempts ? `failed ${l.attempts}×: ${l.error ?? ''}${l.retryAt ? ` — next try ${fmtTime(l.retryAt)}` : ''}` : 'not tried yet'))))
     : empty('None: no minted credential exists outside a live session.'));
 });
+
+// Delivery visibility (SOC only: it names recipients and receivers' errors).
+async function loadDelivery() {
+  const n = await api('GET', '/api/v1/notifications');
+  const s = await api('GET', '/api/v1/siem');
+  const states = { pending: ['retrying', 'warn'], sending: ['sending', 'warn'], failed: ['failed', 'bad'] };
+  const retry = (d) => {
+    const b = el('button', { type: 'button' }, 'Retry now');
+    b.addEventListener('click', async () => {
+      b.disabled = true;
+      try { await api('POST', `/api/v1/notifications/deliveries/${encodeURIComponent(d.id)}/retry`, {}); flash('Queued again.'); await loadDelivery(); } catch (e) { flash(describeError(e), 'bad'); b.disabled = false; }
+    });
+    return b;
+  };
+  fill($('deliveries'), !n.channels.length
+    ? empty('No notification channel is configured (notifications.webhooks, notifications.email).')
+    : n.problems.length
+      ? table('Notifications that failed or are being retried', ['Channel', 'About', 'To', 'State', 'Attempts', 'Last error', 'Next attempt', ''], n.problems.map((d) => el('tr', { 'data-delivery': d.id },
+        el('td', {}, d.channel), el('td', {}, d.title || d.topic), el('td', {}, d.recipient), el('td', {}, badge(...states[d.state])),
+        el('td', {}, String(d.attempts)), el('td', {}, el('code', {}, d.lastError || '')), el('td', {}, d.nextAt ? fmtTime(d.nextAt) : '—'), el('td', {}, retry(d)))))
+      : empty(`Every notification was delivered (${n.counts.delivered} kept, ${n.counts.pending} waiting).`));
+  fill($('siem'), s.length
+    ? table('SIEM sinks', ['Sink', 'Receiver', 'Acknowledged', 'Behind', 'Last received', 'Last error'], s.map((x) => el('tr', { 'data-sink': x.sink },
+      el('td', {}, x.sink), el('td', {}, x.where), el('td', {}, `seq ${x.seq} of ${x.head}`), el('td', {}, x.behind ? badge(`${x.behind} events`, x.failures ? 'bad' : 'warn') : badge('up to date', 'ok')),
+      el('td', {}, x.ackAt ? fmtTime(x.ackAt) : '—'), el('td', {}, x.lastError ? el('code', {}, `${x.lastError} (${x.failures} in a row)`) : '—'))))
+    : empty('No SIEM sink is configured (siem.syslog, siem.webhooks); the audit log can still be pulled from /api/v1/audit/export.'));
+}
+
+const me = await api('GET', '/api/v1/me').catch(() => null);
+if (me?.soc) {
+  $('delivery-section').hidden = false;
+  await load($('deliveries'), loadDelivery);
+}

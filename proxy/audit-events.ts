@@ -1,0 +1,150 @@
+/**
+ * The catalogue of audit event names: every action the gateway writes to the audit log, with what
+ * it means. Names are `<what>.<event>`: `.` between the words of the hierarchy, `_` inside a word
+ * (session.rule.deny, lease.revoke_failed). Events already written under an older name keep it in
+ * the hash-chained log; `aliases` lists those names, and searching for an action finds both.
+ * test/proxy/audit-events.test.ts checks that every action the code emits is here, and that
+ * every entry here is still emitted.
+ */
+
+interface AuditEventSpec {
+  /** What happened, in a sentence. */
+  meaning: string;
+  /** Names earlier versions wrote for the same event. */
+  aliases?: readonly string[];
+}
+
+export const AUDIT_EVENTS = {
+  // ---- the gateway itself
+  'gateway.started': { meaning: 'The gateway started: its listeners and targets.' },
+  'gateway.stopped': { meaning: 'The gateway stopped cleanly.' },
+  'gateway.crashed': { meaning: 'An error no session owned reached the process; it exits (a supervisor restarts it, the reaper cleans up).' },
+  'gateway.key.created': { meaning: 'The gateway key file was created on first start.' },
+  'gateway.key.moved': { meaning: 'A gateway key an older version kept in the store was moved out of it (its earlier events keyed).' },
+  'gateway.draining': { meaning: 'The gateway began draining (SIGTERM): /readyz fails, new sessions are refused, live ones get a warning and end after drainTimeout.' },
+  'gateway.lost': { meaning: 'A node stopped heartbeating beyond nodeTimeout: a surviving node claimed it, ended its sessions and revoked their leases.' },
+  'gateway.store_lost': { meaning: 'This node cannot reach the store: it refuses new sessions (and ends live ones after storeLossTimeout).' },
+  'gateway.store_back': { meaning: 'This node reaches the store again.' },
+  'notify': { meaning: 'An alert was sent to the notify command; data.kind says which (rule, breakglass, alert, standing_privilege).' },
+
+  // ---- people signing in and their credentials
+  'signin': { meaning: 'A person signed in through the IdP (browser or device flow).' },
+  'signin.failed': { meaning: 'A sign-in through the IdP failed (bad callback, expired flow).' },
+  'signin.refused': { meaning: 'A sign-in was refused although the IdP accepted it (a lock on the identity).' },
+  'identity.groups_changed': { meaning: 'Re-validation with the IdP found different groups for an identity.' },
+  'identity.revalidation_failed': { meaning: 'The IdP no longer vouches for a sign-in: its tokens and sessions stop working.' },
+  'token.created': { meaning: 'A personal API token was created.' },
+  'token.revoked': { meaning: 'A personal API token was revoked (its secrets stop working, its sessions end).' },
+  'key.registered': { meaning: 'An SSH public key was registered for native sign-in, with proof of possession.' },
+  'key.removed': { meaning: 'A registered SSH public key was removed.' },
+  'key.refused': { meaning: 'An SSH key registration was refused (bad proof, duplicate, bad key).' },
+  'api.refused': { meaning: 'An API call was refused because a lock covers the caller or the grant.' },
+  'approval.approved': { meaning: 'A person approved, in the browser, the sign-in of a native client (SSH keyboard-interactive).' },
+  'approval.denied': { meaning: 'A person denied, in the browser, the sign-in of a native client.' },
+  'approval.refused': { meaning: 'A browser approval was refused before anyone decided (cross-site form, unknown or expired approval).' },
+
+  // ---- requests, grants, break-glass (policies/)
+  'request.created': { meaning: 'A person asked for access: target, role, duration, reason.' },
+  'request.approved': { meaning: 'A request was approved (by an approver, a stage, or automatically).' },
+  'request.denied': { meaning: 'A request was denied (by an approver or automatically).' },
+  'request.escalated': { meaning: 'A request timed out at its stage and went to the escalation groups.' },
+  'request.expired': { meaning: 'A request timed out without a decision.' },
+  'request.cancelled': { meaning: 'The requester cancelled a pending request.' },
+  'grant.created': { meaning: 'A grant began: one identity, one target and role, until its end.' },
+  'grant.expired': { meaning: 'A grant reached its end; its sessions end.' },
+  'grant.revoked': { meaning: 'A grant was revoked before its end; its sessions end.' },
+  'breakglass.used': { meaning: 'Emergency access was taken: an immediate grant, an alert, a mandatory review.' },
+  'breakglass.reviewed': { meaning: 'A break-glass review was closed.' },
+  'secret.issued': { meaning: 'A connection secret was issued for a grant (single-use or reusable).' },
+
+  // ---- connections, sessions, leases (proxy/)
+  'access.allowed': { meaning: 'A connection attempt was authorized under an active grant.' },
+  'access.refused': { meaning: 'A connection attempt was refused (code and reason in the data).' },
+  'access.throttled': { meaning: "An address made too many failed attempts: it is refused before any secret is looked at." },
+  'session.started': { meaning: 'A session began under a grant.' },
+  'session.ended': { meaning: 'A session ended: why, how long, bytes, the seals of its recordings.' },
+  'session.warned': { meaning: 'The person was told the grant ends soon.' },
+  'session.kill': { meaning: 'The SOC (or the owner) ended a live session.' },
+  'session.watch': { meaning: 'Someone started watching a live session.' },
+  'session.error': { meaning: 'An internal error in a session ended that session only.' },
+  'session.resource_limit': { meaning: 'A session needed more gateway memory than limits.sessionBufferBytes and was ended.' },
+  'session.rule.deny': { meaning: 'A command, statement or request was refused by a rule.' },
+  'session.rule.kill': { meaning: 'A command, statement or request matched a kill rule: the session was ended.' },
+  'session.rule.alert': { meaning: 'A command, statement or request matched an alert rule (let through, alert sent).' },
+  'session.rule.uncertain': { meaning: 'A command or statement the rules could not read for sure: let through and audited, or refused with strictRules (data.action).' },
+  'lease.created': { meaning: 'A lease was stored, before its credential is minted on the target.' },
+  'lease.mint_failed': { meaning: 'Minting the credential of a lease failed; what it left behind is revoked.' },
+  'lease.revoked': { meaning: "A lease's credential is gone: its revoke confirmed (what it did, after how many attempts)." },
+  'lease.revoke_failed': { meaning: 'Revoking a lease failed: it stays a standing privilege and is tried again (attempt, error, next try).' },
+  'lock.created': { meaning: 'A lock on an identity, target or grant was set: matching sessions end, new ones are refused.' },
+  'lock.removed': { meaning: 'A lock was lifted.' },
+  'target.repinned': { meaning: "The SOC trusted a target's new SSH host key after a legitimate rotation." },
+  'target.repin_failed': { meaning: "Trusting a target's new SSH host key was refused (configured fingerprint, wrong key, no login)." },
+
+  // ---- protocol modules
+  'ssh.exec': { meaning: 'An SSH exec request (the command and the rule decision).' },
+  'ssh.agent_forward': { meaning: 'SSH agent forwarding was allowed for a session.', aliases: ['ssh.agent-forward'] },
+  'ssh.agent_forward.refused': { meaning: "SSH agent forwarding was refused (the role does not allow it).", aliases: ['ssh.agent-forward-refused'] },
+  'ssh.port_forward': { meaning: 'An SSH local port forward was opened.', aliases: ['ssh.port-forward'] },
+  'ssh.port_forward.refused': { meaning: 'An SSH local port forward was refused.', aliases: ['ssh.port-forward-refused'] },
+  'ssh.remote_forward': { meaning: 'An SSH remote port forward was opened.', aliases: ['ssh.remote-forward'] },
+  'ssh.forward.refused': { meaning: 'An SSH remote forwarding request was refused.', aliases: ['ssh.forward-refused'] },
+  'ssh.hostkey.pinned': { meaning: "A target's SSH host key was pinned on first use." },
+  'ssh.hostkey.refused': { meaning: "A target presented an SSH host key other than the pinned one: the connection was refused (alert)." },
+  'sftp.upload': { meaning: 'A file was uploaded over SFTP (path, size, SHA-256).' },
+  'sftp.download': { meaning: 'A file was downloaded over SFTP (path, size, SHA-256).' },
+  'sftp.remove': { meaning: 'A file was removed over SFTP.' },
+  'sftp.mkdir': { meaning: 'A directory was made over SFTP.' },
+  'sftp.rmdir': { meaning: 'A directory was removed over SFTP.' },
+  'sftp.rename': { meaning: 'A file was renamed over SFTP.' },
+  'scp.upload': { meaning: 'A file was uploaded with scp (path, size, SHA-256).' },
+  'scp.download': { meaning: 'A file was downloaded with scp (path, size, SHA-256).' },
+  'postgres.connect': { meaning: 'A PostgreSQL session reached the database as its session role.' },
+  'postgres.cancel': { meaning: 'A PostgreSQL client cancelled a running statement.' },
+  'postgres.function_call': { meaning: 'A PostgreSQL fast-path function call (by oid) went through.' },
+  'postgres.enforcement': { meaning: 'How the statement rules are enforced in a PostgreSQL database: by the event trigger (inDatabase), by the gateway only (with the reason), or a warning about grants the server does not stop.' },
+  'postgres.refused_in_database': { meaning: "PostgreSQL's event trigger refused DDL a statement ran (a DO block, EXECUTE, a function): the rule held in the server." },
+  'mysql.login': { meaning: 'A MySQL session reached the server as its session user.' },
+  'mysql.kill': { meaning: "A MySQL client killed one of its own connections' queries (KILL [QUERY])." },
+  'mysql.warning': { meaning: 'The grant of a MySQL session ends soon (MySQL cannot tell an idle client).' },
+  'mysql.privileges': { meaning: 'Privileges of the kinds the rules deny were withheld from the minted MySQL user.' },
+  'mysql.change_user_refused': { meaning: 'A MySQL client asked COM_CHANGE_USER: refused, the connection stays as it was.' },
+  'mysql.unfollowable_response': { meaning: 'The MySQL server sent an answer the relay cannot follow: the client got an ERR and the session ended (where in the answer).' },
+  'mssql.login': { meaning: 'A SQL Server session reached the server as its session login.' },
+  'mssql.warning': { meaning: 'The grant of a SQL Server session ends soon (sent with the next answer).' },
+  'mssql.cancel': { meaning: 'A SQL Server client cancelled a running request (ATTENTION), once per request.' },
+  'vnc.connect': { meaning: 'A VNC session reached the desktop (size, clipboard, view-only).' },
+  'vnc.clipboard_refused': { meaning: "Clipboard text was dropped: the role does not allow that direction." },
+  'vnc.protocol_error': { meaning: 'A VNC peer sent something the relay cannot follow: the session ended.' },
+  'vnc.resource_limit': { meaning: 'A VNC peer exceeded a limit of the relay: the session ended.' },
+  'rdp.connect': { meaning: 'An RDP session reached the target (account, security, channels kept and refused).' },
+  // ---- notifications and SIEM push
+  'notification.failed': { meaning: 'A notification (webhook, Slack or email) gave up after its retries; data says the channel, topic and last error.' },
+  'notification.retried': { meaning: 'A SOC analyst queued a failed notification again.' },
+  'siem.failing': { meaning: 'A SIEM sink stopped acknowledging the audit stream (its last error); events wait at its cursor.' },
+  'siem.recovered': { meaning: 'A SIEM sink acknowledges the audit stream again after failing.' },
+  'rdp.capabilities_stripped': { meaning: 'Capabilities the recorder cannot follow were removed from the client\'s Confirm Active.' },
+} as const satisfies Record<string, AuditEventSpec>;
+
+export type AuditAction = keyof typeof AUDIT_EVENTS;
+
+const SPECS: Record<string, AuditEventSpec> = AUDIT_EVENTS;
+
+/** Whether a name is in the catalogue. */
+export function isAuditAction(name: string): name is AuditAction {
+  return Object.hasOwn(SPECS, name);
+}
+
+/** The names stored for this action: itself and its older aliases (for searching the log). */
+export function storedNames(name: string): string[] {
+  return isAuditAction(name) ? [name, ...(SPECS[name]!.aliases ?? [])] : [name];
+}
+
+/**
+ * An action named by code outside proxy/ (policies, auth, protocol modules take plain strings):
+ * written as it is. That it is in the catalogue is checked by test/proxy/audit-events.test.ts,
+ * which reads every emitter in the sources.
+ */
+export function fromModule(name: string): AuditAction {
+  return name as AuditAction;
+}
