@@ -10,17 +10,18 @@ import { spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execFileP, freePort, median, splitAddress, type BenchRow, type Scenario } from './harness.js';
+import { execFileP, freePort, median, processStats, splitAddress, type BenchRow, type Scenario } from './harness.js';
 
-interface Endpoint { tool: string; host: string; port: number; user: string; password: string; sslmode: string }
+/** pid: the proxy process whose CPU time is counted per transaction (none for direct). */
+interface Endpoint { tool: string; host: string; port: number; user: string; password: string; sslmode: string; pid?: number }
 
 async function pgbench(ep: Endpoint, db: string, args: string[]): Promise<{ tps: number; latencyMs: number }> {
-  const { stdout } = await execFileP('pgbench', ['-h', ep.host, '-p', String(ep.port), '-U', ep.user, ...args, db], {
+  const { stdout, stderr } = await execFileP('pgbench', ['-h', ep.host, '-p', String(ep.port), '-U', ep.user, ...args, db], {
     env: { ...process.env, PGPASSWORD: ep.password, PGSSLMODE: ep.sslmode, PGCONNECT_TIMEOUT: '20' }, maxBuffer: 16 * 1024 * 1024, timeout: 300_000,
   });
   const tps = Number(/tps = ([\d.]+)/.exec(stdout)?.[1]);
   const latencyMs = Number(/latency average = ([\d.]+) ms/.exec(stdout)?.[1]);
-  if (!Number.isFinite(tps)) throw new Error(`pgbench printed no tps: ${stdout.slice(-500)}`);
+  if (!Number.isFinite(tps) || !tps) throw new Error(`pgbench printed no tps: ${stdout.slice(-300)} ${String(stderr).slice(-500)}`);
   return { tps, latencyMs };
 }
 
@@ -52,6 +53,7 @@ async function startPgBouncer(upstream: { host: string; port: number }, user: st
   }
   return {
     port,
+    pid: child.pid,
     async stop() {
       child.kill('SIGTERM');
       await new Promise((r) => (child.exitCode !== null ? r(null) : child.once('close', r)));
@@ -75,13 +77,13 @@ export const scenario: Scenario = {
     await execFileP('pgbench', ['-i', '-q', '-s', opts.smoke ? '1' : '4', '-h', up.host, '-p', String(up.port), '-U', admin.user, db], { env: { ...process.env, PGPASSWORD: admin.password, PGSSLMODE: 'disable' } });
     const grantId = await demo.grant('alice', target.name, 'admin');
     const sec = await demo.secret('alice', grantId, true);
-    const tgEp: Endpoint = { tool: 'tollgate', host: sec.host, port: sec.port, user: sec.username, password: sec.secret, sslmode: 'require' };
+    const tgEp: Endpoint = { tool: 'tollgate', host: sec.host, port: sec.port, user: sec.username, password: sec.secret, sslmode: 'require', pid: demo.pid };
     // Each PgBouncer runs only while it is measured: in session mode it keeps its server connections
     // open afterwards, and two of them plus Tollgate's sessions would exceed max_connections.
-    type Running = { port: number; stop(): Promise<void> };
+    type Running = { port: number; pid?: number; stop(): Promise<void> };
     const anchorsOf = (tls: boolean) => async (): Promise<{ ep: Endpoint; stop(): Promise<void> }> => {
       const b: Running = await startPgBouncer(up, admin.user, admin.password, db, { tls });
-      return { ep: { tool: tls ? 'pgbouncer-tls' : 'pgbouncer', host: '127.0.0.1', port: b.port, user: admin.user, password: admin.password, sslmode: tls ? 'require' : 'disable' }, stop: () => b.stop() };
+      return { ep: { tool: tls ? 'pgbouncer-tls' : 'pgbouncer', host: '127.0.0.1', port: b.port, user: admin.user, password: admin.password, sslmode: tls ? 'require' : 'disable', pid: b.pid }, stop: () => b.stop() };
     };
     const fixed = (ep: Endpoint) => async () => ({ ep, stop: async () => undefined });
     const seconds = opts.smoke ? 1 : 5;
@@ -100,19 +102,24 @@ export const scenario: Scenario = {
         for (const open of [fixed(directEp), anchorsOf(false), anchorsOf(true), fixed(tgEp)]) {
           const tps: number[] = [];
           const lat: number[] = [];
+          const cpu: number[] = [];
           const { ep, stop } = await open();
           try {
             for (let r = 0; r < rounds; r++) {
+              const cpu0 = ep.pid ? processStats(ep.pid).cpuMs : 0;
               const res = await pgbench(ep, db, [...c.args, '-c', String(c.clients), '-j', String(Math.min(c.clients, 2)), '-T', String(seconds)]);
+              // CPU of the proxy process per transaction, connections (pgbench opens them each round) included.
+              if (ep.pid) cpu.push(((processStats(ep.pid).cpuMs - cpu0) * 1000) / Math.max(1, res.tps * seconds));
               tps.push(res.tps);
               lat.push(res.latencyMs);
             }
           } finally {
             await stop();
           }
-          opts.log(`postgres ${c.name} ${ep.tool}: ${median(tps).toFixed(0)} tps`);
+          opts.log(`postgres ${c.name} ${ep.tool}: ${median(tps).toFixed(0)} tps${cpu.length ? `, ${median(cpu).toFixed(0)} µs CPU/tx` : ''}`);
           rows.push({ scenario: 'postgres', case: c.name, tool: ep.tool, metric: 'tps', value: median(tps), unit: 'tx/s', better: 'higher' });
           rows.push({ scenario: 'postgres', case: c.name, tool: ep.tool, metric: 'latency avg', value: median(lat), unit: 'ms', better: 'lower' });
+          if (cpu.length) rows.push({ scenario: 'postgres', case: c.name, tool: ep.tool, metric: 'proxy CPU per transaction', value: median(cpu), unit: 'µs', better: 'lower' });
         }
       }
     } finally {

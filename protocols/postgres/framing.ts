@@ -61,8 +61,26 @@ export class FrameSplitter {
 
   /** Feed bytes; returns every complete frame (and pieces of streamed ones). Throws ProtocolViolation on a bad length. */
   push(chunk: Buffer): Frame[] {
-    this.q.push(chunk);
     const out: Frame[] = [];
+    // Fast path: nothing held, so whole frames are views into this chunk (no copy); only an
+    // incomplete tail (or a streamed message) goes through the queue.
+    if (this.q.length === 0 && this.streamLeft === 0) {
+      let off = 0;
+      while (chunk.length - off >= 5) {
+        const type = String.fromCharCode(chunk[off]!);
+        const len = chunk.readUInt32BE(off + 1);
+        if (len < 4) throw new ProtocolViolation(`invalid message length ${len}`);
+        if (this.stream && 1 + len > this.stream.threshold && this.stream.types.includes(type)) break;
+        if (len > this.maxLength) throw new ProtocolViolation(`message of ${len} bytes exceeds the limit of ${this.maxLength}`);
+        if (chunk.length - off < 1 + len) break;
+        const raw = chunk.subarray(off, off + 1 + len);
+        out.push({ type, body: raw.subarray(5), raw });
+        off += 1 + len;
+      }
+      if (off === chunk.length) return out;
+      chunk = off ? chunk.subarray(off) : chunk;
+    }
+    this.q.push(chunk);
     for (;;) {
       if (this.streamLeft > 0) {
         if (this.q.length === 0) break;
@@ -97,6 +115,33 @@ export class FrameSplitter {
   /** Take the unframed rest (e.g. after switching protocol phases). */
   drain(): Buffer {
     return this.q.drain();
+  }
+}
+
+/**
+ * The bytes of one socket chunk's frames, forwarded as one write. Frames forwarded untouched are
+ * consecutive views of the same input buffer, so they are merged back into one view instead of
+ * copied: a chunk that holds only whole pass-through messages goes out as the very same bytes.
+ */
+export class Gather {
+  private parts: Buffer[] = [];
+  private size = 0;
+
+  add(b: Buffer): void {
+    if (!b.length) return;
+    this.size += b.length;
+    const n = this.parts.length;
+    const last = n ? this.parts[n - 1]! : null;
+    if (last && last.buffer === b.buffer && last.byteOffset + last.length === b.byteOffset) {
+      this.parts[n - 1] = Buffer.from(b.buffer, last.byteOffset, last.length + b.length);
+    } else {
+      this.parts.push(b);
+    }
+  }
+
+  join(): Buffer {
+    const n = this.parts.length;
+    return n === 0 ? EMPTY : n === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.size);
   }
 }
 

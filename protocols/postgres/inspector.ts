@@ -16,7 +16,7 @@ import type { EndReason, LiveSession } from '../types.js';
 import type { StatementHandle } from '../../recorder/types.js';
 import {
   FrameSplitter, ProtocolViolation, decodeBind, decodeCommandComplete, decodeErrorFields, decodeExecute,
-  decodeParse, decodeQuery, decodeTarget, encodeError, encodeNotice, rowsFromTag, type ErrorSpec, type Frame,
+  decodeParse, decodeQuery, decodeTarget, encodeError, encodeNotice, Gather, rowsFromTag, type ErrorSpec, type Frame,
 } from './framing.js';
 import { kindOf, splitStatements } from './sql.js';
 import { refusedInDatabase } from './enforce.js';
@@ -162,21 +162,20 @@ export class PgRelay {
       return this.violation(e as Error);
     }
     if (!this.account()) return;
-    const out: Buffer[] = [];
-    let up = 0;
+    const out = new Gather();
     for (const f of frames) {
       let r: Buffer | null;
       try {
         r = this.clientFrame(f);
       } catch (e) {
-        if (out.length) this.pipe(this.upstream, this.client, Buffer.concat(out));
+        this.pipe(this.upstream, this.client, out.join());
         return this.violation(e as Error);
       }
       if (this.closed) return;
-      if (r) { out.push(r); up += r.length; }
+      if (r) out.add(r);
     }
     this.session.addBytes(chunk.length, 0);
-    if (out.length) this.pipe(this.upstream, this.client, out.length === 1 ? out[0]! : Buffer.concat(out, up));
+    this.pipe(this.upstream, this.client, out.join());
   }
 
   /** Report what the splitters hold to the session's buffer budget; false once the session is over it (it is being ended). */
@@ -335,15 +334,10 @@ export class PgRelay {
       return;
     }
     if (!this.account()) return;
-    const out: Buffer[] = [];
-    let down = 0;
-    for (const f of frames) {
-      const r = this.upstreamFrame(f);
-      out.push(r);
-      down += r.length;
-    }
+    const out = new Gather();
+    for (const f of frames) out.add(this.upstreamFrame(f));
     this.session.addBytes(0, chunk.length);
-    if (out.length) this.pipe(this.client, this.upstream, out.length === 1 ? out[0]! : Buffer.concat(out, down));
+    this.pipe(this.client, this.upstream, out.join());
   }
 
   /** The oldest recorded statement of the request the server is answering now. */

@@ -274,10 +274,16 @@ export abstract class SqlStore implements Store {
   }
   /** The columns a query-log row is written with (its id comes from the database). */
   protected static readonly QUERY_COLS = ['sessionId', 'at', 'statement', 'kind', 'params', 'durationMs', 'rows', 'error', 'decision'] as const;
+  private readonly queryInsertSqls = new Map<number, string>();
   protected queryInsertSql(rows: number): string {
-    const cols = SqlStore.QUERY_COLS;
-    const one = `(${cols.map(() => '?').join(',')})`;
-    return `INSERT INTO query_log (${cols.map(ident).join(',')}) VALUES ${Array.from({ length: rows }, () => one).join(',')}`;
+    let sql = this.queryInsertSqls.get(rows);
+    if (sql === undefined) {
+      const cols = SqlStore.QUERY_COLS;
+      const one = `(${cols.map(() => '?').join(',')})`;
+      sql = `INSERT INTO query_log (${cols.map(ident).join(',')}) VALUES ${Array.from({ length: rows }, () => one).join(',')}`;
+      if (this.queryInsertSqls.size < 1024) this.queryInsertSqls.set(rows, sql);
+    }
+    return sql;
   }
   protected queryParams(r: QueryLogRecord): unknown[] { return SqlStore.QUERY_COLS.map((c) => this.encode(tables.queries.columns[c], r[c])); }
   async listQueries(sessionId: string, page: Page = {}) {

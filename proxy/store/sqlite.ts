@@ -132,8 +132,14 @@ export class SqliteStore extends SqlStore {
       return;
     }
     const rows = this.queryQueue.splice(0);
-    const sql = this.queryInsertSql(1);
-    const write = () => { for (const r of rows) this.run(sql, this.queryParams(r)); };
+    // Multi-row INSERTs in power-of-two sizes up to 64 (a few cached statements, at most 7
+    // statements per shape): per-statement overhead is most of a one-row insert's cost.
+    const write = () => {
+      let i = 0;
+      for (let n = 64; n >= 1; n >>= 1) {
+        for (; rows.length - i >= n; i += n) this.run(this.queryInsertSql(n), rows.slice(i, i + n).flatMap((r) => this.queryParams(r)));
+      }
+    };
     if (this.db.inTransaction) write(); else this.db.transaction(write)();
   }
 

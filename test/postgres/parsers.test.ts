@@ -2,7 +2,7 @@ import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { serialize } from 'pg-protocol';
 import {
-  FrameSplitter, ProtocolViolation, readStartup, decodeQuery, decodeParse, decodeBind, decodeExecute, decodeErrorFields,
+  FrameSplitter, Gather, ProtocolViolation, readStartup, decodeQuery, decodeParse, decodeBind, decodeExecute, decodeErrorFields,
   decodeSaslInitial, encodeError, rowsFromTag, decodeTarget, MAX_STARTUP,
 } from '../../protocols/postgres/framing.js';
 import { ScramServer, ScramClient, makeVerifier, parseVerifier, ScramError } from '../../protocols/postgres/scram.js';
@@ -25,6 +25,43 @@ t.test('frame splitter reassembles frames across arbitrary chunk boundaries', as
   t.same(decodeParse(frames[1]!.body), { name: 's1', text: 'SELECT $1::int', paramTypes: 1 });
   t.same(decodeBind(frames[2]!.body), { portal: '', statement: 's1', params: 1 });
   t.same(decodeExecute(frames[3]!.body), { portal: '', maxRows: 0 });
+});
+
+t.test('whole frames are views into the chunk and go out as the same bytes, without a copy', async (t) => {
+  const msgs = [serialize.query('SELECT 1'), serialize.parse({ name: 's1', text: 'SELECT $1::int', types: [23] }), serialize.sync()];
+  const chunk = Buffer.concat(msgs);
+  const sp = new FrameSplitter(1 << 20);
+  const frames = sp.push(chunk);
+  t.same(frames.map((f) => f.type), ['Q', 'P', 'S']);
+  t.ok(frames.every((f) => f.raw.buffer === chunk.buffer), 'frames are views of the input chunk');
+  const g = new Gather();
+  for (const f of frames) g.add(f.raw);
+  const out = g.join();
+  t.ok(out.equals(chunk), 'same bytes');
+  t.equal(out.buffer, chunk.buffer, 'the very same memory: no concat');
+  t.equal(out.byteOffset, chunk.byteOffset);
+
+  // A replaced frame in the middle: the bytes are the concatenation, in order.
+  const g2 = new Gather();
+  const other = serialize.query('SELECT 2');
+  g2.add(frames[0]!.raw); g2.add(other); g2.add(Buffer.alloc(0)); g2.add(frames[2]!.raw);
+  t.ok(g2.join().equals(Buffer.concat([frames[0]!.raw, other, frames[2]!.raw])));
+  t.equal(new Gather().join().length, 0);
+
+  // A frame cut by the chunk end: whole ones before it stay views, the tail is held and completed.
+  const sp2 = new FrameSplitter(1 << 20);
+  const cut = msgs[0]!.length + 3;
+  const first = sp2.push(chunk.subarray(0, cut));
+  t.same(first.map((f) => f.type), ['Q']);
+  t.equal(first[0]!.raw.buffer, chunk.buffer);
+  t.equal(sp2.pending, 3);
+  const rest = sp2.push(chunk.subarray(cut));
+  t.same(rest.map((f) => f.type), ['P', 'S']);
+  t.ok(Buffer.concat([...first, ...rest].map((f) => f.raw)).equals(chunk));
+  t.equal(sp2.pending, 0);
+  // Limits hold on the fast path too.
+  t.throws(() => new FrameSplitter(10).push(serialize.query('SELECT 123456789')), ProtocolViolation);
+  t.throws(() => new FrameSplitter(1 << 20).push(Buffer.from([0x51, 0, 0, 0, 2])), /invalid message length 2/);
 });
 
 t.test('large pass-through messages stream in pieces; others stay whole', async (t) => {
