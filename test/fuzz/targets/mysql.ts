@@ -32,10 +32,14 @@ ResponseTracker.prototype.feed = function (this: ResponseTracker, p: Buffer) {
 const verifier = nativeVerifier('fuzz-secret');
 function ctxFor(clientAuth: string): ProtocolContext {
   return {
-    tls: undefined,
-    target: () => ({ name: 'app-db', protocol: 'mysql', options: { allowPlain: true, clientAuth } }),
-    pendingSecrets: async () => [{ id: 's1', verifiers: { [NATIVE]: verifier } }],
-    authenticate: async () => ({ ok: false, code: 'bad_secret', reason: 'wrong connection secret' }),
+    config: {
+      tls: undefined,
+      target: () => ({ name: 'app-db', protocol: 'mysql', options: { allowPlain: true, clientAuth } }),
+    },
+    access: {
+      pendingSecrets: async () => [{ id: 's1', verifiers: { [NATIVE]: verifier } }],
+      authenticate: async () => ({ ok: false, code: 'bad_secret', reason: 'wrong connection secret' }),
+    },
   } as unknown as ProtocolContext;
 }
 
