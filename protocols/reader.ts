@@ -7,6 +7,7 @@
  * sequence alike.
  */
 import type { Duplex } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
 import { ChunkQueue } from './chunks.js';
 
 export interface SocketReaderOptions {
@@ -104,4 +105,51 @@ export class SocketReader {
 
   /** Whatever arrived beyond what was read; the queue is empty afterwards. */
   take(): Buffer { return this.q.drain(); }
+}
+
+/**
+ * A socket's data, its end or close, and its errors, listened to as one set (a connection that
+ * moves to a TLS socket over the same transport takes them off and puts them on the new one).
+ * Returns the function that takes them off again (idempotent).
+ */
+export function listenSocket(sock: Duplex, h: { data(c: Buffer): void; closed(): void; error(e: Error): void }): () => void {
+  sock.on('data', h.data);
+  sock.on('end', h.closed);
+  sock.on('close', h.closed);
+  sock.on('error', h.error);
+  let on = true;
+  return () => {
+    if (!on) return;
+    on = false;
+    sock.off('data', h.data);
+    sock.off('end', h.closed);
+    sock.off('close', h.closed);
+    sock.off('error', h.error);
+  };
+}
+
+/** listenSocket's handlers, moved from socket to socket (attach takes them off the previous one). */
+export class SocketListeners {
+  private off: () => void = () => {};
+  constructor(private readonly h: { data(c: Buffer): void; closed(): void; error(e: Error): void }) {}
+  attach(sock: Duplex): void {
+    this.off();
+    this.off = listenSocket(sock, this.h);
+  }
+  detach(): void {
+    this.off();
+    this.off = () => {};
+  }
+}
+
+/** Wait for a TLS socket's handshake (`secure` on a server, `secureConnect` on a client); rejects with its error, or closed() when it closes first. */
+export function tlsHandshake(t: TLSSocket, ev: 'secure' | 'secureConnect', closed: () => Error): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const ok = () => { t.off('error', bad); t.off('close', gone); resolve(); };
+    const bad = (e: Error) => { t.off(ev, ok); t.off('close', gone); reject(e); };
+    const gone = () => { t.off(ev, ok); t.off('error', bad); reject(closed()); };
+    t.once(ev, ok);
+    t.once('error', bad);
+    t.once('close', gone);
+  });
 }

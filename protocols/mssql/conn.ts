@@ -8,6 +8,7 @@ import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { MessageAssembler, PacketReader, type Packet } from './packets.js';
 import { TdsTlsTransport } from './tls.js';
+import { SocketListeners, tlsHandshake } from '../reader.js';
 
 export class ConnClosedError extends Error {
   constructor(message = 'the connection closed') {
@@ -31,7 +32,7 @@ export class TdsConn {
   constructor(sock: Duplex, maxPacket: number, private maxBuffered = 256 * 1024) {
     this.sock = sock;
     this.reader = new PacketReader(maxPacket);
-    this.attach(sock);
+    this.listeners.attach(sock);
   }
 
   private onData = (c: Buffer) => {
@@ -41,22 +42,7 @@ export class TdsConn {
     }
     this.signal();
   };
-  private onEnd = () => { this.fail(new ConnClosedError()); };
-  private onError = (e: Error) => { this.fail(e); };
-
-  private attach(s: Duplex) {
-    s.on('data', this.onData);
-    s.on('end', this.onEnd);
-    s.on('close', this.onEnd);
-    s.on('error', this.onError);
-  }
-
-  private detach(s: Duplex) {
-    s.off('data', this.onData);
-    s.off('end', this.onEnd);
-    s.off('close', this.onEnd);
-    s.off('error', this.onError);
-  }
+  private readonly listeners = new SocketListeners({ data: (c) => this.onData(c), closed: () => this.fail(new ConnClosedError()), error: (e) => this.fail(e) });
 
   private signal() {
     const w = this.wake;
@@ -110,7 +96,7 @@ export class TdsConn {
   /** Flush, then close (destroyed a little later if the peer does not). */
   end(): void {
     this.closed = true;
-    this.detach(this.sock);
+    this.listeners.detach();
     this.sock.on('error', () => {});
     if (this.sock.destroyed) return;
     this.sock.end();
@@ -120,7 +106,7 @@ export class TdsConn {
 
   destroy(): void {
     this.closed = true;
-    this.detach(this.sock);
+    this.listeners.detach();
     this.sock.on('error', () => {});
     this.sock.destroy();
   }
@@ -131,7 +117,7 @@ export class TdsConn {
    */
   async startTls(wrapped: boolean, role: 'server' | 'client', make: (transport: Duplex) => tls.TLSSocket): Promise<tls.TLSSocket> {
     const raw = this.sock;
-    this.detach(raw);
+    this.listeners.detach();
     raw.pause();
     const rest = this.reader.takeRest();
     let transport: Duplex;
@@ -143,24 +129,16 @@ export class TdsConn {
     }
     const t = make(transport);
     t.on('error', () => { /* reported below or by the owner */ });
-    await new Promise<void>((resolve, reject) => {
-      const ev = role === 'server' ? 'secure' : 'secureConnect';
-      const ok = () => { t.off('error', bad); t.off('close', closed); resolve(); };
-      const bad = (e: Error) => { t.off(ev, ok); t.off('close', closed); reject(e); };
-      const closed = () => { t.off(ev, ok); t.off('error', bad); reject(new ConnClosedError('the connection closed during the TLS handshake')); };
-      t.once(ev, ok);
-      t.once('error', bad);
-      t.once('close', closed);
-    });
+    await tlsHandshake(t, role === 'server' ? 'secure' : 'secureConnect', () => new ConnClosedError('the connection closed during the TLS handshake'));
     this.sock = t;
     this.encrypted = true;
-    this.attach(t);
+    this.listeners.attach(t);
     return t;
   }
 
   /** Stop reading: the socket and the bytes already read go to the relay. */
   release(): { sock: Duplex; rest: Buffer } {
-    this.detach(this.sock);
+    this.listeners.detach();
     this.sock.pause();
     this.closed = true;
     return { sock: this.sock, rest: this.reader.takeRest() };

@@ -6,6 +6,7 @@ import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import { PacketReader, ProtocolError, frame, type Packet } from './packets.js';
+import { SocketListeners, tlsHandshake } from '../reader.js';
 
 export class ConnClosedError extends Error {
   constructor(message = 'connection closed') {
@@ -34,7 +35,7 @@ export class PacketConn {
   constructor(sock: Duplex, maxPacket?: number) {
     this.sock = sock;
     this.reader = new PacketReader(maxPacket);
-    this.attach(sock);
+    this.listeners.attach(sock);
   }
 
   private onData = (chunk: Buffer) => {
@@ -47,22 +48,7 @@ export class PacketConn {
     this.drain();
     this.onChunkEnd?.();
   };
-  private onEnd = () => { this.fail(new ConnClosedError()); };
-  private onError = (e: Error) => { this.fail(e); };
-
-  private attach(sock: Duplex) {
-    sock.on('data', this.onData);
-    sock.on('close', this.onEnd);
-    sock.on('end', this.onEnd);
-    sock.on('error', this.onError);
-  }
-
-  private detach(sock: Duplex) {
-    sock.off('data', this.onData);
-    sock.off('close', this.onEnd);
-    sock.off('end', this.onEnd);
-    sock.off('error', this.onError);
-  }
+  private readonly listeners = new SocketListeners({ data: (c) => this.onData(c), closed: () => this.fail(new ConnClosedError()), error: (e) => this.fail(e) });
 
   private drain() {
     try {
@@ -93,7 +79,7 @@ export class PacketConn {
     if (this.closed) return;
     this.closed = true;
     this.failure = e;
-    this.detach(this.sock);
+    this.listeners.detach();
     this.sock.on('error', () => {});
     // A malformed packet leaves the socket open so the owner can answer with an ERR, then end().
     if (e instanceof ProtocolError) this.sock.pause();
@@ -186,21 +172,14 @@ export class PacketConn {
   /** Replace the socket by a TLS socket over it; bytes already read (a ClientHello) are handed to TLS. */
   async upgrade(make: (raw: Socket) => TLSSocket, waitFor: 'secure' | 'secureConnect'): Promise<void> {
     const raw = this.sock as Socket;
-    this.detach(raw);
+    this.listeners.detach();
     raw.pause();
     const rest = this.reader.takeRest();
     if (rest.length) raw.unshift(rest);
     const t = make(raw);
     this.sock = t;
-    await new Promise<void>((resolve, reject) => {
-      const ok = () => { t.off('error', bad); t.off('close', closed); resolve(); };
-      const bad = (e: Error) => { t.off(waitFor, ok); t.off('close', closed); reject(e); };
-      const closed = () => { t.off(waitFor, ok); t.off('error', bad); reject(new ConnClosedError('closed during TLS handshake')); };
-      t.once(waitFor, ok);
-      t.once('error', bad);
-      t.once('close', closed);
-    });
-    this.attach(t);
+    await tlsHandshake(t, waitFor, () => new ConnClosedError('closed during TLS handshake'));
+    this.listeners.attach(t);
   }
 
   get encrypted(): boolean { return this.sock instanceof TLSSocket; }
@@ -209,7 +188,7 @@ export class PacketConn {
   end() {
     const wasClosed = this.closed;
     this.closed = true;
-    if (!wasClosed) this.detach(this.sock);
+    if (!wasClosed) this.listeners.detach();
     this.sock.on('error', () => {});
     if (!this.sock.destroyed) {
       this.sock.end();
@@ -223,7 +202,7 @@ export class PacketConn {
   destroy() {
     const wasClosed = this.closed;
     this.closed = true;
-    if (!wasClosed) this.detach(this.sock);
+    if (!wasClosed) this.listeners.detach();
     this.sock.on('error', () => {});
     this.sock.destroy();
     if (!wasClosed) for (const h of this.closeHandlers.splice(0)) h(null);
