@@ -236,7 +236,9 @@ t.test('keyboard-interactive: the person approves in the browser, or types the s
   t.match(res.opened, /<code id="client-addr">127\.0\.0\.1:\d+<\/code>/, 'the page shows the client address');
   t.equal(await closed, 0, out);
   t.match(out, acct('alice'), 'signed in through the browser approval');
-  // Denied in the browser: the client reads why, nothing is created.
+  // Denied in the browser: the client reads why, nothing is created (counted once the approved
+  // session's teardown has deleted its account: the client exits before that).
+  await until(async () => (await gw.store.listSessions({ grantId: grant.id })).every((x) => x.state === 'ended'), 15_000, 'the approved session ended');
   const before = usersWithPrefix(PREFIX);
   const p2 = spawn('sshpass', ['-p', '', 'ssh', ...kbd, '-p', String(port), 'web01@127.0.0.1', 'id -un'], { stdio: ['pipe', 'pipe', 'pipe'] });
   let out2 = '';
