@@ -144,4 +144,15 @@ CREATE TABLE siem_cursors (sink TEXT PRIMARY KEY, seq BIGINT NOT NULL, holder TE
   ack_at BIGINT, failures BIGINT NOT NULL DEFAULT 0, last_error TEXT, last_error_at BIGINT);
 `,
   },
+  {
+    // The credential vault (issue 22): target admin credentials sealed with a key derived from the
+    // gateway key (outside the store), the pending one of a rotation in progress, and its schedule.
+    version: 18,
+    sql: `
+CREATE TABLE vault_credentials (id TEXT PRIMARY KEY, target TEXT NOT NULL, field TEXT NOT NULL, sealed TEXT NOT NULL, pending_sealed TEXT,
+  set_at BIGINT NOT NULL, set_by TEXT NOT NULL, rotated_at BIGINT, next_rotation_at BIGINT, failures BIGINT NOT NULL DEFAULT 0,
+  last_failure TEXT, last_failure_at BIGINT, version BIGINT NOT NULL DEFAULT 1, UNIQUE (target, field));
+CREATE INDEX vault_credentials_due ON vault_credentials(next_rotation_at);
+`,
+  },
 ];

@@ -119,6 +119,12 @@ export const tables = {
       sink: 'text', seq: 'int', holder: 'text', heldUntil: 'int', updatedAt: 'int', ackAt: 'int', failures: 'int', lastError: 'text', lastErrorAt: 'int',
     },
   },
+  vault: {
+    name: 'vault_credentials', pk: 'id', columns: {
+      id: 'text', target: 'text', field: 'text', sealed: 'text', pendingSealed: 'text', setAt: 'int', setBy: 'text', rotatedAt: 'int',
+      nextRotationAt: 'int', failures: 'int', lastFailure: 'text', lastFailureAt: 'int', version: 'int',
+    },
+  },
 } satisfies Record<string, TableSpec>;
 
 /** One schema version in one SQL dialect. */
@@ -258,6 +264,17 @@ CREATE TABLE notification_deliveries (id TEXT PRIMARY KEY, channel TEXT NOT NULL
 CREATE INDEX notification_deliveries_due ON notification_deliveries(state, next_at);
 CREATE TABLE siem_cursors (sink TEXT PRIMARY KEY, seq INTEGER NOT NULL, holder TEXT, held_until INTEGER, updated_at INTEGER NOT NULL,
   ack_at INTEGER, failures INTEGER NOT NULL DEFAULT 0, last_error TEXT, last_error_at INTEGER);
+`,
+  },
+  {
+    // The credential vault (issue 22): target admin credentials sealed with a key derived from the
+    // gateway key (outside the store), the pending one of a rotation in progress, and its schedule.
+    version: 18,
+    sql: `
+CREATE TABLE vault_credentials (id TEXT PRIMARY KEY, target TEXT NOT NULL, field TEXT NOT NULL, sealed TEXT NOT NULL, pending_sealed TEXT,
+  set_at INTEGER NOT NULL, set_by TEXT NOT NULL, rotated_at INTEGER, next_rotation_at INTEGER, failures INTEGER NOT NULL DEFAULT 0,
+  last_failure TEXT, last_failure_at INTEGER, version INTEGER NOT NULL DEFAULT 1, UNIQUE (target, field));
+CREATE INDEX vault_credentials_due ON vault_credentials(next_rotation_at);
 `,
   },
 ];

@@ -12,7 +12,7 @@ import type {
   Store, IdentityRecord, RequestRecord, ApprovalRecord, GrantRecord, BreakGlassReviewRecord, ConnectionSecretRecord,
   ApiTokenRecord, WebSessionRecord, IdpLinkRecord, PublicKeyRecord, LeaseRecord, SessionRecord, RecordingRecord, QueryLogRecord,
   AuditEventRecord, AuditBatch, LockRecord, Page, ClaimableRecords, NodeRecord, ControlEventRecord, DelegationRecord, AccessReviewRecord, ReviewLineRecord,
-  ExclusionRecord, NotificationDeliveryRecord, DeliveryState, SiemCursorRecord,
+  ExclusionRecord, NotificationDeliveryRecord, DeliveryState, SiemCursorRecord, VaultCredentialRecord,
 } from './types.js';
 import { tables, type ColumnKind, type TableSpec } from './schema.js';
 
@@ -391,6 +391,14 @@ export abstract class SqlStore implements Store {
   async ensureSiemCursor(rec: SiemCursorRecord) { await this.query(`${this.t.siemCursors.insertSql} ON CONFLICT DO NOTHING`, this.t.siemCursors.params(rec)); }
   async getSiemCursor(sink: string) { return this.t.siemCursors.get(sink) as Promise<SiemCursorRecord | null>; }
   async listSiemCursors() { return this.t.siemCursors.list({}, { order: 'sink' }) as Promise<SiemCursorRecord[]>; }
+
+  async upsertVaultCredential(rec: VaultCredentialRecord) { await this.t.vault.upsert(rec); }
+  async getVaultCredential(id: string) { return this.t.vault.get(id) as Promise<VaultCredentialRecord | null>; }
+  async listVaultCredentials(f: { target?: string; dueAt?: number } = {}) {
+    const extra = f.dueAt !== undefined ? [['next_rotation_at IS NOT NULL', []] as Extra, ...numCond('next_rotation_at', '<=', f.dueAt)] : [];
+    return this.t.vault.list({ target: f.target }, { order: 'target, field', extra }) as Promise<VaultCredentialRecord[]>;
+  }
+  async deleteVaultCredential(id: string) { await this.t.vault.delete(id); }
 
   async getKv(key: string) { return ((await this.t.kv.get(key)) as { value: string } | null)?.value ?? null; }
   async setKv(key: string, value: string) { await this.t.kv.upsert({ key, value }); }

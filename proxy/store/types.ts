@@ -442,6 +442,35 @@ export interface SiemCursorRecord {
   lastErrorAt: number | null;
 }
 
+/**
+ * One target admin credential kept in the vault (proxy/vault.ts): sealed with AES-256-GCM under a
+ * key derived from the gateway key (which lives outside the store), bound to its target and field.
+ * The store never sees it in clear.
+ */
+export interface VaultCredentialRecord {
+  /** `<target>/<field>` (vaultId in proxy/vault.ts). */
+  id: string;
+  target: string;
+  /** Which credential of the target: `admin.password`, `admin.privateKey`. */
+  field: string;
+  /** The current credential, sealed. */
+  sealed: string;
+  /** A rotation in progress: the new credential, sealed before it is set on the target (a crash recovers from it). */
+  pendingSealed: string | null;
+  setAt: number;
+  /** Who set it (an identity) or `system` (a rotation). */
+  setBy: string;
+  rotatedAt: number | null;
+  /** When the next rotation is due (null: not scheduled); claimed forward by the node that rotates. */
+  nextRotationAt: number | null;
+  /** Failed rotations in a row, and the last one's reason (never a secret). */
+  failures: number;
+  lastFailure: string | null;
+  lastFailureAt: number | null;
+  /** Increases with every change of the credential. */
+  version: number;
+}
+
 export interface Page { limit?: number; offset?: number }
 
 /** The records `claim` can change, by table (the keys of `tables` in store/schema.ts). */
@@ -461,6 +490,7 @@ export interface ClaimableRecords {
   exclusions: ExclusionRecord;
   deliveries: NotificationDeliveryRecord;
   siemCursors: SiemCursorRecord;
+  vault: VaultCredentialRecord;
 }
 
 /** What the audit log computes from the chain's last event, inside the store's audit lock. */
@@ -645,6 +675,13 @@ export interface Store {
   ensureSiemCursor(rec: SiemCursorRecord): Promise<void>;
   getSiemCursor(sink: string): Promise<SiemCursorRecord | null>;
   listSiemCursors(): Promise<SiemCursorRecord[]>;
+
+  /** Insert or replace a vault credential (whole row). */
+  upsertVaultCredential(rec: VaultCredentialRecord): Promise<void>;
+  getVaultCredential(id: string): Promise<VaultCredentialRecord | null>;
+  /** By target; dueAt: rotations due by then (nextRotationAt set and not later). */
+  listVaultCredentials(filter?: { target?: string; dueAt?: number }): Promise<VaultCredentialRecord[]>;
+  deleteVaultCredential(id: string): Promise<void>;
 
   /** Small key/value space for gateway state (CA keys references, instance ids). */
   getKv(key: string): Promise<string | null>;

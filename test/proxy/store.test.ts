@@ -165,6 +165,29 @@ function contract(kind: Kind) {
     t.match(await s.claim('grants', 'g1', { expiresAt: 1000, notifiedFor: 1000 }, { expiresAt: 2000 }), { expiresAt: 2000, notifiedFor: 1000 });
   });
 
+  t.test(`${kind}: vault credentials round-trip, list by target and due time, claim forward once, delete`, async (t) => {
+    const { store: s } = await fixture(t, kind);
+    const v = {
+      id: 'db1/admin.password', target: 'db1', field: 'admin.password', sealed: 'v1.sealed-a', pendingSealed: null, setAt: 10, setBy: 'carol',
+      rotatedAt: null, nextRotationAt: 500, failures: 0, lastFailure: null, lastFailureAt: null, version: 1,
+    };
+    await s.upsertVaultCredential(v);
+    await s.upsertVaultCredential({ ...v, id: 'db2/admin.password', target: 'db2', nextRotationAt: null });
+    await s.upsertVaultCredential({ ...v, id: 'db3/admin.password', target: 'db3', nextRotationAt: 900 });
+    t.same(await s.getVaultCredential(v.id), v, 'a vault credential round-trips');
+    t.same((await s.listVaultCredentials({ target: 'db2' })).map((x) => x.id), ['db2/admin.password']);
+    t.same((await s.listVaultCredentials({ dueAt: 600 })).map((x) => x.id), ['db1/admin.password'], 'due by then: scheduled and not later');
+    t.same((await s.listVaultCredentials({ dueAt: Number.NaN })), [], 'a due time that is no number matches nothing');
+    t.equal((await s.listVaultCredentials()).length, 3);
+    const next = { ...v, sealed: 'v1.sealed-b', pendingSealed: 'v1.pending', version: 2, failures: 1, lastFailure: 'refused', lastFailureAt: 20 };
+    await s.upsertVaultCredential(next);
+    t.same(await s.getVaultCredential(v.id), next, 'an upsert replaces the row');
+    t.match(await s.claim('vault', v.id, { nextRotationAt: 500 }, { nextRotationAt: 800 }), { nextRotationAt: 800 }, 'the due rotation is claimed forward');
+    t.equal(await s.claim('vault', v.id, { nextRotationAt: 500 }, { nextRotationAt: 801 }), null, 'by one caller only');
+    await s.deleteVaultCredential(v.id);
+    t.equal(await s.getVaultCredential(v.id), null, 'deleted');
+  });
+
   t.test(`${kind}: every record round-trips; upserts keep what they must`, async (t) => {
     const { store: s } = await fixture(t, kind);
     await s.upsertIdentity({ sub: 'alice', email: 'a@x', name: 'Alice', groups: ['engineers'], firstSeen: 1, lastSeen: 1 });
