@@ -43,3 +43,12 @@ export function isSecretRef(v: unknown): v is SecretRef {
   if (keys[0] === 'command') return Array.isArray(x) && x.length > 0 && x.every((a) => typeof a === 'string' && a.length > 0);
   return ['env', 'file', 'value'].includes(keys[0]!) && typeof x === 'string';
 }
+
+/**
+ * A target admin credential kept in Tollgate's vault instead of the config (`{vault: true}`): set
+ * with `tollgate credentials set <target>` or the API, sealed in the store (proxy/vault.ts).
+ */
+export type VaultRef = { vault: true };
+export function isVaultRef(v: unknown): v is VaultRef {
+  return !!v && typeof v === 'object' && Object.keys(v).length === 1 && (v as Record<string, unknown>)['vault'] === true;
+}

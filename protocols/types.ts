@@ -263,6 +263,12 @@ export interface ConfigFacet {
   targets(): TargetConfig[];
   /** Resolve a secret reference from the target's config (path is for error messages). */
   resolveSecret(ref: unknown, path: string): Secret;
+  /**
+   * A credential of a target by its field under `credentials` (e.g. `admin.password`): a secret
+   * reference from the config, or, for `{vault: true}`, the current one from the vault (always the
+   * latest, on every node: rotations change it).
+   */
+  credential(target: TargetConfig, field: string): Promise<Secret>;
   /** Public host name to print in client commands. */
   readonly publicHost: string;
   /** Public base URL of the HTTP front. */
@@ -436,6 +442,12 @@ export interface ProtocolModule {
    * queued. The policy engine then lets one identity hold it at a time. null/absent: not exclusive.
    */
   checkoutAccount?(target: TargetConfig): { key: string; whenHeld: 'refuse' | 'queue' } | null;
+  /**
+   * Scheduled rotation of admin credentials kept in the vault (proxy/vault-rotation.ts): which
+   * fields can rotate, how a new one is made, how it is set on the target (logged in with the
+   * current one) and how it is verified (a fresh login with it). Errors say why, never the secret.
+   */
+  readonly adminRotation?: AdminRotation;
   /** Ready-to-paste native client command lines for a connection secret. */
   clientCommands?(info: ClientCommandInfo): Record<string, string>;
   /**
@@ -455,6 +467,17 @@ export interface ProtocolModule {
    * return the targets to configure. Resolve null when the server software is not installed.
    */
   demo?(dir: string, log: Logger): Promise<DemoTargets | null>;
+}
+
+export interface AdminRotation {
+  /** The credential fields (under credentials) this module can rotate, e.g. ['admin.password']. */
+  readonly fields: readonly string[];
+  /** A new random credential for the field. */
+  generate(target: TargetConfig, field: string): Secret;
+  /** Log in as the admin with `current` and make `next` its credential on the target. */
+  set(ctx: ProtocolContext, target: TargetConfig, field: string, current: Secret, next: Secret): Promise<void>;
+  /** Log in as the admin with `credential` (a new connection); throws when the target refuses it. */
+  verify(ctx: ProtocolContext, target: TargetConfig, field: string, credential: Secret): Promise<void>;
 }
 
 export interface DemoTargets {

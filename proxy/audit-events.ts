@@ -100,6 +100,13 @@ export const AUDIT_EVENTS = {
   'target.repinned': { meaning: "The SOC trusted a target's new SSH host key after a legitimate rotation." },
   'target.repin_failed': { meaning: "Trusting a target's new SSH host key was refused (configured fingerprint, wrong key, no login)." },
 
+  // ---- the credential vault (proxy/vault.ts, proxy/vault-rotation.ts): never the credential itself
+  'credential.set': { meaning: "A person stored a target's admin credential in the vault (sealed; which field, its version, via which API credential)." },
+  'credential.set_refused': { meaning: "Storing a target's admin credential was refused: the target did not take a login with it (nothing stored)." },
+  'credential.rotated': { meaning: "A target's vault credential was rotated: the new one set on the target and verified, the old one discarded (recovered: after an interrupted rotation)." },
+  'credential.rotation_failed': { meaning: "Rotating a target's vault credential failed: the old one is kept (stillOld: the target still takes it); alerted and retried with backoff." },
+  'credential.rotation_recovered': { meaning: 'An interrupted rotation was cleaned up: the target still took the current credential, the pending one was discarded.' },
+
   // ---- protocol modules
   'ssh.exec': { meaning: 'An SSH exec request (the command and the rule decision).' },
   'ssh.agent_forward': { meaning: 'SSH agent forwarding was allowed for a session.', aliases: ['ssh.agent-forward'] },

@@ -30,6 +30,45 @@ function writeCliConf(c: CliConf): void {
 
 class CliError extends Error {}
 
+const CREDENTIAL_COLUMNS = ['target', 'field', 'set', 'setAt', 'setBy', 'rotatedAt', 'nextRotationAt', 'lastFailure'];
+function credentialRow(c: any): Record<string, unknown> {
+  return { ...c, set: c.set ? 'yes' : 'no', setAt: c.setAt ?? '-', setBy: c.setBy ?? '-', rotatedAt: c.rotatedAt ?? '-', nextRotationAt: c.nextRotationAt ?? '-', lastFailure: c.lastFailure ? `${c.lastFailure.at}: ${c.lastFailure.reason}` : '-' };
+}
+
+/**
+ * A secret typed at the terminal without echo, or (not a terminal) all of standard input with one
+ * trailing newline dropped. Never an argument: those show in ps and shell history.
+ */
+async function readSecret(prompt: string): Promise<string> {
+  const stdin = process.stdin;
+  if (!stdin.isTTY) {
+    const chunks: Buffer[] = [];
+    for await (const c of stdin) chunks.push(c as Buffer);
+    return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+  }
+  process.stderr.write(prompt);
+  stdin.setRawMode(true);
+  stdin.resume();
+  try {
+    return await new Promise<string>((resolve, reject) => {
+      let v = '';
+      const onData = (b: Buffer) => {
+        for (const ch of b.toString('utf8')) {
+          if (ch === '\r' || ch === '\n') { stdin.off('data', onData); resolve(v); return; }
+          if (ch === '\u0003') { stdin.off('data', onData); reject(new CliError('cancelled')); return; }
+          if (ch === '\u007f' || ch === '\b') v = v.slice(0, -1);
+          else v += ch;
+        }
+      };
+      stdin.on('data', onData);
+    });
+  } finally {
+    stdin.setRawMode(false);
+    stdin.pause();
+    process.stderr.write('\n');
+  }
+}
+
 interface GlobalOpts { url?: string; token?: string; json?: boolean }
 
 function endpoint(g: GlobalOpts): { url: string; token?: string } {
@@ -200,6 +239,33 @@ export function buildCli(): Command {
     .action(async (name: string, o: { fingerprint?: string }) => {
       const r = await api(g(), 'POST', `/api/v1/targets/${encodeURIComponent(name)}/repin`, o.fingerprint ? { fingerprint: o.fingerprint } : {});
       out(g(), r, () => process.stdout.write(`${r.detail}\n`));
+    });
+
+  const credentials = program.command('credentials').description("target admin credentials kept in the vault (SOC): set, show, rotate; a credential is never shown back")
+    .action(async () => {
+      const list = await api(g(), 'GET', '/api/v1/credentials');
+      out(g(), list, () => table(list.map(credentialRow), CREDENTIAL_COLUMNS));
+    });
+  credentials.command('set').description('store a target\'s admin credential in the vault: read from the terminal (not echoed) or standard input, never from the command line')
+    .argument('<target>')
+    .option('--field <field>', 'which credential (default: the first one the target keeps in the vault, e.g. admin.password)')
+    .option('--no-verify', 'store it without logging in to the target with it first')
+    .action(async (name: string, o: { field?: string; verify: boolean }) => {
+      const secret = await readSecret(`Admin credential for ${name}: `);
+      if (!secret) throw new CliError('no credential given (type it at the prompt, or pipe it on standard input)');
+      const r = await api(g(), 'PUT', `/api/v1/targets/${encodeURIComponent(name)}/credentials`, { secret, verify: o.verify, ...(o.field ? { field: o.field } : {}) });
+      out(g(), r, () => process.stdout.write(`stored ${r.target} ${r.field} in the vault (version ${r.version})${r.nextRotationAt ? `; next rotation ${r.nextRotationAt}` : ''}\n`));
+    });
+  credentials.command('show').description("when a target's vault credentials were set, by whom, rotated, the next rotation and the last failure (never the secret)").argument('<target>')
+    .action(async (name: string) => {
+      const list = await api(g(), 'GET', `/api/v1/targets/${encodeURIComponent(name)}/credentials`);
+      out(g(), list, () => table(list.map(credentialRow), CREDENTIAL_COLUMNS));
+    });
+  credentials.command('rotate').description("rotate a target's vault credential now: the new one is set on the target and verified before the old one is discarded").argument('<target>')
+    .option('--field <field>', 'which credential (default: the first one)')
+    .action(async (name: string, o: { field?: string }) => {
+      const r = await api(g(), 'POST', `/api/v1/targets/${encodeURIComponent(name)}/credentials/rotate`, o.field ? { field: o.field } : {});
+      out(g(), r, () => process.stdout.write(`rotated ${r.target} ${r.field} (version ${r.version})${r.nextRotationAt ? `; next rotation ${r.nextRotationAt}` : ''}\n`));
     });
 
   program.command('request').description('request access: tollgate request <target> --role R --duration 2h --reason "..."')

@@ -11,6 +11,7 @@ import { breakGlassSchema, durationSchema, parseDuration, policySchema, reviewSc
 import type { KeySource } from '../auth/keys.js';
 import { clusterGatewayFields } from './cluster/config.js';
 import { checkNotifications, notificationsSchema } from './notifications/config.js';
+import { vaultFields } from './vault.js';
 import { checkSiem, siemSchema } from './siem/config.js';
 
 /**
@@ -169,6 +170,16 @@ const configSchema = z.object({
   }).strict().prefault({}),
   /** Notification hook for `alert` rules and break-glass (argv; event JSON on stdin). */
   notify: z.object({ command: z.array(z.string()).optional() }).strict().default({}),
+  /**
+   * The credential vault (proxy/vault.ts): admin credentials configured as {vault: true} rotate
+   * every `rotate` (a target's own credentials.rotate wins; false turns it off there). A failed
+   * rotation is retried after `retry`, doubling up to `retryMax`.
+   */
+  credentials: z.object({
+    rotate: duration.optional(),
+    retry: duration.default('5m'),
+    retryMax: duration.default('6h'),
+  }).strict().prefault({}),
   /** Webhooks and email for the workflow's events, with retries (proxy/notifications/config.ts). */
   notifications: notificationsSchema,
   /** The audit stream pushed to syslog (RFC 5424 over TLS) and webhooks (proxy/siem/config.ts). */
@@ -246,10 +257,21 @@ export function validateConfig(raw: unknown, file: string, modules: ReadonlyMap<
     if ((t.credentials as { mode?: unknown }).mode === 'directory-account' && !cfg.directory) {
       throw new ConfigError(file, `targets[${i}].credentials.mode`, 'a `directory` section for directory-account credentials (the directory to mint accounts in)');
     }
+    const rotate = (t.credentials as { rotate?: unknown }).rotate;
+    if (rotate !== undefined) {
+      if (rotate !== false && !durationSchema.safeParse(rotate).success) throw new ConfigError(file, `targets[${i}].credentials.rotate`, 'a duration such as 24h, or false (no scheduled rotation)');
+      if (rotate !== false && !vaultFields(t).some((f) => mod.adminRotation?.fields.includes(f))) {
+        throw new ConfigError(file, `targets[${i}].credentials.rotate`, mod.adminRotation
+          ? `a credential kept in the vault to rotate: set ${mod.adminRotation.fields.join(' or ')} to {vault: true}`
+          : `no rotate: ${t.protocol} targets cannot rotate their admin credential`);
+      }
+      if (rotate !== false && parseDuration(rotate as string | number) < 60_000) throw new ConfigError(file, `targets[${i}].credentials.rotate`, 'a duration of at least 1m');
+    }
     if (t.options['mfaAtConnect'] !== undefined && typeof t.options['mfaAtConnect'] !== 'boolean') {
       throw new ConfigError(file, `targets[${i}].options.mfaAtConnect`, 'true or false');
     }
   });
+  if (cfg.credentials.rotate !== undefined && parseDuration(cfg.credentials.rotate) < 60_000) throw new ConfigError(file, 'credentials.rotate', 'a duration of at least 1m');
   const reviewed = new Set<string>();
   cfg.reviews.forEach((r, i) => {
     if (!cfg.policies.some((p) => p.name === r.policy)) {
@@ -348,6 +370,7 @@ function cyclePath(root: unknown): string | null {
 /** Resolve a secret reference. Errors name the key path but never the value. */
 export function resolveSecret(ref: SecretRef | undefined, cfg: Pick<GatewayConfig, 'file' | 'baseDir'>, path: string): Secret {
   if (!ref) throw new ConfigError(cfg.file, path, 'a secret reference');
+  if ('vault' in (ref as object)) throw new ConfigError(cfg.file, path, 'a secret reference from the config here ({vault: true} is for target admin credentials the gateway reads from its vault)');
   if ('value' in ref) return new Secret(ref.value);
   if ('env' in ref) {
     const v = process.env[ref.env];

@@ -51,6 +51,9 @@ import type { RecordingFailure } from '../recorder/index.js';
 import type { ListenerConfig } from './config.js';
 import { Notifications } from './notifications/index.js';
 import { Siem } from './siem/index.js';
+import { Vault, credentialRef } from './vault.js';
+import { VaultRotation, rotationInterval } from './vault-rotation.js';
+import { isVaultRef } from '../auth/secret.js';
 
 export interface GatewayOptions {
   config: GatewayConfig;
@@ -111,6 +114,9 @@ export class Gateway {
   /** Webhooks and email for the workflow's events (proxy/notifications) and the audit stream to SIEMs (proxy/siem). */
   notifications!: Notifications;
   siem!: Siem;
+  /** Target admin credentials kept in the store, sealed (proxy/vault.ts), and their scheduled rotation. */
+  vault!: Vault;
+  rotation!: VaultRotation;
   /** Device sign-ins and browser approvals waiting for a person (gateway.maxPendingSignIns). */
   pendingSignIns!: PendingLimit;
   /** This process in the node registry, on its sessions and audit events: gateway.id (worker n: <id>/w<n>). */
@@ -296,6 +302,13 @@ export class Gateway {
     // Locks and kills reach every node's sessions (the control bus); the lock itself is in the store.
     this.locks = new Locks({ store: this.store, clock: this.clock, audit: this.audit, sessions: { applyLock: (lock) => this.cluster.end({ lock }, lockEndReason(lock)) } });
     this.keys = new SshKeys({ store: this.store, clock: this.clock, audit: this.audit, key: this.key });
+    const interval = (t: TargetConfig, field: string) => rotationInterval(this.config, this.modules, t, field);
+    this.vault = new Vault({ store: this.store, key: this.key, clock: this.clock, audit: this.audit, targets: () => this.config.targets, rotationInterval: interval });
+    this.rotation = new VaultRotation({
+      vault: this.vault, store: this.store, clock: this.clock, audit: this.audit, log: this.log.child({ c: 'vault' }), modules: this.modules,
+      ctx: (p) => this.ctx(p), targets: () => this.config.targets, alert: (e) => this.notify(e), interval,
+      sweepMs: parseDuration(cfg.gateway.timerSweep), retryMs: parseDuration(cfg.credentials.retry), retryMaxMs: parseDuration(cfg.credentials.retryMax),
+    });
     this.kill = new KillSwitch({
       store: this.store, audit: this.audit, sessions: this.sessions,
       end: (select, reason) => this.cluster.end(select, reason),
@@ -326,6 +339,8 @@ export class Gateway {
       await this.startIdp();
       this.links.start();
       await this.engine.start();
+      // Scheduled rotations (and rotations a crash interrupted): claimed in the store, so once cluster-wide.
+      this.rotation.start();
     } else {
       // A listeners-only worker: worker 0 serves the HTTP front, the IdP and the policy timers.
       this.publicUrl = this.worker?.publicUrl ?? cfg.gateway.publicUrl ?? '';
@@ -632,6 +647,11 @@ export class Gateway {
         target: (n) => this.config.targets.find((t) => t.name === n),
         targets: () => this.config.targets,
         resolveSecret: (ref, path) => resolveSecret(ref as never, this.config, path),
+        credential: async (target, field) => {
+          const ref = credentialRef(target, field);
+          if (isVaultRef(ref)) return this.vault.current(target.name, field);
+          return resolveSecret(ref as never, this.config, `targets.${target.name}.credentials.${field}`);
+        },
       },
       access: {
         pendingSecrets: (u, p, addr) => this.access.pendingSecrets(u, p, addr),
@@ -714,6 +734,7 @@ export class Gateway {
     this.recordingGuard?.stop();
     this.storeGuard?.stop();
     this.engine?.stop();
+    await this.rotation?.stop().catch(() => undefined);
     this.links?.stop();
     this.sessions?.stop();
     await this.links?.idle();

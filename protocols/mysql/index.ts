@@ -42,6 +42,7 @@ import { MysqlRelay } from './relay.js';
 import { startMariadbDemo } from './demo.js';
 import { checkStageOf, parseAddress, formatAddr, listenTcp, type Preauth } from '../net.js';
 import { shellQuote } from '../shell.js';
+import { mysqlAdminRotation } from './rotate.js';
 
 const MAX_CLIENT_PACKET = 64 * 1024 * 1024;
 /** Before authentication nobody may make the gateway buffer much. */
@@ -79,7 +80,7 @@ async function learnTarget(ctx: ProtocolContext, flavours: Flavours, log: Logger
   const target = ctx.config.target(name);
   if (!target) return;
   try {
-    const admin = adminCredential(ctx, target);
+    const admin = await adminCredential(ctx, target);
     const up = await loginUpstream({
       address: parseAddress(target.address, DEFAULT_PORT), user: admin.user, password: admin.password.reveal(), database: null,
       clientCaps: GATEWAY_CAPS, charset: 45, maxPacket: 16 * 1024 * 1024, allowLocalFiles: false,
@@ -271,6 +272,8 @@ export const mysqlModule: ProtocolModule = {
       return { ok: false, stage, detail: `cannot log in as admin: ${err.code ?? ''} ${err.message}`.trim() };
     }
   },
+
+  adminRotation: mysqlAdminRotation,
 
   leaseKinds: {
     [LEASE_KIND]: {

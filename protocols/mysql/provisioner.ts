@@ -115,10 +115,11 @@ export function randomPassword(): string {
   return randomBytes(24).toString('base64url');
 }
 
-export function adminCredential(ctx: ProtocolContext, target: TargetConfig): AdminCredential {
+/** The admin user and password: from the config, or the vault's current one for {vault: true}. */
+export async function adminCredential(ctx: ProtocolContext, target: TargetConfig): Promise<AdminCredential> {
   const admin = target.credentials['admin'] as { user?: unknown; password?: unknown } | undefined;
   if (!admin || typeof admin.user !== 'string') throw new Error(`target ${target.name}: credentials.admin.user is missing`);
-  return { user: admin.user, password: ctx.config.resolveSecret(admin.password, `targets.${target.name}.credentials.admin.password`) };
+  return { user: admin.user, password: await ctx.config.credential(target, 'admin.password') };
 }
 
 export function userHost(target: TargetConfig): string {
@@ -130,8 +131,8 @@ export function userHost(target: TargetConfig): string {
  * The admin connection, over TLS whenever the target has options.tls (the same settings as the
  * session login), so CREATE USER … IDENTIFIED BY never crosses the network in clear there.
  */
-export async function adminConnect(ctx: ProtocolContext, target: TargetConfig): Promise<mysql.Connection> {
-  const cred = adminCredential(ctx, target);
+export async function adminConnect(ctx: ProtocolContext, target: TargetConfig, password?: Secret): Promise<mysql.Connection> {
+  const cred = password ? { user: String((target.credentials['admin'] as { user?: unknown }).user), password } : await adminCredential(ctx, target);
   const addr = parseAddress(target.address, DEFAULT_PORT);
   const tls = upstreamTls(target);
   const verify = !!tls && verifiesServer(tls);

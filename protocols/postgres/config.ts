@@ -1,7 +1,7 @@
 /** The postgres target's own config sections (credentials, options, role grants), validated here. */
 import { z } from 'zod';
 import type { TargetConfig, RoleConfig } from '../types.js';
-import { isSecretRef } from '../../auth/secret.js';
+import { isSecretRef, isVaultRef } from '../../auth/secret.js';
 import { parseAddress } from '../net.js';
 
 const roleName = z.string().min(1).max(63).refine((s) => !s.includes('\0'), 'no NUL bytes');
@@ -9,7 +9,7 @@ const roleName = z.string().min(1).max(63).refine((s) => !s.includes('\0'), 'no 
 export const credentialsSchema = z.object({
   admin: z.object({
     user: roleName,
-    password: z.custom<unknown>((v) => isSecretRef(v), 'a secret reference: {env: NAME}, {file: PATH} or {value: "..."}'),
+    password: z.custom<unknown>((v) => isSecretRef(v) || isVaultRef(v), 'a secret reference: {env: NAME}, {file: PATH}, {value: "..."} or {vault: true} (kept in the vault)'),
   }),
   /** The database the admin connects to (and the default database for clients that name none). */
   database: roleName.default('postgres'),

@@ -9,6 +9,7 @@ import { adminClient, dropSessionRole, LEASE_KIND } from './provisioner.js';
 import { makeVerifier, SCRAM_ITERATIONS } from './scram.js';
 import { shellQuote as sh } from '../shell.js';
 import { checkStageOf } from '../net.js';
+import { postgresAdminRotation } from './rotate.js';
 
 const cancels = new CancelRegistry();
 
@@ -41,6 +42,8 @@ export const postgresModule: ProtocolModule = {
       return { ok: false, stage, detail: `cannot log in with the admin credential: ${(e as Error).message}` };
     }
   },
+
+  adminRotation: postgresAdminRotation,
 
   leaseKinds: {
     [LEASE_KIND]: {

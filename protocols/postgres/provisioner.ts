@@ -11,6 +11,7 @@ import type { ProtocolContext, TargetConfig } from '../types.js';
 import { credentialsOf, optionsOf, DEFAULT_PORT, type PgCredentials } from './config.js';
 import { makeVerifier } from './scram.js';
 import { parseAddress } from '../net.js';
+import type { Secret } from '../../auth/secret.js';
 
 export const LEASE_KIND = 'postgres-role';
 
@@ -43,10 +44,11 @@ export function tlsClientOptions(t: UpstreamTls): tls.ConnectionOptions | null {
   return { rejectUnauthorized: true, ca: t.ca, checkServerIdentity: tls.checkServerIdentity };
 }
 
-export async function adminClient(ctx: ProtocolContext, target: TargetConfig, database?: string): Promise<pg.Client> {
+/** The admin connection: with the configured admin password (the vault's current one for {vault: true}), or `password` (a rotation). */
+export async function adminClient(ctx: ProtocolContext, target: TargetConfig, database?: string, credential?: Secret): Promise<pg.Client> {
   const cred = credentialsOf(target);
   const { host, port } = parseAddress(target.address, DEFAULT_PORT);
-  const password = ctx.config.resolveSecret(cred.admin.password, `targets.${target.name}.credentials.admin.password`);
+  const password = credential ?? await ctx.config.credential(target, 'admin.password');
   const client = new pg.Client({
     host, port, user: cred.admin.user, password: password.reveal(), database: database ?? cred.database,
     connectionTimeoutMillis: optionsOf(target).connectTimeout * 1000,

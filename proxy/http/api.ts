@@ -7,6 +7,7 @@ import type { ApiServices } from './services.js';
 import { isUnsafeMethod } from './web-security.js';
 import { mountAccessReviewRoutes } from './routes/access-reviews.js';
 import { mountAuditRoutes } from './routes/audit.js';
+import { mountCredentialRoutes } from './routes/credentials.js';
 import { mountDelegationRoutes } from './routes/delegations.js';
 import { mountAuthRoutes } from './routes/auth.js';
 import { mountGrantRoutes } from './routes/grants.js';
@@ -66,6 +67,7 @@ export function mountApi(s: ApiServices): void {
   mountTokenRoutes(add, s);
   mountKeyRoutes(add, s);
   mountTargetRoutes(add, s);
+  mountCredentialRoutes(add, s);
   mountRequestRoutes(add, s);
   mountGrantRoutes(add, s);
   mountDelegationRoutes(add, s);

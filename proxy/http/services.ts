@@ -23,6 +23,8 @@ import type { HttpFront } from './server.js';
 import type { Cluster, Readiness } from '../cluster/index.js';
 import type { Notifications } from '../notifications/index.js';
 import type { Siem } from '../siem/index.js';
+import type { Vault } from '../vault.js';
+import type { VaultRotation } from '../vault-rotation.js';
 
 /**
  * The services the HTTP front's routes are built from. Each route module takes only the ones it
@@ -64,6 +66,9 @@ export interface ApiServices {
   readiness(): Promise<Readiness>;
   readonly notifications: Notifications;
   readonly siem: Siem;
+  /** Target admin credentials kept sealed in the store, and their rotation. */
+  readonly vault: Vault;
+  readonly rotation: VaultRotation;
   /** The protocol context of a module (target checks, connection secret verifiers). */
   ctx(protocol: string): ProtocolContext;
   listenerAddress(name: string): { host: string; port: number } | null;
