@@ -168,7 +168,7 @@ async function handleConnection(ctx: ProtocolContext, sock: Socket, preauth: Pre
     password = await mintSessionUser(ctx, session, target, role, user, host);
   } catch (e) {
     session.log.error({ err: (e as Error).message }, 'could not create the session user');
-    return fail('target_error', `could not create the session user: ${(e as Error).message}`, 'could not create a database user for this session; see the gateway log');
+    return fail('target_error', `could not create the session user: ${(e as Error).message}`, mintFailure(target.name, e as Error));
   }
   if (early || client.closed) {
     await session.end(early ?? { code: 'client_exit', message: 'client left during login' });
@@ -325,3 +325,16 @@ export const mysqlModule: ProtocolModule = {
     return startMariadbDemo(dir, log);
   },
 };
+
+/**
+ * What the client is told when its session user cannot be made: the server is unreachable, it
+ * refuses the admin credential, or it refused a statement (the user is then dropped by the lease's revoke).
+ */
+export function mintFailure(target: string, e: Error): string {
+  const m = e.message;
+  const why = 'could not create a database user for this session';
+  if (/^1045 /.test(m)) return `${why}: the database server of ${target} refused the admin credential (access denied); ask an administrator to check the target's admin credential`;
+  const net = /\b(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENOTFOUND|EPIPE)\b/.exec(m);
+  if (net) return `${why}: the database server of ${target} cannot be reached (${net[1]})`;
+  return `${why} on ${target}: ${m.slice(0, 300)}`;
+}

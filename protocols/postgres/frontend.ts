@@ -25,6 +25,7 @@ import { databaseRules, ensureEventTrigger, roleNote } from './enforce.js';
 import { LEASE_KIND, adminClient, createSessionRole, sessionRoleName, upstreamTlsOf, type SessionRole } from './provisioner.js';
 import { SCRAM, SCRAM_PLUS, ScramError, ScramServer, parseVerifier, SCRAM_ITERATIONS, tlsServerEndPoint } from './scram.js';
 import { UpstreamError, dialUpstream, sendCancel } from './upstream.js';
+import type { Client as PgClient } from 'pg';
 import { parseAddress, lazySecureContext, listenTcp, type Preauth } from '../net.js';
 import { SocketReader } from '../reader.js';
 
@@ -294,6 +295,12 @@ async function scramLogin(
   return outcome;
 }
 
+/** The error for a database server that cannot be reached at all (as opposed to one that answers with an error). */
+function unreachable(target: string, err: Error & { code?: string }): UpstreamError | null {
+  return err.code && /^E[A-Z]+$/.test(err.code) || /timeout/i.test(err.message)
+    ? new UpstreamError(null, `Tollgate cannot reach the database server of ${target} (${err.code ?? err.message})`) : null;
+}
+
 async function startSession(
   ctx: ProtocolContext, session: LiveSession, auth: Authorized, sock: net.Socket, input: Incoming,
   params: Record<string, string>, cancels: CancelRegistry,
@@ -326,19 +333,33 @@ async function startSession(
       }
     }
   }
+  // The admin connection is open before the lease is stored: a server that is down or refuses the
+  // admin credential leaves no lease (nothing to retry), only the client's error.
+  let admin: PgClient;
+  try {
+    admin = await adminClient(ctx, target);
+  } catch (e) {
+    const err = e as Error & { code?: string };
+    const down = unreachable(target.name, err);
+    if (down) throw down;
+    session.log.error({ err: err.message, code: err.code }, 'postgres: the target refused the admin connection');
+    // The server's own reason (a wrong password, no pg_hba.conf entry...): it names no secret.
+    throw fatal(err.code && /^[0-9A-Z]{5}$/.test(err.code) ? err.code : '08004', `Tollgate could not create the session role on ${target.name}: the database server refused the admin connection (${err.code ?? 'refused'}: ${err.message}); ask an administrator to check the target's admin credential`);
+  }
   let role: SessionRole;
   try {
     role = await session.lease<SessionRole>(LEASE_KIND, { role: roleName, database }, async () => ({
-      credential: await createSessionRole(ctx, target, roleName, grants, validUntil, enforced ? roleNote(inDatabase) : undefined),
+      credential: await createSessionRole(ctx, target, roleName, grants, validUntil, enforced ? roleNote(inDatabase) : undefined, admin),
     }));
   } catch (e) {
     // Ended (kill, lock, client gone) while the role was being created: the proxy revoked it once made.
     if (e instanceof SessionEndedError) throw fatal('57P01', 'the session was ended while it was starting');
     const err = e as Error & { code?: string };
-    if (err.code && /^E[A-Z]+$/.test(err.code) || /timeout/i.test(err.message)) {
-      throw new UpstreamError(null, `Tollgate cannot reach the database server of ${target.name} (${err.code ?? err.message})`);
-    }
+    const down = unreachable(target.name, err);
+    if (down) throw down;
     throw fatal(err.code && /^[0-9A-Z]{5}$/.test(err.code) ? err.code : 'XX000', `Tollgate could not create the session role on ${target.name}: ${err.message}`);
+  } finally {
+    await admin.end().catch(() => {});
   }
   const { host, port } = parseAddress(target.address, DEFAULT_PORT);
   const forwarded: Record<string, string> = {};

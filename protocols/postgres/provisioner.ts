@@ -73,11 +73,12 @@ export interface SessionRole {
  * `note`: the role comment that carries the session's rules for the event trigger (./enforce.ts),
  * set before the role can log in.
  */
-export async function createSessionRole(ctx: ProtocolContext, target: TargetConfig, roleName: string, grants: string[], validUntil: Date, note?: string): Promise<SessionRole> {
+export async function createSessionRole(ctx: ProtocolContext, target: TargetConfig, roleName: string, grants: string[], validUntil: Date, note?: string, admin?: pg.Client): Promise<SessionRole> {
   const password = randomBytes(24).toString('base64url');
   const verifier = makeVerifier(password, randomBytes(16)).split(':');
   const stored = `SCRAM-SHA-256$${verifier[0]}:${verifier[1]}$${verifier[2]}:${verifier[3]}`;
-  const client = await adminClient(ctx, target);
+  // `admin`: a connection the caller opened (before it stored the lease) and closes itself.
+  const client = admin ?? await adminClient(ctx, target);
   try {
     await client.query(`CREATE ROLE ${ident(roleName)} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD ${literal(stored)} VALID UNTIL ${literal(validUntil.toISOString())}`);
     for (const g of grants) await client.query(`GRANT ${ident(g)} TO ${ident(roleName)}`);
@@ -85,7 +86,7 @@ export async function createSessionRole(ctx: ProtocolContext, target: TargetConf
     const priv = await client.query("SELECT pg_has_role($1, 'pg_execute_server_program', 'USAGE') AS p", [roleName]);
     return { user: roleName, password, serverPrograms: priv.rows[0]?.p === true };
   } finally {
-    await client.end().catch(() => {});
+    if (!admin) await client.end().catch(() => {});
   }
 }
 
