@@ -131,7 +131,9 @@ export async function runBench(names: string[], opts: { smoke: boolean; out?: st
   const table = ratioTable(result.rows);
   process.stdout.write(`\n${table}\n\nGateway CPU time / peak memory per scenario: ${Object.entries(result.gateway).map(([k, v]) => `${k} ${v.cpuMs} ms / ${v.peakRssMiB} MiB`).join('; ') || '-'}\n`);
   if (Object.keys(result.errors).length) process.stdout.write(`Failed: ${Object.entries(result.errors).map(([k, v]) => `${k}: ${v}`).join('; ')}\n`);
-  const out = opts.out ?? join(root, 'bench', 'results', opts.smoke ? 'smoke.json' : 'latest.json');
+  // A profiled run is not a full run's figures: it goes to its own file, which the README's goals
+  // table reads the named costs from (bench/report.ts loadProfiles).
+  const out = opts.out ?? join(root, 'bench', 'results', opts.smoke ? 'smoke.json' : opts.profile ? `profile-${picked.join('-')}.json` : 'latest.json');
   mkdirSync(join(out, '..'), { recursive: true });
   let covers = picked.length === scenarioNames.length;
   if (opts.merge && !opts.smoke && existsSync(out) && !covers) {
@@ -153,7 +155,7 @@ export async function runBench(names: string[], opts: { smoke: boolean; out?: st
   } else {
     writeFileSync(out, JSON.stringify({ ...result, table }, null, 2));
   }
-  if (!opts.smoke && (!opts.out || opts.merge) && covers) {
+  if (!opts.smoke && !opts.profile && (!opts.out || opts.merge) && covers) {
     const { updateReadme } = await import('./report.js');
     if (updateReadme(out)) log('README.md Performance section updated from this run');
   }
