@@ -48,11 +48,13 @@ function ratioTable(rows: BenchRow[]): string {
   lines.push(['scenario', 'case', 'metric', 'tollgate', 'anchors', 'ratio (tollgate / anchor)'].join(' | '));
   lines.push('--- | --- | --- | --- | --- | ---');
   for (const g of groups.values()) {
-    const tg = g.find((r) => r.tool === 'tollgate');
-    const anchors = g.filter((r) => r.tool !== 'tollgate');
+    // Tollgate's rows: one gateway process (tollgate) and, where measured, gateway.workers: 2 (tollgate-2w).
+    const tgs = g.filter((r) => r.tool === 'tollgate' || r.tool === 'tollgate-2w');
+    const anchors = g.filter((r) => !tgs.includes(r));
     const fmt = (r: BenchRow) => `${Number.isFinite(r.value) ? +r.value.toPrecision(4) : 'n/a'} ${r.unit}`;
-    const ratios = tg ? anchors.map((a) => `${a.tool}: ${Number.isFinite(tg.value / a.value) ? (tg.value / a.value).toFixed(2) : 'n/a'}${a.better === 'higher' ? '' : ' (lower is better)'}`) : [];
-    lines.push([g[0]!.scenario, g[0]!.case, g[0]!.metric, tg ? fmt(tg) : '-', anchors.map((a) => `${a.tool} ${fmt(a)}`).join(', ') || '-', ratios.join(', ') || '-'].join(' | '));
+    const ratios = tgs.flatMap((tg) => anchors.map((a) => `${tgs.length > 1 ? `${tg.tool} ÷ ` : ''}${a.tool}: ${Number.isFinite(tg.value / a.value) ? (tg.value / a.value).toFixed(2) : 'n/a'}${a.better === 'higher' ? '' : ' (lower is better)'}`));
+    const tgText = tgs.map((tg) => (tg.tool === 'tollgate' ? fmt(tg) : `${tg.tool} ${fmt(tg)}`)).join(', ');
+    lines.push([g[0]!.scenario, g[0]!.case, g[0]!.metric, tgText || '-', anchors.map((a) => `${a.tool} ${fmt(a)}`).join(', ') || '-', ratios.join(', ') || '-'].join(' | '));
   }
   return lines.join('\n');
 }
