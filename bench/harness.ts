@@ -5,7 +5,7 @@
  * tool and Tollgate side by side in one run.
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -83,6 +83,60 @@ export function processStats(pid: number): { cpuMs: number; peakRssKiB: number; 
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kib = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0);
   return { cpuMs: (ticks * 1000) / 100, peakRssKiB: kib('VmHWM'), rssKiB: kib('VmRSS') };
+}
+
+/** utime+stime, and the CPU of reaped children (cutime+cstime), of one process, in ms; 0 once it is gone. */
+function ownCpuMs(pid: number, reaped: boolean): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(f[11]) + Number(f[12]) + (reaped ? Number(f[13]) + Number(f[14]) : 0)) * 1000) / 100;
+  } catch { return 0; }
+}
+
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  try {
+    for (const task of readdirSync(`/proc/${pid}/task`)) {
+      try { out.push(...readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number)); } catch { /* gone */ }
+    }
+  } catch { /* gone */ }
+  return out;
+}
+
+/**
+ * CPU time (ms) of a server and everything under it: the process, its live descendants, and the
+ * children it already reaped (a PostgreSQL backend or an sshd session that ended is counted in its
+ * parent's cutime/cstime). For servers that fork per connection (postgres, sshd, nginx workers).
+ */
+export function treeCpuMs(pid: number): number {
+  let total = 0;
+  const seen = new Set<number>();
+  const walk = (p: number) => {
+    if (seen.has(p)) return;
+    seen.add(p);
+    total += ownCpuMs(p, true);
+    for (const c of childrenOf(p)) walk(c);
+  };
+  walk(pid);
+  return total;
+}
+
+/** The pid of the process listening on a local TCP port (ss -ltnp), or null. */
+export async function listenerPid(port: number): Promise<number | null> {
+  try {
+    const { stdout } = await execFileP('ss', ['-Hltnp', `sport = :${port}`]);
+    const m = /pid=(\d+)/.exec(stdout);
+    return m ? Number(m[1]) : null;
+  } catch { return null; }
+}
+
+/** Measures a server's CPU over a stretch of work; `null` pid measures nothing (the row is left out). */
+export function cpuMeter(pid: number | null, tree = true): { start(): void; ms(): number } | null {
+  if (!pid) return null;
+  const read = () => (tree ? treeCpuMs(pid) : processStats(pid).cpuMs);
+  let t0 = 0;
+  return { start() { t0 = read(); }, ms: () => read() - t0 };
 }
 
 export interface DemoGateway {

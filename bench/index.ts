@@ -48,11 +48,13 @@ function ratioTable(rows: BenchRow[]): string {
   lines.push(['scenario', 'case', 'metric', 'tollgate', 'anchors', 'ratio (tollgate / anchor)'].join(' | '));
   lines.push('--- | --- | --- | --- | --- | ---');
   for (const g of groups.values()) {
-    const tg = g.find((r) => r.tool === 'tollgate');
-    const anchors = g.filter((r) => r.tool !== 'tollgate');
+    // Tollgate's rows: one gateway process (tollgate) and, where measured, gateway.workers: 2 (tollgate-2w).
+    const tgs = g.filter((r) => r.tool === 'tollgate' || r.tool === 'tollgate-2w');
+    const anchors = g.filter((r) => !tgs.includes(r));
     const fmt = (r: BenchRow) => `${Number.isFinite(r.value) ? +r.value.toPrecision(4) : 'n/a'} ${r.unit}`;
-    const ratios = tg ? anchors.map((a) => `${a.tool}: ${Number.isFinite(tg.value / a.value) ? (tg.value / a.value).toFixed(2) : 'n/a'}${a.better === 'higher' ? '' : ' (lower is better)'}`) : [];
-    lines.push([g[0]!.scenario, g[0]!.case, g[0]!.metric, tg ? fmt(tg) : '-', anchors.map((a) => `${a.tool} ${fmt(a)}`).join(', ') || '-', ratios.join(', ') || '-'].join(' | '));
+    const ratios = tgs.flatMap((tg) => anchors.map((a) => `${tgs.length > 1 ? `${tg.tool} ÷ ` : ''}${a.tool}: ${Number.isFinite(tg.value / a.value) ? (tg.value / a.value).toFixed(2) : 'n/a'}${a.better === 'higher' ? '' : ' (lower is better)'}`));
+    const tgText = tgs.map((tg) => (tg.tool === 'tollgate' ? fmt(tg) : `${tg.tool} ${fmt(tg)}`)).join(', ');
+    lines.push([g[0]!.scenario, g[0]!.case, g[0]!.metric, tgText || '-', anchors.map((a) => `${a.tool} ${fmt(a)}`).join(', ') || '-', ratios.join(', ') || '-'].join(' | '));
   }
   return lines.join('\n');
 }
@@ -131,7 +133,9 @@ export async function runBench(names: string[], opts: { smoke: boolean; out?: st
   const table = ratioTable(result.rows);
   process.stdout.write(`\n${table}\n\nGateway CPU time / peak memory per scenario: ${Object.entries(result.gateway).map(([k, v]) => `${k} ${v.cpuMs} ms / ${v.peakRssMiB} MiB`).join('; ') || '-'}\n`);
   if (Object.keys(result.errors).length) process.stdout.write(`Failed: ${Object.entries(result.errors).map(([k, v]) => `${k}: ${v}`).join('; ')}\n`);
-  const out = opts.out ?? join(root, 'bench', 'results', opts.smoke ? 'smoke.json' : 'latest.json');
+  // A profiled run is not a full run's figures: it goes to its own file, which the README's goals
+  // table reads the named costs from (bench/report.ts loadProfiles).
+  const out = opts.out ?? join(root, 'bench', 'results', opts.smoke ? 'smoke.json' : opts.profile ? `profile-${picked.join('-')}.json` : 'latest.json');
   mkdirSync(join(out, '..'), { recursive: true });
   let covers = picked.length === scenarioNames.length;
   if (opts.merge && !opts.smoke && existsSync(out) && !covers) {
@@ -153,7 +157,7 @@ export async function runBench(names: string[], opts: { smoke: boolean; out?: st
   } else {
     writeFileSync(out, JSON.stringify({ ...result, table }, null, 2));
   }
-  if (!opts.smoke && (!opts.out || opts.merge) && covers) {
+  if (!opts.smoke && !opts.profile && (!opts.out || opts.merge) && covers) {
     const { updateReadme } = await import('./report.js');
     if (updateReadme(out)) log('README.md Performance section updated from this run');
   }

@@ -7,7 +7,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execFileP, median, splitAddress, type BenchRow, type Scenario } from './harness.js';
+import { cpuMeter, execFileP, listenerPid, median, processStats, splitAddress, type BenchRow, type Scenario } from './harness.js';
 
 /** tlsDir: run over TLS (--mysql-ssl=on), with cacert.pem and a throwaway client key pair in that directory (sysbench 1.0 reads them from its cwd). */
 async function sysbench(test: string, c: { host: string; port: number; user: string; password: string; tlsDir?: string }, extra: string[]): Promise<{ tps: number; p95: number }> {
@@ -42,19 +42,32 @@ export const scenario: Scenario = {
     const rounds = opts.smoke ? 1 : 3;
     const rows: BenchRow[] = [];
     const cases = opts.smoke ? [['oltp_point_select', 1]] as const : [['oltp_read_only', 1], ['oltp_read_only', 8], ['oltp_point_select', 1], ['oltp_point_select', 8]] as const;
+    // MariaDB (one process, a thread per connection) for both paths; the gateway for Tollgate's.
+    const serverPid = await listenerPid(up.port);
+    if (!serverPid) opts.log(`mysql: no listener pid for ${up.port} (ss -ltnp): no server CPU rows`);
     try {
       for (const [test, threads] of cases) {
         for (const [tool, c] of [['direct', direct], ['tollgate', through]] as const) {
           const tps: number[] = [];
           const p95: number[] = [];
+          const serverCpu: number[] = [];
+          const gwCpu: number[] = [];
           for (let r = 0; r < rounds; r++) {
+            const server = cpuMeter(serverPid);
+            const gw0 = processStats(demo.pid).cpuMs;
+            server?.start();
             const res = await sysbench(test, c, [`--threads=${threads}`, `--time=${seconds}`, '--db-ps-mode=auto', 'run']);
+            const txs = Math.max(1, res.tps * seconds);
+            if (server) serverCpu.push((server.ms() * 1000) / txs);
+            if (tool === 'tollgate') gwCpu.push(((processStats(demo.pid).cpuMs - gw0) * 1000) / txs);
             tps.push(res.tps);
             p95.push(res.p95);
           }
-          opts.log(`mysql ${test} t=${threads} ${tool}: ${median(tps).toFixed(0)} tps`);
+          opts.log(`mysql ${test} t=${threads} ${tool}: ${median(tps).toFixed(0)} tps${gwCpu.length ? `, gateway ${median(gwCpu).toFixed(0)} µs CPU/tx` : ''}`);
           rows.push({ scenario: 'mysql', case: `${test} threads=${threads}`, tool, metric: 'tps', value: median(tps), unit: 'tx/s', better: 'higher' });
           rows.push({ scenario: 'mysql', case: `${test} threads=${threads}`, tool, metric: 'latency p95', value: median(p95), unit: 'ms', better: 'lower' });
+          if (gwCpu.length) rows.push({ scenario: 'mysql', case: `${test} threads=${threads}`, tool, metric: 'proxy CPU per transaction', value: median(gwCpu), unit: 'µs', better: 'lower', note: 'the gateway process' });
+          if (serverCpu.length) rows.push({ scenario: 'mysql', case: `${test} threads=${threads}`, tool, metric: 'MariaDB CPU per transaction', value: median(serverCpu), unit: 'µs', better: 'lower' });
         }
       }
     } finally {

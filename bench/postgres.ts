@@ -7,15 +7,38 @@
  * clients (pgbouncer-tls: the like-for-like comparison, same TLS leg as Tollgate's).
  */
 import { spawn } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execFileP, freePort, median, processStats, splitAddress, type BenchRow, type Scenario } from './harness.js';
+import { startServedGateway, type ServedGateway } from './serve.js';
+import { cpuMeter, execFileP, freePort, listenerPid, median, percentile, processStats, splitAddress, type BenchRow, type Scenario } from './harness.js';
 
 /** pid: the proxy process whose CPU time is counted per transaction (none for direct). */
-interface Endpoint { tool: string; host: string; port: number; user: string; password: string; sslmode: string; pid?: number }
+interface Endpoint { tool: string; host: string; port: number; user: string; password: string; sslmode: string; pid?: number; proxyCpuMs?: () => number }
 
-async function pgbench(ep: Endpoint, db: string, args: string[]): Promise<{ tps: number; latencyMs: number }> {
+/** Per-transaction latencies (ms) from pgbench's transaction log files (-l): the third field is the latency in µs. */
+function readTxLog(dir: string): number[] {
+  const out: number[] = [];
+  for (const f of readdirSync(dir)) {
+    for (const line of readFileSync(join(dir, f), 'utf8').split('\n')) {
+      const us = Number(line.split(' ')[2]);
+      if (line && Number.isFinite(us)) out.push(us / 1000);
+    }
+  }
+  return out;
+}
+
+async function pgbench(ep: Endpoint, db: string, args: string[], opts: { perTx?: boolean } = {}): Promise<{ tps: number; latencyMs: number; perTxMs?: number[] }> {
+  const logDir = opts.perTx ? mkdtempSync(join(tmpdir(), 'tg-pgbench-log-')) : null;
+  if (logDir) args = [...args, '-l', `--log-prefix=${join(logDir, 'tx')}`];
+  try {
+    return { ...(await pgbenchRun(ep, db, args)), ...(logDir ? { perTxMs: readTxLog(logDir) } : {}) };
+  } finally {
+    if (logDir) rmSync(logDir, { recursive: true, force: true });
+  }
+}
+
+async function pgbenchRun(ep: Endpoint, db: string, args: string[]): Promise<{ tps: number; latencyMs: number }> {
   const { stdout, stderr } = await execFileP('pgbench', ['-h', ep.host, '-p', String(ep.port), '-U', ep.user, ...args, db], {
     env: { ...process.env, PGPASSWORD: ep.password, PGSSLMODE: ep.sslmode, PGCONNECT_TIMEOUT: '20' }, maxBuffer: 16 * 1024 * 1024, timeout: 300_000,
   });
@@ -86,6 +109,18 @@ export const scenario: Scenario = {
       return { ep: { tool: tls ? 'pgbouncer-tls' : 'pgbouncer', host: '127.0.0.1', port: b.port, user: admin.user, password: admin.password, sslmode: tls ? 'require' : 'disable', pid: b.pid }, stop: () => b.stop() };
     };
     const fixed = (ep: Endpoint) => async () => ({ ep, stop: async () => undefined });
+    // tollgate-2w: `tollgate serve` with gateway.workers: 2 in front of the same cluster.
+    let twoW: { gw: ServedGateway; grantId: string; ep: Endpoint } | null = null;
+    try {
+      const gw = await startServedGateway(demo, 2, opts.log);
+      try {
+        const g2 = await gw.grant('pg', 'admin');
+        const s2 = await gw.secret(g2, true);
+        twoW = { gw, grantId: g2, ep: { tool: 'tollgate-2w', host: s2.host, port: s2.port, user: s2.username, password: s2.secret, sslmode: 'require', pid: gw.pid, proxyCpuMs: () => gw.cpuMs() } };
+      } catch (e) { await gw.stop(); throw e; }
+    } catch (e) {
+      opts.log(`postgres: no tollgate-2w rows: ${(e as Error).message}`);
+    }
     const seconds = opts.smoke ? 1 : 5;
     const rounds = opts.smoke ? 1 : 3;
     const cases: { name: string; args: string[]; clients: number }[] = opts.smoke
@@ -95,35 +130,66 @@ export const scenario: Scenario = {
         { name: 'tpc-b prepared c=16', args: ['-M', 'prepared'], clients: 16 },
       ];
     const rows: BenchRow[] = [];
+    // The PostgreSQL cluster's CPU (postmaster, its backends, the ones that ended) per transaction, for
+    // every tool: direct has no proxy, and a proxy that makes the server work more shows here.
+    const serverPid = await listenerPid(up.port);
+    if (!serverPid) opts.log(`postgres: no listener pid for ${up.port} (ss -ltnp): no server CPU rows`);
+    // c=1: per-query latency percentiles from pgbench's transaction log, and what Tollgate adds over each anchor.
+    const p50s = new Map<string, { p50: number; p99: number }>();
     // TOLLGATE_BENCH_CASES=<regex> runs only the matching cases (profiling one load at a time).
     const only = process.env.TOLLGATE_BENCH_CASES ? new RegExp(process.env.TOLLGATE_BENCH_CASES) : null;
     try {
       for (const c of cases.filter((x) => !only || only.test(x.name))) {
-        for (const open of [fixed(directEp), anchorsOf(false), anchorsOf(true), fixed(tgEp)]) {
+        for (const open of [fixed(directEp), anchorsOf(false), anchorsOf(true), fixed(tgEp), ...(twoW ? [fixed(twoW.ep)] : [])]) {
           const tps: number[] = [];
           const lat: number[] = [];
           const cpu: number[] = [];
+          const serverCpu: number[] = [];
+          const perTx: number[] = [];
           const { ep, stop } = await open();
           try {
             for (let r = 0; r < rounds; r++) {
-              const cpu0 = ep.pid ? processStats(ep.pid).cpuMs : 0;
-              const res = await pgbench(ep, db, [...c.args, '-c', String(c.clients), '-j', String(Math.min(c.clients, 2)), '-T', String(seconds)]);
+              const proxyCpu = ep.proxyCpuMs ?? (ep.pid ? () => processStats(ep.pid!).cpuMs : null);
+              const cpu0 = proxyCpu ? proxyCpu() : 0;
+              const server = cpuMeter(serverPid);
+              server?.start();
+              const res = await pgbench(ep, db, [...c.args, '-c', String(c.clients), '-j', String(Math.min(c.clients, 2)), '-T', String(seconds)], { perTx: c.clients === 1 });
               // CPU of the proxy process per transaction, connections (pgbench opens them each round) included.
-              if (ep.pid) cpu.push(((processStats(ep.pid).cpuMs - cpu0) * 1000) / Math.max(1, res.tps * seconds));
+              const txs = Math.max(1, res.tps * seconds);
+              if (proxyCpu) cpu.push(((proxyCpu() - cpu0) * 1000) / txs);
+              if (server) serverCpu.push((server.ms() * 1000) / txs);
               tps.push(res.tps);
               lat.push(res.latencyMs);
+              perTx.push(...(res.perTxMs ?? []));
             }
           } finally {
             await stop();
           }
-          opts.log(`postgres ${c.name} ${ep.tool}: ${median(tps).toFixed(0)} tps${cpu.length ? `, ${median(cpu).toFixed(0)} µs CPU/tx` : ''}`);
+          opts.log(`postgres ${c.name} ${ep.tool}: ${median(tps).toFixed(0)} tps${cpu.length ? `, ${median(cpu).toFixed(0)} µs CPU/tx` : ''}${serverCpu.length ? `, server ${median(serverCpu).toFixed(0)} µs CPU/tx` : ''}`);
           rows.push({ scenario: 'postgres', case: c.name, tool: ep.tool, metric: 'tps', value: median(tps), unit: 'tx/s', better: 'higher' });
           rows.push({ scenario: 'postgres', case: c.name, tool: ep.tool, metric: 'latency avg', value: median(lat), unit: 'ms', better: 'lower' });
-          if (cpu.length) rows.push({ scenario: 'postgres', case: c.name, tool: ep.tool, metric: 'proxy CPU per transaction', value: median(cpu), unit: 'µs', better: 'lower' });
+          if (cpu.length) rows.push({ scenario: 'postgres', case: c.name, tool: ep.tool, metric: 'proxy CPU per transaction', value: median(cpu), unit: 'µs', better: 'lower', note: 'the proxy process (gateway / pgbouncer), connections included' });
+          if (serverCpu.length) rows.push({ scenario: 'postgres', case: c.name, tool: ep.tool, metric: 'PostgreSQL CPU per transaction', value: median(serverCpu), unit: 'µs', better: 'lower', note: 'postmaster and backends' });
+          if (perTx.length) {
+            const q = { p50: median(perTx), p99: percentile(perTx, 99) };
+            p50s.set(ep.tool, q);
+            const note = `${perTx.length} transactions (pgbench -l)`;
+            rows.push({ scenario: 'postgres', case: c.name, tool: ep.tool, metric: 'latency p50', value: q.p50, unit: 'ms', better: 'lower', note });
+            rows.push({ scenario: 'postgres', case: c.name, tool: ep.tool, metric: 'latency p99', value: q.p99, unit: 'ms', better: 'lower', note });
+          }
         }
+        const tg = p50s.get('tollgate');
+        for (const anchor of ['direct', 'pgbouncer-tls']) {
+          const a = p50s.get(anchor);
+          if (!tg || !a) continue;
+          rows.push({ scenario: 'postgres', case: c.name, tool: 'tollgate', metric: `p50 added per query over ${anchor}`, value: tg.p50 - a.p50, unit: 'ms', better: 'lower' });
+          rows.push({ scenario: 'postgres', case: c.name, tool: 'tollgate', metric: `p99 added per query over ${anchor}`, value: tg.p99 - a.p99, unit: 'ms', better: 'lower' });
+        }
+        p50s.clear();
       }
     } finally {
       await demo.api('alice', 'POST', `/api/v1/grants/${grantId}/revoke`, { reason: 'bench done' }).catch(() => undefined);
+      if (twoW) { await twoW.gw.revoke(twoW.grantId); await twoW.gw.stop(); }
     }
     return rows;
   },

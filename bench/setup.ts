@@ -1,5 +1,5 @@
 /** Time from connect to first result, including minting the per-session account, per protocol. */
-import { median, percentile, type BenchRow, type Scenario } from './harness.js';
+import { median, percentile, processStats, type BenchRow, type Scenario } from './harness.js';
 import { runOnce, targetFor, type Proto } from './clients.js';
 
 export const scenario: Scenario = {
@@ -14,10 +14,16 @@ export const scenario: Scenario = {
       if (!t) { opts.log(`setup: no ${proto} demo target`); continue; }
       const through: number[] = [];
       const direct: number[] = [];
+      let gatewayMs = 0;
       for (let i = 0; i < n; i++) {
-        through.push(await runOnce(proto, await t.gateway()));
+        // Gateway CPU per connection: the secret's minting, the session's set-up and tear-down included.
+        const cpu0 = processStats(demo.pid).cpuMs;
+        const conn = await t.gateway();
+        through.push(await runOnce(proto, conn));
+        gatewayMs += processStats(demo.pid).cpuMs - cpu0;
         if (t.direct) direct.push(await runOnce(proto, t.direct));
       }
+      rows.push({ scenario: 'setup', case: `${proto} connect+first result`, tool: 'tollgate', metric: 'proxy CPU per connection', value: (gatewayMs * 1000) / n, unit: 'µs', better: 'lower', note: 'the gateway process: connection secret, account minting, session set-up; the session\'s end may fall after the client exits' });
       for (const [tool, xs] of [['tollgate', through], ['direct', direct]] as const) {
         if (!xs.length) continue;
         for (const [metric, v] of [['p50', median(xs)], ['p90', percentile(xs, 90)], ['p99', percentile(xs, 99)]] as const) {

@@ -8,7 +8,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'ssh2';
-import { median, percentile, splitAddress, type BenchRow, type Scenario } from './harness.js';
+import { startServedGateway, type ServedGateway } from './serve.js';
+import { cpuMeter, listenerPid, median, percentile, processStats, splitAddress, type BenchRow, type Scenario } from './harness.js';
 
 interface SshTarget { host: string; port: number; user: string; password?: string; keyFile?: string; key?: string }
 
@@ -77,20 +78,59 @@ export const scenario: Scenario = {
       const s = await demo.secret('alice', grantId);
       return { host: s.host, port: s.port, user: s.username, password: s.secret };
     };
+    // tollgate-2w: `tollgate serve` with gateway.workers: 2 in front of the same sshd.
+    let twoW: { gw: ServedGateway; grantId: string } | null = null;
+    try {
+      const gw = await startServedGateway(demo, 2, opts.log);
+      try { twoW = { gw, grantId: await gw.grant('web', 'user') }; } catch (e) { await gw.stop(); throw e; }
+    } catch (e) {
+      opts.log(`ssh: no tollgate-2w rows: ${(e as Error).message}`);
+    }
+    const via2w = async (): Promise<SshTarget> => {
+      const s = await twoW!.gw.secret(twoW!.grantId);
+      return { host: s.host, port: s.port, user: s.username, password: s.secret };
+    };
+    type Tool = 'direct' | 'tollgate' | 'tollgate-2w';
+    const targetOf = (tool: Tool) => (tool === 'direct' ? Promise.resolve(direct) : tool === 'tollgate' ? via() : via2w());
+    const gatewayCpu = (tool: Tool) => (tool === 'tollgate' ? processStats(demo.pid).cpuMs : tool === 'tollgate-2w' ? twoW!.gw.cpuMs() : 0);
     const rows: BenchRow[] = [];
     const rounds = opts.smoke ? 1 : 3;
     const mib = opts.smoke ? 8 : 1024;
     try {
-      for (const tool of ['direct', 'tollgate'] as const) {
+      // sshd (the listener, its session processes, the ones that ended) for both paths; the gateway for Tollgate's.
+      const sshdPid = await listenerPid(up.port);
+      if (!sshdPid) opts.log(`ssh: no listener pid for ${up.port} (ss -ltnp): no sshd CPU rows`);
+      const echo: Record<string, { p50: number; p99: number }> = {};
+      const samples = opts.smoke ? 20 : Number(process.env.TOLLGATE_BENCH_ECHO ?? 1000);
+      for (const tool of ['direct', 'tollgate', ...(twoW ? ['tollgate-2w'] as const : [])] as Tool[]) {
         const rates: number[] = [];
-        for (let r = 0; r < rounds; r++) rates.push(await bulk(tool === 'direct' ? direct : await via(), mib));
-        opts.log(`ssh bulk ${mib} MiB ${tool}: ${median(rates).toFixed(1)} MiB/s`);
-        rows.push({ scenario: 'ssh', case: `bulk ${mib} MiB through ssh cat`, tool, metric: 'throughput', value: median(rates), unit: 'MiB/s', better: 'higher' });
-        const lat = await echoLatency(tool === 'direct' ? direct : await via(), opts.smoke ? 20 : 300);
-        rows.push({ scenario: 'ssh', case: 'interactive echo round trip', tool, metric: 'p50', value: median(lat), unit: 'ms', better: 'lower' });
-        rows.push({ scenario: 'ssh', case: 'interactive echo round trip', tool, metric: 'p99', value: percentile(lat, 99), unit: 'ms', better: 'lower' });
+        const sshdCpu: number[] = [];
+        const gwCpu: number[] = [];
+        for (let r = 0; r < rounds; r++) {
+          const t = await targetOf(tool);
+          const sshd = cpuMeter(sshdPid);
+          const gw0 = gatewayCpu(tool);
+          sshd?.start();
+          rates.push(await bulk(t, mib));
+          if (sshd) sshdCpu.push((sshd.ms() * 1000) / mib);
+          if (tool !== 'direct') gwCpu.push(((gatewayCpu(tool) - gw0) * 1000) / mib);
+        }
+        opts.log(`ssh bulk ${mib} MiB ${tool}: ${median(rates).toFixed(1)} MiB/s${gwCpu.length ? `, gateway ${median(gwCpu).toFixed(0)} µs CPU/MiB` : ''}${sshdCpu.length ? `, sshd ${median(sshdCpu).toFixed(0)} µs CPU/MiB` : ''}`);
+        const bulkCase = `bulk ${mib} MiB through ssh cat`;
+        rows.push({ scenario: 'ssh', case: bulkCase, tool, metric: 'throughput', value: median(rates), unit: 'MiB/s', better: 'higher' });
+        if (gwCpu.length) rows.push({ scenario: 'ssh', case: bulkCase, tool, metric: 'proxy CPU per MiB', value: median(gwCpu), unit: 'µs', better: 'lower', note: 'the gateway process, session set-up included' });
+        if (sshdCpu.length) rows.push({ scenario: 'ssh', case: bulkCase, tool, metric: 'sshd CPU per MiB', value: median(sshdCpu), unit: 'µs', better: 'lower', note: 'the target sshd and its session processes' });
+        const lat = await echoLatency(await targetOf(tool), samples);
+        const q = { p50: median(lat), p99: percentile(lat, 99) };
+        echo[tool] = q;
+        rows.push({ scenario: 'ssh', case: 'interactive echo round trip', tool, metric: 'p50', value: q.p50, unit: 'ms', better: 'lower', note: `${lat.length} keystrokes` });
+        rows.push({ scenario: 'ssh', case: 'interactive echo round trip', tool, metric: 'p99', value: q.p99, unit: 'ms', better: 'lower', note: `${lat.length} keystrokes` });
+        if (tool !== 'direct' && echo.direct) {
+          rows.push({ scenario: 'ssh', case: 'interactive echo round trip', tool, metric: 'p50 added over direct', value: q.p50 - echo.direct.p50, unit: 'ms', better: 'lower' });
+          rows.push({ scenario: 'ssh', case: 'interactive echo round trip', tool, metric: 'p99 added over direct', value: q.p99 - echo.direct.p99, unit: 'ms', better: 'lower' });
+        }
         const n = opts.smoke ? 3 : 30;
-        const targets = tool === 'direct' ? Array.from({ length: n }, () => direct) : await Promise.all(Array.from({ length: n }, via));
+        const targets = await Promise.all(Array.from({ length: n }, () => targetOf(tool)));
         const t0 = performance.now();
         await Promise.all(targets.map(async (t) => {
           const { argv, env } = sshArgv(t, 'true');
@@ -103,6 +143,7 @@ export const scenario: Scenario = {
     } finally {
       rmSync(dir, { recursive: true, force: true });
       await demo.api('alice', 'POST', `/api/v1/grants/${grantId}/revoke`, { reason: 'bench done' }).catch(() => undefined);
+      if (twoW) { await twoW.gw.revoke(twoW.grantId); await twoW.gw.stop(); }
     }
     return rows;
   },

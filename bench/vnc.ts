@@ -10,7 +10,7 @@ import { encodeSetEncodings, encodeUpdateRequest } from '../protocols/vnc/client
 import { ServerStream, ServerStreamState } from '../protocols/vnc/server-messages.js';
 import type { PixelFormat } from '../protocols/vnc/pixel.js';
 import { rfbLogin } from '../test/vnc/client.js';
-import { execFileP, splitAddress, type BenchRow, type DemoGateway, type Scenario } from './harness.js';
+import { cpuMeter, execFileP, listenerPid, processStats, splitAddress, type BenchRow, type DemoGateway, type Scenario } from './harness.js';
 
 /** Request full-screen updates back to back for `ms`; count complete updates and bytes. */
 async function pump(sock: Duplex, rest: Buffer, w: number, h: number, pf: PixelFormat, encodings: number[], ms: number): Promise<{ updates: number; bytes: number; seconds: number }> {
@@ -62,7 +62,10 @@ export async function run({ smoke }: { smoke: boolean }, d: DemoGateway): Promis
     const up = await rfbLogin({ host: desktop.host, port: desktop.port, ca, classic: pw });
     if (!up.ok) throw new Error(`direct login failed: ${up.reason}`);
     up.reader.detach();
+    const x11vnc = cpuMeter(await listenerPid(desktop.port));
+    x11vnc?.start();
     const directRun = await pump(up.sock, up.reader.take(), up.init!.width, up.init!.height, up.init!.pf, [...encodings], ms);
+    const directServerMs = x11vnc?.ms();
     up.sock.destroy();
     // Through the gateway (VeNCrypt X509Plain, recording on).
     const g = await d.grant('alice', target.name, 'operator');
@@ -70,7 +73,11 @@ export async function run({ smoke }: { smoke: boolean }, d: DemoGateway): Promis
     const c = await rfbLogin({ host: s.host, port: s.port, ca, username: s.username, password: s.secret });
     if (!c.ok) throw new Error(`gateway login failed: ${c.reason}`);
     c.reader.detach();
+    x11vnc?.start();
+    const gw0 = processStats(d.pid).cpuMs;
     const via = await pump(c.sock, c.reader.take(), c.init!.width, c.init!.height, c.init!.pf, [...encodings], ms);
+    const viaGatewayMs = processStats(d.pid).cpuMs - gw0;
+    const viaServerMs = x11vnc?.ms();
     c.sock.destroy();
     const caseName = `${name} ${up.init!.width}x${up.init!.height} full-screen`;
     const dUps = directRun.updates / directRun.seconds;
@@ -81,6 +88,10 @@ export async function run({ smoke }: { smoke: boolean }, d: DemoGateway): Promis
     rows.push({ scenario: 'vnc', case: caseName, tool: 'tollgate', metric: 'bytes/update', value: via.updates ? via.bytes / via.updates : 0, unit: 'B', better: 'lower', note: 'TLS' });
     rows.push({ scenario: 'vnc', case: caseName, tool: 'tollgate', metric: 'throughput', value: via.bytes / via.seconds / 1e6, unit: 'MB/s', better: 'higher' });
     rows.push({ scenario: 'vnc', case: caseName, tool: 'direct', metric: 'throughput', value: directRun.bytes / directRun.seconds / 1e6, unit: 'MB/s', better: 'higher' });
+    // CPU per full-screen update: the gateway (relay, TLS, recorder) and x11vnc on both paths.
+    if (via.updates) rows.push({ scenario: 'vnc', case: caseName, tool: 'tollgate', metric: 'proxy CPU per update', value: (viaGatewayMs * 1000) / via.updates, unit: 'µs', better: 'lower', note: 'the gateway process, recording on' });
+    if (directServerMs !== undefined && directRun.updates) rows.push({ scenario: 'vnc', case: caseName, tool: 'direct', metric: 'x11vnc CPU per update', value: (directServerMs * 1000) / directRun.updates, unit: 'µs', better: 'lower' });
+    if (viaServerMs !== undefined && via.updates) rows.push({ scenario: 'vnc', case: caseName, tool: 'tollgate', metric: 'x11vnc CPU per update', value: (viaServerMs * 1000) / via.updates, unit: 'µs', better: 'lower' });
     await new Promise((r) => setTimeout(r, 300));
   }
   return rows;

@@ -2,7 +2,7 @@ import { Command, Option } from 'commander';
 import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync, existsSync, createWriteStream, chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { WebSocket } from 'undici';
 import { loadConfigFile, ConfigError } from './config.js';
 import { CLIENT_FILES } from '../protocols/types.js';
@@ -554,7 +554,16 @@ export function buildCli(): Command {
     .option('-o, --out <file>', 'JSON output (default bench/results/latest.json)')
     .option('--profile', 'run the gateway with node --cpu-prof and report where its CPU time went (one scenario at a time is clearest)')
     .option('--merge', 're-run the named scenarios and replace their rows in the last full run (the README says which were re-run)')
-    .action(async (names: string[], o: { smoke?: boolean; out?: string; profile?: boolean; merge?: boolean }) => {
+    .option('--write-readme', 'run nothing: regenerate the README Performance block (<!-- bench:start --> … <!-- bench:end -->) from a results file')
+    .option('--from <file>', 'with --write-readme: the results file (default bench/results/latest.json)')
+    .action(async (names: string[], o: { smoke?: boolean; out?: string; profile?: boolean; merge?: boolean; writeReadme?: boolean; from?: string }) => {
+      if (o.writeReadme) {
+        const { updateReadme } = await import('../bench/report.js');
+        const from = o.from ? resolve(o.from) : undefined;
+        if (!updateReadme(from)) throw new CliError(`no full (non-smoke) results file at ${from ?? 'bench/results/latest.json'}`);
+        process.stdout.write(`README.md Performance block regenerated from ${from ?? 'bench/results/latest.json'}\n`);
+        return;
+      }
       const { runBench } = await import('../bench/index.js');
       const r = await runBench(names, { smoke: !!o.smoke, out: o.out, profile: !!o.profile, merge: !!o.merge });
       if (Object.keys(r.errors).length) process.exitCode = 1;
