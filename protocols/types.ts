@@ -436,6 +436,11 @@ export interface ProtocolModule {
    * queued. The policy engine then lets one identity hold it at a time. null/absent: not exclusive.
    */
   checkoutAccount?(target: TargetConfig): { key: string; whenHeld: 'refuse' | 'queue' } | null;
+  /**
+   * The current password of the checked-out account (after any rotation under way), for its holder's
+   * "reveal" (the caller has checked holder, grant, role and MFA, and audits). Never logged.
+   */
+  revealCheckout?(ctx: ProtocolContext, target: TargetConfig): Promise<Secret>;
   /** Ready-to-paste native client command lines for a connection secret. */
   clientCommands?(info: ClientCommandInfo): Record<string, string>;
   /**

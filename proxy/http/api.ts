@@ -9,6 +9,7 @@ import { mountAccessReviewRoutes } from './routes/access-reviews.js';
 import { mountAuditRoutes } from './routes/audit.js';
 import { mountDelegationRoutes } from './routes/delegations.js';
 import { mountAuthRoutes } from './routes/auth.js';
+import { mountCheckoutRoutes } from './routes/checkouts.js';
 import { mountGrantRoutes } from './routes/grants.js';
 import { mountHealthRoutes } from './routes/health.js';
 import { mountKeyRoutes } from './routes/keys.js';
@@ -68,6 +69,7 @@ export function mountApi(s: ApiServices): void {
   mountTargetRoutes(add, s);
   mountRequestRoutes(add, s);
   mountGrantRoutes(add, s);
+  mountCheckoutRoutes(add, s);
   mountDelegationRoutes(add, s);
   mountAccessReviewRoutes(add, s);
   mountSessionRoutes(add, s);
