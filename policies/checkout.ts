@@ -126,6 +126,27 @@ export abstract class PolicyCheckout<T extends PolicyTarget = PolicyTarget> exte
     }
   }
 
+  /** Whether the role lets its holder reveal the checked-out account's current password (roles[].reveal: true). */
+  revealAllowed(target: string, role: string): boolean {
+    if (!this.checkoutOf(target)) return false;
+    const r = this.target(target)?.roles.find((x) => x.name === role) as { reveal?: unknown } | undefined;
+    return r?.reveal === true;
+  }
+
+  /**
+   * Reveal (Keeper's "view password"): only the holder, only during the active grant, only when the
+   * grant's role allows it. Returns the grant; the caller checks MFA, reveals, audits. The password
+   * rotates at check-in / grant end / revoke as after any check-out.
+   */
+  async assertMayReveal(actor: Actor, grantId: string): Promise<GrantRecord> {
+    const g = typeof grantId === 'string' && grantId ? await this.store.getGrant(grantId) : null;
+    if (!g || g.identity !== actor.sub) throw new PolicyError('not_found', 'no such grant of yours: only the holder of a checked-out account can reveal its password');
+    if (!this.checkoutOf(g.target)) throw new PolicyError('invalid', `${g.target} is not a checked-out account: there is no password to reveal`);
+    if (g.state !== 'active' || g.expiresAt <= this.clock.now()) throw new PolicyError('conflict', `the grant is ${g.state === 'active' ? 'expired' : g.state}: the password is revealed only while you hold the account`);
+    if (!this.revealAllowed(g.target, g.role)) throw new PolicyError('not_eligible', `the role ${g.role} on ${g.target} does not allow revealing the password (roles[].reveal)`);
+    return g;
+  }
+
   /** Why an approved request waits (state queued). */
   protected queuedReason(target: string, held: GrantRecord): string {
     return `approved; queued until ${held.identity} checks ${target} in (the grant ends ${new Date(held.expiresAt).toISOString()})`;

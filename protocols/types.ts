@@ -448,6 +448,11 @@ export interface ProtocolModule {
    * current one) and how it is verified (a fresh login with it). Errors say why, never the secret.
    */
   readonly adminRotation?: AdminRotation;
+  /**
+   * The current password of the checked-out account (after any rotation under way), for its holder's
+   * "reveal" (the caller has checked holder, grant, role and MFA, and audits). Never logged.
+   */
+  revealCheckout?(ctx: ProtocolContext, target: TargetConfig): Promise<Secret>;
   /** Ready-to-paste native client command lines for a connection secret. */
   clientCommands?(info: ClientCommandInfo): Record<string, string>;
   /**

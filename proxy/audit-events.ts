@@ -63,6 +63,8 @@ export const AUDIT_EVENTS = {
   'breakglass.reviewed': { meaning: 'A break-glass review was closed.' },
   'grant.extended': { meaning: "A grant's end moved later (an approved extension request); its live sessions continue to the new end." },
   'grant.checked_in': { meaning: 'The holder of an exclusive check-out gave the account back before the grant ended (the next in the queue may get it).' },
+  'checkout.revealed': { meaning: "The holder of a checked-out account revealed its current password (roles[].reveal, with a fresh MFA); the password itself is never in the event. It rotates at check-in." },
+  'checkout.reveal_refused': { meaning: 'A reveal of a checked-out password was refused: no fresh MFA or a wrong code, a lock, or too many reveals.' },
   'request.queued': { meaning: 'A request for an exclusively checked-out account waits until the current holder checks it in.' },
   'delegation.created': { meaning: "An approver handed their approvals to a delegate for a time window." },
   'delegation.revoked': { meaning: 'A delegation was ended before its window closed (by the delegator, the delegate or the SOC).' },

@@ -69,6 +69,8 @@ export function validateSshTarget(t: TargetConfig): { path: string; expected: st
       if (v !== undefined && !(Array.isArray(v) && v.every((x) => typeof x === 'string'))) return { path: `roles[${i}].${k}`, expected: k === 'groups' ? 'a list of Linux group names' : 'a list of Linux user names' };
     }
     if (r.login !== undefined && typeof r.login !== 'string') return { path: `roles[${i}].login`, expected: 'a Linux user name' };
+    if (r.reveal !== undefined && (r.reveal !== true && r.reveal !== false)) return { path: `roles[${i}].reveal`, expected: 'true or false' };
+    if (r.reveal === true && c.mode !== 'checkout') return { path: `roles[${i}].reveal`, expected: 'only with credentials.mode checkout (the password the holder may reveal)' };
     for (const g of roleGroups(r)) if (!NAME_RE.test(g)) return { path: `roles[${i}].groups`, expected: 'Linux group names' };
     if (c.mode === 'certificate') {
       const ps = rolePrincipals(r);

@@ -12,7 +12,7 @@ import { checkStageOf } from '../net.js';
 import { KNOWN_HOSTS_PATH, knownHosts } from './known-hosts.js';
 import { provisioners } from './provisioners/index.js';
 import { tollgate } from './wire.js';
-import { rotate } from './provisioners/checkout.js';
+import { revealPassword, rotate } from './provisioners/checkout.js';
 import { ensureCaTrusted } from './provisioners/certificate.js';
 import { sshDemo } from './demo.js';
 import { shellQuote } from '../shell.js';
@@ -110,6 +110,11 @@ export const sshModule: ProtocolModule = {
   },
 
   checkoutAccount: checkoutAccountOf,
+
+  async revealCheckout(ctx, target) {
+    if (modeOf(target) !== 'checkout' || typeof target.credentials.account !== 'string') throw new Error(`${target.name} is not a checkout target`);
+    return revealPassword(ctx, target, target.credentials.account);
+  },
 
   nativeClient: sshNativeClient,
 

@@ -10,6 +10,7 @@ import { mountAuditRoutes } from './routes/audit.js';
 import { mountCredentialRoutes } from './routes/credentials.js';
 import { mountDelegationRoutes } from './routes/delegations.js';
 import { mountAuthRoutes } from './routes/auth.js';
+import { mountCheckoutRoutes } from './routes/checkouts.js';
 import { mountGrantRoutes } from './routes/grants.js';
 import { mountHealthRoutes } from './routes/health.js';
 import { mountKeyRoutes } from './routes/keys.js';
@@ -70,6 +71,7 @@ export function mountApi(s: ApiServices): void {
   mountCredentialRoutes(add, s);
   mountRequestRoutes(add, s);
   mountGrantRoutes(add, s);
+  mountCheckoutRoutes(add, s);
   mountDelegationRoutes(add, s);
   mountAccessReviewRoutes(add, s);
   mountSessionRoutes(add, s);

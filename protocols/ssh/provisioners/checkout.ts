@@ -65,6 +65,13 @@ export function rotate(ctx: ProtocolContext, target: TargetConfig, account: stri
   return next;
 }
 
+/** The current password once any rotation under way has finished (the holder's reveal). */
+export async function revealPassword(ctx: ProtocolContext, target: TargetConfig, account: string): Promise<Secret> {
+  if (!NAME_RE.test(account)) throw new Error('bad account name');
+  await (chains.get(`${target.name}/${account}`) ?? Promise.resolve()).catch(() => undefined);
+  return currentPassword(ctx, target, account);
+}
+
 export const checkoutProvisioner: Provisioner = {
   kind: KIND,
   holds: 'a checked-out account password (rotated afterwards)',

@@ -54,6 +54,8 @@ export function mountGrantRoutes(add: AddRoute, s: GrantDeps): void {
     return ok((await s.engine.checkouts()).map((c) => ({
       ...c,
       holder: c.holder && { ...c.holder, grantId: soc || c.holder.identity === me ? c.holder.grantId : null },
+      // Whether I, the holder, may reveal its password (POST /api/v1/grants/{id}/reveal).
+      reveal: !!c.holder && c.holder.identity === me && s.engine.revealAllowed(c.holder.target, c.holder.role),
       queue: c.queue.map((q) => ({ ...q, requestId: soc || q.requester === me ? q.requestId : null })),
     })));
   } });
