@@ -1,5 +1,6 @@
 /** One-shot native client runs used by several scenarios (setup, kill, scale). */
 import { spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
 import { execFileP, splitAddress, type DemoGateway } from './harness.js';
 
 export type Proto = 'ssh' | 'postgres' | 'mysql';
@@ -55,5 +56,68 @@ export async function targetFor(demo: DemoGateway, proto: Proto) {
       return { host: s.host, port: s.port, user: s.username, password: s.secret, db, viaGateway: true };
     },
     direct: proto === 'ssh' ? null : { host: up.host, port: up.port, user: String(admin.user), password: String(admin.password), db, viaGateway: false } as Conn,
+  };
+}
+
+/**
+ * A TCP tap between clients and a gateway listener: clients connect to `port`, each connection is
+ * passed through unchanged, and the moment the gateway closes it (its FIN, or a reset) is noted.
+ * That is what the kill scenario measures: revoke call → the client's TCP connection closed by
+ * the gateway, not the client process's exit (60 psql processes exiting on a loaded 2-core
+ * machine is the scheduler's time, not the gateway's).
+ */
+export interface CloseTap {
+  readonly host: string;
+  readonly port: number;
+  /** Connections through the tap now open. */
+  readonly open: number;
+  /** Resolves with the performance.now() of each of the next n closes by the gateway (rejects after timeoutMs). */
+  nextCloses(n: number, timeoutMs: number): Promise<number[]>;
+  close(): Promise<void>;
+}
+
+export async function startCloseTap(to: { host: string; port: number }): Promise<CloseTap> {
+  const sockets = new Set<net.Socket>();
+  let closes: number[] = [];
+  let waiter: { n: number; resolve(v: number[]): void } | null = null;
+  let open = 0;
+  const noted = () => {
+    if (waiter && closes.length >= waiter.n) { const w = waiter; waiter = null; w.resolve(closes.splice(0, w.n)); }
+  };
+  const server = net.createServer((down) => {
+    const up = net.connect({ host: to.host, port: to.port });
+    sockets.add(down); sockets.add(up);
+    open++;
+    let seen = false;
+    const gatewayClosed = () => {
+      if (seen) return;
+      seen = true;
+      open--;
+      closes.push(performance.now());
+      noted();
+    };
+    up.once('end', gatewayClosed);
+    up.once('close', gatewayClosed);
+    const gone = () => { sockets.delete(down); sockets.delete(up); down.destroy(); up.destroy(); };
+    down.on('error', gone); up.on('error', gone);
+    down.on('close', () => { if (!seen) { seen = true; open--; } gone(); });
+    up.on('close', gone);
+    down.pipe(up);
+    up.pipe(down);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return {
+    host: '127.0.0.1',
+    port: (server.address() as net.AddressInfo).port,
+    get open() { return open; },
+    nextCloses(n, timeoutMs) {
+      closes = [];
+      return new Promise<number[]>((resolve, reject) => {
+        const t = setTimeout(() => { waiter = null; reject(new Error(`only ${closes.length} of ${n} connections closed within ${timeoutMs} ms`)); }, timeoutMs);
+        waiter = { n, resolve: (v) => { clearTimeout(t); resolve(v); } };
+        noted();
+      });
+    },
+    close: () => new Promise<void>((r) => { for (const s of sockets) s.destroy(); server.close(() => r()); }),
   };
 }

@@ -255,6 +255,21 @@ export interface SessionMeta {
    * session is ended with client_exit (its onTerminate handlers run first), whatever fn is doing.
    */
   client?: { once(event: 'close', listener: () => void): unknown; off(event: 'close', listener: () => void): unknown };
+  /**
+   * The client's TCP connection (open or withSession), for close-first teardown: when the gateway
+   * ends the session (kill, revoke, lock, expiry), teardown waits a bounded time for it to close
+   * (the module's "end now" closes it) and destroys it then, before any lease is revoked.
+   */
+  socket?: ClientConnection;
+}
+
+/** What close-first teardown needs of the client's connection (a net.Socket has it). */
+export interface ClientConnection {
+  once(event: 'close', listener: () => void): unknown;
+  off(event: 'close', listener: () => void): unknown;
+  readonly destroyed?: boolean;
+  readonly closed?: boolean;
+  destroy?(): unknown;
 }
 
 /** The gateway's configuration as a module sees it. */

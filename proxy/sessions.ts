@@ -4,7 +4,7 @@ import type { Clock, TimerHandle } from '../policies/clock.js';
 import type { Store, LeaseRecord, SessionRecord, GrantRecord, LockRecord } from './store/types.js';
 import {
   leaseKindOf, revokeWithModule, SessionEndedError,
-  type Authorized, type EndReason, type LeaseResult, type LiveSession, type ProtocolContext, type ProtocolModule, type RuleCheckOptions, type RuleDecision, type SessionMeta,
+  type Authorized, type ClientConnection, type EndReason, type LeaseResult, type LiveSession, type ProtocolContext, type ProtocolModule, type RuleCheckOptions, type RuleDecision, type SessionMeta,
 } from '../protocols/types.js';
 import type { SessionRecording, LiveBus } from '../recorder/types.js';
 import type { Principal } from '../auth/types.js';
@@ -56,6 +56,13 @@ export const GATEWAY_CRASH = 'gateway_crash';
 
 /** How long a protocol module gets to close both sides after "end now" before the proxy ends it anyway. */
 const FORCE_END_MS = 5000;
+/**
+ * Close-first: when the gateway ends a session, teardown waits this long for the client's
+ * connection to close (the module's "end now" closed it), then destroys it, and only then revokes
+ * its leases, seals its recording and writes its end: the person sees the end at once, and the
+ * store and target work of many sessions ended together does not delay their clients' close.
+ */
+export const CLOSE_FIRST_MS = 500;
 /** How long a session's teardown waits for a mint still running before it revokes anyway (the mint then revokes what it made). */
 const MINT_WAIT_MS = 30_000;
 export const DEFAULT_REVOKE_RETRY = { firstMs: 10_000, maxMs: 3_600_000 };
@@ -109,6 +116,8 @@ class Session implements LiveSession {
   private held = 0;
   private overBudget = false;
   ended = false;
+  /** The client's TCP connection, when the module gave it (close-first teardown). */
+  connection: ClientConnection | undefined;
 
   constructor(private mgr: SessionManager, private deps: SessionDeps, readonly principal: Principal, readonly grant: GrantRecord,
     readonly target: TargetConfig, readonly role: RoleConfig, readonly protocol: string) {
@@ -287,6 +296,29 @@ class Session implements LiveSession {
     this.audit('session.extended', { grant: this.grant.id, from, to: expiresAt });
   }
 
+  /**
+   * Close-first: wait (at most CLOSE_FIRST_MS) for the client's connection to close, then destroy
+   * it if it has not. The lease is revoked after this, as before, whatever the client does.
+   */
+  private async closeClient(): Promise<void> {
+    const c = this.connection;
+    if (!c || c.destroyed || c.closed) return;
+    let timer: NodeJS.Timeout | undefined;
+    let onClose: (() => void) | undefined;
+    const closed = await new Promise<boolean>((r) => {
+      onClose = () => r(true);
+      c.once('close', onClose);
+      timer = setTimeout(() => r(false), CLOSE_FIRST_MS);
+      timer.unref();
+    });
+    clearTimeout(timer);
+    if (onClose) c.off('close', onClose);
+    if (!closed) {
+      this.log.debug({ waitedMs: CLOSE_FIRST_MS }, 'the client connection did not close in time; destroying it');
+      try { c.destroy?.(); } catch { /* already gone */ }
+    }
+  }
+
   /** The gateway ends the session: tell the module; end it ourselves if the module does not. */
   terminate(reason: EndReason): void {
     if (this.ended || this.terminating) return;
@@ -313,6 +345,8 @@ class Session implements LiveSession {
     for (const t of this.timers) t.cancel();
     this.timers = [];
     const errors: string[] = [];
+    // Ended by the gateway: the client's connection closes first, then the credentials go.
+    if (this.terminating) await this.closeClient();
     // A credential still being made is revoked by its own mint once made (the session has ended).
     if (this.minting.size) {
       let timer: NodeJS.Timeout | undefined;
@@ -326,9 +360,13 @@ class Session implements LiveSession {
       if (l.state === 'revoked') continue;
       try { await this.mgr.revokeLease(l); } catch (e) { errors.push((e as Error).message); }
     }
-    try { await this.recording.close(); } catch (e) { errors.push(`recording: ${(e as Error).message}`); }
+    // Without the store (lost: it may hang) no store write is waited for: the end is recorded when it is back.
+    const lost = this.deps.storeLost?.() === true;
+    // The files are sealed either way; with the store lost their index rows are written later.
+    const sealing = this.recording.close().catch((e: Error) => { errors.push(`recording: ${e.message}`); });
+    if (!lost) await sealing;
     // The seals go into the hash-chained audit log, so changing a recording and its stored hash is still caught.
-    const seals = await this.deps.store.listRecordings({ sessionId: this.id }).then(
+    const seals = lost ? [] : await this.deps.store.listRecordings({ sessionId: this.id }).then(
       (rs) => rs.map((r) => ({ id: r.id, kind: r.kind, sha256: r.sha256, bytes: r.bytes })),
       () => [],
     );
@@ -337,13 +375,18 @@ class Session implements LiveSession {
     this.record.endReason = `${reason.code}: ${reason.message}`;
     this.record.bytesUp = this.bytesUp;
     this.record.bytesDown = this.bytesDown;
-    await this.deps.store.updateSession(this.record).catch((e) => {
-      errors.push((e as Error).message);
-      // Written when the store takes writes again (SessionManager.flushUnrecorded), not reaped as a crash.
+    if (lost) {
+      errors.push('the store is lost: the end is recorded when it is back');
       this.mgr.unrecorded.set(this.record.id, this.record);
-    });
+    } else {
+      await this.deps.store.updateSession(this.record).catch((e) => {
+        errors.push((e as Error).message);
+        // Written when the store takes writes again (SessionManager.flushUnrecorded), not reaped as a crash.
+        this.mgr.unrecorded.set(this.record.id, this.record);
+      });
+    }
     try {
-      await this.deps.audit.append(this.identity, 'session.ended', this.id, {
+      const ended = this.deps.audit.append(this.identity, 'session.ended', this.id, {
         target: this.target.name, protocol: this.protocol, reason: reason.code, message: reason.message,
         durationMs: this.record.endedAt - this.startedAt, bytesUp: this.bytesUp, bytesDown: this.bytesDown, recordings: seals,
         ...(errors.length ? { teardownErrors: errors } : {}),
@@ -351,6 +394,7 @@ class Session implements LiveSession {
         // A store that cannot take it holds the event and writes it when it is back (AuditLog retainOn): the session still ends here.
         this.log.error({ err: (e as Error).message }, 'session end cannot be audited now');
       });
+      if (!lost) await ended;
     } finally {
       // Without the store (lost) the session still leaves this node; the reaper records what is missing.
       this.deps.live.end(this.id);
@@ -430,6 +474,7 @@ export class SessionManager {
     const locks = (await this.activeLocks()).filter((l) => lockMatches(l, { identity: auth.principal.sub, target: auth.target.name, grantId: grant.id }));
     if (locks.length) throw new Error(`locked: ${locks[0]!.reason}`);
     const s = new Session(this, this.deps, auth.principal, grant, auth.target, auth.role, meta.protocol);
+    s.connection = meta.socket ?? (isConnection(meta.client) ? meta.client : undefined);
     s.record = {
       id: s.id, grantId: grant.id, identity: auth.principal.sub, target: auth.target.name, role: auth.role.name, protocol: meta.protocol,
       clientAddr: meta.clientAddr, state: 'active', startedAt: s.startedAt, endedAt: null, endReason: null, bytesUp: 0, bytesDown: 0,
@@ -521,8 +566,11 @@ export class SessionManager {
     try {
       const target = this.deps.target(l.target);
       if (!target) throw new Error(`target ${l.target} is no longer configured`);
-      const session = l.sessionId ? await this.deps.store.getSession(l.sessionId).catch(() => null) : null;
-      const protocol = session?.protocol ?? target.protocol;
+      // The protocol of the session that minted it: known here while it is live; otherwise read, but
+      // never waited for while the store is lost (the target's protocol then).
+      const live = l.sessionId ? this.live.get(l.sessionId) : undefined;
+      const session = live || !l.sessionId || this.deps.storeLost?.() ? null : await this.deps.store.getSession(l.sessionId).catch(() => null);
+      const protocol = live?.protocol ?? session?.protocol ?? target.protocol;
       const mod = this.deps.module(protocol);
       if (!mod) throw new Error(`no protocol module "${protocol}" is loaded`);
       // Only the kind's own revoke, and only its explicit confirmation, makes the lease revoked.
@@ -546,8 +594,15 @@ export class SessionManager {
     l.error = null;
     l.retryAt = null;
     // Gone on the target: a failure to record it (store unavailable) leaves the row for the reaper.
-    await this.deps.store.updateLease(l);
-    await this.deps.audit.append('system', 'lease.revoked', l.id, { session: l.sessionId, target: l.target, kind: l.kind, data: l.data, detail, attempts: l.attempts });
+    const stored = this.deps.store.updateLease(l);
+    const audited = stored.then(() => this.deps.audit.append('system', 'lease.revoked', l.id, { session: l.sessionId, target: l.target, kind: l.kind, data: l.data, detail, attempts: l.attempts }));
+    if (this.deps.storeLost?.()) {
+      // A lost store may hang rather than fail: the revoke is confirmed on the target, its record
+      // is written when the store answers (or the reaper revokes the row again, idempotent).
+      audited.catch((e: Error) => this.deps.log.warn({ err: e.message, lease: l.id }, 'revoked lease not recorded yet (store lost)'));
+      return;
+    }
+    await audited;
   }
 
   /** Try a failed revoke again when its backoff is over (unless it is revoked meanwhile, or the gateway stops). */
@@ -634,6 +689,11 @@ export async function standingPrivileges(store: Store, isLive: (sessionId: strin
     out.push(l);
   }
   return out;
+}
+
+/** A withSession client that is a connection close-first can wait for and destroy (a socket, not an emitter). */
+function isConnection(c: SessionMeta['client']): c is ClientConnection {
+  return !!c && typeof (c as { destroy?: unknown }).destroy === 'function' && 'destroyed' in c;
 }
 
 export type { Session };

@@ -137,7 +137,7 @@ async function handleConnection(ctx: ProtocolContext, sock: Socket, preauth: Pre
   const auth = outcome.auth;
   let session: LiveSession;
   try {
-    session = await ctx.sessions.open(auth, { protocol: 'mysql', clientAddr });
+    session = await ctx.sessions.open(auth, { protocol: 'mysql', clientAddr, socket: sock });
   } catch (e) {
     log.info({ clientAddr, err: (e as Error).message }, 'mysql session refused');
     return refuse(ER.DB_ACCESS_DENIED, tg((e as Error).message));

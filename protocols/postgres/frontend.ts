@@ -217,7 +217,7 @@ async function handleConnection(
 
     // ---- session, lease, upstream ----
     preauth.signedIn(); // from here on the lease and dial have their own time limits
-    session = await ctx.sessions.open(auth, { protocol: 'postgres', clientAddr });
+    session = await ctx.sessions.open(auth, { protocol: 'postgres', clientAddr, socket: raw });
     await startSession(ctx, session, auth, sock, input, params, cancels);
   } catch (e) {
     preauth.signedIn(); // ending now: the ErrorResponse below says why, the grace timer has nothing to add

@@ -101,10 +101,15 @@ export class Cluster {
     return null;
   }
 
-  /** End the matching live sessions on every node: here at once (resolves when they have ended), elsewhere through the bus. */
+  /**
+   * End the matching live sessions on every node: elsewhere through the bus, here at once
+   * (resolves when they have ended). The message is handed to the store first, so its INSERT
+   * (and NOTIFY) is queued ahead of the local teardowns' store writes and the other nodes end
+   * theirs in parallel with this one; the local end never waits for it (a lost store).
+   */
   async end(select: SessionSelector, reason: EndReason): Promise<number> {
-    const local = this.endLocal(select, reason);
     const published = this.bus.publish({ kind: 'end', select, reason });
+    const local = this.endLocal(select, reason);
     const [n] = await Promise.all([local, published]);
     return n;
   }
