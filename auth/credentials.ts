@@ -11,7 +11,7 @@ import type { Clock } from '../policies/clock.js';
 import type {
   ApiTokenRecord, ConnectionSecretRecord, GrantRecord, IdentityRecord, Store, WebSessionRecord,
 } from '../proxy/store/types.js';
-import { Secret } from './secret.js';
+import { Secret, noteIssued } from './secret.js';
 import { credentialTag, type CredentialRef, type Principal } from './types.js';
 
 export const API_TOKEN_PREFIX = 'tg_pat_';
@@ -79,7 +79,7 @@ export class ApiTokens {
     if (ttlMs > this.maxTtlMs) throw new RangeError(`token lifetime must be at most ${Math.floor(this.maxTtlMs / 1000)}s (gateway.maxTokenTtl)`);
     const clean = String(name ?? '').trim();
     if (!clean || clean.length > 100 || /[\p{Cc}]/u.test(clean)) throw new RangeError('token name must be 1..100 printable characters');
-    const token = new Secret(API_TOKEN_PREFIX + randomBytes(32).toString('base64url'));
+    const token = noteIssued('api_token', new Secret(API_TOKEN_PREFIX + randomBytes(32).toString('base64url')));
     const now = this.clock.now();
     const record: ApiTokenRecord = {
       id: randomUUID(),
@@ -144,7 +144,7 @@ export class WebSessions {
 
   async create(identity: string, mfaAt: number | null, ttlMs: number, linkId: string | null = null): Promise<{ cookie: Secret; record: WebSessionRecord }> {
     checkTtl(ttlMs, 'session');
-    const cookie = new Secret(randomBytes(32).toString('base64url'));
+    const cookie = noteIssued('session_cookie', new Secret(randomBytes(32).toString('base64url')));
     const now = this.clock.now();
     const record: WebSessionRecord = {
       id: randomUUID(),
@@ -233,7 +233,7 @@ export class ConnectionSecrets {
     checkTtl(o.ttlMs, 'secret');
     const now = this.clock.now();
     if (o.grant.state !== 'active' || now >= o.grant.expiresAt) throw new Error('the grant is not active; no connection secret can be issued');
-    const secret = new Secret(randomString(o.length ?? DEFAULT_SECRET_LENGTH));
+    const secret = noteIssued('connection_secret', new Secret(randomString(o.length ?? DEFAULT_SECRET_LENGTH)));
     const record: ConnectionSecretRecord = {
       id: randomUUID(),
       hash: hashToken(secret),

@@ -150,6 +150,21 @@ export function safeReturnTo(value: string | undefined): string | undefined {
   return value;
 }
 
+/**
+ * The subject is the identity's key in the store, the audit log and every lease: refuse one with
+ * control characters (NUL, newlines, escapes) or bidirectional formatting marks (which make one
+ * subject look like another), and one longer than OpenID Connect allows (255 characters).
+ */
+export function checkSubject(sub: string): void {
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029\ufeff]/.test(sub)) {
+    throw new SignInError('sign-in refused: the identity provider sent a subject (sub) with control or text-direction characters; ask its administrator to fix this account', 'bad_subject');
+  }
+  if (sub.length > 255) {
+    throw new SignInError('sign-in refused: the identity provider sent a subject (sub) longer than 255 characters; ask its administrator to fix this account', 'bad_subject');
+  }
+}
+
 function describe(err: unknown): string {
   if (err instanceof client.AuthorizationResponseError || err instanceof client.ResponseBodyError) {
     return err.error_description ? `${err.error}: ${err.error_description}` : err.error;
@@ -202,6 +217,7 @@ export async function createOidc(opts: OidcOptions): Promise<Oidc> {
 
   function toClaims(c: client.IDToken | undefined, wantedMfa: boolean, returnTo?: string): Claims {
     if (!c || typeof c.sub !== 'string' || !c.sub) throw new SignInError('the IdP returned no ID token subject', 'no_id_token');
+    checkSubject(c.sub);
     const groups = groupsOf(c as Record<string, unknown>) ?? [];
     const amr = Array.isArray(c.amr) ? c.amr.map(String) : [];
     const mfa = amr.includes('mfa') || amr.includes('otp') || (typeof c.acr === 'string' && c.acr === opts.mfaAcr);

@@ -1,3 +1,4 @@
+import { appendFileSync } from 'node:fs';
 import { inspect } from 'node:util';
 import { z } from 'zod';
 
@@ -19,6 +20,21 @@ export class Secret {
     for (let i = 0; i < o.length; i++) diff |= o.charCodeAt(i) ^ this.#value.charCodeAt(i);
     return diff === 0;
   }
+}
+
+/**
+ * Test-only: note a secret the gateway just issued (connection secret, API token, session cookie,
+ * minted password, session private key) in the secret registry the test runner keeps
+ * (TOLLGATE_SECRET_REGISTRY, only with TOLLGATE_TEST=1), so the secret scan after the suite can look
+ * for it in every log, recording and store file. Outside tests this does nothing. Returns the value.
+ */
+export function noteIssued<T extends string | Secret>(kind: string, value: T): T {
+  const file = process.env['TOLLGATE_SECRET_REGISTRY'];
+  if (!file || process.env['TOLLGATE_TEST'] !== '1') return value;
+  const v = typeof value === 'string' ? value : value.reveal();
+  // One short line per append (O_APPEND): lines from parallel test processes do not interleave.
+  appendFileSync(file, JSON.stringify({ kind, value: v }) + '\n');
+  return value;
 }
 
 /**

@@ -12,7 +12,7 @@
  */
 import { randomInt } from 'node:crypto';
 import type { Logger } from 'pino';
-import { Secret } from '../auth/secret.js';
+import { Secret, noteIssued } from '../auth/secret.js';
 import type { LeaseRecord } from '../proxy/store/types.js';
 import { accountMarker, randomPassword, type Directory } from './directory.js';
 import { isDn, sameDn } from './ldap-escape.js';
@@ -80,7 +80,7 @@ export async function planAccount(ctx: DirectoryLeaseContext, identity: string, 
 export async function createAccount(ctx: DirectoryLeaseContext, leaseId: string, data: AccountLeaseData): Promise<DirectoryAccountCredential> {
   const dir = directoryOf(ctx);
   checkAccountData(dir, data, leaseId);
-  const password = new Secret(randomPassword());
+  const password = noteIssued('directory_password', new Secret(randomPassword()));
   await dir.with((c) => c.createAccount({
     dn: data.dn, sam: data.sam, upn: data.upn, groups: data.groups, expiresAt: data.expiresAt,
     description: accountMarker(leaseId), displayName: `Tollgate: ${data.identity}`.slice(0, 256),

@@ -11,6 +11,7 @@ import tedious from 'tedious';
 import type { ProtocolContext, TargetConfig } from '../types.js';
 import { adminOf, optionsOf, parseAddress, type MssqlRole } from './config.js';
 import { quoteLiteral, quoteName } from './tsql.js';
+import { noteIssued } from '../../auth/secret.js';
 
 export const LEASE_KIND = 'mssql-login';
 /** tg_<who>_<6 random>: what revocation accepts as a session login. */
@@ -26,7 +27,7 @@ export function sessionLoginName(identity: string): string {
 }
 
 export function randomPassword(): string {
-  return `Tg1-${randomBytes(24).toString('base64url')}`;
+  return noteIssued('mssql_password', `Tg1-${randomBytes(24).toString('base64url')}`);
 }
 
 /** The statements that create a session login for a role, in order. */

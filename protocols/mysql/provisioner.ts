@@ -11,6 +11,7 @@ import { connect as netConnect } from 'node:net';
 import { DEFAULT_PORT, upstreamTls, verifiesServer } from './upstream.js';
 import { parseAddress } from '../net.js';
 import { reduceGrant, withheldPrivileges } from './privileges.js';
+import { noteIssued } from '../../auth/secret.js';
 
 export const LEASE_KIND = 'mysql-user';
 
@@ -112,7 +113,7 @@ export function sessionUserName(identity: string): string {
 }
 
 export function randomPassword(): string {
-  return randomBytes(24).toString('base64url');
+  return noteIssued('mysql_password', randomBytes(24).toString('base64url'));
 }
 
 /** The admin user and password: from the config, or the vault's current one for {vault: true}. */

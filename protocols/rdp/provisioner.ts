@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { accountName, createAccountScript, deleteAccountScript, deletedDetail, isMintedName } from '../linux-accounts.js';
-import { Secret } from '../../auth/secret.js';
+import { Secret, noteIssued } from '../../auth/secret.js';
 import type { LiveSession, ProtocolContext, Revoked, RoleConfig, TargetConfig } from '../types.js';
 import type { LeaseRecord } from '../../proxy/store/types.js';
 import { NAME_RE, credentialsOf, roleDirectoryGroups, roleGroups } from './config.js';
@@ -37,7 +37,7 @@ export async function mintAccount(session: LiveSession, target: TargetConfig, ro
   const groups = roleGroups(role);
   for (const g of groups) if (!NAME_RE.test(g)) throw new Error(`role ${role.name}: bad group name`);
   return session.lease<RdpCredential>(LEASE_KIND, { account, prefix, groups }, async () => {
-    const password = randomBytes(18).toString('base64url');
+    const password = noteIssued('rdp_password', randomBytes(18).toString('base64url'));
     const script = [
       ...createAccountScript(account, groups, { comment: 'tollgate rdp session account' }),
       // The password arrives on stdin, never on a command line.

@@ -9,7 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join } from 'node:path';
-import { Secret } from '../../auth/secret.js';
+import { Secret, noteIssued } from '../../auth/secret.js';
 import type { LeaseRecord } from '../../proxy/store/types.js';
 import type { LiveSession, ProtocolContext, Revoked, TargetConfig } from '../types.js';
 import { credentialsOf, SAM_NAME_RE } from './config.js';
@@ -84,7 +84,7 @@ export function withSamLock<T>(path: string, fn: () => Promise<T>): Promise<T> {
   return run;
 }
 
-export function mintPassword(): Secret { return new Secret(randomBytes(18).toString('base64url')); }
+export function mintPassword(): Secret { return noteIssued('rdp_sam_password', new Secret(randomBytes(18).toString('base64url'))); }
 
 /** Mint the session password for the target's SAM account (a lease: rotated when the session ends). */
 export async function mintSamPassword(session: LiveSession, target: TargetConfig): Promise<RdpCredential> {

@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync, chmodSync } from 'n
 import { join } from 'node:path';
 import ssh2 from 'ssh2';
 import { sshString } from './wire.js';
+import { noteIssued } from '../../auth/secret.js';
 
 const { utils } = ssh2;
 export type ParsedKey = ssh2.ParsedKey;
@@ -153,5 +154,5 @@ export function loadOrCreateCa(dataDir: string): { key: ParsedKey; publicLine: s
 export function mintSessionKey(): { key: ParsedKey; publicLine: string; privateText: string } {
   const kp = generateEd25519();
   const key = kp.key;
-  return { key, publicLine: `ssh-ed25519 ${key.getPublicSSH().toString('base64')}`, privateText: kp.private };
+  return { key, publicLine: `ssh-ed25519 ${key.getPublicSSH().toString('base64')}`, privateText: noteIssued('ssh_session_private_key', kp.private) };
 }

@@ -13,6 +13,7 @@ import { ByteReader, ProtocolError } from './reader.js';
 import { vncAuthResponse, vncPasswdFile } from './des.js';
 import { parseServerInitHead, parseVersion, SEC, type ServerInit } from './handshake.js';
 import type { VncCredentials } from './config.js';
+import { noteIssued } from '../../auth/secret.js';
 
 export class UpstreamError extends Error {
   constructor(message: string) {
@@ -43,7 +44,7 @@ export function withTargetLock<T>(target: string, fn: () => Promise<T>): Promise
 /** 8 random printable characters (VNC uses only the first 8 bytes of a password). */
 export function mintPassword(): string {
   const alphabet = 'ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789';
-  return Array.from(randomBytes(8), (b) => alphabet[b % alphabet.length]).join('');
+  return noteIssued('vnc_password', Array.from(randomBytes(8), (b) => alphabet[b % alphabet.length]).join(''));
 }
 
 /** Make `password` the VNC server's password through every configured admin hook. */

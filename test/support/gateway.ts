@@ -21,6 +21,7 @@ import { Gateway } from '../../proxy/gateway.js';
 import { openStore } from '../../proxy/store/index.js';
 import type { GrantRecord, Store } from '../../proxy/store/types.js';
 import { testDatabase } from './pg.js';
+import { keepDirsForScan, recordDir, recordSecret, scanLogFile } from './secret-registry.js';
 
 export type TestStoreKind = 'sqlite' | 'postgres';
 
@@ -143,14 +144,23 @@ export async function startTestGateway(opts: {
     ...(opts.extra ?? {}),
   }, '<test>', modules);
   const sink = opts.logSink;
+  // In a scanned run (test/run.js) the log goes to a file under the test root at debug level, so
+  // the secret scan reads what the gateway would have logged.
+  const logFile = sink || process.env['TOLLGATE_TEST_LOG'] ? null : scanLogFile('gateway');
   const log = sink
     ? pino({ level: 'trace' }, { write: (l: string) => sink(l) })
-    : pino({ level: process.env['TOLLGATE_TEST_LOG'] ?? 'silent' });
+    : logFile
+      ? pino({ level: 'debug' }, pino.destination({ dest: logFile, sync: true }))
+      : pino({ level: process.env['TOLLGATE_TEST_LOG'] ?? 'silent' });
+  if (opts.dataDir) recordDir(opts.dataDir);
+  // Kept for the secret scan, which removes them afterwards.
+  const removeDataDir = !opts.dataDir && !keepDirsForScan();
   const created = new Gateway({ config, clock: opts.clock, log, modules });
   const gw = await created.start().catch(async (e: unknown) => {
     // A gateway that cannot start (a test of bad config) leaves nothing behind either.
     await created.stop().catch(() => undefined);
-    if (!opts.dataDir) { await db?.drop(); rmSync(dataDir, { recursive: true, force: true }); }
+    if (!opts.dataDir) await db?.drop();
+    if (removeDataDir) rmSync(dataDir, { recursive: true, force: true });
     throw e;
   });
   const tokens: Record<string, string> = {};
@@ -158,6 +168,7 @@ export async function startTestGateway(opts: {
     const now = gw.clock.now();
     await gw.store.upsertIdentity({ sub: name, email: `${name}@test`, name, groups, firstSeen: now, lastSeen: now });
     tokens[name] = (await gw.tokens.create(name, 'test', gw.tokens.maxTtlMs, now)).token.reveal();
+    recordSecret('api_token', tokens[name]!);
   }
   const url = gw.publicUrl;
   const api = apiOf(url, tokens);
@@ -178,6 +189,7 @@ export async function startTestGateway(opts: {
     async secret(user, grantId, o = {}) {
       const r = await api(user, 'POST', `/api/v1/grants/${grantId}/secret`, o);
       if (r.status !== 201) throw new Error(`secret failed: ${r.status} ${JSON.stringify(r.body)}`);
+      recordSecret('connection_secret', r.body.secret);
       return r.body;
     },
     async registerKey(user, keyFile, name = 'key') {
@@ -196,7 +208,8 @@ export async function startTestGateway(opts: {
     },
     async close() {
       await gw.stop();
-      if (!opts.dataDir) { await db?.drop(); rmSync(dataDir, { recursive: true, force: true }); }
+      if (!opts.dataDir) await db?.drop();
+      if (removeDataDir) rmSync(dataDir, { recursive: true, force: true });
     },
   };
   return tg;

@@ -4,6 +4,7 @@
  * (returns the gateway's session cookie) and the device flow (returns the API token the CLI gets).
  * Chromium-driven versions of the same flows are in test/proxy/signin.test.ts.
  */
+import { recordSecret } from './secret-registry.js';
 
 interface Cookie { name: string; value: string; path: string; origin: string }
 
@@ -96,6 +97,7 @@ export async function browserSignIn(gatewayUrl: string, user: string, password: 
   const start = new URL(`/auth/login?returnTo=${encodeURIComponent('/api/v1/me')}${opts.mfa ? '&mfa=1' : ''}`, gw);
   const last = await browse(jar, start, { login: user, password, otp: opts.otp ?? '' }, (h) => h.url.origin === gw.origin && h.url.pathname === '/api/v1/me');
   const cookie = jar.get('tg_session', gw.origin);
+  if (cookie) recordSecret('session_cookie', cookie);
   if (!cookie) throw new Error(`browser sign-in of ${user} failed: ${last.status} ${last.body.replace(/<head>[\s\S]*?<\/head>/i, '').replace(/<[^>]+>/g, ' ').replace(/\s+/g, ' ').slice(0, 300)}`);
   return { cookie, jar };
 }
@@ -109,7 +111,10 @@ export async function deviceSignIn(gatewayUrl: string, user: string, password: s
   for (let i = 0; i < 40; i++) {
     const r = await fetch(`${gatewayUrl}/api/v1/auth/device/token`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ handle: d.handle }) });
     const body = await r.json();
-    if (r.status !== 202) return { status: r.status, body };
+    if (r.status !== 202) {
+      if (body && typeof body.token === 'string') recordSecret('api_token', body.token);
+      return { status: r.status, body };
+    }
     await new Promise((res) => setTimeout(res, 250));
   }
   throw new Error('the device sign-in stayed pending');

@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { Secret } from '../../../auth/secret.js';
+import { Secret, noteIssued } from '../../../auth/secret.js';
 import { runScript, sessionHostKey } from '../admin.js';
 import { NAME_RE } from '../config.js';
 import { RETRY_SH } from '../../linux-accounts.js';
@@ -50,7 +50,7 @@ export function rotate(ctx: ProtocolContext, target: TargetConfig, account: stri
   const key = `${target.name}/${account}`;
   const next = (chains.get(key) ?? Promise.resolve()).catch(() => undefined).then(async () => {
     const f = file(ctx, target, account);
-    const pw = new Secret(randomBytes(18).toString('base64url'));
+    const pw = noteIssued('ssh_checkout_password', new Secret(randomBytes(18).toString('base64url')));
     store(ctx, `${f}.next`, pw);
     const script = [RETRY_SH, `retry chpasswd <<'TOLLGATE_EOF'`, `${account}:${pw.reveal()}`, 'TOLLGATE_EOF'].join('\n');
     const r = await runScript(ctx, target, script);
