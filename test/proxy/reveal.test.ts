@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { totp } from '../../auth/totp.js';
 import { Secret } from '../../auth/secret.js';
 import { ManualClock } from '../../policies/clock.js';
+import { validateSshTarget } from '../../protocols/ssh/config.js';
 import { REVEAL_MAX, REVEAL_WINDOW_MS } from '../../proxy/http/routes/checkouts.js';
 import { startTestGateway, TEST_USERS, type TestGateway } from '../support/gateway.js';
 import { browserSignIn } from '../support/signin.js';
@@ -189,4 +190,13 @@ t.test('an expired grant reveals nothing; too many reveals are refused for a whi
   clock.advance(REVEAL_WINDOW_MS);
   t.equal((await reveal('alice', held.id, { mfaCode: code() })).status, 200, 'after the window, allowed again');
   await checkIn('alice', held.id);
+});
+
+t.test('config: roles[].reveal is a boolean, and only on checkout targets', async (t) => {
+  const admin = { username: 'root', password: { value: 'x' } };
+  const base = { name: 'c', protocol: 'ssh', address: '127.0.0.1:22', risk: 'medium' as const, options: {} };
+  const checkout = { ...base, credentials: { mode: 'checkout', admin, account: 'deploy', password: { value: 'p' } } };
+  t.equal(validateSshTarget({ ...checkout, roles: [{ name: 'r', reveal: true }] }), null, 'reveal: true on a checkout target');
+  t.match(validateSshTarget({ ...checkout, roles: [{ name: 'r', reveal: 'yes' }] }), { path: 'roles[0].reveal', expected: 'true or false' });
+  t.match(validateSshTarget({ ...base, credentials: { mode: 'ephemeral-account', admin }, roles: [{ name: 'r', reveal: true }] }), { path: 'roles[0].reveal', expected: /only with credentials.mode checkout/ });
 });
