@@ -381,7 +381,7 @@ ${form}
     } catch {
       return send(res, 413, page('Sign-in error', '<p class="error" role="alert">The form was too large.</p>'));
     }
-    const login = (form.get('login') ?? '').trim().slice(0, 128);
+    const login = (form.get('login') ?? '').trim().slice(0, 2048);
     const password = new Secret(form.get('password') ?? '');
     const otp = (form.get('otp') ?? '').replace(/\s/g, '');
     const again = (error: string, status = 401) => send(res, status, loginPage({ uid: details.uid, clientId, mfaRequired, login, error }));
