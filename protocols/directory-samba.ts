@@ -120,7 +120,7 @@ export async function startSambaDc(o: SambaDcOptions): Promise<SambaDc> {
   try {
     for (const p of [389, 636]) if (await portOpen(p)) throw new Error(`port ${p} is in use (stop Debian's samba-ad-dc service)`);
     const prov = run('samba-tool', ['domain', 'provision', `--targetdir=${dir}`, `--realm=${realm}`, `--domain=${o.domain}`, '--server-role=dc',
-      '--dns-backend=NONE', `--adminpass=${adminPassword}`, '--use-rfc2307', '--option=interfaces=lo', '--option=bind interfaces only=yes'], {}, 5 * 60_000); // 4 s idle, a minute or more on a busy machine
+      '--dns-backend=NONE', `--adminpass=${adminPassword}`, '--use-rfc2307', '--option=interfaces=lo', '--option=bind interfaces only=yes'], {}, 10 * 60_000); // 4 s idle, minutes on a busy machine (the schema step)
     if (prov.code !== 0) throw new Error(`samba-tool domain provision failed:\n${prov.out}`);
     proc = spawn('samba', ['-s', join(dir, 'etc', 'smb.conf'), '-i', '-M', 'single'], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
     let err = '';
