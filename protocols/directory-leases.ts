@@ -15,7 +15,7 @@ import type { Logger } from 'pino';
 import { Secret, noteIssued } from '../auth/secret.js';
 import type { LeaseRecord } from '../proxy/store/types.js';
 import { accountMarker, randomPassword, type Directory } from './directory.js';
-import { isDn, sameDn } from './ldap-escape.js';
+import { isDn, sameDn, splitDn } from './ldap-escape.js';
 
 export const ACCOUNT_KIND = 'directory-account';
 export const GROUP_KIND = 'directory-group';
@@ -114,6 +114,14 @@ export async function revokeAccount(ctx: DirectoryLeaseContext, lease: Pick<Leas
   return { revoked: true, detail: gone ? `directory account ${d.sam} already gone` : `directory account ${d.sam} deleted` };
 }
 
+/** Whether `dn` lies somewhere below `base` (or is it). */
+function isBelow(dn: string, base: string): boolean {
+  const x = splitDn(dn);
+  const b = splitDn(base);
+  if (!x || !b || x.length < b.length) return false;
+  return sameDn(x.slice(x.length - b.length).join(','), b.join(','));
+}
+
 export interface GroupLeaseData {
   /** The person's value of the directory's personAttribute (email or UPN). */
   person: string;
@@ -147,8 +155,17 @@ export async function revokeMembership(ctx: DirectoryLeaseContext, lease: Pick<L
     const bad = d.groups.find((g) => !allowed.some((a) => sameDn(a, g)));
     if (bad) throw new Error(`lease ${lease.id}: ${bad} is not a group the configuration elevates to; not changed`);
   }
+  if (d.memberDn !== undefined && (typeof d.memberDn !== 'string' || !isDn(d.memberDn) || !isBelow(d.memberDn, dir.config.baseDn))) {
+    throw new Error(`lease ${lease.id}: refusing a member DN outside ${dir.config.baseDn}`);
+  }
+  if (typeof d.person !== 'string' || !d.person) throw new Error(`lease ${lease.id}: no person in the stored lease`);
   await dir.with(async (c) => {
-    const memberDn = typeof d.memberDn === 'string' && isDn(d.memberDn) ? d.memberDn : typeof d.person === 'string' ? await c.findPerson(d.person) : null;
+    // The account the person's attribute finds now; a stored DN naming another entry is refused (a tampered store).
+    const found = await c.findPerson(d.person!);
+    if (found && d.memberDn && !sameDn(found, d.memberDn)) {
+      throw new Error(`lease ${lease.id}: the stored member ${d.memberDn} is not the account of ${dir.config.personAttribute} ${JSON.stringify(d.person)}; not changed`);
+    }
+    const memberDn = d.memberDn ?? found;
     if (!memberDn) return;
     for (const g of d.groups!) await c.removeMember(g, memberDn);
     ctx.log.info({ member: memberDn, groups: d.groups!.length }, 'directory: group membership removed');

@@ -7,6 +7,7 @@ import { Secret, secretRefSchema, type SecretRef } from '../auth/secret.js';
 import type { ProtocolModule } from '../protocols/types.js';
 import { targetSchema } from '../protocols/config.js';
 import { directorySchema } from '../protocols/directory.js';
+import { checkOwnAccountGroups } from './grant-lease-kinds.js';
 import { breakGlassSchema, durationSchema, parseDuration, policySchema, reviewScheduleSchema } from '../policies/config.js';
 import type { KeySource } from '../auth/keys.js';
 import { clusterGatewayFields } from './cluster/config.js';
@@ -254,6 +255,10 @@ export function validateConfig(raw: unknown, file: string, modules: ReadonlyMap<
       throw new ConfigError(file, `targets[${i}]`, `a valid ${t.protocol} target (${(e as Error)?.message ?? 'invalid value'})`);
     }
     if (v) throw new ConfigError(file, `targets[${i}].${v.path}`, v.expected);
+    t.roles.forEach((r, j) => {
+      const bad = checkOwnAccountGroups(r, !!cfg.directory);
+      if (bad) throw new ConfigError(file, `targets[${i}].roles[${j}].ownAccountGroups`, bad);
+    });
     if ((t.credentials as { mode?: unknown }).mode === 'directory-account' && !cfg.directory) {
       throw new ConfigError(file, `targets[${i}].credentials.mode`, 'a `directory` section for directory-account credentials (the directory to mint accounts in)');
     }

@@ -1,7 +1,7 @@
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
-import pino from 'pino';
+import pino, { type Logger } from 'pino';
 import { moduleMap } from '../protocols/index.js';
 import type { DemoTargets, ProtocolModule } from '../protocols/types.js';
 import { resolveSecret, validateConfig } from './config.js';
@@ -10,6 +10,7 @@ import type { TargetConfig } from '../protocols/config.js';
 import type { PolicyConfig } from '../policies/config.js';
 import { Gateway } from './gateway.js';
 import { appUrls } from '../protocols/http/routing.js';
+import { sambaMissing, startSambaDc, type SambaDc } from '../protocols/directory-samba.js';
 
 /** Demo users: name, groups. Passwords are "<name>-demo" (documented in the README; demo only). */
 export const DEMO_USERS = [
@@ -109,8 +110,13 @@ export async function runDemo(opts: { dir: string; httpPort: number; installDeps
     });
   }
 
-  // Demo servers start side by side (each is a real server in its own temp dir).
-  await Promise.all([...modules.values()].filter((m) => m.demo).map(async (mod) => {
+  // Demo servers start side by side (each is a real server in its own temp dir); with Samba, a domain controller too.
+  let directory: DirectoryDemo | null = null;
+  const directoryStarting = directoryDemo(join(dir, 'targets', 'directory'), log).then((d) => {
+    directory = d;
+    if (d) { started.push(d); targets.push(...d.targets); }
+  }, (e) => log.error({ err: e }, 'demo directory (Samba AD DC) failed to start; continuing without it'));
+  await Promise.all([directoryStarting, ...[...modules.values()].filter((m) => m.demo).map(async (mod) => {
     try {
       const d = await mod.demo!(join(dir, 'targets', mod.name), log.child({ demo: mod.name }));
       if (!d) { log.warn({ protocol: mod.name }, 'demo target skipped: server software not installed'); return; }
@@ -119,7 +125,12 @@ export async function runDemo(opts: { dir: string; httpPort: number; installDeps
     } catch (e) {
       log.error({ err: e, protocol: mod.name }, 'demo target failed to start; continuing without it');
     }
-  }));
+  })]);
+  const dirDemo = directory as DirectoryDemo | null;
+  if (dirDemo) {
+    (raw as Record<string, unknown>)['directory'] = dirDemo.section;
+    config.directory = validateConfig(raw, configName, modules).directory;
+  }
   if (stopping) return;
   // Two modules may pick the same demo name (e.g. "desktop" for VNC and RDP): keep both, suffixed.
   const seen = new Set<string>();
@@ -146,6 +157,8 @@ export async function runDemo(opts: { dir: string; httpPort: number; installDeps
     // the direct path next to the gateway. A real deployment never hands these out.
     direct: Object.fromEntries(config.targets.map((t) => [t.name, { address: t.address, credentials: resolveRefs(t.credentials, (ref, path) => resolveSecret(ref, config, path).reveal(), `targets.${t.name}.credentials`) }])),
     idp: gw.devIdp?.issuer ?? null,
+    // Demo only, as `direct`: the demo domain controller and its Administrator.
+    directory: dirDemo ? { url: dirDemo.section.url, baseDn: dirDemo.dc.baseDn, admin: dirDemo.dc.admin, adminPassword: dirDemo.dc.adminPassword, groups: [DEMO_GROUP] } : null,
   };
   const demoFile = join(dir, 'demo.json');
   writeFileSync(demoFile, JSON.stringify(demo, null, 2), { mode: 0o600 });
@@ -157,13 +170,49 @@ Tollgate demo is running at ${gw.publicUrl}   (health: ${gw.publicUrl}/healthz)
   tokens and target addresses: ${demoFile}
   gateway key: ${join(gw.dataDir, 'gateway.key')} (0600, made on first start; seals stored secrets and keys the audit log)
   targets:  ${config.targets.map((t) => `${t.name} (${t.protocol}, ${t.risk})`).join(', ') || '(none: install openssh-server / postgresql / mariadb-server)'}
-${appUrls(config.targets, gw.publicUrl, config.gateway.appsDomain).map(([name, url]) => `  app:      ${name} at ${url}/   (its own origin; *.localhost is this machine in Chromium and Firefox)\n`).join('')}
+${dirDemo ? `  directory: ${dirDemo.dc.realm} (a Samba AD DC on ldaps://127.0.0.1); each demo user has an account <name> / <name>-demo there;
+            a grant of domain as domain-admin puts your own account into ${DEMO_GROUP} until it ends
+` : ''}${appUrls(config.targets, gw.publicUrl, config.gateway.appsDomain).map(([name, url]) => `  app:      ${name} at ${url}/   (its own origin; *.localhost is this machine in Chromium and Firefox)\n`).join('')}
 Try:
   export TOLLGATE_URL=${gw.publicUrl}
   TOLLGATE_TOKEN=$(node -p "require('${demoFile}').users.alice.token") npx tollgate request ${config.targets[0]?.name ?? '<target>'} --role ${config.targets[0]?.roles[0]?.name ?? '<role>'} --reason "demo"
   TOLLGATE_TOKEN=$(node -p "require('${demoFile}').users.bob.token") npx tollgate requests --approvable
 Press Ctrl-C to stop.
 `);
+}
+
+/** The group a demo grant of domain/domain-admin elevates the person's own account to. */
+export const DEMO_GROUP = 'tg-demo-admins';
+
+interface DirectoryDemo extends DemoTargets { dc: SambaDc; section: Record<string, unknown> }
+
+/**
+ * The demo's directory: a Samba AD DC (realm DEMO.TOLLGATE, so the demo users' emails are their
+ * UPNs), an account per demo user found by mail, the group DEMO_GROUP, and the target `domain` whose
+ * role domain-admin elevates the requester's own account for the grant (ownAccountGroups). Null
+ * when Samba is not installed; waits up to 5 minutes for another DC on this machine (tests) to stop.
+ */
+async function directoryDemo(dir: string, log: Logger): Promise<DirectoryDemo | null> {
+  const missing = sambaMissing();
+  if (missing) { log.warn({ why: missing }, 'demo directory skipped: Samba AD DC cannot run here'); return null; }
+  const dc = await startSambaDc({ realm: 'DEMO.TOLLGATE', domain: 'DEMO', dir, lockTimeoutMs: 5 * 60_000, simplePasswords: true });
+  try {
+    dc.tool(['group', 'add', DEMO_GROUP, '--description=Tollgate demo: privileged while a grant runs']);
+    for (const u of DEMO_USERS) dc.tool(['user', 'create', u.name, `${u.name}-demo`, `--mail-address=${u.name}@demo.tollgate`]);
+  } catch (e) {
+    await dc.stop();
+    throw e;
+  }
+  const target = {
+    name: 'domain', protocol: 'rdp', address: '127.0.0.1:3389', risk: 'high',
+    description: `The ${dc.realm} domain: a grant elevates your own domain account (RDP with minted domain accounts needs a Windows host joined to it)`,
+    credentials: { mode: 'directory-account' }, options: { nla: false },
+    roles: [{ name: 'domain-admin', description: `your own account joins ${DEMO_GROUP} while the grant runs`, ownAccountGroups: [DEMO_GROUP] }],
+  } as unknown as TargetConfig;
+  return {
+    dc, targets: [target], stop: () => dc.stop(),
+    section: { url: 'ldaps://127.0.0.1', bind: { dn: dc.admin, password: { value: dc.adminPassword } }, baseDn: dc.baseDn, tls: { verify: false } },
+  };
 }
 
 function resolveRefs(v: unknown, resolve: (ref: never, path: string) => string, path: string): unknown {

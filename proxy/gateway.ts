@@ -9,6 +9,7 @@ import { JitEngine, type WindowEvent } from '../policies/engine.js';
 import { compileRules } from '../policies/rules.js';
 import { parseDuration } from '../policies/config.js';
 import { openDirectory, type Directory } from '../protocols/directory.js';
+import { GrantLeases, GRANT_LEASE_TRIGGERS } from './grant-leases.js';
 import type { TargetConfig } from '../protocols/config.js';
 import { createRecorder } from '../recorder/index.js';
 import type { Recorder } from '../recorder/index.js';
@@ -92,6 +93,8 @@ export class Gateway {
   approvals!: BrowserApprovals;
   /** Services the API, the portal and the CLI (through the API) share. */
   locks!: Locks;
+  /** Grant-level leases (directory-group membership of the person's own account for the grant). */
+  grantLeases!: GrantLeases;
   keys!: SshKeys;
   kill!: KillSwitch;
   roles!: GatewayRoles;
@@ -301,6 +304,10 @@ export class Gateway {
     this.approvals = new BrowserApprovals(this.clock, () => this.publicUrl, this.access);
     // Locks and kills reach every node's sessions (the control bus); the lock itself is in the store.
     this.locks = new Locks({ store: this.store, clock: this.clock, audit: this.audit, sessions: { applyLock: (lock) => this.cluster.end({ lock }, lockEndReason(lock)) } });
+    this.grantLeases = new GrantLeases({
+      store: this.store, clock: this.clock, log: this.log.child({ c: 'grant-leases' }), audit: this.audit,
+      target: (n) => cfg.targets.find((t) => t.name === n), directory: () => this.directory(), notify: (e) => this.notify(e),
+    });
     this.keys = new SshKeys({ store: this.store, clock: this.clock, audit: this.audit, key: this.key });
     const interval = (t: TargetConfig, field: string) => rotationInterval(this.config, this.modules, t, field);
     this.vault = new Vault({ store: this.store, key: this.key, clock: this.clock, audit: this.audit, targets: () => this.config.targets, rotationInterval: interval });
@@ -350,6 +357,11 @@ export class Gateway {
     await this.siem.start();
     const reaped = await this.sessions.reap();
     if (reaped.leases || reaped.sessions || reaped.failed) this.log.warn(reaped, 'reaper cleaned up after an earlier run');
+    if (this.front) {
+      // Grant-level leases: what runs gets its membership, what ended (also while this gateway was down) loses it.
+      this.audit.onEvent((e) => { if (GRANT_LEASE_TRIGGERS.has(e.action)) this.grantLeases.kick(); });
+      await this.grantLeases.reconcile();
+    }
     // Recordings a crash left open are sealed (what was flushed, at most the last second is lost).
     const orphans = await this.recorder.sealOrphans((id) => this.liveAnywhere(id), { cut: 'gateway_crash' });
     if (orphans.sealed || orphans.missing) this.log.warn(orphans, 'sealed recordings left open by an earlier run');
@@ -357,6 +369,7 @@ export class Gateway {
     await this.cluster.start();
     this.reaperTimer = setInterval(() => {
       this.sessions.reap().catch((e) => this.log.error({ err: e }, 'reaper failed'));
+      if (this.front) void this.grantLeases.reconcile();
       this.cluster.sweep().catch((e) => this.log.error({ err: e }, 'reaping lost nodes failed'));
     }, parseDuration(cfg.gateway.reaperInterval));
     this.reaperTimer.unref();
@@ -737,6 +750,7 @@ export class Gateway {
     await this.rotation?.stop().catch(() => undefined);
     this.links?.stop();
     this.sessions?.stop();
+    await this.grantLeases?.stop();
     await this.links?.idle();
     await this.sessions?.terminateWhere(() => true, { code: 'gateway_shutdown', message: 'Tollgate: the gateway is shutting down.' });
     for (const l of this.listeners.values()) await l.close().catch(() => undefined);

@@ -14,6 +14,7 @@ import type { AuditLog } from './audit.js';
 import { redactStatement } from '../recorder/index.js';
 import { fromModule } from './audit-events.js';
 import { runInSession, describeError } from './safety.js';
+import { grantRuns, isGrantLease } from './grant-lease-kinds.js';
 
 export interface RuleChecker {
   check(text: string, opts?: RuleCheckOptions): RuleDecision;
@@ -623,7 +624,7 @@ export class SessionManager {
 
   /** Standing privileges now (see standingPrivileges), as this gateway sees them. */
   standing(): Promise<LeaseRecord[]> {
-    return standingPrivileges(this.deps.store, (id) => this.live.has(id), this.deps.gatewayId);
+    return standingPrivileges(this.deps.store, (id) => this.live.has(id), this.deps.gatewayId, this.deps.clock.now());
   }
 
   /** No more retries (the gateway stops; the next start's reaper takes over). */
@@ -657,6 +658,8 @@ export class SessionManager {
     const now = this.deps.clock.now();
     for (const l of await this.deps.store.listLeases({ state: ['pending', 'active', 'revoking'] })) {
       if (l.sessionId && liveIds.has(l.sessionId)) continue;
+      // Grant-level leases end with their grant (proxy/grant-leases.ts reaps them).
+      if (isGrantLease(l)) continue;
       if (this.revoking.has(l.id)) continue;
       // A failed revoke waits for its backoff (a retry is scheduled for it here, whichever gateway failed it).
       if (l.retryAt && l.retryAt > now) { this.scheduleRetry(l); continue; }
@@ -677,10 +680,16 @@ export class SessionManager {
  * one the reaper has not reached yet. Nobody should hold any; the dashboard and
  * GET /api/v1/leases?standing=1 show them with their last error and attempts.
  */
-export async function standingPrivileges(store: Store, isLive: (sessionId: string) => boolean, gatewayId?: string): Promise<LeaseRecord[]> {
+export async function standingPrivileges(store: Store, isLive: (sessionId: string) => boolean, gatewayId?: string, now = Date.now()): Promise<LeaseRecord[]> {
   const leases = await store.listLeases({ state: ['pending', 'active', 'revoking'] });
   const out: LeaseRecord[] = [];
   for (const l of leases) {
+    // A grant-level lease (directory-group membership) is what its running grant entitles to, unless its revoke failed.
+    if (isGrantLease(l)) {
+      if (!l.error && grantRuns(await store.getGrant(l.grantId), now)) continue;
+      out.push(l);
+      continue;
+    }
     if (l.sessionId && isLive(l.sessionId)) continue;
     if (l.sessionId && gatewayId !== undefined) {
       const s = await store.getSession(l.sessionId);

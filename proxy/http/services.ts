@@ -16,6 +16,7 @@ import type { AuditLog } from '../audit.js';
 import type { BrowserApprovals } from '../access.js';
 import type { SessionManager } from '../sessions.js';
 import type { Locks } from '../locks.js';
+import type { GrantLeases } from '../grant-leases.js';
 import type { SshKeys } from '../keys.js';
 import type { KillSwitch } from '../kill.js';
 import type { GatewayRoles } from '../roles.js';
@@ -57,6 +58,8 @@ export interface ApiServices {
   readonly publicUrl: string;
   readonly publicHost: string;
   readonly locks: Locks;
+  /** Grant-level leases: refuses a request whose role elevates an own directory account the person does not have. */
+  readonly grantLeases?: Pick<GrantLeases, 'refusal'>;
   readonly keys: SshKeys;
   readonly kill: KillSwitch;
   readonly roles: GatewayRoles;

@@ -48,7 +48,7 @@ export async function computeHealth(store: Store, now: number, isLive: (sessionI
   const days = opts.days ?? 14;
   const BIG = 100_000;
   const [standing, sessions, grants, requests] = await Promise.all([
-    standingPrivileges(store, isLive, opts.gatewayId),
+    standingPrivileges(store, isLive, opts.gatewayId, now),
     store.listSessions({ limit: BIG }),
     store.listGrants({ limit: BIG }),
     store.listRequests({ limit: BIG }),

@@ -2,12 +2,41 @@
  * `tollgate demo` as the README's first command runs it: real demo targets, users with tokens,
  * demo.json in the documented shape, /healthz up; Ctrl-C stops every server it started.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { spawn, execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'node:http';
+import { sambaMissing } from '../../protocols/directory-samba.js';
+
+/** With Samba installed: the demo's domain target, and a grant of it elevating alice's own domain account. */
+async function directoryPart(t: Test, demo: any): Promise<void> {
+  const domain = demo.targets.find((x: { name: string }) => x.name === 'domain');
+  t.match(domain, { protocol: 'rdp', roles: ['domain-admin'] }, 'a directory target (Samba is installed)');
+  t.ok(demo.directory?.adminPassword, 'demo.json names the demo DC');
+  const groupDn = `CN=${demo.directory.groups[0]},CN=Users,${demo.directory.baseDn}`;
+  const members = () => execFileSync('ldapsearch', ['-x', '-LLL', '-H', 'ldaps://127.0.0.1', '-D', demo.directory.admin, '-w', demo.directory.adminPassword, '-b', groupDn, '-s', 'base', 'member'], { encoding: 'utf8', env: { ...process.env, LDAPTLS_REQCERT: 'never' } });
+  t.notMatch(members(), /CN=alice,/i, 'alice is not a member before');
+  const api = (who: string, method: string, path: string, body?: unknown) => fetch(`${demo.gatewayUrl}${path}`, {
+    method, headers: { authorization: `Bearer ${demo.users[who].token}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body),
+  }).then(async (r) => ({ status: r.status, body: await r.json() as any }));
+  const req = await api('alice', 'POST', '/api/v1/requests', { target: 'domain', role: 'domain-admin', duration: '10m', reason: 'demo test' });
+  t.equal(req.status, 201, JSON.stringify(req.body));
+  let state = req.body;
+  for (const approver of ['bob', 'dave']) {
+    if (state.state !== 'pending') break;
+    state = (await api(approver, 'POST', `/api/v1/requests/${state.id}/approve`, { comment: 'ok' })).body;
+  }
+  t.equal(state.state, 'approved');
+  let now = '';
+  for (let i = 0; i < 100 && !/CN=alice,/i.test(now); i++) { await new Promise((r) => setTimeout(r, 200)); now = members(); }
+  t.match(now, /CN=alice,CN=Users,DC=demo,DC=tollgate/i, 'the grant put alice\'s own account into the group');
+  const revoked = await api('bob', 'POST', `/api/v1/grants/${state.grantId}/revoke`, { reason: 'demo test' });
+  t.equal(revoked.status, 200);
+  for (let i = 0; i < 100 && /CN=alice,/i.test(now); i++) { await new Promise((r) => setTimeout(r, 200)); now = members(); }
+  t.notMatch(now, /CN=alice,/i, 'and the revoke took it out');
+}
 
 const bin = join(import.meta.dirname, '..', '..', 'proxy', 'bin', 'tollgate.js');
 
@@ -21,7 +50,8 @@ t.test('tollgate demo', async (t) => {
   const exited = new Promise<number | null>((r) => child.on('close', (c) => r(c)));
   t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL'); });
   const file = join(dir, 'demo.json');
-  for (let i = 0; i < 240 && !existsSync(file); i++) await new Promise((r) => setTimeout(r, 500));
+  // The demo's Samba DC may wait for another test's DC to stop (one per machine): up to 6 minutes.
+  for (let i = 0; i < 720 && !existsSync(file); i++) await new Promise((r) => setTimeout(r, 500));
   t.ok(existsSync(file), `demo.json written (${out.slice(-2000)})`);
   await new Promise((r) => setTimeout(r, 300));
   const demo = JSON.parse(readFileSync(file, 'utf8'));
@@ -56,6 +86,7 @@ t.test('tollgate demo', async (t) => {
     t.equal(r.status, 302, 'the printed URL is the app (sign-in first)');
     t.match(r.location, new RegExp(`^${demo.gatewayUrl}/apps/_auth\\?app=wiki&`));
   }
+  if (!sambaMissing()) await directoryPart(t, demo);
   child.kill('SIGINT');
   const code = await exited;
   t.equal(code, 0, 'stops cleanly on Ctrl-C');

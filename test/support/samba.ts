@@ -1,131 +1,21 @@
 /**
- * A real Samba AD domain controller for the directory tests: provisioned in a temp dir (realm
- * TG.TEST, domain TG), listening on loopback only. It needs the standard ports (389, 636, 88, 445),
- * so one DC runs at a time on the machine: startSambaDc() takes /tmp/tollgate-samba-dc.lock (a
- * file holding the owner's pid; a dead owner's lock is taken over) and waits for it.
+ * The Samba AD domain controller of the directory tests (protocols/directory-samba.ts): realm
+ * TG.TEST, domain TG, in a temp dir, loopback only. One DC runs at a time on the machine (it needs
+ * the standard ports): startSambaDc() waits for the others' lock.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, unlinkSync, writeSync } from 'node:fs';
-import net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { sambaMissing, startSambaDc as start, type SambaDc } from '../../protocols/directory-samba.js';
 
-const LOCK = '/tmp/tollgate-samba-dc.lock';
+export type { SambaDc };
 export const REALM = 'TG.TEST';
 export const DOMAIN = 'TG';
 export const BASE_DN = 'DC=tg,DC=test';
 export const ADMIN = 'Administrator@tg.test';
 
-export interface SambaDc {
-  dir: string;
-  adminPassword: string;
-  /**
-   * A simple bind over LDAPS as user@tg.test (ldapsearch of the base entry; Samba does not
-   * implement ldapwhoami's Who-am-I extended operation): 0 when the password works, 49 when refused.
-   */
-  bind(user: string, password: string): { code: number; out: string };
-  /** smbclient (NTLM, as a Windows logon would) listing the DC's shares as TG\user: 0 when the logon works. */
-  smb(user: string, password: string): { code: number; out: string };
-  /** samba-tool against the running DC as Administrator. */
-  tool(args: string[]): string;
-  stop(): Promise<void>;
-}
-
 /** Why the DC cannot run here (null: it can). */
 export function haveSamba(): string | null {
-  if (process.getuid?.() !== 0) return 'needs root';
-  for (const b of ['/usr/sbin/samba', '/usr/bin/samba-tool', '/usr/bin/ldapsearch', '/usr/bin/smbclient']) if (!existsSync(b)) return `needs ${b}`;
-  return null;
+  return sambaMissing();
 }
 
-function alive(pid: number): boolean {
-  try { process.kill(pid, 0); return true; } catch { return false; }
-}
-
-async function lock(timeoutMs: number): Promise<() => void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const fd = openSync(LOCK, 'wx', 0o600);
-      writeSync(fd, String(process.pid));
-      closeSync(fd);
-      return () => { try { if (readFileSync(LOCK, 'utf8') === String(process.pid)) unlinkSync(LOCK); } catch { /* gone */ } };
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      const owner = Number(readFileSync(LOCK, 'utf8') || 0);
-      if (!owner || !alive(owner)) { try { unlinkSync(LOCK); } catch { /* raced */ } continue; }
-      if (Date.now() > deadline) throw new Error(`another test holds the Samba DC lock (pid ${owner})`);
-      await new Promise((r) => setTimeout(r, 500));
-    }
-  }
-}
-
-function portOpen(port: number): Promise<boolean> {
-  return new Promise((res) => {
-    const s = net.connect({ host: '127.0.0.1', port }, () => { s.destroy(); res(true); });
-    s.on('error', () => res(false));
-  });
-}
-
-function run(cmd: string, args: string[], env: Record<string, string> = {}, timeoutMs = 60_000): { code: number; out: string } {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', env: { ...process.env, ...env }, timeout: timeoutMs });
-  return { code: r.status ?? -1, out: `${r.stdout ?? ''}${r.stderr ?? ''}` };
-}
-
-function bind(upn: string, password: string): { code: number; out: string } {
-  return run('ldapsearch', ['-x', '-H', 'ldaps://127.0.0.1', '-D', upn, '-w', password, '-b', BASE_DN, '-s', 'base', 'dn'], { LDAPTLS_REQCERT: 'never' });
-}
-
-export async function startSambaDc(): Promise<SambaDc> {
-  const release = await lock(15 * 60_000);
-  const dir = mkdtempSync(join(tmpdir(), 'tg-samba-'));
-  let proc: ChildProcess | null = null;
-  const adminPassword = `Adm1n-${Math.random().toString(36).slice(2, 10)}!`;
-  const cleanup = async () => {
-    if (proc && proc.exitCode === null) {
-      try { process.kill(-proc.pid!, 'SIGTERM'); } catch { /* gone */ }
-      const exited = new Promise((r) => proc!.once('exit', r));
-      const timer = setTimeout(() => { try { process.kill(-proc!.pid!, 'SIGKILL'); } catch { /* gone */ } }, 5000);
-      await exited;
-      clearTimeout(timer);
-    }
-    // samba starts helpers (samba-dcerpcd, rpcd_*) in their own process groups: end those of this DC (its unique dir) too.
-    const helpers = run('pgrep', ['-f', `${dir}/etc/smb.conf`]).out.split('\n').map(Number).filter((p) => p > 0 && p !== process.pid);
-    for (const pid of helpers) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
-    for (let i = 0; i < 50 && await portOpen(636); i++) await new Promise((r) => setTimeout(r, 100));
-    rmSync(dir, { recursive: true, force: true });
-    release();
-  };
-  try {
-    for (const p of [389, 636]) if (await portOpen(p)) throw new Error(`port ${p} is in use (stop Debian's samba-ad-dc service)`);
-    const prov = run('samba-tool', ['domain', 'provision', `--targetdir=${dir}`, `--realm=${REALM}`, `--domain=${DOMAIN}`, '--server-role=dc',
-      '--dns-backend=NONE', `--adminpass=${adminPassword}`, '--use-rfc2307', '--option=interfaces=lo', '--option=bind interfaces only=yes'], {}, 5 * 60_000); // 4 s idle, a minute or more on a busy machine
-    if (prov.code !== 0) throw new Error(`samba-tool domain provision failed:\n${prov.out}`);
-    proc = spawn('samba', ['-s', join(dir, 'etc', 'smb.conf'), '-i', '-M', 'single'], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
-    let err = '';
-    proc.stderr!.on('data', (d: Buffer) => { if (err.length < 20_000) err += d.toString(); });
-    const deadline = Date.now() + 3 * 60_000;
-    for (;;) {
-      if (proc.exitCode !== null) throw new Error(`samba exited with ${proc.exitCode}:\n${err}`);
-      if (bind(ADMIN, adminPassword).code === 0) break;
-      if (Date.now() > deadline) throw new Error(`samba did not answer LDAPS in time:\n${err}`);
-      await new Promise((r) => setTimeout(r, 300));
-    }
-  } catch (e) {
-    await cleanup();
-    throw e;
-  }
-  return {
-    dir,
-    adminPassword,
-    bind: (user, password) => bind(`${user}@tg.test`, password),
-    // The share list needs an authenticated session (no guest mapping on a DC), not file access to the temp dir.
-    smb: (user, password) => run('smbclient', ['-L', '//127.0.0.1', '-U', `${DOMAIN}\\${user}%${password}`]),
-    tool(args) {
-      const r = run('samba-tool', [...args, '-H', 'ldap://127.0.0.1', '-U', `Administrator%${adminPassword}`]);
-      if (r.code !== 0) throw new Error(`samba-tool ${args.join(' ')} failed:\n${r.out}`);
-      return r.out;
-    },
-    stop: cleanup,
-  };
+export function startSambaDc(): Promise<SambaDc> {
+  return start({ realm: REALM, domain: DOMAIN });
 }

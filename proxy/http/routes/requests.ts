@@ -12,10 +12,20 @@ export async function requestView(s: Pick<ApiServices, 'store'>, id: string) {
   return { ...r, approvals };
 }
 
+/** A role that elevates the person's own directory account: refused (409) when they have none, before anything is filed. */
+async function refuseWithoutDirectoryAccount(s: Pick<ApiServices, 'grantLeases'>, p: { sub: string; email: string | null }, body: unknown): Promise<void> {
+  const b = body as { target?: unknown; role?: unknown } | null;
+  if (!s.grantLeases || !b || typeof b.target !== 'string') return;
+  const why = await s.grantLeases.refusal(p, b.target, typeof b.role === 'string' ? b.role : undefined);
+  if (why) throw new HttpError(409, `Tollgate: ${why}`, { field: 'role' });
+}
+
 /** Requests and their decisions; break-glass and its reviews. The policy engine decides; these routes ask it. */
-export function mountRequestRoutes(add: AddRoute, s: Pick<ApiServices, 'store' | 'engine' | 'roles' | 'clock' | 'config'>): void {
+export function mountRequestRoutes(add: AddRoute, s: Pick<ApiServices, 'store' | 'engine' | 'roles' | 'clock' | 'config' | 'grantLeases'>): void {
   add({ method: 'POST', path: '/api/v1/requests', summary: 'Request access to a target', body: { target: 'string', role: 'string', duration: 'duration (e.g. 2h) or seconds', reason: 'string' }, handler: async (req) => {
-    const r = await s.engine.createRequest(req.principal, req.json());
+    const body = req.json();
+    await refuseWithoutDirectoryAccount(s, req.principal, body);
+    const r = await s.engine.createRequest(req.principal, body);
     return ok(await requestView(s, r.id), 201);
   } });
   add({ method: 'GET', path: '/api/v1/requests', summary: 'Requests: mine (default), ?scope=approvable (I can act on, with decidingFor: the delegator I decide for), ?scope=all (SOC)', handler: async (req) => {
@@ -51,7 +61,11 @@ export function mountRequestRoutes(add: AddRoute, s: Pick<ApiServices, 'store' |
   }
 
   // ---- break-glass
-  add({ method: 'POST', path: '/api/v1/breakglass', summary: 'Emergency access: immediate grant, alert, mandatory review', body: { target: 'string', role: 'string', duration: 'duration', reason: 'string' }, handler: async (req) => ok(grantView(s, await s.engine.breakGlass(req.principal, req.json())), 201) });
+  add({ method: 'POST', path: '/api/v1/breakglass', summary: 'Emergency access: immediate grant, alert, mandatory review', body: { target: 'string', role: 'string', duration: 'duration', reason: 'string' }, handler: async (req) => {
+    const body = req.json();
+    await refuseWithoutDirectoryAccount(s, req.principal, body);
+    return ok(grantView(s, await s.engine.breakGlass(req.principal, body)), 201);
+  } });
   add({ method: 'GET', path: '/api/v1/reviews', summary: 'Break-glass reviews (?state=open|closed)', handler: async (req) => {
     const st = req.query.get('state');
     const all = await s.store.listReviews(st === 'open' || st === 'closed' ? { state: st } : {});
