@@ -54,7 +54,7 @@ const tap = flag('tap');
 const concurrency = opt('concurrency') ?? 16;
 const profile = flag('profile');
 /** The whole run's deadline: every wait below is bounded by it too. */
-const budgetMs = minutes ? minutes * 60_000 : (seconds + 600 + (nSsh + nPg) * 0.5) * 1000;
+const budgetMs = minutes ? minutes * 60_000 : (seconds + 600 + (nSsh + nPg) * 1.5) * 1000;
 const t0 = Date.now();
 const deadline = t0 + budgetMs;
 const API_P99_MS = 200;
@@ -289,7 +289,8 @@ async function main(): Promise<void> {
   t.teardown(() => sampler.terminate());
 
   // Open everything (k at a time), then let it run for `seconds`, then stop.
-  const rampBudgetMs = Math.min(left() / 2, 60_000 + (nSsh + nPg) * 400);
+  // Generous: on a starved shared machine one SSH session took over a minute to open.
+  const rampBudgetMs = Math.min(left() / 2, 120_000 + (nSsh + nPg) * 1000);
   const rampEnd = Date.now() + rampBudgetMs;
   const maxLines = Math.ceil(((rampBudgetMs / 1000) + seconds + 120) * 2);
   const { host, port: sshPort } = { host: '127.0.0.1', port: node.ports['ssh']! };
