@@ -240,6 +240,7 @@ async function main(): Promise<void> {
   const sshd = await startSshd(join(dir, 'sshd'), { extraConfig: 'MaxSessions 10' });
   t.teardown(() => sshd.stop());
   const accounts = createDemoAccounts();
+  loginAccounts.push(accounts.certLogin, accounts.checkoutAccount);
   t.teardown(() => removeDemoAccounts(accounts));
   // Ctrl-C or SIGTERM: what must not outlive the run goes at once (synchronously), then the rest.
   const onSignal = (sig: NodeJS.Signals) => {
@@ -468,6 +469,8 @@ const hard = setTimeout(() => {
 }, budgetMs + 120_000);
 hard.unref();
 
+/** The Linux accounts this run made (checked gone at the end). */
+const loginAccounts: string[] = [];
 let crashed: unknown = null;
 try {
   await main();
@@ -480,6 +483,8 @@ clearTimeout(hard);
 if (!crashed) {
   // tsx's esbuild service is this process's own helper, not something the soak started.
   const kids = spawnSync('pgrep', ['-a', '-P', String(process.pid)]).stdout.toString().trim().split('\n').filter((l) => l && !/esbuild/.test(l)).join('\n');
+  const stillThere = loginAccounts.filter((u) => spawnSync('id', ['-u', u]).status === 0);
+  check(stillThere.length === 0, 'the Linux accounts the run made are gone', stillThere.length ? `left: ${stillThere.join(' ')}` : loginAccounts.join(' '));
   check(kids === '', 'no child process left (gateway, sshd, PostgreSQL stopped)', kids ? `children: ${kids.replace(/\n/g, ' ')}` : '');
   check(Date.now() <= deadline + 60_000, `the soak finished within its budget (${(budgetMs / 1000).toFixed(0)} s)`, `${((Date.now() - t0) / 1000).toFixed(0)} s`);
 }
