@@ -11,14 +11,16 @@ import { revokeWithModule } from '../../protocols/types.js';
 if (!havePostgres) {
   t.fail('PostgreSQL binaries are required (apt-get install postgresql)');
 } else {
-  // The provisioner only needs resolveSecret from the context; everything else is the real server.
+  // The provisioner only needs the secret references and the admin credential from the context; everything else is the real server.
+  const resolveSecret = (ref: unknown) => {
+    const r = ref as { file?: string; value?: string };
+    return new Secret(r.file ? readFileSync(r.file, 'utf8').trim() : r.value!);
+  };
   const ctx = {
     log: quietLog,
     config: {
-      resolveSecret(ref: unknown) {
-        const r = ref as { file?: string; value?: string };
-        return new Secret(r.file ? readFileSync(r.file, 'utf8').trim() : r.value!);
-      },
+      resolveSecret,
+      async credential(target: { credentials: { admin?: { password?: unknown } } }) { return resolveSecret(target.credentials.admin?.password); },
     },
   } as unknown as ProtocolContext;
 

@@ -15,7 +15,9 @@ import pg from 'pg';
 import { Secret } from '../../auth/secret.js';
 import { ManualClock } from '../../policies/clock.js';
 import { makeVerifier } from '../../protocols/postgres/scram.js';
+import pino from 'pino';
 import { vaultId } from '../../proxy/vault.js';
+import { VaultRotation } from '../../proxy/vault-rotation.js';
 import { startTestGateway } from '../support/gateway.js';
 import { startTestMariadb } from '../support/mariadb.js';
 import { havePostgres, startTestCluster, waitFor } from '../support/pg.js';
@@ -174,6 +176,26 @@ if (!havePostgres) {
     t.equal(await current('rot-pg'), next, 'the pending credential became current');
     t.match((await tg.store.listAudit({ action: 'credential.rotated', subject: 'rot-pg' })).at(-1)?.data, { recovered: true });
     t.match(await pgSession(), /^tg_alice_/, 'sessions mint again');
+  });
+
+  t.test('a due rotation fires once when two nodes sweep at the same moment (claimed in the store)', async (t) => {
+    const rec = (await tg.store.getVaultCredential(vaultId('rot-my', field)))!;
+    const rotatedBefore = (await tg.store.listAudit({ action: 'credential.rotated', subject: 'rot-my' })).length;
+    // A second node: its own rotation engine on the same store, key and modules (as another gateway process has).
+    const other = new VaultRotation({
+      vault: tg.gw.vault, store: tg.store, clock, audit: tg.gw.audit, log: pino({ level: 'silent' }), modules: tg.gw.modules,
+      ctx: (p) => tg.gw.ctx(p), targets: () => tg.gw.config.targets, alert: () => undefined, interval: () => HOUR,
+      sweepMs: MIN, retryMs: MIN, retryMaxMs: 10 * MIN,
+    });
+    await tg.store.claim('vault', rec.id, { version: rec.version }, { nextRotationAt: clock.now() });
+    const old = await current('rot-my');
+    await Promise.all([other.sweep(), tg.gw.rotation.sweep(), other.sweep()]);
+    await other.stop();
+    const after = await tg.store.getVaultCredential(rec.id);
+    t.equal(after!.version, rec.version + 1, 'one rotation, not two');
+    t.equal((await tg.store.listAudit({ action: 'credential.rotated', subject: 'rot-my' })).length, rotatedBefore + 1, 'audited once');
+    t.not(await myLogin(old), 'ok');
+    t.equal(await myLogin(await current('rot-my')), 'ok', 'the stored credential is the one the target has');
   });
 
   t.test('a manual rotation (API) and the CLI-visible metadata never carry a credential', async (t) => {

@@ -18,6 +18,8 @@ import { gatewayKey, readKeyFile } from '../../auth/keys.js';
 import { ManualClock } from '../../policies/clock.js';
 import { openSqliteStore } from '../../proxy/store/sqlite.js';
 import { Vault, vaultId } from '../../proxy/vault.js';
+import { validateConfig } from '../../proxy/config.js';
+import { moduleMap } from '../../protocols/index.js';
 import { startTestGateway } from '../support/gateway.js';
 import { havePostgres, startTestCluster } from '../support/pg.js';
 
@@ -57,6 +59,21 @@ function cli(args: string[], env: Record<string, string>, input?: string): Promi
     p.stdin?.end(input ?? '');
   });
 }
+
+t.test('config: {vault: true} only where a target admin credential may be; rotate needs a vault credential that can rotate', async (t) => {
+  const modules = moduleMap();
+  const pgT = (credentials: Record<string, unknown>) => ({ name: 'db', protocol: 'postgres', address: '127.0.0.1:5432', roles: [{ name: 'read' }], credentials });
+  const cfg = (targets: unknown[], extra: Record<string, unknown> = {}) => () => validateConfig({ targets, ...extra }, '<test>', modules);
+  const refused = (f: () => unknown): unknown => { try { f(); return 'accepted'; } catch (e) { return e; } };
+  t.doesNotThrow(cfg([pgT({ admin: { user: 'a', password: { vault: true } }, rotate: '24h' })]));
+  t.doesNotThrow(cfg([pgT({ admin: { user: 'a', password: { vault: true } }, rotate: false })], { credentials: { rotate: '1d' } }));
+  t.match(refused(cfg([pgT({ admin: { user: 'a', password: { file: 'x' } }, rotate: '24h' })])), { path: 'targets[0].credentials.rotate', expected: /kept in the vault to rotate/ });
+  t.match(refused(cfg([pgT({ admin: { user: 'a', password: { vault: true } }, rotate: 'often' })])), { path: 'targets[0].credentials.rotate' });
+  t.match(refused(cfg([pgT({ admin: { user: 'a', password: { vault: true } }, rotate: '10s' })])), { expected: /at least 1m/ });
+  t.match(refused(cfg([pgT({ admin: { user: 'a', password: { vault: 'yes' } } })])), { path: 'targets[0].credentials.admin.password' });
+  t.match(refused(cfg([], { credentials: { rotate: '5s' } })), { path: 'credentials.rotate' });
+  t.match(refused(cfg([], { gateway: { metricsToken: { vault: true } } })), { path: 'gateway.metricsToken' }, 'not a secret reference of the config');
+});
 
 if (!havePostgres) {
   t.fail('PostgreSQL binaries are required (apt-get install postgresql postgresql-client)');
