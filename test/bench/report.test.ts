@@ -87,3 +87,24 @@ t.test('tollgate bench --write-readme --from a missing file fails and says so', 
   t.ok(err && err.code !== 0, 'exits non-zero');
   t.match(err?.stderr, /no full \(non-smoke\) results file at .*tg-no-such-results\.json/);
 });
+
+t.test('a separate run of some scenarios merged into the full run (tollgate bench --merge-from)', async (t) => {
+  const { mergeFile } = await import('../../bench/index.js');
+  const dir = mkdtempSync(join(tmpdir(), 'tg-bench-merge-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const latest = join(dir, 'latest.json');
+  writeFileSync(latest, JSON.stringify(fixture()));
+  const part = { ...fixture(), at: '2026-12-02T07:30:00.000Z', rows: [{ scenario: 'postgres', case: 'select-only simple c=16', tool: 'tollgate', metric: 'tps', value: 20000, unit: 'tx/s', better: 'higher' }], gateway: { postgres: { cpuMs: 9, peakRssMiB: 9 } }, errors: {} };
+  writeFileSync(join(dir, 'pg.json'), JSON.stringify(part));
+  t.same(mergeFile(join(dir, 'pg.json'), latest), ['postgres']);
+  const merged = JSON.parse(readFileSync(latest, 'utf8')) as BenchResult & { table: string };
+  t.equal(merged.at, fixture().at, "the full run's date stays");
+  t.same(merged.rerun, { postgres: '2026-12-02T07:30:00.000Z' });
+  t.same(merged.rows.filter((r) => r.scenario === 'postgres').map((r) => r.value), [20000], "the re-run's postgres rows replace the old ones");
+  t.ok(merged.rows.some((r) => r.scenario === 'http'), 'the other scenarios stay');
+  t.same(merged.gateway.postgres, { cpuMs: 9, peakRssMiB: 9 });
+  t.match(merged.table, /postgres \| select-only simple c=16 \| tps \| 20000 tx\/s/);
+  t.match(renderPerformance(merged), /Re-run afterwards and merged in: postgres \(07:30 UTC\)/);
+  writeFileSync(join(dir, 'smoke.json'), JSON.stringify({ ...part, smoke: true }));
+  t.throws(() => mergeFile(join(dir, 'smoke.json'), latest), /is a smoke run/);
+});
