@@ -35,6 +35,13 @@ t.test('goals: met, not met and by how much, named costs for the ones not met', 
   t.match(line(lines, 'VNC raw full-screen updates/s ÷ direct'), /not measured \(vnc failed\)/);
 });
 
+t.test('an overloaded run: a met goal is not a claim', async (t) => {
+  const r = { ...fixture(), load: { start: 40, end: 12 } };
+  t.match(line(goalRows(r), 'HTTP 1 MiB responses c=32 req/s ÷ nginx'), /met in this run only \(1\.04× the bound\): not meaningful at load 40 on 2 cores/);
+  t.match(renderPerformance(r), /\*\*This run ran at a load average of 40 on 2 cores/);
+  t.notMatch(renderPerformance(fixture()), /This run ran at a load average/, 'load 2.25 on 2 cores is not flagged');
+});
+
 t.test('profiles from earlier --profile runs fill in the named costs', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'tg-bench-report-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -51,7 +58,8 @@ t.test('the block: markers, machine and load, CPU per unit, the full table, fail
   const block = renderPerformance(fixture());
   t.ok(block.startsWith(`${START}\n`) && block.endsWith(END));
   t.match(block, /Measured 2026-12-02 07:00 UTC on 2 × Fixture CPU, 23 GiB, Linux 6\.1\.0, Node v20\.0\.0/);
-  t.match(block, /1-minute load average 3\.5 at the start and 4\.25 at the end/);
+  t.match(block, /1-minute load average 1\.5 at the start and 2\.25 at the end/);
+  t.match(block, /Scenarios with rows in this file: postgres, http, ssh, scale\./);
   t.match(block, /### CPU per unit of work/);
   t.match(block, /\| postgres \| select-only simple c=16 \| pgbouncer-tls \| proxy CPU per transaction \| 21 \|/);
   t.match(block, /\| postgres \| tpc-b prepared c=16 \| direct \| PostgreSQL CPU per transaction \| 40 \|/);
