@@ -52,7 +52,8 @@ async function stop(p: Proc | null): Promise<void> {
   if (!p || p.child.exitCode !== null || p.child.signalCode !== null) return;
   const done = new Promise((r) => p.child.once('close', r));
   p.child.kill('SIGTERM');
-  const t = setTimeout(() => p.child.kill('SIGKILL'), 5000);
+  // A gateway under --cpu-prof writes its profile on exit: on a loaded machine that takes a while.
+  const t = setTimeout(() => p.child.kill('SIGKILL'), process.env.TOLLGATE_BENCH_PROFILE_DIR ? 120_000 : 5000);
   await done;
   clearTimeout(t);
 }

@@ -59,6 +59,35 @@ function ratioTable(rows: BenchRow[]): string {
   return lines.join('\n');
 }
 
+/**
+ * Re-run scenarios of the last full run: their rows replace the old ones in `out`; the run keeps
+ * the full run's date and says which scenarios were re-run when. True when every scenario then has
+ * rows or an error (a complete run to write the README from).
+ */
+export function mergeInto(out: string, result: BenchResult, picked: string[]): boolean {
+  const prev = JSON.parse(readFileSync(out, 'utf8')) as BenchResult;
+  const rerun = { ...(prev.rerun ?? {}), ...Object.fromEntries(picked.map((n) => [n, result.at])) };
+  const merged: BenchResult = {
+    ...prev,
+    rerun,
+    rows: [...prev.rows.filter((r) => !picked.includes(r.scenario)), ...result.rows]
+      .sort((a, b) => scenarioNames.indexOf(a.scenario) - scenarioNames.indexOf(b.scenario)),
+    gateway: Object.fromEntries(scenarioNames.flatMap((n) => { const g = picked.includes(n) ? result.gateway[n] : prev.gateway[n]; return g ? [[n, g]] : []; })),
+    errors: { ...Object.fromEntries(Object.entries(prev.errors).filter(([n]) => !picked.includes(n))), ...result.errors },
+  };
+  writeFileSync(out, JSON.stringify({ ...merged, table: ratioTable(merged.rows) }, null, 2));
+  return scenarioNames.every((n) => merged.rows.some((r) => r.scenario === n) || merged.errors[n]);
+}
+
+/** `tollgate bench --merge-from <file>`: a separate run of some scenarios (bench -o <file>) merged into the full run. */
+export function mergeFile(from: string, into = join(root, 'bench', 'results', 'latest.json')): string[] {
+  const part = JSON.parse(readFileSync(from, 'utf8')) as BenchResult;
+  if (part.smoke) throw new Error(`${from} is a smoke run`);
+  const picked = [...new Set([...part.rows.map((r) => r.scenario), ...Object.keys(part.errors)])];
+  mergeInto(into, part, picked);
+  return picked;
+}
+
 export async function runBench(names: string[], opts: { smoke: boolean; out?: string; profile?: boolean; merge?: boolean; log?: (m: string) => void }): Promise<BenchResult> {
   const log = opts.log ?? ((m: string) => process.stderr.write(`[bench] ${m}\n`));
   const picked = names.length ? names : scenarioNames;
@@ -98,7 +127,9 @@ export async function runBench(names: string[], opts: { smoke: boolean; out?: st
         process.env.TOLLGATE_BENCH_PROFILE_DIR = scenarioProfileDir;
         if (demo) profiler!.start((demo as DemoGateway).pid);
       }
-      const limitMs = opts.smoke ? 240_000 : 45 * 60_000;
+      // Smoke: postgres and ssh also start a 2-worker gateway and sign in through Chromium; on a loaded
+      // machine (load 50) they took more than 240 s.
+      const limitMs = opts.smoke ? 600_000 : 45 * 60_000;
       let timer: NodeJS.Timeout | undefined;
       try {
         const rows = await Promise.race([
@@ -139,20 +170,7 @@ export async function runBench(names: string[], opts: { smoke: boolean; out?: st
   mkdirSync(join(out, '..'), { recursive: true });
   let covers = picked.length === scenarioNames.length;
   if (opts.merge && !opts.smoke && existsSync(out) && !covers) {
-    // Re-run some scenarios of the last full run: their rows replace the old ones; the run keeps the
-    // full run's date and says which scenarios were re-run when.
-    const prev = JSON.parse(readFileSync(out, 'utf8')) as BenchResult;
-    const rerun = { ...(prev.rerun ?? {}), ...Object.fromEntries(picked.map((n) => [n, result.at])) };
-    const merged: BenchResult = {
-      ...prev,
-      rerun,
-      rows: [...prev.rows.filter((r) => !picked.includes(r.scenario)), ...result.rows]
-        .sort((a, b) => scenarioNames.indexOf(a.scenario) - scenarioNames.indexOf(b.scenario)),
-      gateway: Object.fromEntries(scenarioNames.flatMap((n) => { const g = picked.includes(n) ? result.gateway[n] : prev.gateway[n]; return g ? [[n, g]] : []; })),
-      errors: { ...Object.fromEntries(Object.entries(prev.errors).filter(([n]) => !picked.includes(n))), ...result.errors },
-    };
-    writeFileSync(out, JSON.stringify({ ...merged, table: ratioTable(merged.rows) }, null, 2));
-    covers = scenarioNames.every((n) => merged.rows.some((r) => r.scenario === n) || merged.errors[n]);
+    covers = mergeInto(out, result, picked);
     log(`merged into ${out} (re-run: ${picked.join(', ')})`);
   } else {
     writeFileSync(out, JSON.stringify({ ...result, table }, null, 2));

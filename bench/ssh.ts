@@ -95,7 +95,7 @@ export const scenario: Scenario = {
     const gatewayCpu = (tool: Tool) => (tool === 'tollgate' ? processStats(demo.pid).cpuMs : tool === 'tollgate-2w' ? twoW!.gw.cpuMs() : 0);
     const rows: BenchRow[] = [];
     const rounds = opts.smoke ? 1 : 3;
-    const mib = opts.smoke ? 8 : 1024;
+    const mib = opts.smoke ? 8 : Number(process.env.TOLLGATE_BENCH_SSH_MIB ?? 1024);
     try {
       // sshd (the listener, its session processes, the ones that ended) for both paths; the gateway for Tollgate's.
       const sshdPid = await listenerPid(up.port);

@@ -556,7 +556,16 @@ export function buildCli(): Command {
     .option('--merge', 're-run the named scenarios and replace their rows in the last full run (the README says which were re-run)')
     .option('--write-readme', 'run nothing: regenerate the README Performance block (<!-- bench:start --> … <!-- bench:end -->) from a results file')
     .option('--from <file>', 'with --write-readme: the results file (default bench/results/latest.json)')
-    .action(async (names: string[], o: { smoke?: boolean; out?: string; profile?: boolean; merge?: boolean; writeReadme?: boolean; from?: string }) => {
+    .option('--merge-from <file>', 'run nothing: merge a separate run of some scenarios (bench <names> -o <file>) into bench/results/latest.json, then regenerate the README block')
+    .action(async (names: string[], o: { smoke?: boolean; out?: string; profile?: boolean; merge?: boolean; writeReadme?: boolean; from?: string; mergeFrom?: string }) => {
+      if (o.mergeFrom) {
+        const { mergeFile } = await import('../bench/index.js');
+        const { updateReadme } = await import('../bench/report.js');
+        const picked = mergeFile(resolve(o.mergeFrom));
+        updateReadme();
+        process.stdout.write(`merged ${picked.join(', ')} from ${o.mergeFrom} into bench/results/latest.json; README.md Performance block regenerated\n`);
+        return;
+      }
       if (o.writeReadme) {
         const { updateReadme } = await import('../bench/report.js');
         const from = o.from ? resolve(o.from) : undefined;

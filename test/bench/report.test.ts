@@ -35,6 +35,13 @@ t.test('goals: met, not met and by how much, named costs for the ones not met', 
   t.match(line(lines, 'VNC raw full-screen updates/s ÷ direct'), /not measured \(vnc failed\)/);
 });
 
+t.test('an overloaded run: a met goal is not a claim', async (t) => {
+  const r = { ...fixture(), load: { start: 40, end: 12 } };
+  t.match(line(goalRows(r), 'HTTP 1 MiB responses c=32 req/s ÷ nginx'), /met in this run only \(1\.04× the bound\): not meaningful at load 40 on 2 cores/);
+  t.match(renderPerformance(r), /\*\*This run ran at a load average of 40 on 2 cores/);
+  t.notMatch(renderPerformance(fixture()), /This run ran at a load average/, 'load 2.25 on 2 cores is not flagged');
+});
+
 t.test('profiles from earlier --profile runs fill in the named costs', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'tg-bench-report-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -51,7 +58,8 @@ t.test('the block: markers, machine and load, CPU per unit, the full table, fail
   const block = renderPerformance(fixture());
   t.ok(block.startsWith(`${START}\n`) && block.endsWith(END));
   t.match(block, /Measured 2026-12-02 07:00 UTC on 2 × Fixture CPU, 23 GiB, Linux 6\.1\.0, Node v20\.0\.0/);
-  t.match(block, /1-minute load average 3\.5 at the start and 4\.25 at the end/);
+  t.match(block, /1-minute load average 1\.5 at the start and 2\.25 at the end/);
+  t.match(block, /Scenarios with rows in this file: postgres, http, ssh, scale\./);
   t.match(block, /### CPU per unit of work/);
   t.match(block, /\| postgres \| select-only simple c=16 \| pgbouncer-tls \| proxy CPU per transaction \| 21 \|/);
   t.match(block, /\| postgres \| tpc-b prepared c=16 \| direct \| PostgreSQL CPU per transaction \| 40 \|/);
@@ -86,4 +94,25 @@ t.test('tollgate bench --write-readme --from a missing file fails and says so', 
   const err = await promisify(execFile)(process.execPath, [bin, 'bench', '--write-readme', '--from', join(tmpdir(), 'tg-no-such-results.json')]).then(() => null, (e: { code: number; stderr: string }) => e);
   t.ok(err && err.code !== 0, 'exits non-zero');
   t.match(err?.stderr, /no full \(non-smoke\) results file at .*tg-no-such-results\.json/);
+});
+
+t.test('a separate run of some scenarios merged into the full run (tollgate bench --merge-from)', async (t) => {
+  const { mergeFile } = await import('../../bench/index.js');
+  const dir = mkdtempSync(join(tmpdir(), 'tg-bench-merge-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const latest = join(dir, 'latest.json');
+  writeFileSync(latest, JSON.stringify(fixture()));
+  const part = { ...fixture(), at: '2026-12-02T07:30:00.000Z', rows: [{ scenario: 'postgres', case: 'select-only simple c=16', tool: 'tollgate', metric: 'tps', value: 20000, unit: 'tx/s', better: 'higher' }], gateway: { postgres: { cpuMs: 9, peakRssMiB: 9 } }, errors: {} };
+  writeFileSync(join(dir, 'pg.json'), JSON.stringify(part));
+  t.same(mergeFile(join(dir, 'pg.json'), latest), ['postgres']);
+  const merged = JSON.parse(readFileSync(latest, 'utf8')) as BenchResult & { table: string };
+  t.equal(merged.at, fixture().at, "the full run's date stays");
+  t.same(merged.rerun, { postgres: '2026-12-02T07:30:00.000Z' });
+  t.same(merged.rows.filter((r) => r.scenario === 'postgres').map((r) => r.value), [20000], "the re-run's postgres rows replace the old ones");
+  t.ok(merged.rows.some((r) => r.scenario === 'http'), 'the other scenarios stay');
+  t.same(merged.gateway.postgres, { cpuMs: 9, peakRssMiB: 9 });
+  t.match(merged.table, /postgres \| select-only simple c=16 \| tps \| 20000 tx\/s/);
+  t.match(renderPerformance(merged), /Re-run afterwards and merged in: postgres \(07:30 UTC\)/);
+  writeFileSync(join(dir, 'smoke.json'), JSON.stringify({ ...part, smoke: true }));
+  t.throws(() => mergeFile(join(dir, 'smoke.json'), latest), /is a smoke run/);
 });
