@@ -7,13 +7,13 @@
  * verification is a fresh login with it.
  */
 import { randomBytes } from 'node:crypto';
-import { Secret } from '../../auth/secret.js';
+import { Secret, noteIssued } from '../../auth/secret.js';
 import type { AdminRotation } from '../types.js';
 import { account, adminConnect, quoteLiteral } from './provisioner.js';
 
 export const mysqlAdminRotation: AdminRotation = {
   fields: ['admin.password'],
-  generate: () => new Secret(randomBytes(24).toString('base64url')),
+  generate: () => new Secret(noteIssued('admin_password_rotated', randomBytes(24).toString('base64url'))),
   async set(ctx, target, _field, current, next) {
     const c = await adminConnect(ctx, target, current);
     try {

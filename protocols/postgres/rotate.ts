@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { Secret } from '../../auth/secret.js';
+import { Secret, noteIssued } from '../../auth/secret.js';
 import type { AdminRotation } from '../types.js';
 import { credentialsOf } from './config.js';
 import { adminClient } from './provisioner.js';
@@ -13,7 +13,7 @@ import { makeVerifier } from './scram.js';
 
 export const postgresAdminRotation: AdminRotation = {
   fields: ['admin.password'],
-  generate: () => new Secret(randomBytes(24).toString('base64url')),
+  generate: () => new Secret(noteIssued('admin_password_rotated', randomBytes(24).toString('base64url'))),
   async set(ctx, target, _field, current, next) {
     const v = makeVerifier(next.reveal(), randomBytes(16)).split(':');
     const stored = `SCRAM-SHA-256$${v[0]}:${v[1]}$${v[2]}:${v[3]}`;
