@@ -80,9 +80,11 @@ export async function killAcrossNodes(opts: BenchOptions, demo: DemoGateway): Pr
       if (r.status() >= 300) throw new Error(`POST ${path}: ${r.status()} ${await r.text()}`);
       return r.json() as Promise<Record<string, unknown>>;
     };
+    let grantId = '';
+    /** Live sessions under this round's grant (a session of an earlier round may still be ending). */
     const liveOn = async () => {
       const r = await api.get(`${a.url}/api/v1/sessions?state=active&limit=1000`);
-      return (await r.json() as { gatewayId?: string; node?: string }[]);
+      return (await r.json() as { grantId: string }[]).filter((x) => x.grantId === grantId);
     };
     const n = opts.smoke ? 2 : 60;
     const samples: number[] = [];
@@ -91,7 +93,7 @@ export async function killAcrossNodes(opts: BenchOptions, demo: DemoGateway): Pr
     for (let round = 0; round < rounds; round++) {
       const req = await post('/api/v1/requests', { target: 'bench-db', role: 'read', duration: '2h', reason: 'benchmark' });
       if (!req['grantId']) throw new Error(`request not auto-approved: ${JSON.stringify(req)}`);
-      const grantId = String(req['grantId']);
+      grantId = String(req['grantId']);
       const s = await post(`/api/v1/grants/${grantId}/secret`, { reusable: true, ttl: '2h' });
       const kids: ChildProcess[] = [];
       const taps: CloseTap[] = [];
