@@ -179,6 +179,8 @@ export async function startDemoGateway(log: (m: string) => void, opts: { profile
     const res = await fetch(demo.gatewayUrl + path, {
       method, headers: { authorization: `Bearer ${demo.users[user]!.token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
       body: body ? JSON.stringify(body) : undefined,
+    }).catch((e: Error & { cause?: Error }) => {
+      throw new Error(`${method} ${path}: ${e.message}${e.cause ? ` (${e.cause.message})` : ''}${child.exitCode !== null ? `; the demo gateway exited: ${err.slice(-1500)}` : ''}`);
     });
     const j = await res.json().catch(() => null);
     if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(j)}`);

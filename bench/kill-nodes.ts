@@ -80,9 +80,11 @@ export async function killAcrossNodes(opts: BenchOptions, demo: DemoGateway): Pr
       if (r.status() >= 300) throw new Error(`POST ${path}: ${r.status()} ${await r.text()}`);
       return r.json() as Promise<Record<string, unknown>>;
     };
+    let grantId = '';
+    /** Live sessions under this round's grant (a session of an earlier round may still be ending). */
     const liveOn = async () => {
       const r = await api.get(`${a.url}/api/v1/sessions?state=active&limit=1000`);
-      return (await r.json() as { gatewayId?: string; node?: string }[]);
+      return (await r.json() as { grantId: string }[]).filter((x) => x.grantId === grantId);
     };
     const n = opts.smoke ? 2 : 60;
     const samples: number[] = [];
@@ -91,7 +93,7 @@ export async function killAcrossNodes(opts: BenchOptions, demo: DemoGateway): Pr
     for (let round = 0; round < rounds; round++) {
       const req = await post('/api/v1/requests', { target: 'bench-db', role: 'read', duration: '2h', reason: 'benchmark' });
       if (!req['grantId']) throw new Error(`request not auto-approved: ${JSON.stringify(req)}`);
-      const grantId = String(req['grantId']);
+      grantId = String(req['grantId']);
       const s = await post(`/api/v1/grants/${grantId}/secret`, { reusable: true, ttl: '2h' });
       const kids: ChildProcess[] = [];
       const taps: CloseTap[] = [];
@@ -103,9 +105,10 @@ export async function killAcrossNodes(opts: BenchOptions, demo: DemoGateway): Pr
         }
         for (let i = 0; i < 600 && (await liveOn()).length < n; i++) await new Promise((r) => setTimeout(r, 100));
         const live = await liveOn();
-        if (live.length < n) throw new Error(`only ${live.length} of ${n} sessions came up`);
-        const perNode = taps.map((_, i) => kids.filter((_k, k) => k % 2 === i).length);
-        const closed = taps.map((tp, i) => tp.nextCloses(perNode[i]!, 30_000));
+        // A client that could not connect on a loaded machine (psql's own timeout) is left out, and said so.
+        if (live.length < Math.ceil(n * 0.9)) throw new Error(`only ${live.length} of ${n} sessions came up`);
+        if (live.length < n) opts.log(`round ${round + 1}: ${live.length} of ${n} sessions came up; measuring those`);
+        const closed = taps.map((tp) => tp.nextCloses(tp.open, 30_000));
         const t0 = performance.now();
         await post(`/api/v1/grants/${grantId}/revoke`, { reason: 'bench kill across nodes' });
         const [onA, onB] = (await Promise.all(closed)).map((xs) => xs.map((x) => x - t0)) as [number[], number[]];

@@ -126,8 +126,11 @@ export abstract class PolicyGrants<T extends PolicyTarget = PolicyTarget> extend
       return g;
     });
     this.disarmGrant(g.id);
-    await this.audit(actor.via === 'system' ? 'system' : actor.sub, action, g.id, { identity: g.identity, target: g.target, role: g.role, reason: why });
+    // The audit event is queued first (it stays before the sessions' ends in the chain), but the
+    // live sessions are not kept waiting for its write: they end as soon as the revoke committed.
+    const audited = this.audit(actor.via === 'system' ? 'system' : actor.sub, action, g.id, { identity: g.identity, target: g.target, role: g.role, reason: why });
     this.grantEnded(g, 'revoked');
+    await audited;
     await this.closed(g);
     return g;
   }

@@ -667,7 +667,16 @@ export class Gateway {
         },
       },
       access: {
-        pendingSecrets: (u, p, addr) => this.access.pendingSecrets(u, p, addr),
+        pendingSecrets: async (u, p, addr) => {
+          // Draining or without the store: none (authenticate then refuses with the reason, in the client's protocol).
+          if (this.cluster?.admit()) return [];
+          try {
+            return await this.access.pendingSecrets(u, p, addr);
+          } catch (e) {
+            if (!storeUnavailable(e)) throw e;
+            return [];
+          }
+        },
         authenticate: async (req) => {
           // Draining or without the store: refused before any secret is looked at (so none is spent).
           const unavailable = this.cluster?.admit();

@@ -492,6 +492,14 @@ export class SessionManager {
     await this.deps.audit.append(s.identity, 'session.started', s.id, {
       target: auth.target.name, role: auth.role.name, protocol: meta.protocol, grant: grant.id, clientAddr: meta.clientAddr,
     });
+    // A revoke or expiry that committed while this session was being opened ended the grant's live
+    // sessions before this one was live here: read the grant again now that it is.
+    const now2 = await this.deps.store.getGrant(grant.id).catch(() => grant);
+    if (!now2 || now2.state !== 'active' || now2.expiresAt <= this.deps.clock.now()) {
+      const reason = grantEndReason(now2 ?? grant, now2?.state === 'revoked' ? 'revoked' : 'expired');
+      await s.end(reason);
+      throw new Error(reason.message);
+    }
     return s;
   }
 

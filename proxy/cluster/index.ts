@@ -65,7 +65,10 @@ export class Cluster {
       internalAddr: () => (this.internal && o.internal ? `${formatHost(o.internal.advertise)}:${this.internal.port}` : null),
       reap: async (node) => { await this.reapNode(node); },
       onStoreLost: () => { void this.o.audit.append('system', 'gateway.store_lost', this.nodeId, {}).catch(() => undefined); },
-      onStoreBack: () => { void this.o.audit.append('system', 'gateway.store_back', this.nodeId, {}).catch(() => undefined); },
+      onStoreBack: () => {
+        void this.o.audit.append('system', 'gateway.store_back', this.nodeId, {}).catch(() => undefined);
+        void this.afterStoreLoss();
+      },
       onStoreLossTimeout: () => {
         void this.o.sessions.terminateWhere(() => true, {
           code: 'store_lost',
@@ -92,6 +95,20 @@ export class Cluster {
     }
     await this.registry.start();
     await this.bus.start();
+  }
+
+  /**
+   * The store answers again: the ends of sessions that closed without it are written, and the
+   * reaper revokes (again: revokes are idempotent) the leases whose revoke could not be recorded.
+   */
+  private async afterStoreLoss(): Promise<void> {
+    try {
+      const left = await this.o.sessions.flushUnrecorded();
+      const reaped = await this.o.sessions.reap();
+      this.o.log.info({ unrecorded: left, ...reaped }, 'store back: session ends written, leases reaped');
+    } catch (e) {
+      this.o.log.warn({ err: (e as Error).message }, 'store back: writing what the loss left failed (the next reaper run tries again)');
+    }
   }
 
   /** Why no new session may start here now, or null. */

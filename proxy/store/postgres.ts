@@ -120,9 +120,14 @@ export class PgStore extends SqlStore {
   private async withClient<T>(fn: (c: pg.PoolClient, broken: (e: unknown) => void) => Promise<T>): Promise<T> {
     const c = await this.pool.connect();
     let bad: Error | undefined;
+    // A connection that drops between two queries of fn (the store went away) emits 'error' on the
+    // checked-out client, which the pool does not listen to: noted here (the query fails on its own), never an uncaught exception.
+    const dropped = (e: Error) => { bad ??= e; };
+    c.on('error', dropped);
     try {
       return await fn(c, (e) => { bad = e instanceof Error ? e : new Error(String(e)); });
     } finally {
+      c.off('error', dropped);
       c.release(bad);
     }
   }

@@ -67,10 +67,13 @@ t.test('marking a grant used never undoes a revoke that landed meanwhile (anothe
     await insert(r);
     t.equal((await tg.api('bob', 'POST', `/api/v1/grants/${g.id}/revoke`, { reason: 'race' })).status, 200);
   };
-  const c = await fakeConnect(ctx, ft, s.username, s.secret);
+  const c = await fakeConnect(ctx, ft, s.username, s.secret).catch((e: Error) => ({ ok: false as const, error: e }));
   store.insertSession = insert;
   t.match(await tg.store.getGrant(g.id), { state: 'revoked', used: true, endReason: 'race' }, 'still revoked; only its used flag was set');
+  // The revoke ended the grant's live sessions before this one was live: open() reads the grant again and ends it.
+  t.notOk(c.ok, 'the session opened under the revoked grant is not left running');
   if (c.ok) await c.session.end({ code: 'client_exit', message: 'bye' });
+  t.equal((await tg.store.listSessions({ grantId: g.id, state: 'active' })).length, 0, 'no live session under the revoked grant');
 });
 
 t.test('a reusable secret serves several connections, each its own session', async (t) => {
