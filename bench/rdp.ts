@@ -107,7 +107,7 @@ export async function run({ smoke }: { smoke: boolean }, d: DemoGateway): Promis
             const a = await waitFor('rdp.connect', async () => ((await d.api('carol', 'GET', `/api/v1/audit?action=rdp.connect&subject=${live.id}`)) as { data: { account?: string } }[])[0]);
             user = String(a.data.account);
           }
-          await waitFor('the remote xterm', () => xtermOf(user), 30_000);
+          await waitFor('the remote xterm', () => xtermOf(user), 90_000);
           setup += performance.now() - t0;
           await sleep(3500); // the xterm maps its window and takes the keyboard
           x(screen.env, 'xdotool', ['type', '--delay', '60', `timeout ${Math.ceil(scrollMs / 1000) + 1} yes`]);

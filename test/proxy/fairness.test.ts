@@ -111,7 +111,10 @@ t.test('a VNC server flooding expensive updates', async (t) => {
   } finally {
     c.sock.destroy();
   }
-  t.match((await ended(g.id)).endReason, /^client_exit/);
+  // The viewer closes; or, when this (loaded) test process read too slowly, the gateway's own
+  // per-session buffer bound ended the flood first (resource_limit): both are the bounded-cost
+  // behaviour this test wants, anything else (a crash, a store error) is not.
+  t.match((await ended(g.id)).endReason, /^(client_exit|resource_limit: the VNC server exceeded a limit)/);
 });
 
 t.test('an RDP target flooding full-desktop bitmaps', async (t) => {
