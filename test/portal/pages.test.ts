@@ -127,7 +127,7 @@ t.test('portal pages', async (t) => {
     await a.waitForSelector('#grants pre.cmd');
     const cmd = await a.textContent('#grants pre.cmd[data-client=fake]');
     const m = /fake --user (\S+) --secret (\S+)/.exec(cmd ?? '');
-    t.ok(m, `a ready-to-copy command: ${cmd.replace(/--secret \S+/, '--secret <secret>')}`);
+    t.ok(m, `a ready-to-copy command: ${(cmd ?? "").replace(/--secret \S+/, '--secret <secret>')}`);
     // A connection file (RDP's .rdp) is offered as a download named after the target, same text.
     const fileText = await a.textContent('#grants pre.cmd[data-client="fake (.fakeconf file)"]');
     const [dl] = await Promise.all([a.waitForEvent('download'), a.click('#grants a.download')]);
