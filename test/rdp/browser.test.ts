@@ -185,7 +185,8 @@ t.test('alice works on the desktop in the browser; carol kills it; the page says
   await page.click('#screen', { position: { x: 150, y: 120 } });
   await typeKeys(page, 'id -un > who.txt');
   await page.keyboard.press('Enter');
-  await waitFor('who.txt in the account\'s home', () => existsSync(`/home/${account}/who.txt`), 10_000);
+  // The shell creates who.txt before `id` writes its line: wait for the line, not only the file.
+  await waitFor('who.txt with its line in the account\'s home', () => existsSync(`/home/${account}/who.txt`) && readFileSync(`/home/${account}/who.txt`, 'utf8').includes('\n'), 10_000);
   clock.advance(1000);
   t.equal(readFileSync(`/home/${account}/who.txt`, 'utf8').trim(), account, '`id -un` typed in the browser ran as the minted account');
   await typeKeys(page, 'id -un');
