@@ -12,17 +12,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestGateway, type TestGateway } from '../support/gateway.js';
 import { ADMIN, BASE_DN, haveSamba, startSambaDc, type SambaDc } from '../support/samba.js';
+import { sleep, waitFor as waitUntil } from '../rdp/support.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function waitFor<T>(what: string, fn: () => T | Promise<T>, ms = 90_000): Promise<NonNullable<T>> {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await sleep(150);
-  }
-}
+// The shared poll, with this file's longer default: a DC's group changes are slow under load.
+const waitFor = <T>(what: string, fn: () => T | Promise<T>, ms = 90_000) => waitUntil(what, fn, ms);
 
 const why = haveSamba();
 if (why) {
