@@ -67,8 +67,10 @@ export async function run({ smoke }: { smoke: boolean }, d: DemoGateway): Promis
   for (const b of ['xfreerdp', 'xvfb-run', 'xdotool']) {
     if (spawnSync('sh', ['-c', `command -v ${b}`]).status !== 0) throw new Error(`the rdp bench needs ${b}`);
   }
-  const target = d.demo.targets.find((t) => t.protocol === 'rdp');
-  if (!target) throw new Error('the demo has no RDP target (xrdp and xorgxrdp not installed?)');
+  // The xrdp desktop (fresh local account per session); with Samba installed the demo also has
+  // the directory target `domain`, an RDP target with no reachable host here, so pick by mode.
+  const target = d.demo.targets.find((t) => t.protocol === 'rdp' && d.demo.direct[t.name]?.credentials?.mode === 'local-account');
+  if (!target) throw new Error('the demo has no xrdp target (xrdp and xorgxrdp not installed?)');
   const srv = splitAddress(d.demo.direct[target.name]!.address);
   const screen = await clientDisplay();
   const direct = `tgbench${randomBytes(3).toString('hex')}`;
