@@ -161,7 +161,8 @@ export interface DemoGateway {
 export async function startDemoGateway(log: (m: string) => void, opts: { profileDir?: string } = {}): Promise<DemoGateway> {
   const dir = mkdtempSync(join(tmpdir(), 'tg-bench-'));
   // setpriv --pdeathsig: the demo (and the servers it started) goes away with the bench process.
-  const child: ChildProcess = spawn('setpriv', ['--pdeathsig', 'SIGTERM', '--', process.execPath, tollgateBin, 'demo', '--dir', dir, '--port', '0'], {
+  // --no-directory: no scenario uses the demo's Samba DC, and it would queue behind (and hold up) other DCs on the machine.
+  const child: ChildProcess = spawn('setpriv', ['--pdeathsig', 'SIGTERM', '--', process.execPath, tollgateBin, 'demo', '--dir', dir, '--port', '0', '--no-directory'], {
     stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, TOLLGATE_LOG_LEVEL: 'warn', ...(opts.profileDir ? { TOLLGATE_PROFILE_DIR: opts.profileDir } : {}) },
   });
   let err = '';

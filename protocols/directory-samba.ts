@@ -113,7 +113,9 @@ export async function startSambaDc(o: SambaDcOptions): Promise<SambaDc> {
     release();
   };
   const tool = (args: string[]) => {
-    const r = run('samba-tool', [...args, '-H', 'ldap://127.0.0.1', '-U', `Administrator%${adminPassword}`]);
+    // The domain named explicitly: without it samba-tool takes the workgroup of /etc/samba/smb.conf
+    // (WORKGROUP on Debian), and the DC may refuse that login (LDAP 49, data 51f: no logon servers).
+    const r = run('samba-tool', [...args, '-H', 'ldap://127.0.0.1', '-U', `${o.domain}\\Administrator%${adminPassword}`]);
     if (r.code !== 0) throw new Error(`samba-tool ${args.join(' ')} failed:\n${r.out}`);
     return r.out;
   };
@@ -131,6 +133,15 @@ export async function startSambaDc(o: SambaDcOptions): Promise<SambaDc> {
       if (bind(admin, adminPassword).code === 0) break;
       if (Date.now() > deadline) throw new Error(`samba did not answer LDAPS in time:\n${err}`);
       await new Promise((r) => setTimeout(r, 300));
+    }
+    // LDAPS simple binds can answer before the NTLM login samba-tool uses does (seen on a freshly
+    // provisioned DC of a fresh machine): wait until samba-tool itself gets in.
+    for (;;) {
+      const r = run('samba-tool', ['user', 'list', '-H', 'ldap://127.0.0.1', '-U', `${o.domain}\\Administrator%${adminPassword}`]);
+      if (r.code === 0) break;
+      if (proc.exitCode !== null) throw new Error(`samba exited with ${proc.exitCode}:\n${err}`);
+      if (Date.now() > deadline) throw new Error(`samba-tool could not log in to the new DC in time:\n${r.out}`);
+      await new Promise((res) => setTimeout(res, 500));
     }
     if (o.simplePasswords) tool(['domain', 'passwordsettings', 'set', '--complexity=off', '--min-pwd-length=6']);
   } catch (e) {

@@ -191,11 +191,12 @@ export function buildCli(): Command {
     .option('-d, --dir <dir>', 'working directory for the demo (data, servers, demo.json)', '.tollgate/demo')
     .option('-p, --port <port>', 'HTTP port of the gateway', '8080')
     .option('--install-deps', 'install missing Debian packages for the demo servers (apt-get, as root) after the gateway is up')
-    .action(async (o: { dir: string; port: string; installDeps?: boolean }) => {
+    .option('--no-directory', 'do not start the demo Samba AD domain controller (and its target domain) even when Samba is installed')
+    .action(async (o: { dir: string; port: string; installDeps?: boolean; directory: boolean }) => {
       (await import('./profiling.js')).installProfilingSignal();
       const { runDemo } = await import('./demo.js');
       const { protectGateway } = await import('./safety.js');
-      await runDemo({ dir: o.dir, httpPort: Number(o.port), installDeps: !!o.installDeps, onGateway: protectGateway });
+      await runDemo({ dir: o.dir, httpPort: Number(o.port), installDeps: !!o.installDeps, directory: o.directory, onGateway: protectGateway });
     });
 
   program.command('login').description('sign in through your IdP (device flow) and keep an API token for the CLI')

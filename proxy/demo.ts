@@ -50,7 +50,7 @@ export async function freePort(preferred: number, host = '127.0.0.1'): Promise<n
   return (await tryPort(preferred)) ?? (await tryPort(0))!;
 }
 
-export async function runDemo(opts: { dir: string; httpPort: number; installDeps?: boolean; onGateway?: (gw: Gateway) => void }): Promise<void> {
+export async function runDemo(opts: { dir: string; httpPort: number; installDeps?: boolean; directory?: boolean; onGateway?: (gw: Gateway) => void }): Promise<void> {
   const dir = resolve(opts.dir);
   // Traversable: demo servers run as their own users (postgres, mysql) under dir/targets.
   mkdirSync(join(dir, 'targets'), { recursive: true, mode: 0o755 });
@@ -112,7 +112,7 @@ export async function runDemo(opts: { dir: string; httpPort: number; installDeps
 
   // Demo servers start side by side (each is a real server in its own temp dir); with Samba, a domain controller too.
   let directory: DirectoryDemo | null = null;
-  const directoryStarting = directoryDemo(join(dir, 'targets', 'directory'), log).then((d) => {
+  const directoryStarting = (opts.directory === false ? Promise.resolve(null) : directoryDemo(join(dir, 'targets', 'directory'), log)).then((d) => {
     directory = d;
     if (d) { started.push(d); targets.push(...d.targets); }
   }, (e) => log.error({ err: e }, 'demo directory (Samba AD DC) failed to start; continuing without it'));
