@@ -33,6 +33,21 @@ export async function runOnce(proto: Proto, c: Conn): Promise<number> {
   return performance.now() - t0;
 }
 
+/**
+ * How many idle PostgreSQL clients (spawnIdle) are through to the server: their pg_sleep runs there.
+ * A session is listed active from its start, before its role is minted and the upstream dialled;
+ * the kill scenario measures sessions that are fully up, so it waits for this count.
+ */
+export async function pgSleeping(admin: { host: string; port: number; user: string; password: string }): Promise<number> {
+  const sql = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query = 'select pg_sleep(3600)'";
+  try {
+    const r = await execFileP('psql', ['-X', '-At', '-h', admin.host, '-p', String(admin.port), '-U', admin.user, '-d', 'postgres', '-c', sql], { env: { ...process.env, PGPASSWORD: admin.password, PGSSLMODE: 'disable' } });
+    return Number(String(r.stdout).trim()) || 0;
+  } catch {
+    return -1;
+  }
+}
+
 export function spawnIdle(proto: Proto, c: Conn): ChildProcess {
   const { argv, env } = idle(proto, c);
   return spawn(argv[0]!, argv.slice(1), { env: { ...process.env, ...env }, stdio: 'ignore' });
@@ -61,7 +76,8 @@ export async function targetFor(demo: DemoGateway, proto: Proto) {
 
 /**
  * A TCP tap between clients and a gateway listener: clients connect to `port`, each connection is
- * passed through unchanged, and the moment the gateway closes it (its FIN, or a reset) is noted.
+ * passed through unchanged, and the moment it closes (the gateway's FIN or reset, or the client
+ * hanging up first once it read the gateway's end message) is noted.
  * That is what the kill scenario measures: revoke call → the client's TCP connection closed by
  * the gateway, not the client process's exit (60 psql processes exiting on a loaded 2-core
  * machine is the scheduler's time, not the gateway's).
@@ -71,6 +87,8 @@ export interface CloseTap {
   readonly port: number;
   /** Connections through the tap now open. */
   readonly open: number;
+  /** Of the closes seen, how many the client made first (after the gateway's end message, say). */
+  readonly clientFirst: number;
   /** Resolves with the performance.now() of each of the next n closes by the gateway (rejects after timeoutMs). */
   nextCloses(n: number, timeoutMs: number): Promise<number[]>;
   close(): Promise<void>;
@@ -81,6 +99,7 @@ export async function startCloseTap(to: { host: string; port: number }): Promise
   let closes: number[] = [];
   let waiter: { n: number; resolve(v: number[]): void } | null = null;
   let open = 0;
+  let clientFirst = 0;
   const noted = () => {
     if (waiter && closes.length >= waiter.n) { const w = waiter; waiter = null; w.resolve(closes.splice(0, w.n)); }
   };
@@ -100,7 +119,9 @@ export async function startCloseTap(to: { host: string; port: number }): Promise
     up.once('close', gatewayClosed);
     const gone = () => { sockets.delete(down); sockets.delete(up); down.destroy(); up.destroy(); };
     down.on('error', gone); up.on('error', gone);
-    down.on('close', () => { if (!seen) { seen = true; open--; } gone(); });
+    // The client may hang up first, as soon as it read the gateway's end message (psql on its
+    // FATAL): that is the session closing too, at the moment the tap sees it.
+    down.on('close', () => { if (!seen) { clientFirst++; gatewayClosed(); } gone(); });
     up.on('close', gone);
     down.pipe(up);
     up.pipe(down);
@@ -110,6 +131,7 @@ export async function startCloseTap(to: { host: string; port: number }): Promise
     host: '127.0.0.1',
     port: (server.address() as net.AddressInfo).port,
     get open() { return open; },
+    get clientFirst() { return clientFirst; },
     nextCloses(n, timeoutMs) {
       closes = [];
       return new Promise<number[]>((resolve, reject) => {

@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Browser } from 'playwright-core';
 import { execFileP, freePort, median, percentile, splitAddress, tollgateBin, type BenchOptions, type BenchRow, type DemoGateway } from './harness.js';
-import { spawnIdle, startCloseTap, type CloseTap } from './clients.js';
+import { pgSleeping, spawnIdle, startCloseTap, type CloseTap } from './clients.js';
 import { devIdpSignIn, launchChromium } from './http.js';
 
 interface Node { id: string; url: string; pgPort: number; proc: ChildProcess; out(): string }
@@ -104,7 +104,11 @@ export async function killAcrossNodes(opts: BenchOptions, demo: DemoGateway): Pr
           kids.push(spawnIdle('postgres', { host: tap.host, port: tap.port, user: String(s['username']), password: String(s['secret']), db: String(direct.credentials.database ?? 'postgres'), viaGateway: true }));
         }
         for (let i = 0; i < 600 && (await liveOn()).length < n; i++) await new Promise((r) => setTimeout(r, 100));
-        const live = await liveOn();
+        // Listed live is not yet through: wait (bounded) until their statements run on the server.
+        const adminConn = { host: up.host, port: up.port, user: admin.user, password: admin.password };
+        for (let i = 0; i < 300 && (await pgSleeping(adminConn)) < n; i++) await new Promise((r) => setTimeout(r, 100));
+        const through = await pgSleeping(adminConn);
+        const live = (await liveOn()).slice(0, Math.max(0, through));
         // A client that could not connect on a loaded machine (psql's own timeout) is left out, and said so.
         if (live.length < Math.ceil(n * 0.9)) throw new Error(`only ${live.length} of ${n} sessions came up`);
         if (live.length < n) opts.log(`round ${round + 1}: ${live.length} of ${n} sessions came up; measuring those`);

@@ -7,7 +7,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { median, percentile, type BenchRow, type Scenario } from './harness.js';
-import { spawnIdle, startCloseTap, targetFor } from './clients.js';
+import { pgSleeping, spawnIdle, startCloseTap, targetFor } from './clients.js';
 import { killAcrossNodes } from './kill-nodes.js';
 
 /** Live sessions under this round's grant (a session of an earlier round may still be ending). */
@@ -38,7 +38,9 @@ export const scenario: Scenario = {
         try {
           for (let i = 0; i < n; i++) kids.push(spawnIdle('postgres', { ...conn, host: tap.host, port: tap.port }));
           for (let i = 0; i < 600 && (await liveCount(demo, t.grantId, opts.log)) < n; i++) await new Promise((r) => setTimeout(r, 100));
-          const up = await liveCount(demo, t.grantId, opts.log);
+          // Listed live is not yet through: wait (bounded) until their statements run on the server.
+          for (let i = 0; i < 300 && (await pgSleeping(t.direct!)) < n; i++) await new Promise((r) => setTimeout(r, 100));
+          const up = Math.min(await liveCount(demo, t.grantId, opts.log), await pgSleeping(t.direct!));
           // A client that could not connect on a loaded machine (psql's own timeout) is left out, and said so.
           if (up < Math.ceil(n * 0.9) || tap.open < up) throw new Error(`only ${up} of ${n} sessions are live (${tap.open} connections open)`);
           if (up < n) opts.log(`round ${round + 1}: ${up} of ${n} sessions came up; measuring those`);

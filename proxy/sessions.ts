@@ -304,6 +304,9 @@ class Session implements LiveSession {
   private async closeClient(): Promise<void> {
     const c = this.connection;
     if (!c || c.destroyed || c.closed) return;
+    // No module handler closes it (the session ended while still being set up, before its module
+    // took over the connection): close it now; waiting would only wait for the client.
+    if (!this.terminateHandlers.length) { try { c.destroy?.(); } catch { /* already gone */ } return; }
     let timer: NodeJS.Timeout | undefined;
     let onClose: (() => void) | undefined;
     const closed = await new Promise<boolean>((r) => {

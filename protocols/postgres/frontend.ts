@@ -218,7 +218,12 @@ async function handleConnection(
     // ---- session, lease, upstream ----
     preauth.signedIn(); // from here on the lease and dial have their own time limits
     session = await ctx.sessions.open(auth, { protocol: 'postgres', clientAddr, socket: raw });
-    await startSession(ctx, session, auth, sock, input, params, cancels);
+    // Ended while still being set up (a revoke, kill or lock during provisioning or the dial): the
+    // client hears why and the connection closes now; once the relay runs, its handler does this.
+    const phase = { relayed: false };
+    const client = sock;
+    session.onTerminate((r) => { if (!phase.relayed) sendFatal(client, { severity: 'FATAL', code: '57P01', message: r.message || 'terminating connection by Tollgate' }); });
+    await startSession(ctx, session, auth, sock, input, params, cancels, phase);
   } catch (e) {
     preauth.signedIn(); // ending now: the ErrorResponse below says why, the grace timer has nothing to add
     const spec: ErrorSpec = e instanceof Refusal ? e.spec
@@ -303,7 +308,7 @@ function unreachable(target: string, err: Error & { code?: string }): UpstreamEr
 
 async function startSession(
   ctx: ProtocolContext, session: LiveSession, auth: Authorized, sock: net.Socket, input: Incoming,
-  params: Record<string, string>, cancels: CancelRegistry,
+  params: Record<string, string>, cancels: CancelRegistry, phase: { relayed: boolean },
 ): Promise<void> {
   const target = auth.target;
   const cred = credentialsOf(target);
@@ -371,7 +376,7 @@ async function startSession(
     host, port, user: role.user, password: role.password, database, params: forwarded,
     timeoutMs: opts.connectTimeout * 1000, clock: ctx.clock, tls: upstreamTlsOf(ctx, target),
   });
-  if (session.ended || sock.destroyed || input.clientGone) {
+  if (session.ended || sock.destroyed || sock.writableEnded || input.clientGone) {
     up.socket.destroy();
     throw fatal('57P01', session.ended ? 'the session was ended while it was starting' : 'the client went away while the session was starting');
   }
@@ -390,5 +395,6 @@ async function startSession(
     session.audit('postgres.enforcement', { database, warning: 'the role\'s grants include pg_execute_server_program: COPY … PROGRAM run through a function or DO block is not refused by the server' });
   }
   session.log.info({ database, role: roleName }, 'postgres session started');
+  phase.relayed = true;
   new PgRelay({ client: sock, upstream: up.socket, session, clientRest: rest, upstreamRest: up.rest, status: up.status, onClose: ck.release }).start();
 }

@@ -75,4 +75,46 @@ if (!havePostgres) {
     t.ok(closedAt > 0 && closedAt <= rv.startedAt, 'the client closed before the revoke started');
     await checkEnded(t, live.id, 'killed');
   });
+
+  t.test('revoke while the session is still being set up: FATAL with the reason at once, nothing left on the target', async (t) => {
+    revokes.length = 0;
+    const s = await secretFor('prod-db', 'read');
+    // Hold the new session between its start and the module's set-up (role, dial) until the revoke is through.
+    const open = mgr.open.bind(mgr);
+    let revokedAt = 0;
+    let revoked: ReturnType<typeof tg.api> | null = null;
+    mgr.open = async (auth, meta) => {
+      const live = await open(auth, meta);
+      // The revoke lands while the module mints the session role (its lease), then the mint goes on.
+      const lease = live.lease.bind(live);
+      live.lease = (async (...args: Parameters<typeof lease>) => {
+        revokedAt = performance.now();
+        revoked = tg.api('alice', 'POST', `/api/v1/grants/${s.grant.id}/revoke`, { reason: 'revoked during set-up' });
+        await new Promise((res) => setTimeout(res, 400));
+        return lease(...args);
+      }) as typeof lease;
+      return live;
+    };
+    let err: (Error & { code?: string }) | null = null;
+    let failedAt = 0;
+    try {
+      await connect('prod-db', s.secret);
+    } catch (e) {
+      err = e as Error & { code?: string };
+      failedAt = performance.now();
+    } finally {
+      mgr.open = open;
+    }
+    t.ok(err, 'the connection does not come up');
+    t.match(`${err?.message} ${err?.code}`, /revoked during set-up.* 57P01/, 'the client hears the reason (FATAL 57P01)');
+    // The client's connection ends with the revoke, not when the set-up or CLOSE_FIRST_MS (500 ms) runs out.
+    t.ok(revokedAt > 0 && failedAt - revokedAt < 350, `the client's connection ended ${(failedAt - revokedAt).toFixed(1)} ms after the revoke was asked for (the set-up went on for 400 ms)`);
+    t.equal((await revoked!).status, 200, 'the revoke succeeded');
+    await settle();
+    t.same(await pgc.noSessionRoles(), [], 'no session role on the target');
+    const sessions = await tg.store.listSessions({ grantId: s.grant.id });
+    t.equal(sessions.length, 1, 'one session');
+    t.match(sessions[0]?.endReason, /^revoked:/, 'ended as revoked');
+    t.ok((await tg.store.listLeases({ sessionId: sessions[0]!.id })).every((l) => l.state === 'revoked'), 'no unrevoked lease');
+  });
 }
