@@ -134,24 +134,28 @@ async function setKey(ctx: ProtocolContext, target: TargetConfig, current: Secre
   const old = await dialAdmin(ctx, target, { field, secret: current });
   try {
     await rewriteKeys(old, target, { drop: [], add: newLine, tag, dropTagged: false }, 'adding the new key');
+    // Verified by a fresh login with the new key; over that login the old key's line goes (and lines of keys earlier rotations left behind).
+    let fresh: ssh2.Client;
     try {
-      // Verified by a fresh login with the new key; over that login the old key's line goes (and lines of keys earlier rotations left behind).
-      const fresh = await dialAdmin(ctx, target, { field, secret: next });
-      try {
-        await rewriteKeys(fresh, target, { drop: [oldBlob], add: newLine, tag, dropTagged: true }, 'removing the old key');
-      } finally {
-        fresh.end();
-      }
+      fresh = await dialAdmin(ctx, target, { field, secret: next });
     } catch (e) {
-      await undo(old, target, newBlob, (e as Error).message, 'the old key is kept');
+      return await undo(old, target, newBlob, `the new key does not log in to ${target.name} (${(e as Error).message})`, 'the old key is kept');
+    }
+    try {
+      await rewriteKeys(fresh, target, { drop: [oldBlob], add: newLine, tag, dropTagged: true }, 'removing the old key');
+    } catch (e) {
+      return await undo(old, target, newBlob, (e as Error).message, 'the old key is kept');
+    } finally {
+      fresh.end();
     }
     try {
       await login(ctx, target, { field, secret: next });
     } catch (e) {
-      // The new key stopped working after the old one was removed: put the old one back (over its still open login).
+      // The new key stopped working once the old one was removed: put the old one back (over its still open login).
+      const why = `the new key was refused after the old one was removed (${(e as Error).message})`;
       const back = await rewriteKeys(old, target, { drop: [], add: `ssh-ed25519 ${oldBlob} ${tag}`, tag, dropTagged: false }, 'restoring the old key').then(() => null, (e2: Error) => e2);
-      if (back) throw new Error(`the new key was refused after the old one was removed (${(e as Error).message}), and restoring the old one failed: ${back.message}`);
-      await undo(old, target, newBlob, (e as Error).message, 'the old key was restored');
+      if (back) throw new Error(`${why}, and restoring the old one failed: ${back.message}`);
+      await undo(old, target, newBlob, why, 'the old key was restored');
     }
   } finally {
     old.end();
@@ -161,7 +165,7 @@ async function setKey(ctx: ProtocolContext, target: TargetConfig, current: Secre
 /** Remove the new key's line again (over the old key's login) and fail with why. */
 async function undo(old: ssh2.Client, target: TargetConfig, newBlob: string, why: string, kept: string): Promise<never> {
   const r = await rewriteKeys(old, target, { drop: [newBlob], add: '', tag: '', dropTagged: false }, 'removing the new key again').then(() => null, (e: Error) => e);
-  throw new Error(`the new key does not log in to ${target.name} (${why}); ${r ? `removing it again failed too: ${r.message}` : `it was removed again and ${kept}`}`);
+  throw new Error(`${why}; ${r ? `removing the new key again failed too: ${r.message}` : `the new key was removed again and ${kept}`}`);
 }
 
 export const sshAdminRotation: AdminRotation = {

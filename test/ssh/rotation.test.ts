@@ -115,7 +115,7 @@ if (!haveSshd) {
   /** sshd's answer to a key login (ssh -o BatchMode=yes, the key in the agent only): 'ok' or why not. */
   const keyLogin = async (user: string, privateKey: string) => {
     await runCmd('ssh-add', ['-D'], { env: clientEnv });
-    const add = await runCmd('ssh-add', ['-q', '-'], { input: privateKey, env: clientEnv });
+    const add = await runCmd('ssh-add', ['-q', '-'], { input: privateKey.endsWith('\n') ? privateKey : `${privateKey}\n`, env: clientEnv });
     if (add.code !== 0) throw new Error(`ssh-add: ${add.stderr.trim()}`);
     try {
       const r = await runCmd('ssh', [...common, '-o', 'BatchMode=yes', '-o', 'PasswordAuthentication=no', '-o', 'KbdInteractiveAuthentication=no', `${user}@127.0.0.1`, 'echo in'], { env: clientEnv });
@@ -301,7 +301,7 @@ if (!haveSshd) {
     const r = await tg.api('carol', 'POST', '/api/v1/targets/rot-rsa/credentials/rotate', {});
     t.equal(r.status, 409, 'the rotation fails');
     t.equal(r.body.code, 'rotation_failed');
-    t.match(r.body.message, /the new key does not log in to rot-rsa .*it was removed again and the old key is kept/);
+    t.match(r.body.message, /the new key does not log in to rot-rsa .*the new key was removed again and the old key is kept/);
     t.equal(authorizedKeys(users.rsa), content, 'authorized_keys is as before (the new line was removed)');
     t.equal(modeOf(akFile(users.rsa)), 0o640);
     t.equal(await current('rot-rsa', KEY), rsaPair.private, 'the vault keeps the old key');
