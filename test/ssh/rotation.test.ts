@@ -16,15 +16,17 @@
 import t from 'tap';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import ssh2 from 'ssh2';
+import { Secret } from '../../auth/secret.js';
 import { ManualClock } from '../../policies/clock.js';
 import { startSshd } from '../../protocols/ssh/demo.js';
 import { generateEd25519 } from '../../protocols/ssh/cert.js';
 import { keyComment } from '../../protocols/ssh/rotate.js';
 import { validateConfig } from '../../proxy/config.js';
+import { vaultId } from '../../proxy/vault.js';
 import { moduleMap } from '../../protocols/index.js';
 import { startTestGateway } from '../support/gateway.js';
 import { recordSecret } from '../support/secret-registry.js';
@@ -295,6 +297,30 @@ if (!haveSshd) {
     t.equal(modeOf(file), 0o640);
   });
 
+  t.test('rot-key: a rotation interrupted after the new key was added is recovered; the next one removes the key it left', async (t) => {
+    const rec = (await tg.store.getVaultCredential(vaultId('rot-key', KEY)))!;
+    const old = await current('rot-key', KEY);
+    const comment = keyComment({ name: 'rot-key' } as never);
+    const next = generateEd25519(comment).private;
+    recordSecret('ssh_admin_key', next);
+    seen.add(next);
+    // What a crash after "add the new key" leaves: both lines on the target, the new key pending in the vault.
+    appendFileSync(akFile(users.key), `${publicLine(next)} ${comment}\n`);
+    await tg.store.upsertVaultCredential({ ...rec, pendingSealed: tg.gw.vault.seal('rot-key', KEY, new Secret(next)), nextRotationAt: clock.now() + 1000 });
+    const m = await rotateBy('rot-key', 61_000, rec.version);
+    t.match(m, { failures: 0, rotating: false });
+    t.equal(await current('rot-key', KEY), next, 'the pending key became current (it logs in)');
+    t.match((await tg.store.listAudit({ action: 'credential.rotated', subject: 'rot-key' })).at(-1)?.data, { recovered: true });
+    t.equal(await keyLogin(users.key, old), 'ok', 'the key the crash left behind still logs in until the next rotation');
+    const m2 = await rotateBy('rot-key', HOUR + 1000, m.version);
+    t.match(m2, { failures: 0 });
+    const now = await current('rot-key', KEY);
+    t.match(await keyLogin(users.key, old), /Permission denied \(publickey/, 'the next rotation removed the key left behind (marked as the gateway\'s)');
+    t.match(await keyLogin(users.key, next), /Permission denied \(publickey/, 'and the one it replaced');
+    t.equal(await keyLogin(users.key, now), 'ok');
+    t.equal(authorizedKeys(users.key), `# the admin's own keys\n${publicLine(now)} ${comment}\n`, 'one key line left');
+  });
+
   t.test('rot-rsa: sshd refuses the new key at verification: its line is removed again and the old key keeps working', async (t) => {
     const before = await meta('rot-rsa');
     const content = authorizedKeys(users.rsa);
@@ -319,8 +345,9 @@ if (!haveSshd) {
 
   t.test('the store, the data dir and the logs hold none of the admin credentials', async (t) => {
     const secrets = [...seen].flatMap((v) => {
-      // A private key also by the body lines of its PEM (a partial copy is a leak too).
-      const body = v.startsWith('-----BEGIN') ? v.split('\n').filter((l) => l && !l.startsWith('-----')) : [];
+      // A private key also by the body lines of its PEM (a partial copy is a leak too), but the first:
+      // it encodes only the format header ("openssh-key-v1", no cipher, the key type), the same in every key.
+      const body = v.startsWith('-----BEGIN') ? v.split('\n').filter((l) => l && !l.startsWith('-----')).slice(1) : [];
       return [{ kind: 'admin', value: v }, ...body.map((l) => ({ kind: 'admin-key-line', value: l }))];
     });
     t.ok(seen.size >= 9, `searching for ${seen.size} credentials (${secrets.length} patterns)`);
