@@ -8,8 +8,10 @@
  *                     ~/.ssh/authorized_keys (rewritten atomically, file mode kept), a fresh login
  *                     with the new key verifies it, and only then the old key's line is removed (over
  *                     that new-key login) and a further fresh login checks the new key once more. Any
- *                     failure after the new line was added removes it again over the old key's
- *                     connection, so the old key keeps working.
+ *                     failure after the new line was added removes it again (and puts the old
+ *                     key's line back if it had gone) over the old key's still open login, so the
+ *                     old key keeps working. An sshd reading another AuthorizedKeysFile for the
+ *                     admin refuses the new key at verification: the rotation fails, old key kept.
  * Every login checks the target's host key like every other admin connection (./hostkeys.ts).
  * Verification is a fresh login offering only the credential being verified.
  */
@@ -37,12 +39,12 @@ export function keyComment(target: TargetConfig): string {
   return `tollgate-admin@${target.name.replace(/[^A-Za-z0-9._-]/g, '_')}`;
 }
 
-/** The base64 public key blob of an OpenSSH/PEM private key (what its authorized_keys line carries). */
-function publicBlob(privateKey: Secret): string {
+/** The public key of an OpenSSH/PEM private key: its type and base64 blob (what an authorized_keys line carries). */
+function publicKeyOf(privateKey: Secret): { type: string; blob: string } {
   const k = utils.parseKey(privateKey.reveal());
   const key = Array.isArray(k) ? k[0] : k;
   if (!key || key instanceof Error) throw new Error('the admin private key cannot be read (an unencrypted OpenSSH or PEM key is needed)');
-  return key.getPublicSSH().toString('base64');
+  return { type: key.type, blob: key.getPublicSSH().toString('base64') };
 }
 
 /** A base64 key blob, checked before it goes into a script. */
@@ -127,11 +129,13 @@ async function setPassword(ctx: ProtocolContext, target: TargetConfig, current: 
 
 async function setKey(ctx: ProtocolContext, target: TargetConfig, current: Secret, next: Secret): Promise<void> {
   const field = 'admin.privateKey';
-  const oldBlob = publicBlob(current);
-  const newBlob = publicBlob(next);
+  const oldKey = publicKeyOf(current);
+  const newKey = publicKeyOf(next);
   const tag = keyComment(target);
-  const newLine = `ssh-ed25519 ${newBlob} ${tag}`;
+  const newLine = `${newKey.type} ${newKey.blob} ${tag}`;
   const old = await dialAdmin(ctx, target, { field, secret: current });
+  // Any failure once the new line is in: the new line goes and the old key is there (put back if it went).
+  const undo = (why: string, kept: string) => undoNewKey(old, target, { newBlob: newKey.blob, oldLine: `${oldKey.type} ${oldKey.blob} ${tag}` }, why, kept);
   try {
     await rewriteKeys(old, target, { drop: [], add: newLine, tag, dropTagged: false }, 'adding the new key');
     // Verified by a fresh login with the new key; over that login the old key's line goes (and lines of keys earlier rotations left behind).
@@ -139,32 +143,29 @@ async function setKey(ctx: ProtocolContext, target: TargetConfig, current: Secre
     try {
       fresh = await dialAdmin(ctx, target, { field, secret: next });
     } catch (e) {
-      return await undo(old, target, newBlob, `the new key does not log in to ${target.name} (${(e as Error).message})`, 'the old key is kept');
+      return await undo(`the new key does not log in to ${target.name} (${(e as Error).message})`, 'the old key is kept');
     }
     try {
-      await rewriteKeys(fresh, target, { drop: [oldBlob], add: newLine, tag, dropTagged: true }, 'removing the old key');
+      await rewriteKeys(fresh, target, { drop: [oldKey.blob], add: newLine, tag, dropTagged: true }, 'removing the old key');
     } catch (e) {
-      return await undo(old, target, newBlob, (e as Error).message, 'the old key is kept');
+      return await undo((e as Error).message, 'the old key is kept');
     } finally {
       fresh.end();
     }
     try {
       await login(ctx, target, { field, secret: next });
     } catch (e) {
-      // The new key stopped working once the old one was removed: put the old one back (over its still open login).
-      const why = `the new key was refused after the old one was removed (${(e as Error).message})`;
-      const back = await rewriteKeys(old, target, { drop: [], add: `ssh-ed25519 ${oldBlob} ${tag}`, tag, dropTagged: false }, 'restoring the old key').then(() => null, (e2: Error) => e2);
-      if (back) throw new Error(`${why}, and restoring the old one failed: ${back.message}`);
-      await undo(old, target, newBlob, why, 'the old key was restored');
+      // The new key stopped working once the old one was removed: the old one goes back (over its still open login).
+      return await undo(`the new key was refused after the old one was removed (${(e as Error).message})`, 'the old key was put back');
     }
   } finally {
     old.end();
   }
 }
 
-/** Remove the new key's line again (over the old key's login) and fail with why. */
-async function undo(old: ssh2.Client, target: TargetConfig, newBlob: string, why: string, kept: string): Promise<never> {
-  const r = await rewriteKeys(old, target, { drop: [newBlob], add: '', tag: '', dropTagged: false }, 'removing the new key again').then(() => null, (e: Error) => e);
+/** Remove the new key's line again and make sure the old key's is there, over the old key's login; fail with why. */
+async function undoNewKey(old: ssh2.Client, target: TargetConfig, o: { newBlob: string; oldLine: string }, why: string, kept: string): Promise<never> {
+  const r = await rewriteKeys(old, target, { drop: [o.newBlob], add: o.oldLine, tag: '', dropTagged: false }, 'removing the new key again').then(() => null, (e: Error) => e);
   throw new Error(`${why}; ${r ? `removing the new key again failed too: ${r.message}` : `the new key was removed again and ${kept}`}`);
 }
 
