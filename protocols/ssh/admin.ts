@@ -1,25 +1,41 @@
 /** The admin connection: one ssh2 client with the target's admin credential, commands run over exec. */
 import ssh2 from 'ssh2';
+import type { Secret } from '../../auth/secret.js';
 import type { ProtocolContext, TargetConfig } from '../types.js';
 import { adminOf, DEFAULT_PORT } from './config.js';
 import { expectedHostKey, hostKeyCheck, HostKeyCheck } from './hostkeys.js';
 import { parseAddress } from '../net.js';
+import { RETRY_SH } from '../linux-accounts.js';
 
 const { Client } = ssh2;
 
 export interface ExecResult { code: number | null; stdout: string; stderr: string }
 
-export function connectOptions(ctx: ProtocolContext, target: TargetConfig, check: HostKeyCheck): ssh2.ConnectConfig {
+/**
+ * One admin credential to log in with instead of the target's own (a rotation's current or new one):
+ * only that credential is offered, so a login proves exactly it.
+ */
+export interface AdminAuth { field: 'admin.password' | 'admin.privateKey'; secret: Secret }
+
+/** The ssh2 options of an admin login: the target's admin credential (config or vault), or `auth`. */
+export async function connectOptions(ctx: ProtocolContext, target: TargetConfig, check: HostKeyCheck, auth?: AdminAuth): Promise<ssh2.ConnectConfig> {
   const { host, port } = parseAddress(target.address, DEFAULT_PORT);
   const admin = adminOf(target);
   const opts: ssh2.ConnectConfig = { host, port, username: admin.username, readyTimeout: 10_000, keepaliveInterval: 0, hostVerifier: check.verifier };
-  if (admin.privateKey) opts.privateKey = ctx.config.resolveSecret(admin.privateKey, `targets.${target.name}.credentials.admin.privateKey`).reveal();
-  if (admin.password) opts.password = ctx.config.resolveSecret(admin.password, `targets.${target.name}.credentials.admin.password`).reveal();
+  if (auth) {
+    if (auth.field === 'admin.privateKey') opts.privateKey = auth.secret.reveal();
+    else opts.password = auth.secret.reveal();
+    return opts;
+  }
+  if (admin.privateKey) opts.privateKey = (await ctx.config.credential(target, 'admin.privateKey')).reveal();
+  if (admin.password) opts.password = (await ctx.config.credential(target, 'admin.password')).reveal();
   return opts;
 }
 
-/** Log in with the admin credential under a host key check. Errors name the target, never the credential. */
-export function connectAdmin(ctx: ProtocolContext, target: TargetConfig, check: HostKeyCheck): Promise<ssh2.Client> {
+/** Log in with the admin credential (or `auth`) under a host key check. Errors name the target, never the credential. */
+export async function connectAdmin(ctx: ProtocolContext, target: TargetConfig, check: HostKeyCheck, auth?: AdminAuth): Promise<ssh2.Client> {
+  let opts: ssh2.ConnectConfig;
+  try { opts = await connectOptions(ctx, target, check, auth); } catch (e) { throw new Error(`admin connection to ${target.name}: ${(e as Error).message}`); }
   return new Promise((resolve, reject) => {
     const c = new Client();
     let done = false;
@@ -33,14 +49,14 @@ export function connectAdmin(ctx: ProtocolContext, target: TargetConfig, check: 
         reject(hk ?? new Error(`admin connection to ${target.name} (${target.address}) failed: ${why}`));
       });
     });
-    try { c.connect(connectOptions(ctx, target, check)); } catch (e) { done = true; reject(new Error(`admin connection to ${target.name}: ${(e as Error).message}`)); }
+    try { c.connect(opts); } catch (e) { done = true; reject(new Error(`admin connection to ${target.name}: ${(e as Error).message}`)); }
   });
 }
 
-/** Dial with the admin credential; the target's host key must match its pin (pinned now when it has none). */
-export async function dialAdmin(ctx: ProtocolContext, target: TargetConfig): Promise<ssh2.Client> {
+/** Dial with the admin credential (or `auth`); the target's host key must match its pin (pinned now when it has none). */
+export async function dialAdmin(ctx: ProtocolContext, target: TargetConfig, auth?: AdminAuth): Promise<ssh2.Client> {
   const check = await hostKeyCheck(ctx, target, { tofu: true, via: 'admin connection' });
-  const c = await connectAdmin(ctx, target, check);
+  const c = await connectAdmin(ctx, target, check, auth);
   try {
     await check.afterLogin();
   } catch (e) {
@@ -93,4 +109,9 @@ export async function runScript(ctx: ProtocolContext, target: TargetConfig, scri
   } finally {
     if (!conn) c.end();
   }
+}
+
+/** The sh lines that set `account`'s password with chpasswd: the password travels in a here-document (stdin), never on a command line. */
+export function chpasswdScript(account: string, password: Secret): string {
+  return [RETRY_SH, `retry chpasswd <<'TOLLGATE_EOF'`, `${account}:${password.reveal()}`, 'TOLLGATE_EOF'].join('\n');
 }

@@ -1,4 +1,5 @@
 /** The ssh target section: credentials.mode and what each mode needs. */
+import { isVaultRef } from '../../auth/secret.js';
 import type { TargetConfig, RoleConfig } from '../types.js';
 import { LINUX_NAME_RE } from '../linux-accounts.js';
 import { parseAddress } from '../net.js';
@@ -52,7 +53,12 @@ export function validateSshTarget(t: TargetConfig): { path: string; expected: st
   const admin = c.admin as AdminCredential | undefined;
   if (!admin || typeof admin !== 'object') return { path: 'credentials.admin', expected: 'an admin credential {username, privateKey or password}' };
   if (typeof admin.username !== 'string' || !NAME_RE.test(admin.username)) return { path: 'credentials.admin.username', expected: 'a Linux user name' };
-  if (!isRef(admin.privateKey) && !isRef(admin.password)) return { path: 'credentials.admin', expected: 'privateKey or password as a secret reference' };
+  // The admin credential may be kept in the vault ({vault: true}; rotated by ./rotate.ts).
+  const adminRef = (v: unknown) => isRef(v) || isVaultRef(v);
+  if (!adminRef(admin.privateKey) && !adminRef(admin.password)) return { path: 'credentials.admin', expected: 'privateKey or password as a secret reference, or {vault: true}' };
+  for (const k of ['privateKey', 'password'] as const) {
+    if (admin[k] !== undefined && !adminRef(admin[k])) return { path: `credentials.admin.${k}`, expected: 'a secret reference or {vault: true}' };
+  }
   if (c.prefix !== undefined && (typeof c.prefix !== 'string' || !/^[a-z][a-z0-9]{0,7}-$/.test(c.prefix))) {
     return { path: 'credentials.prefix', expected: 'a short prefix like "tg-"' };
   }

@@ -15,6 +15,7 @@ import { tollgate } from './wire.js';
 import { revealPassword, rotate } from './provisioners/checkout.js';
 import { ensureCaTrusted } from './provisioners/certificate.js';
 import { sshDemo } from './demo.js';
+import { sshAdminRotation } from './rotate.js';
 import { shellQuote } from '../shell.js';
 
 
@@ -110,6 +111,9 @@ export const sshModule: ProtocolModule = {
   },
 
   checkoutAccount: checkoutAccountOf,
+
+  // The admin password or key kept in the vault, rotated on schedule (./rotate.ts).
+  adminRotation: sshAdminRotation,
 
   async revealCheckout(ctx, target) {
     if (modeOf(target) !== 'checkout' || typeof target.credentials.account !== 'string') throw new Error(`${target.name} is not a checkout target`);

@@ -7,9 +7,8 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Secret, noteIssued } from '../../../auth/secret.js';
-import { runScript, sessionHostKey } from '../admin.js';
+import { chpasswdScript, runScript, sessionHostKey } from '../admin.js';
 import { NAME_RE } from '../config.js';
-import { RETRY_SH } from '../../linux-accounts.js';
 import type { Provisioner, UpstreamCredential } from './types.js';
 import type { ProtocolContext, TargetConfig } from '../../types.js';
 
@@ -52,8 +51,7 @@ export function rotate(ctx: ProtocolContext, target: TargetConfig, account: stri
     const f = file(ctx, target, account);
     const pw = noteIssued('ssh_checkout_password', new Secret(randomBytes(18).toString('base64url')));
     store(ctx, `${f}.next`, pw);
-    const script = [RETRY_SH, `retry chpasswd <<'TOLLGATE_EOF'`, `${account}:${pw.reveal()}`, 'TOLLGATE_EOF'].join('\n');
-    const r = await runScript(ctx, target, script);
+    const r = await runScript(ctx, target, chpasswdScript(account, pw));
     if (r.code !== 0) {
       rmSync(`${f}.next`, { force: true });
       throw new Error(`could not rotate the password of ${account} on ${target.name}: ${r.stderr.trim().split('\n').pop() ?? 'exit ' + r.code}`);
