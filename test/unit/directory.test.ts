@@ -8,7 +8,7 @@ import pino from 'pino';
 import { Secret } from '../../auth/secret.js';
 import { ConfigError, validateConfig } from '../../proxy/config.js';
 import { moduleMap } from '../../protocols/index.js';
-import { directorySchema, openDirectory } from '../../protocols/directory.js';
+import { directorySchema, openDirectory, passwordModifyRequest } from '../../protocols/directory.js';
 import { revokeAccount, revokeMembership } from '../../protocols/directory-leases.js';
 
 const modules = moduleMap();
@@ -46,6 +46,10 @@ t.test('errors name the key path', async (t) => {
   t.match(outcome({ directory: directory(), targets: [target({ directoryGroups: ['CN=broken\\'] })] })?.path, 'targets[0].roles[0].directoryGroups');
   t.match(outcome({ directory: directory(), targets: [target({ directoryGroups: ['a\nb'] })] })?.path, 'targets[0].roles[0].directoryGroups');
   t.match(outcome({ directory: directory(), targets: [{ ...target(), credentials: { mode: 'domain' } }] })?.path, 'targets[0].credentials.mode');
+});
+
+t.test('the Password Modify request value (RFC 3062): userIdentity [0], newPasswd [2]', async (t) => {
+  t.equal(passwordModifyRequest('a', 'b').toString('hex'), '3006800161820162');
 });
 
 t.test('hostile values anywhere in the section are config errors, never a crash', async (t) => {
