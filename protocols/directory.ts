@@ -14,7 +14,7 @@ import {
   TypeOrValueExistsError, AlreadyExistsError, UnwillingToPerformError, ConstraintViolationError, ObjectClassViolationError, ProtocolError,
 } from 'ldapts';
 import { z } from 'zod';
-import { secretRefSchema, Secret } from '../auth/secret.js';
+import { isVaultRef, secretRefSchema, Secret } from '../auth/secret.js';
 import { durationSchema, parseDuration } from '../policies/config.js';
 import { eq, isChildOf, isDn, rdn, sameDn, splitDn } from './ldap-escape.js';
 
@@ -24,8 +24,16 @@ export const directorySchema = z.object({
   /** ldaps://host[:636], or ldap://host[:389] with startTls: true (AD refuses passwords on plain LDAP). */
   url: z.string().regex(/^ldaps?:\/\/[^/\s]+\/?$/, 'an LDAP URL such as ldaps://dc1.example.com'),
   startTls: z.boolean().default(false),
-  /** The account the gateway binds as: a DN, or (AD) a user principal name such as tollgate@example.com. */
-  bind: z.object({ dn: z.string().min(1).max(1024), password: secretRefSchema }).strict(),
+  /**
+   * The account the gateway binds as: a DN, or (AD) a user principal name such as tollgate@example.com.
+   * Its password is a secret reference, or {vault: true}: kept in the vault (`tollgate credentials
+   * set @directory`) and rotated every `rotate` (default: the top-level credentials.rotate; false: never).
+   */
+  bind: z.object({
+    dn: z.string().min(1).max(1024),
+    password: z.union([secretRefSchema, z.object({ vault: z.literal(true) }).strict()]),
+    rotate: z.union([durationSchema, z.literal(false)]).optional(),
+  }).strict(),
   baseDn: dnString,
   flavour: z.enum(['ad', 'ldap']).default('ad'),
   /** Where minted accounts are created (default CN=Users,<baseDn> for ad, ou=people,<baseDn> for ldap). */
@@ -410,14 +418,20 @@ export class DirectoryConnection {
 /**
  * The Directory of a `directory` section. `resolve` turns a secret reference into its value (the
  * gateway's resolveSecret); the bind password is resolved at each bind, so a changed file or
- * environment variable is picked up without a restart.
+ * environment variable is picked up without a restart. `vaultPassword`: the vault's current bind
+ * password, when the section says {vault: true} (a rotation takes effect at the next bind).
  */
-export function openDirectory(c: DirectoryConfig, resolve: (ref: unknown, path: string) => Secret): Directory {
+export function openDirectory(c: DirectoryConfig, resolve: (ref: unknown, path: string) => Secret, vaultPassword?: () => Promise<Secret>): Directory {
   const host = /^ldaps?:\/\/\[?([^\]/:]+)/.exec(c.url)?.[1] ?? '';
   const tlsOptions: tls.ConnectionOptions = {
     rejectUnauthorized: c.tls.verify,
     servername: c.tls.servername ?? (/^[\d.]+$|:/.test(host) ? undefined : host),
     ...(c.tls.ca ? { ca: resolve(c.tls.ca, 'directory.tls.ca').reveal() } : {}),
   };
-  return new Directory(c, async () => ({ dn: c.bind.dn, password: resolve(c.bind.password, 'directory.bind.password') }), tlsOptions, parseDuration(c.timeout));
+  const password = async () => {
+    if (!isVaultRef(c.bind.password)) return resolve(c.bind.password, 'directory.bind.password');
+    if (!vaultPassword) throw new Error('directory.bind.password is kept in the vault, which this caller has not opened');
+    return vaultPassword();
+  };
+  return new Directory(c, async () => ({ dn: c.bind.dn, password: await password() }), tlsOptions, parseDuration(c.timeout));
 }
