@@ -124,7 +124,7 @@ if (why) {
     t.equal(ldap.values(dn, 'homeDirectory')?.[0], `/home/${user}`);
     const stored = ldap.values(dn, 'userPassword') ?? [];
     t.equal(stored.length, 1);
-    t.match(stored[0], /^\{SSHA\}/, 'slapd stored a hash (the Password Modify operation, its own scheme)');
+    t.ok(/^\{SSHA\}/.test(stored[0] ?? ''), 'slapd stored a hash (the Password Modify operation, its own scheme)');
     t.notOk(stored[0]?.includes(pw), 'not the clear password');
     t.ok(members(ADMINS).includes(dn.toLowerCase()), 'member of the groupOfNames (member: DN)');
     t.ok(memberUids().includes(user), 'member of the posixGroup (memberUid: uid)');
