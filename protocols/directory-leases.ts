@@ -4,7 +4,8 @@
  * lease)` undoes it from the stored data alone (teardown, a failed mint, the reaper after a crash).
  *
  * - `directory-account`: an account `tg-<identity>-<random>` (AD's 20-character sAMAccountName
- *   limit) below the directory's usersDn, with a random password (AD: unicodePwd over LDAPS), in the
+ *   limit) below the directory's usersDn, with a random password (AD: unicodePwd over LDAPS;
+ *   OpenLDAP: a posixAccount whose password the Password Modify extended operation sets), in the
  *   role's groups, enabled; AD's accountExpires is the grant's end. At the end it is disabled,
  *   taken out of its groups and deleted — only if its description still names the lease.
  * - `directory-group`: the person's own account (found by `mail` or `userPrincipalName`) joins
@@ -104,10 +105,16 @@ export async function revokeAccount(ctx: DirectoryLeaseContext, lease: Pick<Leas
   let gone = false;
   await dir.with(async (c) => {
     const desc = await c.description(d.dn);
-    if (desc === null) { gone = true; return; }
+    if (desc === null) {
+      gone = true;
+      // OpenLDAP keeps a deleted entry's DN (or uid) in its groups (AD drops linked members itself):
+      // a crash between the delete and the lease's end must not leave them behind.
+      if (dir.config.flavour === 'ldap') for (const g of d.groups) await c.removeMember(g, d.dn, d.sam);
+      return;
+    }
     if (desc !== accountMarker(lease.id)) throw new Error(`lease ${lease.id}: ${d.dn} is not the account this lease created (its description differs); not deleted`);
     await c.disableAccount(d.dn);
-    for (const g of d.groups) await c.removeMember(g, d.dn);
+    for (const g of d.groups) await c.removeMember(g, d.dn, d.sam);
     await c.deleteEntry(d.dn);
   });
   ctx.log.info({ account: d.sam }, 'directory: session account deleted');

@@ -6,7 +6,7 @@
  * dead owner's lock is taken over) and waits for it up to lockTimeoutMs.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,6 +24,8 @@ export interface SambaDcOptions {
   lockTimeoutMs?: number;
   /** Password complexity off (the demo's "<name>-demo" passwords). */
   simplePasswords?: boolean;
+  /** More smb.conf settings for the DC, e.g. 'old password allowed period = 0'. */
+  smbOptions?: string[];
 }
 
 export interface SambaDc {
@@ -124,6 +126,11 @@ export async function startSambaDc(o: SambaDcOptions): Promise<SambaDc> {
     const prov = run('samba-tool', ['domain', 'provision', `--targetdir=${dir}`, `--realm=${realm}`, `--domain=${o.domain}`, '--server-role=dc',
       '--dns-backend=NONE', `--adminpass=${adminPassword}`, '--use-rfc2307', '--option=interfaces=lo', '--option=bind interfaces only=yes'], {}, 10 * 60_000); // 4 s idle, minutes on a busy machine (the schema step)
     if (prov.code !== 0) throw new Error(`samba-tool domain provision failed:\n${prov.out}`);
+    if (o.smbOptions?.length) {
+      // Into [global] of the provisioned smb.conf (provision keeps only some --option values).
+      const conf = join(dir, 'etc', 'smb.conf');
+      writeFileSync(conf, readFileSync(conf, 'utf8').replace(/^\[global\]\s*$/m, (g) => `${g}\n${o.smbOptions!.map((x) => `\t${x}`).join('\n')}`));
+    }
     proc = spawn('samba', ['-s', join(dir, 'etc', 'smb.conf'), '-i', '-M', 'single'], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
     let err = '';
     proc.stderr!.on('data', (d: Buffer) => { if (err.length < 20_000) err += d.toString(); });

@@ -10,11 +10,11 @@
 import { createHash, randomBytes, randomInt } from 'node:crypto';
 import type tls from 'node:tls';
 import {
-  Attribute, Change, Client, InsufficientAccessError, InvalidCredentialsError, NoSuchAttributeError, NoSuchObjectError,
-  TypeOrValueExistsError, AlreadyExistsError, UnwillingToPerformError, ConstraintViolationError,
+  Attribute, BerWriter, Change, Client, InsufficientAccessError, InvalidCredentialsError, NoSuchAttributeError, NoSuchObjectError,
+  TypeOrValueExistsError, AlreadyExistsError, UnwillingToPerformError, ConstraintViolationError, ObjectClassViolationError, ProtocolError,
 } from 'ldapts';
 import { z } from 'zod';
-import { secretRefSchema, Secret } from '../auth/secret.js';
+import { isVaultRef, secretRefSchema, Secret } from '../auth/secret.js';
 import { durationSchema, parseDuration } from '../policies/config.js';
 import { eq, isChildOf, isDn, rdn, sameDn, splitDn } from './ldap-escape.js';
 
@@ -24,8 +24,16 @@ export const directorySchema = z.object({
   /** ldaps://host[:636], or ldap://host[:389] with startTls: true (AD refuses passwords on plain LDAP). */
   url: z.string().regex(/^ldaps?:\/\/[^/\s]+\/?$/, 'an LDAP URL such as ldaps://dc1.example.com'),
   startTls: z.boolean().default(false),
-  /** The account the gateway binds as: a DN, or (AD) a user principal name such as tollgate@example.com. */
-  bind: z.object({ dn: z.string().min(1).max(1024), password: secretRefSchema }).strict(),
+  /**
+   * The account the gateway binds as: a DN, or (AD) a user principal name such as tollgate@example.com.
+   * Its password is a secret reference, or {vault: true}: kept in the vault (`tollgate credentials
+   * set @directory`) and rotated every `rotate` (default: the top-level credentials.rotate; false: never).
+   */
+  bind: z.object({
+    dn: z.string().min(1).max(1024),
+    password: z.union([secretRefSchema, z.object({ vault: z.literal(true) }).strict()]),
+    rotate: z.union([durationSchema, z.literal(false)]).optional(),
+  }).strict(),
   baseDn: dnString,
   flavour: z.enum(['ad', 'ldap']).default('ad'),
   /** Where minted accounts are created (default CN=Users,<baseDn> for ad, ou=people,<baseDn> for ldap). */
@@ -93,10 +101,25 @@ export function fileTime(ms: number): string {
 const unicodePwd = (pw: string) => Buffer.from(`"${pw}"`, 'utf16le');
 
 /** {SSHA} for OpenLDAP's userPassword. */
-function ssha(pw: string): string {
+export function ssha(pw: string): string {
   const salt = randomBytes(8);
   return `{SSHA}${Buffer.concat([createHash('sha1').update(pw).update(salt).digest(), salt]).toString('base64')}`;
 }
+
+/** RFC 3062's Password Modify extended operation. */
+export const PASSWORD_MODIFY_OID = '1.3.6.1.4.1.4203.1.11.1';
+
+/** Its request value: SEQUENCE { userIdentity [0], newPasswd [2] } (no oldPasswd: the bound account has the right to reset). */
+export function passwordModifyRequest(dn: string, next: string): Buffer {
+  const w = new BerWriter();
+  w.startSequence();
+  w.writeString(dn, 0x80);
+  w.writeString(next, 0x82);
+  w.endSequence();
+  return w.buffer;
+}
+
+const list = (v: unknown): string[] => (Array.isArray(v) ? v.map(String) : v === undefined ? [] : [String(v)]);
 
 const one = (v: unknown): string | undefined => (Array.isArray(v) ? (v[0] === undefined ? undefined : String(v[0])) : v === undefined ? undefined : String(v));
 
@@ -205,7 +228,7 @@ export class DirectoryConnection {
       if (!await this.entry(ref, ['objectClass'])) throw new Error(`the directory group ${ref} does not exist`);
       return ref;
     }
-    const cls = this.ad ? '(objectClass=group)' : '(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames))';
+    const cls = this.ad ? '(objectClass=group)' : '(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=posixGroup))';
     const dn = await this.findOne(`(&${cls}${eq('cn', ref)})`, `group ${JSON.stringify(ref)}`);
     if (!dn) throw new Error(`no directory group named ${JSON.stringify(ref)}`);
     return dn;
@@ -234,8 +257,8 @@ export class DirectoryConnection {
         uidNumber: String(randomInt(1_000_000, 2_000_000_000)), gidNumber: String(this.dir.config.gidNumber),
         homeDirectory: `/home/${a.sam}`, loginShell: '/bin/bash',
       });
-      for (const g of a.groups) await this.addMember(g, a.dn);
-      await this.c.modify(a.dn, new Change({ operation: 'replace', modification: new Attribute({ type: 'userPassword', values: [ssha(password.reveal())] }) }));
+      for (const g of a.groups) await this.addMember(g, a.dn, a.sam);
+      await this.setLdapPassword(a.dn, password);
     }
   }
 
@@ -263,37 +286,85 @@ export class DirectoryConnection {
     }
   }
 
-  private memberAttr(): string { return 'member'; }
+  private readonly memberAttrs = new Map<string, string>();
 
-  /** Add a member to a group; already a member is fine. */
-  async addMember(groupDn: string, memberDn: string): Promise<void> {
+  /**
+   * The attribute a group lists its members in: AD `member`; ldap by the group's class —
+   * groupOfNames `member` (DNs), groupOfUniqueNames `uniqueMember` (DNs), posixGroup `memberUid` (uids).
+   */
+  private async memberAttr(groupDn: string): Promise<string> {
+    if (this.ad) return 'member';
+    const key = groupDn.toLowerCase();
+    const known = this.memberAttrs.get(key);
+    if (known) return known;
+    const e = await this.entry(groupDn, ['objectClass']);
+    const cls = list(e?.['objectClass']).map((c) => c.toLowerCase());
+    const attr = cls.includes('groupofnames') ? 'member' : cls.includes('groupofuniquenames') ? 'uniqueMember' : cls.includes('posixgroup') ? 'memberUid' : 'member';
+    if (e) this.memberAttrs.set(key, attr);
+    return attr;
+  }
+
+  /** The value naming `memberDn` in `attr`: the DN, or (memberUid) the account's uid — `uid` when given, else read from the entry. */
+  private async memberValue(attr: string, memberDn: string, uid?: string): Promise<string> {
+    if (attr !== 'memberUid') return memberDn;
+    if (uid) return uid;
+    const v = one((await this.entry(memberDn, ['uid']))?.['uid']);
+    if (!v) throw new Error(`${memberDn} has no uid to list in a posixGroup`);
+    return v;
+  }
+
+  /** Add a member to a group; already a member is fine. `uid`: the member's uid (posixGroup), when known. */
+  async addMember(groupDn: string, memberDn: string, uid?: string): Promise<void> {
+    const attr = await this.memberAttr(groupDn);
+    const value = await this.memberValue(attr, memberDn, uid);
     try {
-      await this.c.modify(groupDn, new Change({ operation: 'add', modification: new Attribute({ type: this.memberAttr(), values: [memberDn] }) }));
+      await this.c.modify(groupDn, new Change({ operation: 'add', modification: new Attribute({ type: attr, values: [value] }) }));
     } catch (e) {
       if (e instanceof TypeOrValueExistsError || e instanceof AlreadyExistsError) return;
       // Samba answers ENTRY_EXISTS-like errors for an existing member as unwillingToPerform in some versions.
-      if (e instanceof UnwillingToPerformError && await this.isMember(groupDn, memberDn)) return;
+      if (e instanceof UnwillingToPerformError && await this.isMember(groupDn, memberDn, uid)) return;
       throw e;
     }
   }
 
   /** Remove a member from a group; not a member (or no such group any more) is fine. */
-  async removeMember(groupDn: string, memberDn: string): Promise<void> {
+  async removeMember(groupDn: string, memberDn: string, uid?: string): Promise<void> {
+    const attr = await this.memberAttr(groupDn);
+    const value = await this.memberValue(attr, memberDn, uid);
     try {
-      await this.c.modify(groupDn, new Change({ operation: 'delete', modification: new Attribute({ type: this.memberAttr(), values: [memberDn] }) }));
+      await this.c.modify(groupDn, new Change({ operation: 'delete', modification: new Attribute({ type: attr, values: [value] }) }));
     } catch (e) {
       if (e instanceof NoSuchAttributeError || e instanceof NoSuchObjectError) return;
-      if ((e instanceof UnwillingToPerformError || e instanceof ConstraintViolationError) && !await this.isMember(groupDn, memberDn)) return;
+      if ((e instanceof UnwillingToPerformError || e instanceof ConstraintViolationError) && !await this.isMember(groupDn, memberDn, uid)) return;
+      if (e instanceof ObjectClassViolationError) throw new Error(`${memberDn} is the last member of ${groupDn}, which must keep one (a groupOfNames): give the group a placeholder member`);
       throw e;
     }
   }
 
-  async isMember(groupDn: string, memberDn: string): Promise<boolean> {
-    const g = await this.entry(groupDn, [this.memberAttr()]);
+  async isMember(groupDn: string, memberDn: string, uid?: string): Promise<boolean> {
+    const attr = await this.memberAttr(groupDn);
+    const g = await this.entry(groupDn, [attr]);
     if (!g) return false;
-    const v = g[this.memberAttr()];
-    const list = Array.isArray(v) ? v.map(String) : v === undefined ? [] : [String(v)];
-    return list.some((m) => sameDn(m, memberDn));
+    const values = list(g[attr]);
+    if (attr === 'memberUid') {
+      const value = await this.memberValue(attr, memberDn, uid).catch(() => null);
+      return value !== null && values.includes(value);
+    }
+    return values.some((m) => sameDn(m, memberDn));
+  }
+
+  /**
+   * ldap: set a password with the Password Modify extended operation (the server hashes it with its
+   * own scheme; the clear value travels only inside TLS). A server without the operation gets a
+   * salted SHA-1 userPassword instead.
+   */
+  private async setLdapPassword(dn: string, next: Secret): Promise<void> {
+    try {
+      await this.c.exop(PASSWORD_MODIFY_OID, passwordModifyRequest(dn, next.reveal()));
+    } catch (e) {
+      if (!(e instanceof ProtocolError)) throw new Error(`the directory refused the new password of ${dn}: ${ldapMessage(e)}`);
+      await this.c.modify(dn, new Change({ operation: 'replace', modification: new Attribute({ type: 'userPassword', values: [ssha(next.reveal())] }) }));
+    }
   }
 
   /** The DN of the bind account (the configured DN, or the entry a UPN names). */
@@ -309,10 +380,7 @@ export class DirectoryConnection {
    * right), else — an account changing its own — as a change that proves the old one.
    */
   async setPassword(dn: string, next: Secret, old?: Secret): Promise<void> {
-    if (!this.ad) {
-      await this.c.modify(dn, new Change({ operation: 'replace', modification: new Attribute({ type: 'userPassword', values: [ssha(next.reveal())] }) }));
-      return;
-    }
+    if (!this.ad) return this.setLdapPassword(dn, next);
     try {
       await this.c.modify(dn, new Change({ operation: 'replace', modification: new Attribute({ type: 'unicodePwd', values: [unicodePwd(next.reveal())] }) }));
     } catch (e) {
@@ -350,14 +418,20 @@ export class DirectoryConnection {
 /**
  * The Directory of a `directory` section. `resolve` turns a secret reference into its value (the
  * gateway's resolveSecret); the bind password is resolved at each bind, so a changed file or
- * environment variable is picked up without a restart.
+ * environment variable is picked up without a restart. `vaultPassword`: the vault's current bind
+ * password, when the section says {vault: true} (a rotation takes effect at the next bind).
  */
-export function openDirectory(c: DirectoryConfig, resolve: (ref: unknown, path: string) => Secret): Directory {
+export function openDirectory(c: DirectoryConfig, resolve: (ref: unknown, path: string) => Secret, vaultPassword?: () => Promise<Secret>): Directory {
   const host = /^ldaps?:\/\/\[?([^\]/:]+)/.exec(c.url)?.[1] ?? '';
   const tlsOptions: tls.ConnectionOptions = {
     rejectUnauthorized: c.tls.verify,
     servername: c.tls.servername ?? (/^[\d.]+$|:/.test(host) ? undefined : host),
     ...(c.tls.ca ? { ca: resolve(c.tls.ca, 'directory.tls.ca').reveal() } : {}),
   };
-  return new Directory(c, async () => ({ dn: c.bind.dn, password: resolve(c.bind.password, 'directory.bind.password') }), tlsOptions, parseDuration(c.timeout));
+  const password = async () => {
+    if (!isVaultRef(c.bind.password)) return resolve(c.bind.password, 'directory.bind.password');
+    if (!vaultPassword) throw new Error('directory.bind.password is kept in the vault, which this caller has not opened');
+    return vaultPassword();
+  };
+  return new Directory(c, async () => ({ dn: c.bind.dn, password: await password() }), tlsOptions, parseDuration(c.timeout));
 }

@@ -3,7 +3,7 @@ import { readFileSync, existsSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parseDocument, visit, isMap, isPair, isScalar, isSeq, type Document } from 'yaml';
 import { z } from 'zod';
-import { Secret, secretRefSchema, type SecretRef } from '../auth/secret.js';
+import { Secret, isVaultRef, secretRefSchema, type SecretRef } from '../auth/secret.js';
 import type { ProtocolModule } from '../protocols/types.js';
 import { targetSchema } from '../protocols/config.js';
 import { directorySchema } from '../protocols/directory.js';
@@ -277,6 +277,11 @@ export function validateConfig(raw: unknown, file: string, modules: ReadonlyMap<
     }
   });
   if (cfg.credentials.rotate !== undefined && parseDuration(cfg.credentials.rotate) < 60_000) throw new ConfigError(file, 'credentials.rotate', 'a duration of at least 1m');
+  const bindRotate = cfg.directory?.bind.rotate;
+  if (bindRotate !== undefined && bindRotate !== false) {
+    if (!isVaultRef(cfg.directory!.bind.password)) throw new ConfigError(file, 'directory.bind.rotate', 'directory.bind.password: {vault: true} (only a bind password kept in the vault rotates)');
+    if (parseDuration(bindRotate) < 60_000) throw new ConfigError(file, 'directory.bind.rotate', 'a duration of at least 1m');
+  }
   const reviewed = new Set<string>();
   cfg.reviews.forEach((r, i) => {
     if (!cfg.policies.some((p) => p.name === r.policy)) {

@@ -9,6 +9,7 @@ import { JitEngine, type WindowEvent } from '../policies/engine.js';
 import { compileRules } from '../policies/rules.js';
 import { parseDuration } from '../policies/config.js';
 import { openDirectory, type Directory } from '../protocols/directory.js';
+import { DIRECTORY_PROTOCOL, DIRECTORY_VAULT_FIELD, DIRECTORY_VAULT_TARGET, directoryVaultModule, directoryVaultTarget } from '../protocols/directory-rotate.js';
 import { GrantLeases, GRANT_LEASE_TRIGGERS } from './grant-leases.js';
 import type { TargetConfig } from '../protocols/config.js';
 import { createRecorder } from '../recorder/index.js';
@@ -309,11 +310,16 @@ export class Gateway {
       target: (n) => cfg.targets.find((t) => t.name === n), directory: () => this.directory(), notify: (e) => this.notify(e),
     });
     this.keys = new SshKeys({ store: this.store, clock: this.clock, audit: this.audit, key: this.key });
-    const interval = (t: TargetConfig, field: string) => rotationInterval(this.config, this.modules, t, field);
-    this.vault = new Vault({ store: this.store, key: this.key, clock: this.clock, audit: this.audit, targets: () => this.config.targets, rotationInterval: interval });
+    // The vault also keeps the directory's bind password ({vault: true}): as the pseudo-target
+    // @directory, rotated by a pseudo-module only the vault sees (protocols/directory-rotate.ts).
+    const vaultModules = new Map(this.modules);
+    if (!vaultModules.has(DIRECTORY_PROTOCOL)) vaultModules.set(DIRECTORY_PROTOCOL, directoryVaultModule(() => this.directory()));
+    const vaultTargets = () => { const d = directoryVaultTarget(this.config.directory); return d ? [...this.config.targets, d] : this.config.targets; };
+    const interval = (t: TargetConfig, field: string) => rotationInterval(this.config, vaultModules, t, field);
+    this.vault = new Vault({ store: this.store, key: this.key, clock: this.clock, audit: this.audit, targets: vaultTargets, rotationInterval: interval });
     this.rotation = new VaultRotation({
-      vault: this.vault, store: this.store, clock: this.clock, audit: this.audit, log: this.log.child({ c: 'vault' }), modules: this.modules,
-      ctx: (p) => this.ctx(p), targets: () => this.config.targets, alert: (e) => this.notify(e), interval,
+      vault: this.vault, store: this.store, clock: this.clock, audit: this.audit, log: this.log.child({ c: 'vault' }), modules: vaultModules,
+      ctx: (p) => this.ctx(p), targets: vaultTargets, alert: (e) => this.notify(e), interval,
       sweepMs: parseDuration(cfg.gateway.timerSweep), retryMs: parseDuration(cfg.credentials.retry), retryMaxMs: parseDuration(cfg.credentials.retryMax),
     });
     this.kill = new KillSwitch({
@@ -638,7 +644,7 @@ export class Gateway {
     const c = this.config.directory;
     const cached = this.directoryCache;
     if (cached && cached.config === c) return cached.dir;
-    const dir = c ? openDirectory(c, (ref, path) => resolveSecret(ref as never, this.config, path)) : null;
+    const dir = c ? openDirectory(c, (ref, path) => resolveSecret(ref as never, this.config, path), () => this.vault.current(DIRECTORY_VAULT_TARGET, DIRECTORY_VAULT_FIELD)) : null;
     this.directoryCache = { config: c, dir };
     return dir;
   }

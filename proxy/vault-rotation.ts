@@ -134,7 +134,8 @@ export class VaultRotation {
     return this.rotateClaimed(claimed, target, actor);
   }
 
-  private rotationOf(target: TargetConfig, field: string): AdminRotation | null {
+  /** The rotation of a target's field (its protocol module's), or null when it cannot rotate. */
+  rotationOf(target: TargetConfig, field: string): AdminRotation | null {
     const rot = this.d.modules.get(target.protocol)?.adminRotation;
     return rot && rot.fields.includes(field) ? rot : null;
   }

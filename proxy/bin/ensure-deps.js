@@ -28,6 +28,8 @@ const TEST = [
   'rsyslog-gnutls',
   // directory accounts: a Samba AD domain controller and LDAP/SMB clients for the tests
   'samba', 'samba-ad-dc', 'samba-ad-provision', 'winbind', 'ldap-utils', 'smbclient', 'krb5-user',
+  // the OpenLDAP flavour of the directory: a slapd per test in a temp dir (protocols/directory-slapd.ts)
+  'slapd',
 ];
 const BENCH = [...TEST, 'nginx', 'wrk', 'pgbouncer'];
 const wanted = { demo: DEMO, test: TEST, bench: BENCH }[mode] ?? DEMO;
@@ -58,6 +60,8 @@ async function debian() {
   }
   log(`installing Debian packages: ${missing.join(' ')}`);
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  // slapd: no default database of its own (the tests configure theirs in temp dirs).
+  if (missing.includes('slapd')) spawnSync('debconf-set-selections', [], { input: 'slapd slapd/no_configuration boolean true\n', stdio: ['pipe', 'ignore', 'ignore'] });
   await run('apt-get', ['update', '-q'], { env, quiet: true });
   await run('apt-get', ['install', '-y', '-q', '--no-install-recommends', ...missing], { env, quiet: true });
   // Debian starts these services on install; Tollgate runs its own instances in temp dirs.
@@ -66,6 +70,7 @@ async function debian() {
     'rsyslog',
     'haproxy',
     'samba-ad-dc', 'smbd', 'nmbd', 'winbind',
+    'slapd',
   ]) {
     spawnSync('systemctl', ['disable', '--now', svc], { stdio: 'ignore' });
     spawnSync('service', [svc, 'stop'], { stdio: 'ignore' });

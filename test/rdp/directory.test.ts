@@ -8,17 +8,14 @@
  * of these tests: it records the credential the gateway logged in with (no Windows host here).
  */
 import t from 'tap';
-import { fork } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ClientInfo } from '../../protocols/rdp/info.js';
 import { MINTED_NAME_RE, createMembership, revokeMembership } from '../../protocols/directory-leases.js';
 import { startTestGateway, type TestGateway } from '../support/gateway.js';
 import { ADMIN, BASE_DN, DOMAIN, haveSamba, startSambaDc, type SambaDc } from '../support/samba.js';
-import { fakeRdpTarget } from './fake-target.js';
-import { login } from './client.js';
-import { waitFor } from './support.js';
+import { forkGateway } from '../support/gateway-fork.js';
+import { recordingRdpTarget, waitFor } from './support.js';
 
 const why = haveSamba();
 if (why) {
@@ -27,8 +24,7 @@ if (why) {
 } else {
   let dc: SambaDc;
   let tg: TestGateway;
-  let fake: Awaited<ReturnType<typeof fakeRdpTarget>>;
-  const infos: ClientInfo[] = [];
+  let fake: Awaited<ReturnType<typeof recordingRdpTarget>>;
   const GROUP = 'tg-rdp-admins';
 
   const targetsAt = (port: number) => [
@@ -46,25 +42,17 @@ if (why) {
   const members = () => dc.tool(['group', 'listmembers', GROUP]).split('\n').map((l) => l.trim()).filter(Boolean);
   const minted = () => dc.tool(['user', 'list']).split('\n').map((l) => l.trim()).filter((l) => l.startsWith('tg-'));
 
-  /** An RDP client through the gateway at `port` with a connection secret; `info()` waits for the login the target saw. */
-  const connect = async (port: number, username: string, secret: string) => {
-    const before = infos.length;
-    const c = await login(port, username, secret);
-    c.sock.on('error', () => {});
-    c.sock.resume();
-    return { sock: c.sock, info: () => waitFor('the target to see the login', () => infos[before], 60_000), seen: () => infos.length > before };
-  };
   /** A grant and a secret for user on target (role admin), then connect. */
   const session = async (user: string, target: string) => {
     const grant = await tg.grant(user, target, 'admin');
     const s = await tg.secret(user, grant.id);
-    return { grant, ...(await connect(tg.listener('rdp').port, s.username, s.secret)) };
+    return { grant, ...(await fake.connect(tg.listener('rdp').port, s.username, s.secret)) };
   };
 
   t.before(async () => {
     dc = await startSambaDc();
     dc.tool(['group', 'add', GROUP]);
-    fake = await fakeRdpTarget({ get cert() { return tg.gw.tls.cert; }, get key() { return tg.gw.tls.key.reveal(); } }, { width: 800, height: 600 }, () => {}, (i) => infos.push(i));
+    fake = await recordingRdpTarget(() => tg.gw.tls);
     tg = await startTestGateway({ listeners: ['rdp'], targets: targetsAt(fake.port), extra: { directory: directory() } });
   });
   t.teardown(async () => {
@@ -155,23 +143,13 @@ if (why) {
     const dataDir = mkdtempSync(join(tmpdir(), 'tg-dir-crash-'));
     t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
     const opts = { dataDir, store: 'sqlite' as const, listeners: ['rdp'], targets: targetsAt(fake.port), extra: { directory: directory() } };
-    const child = fork(join(import.meta.dirname, '..', 'support', 'gateway-child.ts'), [], {
-      env: { ...process.env, TG_CHILD: JSON.stringify({ ...opts, session: { user: 'alice', target: 'win', role: 'admin' } }) },
-      execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    });
-    t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL'); });
-    const ready = await new Promise<{ listeners: Record<string, { port: number }>; secret: { username: string; secret: string } }>((res, rej) => {
-      child.once('message', (m) => res(m as never));
-      child.once('exit', (code) => rej(new Error(`the gateway child exited with ${code}`)));
-    });
-    const c = await connect(ready.listeners['rdp']!.port, ready.secret.username, ready.secret.secret);
+    const ready = await forkGateway(t, opts, { user: 'alice', target: 'win', role: 'admin' });
+    const c = await fake.connect(ready.listeners['rdp']!.port, ready.secret.username, ready.secret.secret);
     const info = await c.info();
     const user = info.userName;
     const pw = info.password.reveal();
     t.equal(dc.bind(user, pw).code, 0, 'the account works');
-    const dead = new Promise((r) => child.once('exit', r));
-    child.kill('SIGKILL');
-    await dead;
+    await ready.crash();
     c.sock.destroy();
     t.equal(dc.bind(user, pw).code, 0, 'the crash left the account (nothing ran on the way out)');
     t.ok(members().includes(user), 'and its group membership');

@@ -9,6 +9,10 @@ import { join } from 'node:path';
 import { decodePng } from '../../recorder/screen/index.js';
 import { startXrdp, xrdpInstalled, type XrdpServer } from '../../protocols/rdp/xrdp.js';
 import { startXvfb as startVncXvfb } from '../../protocols/vnc/demo.js';
+import type { Secret } from '../../auth/secret.js';
+import type { ClientInfo } from '../../protocols/rdp/info.js';
+import { fakeRdpTarget } from './fake-target.js';
+import { login } from './client.js';
 
 export function haveRdpTools(): string | null {
   if (process.getuid?.() !== 0) return 'tests must run as root (they create accounts)';
@@ -107,4 +111,23 @@ export function userExists(name: string): boolean {
 
 export function mintedAccounts(prefix: string): string[] {
   return readFileSync('/etc/passwd', 'utf8').split('\n').map((l) => l.split(':')[0]!).filter((n) => n.startsWith(prefix));
+}
+
+/**
+ * The fake RDP target of the directory tests: it records the Client Info login (user, domain,
+ * password) the gateway makes upstream; `connect` is an RDP client through the gateway whose
+ * `info()` waits for the login the target saw. `tls`: the gateway's certificate (read when a
+ * connection comes, so the gateway may start after the target).
+ */
+export async function recordingRdpTarget(tls: () => { cert: string; key: Secret }) {
+  const infos: ClientInfo[] = [];
+  const fake = await fakeRdpTarget({ get cert() { return tls().cert; }, get key() { return tls().key.reveal(); } }, { width: 800, height: 600 }, () => {}, (i) => infos.push(i));
+  const connect = async (port: number, username: string, secret: string) => {
+    const before = infos.length;
+    const c = await login(port, username, secret);
+    c.sock.on('error', () => {});
+    c.sock.resume();
+    return { sock: c.sock, info: () => waitFor('the target to see the login', () => infos[before], 60_000), seen: () => infos.length > before };
+  };
+  return { port: fake.port, infos, connect, close: () => fake.close() };
 }

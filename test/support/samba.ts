@@ -16,6 +16,6 @@ export function haveSamba(): string | null {
   return sambaMissing();
 }
 
-export function startSambaDc(): Promise<SambaDc> {
-  return start({ realm: REALM, domain: DOMAIN });
+export function startSambaDc(smbOptions?: string[]): Promise<SambaDc> {
+  return start({ realm: REALM, domain: DOMAIN, ...(smbOptions ? { smbOptions } : {}) });
 }

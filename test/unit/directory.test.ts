@@ -8,7 +8,8 @@ import pino from 'pino';
 import { Secret } from '../../auth/secret.js';
 import { ConfigError, validateConfig } from '../../proxy/config.js';
 import { moduleMap } from '../../protocols/index.js';
-import { directorySchema, openDirectory } from '../../protocols/directory.js';
+import { directorySchema, openDirectory, passwordModifyRequest } from '../../protocols/directory.js';
+import { DIRECTORY_VAULT_TARGET, directoryVaultTarget } from '../../protocols/directory-rotate.js';
 import { revokeAccount, revokeMembership } from '../../protocols/directory-leases.js';
 
 const modules = moduleMap();
@@ -46,6 +47,24 @@ t.test('errors name the key path', async (t) => {
   t.match(outcome({ directory: directory(), targets: [target({ directoryGroups: ['CN=broken\\'] })] })?.path, 'targets[0].roles[0].directoryGroups');
   t.match(outcome({ directory: directory(), targets: [target({ directoryGroups: ['a\nb'] })] })?.path, 'targets[0].roles[0].directoryGroups');
   t.match(outcome({ directory: directory(), targets: [{ ...target(), credentials: { mode: 'domain' } }] })?.path, 'targets[0].credentials.mode');
+});
+
+t.test('the bind password in the vault: {vault: true}, rotate only then, at least 1m', async (t) => {
+  const vaulted = (rotate?: unknown) => ({ ...directory(), bind: { dn: 'tollgate@example.com', password: { vault: true }, ...(rotate === undefined ? {} : { rotate }) } });
+  t.equal(outcome({ directory: vaulted('24h') }), null);
+  t.equal(outcome({ directory: vaulted(false) }), null);
+  t.equal(outcome({ directory: { ...directory(), bind: { ...directory().bind, rotate: '24h' } } })?.path, 'directory.bind.rotate', 'a config secret does not rotate');
+  t.equal(outcome({ directory: vaulted('30s') })?.path, 'directory.bind.rotate');
+  t.equal(outcome({ directory: vaulted('soon') })?.path.startsWith('directory.bind'), true);
+  const cfg = validateConfig({ directory: vaulted('24h') }, 'gw.yaml', modules);
+  t.match(directoryVaultTarget(cfg.directory), { name: DIRECTORY_VAULT_TARGET, credentials: { bind: { password: { vault: true } }, rotate: '24h' } });
+  t.equal(directoryVaultTarget(validateConfig({ directory: directory() }, 'gw.yaml', modules).directory), null, 'a config secret is not in the vault');
+  const dir = openDirectory(cfg.directory!, () => { throw new Error('not resolved from the config'); });
+  await t.rejects(dir.bindCredential(), /kept in the vault/, 'a caller without the vault cannot bind');
+});
+
+t.test('the Password Modify request value (RFC 3062): userIdentity [0], newPasswd [2]', async (t) => {
+  t.equal(passwordModifyRequest('a', 'b').toString('hex'), '3006800161820162');
 });
 
 t.test('hostile values anywhere in the section are config errors, never a crash', async (t) => {

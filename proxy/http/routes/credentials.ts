@@ -22,8 +22,8 @@ export function mountCredentialRoutes(add: AddRoute, s: Pick<ApiServices, 'vault
       const name = req.params['name']!;
       const { target, fields } = s.vault.target(name, b.field);
       const field = b.field ?? fields[0]!;
-      const rot = s.modules.get(target.protocol)?.adminRotation;
-      if (b.verify && rot?.fields.includes(field)) {
+      const rot = s.rotation.rotationOf(target, field);
+      if (b.verify && rot) {
         try {
           await rot.verify(s.ctx(target.protocol), target, field, secret);
         } catch (e) {
