@@ -59,6 +59,10 @@ t.test('SQLite store on a file system that turns read-only: refuse, end live ses
 
   const live = await liveSessions(t, tg, o);
   const dev = basename(mounted().split(/\s+/)[0]!);
+  // What was committed so far is on the disk: with synchronous = NORMAL (WAL) SQLite does not fsync
+  // each commit, and pages still dirty when the kernel turns the file system read-only are never
+  // written (the same as a power loss: the last commits roll back). The fault under test comes after.
+  execFileSync('sync', ['-f', join(dataDir, 'tollgate.db')]);
   writeFileSync(`/sys/fs/ext4/${dev}/trigger_fs_error`, 'tollgate test: the store file system fails');
   t.match(mounted(), /emergency_ro|(^|,)ro(,|$)/, `the kernel made it read-only (${mounted()})`);
   await failClosed(t, tg, live, o);

@@ -225,14 +225,14 @@ t.test('sshd: provisioning fails halfway (account created, its authorized_keys r
   // A non-root admin (key login, password field '*' so sshd lets it in) whose sudo runs the
   // provisioner's `sh -s` with intercept: every command that shell runs is checked against the rule,
   // which allows what creates and deletes an account but not install (the .ssh directory).
-  sh('useradd', ['-m', '-s', '/bin/sh', '-p', '*', '-c', 'tollgate test: restricted admin', adminUser]);
+  sh('useradd', ['-m', '-s', '/bin/sh', '-p', '*', '-c', 'tollgate test, restricted admin', adminUser]);
   const home = `/home/${adminUser}`;
   mkdirSync(join(home, '.ssh'), { recursive: true, mode: 0o700 });
   writeFileSync(join(home, '.ssh', 'authorized_keys'), readFileSync(`${sshd.sshd.adminKeyFile}.pub`), { mode: 0o600 });
   sh('chown', ['-R', `${adminUser}:${adminUser}`, join(home, '.ssh')]);
   writeFileSync(sudoers, [
     `Defaults:${adminUser} intercept`,
-    `${adminUser} ALL=(root) NOPASSWD: /usr/bin/sh -s, /usr/sbin/useradd, /usr/sbin/userdel, /usr/bin/getent, /usr/bin/id, /usr/bin/pkill, /usr/bin/sleep`,
+    `${adminUser} ALL=(root) NOPASSWD: /usr/bin/sh -s, /usr/sbin/useradd, /usr/sbin/userdel, /usr/bin/getent, /usr/bin/cut, /usr/bin/id, /usr/bin/pkill, /usr/bin/sleep`,
     '',
   ].join('\n'), { mode: 0o440 });
   chmodSync(sudoers, 0o440);
