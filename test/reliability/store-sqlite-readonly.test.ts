@@ -17,9 +17,9 @@
  * `chattr +i` does not stop writes through an already open descriptor either. A kernel-forced
  * read-only remount is what happens to a live SQLite store in practice.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { startTestGateway, type TestGateway } from '../support/gateway.js';
@@ -30,9 +30,8 @@ import { failClosed, liveSessions, opensAgain } from '../support/store-outage.js
 if (!haveSshd || !havePostgres) throw new Error('this test needs sshd (as root) and PostgreSQL');
 for (const b of ['/usr/sbin/mkfs.ext4', '/usr/sbin/e2fsck', '/usr/bin/findmnt']) if (spawnSync('test', ['-x', b]).status !== 0) throw new Error(`this test needs ${b} (e2fsprogs, util-linux)`);
 
-t.test('SQLite store on a file system that turns read-only: refuse, end live sessions fail-closed, hold the audit; back after fsck and a restart', async (t) => {
-  const sshd = await startTestSshd(t, { eph: 'rofs-box', cert: 'rofs-box-cert', pw: 'rofs-box-pw' });
-  const pgc = await startTestCluster(t, 'rofs-db');
+/** A data directory on a real ext4 image (loop device, errors=remount-ro) the test can make fail and mend. */
+function ext4DataDir(t: Test) {
   const base = mkdtempSync(join(tmpdir(), 'tg-rofs-'));
   const img = join(base, 'store.ext4');
   const dataDir = join(base, 'data');
@@ -52,18 +51,36 @@ t.test('SQLite store on a file system that turns read-only: refuse, end live ses
     if (mounted()) spawnSync('umount', ['-l', dataDir]);
     rmSync(base, { recursive: true, force: true });
   });
+  return {
+    dataDir, recDir, mounted,
+    /** The kernel's own error path: the file system turns read-only under whoever has files open. */
+    fail() { writeFileSync(`/sys/fs/ext4/${basename(mounted().split(/\s+/)[0]!)}/trigger_fs_error`, 'tollgate test: the store file system fails'); },
+    /** Unmount (every file on it must be closed), fsck, mount again; the fsck exit status (0: clean, 1: errors corrected). */
+    mend(): number | null {
+      execFileSync('umount', [dataDir]);
+      const fsck = spawnSync('e2fsck', ['-f', '-y', img], { encoding: 'utf8' });
+      mount();
+      return fsck.status;
+    },
+  };
+}
+
+t.test('SQLite store on a file system that turns read-only: refuse, end live sessions fail-closed, hold the audit; back after fsck and a restart', async (t) => {
+  const sshd = await startTestSshd(t, { eph: 'rofs-box', cert: 'rofs-box-cert', pw: 'rofs-box-pw' });
+  const pgc = await startTestCluster(t, 'rofs-db');
+  const fs = ext4DataDir(t);
+  const { dataDir, recDir, mounted } = fs;
   const opts = { targets: [sshd.targets[0]!, pgc.target], listeners: ['ssh', 'postgres'], dataDir, store: 'sqlite' as const, extra: { recordings: { dir: recDir } } };
   let tg: TestGateway = await startTestGateway(opts);
   t.teardown(() => tg.close());
   const o = { target: 'rofs-box', pg: { target: pgc.target.name, roles: () => pgc.sessionRoles() }, code: /^SQLITE_(IOERR|READONLY)/ };
 
   const live = await liveSessions(t, tg, o);
-  const dev = basename(mounted().split(/\s+/)[0]!);
   // What was committed so far is on the disk: with synchronous = NORMAL (WAL) SQLite does not fsync
   // each commit, and pages still dirty when the kernel turns the file system read-only are never
   // written (the same as a power loss: the last commits roll back). The fault under test comes after.
   execFileSync('sync', ['-f', join(dataDir, 'tollgate.db')]);
-  writeFileSync(`/sys/fs/ext4/${dev}/trigger_fs_error`, 'tollgate test: the store file system fails');
+  fs.fail();
   t.match(mounted(), /emergency_ro|(^|,)ro(,|$)/, `the kernel made it read-only (${mounted()})`);
   await failClosed(t, tg, live, o);
   const held = tg.gw.audit.held;
@@ -72,10 +89,8 @@ t.test('SQLite store on a file system that turns read-only: refuse, end live ses
   const t0 = Date.now();
   await tg.close();
   t.ok(Date.now() - t0 < 30_000, `the gateway stops although its store cannot be written (${Date.now() - t0} ms)`);
-  execFileSync('umount', [dataDir]);
-  const fsck = spawnSync('e2fsck', ['-f', '-y', img], { encoding: 'utf8' });
-  t.ok(fsck.status === 0 || fsck.status === 1, `fsck mends the file system (exit ${fsck.status})`);
-  mount();
+  const fsck = fs.mend();
+  t.ok(fsck === 0 || fsck === 1, `fsck mends the file system (exit ${fsck})`);
   tg = await startTestGateway(opts);
   t.notOk(tg.gw.storeGuard.failing, 'the restarted gateway writes its store');
 
@@ -90,4 +105,23 @@ t.test('SQLite store on a file system that turns read-only: refuse, end live ses
   t.ok(held > 0, `${held} audit events were held when the gateway stopped`);
   t.equal((await tg.store.listAudit({ action: 'store.failing' })).length, 1, 'the failure is audited',
     { todo: 'held audit events live in memory only: a restart while the store is still read-only loses them' });
+});
+
+t.test('the file system turns read-only right after a first start: the gateway key, CA and host keys were on the disk already', async (t) => {
+  const sshd = await startTestSshd(t, { eph: 'rofs2-box', cert: 'rofs2-box-cert', pw: 'rofs2-box-pw' });
+  const fs = ext4DataDir(t);
+  const opts = { targets: [sshd.targets[0]!], listeners: ['ssh'], dataDir: fs.dataDir, store: 'sqlite' as const, extra: { recordings: { dir: fs.recDir } } };
+  let tg: TestGateway = await startTestGateway(opts);
+  t.teardown(() => tg.close());
+  const made = { key: readFileSync(join(fs.dataDir, 'gateway.key'), 'utf8'), ca: tg.gw.tls.ca, host: readFileSync(join(fs.dataDir, 'ssh', 'ssh', 'host_ed25519_key'), 'utf8') };
+  // No sync: whatever the gateway left to the page cache is lost now, as in a power cut.
+  fs.fail();
+  await tg.close();
+  const fsck = fs.mend();
+  t.ok(fsck === 0 || fsck === 1, `fsck mends the file system (exit ${fsck})`);
+  t.equal(readFileSync(join(fs.dataDir, 'gateway.key'), 'utf8'), made.key, 'the gateway key file survived');
+  t.equal(readFileSync(join(fs.dataDir, 'tls', 'ca.pem'), 'utf8'), made.ca, 'the TLS CA survived (clients pin it)');
+  t.equal(readFileSync(join(fs.dataDir, 'ssh', 'ssh', 'host_ed25519_key'), 'utf8'), made.host, 'the SSH host key survived (clients pin it)');
+  tg = await startTestGateway(opts);
+  t.equal(tg.gw.tls.ca, made.ca, 'the gateway starts again with the same CA');
 });
