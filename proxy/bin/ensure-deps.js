@@ -28,6 +28,8 @@ const TEST = [
   'rsyslog-gnutls',
   // directory accounts: a Samba AD domain controller and LDAP/SMB clients for the tests
   'samba', 'samba-ad-dc', 'samba-ad-provision', 'winbind', 'ldap-utils', 'smbclient', 'krb5-user',
+  // store faults: an ext4 image on a loop device the kernel turns read-only (mkfs.ext4, e2fsck, findmnt)
+  'e2fsprogs', 'util-linux',
 ];
 const BENCH = [...TEST, 'nginx', 'wrk', 'pgbouncer'];
 const wanted = { demo: DEMO, test: TEST, bench: BENCH }[mode] ?? DEMO;
