@@ -3,8 +3,9 @@
  * minted for RDP sessions, `credentials: {mode: directory-account}`) on a real Samba AD DC, for
  * identities whose names hold quotes, `*`, `(`, `)`, `\`, NUL, newlines, right-to-left marks, DN
  * and filter syntax and 1,000 characters. Each session gets an account with a safe sAMAccountName
- * (tg-<letters and digits>-<5>, at most 20) at CN=<it>,CN=Users,<base> — or is refused with a
- * sentence; the name is kept verbatim only as the displayName value. The account is gone after the
+ * (tg-<letters and digits>-<5>, at most 20) at CN=<it>,CN=Users,<base> and works (every one of
+ * these names can be made safe, so a refusal fails the test, its reason shown); the name is kept
+ * only as the displayName value. The account is gone after the
  * session and, at the end, the whole base holds exactly the objects it held before: no entry that
  * carries the Tollgate account marker, no tg- name, nothing named after a hostile identity.
  * The RDP target is the fake target of the RDP tests (it records the login the gateway made). One DC
