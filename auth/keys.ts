@@ -5,7 +5,8 @@
  * Older versions kept the key in the store's KV space; `loadGatewayKeyBytes` moves it out once.
  */
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { writeFileDurable } from './durable.js';
 import type { Store } from '../proxy/store/types.js';
 import type { Clock } from '../policies/clock.js';
 import { SystemClock } from '../policies/clock.js';
@@ -93,10 +94,14 @@ export function readKeyFile(path: string): Buffer {
   return parseKeyMaterial(readFileSync(path, 'utf8'), `the key file ${path}`);
 }
 
-/** Write raw key bytes to a new 0600 file; if another process created it first, use that one. */
+/**
+ * Write raw key bytes to a new 0600 file, synced with its directory entry before the key is used (a
+ * key left empty by a power cut is refused at the next start, and what it sealed is unreadable); if
+ * another process created it first, use that one.
+ */
 function writeKeyFile(path: string, raw: Buffer): Buffer {
   try {
-    writeFileSync(path, `${raw.toString('base64')}\n`, { mode: 0o600, flag: 'wx' });
+    writeFileDurable(path, `${raw.toString('base64')}\n`, { mode: 0o600, exclusive: true });
     return raw;
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'EEXIST') return readKeyFile(path);

@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { join } from 'node:path';
 import { isIP } from 'node:net';
 import { Secret } from '../auth/secret.js';
+import { syncPaths } from '../auth/durable.js';
 import type { TlsMaterial } from '../protocols/types.js';
 
 /** A certificate authority: PEM certificate and its key. */
@@ -28,6 +29,8 @@ export function ensureCa(dataDir: string, configured?: CaMaterial): CaMaterial {
     run('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', caKey, '-out', caPem,
       '-days', '3650', '-subj', '/CN=Tollgate gateway CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
     chmodSync(caKey, 0o600);
+    // On the disk before use: clients pin this CA, it cannot be made again (auth/durable.ts).
+    syncPaths([caKey, caPem, dir, dataDir]);
   }
   return { cert: readFileSync(caPem, 'utf8'), key: new Secret(readFileSync(caKey, 'utf8')) };
 }
@@ -75,6 +78,7 @@ export function ensureTlsMaterial(dataDir: string, hosts: string[], configuredCa
     chmodSync(key, 0o600);
     signWithCa(ca, csr, cert, san, 825);
     writeFileSync(sanFile, marker);
+    syncPaths([key, cert, sanFile, dir]);
   }
   return { cert: readFileSync(cert, 'utf8') + ca.cert, key: new Secret(readFileSync(key, 'utf8')), ca: ca.cert };
 }

@@ -2,10 +2,11 @@
  * Signed identity assertions for apps: ES256 JWTs (jose) with a key pair generated once and kept in
  * the module's data dir (0600). The public half is published as a JWKS at /.well-known/jwks.json.
  */
-import { existsSync, readFileSync, writeFileSync, renameSync, chmodSync } from 'node:fs';
+import { existsSync, readFileSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { exportJWK, generateKeyPair, importJWK, calculateJwkThumbprint, SignJWT, type JWK, type CryptoKey } from 'jose';
 import type { Principal } from '../../auth/types.js';
+import { writeFileDurable } from '../../auth/durable.js';
 
 export interface AssertionKey {
   kid: string;
@@ -24,9 +25,7 @@ export async function loadOrCreateAssertionKey(dir: string): Promise<AssertionKe
     const { privateKey } = await generateKeyPair('ES256', { extractable: true });
     priv = await exportJWK(privateKey);
     priv.kid = await calculateJwkThumbprint(priv);
-    const tmp = `${file}.${process.pid}.tmp`;
-    writeFileSync(tmp, JSON.stringify(priv), { mode: 0o600 });
-    renameSync(tmp, file);
+    writeFileDurable(file, JSON.stringify(priv), { mode: 0o600 });
   }
   chmodSync(file, 0o600);
   const kid = priv.kid ?? await calculateJwkThumbprint(priv);

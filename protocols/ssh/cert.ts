@@ -3,11 +3,12 @@
  * under dataDir) signs an ed25519 key pair minted for one session.
  */
 import { randomBytes, createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync, chmodSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import ssh2 from 'ssh2';
 import { sshString } from './wire.js';
 import { noteIssued } from '../../auth/secret.js';
+import { writeFileDurable } from '../../auth/durable.js';
 
 const { utils } = ssh2;
 export type ParsedKey = ssh2.ParsedKey;
@@ -141,8 +142,9 @@ export function loadOrCreateCa(dataDir: string): { key: ParsedKey; publicLine: s
   const file = join(dir, 'ca_ed25519');
   if (!existsSync(file)) {
     const kp = generateEd25519('tollgate-ssh-ca');
-    writeFileSync(file, kp.private, { mode: 0o600, flag: 'wx' });
-    writeFileSync(`${file}.pub`, kp.public + '\n', { mode: 0o644 });
+    // Synced before use: targets trust this CA (auth/durable.ts).
+    writeFileDurable(file, kp.private, { mode: 0o600, exclusive: true });
+    writeFileDurable(`${file}.pub`, kp.public + '\n', { mode: 0o644 });
   }
   chmodSync(file, 0o600);
   const key = utils.parseKey(readFileSync(file, 'utf8'));

@@ -3,7 +3,7 @@
  * registered public key, or a browser approval (keyboard-interactive), and hands each signed-in
  * connection to an SshBroker. Nothing is minted before authentication succeeds.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync, chmodSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import ssh2 from 'ssh2';
 import { Secret } from '../../auth/secret.js';
@@ -13,6 +13,7 @@ import { formatAddr, listenTcp, type Preauth } from '../net.js';
 import { SshBroker } from './broker.js';
 import { fingerprintOf, generateEd25519 } from './cert.js';
 import { sendBanner, disconnectWith, DISCONNECT, tollgate } from './wire.js';
+import { writeFileDurable } from '../../auth/durable.js';
 
 const { Server, utils } = ssh2;
 
@@ -25,8 +26,9 @@ export function loadOrCreateHostKey(dataDir: string): string {
   const file = join(dir, 'host_ed25519_key');
   if (!existsSync(file)) {
     const kp = generateEd25519('tollgate-gateway');
-    writeFileSync(file, kp.private, { mode: 0o600, flag: 'wx' });
-    writeFileSync(`${file}.pub`, kp.public + '\n');
+    // Synced before use: clients pin the host key (auth/durable.ts).
+    writeFileDurable(file, kp.private, { mode: 0o600, exclusive: true });
+    writeFileDurable(`${file}.pub`, kp.public + '\n', { mode: 0o644 });
   }
   chmodSync(file, 0o600);
   return readFileSync(file, 'utf8');

@@ -30,6 +30,8 @@ const TEST = [
   'samba', 'samba-ad-dc', 'samba-ad-provision', 'winbind', 'ldap-utils', 'smbclient', 'krb5-user',
   // the OpenLDAP flavour of the directory: a slapd per test in a temp dir (protocols/directory-slapd.ts)
   'slapd',
+  // store faults: an ext4 image on a loop device the kernel turns read-only (mkfs.ext4, e2fsck, findmnt)
+  'e2fsprogs', 'util-linux',
 ];
 const BENCH = [...TEST, 'nginx', 'wrk', 'pgbouncer'];
 const wanted = { demo: DEMO, test: TEST, bench: BENCH }[mode] ?? DEMO;

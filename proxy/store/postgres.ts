@@ -14,7 +14,7 @@ import type { Secret } from '../../auth/secret.js';
 import type { Store, AuditEventRecord, AuditBatch, ControlEventRecord, StoreSubscription } from './types.js';
 import type { ColumnKind } from './schema.js';
 import { pgMigrations } from './schema-postgres.js';
-import { QUERY_FLUSH_ROWS, SqlStore, type Row } from './sql.js';
+import { QUERY_FLUSH_ROWS, QUERY_RETRY_MS, SqlStore, type Row } from './sql.js';
 
 /** The NOTIFY channel of the control bus (kill, lock, revoke, grant end). */
 export const CONTROL_CHANNEL = 'tollgate_control';
@@ -32,8 +32,6 @@ const LOCK_AUDIT = 2;
 const TX_ATTEMPTS = 10;
 const RETRYABLE = new Set(['40001', '40P01']);
 /** A query-log batch the database refused is tried again after this long; at most this many rows wait. */
-const QUERY_RETRY_MS = 1_000;
-const QUERY_BACKLOG_MAX = 100 * QUERY_FLUSH_ROWS;
 /** The database ends a session idle inside a transaction this long. */
 const IDLE_IN_TX_MS = 60_000;
 
@@ -296,10 +294,8 @@ export class PgStore extends SqlStore {
       try {
         await this.query(this.queryInsertSql(rows.length), rows.flatMap((r) => this.queryParams(r)));
       } catch (e) {
-        this.queryQueue.unshift(...rows);
-        const dropped = this.queryQueue.length - QUERY_BACKLOG_MAX;
-        if (dropped > 0) this.queryQueue.splice(0, dropped);
-        this.log?.error({ err: (e as Error).message, waiting: this.queryQueue.length, dropped: Math.max(0, dropped) }, 'PostgreSQL store: writing the query log failed; will retry');
+        const dropped = this.requeueQueries(rows);
+        this.log?.error({ err: (e as Error).message, waiting: this.queryQueue.length, dropped }, 'PostgreSQL store: writing the query log failed; will retry');
         if (!this.closed) {
           this.queryRetry ??= setTimeout(() => { this.queryRetry = null; void this.flushQueryLog(); }, QUERY_RETRY_MS).unref();
         }

@@ -21,6 +21,9 @@ export type Row = Record<string, unknown>;
 /** Query-log batching (see insertQuery). */
 export const QUERY_FLUSH_MS = 25;
 export const QUERY_FLUSH_ROWS = 500;
+/** A batch the store refused (unavailable) is tried again after this, keeping at most QUERY_BACKLOG_MAX rows. */
+export const QUERY_RETRY_MS = 1_000;
+export const QUERY_BACKLOG_MAX = 100 * QUERY_FLUSH_ROWS;
 
 export const snake = (s: string) => s.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 const ident = (s: string) => `"${snake(s)}"`;
@@ -268,6 +271,13 @@ export abstract class SqlStore implements Store {
     this.queryQueue.push(rec);
     if (this.queryQueue.length >= QUERY_FLUSH_ROWS) setImmediate(() => void this.flushQueryLog());
     else this.queryFlushTimer ??= setTimeout(() => void this.flushQueryLog(), QUERY_FLUSH_MS).unref();
+  }
+  /** Put rows the store refused back at the head of the queue (bounded: the oldest go first); returns how many were dropped. */
+  protected requeueQueries(rows: QueryLogRecord[]): number {
+    this.queryQueue.unshift(...rows);
+    const dropped = Math.max(0, this.queryQueue.length - QUERY_BACKLOG_MAX);
+    if (dropped > 0) this.queryQueue.splice(0, dropped);
+    return dropped;
   }
   protected clearQueryFlushTimer(): void {
     if (this.queryFlushTimer) { clearTimeout(this.queryFlushTimer); this.queryFlushTimer = null; }

@@ -4,7 +4,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Store, AuditEventRecord, AuditBatch } from './types.js';
 import { migrations, type ColumnKind } from './schema.js';
-import { SqlStore, type Row } from './sql.js';
+import { QUERY_RETRY_MS, SqlStore, type Row } from './sql.js';
 
 /** The embedded store: one SQLite file (WAL), better-sqlite3. The statements are in sql.ts. */
 export class SqliteStore extends SqlStore {
@@ -37,6 +37,7 @@ export class SqliteStore extends SqlStore {
   async close(): Promise<void> {
     if (!this.db.open) return;
     this.flushQueryLog();
+    this.clearQueryFlushTimer();
     this.db.close();
   }
 
@@ -123,6 +124,7 @@ export class SqliteStore extends SqlStore {
     return this.db.inTransaction ? write() : write.immediate();
   }
 
+  /** Write the queued query-log rows (see SqlStore.insertQuery); never throws. */
   protected flushQueryLog(): void {
     this.clearQueryFlushTimer();
     if (!this.queryQueue.length || !this.db.open) return;
@@ -140,7 +142,16 @@ export class SqliteStore extends SqlStore {
         for (; rows.length - i >= n; i += n) this.run(this.queryInsertSql(n), rows.slice(i, i + n).flatMap((r) => this.queryParams(r)));
       }
     };
-    if (this.db.inTransaction) write(); else this.db.transaction(write)();
+    try {
+      if (this.db.inTransaction) write(); else this.db.transaction(write)();
+    } catch {
+      // Never throws (it runs from timers, where a throw would end the process): a store that cannot
+      // take the rows now (a full disk, a file system turned read-only) gets them again later,
+      // bounded; the gateway's store guard learns of the failure from its own writes and probes.
+      // The session's NDJSON recording has the rows too.
+      this.requeueQueries(rows);
+      if (this.db.open) this.queryFlushTimer ??= setTimeout(() => this.flushQueryLog(), QUERY_RETRY_MS).unref();
+    }
   }
 
   /** For tests of tamper detection: run raw SQL against the file (never used by the gateway). */

@@ -1,9 +1,11 @@
 /**
  * The store's disk fills (SQLite on a small tmpfs the test fills) under a live ssh session through
- * a real sshd: a new connection is refused with a clear message before anything is minted, the
- * live session is ended fail-closed (`store_unavailable`) and its account removed from the target
- * anyway, audit events are held meanwhile; when space is back the held events, the session's final
- * record and the recovery are written, new sessions open again and the audit chain verifies.
+ * a real sshd and a live psql session to a real PostgreSQL: new ssh and psql connections are refused
+ * with a clear message before anything is minted, the live sessions are ended fail-closed
+ * (`store_unavailable`, psql gets it as a FATAL) and their account and role removed from the
+ * targets anyway, audit events are held meanwhile; when space is back the held events, the
+ * sessions' final records and the recovery are written, new sessions open again and the audit chain
+ * verifies.
  */
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
@@ -12,12 +14,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestGateway } from '../support/gateway.js';
 import { haveSshd, startTestSshd } from '../support/sshd.js';
+import { havePostgres, startTestCluster } from '../support/pg.js';
 import { storeOutage } from '../support/store-outage.js';
 
-if (!haveSshd) throw new Error('this test needs sshd (as root)');
+if (!haveSshd || !havePostgres) throw new Error('this test needs sshd (as root) and PostgreSQL');
 
-t.test('store disk full: refuse new sessions, end live ones fail-closed, hold the audit; recover when space is back', async (t) => {
+t.test('SQLite store disk full: refuse new sessions, end live ones fail-closed, hold the audit; recover when space is back', async (t) => {
   const sshd = await startTestSshd(t, { eph: 'sf-box', cert: 'sf-box-cert', pw: 'sf-box-pw' });
+  const pgc = await startTestCluster(t, 'sf-db');
   const dataDir = mkdtempSync(join(tmpdir(), 'tg-storedisk-'));
   execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=16m,mode=0700', 'tmpfs', dataDir]);
   const recDir = mkdtempSync(join(tmpdir(), 'tg-storedisk-rec-'));
@@ -27,10 +31,11 @@ t.test('store disk full: refuse new sessions, end live ones fail-closed, hold th
     rmSync(dataDir, { recursive: true, force: true });
     rmSync(recDir, { recursive: true, force: true });
   });
-  const tg = await startTestGateway({ targets: [sshd.targets[0]!], listeners: ['ssh'], dataDir, store: 'sqlite', extra: { recordings: { dir: recDir } } });
+  const tg = await startTestGateway({ targets: [sshd.targets[0]!, pgc.target], listeners: ['ssh', 'postgres'], dataDir, store: 'sqlite', extra: { recordings: { dir: recDir } } });
   t.teardown(() => tg.close());
   await storeOutage(t, tg, {
     target: 'sf-box',
+    pg: { target: pgc.target.name, roles: () => pgc.sessionRoles() },
     // dd stops at ENOSPC: the store's disk is full.
     fail: () => { try { execFileSync('dd', ['if=/dev/zero', `of=${filler}`, 'bs=64k'], { stdio: 'ignore' }); } catch { /* full */ } },
     restore: () => rmSync(filler, { force: true }),

@@ -7,10 +7,9 @@
  * are held; when the store takes writes again the held events and the session's final record are
  * written, new sessions open again and the audit chain verifies.
  *
- * SQLite read-only is not tested here yet: as root, chmod and file modes do not stop writes;
- * `chattr +i` on the database file (the tmpfs of store-failure.test.ts supports it) is the way to
- * try it. A full disk (store-failure.test.ts) takes the same path: SQLITE_READONLY and SQLITE_FULL
- * are both classified as "store unavailable" (proxy/failsafe.ts storeUnavailable).
+ * A SQLite store whose file system turns read-only: store-sqlite-readonly.test.ts; a full disk:
+ * store-failure.test.ts. SQLITE_READONLY, SQLITE_IOERR and SQLITE_FULL are all classified as
+ * "store unavailable" (proxy/failsafe.ts storeUnavailable).
  */
 import t from 'tap';
 import { startTestGateway } from '../support/gateway.js';

@@ -7,11 +7,14 @@
  *   its protocol, and nothing is left: no lease in the store, no role, user or account on the target;
  * - provisioning fails halfway (the role or user is created, its grant is refused: an admin that may
  *   create roles but not grant the one the Tollgate role maps to): the client gets a clear error
- *   and the half-made role or user is gone.
+ *   and the half-made role or user is gone;
+ * - sshd, halfway: the Linux account is created, the next step (its .ssh/authorized_keys) is refused
+ *   by the admin's sudo (a non-root admin whose sudoers rule, with `intercept`, allows useradd and
+ *   userdel but not install): ssh is told which step failed and the account is gone.
  */
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -200,4 +203,59 @@ t.test('sshd: the admin credential is refused: the client is told, no lease, no 
   t.match(r.stderr, /admin credential was refused/, `ssh says why: ${r.stderr.trim().slice(0, 300)}`);
   t.same(await tg.store.listLeases({ target: 'tf-box' }), [], 'no lease was stored');
   t.same(usersWithPrefix(prefix), [], 'no account on the target');
+});
+
+t.test('sshd: provisioning fails halfway (account created, its authorized_keys refused by sudo): the client is told, no account', async (t) => {
+  const tag = randomBytes(3).toString('hex');
+  const prefix = `g${tag}-`;
+  const adminUser = `tfadm${tag}`;
+  const sudoers = `/etc/sudoers.d/tollgate-test-${adminUser}`;
+  const sh = (cmd: string, args: string[]) => {
+    const r = spawnSync(cmd, args, { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr}${r.stdout}`);
+  };
+  const sshd = await startTestSshd(t, { eph: 'tf-half-box', cert: 'tf-half-cert', pw: 'tf-half-pw' });
+  t.teardown(() => {
+    rmSync(sudoers, { force: true });
+    for (const u of [...usersWithPrefix(prefix), adminUser]) {
+      spawnSync('pkill', ['-KILL', '-u', u]);
+      spawnSync('userdel', ['-r', '-f', u]);
+    }
+  });
+  // A non-root admin (key login, password field '*' so sshd lets it in) whose sudo runs the
+  // provisioner's `sh -s` with intercept: every command that shell runs is checked against the rule,
+  // which allows what creates and deletes an account but not install (the .ssh directory).
+  sh('useradd', ['-m', '-s', '/bin/sh', '-p', '*', '-c', 'tollgate test, restricted admin', adminUser]);
+  const home = `/home/${adminUser}`;
+  mkdirSync(join(home, '.ssh'), { recursive: true, mode: 0o700 });
+  writeFileSync(join(home, '.ssh', 'authorized_keys'), readFileSync(`${sshd.sshd.adminKeyFile}.pub`), { mode: 0o600 });
+  sh('chown', ['-R', `${adminUser}:${adminUser}`, join(home, '.ssh')]);
+  writeFileSync(sudoers, [
+    `Defaults:${adminUser} intercept`,
+    `${adminUser} ALL=(root) NOPASSWD: /usr/bin/sh -s, /usr/sbin/useradd, /usr/sbin/userdel, /usr/bin/getent, /usr/bin/cut, /usr/bin/id, /usr/bin/pkill, /usr/bin/sleep`,
+    '',
+  ].join('\n'), { mode: 0o440 });
+  chmodSync(sudoers, 0o440);
+  sh('visudo', ['-cf', sudoers]);
+
+  const box = sshd.targets[0]!;
+  const creds = box.credentials as Record<string, unknown>;
+  const target = { ...box, credentials: { ...creds, prefix, admin: { username: adminUser, privateKey: { file: sshd.sshd.adminKeyFile }, sudo: true } } };
+  const tg = await startTestGateway({ targets: [target], listeners: ['ssh'] });
+  t.teardown(() => tg.close());
+  const { port } = tg.listener('ssh');
+  const g = await tg.grant('alice', 'tf-half-box', 'user');
+  const s = await tg.secret('alice', g.id);
+  const r = await runSsh(s.secret, 'ssh', ['-p', String(port), `${s.username}@127.0.0.1`, 'echo opened-ok'], { timeoutMs: 60_000 });
+  t.not(r.code, 0, 'ssh fails');
+  t.notMatch(r.stdout, /opened-ok/);
+  t.match(r.stderr, new RegExp(`could not create account ${prefix}alice-[a-z0-9]{4} on tf-half-box: .*install: Permission denied`), `ssh says which step failed: ${r.stderr.trim().slice(0, 300)}`);
+  const leases = await tg.store.listLeases({ target: 'tf-half-box' });
+  t.equal(leases.length, 1, 'the lease was stored before the account was made');
+  const account = leases[0]!.data['account'] as string;
+  t.match(leases[0], { state: 'revoked', error: null }, 'and is revoked: the half-made account was deleted');
+  t.equal((await tg.store.listAudit({ action: 'lease.mint_failed', subject: leases[0]!.id })).length, 1, 'the failed mint is audited');
+  t.same(usersWithPrefix(prefix), [], `no account left on the target (${account})`);
+  t.equal(spawnSync('getent', ['group', account]).status, 2, 'nor its group');
+  t.notOk(spawnSync('test', ['-e', `/home/${account}`]).status === 0, 'nor its home');
 });

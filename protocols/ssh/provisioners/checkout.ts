@@ -4,13 +4,14 @@
  * with the gateway key (no expiry) in a 0600 file under dataDir/ssh/checkout, never plain, never logged.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { Secret, noteIssued } from '../../../auth/secret.js';
 import { chpasswdScript, runScript, sessionHostKey } from '../admin.js';
 import { NAME_RE } from '../config.js';
 import type { Provisioner, UpstreamCredential } from './types.js';
 import type { ProtocolContext, TargetConfig } from '../../types.js';
+import { syncPaths, writeFileDurable } from '../../../auth/durable.js';
 
 export const KIND = 'checkout-password';
 
@@ -20,10 +21,9 @@ function file(ctx: ProtocolContext, target: TargetConfig, account: string): stri
   return join(dir, `${target.name}--${account}`);
 }
 
-/** Write the password sealed (atomically through path.tmp, mode 0600). */
+/** Write the password sealed (atomically through a temp file, mode 0600), synced: it may be the only copy of a rotated password. */
 function store(ctx: ProtocolContext, path: string, pw: Secret): void {
-  writeFileSync(`${path}.tmp`, ctx.crypto.seal({ p: pw.reveal() }, Infinity), { mode: 0o600 });
-  renameSync(`${path}.tmp`, path);
+  writeFileDurable(path, ctx.crypto.seal({ p: pw.reveal() }, Infinity), { mode: 0o600 });
 }
 
 export function currentPassword(ctx: ProtocolContext, target: TargetConfig, account: string): Secret {
@@ -57,6 +57,7 @@ export function rotate(ctx: ProtocolContext, target: TargetConfig, account: stri
       throw new Error(`could not rotate the password of ${account} on ${target.name}: ${r.stderr.trim().split('\n').pop() ?? 'exit ' + r.code}`);
     }
     renameSync(`${f}.next`, f);
+    syncPaths([dirname(f)]);
     ctx.log.info({ target: target.name, account }, 'ssh: checked-out password rotated');
   });
   chains.set(key, next);
