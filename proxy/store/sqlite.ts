@@ -1,6 +1,6 @@
 import Database from 'better-sqlite3';
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { mkdirSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Store, AuditEventRecord, AuditBatch } from './types.js';
 import { migrations, type ColumnKind } from './schema.js';
@@ -12,7 +12,7 @@ export class SqliteStore extends SqlStore {
   private db: Database.Database;
   private stmts = new Map<string, Database.Statement>();
 
-  constructor(path: string) {
+  constructor(private readonly path: string) {
     super();
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
     this.db = new Database(path);
@@ -20,6 +20,19 @@ export class SqliteStore extends SqlStore {
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('foreign_keys = ON');
     this.db.pragma('busy_timeout = 5000');
+  }
+
+  /**
+   * A lease row is what lets the reaper revoke a credential after a crash, and it is stored before
+   * the credential exists: it must survive a power loss or a file system turned read-only, which
+   * `synchronous = NORMAL` does not promise. So the WAL is fsynced once the row is committed
+   * (fsync writes back every commit before it too); other rows keep NORMAL's speed.
+   */
+  override async insertLease(rec: Parameters<SqlStore['insertLease']>[0]): Promise<void> {
+    await super.insertLease(rec);
+    if (this.path === ':memory:') return;
+    const fd = openSync(`${this.path}-wal`, 'r');
+    try { fsyncSync(fd); } finally { closeSync(fd); }
   }
 
   async migrate(): Promise<void> {
