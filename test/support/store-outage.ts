@@ -140,6 +140,8 @@ export async function failClosed(t: Checks, tg: TestGateway, live: Live, o: Outa
     await until(async () => (await o.pg!.roles()).length === 0, 30_000, 'the session role to be dropped');
     t.same(await o.pg.roles(), [], 'its PostgreSQL role is dropped too');
   }
+  // The revoke and the session's end are audited after the account is gone: wait (bounded) for them.
+  await until(() => tg.gw.audit.held > 0, 15_000, 'audit events to be held').catch(() => undefined);
   t.ok(tg.gw.audit.held > 0, `audit events are held meanwhile (${tg.gw.audit.held})`);
   const dash = await tg.api('carol', 'GET', '/api/v1/portal/dashboard');
   t.equal(dash.status, 200, 'the dashboard is served from a store that cannot be written');
