@@ -26,6 +26,8 @@ function runSh(script: string, stdin = ''): Promise<{ code: number; stdout: stri
     p.stderr.on('data', (d: Buffer) => { if (stderr.length < 4000) stderr += d.toString(); });
     p.on('error', (e) => resolve({ code: 127, stdout, stderr: e.message }));
     p.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
+    // A script that ends before reading its stdin (useradd refused) gives EPIPE here: its exit status says why.
+    p.stdin.on('error', () => undefined);
     p.stdin.end(stdin);
   });
 }

@@ -130,6 +130,7 @@ EnableSyslog=false
     stdio: ['pipe', 'ignore', 'ignore'], detached: true, env: { ...process.env, D: dir },
   });
   wrapper.unref();
+  wrapper.stdin?.on('error', () => undefined); // the wrapper already gone: nothing to tell it
   const exited = new Promise<void>((res) => wrapper.once('exit', () => res()));
   const stop = async () => {
     wrapper.stdin?.end();
