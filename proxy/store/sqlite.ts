@@ -1,7 +1,8 @@
 import Database from 'better-sqlite3';
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { closeSync, fsyncSync, mkdirSync, openSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { syncPaths } from '../../auth/durable.js';
 import type { Store, AuditEventRecord, AuditBatch } from './types.js';
 import { migrations, type ColumnKind } from './schema.js';
 import { QUERY_RETRY_MS, SqlStore, type Row } from './sql.js';
@@ -30,9 +31,7 @@ export class SqliteStore extends SqlStore {
    */
   override async insertLease(rec: Parameters<SqlStore['insertLease']>[0]): Promise<void> {
     await super.insertLease(rec);
-    if (this.path === ':memory:') return;
-    const fd = openSync(`${this.path}-wal`, 'r');
-    try { fsyncSync(fd); } finally { closeSync(fd); }
+    if (this.path !== ':memory:') syncPaths([`${this.path}-wal`]);
   }
 
   async migrate(): Promise<void> {
