@@ -12,7 +12,7 @@
  *   by the admin's sudo (a non-root admin whose sudoers rule, with `intercept`, allows useradd and
  *   userdel but not install): ssh is told which step failed and the account is gone.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -24,6 +24,7 @@ import { startTestGateway } from '../support/gateway.js';
 import { havePostgres, runClient, startTestCluster, waitFor } from '../support/pg.js';
 import { startTestMariadb, run as runCmd } from '../support/mariadb.js';
 import { haveSshd, runClient as runSsh, startTestSshd, usersWithPrefix } from '../support/sshd.js';
+import type { TargetConfig } from '../../protocols/config.js';
 
 if (!haveSshd || !havePostgres) throw new Error('this test needs sshd (as root) and PostgreSQL');
 
@@ -181,6 +182,19 @@ t.test('MariaDB: admin refused, grant refused halfway', async (t) => {
   });
 });
 
+/** A gateway for `target` alone and an ssh session through it (as alice, role user) that must fail. */
+async function sshThatFails(t: Test, target: TargetConfig, timeoutMs: number) {
+  const tg = await startTestGateway({ targets: [target], listeners: ['ssh'] });
+  t.teardown(() => tg.close());
+  const { port } = tg.listener('ssh');
+  const g = await tg.grant('alice', target.name, 'user');
+  const s = await tg.secret('alice', g.id);
+  const r = await runSsh(s.secret, 'ssh', ['-p', String(port), `${s.username}@127.0.0.1`, 'echo opened-ok'], { timeoutMs });
+  t.not(r.code, 0, 'ssh fails');
+  t.notMatch(r.stdout, /opened-ok/);
+  return { tg, r };
+}
+
 t.test('sshd: the admin credential is refused: the client is told, no lease, no account', async (t) => {
   const prefix = `f${randomBytes(3).toString('hex')}-`;
   const sshd = await startTestSshd(t, { eph: 'tf-box', cert: 'tf-box-cert', pw: 'tf-box-pw' });
@@ -192,14 +206,7 @@ t.test('sshd: the admin credential is refused: the client is told, no lease, no 
   const box = sshd.targets[0]!;
   const creds = box.credentials as Record<string, unknown>;
   const target = { ...box, credentials: { ...creds, prefix, admin: { ...(creds['admin'] as object), privateKey: { file: key } } } };
-  const tg = await startTestGateway({ targets: [target], listeners: ['ssh'] });
-  t.teardown(() => tg.close());
-  const { port } = tg.listener('ssh');
-  const g = await tg.grant('alice', 'tf-box', 'user');
-  const s = await tg.secret('alice', g.id);
-  const r = await runSsh(s.secret, 'ssh', ['-p', String(port), `${s.username}@127.0.0.1`, 'echo opened-ok'], { timeoutMs: 30_000 });
-  t.not(r.code, 0, 'ssh fails');
-  t.notMatch(r.stdout, /opened-ok/);
+  const { tg, r } = await sshThatFails(t, target, 30_000);
   t.match(r.stderr, /admin credential was refused/, `ssh says why: ${r.stderr.trim().slice(0, 300)}`);
   t.same(await tg.store.listLeases({ target: 'tf-box' }), [], 'no lease was stored');
   t.same(usersWithPrefix(prefix), [], 'no account on the target');
@@ -241,14 +248,7 @@ t.test('sshd: provisioning fails halfway (account created, its authorized_keys r
   const box = sshd.targets[0]!;
   const creds = box.credentials as Record<string, unknown>;
   const target = { ...box, credentials: { ...creds, prefix, admin: { username: adminUser, privateKey: { file: sshd.sshd.adminKeyFile }, sudo: true } } };
-  const tg = await startTestGateway({ targets: [target], listeners: ['ssh'] });
-  t.teardown(() => tg.close());
-  const { port } = tg.listener('ssh');
-  const g = await tg.grant('alice', 'tf-half-box', 'user');
-  const s = await tg.secret('alice', g.id);
-  const r = await runSsh(s.secret, 'ssh', ['-p', String(port), `${s.username}@127.0.0.1`, 'echo opened-ok'], { timeoutMs: 60_000 });
-  t.not(r.code, 0, 'ssh fails');
-  t.notMatch(r.stdout, /opened-ok/);
+  const { tg, r } = await sshThatFails(t, target, 60_000);
   t.match(r.stderr, new RegExp(`could not create account ${prefix}alice-[a-z0-9]{4} on tf-half-box: .*install: Permission denied`), `ssh says which step failed: ${r.stderr.trim().slice(0, 300)}`);
   const leases = await tg.store.listLeases({ target: 'tf-half-box' });
   t.equal(leases.length, 1, 'the lease was stored before the account was made');
