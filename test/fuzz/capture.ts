@@ -60,6 +60,7 @@ function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; input
     const p = spawn(cmd, args, { env: { ...process.env, ...opts.env }, stdio: ['pipe', 'ignore', 'ignore'] });
     const t = setTimeout(() => p.kill('SIGKILL'), opts.timeoutMs ?? 30_000);
     p.on('close', (code) => { clearTimeout(t); resolve(code); });
+    p.stdin.on('error', () => undefined); // the client may exit before reading its stdin
     p.stdin.end(opts.input ?? '');
   });
 }

@@ -25,6 +25,7 @@ function run(args: string[], env: Record<string, string>, stdin: string): Promis
     c.stdout.on('data', (d) => { out += d; });
     c.stderr.on('data', (d) => { err += d; });
     c.on('close', (code) => resolve({ code, out, err }));
+    c.stdin.on('error', () => undefined); // the CLI may exit before reading its stdin
     c.stdin.end(stdin);
   });
 }

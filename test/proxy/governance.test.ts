@@ -58,6 +58,7 @@ const cli = (tg: TestGateway, user: string, args: string[], input?: string) => n
   p.stdout.on('data', (d) => { stdout += d; });
   p.stderr.on('data', (d) => { stderr += d; });
   p.on('close', (code) => resolve({ code, stdout, stderr }));
+  p.stdin.on('error', () => undefined); // the CLI may exit before reading its stdin
   p.stdin.end(input ?? '');
 });
 

@@ -109,6 +109,7 @@ function inSession(account: string, cmd: string[], input?: string): Promise<{ ou
     p.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; });
     const timer = setTimeout(() => p.kill('SIGKILL'), 5000);
     p.on('close', (code) => { clearTimeout(timer); resolve({ out, code }); });
+    p.stdin.on('error', () => undefined); // the command may exit before reading its stdin
     p.stdin.end(input ?? '');
   });
 }

@@ -92,6 +92,7 @@ export function run(cmd: string, args: string[], opts: { input?: string; timeout
     p.on('error', (e) => { clearTimeout(timer); reject(e); });
     p.on('close', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }); });
     opts.onSpawn?.(p);
+    p.stdin!.on('error', () => undefined); // the client may exit before reading its stdin
     if (opts.input !== undefined) p.stdin.end(opts.input);
     else if (!opts.onSpawn) p.stdin.end();
   });

@@ -176,6 +176,7 @@ export function runClient(cmd: string, args: string[], opts: { env?: Record<stri
     const timer = setTimeout(() => p.kill('SIGKILL'), opts.timeoutMs ?? 30_000);
     p.on('close', (code, signal) => { clearTimeout(timer); resolve({ code, signal, stdout, stderr }); });
     p.on('error', (e) => { clearTimeout(timer); resolve({ code: -1, signal: null, stdout, stderr: stderr + e.message }); });
+    p.stdin.on('error', () => undefined); // the client may exit before reading its stdin
     p.stdin.end(opts.input ?? '');
     opts.onSpawn?.(p);
   });

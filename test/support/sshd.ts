@@ -68,6 +68,7 @@ export function runCmd(cmd: string, args: string[], opts: { input?: string; time
     p.stderr.on('data', (d) => { stderr += d; });
     const t = setTimeout(() => p.kill('SIGKILL'), opts.timeoutMs ?? 30_000);
     p.on('close', (code) => { clearTimeout(t); resolve({ code, stdout, stderr }); });
+    p.stdin.on('error', () => undefined); // a refused ssh exits before reading its stdin (EPIPE)
     p.stdin.end(opts.input ?? '');
   });
 }
@@ -84,6 +85,7 @@ export class Terminal {
     const add = (d: Buffer) => { this.out += d.toString(); for (const w of this.waiters.splice(0)) w(); };
     this.proc.stdout.on('data', add);
     this.proc.stderr.on('data', add);
+    this.proc.stdin.on('error', () => undefined); // typing into a session that has just ended
     this.closed = new Promise((resolve) => this.proc.on('close', (code) => { this.code = code; for (const w of this.waiters.splice(0)) w(); resolve(code); }));
   }
   type(s: string): void { this.proc.stdin.write(s); }

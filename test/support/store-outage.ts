@@ -48,6 +48,7 @@ class LivePsql {
     const { host, port } = tg.listener('postgres');
     this.proc = spawn('psql', ['-X', '-A', '-t', '-v', 'ON_ERROR_STOP=0', `host=${host} port=${port} user=${s.username} dbname=app password=${s.secret} sslmode=verify-full sslrootcert=${caFile}`], { stdio: ['pipe', 'pipe', 'pipe'] });
     this.proc.stdout.on('data', (d: Buffer) => { this.out += d.toString(); });
+    this.proc.stdin.on('error', () => undefined); // psql ended by the gateway before reading what was typed
     this.proc.stderr.on('data', (d: Buffer) => { this.out += d.toString(); });
     this.closed = new Promise((r) => this.proc.on('close', (c) => { this.code = c; r(c); }));
   }
