@@ -62,3 +62,47 @@ export class SlicedPump {
 
   stop(): void { this.stopped = true; }
 }
+
+/**
+ * At most `limit` jobs at once per key (a target), the rest queued in order. Used where a burst of
+ * session ends would otherwise open one admin connection per lease at the same instant (1,000 ended
+ * sessions: 1,000 SSH handshakes that sshd's MaxStartups drops, 1,000 PostgreSQL connections over
+ * max_connections), so the burst fails and waits for its retry backoff instead of finishing.
+ */
+export class KeyedLimiter {
+  private running = new Map<string, number>();
+  private waiting = new Map<string, (() => void)[]>();
+
+  constructor(private readonly limit: number) {}
+
+  async run<T>(key: string, job: () => Promise<T>): Promise<T> {
+    const n = this.running.get(key) ?? 0;
+    if (n >= this.limit) {
+      await new Promise<void>((r) => { const q = this.waiting.get(key) ?? []; q.push(r); this.waiting.set(key, q); });
+    } else {
+      this.running.set(key, n + 1);
+    }
+    try {
+      return await job();
+    } finally {
+      // Hand the slot to the next one waiting (the count stays), or free it.
+      const q = this.waiting.get(key);
+      const next = q?.shift();
+      if (q && !q.length) this.waiting.delete(key);
+      if (next) next();
+      else {
+        const left = (this.running.get(key) ?? 1) - 1;
+        if (left > 0) this.running.set(key, left); else this.running.delete(key);
+      }
+    }
+  }
+
+  /** Jobs running and queued for key (tests read it). */
+  load(key: string): { running: number; waiting: number } {
+    return { running: this.running.get(key) ?? 0, waiting: this.waiting.get(key)?.length ?? 0 };
+  }
+}
+
+/** Admin connections a gateway opens to one target at once for one-shot jobs (a mint's or revoke's script, a role drop). */
+export const ADMIN_CONNECTIONS_PER_TARGET = 8;
+export const adminConnections = new KeyedLimiter(ADMIN_CONNECTIONS_PER_TARGET);

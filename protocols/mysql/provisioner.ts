@@ -3,6 +3,7 @@
  * and at the end lock it, KILL its connections and DROP USER. Runs as the target's admin through
  * mysql2. Names and literals are quoted here; grants come from validated configuration.
  */
+import { adminConnections } from '../bounded.js';
 import { randomBytes } from 'node:crypto';
 import mysql from 'mysql2/promise';
 import type { ProtocolContext, TargetConfig, RoleConfig, LiveSession } from '../types.js';
@@ -240,7 +241,8 @@ async function createSessionUserRaw(ctx: ProtocolContext, target: TargetConfig, 
 export async function dropSessionUser(ctx: ProtocolContext, target: TargetConfig, user: string, host: string): Promise<{ killed: number }> {
   if (!SESSION_USER.test(user)) throw new Error(`refusing to drop ${JSON.stringify(user.slice(0, 40))}: not a session user name`);
   if (!HOST.test(host)) throw new Error('refusing to drop a user with an unexpected host part');
-  return withAdmin(ctx, target, async (c) => {
+  // At most ADMIN_CONNECTIONS_PER_TARGET drops at once per target: a burst of ended sessions stays under max_connections.
+  return adminConnections.run(target.name, () => withAdmin(ctx, target, async (c) => {
     const acct = account(user, host);
     try {
       await c.query(`ALTER USER ${acct} ACCOUNT LOCK`);
@@ -260,7 +262,7 @@ export async function dropSessionUser(ctx: ProtocolContext, target: TargetConfig
     }
     await c.query(`DROP USER IF EXISTS ${acct}`);
     return { killed };
-  });
+  }));
 }
 
 /** KILL [QUERY] a thread on the target as the admin (a session user may not touch another's threads). */

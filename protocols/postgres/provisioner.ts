@@ -4,6 +4,7 @@
  * terminated, what it owns is dropped or reassigned (in every database where it has
  * dependencies) and the role is dropped. Revocation works from the stored lease data alone.
  */
+import { adminConnections } from '../bounded.js';
 import { randomBytes } from 'node:crypto';
 import tls from 'node:tls';
 import pg from 'pg';
@@ -91,7 +92,12 @@ export async function createSessionRole(ctx: ProtocolContext, target: TargetConf
 }
 
 /** Terminate, drop/reassign owned, drop. Idempotent: a role that no longer exists is fine. */
-export async function dropSessionRole(ctx: ProtocolContext, target: TargetConfig, roleName: string, cred: PgCredentials = credentialsOf(target)): Promise<void> {
+export function dropSessionRole(ctx: ProtocolContext, target: TargetConfig, roleName: string, cred: PgCredentials = credentialsOf(target)): Promise<void> {
+  // At most ADMIN_CONNECTIONS_PER_TARGET drops at once per target: a burst of ended sessions stays under max_connections.
+  return adminConnections.run(target.name, () => dropRole(ctx, target, roleName, cred));
+}
+
+async function dropRole(ctx: ProtocolContext, target: TargetConfig, roleName: string, cred: PgCredentials): Promise<void> {
   const client = await adminClient(ctx, target);
   try {
     const exists = await client.query('SELECT oid FROM pg_roles WHERE rolname = $1', [roleName]);

@@ -6,6 +6,7 @@ import { adminOf, DEFAULT_PORT } from './config.js';
 import { expectedHostKey, hostKeyCheck, HostKeyCheck } from './hostkeys.js';
 import { parseAddress } from '../net.js';
 import { RETRY_SH } from '../linux-accounts.js';
+import { adminConnections } from '../bounded.js';
 
 const { Client } = ssh2;
 
@@ -103,12 +104,18 @@ export function exec(c: ssh2.Client, command: string, stdin?: string, timeoutMs 
 export async function runScript(ctx: ProtocolContext, target: TargetConfig, script: string, conn?: ssh2.Client): Promise<ExecResult> {
   const admin = adminOf(target);
   const sudo = admin.sudo ?? admin.username !== 'root';
-  const c = conn ?? await dialAdmin(ctx, target);
-  try {
-    return await exec(c, sudo ? 'sudo -n sh -s' : 'sh -s', `${script}\n`, 60_000);
-  } finally {
-    if (!conn) c.end();
-  }
+  const command = sudo ? 'sudo -n sh -s' : 'sh -s';
+  if (conn) return exec(conn, command, `${script}\n`, 60_000);
+  // A connection of its own: at most ADMIN_CONNECTIONS_PER_TARGET of these at once per target (sshd's
+  // MaxStartups drops the handshakes of a burst, e.g. 1,000 sessions ending together).
+  return adminConnections.run(target.name, async () => {
+    const c = await dialAdmin(ctx, target);
+    try {
+      return await exec(c, command, `${script}\n`, 60_000);
+    } finally {
+      c.end();
+    }
+  });
 }
 
 /** The sh lines that set `account`'s password with chpasswd: the password travels in a here-document (stdin), never on a command line. */

@@ -66,7 +66,7 @@ export const sshModule: ProtocolModule = {
         const r = await exec(c, 'id -un', undefined, 10_000);
         if (r.code !== 0) return { ok: false, stage: 'provision', detail: `reachable, but the admin account cannot run commands (exit ${r.code})` };
         if (modeOf(target) === 'certificate') {
-          try { await ensureCaTrusted(ctx, target); } catch (e) { return { ok: false, stage: 'provision', detail: (e as Error).message }; }
+          try { await ensureCaTrusted(ctx, target, { fresh: true }); } catch (e) { return { ok: false, stage: 'provision', detail: (e as Error).message }; }
         }
         const key = await expectedHostKey(ctx, target);
         const hk = key ? `; host key ${key.fingerprint} (${key.source === 'config' ? 'options.hostKeyFingerprint' : 'pinned'})` : '';

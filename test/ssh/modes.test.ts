@@ -81,6 +81,27 @@ t.test('certificate mode: logs in as the role principal; the certificate is vali
   t.not(after.status, 0, 'refused once its key is revoked');
 });
 
+t.test('certificate mode: 30 session keys revoked at once reach RevokedKeys in a few admin logins, each key once', { skip: !haveSshd && 'needs root and sshd' }, async (t) => {
+  const ctx = gw.gw.ctx('ssh');
+  const target = ctx.config.target('web01-cert')!;
+  const lease = (await gw.store.listLeases({ target: 'web01-cert' })).find((l) => l.kind === 'ssh-certificate');
+  t.ok(lease, 'a certificate lease from the test before');
+  const keys = Array.from({ length: 30 }, () => mintSessionKey().publicLine);
+  const logins = () => (env.sshd.logs().match(/Accepted publickey for root/g) ?? []).length;
+  const before = logins();
+  // The same key twice in one burst, and a key already listed: each ends up in the file once.
+  const listed = String(lease!.data.publicKey);
+  const all = [...keys, keys[0]!, listed];
+  const rs = await Promise.all(all.map((k, i) => revokeWithModule(sshModule, ctx, target, { ...lease!, id: `burst-${i}`, data: { ...lease!.data, publicKey: k } })));
+  t.ok(rs.every((r) => r.revoked), 'every revoke confirmed');
+  const file = readFileSync(env.sshd.revokedKeysFile, 'utf8').split('\n');
+  for (const k of [...keys, listed]) if (file.filter((l) => l === k).length !== 1) t.fail(`${k.slice(0, 30)}… listed ${file.filter((l) => l === k).length} times`);
+  t.pass(`all ${keys.length + 1} keys listed exactly once`);
+  await until(async () => (logins() > before ? true : null), 5_000, 'sshd to log the admin logins');
+  const used = logins() - before;
+  t.ok(used >= 1 && used <= 3, `${all.length} revokes used ${used} admin logins (one per batch)`);
+});
+
 t.test('checkout mode: logs in with the stored password, rotates it afterwards', { skip: !haveSshd && 'needs root and sshd' }, async (t) => {
   const account = env.accounts.checkoutAccount;
   const direct = (pw: string) => runClient(pw, 'ssh', ['-p', String(env.sshd.port), `${account}@127.0.0.1`, 'id -un'], { timeoutMs: 15_000 });

@@ -14,14 +14,79 @@ import type { ProtocolContext, TargetConfig } from '../../types.js';
 
 export const KIND = 'ssh-certificate';
 
-/** Make sure the target trusts the CA (when credentials.trustedCaFile names its TrustedUserCAKeys file). */
-export async function ensureCaTrusted(ctx: ProtocolContext, target: TargetConfig): Promise<void> {
+/** How long a target's confirmed CA trust is taken as given before the next session checks again. */
+export const CA_TRUST_TTL_MS = 60_000;
+/** Per target and file: the check (or install) of the CA key in flight or done, and when it was confirmed. */
+const caTrusted = new Map<string, { check: Promise<void>; at: number }>();
+
+/**
+ * Make sure the target trusts the CA (when credentials.trustedCaFile names its TrustedUserCAKeys
+ * file). A confirmed check holds for CA_TRUST_TTL_MS, and sessions starting together share one
+ * check: without that every session start opened an admin connection of its own just to grep the file.
+ * `fresh`: check on the target now (a target test).
+ */
+export async function ensureCaTrusted(ctx: ProtocolContext, target: TargetConfig, opts: { fresh?: boolean } = {}): Promise<void> {
   const file = target.credentials.trustedCaFile;
   if (typeof file !== 'string') return;
   if (!PATH_RE.test(file)) throw new Error('credentials.trustedCaFile must be an absolute path');
   const { publicLine } = loadOrCreateCa(ctx.config.dataDir);
-  const r = await runScript(ctx, target, `grep -qxF ${shq(publicLine)} ${shq(file)} 2>/dev/null || printf '%s\\n' ${shq(publicLine)} >> ${shq(file)}`);
-  if (r.code !== 0) throw new Error(`could not install the CA key on ${target.name}: ${r.stderr.trim()}`);
+  const key = `${target.name}\0${target.address}\0${file}\0${publicLine}`;
+  const known = caTrusted.get(key);
+  if (known && !opts.fresh && Date.now() - known.at < CA_TRUST_TTL_MS) return known.check;
+  const check = (async () => {
+    const r = await runScript(ctx, target, `grep -qxF ${shq(publicLine)} ${shq(file)} 2>/dev/null || printf '%s\\n' ${shq(publicLine)} >> ${shq(file)}`);
+    if (r.code !== 0) throw new Error(`could not install the CA key on ${target.name}: ${r.stderr.trim()}`);
+  })();
+  const entry = { check, at: Date.now() };
+  caTrusted.set(key, entry);
+  // A failed check is not remembered: the next session tries again.
+  check.then(() => { entry.at = Date.now(); }, () => { if (caTrusted.get(key) === entry) caTrusted.delete(key); });
+  return check;
+}
+
+/** Forget confirmed CA trust (a test that removes the CA from a target, or the target's file changed). */
+export function forgetCaTrust(): void { caTrusted.clear(); }
+
+/**
+ * Session keys to append to a target's revoked-keys file, in one admin script per batch (group
+ * commit): while one batch is being written, the keys of every session that ends meanwhile wait for
+ * the next one. So 1,000 sessions ending together cost a few admin connections, not 1,000.
+ */
+const revokedQueued = new Map<string, { keys: Set<string>; written: Promise<void> }>();
+const revokedWriting = new Map<string, Promise<void>>();
+
+function appendRevokedKey(ctx: ProtocolContext, target: TargetConfig, file: string, pub: string): Promise<void> {
+  const key = `${target.name}\0${file}`;
+  const queued = revokedQueued.get(key);
+  if (queued) { queued.keys.add(pub); return queued.written; }
+  const keys = new Set([pub]);
+  const before = revokedWriting.get(key) ?? Promise.resolve();
+  const written = before.catch(() => undefined).then(() => {
+    revokedQueued.delete(key);
+    return writeRevokedKeys(ctx, target, file, [...keys]);
+  });
+  revokedQueued.set(key, { keys, written });
+  revokedWriting.set(key, written);
+  const forget = () => { if (revokedWriting.get(key) === written) revokedWriting.delete(key); };
+  written.then(forget, forget);
+  return written;
+}
+
+async function writeRevokedKeys(ctx: ProtocolContext, target: TargetConfig, file: string, keys: string[]): Promise<void> {
+  // The keys are checked (ssh-ed25519 and base64 only), so the quoted here-document holds them as they are;
+  // grep -vxF -f keeps those the file does not list yet (an empty file lists none).
+  const script = [
+    `f=${shq(file)}`,
+    '[ -e "$f" ] || : >> "$f" || exit 1',
+    `new=$(grep -vxF -f "$f" <<'TOLLGATE_KEYS'`,
+    ...keys,
+    'TOLLGATE_KEYS',
+    ')',
+    '[ -z "$new" ] || printf \'%s\\n\' "$new" >> "$f"',
+  ].join('\n');
+  const r = await runScript(ctx, target, script);
+  if (r.code !== 0) throw new Error(`could not revoke the session key on ${target.name}: ${r.stderr.trim()}`);
+  ctx.log.info({ target: target.name, keys: keys.length }, 'ssh: session keys revoked');
 }
 
 export const certificateProvisioner: Provisioner = {
@@ -67,9 +132,8 @@ export const certificateProvisioner: Provisioner = {
       if (Number.isFinite(until) && until * 1000 < Date.now()) return { revoked: true, detail: 'no session key recorded; the certificate has expired' };
       throw new Error(`lease ${lease.id}: no session key recorded to put in ${file}, and its certificate has not expired yet`);
     }
-    const r = await runScript(ctx, target, `grep -qxF ${shq(pub)} ${shq(file)} 2>/dev/null || printf '%s\\n' ${shq(pub)} >> ${shq(file)}`);
-    if (r.code !== 0) throw new Error(`could not revoke the session key on ${target.name}: ${r.stderr.trim()}`);
-    ctx.log.info({ target: target.name, serial: lease.data.serial }, 'ssh: session key revoked');
+    await appendRevokedKey(ctx, target, file, pub);
+    ctx.log.debug({ target: target.name, serial: lease.data.serial }, 'ssh: session key revoked');
     return { revoked: true, detail: `session key (serial ${String(lease.data.serial)}) listed in ${file}` };
   },
 };
