@@ -10,7 +10,7 @@ import tls from 'node:tls';
 import pg from 'pg';
 import type { ProtocolContext, TargetConfig } from '../types.js';
 import { credentialsOf, optionsOf, DEFAULT_PORT, type PgCredentials } from './config.js';
-import { makeVerifier } from './scram.js';
+import { makeVerifierAsync } from './scram.js';
 import { parseAddress } from '../net.js';
 import { noteIssued, type Secret } from '../../auth/secret.js';
 
@@ -76,7 +76,7 @@ export interface SessionRole {
  */
 export async function createSessionRole(ctx: ProtocolContext, target: TargetConfig, roleName: string, grants: string[], validUntil: Date, note?: string, admin?: pg.Client): Promise<SessionRole> {
   const password = noteIssued('postgres_password', randomBytes(24).toString('base64url'));
-  const verifier = makeVerifier(password, randomBytes(16)).split(':');
+  const verifier = (await makeVerifierAsync(password, randomBytes(16))).split(':');
   const stored = `SCRAM-SHA-256$${verifier[0]}:${verifier[1]}$${verifier[2]}:${verifier[3]}`;
   // `admin`: a connection the caller opened (before it stored the lease) and closes itself.
   const client = admin ?? await adminClient(ctx, target);

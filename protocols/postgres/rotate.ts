@@ -9,13 +9,13 @@ import { Secret, noteIssued } from '../../auth/secret.js';
 import type { AdminRotation } from '../types.js';
 import { credentialsOf } from './config.js';
 import { adminClient } from './provisioner.js';
-import { makeVerifier } from './scram.js';
+import { makeVerifierAsync } from './scram.js';
 
 export const postgresAdminRotation: AdminRotation = {
   fields: ['admin.password'],
   generate: () => new Secret(noteIssued('admin_password_rotated', randomBytes(24).toString('base64url'))),
   async set(ctx, target, _field, current, next) {
-    const v = makeVerifier(next.reveal(), randomBytes(16)).split(':');
+    const v = (await makeVerifierAsync(next.reveal(), randomBytes(16))).split(':');
     const stored = `SCRAM-SHA-256$${v[0]}:${v[1]}$${v[2]}:${v[3]}`;
     const c = await adminClient(ctx, target, undefined, current);
     try {

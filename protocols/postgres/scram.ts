@@ -4,7 +4,7 @@
  *  - client side (the gateway authenticating upstream as the per-session role).
  * Pure functions and small state machines over strings; no sockets.
  */
-import { X509Certificate, createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { X509Certificate, createHash, createHmac, pbkdf2, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
 import certSignatures from 'pg/lib/crypto/cert-signatures.js';
 
 const { signatureAlgorithmHashFromCertificate } = certSignatures;
@@ -41,6 +41,11 @@ export function saltedPassword(password: string, salt: Buffer, iterations: numbe
   return pbkdf2Sync(prep(password), salt, iterations, 32, 'sha256');
 }
 
+/** saltedPassword in libuv's thread pool: 4,096 (or a server's up to 100,000) iterations never block the event loop. */
+export function saltedPasswordAsync(password: string, salt: Buffer, iterations: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => pbkdf2(prep(password), salt, iterations, 32, 'sha256', (e, key) => (e ? reject(e) : resolve(key))));
+}
+
 export interface ScramVerifier {
   iterations: number;
   salt: Buffer;
@@ -50,7 +55,15 @@ export interface ScramVerifier {
 
 /** The verifier string stored with a connection secret: "<iterations>:<salt>:<StoredKey>:<ServerKey>" (base64). */
 export function makeVerifier(password: string, salt: Buffer, iterations = SCRAM_ITERATIONS): string {
-  const sp = saltedPassword(password, salt, iterations);
+  return verifierOf(saltedPassword(password, salt, iterations), salt, iterations);
+}
+
+/** makeVerifier with the key derivation off the event loop (a role minted per session). */
+export async function makeVerifierAsync(password: string, salt: Buffer, iterations = SCRAM_ITERATIONS): Promise<string> {
+  return verifierOf(await saltedPasswordAsync(password, salt, iterations), salt, iterations);
+}
+
+function verifierOf(sp: Buffer, salt: Buffer, iterations: number): string {
   const clientKey = hmac(sp, 'Client Key');
   const storedKey = sha256(clientKey);
   const serverKey = hmac(sp, 'Server Key');
@@ -178,6 +191,17 @@ export class ScramClient {
 
   /** Consume server-first, return client-final. */
   serverFirst(data: string): string {
+    const { r, salt, i } = this.checkServerFirst(data);
+    return this.clientFinal(data, r, saltedPassword(this.password, salt, i));
+  }
+
+  /** serverFirst with the key derivation in the thread pool (the gateway's upstream login). */
+  async serverFirstAsync(data: string): Promise<string> {
+    const { r, salt, i } = this.checkServerFirst(data);
+    return this.clientFinal(data, r, await saltedPasswordAsync(this.password, salt, i));
+  }
+
+  private checkServerFirst(data: string): { r: string; salt: Buffer; i: number } {
     const a = attributes(data);
     const r = a.get('r');
     const s = a.get('s');
@@ -185,7 +209,10 @@ export class ScramClient {
     if (!r || !s || !Number.isInteger(i) || i < 1) throw new ScramError('malformed SCRAM server-first message');
     if (!r.startsWith(this.cnonce) || r.length === this.cnonce.length) throw new ScramError('SCRAM server nonce does not extend ours');
     if (i > this.maxIterations) throw new ScramError(`SCRAM iteration count ${i} is above the limit`);
-    const sp = saltedPassword(this.password, Buffer.from(s, 'base64'), i);
+    return { r, salt: Buffer.from(s, 'base64'), i };
+  }
+
+  private clientFinal(data: string, r: string, sp: Buffer): string {
     const clientKey = hmac(sp, 'Client Key');
     const storedKey = sha256(clientKey);
     const cbind = Buffer.concat([Buffer.from(this.gs2Header), this.channelBinding ?? Buffer.alloc(0)]).toString('base64');

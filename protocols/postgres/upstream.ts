@@ -151,7 +151,10 @@ function login(socket: net.Socket, o: DialOptions): Promise<UpstreamConnection> 
           }
           if (code === 11) {
             if (!scram) throw new ProtocolViolation('unexpected SASLContinue');
-            socket.write(serialize.sendSCRAMClientFinalMessage(scram.serverFirst(r.rest().toString('utf8'))));
+            // The key derivation runs in the thread pool; the server sends nothing until client-final.
+            scram.serverFirstAsync(r.rest().toString('utf8')).then(
+              (final) => { if (!done) socket.write(serialize.sendSCRAMClientFinalMessage(final)); },
+              (e: Error) => fail(new UpstreamError(null, `login to the database server failed: ${e.message}`)));
             return false;
           }
           if (code === 12) {
