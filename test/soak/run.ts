@@ -361,7 +361,7 @@ async function main(): Promise<void> {
     return Array.isArray(a.body) && a.body.length === 0 ? true : null;
   }, 120_000, 1000);
   const endedAt = Date.now();
-  const loopDelay = await gatewayLoopDelay(node.url);
+  const gwLoop = await gatewayLoopDelay(node.url);
   sampler.postMessage('stop');
   const samples = await Promise.race([samplesP, sleep(40_000).then(() => [])]);
   check(!!ended && sshClosed === sshRuns.length, 'every session ended after the soak (the gateway lists none active)', `${sshClosed}/${sshRuns.length} ssh clients closed; soak ${soakS.toFixed(0)} s after a ${(rampMs / 1000).toFixed(0)} s ramp`);
@@ -431,7 +431,7 @@ async function main(): Promise<void> {
   const phase = (from: number, to: number) => { const v = during.filter((x) => x.at >= from && x.at < to).map((x) => x.ms); return `n=${v.length} p99 ${v.length ? pct(v, 0.99).toFixed(0) : '-'} ms`; };
   const phases = `ramp ${phase(rampStart, soakStart)}; soak ${phase(soakStart, stopAt)}; teardown ${phase(stopAt, endedAt + 1)}`;
   check(during.length >= 100 && failedCalls === 0 && p99 < API_P99_MS, `API p99 < ${API_P99_MS} ms during the soak`,
-    `p99 ${p99.toFixed(0)} ms over ${during.length} calls (${failedCalls} not 200); by phase: ${phases}; the gateway's own event-loop delay p99 ${loopDelay?.p99.toFixed(0) ?? '?'} ms, max ${loopDelay?.max.toFixed(0) ?? '?'} ms; ${byPath.join('; ')}; reference GET /readyz (no store, no auth): p50 ${pct(ref, 0.5).toFixed(0)} p99 ${pct(ref, 0.99).toFixed(0)} ms; `
+    `p99 ${p99.toFixed(0)} ms over ${during.length} calls (${failedCalls} not 200); by phase: ${phases}; the gateway's own event-loop delay p99 ${gwLoop?.p99.toFixed(0) ?? '?'} ms, max ${gwLoop?.max.toFixed(0) ?? '?'} ms; ${byPath.join('; ')}; reference GET /readyz (no store, no auth): p50 ${pct(ref, 0.5).toFixed(0)} p99 ${pct(ref, 0.99).toFixed(0)} ms; `
     + `gateway CPU ${cpuS.toFixed(0)} s in ${wallS.toFixed(0)} s (${(100 * cpuS / wallS).toFixed(0)}% of one core); load average ${loadavg().map((l) => l.toFixed(1)).join(' ')} on ${availableParallelism()} cores`);
 
   // RSS: bounded while everything ran; near its start once it ended.
