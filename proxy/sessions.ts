@@ -15,6 +15,7 @@ import { redactStatement } from '../recorder/index.js';
 import { fromModule } from './audit-events.js';
 import { runInSession, describeError } from './safety.js';
 import { grantRuns, isGrantLease } from './grant-lease-kinds.js';
+import { MemoryReturn } from './memory.js';
 
 export interface RuleChecker {
   check(text: string, opts?: RuleCheckOptions): RuleDecision;
@@ -418,6 +419,8 @@ export class SessionManager {
   private stopped = false;
   /** Sessions that ended while their final record could not be written (the store was unavailable). */
   readonly unrecorded = new Map<string, SessionRecord>();
+  /** One full GC once a burst of sessions has ended and the gateway is quiet (proxy/memory.ts). */
+  readonly memory = new MemoryReturn();
   constructor(private deps: SessionDeps) {}
 
   /** Write the final records of sessions that ended while the store was unavailable; returns how many are still unwritten. */
@@ -435,7 +438,10 @@ export class SessionManager {
 
   list(): Session[] { return [...this.live.values()]; }
   get(id: string): Session | undefined { return this.live.get(id); }
-  forget(s: Session): void { this.live.delete(s.id); }
+  forget(s: Session): void {
+    this.live.delete(s.id);
+    this.memory.live(this.live.size, false);
+  }
 
   async activeLocks(): Promise<LockRecord[]> {
     return this.deps.store.listLocks({ active: true, at: this.deps.clock.now() });
@@ -490,6 +496,7 @@ export class SessionManager {
     if (!grant.used) await this.deps.store.claim('grants', grant.id, { used: false }, { used: true });
     s.recording = this.deps.openRecording(s.id, { identity: s.identity, target: auth.target.name, role: auth.role.name, protocol: meta.protocol, startedAt: s.startedAt });
     this.live.set(s.id, s);
+    this.memory.live(this.live.size, true);
     s.arm();
     this.deps.metrics?.started(meta.protocol);
     await this.deps.audit.append(s.identity, 'session.started', s.id, {
@@ -641,6 +648,7 @@ export class SessionManager {
   /** No more retries (the gateway stops; the next start's reaper takes over). */
   stop(): void {
     this.stopped = true;
+    this.memory.stop();
     for (const t of this.retries.values()) t.cancel();
     this.retries.clear();
   }
