@@ -9,9 +9,6 @@ import type { Store, AuditEventRecord, AuditBatch } from './types.js';
 import { migrations, type ColumnKind } from './schema.js';
 import { QUERY_RETRY_MS, SqlStore, type Row } from './sql.js';
 
-/** Store work (statements outside a transaction) one event-loop turn may do before the rest waits for the next. */
-export const STORE_SLICE_MS = 8;
-
 /** How often the checkpointer thread copies the WAL back into the database file. */
 export const CHECKPOINT_MS = 1000;
 
@@ -130,55 +127,10 @@ export class SqliteStore extends SqlStore {
     return { rows: [], changes: s.run(...bound).changes };
   }
 
-  /**
-   * Every statement runs synchronously when called, after any transaction of someone else has ended.
-   * A promise that resolves at once does not give the event loop back, so a burst (1,000 sessions
-   * ending together, each a chain of updates) would run as one long turn. So statements outside a
-   * transaction take turns: past STORE_SLICE_MS of store work in one event-loop turn, the next ones
-   * wait in order (FIFO) for a later turn, and I/O of every session runs in between.
-   */
+  /** Every statement runs synchronously when called, after any transaction of someone else has ended. */
   async query(sql: string, args: unknown[]): Promise<{ rows: Row[]; changes: number }> {
-    if (this.inOpenTx()) return this.run(sql, args);
-    if (this.turnQueue.length || !this.fresh()) await new Promise<void>((r) => { this.turnQueue.push(r); this.scheduleTurn(); });
-    try {
-      while (this.txOpen) await this.txOpen;
-      return this.run(sql, args);
-    } finally {
-      this.passTurn();
-    }
-  }
-
-  /** When this event-loop turn's store work began (-1: none yet), and the statements waiting for a later turn. */
-  private turnStart = -1;
-  private turnQueue: (() => void)[] = [];
-  private turnScheduled = false;
-
-  /** Whether this turn's store work is still under STORE_SLICE_MS (its first statement starts the clock). */
-  private fresh(): boolean {
-    const now = performance.now();
-    if (this.turnStart < 0) {
-      this.turnStart = now;
-      setImmediate(() => { this.turnStart = -1; });
-    }
-    return now - this.turnStart < STORE_SLICE_MS;
-  }
-
-  /** The next waiting statement runs now if this turn has time left; else in a later turn. */
-  private passTurn(): void {
-    if (!this.turnQueue.length) return;
-    if (this.fresh()) this.turnQueue.shift()!();
-    else this.scheduleTurn();
-  }
-
-  private scheduleTurn(): void {
-    if (this.turnScheduled) return;
-    this.turnScheduled = true;
-    setImmediate(() => {
-      this.turnScheduled = false;
-      this.turnStart = -1;
-      this.fresh();
-      this.turnQueue.shift()?.();
-    });
+    while (this.txOpen && !this.inOpenTx()) await this.txOpen;
+    return this.run(sql, args);
   }
 
   /**
