@@ -2,8 +2,8 @@
  * Memory back after a burst. V8 collects when it allocates: a gateway that goes quiet after 1,000
  * sessions ended keeps their garbage (hundreds of MiB of heap and Buffers) until the next traffic,
  * which looks like a leak to whoever watches RSS. So when the live sessions fall to a quarter of
- * their peak (at least MIN_BURST fewer) and nothing new starts for QUIET_MS, the gateway asks V8
- * for one full collection. It is one GC per burst, never on the data path.
+ * their peak (at least MIN_BURST fewer) and no session starts or ends for QUIET_MS, the gateway asks
+ * V8 for one full collection. It is one GC per burst, never on the data path.
  */
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -34,10 +34,12 @@ export class MemoryReturn {
   /** The live session count changed (after a start or an end). */
   live(n: number, started: boolean): void {
     this.now = n;
-    if (started && this.timer) { clearTimeout(this.timer); this.timer = null; }
     if (n > this.peak) this.peak = n;
-    if (started || !this.gc || this.timer) return;
+    if (this.timer && started) { clearTimeout(this.timer); this.timer = null; }
+    if (started || !this.gc) return;
     if (this.peak - n < this.minBurst || n > this.peak / 4) return;
+    // Every further end restarts the quiet time: the collection comes once the whole teardown is over.
+    if (this.timer) clearTimeout(this.timer);
     this.timer = setTimeout(() => {
       this.timer = null;
       this.peak = this.now;
