@@ -46,6 +46,19 @@ async function hostKeyFingerprint(host: string, port: number): Promise<string> {
 
 /** `tollgate serve` with `workers` worker processes, targets pg (postgres) and web (ssh) on the demo's servers. */
 export async function startServedGateway(demo: DemoGateway, workers: number, log: (m: string) => void): Promise<ServedGateway> {
+  // A port picked free can be taken before the gateway binds it (an outgoing connection's ephemeral
+  // port): then start again on new ports, at most 3 times.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(demo, workers, log);
+    } catch (e) {
+      if (attempt >= 3 || !/EADDRINUSE/.test((e as Error).message)) throw e;
+      log(`tollgate serve (workers: ${workers}): a listener port was taken meanwhile (EADDRINUSE); starting again on new ports`);
+    }
+  }
+}
+
+async function startOnce(demo: DemoGateway, workers: number, log: (m: string) => void): Promise<ServedGateway> {
   const dir = mkdtempSync(join(tmpdir(), 'tg-bench-serve-'));
   let child: ChildProcess | null = null;
   try {

@@ -55,7 +55,8 @@ export class SlicedPump {
   release(why: string): void {
     if (!this.holds.delete(why) || this.holds.size || this.stopped) return;
     this.kick();
-    if (!this.scheduled) this.src.resume();
+    // The work kick() ran may have taken a hold again (the destination pushed back): then stay paused.
+    if (!this.scheduled && !this.holds.size && !this.stopped) this.src.resume();
   }
 
   held(why: string): boolean { return this.holds.has(why); }
