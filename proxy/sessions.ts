@@ -419,7 +419,7 @@ export class SessionManager {
   private stopped = false;
   /** Sessions that ended while their final record could not be written (the store was unavailable). */
   readonly unrecorded = new Map<string, SessionRecord>();
-  /** One full GC once a burst of sessions has ended and the gateway is quiet (proxy/memory.ts). */
+  /** Full collections once a burst of sessions has ended and the gateway is quiet (proxy/memory.ts). */
   readonly memory = new MemoryReturn();
   constructor(private deps: SessionDeps) {}
 

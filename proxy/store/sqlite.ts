@@ -55,7 +55,8 @@ export class SqliteStore extends SqlStore {
       // Checkpoints off the event loop (see CHECKPOINTER); the main connection never checkpoints by itself.
       this.db.pragma('wal_autocheckpoint = 0');
       this.checkpointer = new Worker(CHECKPOINTER, { eval: true, workerData: { module: createRequire(import.meta.url).resolve('better-sqlite3'), path: resolve(path), everyMs: CHECKPOINT_MS } });
-      this.checkpointer.on('error', () => { this.checkpointer = null; this.db.pragma('wal_autocheckpoint = 1000'); });
+      // A checkpointer that cannot run (its open failed): the main connection checkpoints again, if it is still open.
+      this.checkpointer.on('error', () => { this.checkpointer = null; if (this.db.open) this.db.pragma('wal_autocheckpoint = 1000'); });
       this.checkpointer.unref();
     }
   }

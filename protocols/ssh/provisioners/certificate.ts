@@ -44,9 +44,6 @@ export async function ensureCaTrusted(ctx: ProtocolContext, target: TargetConfig
   return check;
 }
 
-/** Forget confirmed CA trust (a test that removes the CA from a target, or the target's file changed). */
-export function forgetCaTrust(): void { caTrusted.clear(); }
-
 /**
  * Session keys to append to a target's revoked-keys file, in one admin script per batch (group
  * commit): while one batch is being written, the keys of every session that ends meanwhile wait for
