@@ -1,38 +1,11 @@
 import Database from 'better-sqlite3';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { mkdirSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, resolve } from 'node:path';
-import { Worker } from 'node:worker_threads';
+import { dirname } from 'node:path';
 import { GroupSync } from '../../auth/durable.js';
 import type { Store, AuditEventRecord, AuditBatch } from './types.js';
 import { migrations, type ColumnKind } from './schema.js';
 import { QUERY_RETRY_MS, SqlStore, type Row } from './sql.js';
-
-/** How often the checkpointer thread copies the WAL back into the database file. */
-export const CHECKPOINT_MS = 1000;
-
-/**
- * The checkpointer: a worker thread with its own connection that runs PASSIVE checkpoints (they
- * never block writers) every CHECKPOINT_MS. SQLite's automatic checkpoint runs inside the commit
- * that crosses 1,000 WAL pages, on the event loop, and syncs both files there: under a burst of
- * writes on a busy disk that held the loop for seconds.
- */
-const CHECKPOINTER = `
-const { workerData, parentPort } = require('node:worker_threads');
-const Database = require(workerData.module);
-const db = new Database(workerData.path, { fileMustExist: true });
-db.pragma('busy_timeout = 1000');
-const timer = setInterval(() => {
-  try { db.pragma('wal_checkpoint(PASSIVE)'); } catch (e) { /* busy or gone: the next round tries again */ }
-}, workerData.everyMs);
-parentPort.on('message', (m) => {
-  if (m !== 'stop') return;
-  clearInterval(timer);
-  try { db.close(); } catch {}
-  parentPort.postMessage('stopped');
-});
-`;
 
 /** The embedded store: one SQLite file (WAL), better-sqlite3. The statements are in sql.ts. */
 export class SqliteStore extends SqlStore {
@@ -51,27 +24,6 @@ export class SqliteStore extends SqlStore {
     this.db.pragma('foreign_keys = ON');
     this.db.pragma('busy_timeout = 5000');
     this.walSync = path === ':memory:' ? null : new GroupSync(`${path}-wal`);
-    if (path !== ':memory:') {
-      // Checkpoints off the event loop (see CHECKPOINTER); the main connection never checkpoints by itself.
-      this.db.pragma('wal_autocheckpoint = 0');
-      this.checkpointer = new Worker(CHECKPOINTER, { eval: true, workerData: { module: createRequire(import.meta.url).resolve('better-sqlite3'), path: resolve(path), everyMs: CHECKPOINT_MS } });
-      // A checkpointer that cannot run (its open failed): the main connection checkpoints again, if it is still open.
-      this.checkpointer.on('error', () => { this.checkpointer = null; if (this.db.open) this.db.pragma('wal_autocheckpoint = 1000'); });
-      this.checkpointer.unref();
-    }
-  }
-
-  private checkpointer: Worker | null = null;
-
-  private async stopCheckpointer(): Promise<void> {
-    const w = this.checkpointer;
-    if (!w) return;
-    this.checkpointer = null;
-    await Promise.race([
-      new Promise<void>((r) => { w.once('message', () => r()); w.once('exit', () => r()); w.postMessage('stop'); }),
-      new Promise<void>((r) => setTimeout(r, 2000).unref()),
-    ]);
-    await w.terminate();
   }
 
   /**
@@ -99,8 +51,6 @@ export class SqliteStore extends SqlStore {
   }
 
   async close(): Promise<void> {
-    if (!this.db.open) return;
-    await this.stopCheckpointer();
     if (!this.db.open) return;
     this.flushQueryLog();
     this.clearQueryFlushTimer();
